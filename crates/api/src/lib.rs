@@ -1,0 +1,1 @@
+//! api (placeholder, being written).

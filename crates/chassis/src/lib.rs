@@ -1,0 +1,1 @@
+//! chassis (placeholder, being written).

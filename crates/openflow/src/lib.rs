@@ -1,0 +1,1 @@
+//! openflow (placeholder, being written).

@@ -1,0 +1,1 @@
+//! store (placeholder, being written).

@@ -1,0 +1,2 @@
+//! The `wyvern` command: one binary with a subcommand per role.
+fn main() {}
