@@ -1,1 +1,34 @@
-//! testbed (placeholder, being written).
+//! Test bed for real Open vSwitch: the fixture behind Wyvern's integration tests and `wyvern lab`.
+//!
+//! Every piece of the topology is a value that removes itself when dropped, also while a test
+//! unwinds from a panic:
+//!
+//! * [`Chassis`]: one network namespace running its own `ovsdb-server` and `ovs-vswitchd`
+//!   (userspace datapath) with a private run directory, plus wrappers for `ovs-vsctl`,
+//!   `ovs-ofctl`, `ovs-appctl` and `ovsdb-tool` against exactly that instance.
+//! * [`Host`]: a "VM", i.e. a network namespace joined to a chassis by a veth pair (TX checksum
+//!   offload off on the VM side, which TCP through the userspace datapath needs).
+//! * [`Underlay`]: a Linux bridge in its own namespace that joins chassis; each attached chassis
+//!   gets `br-phy` holding the underlay address with the veth as its port and a
+//!   `priority=0,actions=NORMAL` flow, which is what userspace tunnels need.
+//!
+//! Names are unique per process and call (prefix, pid and a counter) so tests run in parallel.
+//! Daemons are stopped by PID (checked against their command line), namespaces and directories
+//! by name. [`leftovers::find`] and [`leftovers::cleanup`] (binary `testbed-cleanup`) find and
+//! remove whatever a killed test run left behind.
+
+mod chassis;
+mod cmd;
+mod error;
+mod host;
+pub mod leftovers;
+mod names;
+mod netns;
+mod underlay;
+
+pub use chassis::{Chassis, ChassisOpts};
+pub use error::{Error, Result};
+pub use host::{Host, HostOpts};
+pub use names::{PREFIX, unique_name};
+pub use netns::Netns;
+pub use underlay::Underlay;

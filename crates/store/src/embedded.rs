@@ -1,0 +1,383 @@
+//! The embedded backend: one redb file, one writer thread with group commit, watches from a change log.
+//!
+//! Every transaction is queued to a single writer thread, which takes all queued transactions at once,
+//! checks and applies each in order inside one redb write transaction (each committed one gets its own
+//! revision), commits once with an fsync, and only then answers the callers. That keeps every
+//! acknowledged write durable while many concurrent writers share the cost of one fsync.
+//!
+//! Each committed revision is also appended to a change log table, which watchers read from; the log
+//! keeps the last [`LOG_RETAIN`] revisions, older ones are compacted away.
+
+use std::path::Path;
+use std::sync::{Arc, mpsc};
+
+use futures::future::BoxFuture;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use tokio::sync::{oneshot, watch};
+
+use crate::{Compare, Event, KeyValue, Op, Revision, Store, StoreError, Txn, TxnOutcome, Watch};
+
+const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const META_REVISION: &str = "revision";
+/// All revisions at or below this one are no longer in the log.
+const META_COMPACTED: &str = "compacted";
+
+/// How many revisions of history the change log keeps.
+pub const LOG_RETAIN: u64 = 200_000;
+/// At most this many queued transactions share one commit.
+const MAX_BATCH: usize = 512;
+/// At most this many revisions are read from the log for one watch batch.
+const MAX_WATCH_REVISIONS: u64 = 1024;
+
+type Reply = oneshot::Sender<Result<TxnOutcome, StoreError>>;
+
+/// A store in one local file.
+pub struct EmbeddedStore {
+    db: Arc<Database>,
+    writer: mpsc::Sender<(Txn, Reply)>,
+    revision: watch::Receiver<Revision>,
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+impl EmbeddedStore {
+    /// Opens (creating if needed) the store file at `path`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let db = Arc::new(Database::create(path.as_ref()).map_err(backend)?);
+        let tx = db.begin_write().map_err(backend)?;
+        tx.open_table(KV).map_err(backend)?;
+        tx.open_table(LOG).map_err(backend)?;
+        let current = {
+            let meta = tx.open_table(META).map_err(backend)?;
+            meta.get(META_REVISION)
+                .map_err(backend)?
+                .map(|v| v.value())
+                .unwrap_or(0)
+        };
+        tx.commit().map_err(backend)?;
+        let (rev_tx, revision) = watch::channel(current);
+        let (writer, queue) = mpsc::channel();
+        let wdb = db.clone();
+        std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || writer_loop(&wdb, &queue, &rev_tx))
+            .map_err(backend)?;
+        Ok(Self {
+            db,
+            writer,
+            revision,
+        })
+    }
+
+    fn read_get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        let tx = self.db.begin_read().map_err(backend)?;
+        let kv = tx.open_table(KV).map_err(backend)?;
+        match kv.get(key).map_err(backend)? {
+            Some(v) => Ok(Some(decode_kv(key, v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn read_range(&self, prefix: &str) -> Result<(Vec<KeyValue>, Revision), StoreError> {
+        let tx = self.db.begin_read().map_err(backend)?;
+        let rev = read_meta(&tx.open_table(META).map_err(backend)?, META_REVISION)?;
+        let kv = tx.open_table(KV).map_err(backend)?;
+        let mut out = Vec::new();
+        for item in kv.range(prefix..).map_err(backend)? {
+            let (k, v) = item.map_err(backend)?;
+            let key = k.value();
+            if !key.starts_with(prefix) {
+                break;
+            }
+            out.push(decode_kv(key, v.value())?);
+        }
+        Ok((out, rev))
+    }
+}
+
+fn read_meta(meta: &impl ReadableTable<&'static str, u64>, key: &str) -> Result<u64, StoreError> {
+    Ok(meta.get(key).map_err(backend)?.map(|v| v.value()).unwrap_or(0))
+}
+
+impl Store for EmbeddedStore {
+    fn revision(&self) -> BoxFuture<'_, Result<Revision, StoreError>> {
+        Box::pin(async move { Ok(*self.revision.borrow()) })
+    }
+
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<KeyValue>, StoreError>> {
+        Box::pin(async move { self.read_get(key) })
+    }
+
+    fn range<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> BoxFuture<'a, Result<(Vec<KeyValue>, Revision), StoreError>> {
+        Box::pin(async move { self.read_range(prefix) })
+    }
+
+    fn txn(&self, txn: Txn) -> BoxFuture<'_, Result<TxnOutcome, StoreError>> {
+        Box::pin(async move {
+            let (reply, answer) = oneshot::channel();
+            self.writer
+                .send((txn, reply))
+                .map_err(|_| StoreError::Closed)?;
+            answer.await.map_err(|_| StoreError::Closed)?
+        })
+    }
+
+    fn watch<'a>(
+        &'a self,
+        prefix: &'a str,
+        after: Revision,
+    ) -> BoxFuture<'a, Result<Box<dyn Watch>, StoreError>> {
+        Box::pin(async move {
+            let watcher = EmbeddedWatch {
+                db: self.db.clone(),
+                prefix: prefix.to_string(),
+                last: after,
+                revision: self.revision.clone(),
+            };
+            watcher.check_compacted()?;
+            Ok(Box::new(watcher) as Box<dyn Watch>)
+        })
+    }
+}
+
+struct EmbeddedWatch {
+    db: Arc<Database>,
+    prefix: String,
+    last: Revision,
+    revision: watch::Receiver<Revision>,
+}
+
+impl EmbeddedWatch {
+    fn check_compacted(&self) -> Result<(), StoreError> {
+        let tx = self.db.begin_read().map_err(backend)?;
+        let compacted = read_meta(&tx.open_table(META).map_err(backend)?, META_COMPACTED)?;
+        if self.last < compacted {
+            return Err(StoreError::Compacted {
+                requested: self.last,
+                oldest: compacted,
+            });
+        }
+        Ok(())
+    }
+
+    /// Reads the log after `self.last` up to `upto`, bounded; advances `self.last`.
+    fn read_log(&mut self, upto: Revision) -> Result<Vec<Event>, StoreError> {
+        let end = upto.min(self.last + MAX_WATCH_REVISIONS);
+        let tx = self.db.begin_read().map_err(backend)?;
+        let compacted = read_meta(&tx.open_table(META).map_err(backend)?, META_COMPACTED)?;
+        if self.last < compacted {
+            return Err(StoreError::Compacted {
+                requested: self.last,
+                oldest: compacted,
+            });
+        }
+        let log = tx.open_table(LOG).map_err(backend)?;
+        let mut events = Vec::new();
+        for item in log.range(self.last + 1..=end).map_err(backend)? {
+            let (rev, data) = item.map_err(backend)?;
+            decode_events(rev.value(), data.value(), &self.prefix, &mut events)?;
+        }
+        self.last = end;
+        Ok(events)
+    }
+}
+
+impl Watch for EmbeddedWatch {
+    fn next(&mut self) -> BoxFuture<'_, Result<Vec<Event>, StoreError>> {
+        Box::pin(async move {
+            loop {
+                let current = *self.revision.borrow_and_update();
+                while self.last < current {
+                    let events = self.read_log(current)?;
+                    if !events.is_empty() {
+                        return Ok(events);
+                    }
+                }
+                self.revision
+                    .changed()
+                    .await
+                    .map_err(|_| StoreError::Closed)?;
+            }
+        })
+    }
+}
+
+fn writer_loop(
+    db: &Database,
+    queue: &mpsc::Receiver<(Txn, Reply)>,
+    revision: &watch::Sender<Revision>,
+) {
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(item) => batch.push(item),
+                Err(_) => break,
+            }
+        }
+        let (txns, replies): (Vec<Txn>, Vec<Reply>) = batch.into_iter().unzip();
+        match apply_batch(db, &txns) {
+            Ok((outcomes, rev)) => {
+                revision.send_replace(rev);
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    let _ = reply.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                tracing::error!("store commit failed: {e}");
+                for reply in replies {
+                    let _ = reply.send(Err(backend(&e)));
+                }
+            }
+        }
+    }
+}
+
+/// Applies a batch in one write transaction; returns each transaction's outcome and the new revision.
+fn apply_batch(db: &Database, txns: &[Txn]) -> Result<(Vec<TxnOutcome>, Revision), StoreError> {
+    let tx = db.begin_write().map_err(backend)?;
+    let mut outcomes = Vec::with_capacity(txns.len());
+    let rev;
+    {
+        let mut kv = tx.open_table(KV).map_err(backend)?;
+        let mut log = tx.open_table(LOG).map_err(backend)?;
+        let mut meta = tx.open_table(META).map_err(backend)?;
+        let mut current = read_meta(&meta, META_REVISION)?;
+        'txns: for txn in txns {
+            for Compare::ModRevision(key, want) in &txn.compares {
+                let have = match kv.get(key.as_str()).map_err(backend)? {
+                    Some(v) => decode_kv(key, v.value())?.mod_revision,
+                    None => 0,
+                };
+                if have != *want {
+                    outcomes.push(TxnOutcome::Conflict(key.clone()));
+                    continue 'txns;
+                }
+            }
+            current += 1;
+            let mut record = Vec::new();
+            for op in &txn.ops {
+                match op {
+                    Op::Put(key, value) => {
+                        let created = match kv.get(key.as_str()).map_err(backend)? {
+                            Some(v) => decode_kv(key, v.value())?.create_revision,
+                            None => current,
+                        };
+                        let stored = encode_kv(created, current, value);
+                        kv.insert(key.as_str(), stored.as_slice())
+                            .map_err(backend)?;
+                        encode_event(&mut record, key, Some(value));
+                    }
+                    Op::Delete(key) => {
+                        if kv.remove(key.as_str()).map_err(backend)?.is_some() {
+                            encode_event(&mut record, key, None);
+                        }
+                    }
+                }
+            }
+            log.insert(current, record.as_slice()).map_err(backend)?;
+            outcomes.push(TxnOutcome::Committed(current));
+        }
+        meta.insert(META_REVISION, current).map_err(backend)?;
+        compact(&mut log, &mut meta, current)?;
+        rev = current;
+    }
+    tx.commit().map_err(backend)?;
+    Ok((outcomes, rev))
+}
+
+/// Drops log entries older than [`LOG_RETAIN`] revisions, a bounded number per commit.
+fn compact(
+    log: &mut redb::Table<u64, &[u8]>,
+    meta: &mut redb::Table<&str, u64>,
+    current: Revision,
+) -> Result<(), StoreError> {
+    let compacted = read_meta(meta, META_COMPACTED)?;
+    let target = current.saturating_sub(LOG_RETAIN);
+    if target > compacted {
+        let upto = target.min(compacted + 4 * MAX_BATCH as u64);
+        log.retain_in(compacted + 1..=upto, |_, _| false)
+            .map_err(backend)?;
+        meta.insert(META_COMPACTED, upto).map_err(backend)?;
+    }
+    Ok(())
+}
+
+fn encode_kv(create: Revision, modified: Revision, value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + value.len());
+    out.extend_from_slice(&create.to_le_bytes());
+    out.extend_from_slice(&modified.to_le_bytes());
+    out.extend_from_slice(value);
+    out
+}
+
+fn decode_kv(key: &str, stored: &[u8]) -> Result<KeyValue, StoreError> {
+    let corrupt = || StoreError::Corrupt(key.to_string());
+    let (header, value) = stored.split_at_checked(16).ok_or_else(corrupt)?;
+    let (c, m) = header.split_at(8);
+    Ok(KeyValue {
+        key: key.to_string(),
+        value: value.to_vec(),
+        create_revision: u64::from_le_bytes(c.try_into().map_err(|_| corrupt())?),
+        mod_revision: u64::from_le_bytes(m.try_into().map_err(|_| corrupt())?),
+    })
+}
+
+/// Log record layout, per event: key length (u32 LE), key, present flag (u8), and for a put the value
+/// length (u32 LE) and the value.
+fn encode_event(out: &mut Vec<u8>, key: &str, value: Option<&Vec<u8>>) {
+    out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    out.extend_from_slice(key.as_bytes());
+    match value {
+        Some(v) => {
+            out.push(1);
+            out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+            out.extend_from_slice(v);
+        }
+        None => out.push(0),
+    }
+}
+
+fn decode_events(
+    revision: Revision,
+    mut data: &[u8],
+    prefix: &str,
+    out: &mut Vec<Event>,
+) -> Result<(), StoreError> {
+    let corrupt = || StoreError::Corrupt(format!("log@{revision}"));
+    fn take<'d>(data: &mut &'d [u8], n: usize) -> Option<&'d [u8]> {
+        let (head, rest) = data.split_at_checked(n)?;
+        *data = rest;
+        Some(head)
+    }
+    fn take_len(data: &mut &[u8]) -> Option<usize> {
+        Some(u32::from_le_bytes(take(data, 4)?.try_into().ok()?) as usize)
+    }
+    while !data.is_empty() {
+        let klen = take_len(&mut data).ok_or_else(corrupt)?;
+        let key = std::str::from_utf8(take(&mut data, klen).ok_or_else(corrupt)?)
+            .map_err(|_| corrupt())?;
+        let value = match take(&mut data, 1).ok_or_else(corrupt)?[0] {
+            0 => None,
+            _ => {
+                let vlen = take_len(&mut data).ok_or_else(corrupt)?;
+                Some(take(&mut data, vlen).ok_or_else(corrupt)?.to_vec())
+            }
+        };
+        if key.starts_with(prefix) {
+            out.push(Event {
+                revision,
+                key: key.to_string(),
+                value,
+            });
+        }
+    }
+    Ok(())
+}

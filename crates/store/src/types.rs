@@ -1,0 +1,116 @@
+//! The store's vocabulary: keys, revisions, transactions, watch events, and the [`Store`] trait.
+
+use futures::future::BoxFuture;
+
+/// A store-wide revision: incremented by one for every committed transaction. 0 means "never".
+pub type Revision = u64;
+
+/// A key with its value and the revisions at which it was created and last modified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyValue {
+    pub key: String,
+    pub value: Vec<u8>,
+    pub create_revision: Revision,
+    pub mod_revision: Revision,
+}
+
+/// A condition a transaction checks before applying its operations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Compare {
+    /// The key's `mod_revision` equals the given one; 0 means the key must not exist.
+    ModRevision(String, Revision),
+}
+
+/// A write a transaction applies when all its conditions hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    Put(String, Vec<u8>),
+    Delete(String),
+}
+
+/// A conditional, atomic batch of writes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Txn {
+    pub compares: Vec<Compare>,
+    pub ops: Vec<Op>,
+}
+
+impl Txn {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Requires `key` to be at `rev` (0: absent).
+    pub fn when(mut self, key: impl Into<String>, rev: Revision) -> Self {
+        self.compares.push(Compare::ModRevision(key.into(), rev));
+        self
+    }
+    pub fn put(mut self, key: impl Into<String>, value: Vec<u8>) -> Self {
+        self.ops.push(Op::Put(key.into(), value));
+        self
+    }
+    pub fn delete(mut self, key: impl Into<String>) -> Self {
+        self.ops.push(Op::Delete(key.into()));
+        self
+    }
+}
+
+/// What became of a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TxnOutcome {
+    /// Applied at this revision.
+    Committed(Revision),
+    /// A condition on this key did not hold; nothing was written.
+    Conflict(String),
+}
+
+/// One change to one key, as a watcher sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub revision: Revision,
+    pub key: String,
+    /// The new value, or `None` when the key was deleted.
+    pub value: Option<Vec<u8>>,
+}
+
+/// Store failures. Conflicts are not errors: see [`TxnOutcome::Conflict`].
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("unknown store spec {0:?}: expected embedded:PATH or etcd://HOST:PORT[,HOST:PORT...]")]
+    BadSpec(String),
+    #[error("revision {requested} has been compacted; the oldest available is {oldest}")]
+    Compacted { requested: Revision, oldest: Revision },
+    #[error("store closed")]
+    Closed,
+    #[error("store backend: {0}")]
+    Backend(String),
+    #[error("corrupt store record under {0:?}")]
+    Corrupt(String),
+}
+
+/// A stream of change batches under a prefix, in revision order.
+pub trait Watch: Send {
+    /// The next non-empty batch of events (all events of one or more revisions, never a partial
+    /// revision). Fails with [`StoreError::Compacted`] when the watcher fell behind compaction.
+    fn next(&mut self) -> BoxFuture<'_, Result<Vec<Event>, StoreError>>;
+}
+
+/// A revisioned, transactional key-value store.
+pub trait Store: Send + Sync + 'static {
+    /// The current revision.
+    fn revision(&self) -> BoxFuture<'_, Result<Revision, StoreError>>;
+    /// One key.
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<KeyValue>, StoreError>>;
+    /// All keys under `prefix`, in key order, with the revision of the snapshot they were read at.
+    fn range<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> BoxFuture<'a, Result<(Vec<KeyValue>, Revision), StoreError>>;
+    /// Applies `txn` atomically if its conditions hold. Returns once the outcome is durable.
+    fn txn(&self, txn: Txn) -> BoxFuture<'_, Result<TxnOutcome, StoreError>>;
+    /// Every change under `prefix` after revision `after`.
+    fn watch<'a>(
+        &'a self,
+        prefix: &'a str,
+        after: Revision,
+    ) -> BoxFuture<'a, Result<Box<dyn Watch>, StoreError>>;
+}

@@ -1,0 +1,285 @@
+//! One Open vSwitch chassis: `ovsdb-server` + `ovs-vswitchd` in a private namespace and run dir.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::cmd::{self, output, run};
+use crate::{Error, Netns, Result};
+
+/// Schema installed by the `openvswitch-common` package.
+const VSWITCH_SCHEMA: &str = "/usr/share/openvswitch/vswitch.ovsschema";
+/// `sun_path` holds 108 bytes including the terminating NUL.
+const MAX_SOCKET_PATH: usize = 107;
+
+/// How to start a [`Chassis`].
+#[derive(Debug, Clone)]
+pub struct ChassisOpts {
+    /// Start `ovs-vswitchd` too (default). Without it only the database runs.
+    pub vswitchd: bool,
+    /// `Open_vSwitch` `other_config` keys set before `ovs-vswitchd` starts (some, such as
+    /// `userspace-tso-enable`, are read only at startup).
+    pub other_config: Vec<(String, String)>,
+    /// Directory that holds the run directory; it must be short (unix socket paths live
+    /// there). Default `/tmp`.
+    pub base_dir: PathBuf,
+}
+
+impl Default for ChassisOpts {
+    fn default() -> Self {
+        ChassisOpts {
+            vswitchd: true,
+            other_config: Vec::new(),
+            base_dir: PathBuf::from("/tmp"),
+        }
+    }
+}
+
+/// A running chassis. Dropping it stops both daemons by PID, deletes the namespace (and with
+/// it every port of the userspace datapath) and removes the run directory.
+#[derive(Debug)]
+pub struct Chassis {
+    name: String,
+    rundir: PathBuf,
+    // Declared after `rundir` but dropped explicitly in `Drop` (daemons first).
+    netns: Option<Netns>,
+}
+
+impl Chassis {
+    /// Starts a chassis whose OVS `system-id` and `hostname` are `name`.
+    pub fn start(name: &str, opts: &ChassisOpts) -> Result<Chassis> {
+        let netns = Netns::create('c')?;
+        let rundir = opts.base_dir.join(netns.name());
+        let mut chassis = Chassis {
+            name: name.to_owned(),
+            rundir,
+            netns: Some(netns),
+        };
+        chassis.init(opts)?;
+        Ok(chassis)
+    }
+
+    fn init(&mut self, opts: &ChassisOpts) -> Result<()> {
+        let longest = self.rundir.join("ovs-vswitchd.12345678.ctl");
+        if longest.as_os_str().len() > MAX_SOCKET_PATH - 16 {
+            return Err(Error::Invalid(format!(
+                "run directory {} is too long for unix sockets",
+                self.rundir.display()
+            )));
+        }
+        std::fs::create_dir(&self.rundir).map_err(|source| Error::Io {
+            what: format!("mkdir {}", self.rundir.display()),
+            source,
+        })?;
+        let db = self.rundir.join("conf.db");
+        run(
+            "ovsdb-tool",
+            ["create".as_ref(), db.as_os_str(), VSWITCH_SCHEMA.as_ref()],
+        )?;
+        self.start_ovsdb()?;
+        let mut init = vec![
+            "--no-wait".to_owned(),
+            "--".to_owned(),
+            "init".to_owned(),
+            "--".to_owned(),
+            "set".to_owned(),
+            "Open_vSwitch".to_owned(),
+            ".".to_owned(),
+            format!("external_ids:system-id={}", self.name),
+            format!("external_ids:hostname={}", self.name),
+        ];
+        for (k, v) in &opts.other_config {
+            init.push(format!("other_config:{k}={v}"));
+        }
+        self.ovs_vsctl(&init.iter().map(String::as_str).collect::<Vec<_>>())?;
+        if opts.vswitchd {
+            self.start_vswitchd()?;
+        }
+        Ok(())
+    }
+
+    /// The name given to [`Chassis::start`] (OVS `system-id`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The chassis' network namespace.
+    pub fn netns(&self) -> &Netns {
+        self.netns.as_ref().expect("namespace lives until drop")
+    }
+
+    /// The private run directory (`OVS_RUNDIR`): database, sockets, pidfiles and logs.
+    pub fn rundir(&self) -> &Path {
+        &self.rundir
+    }
+
+    /// Path of the database's unix socket.
+    pub fn db_socket(&self) -> PathBuf {
+        self.rundir.join("db.sock")
+    }
+
+    /// OVSDB remote of this chassis, e.g. `unix:/tmp/wyt1c0/db.sock`.
+    pub fn db_endpoint(&self) -> String {
+        format!("unix:{}", self.db_socket().display())
+    }
+
+    /// The database file.
+    pub fn db_file(&self) -> PathBuf {
+        self.rundir.join("conf.db")
+    }
+
+    /// The OpenFlow management socket of `bridge` (what a controller in the root namespace
+    /// connects to).
+    pub fn mgmt_socket(&self, bridge: &str) -> PathBuf {
+        self.rundir.join(format!("{bridge}.mgmt"))
+    }
+
+    fn daemon(&self, program: &str, args: &[String]) -> Result<()> {
+        let d = self.rundir.display().to_string();
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", self.netns().name(), "env"])
+            .arg(format!("OVS_RUNDIR={d}"))
+            .arg(format!("OVS_LOGDIR={d}"))
+            .arg(format!("OVS_DBDIR={d}"))
+            .arg(format!("OVS_SYSCONFDIR={d}"))
+            .arg(program)
+            .args(args)
+            .arg(format!("--pidfile={d}/{program}.pid"))
+            .arg(format!("--unixctl={d}/{program}.ctl"))
+            .arg(format!("--log-file={d}/{program}.log"))
+            .args(["-vconsole:off", "--detach", "--no-chdir"]);
+        output(&mut c).map(drop)
+    }
+
+    fn pid_of(&self, program: &str) -> Option<u32> {
+        cmd::read_pidfile(&self.rundir.join(format!("{program}.pid"))).filter(|p| cmd::alive(*p))
+    }
+
+    fn stop(&self, program: &str) {
+        if let Some(pid) = self.pid_of(program) {
+            // Only a process whose command line names our run dir is ours.
+            cmd::kill_pid(pid, &self.rundir.display().to_string());
+        }
+    }
+
+    /// PID of the running `ovsdb-server`, if any.
+    pub fn ovsdb_pid(&self) -> Option<u32> {
+        self.pid_of("ovsdb-server")
+    }
+
+    /// PID of the running `ovs-vswitchd`, if any.
+    pub fn vswitchd_pid(&self) -> Option<u32> {
+        self.pid_of("ovs-vswitchd")
+    }
+
+    /// Starts `ovsdb-server` on the existing database (also after [`Chassis::stop_ovsdb`]).
+    pub fn start_ovsdb(&self) -> Result<()> {
+        let d = self.rundir.display();
+        self.daemon(
+            "ovsdb-server",
+            &[
+                format!("{d}/conf.db"),
+                format!("--remote=punix:{d}/db.sock"),
+                "--remote=db:Open_vSwitch,Open_vSwitch,manager_options".to_owned(),
+            ],
+        )
+    }
+
+    /// Kills `ovsdb-server` (SIGTERM, then SIGKILL) and waits until it is gone.
+    pub fn stop_ovsdb(&self) {
+        self.stop("ovsdb-server");
+    }
+
+    /// Starts `ovs-vswitchd`; returns once it is up.
+    pub fn start_vswitchd(&self) -> Result<()> {
+        self.daemon("ovs-vswitchd", &[self.db_endpoint()])
+    }
+
+    /// Stops `ovs-vswitchd` by PID.
+    pub fn stop_vswitchd(&self) {
+        self.stop("ovs-vswitchd");
+    }
+
+    /// Runs `ovs-vsctl` against this chassis' database.
+    pub fn ovs_vsctl(&self, args: &[&str]) -> Result<String> {
+        let db = format!("--db={}", self.db_endpoint());
+        let mut all = vec![db.as_str(), "--timeout=20"];
+        all.extend_from_slice(args);
+        run("ovs-vsctl", all)
+    }
+
+    /// Runs `ovs-ofctl` with this chassis' run dir, so bridge names find their `.mgmt` socket.
+    /// `-O OpenFlow13` is added unless `args` choose a version.
+    pub fn ovs_ofctl(&self, args: &[&str]) -> Result<String> {
+        let mut c = Command::new("ovs-ofctl");
+        c.env("OVS_RUNDIR", &self.rundir);
+        if !args
+            .iter()
+            .any(|a| *a == "-O" || a.starts_with("--protocols"))
+        {
+            c.args(["-O", "OpenFlow13"]);
+        }
+        c.args(args);
+        output(&mut c)
+    }
+
+    /// Runs `ovs-appctl` against this chassis' `ovs-vswitchd`.
+    pub fn ovs_appctl(&self, args: &[&str]) -> Result<String> {
+        let t = self.rundir.join("ovs-vswitchd.ctl");
+        let mut c = Command::new("ovs-appctl");
+        c.arg("-t").arg(t).args(args);
+        output(&mut c)
+    }
+
+    /// Runs `ovsdb-tool args... <conf.db>`; e.g. `transact` to change the database while
+    /// `ovsdb-server` is stopped.
+    pub fn ovsdb_tool(&self, args: &[&str]) -> Result<String> {
+        let (cmd, rest) = args
+            .split_first()
+            .ok_or_else(|| Error::Invalid("ovsdb_tool needs a command".into()))?;
+        let db = self.db_file();
+        let mut c = Command::new("ovsdb-tool");
+        c.arg(cmd).arg(db).args(rest);
+        output(&mut c)
+    }
+
+    /// Adds a userspace bridge: `datapath_type=netdev`, `fail_mode=secure`, OpenFlow 1.0, 1.3
+    /// and 1.5.
+    pub fn add_bridge(&self, bridge: &str) -> Result<()> {
+        self.ovs_vsctl(&[
+            "--",
+            "add-br",
+            bridge,
+            "--",
+            "set",
+            "Bridge",
+            bridge,
+            "datapath_type=netdev",
+            "fail_mode=secure",
+            "protocols=OpenFlow10,OpenFlow13,OpenFlow15",
+        ])
+        .map(drop)
+    }
+
+    /// Waits until `f` holds, polling every 10 ms.
+    pub fn wait_until(&self, timeout: Duration, f: impl FnMut() -> bool) -> Result<()> {
+        if cmd::wait_until(timeout, f) {
+            Ok(())
+        } else {
+            Err(Error::Timeout(format!("condition on chassis {}", self.name)))
+        }
+    }
+}
+
+impl Drop for Chassis {
+    fn drop(&mut self) {
+        self.stop_vswitchd();
+        self.stop_ovsdb();
+        drop(self.netns.take());
+        if let Err(e) = std::fs::remove_dir_all(&self.rundir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(dir = %self.rundir.display(), "cannot remove run dir: {e}");
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! Running helper commands and stopping processes by PID.
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use crate::{Error, Result};
+
+/// Runs `program args...`, returns its stdout; a non-zero exit is an error carrying stderr.
+pub(crate) fn run<I, S>(program: &str, args: I) -> Result<String>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut c = Command::new(program);
+    c.args(args);
+    output(&mut c)
+}
+
+/// Runs a prepared command, returns its stdout; a non-zero exit is an error carrying stderr.
+pub(crate) fn output(c: &mut Command) -> Result<String> {
+    let line = describe(c);
+    let out = c
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| Error::Spawn {
+            cmd: line.clone(),
+            source,
+        })?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(Error::Command {
+            cmd: line,
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        })
+    }
+}
+
+fn describe(c: &Command) -> String {
+    let mut s = c.get_program().to_string_lossy().into_owned();
+    for a in c.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+/// True if the process exists and is not a zombie (dead daemons wait for PID 1 to reap them).
+pub(crate) fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name, which may itself hold spaces.
+        Ok(stat) => match stat.rfind(')') {
+            Some(i) => !stat[i + 1..].trim_start().starts_with('Z'),
+            None => false,
+        },
+        Err(_) => false,
+    }
+}
+
+/// The command line of `pid` with NULs turned into spaces, if the process exists.
+pub(crate) fn cmdline(pid: u32) -> Option<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .ok()
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+}
+
+fn signal(pid: u32, sig: libc::c_int) {
+    let Ok(p) = libc::pid_t::try_from(pid) else {
+        return;
+    };
+    if p > 0 {
+        // SAFETY: kill(2) has no memory-safety preconditions; p is a positive PID.
+        unsafe {
+            libc::kill(p, sig);
+        }
+    }
+}
+
+/// Waits until `pid` is dead (or a zombie); true if it died within `timeout`.
+pub(crate) fn wait_dead(pid: u32, timeout: Duration) -> bool {
+    let end = Instant::now() + timeout;
+    while alive(pid) {
+        if Instant::now() >= end {
+            return false;
+        }
+        sleep(Duration::from_millis(10));
+    }
+    true
+}
+
+/// Stops `pid` with SIGTERM, then SIGKILL, but only while its command line contains `marker`
+/// (guards against a recycled PID). Returns once the process is dead.
+pub(crate) fn kill_pid(pid: u32, marker: &str) {
+    let ours = |pid| cmdline(pid).is_some_and(|c| c.contains(marker));
+    if !alive(pid) || !ours(pid) {
+        return;
+    }
+    signal(pid, libc::SIGTERM);
+    if !wait_dead(pid, Duration::from_secs(3)) && ours(pid) {
+        signal(pid, libc::SIGKILL);
+        wait_dead(pid, Duration::from_secs(3));
+    }
+}
+
+/// Reads a daemon's pidfile.
+pub(crate) fn read_pidfile(path: &Path) -> Option<u32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Polls `f` every 10 ms until it returns true or `timeout` passes.
+pub(crate) fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        sleep(Duration::from_millis(10));
+    }
+}

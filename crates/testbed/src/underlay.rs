@@ -1,0 +1,70 @@
+//! The underlay network between chassis, set up the way userspace tunnels need it.
+
+use crate::{Chassis, Netns, Result, names};
+
+/// Name of the OVS bridge that holds a chassis' underlay address.
+pub const PHY_BRIDGE: &str = "br-phy";
+const LINUX_BRIDGE: &str = "br0";
+
+/// A Linux bridge in its own namespace; every attached chassis is connected to it by a veth.
+/// Dropping it deletes the namespace and with it every underlay link.
+#[derive(Debug)]
+pub struct Underlay {
+    netns: Netns,
+    links: u32,
+}
+
+impl Underlay {
+    /// Creates the underlay namespace and its bridge.
+    pub fn create() -> Result<Underlay> {
+        let netns = Netns::create('u')?;
+        netns.ip(&["link", "add", LINUX_BRIDGE, "type", "bridge"])?;
+        netns.ip(&["link", "set", LINUX_BRIDGE, "up"])?;
+        Ok(Underlay { netns, links: 0 })
+    }
+
+    /// The underlay namespace.
+    pub fn netns(&self) -> &Netns {
+        &self.netns
+    }
+
+    /// Connects `chassis` with address `ip_cidr` (e.g. `172.31.0.1/24`): a veth from the
+    /// bridge to the chassis, where it becomes a port of `br-phy`; `br-phy`'s internal port
+    /// gets the address and a `priority=0,actions=NORMAL` flow. vswitchd learns the route from
+    /// the namespace's kernel table and resolves tunnel next hops itself.
+    pub fn attach(&mut self, chassis: &Chassis, ip_cidr: &str) -> Result<()> {
+        self.links += 1;
+        let ul_end = format!("{}u{}", self.netns.name(), self.links);
+        let ch_end = format!("{}u", chassis.netns().name());
+        names::check_ifname(&ul_end)?;
+        names::check_ifname(&ch_end)?;
+        crate::cmd::run(
+            "ip",
+            [
+                "link",
+                "add",
+                &ul_end,
+                "netns",
+                self.netns.name(),
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &ch_end,
+                "netns",
+                chassis.netns().name(),
+            ],
+        )?;
+        self.netns
+            .ip(&["link", "set", &ul_end, "master", LINUX_BRIDGE, "up"])?;
+        chassis.netns().ip(&["link", "set", &ch_end, "up"])?;
+        chassis.add_bridge(PHY_BRIDGE)?;
+        chassis.ovs_vsctl(&["add-port", PHY_BRIDGE, &ch_end])?;
+        chassis
+            .netns()
+            .ip(&["addr", "add", ip_cidr, "dev", PHY_BRIDGE])?;
+        chassis.netns().ip(&["link", "set", PHY_BRIDGE, "up"])?;
+        chassis.ovs_ofctl(&["add-flow", PHY_BRIDGE, "priority=0,actions=NORMAL"])?;
+        Ok(())
+    }
+}
