@@ -1,1 +1,612 @@
-//! api (placeholder, being written).
+//! The northbound HTTP server: the OpenStack Networking (Neutron v2.0) API over a [`store::Store`].
+//!
+//! Requests are routed generically by collection name; [`input`] checks bodies against the attribute
+//! maps of the `model` crate, [`query`] applies list filters, sorting and paging, and the modules under
+//! [`resources`] hold each resource's semantics. Every write is one store transaction.
+
+pub mod context;
+pub mod error;
+mod extensions;
+mod input;
+pub mod query;
+pub mod repo;
+mod resources;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use model::ResourceDef;
+use serde_json::{Value, json};
+
+pub use context::{AuthConfig, Ctx, Identity};
+use error::{ApiError, ApiResult};
+use query::Query;
+use repo::{Attempts, Db, Plan, Stored};
+
+/// Server settings.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct ApiConfig {
+    #[serde(default)]
+    pub auth: AuthConfig,
+}
+
+/// Shared state of the server.
+#[derive(Clone)]
+pub struct Api {
+    pub db: Db,
+    pub config: Arc<ApiConfig>,
+    ipam_cursors: Arc<resources::Cursors>,
+}
+
+/// Serves the API on `listener` until the process ends.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    store: Arc<dyn store::Store>,
+    config: ApiConfig,
+) -> Result<(), std::io::Error> {
+    let api = Api {
+        db: Db { store },
+        config: Arc::new(config),
+        ipam_cursors: Arc::default(),
+    };
+    axum::serve(listener, router(api)).await
+}
+
+/// The HTTP routes.
+pub fn router(api: Api) -> Router {
+    Router::new()
+        .route("/", get(versions))
+        .route("/v2.0", get(resource_index))
+        .route("/v2.0/", get(resource_index))
+        .route("/v2.0/extensions", get(extensions::list))
+        .route("/v2.0/extensions/{alias}", get(extensions::show))
+        .route("/v2.0/{collection}", get(list).post(create))
+        .route(
+            "/v2.0/{collection}/{id}",
+            get(show).put(update).delete(delete),
+        )
+        .route(
+            "/v2.0/{collection}/{id}/{action}",
+            get(sub_get).put(sub_put).delete(sub_delete),
+        )
+        .route(
+            "/v2.0/{collection}/{id}/tags/{tag}",
+            get(tag_get).put(tag_put).delete(tag_delete),
+        )
+        .fallback(not_found)
+        .with_state(api)
+}
+
+fn host(headers: &HeaderMap) -> String {
+    let host = headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    format!("http://{host}")
+}
+
+async fn versions(headers: HeaderMap) -> Response {
+    let href = format!("{}/v2.0/", host(&headers));
+    axum::Json(json!({"versions": [{"id": "v2.0", "status": "CURRENT",
+        "links": [{"href": href, "rel": "self"}]}]}))
+    .into_response()
+}
+
+async fn resource_index(headers: HeaderMap) -> Response {
+    let base = host(&headers);
+    let resources: Vec<Value> = model::resources::ALL
+        .iter()
+        .map(|r| {
+            json!({"name": r.singular, "collection": r.collection,
+                "links": [{"href": format!("{base}/v2.0/{}", r.collection), "rel": "self"}]})
+        })
+        .collect();
+    axum::Json(json!({ "resources": resources })).into_response()
+}
+
+async fn not_found() -> Response {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "HTTPNotFound",
+        "The resource could not be found.",
+    )
+    .into_response()
+}
+
+fn reply(result: ApiResult<(StatusCode, Value)>) -> Response {
+    match result {
+        Ok((status, Value::Null)) => status.into_response(),
+        Ok((status, body)) => (status, axum::Json(body)).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+fn resource(collection: &str) -> ApiResult<&'static ResourceDef> {
+    let name = collection.strip_suffix(".json").unwrap_or(collection);
+    model::resource_by_collection(name).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "HTTPNotFound",
+            "The resource could not be found.",
+        )
+    })
+}
+
+fn parse_body(body: &Bytes) -> ApiResult<Value> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("Malformed request body: {e}")))
+}
+
+/// `If-Match: revision_number=N`: the object must be at revision N.
+fn check_if_match(headers: &HeaderMap, obj: &repo::Obj) -> ApiResult<()> {
+    let current = obj
+        .get("revision_number")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    for value in headers.get_all("if-match") {
+        let text = value.to_str().unwrap_or_default();
+        for part in text.split(',') {
+            if let Some(n) = part.trim().strip_prefix("revision_number=") {
+                let wanted: u64 = n.trim().parse().map_err(|_| {
+                    ApiError::bad_request(format!("Invalid revision number constraint {n}"))
+                })?;
+                if wanted != current {
+                    return Err(ApiError::new(
+                        StatusCode::PRECONDITION_FAILED,
+                        "RevisionNumberConstraintFailed",
+                        format!("Constrained to {wanted}, but current revision is {current}"),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Api {
+    fn ctx(&self, headers: &HeaderMap) -> ApiResult<Ctx> {
+        Ctx::from_headers(&self.config.auth, headers)
+    }
+
+    /// An object the caller may see, or `<Kind>NotFound`.
+    pub async fn visible(&self, ctx: &Ctx, def: &ResourceDef, id: &str) -> ApiResult<Stored> {
+        let stored = self.db.require(def, id).await?;
+        if resources::can_see(self, ctx, def, &stored.obj).await? {
+            Ok(stored)
+        } else {
+            Err(ApiError::object_not_found(def.error_name, def.singular, id))
+        }
+    }
+
+    async fn list(&self, ctx: &Ctx, def: &ResourceDef, q: &Query, base: &str) -> ApiResult<Value> {
+        query::validate_filters(def, q)?;
+        resources::before_list(self, ctx, def).await?;
+        let all = self.db.list(def).await?;
+        let mut items = Vec::with_capacity(all.len());
+        let visibility = resources::Visibility::load(self, ctx, def).await?;
+        for s in all {
+            if visibility.allows(ctx, &s.obj) && query::passes(q, &s.obj) {
+                items.push(s.obj);
+            }
+        }
+        resources::expand(self, def, &mut items).await?;
+        let (rendered, links) = query::page(def, q, base, items)?;
+        let mut out = serde_json::Map::new();
+        out.insert(def.collection.to_string(), Value::Array(rendered));
+        if let Some(links) = links {
+            out.insert(format!("{}_links", def.collection), links);
+        }
+        Ok(Value::Object(out))
+    }
+
+    async fn show(&self, ctx: &Ctx, def: &ResourceDef, id: &str, q: &Query) -> ApiResult<Value> {
+        let stored = self.visible(ctx, def, id).await?;
+        let mut items = vec![stored.obj];
+        resources::expand(self, def, &mut items).await?;
+        let obj = items.pop().unwrap_or_default();
+        Ok(json!({ def.singular: query::render(obj, &q.fields()) }))
+    }
+
+    async fn create(&self, ctx: &Ctx, def: &ResourceDef, body: Value) -> ApiResult<Value> {
+        let (items, bulk) = input::create_items(def, &body)?;
+        let prepared = items
+            .into_iter()
+            .map(|i| input::prepare_create(def, ctx, i))
+            .collect::<ApiResult<Vec<_>>>()?;
+        resources::before_create(self, ctx, def, &prepared).await?;
+        let mut attempts = Attempts::new();
+        let mut created = loop {
+            attempts.next()?;
+            let mut plan = Plan::default();
+            let mut created = Vec::with_capacity(prepared.len());
+            for item in &prepared {
+                created
+                    .push(resources::plan_create(self, ctx, def, item.clone(), &mut plan).await?);
+            }
+            if self.db.commit(plan).await? {
+                break created;
+            }
+        };
+        resources::expand(self, def, &mut created).await?;
+        let mut rendered: Vec<Value> = created.into_iter().map(|o| query::render(o, &[])).collect();
+        Ok(if bulk {
+            json!({ def.collection: rendered })
+        } else {
+            json!({ def.singular: rendered.pop().unwrap_or_default() })
+        })
+    }
+
+    async fn update(
+        &self,
+        ctx: &Ctx,
+        def: &ResourceDef,
+        id: &str,
+        headers: &HeaderMap,
+        body: Value,
+    ) -> ApiResult<Value> {
+        let changes = input::prepare_update(def, input::update_item(def, &body)?)?;
+        let mut attempts = Attempts::new();
+        let mut updated = loop {
+            attempts.next()?;
+            let stored = self.visible(ctx, def, id).await?;
+            resources::check_owner(ctx, def, &stored.obj)?;
+            check_if_match(headers, &stored.obj)?;
+            let mut plan = Plan::default();
+            let obj =
+                resources::plan_update(self, ctx, def, stored, changes.clone(), &mut plan).await?;
+            if self.db.commit(plan).await? {
+                break vec![obj];
+            }
+        };
+        resources::expand(self, def, &mut updated).await?;
+        Ok(json!({ def.singular: query::render(updated.pop().unwrap_or_default(), &[]) }))
+    }
+
+    async fn delete(
+        &self,
+        ctx: &Ctx,
+        def: &ResourceDef,
+        id: &str,
+        headers: &HeaderMap,
+    ) -> ApiResult<()> {
+        let mut attempts = Attempts::new();
+        loop {
+            attempts.next()?;
+            let stored = self.visible(ctx, def, id).await?;
+            resources::check_owner(ctx, def, &stored.obj)?;
+            check_if_match(headers, &stored.obj)?;
+            let mut plan = Plan::default();
+            match resources::plan_delete(self, ctx, def, stored, &mut plan).await? {
+                resources::Deletion::Done => return Ok(()),
+                resources::Deletion::Retry => continue,
+                resources::Deletion::Planned => {
+                    if self.db.commit(plan).await? {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn list(
+    State(api): State<Api>,
+    Path(collection): Path<String>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    reply(
+        async {
+            let def = resource(&collection)?;
+            let ctx = api.ctx(&headers)?;
+            let q = Query::parse(q.as_deref());
+            Ok((
+                StatusCode::OK,
+                api.list(&ctx, def, &q, &host(&headers)).await?,
+            ))
+        }
+        .await,
+    )
+}
+
+async fn create(
+    State(api): State<Api>,
+    Path(collection): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    reply(
+        async {
+            let def = resource(&collection)?;
+            let ctx = api.ctx(&headers)?;
+            let body = parse_body(&body)?;
+            Ok((StatusCode::CREATED, api.create(&ctx, def, body).await?))
+        }
+        .await,
+    )
+}
+
+async fn show(
+    State(api): State<Api>,
+    Path((collection, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    reply(
+        async {
+            let def = resource(&collection)?;
+            let ctx = api.ctx(&headers)?;
+            let q = Query::parse(q.as_deref());
+            Ok((StatusCode::OK, api.show(&ctx, def, &id, &q).await?))
+        }
+        .await,
+    )
+}
+
+async fn update(
+    State(api): State<Api>,
+    Path((collection, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    reply(
+        async {
+            let def = resource(&collection)?;
+            let ctx = api.ctx(&headers)?;
+            let body = parse_body(&body)?;
+            Ok((
+                StatusCode::OK,
+                api.update(&ctx, def, &id, &headers, body).await?,
+            ))
+        }
+        .await,
+    )
+}
+
+async fn delete(
+    State(api): State<Api>,
+    Path((collection, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    reply(
+        async {
+            let def = resource(&collection)?;
+            let ctx = api.ctx(&headers)?;
+            api.delete(&ctx, def, &id, &headers).await?;
+            Ok((StatusCode::NO_CONTENT, Value::Null))
+        }
+        .await,
+    )
+}
+
+/// `GET /v2.0/<collection>/<id>/tags`.
+async fn sub_get(
+    State(api): State<Api>,
+    Path((collection, id, action)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    reply(
+        async {
+            let def = resource(&collection)?;
+            let ctx = api.ctx(&headers)?;
+            match action.as_str() {
+                "tags" if def.taggable => {
+                    let stored = api.visible(&ctx, def, &id).await?;
+                    Ok((
+                        StatusCode::OK,
+                        json!({"tags": stored.obj.get("tags").cloned().unwrap_or(json!([]))}),
+                    ))
+                }
+                _ => Err(ApiError::not_found(
+                    "HTTPNotFound",
+                    "The resource could not be found.",
+                )),
+            }
+        }
+        .await,
+    )
+}
+
+/// `PUT /v2.0/<collection>/<id>/tags` and router actions (`add_router_interface`, ...).
+async fn sub_put(
+    State(api): State<Api>,
+    Path((collection, id, action)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    reply(
+        async {
+            let def = resource(&collection)?;
+            let ctx = api.ctx(&headers)?;
+            let body = parse_body(&body)?;
+            match action.as_str() {
+                "tags" if def.taggable => {
+                    let tags = body
+                        .get("tags")
+                        .cloned()
+                        .ok_or_else(|| ApiError::bad_request("Invalid tags body"))?;
+                    let tags = validate_tags(&tags)?;
+                    let obj = api.change_tags(&ctx, def, &id, |_| tags.clone()).await?;
+                    Ok((
+                        StatusCode::OK,
+                        json!({"tags": obj.get("tags").cloned().unwrap_or(json!([]))}),
+                    ))
+                }
+                _ => Ok((
+                    StatusCode::OK,
+                    resources::action(&api, &ctx, def, &id, &action, body).await?,
+                )),
+            }
+        }
+        .await,
+    )
+}
+
+async fn sub_delete(
+    State(api): State<Api>,
+    Path((collection, id, action)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    reply(
+        async {
+            let def = resource(&collection)?;
+            let ctx = api.ctx(&headers)?;
+            match action.as_str() {
+                "tags" if def.taggable => {
+                    api.change_tags(&ctx, def, &id, |_| vec![]).await?;
+                    Ok((StatusCode::NO_CONTENT, Value::Null))
+                }
+                _ => Err(ApiError::not_found(
+                    "HTTPNotFound",
+                    "The resource could not be found.",
+                )),
+            }
+        }
+        .await,
+    )
+}
+
+fn validate_tags(tags: &Value) -> ApiResult<Vec<String>> {
+    let list = tags
+        .as_array()
+        .ok_or_else(|| ApiError::bad_request("Invalid input for tags. Reason: not a list."))?;
+    let mut out: Vec<String> = Vec::new();
+    for t in list {
+        out.push(validate_tag(t.as_str().unwrap_or_default())?);
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+fn validate_tag(tag: &str) -> ApiResult<String> {
+    if tag.is_empty() || tag.chars().count() > 255 || tag.contains(',') || tag.contains('/') {
+        return Err(ApiError::bad_request(format!(
+            "Invalid input for tags. Reason: '{tag}' is not a valid tag."
+        )));
+    }
+    Ok(tag.to_string())
+}
+
+impl Api {
+    async fn change_tags(
+        &self,
+        ctx: &Ctx,
+        def: &ResourceDef,
+        id: &str,
+        change: impl Fn(Vec<String>) -> Vec<String>,
+    ) -> ApiResult<repo::Obj> {
+        let mut attempts = Attempts::new();
+        loop {
+            attempts.next()?;
+            let stored = self.visible(ctx, def, id).await?;
+            resources::check_owner(ctx, def, &stored.obj)?;
+            let current: Vec<String> = stored
+                .obj
+                .get("tags")
+                .and_then(Value::as_array)
+                .map(|t| {
+                    t.iter()
+                        .filter_map(Value::as_str)
+                        .map(String::from)
+                        .collect()
+                })
+                .unwrap_or_default();
+            let mut tags = change(current);
+            tags.sort();
+            tags.dedup();
+            let mut obj = stored.obj.clone();
+            obj.insert("tags".into(), json!(tags));
+            let mut plan = Plan::default();
+            plan.update(def, stored.rev, &mut obj);
+            if self.db.commit(plan).await? {
+                return Ok(obj);
+            }
+        }
+    }
+}
+
+async fn tag_get(
+    State(api): State<Api>,
+    Path((collection, id, tag)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    reply(
+        async {
+            let def = resource(&collection)?;
+            let ctx = api.ctx(&headers)?;
+            let stored = api.visible(&ctx, def, &id).await?;
+            let has = stored
+                .obj
+                .get("tags")
+                .and_then(Value::as_array)
+                .is_some_and(|t| t.iter().any(|x| x.as_str() == Some(&tag)));
+            if has {
+                Ok((StatusCode::NO_CONTENT, Value::Null))
+            } else {
+                Err(ApiError::not_found(
+                    "TagNotFound",
+                    format!("Tag {tag} could not be found for {} {id}.", def.singular),
+                ))
+            }
+        }
+        .await,
+    )
+}
+
+async fn tag_put(
+    State(api): State<Api>,
+    Path((collection, id, tag)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    reply(
+        async {
+            let def = resource(&collection)?;
+            let ctx = api.ctx(&headers)?;
+            let tag = validate_tag(&tag)?;
+            api.change_tags(&ctx, def, &id, |mut t| {
+                t.push(tag.clone());
+                t
+            })
+            .await?;
+            Ok((StatusCode::CREATED, Value::Null))
+        }
+        .await,
+    )
+}
+
+async fn tag_delete(
+    State(api): State<Api>,
+    Path((collection, id, tag)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    reply(
+        async {
+            let def = resource(&collection)?;
+            let ctx = api.ctx(&headers)?;
+            let stored = api.visible(&ctx, def, &id).await?;
+            let has = stored
+                .obj
+                .get("tags")
+                .and_then(Value::as_array)
+                .is_some_and(|t| t.iter().any(|x| x.as_str() == Some(&tag)));
+            if !has {
+                return Err(ApiError::not_found(
+                    "TagNotFound",
+                    format!("Tag {tag} could not be found for {} {id}.", def.singular),
+                ));
+            }
+            api.change_tags(&ctx, def, &id, |t| {
+                t.into_iter().filter(|x| *x != tag).collect()
+            })
+            .await?;
+            Ok((StatusCode::NO_CONTENT, Value::Null))
+        }
+        .await,
+    )
+}

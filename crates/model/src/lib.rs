@@ -1,1 +1,11 @@
-//! model (placeholder, being written).
+//! The northbound API's objects: which attributes each Neutron resource has, their defaults, which
+//! may be set on create or update, and how input values are validated and normalised.
+//!
+//! The tables here play the role of Neutron's resource attribute maps: the API server applies them
+//! generically (unknown attributes, read-only attributes, types, defaults), and resource handlers add
+//! the semantics (IPAM, routers, ...). Objects travel as JSON objects in exactly the shape the API shows.
+
+pub mod resources;
+pub mod validate;
+
+pub use resources::{Attr, Default, ResourceDef, resource_by_collection};

@@ -6,7 +6,8 @@
 //! acknowledged write durable while many concurrent writers share the cost of one fsync.
 //!
 //! Each committed revision is also appended to a change log table, which watchers read from; the log
-//! keeps the last [`LOG_RETAIN`] revisions, older ones are compacted away.
+//! keeps the last [`LOG_RETAIN`] revisions (or [`EmbeddedOptions::log_retain`]), older ones are compacted
+//! away.
 
 use std::path::Path;
 use std::sync::{Arc, mpsc};
@@ -33,10 +34,27 @@ const MAX_WATCH_REVISIONS: u64 = 1024;
 
 type Reply = oneshot::Sender<Result<TxnOutcome, StoreError>>;
 
+/// Tunables of an embedded store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EmbeddedOptions {
+    /// How many revisions of history the change log keeps (at least 1).
+    pub log_retain: u64,
+}
+
+impl Default for EmbeddedOptions {
+    fn default() -> Self {
+        Self {
+            log_retain: LOG_RETAIN,
+        }
+    }
+}
+
 /// A store in one local file.
 pub struct EmbeddedStore {
     db: Arc<Database>,
     writer: mpsc::Sender<(Txn, Reply)>,
+    /// The writer thread, joined on drop so that the file is closed when the store is gone.
+    thread: Option<std::thread::JoinHandle<()>>,
     revision: watch::Receiver<Revision>,
 }
 
@@ -47,6 +65,12 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
 impl EmbeddedStore {
     /// Opens (creating if needed) the store file at `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::open_with(path, EmbeddedOptions::default())
+    }
+
+    /// Opens (creating if needed) the store file at `path` with non-default options.
+    pub fn open_with(path: impl AsRef<Path>, options: EmbeddedOptions) -> Result<Self, StoreError> {
+        let retain = options.log_retain.max(1);
         let db = Arc::new(Database::create(path.as_ref()).map_err(backend)?);
         let tx = db.begin_write().map_err(backend)?;
         tx.open_table(KV).map_err(backend)?;
@@ -62,13 +86,14 @@ impl EmbeddedStore {
         let (rev_tx, revision) = watch::channel(current);
         let (writer, queue) = mpsc::channel();
         let wdb = db.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(&wdb, &queue, &rev_tx))
+            .spawn(move || writer_loop(&wdb, &queue, &rev_tx, retain))
             .map_err(backend)?;
         Ok(Self {
             db,
             writer,
+            thread: Some(thread),
             revision,
         })
     }
@@ -99,8 +124,24 @@ impl EmbeddedStore {
     }
 }
 
+impl Drop for EmbeddedStore {
+    /// Stops the writer thread (it finishes the queued transactions) and waits for it, so the file can
+    /// be reopened right away. Watches still alive keep the file open until they are dropped too.
+    fn drop(&mut self) {
+        let (closed, _) = mpsc::channel();
+        drop(std::mem::replace(&mut self.writer, closed));
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 fn read_meta(meta: &impl ReadableTable<&'static str, u64>, key: &str) -> Result<u64, StoreError> {
-    Ok(meta.get(key).map_err(backend)?.map(|v| v.value()).unwrap_or(0))
+    Ok(meta
+        .get(key)
+        .map_err(backend)?
+        .map(|v| v.value())
+        .unwrap_or(0))
 }
 
 impl Store for EmbeddedStore {
@@ -213,6 +254,7 @@ fn writer_loop(
     db: &Database,
     queue: &mpsc::Receiver<(Txn, Reply)>,
     revision: &watch::Sender<Revision>,
+    retain: u64,
 ) {
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
@@ -223,7 +265,7 @@ fn writer_loop(
             }
         }
         let (txns, replies): (Vec<Txn>, Vec<Reply>) = batch.into_iter().unzip();
-        match apply_batch(db, &txns) {
+        match apply_batch(db, &txns, retain) {
             Ok((outcomes, rev)) => {
                 revision.send_replace(rev);
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
@@ -241,7 +283,11 @@ fn writer_loop(
 }
 
 /// Applies a batch in one write transaction; returns each transaction's outcome and the new revision.
-fn apply_batch(db: &Database, txns: &[Txn]) -> Result<(Vec<TxnOutcome>, Revision), StoreError> {
+fn apply_batch(
+    db: &Database,
+    txns: &[Txn],
+    retain: u64,
+) -> Result<(Vec<TxnOutcome>, Revision), StoreError> {
     let tx = db.begin_write().map_err(backend)?;
     let mut outcomes = Vec::with_capacity(txns.len());
     let rev;
@@ -286,21 +332,22 @@ fn apply_batch(db: &Database, txns: &[Txn]) -> Result<(Vec<TxnOutcome>, Revision
             outcomes.push(TxnOutcome::Committed(current));
         }
         meta.insert(META_REVISION, current).map_err(backend)?;
-        compact(&mut log, &mut meta, current)?;
+        compact(&mut log, &mut meta, current, retain)?;
         rev = current;
     }
     tx.commit().map_err(backend)?;
     Ok((outcomes, rev))
 }
 
-/// Drops log entries older than [`LOG_RETAIN`] revisions, a bounded number per commit.
+/// Drops log entries older than `retain` revisions, a bounded number per commit.
 fn compact(
     log: &mut redb::Table<u64, &[u8]>,
     meta: &mut redb::Table<&str, u64>,
     current: Revision,
+    retain: u64,
 ) -> Result<(), StoreError> {
     let compacted = read_meta(meta, META_COMPACTED)?;
-    let target = current.saturating_sub(LOG_RETAIN);
+    let target = current.saturating_sub(retain);
     if target > compacted {
         let upto = target.min(compacted + 4 * MAX_BATCH as u64);
         log.retain_in(compacted + 1..=upto, |_, _| false)

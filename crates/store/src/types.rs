@@ -77,12 +77,21 @@ pub struct Event {
 pub enum StoreError {
     #[error("unknown store spec {0:?}: expected embedded:PATH or etcd://HOST:PORT[,HOST:PORT...]")]
     BadSpec(String),
+    /// A watch cannot start after `requested`: the changes right after it are gone. `oldest` is the
+    /// lowest revision a watch may start after; a caller re-reads a snapshot and watches after that.
     #[error("revision {requested} has been compacted; the oldest available is {oldest}")]
-    Compacted { requested: Revision, oldest: Revision },
+    Compacted {
+        requested: Revision,
+        oldest: Revision,
+    },
     #[error("store closed")]
     Closed,
     #[error("store backend: {0}")]
     Backend(String),
+    /// The connection was lost after a transaction was sent: it may or may not have been applied.
+    /// The backend does not resend it (a resend could apply it twice); the caller reads back and decides.
+    #[error("transaction outcome unknown: {0}")]
+    OutcomeUnknown(String),
     #[error("corrupt store record under {0:?}")]
     Corrupt(String),
 }

@@ -1,0 +1,85 @@
+//! API errors, rendered as Neutron's `{"NeutronError": {"type", "message", "detail"}}` bodies.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use store::StoreError;
+
+/// An error answer: HTTP status, Neutron's error type name, and a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind}: {message}")]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub kind: String,
+    pub message: String,
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    pub fn new(status: StatusCode, kind: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            kind: kind.into(),
+            message: message.into(),
+        }
+    }
+    /// 400 with the generic `HTTPBadRequest` type (malformed or invalid attribute values).
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "HTTPBadRequest", message)
+    }
+    /// 400 `InvalidInput`: "Invalid input for operation: ...".
+    pub fn invalid_input(reason: impl std::fmt::Display) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidInput",
+            format!("Invalid input for operation: {reason}."),
+        )
+    }
+    /// 400 with a specific Neutron type.
+    pub fn bad(kind: &str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, kind, message)
+    }
+    pub fn not_found(kind: &str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, kind, message)
+    }
+    pub fn conflict(kind: &str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, kind, message)
+    }
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "HTTPForbidden", message)
+    }
+    /// The `<Kind>NotFound` error for an unknown id.
+    pub fn object_not_found(error_name: &str, singular: &str, id: &str) -> Self {
+        let noun = match error_name {
+            "FloatingIP" => "Floating IP",
+            "SecurityGroup" => "Security group",
+            "SecurityGroupRule" => "Security group rule",
+            other => other,
+        };
+        let _ = singular;
+        Self::not_found(
+            &format!("{error_name}NotFound"),
+            format!("{noun} {id} could not be found."),
+        )
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!("store error: {e}");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            format!("The northbound store is unavailable: {e}"),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body =
+            json!({"NeutronError": {"type": self.kind, "message": self.message, "detail": ""}});
+        (self.status, axum::Json(body)).into_response()
+    }
+}

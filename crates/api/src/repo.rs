@@ -1,0 +1,261 @@
+//! Objects in the store: keys, loading, and [`Plan`], the set of conditional writes one API call makes.
+//!
+//! Layout: `/r/<collection>/<id>` holds an object as the API shows it (plus internal fields whose names
+//! start with `_`); `/ipam/<subnet>/<ip>`, `/mac/<network>/<mac>`, `/seg/<type>/<physnet>/<id>` and
+//! `/default-sg/<project>` are claims that make allocations unique. A call reads what it needs,
+//! builds a plan whose conditions pin every key it read or claims, and commits it; a conflict means
+//! another call got there first, and the whole call is planned again.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use model::ResourceDef;
+use serde_json::{Map, Value};
+use store::{Revision, Store, Txn, TxnOutcome};
+
+use crate::error::{ApiError, ApiResult};
+
+/// A JSON object as the API shows it.
+pub type Obj = Map<String, Value>;
+
+/// An object and the store revision it was read at.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub obj: Obj,
+    pub rev: Revision,
+}
+
+impl Stored {
+    pub fn id(&self) -> &str {
+        str_field(&self.obj, "id")
+    }
+}
+
+/// A string field of an object, or "" when absent or not a string.
+pub fn str_field<'a>(obj: &'a Obj, name: &str) -> &'a str {
+    obj.get(name).and_then(Value::as_str).unwrap_or_default()
+}
+
+pub fn obj_key(def: &ResourceDef, id: &str) -> String {
+    format!("/r/{}/{}", def.collection, id)
+}
+
+pub fn ipam_key(subnet: &str, ip: &str) -> String {
+    format!("/ipam/{subnet}/{ip}")
+}
+
+pub fn ipam_prefix(subnet: &str) -> String {
+    format!("/ipam/{subnet}/")
+}
+
+pub fn mac_key(network: &str, mac: &str) -> String {
+    format!("/mac/{network}/{mac}")
+}
+
+/// The current time in Neutron's timestamp format.
+pub fn now() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// How often a call is planned again after losing a race, before giving up with 409.
+const MAX_ATTEMPTS: usize = 64;
+
+/// Read access to the store in terms of objects.
+#[derive(Clone)]
+pub struct Db {
+    pub store: Arc<dyn Store>,
+}
+
+impl Db {
+    pub async fn load(&self, def: &ResourceDef, id: &str) -> ApiResult<Option<Stored>> {
+        let Some(kv) = self.store.get(&obj_key(def, id)).await? else {
+            return Ok(None);
+        };
+        let obj = decode(&kv.value)?;
+        if obj.contains_key("_deleting") {
+            return Ok(None);
+        }
+        Ok(Some(Stored {
+            obj,
+            rev: kv.mod_revision,
+        }))
+    }
+
+    /// The object, or `<Kind>NotFound`.
+    pub async fn require(&self, def: &ResourceDef, id: &str) -> ApiResult<Stored> {
+        self.load(def, id)
+            .await?
+            .ok_or_else(|| ApiError::object_not_found(def.error_name, def.singular, id))
+    }
+
+    /// Every object of a kind, in id order.
+    pub async fn list(&self, def: &ResourceDef) -> ApiResult<Vec<Stored>> {
+        let (kvs, _) = self.store.range(&format!("/r/{}/", def.collection)).await?;
+        let mut out = Vec::with_capacity(kvs.len());
+        for kv in kvs {
+            let obj = decode(&kv.value)?;
+            if !obj.contains_key("_deleting") {
+                out.push(Stored {
+                    obj,
+                    rev: kv.mod_revision,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Objects of a kind whose `field` equals `value`.
+    pub async fn list_where(
+        &self,
+        def: &ResourceDef,
+        field: &str,
+        value: &str,
+    ) -> ApiResult<Vec<Stored>> {
+        let mut all = self.list(def).await?;
+        all.retain(|s| str_field(&s.obj, field) == value);
+        Ok(all)
+    }
+
+    /// Whether any key exists under `prefix`, and which values they hold.
+    pub async fn values_under(&self, prefix: &str) -> ApiResult<Vec<(String, String)>> {
+        let (kvs, _) = self.store.range(prefix).await?;
+        Ok(kvs
+            .into_iter()
+            .map(|kv| (kv.key, String::from_utf8_lossy(&kv.value).into_owned()))
+            .collect())
+    }
+
+    pub async fn exists(&self, key: &str) -> ApiResult<bool> {
+        Ok(self.store.get(key).await?.is_some())
+    }
+
+    /// Commits a plan; `false` when a condition failed and the call must be planned again.
+    pub async fn commit(&self, plan: Plan) -> ApiResult<bool> {
+        Ok(self.commit_at(plan).await?.is_some())
+    }
+
+    /// Commits a plan; the revision it was committed at, or `None` after a conflict.
+    pub async fn commit_at(&self, plan: Plan) -> ApiResult<Option<Revision>> {
+        match self.store.txn(plan.txn).await? {
+            TxnOutcome::Committed(rev) => Ok(Some(rev)),
+            TxnOutcome::Conflict(key) => {
+                tracing::debug!("conflict on {key}; planning again");
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// Counts attempts of an optimistic call.
+pub struct Attempts(usize);
+
+impl Attempts {
+    pub fn new() -> Self {
+        Self(0)
+    }
+    /// Call before each attempt: fails once the call has lost too many races.
+    pub fn next(&mut self) -> ApiResult<()> {
+        self.0 += 1;
+        if self.0 > MAX_ATTEMPTS {
+            return Err(ApiError::conflict(
+                "Conflict",
+                "The request lost too many races with concurrent changes; try again.",
+            ));
+        }
+        Ok(())
+    }
+}
+
+pub fn decode(bytes: &[u8]) -> ApiResult<Obj> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::new(
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            format!("corrupt object in store: {e}"),
+        )
+    })
+}
+
+fn encode(obj: &Obj) -> Vec<u8> {
+    serde_json::to_vec(obj).unwrap_or_default()
+}
+
+/// The conditional writes of one call.
+#[derive(Default)]
+pub struct Plan {
+    txn: Txn,
+    claimed: HashSet<String>,
+}
+
+impl Plan {
+    /// Claims a unique key for `owner`. `false` when this plan already claimed it.
+    pub fn claim(&mut self, key: String, owner: &str) -> bool {
+        if !self.claimed.insert(key.clone()) {
+            return false;
+        }
+        self.txn
+            .compares
+            .push(store::Compare::ModRevision(key.clone(), 0));
+        self.txn
+            .ops
+            .push(store::Op::Put(key, owner.as_bytes().to_vec()));
+        true
+    }
+    pub fn is_claimed(&self, key: &str) -> bool {
+        self.claimed.contains(key)
+    }
+    /// Requires `key` to still be at `rev` when the plan commits.
+    pub fn pin(&mut self, key: String, rev: Revision) {
+        self.txn
+            .compares
+            .push(store::Compare::ModRevision(key, rev));
+    }
+    pub fn pin_obj(&mut self, def: &ResourceDef, stored: &Stored) {
+        self.pin(obj_key(def, stored.id()), stored.rev);
+    }
+    pub fn release(&mut self, key: String) {
+        self.claimed.remove(&key);
+        self.txn.ops.push(store::Op::Delete(key));
+    }
+    /// Writes a new object (its key must be free).
+    pub fn create(&mut self, def: &ResourceDef, obj: &Obj) {
+        let key = obj_key(def, str_field(obj, "id"));
+        self.txn
+            .compares
+            .push(store::Compare::ModRevision(key.clone(), 0));
+        self.txn.ops.push(store::Op::Put(key, encode(obj)));
+    }
+    /// Writes a changed object read at `rev`; bumps its revision number and update time.
+    pub fn update(&mut self, def: &ResourceDef, rev: Revision, obj: &mut Obj) {
+        touch(obj);
+        let key = obj_key(def, str_field(obj, "id"));
+        self.pin(key.clone(), rev);
+        self.txn.ops.push(store::Op::Put(key, encode(obj)));
+    }
+    /// Writes an object exactly as given (internal markers), pinned at `rev`.
+    pub fn put_raw(&mut self, def: &ResourceDef, rev: Revision, obj: &Obj) {
+        let key = obj_key(def, str_field(obj, "id"));
+        self.pin(key.clone(), rev);
+        self.txn.ops.push(store::Op::Put(key, encode(obj)));
+    }
+    pub fn delete(&mut self, def: &ResourceDef, stored: &Stored) {
+        let key = obj_key(def, stored.id());
+        self.pin(key.clone(), stored.rev);
+        self.txn.ops.push(store::Op::Delete(key));
+    }
+}
+
+/// Marks an object changed: next revision number, new update time.
+pub fn touch(obj: &mut Obj) {
+    let next = obj
+        .get("revision_number")
+        .and_then(Value::as_u64)
+        .unwrap_or(0)
+        + 1;
+    obj.insert("revision_number".into(), next.into());
+    obj.insert("updated_at".into(), now().into());
+}

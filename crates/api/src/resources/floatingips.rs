@@ -1,0 +1,226 @@
+//! Floating IPs: addresses on external networks, and their association with ports behind routers.
+
+use model::resources::{FLOATING_IP, NETWORK, PORT, ROUTER};
+use serde_json::{Value, json};
+
+use super::plan_internal_port;
+use crate::Api;
+use crate::context::Ctx;
+use crate::error::{ApiError, ApiResult};
+use crate::repo::{Obj, Plan, Stored, str_field};
+
+fn bad_fip(message: impl std::fmt::Display) -> ApiError {
+    ApiError::bad("BadRequest", format!("Bad floatingip request: {message}."))
+}
+
+/// Clears a floating IP's association.
+pub fn disassociate(fip: &mut Obj) {
+    for k in ["port_id", "fixed_ip_address", "router_id", "port_details"] {
+        fip.insert(k.into(), Value::Null);
+    }
+    fip.insert("status".into(), "DOWN".into());
+}
+
+/// Associates `fip` with `port_id` (at `fixed_ip`, or the port's first IPv4 address) through the
+/// router that connects the port's subnet to the floating network.
+async fn associate(
+    api: &Api,
+    ctx: &Ctx,
+    fip: &mut Obj,
+    port_id: &str,
+    fixed_ip: Option<&str>,
+    plan: &mut Plan,
+) -> ApiResult<()> {
+    let port = match api.db.load(&PORT, port_id).await? {
+        Some(p) if ctx.owns(&p.obj) => p,
+        _ => return Err(ApiError::object_not_found("Port", "port", port_id)),
+    };
+    plan.pin_obj(&PORT, &port);
+    let ips: Vec<(String, String)> = port
+        .obj
+        .get("fixed_ips")
+        .and_then(Value::as_array)
+        .map(|l| {
+            l.iter()
+                .filter_map(|i| {
+                    Some((
+                        i.get("subnet_id")?.as_str()?.to_string(),
+                        i.get("ip_address")?.as_str()?.to_string(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let (subnet, ip) = match fixed_ip {
+        Some(want) => ips
+            .iter()
+            .find(|(_, ip)| ip == want)
+            .cloned()
+            .ok_or_else(|| bad_fip(format!("Port {port_id} does not have fixed ip {want}")))?,
+        None => ips
+            .iter()
+            .find(|(_, ip)| ip.parse::<std::net::Ipv4Addr>().is_ok())
+            .cloned()
+            .ok_or_else(|| bad_fip(format!("No IPv4 address found on port {port_id}")))?,
+    };
+    let net = str_field(fip, "floating_network_id").to_string();
+    let id = str_field(fip, "id").to_string();
+    for other in api.db.list_where(&FLOATING_IP, "port_id", port_id).await? {
+        if other.id() != id
+            && str_field(&other.obj, "fixed_ip_address") == ip
+            && str_field(&other.obj, "floating_network_id") == net
+        {
+            return Err(ApiError::conflict(
+                "FloatingIPPortAlreadyAssociated",
+                format!(
+                    "Cannot associate floating IP {} ({id}) with port {port_id} using fixed IP {ip}, as that fixed IP already has a floating IP on external network {net}.",
+                    str_field(fip, "floating_ip_address")
+                ),
+            ));
+        }
+    }
+    let mut router_id = None;
+    for r in api.db.list(&ROUTER).await? {
+        let gw_net = r
+            .obj
+            .get("external_gateway_info")
+            .and_then(|g| g.get("network_id"))
+            .and_then(Value::as_str);
+        if gw_net != Some(net.as_str()) {
+            continue;
+        }
+        let connected = super::routers::interfaces(api, r.id())
+            .await?
+            .iter()
+            .any(|p| {
+                p.obj
+                    .get("fixed_ips")
+                    .and_then(Value::as_array)
+                    .is_some_and(|l| {
+                        l.iter().any(|i| {
+                            i.get("subnet_id").and_then(Value::as_str) == Some(subnet.as_str())
+                        })
+                    })
+            });
+        if connected {
+            plan.pin_obj(&ROUTER, &r);
+            router_id = Some(r.id().to_string());
+            break;
+        }
+    }
+    let Some(router_id) = router_id else {
+        return Err(ApiError::not_found(
+            "ExternalGatewayForFloatingIPNotFound",
+            format!(
+                "External network {net} is not reachable from subnet {subnet}.  Therefore, cannot associate Port {port_id} with a Floating IP."
+            ),
+        ));
+    };
+    fip.insert("port_id".into(), port_id.into());
+    fip.insert("fixed_ip_address".into(), ip.into());
+    fip.insert("router_id".into(), router_id.into());
+    fip.insert("status".into(), "DOWN".into());
+    let p = &port.obj;
+    fip.insert(
+        "port_details".into(),
+        json!({
+            "name": p.get("name"), "network_id": p.get("network_id"), "mac_address": p.get("mac_address"),
+            "admin_state_up": p.get("admin_state_up"), "status": p.get("status"),
+            "device_id": p.get("device_id"), "device_owner": p.get("device_owner"),
+        }),
+    );
+    Ok(())
+}
+
+pub async fn plan_create(api: &Api, ctx: &Ctx, mut fip: Obj, plan: &mut Plan) -> ApiResult<Obj> {
+    let net_id = str_field(&fip, "floating_network_id").to_string();
+    let network = api
+        .db
+        .load(&NETWORK, &net_id)
+        .await?
+        .ok_or_else(|| ApiError::object_not_found("Network", "network", &net_id))?;
+    if network.obj.get("router:external") != Some(&Value::Bool(true)) {
+        return Err(bad_fip(format!(
+            "Network {net_id} is not a valid external network"
+        )));
+    }
+    let id = str_field(&fip, "id").to_string();
+    let mut fixed = serde_json::Map::new();
+    if let Some(s) = fip.get("subnet_id").and_then(Value::as_str) {
+        fixed.insert("subnet_id".into(), s.into());
+    }
+    if let Some(a) = fip.get("floating_ip_address").and_then(Value::as_str) {
+        fixed.insert("ip_address".into(), a.into());
+    }
+    let mut body = json!({"network_id": net_id, "device_owner": "network:floatingip", "device_id": id, "tenant_id": "", "port_security_enabled": false});
+    if !fixed.is_empty() {
+        body["fixed_ips"] = json!([fixed]);
+    }
+    let port = plan_internal_port(api, body.as_object().cloned().unwrap_or_default(), plan).await?;
+    let address = port
+        .get("fixed_ips")
+        .and_then(Value::as_array)
+        .and_then(|l| {
+            l.iter().find_map(|i| {
+                i.get("ip_address")?
+                    .as_str()
+                    .filter(|a| a.parse::<std::net::Ipv4Addr>().is_ok())
+                    .map(String::from)
+            })
+        })
+        .ok_or_else(|| bad_fip(format!("Network {net_id} does not contain any IPv4 subnet")))?;
+    fip.remove("subnet_id");
+    fip.insert("floating_ip_address".into(), address.into());
+    fip.insert("_port".into(), json!(str_field(&port, "id")));
+    disassociate(&mut fip);
+    if let Some(port_id) = fip
+        .get("port_id")
+        .cloned()
+        .and_then(|v| v.as_str().map(String::from))
+    {
+        let fixed_ip = fip
+            .get("fixed_ip_address")
+            .and_then(Value::as_str)
+            .map(String::from);
+        associate(api, ctx, &mut fip, &port_id, fixed_ip.as_deref(), plan).await?;
+    }
+    plan.create(&FLOATING_IP, &fip);
+    Ok(fip)
+}
+
+pub async fn plan_update(
+    api: &Api,
+    ctx: &Ctx,
+    stored: Stored,
+    changes: Obj,
+    plan: &mut Plan,
+) -> ApiResult<Obj> {
+    let mut fip = stored.obj.clone();
+    if let Some(d) = changes.get("description") {
+        fip.insert("description".into(), d.clone());
+    }
+    if changes.contains_key("port_id") || changes.contains_key("fixed_ip_address") {
+        let port_id = match changes.get("port_id") {
+            Some(v) => v.as_str().map(String::from),
+            None => fip.get("port_id").and_then(Value::as_str).map(String::from),
+        };
+        let fixed = changes
+            .get("fixed_ip_address")
+            .and_then(Value::as_str)
+            .map(String::from);
+        disassociate(&mut fip);
+        if let Some(port_id) = port_id {
+            associate(api, ctx, &mut fip, &port_id, fixed.as_deref(), plan).await?;
+        }
+    }
+    plan.update(&FLOATING_IP, stored.rev, &mut fip);
+    Ok(fip)
+}
+
+pub async fn plan_delete(api: &Api, stored: Stored, plan: &mut Plan) -> ApiResult<()> {
+    if let Some(port) = api.db.load(&PORT, str_field(&stored.obj, "_port")).await? {
+        super::release_port(plan, &port);
+    }
+    plan.delete(&FLOATING_IP, &stored);
+    Ok(())
+}

@@ -1,0 +1,249 @@
+//! IP address management: allocation pools, and claiming addresses for ports.
+//!
+//! An allocated address is a claim key `/ipam/<subnet>/<ip>` owned by a port. Free addresses are handed
+//! out in order: each subnet has an in-memory cursor, and every caller takes the next candidate from it
+//! under a lock, so concurrent callers try different addresses instead of racing for the same one. The
+//! cursor is only a hint (the claim key decides); after a restart, or when it runs past the end of the
+//! pools, the allocator scans the claimed set for the first free address.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::IpNet;
+use serde_json::{Value, json};
+
+use crate::Api;
+use crate::error::{ApiError, ApiResult};
+use crate::repo::{Obj, Plan, ipam_key, ipam_prefix, str_field};
+
+/// Candidates tried from the cursor before scanning for a free address.
+const PROBES: usize = 32;
+
+/// Per-subnet allocation cursors (the next address to try).
+#[derive(Default)]
+pub struct Cursors(std::sync::Mutex<std::collections::HashMap<String, u128>>);
+
+impl Cursors {
+    /// The next candidate in the pools at or after the cursor, advancing the cursor past it.
+    fn take(&self, subnet: &str, pools: &[(u128, u128)]) -> Option<u128> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let at = map.get(subnet).copied().unwrap_or(pools.first()?.0);
+        let next = pools
+            .iter()
+            .find_map(|(s, e)| if at <= *e { Some(at.max(*s)) } else { None })?;
+        map.insert(subnet.to_string(), next + 1);
+        Some(next)
+    }
+    /// Moves the cursor of a subnet (after a scan found the first free address).
+    fn set(&self, subnet: &str, at: u128) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.insert(subnet.to_string(), at);
+    }
+}
+
+pub fn to_u128(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(a) => u32::from(a) as u128,
+        IpAddr::V6(a) => u128::from(a),
+    }
+}
+
+pub fn from_u128(n: u128, v6: bool) -> IpAddr {
+    if v6 {
+        IpAddr::V6(Ipv6Addr::from(n))
+    } else {
+        IpAddr::V4(Ipv4Addr::from(n as u32))
+    }
+}
+
+pub fn subnet_cidr(subnet: &Obj) -> Option<IpNet> {
+    str_field(subnet, "cidr").parse().ok()
+}
+
+/// The pools of a subnet as inclusive numeric ranges.
+pub fn pools(subnet: &Obj) -> Vec<(u128, u128)> {
+    subnet
+        .get("allocation_pools")
+        .and_then(Value::as_array)
+        .map(|ps| {
+            ps.iter()
+                .filter_map(|p| {
+                    let s: IpAddr = p.get("start")?.as_str()?.parse().ok()?;
+                    let e: IpAddr = p.get("end")?.as_str()?.parse().ok()?;
+                    Some((to_u128(s), to_u128(e)))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The usable host range of a CIDR: IPv4 leaves out the network and broadcast addresses (for prefixes
+/// up to /30), IPv6 the subnet-router anycast address.
+pub fn host_range(net: &IpNet) -> Option<(u128, u128)> {
+    let first = to_u128(net.network());
+    let last = to_u128(net.broadcast());
+    match net {
+        IpNet::V4(n) if n.prefix_len() >= 31 => Some((first, last)),
+        _ if last > first + 1 || matches!(net, IpNet::V6(_)) && last > first => {
+            let end = if matches!(net, IpNet::V4(_)) {
+                last - 1
+            } else {
+                last
+            };
+            Some((first + 1, end))
+        }
+        _ => None,
+    }
+}
+
+/// Default pools: the host range without the gateway.
+pub fn default_pools(net: &IpNet, gateway: Option<IpAddr>) -> Vec<Value> {
+    let v6 = matches!(net, IpNet::V6(_));
+    let Some((start, end)) = host_range(net) else {
+        return vec![];
+    };
+    let mut ranges = vec![(start, end)];
+    if let Some(gw) = gateway.map(to_u128) {
+        ranges = ranges
+            .into_iter()
+            .flat_map(|(s, e)| {
+                if gw < s || gw > e {
+                    vec![(s, e)]
+                } else {
+                    let mut out = vec![];
+                    if gw > s {
+                        out.push((s, gw - 1));
+                    }
+                    if gw < e {
+                        out.push((gw + 1, e));
+                    }
+                    out
+                }
+            })
+            .collect();
+    }
+    ranges
+        .into_iter()
+        .map(|(s, e)| json!({"start": from_u128(s, v6).to_string(), "end": from_u128(e, v6).to_string()}))
+        .collect()
+}
+
+/// Claims `ip` on `subnet` for `port`, or fails with `IpAddressAlreadyAllocated`.
+pub async fn claim_specific(
+    api: &Api,
+    plan: &mut Plan,
+    subnet_id: &str,
+    ip: &str,
+    port: &str,
+) -> ApiResult<()> {
+    let key = ipam_key(subnet_id, ip);
+    if plan.is_claimed(&key) || api.db.exists(&key).await? {
+        return Err(ApiError::conflict(
+            "IpAddressAlreadyAllocated",
+            format!("IP address {ip} already allocated in subnet {subnet_id}"),
+        ));
+    }
+    plan.claim(key, port);
+    Ok(())
+}
+
+/// Claims any free address from the subnet's pools; `None` when the pools are exhausted.
+pub async fn claim_any(
+    api: &Api,
+    plan: &mut Plan,
+    subnet: &Obj,
+    port: &str,
+) -> ApiResult<Option<String>> {
+    let subnet_id = str_field(subnet, "id");
+    let v6 = subnet.get("ip_version").and_then(Value::as_u64) == Some(6);
+    let pools = pools(subnet);
+    for _ in 0..PROBES {
+        let Some(n) = api.ipam_cursors.take(subnet_id, &pools) else {
+            break;
+        };
+        let ip = from_u128(n, v6).to_string();
+        let key = ipam_key(subnet_id, &ip);
+        if !plan.is_claimed(&key) && !api.db.exists(&key).await? {
+            plan.claim(key, port);
+            return Ok(Some(ip));
+        }
+    }
+    let used: HashSet<String> = api
+        .db
+        .values_under(&ipam_prefix(subnet_id))
+        .await?
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    for (s, e) in pools {
+        let mut n = s;
+        while n <= e {
+            let ip = from_u128(n, v6).to_string();
+            let key = ipam_key(subnet_id, &ip);
+            if !used.contains(&key) && !plan.is_claimed(&key) {
+                plan.claim(key, port);
+                api.ipam_cursors.set(subnet_id, n + 1);
+                return Ok(Some(ip));
+            }
+            n += 1;
+        }
+    }
+    Ok(None)
+}
+
+/// The SLAAC (EUI-64) address of a MAC in an IPv6 /64.
+pub fn eui64(net: &IpNet, mac: &str) -> Option<String> {
+    let bytes: Vec<u8> = mac
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16))
+        .collect::<Result<_, _>>()
+        .ok()?;
+    if bytes.len() != 6 || net.prefix_len() != 64 {
+        return None;
+    }
+    let iid = [
+        bytes[0] ^ 0x02,
+        bytes[1],
+        bytes[2],
+        0xff,
+        0xfe,
+        bytes[3],
+        bytes[4],
+        bytes[5],
+    ];
+    let prefix = to_u128(net.network());
+    let addr = prefix | u64::from_be_bytes(iid) as u128;
+    Some(from_u128(addr, true).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_pools_skip_gateway_and_broadcast() {
+        let net: IpNet = "10.0.0.0/24".parse().unwrap();
+        let pools = default_pools(&net, Some("10.0.0.1".parse().unwrap()));
+        assert_eq!(
+            pools,
+            vec![json!({"start": "10.0.0.2", "end": "10.0.0.254"})]
+        );
+        let pools = default_pools(&net, Some("10.0.0.100".parse().unwrap()));
+        assert_eq!(pools.len(), 2);
+        let v6: IpNet = "2001:db8::/64".parse().unwrap();
+        let pools = default_pools(&v6, Some("2001:db8::1".parse().unwrap()));
+        assert_eq!(
+            pools,
+            vec![json!({"start": "2001:db8::2", "end": "2001:db8::ffff:ffff:ffff:ffff"})]
+        );
+    }
+
+    #[test]
+    fn eui64_addresses() {
+        let net: IpNet = "2001:db8::/64".parse().unwrap();
+        assert_eq!(
+            eui64(&net, "fa:16:3e:11:22:33").as_deref(),
+            Some("2001:db8::f816:3eff:fe11:2233")
+        );
+    }
+}

@@ -1,0 +1,269 @@
+//! Resource semantics: what creating, changing and deleting each kind of object means.
+//!
+//! The generic request flow in `lib.rs` calls the dispatch functions here, which hand over to one module
+//! per resource. Each `plan_*` function reads what it needs, adds its writes and conditions to the
+//! [`Plan`], and returns the object as it will be after the commit.
+
+mod floatingips;
+mod ipam;
+mod networks;
+mod ports;
+mod routers;
+mod security_groups;
+mod subnets;
+
+use std::collections::HashSet;
+
+use model::ResourceDef;
+use model::resources::{NETWORK, PORT, SECURITY_GROUP, SUBNET};
+use serde_json::Value;
+
+use crate::context::Ctx;
+use crate::error::{ApiError, ApiResult};
+use crate::repo::{Obj, Plan, Stored, str_field};
+use crate::{Api, input};
+
+fn is(def: &ResourceDef, other: &ResourceDef) -> bool {
+    std::ptr::eq(def, other)
+}
+
+/// Whether a network is visible to everybody (shared or external).
+fn public_network(net: &Obj) -> bool {
+    net.get("shared") == Some(&Value::Bool(true))
+        || net.get("router:external") == Some(&Value::Bool(true))
+}
+
+/// Which objects of a kind a caller may see, with what it takes to decide that for a list.
+pub struct Visibility {
+    /// For subnets: networks visible to everybody.
+    public_networks: HashSet<String>,
+}
+
+impl Visibility {
+    pub async fn load(api: &Api, ctx: &Ctx, def: &ResourceDef) -> ApiResult<Self> {
+        let mut public_networks = HashSet::new();
+        if !ctx.is_admin && is(def, &SUBNET) {
+            for n in api.db.list(&NETWORK).await? {
+                if public_network(&n.obj) {
+                    public_networks.insert(n.id().to_string());
+                }
+            }
+        }
+        Ok(Self { public_networks })
+    }
+
+    pub fn allows(&self, ctx: &Ctx, obj: &Obj) -> bool {
+        ctx.owns(obj)
+            || public_network(obj)
+            || self.public_networks.contains(str_field(obj, "network_id"))
+    }
+}
+
+/// Whether the caller may see one object.
+pub async fn can_see(api: &Api, ctx: &Ctx, def: &ResourceDef, obj: &Obj) -> ApiResult<bool> {
+    if ctx.owns(obj) {
+        return Ok(true);
+    }
+    if is(def, &NETWORK) {
+        return Ok(public_network(obj));
+    }
+    if is(def, &SUBNET) {
+        let net = api.db.load(&NETWORK, str_field(obj, "network_id")).await?;
+        return Ok(net.is_some_and(|n| public_network(&n.obj)));
+    }
+    Ok(false)
+}
+
+/// Changing or deleting needs ownership; seeing a shared object is not enough.
+pub fn check_owner(ctx: &Ctx, def: &ResourceDef, obj: &Obj) -> ApiResult<()> {
+    if ctx.owns(obj) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(format!(
+            "(rule:update_{}) is disallowed by policy",
+            def.singular
+        )))
+    }
+}
+
+/// Fails with 403 unless the caller is admin.
+fn admin_only(ctx: &Ctx, what: &str) -> ApiResult<()> {
+    if ctx.is_admin {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(format!(
+            "({what}) is disallowed by policy"
+        )))
+    }
+}
+
+pub async fn before_list(api: &Api, ctx: &Ctx, def: &ResourceDef) -> ApiResult<()> {
+    if is(def, &SECURITY_GROUP) {
+        security_groups::ensure_default(api, &ctx.project_id).await?;
+    }
+    Ok(())
+}
+
+pub async fn before_create(
+    api: &Api,
+    _ctx: &Ctx,
+    def: &ResourceDef,
+    items: &[Obj],
+) -> ApiResult<()> {
+    if is(def, &PORT) || is(def, &SECURITY_GROUP) {
+        let projects: HashSet<&str> = items.iter().map(|o| str_field(o, "project_id")).collect();
+        for p in projects {
+            security_groups::ensure_default(api, p).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Fills in attributes that live in other objects (a security group's rules).
+pub async fn expand(api: &Api, def: &ResourceDef, items: &mut [Obj]) -> ApiResult<()> {
+    if is(def, &SECURITY_GROUP) {
+        security_groups::expand(api, items).await?;
+    }
+    Ok(())
+}
+
+pub async fn plan_create(
+    api: &Api,
+    ctx: &Ctx,
+    def: &ResourceDef,
+    obj: Obj,
+    plan: &mut Plan,
+) -> ApiResult<Obj> {
+    match def.collection {
+        "networks" => networks::plan_create(api, ctx, obj, plan).await,
+        "subnets" => subnets::plan_create(api, ctx, obj, plan).await,
+        "ports" => ports::plan_create(api, ctx, obj, plan).await,
+        "security-groups" => security_groups::plan_create(api, obj, plan).await,
+        "security-group-rules" => security_groups::plan_create_rule(api, ctx, obj, plan).await,
+        "routers" => routers::plan_create(api, ctx, obj, plan).await,
+        "floatingips" => floatingips::plan_create(api, ctx, obj, plan).await,
+        _ => Err(ApiError::bad_request("unsupported resource")),
+    }
+}
+
+pub async fn plan_update(
+    api: &Api,
+    ctx: &Ctx,
+    def: &ResourceDef,
+    stored: Stored,
+    changes: Obj,
+    plan: &mut Plan,
+) -> ApiResult<Obj> {
+    match def.collection {
+        "networks" => networks::plan_update(api, ctx, stored, changes, plan).await,
+        "subnets" => subnets::plan_update(api, stored, changes, plan).await,
+        "ports" => ports::plan_update(api, ctx, stored, changes, plan).await,
+        "routers" => routers::plan_update(api, ctx, stored, changes, plan).await,
+        "floatingips" => floatingips::plan_update(api, ctx, stored, changes, plan).await,
+        _ => Ok(apply_changes(def, stored, changes, plan)),
+    }
+}
+
+/// How a delete went.
+pub enum Deletion {
+    /// The writes are in the plan; the caller commits it.
+    Planned,
+    /// Already committed (deletes that guard against concurrent references commit in phases).
+    Done,
+    /// The object changed meanwhile; the caller starts again.
+    Retry,
+}
+
+pub async fn plan_delete(
+    api: &Api,
+    ctx: &Ctx,
+    def: &ResourceDef,
+    stored: Stored,
+    plan: &mut Plan,
+) -> ApiResult<Deletion> {
+    match def.collection {
+        "networks" => networks::plan_delete(api, stored).await,
+        "subnets" => subnets::plan_delete(api, stored).await,
+        "security-groups" => security_groups::plan_delete(api, ctx, stored).await,
+        "ports" => ports::plan_delete(api, stored, plan)
+            .await
+            .map(|()| Deletion::Planned),
+        "security-group-rules" => security_groups::plan_delete_rule(api, stored, plan)
+            .await
+            .map(|()| Deletion::Planned),
+        "routers" => routers::plan_delete(api, stored, plan)
+            .await
+            .map(|()| Deletion::Planned),
+        "floatingips" => floatingips::plan_delete(api, stored, plan)
+            .await
+            .map(|()| Deletion::Planned),
+        _ => Err(ApiError::bad_request("unsupported resource")),
+    }
+}
+
+/// `PUT /v2.0/<collection>/<id>/<action>`.
+pub async fn action(
+    api: &Api,
+    ctx: &Ctx,
+    def: &ResourceDef,
+    id: &str,
+    action: &str,
+    body: Value,
+) -> ApiResult<Value> {
+    match (def.collection, action) {
+        ("routers", "add_router_interface") => routers::add_interface(api, ctx, id, body).await,
+        ("routers", "remove_router_interface") => {
+            routers::remove_interface(api, ctx, id, body).await
+        }
+        _ => Err(ApiError::not_found(
+            "HTTPNotFound",
+            "The resource could not be found.",
+        )),
+    }
+}
+
+/// Applies validated changes to an object and plans the write.
+fn apply_changes(def: &ResourceDef, stored: Stored, changes: Obj, plan: &mut Plan) -> Obj {
+    let mut obj = stored.obj;
+    obj.extend(changes);
+    plan.update(def, stored.rev, &mut obj);
+    obj
+}
+
+/// First phase of deleting an object that others may be referring to concurrently: marks it as being
+/// deleted (it disappears from reads, and every plan that pinned it fails), so that a check for
+/// references made after this is final. `None`: the object changed meanwhile.
+async fn mark_deleting(api: &Api, def: &ResourceDef, stored: &Stored) -> ApiResult<Option<Stored>> {
+    let mut marked = stored.obj.clone();
+    marked.insert("_deleting".into(), Value::Bool(true));
+    let mut plan = Plan::default();
+    plan.put_raw(def, stored.rev, &marked);
+    Ok(api
+        .db
+        .commit_at(plan)
+        .await?
+        .map(|rev| Stored { obj: marked, rev }))
+}
+
+/// Undoes [`mark_deleting`] when the object turned out to be in use.
+async fn unmark_deleting(api: &Api, def: &ResourceDef, marked: &Stored) -> ApiResult<()> {
+    let mut obj = marked.obj.clone();
+    obj.remove("_deleting");
+    let mut plan = Plan::default();
+    plan.put_raw(def, marked.rev, &obj);
+    api.db.commit(plan).await?;
+    Ok(())
+}
+
+/// Creates a port on the server's own behalf (router and floating IP ports), planned into `plan`.
+async fn plan_internal_port(api: &Api, body: Obj, plan: &mut Plan) -> ApiResult<Obj> {
+    let admin = Ctx {
+        project_id: String::new(),
+        is_admin: true,
+    };
+    let obj = input::prepare_create(&PORT, &admin, body)?;
+    ports::plan_create(api, &admin, obj, plan).await
+}
+
+pub(crate) use self::ipam::Cursors;
+pub(crate) use self::ports::release_port;

@@ -1,0 +1,271 @@
+//! Networks: provider segments (allocation of tunnel ids), MTU, sharing, and deletion rules.
+
+use model::resources::{NETWORK, PORT, SUBNET};
+use serde_json::{Value, json};
+
+use super::{Deletion, admin_only, mark_deleting, unmark_deleting};
+use crate::Api;
+use crate::context::Ctx;
+use crate::error::{ApiError, ApiResult};
+use crate::repo::{Attempts, Obj, Plan, Stored, ipam_prefix, str_field};
+
+/// Largest tunnel id (24-bit VNI).
+const MAX_VNI: u64 = (1 << 24) - 1;
+/// The network type of networks created without provider attributes.
+const TENANT_NETWORK_TYPE: &str = "vxlan";
+/// Underlay MTU assumed for all chassis.
+const UNDERLAY_MTU: i64 = 1500;
+/// Encapsulation overhead of a VXLAN or Geneve (without options) packet over IPv4.
+const TUNNEL_OVERHEAD: i64 = 50;
+
+fn is_tunnel(kind: &str) -> bool {
+    kind == "vxlan" || kind == "geneve"
+}
+
+fn max_mtu(kind: &str) -> i64 {
+    if is_tunnel(kind) {
+        UNDERLAY_MTU - TUNNEL_OVERHEAD
+    } else {
+        UNDERLAY_MTU
+    }
+}
+
+/// The claim key of a segment.
+fn segment_key(kind: &str, physnet: &str, id: Option<u64>) -> String {
+    match (kind, id) {
+        (k, Some(id)) if is_tunnel(k) => format!("/seg/tunnel/{id}"),
+        ("vlan", Some(id)) => format!("/seg/vlan/{physnet}/{id}"),
+        _ => format!("/seg/{kind}/{physnet}"),
+    }
+}
+
+/// The claim key of a network's segment, if it has one.
+pub fn network_segment_key(net: &Obj) -> Option<String> {
+    let kind = str_field(net, "provider:network_type");
+    let id = net.get("provider:segmentation_id").and_then(Value::as_u64);
+    match kind {
+        "local" | "" => None,
+        _ => Some(segment_key(
+            kind,
+            str_field(net, "provider:physical_network"),
+            id,
+        )),
+    }
+}
+
+async fn allocate_tunnel_id(api: &Api, plan: &Plan) -> ApiResult<u64> {
+    let used: std::collections::HashSet<u64> = api
+        .db
+        .values_under("/seg/tunnel/")
+        .await?
+        .into_iter()
+        .filter_map(|(k, _)| k.rsplit('/').next().and_then(|n| n.parse().ok()))
+        .collect();
+    (1..=MAX_VNI)
+        .find(|id| !used.contains(id) && !plan.is_claimed(&format!("/seg/tunnel/{id}")))
+        .ok_or_else(|| {
+            ApiError::conflict(
+                "NoNetworkAvailable",
+                "Unable to create the network. No tenant network is available for allocation.",
+            )
+        })
+}
+
+pub async fn plan_create(api: &Api, ctx: &Ctx, mut net: Obj, plan: &mut Plan) -> ApiResult<Obj> {
+    let id = str_field(&net, "id").to_string();
+    for attr in [
+        "provider:network_type",
+        "provider:physical_network",
+        "provider:segmentation_id",
+    ] {
+        if net.contains_key(attr) {
+            admin_only(ctx, &format!("rule:create_network:{attr}"))?;
+        }
+    }
+    for attr in ["shared", "router:external"] {
+        if net.get(attr) == Some(&Value::Bool(true)) {
+            admin_only(ctx, &format!("rule:create_network:{attr}"))?;
+        }
+    }
+    let kind = net
+        .get("provider:network_type")
+        .and_then(Value::as_str)
+        .unwrap_or(TENANT_NETWORK_TYPE)
+        .to_string();
+    let physnet = net
+        .get("provider:physical_network")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let seg = net.get("provider:segmentation_id").and_then(Value::as_u64);
+    let seg = match kind.as_str() {
+        k if is_tunnel(k) => {
+            if physnet.is_some() {
+                return Err(ApiError::invalid_input(format!(
+                    "provider:physical_network specified for {k} network"
+                )));
+            }
+            match seg {
+                Some(s) if s == 0 || s > MAX_VNI => {
+                    return Err(ApiError::invalid_input(format!(
+                        "{k} network segmentation_id {s} out of range 1-{MAX_VNI}"
+                    )));
+                }
+                Some(s) => s,
+                None => allocate_tunnel_id(api, plan).await?,
+            }
+            .into()
+        }
+        "flat" | "vlan" => {
+            if physnet.is_none() {
+                return Err(ApiError::invalid_input(format!(
+                    "physical_network required for {kind} provider network"
+                )));
+            }
+            match (kind.as_str(), seg) {
+                ("flat", Some(_)) => {
+                    return Err(ApiError::invalid_input(
+                        "segmentation_id specified for flat provider network",
+                    ));
+                }
+                ("vlan", None) => {
+                    return Err(ApiError::invalid_input(
+                        "segmentation_id required for VLAN provider network",
+                    ));
+                }
+                ("vlan", Some(s)) if !(1..=4094).contains(&s) => {
+                    return Err(ApiError::invalid_input(format!(
+                        "segmentation_id out of range (1 through 4094)"
+                    )));
+                }
+                _ => seg,
+            }
+        }
+        _ => None,
+    };
+    let physnet_text = physnet.clone().unwrap_or_default();
+    if kind != "local" {
+        let key = segment_key(&kind, &physnet_text, seg);
+        if api.db.exists(&key).await? || !plan.claim(key, &id) {
+            return Err(match kind.as_str() {
+                "flat" => ApiError::conflict(
+                    "FlatNetworkInUse",
+                    format!(
+                        "Unable to create the flat network. Physical network {physnet_text} is in use."
+                    ),
+                ),
+                "vlan" => ApiError::conflict(
+                    "VlanIdInUse",
+                    format!(
+                        "Unable to create the network. The VLAN {} on physical network {physnet_text} is in use.",
+                        seg.unwrap_or_default()
+                    ),
+                ),
+                _ => ApiError::conflict(
+                    "TunnelIdInUse",
+                    format!(
+                        "Unable to create the network. The tunnel ID {} is in use.",
+                        seg.unwrap_or_default()
+                    ),
+                ),
+            });
+        }
+    }
+    let max = max_mtu(&kind);
+    let mtu = match net.get("mtu").and_then(Value::as_i64) {
+        Some(m) if m > max => {
+            return Err(ApiError::invalid_input(format!(
+                "Requested MTU is too big, maximum is {max}"
+            )));
+        }
+        Some(m) => m,
+        None => max,
+    };
+    net.insert("mtu".into(), mtu.into());
+    net.insert("provider:network_type".into(), kind.into());
+    net.insert("provider:physical_network".into(), json!(physnet));
+    net.insert("provider:segmentation_id".into(), json!(seg));
+    net.insert("status".into(), "ACTIVE".into());
+    net.insert("subnets".into(), json!([]));
+    net.insert("availability_zones".into(), json!([]));
+    net.insert("ipv4_address_scope".into(), Value::Null);
+    net.insert("ipv6_address_scope".into(), Value::Null);
+    net.insert("l2_adjacency".into(), Value::Bool(true));
+    plan.create(&NETWORK, &net);
+    Ok(net)
+}
+
+pub async fn plan_update(
+    _api: &Api,
+    ctx: &Ctx,
+    stored: Stored,
+    changes: Obj,
+    plan: &mut Plan,
+) -> ApiResult<Obj> {
+    for attr in ["shared", "router:external"] {
+        if changes.contains_key(attr) && changes.get(attr) != stored.obj.get(attr) {
+            admin_only(ctx, &format!("rule:update_network:{attr}"))?;
+        }
+    }
+    let kind = str_field(&stored.obj, "provider:network_type").to_string();
+    if let Some(m) = changes.get("mtu").and_then(Value::as_i64) {
+        let max = max_mtu(&kind);
+        if m > max {
+            return Err(ApiError::invalid_input(format!(
+                "Requested MTU is too big, maximum is {max}"
+            )));
+        }
+    }
+    let mut net = stored.obj;
+    for (k, v) in changes {
+        if k == "mtu" && v.is_null() {
+            net.insert(k, max_mtu(&kind).into());
+        } else {
+            net.insert(k, v);
+        }
+    }
+    plan.update(&NETWORK, stored.rev, &mut net);
+    Ok(net)
+}
+
+/// Ports that do not keep a network from being deleted (they go with it).
+fn removable_with_network(port: &Obj) -> bool {
+    str_field(port, "device_owner") == "network:dhcp"
+}
+
+pub async fn plan_delete(api: &Api, stored: Stored) -> ApiResult<Deletion> {
+    let Some(marked) = mark_deleting(api, &NETWORK, &stored).await? else {
+        return Ok(Deletion::Retry);
+    };
+    let id = stored.id().to_string();
+    let mut attempts = Attempts::new();
+    loop {
+        attempts.next()?;
+        let ports = api.db.list_where(&PORT, "network_id", &id).await?;
+        if ports.iter().any(|p| !removable_with_network(&p.obj)) {
+            unmark_deleting(api, &NETWORK, &marked).await?;
+            return Err(ApiError::conflict(
+                "NetworkInUse",
+                format!(
+                    "Unable to complete operation on network {id}. There are one or more ports still in use on the network."
+                ),
+            ));
+        }
+        let mut plan = Plan::default();
+        for port in &ports {
+            super::release_port(&mut plan, port);
+        }
+        for subnet in api.db.list_where(&SUBNET, "network_id", &id).await? {
+            for (key, _) in api.db.values_under(&ipam_prefix(subnet.id())).await? {
+                plan.release(key);
+            }
+            plan.delete(&SUBNET, &subnet);
+        }
+        if let Some(key) = network_segment_key(&marked.obj) {
+            plan.release(key);
+        }
+        plan.delete(&NETWORK, &marked);
+        if api.db.commit(plan).await? {
+            return Ok(Deletion::Done);
+        }
+    }
+}

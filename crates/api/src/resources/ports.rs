@@ -1,0 +1,558 @@
+//! Ports: MAC and fixed IP allocation, security groups, port security, allowed address pairs and
+//! binding.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use model::resources::{FLOATING_IP, NETWORK, PORT, SECURITY_GROUP, SUBNET};
+use model::validate::{is_mac, parse_cidr};
+use serde_json::{Value, json};
+
+use super::ipam::{claim_any, claim_specific, eui64, subnet_cidr};
+use super::security_groups::default_group_id;
+use super::subnets::is_auto_address;
+use crate::Api;
+use crate::context::Ctx;
+use crate::error::{ApiError, ApiResult};
+use crate::repo::{Obj, Plan, Stored, ipam_key, mac_key, str_field};
+
+/// Device owners of ports that routers and floating IPs own; the port API may not delete them.
+const SERVICE_OWNERS: &[&str] = &[
+    "network:router_interface",
+    "network:router_gateway",
+    "network:floatingip",
+    "network:router_interface_distributed",
+];
+
+fn random_mac() -> String {
+    format!(
+        "fa:16:3e:{:02x}:{:02x}:{:02x}",
+        fastrand::u8(..),
+        fastrand::u8(..),
+        fastrand::u8(..)
+    )
+}
+
+async fn claim_mac(
+    api: &Api,
+    plan: &mut Plan,
+    network: &str,
+    mac: Option<&str>,
+    port: &str,
+) -> ApiResult<String> {
+    if let Some(mac) = mac {
+        let key = mac_key(network, mac);
+        if plan.is_claimed(&key) || api.db.exists(&key).await? {
+            return Err(ApiError::conflict(
+                "MacAddressInUse",
+                format!(
+                    "Unable to complete operation for network {network}. The mac address {mac} is in use."
+                ),
+            ));
+        }
+        plan.claim(key, port);
+        return Ok(mac.to_string());
+    }
+    for _ in 0..16 {
+        let mac = random_mac();
+        let key = mac_key(network, &mac);
+        if !plan.is_claimed(&key) && !api.db.exists(&key).await? {
+            plan.claim(key, port);
+            return Ok(mac);
+        }
+    }
+    Err(ApiError::conflict(
+        "MacAddressGenerationFailure",
+        format!("Unable to generate unique mac on network {network}."),
+    ))
+}
+
+/// One requested fixed IP, as given by the client.
+struct Wanted {
+    subnet_id: Option<String>,
+    ip: Option<String>,
+}
+
+fn parse_fixed_ips(value: &Value) -> ApiResult<Vec<Wanted>> {
+    let bad =
+        |why: &str| ApiError::bad_request(format!("Invalid input for fixed_ips. Reason: {why}."));
+    let items = value.as_array().ok_or_else(|| bad("not a list"))?;
+    items
+        .iter()
+        .map(|i| {
+            let o = i
+                .as_object()
+                .ok_or_else(|| bad("each entry must be a dictionary"))?;
+            if let Some(k) = o.keys().find(|k| *k != "subnet_id" && *k != "ip_address") {
+                return Err(bad(&format!("unrecognized key '{k}'")));
+            }
+            let subnet_id = match o.get("subnet_id") {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(
+                    model::validate::uuid(v)
+                        .map_err(|r| bad(&r))?
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                ),
+            };
+            let ip = match o.get("ip_address") {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(
+                    model::validate::ip(v)
+                        .map_err(|r| bad(&r))?
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                ),
+            };
+            if subnet_id.is_none() && ip.is_none() {
+                return Err(bad("an entry needs subnet_id or ip_address"));
+            }
+            Ok(Wanted { subnet_id, ip })
+        })
+        .collect()
+}
+
+/// Resolves and claims the fixed IPs of a port. `keep` are addresses the port already holds (on
+/// update), which are kept without a new claim.
+async fn allocate_fixed_ips(
+    api: &Api,
+    plan: &mut Plan,
+    network_id: &str,
+    port_id: &str,
+    mac: &str,
+    wanted: Option<Vec<Wanted>>,
+    keep: &[(String, String)],
+) -> ApiResult<Vec<Value>> {
+    let subnets = api.db.list_where(&SUBNET, "network_id", network_id).await?;
+    let mut subnets_sorted: Vec<&Stored> = subnets.iter().collect();
+    subnets_sorted.sort_by(|a, b| {
+        str_field(&a.obj, "created_at")
+            .cmp(str_field(&b.obj, "created_at"))
+            .then(a.id().cmp(b.id()))
+    });
+    let mut out = Vec::new();
+    let mut used_subnets = Vec::new();
+    match wanted {
+        Some(wanted) => {
+            for w in wanted {
+                let subnet = match (&w.subnet_id, &w.ip) {
+                    (Some(sid), _) => subnets.iter().find(|s| s.id() == sid).ok_or_else(|| {
+                        ApiError::invalid_input(format!(
+                            "Failed to create port on network {network_id}, because fixed_ips included invalid subnet {sid}"
+                        ))
+                    })?,
+                    (None, Some(ip)) => {
+                        let addr: IpAddr = ip.parse().map_err(|_| ApiError::invalid_input(format!("{ip} is not a valid IP address")))?;
+                        subnets
+                            .iter()
+                            .find(|s| subnet_cidr(&s.obj).is_some_and(|n| n.contains(&addr)))
+                            .ok_or_else(|| {
+                                ApiError::invalid_input(format!(
+                                    "IP address {ip} is not a valid IP for any of the subnets on the specified network."
+                                ))
+                            })?
+                    }
+                    (None, None) => continue,
+                };
+                let sid = subnet.id().to_string();
+                let ip = match &w.ip {
+                    Some(ip) => {
+                        let addr: IpAddr = ip.parse().map_err(|_| {
+                            ApiError::invalid_input(format!("{ip} is not a valid IP address"))
+                        })?;
+                        let net = subnet_cidr(&subnet.obj).unwrap_or_else(|| IpNet::from(addr));
+                        let reserved = matches!(net, IpNet::V4(n) if n.prefix_len() < 31)
+                            && (addr == net.network() || addr == net.broadcast());
+                        if !net.contains(&addr) || reserved {
+                            return Err(ApiError::invalid_input(format!(
+                                "IP address {ip} is not a valid IP for the specified subnet."
+                            )));
+                        }
+                        if !keep.iter().any(|(s, i)| *s == sid && i == ip) {
+                            claim_specific(api, plan, &sid, ip, port_id).await?;
+                        }
+                        ip.clone()
+                    }
+                    None if is_auto_address(&subnet.obj) => {
+                        auto_address(api, plan, &subnet.obj, mac, port_id, keep).await?
+                    }
+                    None => match keep.iter().find(|(s, _)| *s == sid) {
+                        Some((_, ip)) => ip.clone(),
+                        None => claim_any(api, plan, &subnet.obj, port_id)
+                            .await?
+                            .ok_or_else(|| exhausted(network_id))?,
+                    },
+                };
+                used_subnets.push(subnet);
+                out.push(json!({"subnet_id": sid, "ip_address": ip}));
+            }
+        }
+        None => {
+            // One address from the first IPv4 subnet with room, one from the first stateful IPv6
+            // subnet, and one from every SLAAC subnet.
+            let mut got_v4 = false;
+            let mut got_v6 = false;
+            let mut exhausted_any = false;
+            for subnet in subnets_sorted {
+                let v6 = subnet.obj.get("ip_version").and_then(Value::as_u64) == Some(6);
+                let ip = if v6 && is_auto_address(&subnet.obj) {
+                    Some(auto_address(api, plan, &subnet.obj, mac, port_id, keep).await?)
+                } else if (v6 && got_v6) || (!v6 && got_v4) {
+                    None
+                } else {
+                    let ip = claim_any(api, plan, &subnet.obj, port_id).await?;
+                    if ip.is_none() {
+                        exhausted_any = true;
+                    }
+                    ip
+                };
+                if let Some(ip) = ip {
+                    if v6 && !is_auto_address(&subnet.obj) {
+                        got_v6 = true;
+                    }
+                    if !v6 {
+                        got_v4 = true;
+                    }
+                    used_subnets.push(subnet);
+                    out.push(json!({"subnet_id": subnet.id(), "ip_address": ip}));
+                }
+            }
+            if exhausted_any && !got_v4 && !got_v6 {
+                return Err(exhausted(network_id));
+            }
+        }
+    }
+    for s in used_subnets {
+        plan.pin_obj(&SUBNET, s);
+    }
+    Ok(out)
+}
+
+fn exhausted(network_id: &str) -> ApiError {
+    ApiError::conflict(
+        "IpAddressGenerationFailure",
+        format!("No more IP addresses available on network {network_id}."),
+    )
+}
+
+async fn auto_address(
+    api: &Api,
+    plan: &mut Plan,
+    subnet: &Obj,
+    mac: &str,
+    port: &str,
+    keep: &[(String, String)],
+) -> ApiResult<String> {
+    let sid = str_field(subnet, "id");
+    let ip = subnet_cidr(subnet)
+        .and_then(|n| eui64(&n, mac))
+        .ok_or_else(|| {
+            ApiError::invalid_input(format!("subnet {sid} cannot assign SLAAC addresses"))
+        })?;
+    if !keep.iter().any(|(s, i)| s == sid && *i == ip) {
+        claim_specific(api, plan, sid, &ip, port).await?;
+    }
+    Ok(ip)
+}
+
+fn normalize_pairs(pairs: &Value, mac: &str) -> ApiResult<Value> {
+    let bad = |why: String| {
+        ApiError::bad_request(format!(
+            "Invalid input for allowed_address_pairs. Reason: {why}."
+        ))
+    };
+    let list = pairs.as_array().ok_or_else(|| bad("not a list".into()))?;
+    let mut out: Vec<Value> = Vec::new();
+    for p in list {
+        let o = p
+            .as_object()
+            .ok_or_else(|| bad("each pair must be a dictionary".into()))?;
+        if let Some(k) = o.keys().find(|k| *k != "ip_address" && *k != "mac_address") {
+            return Err(bad(format!("Unrecognized attribute(s) '{k}'")));
+        }
+        let ip = o
+            .get("ip_address")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad("AllowedAddressPair must contain ip_address".into()))?;
+        let net = parse_cidr(ip).ok_or_else(|| bad(format!("'{ip}' is not a valid IP address")))?;
+        let ip_text = if net.prefix_len() == net.max_prefix_len() && !ip.contains('/') {
+            net.addr().to_string()
+        } else {
+            net.to_string()
+        };
+        let pair_mac = match o.get("mac_address") {
+            None | Some(Value::Null) => mac.to_string(),
+            Some(Value::String(m)) if is_mac(m) => m.to_ascii_lowercase(),
+            Some(m) => return Err(bad(format!("'{m}' is not a valid MAC address"))),
+        };
+        let pair = json!({"ip_address": ip_text, "mac_address": pair_mac});
+        if out.contains(&pair) {
+            return Err(bad("Duplicate address pair in the list".into()));
+        }
+        out.push(pair);
+    }
+    Ok(Value::Array(out))
+}
+
+fn normalize_dhcp_opts(opts: &Value) -> ApiResult<Value> {
+    let bad = |why: &str| {
+        ApiError::bad_request(format!("Invalid input for extra_dhcp_opts. Reason: {why}."))
+    };
+    let list = opts.as_array().ok_or_else(|| bad("not a list"))?;
+    let mut out = Vec::new();
+    for o in list {
+        let m = o
+            .as_object()
+            .ok_or_else(|| bad("each option must be a dictionary"))?;
+        if let Some(k) = m
+            .keys()
+            .find(|k| !matches!(k.as_str(), "opt_name" | "opt_value" | "ip_version"))
+        {
+            return Err(bad(&format!("unrecognized key '{k}'")));
+        }
+        let name = m
+            .get("opt_name")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| bad("opt_name is required"))?;
+        let version = match m.get("ip_version") {
+            None | Some(Value::Null) => 4,
+            Some(v) => model::validate::ip_version(v)
+                .map_err(|r| bad(&r))?
+                .as_i64()
+                .unwrap_or(4),
+        };
+        out.push(json!({"opt_name": name, "opt_value": m.get("opt_value").cloned().unwrap_or(Value::Null), "ip_version": version}));
+    }
+    Ok(Value::Array(out))
+}
+
+/// Security groups, port security and address pairs must agree.
+async fn check_security(api: &Api, ctx: &Ctx, port: &Obj, plan: &mut Plan) -> ApiResult<()> {
+    let secure = port.get("port_security_enabled") != Some(&Value::Bool(false));
+    let groups: Vec<&str> = port
+        .get("security_groups")
+        .and_then(Value::as_array)
+        .map(|g| g.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    if !secure && !groups.is_empty() {
+        return Err(ApiError::conflict(
+            "PortSecurityAndIPRequiredForSecurityGroups",
+            "Port security must be enabled and port must have an IP address in order to use security groups.",
+        ));
+    }
+    let pairs = port
+        .get("allowed_address_pairs")
+        .and_then(Value::as_array)
+        .is_some_and(|p| !p.is_empty());
+    if !secure && pairs {
+        return Err(ApiError::conflict(
+            "AddressPairAndPortSecurityRequired",
+            "Port Security must be enabled in order to have allowed address pairs on a port.",
+        ));
+    }
+    for g in groups {
+        let sg = api.db.load(&SECURITY_GROUP, g).await?;
+        match sg {
+            Some(sg)
+                if ctx.owns(&sg.obj)
+                    || str_field(&sg.obj, "project_id") == str_field(port, "project_id") =>
+            {
+                plan.pin_obj(&SECURITY_GROUP, &sg)
+            }
+            _ => {
+                return Err(ApiError::not_found(
+                    "SecurityGroupNotFound",
+                    format!("Security group {g} does not exist"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn set_binding(port: &mut Obj) {
+    if str_field(port, "binding:host_id").is_empty() {
+        port.insert("binding:vif_type".into(), "unbound".into());
+        port.insert("binding:vif_details".into(), json!({}));
+    } else {
+        port.insert("binding:vif_type".into(), "ovs".into());
+        port.insert(
+            "binding:vif_details".into(),
+            json!({"port_filter": true, "connectivity": "l2", "bridge_name": "br-int", "datapath_type": "netdev"}),
+        );
+    }
+    if port.get("binding:profile").is_some_and(Value::is_null) {
+        port.insert("binding:profile".into(), json!({}));
+    }
+}
+
+pub async fn plan_create(api: &Api, ctx: &Ctx, mut port: Obj, plan: &mut Plan) -> ApiResult<Obj> {
+    let id = str_field(&port, "id").to_string();
+    let network_id = str_field(&port, "network_id").to_string();
+    let network = api.visible(ctx, &NETWORK, &network_id).await?;
+    plan.pin_obj(&NETWORK, &network);
+    let mac = claim_mac(
+        api,
+        plan,
+        &network_id,
+        port.get("mac_address").and_then(Value::as_str),
+        &id,
+    )
+    .await?;
+    port.insert("mac_address".into(), mac.clone().into());
+    let wanted = port.get("fixed_ips").map(parse_fixed_ips).transpose()?;
+    let ips = allocate_fixed_ips(api, plan, &network_id, &id, &mac, wanted, &[]).await?;
+    port.insert("fixed_ips".into(), Value::Array(ips));
+    if !port.contains_key("port_security_enabled") {
+        let secure = network
+            .obj
+            .get("port_security_enabled")
+            .cloned()
+            .unwrap_or(Value::Bool(true));
+        port.insert("port_security_enabled".into(), secure);
+    }
+    let secure = port.get("port_security_enabled") == Some(&Value::Bool(true));
+    if !port.contains_key("security_groups") {
+        let groups = if secure && !str_field(&port, "device_owner").starts_with("network:") {
+            default_group_id(api, str_field(&port, "project_id"))
+                .await?
+                .into_iter()
+                .collect()
+        } else {
+            vec![]
+        };
+        port.insert("security_groups".into(), json!(groups));
+    }
+    let pairs = normalize_pairs(
+        port.get("allowed_address_pairs").unwrap_or(&json!([])),
+        &mac,
+    )?;
+    port.insert("allowed_address_pairs".into(), pairs);
+    let opts = normalize_dhcp_opts(port.get("extra_dhcp_opts").unwrap_or(&json!([])))?;
+    port.insert("extra_dhcp_opts".into(), opts);
+    check_security(api, ctx, &port, plan).await?;
+    port.insert("status".into(), "DOWN".into());
+    set_binding(&mut port);
+    plan.create(&PORT, &port);
+    Ok(port)
+}
+
+fn held_ips(port: &Obj) -> Vec<(String, String)> {
+    port.get("fixed_ips")
+        .and_then(Value::as_array)
+        .map(|ips| {
+            ips.iter()
+                .map(|i| {
+                    (
+                        i.get("subnet_id")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_string(),
+                        i.get("ip_address")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub async fn plan_update(
+    api: &Api,
+    ctx: &Ctx,
+    stored: Stored,
+    changes: Obj,
+    plan: &mut Plan,
+) -> ApiResult<Obj> {
+    let id = stored.id().to_string();
+    let network_id = str_field(&stored.obj, "network_id").to_string();
+    let old_mac = str_field(&stored.obj, "mac_address").to_string();
+    let mut port = stored.obj.clone();
+    port.extend(changes.clone());
+    if let Some(mac) = changes.get("mac_address").and_then(Value::as_str) {
+        if mac != old_mac {
+            claim_mac(api, plan, &network_id, Some(mac), &id).await?;
+            plan.release(mac_key(&network_id, &old_mac));
+        }
+    }
+    let mac = str_field(&port, "mac_address").to_string();
+    if let Some(fixed) = changes.get("fixed_ips") {
+        let held = held_ips(&stored.obj);
+        let ips = allocate_fixed_ips(
+            api,
+            plan,
+            &network_id,
+            &id,
+            &mac,
+            Some(parse_fixed_ips(fixed)?),
+            &held,
+        )
+        .await?;
+        port.insert("fixed_ips".into(), Value::Array(ips));
+        let now_held = held_ips(&port);
+        for (s, ip) in held {
+            if !now_held.contains(&(s.clone(), ip.clone())) {
+                plan.release(ipam_key(&s, &ip));
+            }
+        }
+    }
+    if changes.contains_key("allowed_address_pairs") || changes.contains_key("mac_address") {
+        let pairs = normalize_pairs(
+            port.get("allowed_address_pairs").unwrap_or(&json!([])),
+            &mac,
+        )?;
+        port.insert("allowed_address_pairs".into(), pairs);
+    }
+    if let Some(opts) = changes.get("extra_dhcp_opts") {
+        port.insert("extra_dhcp_opts".into(), normalize_dhcp_opts(opts)?);
+    }
+    if changes.get("port_security_enabled") == Some(&Value::Bool(false))
+        && !changes.contains_key("security_groups")
+    {
+        // Neutron keeps the groups and refuses; so do we, unless the client clears them too.
+    }
+    check_security(api, ctx, &port, plan).await?;
+    set_binding(&mut port);
+    plan.update(&PORT, stored.rev, &mut port);
+    Ok(port)
+}
+
+/// Releases a port's addresses and MAC and deletes it (no checks).
+pub fn release_port(plan: &mut Plan, port: &Stored) {
+    for (s, ip) in held_ips(&port.obj) {
+        plan.release(ipam_key(&s, &ip));
+    }
+    plan.release(mac_key(
+        str_field(&port.obj, "network_id"),
+        str_field(&port.obj, "mac_address"),
+    ));
+    plan.delete(&PORT, port);
+}
+
+pub async fn plan_delete(api: &Api, stored: Stored, plan: &mut Plan) -> ApiResult<()> {
+    let owner = str_field(&stored.obj, "device_owner");
+    if SERVICE_OWNERS.contains(&owner) {
+        return Err(ApiError::conflict(
+            "ServicePortInUse",
+            format!(
+                "Port {} cannot be deleted directly via the port API: has device owner {owner}.",
+                stored.id()
+            ),
+        ));
+    }
+    for mut fip in api
+        .db
+        .list_where(&FLOATING_IP, "port_id", stored.id())
+        .await?
+    {
+        super::floatingips::disassociate(&mut fip.obj);
+        plan.update(&FLOATING_IP, fip.rev, &mut fip.obj);
+    }
+    release_port(plan, &stored);
+    Ok(())
+}

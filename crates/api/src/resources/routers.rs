@@ -1,0 +1,438 @@
+//! Routers: the external gateway (and its port), extra routes, and interfaces on subnets.
+
+use ipnet::IpNet;
+use model::resources::{FLOATING_IP, NETWORK, PORT, ROUTER, SUBNET};
+use serde_json::{Value, json};
+
+use super::ipam::subnet_cidr;
+use super::plan_internal_port;
+use crate::Api;
+use crate::context::Ctx;
+use crate::error::{ApiError, ApiResult};
+use crate::repo::{Attempts, Obj, Plan, Stored, str_field};
+
+const INTERFACE_OWNER: &str = "network:router_interface";
+const GATEWAY_OWNER: &str = "network:router_gateway";
+
+fn bad_router(message: impl std::fmt::Display) -> ApiError {
+    ApiError::bad("BadRequest", format!("Bad router request: {message}."))
+}
+
+/// The router's interface ports.
+pub async fn interfaces(api: &Api, router: &str) -> ApiResult<Vec<Stored>> {
+    let mut ports = api.db.list_where(&PORT, "device_id", router).await?;
+    ports.retain(|p| str_field(&p.obj, "device_owner") == INTERFACE_OWNER);
+    Ok(ports)
+}
+
+fn port_subnets(port: &Obj) -> Vec<String> {
+    port.get("fixed_ips")
+        .and_then(Value::as_array)
+        .map(|ips| {
+            ips.iter()
+                .filter_map(|i| i.get("subnet_id")?.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Plans the gateway described by `info` for `router`; returns the `external_gateway_info` to show.
+async fn plan_gateway(
+    api: &Api,
+    router: &mut Obj,
+    info: &Value,
+    plan: &mut Plan,
+) -> ApiResult<Value> {
+    let info = info
+        .as_object()
+        .ok_or_else(|| bad_router("external_gateway_info must be a dictionary"))?;
+    if let Some(k) = info.keys().find(|k| {
+        !matches!(
+            k.as_str(),
+            "network_id" | "enable_snat" | "external_fixed_ips" | "qos_policy_id"
+        )
+    }) {
+        return Err(ApiError::bad_request(format!(
+            "Invalid input for external_gateway_info. Reason: Unexpected key '{k}'."
+        )));
+    }
+    let net_id = info
+        .get("network_id")
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "Invalid input for external_gateway_info. Reason: network_id is required.",
+            )
+        })?;
+    let network = api
+        .db
+        .load(&NETWORK, net_id)
+        .await?
+        .ok_or_else(|| ApiError::object_not_found("Network", "network", net_id))?;
+    if network.obj.get("router:external") != Some(&Value::Bool(true)) {
+        return Err(bad_router(format!(
+            "Network {net_id} is not a valid external network"
+        )));
+    }
+    let enable_snat = match info.get("enable_snat") {
+        None | Some(Value::Null) => true,
+        Some(v) => model::validate::boolean(v)
+            .map_err(ApiError::bad_request)?
+            .as_bool()
+            .unwrap_or(true),
+    };
+    let mut body = json!({
+        "network_id": net_id, "device_owner": GATEWAY_OWNER, "device_id": str_field(router, "id"),
+        "tenant_id": "", "port_security_enabled": false,
+    });
+    if let Some(ips) = info.get("external_fixed_ips") {
+        body["fixed_ips"] = ips.clone();
+    }
+    let port = plan_internal_port(api, body.as_object().cloned().unwrap_or_default(), plan).await?;
+    router.insert("_gw_port".into(), json!(str_field(&port, "id")));
+    Ok(
+        json!({"network_id": net_id, "enable_snat": enable_snat, "external_fixed_ips": port.get("fixed_ips").cloned().unwrap_or(json!([]))}),
+    )
+}
+
+async fn remove_gateway(api: &Api, router: &mut Obj, plan: &mut Plan) -> ApiResult<()> {
+    let id = str_field(router, "id").to_string();
+    let fips = api.db.list_where(&FLOATING_IP, "router_id", &id).await?;
+    if !fips.is_empty() {
+        let net = router
+            .get("external_gateway_info")
+            .and_then(|g| g.get("network_id"))
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        return Err(ApiError::conflict(
+            "RouterExternalGatewayInUseByFloatingIp",
+            format!(
+                "Gateway cannot be updated for router {id}, since a gateway to external network {net} is required by one or more floating IPs."
+            ),
+        ));
+    }
+    if let Some(port_id) = router
+        .remove("_gw_port")
+        .and_then(|v| v.as_str().map(String::from))
+    {
+        if let Some(port) = api.db.load(&PORT, &port_id).await? {
+            super::release_port(plan, &port);
+        }
+    }
+    router.insert("external_gateway_info".into(), Value::Null);
+    Ok(())
+}
+
+async fn check_routes(api: &Api, router: &Obj, routes: &Value) -> ApiResult<()> {
+    let list = routes
+        .as_array()
+        .ok_or_else(|| ApiError::bad_request("Invalid input for routes. Reason: not a list."))?;
+    let mut connected: Vec<IpNet> = Vec::new();
+    for port in interfaces(api, str_field(router, "id")).await? {
+        for sid in port_subnets(&port.obj) {
+            if let Some(s) = api.db.load(&SUBNET, &sid).await? {
+                connected.extend(subnet_cidr(&s.obj));
+            }
+        }
+    }
+    for r in list {
+        let dest = r
+            .get("destination")
+            .and_then(Value::as_str)
+            .and_then(|d| d.parse::<IpNet>().ok());
+        let hop = r
+            .get("nexthop")
+            .and_then(Value::as_str)
+            .and_then(|h| h.parse::<std::net::IpAddr>().ok());
+        let (Some(_), Some(hop)) = (dest, hop) else {
+            return Err(ApiError::bad_request(format!(
+                "Invalid input for routes. Reason: Invalid data format for hostroute: '{r}'."
+            )));
+        };
+        if !connected.iter().any(|n| n.contains(&hop)) {
+            return Err(ApiError::bad(
+                "InvalidRoutes",
+                format!("Invalid format for routes: {r}, the nexthop is not connected with router"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub async fn plan_create(
+    api: &Api,
+    _ctx: &Ctx,
+    mut router: Obj,
+    plan: &mut Plan,
+) -> ApiResult<Obj> {
+    router.insert("status".into(), "ACTIVE".into());
+    router.insert("availability_zones".into(), json!([]));
+    if router
+        .get("routes")
+        .and_then(Value::as_array)
+        .is_some_and(|r| !r.is_empty())
+    {
+        return Err(ApiError::bad(
+            "InvalidRoutes",
+            "Invalid format for routes: routes cannot be set on a router without interfaces",
+        ));
+    }
+    if let Some(info) = router
+        .get("external_gateway_info")
+        .cloned()
+        .filter(|i| !i.is_null())
+    {
+        let shown = plan_gateway(api, &mut router, &info, plan).await?;
+        router.insert("external_gateway_info".into(), shown);
+    }
+    plan.create(&ROUTER, &router);
+    Ok(router)
+}
+
+pub async fn plan_update(
+    api: &Api,
+    _ctx: &Ctx,
+    stored: Stored,
+    changes: Obj,
+    plan: &mut Plan,
+) -> ApiResult<Obj> {
+    let mut router = stored.obj.clone();
+    if let Some(routes) = changes.get("routes") {
+        check_routes(api, &router, routes).await?;
+    }
+    for (k, v) in &changes {
+        if k != "external_gateway_info" {
+            router.insert(k.clone(), v.clone());
+        }
+    }
+    if let Some(info) = changes.get("external_gateway_info") {
+        let current_net = router
+            .get("external_gateway_info")
+            .and_then(|g| g.get("network_id"))
+            .cloned();
+        match info {
+            Value::Null => remove_gateway(api, &mut router, plan).await?,
+            Value::Object(o)
+                if o.get("network_id") == current_net.as_ref()
+                    && !o.contains_key("external_fixed_ips") =>
+            {
+                if let Some(snat) = o.get("enable_snat") {
+                    let snat = model::validate::boolean(snat).map_err(ApiError::bad_request)?;
+                    if let Some(Value::Object(g)) = router.get_mut("external_gateway_info") {
+                        g.insert("enable_snat".into(), snat);
+                    }
+                }
+            }
+            _ => {
+                if current_net.is_some() {
+                    remove_gateway(api, &mut router, plan).await?;
+                }
+                let shown = plan_gateway(api, &mut router, info, plan).await?;
+                router.insert("external_gateway_info".into(), shown);
+            }
+        }
+    }
+    plan.update(&ROUTER, stored.rev, &mut router);
+    Ok(router)
+}
+
+pub async fn plan_delete(api: &Api, stored: Stored, plan: &mut Plan) -> ApiResult<()> {
+    if !interfaces(api, stored.id()).await?.is_empty() {
+        return Err(ApiError::conflict(
+            "RouterInUse",
+            format!("Router {} still has ports", stored.id()),
+        ));
+    }
+    let mut router = stored.obj.clone();
+    remove_gateway(api, &mut router, plan).await?;
+    plan.delete(&ROUTER, &stored);
+    Ok(())
+}
+
+fn interface_info(router: &Obj, port: &Obj) -> Value {
+    let subnets = port_subnets(port);
+    json!({
+        "id": str_field(router, "id"), "tenant_id": str_field(router, "tenant_id"),
+        "project_id": str_field(router, "project_id"), "port_id": str_field(port, "id"),
+        "network_id": str_field(port, "network_id"), "subnet_id": subnets.first(),
+        "subnet_ids": subnets,
+    })
+}
+
+fn interface_body(body: &Value) -> ApiResult<(Option<String>, Option<String>)> {
+    let o = body
+        .as_object()
+        .ok_or_else(|| ApiError::bad_request("Body contains invalid data"))?;
+    let get = |k: &str| o.get(k).and_then(Value::as_str).map(String::from);
+    let (subnet, port) = (get("subnet_id"), get("port_id"));
+    match (&subnet, &port) {
+        (None, None) => Err(bad_router("Either subnet_id or port_id must be specified")),
+        (Some(_), Some(_)) => Err(bad_router("Cannot specify both subnet-id and port-id")),
+        _ => Ok((subnet, port)),
+    }
+}
+
+/// `PUT /v2.0/routers/<id>/add_router_interface`.
+pub async fn add_interface(api: &Api, ctx: &Ctx, id: &str, body: Value) -> ApiResult<Value> {
+    let (subnet_id, port_id) = interface_body(&body)?;
+    let mut attempts = Attempts::new();
+    loop {
+        attempts.next()?;
+        let router = api.visible(ctx, &ROUTER, id).await?;
+        super::check_owner(ctx, &ROUTER, &router.obj)?;
+        let mut plan = Plan::default();
+        plan.pin_obj(&ROUTER, &router);
+        // Subnets already on the router, to refuse duplicates and overlaps.
+        let mut attached: Vec<(String, Option<IpNet>)> = Vec::new();
+        for p in interfaces(api, id).await? {
+            for sid in port_subnets(&p.obj) {
+                let cidr = api
+                    .db
+                    .load(&SUBNET, &sid)
+                    .await?
+                    .and_then(|s| subnet_cidr(&s.obj));
+                attached.push((sid, cidr));
+            }
+        }
+        let check_subnet = |subnet: &Stored| -> ApiResult<()> {
+            let cidr = subnet_cidr(&subnet.obj);
+            for (sid, other) in &attached {
+                if sid == subnet.id() {
+                    return Err(bad_router(format!(
+                        "Router already has a port on subnet {sid}"
+                    )));
+                }
+                if let (Some(a), Some(b)) = (cidr, other) {
+                    if a.contains(&b.network()) || b.contains(&a.network()) {
+                        return Err(bad_router(format!(
+                            "Cidr {a} of subnet {} overlaps with cidr {b} of subnet {sid}",
+                            subnet.id()
+                        )));
+                    }
+                }
+            }
+            Ok(())
+        };
+        let port = match (&subnet_id, &port_id) {
+            (Some(sid), _) => {
+                let subnet = api.visible(ctx, &SUBNET, sid).await?;
+                let Some(gw) = subnet.obj.get("gateway_ip").and_then(Value::as_str) else {
+                    return Err(bad_router(
+                        "Subnet for router interface must have a gateway IP",
+                    ));
+                };
+                check_subnet(&subnet)?;
+                let body = json!({
+                    "network_id": str_field(&subnet.obj, "network_id"),
+                    "fixed_ips": [{"subnet_id": sid, "ip_address": gw}],
+                    "device_owner": INTERFACE_OWNER, "device_id": id,
+                    "tenant_id": str_field(&router.obj, "project_id"),
+                });
+                plan_internal_port(
+                    api,
+                    body.as_object().cloned().unwrap_or_default(),
+                    &mut plan,
+                )
+                .await?
+            }
+            (None, Some(pid)) => {
+                let mut port = api.visible(ctx, &PORT, pid).await?;
+                let device = str_field(&port.obj, "device_id");
+                if !device.is_empty() {
+                    return Err(ApiError::conflict(
+                        "PortInUse",
+                        format!(
+                            "Unable to complete operation on port {pid} for network {}. Port already has an attached device {device}.",
+                            str_field(&port.obj, "network_id")
+                        ),
+                    ));
+                }
+                let subnets = port_subnets(&port.obj);
+                if subnets.is_empty() {
+                    return Err(bad_router("Router port must have at least one fixed IP"));
+                }
+                for sid in &subnets {
+                    if let Some(s) = api.db.load(&SUBNET, sid).await? {
+                        check_subnet(&s)?;
+                    }
+                }
+                port.obj
+                    .insert("device_owner".into(), INTERFACE_OWNER.into());
+                port.obj.insert("device_id".into(), id.into());
+                plan.update(&PORT, port.rev, &mut port.obj);
+                port.obj
+            }
+            (None, None) => unreachable!("interface_body requires one"),
+        };
+        let mut r = router.obj.clone();
+        plan.update(&ROUTER, router.rev, &mut r);
+        if api.db.commit(plan).await? {
+            return Ok(interface_info(&r, &port));
+        }
+    }
+}
+
+/// `PUT /v2.0/routers/<id>/remove_router_interface`.
+pub async fn remove_interface(api: &Api, ctx: &Ctx, id: &str, body: Value) -> ApiResult<Value> {
+    let (subnet_id, port_id) = interface_body(&body)?;
+    let mut attempts = Attempts::new();
+    loop {
+        attempts.next()?;
+        let router = api.visible(ctx, &ROUTER, id).await?;
+        super::check_owner(ctx, &ROUTER, &router.obj)?;
+        let ports = interfaces(api, id).await?;
+        let port = match (&subnet_id, &port_id) {
+            (Some(sid), _) => ports
+                .into_iter()
+                .find(|p| port_subnets(&p.obj).contains(sid))
+                .ok_or_else(|| {
+                    ApiError::not_found(
+                        "RouterInterfaceNotFoundForSubnet",
+                        format!("Router {id} has no interface on subnet {sid}"),
+                    )
+                })?,
+            (None, Some(pid)) => ports.into_iter().find(|p| p.id() == pid).ok_or_else(|| {
+                ApiError::not_found(
+                    "RouterInterfaceNotFound",
+                    format!("Router {id} does not have an interface with id {pid}"),
+                )
+            })?,
+            (None, None) => unreachable!("interface_body requires one"),
+        };
+        let subnets = port_subnets(&port.obj);
+        for fip in api.db.list_where(&FLOATING_IP, "router_id", id).await? {
+            let fixed = str_field(&fip.obj, "fixed_ip_address");
+            let Some(inner) = api.db.load(&PORT, str_field(&fip.obj, "port_id")).await? else {
+                continue;
+            };
+            let uses = inner
+                .obj
+                .get("fixed_ips")
+                .and_then(Value::as_array)
+                .is_some_and(|ips| {
+                    ips.iter().any(|i| {
+                        i.get("ip_address").and_then(Value::as_str) == Some(fixed)
+                            && i.get("subnet_id")
+                                .and_then(Value::as_str)
+                                .is_some_and(|s| subnets.iter().any(|x| x == s))
+                    })
+                });
+            if uses {
+                return Err(ApiError::conflict(
+                    "RouterInterfaceInUseByFloatingIP",
+                    format!(
+                        "Router interface for subnet {} on router {id} cannot be deleted, as it is required by one or more floating IPs.",
+                        subnets.first().cloned().unwrap_or_default()
+                    ),
+                ));
+            }
+        }
+        let mut plan = Plan::default();
+        super::release_port(&mut plan, &port);
+        let mut r = router.obj.clone();
+        plan.update(&ROUTER, router.rev, &mut r);
+        if api.db.commit(plan).await? {
+            return Ok(interface_info(&r, &port.obj));
+        }
+    }
+}

@@ -1,0 +1,332 @@
+//! Security groups and their rules, including each project's `default` group.
+
+use std::collections::HashMap;
+
+use model::resources::{PORT, SECURITY_GROUP, SECURITY_GROUP_RULE};
+use model::validate::{PROTOCOLS, parse_cidr};
+use serde_json::{Value, json};
+
+use super::{Deletion, mark_deleting, unmark_deleting};
+use crate::Api;
+use crate::context::Ctx;
+use crate::error::{ApiError, ApiResult};
+use crate::repo::{Attempts, Obj, Plan, Stored, new_id, now, str_field};
+
+fn default_key(project: &str) -> String {
+    format!("/default-sg/{project}")
+}
+
+/// The id of a project's default group, if it exists.
+pub async fn default_group_id(api: &Api, project: &str) -> ApiResult<Option<String>> {
+    Ok(api
+        .db
+        .store
+        .get(&default_key(project))
+        .await?
+        .map(|kv| String::from_utf8_lossy(&kv.value).into_owned()))
+}
+
+fn new_rule(sg: &Obj, direction: &str, ethertype: &str, remote_group: Option<&str>) -> Obj {
+    let ts = now();
+    let project = str_field(sg, "project_id");
+    let rule = json!({
+        "id": new_id(), "tenant_id": project, "project_id": project,
+        "security_group_id": str_field(sg, "id"), "direction": direction, "ethertype": ethertype,
+        "protocol": null, "port_range_min": null, "port_range_max": null,
+        "remote_ip_prefix": null, "remote_group_id": remote_group, "remote_address_group_id": null,
+        "normalized_cidr": null, "belongs_to_default_sg": sg.contains_key("_default"),
+        "description": "", "created_at": ts, "updated_at": ts, "revision_number": 0,
+    });
+    rule.as_object().cloned().unwrap_or_default()
+}
+
+/// Creates the project's `default` group if it does not exist yet.
+pub async fn ensure_default(api: &Api, project: &str) -> ApiResult<()> {
+    if project.is_empty() || default_group_id(api, project).await?.is_some() {
+        return Ok(());
+    }
+    let admin = Ctx {
+        project_id: project.to_string(),
+        is_admin: true,
+    };
+    let body = json!({"name": "default", "description": "Default security group"});
+    let mut sg = crate::input::prepare_create(
+        &SECURITY_GROUP,
+        &admin,
+        body.as_object().cloned().unwrap_or_default(),
+    )?;
+    sg.insert("_default".into(), Value::Bool(true));
+    sg.insert("shared".into(), Value::Bool(false));
+    let id = str_field(&sg, "id").to_string();
+    let mut plan = Plan::default();
+    plan.claim(default_key(project), &id);
+    plan.create(&SECURITY_GROUP, &sg);
+    for ethertype in ["IPv4", "IPv6"] {
+        plan.create(
+            &SECURITY_GROUP_RULE,
+            &new_rule(&sg, "egress", ethertype, None),
+        );
+        plan.create(
+            &SECURITY_GROUP_RULE,
+            &new_rule(&sg, "ingress", ethertype, Some(&id)),
+        );
+    }
+    // Losing the race means another request created it: fine either way.
+    api.db.commit(plan).await?;
+    Ok(())
+}
+
+/// Fills in `security_group_rules`.
+pub async fn expand(api: &Api, groups: &mut [Obj]) -> ApiResult<()> {
+    let mut by_group: HashMap<String, Vec<Value>> = HashMap::new();
+    for rule in api.db.list(&SECURITY_GROUP_RULE).await? {
+        let sg = str_field(&rule.obj, "security_group_id").to_string();
+        by_group
+            .entry(sg)
+            .or_default()
+            .push(crate::query::render(rule.obj, &[]));
+    }
+    for g in groups {
+        let rules = by_group.remove(str_field(g, "id")).unwrap_or_default();
+        g.insert("security_group_rules".into(), Value::Array(rules));
+    }
+    Ok(())
+}
+
+pub async fn plan_create(_api: &Api, mut sg: Obj, plan: &mut Plan) -> ApiResult<Obj> {
+    sg.insert("shared".into(), Value::Bool(false));
+    plan.create(&SECURITY_GROUP, &sg);
+    for ethertype in ["IPv4", "IPv6"] {
+        plan.create(
+            &SECURITY_GROUP_RULE,
+            &new_rule(&sg, "egress", ethertype, None),
+        );
+    }
+    Ok(sg)
+}
+
+pub async fn plan_delete(api: &Api, ctx: &Ctx, stored: Stored) -> ApiResult<Deletion> {
+    let id = stored.id().to_string();
+    if stored.obj.contains_key("_default") && !ctx.is_admin {
+        return Err(ApiError::conflict(
+            "SecurityGroupCannotRemoveDefault",
+            "Insufficient rights for removing default security group.",
+        ));
+    }
+    let Some(marked) = mark_deleting(api, &SECURITY_GROUP, &stored).await? else {
+        return Ok(Deletion::Retry);
+    };
+    let mut attempts = Attempts::new();
+    loop {
+        attempts.next()?;
+        let in_use = api.db.list(&PORT).await?.into_iter().any(|p| {
+            p.obj
+                .get("security_groups")
+                .and_then(Value::as_array)
+                .is_some_and(|g| g.iter().any(|x| x.as_str() == Some(&id)))
+        });
+        if in_use {
+            unmark_deleting(api, &SECURITY_GROUP, &marked).await?;
+            return Err(ApiError::conflict(
+                "SecurityGroupInUse",
+                format!("Security Group {id} in use."),
+            ));
+        }
+        let mut plan = Plan::default();
+        for rule in api.db.list(&SECURITY_GROUP_RULE).await? {
+            if str_field(&rule.obj, "security_group_id") == id
+                || str_field(&rule.obj, "remote_group_id") == id
+            {
+                plan.delete(&SECURITY_GROUP_RULE, &rule);
+            }
+        }
+        if marked.obj.contains_key("_default") {
+            plan.release(default_key(str_field(&marked.obj, "project_id")));
+        }
+        plan.delete(&SECURITY_GROUP, &marked);
+        if api.db.commit(plan).await? {
+            return Ok(Deletion::Done);
+        }
+    }
+}
+
+fn protocol_number(p: &str) -> Option<u8> {
+    PROTOCOLS
+        .iter()
+        .find(|(n, _)| *n == p)
+        .map(|(_, n)| *n)
+        .or_else(|| p.parse().ok())
+}
+
+/// Port ranges are checked against the protocol: ports for TCP-like protocols, type/code for ICMP.
+fn check_ports(rule: &Obj) -> ApiResult<()> {
+    let min = rule.get("port_range_min").and_then(Value::as_i64);
+    let max = rule.get("port_range_max").and_then(Value::as_i64);
+    if min.is_none() && max.is_none() {
+        return Ok(());
+    }
+    let proto = rule
+        .get("protocol")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    match protocol_number(proto) {
+        Some(6 | 17 | 132 | 33 | 136) => {
+            if min == Some(0) || max == Some(0) {
+                return Err(ApiError::bad(
+                    "SecurityGroupInvalidPortValue",
+                    "Invalid value for port 0",
+                ));
+            }
+            match (min, max) {
+                (Some(a), Some(b)) if a > b => Err(ApiError::bad(
+                    "SecurityGroupInvalidPortRange",
+                    "For TCP/UDP protocols, port_range_min must be <= port_range_max",
+                )),
+                _ => Ok(()),
+            }
+        }
+        Some(1 | 58) => {
+            for (name, v) in [("type", min), ("code", max)] {
+                if v.is_some_and(|v| !(0..=255).contains(&v)) {
+                    return Err(ApiError::bad(
+                        "SecurityGroupInvalidIcmpValue",
+                        format!(
+                            "Invalid value for ICMP {name} (port_range_{}) {}. It must be 0 to 255.",
+                            if name == "type" { "min" } else { "max" },
+                            v.unwrap_or_default()
+                        ),
+                    ));
+                }
+            }
+            if min.is_none() && max.is_some() {
+                return Err(ApiError::bad(
+                    "SecurityGroupMissingIcmpType",
+                    format!(
+                        "ICMP code (port-range-max) {} is provided but ICMP type (port-range-min) is missing.",
+                        max.unwrap_or_default()
+                    ),
+                ));
+            }
+            Ok(())
+        }
+        _ => Err(ApiError::bad(
+            "SecurityGroupInvalidProtocolForPortRange",
+            format!(
+                "Invalid protocol {proto} for port range, only supported for TCP, UDP, UDPLITE, SCTP and DCCP."
+            ),
+        )),
+    }
+}
+
+/// The fields that make two rules the same rule.
+fn rule_identity(rule: &Obj) -> Vec<Value> {
+    let norm = |v: Option<&Value>| v.cloned().unwrap_or(Value::Null);
+    let proto = rule
+        .get("protocol")
+        .and_then(Value::as_str)
+        .and_then(protocol_number)
+        .map(Value::from)
+        .unwrap_or(Value::Null);
+    vec![
+        norm(rule.get("direction")),
+        norm(rule.get("ethertype")),
+        proto,
+        norm(rule.get("port_range_min")),
+        norm(rule.get("port_range_max")),
+        norm(rule.get("normalized_cidr")),
+        norm(rule.get("remote_group_id")),
+        norm(rule.get("remote_address_group_id")),
+    ]
+}
+
+pub async fn plan_create_rule(
+    api: &Api,
+    ctx: &Ctx,
+    mut rule: Obj,
+    plan: &mut Plan,
+) -> ApiResult<Obj> {
+    let sg_id = str_field(&rule, "security_group_id").to_string();
+    let mut sg = match api.db.load(&SECURITY_GROUP, &sg_id).await? {
+        Some(sg) if ctx.owns(&sg.obj) => sg,
+        _ => {
+            return Err(ApiError::not_found(
+                "SecurityGroupNotFound",
+                format!("Security group {sg_id} does not exist"),
+            ));
+        }
+    };
+    if let Some(remote) = rule.get("remote_group_id").and_then(Value::as_str) {
+        if rule.get("remote_ip_prefix").is_some_and(|p| !p.is_null()) {
+            return Err(ApiError::bad(
+                "SecurityGroupRemoteGroupAndRemoteIpPrefix",
+                "Only remote_ip_prefix or remote_group_id may be provided.",
+            ));
+        }
+        match api.db.load(&SECURITY_GROUP, remote).await? {
+            Some(r) => plan.pin_obj(&SECURITY_GROUP, &r),
+            None => {
+                return Err(ApiError::not_found(
+                    "SecurityGroupNotFound",
+                    format!("Security group {remote} does not exist"),
+                ));
+            }
+        }
+    }
+    let ethertype = str_field(&rule, "ethertype").to_string();
+    let normalized = match rule.get("remote_ip_prefix").and_then(Value::as_str) {
+        Some(prefix) => {
+            let net = parse_cidr(prefix).ok_or_else(|| {
+                ApiError::bad_request(format!("'{prefix}' is not a valid IP subnet"))
+            })?;
+            if net.addr().is_ipv4() != (ethertype == "IPv4") {
+                return Err(ApiError::bad(
+                    "SecurityGroupRuleParameterConflict",
+                    format!("Conflicting value ethertype {ethertype} for CIDR {prefix}"),
+                ));
+            }
+            Value::String(net.trunc().to_string())
+        }
+        None => Value::Null,
+    };
+    rule.insert("normalized_cidr".into(), normalized);
+    check_ports(&rule)?;
+    // Rules belong to their group's project.
+    let project = str_field(&sg.obj, "project_id").to_string();
+    rule.insert("tenant_id".into(), project.clone().into());
+    rule.insert("project_id".into(), project.into());
+    rule.insert(
+        "belongs_to_default_sg".into(),
+        Value::Bool(sg.obj.contains_key("_default")),
+    );
+    let identity = rule_identity(&rule);
+    for other in api
+        .db
+        .list_where(&SECURITY_GROUP_RULE, "security_group_id", &sg_id)
+        .await?
+    {
+        if rule_identity(&other.obj) == identity {
+            return Err(ApiError::conflict(
+                "SecurityGroupRuleExists",
+                format!(
+                    "Security group rule already exists. Rule id is {}.",
+                    other.id()
+                ),
+            ));
+        }
+    }
+    plan.update(&SECURITY_GROUP, sg.rev, &mut sg.obj);
+    plan.create(&SECURITY_GROUP_RULE, &rule);
+    Ok(rule)
+}
+
+pub async fn plan_delete_rule(api: &Api, stored: Stored, plan: &mut Plan) -> ApiResult<()> {
+    if let Some(mut sg) = api
+        .db
+        .load(&SECURITY_GROUP, str_field(&stored.obj, "security_group_id"))
+        .await?
+    {
+        plan.update(&SECURITY_GROUP, sg.rev, &mut sg.obj);
+    }
+    plan.delete(&SECURITY_GROUP_RULE, &stored);
+    Ok(())
+}

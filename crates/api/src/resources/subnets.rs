@@ -1,0 +1,311 @@
+//! Subnets: CIDR, gateway and pool validation, IPv6 modes, and deletion rules.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use model::resources::{NETWORK, PORT, SUBNET};
+use serde_json::{Value, json};
+
+use super::ipam::{default_pools, host_range, to_u128};
+use super::{Deletion, mark_deleting, unmark_deleting};
+use crate::Api;
+use crate::context::Ctx;
+use crate::error::{ApiError, ApiResult};
+use crate::repo::{Attempts, Obj, Plan, Stored, ipam_prefix, str_field};
+
+/// Checks the gateway and pools of a subnet against its CIDR and each other.
+fn check_gateway_and_pools(net: &IpNet, subnet: &Obj) -> ApiResult<()> {
+    let gateway = match subnet.get("gateway_ip").and_then(Value::as_str) {
+        Some(gw) => {
+            let ip: IpAddr = gw
+                .parse()
+                .map_err(|_| ApiError::invalid_input(format!("Gateway IP {gw} is not valid")))?;
+            if ip.is_ipv4() != net.addr().is_ipv4() {
+                return Err(ApiError::invalid_input(format!(
+                    "Gateway IP version inconsistent with allocation pool version"
+                )));
+            }
+            if net.contains(&ip)
+                && matches!(net, IpNet::V4(n) if n.prefix_len() < 31)
+                && (ip == net.network() || ip == net.broadcast())
+            {
+                return Err(ApiError::invalid_input(format!(
+                    "Gateway is not valid on subnet {net}"
+                )));
+            }
+            Some(ip)
+        }
+        None => None,
+    };
+    let pools = subnet
+        .get("allocation_pools")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut ranges: Vec<(u128, u128, String)> = Vec::new();
+    for p in &pools {
+        let (Some(s), Some(e)) = (
+            p.get("start").and_then(Value::as_str),
+            p.get("end").and_then(Value::as_str),
+        ) else {
+            return Err(ApiError::bad_request(
+                "Invalid input for allocation_pools. Reason: Invalid data format for IP pool.",
+            ));
+        };
+        if p.as_object().is_some_and(|o| o.len() != 2) {
+            return Err(ApiError::bad_request(
+                "Invalid input for allocation_pools. Reason: Invalid data format for IP pool.",
+            ));
+        }
+        let pool_text = format!("{s}-{e}");
+        let bad = || {
+            ApiError::bad(
+                "InvalidAllocationPool",
+                format!("The allocation pool {pool_text} is not valid."),
+            )
+        };
+        let (s, e): (IpAddr, IpAddr) =
+            (s.parse().map_err(|_| bad())?, e.parse().map_err(|_| bad())?);
+        if !net.contains(&s) || !net.contains(&e) {
+            return Err(ApiError::bad(
+                "OutOfBoundsAllocationPool",
+                format!("The allocation pool {pool_text} spans beyond the subnet cidr {net}."),
+            ));
+        }
+        let (s, e) = (to_u128(s), to_u128(e));
+        if s > e {
+            return Err(bad());
+        }
+        if let Some((_, _, other)) = ranges.iter().find(|(os, oe, _)| s <= *oe && *os <= e) {
+            return Err(ApiError::bad(
+                "OverlappingAllocationPools",
+                format!(
+                    "Found overlapping allocation pools: {pool_text} and {other} for subnet {net}."
+                ),
+            ));
+        }
+        ranges.push((s, e, pool_text));
+    }
+    if let Some(gw) = gateway {
+        let g = to_u128(gw);
+        if let Some((_, _, pool)) = ranges.iter().find(|(s, e, _)| *s <= g && g <= *e) {
+            return Err(ApiError::conflict(
+                "GatewayConflictWithAllocationPools",
+                format!("Gateway ip {gw} conflicts with allocation pool {pool}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_routes_and_dns(net: &IpNet, subnet: &Obj) -> ApiResult<()> {
+    let v4 = net.addr().is_ipv4();
+    for r in subnet
+        .get("host_routes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let dest = r
+            .get("destination")
+            .and_then(Value::as_str)
+            .and_then(|d| d.parse::<IpNet>().ok());
+        let hop = r
+            .get("nexthop")
+            .and_then(Value::as_str)
+            .and_then(|h| h.parse::<IpAddr>().ok());
+        match (dest, hop) {
+            (Some(d), Some(h)) if d.addr().is_ipv4() == v4 && h.is_ipv4() == v4 => {}
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "Invalid input for host_routes. Reason: Invalid data format for hostroute: '{r}'."
+                )));
+            }
+        }
+    }
+    let dns: Vec<&str> = subnet
+        .get("dns_nameservers")
+        .and_then(Value::as_array)
+        .map(|d| d.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    for (i, d) in dns.iter().enumerate() {
+        if dns[..i].contains(d) {
+            return Err(ApiError::bad_request(format!(
+                "Invalid input for dns_nameservers. Reason: Duplicate nameserver '{d}'."
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn check_ipv6_modes(subnet: &Obj, version: u64) -> ApiResult<()> {
+    let ra = subnet.get("ipv6_ra_mode").and_then(Value::as_str);
+    let addr = subnet.get("ipv6_address_mode").and_then(Value::as_str);
+    if version == 4 && (ra.is_some() || addr.is_some()) {
+        return Err(ApiError::invalid_input(
+            "ipv6_ra_mode or ipv6_address_mode cannot be set when ip_version is 4",
+        ));
+    }
+    if let (Some(r), Some(a)) = (ra, addr) {
+        if r != a {
+            return Err(ApiError::invalid_input(format!(
+                "ipv6_ra_mode set to '{r}' with ipv6_address_mode set to '{a}' is not valid. If both attributes are set, they must be the same value"
+            )));
+        }
+    }
+    if subnet.get("enable_dhcp") == Some(&Value::Bool(false)) && (ra.is_some() || addr.is_some()) {
+        return Err(ApiError::invalid_input(
+            "ipv6_ra_mode or ipv6_address_mode cannot be set when enable_dhcp is set to False",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether ports get an address on this subnet without asking (SLAAC and stateless DHCPv6).
+pub fn is_auto_address(subnet: &Obj) -> bool {
+    matches!(
+        str_field(subnet, "ipv6_address_mode"),
+        "slaac" | "dhcpv6-stateless"
+    ) || (str_field(subnet, "ipv6_address_mode").is_empty()
+        && matches!(
+            str_field(subnet, "ipv6_ra_mode"),
+            "slaac" | "dhcpv6-stateless"
+        ))
+}
+
+pub async fn plan_create(api: &Api, ctx: &Ctx, mut subnet: Obj, plan: &mut Plan) -> ApiResult<Obj> {
+    let network_id = str_field(&subnet, "network_id").to_string();
+    let mut network = api.visible(ctx, &NETWORK, &network_id).await?;
+    if !ctx.owns(&network.obj) {
+        return Err(ApiError::forbidden(
+            "(rule:create_subnet) is disallowed by policy",
+        ));
+    }
+    let version = subnet
+        .get("ip_version")
+        .and_then(Value::as_u64)
+        .unwrap_or(4);
+    let Some(cidr_text) = subnet
+        .get("cidr")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+    else {
+        return Err(ApiError::bad(
+            "BadRequest",
+            "Bad subnets request: a subnetpool must be specified in the absence of a cidr.",
+        ));
+    };
+    let net: IpNet = cidr_text
+        .parse()
+        .map_err(|_| ApiError::invalid_input(format!("'{cidr_text}' is not a valid IP subnet")))?;
+    if (version == 4) != net.addr().is_ipv4() {
+        return Err(ApiError::invalid_input(format!(
+            "cidr '{cidr_text}' does not match the ip_version '{version}'"
+        )));
+    }
+    check_ipv6_modes(&subnet, version)?;
+    for other in api
+        .db
+        .list_where(&SUBNET, "network_id", &network_id)
+        .await?
+    {
+        if let Ok(o) = str_field(&other.obj, "cidr").parse::<IpNet>() {
+            if o.contains(&net.network()) || net.contains(&o.network()) {
+                return Err(ApiError::invalid_input(format!(
+                    "Requested subnet with cidr: {cidr_text} for network: {network_id} overlaps with another subnet"
+                )));
+            }
+        }
+        plan.pin_obj(&SUBNET, &other);
+    }
+    if !subnet.contains_key("gateway_ip") {
+        let gw = host_range(&net).map(|(s, _)| super::ipam::from_u128(s, version == 6).to_string());
+        subnet.insert("gateway_ip".into(), json!(gw));
+    }
+    if !subnet.contains_key("allocation_pools") {
+        let gw = subnet
+            .get("gateway_ip")
+            .and_then(Value::as_str)
+            .and_then(|g| g.parse().ok());
+        subnet.insert(
+            "allocation_pools".into(),
+            Value::Array(default_pools(&net, gw)),
+        );
+    }
+    check_gateway_and_pools(&net, &subnet)?;
+    check_routes_and_dns(&net, &subnet)?;
+    subnet.insert("subnetpool_id".into(), Value::Null);
+    let id = str_field(&subnet, "id").to_string();
+    let subnets = network.obj.entry("subnets").or_insert_with(|| json!([]));
+    if let Value::Array(list) = subnets {
+        list.push(Value::String(id));
+    }
+    plan.update(&NETWORK, network.rev, &mut network.obj);
+    plan.create(&SUBNET, &subnet);
+    Ok(subnet)
+}
+
+pub async fn plan_update(
+    _api: &Api,
+    stored: Stored,
+    changes: Obj,
+    plan: &mut Plan,
+) -> ApiResult<Obj> {
+    let mut subnet = stored.obj;
+    subnet.extend(changes);
+    let net: IpNet = str_field(&subnet, "cidr")
+        .parse()
+        .map_err(|_| ApiError::invalid_input("subnet has no valid cidr"))?;
+    check_gateway_and_pools(&net, &subnet)?;
+    check_routes_and_dns(&net, &subnet)?;
+    let version = subnet
+        .get("ip_version")
+        .and_then(Value::as_u64)
+        .unwrap_or(4);
+    check_ipv6_modes(&subnet, version)?;
+    plan.update(&SUBNET, stored.rev, &mut subnet);
+    Ok(subnet)
+}
+
+pub async fn plan_delete(api: &Api, stored: Stored) -> ApiResult<Deletion> {
+    let Some(marked) = mark_deleting(api, &SUBNET, &stored).await? else {
+        return Ok(Deletion::Retry);
+    };
+    let id = stored.id().to_string();
+    let mut attempts = Attempts::new();
+    loop {
+        attempts.next()?;
+        let allocations = api.db.values_under(&ipam_prefix(&id)).await?;
+        let mut in_use = false;
+        for (_, port_id) in &allocations {
+            let port = api.db.load(&PORT, port_id).await?;
+            if port.is_some_and(|p| str_field(&p.obj, "device_owner") != "network:dhcp") {
+                in_use = true;
+            }
+        }
+        if in_use {
+            unmark_deleting(api, &SUBNET, &marked).await?;
+            return Err(ApiError::conflict(
+                "SubnetInUse",
+                format!(
+                    "Unable to complete operation on subnet {id}: One or more ports have an IP allocation from this subnet."
+                ),
+            ));
+        }
+        let mut plan = Plan::default();
+        for (key, _) in allocations {
+            plan.release(key);
+        }
+        let network_id = str_field(&marked.obj, "network_id").to_string();
+        if let Some(mut network) = api.db.load(&NETWORK, &network_id).await? {
+            if let Some(Value::Array(list)) = network.obj.get_mut("subnets") {
+                list.retain(|s| s.as_str() != Some(&id));
+            }
+            plan.update(&NETWORK, network.rev, &mut network.obj);
+        }
+        plan.delete(&SUBNET, &marked);
+        if api.db.commit(plan).await? {
+            return Ok(Deletion::Done);
+        }
+    }
+}

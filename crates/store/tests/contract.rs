@@ -1,0 +1,288 @@
+//! The store contract: the same tests run against the embedded store and a 1-member etcd.
+
+mod support;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use store::{Event, Txn, TxnOutcome};
+use support::{Backend, collect_until, commit, expect_compacted};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Instantiates each contract test once per backend.
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Backend::embedded()).await;
+                }
+            )*
+        }
+        mod etcd {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Backend::etcd(1).await).await;
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    get_put_delete,
+    range_is_a_sorted_prefix_snapshot,
+    range_reads_beyond_one_page,
+    txn_conflicts_write_nothing,
+    one_txn_writing_a_key_twice_keeps_the_last_write,
+    revisions_increase_per_txn,
+    watch_delivers_every_later_event_once_in_order,
+    watch_follows_live_writes,
+    watch_behind_compaction_fails,
+    concurrent_create_if_absent_has_one_winner_per_key,
+);
+
+async fn get_put_delete(b: Backend) {
+    let s = &*b.store;
+    assert_eq!(s.get("a").await.unwrap(), None);
+    let r1 = commit(s, Txn::new().when("a", 0).put("a", b"1".to_vec())).await;
+    let kv = s.get("a").await.unwrap().expect("a");
+    assert_eq!((kv.key.as_str(), kv.value.as_slice()), ("a", &b"1"[..]));
+    assert_eq!((kv.create_revision, kv.mod_revision), (r1, r1));
+    let r2 = commit(s, Txn::new().when("a", r1).put("a", b"2".to_vec())).await;
+    let kv = s.get("a").await.unwrap().expect("a");
+    assert_eq!(
+        (kv.value.as_slice(), kv.create_revision, kv.mod_revision),
+        (&b"2"[..], r1, r2)
+    );
+    commit(s, Txn::new().when("a", r2).delete("a")).await;
+    assert_eq!(s.get("a").await.unwrap(), None);
+    // Deleting an absent key is not a conflict.
+    commit(s, Txn::new().delete("a")).await;
+}
+
+async fn range_is_a_sorted_prefix_snapshot(b: Backend) {
+    let s = &*b.store;
+    let mut last = 0;
+    for key in ["net/2", "net/10", "netx/1", "port/1", "net/1"] {
+        last = commit(s, Txn::new().put(key, key.as_bytes().to_vec())).await;
+    }
+    let (kvs, rev) = s.range("net/").await.unwrap();
+    let keys: Vec<_> = kvs.iter().map(|kv| kv.key.as_str()).collect();
+    assert_eq!(keys, ["net/1", "net/10", "net/2"]);
+    assert!(kvs.iter().all(|kv| kv.value == kv.key.as_bytes()));
+    assert_eq!(rev, last);
+    assert_eq!(s.revision().await.unwrap(), last);
+    let (all, _) = s.range("").await.unwrap();
+    assert_eq!(all.len(), 5);
+    let (none, rev) = s.range("nothing/").await.unwrap();
+    assert!(none.is_empty());
+    assert_eq!(rev, last);
+}
+
+async fn range_reads_beyond_one_page(b: Backend) {
+    let s = &*b.store;
+    // 2500 keys (more than one etcd page), 100 per transaction (etcd allows 128 operations).
+    for chunk in 0..25 {
+        let mut txn = Txn::new();
+        for i in 0..100 {
+            let key = format!("big/{:05}", chunk * 100 + i);
+            txn = txn.put(key, vec![7; 64]);
+        }
+        commit(s, txn).await;
+    }
+    let (kvs, rev) = s.range("big/").await.unwrap();
+    assert_eq!(kvs.len(), 2500);
+    assert!(kvs.windows(2).all(|w| w[0].key < w[1].key));
+    assert_eq!(kvs.last().unwrap().key, "big/02499");
+    assert_eq!(rev, s.revision().await.unwrap());
+}
+
+async fn txn_conflicts_write_nothing(b: Backend) {
+    let s = &*b.store;
+    let r1 = commit(s, Txn::new().when("x", 0).put("x", b"1".to_vec())).await;
+    let again = s.txn(Txn::new().when("x", 0).put("x", b"2".to_vec())).await;
+    assert_eq!(again.unwrap(), TxnOutcome::Conflict("x".into()));
+    let stale = s
+        .txn(Txn::new().when("x", r1 + 100).put("x", b"3".to_vec()))
+        .await;
+    assert_eq!(stale.unwrap(), TxnOutcome::Conflict("x".into()));
+    // The second of two conditions fails: it is named, and nothing is written.
+    let two = Txn::new()
+        .when("x", r1)
+        .when("y", 5)
+        .put("x", b"4".to_vec())
+        .put("z", b"4".to_vec());
+    assert_eq!(s.txn(two).await.unwrap(), TxnOutcome::Conflict("y".into()));
+    assert_eq!(s.get("x").await.unwrap().unwrap().value, b"1");
+    assert_eq!(s.get("z").await.unwrap(), None);
+    assert_eq!(
+        s.revision().await.unwrap(),
+        r1,
+        "a conflict takes no revision"
+    );
+}
+
+async fn one_txn_writing_a_key_twice_keeps_the_last_write(b: Backend) {
+    let s = &*b.store;
+    commit(s, Txn::new().put("k", b"old".to_vec())).await;
+    let txn = Txn::new()
+        .put("k", b"1".to_vec())
+        .delete("k")
+        .put("j", b"1".to_vec())
+        .put("j", b"2".to_vec());
+    commit(s, txn).await;
+    assert_eq!(s.get("k").await.unwrap(), None);
+    assert_eq!(s.get("j").await.unwrap().unwrap().value, b"2");
+}
+
+async fn revisions_increase_per_txn(b: Backend) {
+    let s = &*b.store;
+    let mut last = s.revision().await.unwrap();
+    for i in 0..30 {
+        let rev = commit(s, Txn::new().put(format!("r/{}", i % 4), vec![i])).await;
+        if b.dense_revisions() {
+            assert_eq!(rev, last + 1);
+        } else {
+            assert!(rev > last, "{rev} after {last}");
+        }
+        last = rev;
+    }
+    assert_eq!(s.revision().await.unwrap(), last);
+}
+
+async fn watch_delivers_every_later_event_once_in_order(b: Backend) {
+    let s = &*b.store;
+    let mut history: Vec<Event> = Vec::new();
+    for i in 0..12u8 {
+        let (k1, k2) = (format!("w/{}", i % 3), format!("w/extra{i}"));
+        let txn = match i % 4 {
+            3 => Txn::new().delete(k1.clone()),
+            _ => Txn::new().put(k1.clone(), vec![i]).put(k2.clone(), vec![i]),
+        };
+        // Writes outside the prefix must not show up.
+        commit(s, Txn::new().put("other/x", vec![i])).await;
+        let rev = commit(s, txn).await;
+        match i % 4 {
+            3 => history.push(Event {
+                revision: rev,
+                key: k1,
+                value: None,
+            }),
+            _ => {
+                history.push(Event {
+                    revision: rev,
+                    key: k1,
+                    value: Some(vec![i]),
+                });
+                history.push(Event {
+                    revision: rev,
+                    key: k2,
+                    value: Some(vec![i]),
+                });
+            }
+        }
+    }
+    let last = history.last().unwrap().revision;
+    let start = history[5].revision;
+    let mut watch = s.watch("w/", start).await.unwrap();
+    let got = collect_until(&mut *watch, last, WAIT).await;
+    let want: Vec<Event> = history
+        .iter()
+        .filter(|e| e.revision > start)
+        .cloned()
+        .collect();
+    assert_eq!(got, want);
+    // Nothing more is pending.
+    let extra = tokio::time::timeout(Duration::from_millis(300), watch.next()).await;
+    assert!(extra.is_err(), "unexpected {extra:?}");
+}
+
+async fn watch_follows_live_writes(b: Backend) {
+    let s = b.store.clone();
+    let from = s.revision().await.unwrap();
+    let mut watch = s.watch("live/", from).await.unwrap();
+    let writer = {
+        let s = s.clone();
+        tokio::spawn(async move {
+            let mut revs = Vec::new();
+            for i in 0..50u8 {
+                revs.push(commit(&*s, Txn::new().put(format!("live/{}", i % 7), vec![i])).await);
+            }
+            revs
+        })
+    };
+    let revs = writer.await.unwrap();
+    let got = collect_until(&mut *watch, *revs.last().unwrap(), WAIT).await;
+    let got_revs: Vec<_> = got.iter().map(|e| e.revision).collect();
+    assert_eq!(got_revs, revs);
+    assert!(
+        got.iter()
+            .enumerate()
+            .all(|(i, e)| e.value == Some(vec![i as u8]))
+    );
+}
+
+async fn watch_behind_compaction_fails(b: Backend) {
+    let s = &*b.store;
+    let first = commit(s, Txn::new().put("c/0", vec![0])).await;
+    let mut last = first;
+    for i in 1..(2 * support::EMBEDDED_RETAIN as u8 + 4) {
+        last = commit(s, Txn::new().put(format!("c/{i}"), vec![i])).await;
+    }
+    b.compact(last).await;
+    let oldest = expect_compacted(s.watch("c/", first).await);
+    assert!(
+        oldest > first && oldest < last,
+        "oldest {oldest} in ({first}, {last})"
+    );
+    // From the oldest available revision on, the watch works and starts right after it.
+    let mut watch = s.watch("c/", oldest).await.unwrap();
+    let got = collect_until(&mut *watch, last, WAIT).await;
+    assert!(got[0].revision > oldest);
+    assert_eq!(got.last().unwrap().revision, last);
+}
+
+async fn concurrent_create_if_absent_has_one_winner_per_key(b: Backend) {
+    const TASKS: usize = 200;
+    const KEYS: usize = 20;
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|t| {
+            let s = Arc::clone(&b.store);
+            tokio::spawn(async move {
+                let key = format!("ip/10.0.0.{}", t % KEYS);
+                let outcome = s.txn(
+                    Txn::new()
+                        .when(key.clone(), 0)
+                        .put(key.clone(), t.to_string().into_bytes()),
+                );
+                (t, key, outcome.await.expect("txn"))
+            })
+        })
+        .collect();
+    let mut winners: BTreeMap<String, usize> = BTreeMap::new();
+    let mut revisions = HashSet::new();
+    for task in tasks {
+        let (t, key, outcome) = task.await.unwrap();
+        match outcome {
+            TxnOutcome::Committed(rev) => {
+                assert!(
+                    winners.insert(key.clone(), t).is_none(),
+                    "two winners for {key}"
+                );
+                assert!(revisions.insert(rev), "revision {rev} committed twice");
+            }
+            TxnOutcome::Conflict(k) => assert_eq!(k, key),
+        }
+    }
+    assert_eq!(winners.len(), KEYS);
+    let (kvs, _) = b.store.range("ip/").await.unwrap();
+    assert_eq!(kvs.len(), KEYS);
+    for kv in kvs {
+        assert_eq!(kv.value, winners[&kv.key].to_string().into_bytes());
+    }
+}
