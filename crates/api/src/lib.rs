@@ -40,6 +40,7 @@ pub struct ApiConfig {
 pub struct Api {
     pub db: Db,
     pub config: Arc<ApiConfig>,
+    /// Allocation cursors for addresses and segment ids (hints; claims in the store decide).
     ipam_cursors: Arc<resources::Cursors>,
 }
 
@@ -103,7 +104,7 @@ async fn resource_index(headers: HeaderMap) -> Response {
         .iter()
         .map(|r| {
             json!({"name": r.singular, "collection": r.collection,
-                "links": [{"href": format!("{base}/v2.0/{}", r.collection), "rel": "self"}]})
+                "links": [{"href": format!("{base}/v2.0/{}", r.path), "rel": "self"}]})
         })
         .collect();
     axum::Json(json!({ "resources": resources })).into_response()
@@ -128,7 +129,7 @@ fn reply(result: ApiResult<(StatusCode, Value)>) -> Response {
 
 fn resource(collection: &str) -> ApiResult<&'static ResourceDef> {
     let name = collection.strip_suffix(".json").unwrap_or(collection);
-    model::resource_by_collection(name).ok_or_else(|| {
+    model::resource_by_path(name).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "HTTPNotFound",
@@ -221,7 +222,7 @@ impl Api {
         resources::before_create(self, ctx, def, &prepared).await?;
         let mut attempts = Attempts::new();
         let mut created = loop {
-            attempts.next()?;
+            attempts.begin()?;
             let mut plan = Plan::default();
             let mut created = Vec::with_capacity(prepared.len());
             for item in &prepared {
@@ -252,7 +253,7 @@ impl Api {
         let changes = input::prepare_update(def, input::update_item(def, &body)?)?;
         let mut attempts = Attempts::new();
         let mut updated = loop {
-            attempts.next()?;
+            attempts.begin()?;
             let stored = self.visible(ctx, def, id).await?;
             resources::check_owner(ctx, def, &stored.obj)?;
             check_if_match(headers, &stored.obj)?;
@@ -276,7 +277,7 @@ impl Api {
     ) -> ApiResult<()> {
         let mut attempts = Attempts::new();
         loop {
-            attempts.next()?;
+            attempts.begin()?;
             let stored = self.visible(ctx, def, id).await?;
             resources::check_owner(ctx, def, &stored.obj)?;
             check_if_match(headers, &stored.obj)?;
@@ -503,7 +504,7 @@ impl Api {
     ) -> ApiResult<repo::Obj> {
         let mut attempts = Attempts::new();
         loop {
-            attempts.next()?;
+            attempts.begin()?;
             let stored = self.visible(ctx, def, id).await?;
             resources::check_owner(ctx, def, &stored.obj)?;
             let current: Vec<String> = stored

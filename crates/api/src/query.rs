@@ -262,7 +262,7 @@ pub fn page(
     let more = rest.len() > limit;
     let mut page: Vec<Obj> = rest.into_iter().take(limit).collect();
     let mut links = Vec::new();
-    let base = format!("{base_url}/v2.0/{}?limit={limit}", def.collection);
+    let base = format!("{base_url}/v2.0/{}?limit={limit}", def.path);
     let last = page
         .last()
         .map(|o| crate::repo::str_field(o, "id").to_string());
@@ -272,20 +272,18 @@ pub fn page(
     if reverse {
         page.reverse();
     }
-    if more {
-        if let Some(last) = &last {
-            let rev = if reverse { "&page_reverse=True" } else { "" };
-            links.push(json!({"href": format!("{base}&marker={last}{rev}"), "rel": if reverse {"previous"} else {"next"}}));
-        }
+    if more && let Some(last) = &last {
+        let rev = if reverse { "&page_reverse=True" } else { "" };
+        links.push(json!({"href": format!("{base}&marker={last}{rev}"), "rel": if reverse {"previous"} else {"next"}}));
     }
-    if marker.is_some() {
-        if let Some(first) = &first {
-            let rev = if reverse { "" } else { "&page_reverse=True" };
-            links.push(json!({"href": format!("{base}&marker={first}{rev}"), "rel": if reverse {"next"} else {"previous"}}));
-        }
+    if marker.is_some()
+        && let Some(first) = &first
+    {
+        let rev = if reverse { "" } else { "&page_reverse=True" };
+        links.push(json!({"href": format!("{base}&marker={first}{rev}"), "rel": if reverse {"next"} else {"previous"}}));
     }
     let rendered = page.into_iter().map(|o| render(o, &fields)).collect();
-    Ok((rendered, (!links.is_empty()).then(|| Value::Array(links))))
+    Ok((rendered, (!links.is_empty()).then_some(Value::Array(links))))
 }
 
 #[cfg(test)]

@@ -151,14 +151,15 @@ impl Db {
 }
 
 /// Counts attempts of an optimistic call.
+#[derive(Default)]
 pub struct Attempts(usize);
 
 impl Attempts {
     pub fn new() -> Self {
-        Self(0)
+        Self::default()
     }
     /// Call before each attempt: fails once the call has lost too many races.
-    pub fn next(&mut self) -> ApiResult<()> {
+    pub fn begin(&mut self) -> ApiResult<()> {
         self.0 += 1;
         if self.0 > MAX_ATTEMPTS {
             return Err(ApiError::conflict(

@@ -19,13 +19,13 @@ use crate::repo::{Obj, Plan, ipam_key, ipam_prefix, str_field};
 /// Candidates tried from the cursor before scanning for a free address.
 const PROBES: usize = 32;
 
-/// Per-subnet allocation cursors (the next address to try).
+/// Allocation cursors (the next number to try), per subnet and per segment id space.
 #[derive(Default)]
 pub struct Cursors(std::sync::Mutex<std::collections::HashMap<String, u128>>);
 
 impl Cursors {
     /// The next candidate in the pools at or after the cursor, advancing the cursor past it.
-    fn take(&self, subnet: &str, pools: &[(u128, u128)]) -> Option<u128> {
+    pub fn take(&self, subnet: &str, pools: &[(u128, u128)]) -> Option<u128> {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let at = map.get(subnet).copied().unwrap_or(pools.first()?.0);
         let next = pools
@@ -35,7 +35,7 @@ impl Cursors {
         Some(next)
     }
     /// Moves the cursor of a subnet (after a scan found the first free address).
-    fn set(&self, subnet: &str, at: u128) {
+    pub fn set(&self, subnet: &str, at: u128) {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
         map.insert(subnet.to_string(), at);
     }

@@ -138,8 +138,8 @@ pub async fn plan_create(
         "networks" => networks::plan_create(api, ctx, obj, plan).await,
         "subnets" => subnets::plan_create(api, ctx, obj, plan).await,
         "ports" => ports::plan_create(api, ctx, obj, plan).await,
-        "security-groups" => security_groups::plan_create(api, obj, plan).await,
-        "security-group-rules" => security_groups::plan_create_rule(api, ctx, obj, plan).await,
+        "security_groups" => security_groups::plan_create(api, obj, plan).await,
+        "security_group_rules" => security_groups::plan_create_rule(api, ctx, obj, plan).await,
         "routers" => routers::plan_create(api, ctx, obj, plan).await,
         "floatingips" => floatingips::plan_create(api, ctx, obj, plan).await,
         _ => Err(ApiError::bad_request("unsupported resource")),
@@ -184,11 +184,11 @@ pub async fn plan_delete(
     match def.collection {
         "networks" => networks::plan_delete(api, stored).await,
         "subnets" => subnets::plan_delete(api, stored).await,
-        "security-groups" => security_groups::plan_delete(api, ctx, stored).await,
+        "security_groups" => security_groups::plan_delete(api, ctx, stored).await,
         "ports" => ports::plan_delete(api, stored, plan)
             .await
             .map(|()| Deletion::Planned),
-        "security-group-rules" => security_groups::plan_delete_rule(api, stored, plan)
+        "security_group_rules" => security_groups::plan_delete_rule(api, stored, plan)
             .await
             .map(|()| Deletion::Planned),
         "routers" => routers::plan_delete(api, stored, plan)

@@ -53,7 +53,21 @@ pub fn network_segment_key(net: &Obj) -> Option<String> {
     }
 }
 
+/// Cursor name of the tunnel id space.
+const TUNNEL_CURSOR: &str = "seg:tunnel";
+
+/// The next free tunnel id, from the cursor (see `ipam`), or by a scan when the cursor wrapped.
 async fn allocate_tunnel_id(api: &Api, plan: &Plan) -> ApiResult<u64> {
+    let space = [(1u128, MAX_VNI as u128)];
+    for _ in 0..32 {
+        let Some(id) = api.ipam_cursors.take(TUNNEL_CURSOR, &space) else {
+            break;
+        };
+        let key = format!("/seg/tunnel/{id}");
+        if !plan.is_claimed(&key) && !api.db.exists(&key).await? {
+            return Ok(id as u64);
+        }
+    }
     let used: std::collections::HashSet<u64> = api
         .db
         .values_under("/seg/tunnel/")
@@ -61,14 +75,16 @@ async fn allocate_tunnel_id(api: &Api, plan: &Plan) -> ApiResult<u64> {
         .into_iter()
         .filter_map(|(k, _)| k.rsplit('/').next().and_then(|n| n.parse().ok()))
         .collect();
-    (1..=MAX_VNI)
+    let id = (1..=MAX_VNI)
         .find(|id| !used.contains(id) && !plan.is_claimed(&format!("/seg/tunnel/{id}")))
         .ok_or_else(|| {
             ApiError::conflict(
                 "NoNetworkAvailable",
                 "Unable to create the network. No tenant network is available for allocation.",
             )
-        })
+        })?;
+    api.ipam_cursors.set(TUNNEL_CURSOR, id as u128 + 1);
+    Ok(id)
 }
 
 pub async fn plan_create(api: &Api, ctx: &Ctx, mut net: Obj, plan: &mut Plan) -> ApiResult<Obj> {
@@ -133,9 +149,9 @@ pub async fn plan_create(api: &Api, ctx: &Ctx, mut net: Obj, plan: &mut Plan) ->
                     ));
                 }
                 ("vlan", Some(s)) if !(1..=4094).contains(&s) => {
-                    return Err(ApiError::invalid_input(format!(
-                        "segmentation_id out of range (1 through 4094)"
-                    )));
+                    return Err(ApiError::invalid_input(
+                        "segmentation_id out of range (1 through 4094)".to_string(),
+                    ));
                 }
                 _ => seg,
             }
@@ -239,7 +255,7 @@ pub async fn plan_delete(api: &Api, stored: Stored) -> ApiResult<Deletion> {
     let id = stored.id().to_string();
     let mut attempts = Attempts::new();
     loop {
-        attempts.next()?;
+        attempts.begin()?;
         let ports = api.db.list_where(&PORT, "network_id", &id).await?;
         if ports.iter().any(|p| !removable_with_network(&p.obj)) {
             unmark_deleting(api, &NETWORK, &marked).await?;

@@ -474,11 +474,11 @@ pub async fn plan_update(
     let old_mac = str_field(&stored.obj, "mac_address").to_string();
     let mut port = stored.obj.clone();
     port.extend(changes.clone());
-    if let Some(mac) = changes.get("mac_address").and_then(Value::as_str) {
-        if mac != old_mac {
-            claim_mac(api, plan, &network_id, Some(mac), &id).await?;
-            plan.release(mac_key(&network_id, &old_mac));
-        }
+    if let Some(mac) = changes.get("mac_address").and_then(Value::as_str)
+        && mac != old_mac
+    {
+        claim_mac(api, plan, &network_id, Some(mac), &id).await?;
+        plan.release(mac_key(&network_id, &old_mac));
     }
     let mac = str_field(&port, "mac_address").to_string();
     if let Some(fixed) = changes.get("fixed_ips") {
@@ -511,11 +511,8 @@ pub async fn plan_update(
     if let Some(opts) = changes.get("extra_dhcp_opts") {
         port.insert("extra_dhcp_opts".into(), normalize_dhcp_opts(opts)?);
     }
-    if changes.get("port_security_enabled") == Some(&Value::Bool(false))
-        && !changes.contains_key("security_groups")
-    {
-        // Neutron keeps the groups and refuses; so do we, unless the client clears them too.
-    }
+    // Turning port security off while groups remain is refused (as Neutron does) unless the same
+    // request clears the groups.
     check_security(api, ctx, &port, plan).await?;
     set_binding(&mut port);
     plan.update(&PORT, stored.rev, &mut port);

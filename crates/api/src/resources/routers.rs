@@ -114,10 +114,9 @@ async fn remove_gateway(api: &Api, router: &mut Obj, plan: &mut Plan) -> ApiResu
     if let Some(port_id) = router
         .remove("_gw_port")
         .and_then(|v| v.as_str().map(String::from))
+        && let Some(port) = api.db.load(&PORT, &port_id).await?
     {
-        if let Some(port) = api.db.load(&PORT, &port_id).await? {
-            super::release_port(plan, &port);
-        }
+        super::release_port(plan, &port);
     }
     router.insert("external_gateway_info".into(), Value::Null);
     Ok(())
@@ -212,6 +211,7 @@ pub async fn plan_update(
             .cloned();
         match info {
             Value::Null => remove_gateway(api, &mut router, plan).await?,
+            Value::Object(o) if o.is_empty() => remove_gateway(api, &mut router, plan).await?,
             Value::Object(o)
                 if o.get("network_id") == current_net.as_ref()
                     && !o.contains_key("external_fixed_ips") =>
@@ -277,7 +277,7 @@ pub async fn add_interface(api: &Api, ctx: &Ctx, id: &str, body: Value) -> ApiRe
     let (subnet_id, port_id) = interface_body(&body)?;
     let mut attempts = Attempts::new();
     loop {
-        attempts.next()?;
+        attempts.begin()?;
         let router = api.visible(ctx, &ROUTER, id).await?;
         super::check_owner(ctx, &ROUTER, &router.obj)?;
         let mut plan = Plan::default();
@@ -302,13 +302,13 @@ pub async fn add_interface(api: &Api, ctx: &Ctx, id: &str, body: Value) -> ApiRe
                         "Router already has a port on subnet {sid}"
                     )));
                 }
-                if let (Some(a), Some(b)) = (cidr, other) {
-                    if a.contains(&b.network()) || b.contains(&a.network()) {
-                        return Err(bad_router(format!(
-                            "Cidr {a} of subnet {} overlaps with cidr {b} of subnet {sid}",
-                            subnet.id()
-                        )));
-                    }
+                if let (Some(a), Some(b)) = (cidr, other)
+                    && (a.contains(&b.network()) || b.contains(&a.network()))
+                {
+                    return Err(bad_router(format!(
+                        "Cidr {a} of subnet {} overlaps with cidr {b} of subnet {sid}",
+                        subnet.id()
+                    )));
                 }
             }
             Ok(())
@@ -377,7 +377,7 @@ pub async fn remove_interface(api: &Api, ctx: &Ctx, id: &str, body: Value) -> Ap
     let (subnet_id, port_id) = interface_body(&body)?;
     let mut attempts = Attempts::new();
     loop {
-        attempts.next()?;
+        attempts.begin()?;
         let router = api.visible(ctx, &ROUTER, id).await?;
         super::check_owner(ctx, &ROUTER, &router.obj)?;
         let ports = interfaces(api, id).await?;

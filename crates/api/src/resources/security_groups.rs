@@ -118,7 +118,7 @@ pub async fn plan_delete(api: &Api, ctx: &Ctx, stored: Stored) -> ApiResult<Dele
     };
     let mut attempts = Attempts::new();
     loop {
-        attempts.next()?;
+        attempts.begin()?;
         let in_use = api.db.list(&PORT).await?.into_iter().any(|p| {
             p.obj
                 .get("security_groups")

@@ -21,9 +21,9 @@ fn check_gateway_and_pools(net: &IpNet, subnet: &Obj) -> ApiResult<()> {
                 .parse()
                 .map_err(|_| ApiError::invalid_input(format!("Gateway IP {gw} is not valid")))?;
             if ip.is_ipv4() != net.addr().is_ipv4() {
-                return Err(ApiError::invalid_input(format!(
-                    "Gateway IP version inconsistent with allocation pool version"
-                )));
+                return Err(ApiError::invalid_input(
+                    "Gateway IP version inconsistent with allocation pool version".to_string(),
+                ));
             }
             if net.contains(&ip)
                 && matches!(net, IpNet::V4(n) if n.prefix_len() < 31)
@@ -146,12 +146,12 @@ fn check_ipv6_modes(subnet: &Obj, version: u64) -> ApiResult<()> {
             "ipv6_ra_mode or ipv6_address_mode cannot be set when ip_version is 4",
         ));
     }
-    if let (Some(r), Some(a)) = (ra, addr) {
-        if r != a {
-            return Err(ApiError::invalid_input(format!(
-                "ipv6_ra_mode set to '{r}' with ipv6_address_mode set to '{a}' is not valid. If both attributes are set, they must be the same value"
-            )));
-        }
+    if let (Some(r), Some(a)) = (ra, addr)
+        && r != a
+    {
+        return Err(ApiError::invalid_input(format!(
+            "ipv6_ra_mode set to '{r}' with ipv6_address_mode set to '{a}' is not valid. If both attributes are set, they must be the same value"
+        )));
     }
     if subnet.get("enable_dhcp") == Some(&Value::Bool(false)) && (ra.is_some() || addr.is_some()) {
         return Err(ApiError::invalid_input(
@@ -209,12 +209,12 @@ pub async fn plan_create(api: &Api, ctx: &Ctx, mut subnet: Obj, plan: &mut Plan)
         .list_where(&SUBNET, "network_id", &network_id)
         .await?
     {
-        if let Ok(o) = str_field(&other.obj, "cidr").parse::<IpNet>() {
-            if o.contains(&net.network()) || net.contains(&o.network()) {
-                return Err(ApiError::invalid_input(format!(
-                    "Requested subnet with cidr: {cidr_text} for network: {network_id} overlaps with another subnet"
-                )));
-            }
+        if let Ok(o) = str_field(&other.obj, "cidr").parse::<IpNet>()
+            && (o.contains(&net.network()) || net.contains(&o.network()))
+        {
+            return Err(ApiError::invalid_input(format!(
+                "Requested subnet with cidr: {cidr_text} for network: {network_id} overlaps with another subnet"
+            )));
         }
         plan.pin_obj(&SUBNET, &other);
     }
@@ -274,7 +274,7 @@ pub async fn plan_delete(api: &Api, stored: Stored) -> ApiResult<Deletion> {
     let id = stored.id().to_string();
     let mut attempts = Attempts::new();
     loop {
-        attempts.next()?;
+        attempts.begin()?;
         let allocations = api.db.values_under(&ipam_prefix(&id)).await?;
         let mut in_use = false;
         for (_, port_id) in &allocations {
