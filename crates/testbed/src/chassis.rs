@@ -21,7 +21,7 @@ pub struct ChassisOpts {
     /// `userspace-tso-enable`, are read only at startup).
     pub other_config: Vec<(String, String)>,
     /// Directory that holds the run directory; it must be short (unix socket paths live
-    /// there). Default `/tmp`.
+    /// there). Default `/tmp`, the only place [`crate::leftovers`] looks.
     pub base_dir: PathBuf,
 }
 
@@ -48,9 +48,10 @@ pub struct Chassis {
 impl Chassis {
     /// Starts a chassis whose OVS `system-id` and `hostname` are `name`.
     pub fn start(name: &str, opts: &ChassisOpts) -> Result<Chassis> {
+        cmd::become_subreaper();
         let netns = Netns::create('c')?;
         let rundir = opts.base_dir.join(netns.name());
-        let mut chassis = Chassis {
+        let chassis = Chassis {
             name: name.to_owned(),
             rundir,
             netns: Some(netns),
@@ -59,9 +60,10 @@ impl Chassis {
         Ok(chassis)
     }
 
-    fn init(&mut self, opts: &ChassisOpts) -> Result<()> {
-        let longest = self.rundir.join("ovs-vswitchd.12345678.ctl");
-        if longest.as_os_str().len() > MAX_SOCKET_PATH - 16 {
+    fn init(&self, opts: &ChassisOpts) -> Result<()> {
+        // Longest socket: a 15-byte bridge name plus ".mgmt", or vswitchd's control socket.
+        let longest = self.rundir.join("123456789012345.mgmt");
+        if longest.as_os_str().len() > MAX_SOCKET_PATH {
             return Err(Error::Invalid(format!(
                 "run directory {} is too long for unix sockets",
                 self.rundir.display()
@@ -225,9 +227,20 @@ impl Chassis {
 
     /// Runs `ovs-appctl` against this chassis' `ovs-vswitchd`.
     pub fn ovs_appctl(&self, args: &[&str]) -> Result<String> {
-        let t = self.rundir.join("ovs-vswitchd.ctl");
+        self.appctl("ovs-vswitchd", args)
+    }
+
+    /// Runs `ovs-appctl` against this chassis' `ovsdb-server` (e.g. `ovsdb-server/reconnect`,
+    /// which drops every client connection).
+    pub fn ovsdb_appctl(&self, args: &[&str]) -> Result<String> {
+        self.appctl("ovsdb-server", args)
+    }
+
+    fn appctl(&self, daemon: &str, args: &[&str]) -> Result<String> {
         let mut c = Command::new("ovs-appctl");
-        c.arg("-t").arg(t).args(args);
+        c.arg("-t")
+            .arg(self.rundir.join(format!("{daemon}.ctl")))
+            .args(args);
         output(&mut c)
     }
 
@@ -266,7 +279,10 @@ impl Chassis {
         if cmd::wait_until(timeout, f) {
             Ok(())
         } else {
-            Err(Error::Timeout(format!("condition on chassis {}", self.name)))
+            Err(Error::Timeout(format!(
+                "condition on chassis {}",
+                self.name
+            )))
         }
     }
 }

@@ -93,16 +93,52 @@ pub(crate) fn wait_dead(pid: u32, timeout: Duration) -> bool {
 }
 
 /// Stops `pid` with SIGTERM, then SIGKILL, but only while its command line contains `marker`
-/// (guards against a recycled PID). Returns once the process is dead.
+/// (guards against a recycled PID). Returns once the process is dead, and reaped if it is
+/// our child (see [`become_subreaper`]).
 pub(crate) fn kill_pid(pid: u32, marker: &str) {
     let ours = |pid| cmdline(pid).is_some_and(|c| c.contains(marker));
-    if !alive(pid) || !ours(pid) {
-        return;
+    if alive(pid) && ours(pid) {
+        signal(pid, libc::SIGTERM);
+        if !wait_dead(pid, Duration::from_secs(3)) && ours(pid) {
+            signal(pid, libc::SIGKILL);
+            wait_dead(pid, Duration::from_secs(3));
+        }
     }
-    signal(pid, libc::SIGTERM);
-    if !wait_dead(pid, Duration::from_secs(3)) && ours(pid) {
-        signal(pid, libc::SIGKILL);
-        wait_dead(pid, Duration::from_secs(3));
+    reap(pid);
+}
+
+/// Makes this process the reaper of its orphaned descendants, so daemons started with
+/// `--detach` become our children and are reaped at once when stopped, instead of lingering
+/// as zombies until PID 1 (slow here) collects them.
+pub(crate) fn become_subreaper() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: prctl(PR_SET_CHILD_SUBREAPER, 1) takes no pointers and only sets a flag.
+        let r = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong) };
+        if r != 0 {
+            tracing::debug!(
+                "PR_SET_CHILD_SUBREAPER: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    });
+}
+
+/// Collects the exit status of `pid` if it is a child of ours that has exited (or does so
+/// within a second); returns at once if it is not our child.
+fn reap(pid: u32) {
+    let Ok(p) = libc::pid_t::try_from(pid) else {
+        return;
+    };
+    for _ in 0..100 {
+        let mut status = 0;
+        // SAFETY: waitpid(2) writes only to `status`, a valid local.
+        let r = unsafe { libc::waitpid(p, &mut status, libc::WNOHANG) };
+        if r != 0 {
+            // Reaped, or not our child (ECHILD).
+            return;
+        }
+        sleep(Duration::from_millis(10));
     }
 }
 

@@ -67,7 +67,10 @@ pub fn find(prefix: &str) -> Vec<Leftover> {
     if let Ok(links) = run("ip", ["-o", "link", "show"]) {
         for l in links.lines() {
             // "<index>: <name>[@peer]: <flags> ..."
-            if let Some(name) = l.split(": ").nth(1).map(|n| n.split('@').next().unwrap_or(n))
+            if let Some(name) = l
+                .split(": ")
+                .nth(1)
+                .map(|n| n.split('@').next().unwrap_or(n))
                 && name.starts_with(prefix)
             {
                 out.push(Leftover::Link(name.to_owned()));

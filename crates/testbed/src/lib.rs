@@ -16,6 +16,24 @@
 //! Daemons are stopped by PID (checked against their command line), namespaces and directories
 //! by name. [`leftovers::find`] and [`leftovers::cleanup`] (binary `testbed-cleanup`) find and
 //! remove whatever a killed test run left behind.
+//!
+//! ```no_run
+//! use testbed::{Chassis, ChassisOpts, Host, HostOpts, Underlay};
+//!
+//! # fn main() -> testbed::Result<()> {
+//! let mut underlay = Underlay::create()?;
+//! let c1 = Chassis::start("c1", &ChassisOpts::default())?;
+//! underlay.attach(&c1, "172.31.0.1/24")?; // br-phy with the underlay address
+//! c1.add_bridge("br-int")?;
+//! let vm = Host::create(&c1, &HostOpts {
+//!     ip: Some("10.0.0.1/24".into()),
+//!     ..HostOpts::default()
+//! })?;
+//! c1.ovs_vsctl(&["add-port", "br-int", vm.port()])?;
+//! println!("OVSDB at {}, OpenFlow at {}", c1.db_endpoint(), c1.mgmt_socket("br-int").display());
+//! # Ok(())
+//! # }
+//! ```
 
 mod chassis;
 mod cmd;
@@ -28,7 +46,7 @@ mod underlay;
 
 pub use chassis::{Chassis, ChassisOpts};
 pub use error::{Error, Result};
-pub use host::{Host, HostOpts};
+pub use host::{HOST_IF, Host, HostOpts};
 pub use names::{PREFIX, unique_name};
 pub use netns::Netns;
-pub use underlay::Underlay;
+pub use underlay::{PHY_BRIDGE, Underlay};

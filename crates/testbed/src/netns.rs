@@ -60,7 +60,11 @@ impl Netns {
 /// PIDs of the processes inside namespace `name` (empty if it does not exist).
 pub(crate) fn pids_in(name: &str) -> Vec<u32> {
     run("ip", ["netns", "pids", name])
-        .map(|s| s.split_whitespace().filter_map(|p| p.parse().ok()).collect())
+        .map(|s| {
+            s.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
