@@ -4,6 +4,7 @@
 //! maps of the `model` crate, [`query`] applies list filters, sorting and paging, and the modules under
 //! [`resources`] hold each resource's semantics. Every write is one store transaction.
 
+mod chassis;
 pub mod context;
 pub mod error;
 mod extensions;
@@ -11,6 +12,7 @@ mod input;
 pub mod query;
 pub mod repo;
 mod resources;
+mod sync;
 
 use std::sync::Arc;
 
@@ -78,6 +80,20 @@ pub fn router(api: Api) -> Router {
         .route(
             "/v2.0/{collection}/{id}/tags/{tag}",
             get(tag_get).put(tag_put).delete(tag_delete),
+        )
+        .route("/wyvern/v1/sync/snapshot", get(sync::snapshot))
+        .route("/wyvern/v1/sync/watch", get(sync::watch))
+        .route(
+            "/wyvern/v1/chassis/{id}",
+            axum::routing::put(chassis::register),
+        )
+        .route(
+            "/wyvern/v1/chassis/{id}/heartbeat",
+            axum::routing::post(chassis::heartbeat),
+        )
+        .route(
+            "/wyvern/v1/ports/{id}/binding",
+            axum::routing::put(chassis::bind),
         )
         .fallback(not_found)
         .with_state(api)

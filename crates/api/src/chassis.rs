@@ -1,0 +1,189 @@
+//! Chassis state, the only thing agents write: registration with a liveness lease, heartbeats, and
+//! the binding of ports to the chassis where their VIF appeared.
+//!
+//! `/chassis/<id>` holds what a chassis is (tunnel IP, encapsulations, external IP); `/chassis-up/<id>`
+//! is written with a store lease that the agent's heartbeats keep alive. When an agent stops, its lease
+//! runs out, the `chassis-up` key disappears, and every other chassis withdraws the flows towards it.
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use model::resources::PORT;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use store::{StoreError, Txn};
+
+use crate::Api;
+use crate::error::{ApiError, ApiResult};
+use crate::repo::{Attempts, Plan, now, str_field};
+
+/// How long a chassis counts as up after its last heartbeat.
+pub const CHASSIS_TTL: Duration = Duration::from_secs(10);
+
+/// What an agent says about its chassis when it registers.
+#[derive(Debug, Deserialize)]
+struct Registration {
+    tunnel_ip: std::net::IpAddr,
+    #[serde(default = "default_encaps")]
+    encaps: Vec<String>,
+    #[serde(default)]
+    external_ip: Option<std::net::IpAddr>,
+    #[serde(default)]
+    hostname: Option<String>,
+}
+
+fn default_encaps() -> Vec<String> {
+    vec!["geneve".into()]
+}
+
+fn reply(result: ApiResult<Value>) -> Response {
+    match result {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+fn admin(api: &Api, headers: &HeaderMap) -> ApiResult<()> {
+    if api.ctx(headers)?.is_admin {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(
+            "chassis state is written by agents (admin)",
+        ))
+    }
+}
+
+fn valid_chassis_id(id: &str) -> ApiResult<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'.');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!("invalid chassis id {id:?}")))
+    }
+}
+
+/// `PUT /wyvern/v1/chassis/<id>`: registers (or re-registers) a chassis; answers its lease.
+pub async fn register(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    reply(
+        async {
+            admin(&api, &headers)?;
+            valid_chassis_id(&id)?;
+            let reg: Registration = serde_json::from_slice(&body).map_err(|e| {
+                ApiError::bad_request(format!("Malformed chassis registration: {e}"))
+            })?;
+            if reg.encaps.iter().any(|e| e != "geneve" && e != "vxlan") {
+                return Err(ApiError::bad_request("encaps must be geneve and/or vxlan"));
+            }
+            let info = json!({
+                "id": id, "tunnel_ip": reg.tunnel_ip, "encaps": reg.encaps,
+                "external_ip": reg.external_ip, "hostname": reg.hostname, "registered_at": now(),
+            });
+            let store = &api.db.store;
+            let lease = store.lease_grant(CHASSIS_TTL).await?;
+            let txn = Txn::new()
+                .put(
+                    format!("/chassis/{id}"),
+                    serde_json::to_vec(&info).unwrap_or_default(),
+                )
+                .put_leased(format!("/chassis-up/{id}"), b"up".to_vec(), lease);
+            store.txn(txn).await?;
+            Ok(json!({"chassis": info, "lease": lease, "ttl_seconds": CHASSIS_TTL.as_secs()}))
+        }
+        .await,
+    )
+}
+
+#[derive(Debug, Deserialize)]
+struct Heartbeat {
+    lease: store::LeaseId,
+}
+
+/// `POST /wyvern/v1/chassis/<id>/heartbeat`: keeps the chassis up; 404 when its lease already ran
+/// out (the agent then registers again).
+pub async fn heartbeat(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    reply(
+        async {
+            admin(&api, &headers)?;
+            let hb: Heartbeat = serde_json::from_slice(&body)
+                .map_err(|e| ApiError::bad_request(format!("Malformed heartbeat: {e}")))?;
+            match api.db.store.lease_keep_alive(hb.lease).await {
+                Ok(ttl) => Ok(json!({"chassis": id, "ttl_seconds": ttl.as_secs()})),
+                Err(StoreError::LeaseNotFound(_)) => Err(ApiError::not_found(
+                    "ChassisLeaseNotFound",
+                    format!("The lease of chassis {id} has ended; register again."),
+                )),
+                Err(e) => Err(e.into()),
+            }
+        }
+        .await,
+    )
+}
+
+#[derive(Debug, Deserialize)]
+struct Binding {
+    chassis: String,
+    up: bool,
+}
+
+/// `PUT /wyvern/v1/ports/<id>/binding`: the VIF of a port appeared on (`up`) or left (`!up`) a chassis.
+/// A port is bound where its VIF last appeared; a late "gone" report from a chassis the port has
+/// already left changes nothing.
+pub async fn bind(
+    State(api): State<Api>,
+    Path(port_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    reply(
+        async {
+            admin(&api, &headers)?;
+            let b: Binding = serde_json::from_slice(&body)
+                .map_err(|e| ApiError::bad_request(format!("Malformed binding: {e}")))?;
+            valid_chassis_id(&b.chassis)?;
+            let mut attempts = Attempts::new();
+            loop {
+                attempts.begin()?;
+                let stored = api.db.require(&PORT, &port_id).await?;
+                let mut port = stored.obj.clone();
+                let host = str_field(&port, "binding:host_id").to_string();
+                if b.up {
+                    port.insert("binding:host_id".into(), b.chassis.clone().into());
+                    port.insert("status".into(), "ACTIVE".into());
+                    port.insert("binding:vif_type".into(), "ovs".into());
+                    port.insert(
+                        "binding:vif_details".into(),
+                        json!({"port_filter": true, "connectivity": "l2", "bridge_name": "br-int", "datapath_type": "netdev"}),
+                    );
+                } else if host == b.chassis {
+                    port.insert("status".into(), "DOWN".into());
+                }
+                if port == stored.obj {
+                    return Ok(json!({"port": crate::query::render(port, &[])}));
+                }
+                let mut plan = Plan::default();
+                plan.update(&PORT, stored.rev, &mut port);
+                if api.db.commit(plan).await? {
+                    return Ok(json!({"port": crate::query::render(port, &[])}));
+                }
+            }
+        }
+        .await,
+    )
+}
