@@ -1,0 +1,173 @@
+//! The agent's local view of the topology: typed objects read from the northbound store's JSON, and
+//! the state of the local Open vSwitch (which VIF has which OpenFlow port).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+
+use ipnet::IpNet;
+use serde_json::Value;
+
+/// A MAC address as a number (the low 48 bits).
+pub type Mac = u64;
+
+pub fn parse_mac(s: &str) -> Option<Mac> {
+    let mut out = 0u64;
+    let mut n = 0;
+    for part in s.split(':') {
+        if part.len() != 2 {
+            return None;
+        }
+        out = (out << 8) | u64::from(u8::from_str_radix(part, 16).ok()?);
+        n += 1;
+    }
+    (n == 6).then_some(out)
+}
+
+/// A network, as far as the datapath cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Network {
+    pub id: String,
+    /// Tunnel id (VNI) of overlay networks; `None` for types the pipeline does not carry yet.
+    pub vni: Option<u32>,
+    pub admin_up: bool,
+}
+
+/// A port, as far as the datapath cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Port {
+    pub id: String,
+    pub name: String,
+    pub network_id: String,
+    pub mac: Mac,
+    pub ips: Vec<IpAddr>,
+    /// Allowed address pairs: a prefix and the MAC it may be used with.
+    pub pairs: Vec<(IpNet, Mac)>,
+    pub port_security: bool,
+    pub admin_up: bool,
+    /// The chassis its VIF is on (`binding:host_id`), if any.
+    pub host: Option<String>,
+    /// Status ACTIVE: the VIF is up on `host`.
+    pub active: bool,
+}
+
+/// A chassis other agents tunnel to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chassis {
+    pub id: String,
+    pub tunnel_ip: Ipv4Addr,
+}
+
+fn str_of<'a>(v: &'a Value, k: &str) -> &'a str {
+    v.get(k).and_then(Value::as_str).unwrap_or_default()
+}
+
+impl Network {
+    pub fn from_json(v: &Value) -> Option<Self> {
+        let kind = str_of(v, "provider:network_type");
+        let vni = match kind {
+            "vxlan" | "geneve" => v
+                .get("provider:segmentation_id")
+                .and_then(Value::as_u64)
+                .and_then(|n| u32::try_from(n).ok()),
+            _ => None,
+        };
+        Some(Self {
+            id: v.get("id")?.as_str()?.to_string(),
+            vni,
+            admin_up: v.get("admin_state_up") != Some(&Value::Bool(false)),
+        })
+    }
+}
+
+impl Port {
+    pub fn from_json(v: &Value) -> Option<Self> {
+        let mac = parse_mac(str_of(v, "mac_address"))?;
+        let ips = v
+            .get("fixed_ips")
+            .and_then(Value::as_array)
+            .map(|l| {
+                l.iter()
+                    .filter_map(|i| i.get("ip_address")?.as_str()?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let pairs = v
+            .get("allowed_address_pairs")
+            .and_then(Value::as_array)
+            .map(|l| {
+                l.iter()
+                    .filter_map(|p| {
+                        let ip = p.get("ip_address")?.as_str()?;
+                        let net: IpNet = ip
+                            .parse()
+                            .ok()
+                            .or_else(|| ip.parse::<IpAddr>().ok().map(IpNet::from))?;
+                        let pmac = p
+                            .get("mac_address")
+                            .and_then(Value::as_str)
+                            .and_then(parse_mac)
+                            .unwrap_or(mac);
+                        Some((net, pmac))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let host = Some(str_of(v, "binding:host_id").to_string()).filter(|h| !h.is_empty());
+        Some(Self {
+            id: v.get("id")?.as_str()?.to_string(),
+            name: str_of(v, "name").to_string(),
+            network_id: str_of(v, "network_id").to_string(),
+            mac,
+            ips,
+            pairs,
+            port_security: v.get("port_security_enabled") != Some(&Value::Bool(false)),
+            admin_up: v.get("admin_state_up") != Some(&Value::Bool(false)),
+            host,
+            active: str_of(v, "status") == "ACTIVE",
+        })
+    }
+}
+
+impl Chassis {
+    pub fn from_json(v: &Value) -> Option<Self> {
+        Some(Self {
+            id: v.get("id")?.as_str()?.to_string(),
+            tunnel_ip: str_of(v, "tunnel_ip").parse().ok()?,
+        })
+    }
+}
+
+/// Everything the pipeline is computed from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Topology {
+    pub networks: BTreeMap<String, Network>,
+    pub ports: BTreeMap<String, Port>,
+    /// Registered chassis.
+    pub chassis: BTreeMap<String, Chassis>,
+    /// Chassis whose liveness lease is current.
+    pub chassis_up: std::collections::BTreeSet<String>,
+    /// This chassis.
+    pub local: Local,
+}
+
+/// The local Open vSwitch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Local {
+    /// This chassis' id.
+    pub chassis: String,
+    /// OpenFlow port of each local VIF, by `iface-id` (= port id).
+    pub vifs: BTreeMap<String, u32>,
+    /// OpenFlow port of the tunnel port used for overlay traffic.
+    pub tunnel: Option<u32>,
+}
+
+impl Topology {
+    /// The remote chassis a port is reachable through, if it is bound and up elsewhere.
+    pub fn remote_chassis(&self, port: &Port) -> Option<&Chassis> {
+        let host = port.host.as_ref()?;
+        if !port.active || *host == self.local.chassis || !self.chassis_up.contains(host) {
+            return None;
+        }
+        self.chassis.get(host)
+    }
+}
