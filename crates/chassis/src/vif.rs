@@ -87,6 +87,9 @@ pub enum VifEvent {
     },
     /// The VIF is gone (port removed, iface-id removed or changed, ofport lost).
     Removed(Vif),
+    /// The events so far describe every VIF as the database has them (after each (re)connection):
+    /// a consumer may now act on the complete set.
+    Synced,
 }
 
 /// The VIFs reported so far; turns row changes into VIF events.
@@ -169,6 +172,35 @@ impl VifWatcher {
                 }
                 ReplicaEvent::Connected { kind, resumed } => {
                     tracing::debug!(?kind, resumed, "VIF monitor connected");
+                    // The replica's cache already holds the server's state: report it now, then
+                    // say the set is complete. The `Changes` that follow find nothing new.
+                    let cache = self.replica.snapshot();
+                    let rows: BTreeMap<Uuid, Row> = cache
+                        .table(Interface::NAME)
+                        .map(|(u, r)| (*u, r.clone()))
+                        .collect();
+                    let gone: Vec<Uuid> = self
+                        .table
+                        .known
+                        .keys()
+                        .filter(|u| !rows.contains_key(u))
+                        .copied()
+                        .collect();
+                    let changes = rows
+                        .into_iter()
+                        .map(|(uuid, row)| (uuid, Some(row)))
+                        .chain(gone.into_iter().map(|uuid| (uuid, None)));
+                    for (uuid, new) in changes {
+                        let change = RowChange {
+                            table: Interface::NAME.to_owned(),
+                            uuid,
+                            old: None,
+                            new,
+                        };
+                        let evs = self.table.apply(&change);
+                        self.queue.extend(evs);
+                    }
+                    self.queue.push_back(VifEvent::Synced);
                 }
                 ReplicaEvent::Disconnected(why) => {
                     tracing::info!("VIF monitor lost OVSDB: {why}");

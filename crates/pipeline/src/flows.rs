@@ -79,11 +79,21 @@ fn ip_to_net(ip: &IpAddr) -> IpNet {
 fn ingress(owner: &Owner, port: &Port, vni: u32, ofport: u32, out: &mut Vec<Flow>) {
     let from_vif = Match::new().with(Field::InPort, ofport.into());
     if !port.port_security {
-        out.push(flow(owner, T_INGRESS, 100, from_vif, enter(vni, T_SERVICES)));
+        out.push(flow(
+            owner,
+            T_INGRESS,
+            100,
+            from_vif,
+            enter(vni, T_SERVICES),
+        ));
         return;
     }
     // Address sets: the port's own addresses with its MAC, and the allowed pairs.
-    let mut allowed: Vec<(IpNet, Mac)> = port.ips.iter().map(|ip| (ip_to_net(ip), port.mac)).collect();
+    let mut allowed: Vec<(IpNet, Mac)> = port
+        .ips
+        .iter()
+        .map(|ip| (ip_to_net(ip), port.mac))
+        .collect();
     allowed.extend(port.pairs.iter().cloned());
     allowed.sort();
     allowed.dedup();
@@ -122,8 +132,16 @@ fn ingress(owner: &Owner, port: &Port, vni: u32, ofport: u32, out: &mut Vec<Flow
     if port.ips.iter().any(IpAddr::is_ipv6) {
         // Link-local traffic (neighbour discovery, router solicitation) and DAD from ::.
         let link_local: IpNet = "fe80::/10".parse().expect("constant prefix");
-        let base = from_vif.with(Field::EthSrc, mac).with(Field::EthType, ETH_IPV6);
-        out.push(flow(owner, T_INGRESS, 100, prefix_match(base.clone(), &link_local), enter(vni, T_SERVICES)));
+        let base = from_vif
+            .with(Field::EthSrc, mac)
+            .with(Field::EthType, ETH_IPV6);
+        out.push(flow(
+            owner,
+            T_INGRESS,
+            100,
+            prefix_match(base.clone(), &link_local),
+            enter(vni, T_SERVICES),
+        ));
         let dad = base.with(Field::Ipv6Src, 0).with(Field::IpProto, 58);
         out.push(flow(owner, T_INGRESS, 100, dad, enter(vni, T_SERVICES)));
     }
@@ -139,39 +157,69 @@ fn arp_responder(owner: &Owner, port: &Port, vni: u32, out: &mut Vec<Flow>) {
             .with(Field::ArpOp, 1)
             .with(Field::ArpTpa, u32::from(*v4).into());
         let actions = vec![
-            Action::Move { src: Subfield::whole(Field::EthSrc), dst: Subfield::whole(Field::EthDst) },
+            Action::Move {
+                src: Subfield::whole(Field::EthSrc),
+                dst: Subfield::whole(Field::EthDst),
+            },
             set_field(Field::EthSrc, port.mac.into(), u128::from(u64::MAX >> 16)),
             set_field(Field::ArpOp, 2, 0xffff),
-            Action::Move { src: Subfield::whole(Field::ArpSha), dst: Subfield::whole(Field::ArpTha) },
+            Action::Move {
+                src: Subfield::whole(Field::ArpSha),
+                dst: Subfield::whole(Field::ArpTha),
+            },
             set_field(Field::ArpSha, port.mac.into(), u128::from(u64::MAX >> 16)),
-            Action::Move { src: Subfield::whole(Field::ArpSpa), dst: Subfield::whole(Field::ArpTpa) },
+            Action::Move {
+                src: Subfield::whole(Field::ArpSpa),
+                dst: Subfield::whole(Field::ArpTpa),
+            },
             set_field(Field::ArpSpa, u32::from(*v4).into(), 0xffff_ffff),
-            Action::Output { port: port::IN_PORT, max_len: 0 },
+            Action::Output {
+                port: port::IN_PORT,
+                max_len: 0,
+            },
         ];
-        out.push(flow(owner, T_SERVICES, 100, m, Instructions::apply(actions)));
+        out.push(flow(
+            owner,
+            T_SERVICES,
+            100,
+            m,
+            Instructions::apply(actions),
+        ));
     }
 }
 
 fn to_tunnel(tunnel: u32, vni: u32, dst: std::net::Ipv4Addr, actions: &mut Vec<Action>) {
     actions.push(set_field(Field::TunDst, u32::from(dst).into(), 0xffff_ffff));
     actions.push(set_field(Field::TunId, vni.into(), u128::from(u64::MAX)));
-    actions.push(Action::Output { port: tunnel, max_len: 0 });
+    actions.push(Action::Output {
+        port: tunnel,
+        max_len: 0,
+    });
 }
 
 /// The flows a port contributes on this chassis.
 pub fn port_flows(topo: &Topology, port: &Port) -> Vec<Flow> {
     let mut out = Vec::new();
-    let Some(net) = topo.networks.get(&port.network_id) else { return out };
-    let (Some(vni), true) = (net.vni, net.admin_up) else { return out };
+    let Some(net) = topo.networks.get(&port.network_id) else {
+        return out;
+    };
+    let (Some(vni), true) = (net.vni, net.admin_up) else {
+        return out;
+    };
     let owner = Owner::Port(port.id.clone());
     if !port.admin_up {
         return out;
     }
     arp_responder(&owner, port, vni, &mut out);
-    let dst = Match::new().with(Field::Metadata, vni.into()).with(Field::EthDst, port.mac.into());
+    let dst = Match::new()
+        .with(Field::Metadata, vni.into())
+        .with(Field::EthDst, port.mac.into());
     if let Some(&ofport) = topo.local.vifs.get(&port.id) {
         ingress(&owner, port, vni, ofport, &mut out);
-        let deliver = Instructions::apply(vec![Action::Output { port: ofport, max_len: 0 }]);
+        let deliver = Instructions::apply(vec![Action::Output {
+            port: ofport,
+            max_len: 0,
+        }]);
         out.push(flow(&owner, T_L2, 100, dst, deliver));
     } else if let (Some(chassis), Some(tunnel)) = (topo.remote_chassis(port), topo.local.tunnel) {
         let mut actions = Vec::new();
@@ -185,12 +233,21 @@ pub fn port_flows(topo: &Topology, port: &Port) -> Vec<Flow> {
 /// The flows a network contributes on this chassis.
 pub fn network_flows(topo: &Topology, net: &Network) -> Vec<Flow> {
     let mut out = Vec::new();
-    let (Some(vni), true) = (net.vni, net.admin_up) else { return out };
+    let (Some(vni), true) = (net.vni, net.admin_up) else {
+        return out;
+    };
     let owner = Owner::Network(net.id.clone());
-    let on_net = || topo.ports.values().filter(|p| p.network_id == net.id && p.admin_up);
+    let on_net = || {
+        topo.ports
+            .values()
+            .filter(|p| p.network_id == net.id && p.admin_up)
+    };
     let mut local: Vec<Action> = on_net()
         .filter_map(|p| topo.local.vifs.get(&p.id))
-        .map(|&ofport| Action::Output { port: ofport, max_len: 0 })
+        .map(|&ofport| Action::Output {
+            port: ofport,
+            max_len: 0,
+        })
         .collect();
     local.sort_by_key(|a| match a {
         Action::Output { port, .. } => *port,
@@ -204,7 +261,9 @@ pub fn network_flows(topo: &Topology, net: &Network) -> Vec<Flow> {
     remotes.dedup();
     let this_net = Match::new().with(Field::Metadata, vni.into());
     if let Some(tunnel) = topo.local.tunnel {
-        let m = Match::new().with(Field::InPort, tunnel.into()).with(Field::TunId, vni.into());
+        let m = Match::new()
+            .with(Field::InPort, tunnel.into())
+            .with(Field::TunId, vni.into());
         let mut ins = enter(vni, T_L2);
         ins.apply = vec![set_field(Field::Reg(REG_FROM_TUNNEL), 1, 0xffff_ffff)];
         out.push(flow(&owner, T_INGRESS, 100, m, ins));
@@ -212,17 +271,33 @@ pub fn network_flows(topo: &Topology, net: &Network) -> Vec<Flow> {
     out.push(flow(&owner, T_L2, 10, this_net.clone(), goto(T_FLOOD)));
     // ARP probes (sender 0.0.0.0) are flooded, never answered by the responder: the owner of the
     // address must not see a conflict during duplicate address detection.
-    let probe = this_net.clone().with(Field::EthType, ETH_ARP).with(Field::ArpOp, 1).with(Field::ArpSpa, 0);
+    let probe = this_net
+        .clone()
+        .with(Field::EthType, ETH_ARP)
+        .with(Field::ArpOp, 1)
+        .with(Field::ArpSpa, 0);
     out.push(flow(&owner, T_SERVICES, 110, probe, goto(T_L2)));
     let from_tunnel = this_net.clone().with(Field::Reg(REG_FROM_TUNNEL), 1);
-    out.push(flow(&owner, T_FLOOD, 110, from_tunnel, Instructions::apply(local.clone())));
+    out.push(flow(
+        &owner,
+        T_FLOOD,
+        110,
+        from_tunnel,
+        Instructions::apply(local.clone()),
+    ));
     let mut all = local;
     if let Some(tunnel) = topo.local.tunnel {
         for ip in remotes {
             to_tunnel(tunnel, vni, ip, &mut all);
         }
     }
-    out.push(flow(&owner, T_FLOOD, 100, this_net, Instructions::apply(all)));
+    out.push(flow(
+        &owner,
+        T_FLOOD,
+        100,
+        this_net,
+        Instructions::apply(all),
+    ));
     out
 }
 

@@ -78,8 +78,17 @@ impl Pipeline {
         if Owner::Static.owns(cookie) {
             return Some("pipeline (fixed flows)".into());
         }
-        if let Some(p) = self.topo.ports.values().find(|p| Owner::Port(p.id.clone()).owns(cookie)) {
-            let name = if p.name.is_empty() { String::new() } else { format!(" ({})", p.name) };
+        if let Some(p) = self
+            .topo
+            .ports
+            .values()
+            .find(|p| Owner::Port(p.id.clone()).owns(cookie))
+        {
+            let name = if p.name.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", p.name)
+            };
             return Some(format!("port {}{name} on network {}", p.id, p.network_id));
         }
         self.topo
@@ -131,7 +140,11 @@ impl Pipeline {
 
     fn all_owners(&self) -> Vec<Owner> {
         let ports = self.topo.ports.keys().map(|id| Owner::Port(id.clone()));
-        let nets = self.topo.networks.keys().map(|id| Owner::Network(id.clone()));
+        let nets = self
+            .topo
+            .networks
+            .keys()
+            .map(|id| Owner::Network(id.clone()));
         ports.chain(nets).collect()
     }
 
@@ -176,7 +189,12 @@ impl Pipeline {
     }
 
     fn chassis_changed(&self, id: &str, dirty: &mut BTreeSet<Owner>) {
-        for p in self.topo.ports.values().filter(|p| p.host.as_deref() == Some(id)) {
+        for p in self
+            .topo
+            .ports
+            .values()
+            .filter(|p| p.host.as_deref() == Some(id))
+        {
             dirty.insert(Owner::Port(p.id.clone()));
             dirty.insert(Owner::Network(p.network_id.clone()));
         }
@@ -206,8 +224,16 @@ impl Pipeline {
         let old_set: HashSet<&Flow> = old.iter().collect();
         let new_set: HashSet<&Flow> = new.iter().collect();
         Delta {
-            removed: old.iter().filter(|f| !new_set.contains(f)).cloned().collect(),
-            added: new.iter().filter(|f| !old_set.contains(f)).cloned().collect(),
+            removed: old
+                .iter()
+                .filter(|f| !new_set.contains(f))
+                .cloned()
+                .collect(),
+            added: new
+                .iter()
+                .filter(|f| !old_set.contains(f))
+                .cloned()
+                .collect(),
         }
     }
 }

@@ -1,5 +1,4 @@
-//! The `wyvern` command: one binary with a subcommand per role (`server`, and later `agent`, `lab`,
-//! `trace`).
+//! The `wyvern` command: one binary with a subcommand per role (`server`, `agent`, `lab`, `trace`).
 
 use std::path::PathBuf;
 
@@ -32,6 +31,38 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Run the agent of one chassis: program its br-int from the northbound topology.
+    Agent {
+        /// The server's URL.
+        #[arg(long, default_value = "http://127.0.0.1:9696")]
+        server: String,
+        /// This chassis' id (unique among chassis).
+        #[arg(long)]
+        chassis: String,
+        /// OVSDB endpoint of the local Open vSwitch (`unix:PATH` or `tcp:HOST:PORT`).
+        #[arg(long, default_value = "unix:/var/run/openvswitch/db.sock")]
+        ovsdb: String,
+        /// Open vSwitch run directory (where `br-int.mgmt` lives).
+        #[arg(long, default_value = "/var/run/openvswitch")]
+        ovs_rundir: PathBuf,
+        /// Underlay (tunnel endpoint) address of this chassis.
+        #[arg(long)]
+        tunnel_ip: std::net::IpAddr,
+        /// Tunnel encapsulation: geneve or vxlan.
+        #[arg(long, default_value = "geneve")]
+        encap: String,
+        /// Integration bridge.
+        #[arg(long, default_value = "br-int")]
+        bridge: String,
+        /// Datapath type of the bridges the agent creates (`netdev`: userspace).
+        #[arg(long, default_value = "netdev")]
+        datapath_type: String,
+    },
+    /// Run a local lab: server, chassis with Open vSwitch, agents and VMs in namespaces.
+    Lab {
+        #[command(subcommand)]
+        command: lab::LabCommand,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -48,6 +79,31 @@ fn main() -> anyhow::Result<()> {
             store,
             config,
         } => run_server(&listen, &store, config.as_deref()),
+        Command::Agent {
+            server,
+            chassis,
+            ovsdb,
+            ovs_rundir,
+            tunnel_ip,
+            encap,
+            bridge,
+            datapath_type,
+        } => {
+            let encap: chassis::Encap = encap.parse().context("--encap")?;
+            let config = agent::AgentConfig {
+                server,
+                chassis,
+                ovsdb,
+                ovs_rundir,
+                tunnel_ip,
+                encap,
+                bridge,
+                datapath_type,
+            };
+            tokio::runtime::Runtime::new()?.block_on(agent::run(config))?;
+            Ok(())
+        }
+        Command::Lab { command } => Ok(lab::run(command)?),
     }
 }
 

@@ -1,0 +1,317 @@
+//! The Wyvern agent: one per chassis. It learns its local VIFs from OVSDB, follows the part of the
+//! northbound topology its VIFs need through the sync API, computes the pipeline as desired flows, and
+//! reconciles `br-int` to them over OpenFlow.
+//!
+//! Start-up order matters for restarts without traffic loss: the agent first gathers the complete
+//! local VIF set and the topology of their networks, and only then compares with what the switch holds
+//! and sends the difference — a half-known topology would otherwise delete live flows.
+
+mod reconcile;
+mod server;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use chassis::{ChassisConfig, Encap, VifEvent, VifWatcher};
+use nb_sync::{Replica, Update};
+use openflow::conn::{Connection, Event};
+use ovsdb::{Client, ClientOptions, Endpoint, Operation, ReplicaOptions};
+use pipeline::{Input, Pipeline};
+use tokio::sync::mpsc;
+
+pub use reconcile::Reconciler;
+pub use server::Server;
+
+/// How often the agent renews its chassis lease.
+const HEARTBEAT: Duration = Duration::from_secs(3);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("server: {0}")]
+    Server(String),
+    #[error("switch: {0}")]
+    Switch(String),
+    #[error("ovsdb: {0}")]
+    Ovsdb(String),
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+/// What an agent needs to know about its chassis.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The server's base URL.
+    pub server: String,
+    /// This chassis' id.
+    pub chassis: String,
+    /// OVSDB endpoint (`unix:PATH` or `tcp:HOST:PORT`).
+    pub ovsdb: String,
+    /// Open vSwitch run directory (holds `<bridge>.mgmt`).
+    pub ovs_rundir: std::path::PathBuf,
+    /// Underlay address of this chassis.
+    pub tunnel_ip: IpAddr,
+    pub encap: Encap,
+    pub bridge: String,
+    pub datapath_type: String,
+}
+
+async fn tunnel_ofport(client: &Client, name: &str) -> Result<Option<u32>, AgentError> {
+    let select = Operation::Select {
+        table: "Interface".into(),
+        conditions: vec![ovsdb::Condition::eq("name", ovsdb::Value::atom(name))],
+        columns: Some(vec!["ofport".into()]),
+    };
+    let res = client
+        .transact("Open_vSwitch", &[select])
+        .await
+        .map_err(|e| AgentError::Ovsdb(e.to_string()))?;
+    Ok(res
+        .first()
+        .and_then(|r| r.rows.as_ref())
+        .and_then(|rows| rows.first())
+        .and_then(|row| row.get("ofport"))
+        .and_then(|v| v.as_atom())
+        .and_then(|a| a.as_integer())
+        .and_then(|p| u32::try_from(p).ok())
+        .filter(|p| (1..0xff00).contains(p)))
+}
+
+/// Sets up the bridge and tunnel port; returns the tunnel's OpenFlow port.
+async fn plumb(cfg: &AgentConfig) -> Result<u32, AgentError> {
+    let endpoint: Endpoint = cfg
+        .ovsdb
+        .parse()
+        .map_err(|e: ovsdb::Error| AgentError::Config(e.to_string()))?;
+    let client = Client::connect(&endpoint, ClientOptions::default())
+        .await
+        .map_err(|e| AgentError::Ovsdb(e.to_string()))?;
+    let chassis_cfg = ChassisConfig {
+        integration_bridge: cfg.bridge.clone(),
+        datapath_type: cfg.datapath_type.clone(),
+        encaps: vec![cfg.encap],
+        local_ip: Some(cfg.tunnel_ip),
+        ..ChassisConfig::default()
+    };
+    let report = chassis::ensure(&client, &chassis_cfg)
+        .await
+        .map_err(|e| AgentError::Ovsdb(e.to_string()))?;
+    if let Some(seq) = report.cfg_seq {
+        chassis::wait_applied(&client, seq, Duration::from_secs(10))
+            .await
+            .map_err(|e| AgentError::Ovsdb(e.to_string()))?;
+    }
+    for _ in 0..200 {
+        if let Some(p) = tunnel_ofport(&client, cfg.encap.port_name()).await? {
+            return Ok(p);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(AgentError::Ovsdb(
+        "the tunnel port got no OpenFlow port".into(),
+    ))
+}
+
+/// Keeps the chassis registered and its lease alive, forever.
+async fn keep_registered(server: Server, cfg: AgentConfig) {
+    let encap = cfg.encap.ovs_type();
+    let mut lease = None;
+    loop {
+        lease = match lease {
+            None => match server.register(&cfg.chassis, cfg.tunnel_ip, encap).await {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    tracing::warn!("registration failed: {e}");
+                    None
+                }
+            },
+            Some(l) => match server.heartbeat(&cfg.chassis, l).await {
+                Ok(true) => Some(l),
+                Ok(false) => None,
+                Err(e) => {
+                    tracing::warn!("heartbeat failed: {e}");
+                    Some(l)
+                }
+            },
+        };
+        let pause = if lease.is_some() {
+            HEARTBEAT
+        } else {
+            Duration::from_millis(500)
+        };
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// Reports a VIF's binding in the background, retrying until the server answers.
+fn report_binding(server: &Server, port: String, chassis: String, up: bool) {
+    let server = server.clone();
+    tokio::spawn(async move {
+        for attempt in 0..20u32 {
+            match server.bind(&port, &chassis, up).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::debug!("binding report for {port} failed ({e}), attempt {attempt}")
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    });
+}
+
+/// The agent's state while it runs.
+struct Agent {
+    cfg: AgentConfig,
+    server: Server,
+    pipeline: Pipeline,
+    /// Local VIFs: iface-id → (ofport, network).
+    vifs: BTreeMap<String, (u32, Option<String>)>,
+    sync: nb_sync::Handle,
+}
+
+impl Agent {
+    fn networks(&self) -> BTreeSet<String> {
+        self.vifs.values().filter_map(|(_, n)| n.clone()).collect()
+    }
+
+    async fn vif_up(&mut self, iface: String, ofport: u32) -> pipeline::Delta {
+        let network = match self.vifs.get(&iface) {
+            Some((_, Some(n))) => Some(n.clone()),
+            _ => self.server.port_network(&iface).await.unwrap_or(None),
+        };
+        self.vifs.insert(iface.clone(), (ofport, network));
+        self.sync.set_networks(self.networks());
+        report_binding(&self.server, iface.clone(), self.cfg.chassis.clone(), true);
+        self.pipeline.apply(Input::Vif(iface, Some(ofport)))
+    }
+
+    fn vif_down(&mut self, iface: String) -> pipeline::Delta {
+        self.vifs.remove(&iface);
+        report_binding(&self.server, iface.clone(), self.cfg.chassis.clone(), false);
+        self.pipeline.apply(Input::Vif(iface, None))
+    }
+
+    fn apply_update(&mut self, update: Update) -> pipeline::Delta {
+        let mut delta = pipeline::Delta::default();
+        for change in update.changes {
+            let input = match change {
+                nb_sync::Change::Put(k, v) => Input::Object(k, Some(v)),
+                nb_sync::Change::Delete(k) => Input::Object(k, None),
+            };
+            let d = self.pipeline.apply(input);
+            delta.removed.extend(d.removed);
+            delta.added.extend(d.added);
+        }
+        delta
+    }
+}
+
+/// Runs the agent until the process ends.
+pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
+    let tunnel = plumb(&cfg).await?;
+    tracing::info!(chassis = %cfg.chassis, tunnel, "bridge ready");
+    let server = Server::new(&cfg.server);
+    tokio::spawn(keep_registered(server.clone(), cfg.clone()));
+
+    // 1. The complete local VIF set, and the networks it needs.
+    let endpoint: Endpoint = cfg
+        .ovsdb
+        .parse()
+        .map_err(|e: ovsdb::Error| AgentError::Config(e.to_string()))?;
+    let mut watcher = VifWatcher::spawn(endpoint, ReplicaOptions::default());
+    let mut initial: BTreeMap<String, u32> = BTreeMap::new();
+    loop {
+        match watcher.next().await {
+            Some(VifEvent::Added(v)) => {
+                initial.insert(v.iface_id, v.ofport);
+            }
+            Some(VifEvent::Changed { new, .. }) => {
+                initial.insert(new.iface_id, new.ofport);
+            }
+            Some(VifEvent::Removed(v)) => {
+                initial.remove(&v.iface_id);
+            }
+            Some(VifEvent::Synced) => break,
+            None => return Err(AgentError::Ovsdb("VIF monitor stopped".into())),
+        }
+    }
+    let (replica, sync) = Replica::new(&cfg.server, BTreeSet::new());
+    let mut agent = Agent {
+        cfg: cfg.clone(),
+        server: server.clone(),
+        pipeline: Pipeline::new(&cfg.chassis),
+        vifs: BTreeMap::new(),
+        sync,
+    };
+    agent.pipeline.apply(Input::Tunnel(Some(tunnel)));
+    for (iface, ofport) in initial {
+        agent.vif_up(iface, ofport).await;
+    }
+
+    // 2. The topology of those networks.
+    let (updates_tx, mut updates) = mpsc::channel(64);
+    tokio::spawn(replica.run(updates_tx));
+    let first = updates
+        .recv()
+        .await
+        .ok_or_else(|| AgentError::Server("sync stopped".into()))?;
+    agent.apply_update(first);
+
+    // 3. Only now compare with the switch.
+    let mgmt = format!("unix:{}/{}.mgmt", cfg.ovs_rundir.display(), cfg.bridge);
+    let (conn, mut of_events) =
+        Connection::start(&mgmt).map_err(|e| AgentError::Switch(e.to_string()))?;
+    let mut reconciler = Reconciler::new(conn);
+    let mut in_sync = false;
+    loop {
+        tokio::select! {
+            Some(update) = updates.recv() => {
+                let delta = agent.apply_update(update);
+                if in_sync && !delta.is_empty() {
+                    if let Err(e) = reconciler.apply(delta).await {
+                        tracing::warn!("{e}; resynchronising on reconnect");
+                        in_sync = false;
+                    }
+                }
+            }
+            event = watcher.next() => {
+                let delta = match event {
+                    Some(VifEvent::Added(v)) => agent.vif_up(v.iface_id, v.ofport).await,
+                    Some(VifEvent::Changed { old, new }) => {
+                        let mut d = pipeline::Delta::default();
+                        if old.iface_id != new.iface_id {
+                            d = agent.vif_down(old.iface_id);
+                        }
+                        let d2 = agent.vif_up(new.iface_id, new.ofport).await;
+                        d.removed.extend(d2.removed);
+                        d.added.extend(d2.added);
+                        d
+                    }
+                    Some(VifEvent::Removed(v)) => agent.vif_down(v.iface_id),
+                    Some(VifEvent::Synced) => pipeline::Delta::default(),
+                    None => return Err(AgentError::Ovsdb("VIF monitor stopped".into())),
+                };
+                if in_sync && !delta.is_empty() {
+                    if let Err(e) = reconciler.apply(delta).await {
+                        tracing::warn!("{e}; resynchronising on reconnect");
+                        in_sync = false;
+                    }
+                }
+            }
+            event = of_events.recv() => match event {
+                Some(Event::Connected(_)) => {
+                    match reconciler.resync(agent.pipeline.flows()).await {
+                        Ok(()) => in_sync = true,
+                        Err(e) => tracing::warn!("resync failed: {e}"),
+                    }
+                }
+                Some(Event::Disconnected(why)) => {
+                    tracing::warn!("lost br-int: {why}");
+                    in_sync = false;
+                }
+                Some(_) => {}
+                None => return Err(AgentError::Switch("OpenFlow connection stopped".into())),
+            },
+        }
+    }
+}

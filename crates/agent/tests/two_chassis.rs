@@ -1,0 +1,165 @@
+//! Two chassis with real Open vSwitch, two agents, one server: VMs on different chassis talk over a
+//! Geneve tunnel, and port security drops a spoofed source address.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use testbed::{Chassis, ChassisOpts, Host, HostOpts, Underlay};
+
+async fn server() -> (String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store::open(&format!(
+        "embedded:{}",
+        dir.path().join("nb.redb").display()
+    ))
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(api::serve(listener, store, api::ApiConfig::default()));
+    (base, dir)
+}
+
+async fn post(base: &str, path: &str, body: Value) -> Value {
+    let resp = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{path}: {}", resp.status());
+    resp.json().await.unwrap()
+}
+
+fn start_agent(base: &str, chassis: &Chassis, name: &str, tunnel_ip: &str) {
+    let cfg = agent::AgentConfig {
+        server: base.to_string(),
+        chassis: name.to_string(),
+        ovsdb: chassis.db_endpoint(),
+        ovs_rundir: chassis.rundir().to_path_buf(),
+        tunnel_ip: tunnel_ip.parse::<IpAddr>().unwrap(),
+        encap: chassis::Encap::Geneve,
+        bridge: "br-int".into(),
+        datapath_type: "netdev".into(),
+    };
+    tokio::spawn(async move {
+        if let Err(e) = agent::run(cfg).await {
+            eprintln!("agent stopped: {e}");
+        }
+    });
+}
+
+/// A VM for `port` on `chassis`, plugged into br-int.
+async fn vm(chassis: &Chassis, port: &Value) -> Host {
+    let ip = port["fixed_ips"][0]["ip_address"].as_str().unwrap();
+    let mac = port["mac_address"].as_str().unwrap();
+    let host = Host::create(
+        chassis,
+        &HostOpts {
+            ip: Some(format!("{ip}/24")),
+            mac: Some(mac.into()),
+            mtu: Some(1400),
+            ..HostOpts::default()
+        },
+    )
+    .unwrap();
+    let client = ovsdb::Client::connect(
+        &chassis.db_endpoint().parse().unwrap(),
+        ovsdb::ClientOptions::default(),
+    )
+    .await
+    .unwrap();
+    chassis::plug_vif(
+        &client,
+        "br-int",
+        host.port(),
+        port["id"].as_str().unwrap(),
+        Some(mac),
+    )
+    .await
+    .unwrap();
+    host
+}
+
+fn pings(host: &Host, ip: &str, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if host.exec(&["ping", "-c", "1", "-W", "1", ip]).is_ok() {
+            return true;
+        }
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vms_on_two_chassis_talk_and_spoofing_is_dropped() {
+    let (base, _dir) = server().await;
+    let mut underlay = Underlay::create().unwrap();
+    let c1 = Chassis::start("ag1", &ChassisOpts::default()).unwrap();
+    let c2 = Chassis::start("ag2", &ChassisOpts::default()).unwrap();
+    underlay.attach(&c1, "172.31.7.1/24").unwrap();
+    underlay.attach(&c2, "172.31.7.2/24").unwrap();
+    start_agent(&base, &c1, "ag1", "172.31.7.1");
+    start_agent(&base, &c2, "ag2", "172.31.7.2");
+
+    let net = post(&base, "/v2.0/networks", json!({"network": {"name": "n"}})).await;
+    let net_id = net["network"]["id"].as_str().unwrap();
+    post(
+        &base,
+        "/v2.0/subnets",
+        json!({"subnet": {"network_id": net_id, "ip_version": 4, "cidr": "10.77.0.0/24"}}),
+    )
+    .await;
+    let p1 = post(
+        &base,
+        "/v2.0/ports",
+        json!({"port": {"network_id": net_id, "name": "vm1"}}),
+    )
+    .await["port"]
+        .clone();
+    let p2 = post(
+        &base,
+        "/v2.0/ports",
+        json!({"port": {"network_id": net_id, "name": "vm2"}}),
+    )
+    .await["port"]
+        .clone();
+    // Wait for the bridges the agents create.
+    for c in [&c1, &c2] {
+        c.wait_until(Duration::from_secs(20), || {
+            c.ovs_vsctl(&["br-exists", "br-int"]).is_ok()
+        })
+        .unwrap();
+    }
+    let h1 = vm(&c1, &p1).await;
+    let h2 = vm(&c2, &p2).await;
+    let ip2 = p2["fixed_ips"][0]["ip_address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ip1 = p1["fixed_ips"][0]["ip_address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        pings(&h1, &ip2, Duration::from_secs(20)),
+        "vm1 cannot reach vm2\n{}",
+        c1.ovs_ofctl(&["-O", "OpenFlow13", "dump-flows", "br-int"])
+            .unwrap_or_default()
+    );
+    assert!(
+        pings(&h2, &ip1, Duration::from_secs(5)),
+        "vm2 cannot reach vm1"
+    );
+    h1.exec(&["ping", "-c", "3", "-i", "0.2", &ip2])
+        .expect("steady ping");
+
+    // A spoofed source address from vm1 is dropped.
+    h1.exec(&["ip", "addr", "add", "10.77.0.222/24", "dev", "eth0"])
+        .unwrap();
+    assert!(
+        h1.exec(&["ping", "-c", "2", "-W", "1", "-I", "10.77.0.222", &ip2])
+            .is_err(),
+        "spoofed source got through"
+    );
+}
