@@ -8,4 +8,4 @@
 pub mod resources;
 pub mod validate;
 
-pub use resources::{Attr, Default, ResourceDef, resource_by_collection};
+pub use resources::{Attr, Default, ResourceDef, resource_by_path};

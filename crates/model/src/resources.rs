@@ -30,8 +30,10 @@ pub struct Attr {
 pub struct ResourceDef {
     /// `network`: the key of a single object in request and response bodies.
     pub singular: &'static str,
-    /// `networks`: the URL segment and the key of a list.
+    /// `security_groups`: the key of a list in request and response bodies.
     pub collection: &'static str,
+    /// `security-groups`: the URL segment.
+    pub path: &'static str,
     /// Prefix of the `NeutronError` type when an id is unknown, e.g. `Network` → `NetworkNotFound`.
     pub error_name: &'static str,
     /// The resource-specific attributes; the standard ones ([`STANDARD`]) come on top.
@@ -90,6 +92,7 @@ pub const TAGS: Attr = create_only("tags", Json("[]"), v::string_list);
 pub static NETWORK: ResourceDef = ResourceDef {
     singular: "network",
     collection: "networks",
+    path: "networks",
     error_name: "Network",
     taggable: true,
     described: true,
@@ -116,6 +119,7 @@ pub static NETWORK: ResourceDef = ResourceDef {
 pub static SUBNET: ResourceDef = ResourceDef {
     singular: "subnet",
     collection: "subnets",
+    path: "subnets",
     error_name: "Subnet",
     taggable: true,
     described: true,
@@ -139,6 +143,7 @@ pub static SUBNET: ResourceDef = ResourceDef {
 pub static PORT: ResourceDef = ResourceDef {
     singular: "port",
     collection: "ports",
+    path: "ports",
     error_name: "Port",
     taggable: true,
     described: true,
@@ -165,7 +170,8 @@ pub static PORT: ResourceDef = ResourceDef {
 
 pub static SECURITY_GROUP: ResourceDef = ResourceDef {
     singular: "security_group",
-    collection: "security-groups",
+    collection: "security_groups",
+    path: "security-groups",
     error_name: "SecurityGroup",
     taggable: true,
     described: true,
@@ -179,7 +185,8 @@ pub static SECURITY_GROUP: ResourceDef = ResourceDef {
 
 pub static SECURITY_GROUP_RULE: ResourceDef = ResourceDef {
     singular: "security_group_rule",
-    collection: "security-group-rules",
+    collection: "security_group_rules",
+    path: "security-group-rules",
     error_name: "SecurityGroupRule",
     taggable: false,
     described: true,
@@ -201,6 +208,7 @@ pub static SECURITY_GROUP_RULE: ResourceDef = ResourceDef {
 pub static ROUTER: ResourceDef = ResourceDef {
     singular: "router",
     collection: "routers",
+    path: "routers",
     error_name: "Router",
     taggable: true,
     described: true,
@@ -219,6 +227,7 @@ pub static ROUTER: ResourceDef = ResourceDef {
 pub static FLOATING_IP: ResourceDef = ResourceDef {
     singular: "floatingip",
     collection: "floatingips",
+    path: "floatingips",
     error_name: "FloatingIP",
     taggable: true,
     described: true,
@@ -245,8 +254,9 @@ pub static ALL: &[&ResourceDef] = &[
     &FLOATING_IP,
 ];
 
-pub fn resource_by_collection(collection: &str) -> Option<&'static ResourceDef> {
-    ALL.iter().copied().find(|r| r.collection == collection)
+/// The resource served under a URL segment (`security-groups`).
+pub fn resource_by_path(path: &str) -> Option<&'static ResourceDef> {
+    ALL.iter().copied().find(|r| r.path == path)
 }
 
 impl ResourceDef {

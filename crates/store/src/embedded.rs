@@ -1,22 +1,27 @@
 //! The embedded backend: one redb file, one writer thread with group commit, watches from a change log.
 //!
-//! Every transaction is queued to a single writer thread, which takes all queued transactions at once,
-//! checks and applies each in order inside one redb write transaction (each committed one gets its own
-//! revision), commits once with an fsync, and only then answers the callers. That keeps every
-//! acknowledged write durable while many concurrent writers share the cost of one fsync.
+//! Every transaction is queued to a single writer thread ([`writer`]), which takes all queued
+//! transactions at once, checks and applies each in order inside one redb write transaction (each
+//! committed one gets its own revision), commits once with an fsync, and only then answers the callers.
+//! That keeps every acknowledged write durable while many concurrent writers share the cost of one
+//! fsync. The writer thread also keeps the leases and ends the expired ones.
 //!
 //! Each committed revision is also appended to a change log table, which watchers read from; the log
 //! keeps the last [`LOG_RETAIN`] revisions (or [`EmbeddedOptions::log_retain`]), older ones are compacted
 //! away.
 
+mod writer;
+
 use std::path::Path;
 use std::sync::{Arc, mpsc};
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{oneshot, watch};
 
-use crate::{Compare, Event, KeyValue, Op, Revision, Store, StoreError, Txn, TxnOutcome, Watch};
+use crate::{Event, KeyValue, LeaseId, Revision, Store, StoreError, Txn, TxnOutcome, Watch};
+use writer::{Answer, Work};
 
 const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
@@ -31,8 +36,6 @@ pub const LOG_RETAIN: u64 = 200_000;
 const MAX_BATCH: usize = 512;
 /// At most this many revisions are read from the log for one watch batch.
 const MAX_WATCH_REVISIONS: u64 = 1024;
-
-type Reply = oneshot::Sender<Result<TxnOutcome, StoreError>>;
 
 /// Tunables of an embedded store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +55,7 @@ impl Default for EmbeddedOptions {
 /// A store in one local file.
 pub struct EmbeddedStore {
     db: Arc<Database>,
-    writer: mpsc::Sender<(Txn, Reply)>,
+    writer: mpsc::Sender<(Work, writer::Reply)>,
     /// The writer thread, joined on drop so that the file is closed when the store is gone.
     thread: Option<std::thread::JoinHandle<()>>,
     revision: watch::Receiver<Revision>,
@@ -75,6 +78,9 @@ impl EmbeddedStore {
         let tx = db.begin_write().map_err(backend)?;
         tx.open_table(KV).map_err(backend)?;
         tx.open_table(LOG).map_err(backend)?;
+        tx.open_table(writer::LEASES).map_err(backend)?;
+        tx.open_table(writer::KEY_LEASE).map_err(backend)?;
+        tx.open_table(writer::LEASE_KEYS).map_err(backend)?;
         let current = {
             let meta = tx.open_table(META).map_err(backend)?;
             meta.get(META_REVISION)
@@ -83,12 +89,13 @@ impl EmbeddedStore {
                 .unwrap_or(0)
         };
         tx.commit().map_err(backend)?;
+        let leases = writer::Leases::load(&db)?;
         let (rev_tx, revision) = watch::channel(current);
         let (writer, queue) = mpsc::channel();
         let wdb = db.clone();
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(&wdb, &queue, &rev_tx, retain))
+            .spawn(move || writer::run(&wdb, &queue, &rev_tx, retain, leases))
             .map_err(backend)?;
         Ok(Self {
             db,
@@ -96,6 +103,15 @@ impl EmbeddedStore {
             thread: Some(thread),
             revision,
         })
+    }
+
+    /// Hands `work` to the writer thread and waits for its answer.
+    async fn submit(&self, work: Work) -> Result<Answer, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.writer
+            .send((work, reply))
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
     }
 
     fn read_get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
@@ -136,6 +152,11 @@ impl Drop for EmbeddedStore {
     }
 }
 
+/// The writer answered a request with an answer of another kind (a bug, reported rather than panicking).
+fn mismatched() -> StoreError {
+    StoreError::Backend("store writer answered with the wrong kind of answer".into())
+}
+
 fn read_meta(meta: &impl ReadableTable<&'static str, u64>, key: &str) -> Result<u64, StoreError> {
     Ok(meta
         .get(key)
@@ -162,11 +183,37 @@ impl Store for EmbeddedStore {
 
     fn txn(&self, txn: Txn) -> BoxFuture<'_, Result<TxnOutcome, StoreError>> {
         Box::pin(async move {
-            let (reply, answer) = oneshot::channel();
-            self.writer
-                .send((txn, reply))
-                .map_err(|_| StoreError::Closed)?;
-            answer.await.map_err(|_| StoreError::Closed)?
+            match self.submit(Work::Txn(txn)).await? {
+                Answer::Txn(outcome) => Ok(outcome),
+                _ => Err(mismatched()),
+            }
+        })
+    }
+
+    fn lease_grant(&self, ttl: Duration) -> BoxFuture<'_, Result<LeaseId, StoreError>> {
+        Box::pin(async move {
+            match self.submit(Work::Grant(ttl)).await? {
+                Answer::Granted(id) => Ok(id),
+                _ => Err(mismatched()),
+            }
+        })
+    }
+
+    fn lease_keep_alive(&self, lease: LeaseId) -> BoxFuture<'_, Result<Duration, StoreError>> {
+        Box::pin(async move {
+            match self.submit(Work::KeepAlive(lease)).await? {
+                Answer::Ttl(ttl) => Ok(ttl),
+                _ => Err(mismatched()),
+            }
+        })
+    }
+
+    fn lease_revoke(&self, lease: LeaseId) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            match self.submit(Work::Revoke(lease)).await? {
+                Answer::Revoked => Ok(()),
+                _ => Err(mismatched()),
+            }
         })
     }
 
@@ -248,113 +295,6 @@ impl Watch for EmbeddedWatch {
             }
         })
     }
-}
-
-fn writer_loop(
-    db: &Database,
-    queue: &mpsc::Receiver<(Txn, Reply)>,
-    revision: &watch::Sender<Revision>,
-    retain: u64,
-) {
-    while let Ok(first) = queue.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(item) => batch.push(item),
-                Err(_) => break,
-            }
-        }
-        let (txns, replies): (Vec<Txn>, Vec<Reply>) = batch.into_iter().unzip();
-        match apply_batch(db, &txns, retain) {
-            Ok((outcomes, rev)) => {
-                revision.send_replace(rev);
-                for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                    let _ = reply.send(Ok(outcome));
-                }
-            }
-            Err(e) => {
-                tracing::error!("store commit failed: {e}");
-                for reply in replies {
-                    let _ = reply.send(Err(backend(&e)));
-                }
-            }
-        }
-    }
-}
-
-/// Applies a batch in one write transaction; returns each transaction's outcome and the new revision.
-fn apply_batch(
-    db: &Database,
-    txns: &[Txn],
-    retain: u64,
-) -> Result<(Vec<TxnOutcome>, Revision), StoreError> {
-    let tx = db.begin_write().map_err(backend)?;
-    let mut outcomes = Vec::with_capacity(txns.len());
-    let rev;
-    {
-        let mut kv = tx.open_table(KV).map_err(backend)?;
-        let mut log = tx.open_table(LOG).map_err(backend)?;
-        let mut meta = tx.open_table(META).map_err(backend)?;
-        let mut current = read_meta(&meta, META_REVISION)?;
-        'txns: for txn in txns {
-            for Compare::ModRevision(key, want) in &txn.compares {
-                let have = match kv.get(key.as_str()).map_err(backend)? {
-                    Some(v) => decode_kv(key, v.value())?.mod_revision,
-                    None => 0,
-                };
-                if have != *want {
-                    outcomes.push(TxnOutcome::Conflict(key.clone()));
-                    continue 'txns;
-                }
-            }
-            current += 1;
-            let mut record = Vec::new();
-            for op in &txn.ops {
-                match op {
-                    Op::Put(key, value) => {
-                        let created = match kv.get(key.as_str()).map_err(backend)? {
-                            Some(v) => decode_kv(key, v.value())?.create_revision,
-                            None => current,
-                        };
-                        let stored = encode_kv(created, current, value);
-                        kv.insert(key.as_str(), stored.as_slice())
-                            .map_err(backend)?;
-                        encode_event(&mut record, key, Some(value));
-                    }
-                    Op::Delete(key) => {
-                        if kv.remove(key.as_str()).map_err(backend)?.is_some() {
-                            encode_event(&mut record, key, None);
-                        }
-                    }
-                }
-            }
-            log.insert(current, record.as_slice()).map_err(backend)?;
-            outcomes.push(TxnOutcome::Committed(current));
-        }
-        meta.insert(META_REVISION, current).map_err(backend)?;
-        compact(&mut log, &mut meta, current, retain)?;
-        rev = current;
-    }
-    tx.commit().map_err(backend)?;
-    Ok((outcomes, rev))
-}
-
-/// Drops log entries older than `retain` revisions, a bounded number per commit.
-fn compact(
-    log: &mut redb::Table<u64, &[u8]>,
-    meta: &mut redb::Table<&str, u64>,
-    current: Revision,
-    retain: u64,
-) -> Result<(), StoreError> {
-    let compacted = read_meta(meta, META_COMPACTED)?;
-    let target = current.saturating_sub(retain);
-    if target > compacted {
-        let upto = target.min(compacted + 4 * MAX_BATCH as u64);
-        log.retain_in(compacted + 1..=upto, |_, _| false)
-            .map_err(backend)?;
-        meta.insert(META_COMPACTED, upto).map_err(backend)?;
-    }
-    Ok(())
 }
 
 fn encode_kv(create: Revision, modified: Revision, value: &[u8]) -> Vec<u8> {

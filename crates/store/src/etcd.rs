@@ -15,6 +15,9 @@
 //!   success into a spurious conflict (one with compares), so the backend returns
 //!   [`StoreError::OutcomeUnknown`] and leaves the decision to the caller, who can read the keys back.
 //!
+//! Leases are etcd leases (TTLs in whole seconds). Granting is retried like a read: a lease granted
+//! twice leaves an unused one that expires by itself. Keep-alive and revoke are idempotent.
+//!
 //! A watch follows the prefix from a revision and, when its stream breaks, reconnects from the last
 //! revision it delivered, so a consumer sees every revision once and in order across member failures.
 //! When etcd has compacted the history the watch needs, it fails with [`StoreError::Compacted`].
@@ -23,18 +26,22 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use etcd_client::{
-    Client, Compare as EtcdCompare, CompareOp, ConnectOptions, EventType, GetOptions, TxnOp,
-    TxnOpResponse, WatchOptions, WatchResponse, WatchStream,
+    Client, Compare as EtcdCompare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions,
+    TxnOp, TxnOpResponse, WatchOptions, WatchResponse, WatchStream,
 };
 use futures::future::BoxFuture;
 use tokio::sync::OnceCell;
 
-use crate::{Compare, Event, KeyValue, Op, Revision, Store, StoreError, Txn, TxnOutcome, Watch};
+use crate::{
+    Compare, Event, KeyValue, LeaseId, Op, Revision, Store, StoreError, Txn, TxnOutcome, Watch,
+};
 
 /// The key prefix used when the spec names none.
 pub const DEFAULT_PREFIX: &str = "/wyvern";
 /// Keys fetched per request when reading a range.
 const RANGE_PAGE: i64 = 1000;
+/// What etcd says when a write names a lease that has ended.
+const LEASE_NOT_FOUND: &str = "requested lease not found";
 /// What etcd says when a read asks for a compacted revision.
 const COMPACTED: &str = "required revision has been compacted";
 /// The longest pause between two retries.
@@ -98,11 +105,13 @@ enum Failure {
     Fatal,
 }
 
-/// Whether a request may be resent after an [`Failure::Unknown`] failure.
+/// When a failed request may be sent again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Read,
-    Write,
+enum Resend {
+    /// After any transient failure: reads, and writes whose repetition is harmless.
+    Always,
+    /// Only after a [`Failure::NotApplied`]: transactions.
+    IfNotApplied,
 }
 
 /// Either an etcd error or our own per-request timeout.
@@ -279,8 +288,8 @@ impl EtcdStore {
         })
     }
 
-    /// Runs `request` with a timeout, retrying as the failure and the request kind allow.
-    async fn call<T, F, Fut>(&self, kind: Kind, mut request: F) -> Result<T, StoreError>
+    /// Runs `request` with a timeout, sending it again as the failure and `resend` allow.
+    async fn call<T, F, Fut>(&self, resend: Resend, mut request: F) -> Result<T, StoreError>
     where
         F: FnMut(Client) -> Fut,
         Fut: Future<Output = Result<T, etcd_client::Error>>,
@@ -294,9 +303,9 @@ impl EtcdStore {
                 Ok(Err(e)) => CallError::Etcd(e),
                 Err(_) => CallError::TimedOut(timeout),
             };
-            match (error.failure(), kind) {
+            match (error.failure(), resend) {
                 (Failure::Fatal, _) => return Err(backend(error)),
-                (Failure::Unknown, Kind::Write) => {
+                (Failure::Unknown, Resend::IfNotApplied) => {
                     return Err(StoreError::OutcomeUnknown(error.to_string()));
                 }
                 _ => {
@@ -366,13 +375,20 @@ impl EtcdStore {
             .into_iter()
             .map(|op| match op {
                 Op::Put(key, value) => TxnOp::put(self.full_key(key), value.clone(), None),
+                Op::PutLeased(key, value, lease) => TxnOp::put(
+                    self.full_key(key),
+                    value.clone(),
+                    Some(PutOptions::new().with_lease(*lease)),
+                ),
                 Op::Delete(key) => TxnOp::delete(self.full_key(key), None),
             })
             .collect();
         let reads: Vec<TxnOp> = txn
             .compares
             .iter()
-            .map(|Compare::ModRevision(key, _)| TxnOp::get(self.full_key(key), None))
+            .map(|Compare::ModRevision(key, _)| {
+                TxnOp::get(self.full_key(key), Some(GetOptions::new().with_keys_only()))
+            })
             .collect();
         etcd_client::Txn::new()
             .when(compares)
@@ -385,7 +401,7 @@ impl EtcdStore {
 /// transaction means, so only that one is sent (in its original order).
 fn last_op_per_key(ops: &[Op]) -> Vec<&Op> {
     let key = |op: &Op| match op {
-        Op::Put(k, _) | Op::Delete(k) => k.clone(),
+        Op::Put(k, _) | Op::PutLeased(k, _, _) | Op::Delete(k) => k.clone(),
     };
     let mut seen = std::collections::HashSet::new();
     let mut kept: Vec<&Op> = ops.iter().rev().filter(|op| seen.insert(key(op))).collect();
@@ -419,7 +435,7 @@ impl Store for EtcdStore {
         Box::pin(async move {
             let root = self.root.clone();
             let response = self
-                .call(Kind::Read, |mut c| {
+                .call(Resend::Always, |mut c| {
                     let root = root.clone();
                     async move {
                         c.get(
@@ -440,7 +456,7 @@ impl Store for EtcdStore {
         Box::pin(async move {
             let full = self.full_key(key);
             let response = self
-                .call(Kind::Read, |mut c| {
+                .call(Resend::Always, |mut c| {
                     let full = full.clone();
                     async move { c.get(full, None).await }
                 })
@@ -460,7 +476,7 @@ impl Store for EtcdStore {
         Box::pin(async move {
             let start = self.full_key(prefix).into_bytes();
             let (kvs, revision) = self
-                .call(Kind::Read, |c| Self::read_range(c, start.clone()))
+                .call(Resend::Always, |c| Self::read_range(c, start.clone()))
                 .await?;
             let kvs = kvs
                 .iter()
@@ -474,11 +490,18 @@ impl Store for EtcdStore {
         Box::pin(async move {
             let request = self.etcd_txn(&txn);
             let response = self
-                .call(Kind::Write, |mut c| {
+                .call(Resend::IfNotApplied, |mut c| {
                     let request = request.clone();
-                    async move { c.txn(request).await }
+                    async move { unless_lease_not_found(c.txn(request).await) }
                 })
                 .await?;
+            let Some(response) = response else {
+                let lease = txn.ops.iter().find_map(|op| match op {
+                    Op::PutLeased(_, _, lease) => Some(*lease),
+                    _ => None,
+                });
+                return Err(StoreError::LeaseNotFound(lease.unwrap_or(0)));
+            };
             if response.succeeded() {
                 let revision = response.header().map(|h| h.revision()).unwrap_or(0);
                 Ok(TxnOutcome::Committed(revision_of(revision)))
@@ -510,6 +533,63 @@ impl Store for EtcdStore {
             watch.reconnect().await?;
             Ok(Box::new(watch) as Box<dyn Watch>)
         })
+    }
+
+    fn lease_grant(&self, ttl: Duration) -> BoxFuture<'_, Result<LeaseId, StoreError>> {
+        Box::pin(async move {
+            let seconds = i64::try_from(ttl.as_millis().div_ceil(1000))
+                .unwrap_or(i64::MAX)
+                .max(1);
+            let granted = self
+                .call(Resend::Always, |mut c| async move {
+                    c.lease_grant(seconds, None).await
+                })
+                .await?;
+            Ok(granted.id())
+        })
+    }
+
+    fn lease_keep_alive(&self, lease: LeaseId) -> BoxFuture<'_, Result<Duration, StoreError>> {
+        Box::pin(async move {
+            let ttl = self
+                .call(Resend::Always, |mut c| async move {
+                    // Opening the stream sends one keep-alive and checks its answer; a second one
+                    // reports the TTL.
+                    let (mut keeper, mut stream) =
+                        match unless_lease_not_found(c.lease_keep_alive(lease).await)? {
+                            Some(opened) => opened,
+                            None => return Ok(None),
+                        };
+                    keeper.keep_alive().await?;
+                    Ok(stream.message().await?.map(|r| r.ttl()).filter(|&t| t > 0))
+                })
+                .await?;
+            let seconds = ttl.ok_or(StoreError::LeaseNotFound(lease))?;
+            Ok(Duration::from_secs(u64::try_from(seconds).unwrap_or(0)))
+        })
+    }
+
+    fn lease_revoke(&self, lease: LeaseId) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.call(Resend::Always, |mut c| async move {
+                unless_lease_not_found(c.lease_revoke(lease).await)
+            })
+            .await?;
+            Ok(())
+        })
+    }
+}
+
+/// `Ok(None)` for etcd's "lease not found" answer, the result otherwise.
+fn unless_lease_not_found<T>(
+    result: Result<T, etcd_client::Error>,
+) -> Result<Option<T>, etcd_client::Error> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(etcd_client::Error::GRpcStatus(s)) if s.message().contains(LEASE_NOT_FOUND) => Ok(None),
+        // The keep-alive stream reports an ended lease as a zero TTL, turned into this error.
+        Err(etcd_client::Error::LeaseKeepAliveError(m)) if m.contains("not found") => Ok(None),
+        Err(e) => Err(e),
     }
 }
 

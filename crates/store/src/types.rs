@@ -1,9 +1,15 @@
 //! The store's vocabulary: keys, revisions, transactions, watch events, and the [`Store`] trait.
 
+use std::time::Duration;
+
 use futures::future::BoxFuture;
 
 /// A store-wide revision: incremented by one for every committed transaction. 0 means "never".
 pub type Revision = u64;
+
+/// A lease: keys written with it are deleted (in one revision) when it is revoked or expires, i.e.
+/// when no keep-alive came within its TTL. Used for liveness, e.g. a chassis's registration.
+pub type LeaseId = i64;
 
 /// A key with its value and the revisions at which it was created and last modified.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,7 +30,11 @@ pub enum Compare {
 /// A write a transaction applies when all its conditions hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
+    /// Writes a key; a key written with a lease before is detached from it.
     Put(String, Vec<u8>),
+    /// Writes a key attached to a lease; the whole transaction fails with
+    /// [`StoreError::LeaseNotFound`] if the lease has ended.
+    PutLeased(String, Vec<u8>, LeaseId),
     Delete(String),
 }
 
@@ -46,6 +56,11 @@ impl Txn {
     }
     pub fn put(mut self, key: impl Into<String>, value: Vec<u8>) -> Self {
         self.ops.push(Op::Put(key.into(), value));
+        self
+    }
+    /// Writes `key` attached to `lease`.
+    pub fn put_leased(mut self, key: impl Into<String>, value: Vec<u8>, lease: LeaseId) -> Self {
+        self.ops.push(Op::PutLeased(key.into(), value, lease));
         self
     }
     pub fn delete(mut self, key: impl Into<String>) -> Self {
@@ -94,6 +109,9 @@ pub enum StoreError {
     OutcomeUnknown(String),
     #[error("corrupt store record under {0:?}")]
     Corrupt(String),
+    /// The lease was never granted, was revoked, or expired.
+    #[error("lease {0} not found (expired or revoked)")]
+    LeaseNotFound(LeaseId),
 }
 
 /// A stream of change batches under a prefix, in revision order.
@@ -122,4 +140,11 @@ pub trait Store: Send + Sync + 'static {
         prefix: &'a str,
         after: Revision,
     ) -> BoxFuture<'a, Result<Box<dyn Watch>, StoreError>>;
+    /// Grants a lease that ends `ttl` after it was granted or last kept alive. etcd counts whole seconds
+    /// and raises a TTL below its minimum (about 1.5 election timeouts).
+    fn lease_grant(&self, ttl: Duration) -> BoxFuture<'_, Result<LeaseId, StoreError>>;
+    /// Restarts the lease's TTL; returns the TTL. Fails with [`StoreError::LeaseNotFound`] once it ended.
+    fn lease_keep_alive(&self, lease: LeaseId) -> BoxFuture<'_, Result<Duration, StoreError>>;
+    /// Ends the lease now, deleting its keys in one revision. Ending an unknown lease does nothing.
+    fn lease_revoke(&self, lease: LeaseId) -> BoxFuture<'_, Result<(), StoreError>>;
 }

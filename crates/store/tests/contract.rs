@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use store::{Event, Txn, TxnOutcome};
+use store::{Event, StoreError, Txn, TxnOutcome};
 use support::{Backend, collect_until, commit, expect_compacted};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -44,6 +44,8 @@ contract!(
     watch_follows_live_writes,
     watch_behind_compaction_fails,
     concurrent_create_if_absent_has_one_winner_per_key,
+    leased_keys_live_while_kept_alive_and_go_on_expiry,
+    revoking_a_lease_deletes_only_its_keys,
 );
 
 async fn get_put_delete(b: Backend) {
@@ -285,4 +287,82 @@ async fn concurrent_create_if_absent_has_one_winner_per_key(b: Backend) {
     for kv in kvs {
         assert_eq!(kv.value, winners[&kv.key].to_string().into_bytes());
     }
+}
+
+async fn leased_keys_live_while_kept_alive_and_go_on_expiry(b: Backend) {
+    let s = &*b.store;
+    let ttl = Duration::from_secs(2);
+    let lease = s.lease_grant(ttl).await.unwrap();
+    let mut watch = s
+        .watch("chassis/", s.revision().await.unwrap())
+        .await
+        .unwrap();
+    let txn = Txn::new()
+        .put_leased("chassis/a", b"up".to_vec(), lease)
+        .put_leased("chassis/b", b"up".to_vec(), lease);
+    let put = commit(s, txn).await;
+    // Kept alive for twice the TTL, the keys stay.
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(s.lease_keep_alive(lease).await.unwrap() >= ttl);
+    }
+    assert!(s.get("chassis/a").await.unwrap().is_some());
+    // Without keep-alives both go, in one revision.
+    let events = collect_until(&mut *watch, put + 1, WAIT).await;
+    assert_eq!(events.len(), 4, "{events:?}");
+    let (puts, deletes) = events.split_at(2);
+    assert!(puts.iter().all(|e| e.revision == put && e.value.is_some()));
+    assert!(
+        deletes
+            .iter()
+            .all(|e| e.revision == deletes[0].revision && e.value.is_none())
+    );
+    assert_eq!(s.get("chassis/a").await.unwrap(), None);
+    assert!(matches!(
+        s.lease_keep_alive(lease).await,
+        Err(StoreError::LeaseNotFound(l)) if l == lease
+    ));
+    // A write with the ended lease fails whole.
+    let late = Txn::new()
+        .put("chassis/plain", vec![1])
+        .put_leased("chassis/c", vec![1], lease);
+    assert!(matches!(s.txn(late).await, Err(StoreError::LeaseNotFound(l)) if l == lease));
+    assert_eq!(s.get("chassis/plain").await.unwrap(), None);
+}
+
+async fn revoking_a_lease_deletes_only_its_keys(b: Backend) {
+    let s = &*b.store;
+    let lease = s.lease_grant(Duration::from_secs(60)).await.unwrap();
+    let other = s.lease_grant(Duration::from_secs(60)).await.unwrap();
+    let txn = Txn::new()
+        .put_leased("l/1", vec![1], lease)
+        .put_leased("l/2", vec![2], lease)
+        .put_leased("l/3", vec![3], lease)
+        .put_leased("l/4", vec![4], other);
+    commit(s, txn).await;
+    // Rewriting a key without the lease detaches it; deleting one forgets it.
+    commit(s, Txn::new().put("l/3", vec![33]).delete("l/2")).await;
+    let before = s.revision().await.unwrap();
+    s.lease_revoke(lease).await.unwrap();
+    let (left, _) = s.range("l/").await.unwrap();
+    let keys: Vec<_> = left.iter().map(|kv| kv.key.as_str()).collect();
+    assert_eq!(keys, ["l/3", "l/4"]);
+    let mut watch = s.watch("l/", before).await.unwrap();
+    let events = watch.next().await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        (events[0].key.as_str(), events[0].value.as_ref()),
+        ("l/1", None)
+    );
+    // Revoking again, or an unknown lease, is harmless.
+    s.lease_revoke(lease).await.unwrap();
+    s.lease_revoke(987_654_321).await.unwrap();
+    let missing = s
+        .txn(Txn::new().put_leased("l/5", vec![5], 987_654_321))
+        .await;
+    assert!(matches!(
+        missing,
+        Err(StoreError::LeaseNotFound(987_654_321))
+    ));
+    assert!(s.lease_keep_alive(other).await.is_ok());
 }

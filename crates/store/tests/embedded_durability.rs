@@ -1,6 +1,7 @@
 //! Embedded-store specifics: committed data survives closing and reopening the file.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use store::Txn;
 use store::embedded::EmbeddedStore;
@@ -45,4 +46,30 @@ async fn reopen_keeps_every_committed_write() {
     let mut watch = store.watch("k/", rev - 3).await.unwrap();
     let events = watch.next().await.unwrap();
     assert_eq!(events.first().unwrap().revision, rev - 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.redb");
+    let store = EmbeddedStore::open(&path).unwrap();
+    let lease = store.lease_grant(Duration::from_secs(60)).await.unwrap();
+    let txn = Txn::new().put_leased("chassis/a", vec![1], lease);
+    assert!(matches!(
+        store.txn(txn).await.unwrap(),
+        TxnOutcome::Committed(_)
+    ));
+    drop(store);
+
+    let store = EmbeddedStore::open(&path).unwrap();
+    assert!(store.get("chassis/a").await.unwrap().is_some());
+    assert_eq!(
+        store.lease_keep_alive(lease).await.unwrap(),
+        Duration::from_secs(60)
+    );
+    // New leases get new ids.
+    let next = store.lease_grant(Duration::from_secs(1)).await.unwrap();
+    assert_ne!(next, lease);
+    store.lease_revoke(lease).await.unwrap();
+    assert_eq!(store.get("chassis/a").await.unwrap(), None);
 }

@@ -1,4 +1,5 @@
-//! The etcd backend on a 3-member cluster: the leader dies during a stream of writes.
+//! The etcd backend on a 3-member cluster: member and leader failures during writes, and two servers
+//! racing on the same keys.
 
 mod support;
 
@@ -7,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use store::{Store, StoreError, Txn, TxnOutcome};
-use support::Backend;
+use support::{Backend, Guard};
 
 const WRITERS: usize = 2;
 const PER_WRITER: usize = 150;
@@ -21,27 +22,32 @@ enum Fate {
     AppliedUnacknowledged,
 }
 
-/// Creates its keys one after the other; an attempt whose outcome is unknown is resent, which is safe
-/// because it only creates an absent key.
+/// Creates `key`; returns its fate and how many attempts had an unknown outcome. Such an attempt is
+/// resent, which is safe because it only creates an absent key.
+async fn create(store: &dyn Store, key: &str) -> (Fate, usize) {
+    let mut unknown = 0;
+    loop {
+        let txn = Txn::new().when(key, 0).put(key, vec![1]);
+        match store.txn(txn).await {
+            Ok(TxnOutcome::Committed(rev)) => return (Fate::Acked(rev), unknown),
+            Ok(TxnOutcome::Conflict(_)) if unknown > 0 => {
+                return (Fate::AppliedUnacknowledged, unknown);
+            }
+            Ok(TxnOutcome::Conflict(k)) => panic!("conflict on fresh key {k}"),
+            Err(StoreError::OutcomeUnknown(_)) => unknown += 1,
+            Err(e) => panic!("write {key} failed: {e}"),
+        }
+    }
+}
+
+/// Creates its keys one after the other.
 async fn writer(store: Arc<dyn Store>, w: usize) -> (BTreeMap<String, Fate>, usize) {
     let mut fates = BTreeMap::new();
     let mut errors = 0;
     for i in 0..PER_WRITER {
         let key = format!("stream/{w}-{i:04}");
-        let mut unknown = false;
-        let fate = loop {
-            let txn = Txn::new()
-                .when(key.clone(), 0)
-                .put(key.clone(), vec![w as u8]);
-            match store.txn(txn).await {
-                Ok(TxnOutcome::Committed(rev)) => break Fate::Acked(rev),
-                Ok(TxnOutcome::Conflict(_)) if unknown => break Fate::AppliedUnacknowledged,
-                Ok(TxnOutcome::Conflict(k)) => panic!("conflict on fresh key {k}"),
-                Err(StoreError::OutcomeUnknown(_)) => unknown = true,
-                Err(e) => panic!("write {key} failed: {e}"),
-            }
-            errors += 1;
-        };
+        let (fate, unknown) = create(&*store, &key).await;
+        errors += unknown;
         fates.insert(key, fate);
     }
     (fates, errors)
@@ -123,4 +129,84 @@ async fn leader_killed_during_writes() {
             .filter(|f| matches!(f, Fate::AppliedUnacknowledged))
             .count()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_member_killed_and_restarted_in_turn() {
+    let mut b = Backend::etcd(3).await;
+    let store = b.store.clone();
+    let start = store.revision().await.unwrap();
+    // Whichever member the watch stream is on gets killed at some point, so it must reconnect.
+    let mut watch = store.watch("roll/", start).await.unwrap();
+    let mut acked = BTreeMap::new();
+    let mut slowest = Duration::ZERO;
+    for member in 0..3 {
+        let leader = b.cluster().leader().await.unwrap();
+        b.cluster().kill(member).unwrap();
+        for i in 0..20 {
+            let key = format!("roll/{member}-{i:02}");
+            let began = std::time::Instant::now();
+            if let (Fate::Acked(rev), _) = create(&*store, &key).await {
+                acked.insert(key, rev);
+            }
+            slowest = slowest.max(began.elapsed());
+        }
+        println!("killed member {member} (leader: {leader}); slowest write so far {slowest:?}");
+        b.cluster().restart(member).await.unwrap();
+    }
+    let (kvs, _) = store.range("roll/").await.unwrap();
+    assert_eq!(kvs.len(), 60);
+    let mut history: Vec<(u64, String)> = kvs
+        .iter()
+        .map(|kv| (kv.mod_revision, kv.key.clone()))
+        .collect();
+    history.sort();
+    for (rev, key) in &history {
+        assert!(
+            acked.get(key).is_none_or(|r| r == rev),
+            "acknowledged {key}"
+        );
+    }
+    let last = history.last().unwrap().0;
+    let events = support::collect_until(&mut *watch, last, Duration::from_secs(30)).await;
+    let seen: Vec<(u64, String)> = events.into_iter().map(|e| (e.revision, e.key)).collect();
+    assert_eq!(seen, history, "every revision once, in order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_race_to_create_the_same_keys() {
+    const TASKS: usize = 200;
+    const KEYS: usize = 25;
+    let b = Backend::etcd(3).await;
+    // Two stores with their own connections, as two API servers would have.
+    let Guard::Etcd(cluster) = &b.guard else {
+        unreachable!("etcd backend")
+    };
+    let servers = [b.store.clone(), b.etcd_store(cluster.endpoints())];
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|t| {
+            let store = servers[t % 2].clone();
+            tokio::spawn(async move {
+                let key = format!("ip/10.1.0.{}", t % KEYS);
+                let txn = Txn::new()
+                    .when(key.clone(), 0)
+                    .put(key.clone(), t.to_string().into_bytes());
+                (t, key, store.txn(txn).await.expect("txn"))
+            })
+        })
+        .collect();
+    let mut winners = BTreeMap::new();
+    for task in tasks {
+        let (t, key, outcome) = task.await.unwrap();
+        match outcome {
+            TxnOutcome::Committed(_) => assert!(winners.insert(key, t).is_none(), "two winners"),
+            TxnOutcome::Conflict(k) => assert_eq!(k, key),
+        }
+    }
+    assert_eq!(winners.len(), KEYS);
+    let (kvs, _) = servers[1].range("ip/").await.unwrap();
+    assert_eq!(kvs.len(), KEYS);
+    for kv in kvs {
+        assert_eq!(kv.value, winners[&kv.key].to_string().into_bytes());
+    }
 }

@@ -17,12 +17,21 @@ impl ServerProcess {
     fn start(store: &str) -> Self {
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_wyvern"))
-            .args(["server", "--listen", &format!("127.0.0.1:{port}"), "--store", store])
+            .args([
+                "server",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--store",
+                store,
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start wyvern server");
-        Self { child, base: format!("http://127.0.0.1:{port}") }
+        Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        }
     }
 
     async fn wait_ready(&self, client: &reqwest::Client) {
@@ -50,7 +59,11 @@ impl Drop for ServerProcess {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,14 +81,24 @@ async fn acknowledged_writes_survive_kill_9() {
             tokio::spawn(async move {
                 for i in 0.. {
                     let body = json!({"network": {"name": format!("w{w}-{i}")}});
-                    let Ok(resp) = client.post(format!("{base}/v2.0/networks")).json(&body).send().await else {
+                    let Ok(resp) = client
+                        .post(format!("{base}/v2.0/networks"))
+                        .json(&body)
+                        .send()
+                        .await
+                    else {
                         return;
                     };
                     if resp.status().as_u16() != 201 {
                         return;
                     }
-                    let Ok(v) = resp.json::<Value>().await else { return };
-                    acked.lock().unwrap().push(v["network"]["id"].as_str().unwrap().to_string());
+                    let Ok(v) = resp.json::<Value>().await else {
+                        return;
+                    };
+                    acked
+                        .lock()
+                        .unwrap()
+                        .push(v["network"]["id"].as_str().unwrap().to_string());
                 }
             })
         })
@@ -90,7 +113,11 @@ async fn acknowledged_writes_survive_kill_9() {
         let _ = w.await;
     }
     let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() >= 300, "too few writes before the kill: {}", acked.len());
+    assert!(
+        acked.len() >= 300,
+        "too few writes before the kill: {}",
+        acked.len()
+    );
 
     let server = ServerProcess::start(&store);
     server.wait_ready(&client).await;
@@ -108,6 +135,14 @@ async fn acknowledged_writes_survive_kill_9() {
         .iter()
         .filter_map(|n| n["id"].as_str())
         .collect();
-    let lost: Vec<&String> = acked.iter().filter(|id| !present.contains(id.as_str())).collect();
-    assert!(lost.is_empty(), "{} acknowledged writes lost, e.g. {:?}", lost.len(), lost.first());
+    let lost: Vec<&String> = acked
+        .iter()
+        .filter(|id| !present.contains(id.as_str()))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged writes lost, e.g. {:?}",
+        lost.len(),
+        lost.first()
+    );
 }
