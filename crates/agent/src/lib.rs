@@ -6,11 +6,13 @@
 //! local VIF set and the topology of their networks, and only then compares with what the switch holds
 //! and sends the difference — a half-known topology would otherwise delete live flows.
 
+mod metrics;
 mod reconcile;
 mod server;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chassis::{ChassisConfig, Encap, VifEvent, VifWatcher};
@@ -20,11 +22,14 @@ use ovsdb::{Client, ClientOptions, Endpoint, Operation, ReplicaOptions};
 use pipeline::{Input, Pipeline};
 use tokio::sync::mpsc;
 
+pub use metrics::Metrics;
 pub use reconcile::Reconciler;
 pub use server::Server;
 
 /// How often the agent renews its chassis lease.
 const HEARTBEAT: Duration = Duration::from_secs(3);
+/// How often the agent asks again about VIFs whose port did not exist yet.
+const UNKNOWN_PORT_RETRY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -54,6 +59,8 @@ pub struct AgentConfig {
     pub encap: Encap,
     pub bridge: String,
     pub datapath_type: String,
+    /// Where to serve Prometheus metrics (`None`: nowhere).
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 async fn tunnel_ofport(client: &Client, name: &str) -> Result<Option<u32>, AgentError> {
@@ -167,6 +174,21 @@ struct Agent {
     /// Local VIFs: iface-id → (ofport, network).
     vifs: BTreeMap<String, (u32, Option<String>)>,
     sync: nb_sync::Handle,
+    /// Last northbound revision applied.
+    revision: u64,
+}
+
+/// Copies the agent's state into the metrics.
+fn publish(metrics: &Metrics, agent: &Agent, reconciler: &Reconciler, in_sync: bool) {
+    let stats = agent.sync.stats();
+    Metrics::set(&metrics.flows_desired, agent.pipeline.flow_count() as u64);
+    Metrics::set(&metrics.flows_installed, reconciler.installed() as u64);
+    Metrics::set(&metrics.flow_mods_sent, reconciler.sent);
+    Metrics::set(&metrics.nb_revision, agent.revision);
+    Metrics::set(&metrics.in_sync, u64::from(in_sync));
+    Metrics::set(&metrics.local_vifs, agent.vifs.len() as u64);
+    Metrics::set(&metrics.sync_snapshots, stats.snapshots);
+    Metrics::set(&metrics.sync_resumes, stats.resumes);
 }
 
 impl Agent {
@@ -174,11 +196,39 @@ impl Agent {
         self.vifs.values().filter_map(|(_, n)| n.clone()).collect()
     }
 
+    /// The network of a local VIF's port: from the topology if the port is known already, else
+    /// asked from the server (`None` while the port does not exist).
+    async fn network_of(&self, iface: &str) -> Option<String> {
+        if let Some((_, Some(n))) = self.vifs.get(iface) {
+            return Some(n.clone());
+        }
+        if let Some(p) = self.pipeline.topology().ports.get(iface) {
+            return Some(p.network_id.clone());
+        }
+        self.server.port_network(iface).await.unwrap_or(None)
+    }
+
+    /// Looks again for the networks of VIFs whose port was unknown.
+    async fn retry_unknown(&mut self) {
+        let unknown: Vec<String> = self
+            .vifs
+            .iter()
+            .filter(|(_, (_, n))| n.is_none())
+            .map(|(i, _)| i.clone())
+            .collect();
+        for iface in unknown {
+            if let Some(n) = self.network_of(&iface).await {
+                if let Some(entry) = self.vifs.get_mut(&iface) {
+                    entry.1 = Some(n);
+                }
+                report_binding(&self.server, iface, self.cfg.chassis.clone(), true);
+            }
+        }
+        self.sync.set_networks(self.networks());
+    }
+
     async fn vif_up(&mut self, iface: String, ofport: u32) -> pipeline::Delta {
-        let network = match self.vifs.get(&iface) {
-            Some((_, Some(n))) => Some(n.clone()),
-            _ => self.server.port_network(&iface).await.unwrap_or(None),
-        };
+        let network = self.network_of(&iface).await;
         self.vifs.insert(iface.clone(), (ofport, network));
         self.sync.set_networks(self.networks());
         report_binding(&self.server, iface.clone(), self.cfg.chassis.clone(), true);
@@ -192,6 +242,7 @@ impl Agent {
     }
 
     fn apply_update(&mut self, update: Update) -> pipeline::Delta {
+        self.revision = update.revision;
         let mut delta = pipeline::Delta::default();
         for change in update.changes {
             let input = match change {
@@ -242,6 +293,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         pipeline: Pipeline::new(&cfg.chassis),
         vifs: BTreeMap::new(),
         sync,
+        revision: 0,
     };
     agent.pipeline.apply(Input::Tunnel(Some(tunnel)));
     for (iface, ofport) in initial {
@@ -258,13 +310,27 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     agent.apply_update(first);
 
     // 3. Only now compare with the switch.
+    let metrics = Arc::new(Metrics::default());
+    if let Some(addr) = cfg.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| AgentError::Config(format!("metrics listener {addr}: {e}")))?;
+        tokio::spawn(metrics::serve(
+            listener,
+            metrics.clone(),
+            cfg.chassis.clone(),
+        ));
+    }
     let mgmt = format!("unix:{}/{}.mgmt", cfg.ovs_rundir.display(), cfg.bridge);
     let (conn, mut of_events) =
         Connection::start(&mgmt).map_err(|e| AgentError::Switch(e.to_string()))?;
     let mut reconciler = Reconciler::new(conn);
     let mut in_sync = false;
+    let mut retry = tokio::time::interval(UNKNOWN_PORT_RETRY);
     loop {
+        publish(&metrics, &agent, &reconciler, in_sync);
         tokio::select! {
+            _ = retry.tick() => agent.retry_unknown().await,
             Some(update) = updates.recv() => {
                 let delta = agent.apply_update(update);
                 if in_sync && !delta.is_empty() {
@@ -300,6 +366,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
             }
             event = of_events.recv() => match event {
                 Some(Event::Connected(_)) => {
+                    metrics.resyncs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     match reconciler.resync(agent.pipeline.flows()).await {
                         Ok(()) => in_sync = true,
                         Err(e) => tracing::warn!("resync failed: {e}"),

@@ -41,6 +41,7 @@ fn start_agent(base: &str, chassis: &Chassis, name: &str, tunnel_ip: &str) {
         encap: chassis::Encap::Geneve,
         bridge: "br-int".into(),
         datapath_type: "netdev".into(),
+        metrics_listen: None,
     };
     tokio::spawn(async move {
         if let Err(e) = agent::run(cfg).await {

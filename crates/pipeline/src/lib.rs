@@ -68,6 +68,11 @@ impl Pipeline {
         &self.topo
     }
 
+    /// How many flows are desired.
+    pub fn flow_count(&self) -> usize {
+        self.owned.values().map(Vec::len).sum()
+    }
+
     /// Every desired flow.
     pub fn flows(&self) -> impl Iterator<Item = &Flow> {
         self.owned.values().flatten()

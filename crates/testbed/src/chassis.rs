@@ -36,28 +36,65 @@ impl Default for ChassisOpts {
 }
 
 /// A running chassis. Dropping it stops both daemons by PID, deletes the namespace (and with
-/// it every port of the userspace datapath) and removes the run directory.
+/// it every port of the userspace datapath) and removes the run directory, unless it was
+/// [detached](Chassis::detach).
 #[derive(Debug)]
 pub struct Chassis {
     name: String,
     rundir: PathBuf,
     // Declared after `rundir` but dropped explicitly in `Drop` (daemons first).
     netns: Option<Netns>,
+    keep: bool,
 }
 
 impl Chassis {
     /// Starts a chassis whose OVS `system-id` and `hostname` are `name`.
     pub fn start(name: &str, opts: &ChassisOpts) -> Result<Chassis> {
-        cmd::become_subreaper();
         let netns = Netns::create('c')?;
         let rundir = opts.base_dir.join(netns.name());
+        Chassis::start_in(name, netns, rundir, opts)
+    }
+
+    /// Starts a chassis in the given namespace with run directory `rundir`, which must not
+    /// exist yet (its parent must); `opts.base_dir` is not used. For fixtures that choose
+    /// their own names, such as `wyvern lab`.
+    pub fn start_in(
+        name: &str,
+        netns: Netns,
+        rundir: PathBuf,
+        opts: &ChassisOpts,
+    ) -> Result<Chassis> {
+        cmd::become_subreaper();
         let chassis = Chassis {
             name: name.to_owned(),
             rundir,
             netns: Some(netns),
+            keep: false,
         };
         chassis.init(opts)?;
         Ok(chassis)
+    }
+
+    /// Takes charge of a chassis started earlier (possibly by another process) in `netns`
+    /// with run directory `rundir`. Nothing is checked or started: see
+    /// [`Chassis::ovsdb_pid`] and [`Chassis::vswitchd_pid`] for whether it still runs.
+    /// Dropping the value tears it down as if it had been started here.
+    pub fn adopt(name: &str, netns: Netns, rundir: PathBuf) -> Chassis {
+        Chassis {
+            name: name.to_owned(),
+            rundir,
+            netns: Some(netns),
+            keep: false,
+        }
+    }
+
+    /// Leaves the chassis running when the value is dropped (it outlives this process);
+    /// [`Chassis::adopt`] takes charge of it again.
+    pub fn detach(mut self) {
+        self.keep = true;
+        if let Some(ns) = self.netns.take() {
+            ns.detach();
+        }
     }
 
     fn init(&self, opts: &ChassisOpts) -> Result<()> {
@@ -289,6 +326,9 @@ impl Chassis {
 
 impl Drop for Chassis {
     fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
         self.stop_vswitchd();
         self.stop_ovsdb();
         drop(self.netns.take());

@@ -107,6 +107,16 @@ pub(crate) fn kill_pid(pid: u32, marker: &str) {
     reap(pid);
 }
 
+/// Kills `pid` with SIGKILL at once if its command line contains `marker`, waits until it
+/// is dead and reaps it if it is our child.
+pub(crate) fn kill_pid_now(pid: u32, marker: &str) {
+    if alive(pid) && cmdline(pid).is_some_and(|c| c.contains(marker)) {
+        signal(pid, libc::SIGKILL);
+        wait_dead(pid, Duration::from_secs(3));
+    }
+    reap(pid);
+}
+
 /// Makes this process the reaper of its orphaned descendants, so daemons started with
 /// `--detach` become our children and are reaped at once when stopped, instead of lingering
 /// as zombies until PID 1 (slow here) collects them.

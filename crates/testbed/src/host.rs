@@ -11,11 +11,13 @@ pub struct HostOpts {
     pub mac: Option<String>,
     /// MTU of both ends of the veth pair (e.g. 1400 behind userspace tunnels).
     pub mtu: Option<u32>,
+    /// Default gateway (needs an address on the same subnet).
+    pub gateway: Option<String>,
 }
 
 /// A host namespace with interface `eth0`, whose veth peer ([`Host::port`]) sits in the
 /// chassis namespace, ready to be added to a bridge. Dropping it deletes the namespace and so
-/// both ends of the pair.
+/// both ends of the pair, unless it was [detached](Host::detach).
 #[derive(Debug)]
 pub struct Host {
     netns: Netns,
@@ -32,6 +34,13 @@ impl Host {
     pub fn create(chassis: &Chassis, opts: &HostOpts) -> Result<Host> {
         let netns = Netns::create('h')?;
         let port = format!("{}p", netns.name());
+        Host::create_in(chassis, netns, &port, opts)
+    }
+
+    /// Like [`Host::create`], in the given (fresh) namespace, with the chassis-side veth end
+    /// called `port`.
+    pub fn create_in(chassis: &Chassis, netns: Netns, port: &str, opts: &HostOpts) -> Result<Host> {
+        let port = port.to_owned();
         names::check_ifname(&port)?;
         crate::cmd::run(
             "ip",
@@ -65,8 +74,28 @@ impl Host {
         netns.ip(&["link", "set", HOST_IF, "up"])?;
         chassis.netns().ip(&["link", "set", &port, "up"])?;
         netns.exec(&["ethtool", "-K", HOST_IF, "tx", "off"])?;
+        if let Some(gw) = &opts.gateway {
+            netns.ip(&["route", "add", "default", "via", gw, "dev", HOST_IF])?;
+        }
         let mac = read_mac(&netns, HOST_IF)?;
         Ok(Host { netns, port, mac })
+    }
+
+    /// Takes charge of a host made earlier (possibly by another process) in `netns`, whose
+    /// chassis-side veth end is `port`.
+    pub fn adopt(netns: Netns, port: &str) -> Result<Host> {
+        let mac = read_mac(&netns, HOST_IF)?;
+        Ok(Host {
+            netns,
+            port: port.to_owned(),
+            mac,
+        })
+    }
+
+    /// Leaves the host in place when the value is dropped; [`Host::adopt`] takes charge of it
+    /// again.
+    pub fn detach(self) {
+        self.netns.detach();
     }
 
     /// The host's namespace.

@@ -3,6 +3,9 @@
 //! Only things carrying the test bed's name [`PREFIX`](crate::PREFIX) are considered:
 //! network namespaces and root-namespace links named `<prefix>*`, directories `/tmp/<prefix>*`
 //! and processes whose command line mentions such a directory.
+//!
+//! The building blocks ([`processes_mentioning`], [`stop_processes_mentioning`],
+//! [`destroy_netns`]) also serve fixtures with names of their own (`wyvern lab down`).
 
 use std::fmt;
 use std::path::PathBuf;
@@ -34,13 +37,12 @@ impl fmt::Display for Leftover {
     }
 }
 
-/// Lists everything named with `prefix`.
-pub fn find(prefix: &str) -> Vec<Leftover> {
+/// Processes (PID, command line) other than this one whose command line contains `marker`.
+pub fn processes_mentioning(marker: &str) -> Vec<(u32, String)> {
     let mut out = Vec::new();
-    if prefix.is_empty() {
+    if marker.is_empty() {
         return out;
     }
-    let dir_marker = format!("/tmp/{prefix}");
     if let Ok(rd) = std::fs::read_dir("/proc") {
         let me = std::process::id();
         for e in rd.flatten() {
@@ -51,17 +53,43 @@ pub fn find(prefix: &str) -> Vec<Leftover> {
                 continue;
             }
             if let Some(c) = cmd::cmdline(pid)
-                && c.contains(&dir_marker)
+                && c.contains(marker)
             {
-                out.push(Leftover::Process(pid, c.trim().to_owned()));
+                out.push((pid, c.trim().to_owned()));
             }
         }
     }
-    if let Ok(list) = run("ip", ["netns", "list"]) {
-        for n in list.lines().filter_map(|l| l.split_whitespace().next()) {
-            if n.starts_with(prefix) {
-                out.push(Leftover::Netns(n.to_owned()));
-            }
+    out
+}
+
+/// Stops (SIGTERM, then SIGKILL) every process [`processes_mentioning`] `marker` lists, by
+/// PID; returns what it stopped.
+pub fn stop_processes_mentioning(marker: &str) -> Vec<(u32, String)> {
+    let found = processes_mentioning(marker);
+    for (pid, _) in &found {
+        cmd::kill_pid(*pid, marker);
+    }
+    found
+}
+
+/// Kills every process inside network namespace `name` and deletes it (no error if it does
+/// not exist).
+pub fn destroy_netns(name: &str) {
+    netns::destroy(name);
+}
+
+/// Lists everything named with `prefix`.
+pub fn find(prefix: &str) -> Vec<Leftover> {
+    if prefix.is_empty() {
+        return Vec::new();
+    }
+    let mut out: Vec<Leftover> = processes_mentioning(&format!("/tmp/{prefix}"))
+        .into_iter()
+        .map(|(p, c)| Leftover::Process(p, c))
+        .collect();
+    for n in netns::list() {
+        if n.starts_with(prefix) {
+            out.push(Leftover::Netns(n));
         }
     }
     if let Ok(links) = run("ip", ["-o", "link", "show"]) {
@@ -91,12 +119,7 @@ pub fn find(prefix: &str) -> Vec<Leftover> {
 /// Do not run it while tests of that prefix are running.
 pub fn cleanup(prefix: &str) -> Vec<Leftover> {
     let found = find(prefix);
-    let dir_marker = format!("/tmp/{prefix}");
-    for l in &found {
-        if let Leftover::Process(pid, _) = l {
-            cmd::kill_pid(*pid, &dir_marker);
-        }
-    }
+    stop_processes_mentioning(&format!("/tmp/{prefix}"));
     for l in &found {
         match l {
             Leftover::Netns(n) => netns::destroy(n),

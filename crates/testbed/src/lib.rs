@@ -12,6 +12,13 @@
 //!   gets `br-phy` holding the underlay address with the veth as its port and a
 //!   `priority=0,actions=NORMAL` flow, which is what userspace tunnels need.
 //!
+//! * [`Daemon`]: a background process (server, agent) recorded in a PID file.
+//!
+//! Fixtures that must outlive the process that made them (`wyvern lab`) choose their own
+//! names ([`Netns::create_named`], [`Chassis::start_in`], [`Host::create_in`],
+//! [`Underlay::attach_named`]), `detach` the values before exiting, and a later process
+//! `adopt`s them again (or finds them by name and marker, see [`leftovers`]) to stop them.
+//!
 //! Names are unique per process and call (prefix, pid and a counter) so tests run in parallel.
 //! Daemons are stopped by PID (checked against their command line), namespaces and directories
 //! by name. [`leftovers::find`] and [`leftovers::cleanup`] (binary `testbed-cleanup`) find and
@@ -37,6 +44,7 @@
 
 mod chassis;
 mod cmd;
+mod daemon;
 mod error;
 mod host;
 pub mod leftovers;
@@ -45,8 +53,9 @@ mod netns;
 mod underlay;
 
 pub use chassis::{Chassis, ChassisOpts};
+pub use daemon::Daemon;
 pub use error::{Error, Result};
 pub use host::{HOST_IF, Host, HostOpts};
 pub use names::{PREFIX, unique_name};
-pub use netns::Netns;
+pub use netns::{Netns, list as list_netns};
 pub use underlay::{PHY_BRIDGE, Underlay};

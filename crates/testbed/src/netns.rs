@@ -1,9 +1,10 @@
-//! A network namespace that is deleted (with every process inside) when dropped.
+//! A network namespace that is deleted (with every process inside) when dropped, unless it
+//! was detached to outlive this process.
 
 use std::time::Duration;
 
 use crate::cmd::{self, run};
-use crate::{Result, names};
+use crate::{Error, Result, names};
 
 /// A network namespace owned by the test bed.
 ///
@@ -12,16 +13,26 @@ use crate::{Result, names};
 #[derive(Debug)]
 pub struct Netns {
     name: String,
+    keep: bool,
 }
 
 impl Netns {
     /// Creates a namespace with a fresh unique name (see [`crate::unique_name`]), loopback up
     /// and IPv6 off (router solicitations and MLD reports are noise for flow-counter checks).
     pub fn create(kind: char) -> Result<Netns> {
-        let name = names::unique_name(kind);
-        run("ip", ["netns", "add", &name])?;
+        Netns::create_named(&names::unique_name(kind))
+    }
+
+    /// Creates a namespace called `name` (at most 64 of `[A-Za-z0-9._-]`, not starting with
+    /// a dot), set up like [`Netns::create`]. Fails if it exists already.
+    pub fn create_named(name: &str) -> Result<Netns> {
+        check_name(name)?;
+        run("ip", ["netns", "add", name])?;
         // From here on, Drop removes it again if a later step fails.
-        let ns = Netns { name };
+        let ns = Netns {
+            name: name.to_owned(),
+            keep: false,
+        };
         ns.ip(&["link", "set", "lo", "up"])?;
         ns.exec(&[
             "sysctl",
@@ -30,6 +41,31 @@ impl Netns {
             "net.ipv6.conf.default.disable_ipv6=1",
         ])?;
         Ok(ns)
+    }
+
+    /// Takes charge of the existing namespace `name` (made by an earlier process); dropping
+    /// the value deletes it as if it had been created here.
+    pub fn adopt(name: &str) -> Result<Netns> {
+        check_name(name)?;
+        if !Netns::exists(name) {
+            return Err(Error::Invalid(format!("no network namespace {name}")));
+        }
+        Ok(Netns {
+            name: name.to_owned(),
+            keep: false,
+        })
+    }
+
+    /// True if a namespace called `name` exists.
+    pub fn exists(name: &str) -> bool {
+        list().iter().any(|n| n == name)
+    }
+
+    /// Leaves the namespace in place when the value is dropped (it outlives this process);
+    /// returns its name. [`Netns::adopt`] takes charge of it again.
+    pub fn detach(mut self) -> String {
+        self.keep = true;
+        std::mem::take(&mut self.name)
     }
 
     /// The namespace's name (`ip netns list`).
@@ -57,6 +93,34 @@ impl Netns {
     }
 }
 
+fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "namespace name {name:?} (at most 64 of [A-Za-z0-9._-])"
+        )))
+    }
+}
+
+/// Names of all network namespaces (`ip netns list`); empty if they cannot be listed.
+pub fn list() -> Vec<String> {
+    run("ip", ["netns", "list"])
+        .map(|l| {
+            l.lines()
+                .filter_map(|x| x.split_whitespace().next())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// PIDs of the processes inside namespace `name` (empty if it does not exist).
 pub(crate) fn pids_in(name: &str) -> Vec<u32> {
     run("ip", ["netns", "pids", name])
@@ -75,13 +139,8 @@ pub(crate) fn destroy(name: &str) {
         // Everything inside a namespace of ours is ours: the marker is the empty string.
         cmd::kill_pid(pid, "");
     }
-    let gone = || {
-        run("ip", ["netns", "list"])
-            .map(|l| !l.lines().any(|x| x.split_whitespace().next() == Some(name)))
-            .unwrap_or(false)
-    };
     for _ in 0..3 {
-        if run("ip", ["netns", "del", name]).is_ok() || gone() {
+        if run("ip", ["netns", "del", name]).is_ok() || !Netns::exists(name) {
             return;
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -91,6 +150,8 @@ pub(crate) fn destroy(name: &str) {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        destroy(&self.name);
+        if !self.keep {
+            destroy(&self.name);
+        }
     }
 }

@@ -137,6 +137,7 @@ fn hosts_talk_over_a_userspace_geneve_tunnel() {
                 ip: Some(format!("10.0.0.{n}/24")),
                 mac: Some(format!("02:00:00:00:00:0{n}")),
                 mtu: Some(1400),
+                gateway: None,
             },
         )
         .unwrap();
@@ -214,4 +215,50 @@ fn leftovers_are_found_and_cleaned_by_prefix() {
         "other tests' namespaces stay"
     );
     assert!(other.ovsdb_pid().is_some());
+}
+
+/// Pieces made for a later process (`wyvern lab`): detached values leave everything running;
+/// adopted values (found again by name, PID file and marker) tear it down on drop.
+#[test]
+fn detached_pieces_outlive_their_values_and_are_adopted_again() {
+    let name = format!("{}dt{:x}", testbed::PREFIX, std::process::id());
+    // Detached pieces have no guard: sweep by name whatever a failing assertion leaves.
+    struct Sweep(String);
+    impl Drop for Sweep {
+        fn drop(&mut self) {
+            testbed::leftovers::cleanup(&self.0);
+        }
+    }
+    let _sweep = Sweep(name.clone());
+    let dir = PathBuf::from("/tmp").join(&name);
+    std::fs::create_dir(&dir).unwrap();
+    let marker = format!("{}/", dir.display());
+    let ns_name = format!("{name}.c1");
+    let ns = testbed::Netns::create_named(&ns_name).unwrap();
+    assert!(testbed::Netns::create_named(&ns_name).is_err(), "exists");
+    assert!(testbed::Netns::create_named("bad name").is_err());
+    let c = Chassis::start_in("c1", ns, dir.join("c1"), &ChassisOpts::default()).unwrap();
+    let pids = [c.ovsdb_pid().unwrap(), c.vswitchd_pid().unwrap()];
+    c.detach();
+    let pidfile = dir.join("d.pid");
+    let mut cmd = std::process::Command::new("sh");
+    cmd.args(["-c", "while :; do sleep 0.1; done", &format!("{marker}d")]);
+    let d = testbed::Daemon::spawn(cmd, &pidfile, &dir.join("d.log"), &marker).unwrap();
+    let dpid = d.detach();
+    assert!(netns_exists(&ns_name) && pids.iter().all(|p| pid_alive(*p)) && pid_alive(dpid));
+    assert_eq!(testbed::Daemon::running(&pidfile, &marker), Some(dpid));
+    assert_eq!(testbed::Daemon::running(&pidfile, "/elsewhere/"), None);
+
+    let c = Chassis::adopt(
+        "c1",
+        testbed::Netns::adopt(&ns_name).unwrap(),
+        dir.join("c1"),
+    );
+    assert_eq!(c.vswitchd_pid(), Some(pids[1]));
+    drop(c);
+    drop(testbed::Daemon::find(&pidfile, &marker).expect("daemon found"));
+    assert!(!netns_exists(&ns_name) && !dir.join("c1").exists() && !pidfile.exists());
+    assert!(pids.iter().chain([&dpid]).all(|p| !pid_alive(*p)));
+    assert!(testbed::Netns::adopt(&ns_name).is_err());
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -57,6 +57,9 @@ enum Command {
         /// Datapath type of the bridges the agent creates (`netdev`: userspace).
         #[arg(long, default_value = "netdev")]
         datapath_type: String,
+        /// Serve Prometheus metrics on this address (`GET /metrics`).
+        #[arg(long)]
+        metrics_listen: Option<std::net::SocketAddr>,
     },
     /// Run a local lab: server, chassis with Open vSwitch, agents and VMs in namespaces.
     Lab {
@@ -88,6 +91,7 @@ fn main() -> anyhow::Result<()> {
             encap,
             bridge,
             datapath_type,
+            metrics_listen,
         } => {
             let encap: chassis::Encap = encap.parse().context("--encap")?;
             let config = agent::AgentConfig {
@@ -99,6 +103,7 @@ fn main() -> anyhow::Result<()> {
                 encap,
                 bridge,
                 datapath_type,
+                metrics_listen,
             };
             tokio::runtime::Runtime::new()?.block_on(agent::run(config))?;
             Ok(())

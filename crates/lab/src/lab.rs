@@ -1,0 +1,1176 @@
+//! A running lab: bringing it in line with a topology (`up`), acting on it (exec, agents) and
+//! tearing it down (`down`, also by name after a crash).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use chassis::{ChassisConfig, Encap};
+use ipnet::IpNet;
+use ovsdb::{Client, ClientOptions, Endpoint};
+use serde_json::{Value, json};
+use testbed::{Chassis, ChassisOpts, Daemon, HOST_IF, Host, HostOpts, Netns, Underlay};
+
+use crate::names::{self, host_netns};
+use crate::neutron::{Neutron, text};
+use crate::state::{ChassisState, NetworkState, State, SubnetState, VmState};
+use crate::topology::{ChassisSpec, Gateway, NetworkSpec, Topology, VmSpec};
+use crate::{Error, Result};
+
+/// The integration bridge.
+const BR_INT: &str = "br-int";
+/// How long the server may take to answer its first request.
+const SERVER_START: Duration = Duration::from_secs(15);
+
+/// How to run a lab.
+#[derive(Debug, Clone)]
+pub struct LabOptions {
+    /// The `wyvern` binary run as `wyvern server` and `wyvern agent` (default: the running
+    /// executable, which is right for the `wyvern lab` command; tests outside the `wyvern`
+    /// crate pass the binary they want).
+    pub wyvern: PathBuf,
+    /// Print a progress line for every step on stdout.
+    pub progress: bool,
+}
+
+impl Default for LabOptions {
+    fn default() -> Self {
+        LabOptions {
+            wyvern: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("wyvern")),
+            progress: true,
+        }
+    }
+}
+
+/// A lab: a server, chassis (each an Open vSwitch in its own namespace, joined by an
+/// underlay), one agent per chassis and VMs (namespaces wired into their chassis' `br-int`).
+///
+/// Dropping the value tears the lab down (like [`Lab::down`]) unless [`Lab::keep`] was
+/// called, which leaves everything running for a later process ([`Lab::open`], `wyvern lab`).
+#[derive(Debug)]
+pub struct Lab {
+    name: String,
+    dir: PathBuf,
+    opts: LabOptions,
+    state: State,
+    server: Option<Daemon>,
+    underlay: Option<Underlay>,
+    chassis: BTreeMap<String, Chassis>,
+    agents: BTreeMap<String, Daemon>,
+    vms: BTreeMap<String, Host>,
+    keep: bool,
+}
+
+fn io(what: String) -> impl FnOnce(std::io::Error) -> Error {
+    move |source| Error::Io { what, source }
+}
+
+/// Runs `fut` to completion on a fresh runtime in a thread of its own, so that callers may
+/// be inside another runtime or in none.
+fn block_on<T: Send>(fut: impl Future<Output = Result<T>> + Send) -> Result<T> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(io("start a tokio runtime".into()))?
+                .block_on(fut)
+        })
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
+}
+
+/// The last lines of a log file, for error messages.
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = lines[lines.len().saturating_sub(5)..].join("\n  ");
+    format!("{} says:\n  {tail}", path.display())
+}
+
+/// `ADDR:PORT` for a `listen` setting: the given port, else `previous` if it is on the same
+/// address, else a free one.
+fn listen_addr(spec: Option<&str>, previous: Option<&str>) -> Result<String> {
+    let spec = spec.unwrap_or("127.0.0.1");
+    let (host, port) = match spec.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(':') => (
+            h.to_owned(),
+            p.parse::<u16>()
+                .map_err(|_| Error::Topology(format!("server listen {spec:?}: bad port")))?,
+        ),
+        _ => (spec.to_owned(), 0),
+    };
+    if port != 0 {
+        return Ok(format!("{host}:{port}"));
+    }
+    if let Some(prev) = previous
+        && prev.rsplit_once(':').is_some_and(|(h, _)| h == host)
+    {
+        return Ok(prev.to_owned());
+    }
+    let l = std::net::TcpListener::bind((host.trim_matches(['[', ']']), 0))
+        .map_err(io(format!("find a free port on {host}")))?;
+    let port = l
+        .local_addr()
+        .map_err(io("read the local address".into()))?
+        .port();
+    Ok(format!("{host}:{port}"))
+}
+
+impl Lab {
+    /// Brings the lab described by `topo` up, or in line with `topo` if it runs already
+    /// (also when started by another process): only what is missing or different is made.
+    /// On error, everything of the lab is torn down.
+    pub fn up(topo: &Topology, opts: &LabOptions) -> Result<Lab> {
+        let mut lab = Lab::open(&topo.name, opts)?;
+        lab.converge(topo)?;
+        Ok(lab)
+    }
+
+    /// Takes charge of lab `name` as far as it exists (nothing is started or checked).
+    pub fn open(name: &str, opts: &LabOptions) -> Result<Lab> {
+        names::check_lab_name(name)?;
+        let dir = names::state_dir(name);
+        std::fs::create_dir_all(&dir).map_err(io(format!("mkdir {}", dir.display())))?;
+        let state = State::load(&dir)?.unwrap_or_else(|| State {
+            name: name.to_owned(),
+            ..State::default()
+        });
+        let mut lab = Lab {
+            name: name.to_owned(),
+            dir,
+            opts: opts.clone(),
+            state,
+            server: None,
+            underlay: None,
+            chassis: BTreeMap::new(),
+            agents: BTreeMap::new(),
+            vms: BTreeMap::new(),
+            keep: false,
+        };
+        lab.adopt();
+        Ok(lab)
+    }
+
+    /// Adopts what exists of the lab: server and agents by PID file, namespaces by name.
+    fn adopt(&mut self) {
+        let marker = self.marker();
+        self.server = Daemon::find(&self.dir.join("server.pid"), &marker);
+        if let Ok(ns) = Netns::adopt(&names::underlay_netns(&self.name)) {
+            self.underlay = Some(Underlay::adopt(ns));
+        }
+        for (name, c) in &self.state.chassis {
+            if let Some(d) = Daemon::find(&self.agent_pidfile(name), &marker) {
+                self.agents.insert(name.clone(), d);
+            }
+            if let Ok(ns) = Netns::adopt(&c.netns) {
+                let ch = Chassis::adopt(name, ns, c.rundir.clone());
+                self.chassis.insert(name.clone(), ch);
+            }
+        }
+        for (name, v) in &self.state.vms {
+            if let Ok(h) = Netns::adopt(&v.netns).and_then(|ns| Host::adopt(ns, &v.tap)) {
+                self.vms.insert(name.clone(), h);
+            }
+        }
+    }
+
+    fn marker(&self) -> String {
+        names::marker(&self.name)
+    }
+
+    fn agent_pidfile(&self, chassis: &str) -> PathBuf {
+        self.dir.join(format!("agent-{chassis}.pid"))
+    }
+
+    fn say(&self, what: &str, status: &str) {
+        if self.opts.progress {
+            println!("[lab {}] {what}: {status}", self.name);
+        }
+    }
+
+    fn warn(&self, text: &str) {
+        if self.opts.progress {
+            eprintln!("[lab {}] warning: {text}", self.name);
+        }
+    }
+
+    /// Brings the running lab in line with `topo` (which must have the lab's name); returns
+    /// one line per change made (empty: nothing had to change). The state file is written
+    /// also when a step fails.
+    pub fn converge(&mut self, topo: &Topology) -> Result<Vec<String>> {
+        topo.validate()?;
+        if topo.name != self.name {
+            return Err(Error::Topology(format!(
+                "topology of lab {} given to lab {}",
+                topo.name, self.name
+            )));
+        }
+        let mut changes = Vec::new();
+        let r = block_on(self.converge_steps(topo, &mut changes));
+        self.state.save(&self.dir)?;
+        r?;
+        if changes.is_empty() {
+            self.say("lab", "up to date, nothing changed");
+        } else {
+            self.say("lab", &format!("up ({} changes)", changes.len()));
+        }
+        Ok(changes)
+    }
+
+    fn changed(&self, changes: &mut Vec<String>, what: &str, status: &str) {
+        self.say(what, status);
+        changes.push(format!("{what}: {status}"));
+    }
+
+    async fn converge_steps(&mut self, topo: &Topology, changes: &mut Vec<String>) -> Result<()> {
+        self.state.encap = topo.underlay.encap.clone();
+        let agents = self.probe_agent();
+        self.state.agents_available = Some(agents.is_ok());
+        self.ensure_server(topo, changes).await?;
+        let api = Neutron::new(&self.server_url())?;
+        for vm in self.state.vms.keys().cloned().collect::<Vec<_>>() {
+            if !topo.vms.iter().any(|v| v.name == vm) {
+                self.remove_vm(&api, &vm).await?;
+                self.changed(changes, &format!("vm {vm}"), "removed");
+            }
+        }
+        self.ensure_underlay(changes)?;
+        let ips = topo.tunnel_ips()?;
+        for (spec, ip) in topo.chassis.iter().zip(ips) {
+            self.ensure_chassis(topo, spec, ip, changes).await?;
+        }
+        for c in self.state.chassis.keys().cloned().collect::<Vec<_>>() {
+            if !topo.chassis.iter().any(|s| s.name == c) {
+                self.remove_chassis(&c);
+                self.changed(changes, &format!("chassis {c}"), "removed");
+            }
+        }
+        match agents {
+            Ok(()) => self.ensure_agents(topo, changes)?,
+            Err(why) => self.warn(&format!(
+                "{} has no usable `agent` subcommand ({why}); the chassis run without agents",
+                self.opts.wyvern.display()
+            )),
+        }
+        for net in &topo.networks {
+            self.ensure_network(&api, topo, net, changes).await?;
+        }
+        for vm in &topo.vms {
+            self.ensure_vm(&api, topo, vm, changes).await?;
+        }
+        for (name, net) in self.state.networks.clone() {
+            if topo.network(&name).is_none() {
+                api.delete("networks", &net.id).await?;
+                self.state.networks.remove(&name);
+                self.changed(changes, &format!("network {name}"), "deleted");
+            }
+        }
+        Ok(())
+    }
+
+    /// The server's base URL (`http://ADDR:PORT`).
+    pub fn server_url(&self) -> String {
+        format!(
+            "http://{}",
+            self.state
+                .server_listen
+                .as_deref()
+                .unwrap_or("127.0.0.1:9696")
+        )
+    }
+
+    async fn ensure_server(&mut self, topo: &Topology, changes: &mut Vec<String>) -> Result<()> {
+        let listen = listen_addr(
+            topo.server.listen.as_deref(),
+            self.state.server_listen.as_deref(),
+        )?;
+        let pidfile = self.dir.join("server.pid");
+        let marker = self.marker();
+        if self.server.is_none() {
+            self.server = Daemon::find(&pidfile, &marker);
+        }
+        if let Some(d) = &self.server
+            && self.state.server_listen.as_deref() == Some(listen.as_str())
+        {
+            let api = Neutron::new(&self.server_url())?;
+            if api
+                .wait_ready(Duration::from_secs(2), || d.is_alive())
+                .await
+            {
+                self.say(
+                    "server",
+                    &format!("running at {} (pid {})", self.server_url(), d.pid()),
+                );
+                return Ok(());
+            }
+        }
+        self.server = None;
+        let store = format!("embedded:{}", self.dir.join("server.redb").display());
+        let log = self.dir.join("server.log");
+        let cmd = self.wyvern(&["server", "--listen", &listen, "--store", &store]);
+        let d = Daemon::spawn(cmd, &pidfile, &log, &marker)?;
+        self.state.server_listen = Some(listen);
+        let api = Neutron::new(&self.server_url())?;
+        if !api.wait_ready(SERVER_START, || d.is_alive()).await {
+            return Err(Error::Start(format!(
+                "the server did not come up at {}; {}",
+                self.server_url(),
+                log_tail(&log)
+            )));
+        }
+        let status = format!("started at {} (pid {})", self.server_url(), d.pid());
+        self.server = Some(d);
+        self.changed(changes, "server", &status);
+        Ok(())
+    }
+
+    fn ensure_underlay(&mut self, changes: &mut Vec<String>) -> Result<()> {
+        let ns = names::underlay_netns(&self.name);
+        if self.underlay.is_some() && Netns::exists(&ns) {
+            self.say("underlay", &format!("ok (netns {ns})"));
+            return Ok(());
+        }
+        self.underlay = None;
+        let u = match Netns::adopt(&ns) {
+            Ok(n) => Underlay::adopt(n),
+            Err(_) => {
+                let u = Underlay::create_in(Netns::create_named(&ns)?)?;
+                self.changed(changes, "underlay", &format!("created (netns {ns})"));
+                u
+            }
+        };
+        self.underlay = Some(u);
+        Ok(())
+    }
+
+    fn chassis_healthy(&self, name: &str, ip: Ipv4Addr, prefix_len: u8) -> bool {
+        let Some(ch) = self.chassis.get(name) else {
+            return false;
+        };
+        let same_place = self
+            .state
+            .chassis
+            .get(name)
+            .is_some_and(|s| s.tunnel_ip == ip && s.prefix_len == prefix_len);
+        same_place
+            && ch.ovsdb_pid().is_some()
+            && ch.vswitchd_pid().is_some()
+            && ch
+                .netns()
+                .ip(&["link", "show", &names::underlay_link(name)])
+                .is_ok()
+    }
+
+    async fn ensure_chassis(
+        &mut self,
+        topo: &Topology,
+        spec: &ChassisSpec,
+        ip: Ipv4Addr,
+        changes: &mut Vec<String>,
+    ) -> Result<()> {
+        let name = spec.name.as_str();
+        let what = format!("chassis {name}");
+        let prefix_len = topo.underlay.cidr.prefix_len();
+        let netns = host_netns(&self.name, name);
+        let rundir = self.dir.join(name);
+        if !self.chassis.contains_key(name)
+            && let Ok(ns) = Netns::adopt(&netns)
+        {
+            let ch = Chassis::adopt(name, ns, rundir.clone());
+            self.chassis.insert(name.to_owned(), ch);
+        }
+        let fresh = !self.chassis_healthy(name, ip, prefix_len);
+        if !fresh {
+            self.say(&what, &format!("running (netns {netns}, tunnel ip {ip})"));
+        } else {
+            // Whatever is left of it goes first (daemons, namespace, run directory).
+            drop(self.chassis.remove(name));
+            if let Ok(ns) = Netns::adopt(&netns) {
+                drop(ns);
+            }
+            if rundir.exists() {
+                std::fs::remove_dir_all(&rundir).map_err(io(format!("rm {}", rundir.display())))?;
+            }
+            let underlay = self
+                .underlay
+                .as_ref()
+                .ok_or_else(|| Error::NotFound("the underlay is missing".into()))?;
+            let ch = Chassis::start_in(
+                name,
+                Netns::create_named(&netns)?,
+                rundir.clone(),
+                &ChassisOpts::default(),
+            )?;
+            underlay.attach_named(
+                &ch,
+                &format!("{ip}/{prefix_len}"),
+                &names::underlay_link(name),
+                Some(topo.underlay.mtu),
+            )?;
+            self.chassis.insert(name.to_owned(), ch);
+            let agent_args = self
+                .state
+                .chassis
+                .get(name)
+                .and_then(|c| c.agent_args.clone());
+            self.state.chassis.insert(
+                name.to_owned(),
+                ChassisState {
+                    netns: netns.clone(),
+                    rundir,
+                    tunnel_ip: ip,
+                    prefix_len,
+                    agent_args,
+                },
+            );
+            self.changed(
+                changes,
+                &what,
+                &format!("started (netns {netns}, tunnel ip {ip})"),
+            );
+        }
+        // Where agents run, they own br-int's configuration (each runs `ensure` on start,
+        // with the one encapsulation it uses); the lab sets it up for a new chassis only.
+        if !fresh && self.state.agents_available == Some(true) {
+            return Ok(());
+        }
+        let ch = &self.chassis[name];
+        let client =
+            Client::connect(&Endpoint::Unix(ch.db_socket()), ClientOptions::default()).await?;
+        let cfg = ChassisConfig {
+            encaps: vec![Encap::Geneve, Encap::Vxlan],
+            local_ip: Some(ip.into()),
+            ..ChassisConfig::default()
+        };
+        let rep = chassis::ensure(&client, &cfg).await?;
+        if let Some(seq) = rep.cfg_seq {
+            chassis::wait_applied(&client, seq, Duration::from_secs(10)).await?;
+            let mut done = rep.created_bridges.clone();
+            done.extend(rep.added_ports.iter().map(|p| format!("+{p}")));
+            done.extend(rep.updated_ports.iter().map(|p| format!("~{p}")));
+            done.extend(rep.removed_ports.iter().map(|p| format!("-{p}")));
+            self.changed(
+                changes,
+                &what,
+                &format!("br-int configured ({})", done.join(" ")),
+            );
+        }
+        Ok(())
+    }
+
+    fn remove_chassis(&mut self, name: &str) {
+        drop(self.agents.remove(name));
+        Daemon::stop_pidfile(&self.agent_pidfile(name), &self.marker());
+        drop(self.chassis.remove(name));
+        if let Some(c) = self.state.chassis.remove(name) {
+            testbed::leftovers::destroy_netns(&c.netns);
+            if let Err(e) = std::fs::remove_dir_all(&c.rundir)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                self.warn(&format!("cannot remove {}: {e}", c.rundir.display()));
+            }
+        }
+    }
+
+    /// `wyvern args...`, logging without colours (its output goes to log files).
+    fn wyvern<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Command {
+        let mut cmd = Command::new(&self.opts.wyvern);
+        cmd.args(args).env("NO_COLOR", "1");
+        cmd
+    }
+
+    /// Whether the `wyvern` binary knows `agent`; the first line of its complaint if not.
+    fn probe_agent(&self) -> std::result::Result<(), String> {
+        match self.wyvern(&["agent", "--help"]).output() {
+            Ok(o) if o.status.success() => Ok(()),
+            Ok(o) => Err(String::from_utf8_lossy(&o.stderr)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_owned()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn agent_args(&self, name: &str) -> Result<Vec<String>> {
+        let c =
+            self.state.chassis.get(name).ok_or_else(|| {
+                Error::NotFound(format!("no chassis {name} in lab {}", self.name))
+            })?;
+        Ok(vec![
+            "agent".into(),
+            "--server".into(),
+            self.server_url(),
+            "--chassis".into(),
+            name.into(),
+            "--ovsdb".into(),
+            format!("unix:{}", c.rundir.join("db.sock").display()),
+            "--ovs-rundir".into(),
+            c.rundir.display().to_string(),
+            "--tunnel-ip".into(),
+            c.tunnel_ip.to_string(),
+            "--encap".into(),
+            self.state.encap.clone(),
+        ])
+    }
+
+    fn spawn_agent(&mut self, name: &str) -> Result<u32> {
+        let args = self.agent_args(name)?;
+        drop(self.agents.remove(name));
+        let cmd = self.wyvern(&args);
+        let log = self.dir.join(format!("agent-{name}.log"));
+        let d = Daemon::spawn(cmd, &self.agent_pidfile(name), &log, &self.marker())?;
+        let pid = d.pid();
+        self.agents.insert(name.to_owned(), d);
+        if let Some(c) = self.state.chassis.get_mut(name) {
+            c.agent_args = Some(args);
+        }
+        Ok(pid)
+    }
+
+    fn ensure_agents(&mut self, topo: &Topology, changes: &mut Vec<String>) -> Result<()> {
+        let mut started = Vec::new();
+        for spec in &topo.chassis {
+            let name = spec.name.as_str();
+            let what = format!("agent {name}");
+            let want = self.agent_args(name)?;
+            if !self.agents.contains_key(name)
+                && let Some(d) = Daemon::find(&self.agent_pidfile(name), &self.marker())
+            {
+                self.agents.insert(name.to_owned(), d);
+            }
+            let current = self
+                .state
+                .chassis
+                .get(name)
+                .and_then(|c| c.agent_args.as_ref());
+            match self.agents.get(name) {
+                Some(d) if d.is_alive() && current == Some(&want) => {
+                    self.say(&what, &format!("running (pid {})", d.pid()));
+                }
+                _ => {
+                    let pid = self.spawn_agent(name)?;
+                    self.changed(changes, &what, &format!("started (pid {pid})"));
+                    started.push(name.to_owned());
+                }
+            }
+        }
+        if !started.is_empty() {
+            std::thread::sleep(Duration::from_millis(300));
+            for name in started {
+                if !self.agents.get(&name).is_some_and(Daemon::is_alive) {
+                    let log = self.dir.join(format!("agent-{name}.log"));
+                    self.warn(&format!("agent {name} exited at once; {}", log_tail(&log)));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn ensure_network(
+        &mut self,
+        api: &Neutron,
+        topo: &Topology,
+        net: &NetworkSpec,
+        changes: &mut Vec<String>,
+    ) -> Result<()> {
+        let what = format!("network {}", net.name);
+        let before = changes.len();
+        let project = net.project.clone();
+        let owner = project.as_deref().unwrap_or("admin");
+        let mut found = match self.state.networks.get(&net.name) {
+            Some(s) => api.show("networks", "network", &s.id).await?,
+            None => None,
+        };
+        if found.is_none() {
+            found = api
+                .list("networks", &format!("name={}", net.name))
+                .await?
+                .into_iter()
+                .find(|n| text(n, "project_id") == owner);
+        }
+        let mut v = match found {
+            Some(v) => v,
+            None => {
+                let mut attrs = json!({ "name": net.name });
+                if let Some(m) = net.mtu {
+                    attrs["mtu"] = m.into();
+                }
+                let v = api
+                    .create("networks", "network", project.as_deref(), attrs)
+                    .await?;
+                self.changed(changes, &what, &format!("created ({})", text(&v, "id")));
+                v
+            }
+        };
+        let id = text(&v, "id").to_owned();
+        if let Some(m) = net.mtu
+            && v.get("mtu").and_then(Value::as_u64) != Some(u64::from(m))
+        {
+            v = api
+                .update("networks", "network", &id, json!({ "mtu": m }))
+                .await?;
+            self.changed(changes, &what, &format!("mtu set to {m}"));
+        }
+        let mtu = v
+            .get("mtu")
+            .and_then(Value::as_u64)
+            .and_then(|m| u32::try_from(m).ok())
+            .unwrap_or(1450);
+        let existing = api.list("subnets", &format!("network_id={id}")).await?;
+        let mut subnets = Vec::new();
+        for (i, s) in net.subnets.iter().enumerate() {
+            let name = topo.subnet_name(net, i);
+            let cidr = s.cidr.trunc();
+            let gw = s.gateway()?;
+            let found = existing
+                .iter()
+                .find(|x| text(x, "cidr").parse::<IpNet>().ok() == Some(cidr));
+            let sv = match found {
+                Some(x) => {
+                    let have = x.get("gateway_ip").and_then(Value::as_str);
+                    let want = match gw {
+                        Gateway::Default => None,
+                        Gateway::None => Some(Value::Null),
+                        Gateway::Ip(ip) => Some(Value::from(ip.to_string())),
+                    };
+                    match want {
+                        Some(w) if w.as_str() != have => {
+                            let sid = text(x, "id").to_owned();
+                            let u = api
+                                .update("subnets", "subnet", &sid, json!({ "gateway_ip": w }))
+                                .await?;
+                            self.changed(changes, &format!("subnet {name}"), "gateway updated");
+                            u
+                        }
+                        _ => x.clone(),
+                    }
+                }
+                None => {
+                    let mut attrs = json!({
+                        "name": name,
+                        "network_id": id,
+                        "ip_version": if cidr.addr().is_ipv4() { 4 } else { 6 },
+                        "cidr": cidr.to_string(),
+                    });
+                    match gw {
+                        Gateway::Default => {}
+                        Gateway::None => attrs["gateway_ip"] = Value::Null,
+                        Gateway::Ip(ip) => attrs["gateway_ip"] = ip.to_string().into(),
+                    }
+                    let v = api
+                        .create("subnets", "subnet", project.as_deref(), attrs)
+                        .await?;
+                    self.changed(
+                        changes,
+                        &format!("subnet {name}"),
+                        &format!("created ({cidr} in {})", net.name),
+                    );
+                    v
+                }
+            };
+            subnets.push(SubnetState {
+                id: text(&sv, "id").to_owned(),
+                name,
+                cidr: cidr.to_string(),
+                gateway: sv
+                    .get("gateway_ip")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+            });
+        }
+        if changes.len() == before {
+            self.say(&what, &format!("ok ({id})"));
+        }
+        self.state.networks.insert(
+            net.name.clone(),
+            NetworkState {
+                id,
+                project,
+                mtu,
+                subnets,
+            },
+        );
+        Ok(())
+    }
+
+    /// Finds or creates the VM's port and makes its binding and fixed IP what `vm` asks for.
+    async fn ensure_port(
+        &self,
+        api: &Neutron,
+        vm: &VmSpec,
+        net: &NetworkState,
+        project: Option<&str>,
+        changes: &mut Vec<String>,
+    ) -> Result<Value> {
+        let what = format!("port {}", vm.name);
+        let mut found = match self.state.vms.get(&vm.name) {
+            Some(s) => api
+                .show("ports", "port", &s.port_id)
+                .await?
+                .filter(|p| text(p, "network_id") == net.id),
+            None => None,
+        };
+        if found.is_none() {
+            found = api
+                .list("ports", &format!("network_id={}&name={}", net.id, vm.name))
+                .await?
+                .into_iter()
+                .next();
+        }
+        let Some(port) = found else {
+            let mut attrs = json!({
+                "name": vm.name,
+                "network_id": net.id,
+                "binding:host_id": vm.chassis,
+                "device_owner": "compute:lab",
+                "device_id": vm.name,
+            });
+            if let Some(ip) = vm.ip {
+                attrs["fixed_ips"] = json!([{ "ip_address": ip.to_string() }]);
+            }
+            let p = api.create("ports", "port", project, attrs).await?;
+            self.changed(changes, &what, &format!("created ({})", text(&p, "id")));
+            return Ok(p);
+        };
+        let mut update = serde_json::Map::new();
+        if text(&port, "binding:host_id") != vm.chassis {
+            update.insert("binding:host_id".into(), vm.chassis.clone().into());
+        }
+        if let Some(ip) = vm.ip {
+            let has = port
+                .get("fixed_ips")
+                .and_then(Value::as_array)
+                .is_some_and(|f| f.iter().any(|x| text(x, "ip_address") == ip.to_string()));
+            if !has {
+                update.insert(
+                    "fixed_ips".into(),
+                    json!([{ "ip_address": ip.to_string() }]),
+                );
+            }
+        }
+        if update.is_empty() {
+            return Ok(port);
+        }
+        let keys: Vec<String> = update.keys().cloned().collect();
+        let id = text(&port, "id").to_owned();
+        let p = api
+            .update("ports", "port", &id, Value::Object(update))
+            .await?;
+        self.changed(changes, &what, &format!("updated ({})", keys.join(", ")));
+        Ok(p)
+    }
+
+    /// What the VM's namespace should look like for `port`.
+    fn vm_state(
+        &self,
+        vm: &VmSpec,
+        net: &NetworkState,
+        port: &Value,
+        project: Option<String>,
+    ) -> VmState {
+        let port_id = text(port, "id").to_owned();
+        let mut addrs: Vec<(String, Option<String>)> = port
+            .get("fixed_ips")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|f| {
+                let s = net.subnets.iter().find(|s| s.id == text(f, "subnet_id"))?;
+                let len = s.cidr.parse::<IpNet>().ok()?.prefix_len();
+                Some((
+                    format!("{}/{len}", text(f, "ip_address")),
+                    s.gateway.clone(),
+                ))
+            })
+            .collect();
+        // IPv4 first: the first address carries the default route.
+        addrs.sort_by_key(|(a, _)| a.contains(':'));
+        VmState {
+            tap: names::tap(&port_id),
+            port_id,
+            project,
+            network: vm.network.clone(),
+            chassis: vm.chassis.clone(),
+            netns: host_netns(&self.name, &vm.name),
+            mac: text(port, "mac_address").to_owned(),
+            gateway: addrs.first().and_then(|(_, g)| g.clone()),
+            addresses: addrs.into_iter().map(|(a, _)| a).collect(),
+            mtu: net.mtu,
+        }
+    }
+
+    /// True if VM `name` is wired as `want` says: namespace, tap and OVS port with the
+    /// iface-id.
+    fn vm_healthy(&self, name: &str, want: &VmState) -> bool {
+        let Some(ch) = self.chassis.get(&want.chassis) else {
+            return false;
+        };
+        self.state.vms.get(name) == Some(want)
+            && Netns::exists(&want.netns)
+            && ch.netns().ip(&["link", "show", &want.tap]).is_ok()
+            && iface_id(ch, &want.tap).as_deref() == Some(want.port_id.as_str())
+    }
+
+    async fn ensure_vm(
+        &mut self,
+        api: &Neutron,
+        topo: &Topology,
+        vm: &VmSpec,
+        changes: &mut Vec<String>,
+    ) -> Result<()> {
+        let what = format!("vm {}", vm.name);
+        let net = self
+            .state
+            .networks
+            .get(&vm.network)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("network {} was not made", vm.network)))?;
+        let project = vm
+            .project
+            .clone()
+            .or_else(|| topo.network(&vm.network).and_then(|n| n.project.clone()));
+        let port = self
+            .ensure_port(api, vm, &net, project.as_deref(), changes)
+            .await?;
+        let want = self.vm_state(vm, &net, &port, project);
+        if want.addresses.is_empty() {
+            return Err(Error::Start(format!(
+                "port {} got no address",
+                want.port_id
+            )));
+        }
+        if self.vm_healthy(&vm.name, &want) {
+            if !self.vms.contains_key(&vm.name) {
+                let h = Host::adopt(Netns::adopt(&want.netns)?, &want.tap)?;
+                self.vms.insert(vm.name.clone(), h);
+            }
+            self.say(
+                &what,
+                &format!(
+                    "ok ({} {} on {})",
+                    want.addresses.join(" "),
+                    want.mac,
+                    want.chassis
+                ),
+            );
+            return Ok(());
+        }
+        self.unwire_vm(&vm.name);
+        let ch = self
+            .chassis
+            .get(&want.chassis)
+            .ok_or_else(|| Error::NotFound(format!("chassis {} is not running", want.chassis)))?;
+        let ns = Netns::create_named(&want.netns)?;
+        if want.addresses.iter().any(|a| a.contains(':')) {
+            ns.exec(&[
+                "sysctl",
+                "-qw",
+                "net.ipv6.conf.all.disable_ipv6=0",
+                "net.ipv6.conf.default.disable_ipv6=0",
+            ])?;
+        }
+        let host = Host::create_in(
+            ch,
+            ns,
+            &want.tap,
+            &HostOpts {
+                ip: want.addresses.first().cloned(),
+                mac: Some(want.mac.clone()),
+                mtu: Some(want.mtu),
+                gateway: want.gateway.clone(),
+            },
+        )?;
+        for a in &want.addresses[1..] {
+            host.netns().ip(&["addr", "add", a, "dev", HOST_IF])?;
+        }
+        let client =
+            Client::connect(&Endpoint::Unix(ch.db_socket()), ClientOptions::default()).await?;
+        chassis::plug_vif(&client, BR_INT, &want.tap, &want.port_id, Some(&want.mac)).await?;
+        self.vms.insert(vm.name.clone(), host);
+        let status = format!(
+            "wired ({} {} on {}, {})",
+            want.addresses.join(" "),
+            want.mac,
+            want.chassis,
+            want.netns
+        );
+        self.state.vms.insert(vm.name.clone(), want);
+        self.changed(changes, &what, &status);
+        Ok(())
+    }
+
+    /// Takes VM `name` off its chassis and deletes its namespace (the port stays).
+    fn unwire_vm(&mut self, name: &str) {
+        drop(self.vms.remove(name));
+        if let Some(old) = self.state.vms.remove(name) {
+            if let Some(ch) = self.chassis.get(&old.chassis)
+                && let Err(e) = ch.ovs_vsctl(&["--if-exists", "del-port", BR_INT, &old.tap])
+            {
+                self.warn(&format!("cannot unplug {}: {e}", old.tap));
+            }
+            testbed::leftovers::destroy_netns(&old.netns);
+        }
+    }
+
+    async fn remove_vm(&mut self, api: &Neutron, name: &str) -> Result<()> {
+        if let Some(port) = self.state.vms.get(name).map(|v| v.port_id.clone()) {
+            api.delete("ports", &port).await?;
+        }
+        self.unwire_vm(name);
+        Ok(())
+    }
+
+    /// The lab's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The lab's state directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// What the lab knows about itself (also in `state.json`).
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// The API id of VM `vm`'s port.
+    pub fn port_id(&self, vm: &str) -> Option<&str> {
+        self.state.vms.get(vm).map(|v| v.port_id.as_str())
+    }
+
+    /// VM `vm`: MAC, addresses, chassis, namespace, tap.
+    pub fn vm(&self, vm: &str) -> Option<&VmState> {
+        self.state.vms.get(vm)
+    }
+
+    /// VM `vm` as a test-bed host (`exec`, `ping`).
+    pub fn host(&self, vm: &str) -> Option<&Host> {
+        self.vms.get(vm)
+    }
+
+    /// Chassis `name` (`ovs-vsctl`, `ovs-ofctl`, `ovs-appctl` against its OVS).
+    pub fn chassis(&self, name: &str) -> Option<&Chassis> {
+        self.chassis.get(name)
+    }
+
+    /// Runs `args` in the namespace of VM or chassis `host` (for a chassis with `OVS_RUNDIR`
+    /// set, so `ovs-vsctl` and `ovs-ofctl` find its OVS) and returns its output, whatever its
+    /// exit status.
+    pub fn exec(&self, host: &str, args: &[&str]) -> Result<Output> {
+        let mut cmd = exec_command(&self.name, host)?;
+        cmd.args(args);
+        cmd.output().map_err(io(format!("run {args:?} in {host}")))
+    }
+
+    /// PID of chassis `name`'s agent, if it runs.
+    pub fn agent_pid(&self, name: &str) -> Option<u32> {
+        self.agents
+            .get(name)
+            .filter(|d| d.is_alive())
+            .map(Daemon::pid)
+    }
+
+    /// Kills chassis `name`'s agent with SIGKILL (like a crash) and waits until it is dead.
+    pub fn kill_agent(&mut self, name: &str) -> Result<()> {
+        let d = self
+            .agents
+            .remove(name)
+            .ok_or_else(|| Error::NotFound(format!("no agent runs on chassis {name}")))?;
+        d.kill();
+        Ok(())
+    }
+
+    /// (Re)starts chassis `name`'s agent (stopping a running one first); returns its PID.
+    pub fn restart_agent(&mut self, name: &str) -> Result<u32> {
+        if self.state.agents_available == Some(false) {
+            return Err(Error::Start(format!(
+                "{} has no `agent` subcommand",
+                self.opts.wyvern.display()
+            )));
+        }
+        let pid = self.spawn_agent(name)?;
+        self.state.save(&self.dir)?;
+        Ok(pid)
+    }
+
+    /// Leaves the lab running when the value is dropped (for `wyvern lab up`); a later
+    /// [`Lab::open`] or [`down`] takes charge of it again.
+    pub fn keep(mut self) {
+        self.release();
+        self.keep = true;
+    }
+
+    /// Tears the lab down: see [`down`].
+    pub fn down(mut self) -> Result<Vec<String>> {
+        self.release();
+        self.keep = true;
+        down(&self.name, self.opts.progress)
+    }
+
+    /// Lets go of the handles without stopping anything (the teardown goes by name).
+    fn release(&mut self) {
+        if let Some(d) = self.server.take() {
+            d.detach();
+        }
+        for d in std::mem::take(&mut self.agents).into_values() {
+            d.detach();
+        }
+        for h in std::mem::take(&mut self.vms).into_values() {
+            h.detach();
+        }
+        for c in std::mem::take(&mut self.chassis).into_values() {
+            c.detach();
+        }
+        if let Some(u) = self.underlay.take() {
+            u.detach();
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if !self.keep {
+            self.release();
+            if let Err(e) = down(&self.name, false) {
+                eprintln!("[lab {}] teardown: {e}", self.name);
+            }
+        }
+    }
+}
+
+/// `external_ids:iface-id` of interface `tap` on `ch`, if any.
+fn iface_id(ch: &Chassis, tap: &str) -> Option<String> {
+    let out = ch
+        .ovs_vsctl(&[
+            "--if-exists",
+            "get",
+            "Interface",
+            tap,
+            "external_ids:iface-id",
+        ])
+        .ok()?;
+    let id = out.trim().trim_matches('"');
+    (!id.is_empty()).then(|| id.to_owned())
+}
+
+/// A command prefix that runs in the namespace of VM or chassis `host` of lab `lab`.
+pub fn exec_command(lab: &str, host: &str) -> Result<Command> {
+    names::check_lab_name(lab)?;
+    let ns = host_netns(lab, host);
+    if host.contains('/') || !Netns::exists(&ns) {
+        return Err(Error::NotFound(format!("lab {lab} has no host {host}")));
+    }
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &ns]);
+    let rundir = names::state_dir(lab).join(host);
+    if rundir.join("db.sock").exists() {
+        cmd.arg("env")
+            .arg(format!("OVS_RUNDIR={}", rundir.display()));
+    }
+    Ok(cmd)
+}
+
+/// Tears lab `name` down by name, also after a crash of `up` half way and without a state
+/// file: stops the agents and the server by PID file, then the OVS daemons of every chassis,
+/// then any other process whose command line mentions the state directory, deletes every
+/// namespace of the lab and the state directory. Idempotent; returns what it removed.
+pub fn down(name: &str, progress: bool) -> Result<Vec<String>> {
+    names::check_lab_name(name)?;
+    let dir = names::state_dir(name);
+    let marker = names::marker(name);
+    let mut gone = Vec::new();
+    let mut pidfiles: Vec<PathBuf> = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(&dir) {
+        let mut entries: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
+        entries.sort();
+        // Agents first, then the server, then each chassis' vswitchd and ovsdb-server.
+        let (agents, rest): (Vec<_>, Vec<_>) = entries.into_iter().partition(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("agent-"))
+        });
+        pidfiles.extend(
+            agents
+                .into_iter()
+                .filter(|p| p.extension().is_some_and(|e| e == "pid")),
+        );
+        pidfiles.push(dir.join("server.pid"));
+        for p in rest.iter().filter(|p| p.is_dir()) {
+            pidfiles.push(p.join("ovs-vswitchd.pid"));
+            pidfiles.push(p.join("ovsdb-server.pid"));
+        }
+    }
+    for p in &pidfiles {
+        if let Some(pid) = Daemon::running(p, &marker) {
+            Daemon::stop_pidfile(p, &marker);
+            gone.push(format!("process {pid} ({})", p.display()));
+        }
+    }
+    for (pid, cmd) in testbed::leftovers::stop_processes_mentioning(&marker) {
+        gone.push(format!("process {pid} ({cmd})"));
+    }
+    let prefix = names::netns_prefix(name);
+    for ns in testbed::list_netns() {
+        if ns.starts_with(&prefix) {
+            testbed::leftovers::destroy_netns(&ns);
+            gone.push(format!("netns {ns}"));
+        }
+    }
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => gone.push(format!("dir {}", dir.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(Error::Io {
+                what: format!("rm {}", dir.display()),
+                source,
+            });
+        }
+    }
+    if progress {
+        for g in &gone {
+            println!("[lab {name}] removed {g}");
+        }
+        println!(
+            "[lab {name}] down{}",
+            if gone.is_empty() {
+                " (nothing was there)"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(gone)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(
+            listen_addr(Some("127.0.0.1:9797"), None).unwrap(),
+            "127.0.0.1:9797"
+        );
+        // No port (or port 0): the previous one on the same address, else a free one.
+        let prev = Some("127.0.0.1:5000");
+        assert_eq!(listen_addr(None, prev).unwrap(), "127.0.0.1:5000");
+        assert_eq!(
+            listen_addr(Some("127.0.0.1:0"), prev).unwrap(),
+            "127.0.0.1:5000"
+        );
+        let free = listen_addr(Some("127.0.0.1"), Some("127.0.0.2:5000")).unwrap();
+        assert!(
+            free.starts_with("127.0.0.1:") && free != "127.0.0.1:0",
+            "{free}"
+        );
+        assert!(listen_addr(Some("127.0.0.1:http"), None).is_err());
+    }
+}

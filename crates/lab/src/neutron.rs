@@ -1,0 +1,171 @@
+//! A small client of the server's Neutron API: what the lab needs to create and find
+//! networks, subnets and ports, acting as admin or as a project.
+
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, RequestBuilder};
+use serde_json::Value;
+
+use crate::{Error, Result};
+
+/// The API at `base` (`http://ADDR:PORT`).
+#[derive(Debug, Clone)]
+pub(crate) struct Neutron {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Neutron {
+    pub(crate) fn new(base: &str) -> Result<Neutron> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        Ok(Neutron {
+            base: base.trim_end_matches('/').to_owned(),
+            http,
+        })
+    }
+
+    /// Waits until the server answers, for at most `timeout`; false if it never did.
+    pub(crate) async fn wait_ready(
+        &self,
+        timeout: Duration,
+        mut alive: impl FnMut() -> bool,
+    ) -> bool {
+        let end = Instant::now() + timeout;
+        loop {
+            let ok = self
+                .http
+                .get(format!("{}/v2.0/networks?limit=1", self.base))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ok {
+                return true;
+            }
+            if Instant::now() >= end || !alive() {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Sends a request, as `project` (with the member role) or as admin (`None`); returns
+    /// the JSON body (`Null` for an empty one).
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        project: Option<&str>,
+        body: Option<&Value>,
+    ) -> Result<Value> {
+        let url = format!("{}/v2.0/{path}", self.base);
+        let mut req: RequestBuilder = self.http.request(method.clone(), &url);
+        if let Some(p) = project {
+            req = req.header("X-Project-Id", p).header("X-Roles", "member");
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await?;
+        let status = resp.status();
+        let text = resp.text().await?;
+        if !status.is_success() {
+            return Err(Error::Api {
+                method: method.to_string(),
+                url,
+                status: status.as_u16(),
+                body: text,
+            });
+        }
+        if text.trim().is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_str(&text).map_err(|e| Error::Api {
+            method: method.to_string(),
+            url,
+            status: status.as_u16(),
+            body: format!("not JSON ({e}): {text}"),
+        })
+    }
+
+    /// Lists `collection` filtered by `query` (`k=v&...`, values without reserved
+    /// characters), as admin.
+    pub(crate) async fn list(&self, collection: &str, query: &str) -> Result<Vec<Value>> {
+        let v = self
+            .call(Method::GET, &format!("{collection}?{query}"), None, None)
+            .await?;
+        Ok(v.get(collection)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    /// Shows one object; `None` if it does not exist.
+    pub(crate) async fn show(
+        &self,
+        collection: &str,
+        singular: &str,
+        id: &str,
+    ) -> Result<Option<Value>> {
+        match self
+            .call(Method::GET, &format!("{collection}/{id}"), None, None)
+            .await
+        {
+            Ok(v) => Ok(v.get(singular).cloned()),
+            Err(Error::Api { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates an object as `project`; returns it.
+    pub(crate) async fn create(
+        &self,
+        collection: &str,
+        singular: &str,
+        project: Option<&str>,
+        attrs: Value,
+    ) -> Result<Value> {
+        let body = serde_json::json!({ singular: attrs });
+        let v = self
+            .call(Method::POST, collection, project, Some(&body))
+            .await?;
+        Ok(v.get(singular).cloned().unwrap_or(Value::Null))
+    }
+
+    /// Updates an object as admin; returns it.
+    pub(crate) async fn update(
+        &self,
+        collection: &str,
+        singular: &str,
+        id: &str,
+        attrs: Value,
+    ) -> Result<Value> {
+        let body = serde_json::json!({ singular: attrs });
+        let v = self
+            .call(
+                Method::PUT,
+                &format!("{collection}/{id}"),
+                None,
+                Some(&body),
+            )
+            .await?;
+        Ok(v.get(singular).cloned().unwrap_or(Value::Null))
+    }
+
+    /// Deletes an object as admin; a missing one is no error.
+    pub(crate) async fn delete(&self, collection: &str, id: &str) -> Result<()> {
+        match self
+            .call(Method::DELETE, &format!("{collection}/{id}"), None, None)
+            .await
+        {
+            Ok(_) | Err(Error::Api { status: 404, .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// `v[key]` as a string.
+pub(crate) fn text<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key).and_then(Value::as_str).unwrap_or("")
+}

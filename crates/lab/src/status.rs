@@ -1,0 +1,134 @@
+//! `wyvern lab status`: what of a lab runs, read from its state file and checked against the
+//! processes and namespaces that exist.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use testbed::{Daemon, Netns};
+
+use crate::names;
+use crate::state::{State, VmState};
+use crate::{Error, Result};
+
+/// A lab as it is now.
+#[derive(Debug, Clone)]
+pub struct Status {
+    /// The lab's state (what `up` made).
+    pub state: State,
+    /// Its state directory.
+    pub dir: PathBuf,
+    /// PID of the server, if it runs.
+    pub server_pid: Option<u32>,
+    /// Per chassis (by name): PIDs of ovsdb-server, ovs-vswitchd and the agent, if running.
+    pub chassis: Vec<ChassisStatus>,
+    /// Per VM: whether its namespace exists.
+    pub vms: Vec<(String, VmState, bool)>,
+}
+
+/// One chassis as it is now.
+#[derive(Debug, Clone)]
+pub struct ChassisStatus {
+    /// Name.
+    pub name: String,
+    /// PID of `ovsdb-server`.
+    pub ovsdb: Option<u32>,
+    /// PID of `ovs-vswitchd`.
+    pub vswitchd: Option<u32>,
+    /// PID of the agent.
+    pub agent: Option<u32>,
+}
+
+/// The status of lab `name`.
+pub fn status(name: &str) -> Result<Status> {
+    names::check_lab_name(name)?;
+    let dir = names::state_dir(name);
+    let state = State::load(&dir)?
+        .ok_or_else(|| Error::NotFound(format!("no lab {name} (no {})", dir.display())))?;
+    let marker = names::marker(name);
+    let chassis = state
+        .chassis
+        .iter()
+        .map(|(c, s)| ChassisStatus {
+            name: c.clone(),
+            ovsdb: Daemon::running(&s.rundir.join("ovsdb-server.pid"), &marker),
+            vswitchd: Daemon::running(&s.rundir.join("ovs-vswitchd.pid"), &marker),
+            agent: Daemon::running(&dir.join(format!("agent-{c}.pid")), &marker),
+        })
+        .collect();
+    let vms = state
+        .vms
+        .iter()
+        .map(|(n, v)| (n.clone(), v.clone(), Netns::exists(&v.netns)))
+        .collect();
+    Ok(Status {
+        server_pid: Daemon::running(&dir.join("server.pid"), &marker),
+        dir,
+        chassis,
+        vms,
+        state,
+    })
+}
+
+fn pid(p: Option<u32>) -> String {
+    p.map_or_else(|| "DOWN".to_owned(), |p| format!("pid {p}"))
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.state;
+        writeln!(f, "lab {} (state in {})", s.name, self.dir.display())?;
+        writeln!(
+            f,
+            "  server   http://{}  {}",
+            s.server_listen.as_deref().unwrap_or("?"),
+            pid(self.server_pid)
+        )?;
+        for c in &self.chassis {
+            let st = &s.chassis[&c.name];
+            let agent = match (s.agents_available, c.agent) {
+                (Some(false), _) => "none (no agent subcommand)".to_owned(),
+                (_, p) => pid(p),
+            };
+            writeln!(
+                f,
+                "  chassis  {:<12} tunnel {:<15} netns {}  ovsdb {}  vswitchd {}  agent {}",
+                c.name,
+                st.tunnel_ip,
+                st.netns,
+                pid(c.ovsdb),
+                pid(c.vswitchd),
+                agent
+            )?;
+        }
+        for (name, n) in &s.networks {
+            let subnets: Vec<String> = n
+                .subnets
+                .iter()
+                .map(|x| format!("{} gw {}", x.cidr, x.gateway.as_deref().unwrap_or("none")))
+                .collect();
+            writeln!(
+                f,
+                "  network  {:<12} project {:<10} mtu {}  {}  id {}",
+                name,
+                n.project.as_deref().unwrap_or("admin"),
+                n.mtu,
+                subnets.join(", "),
+                n.id
+            )?;
+        }
+        for (name, v, present) in &self.vms {
+            writeln!(
+                f,
+                "  vm       {:<12} {:<18} {}  on {}  network {}  port {}{}",
+                name,
+                v.addresses.join(" "),
+                v.mac,
+                v.chassis,
+                v.network,
+                v.port_id,
+                if *present { "" } else { "  NAMESPACE MISSING" }
+            )?;
+        }
+        Ok(())
+    }
+}
