@@ -1,0 +1,859 @@
+//! The simulator: OpenFlow 1.3 pipeline semantics as Open vSwitch implements them.
+//!
+//! * A pass starts in table 0 (a recirculation in its `ct` table). A flow's instructions run
+//!   in order: apply-actions, clear-actions, write-actions, write-metadata, goto-table. As in
+//!   OVS, `goto_table` and `resubmit` are nested lookups: when they return, the caller's
+//!   remaining actions run. A table miss does nothing (OpenFlow 1.3 default: drop).
+//! * The action set is executed once the pass is over, in OpenFlow order (pop, push MPLS,
+//!   push VLAN, dec_ttl, set-field/load/move, set_queue, group, output; output is ignored
+//!   when there is a group). One action per kind, one write per destination field.
+//! * `output:P` is skipped when P is the packet's current `in_port` (use `IN_PORT`).
+//!   `CONTROLLER` and `controller(...)` give controller packets; `NORMAL`, `FLOOD` and `ALL`
+//!   are recorded as outputs to that pseudo-port (not expanded). An output to a port declared
+//!   with [`FlowTables::with_tunnel_port`] records the tunnel fields.
+//! * `resubmit`: `in_port` is replaced for the nested lookup only. Nesting deeper than
+//!   [`MAX_DEPTH`] (resubmit, goto_table, group) or more than [`MAX_RESUBMITS`] resubmits in
+//!   total is a translation error: OVS then drops the whole packet, so does the verdict.
+//! * `dec_ttl` / `dec_mpls_ttl` on a TTL ≤ 1 stop the current action list (the caller of a
+//!   resubmit continues), sending nothing; on a packet without IP / MPLS they do nothing.
+//! * Groups: every bucket runs on its own copy of the packet. `all`: every bucket; `indirect`:
+//!   its bucket; `ff`: the first live bucket; `select`: OVS' default method — each live
+//!   bucket scores `(hash(packet, bucket index) & 0xffff) * weight` and the highest score
+//!   wins, ties going to the later bucket, where the hash is FNV-1a over the IP addresses,
+//!   protocol and L4 ports (Ethernet addresses for non-IP) — so the choice is deterministic
+//!   per 5-tuple, spread by weight, and, as in OVS, always the last live bucket when every
+//!   weight is 0. A bucket is live when it watches nothing, or its watch port is up, or its
+//!   watch group has a live bucket (OVS' rule).
+//! * `ct(table=N)`: the packet forks (OVS semantics): this copy continues untracked, and a
+//!   copy with the conntrack fields set is recirculated to table N after the current pass
+//!   (at most [`MAX_RECIRCULATIONS`] deep). `ct` without `table` only commits. See
+//!   [`crate::conntrack`] for the model; `nat` is not performed (reported).
+//! * `learn`, `sample`, `set_queue` and `note` have no effect (reported); `multipath`
+//!   writes a link chosen by the same hash as `select` (not OVS' exact algorithms).
+
+use std::collections::{BTreeMap, VecDeque};
+
+use openflow::action::Controller;
+use openflow::field::{CT_STATE_FLAGS, ones, port};
+use openflow::flow::ANY_GROUP;
+use openflow::message::{Bucket, GroupType};
+use openflow::{Action, Ct, CtZone, Field, Flow, Subfield};
+
+use crate::conntrack::{Conntrack, ct_state};
+use crate::packet::{Packet, flag_text};
+use crate::tables::FlowTables;
+use crate::trace::{ControllerPacket, DropReason, Op, Output, Pass, Step, Trace, Verdict};
+
+/// Maximum nesting of resubmit/goto_table/group (OVS' `MAX_DEPTH`).
+pub const MAX_DEPTH: usize = 64;
+/// Maximum resubmits in one translation (OVS' `MAX_RESUBMITS`).
+pub const MAX_RESUBMITS: usize = MAX_DEPTH * MAX_DEPTH;
+/// Maximum recirculations of one packet (the datapath's limit).
+pub const MAX_RECIRCULATIONS: usize = 6;
+
+/// Maximum chain of watch groups followed for liveness (OVS' `MAX_LIVENESS_RECURSION`).
+const MAX_LIVENESS_DEPTH: usize = 32;
+
+/// A simulator over one set of tables, keeping conntrack state across traces.
+#[derive(Clone, Debug)]
+pub struct Simulator<'t> {
+    tables: &'t FlowTables,
+    conntrack: Conntrack,
+}
+
+/// Traces one packet through `tables` with an empty conntrack table.
+pub fn trace(tables: &FlowTables, in_port: u32, packet: Packet) -> Trace {
+    Simulator::new(tables).trace(in_port, packet)
+}
+
+impl<'t> Simulator<'t> {
+    /// A simulator with an empty conntrack table.
+    pub fn new(tables: &'t FlowTables) -> Self {
+        Simulator {
+            tables,
+            conntrack: Conntrack::new(),
+        }
+    }
+
+    /// The conntrack table.
+    pub fn conntrack(&self) -> &Conntrack {
+        &self.conntrack
+    }
+
+    /// The conntrack table, mutable (to clear or inspect it).
+    pub fn conntrack_mut(&mut self) -> &mut Conntrack {
+        &mut self.conntrack
+    }
+
+    /// Sends `packet` in on `in_port` and records everything that happens.
+    pub fn trace(&mut self, in_port: u32, packet: Packet) -> Trace {
+        let packet = packet.with(Field::InPort, u128::from(in_port));
+        let mut x = Xlate {
+            tables: self.tables,
+            ct: &mut self.conntrack,
+            action_set: ActionSet::default(),
+            outputs: Vec::new(),
+            controller: Vec::new(),
+            pending: VecDeque::new(),
+            resubmits: 0,
+            error: None,
+            halted: false,
+            last_drop: None,
+            table: 0,
+            cookie: 0,
+            recirc_depth: 0,
+        };
+        let mut passes = vec![x.pass(None, 0, packet.clone(), ActionSet::default())];
+        while x.error.is_none() {
+            let Some(r) = x.pending.pop_front() else {
+                break;
+            };
+            x.recirc_depth = r.depth;
+            passes.push(x.pass(Some(r.cause), r.table, r.packet, r.action_set));
+        }
+        let verdict = match x.error {
+            Some(e) => Verdict {
+                outputs: Vec::new(),
+                controller: Vec::new(),
+                drop: Some(e),
+            },
+            None => {
+                let nothing = x.outputs.is_empty() && x.controller.is_empty();
+                Verdict {
+                    outputs: x.outputs,
+                    controller: x.controller,
+                    drop: nothing.then(|| x.last_drop.unwrap_or(DropReason::NoOutput)),
+                }
+            }
+        };
+        Trace {
+            in_port,
+            packet,
+            passes,
+            verdict,
+        }
+    }
+}
+
+/// A pending recirculation.
+struct Recirc {
+    cause: String,
+    table: u8,
+    packet: Packet,
+    action_set: ActionSet,
+    depth: usize,
+}
+
+/// The OpenFlow action set: one action per kind (one per destination field for writes),
+/// executed in OpenFlow's order.
+#[derive(Clone, Debug, Default)]
+struct ActionSet {
+    slots: BTreeMap<(u8, &'static str), Action>,
+}
+
+impl ActionSet {
+    fn slot(a: &Action) -> (u8, &'static str) {
+        match a {
+            Action::PopVlan => (0, "pop_vlan"),
+            Action::PopMpls(_) => (1, "pop_mpls"),
+            Action::PushMpls(_) => (2, "push_mpls"),
+            Action::PushVlan(_) => (3, "push_vlan"),
+            Action::DecTtl => (4, "dec_ttl"),
+            Action::DecMplsTtl => (5, "dec_mpls_ttl"),
+            Action::SetMplsTtl(_) => (6, "set_mpls_ttl"),
+            Action::SetField { field, .. } => (7, field.name()),
+            Action::RegLoad { dst, .. } | Action::Move { dst, .. } => (7, dst.field.name()),
+            Action::SetQueue(_) => (8, "set_queue"),
+            Action::Group(_) => (9, "group"),
+            Action::Output { .. } | Action::OutputReg { .. } => (10, "output"),
+            _ => (11, "other"),
+        }
+    }
+
+    fn write(&mut self, a: &Action) {
+        self.slots.insert(ActionSet::slot(a), a.clone());
+    }
+
+    /// The actions to execute, in order (output dropped when a group is present).
+    fn actions(&self) -> Vec<Action> {
+        let has_group = self.slots.keys().any(|k| k.1 == "group");
+        self.slots
+            .iter()
+            .filter(|(k, _)| !(has_group && k.1 == "output"))
+            .map(|(_, a)| a.clone())
+            .collect()
+    }
+
+    fn describe(&self) -> String {
+        let v: Vec<String> = self.slots.values().map(ToString::to_string).collect();
+        if v.is_empty() {
+            "empty".into()
+        } else {
+            v.join(",")
+        }
+    }
+}
+
+/// Whether the rest of the current action list runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Control {
+    Continue,
+    Stop,
+}
+
+/// One translation (all passes of one packet).
+struct Xlate<'t, 'c> {
+    tables: &'t FlowTables,
+    ct: &'c mut Conntrack,
+    action_set: ActionSet,
+    outputs: Vec<Output>,
+    controller: Vec<ControllerPacket>,
+    pending: VecDeque<Recirc>,
+    resubmits: usize,
+    /// A translation error: the whole packet is dropped.
+    error: Option<DropReason>,
+    /// Nothing more runs in this pass (error or paused controller action).
+    halted: bool,
+    /// The latest reason the packet went nowhere.
+    last_drop: Option<DropReason>,
+    /// Table and cookie of the flow executing.
+    table: u8,
+    cookie: u64,
+    recirc_depth: usize,
+}
+
+/// `v` moved to the subfield's offset (0 if the offset is out of range).
+fn shift_in(v: u128, sf: &Subfield) -> u128 {
+    v.checked_shl(u32::from(sf.ofs)).unwrap_or(0)
+}
+
+/// The subfield's bits as a mask of the whole field.
+fn bits_mask(sf: &Subfield) -> u128 {
+    shift_in(ones(u32::from(sf.n_bits)), sf)
+}
+
+/// The subfield's bits, if the packet carries the field.
+fn read_subfield(p: &Packet, sf: &Subfield) -> Option<u128> {
+    p.get(sf.field)
+        .map(|v| v.checked_shr(u32::from(sf.ofs)).unwrap_or(0) & ones(u32::from(sf.n_bits)))
+}
+
+/// Masked write; returns the effect in words.
+fn write_field(p: &mut Packet, field: Field, value: u128, mask: u128) -> String {
+    let Some(old) = p.write_base(field) else {
+        return format!("{} is absent from the packet: write ignored", field.name());
+    };
+    let new = (old & !mask) | (value & mask);
+    if !p.set(field, new) {
+        return format!("{} cannot be written here: ignored", field.name());
+    }
+    let shown = p.get(field).unwrap_or(new);
+    format!(
+        "{}={}",
+        field.name(),
+        field.format_value(shown, field.full_mask())
+    )
+}
+
+/// FNV-1a over the 5-tuple (or the Ethernet addresses), mixed with `basis`.
+fn flow_hash(p: &Packet, basis: u64) -> u64 {
+    const FIELDS: [Field; 11] = [
+        Field::Ipv4Src,
+        Field::Ipv4Dst,
+        Field::Ipv6Src,
+        Field::Ipv6Dst,
+        Field::IpProto,
+        Field::TcpSrc,
+        Field::TcpDst,
+        Field::UdpSrc,
+        Field::UdpDst,
+        Field::SctpSrc,
+        Field::SctpDst,
+    ];
+    let mut fields: Vec<u128> = FIELDS.iter().filter_map(|f| p.get(*f)).collect();
+    if fields.is_empty() {
+        fields = [Field::EthSrc, Field::EthDst]
+            .iter()
+            .filter_map(|f| p.get(*f))
+            .collect();
+    }
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ basis;
+    for v in fields {
+        for b in v.to_be_bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
+impl Xlate<'_, '_> {
+    fn pass(&mut self, cause: Option<String>, table: u8, mut pkt: Packet, set: ActionSet) -> Pass {
+        self.action_set = set;
+        self.halted = false;
+        let start = pkt.clone();
+        let root = self.lookup(&mut pkt, table, 0);
+        let mut action_set = Vec::new();
+        if !self.halted && !self.action_set.slots.is_empty() {
+            let acts = self.action_set.actions();
+            self.action_set = ActionSet::default();
+            action_set.push(Op::Instruction(format!(
+                "executing the action set: {}",
+                acts.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )));
+            self.actions(&mut pkt, &acts, 0, &mut action_set);
+        }
+        Pass {
+            cause,
+            packet: start,
+            root,
+            action_set,
+        }
+    }
+
+    /// Refuses to go deeper than `MAX_DEPTH`.
+    fn enter(&mut self, depth: usize) -> bool {
+        if depth >= MAX_DEPTH {
+            self.fail(DropReason::ResubmitDepth);
+            return false;
+        }
+        true
+    }
+
+    fn fail(&mut self, e: DropReason) {
+        self.error.get_or_insert(e);
+        self.halted = true;
+    }
+
+    fn lookup(&mut self, pkt: &mut Packet, table: u8, depth: usize) -> Step {
+        let Some(hit) = self.tables.find(table, pkt) else {
+            self.last_drop = Some(DropReason::TableMiss { table });
+            return Step {
+                table,
+                flow: None,
+                conjunction: None,
+                ops: Vec::new(),
+            };
+        };
+        let flow = hit.flow;
+        if flow.instructions.is_drop() {
+            self.last_drop = Some(DropReason::DropFlow {
+                table,
+                cookie: flow.cookie,
+            });
+        }
+        let saved = (self.table, self.cookie);
+        (self.table, self.cookie) = (table, flow.cookie);
+        let mut ops = Vec::new();
+        self.instructions(pkt, flow, depth, &mut ops);
+        (self.table, self.cookie) = saved;
+        Step {
+            table,
+            flow: Some(flow.clone()),
+            conjunction: hit.conjunction,
+            ops,
+        }
+    }
+
+    fn instructions(&mut self, pkt: &mut Packet, flow: &Flow, depth: usize, ops: &mut Vec<Op>) {
+        let ins = &flow.instructions;
+        if self.actions(pkt, &ins.apply, depth, ops) == Control::Stop {
+            return;
+        }
+        if ins.clear {
+            self.action_set = ActionSet::default();
+            ops.push(Op::Instruction("clear_actions: action set emptied".into()));
+        }
+        if let Some(w) = &ins.write {
+            for a in w {
+                self.action_set.write(a);
+            }
+            ops.push(Op::Instruction(format!(
+                "write_actions: action set is now {}",
+                self.action_set.describe()
+            )));
+        }
+        if let Some((v, m)) = ins.write_metadata {
+            let effect = write_field(pkt, Field::Metadata, v.into(), m.into());
+            ops.push(Op::Instruction(format!("write_metadata -> {effect}")));
+        }
+        if let Some(t) = ins.goto_table {
+            if !self.enter(depth) {
+                ops.push(Op::Instruction(format!(
+                    "goto_table:{t} refused: {}",
+                    DropReason::ResubmitDepth
+                )));
+                return;
+            }
+            let step = self.lookup(pkt, t, depth + 1);
+            ops.push(Op::Goto(Box::new(step)));
+        }
+    }
+
+    fn actions(
+        &mut self,
+        pkt: &mut Packet,
+        actions: &[Action],
+        depth: usize,
+        ops: &mut Vec<Op>,
+    ) -> Control {
+        for a in actions {
+            if self.halted || self.action(pkt, a, depth, ops) == Control::Stop {
+                return Control::Stop;
+            }
+        }
+        if self.halted {
+            Control::Stop
+        } else {
+            Control::Continue
+        }
+    }
+
+    fn action(&mut self, pkt: &mut Packet, a: &Action, depth: usize, ops: &mut Vec<Op>) -> Control {
+        let mut control = Control::Continue;
+        let effect = match a {
+            Action::Output { port: p, .. } => self.output(pkt, *p),
+            Action::OutputReg { src, .. } => match read_subfield(pkt, src) {
+                Some(p) => self.output(pkt, p as u32),
+                None => format!("{} is absent: no output", src.field.name()),
+            },
+            Action::Group(g) => return self.group(pkt, *g, depth, ops),
+            Action::Resubmit { port: p, table, ct } => {
+                return self.resubmit(pkt, a, *p, *table, *ct, depth, ops);
+            }
+            Action::Ct(ct) => self.ct(pkt, ct, a),
+            Action::CtClear => {
+                for f in [
+                    Field::CtState,
+                    Field::CtZone,
+                    Field::CtMark,
+                    Field::CtLabel,
+                    Field::CtNwSrc,
+                    Field::CtNwDst,
+                    Field::CtIpv6Src,
+                    Field::CtIpv6Dst,
+                    Field::CtNwProto,
+                    Field::CtTpSrc,
+                    Field::CtTpDst,
+                ] {
+                    pkt.clear(f);
+                }
+                "conntrack fields cleared".into()
+            }
+            Action::SetField { field, value, mask } => write_field(pkt, *field, *value, *mask),
+            Action::RegLoad { dst, value } => {
+                let m = bits_mask(dst);
+                write_field(pkt, dst.field, shift_in(u128::from(*value), dst), m)
+            }
+            Action::Move { src, dst } => match read_subfield(pkt, src) {
+                Some(v) => write_field(pkt, dst.field, shift_in(v, dst), bits_mask(dst)),
+                None => format!(
+                    "{} is absent from the packet: move ignored",
+                    src.field.name()
+                ),
+            },
+            Action::PushVlan(tpid) => {
+                pkt.push_vlan(*tpid);
+                "VLAN tag pushed".into()
+            }
+            Action::PopVlan => {
+                if pkt.vlans().is_empty() {
+                    "no VLAN tag: nothing popped".into()
+                } else {
+                    pkt.pop_vlan();
+                    "outer VLAN tag popped".into()
+                }
+            }
+            Action::PushMpls(e) => {
+                pkt.push_mpls(*e);
+                format!("MPLS label pushed, eth_type={e:#06x}")
+            }
+            Action::PopMpls(e) => {
+                if pkt.pop_mpls(*e) {
+                    format!("MPLS label popped, eth_type={e:#06x}")
+                } else {
+                    "not MPLS: nothing popped".into()
+                }
+            }
+            Action::SetMplsTtl(t) => match pkt.outer_lse() {
+                Some(l) => {
+                    l.ttl = *t;
+                    format!("mpls_ttl={t}")
+                }
+                None => "not MPLS: ignored".into(),
+            },
+            Action::DecMplsTtl => match pkt.outer_lse() {
+                Some(l) if l.ttl > 1 => {
+                    l.ttl -= 1;
+                    format!("mpls_ttl={}", l.ttl)
+                }
+                Some(_) => {
+                    control = self.ttl_expired();
+                    "MPLS TTL expired: the rest of this action list is skipped".into()
+                }
+                None => "not MPLS: ignored".into(),
+            },
+            Action::DecTtl => match pkt.get(Field::IpTtl) {
+                Some(t) if t > 1 => write_field(pkt, Field::IpTtl, t - 1, 0xff),
+                Some(_) => {
+                    control = self.ttl_expired();
+                    "TTL expired: the rest of this action list is skipped".into()
+                }
+                None => "not IP: ignored".into(),
+            },
+            Action::Controller(c) => {
+                self.send_to_controller(pkt, c);
+                if c.pause {
+                    self.halted = true;
+                    "sent to the controller, pipeline paused (continuation not simulated)".into()
+                } else {
+                    "sent to the controller".into()
+                }
+            }
+            Action::Multipath {
+                basis,
+                max_link,
+                dst,
+                ..
+            } => {
+                let link = flow_hash(pkt, u64::from(*basis)) % (u64::from(*max_link) + 1);
+                write_field(
+                    pkt,
+                    dst.field,
+                    shift_in(u128::from(link), dst),
+                    bits_mask(dst),
+                )
+            }
+            Action::Conjunction { .. } => "only meaningful in a lookup".into(),
+            Action::Learn(_) => "learn is not simulated: no flow added".into(),
+            Action::Sample { .. } => "sampling is not simulated".into(),
+            Action::SetQueue(q) => format!("queue {q} (not simulated)"),
+            Action::Note(_) => String::new(),
+        };
+        ops.push(Op::Action {
+            action: a.clone(),
+            effect,
+        });
+        control
+    }
+
+    fn ttl_expired(&mut self) -> Control {
+        self.last_drop = Some(DropReason::TtlExpired);
+        Control::Stop
+    }
+
+    fn send_to_controller(&mut self, pkt: &Packet, c: &Controller) {
+        self.controller.push(ControllerPacket {
+            reason: c.reason,
+            controller_id: c.id,
+            userdata: c.userdata.clone(),
+            pause: c.pause,
+            table: self.table,
+            cookie: self.cookie,
+            packet: pkt.clone(),
+        });
+    }
+
+    fn output(&mut self, pkt: &Packet, p: u32) -> String {
+        let in_port = pkt.in_port();
+        match p {
+            port::CONTROLLER => {
+                self.send_to_controller(pkt, &Controller::default());
+                "sent to the controller".into()
+            }
+            port::IN_PORT => self.emit(pkt, in_port),
+            port::NORMAL | port::FLOOD | port::ALL => {
+                self.outputs.push(Output {
+                    port: p,
+                    packet: pkt.clone(),
+                    tunnel: None,
+                });
+                "recorded as an output to this pseudo-port (not expanded)".into()
+            }
+            port::TABLE | port::ANY => "not a valid output here: ignored".into(),
+            p if p == in_port => {
+                self.last_drop = Some(DropReason::OutputToInPort { port: p });
+                "skipped: it is the input port (OVS needs IN_PORT for that)".into()
+            }
+            p => self.emit(pkt, p),
+        }
+    }
+
+    fn emit(&mut self, pkt: &Packet, p: u32) -> String {
+        let tunnel = self.tables.is_tunnel_port(p).then(|| pkt.tunnel());
+        let effect = match &tunnel {
+            Some(t) => format!("sent over the tunnel with {t}"),
+            None => "sent".into(),
+        };
+        self.outputs.push(Output {
+            port: p,
+            packet: pkt.clone(),
+            tunnel,
+        });
+        effect
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn resubmit(
+        &mut self,
+        pkt: &mut Packet,
+        a: &Action,
+        p: u32,
+        table: Option<u8>,
+        ct: bool,
+        depth: usize,
+        ops: &mut Vec<Op>,
+    ) -> Control {
+        let t = table.unwrap_or(self.table);
+        self.resubmits += 1;
+        if self.resubmits > MAX_RESUBMITS {
+            self.fail(DropReason::TooManyResubmits);
+        }
+        if self.halted || !self.enter(depth) {
+            ops.push(Op::Resubmit {
+                action: a.clone(),
+                step: None,
+                effect: format!(
+                    "refused: {}",
+                    self.error
+                        .as_ref()
+                        .map_or_else(String::new, ToString::to_string)
+                ),
+            });
+            return Control::Stop;
+        }
+        let old = pkt.in_port();
+        let mut effect = format!("lookup in table {t}");
+        if p != port::IN_PORT {
+            pkt.set(Field::InPort, u128::from(p));
+            effect.push_str(&format!(" with in_port={}", openflow::field::port_name(p)));
+        }
+        if ct {
+            effect.push_str(" (ct original tuple not simulated)");
+        }
+        let step = self.lookup(pkt, t, depth + 1);
+        pkt.set(Field::InPort, u128::from(old));
+        ops.push(Op::Resubmit {
+            action: a.clone(),
+            step: Some(Box::new(step)),
+            effect,
+        });
+        if self.halted {
+            Control::Stop
+        } else {
+            Control::Continue
+        }
+    }
+
+    fn group(&mut self, pkt: &Packet, id: u32, depth: usize, ops: &mut Vec<Op>) -> Control {
+        let tables = self.tables;
+        let Some(g) = tables.group(id) else {
+            ops.push(Op::Group {
+                group: id,
+                group_type: None,
+                buckets: Vec::new(),
+                effect: "no such group: nothing done".into(),
+            });
+            return Control::Continue;
+        };
+        if !self.enter(depth) {
+            ops.push(Op::Group {
+                group: id,
+                group_type: Some(g.group_type),
+                buckets: Vec::new(),
+                effect: format!("refused: {}", DropReason::ResubmitDepth),
+            });
+            return Control::Stop;
+        }
+        let live: Vec<usize> = (0..g.buckets.len())
+            .filter(|i| self.bucket_live(&g.buckets[*i], 0))
+            .collect();
+        let (chosen, effect): (Vec<usize>, String) = match g.group_type {
+            GroupType::All => ((0..g.buckets.len()).collect(), "every bucket".into()),
+            GroupType::Indirect => (vec![0], "its bucket".into()),
+            GroupType::FastFailover => (
+                live.first().copied().into_iter().collect(),
+                "first live bucket".into(),
+            ),
+            GroupType::Select => {
+                // OVS' default selection: each live bucket scores (hash & 0xffff) * weight,
+                // the highest score wins, ties go to the later bucket.
+                let basis = flow_hash(pkt, 0);
+                let mut best: Option<(u64, usize)> = None;
+                for &i in &live {
+                    let score = (flow_hash(pkt, basis ^ i as u64) & 0xffff)
+                        * u64::from(g.buckets[i].weight);
+                    if best.is_none_or(|(b, _)| score >= b) {
+                        best = Some((score, i));
+                    }
+                }
+                (
+                    best.map(|(_, i)| i).into_iter().collect(),
+                    format!("bucket chosen by the packet hash {basis:#018x} and the weights"),
+                )
+            }
+        };
+        if chosen.is_empty() {
+            self.last_drop = Some(DropReason::NoLiveBucket { group: id });
+        }
+        let mut buckets = Vec::new();
+        for i in chosen {
+            let mut copy = pkt.clone();
+            let mut bops = Vec::new();
+            self.actions(&mut copy, &g.buckets[i].actions, depth + 1, &mut bops);
+            buckets.push((i, bops));
+            if self.halted {
+                break;
+            }
+        }
+        ops.push(Op::Group {
+            group: id,
+            group_type: Some(g.group_type),
+            buckets,
+            effect: if self.halted {
+                format!("{effect} (halted)")
+            } else {
+                effect
+            },
+        });
+        if self.halted {
+            Control::Stop
+        } else {
+            Control::Continue
+        }
+    }
+
+    /// OVS' liveness: a bucket watching nothing is live, otherwise it is live when its watch
+    /// port is up or its watch group has a live bucket.
+    fn bucket_live(&self, b: &Bucket, depth: usize) -> bool {
+        let (no_port, no_group) = (b.watch_port == port::ANY, b.watch_group == ANY_GROUP);
+        (no_port && no_group)
+            || (!no_port && self.tables.is_port_up(b.watch_port))
+            || (!no_group
+                && depth < MAX_LIVENESS_DEPTH
+                && self
+                    .tables
+                    .group(b.watch_group)
+                    .is_some_and(|g| g.buckets.iter().any(|b| self.bucket_live(b, depth + 1))))
+    }
+
+    fn ct(&mut self, pkt: &Packet, ct: &Ct, a: &Action) -> String {
+        let zone = match ct.zone {
+            CtZone::Imm(z) => z,
+            CtZone::Field(sf) => read_subfield(pkt, &sf).unwrap_or(0) as u16,
+        };
+        let mut v = self.ct.classify(pkt, zone);
+        let mut notes = Vec::new();
+        if ct.force
+            && ct.commit
+            && v.state & ct_state::RPL != 0
+            && let Some(i) = v.conn
+        {
+            self.ct.remove(i);
+            v = self.ct.classify(pkt, zone);
+            notes.push("reply-direction connection removed (force)".to_string());
+        }
+        if ct.commit && v.state & ct_state::INV == 0 {
+            if let Some(key) = v.key {
+                let i = match v.conn {
+                    Some(i) => i,
+                    None => self.ct.commit(key),
+                };
+                v.conn = Some(i);
+                self.ct_exec(i, &ct.exec);
+                notes.push("committed".into());
+            }
+        } else if ct.commit {
+            notes.push("invalid packet: not committed".into());
+        } else if !ct.exec.is_empty() {
+            notes.push("exec ignored without commit".into());
+        }
+        if ct.nat.is_some() {
+            notes.push("nat is not simulated".into());
+        }
+        let state = flag_text(&CT_STATE_FLAGS, u128::from(v.state));
+        let Some(table) = ct.table else {
+            notes.push(format!(
+                "{state} (not visible: no table= to recirculate to)"
+            ));
+            return notes.join("; ");
+        };
+        if self.recirc_depth >= MAX_RECIRCULATIONS {
+            self.last_drop = Some(DropReason::RecirculationDepth);
+            notes.push("recirculation refused: too deep".into());
+            return notes.join("; ");
+        }
+        let mut r = pkt.clone();
+        for f in [
+            Field::CtNwSrc,
+            Field::CtNwDst,
+            Field::CtIpv6Src,
+            Field::CtIpv6Dst,
+            Field::CtNwProto,
+            Field::CtTpSrc,
+            Field::CtTpDst,
+        ] {
+            r.clear(f);
+        }
+        let conn = v.conn.and_then(|i| self.ct.get(i));
+        r.set(Field::CtState, u128::from(v.state));
+        r.set(Field::CtZone, u128::from(zone));
+        r.set(Field::CtMark, conn.map_or(0, |c| u128::from(c.mark)));
+        r.set(Field::CtLabel, conn.map_or(0, |c| c.label));
+        let orig = conn.map(|c| c.key).or(v.key);
+        if let Some(k) = orig.filter(|_| v.state & ct_state::INV == 0) {
+            match (k.src, k.dst) {
+                (std::net::IpAddr::V4(s), std::net::IpAddr::V4(d)) => {
+                    r.set(Field::CtNwSrc, u128::from(u32::from(s)));
+                    r.set(Field::CtNwDst, u128::from(u32::from(d)));
+                }
+                (s, d) => {
+                    let v6 = |a: std::net::IpAddr| match a {
+                        std::net::IpAddr::V4(a) => a.to_ipv6_mapped(),
+                        std::net::IpAddr::V6(a) => a,
+                    };
+                    r.set(Field::CtIpv6Src, u128::from(v6(s)));
+                    r.set(Field::CtIpv6Dst, u128::from(v6(d)));
+                }
+            }
+            r.set(Field::CtNwProto, u128::from(k.proto));
+            r.set(Field::CtTpSrc, u128::from(k.sport));
+            r.set(Field::CtTpDst, u128::from(k.dport));
+        }
+        self.pending.push_back(Recirc {
+            cause: a.to_string(),
+            table,
+            packet: r,
+            action_set: self.action_set.clone(),
+            depth: self.recirc_depth + 1,
+        });
+        notes.push(format!(
+            "{state}: recirculates to table {table}; this copy continues untracked"
+        ));
+        notes.join("; ")
+    }
+
+    /// `exec(...)` of a committing `ct`: writes to `ct_mark`/`ct_label` of connection `i`.
+    fn ct_exec(&mut self, i: usize, exec: &[Action]) {
+        let Some(c) = self.ct.get_mut(i) else { return };
+        for a in exec {
+            let (field, value, mask) = match a {
+                Action::SetField { field, value, mask } => (*field, *value, *mask),
+                Action::RegLoad { dst, value } => {
+                    (dst.field, shift_in(u128::from(*value), dst), bits_mask(dst))
+                }
+                _ => continue,
+            };
+            match field {
+                Field::CtMark => {
+                    c.mark = ((u128::from(c.mark) & !mask) | (value & mask)) as u32;
+                }
+                Field::CtLabel => c.label = (c.label & !mask) | (value & mask),
+                _ => {}
+            }
+        }
+    }
+}
