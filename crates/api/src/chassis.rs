@@ -97,7 +97,11 @@ pub async fn register(
                     format!("/chassis/{id}"),
                     serde_json::to_vec(&info).unwrap_or_default(),
                 )
-                .put_leased(format!("/chassis-up/{id}"), b"up".to_vec(), lease);
+                .put_leased(
+                    format!("/chassis-up/{id}"),
+                    json!({"lease": lease}).to_string().into_bytes(),
+                    lease,
+                );
             store.txn(txn).await?;
             Ok(json!({"chassis": info, "lease": lease, "ttl_seconds": CHASSIS_TTL.as_secs()}))
         }

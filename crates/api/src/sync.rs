@@ -3,7 +3,7 @@
 //! `GET /wyvern/v1/sync/snapshot?network=ID...` answers every object of the requested topics at one
 //! revision R; `GET /wyvern/v1/sync/watch?after=R&network=ID...` then streams every change after R as
 //! newline-delimited JSON, one line per store revision batch:
-//! `{"revision": N, "events": [{"key": K, "value": OBJECT-or-null}]}`. A line `{"heartbeat": N}` comes
+//! `{"revision": N, "events": [{"key": K, "value": V} or {"key": K, "deleted": true}]}`. A line `{"heartbeat": N}` comes
 //! when nothing changed for a while, so that clients notice dead connections. When the store has
 //! compacted past `after`, the watch answers 410 with a `NeutronError` of type `Compacted` (or, if that
 //! happens mid-stream, a last line `{"compacted": N}`), and the client takes a fresh snapshot.
@@ -76,10 +76,18 @@ impl Topics {
     }
 }
 
-fn value_json(value: Option<&[u8]>) -> Value {
-    value
-        .and_then(|v| serde_json::from_slice(v).ok())
-        .unwrap_or(Value::Null)
+/// A stored value as JSON (values that are not JSON travel as a string).
+fn value_json(value: &[u8]) -> Value {
+    serde_json::from_slice(value)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(value).into_owned()))
+}
+
+/// One change as a line item: `{"key", "value"}` for a put, `{"key", "deleted": true}` for a delete.
+fn event_json(e: &Event) -> Value {
+    match &e.value {
+        Some(v) => json!({"key": e.key, "value": value_json(v), "revision": e.revision}),
+        None => json!({"key": e.key, "deleted": true, "revision": e.revision}),
+    }
 }
 
 fn admin(api: &Api, headers: &HeaderMap) -> ApiResult<()> {
@@ -104,7 +112,7 @@ pub async fn snapshot(
         let items: Vec<Value> = kvs
             .iter()
             .filter(|kv: &&KeyValue| topics.wants(&kv.key, Some(&kv.value)))
-            .map(|kv| json!({"key": kv.key, "value": value_json(Some(&kv.value))}))
+            .map(|kv| json!({"key": kv.key, "value": value_json(&kv.value)}))
             .collect();
         Ok(json!({"revision": revision, "items": items}))
     }
@@ -160,7 +168,7 @@ pub async fn watch(State(api): State<Api>, headers: HeaderMap, RawQuery(q): RawQ
                     let wanted: Vec<Value> = events
                         .iter()
                         .filter(|e| topics.wants(&e.key, e.value.as_deref()))
-                        .map(|e| json!({"key": e.key, "value": value_json(e.value.as_deref()), "revision": e.revision}))
+                        .map(event_json)
                         .collect();
                     json!({"revision": revision, "events": wanted})
                 }
