@@ -413,11 +413,9 @@ impl Lab {
                 Some(topo.underlay.mtu),
             )?;
             self.chassis.insert(name.to_owned(), ch);
-            let agent_args = self
-                .state
-                .chassis
-                .get(name)
-                .and_then(|c| c.agent_args.clone());
+            let previous = self.state.chassis.get(name);
+            let agent_args = previous.and_then(|c| c.agent_args.clone());
+            let metrics_port = previous.and_then(|c| c.metrics_port);
             self.state.chassis.insert(
                 name.to_owned(),
                 ChassisState {
@@ -426,6 +424,7 @@ impl Lab {
                     tunnel_ip: ip,
                     prefix_len,
                     agent_args,
+                    metrics_port,
                 },
             );
             self.changed(
@@ -516,10 +515,30 @@ impl Lab {
             c.tunnel_ip.to_string(),
             "--encap".into(),
             self.state.encap.clone(),
+            "--metrics-listen".into(),
+            format!("127.0.0.1:{}", c.metrics_port.unwrap_or(0)),
         ])
     }
 
+    /// URL of chassis `name`'s agent metrics, once an agent was started there.
+    pub fn agent_metrics_url(&self, name: &str) -> Option<String> {
+        let port = self.state.chassis.get(name)?.metrics_port?;
+        Some(format!("http://127.0.0.1:{port}/metrics"))
+    }
+
     fn spawn_agent(&mut self, name: &str) -> Result<u32> {
+        if let Some(c) = self.state.chassis.get_mut(name) {
+            if c.metrics_port.is_none() {
+                let port = std::net::TcpListener::bind("127.0.0.1:0")
+                    .and_then(|l| l.local_addr())
+                    .map(|a| a.port())
+                    .map_err(|source| Error::Io {
+                        what: "finding a free port for agent metrics".into(),
+                        source,
+                    })?;
+                c.metrics_port = Some(port);
+            }
+        }
         let args = self.agent_args(name)?;
         drop(self.agents.remove(name));
         let cmd = self.wyvern(&args);

@@ -41,6 +41,9 @@ pub struct ChassisState {
     pub prefix_len: u8,
     /// The agent's command line (arguments after the binary), if one was started.
     pub agent_args: Option<Vec<String>>,
+    /// Loopback port of the agent's Prometheus metrics.
+    #[serde(default)]
+    pub metrics_port: Option<u16>,
 }
 
 /// A network and its subnets.
