@@ -10,7 +10,7 @@ use crate::{Error, Lab, LabOptions, Result, Topology, names};
 pub enum LabCommand {
     /// Bring a lab up from a topology file, or in line with it if it runs already.
     Up {
-        /// The topology file (TOML; see crates/lab/examples/demo.toml).
+        /// The topology file (TOML; see examples/demo.toml).
         file: PathBuf,
     },
     /// Show what runs: server, chassis, agents, networks, VMs with IP and MAC.

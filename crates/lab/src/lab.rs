@@ -1007,6 +1007,17 @@ impl Lab {
         Ok(())
     }
 
+    /// Kills the server with SIGKILL (like a crash) and waits until it is dead; [`Lab::converge`]
+    /// starts it again on the same store and address.
+    pub fn kill_server(&mut self) -> Result<()> {
+        let d = self
+            .server
+            .take()
+            .ok_or_else(|| Error::NotFound("no server runs".into()))?;
+        d.kill();
+        Ok(())
+    }
+
     /// (Re)starts chassis `name`'s agent (stopping a running one first); returns its PID.
     pub fn restart_agent(&mut self, name: &str) -> Result<u32> {
         if self.state.agents_available == Some(false) {

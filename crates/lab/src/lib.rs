@@ -53,7 +53,7 @@
 //! use lab::{Lab, LabOptions, Topology};
 //!
 //! # fn main() -> lab::Result<()> {
-//! let topo = Topology::from_file("crates/lab/examples/demo.toml".as_ref())?;
+//! let topo = Topology::from_file("examples/demo.toml".as_ref())?;
 //! let opts = LabOptions { wyvern: "target/debug/wyvern".into(), ..LabOptions::default() };
 //! let mut lab = Lab::up(&topo, &opts)?;           // Drop tears it down again
 //! let out = lab.exec("web1", &["ping", "-c1", "10.0.0.12"])?;

@@ -349,7 +349,7 @@ ip = "10.0.0.5"
             t.networks[0].subnets[0].gateway().unwrap(),
             Gateway::Ip("10.0.0.254".parse().unwrap())
         );
-        let demo = include_str!("../examples/demo.toml");
+        let demo = include_str!("../../../examples/demo.toml");
         parse(demo).unwrap();
     }
 
