@@ -165,3 +165,16 @@ fn flow_count_stays_within_the_budget() {
     let ports = 5;
     assert!(p.flow_count() <= fixed + 2 * per_network + 5 * ports, "{}", p.flow_count());
 }
+
+#[test]
+fn a_chassis_whose_lease_ran_out_gets_no_more_traffic() {
+    let mut p = pipeline();
+    let delta = p.apply(Input::Object("/chassis-up/ch2".into(), None));
+    assert!(!delta.removed.is_empty(), "flows towards ch2 are withdrawn");
+    let t = trace(&tables(&p), 10, ping(&A1, A3.mac, A3.ip));
+    assert!(!t.verdict.ports().contains(&TUNNEL), "{}", t.display(|c| p.describe_cookie(c)));
+    // It comes back when the chassis does.
+    p.apply(Input::Object("/chassis-up/ch2".into(), Some(json!({"lease": 2}))));
+    let t = trace(&tables(&p), 10, ping(&A1, A3.mac, A3.ip));
+    assert_eq!(t.verdict.ports(), vec![TUNNEL]);
+}
