@@ -7,6 +7,7 @@
 //! and sends the difference — a half-known topology would otherwise delete live flows.
 
 mod metrics;
+mod nd;
 mod reconcile;
 mod server;
 
@@ -28,6 +29,8 @@ pub use server::Server;
 
 /// How often the agent renews its chassis lease.
 const HEARTBEAT: Duration = Duration::from_secs(3);
+/// Neighbour advertisements the agent sends per port and second, at most.
+const ND_ANSWERS_PER_SECOND: u32 = 50;
 /// How often the agent asks again about VIFs whose port did not exist yet.
 const UNKNOWN_PORT_RETRY: Duration = Duration::from_secs(1);
 
@@ -257,6 +260,37 @@ impl Agent {
     }
 }
 
+/// Answers a neighbour solicitation the pipeline sent up (its flow's cookie names the port).
+async fn answer_solicitation(
+    agent: &Agent,
+    reconciler: &Reconciler,
+    limit: &mut nd::RateLimit,
+    pi: &openflow::message::PacketIn,
+) {
+    let Some(port) = agent.pipeline.port_of_cookie(pi.cookie) else {
+        return;
+    };
+    let Some(in_port) = pi
+        .match_
+        .exact(openflow::Field::InPort)
+        .and_then(|p| u32::try_from(p).ok())
+    else {
+        return;
+    };
+    let Some((target, _, _)) = nd::solicitation(&pi.data) else {
+        return;
+    };
+    if !port.ips.contains(&IpAddr::V6(target)) || !limit.allow(&port.id) {
+        return;
+    }
+    let mac = port.mac.to_be_bytes();
+    let Some(frame) = nd::advertisement(&pi.data, [mac[2], mac[3], mac[4], mac[5], mac[6], mac[7]])
+    else {
+        return;
+    };
+    reconciler.packet_out(in_port, frame).await;
+}
+
 /// Runs the agent until the process ends.
 pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     let tunnel = plumb(&cfg).await?;
@@ -327,6 +361,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     let mut reconciler = Reconciler::new(conn);
     let mut in_sync = false;
     let mut retry = tokio::time::interval(UNKNOWN_PORT_RETRY);
+    let mut nd_limit = nd::RateLimit::new(ND_ANSWERS_PER_SECOND);
     loop {
         publish(&metrics, &agent, &reconciler, in_sync);
         tokio::select! {
@@ -371,6 +406,9 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
                         Ok(()) => in_sync = true,
                         Err(e) => tracing::warn!("resync failed: {e}"),
                     }
+                }
+                Some(Event::Message(_, openflow::Message::PacketIn(pi))) => {
+                    answer_solicitation(&agent, &reconciler, &mut nd_limit, &pi).await;
                 }
                 Some(Event::Disconnected(why)) => {
                     tracing::warn!("lost br-int: {why}");

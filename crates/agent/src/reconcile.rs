@@ -95,6 +95,19 @@ impl Reconciler {
         self.send(removes, adds).await
     }
 
+    /// Sends a frame out of `port` (answers built by the agent); failures are only logged.
+    pub async fn packet_out(&self, port: u32, frame: Vec<u8>) {
+        let msg = Message::PacketOut(openflow::message::PacketOut {
+            buffer_id: openflow::flow::NO_BUFFER,
+            in_port: openflow::field::port::CONTROLLER,
+            actions: vec![openflow::Action::Output { port, max_len: 0 }],
+            data: frame,
+        });
+        if let Err(e) = self.conn.send(&msg).await {
+            tracing::debug!("packet-out to port {port} failed: {e}");
+        }
+    }
+
     /// Sends one pipeline delta.
     pub async fn apply(&mut self, delta: Delta) -> Result<(), AgentError> {
         // A flow whose identity stays but whose actions change is re-added (an add replaces it);

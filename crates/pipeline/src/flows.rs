@@ -5,7 +5,8 @@
 //!   port's fixed IPs or allowed address pairs; ARP sender fields too) and get the network's VNI in
 //!   `metadata`; packets from the tunnel port get the VNI from `tun_id` and `reg5=1` ("came from a
 //!   tunnel") and skip to L2. Everything else is dropped.
-//! - [`T_SERVICES`] (20): the ARP responder answers requests for known port addresses in place.
+//! - [`T_SERVICES`] (20): the ARP responder answers requests for known port addresses in place;
+//!   neighbour solicitations for known IPv6 addresses go to the agent, which answers them.
 //! - [`T_L2`] (30): destination MAC lookup: output to a local VIF, or set `tun_dst`/`tun_id` and output
 //!   to the tunnel port for a port bound on another chassis that is up (only for packets that did not
 //!   come from a tunnel); anything else goes to flooding.
@@ -14,7 +15,8 @@
 //!
 //! A local port with port security and one IPv4 address costs five flows on its own chassis (three
 //! in ingress, ARP responder, L2) and two on every other chassis (ARP responder, L2); a network costs
-//! three (tunnel receive, L2 miss, flood) plus one for local-only flooding.
+//! six (tunnel receive, L2 miss, flood, local-only flood, ARP and ND probes); each IPv6 address adds an
+//! ND responder flow.
 
 use std::net::IpAddr;
 
@@ -147,6 +149,31 @@ fn ingress(owner: &Owner, port: &Port, vni: u32, ofport: u32, out: &mut Vec<Flow
     }
 }
 
+/// Sends neighbour solicitations for the port's IPv6 addresses to the agent, which answers them with
+/// a neighbour advertisement (the flow's cookie names the port).
+fn nd_responder(owner: &Owner, port: &Port, vni: u32, out: &mut Vec<Flow>) {
+    for ip in &port.ips {
+        let IpAddr::V6(v6) = ip else { continue };
+        let m = Match::new()
+            .with(Field::Metadata, vni.into())
+            .with(Field::EthType, ETH_IPV6)
+            .with(Field::IpProto, 58)
+            .with(Field::Icmpv6Type, 135)
+            .with(Field::NdTarget, u128::from(*v6));
+        let to_agent = Action::Output {
+            port: port::CONTROLLER,
+            max_len: u16::MAX,
+        };
+        out.push(flow(
+            owner,
+            T_SERVICES,
+            100,
+            m,
+            Instructions::apply(vec![to_agent]),
+        ));
+    }
+}
+
 /// Answers ARP requests for the port's IPv4 addresses.
 fn arp_responder(owner: &Owner, port: &Port, vni: u32, out: &mut Vec<Flow>) {
     for ip in &port.ips {
@@ -211,6 +238,7 @@ pub fn port_flows(topo: &Topology, port: &Port) -> Vec<Flow> {
         return out;
     }
     arp_responder(&owner, port, vni, &mut out);
+    nd_responder(&owner, port, vni, &mut out);
     let dst = Match::new()
         .with(Field::Metadata, vni.into())
         .with(Field::EthDst, port.mac.into());
@@ -277,6 +305,14 @@ pub fn network_flows(topo: &Topology, net: &Network) -> Vec<Flow> {
         .with(Field::ArpOp, 1)
         .with(Field::ArpSpa, 0);
     out.push(flow(&owner, T_SERVICES, 110, probe, goto(T_L2)));
+    // Duplicate address detection (solicitations from ::) is flooded, never answered.
+    let dad = this_net
+        .clone()
+        .with(Field::EthType, ETH_IPV6)
+        .with(Field::IpProto, 58)
+        .with(Field::Ipv6Src, 0)
+        .with(Field::Icmpv6Type, 135);
+    out.push(flow(&owner, T_SERVICES, 110, dad, goto(T_L2)));
     let from_tunnel = this_net.clone().with(Field::Reg(REG_FROM_TUNNEL), 1);
     out.push(flow(
         &owner,

@@ -103,6 +103,14 @@ impl Pipeline {
             .map(|n| format!("network {}", n.id))
     }
 
+    /// The port that owns a flow cookie, if a port does.
+    pub fn port_of_cookie(&self, cookie: u64) -> Option<&model::Port> {
+        self.topo
+            .ports
+            .values()
+            .find(|p| Owner::Port(p.id.clone()).owns(cookie))
+    }
+
     /// Recomputes everything from scratch (what the incremental result must always equal).
     pub fn full(&self) -> HashSet<Flow> {
         let mut out: HashSet<Flow> = flows::static_flows().into_iter().collect();

@@ -20,11 +20,36 @@ struct Port {
     ofport: Option<u32>,
 }
 
-const A1: Port = Port { id: "a1000000-0000-4000-8000-000000000001", mac: "fa:16:3e:00:00:a1", ip: "10.0.0.11", ofport: Some(10) };
-const A2: Port = Port { id: "a2000000-0000-4000-8000-000000000002", mac: "fa:16:3e:00:00:a2", ip: "10.0.0.12", ofport: Some(11) };
-const A3: Port = Port { id: "a3000000-0000-4000-8000-000000000003", mac: "fa:16:3e:00:00:a3", ip: "10.0.0.13", ofport: None };
-const B1: Port = Port { id: "b1000000-0000-4000-8000-000000000001", mac: "fa:16:3e:00:00:b1", ip: "10.0.0.12", ofport: Some(12) };
-const OPEN: Port = Port { id: "c1000000-0000-4000-8000-000000000001", mac: "fa:16:3e:00:00:c1", ip: "10.0.0.14", ofport: Some(13) };
+const A1: Port = Port {
+    id: "a1000000-0000-4000-8000-000000000001",
+    mac: "fa:16:3e:00:00:a1",
+    ip: "10.0.0.11",
+    ofport: Some(10),
+};
+const A2: Port = Port {
+    id: "a2000000-0000-4000-8000-000000000002",
+    mac: "fa:16:3e:00:00:a2",
+    ip: "10.0.0.12",
+    ofport: Some(11),
+};
+const A3: Port = Port {
+    id: "a3000000-0000-4000-8000-000000000003",
+    mac: "fa:16:3e:00:00:a3",
+    ip: "10.0.0.13",
+    ofport: None,
+};
+const B1: Port = Port {
+    id: "b1000000-0000-4000-8000-000000000001",
+    mac: "fa:16:3e:00:00:b1",
+    ip: "10.0.0.12",
+    ofport: Some(12),
+};
+const OPEN: Port = Port {
+    id: "c1000000-0000-4000-8000-000000000001",
+    mac: "fa:16:3e:00:00:c1",
+    ip: "10.0.0.14",
+    ofport: Some(13),
+};
 
 fn port_json(p: &Port, net: &str, host: &str, secure: bool) -> serde_json::Value {
     json!({"id": p.id, "network_id": net, "mac_address": p.mac, "name": p.id[..2].to_string(),
@@ -36,12 +61,27 @@ fn pipeline() -> Pipeline {
     let mut p = Pipeline::new("ch1");
     let obj = |k: String, v: serde_json::Value| Input::Object(k, Some(v));
     for (id, vni) in [(NET_A, 100), (NET_B, 200)] {
-        p.apply(obj(format!("/r/networks/{id}"), json!({"id": id, "provider:network_type": "vxlan", "provider:segmentation_id": vni})));
+        p.apply(obj(
+            format!("/r/networks/{id}"),
+            json!({"id": id, "provider:network_type": "vxlan", "provider:segmentation_id": vni}),
+        ));
     }
-    p.apply(obj("/chassis/ch2".into(), json!({"id": "ch2", "tunnel_ip": "192.168.9.2"})));
+    p.apply(obj(
+        "/chassis/ch2".into(),
+        json!({"id": "ch2", "tunnel_ip": "192.168.9.2"}),
+    ));
     p.apply(obj("/chassis-up/ch2".into(), json!({"lease": 1})));
-    for (port, net, host, secure) in [(A1, NET_A, "ch1", true), (A2, NET_A, "ch1", true), (A3, NET_A, "ch2", true), (B1, NET_B, "ch1", true), (OPEN, NET_A, "ch1", false)] {
-        p.apply(obj(format!("/r/ports/{}", port.id), port_json(&port, net, host, secure)));
+    for (port, net, host, secure) in [
+        (A1, NET_A, "ch1", true),
+        (A2, NET_A, "ch1", true),
+        (A3, NET_A, "ch2", true),
+        (B1, NET_B, "ch1", true),
+        (OPEN, NET_A, "ch1", false),
+    ] {
+        p.apply(obj(
+            format!("/r/ports/{}", port.id),
+            port_json(&port, net, host, secure),
+        ));
         if let Some(o) = port.ofport {
             p.apply(Input::Vif(port.id.into(), Some(o)));
         }
@@ -51,7 +91,9 @@ fn pipeline() -> Pipeline {
 }
 
 fn tables(p: &Pipeline) -> FlowTables {
-    FlowTables::new(p.flows().cloned(), vec![]).expect("flows the switch accepts").with_tunnel_port(TUNNEL)
+    FlowTables::new(p.flows().cloned(), vec![])
+        .expect("flows the switch accepts")
+        .with_tunnel_port(TUNNEL)
 }
 
 fn mac(s: &str) -> Mac {
@@ -70,7 +112,12 @@ fn ping(from: &Port, to_mac: &str, to_ip: &str) -> Packet {
 fn local_delivery_on_the_same_network() {
     let p = pipeline();
     let t = trace(&tables(&p), 10, ping(&A1, A2.mac, A2.ip));
-    assert_eq!(t.verdict.ports(), vec![11], "{}", t.display(|c| p.describe_cookie(c)));
+    assert_eq!(
+        t.verdict.ports(),
+        vec![11],
+        "{}",
+        t.display(|c| p.describe_cookie(c))
+    );
 }
 
 #[test]
@@ -81,7 +128,10 @@ fn remote_delivery_goes_over_the_tunnel_with_the_vni() {
     assert_eq!(out.len(), 1, "{}", t.display(|c| p.describe_cookie(c)));
     assert_eq!(out[0].port, TUNNEL);
     assert_eq!(out[0].packet.get(Field::TunId), Some(100));
-    assert_eq!(out[0].packet.get(Field::TunDst), Some(u128::from(u32::from(Ipv4Addr::new(192, 168, 9, 2)))));
+    assert_eq!(
+        out[0].packet.get(Field::TunDst),
+        Some(u128::from(u32::from(Ipv4Addr::new(192, 168, 9, 2))))
+    );
 }
 
 #[test]
@@ -89,14 +139,38 @@ fn networks_with_the_same_cidr_stay_isolated() {
     let p = pipeline();
     // A1 addresses B1 (same IP as A2, other network): B1 must not receive it.
     let t = trace(&tables(&p), 10, ping(&A1, B1.mac, B1.ip));
-    assert!(!t.verdict.ports().contains(&12), "{}", t.display(|c| p.describe_cookie(c)));
+    assert!(
+        !t.verdict.ports().contains(&12),
+        "{}",
+        t.display(|c| p.describe_cookie(c))
+    );
     // From the tunnel with network B's VNI, A1's MAC is unknown: nothing reaches A1.
-    let tun = Tunnel::new(200, Ipv4Addr::new(192, 168, 9, 2), Ipv4Addr::new(192, 168, 9, 1));
-    let t = trace(&tables(&p), TUNNEL, ping(&A3, A1.mac, A1.ip).with_tunnel(&tun));
-    assert!(!t.verdict.ports().contains(&10), "{}", t.display(|c| p.describe_cookie(c)));
+    let tun = Tunnel::new(
+        200,
+        Ipv4Addr::new(192, 168, 9, 2),
+        Ipv4Addr::new(192, 168, 9, 1),
+    );
+    let t = trace(
+        &tables(&p),
+        TUNNEL,
+        ping(&A3, A1.mac, A1.ip).with_tunnel(&tun),
+    );
+    assert!(
+        !t.verdict.ports().contains(&10),
+        "{}",
+        t.display(|c| p.describe_cookie(c))
+    );
     // With network A's VNI it is delivered.
-    let tun = Tunnel::new(100, Ipv4Addr::new(192, 168, 9, 2), Ipv4Addr::new(192, 168, 9, 1));
-    let t = trace(&tables(&p), TUNNEL, ping(&A3, A1.mac, A1.ip).with_tunnel(&tun));
+    let tun = Tunnel::new(
+        100,
+        Ipv4Addr::new(192, 168, 9, 2),
+        Ipv4Addr::new(192, 168, 9, 1),
+    );
+    let t = trace(
+        &tables(&p),
+        TUNNEL,
+        ping(&A3, A1.mac, A1.ip).with_tunnel(&tun),
+    );
     assert_eq!(t.verdict.ports(), vec![10]);
 }
 
@@ -105,12 +179,22 @@ fn spoofed_source_ip_or_mac_is_dropped() {
     let p = pipeline();
     let spoofed_ip = Packet::echo_request(mac(A1.mac), mac(A2.mac), ip("10.0.0.99"), ip(A2.ip));
     let t = trace(&tables(&p), 10, spoofed_ip);
-    assert!(t.verdict.ports().is_empty(), "{}", t.display(|c| p.describe_cookie(c)));
-    let spoofed_mac = Packet::echo_request(mac("fa:16:3e:99:99:99"), mac(A2.mac), ip(A1.ip), ip(A2.ip));
+    assert!(
+        t.verdict.ports().is_empty(),
+        "{}",
+        t.display(|c| p.describe_cookie(c))
+    );
+    let spoofed_mac =
+        Packet::echo_request(mac("fa:16:3e:99:99:99"), mac(A2.mac), ip(A1.ip), ip(A2.ip));
     let t = trace(&tables(&p), 10, spoofed_mac);
     assert!(t.verdict.ports().is_empty());
     // An ARP reply claiming another port's address is dropped too.
-    let arp = Packet::arp_reply(mac(A1.mac), "10.0.0.12".parse().unwrap(), mac(A3.mac), "10.0.0.13".parse().unwrap());
+    let arp = Packet::arp_reply(
+        mac(A1.mac),
+        "10.0.0.12".parse().unwrap(),
+        mac(A3.mac),
+        "10.0.0.13".parse().unwrap(),
+    );
     let t = trace(&tables(&p), 10, arp);
     assert!(t.verdict.ports().is_empty());
 }
@@ -118,9 +202,19 @@ fn spoofed_source_ip_or_mac_is_dropped() {
 #[test]
 fn port_security_disabled_lets_anything_through() {
     let p = pipeline();
-    let any = Packet::echo_request(mac("02:00:00:00:00:99"), mac(A1.mac), ip("192.0.2.1"), ip(A1.ip));
+    let any = Packet::echo_request(
+        mac("02:00:00:00:00:99"),
+        mac(A1.mac),
+        ip("192.0.2.1"),
+        ip(A1.ip),
+    );
     let t = trace(&tables(&p), 13, any);
-    assert_eq!(t.verdict.ports(), vec![10], "{}", t.display(|c| p.describe_cookie(c)));
+    assert_eq!(
+        t.verdict.ports(),
+        vec![10],
+        "{}",
+        t.display(|c| p.describe_cookie(c))
+    );
 }
 
 #[test]
@@ -134,22 +228,46 @@ fn the_arp_responder_answers_for_known_addresses() {
     let reply = &out[0].packet;
     assert_eq!(reply.get(Field::ArpOp), Some(2));
     assert_eq!(reply.get(Field::ArpSha), Some(mac(A3.mac).value()));
-    assert_eq!(reply.get(Field::ArpSpa), Some(u128::from(u32::from(A3.ip.parse::<Ipv4Addr>().unwrap()))));
+    assert_eq!(
+        reply.get(Field::ArpSpa),
+        Some(u128::from(u32::from(A3.ip.parse::<Ipv4Addr>().unwrap())))
+    );
     assert_eq!(reply.get(Field::EthDst), Some(mac(A1.mac).value()));
-    assert_eq!(reply.get(Field::ArpTpa), Some(u128::from(u32::from(A1.ip.parse::<Ipv4Addr>().unwrap()))));
+    assert_eq!(
+        reply.get(Field::ArpTpa),
+        Some(u128::from(u32::from(A1.ip.parse::<Ipv4Addr>().unwrap())))
+    );
 }
 
 #[test]
 fn broadcast_reaches_local_ports_and_remote_chassis_once() {
     let p = pipeline();
-    let req = Packet::arp_request(mac(A1.mac), A1.ip.parse().unwrap(), "10.0.0.200".parse().unwrap());
+    let req = Packet::arp_request(
+        mac(A1.mac),
+        A1.ip.parse().unwrap(),
+        "10.0.0.200".parse().unwrap(),
+    );
     let t = trace(&tables(&p), 10, req);
     let mut ports = t.verdict.ports();
     ports.sort();
-    assert_eq!(ports, vec![TUNNEL, 11, 13], "{}", t.display(|c| p.describe_cookie(c)));
+    assert_eq!(
+        ports,
+        vec![TUNNEL, 11, 13],
+        "{}",
+        t.display(|c| p.describe_cookie(c))
+    );
     // Flooded packets from the tunnel stay on this chassis.
-    let tun = Tunnel::new(100, Ipv4Addr::new(192, 168, 9, 2), Ipv4Addr::new(192, 168, 9, 1));
-    let from_remote = Packet::arp_request(mac(A3.mac), A3.ip.parse().unwrap(), "10.0.0.201".parse().unwrap()).with_tunnel(&tun);
+    let tun = Tunnel::new(
+        100,
+        Ipv4Addr::new(192, 168, 9, 2),
+        Ipv4Addr::new(192, 168, 9, 1),
+    );
+    let from_remote = Packet::arp_request(
+        mac(A3.mac),
+        A3.ip.parse().unwrap(),
+        "10.0.0.201".parse().unwrap(),
+    )
+    .with_tunnel(&tun);
     let mut ports = trace(&tables(&p), TUNNEL, from_remote).verdict.ports();
     ports.sort();
     assert_eq!(ports, vec![10, 11, 13]);
@@ -163,7 +281,11 @@ fn flow_count_stays_within_the_budget() {
     let per_network = 5;
     let fixed = 3;
     let ports = 5;
-    assert!(p.flow_count() <= fixed + 2 * per_network + 5 * ports, "{}", p.flow_count());
+    assert!(
+        p.flow_count() <= fixed + 2 * per_network + 5 * ports,
+        "{}",
+        p.flow_count()
+    );
 }
 
 #[test]
@@ -172,9 +294,16 @@ fn a_chassis_whose_lease_ran_out_gets_no_more_traffic() {
     let delta = p.apply(Input::Object("/chassis-up/ch2".into(), None));
     assert!(!delta.removed.is_empty(), "flows towards ch2 are withdrawn");
     let t = trace(&tables(&p), 10, ping(&A1, A3.mac, A3.ip));
-    assert!(!t.verdict.ports().contains(&TUNNEL), "{}", t.display(|c| p.describe_cookie(c)));
+    assert!(
+        !t.verdict.ports().contains(&TUNNEL),
+        "{}",
+        t.display(|c| p.describe_cookie(c))
+    );
     // It comes back when the chassis does.
-    p.apply(Input::Object("/chassis-up/ch2".into(), Some(json!({"lease": 2}))));
+    p.apply(Input::Object(
+        "/chassis-up/ch2".into(),
+        Some(json!({"lease": 2})),
+    ));
     let t = trace(&tables(&p), 10, ping(&A1, A3.mac, A3.ip));
     assert_eq!(t.verdict.ports(), vec![TUNNEL]);
 }
