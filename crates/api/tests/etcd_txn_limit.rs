@@ -1,0 +1,105 @@
+//! API calls whose one store transaction is large, on etcd, which refuses a transaction with more than
+//! 128 compares or more than 128 writes (`--max-txn-ops`, default 128): such a call must either work or
+//! be refused cleanly (4xx, nothing written, nothing left half-done), never answer 5xx.
+
+use std::sync::Arc;
+
+use etcd_fixture::EtcdCluster;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+/// A server on a fresh 1-member cluster (kept alive by the returned guard).
+async fn server() -> (EtcdCluster, String) {
+    let cluster = EtcdCluster::start(1).await.expect("etcd cluster");
+    let store: Arc<dyn store::Store> = store::open(&cluster.spec("/wyvern")).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(api::serve(listener, store, api::ApiConfig::default()));
+    (cluster, base)
+}
+
+async fn call(client: &reqwest::Client, request: reqwest::RequestBuilder) -> (u16, Value) {
+    let resp = client.execute(request.build().unwrap()).await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn create(client: &reqwest::Client, base: &str, collection: &str, body: Value) -> Value {
+    let url = format!("{base}/v2.0/{collection}");
+    let (status, answer) = call(client, client.post(url).json(&body)).await;
+    assert_eq!(status, 201, "{answer}");
+    answer
+}
+
+async fn count(client: &reqwest::Client, base: &str, collection: &str, net: &str) -> usize {
+    let url = format!("{base}/v2.0/{collection}?network_id={net}");
+    let (_, answer) = call(client, client.get(url)).await;
+    answer[collection].as_array().map_or(0, Vec::len)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_create_of_fifty_ports_works_or_is_refused_cleanly() {
+    let (_cluster, base) = server().await;
+    let client = reqwest::Client::new();
+    let net = create(&client, &base, "networks", json!({"network": {}})).await;
+    let net = net["network"]["id"].as_str().unwrap().to_string();
+    let subnet = json!({"subnet": {"network_id": net, "ip_version": 4, "cidr": "10.0.0.0/24"}});
+    create(&client, &base, "subnets", subnet).await;
+
+    let ports: Vec<Value> = (0..50).map(|_| json!({"network_id": net})).collect();
+    let url = format!("{base}/v2.0/ports");
+    let (status, answer) = call(&client, client.post(url).json(&json!({"ports": ports}))).await;
+    match status {
+        201 => assert_eq!(answer["ports"].as_array().map(Vec::len), Some(50)),
+        400..=499 => assert_eq!(count(&client, &base, "ports", &net).await, 0),
+        _ => panic!("bulk create of 50 ports: {status} {answer}"),
+    }
+}
+
+/// Subnets a network is given, more than fit in one etcd transaction's compares or writes.
+const SUBNETS: usize = 130;
+
+/// Creates a network and adds subnets to it until [`SUBNETS`] or the first failure; returns the
+/// network id, how many were created, and the failure.
+async fn grow(client: &reqwest::Client, base: &str) -> (String, usize, Option<(u16, Value)>) {
+    let net = create(client, base, "networks", json!({"network": {}})).await;
+    let net = net["network"]["id"].as_str().unwrap().to_string();
+    for i in 0..SUBNETS {
+        let cidr = format!("10.{}.{}.0/24", 1 + i / 256, i % 256);
+        let body = json!({"subnet": {"network_id": net, "ip_version": 4, "cidr": cidr}});
+        let url = format!("{base}/v2.0/subnets");
+        let (status, answer) = call(client, client.post(url).json(&body)).await;
+        if status != 201 {
+            return (net, i, Some((status, answer)));
+        }
+    }
+    (net, SUBNETS, None)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_network_takes_many_subnets() {
+    let (_cluster, base) = server().await;
+    let client = reqwest::Client::new();
+    let (_, created, failure) = grow(&client, &base).await;
+    assert!(
+        failure.is_none(),
+        "subnet {created} of {SUBNETS}: {failure:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_network_with_many_subnets_can_be_deleted() {
+    let (_cluster, base) = server().await;
+    let client = reqwest::Client::new();
+    let (net, created, _) = grow(&client, &base).await;
+    let url = format!("{base}/v2.0/networks/{net}");
+    let (status, answer) = call(&client, client.delete(&url)).await;
+    let (after, _) = call(&client, client.get(&url)).await;
+    let left = count(&client, &base, "subnets", &net).await;
+    assert_eq!(
+        (status, after, left),
+        (204, 404, 0),
+        "deleting a network with {created} subnets answered {status} {answer}; afterwards GET \
+         answers {after} and {left} subnets are left"
+    );
+}
