@@ -66,6 +66,8 @@ enum Command {
         #[command(subcommand)]
         command: lab::LabCommand,
     },
+    /// Explain what happens to a packet on a chassis, step by step, in API terms.
+    Trace(trace::TraceArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -109,6 +111,10 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Lab { command } => Ok(lab::run(command)?),
+        Command::Trace(args) => {
+            print!("{}", trace::run(&args)?);
+            Ok(())
+        }
     }
 }
 

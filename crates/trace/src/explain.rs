@@ -1,0 +1,467 @@
+//! The verdict of a simulated packet in API terms: which port, chassis or responder got it, or
+//! why it was dropped (port security with the offending address, an empty flood, a table miss),
+//! and whether the port it was meant for got it.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use flowsim::{ControllerPacket, Output, Packet, Trace};
+use ipnet::IpNet;
+use openflow::Field;
+use pipeline::cookie::Owner;
+use pipeline::flows::{T_FLOOD, T_INGRESS};
+use pipeline::model::Port;
+
+use crate::inventory::Inventory;
+use crate::local::Local;
+use crate::request::{Built, mac_of};
+
+fn is_group_mac(mac: u128) -> bool {
+    // The I/G bit: the lowest bit of the first octet.
+    (mac >> 40) & 1 == 1
+}
+
+/// The verdict, one sentence per line.
+pub fn verdict(inv: &Inventory, local: &Local, built: &Built, trace: &Trace) -> Vec<String> {
+    let v = &trace.verdict;
+    let mut lines = Vec::new();
+    let flooded = trace.path().iter().any(|(t, _)| *t == T_FLOOD);
+    let net = &built.source.network_id;
+    if flooded && !v.outputs.is_empty() {
+        let dst = built.packet.get(Field::EthDst).unwrap_or_default();
+        let kind = if is_group_mac(dst) {
+            "broadcast".to_string()
+        } else {
+            format!(
+                "unknown unicast: no port of the network has MAC {}",
+                flowsim::Mac::from_value(dst)
+            )
+        };
+        lines.push(format!("flooded on {} ({kind}):", inv.network_label(net)));
+    }
+    let bullet = if flooded { "  - " } else { "" };
+    for o in &v.outputs {
+        lines.push(format!("{bullet}{}", output(inv, local, trace, o)));
+    }
+    for c in &v.controller {
+        lines.push(to_agent(inv, c));
+    }
+    if let Some(reason) = &v.drop {
+        lines.push(dropped(inv, built, trace, flooded, reason));
+    }
+    if let Some(t) = &built.target
+        && !answered(trace)
+        && !reached(inv, local, trace, t)
+    {
+        let label = inv.port_label(t);
+        if t.network_id != *net {
+            lines.push(format!(
+                "{label} did not get it: it is on {}, and different networks are isolated",
+                inv.network_label(&t.network_id)
+            ));
+        } else {
+            lines.push(format!("{label} did not get it"));
+        }
+    }
+    lines
+}
+
+/// Whether the packet came back as an ARP reply on its input port (the ARP responder) or went
+/// to the agent as a neighbour solicitation (the ND responder).
+fn answered(trace: &Trace) -> bool {
+    let v = &trace.verdict;
+    v.outputs
+        .iter()
+        .any(|o| o.port == trace.in_port && o.packet.get(Field::ArpOp) == Some(2))
+        || v.controller.iter().any(|c| is_solicitation(&c.packet))
+}
+
+fn is_solicitation(p: &Packet) -> bool {
+    p.get(Field::Icmpv6Type) == Some(ND_NS)
+}
+
+/// ICMPv6 type of a neighbour solicitation.
+const ND_NS: u128 = 135;
+
+/// A packet sent to the controller: the agent of this chassis. A neighbour solicitation sent by
+/// a port's flow is the ND responder: the agent answers for that port.
+fn to_agent(inv: &Inventory, c: &ControllerPacket) -> String {
+    let owner = inv
+        .ports
+        .values()
+        .find(|q| Owner::Port(q.id.clone()).owns(c.cookie));
+    let target = c.packet.get(Field::NdTarget).map(Ipv6Addr::from);
+    match (owner, target) {
+        (Some(q), Some(ip)) if is_solicitation(&c.packet) => format!(
+            "answered by the ND responder for {}: the agent of this chassis replies that {ip} is at {}",
+            inv.port_label(q),
+            mac_of(q.mac)
+        ),
+        _ => format!(
+            "sent to the agent of this chassis (controller) by a flow of {}",
+            inv.describe_cookie(c.cookie)
+        ),
+    }
+}
+
+/// Whether `t` got the packet: delivered to its VIF here, or tunnelled to its chassis.
+fn reached(inv: &Inventory, local: &Local, trace: &Trace, t: &Port) -> bool {
+    let vni = inv.networks.get(&t.network_id).and_then(|n| n.vni);
+    trace.verdict.outputs.iter().any(|o| match &o.tunnel {
+        Some(tun) => {
+            Some(tun.id) == vni.map(u64::from)
+                && inv.chassis_with_ip(tun.dst).map(|c| Some(&c.id)) == Some(t.host.as_ref())
+        }
+        None => local.vifs.get(&t.id) == Some(&o.port),
+    })
+}
+
+fn output(inv: &Inventory, local: &Local, trace: &Trace, o: &Output) -> String {
+    let p = &o.packet;
+    if o.port == trace.in_port {
+        if p.get(Field::ArpOp) == Some(2) {
+            let spa = Ipv4Addr::from(p.get(Field::ArpSpa).unwrap_or_default() as u32);
+            let sha = p.get(Field::ArpSha).unwrap_or_default();
+            let who = inv
+                .ports
+                .values()
+                .find(|q| u128::from(q.mac) == sha && q.ips.contains(&IpAddr::V4(spa)))
+                .map(|q| format!(" for {}", inv.port_label(q)))
+                .unwrap_or_default();
+            return format!(
+                "answered by the ARP responder{who}: {spa} is at {}",
+                flowsim::Mac::from_value(sha)
+            );
+        }
+        return "sent back out of the port it came in on".into();
+    }
+    if let Some(tun) = &o.tunnel {
+        let chassis = match inv.chassis_with_ip(tun.dst) {
+            Some(c) => format!("chassis {} ({})", c.id, tun.dst),
+            None => format!("{} (no registered chassis)", tun.dst),
+        };
+        let dst = p.get(Field::EthDst).unwrap_or_default();
+        let network = inv.network_with_vni(tun.id);
+        let what = match network {
+            None => format!("VNI {} belongs to no network", tun.id),
+            Some(n) if is_group_mac(dst) => {
+                format!("for every port of {} there", inv.network_label(&n.id))
+            }
+            Some(n) => match inv.port_with_mac(&n.id, dst as u64) {
+                Some(q) => format!("for {}", inv.port_label(q)),
+                None => format!(
+                    "for MAC {}, which no port of {} has",
+                    flowsim::Mac::from_value(dst),
+                    inv.network_label(&n.id)
+                ),
+            },
+        };
+        return format!(
+            "sent over the tunnel to {chassis} with VNI {} → {what}",
+            tun.id
+        );
+    }
+    match local.vif_at(o.port).and_then(|id| inv.ports.get(id)) {
+        Some(q) => format!("delivered to {} on this chassis", inv.port_label(q)),
+        None => match local.vif_at(o.port) {
+            Some(id) => format!(
+                "delivered to VIF {id} on OpenFlow port {}, a port the server does not know",
+                o.port
+            ),
+            None => format!(
+                "output to OpenFlow port {}, which is neither a VIF nor the tunnel",
+                o.port
+            ),
+        },
+    }
+}
+
+fn dropped(
+    inv: &Inventory,
+    built: &Built,
+    trace: &Trace,
+    flooded: bool,
+    reason: &flowsim::DropReason,
+) -> String {
+    let steps = trace.steps();
+    let last = steps.last();
+    if flooded {
+        return format!(
+            "dropped: flooded on {}, but no other port of it is on this chassis or on another \
+             chassis that is up",
+            inv.network_label(&built.source.network_id)
+        );
+    }
+    if let Some(s) = last
+        && s.table == T_INGRESS
+        && s.flow.as_ref().is_none_or(|f| Owner::Static.owns(f.cookie))
+    {
+        return ingress_drop(inv, &built.source, &trace.packet);
+    }
+    match last.and_then(|s| s.flow.as_ref()) {
+        Some(f) => format!(
+            "dropped in table {} (flow owner: {}): {reason}",
+            f.table,
+            inv.describe_cookie(f.cookie)
+        ),
+        None => format!("dropped: {reason}"),
+    }
+}
+
+/// Why no ingress flow admitted a packet from `port`: port security with the offending
+/// address, or the port's state.
+fn ingress_drop(inv: &Inventory, port: &Port, p: &Packet) -> String {
+    let label = inv.port_label(port);
+    let security = |what: String| format!("dropped: port security ({what})");
+    if port.port_security {
+        let mac = p.get(Field::EthSrc).unwrap_or_default();
+        let macs: Vec<u128> = std::iter::once(port.mac)
+            .chain(port.pairs.iter().map(|(_, m)| *m))
+            .map(u128::from)
+            .collect();
+        if !macs.contains(&mac) {
+            return security(format!(
+                "source MAC {} is not the MAC of {label}, {}",
+                flowsim::Mac::from_value(mac),
+                mac_of(port.mac)
+            ));
+        }
+        let ip_src = match p.get(Field::EthType) {
+            Some(0x0806) => {
+                let sha = p.get(Field::ArpSha).unwrap_or_default();
+                if sha != mac {
+                    return security(format!(
+                        "ARP sender MAC {} differs from the source MAC",
+                        flowsim::Mac::from_value(sha)
+                    ));
+                }
+                p.get(Field::ArpSpa)
+                    .map(|v| IpAddr::V4(Ipv4Addr::from(v as u32)))
+            }
+            Some(0x0800) => p
+                .get(Field::Ipv4Src)
+                .map(|v| IpAddr::V4(Ipv4Addr::from(v as u32))),
+            Some(0x86dd) => p.get(Field::Ipv6Src).map(|v| IpAddr::V6(Ipv6Addr::from(v))),
+            _ => None,
+        };
+        if let Some(ip) = ip_src
+            && !allowed(port, ip, mac)
+        {
+            return security(format!("source {ip} is not an address of {label}"));
+        }
+    }
+    let network = inv.networks.get(&port.network_id);
+    let why = if !port.admin_up {
+        format!("{label} is administratively down")
+    } else if network.is_none() {
+        format!("its network {} is unknown", port.network_id)
+    } else if network.is_some_and(|n| !n.admin_up) {
+        format!(
+            "{} is administratively down",
+            inv.network_label(&port.network_id)
+        )
+    } else if network.is_some_and(|n| n.vni.is_none()) {
+        format!(
+            "{} is not an overlay network (the pipeline carries vxlan and geneve networks only)",
+            inv.network_label(&port.network_id)
+        )
+    } else {
+        format!("no flow of table {T_INGRESS} admits this packet from {label}")
+    };
+    format!("dropped at ingress: {why}")
+}
+
+/// Whether `ip` with source MAC `mac` is one of the port's addresses or allowed pairs.
+fn allowed(port: &Port, ip: IpAddr, mac: u128) -> bool {
+    // Unspecified sources (DHCP discovery, duplicate address detection) have flows of their own.
+    ip.is_unspecified()
+        || (mac == u128::from(port.mac) && port.ips.contains(&ip))
+        || port
+            .pairs
+            .iter()
+            .any(|(net, m): &(IpNet, u64)| u128::from(*m) == mac && net.contains(&ip))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::{Probe, Request, build};
+    use serde_json::json;
+
+    /// web1 (port security, on c1) and web2 (on c2) on network web (VNI 1); chassis c2.
+    fn inventory(web1: serde_json::Value) -> Inventory {
+        let mut p1 = json!({"id": "p1", "name": "web1", "network_id": "n1",
+            "mac_address": "fa:16:3e:00:00:01", "fixed_ips": [{"ip_address": "10.0.0.11"}],
+            "binding:host_id": "c1", "status": "ACTIVE"});
+        if let (Some(o), Some(extra)) = (p1.as_object_mut(), web1.as_object()) {
+            o.extend(extra.clone());
+        }
+        Inventory::from_items(vec![
+            (
+                "/r/networks/n1".into(),
+                json!({"id": "n1", "name": "web", "provider:network_type": "vxlan",
+                       "provider:segmentation_id": 1}),
+            ),
+            ("/r/ports/p1".into(), p1),
+            (
+                "/r/ports/p2".into(),
+                json!({"id": "p2", "name": "web2", "network_id": "n1",
+                       "mac_address": "fa:16:3e:00:00:02",
+                       "fixed_ips": [{"ip_address": "10.0.0.12"}],
+                       "binding:host_id": "c2", "status": "ACTIVE"}),
+            ),
+            (
+                "/chassis/c2".into(),
+                json!({"id": "c2", "tunnel_ip": "172.31.0.2"}),
+            ),
+        ])
+    }
+
+    /// The verdict for web1's packet to web2 (`src_mac` spoofed if given) through `flows`
+    /// (web1 on OpenFlow port 2, the tunnel on 1).
+    fn verdict_of(
+        inv: &Inventory,
+        flows: &[&str],
+        probe: Probe,
+        src_mac: Option<&str>,
+    ) -> Vec<String> {
+        let local = Local {
+            chassis: "c1".into(),
+            vifs: [("p1".to_string(), 2)].into(),
+            tunnel: Some(1),
+            origin: String::new(),
+        };
+        let req = Request {
+            from: "web1".into(),
+            to: "web2".into(),
+            probe,
+            src_ip: None,
+            src_mac: src_mac.map(|m| m.parse().unwrap()),
+        };
+        let built = build(inv, &req).unwrap();
+        let flows = flows.iter().map(|f| f.parse::<openflow::Flow>().unwrap());
+        let tables = flowsim::FlowTables::new(flows, [])
+            .unwrap()
+            .with_tunnel_port(1);
+        let t = flowsim::trace(&tables, 2, built.packet.clone());
+        verdict(inv, &local, &built, &t)
+    }
+
+    #[test]
+    fn ingress_drops_say_why() {
+        let inv = inventory(json!({}));
+        let v = verdict_of(&inv, &[], Probe::Echo, Some("02:00:00:00:00:99"));
+        assert_eq!(
+            v,
+            [
+                "dropped: port security (source MAC 02:00:00:00:00:99 is not the MAC of port web1, fa:16:3e:00:00:01)",
+                "port web2 did not get it",
+            ]
+        );
+        let arp = Probe::Arp;
+        let v = verdict_of(&inv, &[], arp, None);
+        assert_eq!(
+            v[0],
+            "dropped at ingress: no flow of table 0 admits this packet from port web1"
+        );
+        let down = inventory(json!({"admin_state_up": false}));
+        let v = verdict_of(&down, &[], Probe::Echo, None);
+        assert_eq!(
+            v[0],
+            "dropped at ingress: port web1 is administratively down"
+        );
+        // Without port security, a foreign MAC is no port security drop.
+        let open = inventory(json!({"port_security_enabled": false}));
+        let v = verdict_of(&open, &[], Probe::Echo, Some("02:00:00:00:00:99"));
+        assert_eq!(
+            v[0],
+            "dropped at ingress: no flow of table 0 admits this packet from port web1"
+        );
+    }
+
+    #[test]
+    fn arp_sender_must_match_the_source_mac() {
+        let inv = inventory(json!({}));
+        let p = Port::from_json(&json!({"id": "x", "mac_address": "fa:16:3e:00:00:01",
+            "fixed_ips": [{"ip_address": "10.0.0.11"}]}))
+        .unwrap();
+        let pkt = Packet::arp_request(
+            "fa:16:3e:00:00:09".parse().unwrap(),
+            "10.0.0.11".parse().unwrap(),
+            "10.0.0.12".parse().unwrap(),
+        )
+        .with(Field::EthSrc, 0xfa163e000001);
+        assert_eq!(
+            ingress_drop(&inv, &p, &pkt),
+            "dropped: port security (ARP sender MAC fa:16:3e:00:00:09 differs from the source MAC)"
+        );
+    }
+
+    #[test]
+    fn outputs_are_named_in_api_terms() {
+        let inv = inventory(json!({}));
+        let v = verdict_of(
+            &inv,
+            &[
+                "table=0, priority=10,in_port=2 actions=set_field:172.31.0.9->tun_dst,set_field:0x7->tun_id,output:1",
+            ],
+            Probe::Echo,
+            None,
+        );
+        assert_eq!(
+            v,
+            [
+                "sent over the tunnel to 172.31.0.9 (no registered chassis) with VNI 7 → VNI 7 belongs to no network",
+                "port web2 did not get it",
+            ]
+        );
+        let v = verdict_of(
+            &inv,
+            &[
+                "table=0, priority=10,in_port=2 actions=set_field:172.31.0.2->tun_dst,set_field:0x1->tun_id,output:1",
+            ],
+            Probe::Echo,
+            None,
+        );
+        assert_eq!(
+            v,
+            ["sent over the tunnel to chassis c2 (172.31.0.2) with VNI 1 → for port web2"]
+        );
+        let v = verdict_of(
+            &inv,
+            &["table=0, priority=10 actions=output:9"],
+            Probe::Echo,
+            None,
+        );
+        assert_eq!(
+            v[0],
+            "output to OpenFlow port 9, which is neither a VIF nor the tunnel"
+        );
+        let v = verdict_of(
+            &inv,
+            &[
+                "table=0, cookie=0x5, priority=10 actions=goto_table:30",
+                "table=30, cookie=0x5, priority=1 actions=drop",
+            ],
+            Probe::Echo,
+            None,
+        );
+        assert_eq!(
+            v[0],
+            "dropped in table 30 (flow owner: not a Wyvern flow (cookie 0x5)): flow in table 30 (cookie 0x5) drops"
+        );
+        let v = verdict_of(
+            &inv,
+            &["table=0, priority=10 actions=output:in_port"],
+            Probe::Echo,
+            None,
+        );
+        assert_eq!(v[0], "sent back out of the port it came in on");
+    }
+
+    #[test]
+    fn group_macs() {
+        assert!(is_group_mac(flowsim::Mac::BROADCAST.value()));
+        assert!(is_group_mac(0x0100_5e00_0001));
+        assert!(!is_group_mac(0xfa16_3e00_0001));
+    }
+}

@@ -1,0 +1,166 @@
+//! `wyvern trace`: what happens to a packet on a chassis, step by step, in API terms.
+//!
+//! The packet is described as an operator thinks of it — from a port (or lab VM) to an IP
+//! address or another port, ICMP echo, TCP, UDP or ARP — and built as the VM would send it
+//! ([`request`]). The flows come either from the switch (`br-int` as it is, dumped over
+//! OpenFlow) or from the pure pipeline over the server's topology (what the agent would
+//! install, [`local::compute_flows`]). The simulator ([`flowsim`]) walks them; every step is
+//! printed with its table, flow and owning API object (from the cookie, [`inventory`]), and the
+//! verdict is worded in API terms ([`explain`]): delivered to a port, sent over the tunnel to a
+//! chassis for a port, answered by the ARP responder, or dropped and why.
+//!
+//! * [`inventory`]: the server's topology from a sync snapshot, names and lookups.
+//! * [`request`]: packet construction.
+//! * [`local`]: the chassis' VIFs and tunnel, and the computed flows.
+//! * [`explain`]: the verdict.
+//! * [`fetch`]: talking to the server, OVSDB and the switch.
+//! * [`cli`]: the `wyvern trace` command line.
+
+pub mod cli;
+pub mod explain;
+pub mod fetch;
+pub mod inventory;
+pub mod local;
+pub mod request;
+
+use std::fmt;
+
+use openflow::Flow;
+use openflow::message::Group;
+
+pub use cli::{TraceArgs, run};
+pub use inventory::Inventory;
+pub use local::{Local, compute_flows, drift};
+pub use request::{Built, Probe, Request};
+
+/// Errors of `wyvern trace`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad input: an unknown port or VM, a malformed address, a missing option.
+    #[error("{0}")]
+    Input(String),
+    /// The named lab does not exist or its state is unreadable.
+    #[error("{0}")]
+    Lab(String),
+    /// The server could not be asked, or answered nonsense.
+    #[error("server: {0}")]
+    Server(String),
+    /// OVSDB could not be asked.
+    #[error("OVSDB {endpoint}: {why}")]
+    Ovsdb {
+        /// The endpoint.
+        endpoint: String,
+        /// What went wrong.
+        why: String,
+    },
+    /// The switch could not be asked.
+    #[error("switch {target}: {why}")]
+    Switch {
+        /// The OpenFlow target.
+        target: String,
+        /// What went wrong.
+        why: String,
+    },
+    /// The flows cannot be simulated.
+    #[error("the flows cannot be simulated: {0}")]
+    Flows(#[from] flowsim::Error),
+    /// No async runtime could be started.
+    #[error("starting the async runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// Flows to trace through, and where they come from.
+#[derive(Debug, Clone, Default)]
+pub struct FlowSet {
+    /// The flows.
+    pub flows: Vec<Flow>,
+    /// The groups.
+    pub groups: Vec<Group>,
+    /// Where they come from, for the report.
+    pub origin: String,
+    /// More about them (how they differ from the computed ones), for the report.
+    pub remarks: Vec<String>,
+}
+
+/// A finished trace.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// What was traced: chassis, flow source, packet, how its addresses were chosen.
+    pub header: Vec<String>,
+    /// The simulator's record.
+    pub trace: flowsim::Trace,
+    /// The steps, rendered with each flow's owner.
+    pub steps: String,
+    /// The verdict in API terms, one sentence per line.
+    pub verdict: Vec<String>,
+}
+
+impl Report {
+    /// The verdict as one text.
+    pub fn verdict_text(&self) -> String {
+        self.verdict.join("\n")
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for h in &self.header {
+            writeln!(f, "{h}")?;
+        }
+        writeln!(f)?;
+        f.write_str(&self.steps)?;
+        writeln!(f)?;
+        writeln!(f, "Verdict in API terms:")?;
+        for v in &self.verdict {
+            writeln!(f, "  {v}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Traces the packet `req` describes through `flows` on the chassis `local`, naming things
+/// after `inv`.
+pub fn simulate(
+    inv: &Inventory,
+    local: &Local,
+    flows: FlowSet,
+    req: &Request,
+) -> Result<Report, Error> {
+    let built = request::build(inv, req)?;
+    let label = inv.port_label(&built.source);
+    let in_port = *local.vifs.get(&built.source.id).ok_or_else(|| {
+        let bound = match built.source.host.as_deref() {
+            Some(h) => format!("it is bound to chassis {h}"),
+            None => "it is bound to no chassis".into(),
+        };
+        Error::Input(format!(
+            "{label} has no VIF on chassis {} ({bound}); trace on its chassis, or use --computed",
+            local.chassis
+        ))
+    })?;
+    let mut tables = flowsim::FlowTables::new(flows.flows, flows.groups)?;
+    if let Some(t) = local.tunnel {
+        tables = tables.with_tunnel_port(t);
+    }
+    let trace = flowsim::trace(&tables, in_port, built.packet.clone());
+    let mut header = vec![format!("Chassis {}: {}", local.chassis, flows.origin)];
+    header.extend(flows.remarks.iter().map(|r| format!("  {r}")));
+    header.extend([
+        format!("VIFs and tunnel port: {}", local.origin),
+        request::describe(inv, &built, req.probe),
+    ]);
+    header.extend(built.notes.iter().map(|n| format!("  {n}")));
+    header.push(format!(
+        "It enters br-int on OpenFlow port {in_port} ({label})."
+    ));
+    let steps = trace
+        .display(|cookie| Some(inv.describe_cookie(cookie)))
+        .to_string();
+    let verdict = explain::verdict(inv, local, &built, &trace);
+    Ok(Report {
+        header,
+        trace,
+        steps,
+        verdict,
+    })
+}
