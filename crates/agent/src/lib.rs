@@ -364,59 +364,58 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     let mut nd_limit = nd::RateLimit::new(ND_ANSWERS_PER_SECOND);
     loop {
         publish(&metrics, &agent, &reconciler, in_sync);
-        tokio::select! {
-            _ = retry.tick() => agent.retry_unknown().await,
-            Some(update) = updates.recv() => {
-                let delta = agent.apply_update(update);
-                if in_sync && !delta.is_empty() {
-                    if let Err(e) = reconciler.apply(delta).await {
-                        tracing::warn!("{e}; resynchronising on reconnect");
-                        in_sync = false;
-                    }
-                }
+        let delta = tokio::select! {
+            _ = retry.tick() => {
+                agent.retry_unknown().await;
+                pipeline::Delta::default()
             }
-            event = watcher.next() => {
-                let delta = match event {
-                    Some(VifEvent::Added(v)) => agent.vif_up(v.iface_id, v.ofport).await,
-                    Some(VifEvent::Changed { old, new }) => {
-                        let mut d = pipeline::Delta::default();
-                        if old.iface_id != new.iface_id {
-                            d = agent.vif_down(old.iface_id);
-                        }
-                        let d2 = agent.vif_up(new.iface_id, new.ofport).await;
-                        d.removed.extend(d2.removed);
-                        d.added.extend(d2.added);
-                        d
+            Some(update) = updates.recv() => agent.apply_update(update),
+            event = watcher.next() => match event {
+                Some(VifEvent::Added(v)) => agent.vif_up(v.iface_id, v.ofport).await,
+                Some(VifEvent::Changed { old, new }) => {
+                    let mut d = pipeline::Delta::default();
+                    if old.iface_id != new.iface_id {
+                        d = agent.vif_down(old.iface_id);
                     }
-                    Some(VifEvent::Removed(v)) => agent.vif_down(v.iface_id),
-                    Some(VifEvent::Synced) => pipeline::Delta::default(),
-                    None => return Err(AgentError::Ovsdb("VIF monitor stopped".into())),
-                };
-                if in_sync && !delta.is_empty() {
-                    if let Err(e) = reconciler.apply(delta).await {
-                        tracing::warn!("{e}; resynchronising on reconnect");
-                        in_sync = false;
-                    }
+                    let d2 = agent.vif_up(new.iface_id, new.ofport).await;
+                    d.removed.extend(d2.removed);
+                    d.added.extend(d2.added);
+                    d
                 }
-            }
-            event = of_events.recv() => match event {
-                Some(Event::Connected(_)) => {
-                    metrics.resyncs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    match reconciler.resync(agent.pipeline.flows()).await {
-                        Ok(()) => in_sync = true,
-                        Err(e) => tracing::warn!("resync failed: {e}"),
-                    }
-                }
-                Some(Event::Message(_, openflow::Message::PacketIn(pi))) => {
-                    answer_solicitation(&agent, &reconciler, &mut nd_limit, &pi).await;
-                }
-                Some(Event::Disconnected(why)) => {
-                    tracing::warn!("lost br-int: {why}");
-                    in_sync = false;
-                }
-                Some(_) => {}
-                None => return Err(AgentError::Switch("OpenFlow connection stopped".into())),
+                Some(VifEvent::Removed(v)) => agent.vif_down(v.iface_id),
+                Some(VifEvent::Synced) => pipeline::Delta::default(),
+                None => return Err(AgentError::Ovsdb("VIF monitor stopped".into())),
             },
+            event = of_events.recv() => {
+                match event {
+                    Some(Event::Connected(_)) => {
+                        metrics.resyncs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        match reconciler.resync(agent.pipeline.flows()).await {
+                            Ok(()) => in_sync = true,
+                            Err(e) => tracing::warn!("resync failed: {e}"),
+                        }
+                    }
+                    Some(Event::Message(_, openflow::Message::PacketIn(pi))) => {
+                        answer_solicitation(&agent, &reconciler, &mut nd_limit, &pi).await;
+                    }
+                    Some(Event::Disconnected(why)) => {
+                        tracing::warn!("lost br-int: {why}");
+                        in_sync = false;
+                    }
+                    Some(_) => {}
+                    None => return Err(AgentError::Switch("OpenFlow connection stopped".into())),
+                }
+                pipeline::Delta::default()
+            }
+        };
+        // Out of sync (switch disconnected), deltas only change the pipeline; the resync after
+        // the reconnection sends them.
+        if in_sync
+            && !delta.is_empty()
+            && let Err(e) = reconciler.apply(delta).await
+        {
+            tracing::warn!("{e}; resynchronising on reconnect");
+            in_sync = false;
         }
     }
 }

@@ -527,17 +527,17 @@ impl Lab {
     }
 
     fn spawn_agent(&mut self, name: &str) -> Result<u32> {
-        if let Some(c) = self.state.chassis.get_mut(name) {
-            if c.metrics_port.is_none() {
-                let port = std::net::TcpListener::bind("127.0.0.1:0")
-                    .and_then(|l| l.local_addr())
-                    .map(|a| a.port())
-                    .map_err(|source| Error::Io {
-                        what: "finding a free port for agent metrics".into(),
-                        source,
-                    })?;
-                c.metrics_port = Some(port);
-            }
+        if let Some(c) = self.state.chassis.get_mut(name)
+            && c.metrics_port.is_none()
+        {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .map_err(|source| Error::Io {
+                    what: "finding a free port for agent metrics".into(),
+                    source,
+                })?;
+            c.metrics_port = Some(port);
         }
         let args = self.agent_args(name)?;
         drop(self.agents.remove(name));

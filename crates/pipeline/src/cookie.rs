@@ -66,7 +66,7 @@ mod tests {
     #[test]
     fn cookies_name_their_owner() {
         let p = Owner::Port("3f2a51c0-1234-4abc-8def-0123456789ab".into());
-        assert_eq!(p.cookie(), 0x03_3f2a51c0_1234_4a);
+        assert_eq!(p.cookie(), 0x033f_2a51_c012_344a);
         assert!(p.owns(p.cookie()));
         assert!(!Owner::Network("3f2a51c0-1234-4abc-8def-0123456789ab".into()).owns(p.cookie()));
         assert!(Owner::is_ours(Owner::Static.cookie()));
