@@ -32,35 +32,7 @@ enum Command {
         config: Option<PathBuf>,
     },
     /// Run the agent of one chassis: program its br-int from the northbound topology.
-    Agent {
-        /// The server's URL.
-        #[arg(long, default_value = "http://127.0.0.1:9696")]
-        server: String,
-        /// This chassis' id (unique among chassis).
-        #[arg(long)]
-        chassis: String,
-        /// OVSDB endpoint of the local Open vSwitch (`unix:PATH` or `tcp:HOST:PORT`).
-        #[arg(long, default_value = "unix:/var/run/openvswitch/db.sock")]
-        ovsdb: String,
-        /// Open vSwitch run directory (where `br-int.mgmt` lives).
-        #[arg(long, default_value = "/var/run/openvswitch")]
-        ovs_rundir: PathBuf,
-        /// Underlay (tunnel endpoint) address of this chassis.
-        #[arg(long)]
-        tunnel_ip: std::net::IpAddr,
-        /// Tunnel encapsulation: geneve or vxlan.
-        #[arg(long, default_value = "geneve")]
-        encap: String,
-        /// Integration bridge.
-        #[arg(long, default_value = "br-int")]
-        bridge: String,
-        /// Datapath type of the bridges the agent creates (`netdev`: userspace).
-        #[arg(long, default_value = "netdev")]
-        datapath_type: String,
-        /// Serve Prometheus metrics on this address (`GET /metrics`).
-        #[arg(long)]
-        metrics_listen: Option<std::net::SocketAddr>,
-    },
+    Agent(AgentArgs),
     /// Run a local lab: server, chassis with Open vSwitch, agents and VMs in namespaces.
     Lab {
         #[command(subcommand)]
@@ -84,29 +56,8 @@ fn main() -> anyhow::Result<()> {
             store,
             config,
         } => run_server(&listen, &store, config.as_deref()),
-        Command::Agent {
-            server,
-            chassis,
-            ovsdb,
-            ovs_rundir,
-            tunnel_ip,
-            encap,
-            bridge,
-            datapath_type,
-            metrics_listen,
-        } => {
-            let encap: chassis::Encap = encap.parse().context("--encap")?;
-            let config = agent::AgentConfig {
-                server,
-                chassis,
-                ovsdb,
-                ovs_rundir,
-                tunnel_ip,
-                encap,
-                bridge,
-                datapath_type,
-                metrics_listen,
-            };
+        Command::Agent(args) => {
+            let config = args.into_config()?;
             tokio::runtime::Runtime::new()?.block_on(agent::run(config))?;
             Ok(())
         }
@@ -115,6 +66,54 @@ fn main() -> anyhow::Result<()> {
             print!("{}", trace::run(&args)?);
             Ok(())
         }
+    }
+}
+
+/// `wyvern agent` options.
+#[derive(clap::Args)]
+struct AgentArgs {
+    /// The server's URL.
+    #[arg(long, default_value = "http://127.0.0.1:9696")]
+    server: String,
+    /// This chassis' id (unique among chassis).
+    #[arg(long)]
+    chassis: String,
+    /// OVSDB endpoint of the local Open vSwitch (`unix:PATH` or `tcp:HOST:PORT`).
+    #[arg(long, default_value = "unix:/var/run/openvswitch/db.sock")]
+    ovsdb: String,
+    /// Open vSwitch run directory (where `br-int.mgmt` lives).
+    #[arg(long, default_value = "/var/run/openvswitch")]
+    ovs_rundir: PathBuf,
+    /// Underlay (tunnel endpoint) address of this chassis.
+    #[arg(long)]
+    tunnel_ip: std::net::IpAddr,
+    /// Tunnel encapsulation: geneve or vxlan.
+    #[arg(long, default_value = "geneve")]
+    encap: String,
+    /// Integration bridge.
+    #[arg(long, default_value = "br-int")]
+    bridge: String,
+    /// Datapath type of the bridges the agent creates (`netdev`: userspace).
+    #[arg(long, default_value = "netdev")]
+    datapath_type: String,
+    /// Serve Prometheus metrics on this address (`GET /metrics`).
+    #[arg(long)]
+    metrics_listen: Option<std::net::SocketAddr>,
+}
+
+impl AgentArgs {
+    fn into_config(self) -> anyhow::Result<agent::AgentConfig> {
+        Ok(agent::AgentConfig {
+            encap: self.encap.parse().context("--encap")?,
+            server: self.server,
+            chassis: self.chassis,
+            ovsdb: self.ovsdb,
+            ovs_rundir: self.ovs_rundir,
+            tunnel_ip: self.tunnel_ip,
+            bridge: self.bridge,
+            datapath_type: self.datapath_type,
+            metrics_listen: self.metrics_listen,
+        })
     }
 }
 
