@@ -46,8 +46,17 @@ impl ApiError {
     pub fn conflict(kind: &str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, kind, message)
     }
+    /// 403 `HTTPForbidden` (Wyvern's own APIs; the Neutron API answers [`ApiError::policy`]).
     pub fn forbidden(message: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, "HTTPForbidden", message)
+    }
+    /// 403 `PolicyNotAuthorized`: the caller's roles do not allow `rule` (e.g. `update_network`).
+    pub fn policy(rule: &str) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "PolicyNotAuthorized",
+            format!("rule:{rule} is disallowed by policy"),
+        )
     }
     /// The `<Kind>NotFound` error for an unknown id.
     pub fn object_not_found(error_name: &str, singular: &str, id: &str) -> Self {

@@ -4,7 +4,7 @@ use axum::extract::Path;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::error::ApiError;
+use axum::http::StatusCode;
 
 /// (alias, name, description) of every extension we implement.
 const EXTENSIONS: &[(&str, &str, &str)] = &[
@@ -59,11 +59,6 @@ const EXTENSIONS: &[(&str, &str, &str)] = &[
         "Add port_details attribute to Floating IP resource",
     ),
     (
-        "l2_adjacency",
-        "L2 Adjacency",
-        "Display L2 Adjacency for Neutron Networks.",
-    ),
-    (
         "net-mtu",
         "Network MTU",
         "Provides MTU attribute for a network resource.",
@@ -115,9 +110,24 @@ const EXTENSIONS: &[(&str, &str, &str)] = &[
         "The security groups extension.",
     ),
     (
+        "security-groups-normalized-cidr",
+        "Normalized CIDR field for security group rules",
+        "Add new field with normalized remote_ip_prefix cidr in SG rule",
+    ),
+    (
+        "security-groups-rules-belongs-to-default-sg",
+        "Security group rules belongs to the default security group",
+        "Flag to determine if the security group rule belongs to the default security group",
+    ),
+    (
         "sorting",
         "Sorting support",
         "Extension that indicates that sorting is enabled.",
+    ),
+    (
+        "subnet-external-network",
+        "Subnet External Network",
+        "Informs if the subnet is associated to an external network",
     ),
     (
         "standard-attr-description",
@@ -144,11 +154,6 @@ const EXTENSIONS: &[(&str, &str, &str)] = &[
         "Stateful security group",
         "Indicates if the security group is stateful or not",
     ),
-    (
-        "tag-ports-during-bulk-creation",
-        "Tag Ports During Bulk Creation",
-        "Allow to tag ports during bulk creation",
-    ),
 ];
 
 fn render(alias: &str, name: &str, description: &str) -> Value {
@@ -164,10 +169,17 @@ pub async fn list() -> Response {
 pub async fn show(Path(alias): Path<String>) -> Response {
     match EXTENSIONS.iter().find(|(a, _, _)| *a == alias) {
         Some((a, n, d)) => axum::Json(json!({"extension": render(a, n, d)})).into_response(),
-        None => ApiError::not_found(
-            "HTTPNotFound",
-            format!("Extension with alias {alias} does not exist"),
+        // Neutron answers this one from its WSGI layer, not with a `NeutronError` body.
+        None => (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({
+                "message": format!(
+                    "The resource could not be found.<br /><br />\nExtension with alias {alias} does not exist\n\n"
+                ),
+                "code": "404 Not Found",
+                "title": "Not Found",
+            })),
         )
-        .into_response(),
+            .into_response(),
     }
 }

@@ -1,6 +1,8 @@
 //! Request bodies checked against a resource's attribute map: unknown and read-only attributes,
 //! value validation, and defaults.
 
+use axum::http::StatusCode;
+use model::validate::Refusal;
 use model::{Default, ResourceDef};
 use serde_json::{Map, Value};
 
@@ -53,8 +55,19 @@ pub fn update_item(def: &ResourceDef, body: &Value) -> ApiResult<Obj> {
     }
 }
 
-fn invalid(attr: &str, reason: &str) -> ApiError {
-    ApiError::bad_request(format!("Invalid input for {attr}. Reason: {reason}."))
+/// The error for a refused attribute value, typed as Neutron types it.
+fn invalid(attr: &str, refusal: Refusal) -> ApiError {
+    match refusal {
+        Refusal::Invalid(reason) => {
+            ApiError::bad_request(format!("Invalid input for {attr}. Reason: {reason}."))
+        }
+        Refusal::Unconvertible(reason) => ApiError::invalid_input(reason),
+        Refusal::Typed(status, kind, message) => ApiError::new(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+            kind,
+            message,
+        ),
+    }
 }
 
 fn unknown(def: &ResourceDef, given: &Obj) -> ApiResult<()> {
@@ -87,7 +100,7 @@ pub fn prepare_create(def: &ResourceDef, ctx: &Ctx, given: Obj) -> ApiResult<Obj
                 )));
             }
             Some(v) => {
-                let v = (attr.validate)(v).map_err(|r| invalid(attr.name, &r))?;
+                let v = (attr.validate)(v).map_err(|r| invalid(attr.name, r))?;
                 obj.insert(attr.name.to_string(), v);
             }
             None => match attr.default {
@@ -140,7 +153,7 @@ pub fn prepare_update(def: &ResourceDef, given: Obj) -> ApiResult<Obj> {
                 "Cannot update read-only attribute {name}"
             )));
         }
-        let v = (attr.validate)(&v).map_err(|r| invalid(&name, &r))?;
+        let v = (attr.validate)(&v).map_err(|r| invalid(&name, r))?;
         out.insert(name, v);
     }
     Ok(out)

@@ -211,7 +211,7 @@ impl Api {
                 items.push(s.obj);
             }
         }
-        resources::expand(self, def, &mut items).await?;
+        resources::present(self, ctx, def, resources::Answer::Listed, &mut items).await?;
         let (rendered, links) = query::page(def, q, base, items)?;
         let mut out = serde_json::Map::new();
         out.insert(def.collection.to_string(), Value::Array(rendered));
@@ -224,7 +224,7 @@ impl Api {
     async fn show(&self, ctx: &Ctx, def: &ResourceDef, id: &str, q: &Query) -> ApiResult<Value> {
         let stored = self.visible(ctx, def, id).await?;
         let mut items = vec![stored.obj];
-        resources::expand(self, def, &mut items).await?;
+        resources::present(self, ctx, def, resources::Answer::Shown, &mut items).await?;
         let obj = items.pop().unwrap_or_default();
         Ok(json!({ def.singular: query::render(obj, &q.fields()) }))
     }
@@ -249,7 +249,7 @@ impl Api {
                 break created;
             }
         };
-        resources::expand(self, def, &mut created).await?;
+        resources::present(self, ctx, def, resources::Answer::Created, &mut created).await?;
         let mut rendered: Vec<Value> = created.into_iter().map(|o| query::render(o, &[])).collect();
         Ok(if bulk {
             json!({ def.collection: rendered })
@@ -271,7 +271,7 @@ impl Api {
         let mut updated = loop {
             attempts.begin()?;
             let stored = self.visible(ctx, def, id).await?;
-            resources::check_owner(ctx, def, &stored.obj)?;
+            resources::check_owner(ctx, def, &stored.obj, "update")?;
             check_if_match(headers, &stored.obj)?;
             let mut plan = Plan::default();
             let obj =
@@ -280,7 +280,7 @@ impl Api {
                 break vec![obj];
             }
         };
-        resources::expand(self, def, &mut updated).await?;
+        resources::present(self, ctx, def, resources::Answer::Shown, &mut updated).await?;
         Ok(json!({ def.singular: query::render(updated.pop().unwrap_or_default(), &[]) }))
     }
 
@@ -295,7 +295,7 @@ impl Api {
         loop {
             attempts.begin()?;
             let stored = self.visible(ctx, def, id).await?;
-            resources::check_owner(ctx, def, &stored.obj)?;
+            resources::check_owner(ctx, def, &stored.obj, "delete")?;
             check_if_match(headers, &stored.obj)?;
             let mut plan = Plan::default();
             match resources::plan_delete(self, ctx, def, stored, &mut plan).await? {
@@ -522,7 +522,7 @@ impl Api {
         loop {
             attempts.begin()?;
             let stored = self.visible(ctx, def, id).await?;
-            resources::check_owner(ctx, def, &stored.obj)?;
+            resources::check_owner(ctx, def, &stored.obj, "update")?;
             let current: Vec<String> = stored
                 .obj
                 .get("tags")

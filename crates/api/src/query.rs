@@ -185,28 +185,84 @@ fn compare_values(a: &Value, b: &Value) -> Ordering {
     }
 }
 
+/// The non-empty values of a repeated parameter (Neutron ignores empty ones).
+fn list_args<'a>(q: &'a Query, name: &'a str) -> Vec<&'a str> {
+    q.all(name).filter(|v| !v.is_empty()).collect()
+}
+
+/// Encodes a query component as Python's `urllib.parse.quote_plus` does (Neutron builds its links so).
+fn encode_component(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.' | b'-' | b'~' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// A pagination link: the request's own query with `marker` (and `page_reverse`) replaced.
+fn page_link(base: &str, q: &Query, marker: Option<&str>, reverse: bool) -> String {
+    let mut params: Vec<(&str, &str)> =
+        q.0.iter()
+            .filter(|(k, _)| k != "marker" && k != "page_reverse")
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+    if let Some(marker) = marker {
+        params.push(("marker", marker));
+    }
+    if reverse {
+        params.push(("page_reverse", "True"));
+    }
+    let query: Vec<String> = params
+        .iter()
+        .map(|(k, v)| format!("{}={}", encode_component(k), encode_component(v)))
+        .collect();
+    format!("{base}?{}", query.join("&"))
+}
+
 /// Sorts, pages and renders a filtered list. Returns the items and the `<collection>_links`, if any.
+///
+/// Links follow Neutron: with a `limit`, a `next` link unless a forward page came back short, and a
+/// `previous` link unless a reverse page came back short; each link repeats the request's query.
 pub fn page(
     def: &ResourceDef,
     q: &Query,
     base_url: &str,
     mut items: Vec<Obj>,
 ) -> ApiResult<(Vec<Value>, Option<Value>)> {
-    let keys: Vec<&str> = q.all("sort_key").collect();
-    let dirs: Vec<&str> = q.all("sort_dir").collect();
-    for k in &keys {
-        if def.attr(k).is_none() {
-            return Err(ApiError::bad_request(format!(
-                "{k} is invalid attribute for sort_keys"
-            )));
-        }
+    let keys = list_args(q, "sort_key");
+    let dirs = list_args(q, "sort_dir");
+    if keys.len() != dirs.len() {
+        return Err(ApiError::bad_request(
+            "The number of sort_keys and sort_dirs must be same",
+        ));
     }
-    for d in &dirs {
-        if *d != "asc" && *d != "desc" {
-            return Err(ApiError::bad_request(format!(
-                "{d} is invalid value for sort_dirs, valid sort dir values are 'asc' and 'desc'"
-            )));
-        }
+    let unknown: Vec<String> = keys
+        .iter()
+        .filter(|k| def.attr(k).is_none())
+        .map(|k| format!("'{k}'"))
+        .collect();
+    if !unknown.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "[{}] is invalid attribute for sort_keys",
+            unknown.join(", ")
+        )));
+    }
+    let bad_dirs: Vec<String> = dirs
+        .iter()
+        .filter(|d| **d != "asc" && **d != "desc")
+        .map(|d| format!("'{d}'"))
+        .collect();
+    if !bad_dirs.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "[{}] is invalid value for sort_dirs, valid value is 'asc' and 'desc'",
+            bad_dirs.join(", ")
+        )));
     }
     let reverse = q
         .first("page_reverse")
@@ -230,18 +286,28 @@ pub fn page(
         items.reverse();
     }
     let limit = match q.first("limit") {
-        None | Some("") => None,
+        None => None,
         Some(l) => match l.parse::<i64>() {
             Ok(n) if n > 0 => Some(n as usize),
             Ok(0) => None,
             _ => {
-                return Err(ApiError::bad_request(format!(
-                    "Limit must be an integer 0 or greater and not '{l}'"
-                )));
+                return Err(ApiError::bad(
+                    "BadRequest",
+                    format!(
+                        "Bad limit request: Limit must be an integer 0 or greater and not '{l}'."
+                    ),
+                ));
             }
         },
     };
-    let marker = q.first("marker");
+    let fields = q.fields();
+    let Some(limit) = limit else {
+        return Ok((
+            items.into_iter().map(|o| render(o, &fields)).collect(),
+            None,
+        ));
+    };
+    let marker = q.first("marker").filter(|m| !m.is_empty());
     let start = match marker {
         Some(m) => match items
             .iter()
@@ -254,36 +320,26 @@ pub fn page(
         },
         None => 0,
     };
-    let fields = q.fields();
-    let rest: Vec<Obj> = items.into_iter().skip(start).collect();
-    let Some(limit) = limit else {
-        return Ok((rest.into_iter().map(|o| render(o, &fields)).collect(), None));
-    };
-    let more = rest.len() > limit;
-    let mut page: Vec<Obj> = rest.into_iter().take(limit).collect();
-    let mut links = Vec::new();
-    let base = format!("{base_url}/v2.0/{}?limit={limit}", def.path);
-    let last = page
-        .last()
-        .map(|o| crate::repo::str_field(o, "id").to_string());
-    let first = page
-        .first()
-        .map(|o| crate::repo::str_field(o, "id").to_string());
+    let mut page: Vec<Obj> = items.into_iter().skip(start).take(limit).collect();
     if reverse {
         page.reverse();
     }
-    if more && let Some(last) = &last {
-        let rev = if reverse { "&page_reverse=True" } else { "" };
-        links.push(json!({"href": format!("{base}&marker={last}{rev}"), "rel": if reverse {"previous"} else {"next"}}));
+    let base = format!("{base_url}/v2.0/{}", def.path);
+    let short = page.len() < limit;
+    fn id(o: Option<&Obj>) -> Option<&str> {
+        o.map(|o| crate::repo::str_field(o, "id"))
     }
-    if marker.is_some()
-        && let Some(first) = &first
-    {
-        let rev = if reverse { "" } else { "&page_reverse=True" };
-        links.push(json!({"href": format!("{base}&marker={first}{rev}"), "rel": if reverse {"next"} else {"previous"}}));
+    let mut links = Vec::new();
+    if !short || reverse {
+        let href = page_link(&base, q, id(page.last()), false);
+        links.push(json!({"rel": "next", "href": href}));
+    }
+    if !short || !reverse {
+        let href = page_link(&base, q, id(page.first()), true);
+        links.push(json!({"rel": "previous", "href": href}));
     }
     let rendered = page.into_iter().map(|o| render(o, &fields)).collect();
-    Ok((rendered, (!links.is_empty()).then_some(Value::Array(links))))
+    Ok((rendered, Some(Value::Array(links))))
 }
 
 #[cfg(test)]
@@ -329,6 +385,22 @@ mod tests {
         assert!(passes(&Query::parse(Some("tags-any=green,blue")), &o));
         assert!(!passes(&Query::parse(Some("not-tags-any=green,blue")), &o));
         assert!(passes(&Query::parse(Some("not-tags=red,green")), &o));
+    }
+
+    #[test]
+    fn links_repeat_the_query() {
+        let q = Query::parse(Some(
+            "name=a+b&fields=id&limit=1&marker=x&page_reverse=True",
+        ));
+        assert_eq!(
+            page_link("http://h/v2.0/networks", &q, Some("y"), false),
+            "http://h/v2.0/networks?name=a+b&fields=id&limit=1&marker=y"
+        );
+        let q = Query::parse(Some("provider:network_type=vlan&limit=2"));
+        assert_eq!(
+            page_link("b", &q, Some("m"), true),
+            "b?provider%3Anetwork_type=vlan&limit=2&marker=m&page_reverse=True"
+        );
     }
 
     #[test]

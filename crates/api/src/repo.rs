@@ -23,6 +23,9 @@ pub type Obj = Map<String, Value>;
 pub struct Stored {
     pub obj: Obj,
     pub rev: Revision,
+    /// The revision that created the object: unique and fixed for its lifetime (Neutron's
+    /// `standard_attr_id` plays that role).
+    pub created: Revision,
 }
 
 impl Stored {
@@ -82,6 +85,7 @@ impl Db {
         Ok(Some(Stored {
             obj,
             rev: kv.mod_revision,
+            created: kv.create_revision,
         }))
     }
 
@@ -102,6 +106,7 @@ impl Db {
                 out.push(Stored {
                     obj,
                     rev: kv.mod_revision,
+                    created: kv.create_revision,
                 });
             }
         }
@@ -190,6 +195,9 @@ fn encode(obj: &Obj) -> Vec<u8> {
 pub struct Plan {
     txn: Txn,
     claimed: HashSet<String>,
+    /// Conditions already in the plan, so that objects that many items of a bulk request rely on
+    /// (their network, subnet, security group) are pinned once.
+    pinned: HashSet<(String, Revision)>,
 }
 
 impl Plan {
@@ -209,11 +217,30 @@ impl Plan {
     pub fn is_claimed(&self, key: &str) -> bool {
         self.claimed.contains(key)
     }
+    /// The larger of the plan's condition and write counts (etcd limits both per transaction).
+    pub fn size(&self) -> usize {
+        self.txn.compares.len().max(self.txn.ops.len())
+    }
+    /// Adds the conditions, claims and writes of `other` (planned separately) to this plan.
+    pub fn absorb(&mut self, other: Plan) {
+        for compare in other.txn.compares {
+            let store::Compare::ModRevision(key, rev) = &compare;
+            if self.pinned.contains(&(key.clone(), *rev)) {
+                continue;
+            }
+            self.txn.compares.push(compare);
+        }
+        self.pinned.extend(other.pinned);
+        self.claimed.extend(other.claimed);
+        self.txn.ops.extend(other.txn.ops);
+    }
     /// Requires `key` to still be at `rev` when the plan commits.
     pub fn pin(&mut self, key: String, rev: Revision) {
-        self.txn
-            .compares
-            .push(store::Compare::ModRevision(key, rev));
+        if self.pinned.insert((key.clone(), rev)) {
+            self.txn
+                .compares
+                .push(store::Compare::ModRevision(key, rev));
+        }
     }
     pub fn pin_obj(&mut self, def: &ResourceDef, stored: &Stored) {
         self.pin(obj_key(def, stored.id()), stored.rev);

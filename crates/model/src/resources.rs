@@ -85,9 +85,9 @@ pub const STANDARD: &[Attr] = &[
 ];
 /// The `description` attribute, on resources that have one.
 pub const DESCRIPTION: Attr = rw("description", Json("\"\""), v::description);
-/// The `tags` attribute: given on create (`tag-ports-during-bulk-creation`), changed through the
-/// tags sub-resource.
-pub const TAGS: Attr = create_only("tags", Json("[]"), v::string_list);
+/// The `tags` attribute: shown on every taggable object, changed only through the tags sub-resource (as
+/// in a Neutron without `tag-ports-during-bulk-creation`, a create body may not carry tags).
+pub const TAGS: Attr = attr("tags", false, false, Json("[]"), v::string_list);
 
 pub static NETWORK: ResourceDef = ResourceDef {
     singular: "network",
@@ -112,7 +112,7 @@ pub static NETWORK: ResourceDef = ResourceDef {
         computed("availability_zones"),
         computed("ipv4_address_scope"),
         computed("ipv6_address_scope"),
-        computed("l2_adjacency"),
+        computed("is_default"),
     ],
 };
 
@@ -137,6 +137,7 @@ pub static SUBNET: ResourceDef = ResourceDef {
         create_only("ipv6_ra_mode", Json("null"), v::ipv6_mode),
         create_only("ipv6_address_mode", Json("null"), v::ipv6_mode),
         rw("service_types", Json("[]"), v::string_list),
+        computed("router:external"),
     ],
 };
 
@@ -176,7 +177,7 @@ pub static SECURITY_GROUP: ResourceDef = ResourceDef {
     taggable: true,
     described: true,
     attrs: &[
-        rw("name", Json("\"\""), v::name),
+        rw("name", Json("\"\""), v::group_name),
         rw("stateful", Json("true"), v::boolean),
         computed("shared"),
         computed("security_group_rules"),
@@ -221,6 +222,8 @@ pub static ROUTER: ResourceDef = ResourceDef {
         create_only("availability_zone_hints", Json("[]"), v::string_list),
         computed("availability_zones"),
         create_only("flavor_id", Json("null"), v::uuid_or_null),
+        computed("distributed"),
+        computed("ha"),
     ],
 };
 

@@ -1,12 +1,44 @@
 //! Validators and normalisers for attribute values, with Neutron's wording for rejected input.
+//!
+//! Neutron reports a refused value in one of three ways, depending on which part of its attribute map
+//! refused it: a *validator* gives `HTTPBadRequest` "Invalid input for <attr>. Reason: ...", a
+//! *converter* gives `InvalidInput` "Invalid input for operation: ...", and some converters raise an
+//! error type of their own (`SecurityGroupRuleInvalidProtocol`, ...). [`Refusal`] keeps that distinction
+//! so the API can answer with the same type.
 
+use std::fmt;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 use serde_json::Value;
 
-/// A validator takes the value a client sent and returns the value to store, or the reason it is bad.
-pub type Validator = fn(&Value) -> Result<Value, String>;
+/// Why a value was refused, and how Neutron reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// A validator refused the value (`HTTPBadRequest`, "Invalid input for <attr>. Reason: ...").
+    Invalid(String),
+    /// The value could not be converted (`InvalidInput`, "Invalid input for operation: ...").
+    Unconvertible(String),
+    /// An error with a type of its own: HTTP status, Neutron type name, message.
+    Typed(u16, &'static str, String),
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::Invalid(why) | Refusal::Unconvertible(why) | Refusal::Typed(_, _, why) => {
+                f.write_str(why)
+            }
+        }
+    }
+}
+
+/// A validator takes the value a client sent and returns the value to store, or why it is refused.
+pub type Validator = fn(&Value) -> Result<Value, Refusal>;
+
+fn invalid(why: String) -> Refusal {
+    Refusal::Invalid(why)
+}
 
 fn show(v: &Value) -> String {
     match v {
@@ -15,40 +47,60 @@ fn show(v: &Value) -> String {
     }
 }
 
-pub fn any(v: &Value) -> Result<Value, String> {
+pub fn any(v: &Value) -> Result<Value, Refusal> {
     Ok(v.clone())
 }
 
-fn string_max(v: &Value, max: usize) -> Result<Value, String> {
+fn string_max(v: &Value, max: usize) -> Result<Value, Refusal> {
     match v {
         Value::String(s) if s.chars().count() > max => {
-            Err(format!("'{s}' exceeds maximum length of {max}"))
+            Err(invalid(format!("'{s}' exceeds maximum length of {max}")))
         }
         Value::String(_) => Ok(v.clone()),
-        other => Err(format!("'{}' is not a valid string", show(other))),
+        other => Err(invalid(format!("'{}' is not a valid string", show(other)))),
     }
 }
 
-pub fn name(v: &Value) -> Result<Value, String> {
+pub fn name(v: &Value) -> Result<Value, Refusal> {
     string_max(v, 255)
 }
 
-pub fn description(v: &Value) -> Result<Value, String> {
+/// A security group's name: any name but `default`, which only the group Wyvern creates per project
+/// may have.
+pub fn group_name(v: &Value) -> Result<Value, Refusal> {
+    let name = string_max(v, 255)?;
+    if name
+        .as_str()
+        .is_some_and(|n| n.eq_ignore_ascii_case("default"))
+    {
+        return Err(Refusal::Typed(
+            409,
+            "SecurityGroupDefaultAlreadyExists",
+            "Default security group already exists.".into(),
+        ));
+    }
+    Ok(name)
+}
+
+pub fn description(v: &Value) -> Result<Value, Refusal> {
     string_max(v, 255)
 }
 
-pub fn project_id(v: &Value) -> Result<Value, String> {
+pub fn project_id(v: &Value) -> Result<Value, Refusal> {
     string_max(v, 255)
 }
 
-pub fn boolean(v: &Value) -> Result<Value, String> {
+pub fn boolean(v: &Value) -> Result<Value, Refusal> {
     match v {
         Value::Bool(_) => Ok(v.clone()),
         Value::String(s) if s.eq_ignore_ascii_case("true") || s == "1" => Ok(Value::Bool(true)),
         Value::String(s) if s.eq_ignore_ascii_case("false") || s == "0" => Ok(Value::Bool(false)),
         Value::Number(n) if n.as_u64() == Some(1) => Ok(Value::Bool(true)),
         Value::Number(n) if n.as_u64() == Some(0) => Ok(Value::Bool(false)),
-        other => Err(format!("'{}' cannot be converted to boolean", show(other))),
+        other => Err(Refusal::Unconvertible(format!(
+            "'{}' cannot be converted to boolean",
+            show(other)
+        ))),
     }
 }
 
@@ -62,14 +114,14 @@ pub fn is_uuid(s: &str) -> bool {
         })
 }
 
-pub fn uuid(v: &Value) -> Result<Value, String> {
+pub fn uuid(v: &Value) -> Result<Value, Refusal> {
     match v {
         Value::String(s) if is_uuid(s) => Ok(v.clone()),
-        other => Err(format!("'{}' is not a valid UUID", show(other))),
+        other => Err(invalid(format!("'{}' is not a valid UUID", show(other)))),
     }
 }
 
-pub fn uuid_or_null(v: &Value) -> Result<Value, String> {
+pub fn uuid_or_null(v: &Value) -> Result<Value, Refusal> {
     if v.is_null() {
         Ok(Value::Null)
     } else {
@@ -77,7 +129,7 @@ pub fn uuid_or_null(v: &Value) -> Result<Value, String> {
     }
 }
 
-pub fn uuid_list(v: &Value) -> Result<Value, String> {
+pub fn uuid_list(v: &Value) -> Result<Value, Refusal> {
     match v {
         Value::Array(items) => {
             for i in items {
@@ -85,11 +137,14 @@ pub fn uuid_list(v: &Value) -> Result<Value, String> {
             }
             let mut seen = std::collections::HashSet::new();
             if let Some(dup) = items.iter().find(|i| !seen.insert(i.as_str())) {
-                return Err(format!("Duplicate items in the list: '{}'", show(dup)));
+                return Err(invalid(format!(
+                    "Duplicate items in the list: '{}'",
+                    show(dup)
+                )));
             }
             Ok(v.clone())
         }
-        other => Err(format!("'{}' is not a list", show(other))),
+        other => Err(invalid(format!("'{}' is not a list", show(other)))),
     }
 }
 
@@ -97,17 +152,20 @@ pub fn parse_ip(s: &str) -> Option<IpAddr> {
     s.parse().ok()
 }
 
-pub fn ip(v: &Value) -> Result<Value, String> {
+pub fn ip(v: &Value) -> Result<Value, Refusal> {
     match v {
         Value::String(s) => match parse_ip(s) {
             Some(ip) => Ok(Value::String(ip.to_string())),
-            None => Err(format!("'{s}' is not a valid IP address")),
+            None => Err(invalid(format!("'{s}' is not a valid IP address"))),
         },
-        other => Err(format!("'{}' is not a valid IP address", show(other))),
+        other => Err(invalid(format!(
+            "'{}' is not a valid IP address",
+            show(other)
+        ))),
     }
 }
 
-pub fn ip_or_null(v: &Value) -> Result<Value, String> {
+pub fn ip_or_null(v: &Value) -> Result<Value, Refusal> {
     if v.is_null() { Ok(Value::Null) } else { ip(v) }
 }
 
@@ -118,29 +176,42 @@ pub fn parse_cidr(s: &str) -> Option<IpNet> {
         .or_else(|| parse_ip(s).map(IpNet::from))
 }
 
-pub fn cidr(v: &Value) -> Result<Value, String> {
+pub fn cidr(v: &Value) -> Result<Value, Refusal> {
     match v {
         Value::String(s) => match s.parse::<IpNet>() {
             Ok(net) if net.trunc() == net => Ok(Value::String(net.to_string())),
-            Ok(net) => Err(format!(
+            Ok(net) => Err(invalid(format!(
                 "'{s}' isn't a recognized IP subnet cidr, '{}' is recommended",
                 net.trunc()
-            )),
-            Err(_) => Err(format!("'{s}' is not a valid IP subnet")),
+            ))),
+            Err(_) => Err(Refusal::Unconvertible(format!(
+                "{s} is not in a CIDR format"
+            ))),
         },
-        other => Err(format!("'{}' is not a valid IP subnet", show(other))),
+        other => Err(Refusal::Unconvertible(format!(
+            "{} is not in a CIDR format",
+            show(other)
+        ))),
     }
 }
 
+fn invalid_cidr(text: &str) -> Refusal {
+    Refusal::Typed(
+        400,
+        "InvalidCIDR",
+        format!("Invalid input for operation: {text} is not a valid CIDR."),
+    )
+}
+
 /// Like [`cidr`] but also takes a bare address or a prefix with host bits (normalised to the network).
-pub fn prefix_or_null(v: &Value) -> Result<Value, String> {
+pub fn prefix_or_null(v: &Value) -> Result<Value, Refusal> {
     match v {
         Value::Null => Ok(Value::Null),
         Value::String(s) => match parse_cidr(s) {
             Some(net) => Ok(Value::String(net.to_string())),
-            None => Err(format!("'{s}' is not a valid IP subnet")),
+            None => Err(invalid_cidr(s)),
         },
-        other => Err(format!("'{}' is not a valid IP subnet", show(other))),
+        other => Err(invalid_cidr(&show(other))),
     }
 }
 
@@ -152,23 +223,26 @@ pub fn is_mac(s: &str) -> bool {
             .all(|p| p.len() == 2 && p.bytes().all(|c| c.is_ascii_hexdigit()))
 }
 
-pub fn mac(v: &Value) -> Result<Value, String> {
+pub fn mac(v: &Value) -> Result<Value, Refusal> {
     match v {
         Value::String(s) if is_mac(s) && s != "00:00:00:00:00:00" => {
             Ok(Value::String(s.to_ascii_lowercase()))
         }
-        other => Err(format!("'{}' is not a valid MAC address", show(other))),
+        other => Err(invalid(format!(
+            "'{}' is not a valid MAC address",
+            show(other)
+        ))),
     }
 }
 
-pub fn dict(v: &Value) -> Result<Value, String> {
+pub fn dict(v: &Value) -> Result<Value, Refusal> {
     match v {
         Value::Object(_) => Ok(v.clone()),
-        other => Err(format!("'{}' is not a dictionary", show(other))),
+        other => Err(invalid(format!("'{}' is not a dictionary", show(other)))),
     }
 }
 
-pub fn dict_or_null(v: &Value) -> Result<Value, String> {
+pub fn dict_or_null(v: &Value) -> Result<Value, Refusal> {
     if v.is_null() {
         Ok(Value::Null)
     } else {
@@ -176,14 +250,14 @@ pub fn dict_or_null(v: &Value) -> Result<Value, String> {
     }
 }
 
-pub fn list(v: &Value) -> Result<Value, String> {
+pub fn list(v: &Value) -> Result<Value, Refusal> {
     match v {
         Value::Array(_) => Ok(v.clone()),
-        other => Err(format!("'{}' is not a list", show(other))),
+        other => Err(invalid(format!("'{}' is not a list", show(other)))),
     }
 }
 
-pub fn string_list(v: &Value) -> Result<Value, String> {
+pub fn string_list(v: &Value) -> Result<Value, Refusal> {
     match v {
         Value::Array(items) => {
             for i in items {
@@ -191,54 +265,57 @@ pub fn string_list(v: &Value) -> Result<Value, String> {
             }
             Ok(v.clone())
         }
-        other => Err(format!("'{}' is not a list", show(other))),
+        other => Err(invalid(format!("'{}' is not a list", show(other)))),
     }
 }
 
-pub fn ip_list(v: &Value) -> Result<Value, String> {
+pub fn ip_list(v: &Value) -> Result<Value, Refusal> {
     match v {
         Value::Array(items) => Ok(Value::Array(
             items.iter().map(ip).collect::<Result<Vec<_>, _>>()?,
         )),
-        other => Err(format!("'{}' is not a list", show(other))),
+        other => Err(invalid(format!("'{}' is not a list", show(other)))),
     }
 }
 
 /// A non-negative integer (Neutron accepts numeric strings too).
-pub fn int_or_null(v: &Value) -> Result<Value, String> {
+pub fn int_or_null(v: &Value) -> Result<Value, Refusal> {
     match v {
         Value::Null => Ok(Value::Null),
         Value::Number(n) if n.is_i64() => Ok(v.clone()),
         Value::String(s) => s
             .parse::<i64>()
             .map(Value::from)
-            .map_err(|_| format!("'{s}' is not an integer")),
-        other => Err(format!("'{}' is not an integer", show(other))),
+            .map_err(|_| Refusal::Unconvertible(format!("'{s}' is not an integer"))),
+        other => Err(Refusal::Unconvertible(format!(
+            "'{}' is not an integer",
+            show(other)
+        ))),
     }
 }
 
-pub fn int(v: &Value) -> Result<Value, String> {
+pub fn int(v: &Value) -> Result<Value, Refusal> {
     if v.is_null() {
-        return Err("'None' is not an integer".into());
+        return Err(Refusal::Unconvertible("'None' is not an integer".into()));
     }
     int_or_null(v)
 }
 
-pub fn ip_version(v: &Value) -> Result<Value, String> {
+pub fn ip_version(v: &Value) -> Result<Value, Refusal> {
     match int(v)?.as_i64() {
         Some(n @ (4 | 6)) => Ok(Value::from(n)),
-        _ => Err(format!("'{}' is not in [4, 6]", show(v))),
+        _ => Err(invalid(format!("{} is not in valid_values", show(v)))),
     }
 }
 
-fn one_of(v: &Value, allowed: &[&str]) -> Result<Value, String> {
+fn one_of(v: &Value, allowed: &[&str]) -> Result<Value, Refusal> {
     match v {
         Value::String(s) if allowed.contains(&s.as_str()) => Ok(v.clone()),
-        other => Err(format!("'{}' is not in {:?}", show(other), allowed)),
+        other => Err(invalid(format!("{} is not in valid_values", show(other)))),
     }
 }
 
-fn one_of_or_null(v: &Value, allowed: &[&str]) -> Result<Value, String> {
+fn one_of_or_null(v: &Value, allowed: &[&str]) -> Result<Value, Refusal> {
     if v.is_null() {
         Ok(Value::Null)
     } else {
@@ -246,23 +323,30 @@ fn one_of_or_null(v: &Value, allowed: &[&str]) -> Result<Value, String> {
     }
 }
 
-pub fn ipv6_mode(v: &Value) -> Result<Value, String> {
+pub fn ipv6_mode(v: &Value) -> Result<Value, Refusal> {
     one_of_or_null(v, &["dhcpv6-stateful", "dhcpv6-stateless", "slaac"])
 }
 
-pub fn direction(v: &Value) -> Result<Value, String> {
+pub fn direction(v: &Value) -> Result<Value, Refusal> {
     one_of(v, &["ingress", "egress"])
 }
 
-pub fn ethertype(v: &Value) -> Result<Value, String> {
+pub fn ethertype(v: &Value) -> Result<Value, Refusal> {
     match v {
         Value::String(s) if s.eq_ignore_ascii_case("ipv4") => Ok("IPv4".into()),
         Value::String(s) if s.eq_ignore_ascii_case("ipv6") => Ok("IPv6".into()),
-        other => Err(format!("'{}' is not in ['IPv4', 'IPv6']", show(other))),
+        other => Err(Refusal::Typed(
+            400,
+            "SecurityGroupRuleInvalidEtherType",
+            format!(
+                "Security group rule for ethertype '{}' not supported. Allowed values are ['IPv4', 'IPv6'].",
+                show(other)
+            ),
+        )),
     }
 }
 
-pub fn vnic_type(v: &Value) -> Result<Value, String> {
+pub fn vnic_type(v: &Value) -> Result<Value, Refusal> {
     one_of(
         v,
         &[
@@ -279,8 +363,11 @@ pub fn vnic_type(v: &Value) -> Result<Value, String> {
     )
 }
 
-pub fn network_type(v: &Value) -> Result<Value, String> {
-    one_of_or_null(v, &["flat", "vlan", "vxlan", "geneve", "local"])
+/// A provider network type Wyvern supports (the ML2 type drivers answer `InvalidInput` for others).
+pub fn network_type(v: &Value) -> Result<Value, Refusal> {
+    one_of_or_null(v, &["flat", "vlan", "vxlan", "geneve", "local"]).map_err(|_| {
+        Refusal::Unconvertible(format!("network_type value '{}' not supported", show(v)))
+    })
 }
 
 /// IP protocols Neutron accepts by name, with their numbers.
@@ -311,13 +398,17 @@ pub const PROTOCOLS: &[(&str, u8)] = &[
 ];
 
 /// A rule's protocol: a name from [`PROTOCOLS`], "any", or a number 0-255 (kept as given).
-pub fn protocol(v: &Value) -> Result<Value, String> {
+pub fn protocol(v: &Value) -> Result<Value, Refusal> {
     let bad = || {
         let names: Vec<&str> = PROTOCOLS.iter().map(|(n, _)| *n).collect();
-        format!(
-            "IP protocol {} is not supported. Only protocol values {:?} and integer representations [0 to 255] are supported.",
-            show(v),
-            names
+        Refusal::Typed(
+            400,
+            "SecurityGroupRuleInvalidProtocol",
+            format!(
+                "Security group rule protocol {} not supported. Only protocol values {:?} and integer representations [0 to 255] are supported.",
+                show(v),
+                names
+            ),
         )
     };
     match v {
@@ -337,22 +428,30 @@ pub fn protocol(v: &Value) -> Result<Value, String> {
     }
 }
 
-pub fn port_number_or_null(v: &Value) -> Result<Value, String> {
-    match int_or_null(v)? {
+/// A security group rule's port (or ICMP type/code): 0-65535, numeric strings accepted.
+pub fn port_number_or_null(v: &Value) -> Result<Value, Refusal> {
+    let bad = || {
+        Refusal::Typed(
+            400,
+            "SecurityGroupInvalidPortValue",
+            format!("Invalid value for port {}", show(v)),
+        )
+    };
+    match int_or_null(v).map_err(|_| bad())? {
         Value::Null => Ok(Value::Null),
         n if n.as_i64().is_some_and(|p| (0..=65535).contains(&p)) => Ok(n),
-        _ => Err(format!("Invalid port '{}'", show(v))),
+        _ => Err(bad()),
     }
 }
 
-pub fn mtu_or_null(v: &Value) -> Result<Value, String> {
+pub fn mtu_or_null(v: &Value) -> Result<Value, Refusal> {
     match int_or_null(v)? {
         Value::Null => Ok(Value::Null),
         n if n.as_i64().is_some_and(|m| m >= 68) => Ok(n),
-        _ => Err(format!(
+        _ => Err(invalid(format!(
             "'{}' is too small - must be at least '68'",
             show(v)
-        )),
+        ))),
     }
 }
 
@@ -365,7 +464,10 @@ mod tests {
     fn booleans_accept_neutron_spellings() {
         assert_eq!(boolean(&json!("True")), Ok(json!(true)));
         assert_eq!(boolean(&json!(0)), Ok(json!(false)));
-        assert!(boolean(&json!("yes please")).is_err());
+        assert!(matches!(
+            boolean(&json!("yes please")),
+            Err(Refusal::Unconvertible(_))
+        ));
     }
 
     #[test]
@@ -374,9 +476,13 @@ mod tests {
         assert!(
             cidr(&json!("10.0.0.1/24"))
                 .unwrap_err()
+                .to_string()
                 .contains("10.0.0.0/24")
         );
-        assert!(cidr(&json!("10.0.0.0/33")).is_err());
+        assert!(matches!(
+            cidr(&json!("10.0.0.0/33")),
+            Err(Refusal::Unconvertible(_))
+        ));
         assert_eq!(cidr(&json!("2001:DB8::/64")), Ok(json!("2001:db8::/64")));
     }
 
@@ -386,7 +492,14 @@ mod tests {
         assert_eq!(protocol(&json!(17)), Ok(json!("17")));
         assert_eq!(protocol(&json!("any")), Ok(Value::Null));
         assert!(protocol(&json!("bogus")).is_err());
-        assert!(protocol(&json!(256)).is_err());
+        assert!(matches!(
+            protocol(&json!(256)),
+            Err(Refusal::Typed(400, "SecurityGroupRuleInvalidProtocol", _))
+        ));
+        assert!(matches!(
+            group_name(&json!("Default")),
+            Err(Refusal::Typed(409, ..))
+        ));
     }
 
     #[test]

@@ -172,16 +172,14 @@ pub async fn plan_create(api: &Api, ctx: &Ctx, mut fip: Obj, plan: &mut Plan) ->
     fip.remove("subnet_id");
     fip.insert("floating_ip_address".into(), address.into());
     fip.insert("_port".into(), json!(str_field(&port, "id")));
+    // The association asked for, read before the fields are reset.
+    let port_id = fip.get("port_id").and_then(Value::as_str).map(String::from);
+    let fixed_ip = fip
+        .get("fixed_ip_address")
+        .and_then(Value::as_str)
+        .map(String::from);
     disassociate(&mut fip);
-    if let Some(port_id) = fip
-        .get("port_id")
-        .cloned()
-        .and_then(|v| v.as_str().map(String::from))
-    {
-        let fixed_ip = fip
-            .get("fixed_ip_address")
-            .and_then(Value::as_str)
-            .map(String::from);
+    if let Some(port_id) = port_id {
         associate(api, ctx, &mut fip, &port_id, fixed_ip.as_deref(), plan).await?;
     }
     plan.create(&FLOATING_IP, &fip);

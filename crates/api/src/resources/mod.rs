@@ -74,26 +74,21 @@ pub async fn can_see(api: &Api, ctx: &Ctx, def: &ResourceDef, obj: &Obj) -> ApiR
     Ok(false)
 }
 
-/// Changing or deleting needs ownership; seeing a shared object is not enough.
-pub fn check_owner(ctx: &Ctx, def: &ResourceDef, obj: &Obj) -> ApiResult<()> {
+/// Changing (`action` "update") or deleting needs ownership; seeing a shared object is not enough.
+pub fn check_owner(ctx: &Ctx, def: &ResourceDef, obj: &Obj, action: &str) -> ApiResult<()> {
     if ctx.owns(obj) {
         Ok(())
     } else {
-        Err(ApiError::forbidden(format!(
-            "(rule:update_{}) is disallowed by policy",
-            def.singular
-        )))
+        Err(ApiError::policy(&format!("{action}_{}", def.singular)))
     }
 }
 
-/// Fails with 403 unless the caller is admin.
-fn admin_only(ctx: &Ctx, what: &str) -> ApiResult<()> {
+/// Fails with 403 `PolicyNotAuthorized` for `rule` unless the caller is admin.
+fn admin_only(ctx: &Ctx, rule: &str) -> ApiResult<()> {
     if ctx.is_admin {
         Ok(())
     } else {
-        Err(ApiError::forbidden(format!(
-            "({what}) is disallowed by policy"
-        )))
+        Err(ApiError::policy(rule))
     }
 }
 
@@ -119,10 +114,41 @@ pub async fn before_create(
     Ok(())
 }
 
-/// Fills in attributes that live in other objects (a security group's rules).
-pub async fn expand(api: &Api, def: &ResourceDef, items: &mut [Obj]) -> ApiResult<()> {
-    if is(def, &SECURITY_GROUP) {
-        security_groups::expand(api, items).await?;
+/// Which answer objects are shown in; Neutron shows some attributes only in some of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// The answer to a create.
+    Created,
+    /// The answer to a show or an update.
+    Shown,
+    /// An element of a list.
+    Listed,
+}
+
+/// Prepares objects for an answer to `ctx`: fills in attributes that live in other objects (a
+/// security group's rules) and leaves out what Neutron shows only to admins or only in some answers.
+pub async fn present(
+    api: &Api,
+    ctx: &Ctx,
+    def: &ResourceDef,
+    answer: Answer,
+    items: &mut [Obj],
+) -> ApiResult<()> {
+    match def.collection {
+        "security_groups" => security_groups::expand(api, answer, items).await?,
+        "networks" => {
+            for net in items.iter_mut() {
+                networks::present(ctx, answer, net);
+            }
+        }
+        "ports" if !ctx.is_admin => items.iter_mut().for_each(ports::hide_binding),
+        "routers" if !ctx.is_admin => {
+            for router in items.iter_mut() {
+                router.remove("distributed");
+                router.remove("ha");
+            }
+        }
+        _ => {}
     }
     Ok(())
 }
@@ -238,14 +264,36 @@ async fn mark_deleting(api: &Api, def: &ResourceDef, stored: &Stored) -> ApiResu
     marked.insert("_deleting".into(), Value::Bool(true));
     let mut plan = Plan::default();
     plan.put_raw(def, stored.rev, &marked);
-    Ok(api
-        .db
-        .commit_at(plan)
-        .await?
-        .map(|rev| Stored { obj: marked, rev }))
+    Ok(api.db.commit_at(plan).await?.map(|rev| Stored {
+        obj: marked,
+        rev,
+        created: stored.created,
+    }))
 }
 
-/// Undoes [`mark_deleting`] when the object turned out to be in use.
+/// A two-phase delete: marks the object ([`mark_deleting`]), then lets `finish` check references and
+/// commit the deletion (`finish` keeps the marked object up to date if it commits in steps). Should
+/// `finish` fail (the object is in use, or the store failed), the mark is removed again: a failed
+/// delete leaves the object as it was, or as the steps that did commit left it.
+async fn two_phase_delete(
+    api: &Api,
+    def: &ResourceDef,
+    stored: &Stored,
+    finish: impl AsyncFnOnce(&mut Stored) -> ApiResult<()>,
+) -> ApiResult<Deletion> {
+    let Some(mut marked) = mark_deleting(api, def, stored).await? else {
+        return Ok(Deletion::Retry);
+    };
+    match finish(&mut marked).await {
+        Ok(()) => Ok(Deletion::Done),
+        Err(e) => {
+            unmark_deleting(api, def, &marked).await?;
+            Err(e)
+        }
+    }
+}
+
+/// Undoes [`mark_deleting`] when the object turned out to be in use or the deletion failed.
 async fn unmark_deleting(api: &Api, def: &ResourceDef, marked: &Stored) -> ApiResult<()> {
     let mut obj = marked.obj.clone();
     obj.remove("_deleting");

@@ -3,7 +3,7 @@
 use model::resources::{NETWORK, PORT, SUBNET};
 use serde_json::{Value, json};
 
-use super::{Deletion, admin_only, mark_deleting, unmark_deleting};
+use super::{Deletion, admin_only, two_phase_delete};
 use crate::Api;
 use crate::context::Ctx;
 use crate::error::{ApiError, ApiResult};
@@ -95,12 +95,12 @@ pub async fn plan_create(api: &Api, ctx: &Ctx, mut net: Obj, plan: &mut Plan) ->
         "provider:segmentation_id",
     ] {
         if net.contains_key(attr) {
-            admin_only(ctx, &format!("rule:create_network:{attr}"))?;
+            admin_only(ctx, &format!("create_network:{attr}"))?;
         }
     }
     for attr in ["shared", "router:external"] {
         if net.get(attr) == Some(&Value::Bool(true)) {
-            admin_only(ctx, &format!("rule:create_network:{attr}"))?;
+            admin_only(ctx, &format!("create_network:{attr}"))?;
         }
     }
     let kind = net
@@ -113,6 +113,7 @@ pub async fn plan_create(api: &Api, ctx: &Ctx, mut net: Obj, plan: &mut Plan) ->
         .and_then(Value::as_str)
         .map(str::to_string);
     let seg = net.get("provider:segmentation_id").and_then(Value::as_u64);
+    let allocated = is_tunnel(&kind) && seg.is_none();
     let seg = match kind.as_str() {
         k if is_tunnel(k) => {
             if physnet.is_some() {
@@ -161,7 +162,10 @@ pub async fn plan_create(api: &Api, ctx: &Ctx, mut net: Obj, plan: &mut Plan) ->
     let physnet_text = physnet.clone().unwrap_or_default();
     if kind != "local" {
         let key = segment_key(&kind, &physnet_text, seg);
-        if api.db.exists(&key).await? || !plan.claim(key, &id) {
+        // An allocated id was free when the allocator looked; should another call claim it first,
+        // this plan's claim fails at commit and the call is planned again with the next id.
+        let taken = !allocated && api.db.exists(&key).await?;
+        if taken || !plan.claim(key, &id) {
             return Err(match kind.as_str() {
                 "flat" => ApiError::conflict(
                     "FlatNetworkInUse",
@@ -205,13 +209,13 @@ pub async fn plan_create(api: &Api, ctx: &Ctx, mut net: Obj, plan: &mut Plan) ->
     net.insert("availability_zones".into(), json!([]));
     net.insert("ipv4_address_scope".into(), Value::Null);
     net.insert("ipv6_address_scope".into(), Value::Null);
-    net.insert("l2_adjacency".into(), Value::Bool(true));
+    net.insert("is_default".into(), Value::Bool(false));
     plan.create(&NETWORK, &net);
     Ok(net)
 }
 
 pub async fn plan_update(
-    _api: &Api,
+    api: &Api,
     ctx: &Ctx,
     stored: Stored,
     changes: Obj,
@@ -219,7 +223,7 @@ pub async fn plan_update(
 ) -> ApiResult<Obj> {
     for attr in ["shared", "router:external"] {
         if changes.contains_key(attr) && changes.get(attr) != stored.obj.get(attr) {
-            admin_only(ctx, &format!("rule:update_network:{attr}"))?;
+            admin_only(ctx, &format!("update_network:{attr}"))?;
         }
     }
     let kind = str_field(&stored.obj, "provider:network_type").to_string();
@@ -229,6 +233,21 @@ pub async fn plan_update(
             return Err(ApiError::invalid_input(format!(
                 "Requested MTU is too big, maximum is {max}"
             )));
+        }
+    }
+    // Subnets show their network's `router:external`.
+    if let Some(external) = changes.get("router:external")
+        && stored.obj.get("router:external") != Some(external)
+    {
+        for mut subnet in api
+            .db
+            .list_where(&SUBNET, "network_id", stored.id())
+            .await?
+        {
+            subnet
+                .obj
+                .insert("router:external".into(), external.clone());
+            plan.update(&SUBNET, subnet.rev, &mut subnet.obj);
         }
     }
     let mut net = stored.obj;
@@ -243,22 +262,52 @@ pub async fn plan_update(
     Ok(net)
 }
 
+/// Leaves out what Neutron does not show: `provider:*` to non-admins, and `is_default` except on
+/// external networks and in the answer to a create.
+pub fn present(ctx: &Ctx, answer: super::Answer, net: &mut Obj) {
+    if !ctx.is_admin {
+        for attr in [
+            "provider:network_type",
+            "provider:physical_network",
+            "provider:segmentation_id",
+        ] {
+            net.remove(attr);
+        }
+    }
+    if answer != super::Answer::Created && net.get("router:external") != Some(&Value::Bool(true)) {
+        net.remove("is_default");
+    }
+}
+
 /// Ports that do not keep a network from being deleted (they go with it).
 fn removable_with_network(port: &Obj) -> bool {
     str_field(port, "device_owner") == "network:dhcp"
 }
 
 pub async fn plan_delete(api: &Api, stored: Stored) -> ApiResult<Deletion> {
-    let Some(marked) = mark_deleting(api, &NETWORK, &stored).await? else {
-        return Ok(Deletion::Retry);
-    };
-    let id = stored.id().to_string();
+    two_phase_delete(api, &NETWORK, &stored, async |marked: &mut Stored| {
+        finish_delete(api, marked).await
+    })
+    .await
+}
+
+/// The most conditions or writes one step of a network deletion commits: etcd refuses transactions
+/// with more than 128 of either (its default `--max-txn-ops`).
+const STEP_BUDGET: usize = 100;
+
+/// Deletes a network marked for deletion with its subnets, unless ports are still on it.
+///
+/// Usually one transaction. A network with more subnets than fit in one goes in steps, each a state
+/// the API could have reached anyway: some DHCP ports or subnets gone (and out of the network's
+/// `subnets`), the network still marked; the last step deletes the network. `marked` follows the steps,
+/// so that a failure unmarks the network as the committed steps left it.
+async fn finish_delete(api: &Api, marked: &mut Stored) -> ApiResult<()> {
+    let id = marked.id().to_string();
     let mut attempts = Attempts::new();
-    loop {
+    'plan: loop {
         attempts.begin()?;
         let ports = api.db.list_where(&PORT, "network_id", &id).await?;
         if ports.iter().any(|p| !removable_with_network(&p.obj)) {
-            unmark_deleting(api, &NETWORK, &marked).await?;
             return Err(ApiError::conflict(
                 "NetworkInUse",
                 format!(
@@ -266,22 +315,58 @@ pub async fn plan_delete(api: &Api, stored: Stored) -> ApiResult<Deletion> {
                 ),
             ));
         }
-        let mut plan = Plan::default();
+        // Each unit is a port or a subnet whose removal leaves a consistent state.
+        let mut units: Vec<(Plan, Option<String>)> = Vec::new();
         for port in &ports {
-            super::release_port(&mut plan, port);
+            let mut unit = Plan::default();
+            super::release_port(&mut unit, port);
+            units.push((unit, None));
         }
         for subnet in api.db.list_where(&SUBNET, "network_id", &id).await? {
+            let mut unit = Plan::default();
             for (key, _) in api.db.values_under(&ipam_prefix(subnet.id())).await? {
-                plan.release(key);
+                unit.release(key);
             }
-            plan.delete(&SUBNET, &subnet);
+            unit.delete(&SUBNET, &subnet);
+            units.push((unit, Some(subnet.id().to_string())));
         }
-        if let Some(key) = network_segment_key(&marked.obj) {
-            plan.release(key);
-        }
-        plan.delete(&NETWORK, &marked);
-        if api.db.commit(plan).await? {
-            return Ok(Deletion::Done);
+        let mut units = units.into_iter().peekable();
+        loop {
+            let mut step = Plan::default();
+            let mut removed: Vec<String> = Vec::new();
+            while let Some((unit, _)) = units.peek() {
+                // Room for the network's own condition and write.
+                if step.size() > 0 && step.size() + unit.size() + 1 > STEP_BUDGET {
+                    break;
+                }
+                let Some((unit, subnet)) = units.next() else {
+                    break;
+                };
+                step.absorb(unit);
+                removed.extend(subnet);
+            }
+            if units.peek().is_none() {
+                if let Some(key) = network_segment_key(&marked.obj) {
+                    step.release(key);
+                }
+                step.delete(&NETWORK, marked);
+                if api.db.commit(step).await? {
+                    return Ok(());
+                }
+                continue 'plan;
+            }
+            let mut net = marked.obj.clone();
+            if let Some(Value::Array(list)) = net.get_mut("subnets") {
+                list.retain(|s| !removed.iter().any(|r| s.as_str() == Some(r)));
+            }
+            step.put_raw(&NETWORK, marked.rev, &net);
+            match api.db.commit_at(step).await? {
+                Some(rev) => {
+                    marked.obj = net;
+                    marked.rev = rev;
+                }
+                None => continue 'plan,
+            }
         }
     }
 }

@@ -90,7 +90,7 @@ fn parse_fixed_ips(value: &Value) -> ApiResult<Vec<Wanted>> {
                 None | Some(Value::Null) => None,
                 Some(v) => Some(
                     model::validate::uuid(v)
-                        .map_err(|r| bad(&r))?
+                        .map_err(|r| bad(&r.to_string()))?
                         .as_str()
                         .unwrap_or_default()
                         .to_string(),
@@ -100,7 +100,7 @@ fn parse_fixed_ips(value: &Value) -> ApiResult<Vec<Wanted>> {
                 None | Some(Value::Null) => None,
                 Some(v) => Some(
                     model::validate::ip(v)
-                        .map_err(|r| bad(&r))?
+                        .map_err(|r| bad(&r.to_string()))?
                         .as_str()
                         .unwrap_or_default()
                         .to_string(),
@@ -114,70 +114,121 @@ fn parse_fixed_ips(value: &Value) -> ApiResult<Vec<Wanted>> {
         .collect()
 }
 
-/// Resolves and claims the fixed IPs of a port. `keep` are addresses the port already holds (on
-/// update), which are kept without a new claim.
+/// Device owners of router interface ports, which get no automatic (SLAAC) addresses.
+const ROUTER_INTERFACE_OWNERS: &[&str] = &[
+    "network:router_interface",
+    "network:router_interface_distributed",
+    "network:router_centralized_snat",
+];
+
+/// Whether `addr` may be a fixed IP on `net` (not an IPv4 network or broadcast address).
+fn usable_on(net: &IpNet, addr: &IpAddr) -> bool {
+    let reserved = matches!(net, IpNet::V4(n) if n.prefix_len() < 31)
+        && (*addr == net.network() || *addr == net.broadcast());
+    net.contains(addr) && !reserved
+}
+
+/// The subnet a requested fixed IP goes to, with Neutron's errors for a wrong one.
+async fn subnet_for<'a>(
+    api: &Api,
+    subnets: &'a [Stored],
+    network_id: &str,
+    w: &Wanted,
+) -> ApiResult<&'a Stored> {
+    let addr = match &w.ip {
+        Some(ip) => Some(
+            ip.parse::<IpAddr>()
+                .map_err(|_| ApiError::invalid_input(format!("{ip} is not a valid IP address")))?,
+        ),
+        None => None,
+    };
+    if let Some(sid) = &w.subnet_id {
+        let Some(subnet) = subnets.iter().find(|s| s.id() == sid) else {
+            // A subnet that does not exist at all is 404; one on another network is bad input.
+            api.db.require(&SUBNET, sid).await?;
+            return Err(ApiError::invalid_input(format!(
+                "Failed to create port on network {network_id}, because fixed_ips included invalid subnet {sid}"
+            )));
+        };
+        if let Some(addr) = addr
+            && !subnet_cidr(&subnet.obj).is_some_and(|n| usable_on(&n, &addr))
+        {
+            return Err(ApiError::bad(
+                "InvalidIpForSubnet",
+                format!("IP address {addr} is not a valid IP for the specified subnet."),
+            ));
+        }
+        return Ok(subnet);
+    }
+    let addr = addr
+        .ok_or_else(|| ApiError::invalid_input("IP allocation requires subnet_id or ip_address"))?;
+    subnets
+        .iter()
+        .find(|s| subnet_cidr(&s.obj).is_some_and(|n| usable_on(&n, &addr)))
+        .ok_or_else(|| {
+            ApiError::bad(
+                "InvalidIpForNetwork",
+                format!(
+                    "IP address {addr} is not a valid IP for any of the subnets on the specified network."
+                ),
+            )
+        })
+}
+
+/// Resolves and claims the fixed IPs of `port` (its id, network, MAC and device owner are set). `keep`
+/// are addresses the port already holds (on update), which are kept without a new claim.
+///
+/// As in Neutron, every port except a router interface also gets an address on each SLAAC or
+/// DHCPv6-stateless subnet of its network, whether or not the request lists fixed IPs; on update an
+/// automatic address the request does not mention is kept.
 async fn allocate_fixed_ips(
     api: &Api,
     plan: &mut Plan,
-    network_id: &str,
-    port_id: &str,
-    mac: &str,
+    port: &Obj,
     wanted: Option<Vec<Wanted>>,
     keep: &[(String, String)],
 ) -> ApiResult<Vec<Value>> {
-    let subnets = api.db.list_where(&SUBNET, "network_id", network_id).await?;
-    let mut subnets_sorted: Vec<&Stored> = subnets.iter().collect();
-    subnets_sorted.sort_by(|a, b| {
+    let network_id = str_field(port, "network_id");
+    let port_id = str_field(port, "id");
+    let mac = str_field(port, "mac_address");
+    let device_owner = str_field(port, "device_owner");
+    let mut subnets = api.db.list_where(&SUBNET, "network_id", network_id).await?;
+    subnets.sort_by(|a, b| {
         str_field(&a.obj, "created_at")
             .cmp(str_field(&b.obj, "created_at"))
             .then(a.id().cmp(b.id()))
     });
+    let router_interface = ROUTER_INTERFACE_OWNERS.contains(&device_owner);
     let mut out = Vec::new();
-    let mut used_subnets = Vec::new();
+    let mut used_subnets: Vec<&Stored> = Vec::new();
     match wanted {
         Some(wanted) => {
-            for w in wanted {
-                let subnet = match (&w.subnet_id, &w.ip) {
-                    (Some(sid), _) => subnets.iter().find(|s| s.id() == sid).ok_or_else(|| {
-                        ApiError::invalid_input(format!(
-                            "Failed to create port on network {network_id}, because fixed_ips included invalid subnet {sid}"
-                        ))
-                    })?,
-                    (None, Some(ip)) => {
-                        let addr: IpAddr = ip.parse().map_err(|_| ApiError::invalid_input(format!("{ip} is not a valid IP address")))?;
-                        subnets
-                            .iter()
-                            .find(|s| subnet_cidr(&s.obj).is_some_and(|n| n.contains(&addr)))
-                            .ok_or_else(|| {
-                                ApiError::invalid_input(format!(
-                                    "IP address {ip} is not a valid IP for any of the subnets on the specified network."
-                                ))
-                            })?
-                    }
-                    (None, None) => continue,
-                };
+            if !wanted.is_empty() && subnets.is_empty() {
+                return Err(ApiError::invalid_input(
+                    "IP allocation requires subnets for network",
+                ));
+            }
+            for w in &wanted {
+                let subnet = subnet_for(api, &subnets, network_id, w).await?;
                 let sid = subnet.id().to_string();
+                let auto = is_auto_address(&subnet.obj) && !router_interface;
                 let ip = match &w.ip {
                     Some(ip) => {
-                        let addr: IpAddr = ip.parse().map_err(|_| {
-                            ApiError::invalid_input(format!("{ip} is not a valid IP address"))
-                        })?;
-                        let net = subnet_cidr(&subnet.obj).unwrap_or_else(|| IpNet::from(addr));
-                        let reserved = matches!(net, IpNet::V4(n) if n.prefix_len() < 31)
-                            && (addr == net.network() || addr == net.broadcast());
-                        if !net.contains(&addr) || reserved {
-                            return Err(ApiError::invalid_input(format!(
-                                "IP address {ip} is not a valid IP for the specified subnet."
-                            )));
+                        if auto && eui64_of(&subnet.obj, mac).as_deref() != Some(ip.as_str()) {
+                            return Err(ApiError::bad(
+                                "AllocationOnAutoAddressSubnet",
+                                format!(
+                                    "IPv6 address {ip} cannot be directly assigned to a port on subnet {sid} as the subnet is configured for automatic addresses"
+                                ),
+                            ));
                         }
                         if !keep.iter().any(|(s, i)| *s == sid && i == ip) {
                             claim_specific(api, plan, &sid, ip, port_id).await?;
                         }
                         ip.clone()
                     }
-                    None if is_auto_address(&subnet.obj) => {
-                        auto_address(api, plan, &subnet.obj, mac, port_id, keep).await?
-                    }
+                    // The automatic address comes below, with those of unlisted subnets.
+                    None if auto => continue,
                     None => match keep.iter().find(|(s, _)| *s == sid) {
                         Some((_, ip)) => ip.clone(),
                         None => claim_any(api, plan, &subnet.obj, port_id)
@@ -190,38 +241,42 @@ async fn allocate_fixed_ips(
             }
         }
         None => {
-            // One address from the first IPv4 subnet with room, one from the first stateful IPv6
-            // subnet, and one from every SLAAC subnet.
-            let mut got_v4 = false;
-            let mut got_v6 = false;
+            // One address from the first IPv4 subnet with room and one from the first stateful
+            // IPv6 subnet with room.
             let mut exhausted_any = false;
-            for subnet in subnets_sorted {
-                let v6 = subnet.obj.get("ip_version").and_then(Value::as_u64) == Some(6);
-                let ip = if v6 && is_auto_address(&subnet.obj) {
-                    Some(auto_address(api, plan, &subnet.obj, mac, port_id, keep).await?)
-                } else if (v6 && got_v6) || (!v6 && got_v4) {
-                    None
-                } else {
-                    let ip = claim_any(api, plan, &subnet.obj, port_id).await?;
-                    if ip.is_none() {
-                        exhausted_any = true;
+            for v6 in [false, true] {
+                let candidates = subnets.iter().filter(|s| {
+                    (s.obj.get("ip_version").and_then(Value::as_u64) == Some(6)) == v6
+                        && !is_auto_address(&s.obj)
+                });
+                for subnet in candidates {
+                    match claim_any(api, plan, &subnet.obj, port_id).await? {
+                        Some(ip) => {
+                            used_subnets.push(subnet);
+                            out.push(json!({"subnet_id": subnet.id(), "ip_address": ip}));
+                            break;
+                        }
+                        None => exhausted_any = true,
                     }
-                    ip
-                };
-                if let Some(ip) = ip {
-                    if v6 && !is_auto_address(&subnet.obj) {
-                        got_v6 = true;
-                    }
-                    if !v6 {
-                        got_v4 = true;
-                    }
-                    used_subnets.push(subnet);
-                    out.push(json!({"subnet_id": subnet.id(), "ip_address": ip}));
                 }
             }
-            if exhausted_any && !got_v4 && !got_v6 {
+            if exhausted_any && out.is_empty() {
                 return Err(exhausted(network_id));
             }
+        }
+    }
+    if !router_interface {
+        for subnet in subnets.iter().filter(|s| is_auto_address(&s.obj)) {
+            let sid = subnet.id();
+            if used_subnets.iter().any(|u| u.id() == sid) {
+                continue;
+            }
+            let ip = match keep.iter().find(|(s, _)| s == sid) {
+                Some((_, ip)) => ip.clone(),
+                None => auto_address(api, plan, &subnet.obj, mac, port_id).await?,
+            };
+            used_subnets.push(subnet);
+            out.push(json!({"subnet_id": sid, "ip_address": ip}));
         }
     }
     for s in used_subnets {
@@ -237,23 +292,24 @@ fn exhausted(network_id: &str) -> ApiError {
     )
 }
 
+/// The EUI-64 address of `mac` on an automatic-address subnet.
+fn eui64_of(subnet: &Obj, mac: &str) -> Option<String> {
+    subnet_cidr(subnet).and_then(|n| eui64(&n, mac))
+}
+
+/// Claims the EUI-64 address of `mac` on an automatic-address subnet.
 async fn auto_address(
     api: &Api,
     plan: &mut Plan,
     subnet: &Obj,
     mac: &str,
     port: &str,
-    keep: &[(String, String)],
 ) -> ApiResult<String> {
     let sid = str_field(subnet, "id");
-    let ip = subnet_cidr(subnet)
-        .and_then(|n| eui64(&n, mac))
-        .ok_or_else(|| {
-            ApiError::invalid_input(format!("subnet {sid} cannot assign SLAAC addresses"))
-        })?;
-    if !keep.iter().any(|(s, i)| s == sid && *i == ip) {
-        claim_specific(api, plan, sid, &ip, port).await?;
-    }
+    let ip = eui64_of(subnet, mac).ok_or_else(|| {
+        ApiError::invalid_input(format!("subnet {sid} cannot assign SLAAC addresses"))
+    })?;
+    claim_specific(api, plan, sid, &ip, port).await?;
     Ok(ip)
 }
 
@@ -320,7 +376,7 @@ fn normalize_dhcp_opts(opts: &Value) -> ApiResult<Value> {
         let version = match m.get("ip_version") {
             None | Some(Value::Null) => 4,
             Some(v) => model::validate::ip_version(v)
-                .map_err(|r| bad(&r))?
+                .map_err(|r| bad(&r.to_string()))?
                 .as_i64()
                 .unwrap_or(4),
         };
@@ -338,7 +394,7 @@ async fn check_security(api: &Api, ctx: &Ctx, port: &Obj, plan: &mut Plan) -> Ap
         .map(|g| g.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
     if !secure && !groups.is_empty() {
-        return Err(ApiError::conflict(
+        return Err(ApiError::bad(
             "PortSecurityAndIPRequiredForSecurityGroups",
             "Port security must be enabled and port must have an IP address in order to use security groups.",
         ));
@@ -373,6 +429,18 @@ async fn check_security(api: &Api, ctx: &Ctx, port: &Obj, plan: &mut Plan) -> Ap
     Ok(())
 }
 
+/// Leaves out the binding details Neutron shows only to admins (`binding:vnic_type` stays).
+pub fn hide_binding(port: &mut Obj) {
+    for attr in [
+        "binding:host_id",
+        "binding:profile",
+        "binding:vif_type",
+        "binding:vif_details",
+    ] {
+        port.remove(attr);
+    }
+}
+
 fn set_binding(port: &mut Obj) {
     if str_field(port, "binding:host_id").is_empty() {
         port.insert("binding:vif_type".into(), "unbound".into());
@@ -404,7 +472,7 @@ pub async fn plan_create(api: &Api, ctx: &Ctx, mut port: Obj, plan: &mut Plan) -
     .await?;
     port.insert("mac_address".into(), mac.clone().into());
     let wanted = port.get("fixed_ips").map(parse_fixed_ips).transpose()?;
-    let ips = allocate_fixed_ips(api, plan, &network_id, &id, &mac, wanted, &[]).await?;
+    let ips = allocate_fixed_ips(api, plan, &port, wanted, &[]).await?;
     port.insert("fixed_ips".into(), Value::Array(ips));
     if !port.contains_key("port_security_enabled") {
         let secure = network
@@ -483,16 +551,8 @@ pub async fn plan_update(
     let mac = str_field(&port, "mac_address").to_string();
     if let Some(fixed) = changes.get("fixed_ips") {
         let held = held_ips(&stored.obj);
-        let ips = allocate_fixed_ips(
-            api,
-            plan,
-            &network_id,
-            &id,
-            &mac,
-            Some(parse_fixed_ips(fixed)?),
-            &held,
-        )
-        .await?;
+        let ips =
+            allocate_fixed_ips(api, plan, &port, Some(parse_fixed_ips(fixed)?), &held).await?;
         port.insert("fixed_ips".into(), Value::Array(ips));
         let now_held = held_ips(&port);
         for (s, ip) in held {

@@ -77,7 +77,7 @@ async fn plan_gateway(
     let enable_snat = match info.get("enable_snat") {
         None | Some(Value::Null) => true,
         Some(v) => model::validate::boolean(v)
-            .map_err(ApiError::bad_request)?
+            .map_err(|r| ApiError::bad_request(r.to_string()))?
             .as_bool()
             .unwrap_or(true),
     };
@@ -166,6 +166,8 @@ pub async fn plan_create(
 ) -> ApiResult<Obj> {
     router.insert("status".into(), "ACTIVE".into());
     router.insert("availability_zones".into(), json!([]));
+    router.insert("distributed".into(), Value::Bool(false));
+    router.insert("ha".into(), Value::Bool(false));
     if router
         .get("routes")
         .and_then(Value::as_array)
@@ -217,7 +219,8 @@ pub async fn plan_update(
                     && !o.contains_key("external_fixed_ips") =>
             {
                 if let Some(snat) = o.get("enable_snat") {
-                    let snat = model::validate::boolean(snat).map_err(ApiError::bad_request)?;
+                    let snat = model::validate::boolean(snat)
+                        .map_err(|r| ApiError::bad_request(r.to_string()))?;
                     if let Some(Value::Object(g)) = router.get_mut("external_gateway_info") {
                         g.insert("enable_snat".into(), snat);
                     }
@@ -252,7 +255,7 @@ pub async fn plan_delete(api: &Api, stored: Stored, plan: &mut Plan) -> ApiResul
 fn interface_info(router: &Obj, port: &Obj) -> Value {
     let subnets = port_subnets(port);
     json!({
-        "id": str_field(router, "id"), "tenant_id": str_field(router, "tenant_id"),
+        "id": str_field(router, "id"),
         "project_id": str_field(router, "project_id"), "port_id": str_field(port, "id"),
         "network_id": str_field(port, "network_id"), "subnet_id": subnets.first(),
         "subnet_ids": subnets,
@@ -279,7 +282,7 @@ pub async fn add_interface(api: &Api, ctx: &Ctx, id: &str, body: Value) -> ApiRe
     loop {
         attempts.begin()?;
         let router = api.visible(ctx, &ROUTER, id).await?;
-        super::check_owner(ctx, &ROUTER, &router.obj)?;
+        super::check_owner(ctx, &ROUTER, &router.obj, "update")?;
         let mut plan = Plan::default();
         plan.pin_obj(&ROUTER, &router);
         // Subnets already on the router, to refuse duplicates and overlaps.
@@ -327,6 +330,7 @@ pub async fn add_interface(api: &Api, ctx: &Ctx, id: &str, body: Value) -> ApiRe
                     "fixed_ips": [{"subnet_id": sid, "ip_address": gw}],
                     "device_owner": INTERFACE_OWNER, "device_id": id,
                     "tenant_id": str_field(&router.obj, "project_id"),
+                    "port_security_enabled": false,
                 });
                 plan_internal_port(
                     api,
@@ -372,6 +376,35 @@ pub async fn add_interface(api: &Api, ctx: &Ctx, id: &str, body: Value) -> ApiRe
     }
 }
 
+/// Refuses to remove an interface on `subnets` while one of the router's extra routes has its next
+/// hop there.
+async fn check_not_routed_through(router: &Obj, api: &Api, subnets: &[String]) -> ApiResult<()> {
+    let routes = router.get("routes").and_then(Value::as_array);
+    let hops: Vec<std::net::IpAddr> = routes
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r.get("nexthop")?.as_str()?.parse().ok())
+        .collect();
+    if hops.is_empty() {
+        return Ok(());
+    }
+    for sid in subnets {
+        let Some(subnet) = api.db.load(&SUBNET, sid).await? else {
+            continue;
+        };
+        if subnet_cidr(&subnet.obj).is_some_and(|n| hops.iter().any(|h| n.contains(h))) {
+            return Err(ApiError::conflict(
+                "RouterInterfaceInUseByRoute",
+                format!(
+                    "Router interface for subnet {sid} on router {} cannot be deleted, as it is required by one or more routes.",
+                    str_field(router, "id")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// `PUT /v2.0/routers/<id>/remove_router_interface`.
 pub async fn remove_interface(api: &Api, ctx: &Ctx, id: &str, body: Value) -> ApiResult<Value> {
     let (subnet_id, port_id) = interface_body(&body)?;
@@ -379,7 +412,7 @@ pub async fn remove_interface(api: &Api, ctx: &Ctx, id: &str, body: Value) -> Ap
     loop {
         attempts.begin()?;
         let router = api.visible(ctx, &ROUTER, id).await?;
-        super::check_owner(ctx, &ROUTER, &router.obj)?;
+        super::check_owner(ctx, &ROUTER, &router.obj, "update")?;
         let ports = interfaces(api, id).await?;
         let port = match (&subnet_id, &port_id) {
             (Some(sid), _) => ports
@@ -427,6 +460,7 @@ pub async fn remove_interface(api: &Api, ctx: &Ctx, id: &str, body: Value) -> Ap
                 ));
             }
         }
+        check_not_routed_through(&router.obj, api, &subnets).await?;
         let mut plan = Plan::default();
         super::release_port(&mut plan, &port);
         let mut r = router.obj.clone();

@@ -6,7 +6,7 @@ use model::resources::{PORT, SECURITY_GROUP, SECURITY_GROUP_RULE};
 use model::validate::{PROTOCOLS, parse_cidr};
 use serde_json::{Value, json};
 
-use super::{Deletion, mark_deleting, unmark_deleting};
+use super::{Answer, Deletion, two_phase_delete};
 use crate::Api;
 use crate::context::Ctx;
 use crate::error::{ApiError, ApiResult};
@@ -49,12 +49,14 @@ pub async fn ensure_default(api: &Api, project: &str) -> ApiResult<()> {
         project_id: project.to_string(),
         is_admin: true,
     };
-    let body = json!({"name": "default", "description": "Default security group"});
+    let body = json!({"description": "Default security group"});
     let mut sg = crate::input::prepare_create(
         &SECURITY_GROUP,
         &admin,
         body.as_object().cloned().unwrap_or_default(),
     )?;
+    // The one group that may be called `default` (the API refuses the name).
+    sg.insert("name".into(), "default".into());
     sg.insert("_default".into(), Value::Bool(true));
     sg.insert("shared".into(), Value::Bool(false));
     let id = str_field(&sg, "id").to_string();
@@ -76,15 +78,25 @@ pub async fn ensure_default(api: &Api, project: &str) -> ApiResult<()> {
     Ok(())
 }
 
-/// Fills in `security_group_rules`.
-pub async fn expand(api: &Api, groups: &mut [Obj]) -> ApiResult<()> {
+/// Fills in `security_group_rules`, each rule shown as Neutron shows rules inside a group: read back
+/// (show, update, list) they carry `standard_attr_id` and `tags`, and in a list
+/// `belongs_to_default_sg` is null.
+pub async fn expand(api: &Api, answer: Answer, groups: &mut [Obj]) -> ApiResult<()> {
     let mut by_group: HashMap<String, Vec<Value>> = HashMap::new();
     for rule in api.db.list(&SECURITY_GROUP_RULE).await? {
         let sg = str_field(&rule.obj, "security_group_id").to_string();
+        let mut obj = rule.obj;
+        if answer != Answer::Created {
+            obj.insert("standard_attr_id".into(), rule.created.into());
+            obj.insert("tags".into(), json!([]));
+        }
+        if answer == Answer::Listed {
+            obj.insert("belongs_to_default_sg".into(), Value::Null);
+        }
         by_group
             .entry(sg)
             .or_default()
-            .push(crate::query::render(rule.obj, &[]));
+            .push(crate::query::render(obj, &[]));
     }
     for g in groups {
         let rules = by_group.remove(str_field(g, "id")).unwrap_or_default();
@@ -106,16 +118,25 @@ pub async fn plan_create(_api: &Api, mut sg: Obj, plan: &mut Plan) -> ApiResult<
 }
 
 pub async fn plan_delete(api: &Api, ctx: &Ctx, stored: Stored) -> ApiResult<Deletion> {
-    let id = stored.id().to_string();
     if stored.obj.contains_key("_default") && !ctx.is_admin {
         return Err(ApiError::conflict(
             "SecurityGroupCannotRemoveDefault",
             "Insufficient rights for removing default security group.",
         ));
     }
-    let Some(marked) = mark_deleting(api, &SECURITY_GROUP, &stored).await? else {
-        return Ok(Deletion::Retry);
-    };
+    two_phase_delete(
+        api,
+        &SECURITY_GROUP,
+        &stored,
+        async |marked: &mut Stored| finish_delete(api, marked).await,
+    )
+    .await
+}
+
+/// Deletes a group marked for deletion with its rules (and the rules of other groups that refer to
+/// it), unless ports still use it.
+async fn finish_delete(api: &Api, marked: &Stored) -> ApiResult<()> {
+    let id = marked.id().to_string();
     let mut attempts = Attempts::new();
     loop {
         attempts.begin()?;
@@ -126,7 +147,6 @@ pub async fn plan_delete(api: &Api, ctx: &Ctx, stored: Stored) -> ApiResult<Dele
                 .is_some_and(|g| g.iter().any(|x| x.as_str() == Some(&id)))
         });
         if in_use {
-            unmark_deleting(api, &SECURITY_GROUP, &marked).await?;
             return Err(ApiError::conflict(
                 "SecurityGroupInUse",
                 format!("Security Group {id} in use."),
@@ -143,9 +163,9 @@ pub async fn plan_delete(api: &Api, ctx: &Ctx, stored: Stored) -> ApiResult<Dele
         if marked.obj.contains_key("_default") {
             plan.release(default_key(str_field(&marked.obj, "project_id")));
         }
-        plan.delete(&SECURITY_GROUP, &marked);
+        plan.delete(&SECURITY_GROUP, marked);
         if api.db.commit(plan).await? {
-            return Ok(Deletion::Done);
+            return Ok(());
         }
     }
 }
@@ -158,6 +178,9 @@ fn protocol_number(p: &str) -> Option<u8> {
         .or_else(|| p.parse().ok())
 }
 
+/// Protocol numbers whose rules may have port ranges (TCP, UDP, DCCP, SCTP, UDP-Lite).
+const PORT_PROTOCOLS: &[u8] = &[6, 17, 33, 132, 136];
+
 /// Port ranges are checked against the protocol: ports for TCP-like protocols, type/code for ICMP.
 fn check_ports(rule: &Obj) -> ApiResult<()> {
     let min = rule.get("port_range_min").and_then(Value::as_i64);
@@ -165,12 +188,14 @@ fn check_ports(rule: &Obj) -> ApiResult<()> {
     if min.is_none() && max.is_none() {
         return Ok(());
     }
-    let proto = rule
-        .get("protocol")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+    let Some(proto) = rule.get("protocol").and_then(Value::as_str) else {
+        return Err(ApiError::bad(
+            "SecurityGroupProtocolRequiredWithPorts",
+            "Must also specify protocol if port range is given.",
+        ));
+    };
     match protocol_number(proto) {
-        Some(6 | 17 | 132 | 33 | 136) => {
+        Some(p) if PORT_PROTOCOLS.contains(&p) => {
             if min == Some(0) || max == Some(0) {
                 return Err(ApiError::bad(
                     "SecurityGroupInvalidPortValue",
@@ -178,11 +203,11 @@ fn check_ports(rule: &Obj) -> ApiResult<()> {
                 ));
             }
             match (min, max) {
-                (Some(a), Some(b)) if a > b => Err(ApiError::bad(
+                (Some(a), Some(b)) if a <= b => Ok(()),
+                _ => Err(ApiError::bad(
                     "SecurityGroupInvalidPortRange",
                     "For TCP/UDP protocols, port_range_min must be <= port_range_max",
                 )),
-                _ => Ok(()),
             }
         }
         Some(1 | 58) => {
@@ -210,12 +235,89 @@ fn check_ports(rule: &Obj) -> ApiResult<()> {
             Ok(())
         }
         _ => Err(ApiError::bad(
-            "SecurityGroupInvalidProtocolForPortRange",
+            "SecurityGroupInvalidProtocolForPort",
             format!(
                 "Invalid protocol {proto} for port range, only supported for TCP, UDP, UDPLITE, SCTP and DCCP."
             ),
         )),
     }
+}
+
+/// Neutron's canonical forms: ICMP under IPv6 is `ipv6-icmp`, and the whole port range 1-65535 is
+/// no range at all.
+fn canonicalize(rule: &mut Obj) {
+    if str_field(rule, "ethertype") == "IPv6" {
+        let canonical = match str_field(rule, "protocol") {
+            "icmp" | "icmpv6" => Some("ipv6-icmp"),
+            "1" => Some("58"),
+            _ => None,
+        };
+        if let Some(p) = canonical {
+            rule.insert("protocol".into(), p.into());
+        }
+    }
+    let min = rule.get("port_range_min").and_then(Value::as_i64);
+    let max = rule.get("port_range_max").and_then(Value::as_i64);
+    if (min, max) == (Some(1), Some(65535)) {
+        rule.insert("port_range_min".into(), Value::Null);
+        rule.insert("port_range_max".into(), Value::Null);
+    }
+}
+
+/// Protocols that only exist over IPv6.
+const IPV6_ONLY_PROTOCOLS: &[u8] = &[41, 43, 44, 58, 59, 60];
+
+/// The checks Neutron makes on a rule's own attributes, in Neutron's order; fills in
+/// `normalized_cidr`.
+fn check_rule(rule: &mut Obj) -> ApiResult<()> {
+    canonicalize(rule);
+    check_ports(rule)?;
+    let ethertype = str_field(rule, "ethertype").to_string();
+    let normalized = match rule.get("remote_ip_prefix").and_then(Value::as_str) {
+        Some(prefix) => {
+            let net = parse_cidr(prefix).ok_or_else(|| {
+                ApiError::bad(
+                    "InvalidCIDR",
+                    format!("Invalid input for operation: {prefix} is not a valid CIDR."),
+                )
+            })?;
+            if net.addr().is_ipv4() != (ethertype == "IPv4") {
+                return Err(ApiError::bad(
+                    "SecurityGroupRuleParameterConflict",
+                    format!("Conflicting value ethertype {ethertype} for CIDR {prefix}"),
+                ));
+            }
+            Value::String(net.trunc().to_string())
+        }
+        None => Value::Null,
+    };
+    rule.insert("normalized_cidr".into(), normalized);
+    let proto = str_field(rule, "protocol");
+    if ethertype == "IPv4"
+        && protocol_number(proto).is_some_and(|p| IPV6_ONLY_PROTOCOLS.contains(&p))
+        && proto != "icmpv6"
+    {
+        return Err(ApiError::bad(
+            "SecurityGroupEthertypeConflictWithProtocol",
+            format!("Invalid ethertype {ethertype} for protocol {proto}."),
+        ));
+    }
+    let remotes = [
+        "remote_ip_prefix",
+        "remote_group_id",
+        "remote_address_group_id",
+    ]
+    .iter()
+    .filter(|k| rule.get(**k).is_some_and(|v| !v.is_null()))
+    .count();
+    if remotes > 1 {
+        return Err(ApiError::bad(
+            // Neutron's spelling.
+            "SecurityGroupMultipleRemoteEntites",
+            "Only one of remote_ip_prefix or remote_group_id or remote_address_group_id may be provided.",
+        ));
+    }
+    Ok(())
 }
 
 /// The fields that make two rules the same rule.
@@ -246,24 +348,16 @@ pub async fn plan_create_rule(
     plan: &mut Plan,
 ) -> ApiResult<Obj> {
     let sg_id = str_field(&rule, "security_group_id").to_string();
-    let mut sg = match api.db.load(&SECURITY_GROUP, &sg_id).await? {
-        Some(sg) if ctx.owns(&sg.obj) => sg,
-        _ => {
-            return Err(ApiError::not_found(
-                "SecurityGroupNotFound",
-                format!("Security group {sg_id} does not exist"),
-            ));
-        }
-    };
+    let sg = api.db.load(&SECURITY_GROUP, &sg_id).await?;
+    // Policy first: rules go only into the caller's own groups.
+    if sg.as_ref().is_some_and(|sg| !ctx.owns(&sg.obj)) {
+        return Err(ApiError::policy("create_security_group_rule"));
+    }
+    check_rule(&mut rule)?;
     if let Some(remote) = rule.get("remote_group_id").and_then(Value::as_str) {
-        if rule.get("remote_ip_prefix").is_some_and(|p| !p.is_null()) {
-            return Err(ApiError::bad(
-                "SecurityGroupRemoteGroupAndRemoteIpPrefix",
-                "Only remote_ip_prefix or remote_group_id may be provided.",
-            ));
-        }
         match api.db.load(&SECURITY_GROUP, remote).await? {
-            Some(r) => plan.pin_obj(&SECURITY_GROUP, &r),
+            Some(r) if r.id() != sg_id => plan.pin_obj(&SECURITY_GROUP, &r),
+            Some(_) => {}
             None => {
                 return Err(ApiError::not_found(
                     "SecurityGroupNotFound",
@@ -272,24 +366,12 @@ pub async fn plan_create_rule(
             }
         }
     }
-    let ethertype = str_field(&rule, "ethertype").to_string();
-    let normalized = match rule.get("remote_ip_prefix").and_then(Value::as_str) {
-        Some(prefix) => {
-            let net = parse_cidr(prefix).ok_or_else(|| {
-                ApiError::bad_request(format!("'{prefix}' is not a valid IP subnet"))
-            })?;
-            if net.addr().is_ipv4() != (ethertype == "IPv4") {
-                return Err(ApiError::bad(
-                    "SecurityGroupRuleParameterConflict",
-                    format!("Conflicting value ethertype {ethertype} for CIDR {prefix}"),
-                ));
-            }
-            Value::String(net.trunc().to_string())
-        }
-        None => Value::Null,
+    let Some(mut sg) = sg else {
+        return Err(ApiError::not_found(
+            "SecurityGroupNotFound",
+            format!("Security group {sg_id} does not exist"),
+        ));
     };
-    rule.insert("normalized_cidr".into(), normalized);
-    check_ports(&rule)?;
     // Rules belong to their group's project.
     let project = str_field(&sg.obj, "project_id").to_string();
     rule.insert("tenant_id".into(), project.clone().into());

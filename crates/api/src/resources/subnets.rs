@@ -7,7 +7,7 @@ use model::resources::{NETWORK, PORT, SUBNET};
 use serde_json::{Value, json};
 
 use super::ipam::{default_pools, host_range, to_u128};
-use super::{Deletion, mark_deleting, unmark_deleting};
+use super::{Deletion, two_phase_delete};
 use crate::Api;
 use crate::context::Ctx;
 use crate::error::{ApiError, ApiResult};
@@ -77,7 +77,7 @@ fn check_gateway_and_pools(net: &IpNet, subnet: &Obj) -> ApiResult<()> {
             return Err(bad());
         }
         if let Some((_, _, other)) = ranges.iter().find(|(os, oe, _)| s <= *oe && *os <= e) {
-            return Err(ApiError::bad(
+            return Err(ApiError::conflict(
                 "OverlappingAllocationPools",
                 format!(
                     "Found overlapping allocation pools: {pool_text} and {other} for subnet {net}."
@@ -175,11 +175,11 @@ pub fn is_auto_address(subnet: &Obj) -> bool {
 
 pub async fn plan_create(api: &Api, ctx: &Ctx, mut subnet: Obj, plan: &mut Plan) -> ApiResult<Obj> {
     let network_id = str_field(&subnet, "network_id").to_string();
-    let mut network = api.visible(ctx, &NETWORK, &network_id).await?;
+    // Only the network's owner may add subnets: another project's network, even one it cannot see,
+    // is refused by policy, as in Neutron.
+    let mut network = api.db.require(&NETWORK, &network_id).await?;
     if !ctx.owns(&network.obj) {
-        return Err(ApiError::forbidden(
-            "(rule:create_subnet) is disallowed by policy",
-        ));
+        return Err(ApiError::policy("create_subnet"));
     }
     let version = subnet
         .get("ip_version")
@@ -204,6 +204,8 @@ pub async fn plan_create(api: &Api, ctx: &Ctx, mut subnet: Obj, plan: &mut Plan)
         )));
     }
     check_ipv6_modes(&subnet, version)?;
+    // No pin on the other subnets is needed: every subnet create or delete also writes the network,
+    // which this plan updates (and so pins) below.
     for other in api
         .db
         .list_where(&SUBNET, "network_id", &network_id)
@@ -216,11 +218,14 @@ pub async fn plan_create(api: &Api, ctx: &Ctx, mut subnet: Obj, plan: &mut Plan)
                 "Requested subnet with cidr: {cidr_text} for network: {network_id} overlaps with another subnet"
             )));
         }
-        plan.pin_obj(&SUBNET, &other);
     }
     if !subnet.contains_key("gateway_ip") {
-        let gw = host_range(&net).map(|(s, _)| super::ipam::from_u128(s, version == 6).to_string());
-        subnet.insert("gateway_ip".into(), json!(gw));
+        // IPv4: the first host address; IPv6: the subnet-router anycast address (the network address).
+        let gw = match net {
+            IpNet::V4(_) => host_range(&net).map(|(s, _)| super::ipam::from_u128(s, false)),
+            IpNet::V6(_) => Some(net.network()),
+        };
+        subnet.insert("gateway_ip".into(), json!(gw.map(|g| g.to_string())));
     }
     if !subnet.contains_key("allocation_pools") {
         let gw = subnet
@@ -235,6 +240,14 @@ pub async fn plan_create(api: &Api, ctx: &Ctx, mut subnet: Obj, plan: &mut Plan)
     check_gateway_and_pools(&net, &subnet)?;
     check_routes_and_dns(&net, &subnet)?;
     subnet.insert("subnetpool_id".into(), Value::Null);
+    subnet.insert(
+        "router:external".into(),
+        network
+            .obj
+            .get("router:external")
+            .cloned()
+            .unwrap_or(Value::Bool(false)),
+    );
     let id = str_field(&subnet, "id").to_string();
     let subnets = network.obj.entry("subnets").or_insert_with(|| json!([]));
     if let Value::Array(list) = subnets {
@@ -268,10 +281,15 @@ pub async fn plan_update(
 }
 
 pub async fn plan_delete(api: &Api, stored: Stored) -> ApiResult<Deletion> {
-    let Some(marked) = mark_deleting(api, &SUBNET, &stored).await? else {
-        return Ok(Deletion::Retry);
-    };
-    let id = stored.id().to_string();
+    two_phase_delete(api, &SUBNET, &stored, async |marked: &mut Stored| {
+        finish_delete(api, marked).await
+    })
+    .await
+}
+
+/// Deletes a subnet marked for deletion, unless ports still have addresses on it.
+async fn finish_delete(api: &Api, marked: &Stored) -> ApiResult<()> {
+    let id = marked.id().to_string();
     let mut attempts = Attempts::new();
     loop {
         attempts.begin()?;
@@ -284,7 +302,6 @@ pub async fn plan_delete(api: &Api, stored: Stored) -> ApiResult<Deletion> {
             }
         }
         if in_use {
-            unmark_deleting(api, &SUBNET, &marked).await?;
             return Err(ApiError::conflict(
                 "SubnetInUse",
                 format!(
@@ -303,9 +320,9 @@ pub async fn plan_delete(api: &Api, stored: Stored) -> ApiResult<Deletion> {
             }
             plan.update(&NETWORK, network.rev, &mut network.obj);
         }
-        plan.delete(&SUBNET, &marked);
+        plan.delete(&SUBNET, marked);
         if api.db.commit(plan).await? {
-            return Ok(Deletion::Done);
+            return Ok(());
         }
     }
 }
