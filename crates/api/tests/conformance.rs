@@ -126,7 +126,9 @@ async fn wyvern_answers_like_the_reference_neutron() {
         }
         let mut expected = record["response"]["body"].clone();
         if deployed_exception {
-            add_deployed_default_rules(&mut expected);
+            let method = step["method"].as_str().unwrap_or("GET");
+            let shape = RuleShape::of(method, &expected);
+            add_deployed_default_rules(&mut expected, shape);
         }
         let rules = Rules::of(step);
         let expected = rules.normalize(&expected, &theirs, their_base);
@@ -264,9 +266,32 @@ fn symbols<'a>(bound: impl Iterator<Item = (&'a String, &'a Value)>) -> HashMap<
 
 /// The deployed-Neutron exception (rule 3 of the module documentation): adds the default rules a
 /// deployed Neutron creates to every security group object that lacks them.
-fn add_deployed_default_rules(value: &mut Value) {
+/// How Neutron shows the rules inside a group, by path: a create answer shows them as created, a
+/// show or update adds `standard_attr_id` and `tags`, a list also nulls `belongs_to_default_sg`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RuleShape {
+    Created,
+    Shown,
+    Listed,
+}
+
+impl RuleShape {
+    fn of(method: &str, body: &Value) -> Self {
+        if body.get("security_groups").is_some() {
+            RuleShape::Listed
+        } else if method == "POST" {
+            RuleShape::Created
+        } else {
+            RuleShape::Shown
+        }
+    }
+}
+
+fn add_deployed_default_rules(value: &mut Value, shape: RuleShape) {
     match value {
-        Value::Array(items) => items.iter_mut().for_each(add_deployed_default_rules),
+        Value::Array(items) => items
+            .iter_mut()
+            .for_each(|v| add_deployed_default_rules(v, shape)),
         Value::Object(map) => {
             if map.contains_key("security_group_rules") && map.contains_key("stateful") {
                 let group = map.clone();
@@ -289,23 +314,20 @@ fn add_deployed_default_rules(value: &mut Value) {
                         });
                         if !present {
                             let mut rule = default_rule(&group, direction, ethertype, remote_group);
-                            // Neutron shows a group's rules differently on each path (GET adds
-                            // standard_attr_id and tags, a list nulls belongs_to_default_sg), so the
-                            // added rules follow the shape of a recorded sibling.
-                            if let Some(sibling) = rules.first().and_then(Value::as_object) {
-                                for (key, value) in sibling {
-                                    let nulled = key == "belongs_to_default_sg" && value.is_null();
-                                    if rule.get(key).is_none() || nulled {
-                                        rule[key] = type_default(value);
-                                    }
-                                }
+                            if shape != RuleShape::Created {
+                                rule["standard_attr_id"] = json!(0);
+                                rule["tags"] = json!([]);
+                            }
+                            if shape == RuleShape::Listed {
+                                rule["belongs_to_default_sg"] = Value::Null;
                             }
                             rules.push(rule);
                         }
                     }
                 }
             }
-            map.values_mut().for_each(add_deployed_default_rules);
+            map.values_mut()
+                .for_each(|v| add_deployed_default_rules(v, shape));
         }
         _ => {}
     }
@@ -338,16 +360,6 @@ fn default_rule(
         "updated_at": group["updated_at"],
         "revision_number": 0,
     })
-}
-
-/// A placeholder of the same JSON type: 0 for a number, [] for a list, null for null.
-fn type_default(value: &Value) -> Value {
-    match value {
-        Value::Number(_) => json!(0),
-        Value::Array(_) => json!([]),
-        Value::String(_) => json!(""),
-        other => other.clone(),
-    }
 }
 
 /// How one step's bodies are normalised before they are compared.
