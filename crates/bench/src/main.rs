@@ -1,8 +1,21 @@
 //! `wyvern-bench`: benchmarks that print their figures as JSON.
 //!
 //! `api-ports` creates ports over HTTP with a given concurrency against a Wyvern server it starts
-//! in-process on a fresh embedded store, or against any Neutron-compatible endpoint (`--url`), and
-//! reports ports/s and latency percentiles.
+//! in-process, or against any Neutron-compatible endpoint (`--url`), and reports ports/s and latency
+//! percentiles.
+//!
+//! `sync-watchers` opens many sync watch streams (`/wyvern/v1/sync/watch`, what an agent follows,
+//! without OVS) on an in-process server, then makes one write per round and reports how long the
+//! streams took to deliver it (p50/p99 over all streams and rounds).
+//!
+//! The in-process server runs on a fresh embedded store, on the store given with `--store SPEC`, or on
+//! an etcd cluster of `--etcd-members N` that the benchmark starts itself (etcd-fixture: private data
+//! directories, free loopback ports, stopped when the benchmark ends).
+//!
+//! `slice` runs the whole first slice against real Open vSwitch: a `wyvern server` and one
+//! `wyvern agent` per chassis (through the lab), many ports created and plugged as VIFs, and reports
+//! time to all flows, flows per chassis, agent RSS/CPU, single-port latency and agent restarts
+//! (see [`slice`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,6 +24,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+mod slice;
 
 #[derive(Parser)]
 #[command(name = "wyvern-bench", about = "Wyvern benchmarks (JSON output)")]
@@ -29,33 +45,137 @@ enum Command {
         /// Requests in flight at once.
         #[arg(long, default_value_t = 32)]
         concurrency: usize,
-        /// An existing endpoint (e.g. the reference Neutron); default: an in-process Wyvern server
-        /// on a fresh embedded store.
-        #[arg(long)]
+        /// An existing endpoint (e.g. the reference Neutron) instead of an in-process Wyvern server.
+        #[arg(long, conflicts_with_all = ["store", "etcd_members"])]
         url: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
     },
+    /// Deliver writes to many sync watch streams.
+    SyncWatchers {
+        /// Watch streams to open.
+        #[arg(long, default_value_t = 500)]
+        watchers: usize,
+        /// Writes, one after the other, each awaited by every stream.
+        #[arg(long, default_value_t = 10)]
+        rounds: usize,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// The first real slice under load: server, chassis with real OVS and agents (lab), many
+    /// ports; time to all flows, flows per chassis, agent RSS/CPU, one port, agent restart.
+    Slice {
+        /// The `wyvern` binary to run as server and agents (use a release build for figures).
+        #[arg(long, default_value = "target/release/wyvern")]
+        wyvern: std::path::PathBuf,
+        #[arg(long, default_value_t = 3)]
+        chassis: usize,
+        #[arg(long, default_value_t = 10)]
+        networks: usize,
+        #[arg(long, default_value_t = 1000)]
+        ports: usize,
+        /// Single ports added on the loaded system.
+        #[arg(long, default_value_t = 20)]
+        samples: usize,
+        /// Port creations (each followed by its VIF plug) in flight at once.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// Agent restarts (round-robin over the chassis).
+        #[arg(long, default_value_t = 3)]
+        restarts: usize,
+    },
+}
+
+/// The store of the in-process server.
+#[derive(clap::Args)]
+struct StoreArgs {
+    /// A store spec (`embedded:PATH`, `etcd://HOST:PORT,...[/PREFIX]`); default: a fresh embedded
+    /// store in a temporary directory.
+    #[arg(long, conflicts_with = "etcd_members")]
+    store: Option<String>,
+    /// Start an etcd cluster of this many members and serve from it.
+    #[arg(long)]
+    etcd_members: Option<usize>,
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Runtime::new()?;
-    match cli.command {
-        Command::ApiPorts { ports, concurrency, url } => {
-            let report = runtime.block_on(api_ports(ports, concurrency.max(1), url))?;
-            println!("{}", serde_json::to_string_pretty(&report)?);
-        }
-    }
+    let report = match cli.command {
+        Command::ApiPorts {
+            ports,
+            concurrency,
+            url,
+            store,
+        } => runtime.block_on(api_ports(ports, concurrency.max(1), url, store))?,
+        Command::SyncWatchers {
+            watchers,
+            rounds,
+            store,
+        } => runtime.block_on(sync_watchers(watchers.max(1), rounds.max(1), store))?,
+        Command::Slice {
+            wyvern,
+            chassis,
+            networks,
+            ports,
+            samples,
+            concurrency,
+            restarts,
+        } => runtime.block_on(slice::run(slice::Params {
+            wyvern,
+            chassis,
+            networks,
+            ports,
+            samples,
+            concurrency,
+            restarts,
+        }))?,
+    };
+    println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
 }
 
-/// Serves the API in-process on a temporary store; returns its base URL.
-async fn local_server(dir: &tempfile::TempDir) -> anyhow::Result<String> {
-    let spec = format!("embedded:{}", dir.path().join("bench.redb").display());
-    let store = store::open(&spec)?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(api::serve(listener, store, api::ApiConfig::default()));
-    Ok(base)
+/// An in-process server and what keeps its store alive.
+struct LocalServer {
+    base: String,
+    /// What the store is, for the report (`embedded`, `etcd://...`, `etcd-fixture:3`).
+    store: String,
+    _dir: tempfile::TempDir,
+    _cluster: Option<etcd_fixture::EtcdCluster>,
+}
+
+impl LocalServer {
+    /// Opens the store `args` ask for and serves the API on it.
+    async fn start(args: StoreArgs) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let (spec, label, cluster) = match (args.store, args.etcd_members) {
+            (Some(spec), _) => (spec.clone(), spec, None),
+            (None, Some(members)) => {
+                let cluster = etcd_fixture::EtcdCluster::start(members)
+                    .await
+                    .context("starting etcd")?;
+                (
+                    cluster.spec("/wyvern"),
+                    format!("etcd-fixture:{members}"),
+                    Some(cluster),
+                )
+            }
+            (None, None) => {
+                let spec = format!("embedded:{}", dir.path().join("bench.redb").display());
+                (spec, "embedded".to_string(), None)
+            }
+        };
+        let store = store::open(&spec)?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        tokio::spawn(api::serve(listener, store, api::ApiConfig::default()));
+        Ok(Self {
+            base,
+            store: label,
+            _dir: dir,
+            _cluster: cluster,
+        })
+    }
 }
 
 async fn post(client: &reqwest::Client, url: &str, body: Value) -> anyhow::Result<Value> {
@@ -76,31 +196,39 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1000.0
 }
 
-async fn api_ports(ports: usize, concurrency: usize, url: Option<String>) -> anyhow::Result<Value> {
-    let dir = tempfile::tempdir()?;
-    let (base, target) = match url {
-        Some(u) => (u.trim_end_matches('/').to_string(), "external"),
-        None => (local_server(&dir).await?, "wyvern-embedded"),
+async fn api_ports(
+    ports: usize,
+    concurrency: usize,
+    url: Option<String>,
+    store: StoreArgs,
+) -> anyhow::Result<Value> {
+    let (base, target, _server) = match url {
+        Some(u) => (
+            u.trim_end_matches('/').to_string(),
+            "external".to_string(),
+            None,
+        ),
+        None => {
+            let server = LocalServer::start(store).await?;
+            let target = format!("wyvern on {}", server.store);
+            (server.base.clone(), target, Some(server))
+        }
     };
-    let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build()?;
-    let net = post(&client, &format!("{base}/v2.0/networks"), json!({"network": {"name": "bench"}}))
-        .await
-        .context("creating the network")?;
-    let net_id = net["network"]["id"].as_str().unwrap_or_default().to_string();
-    post(
-        &client,
-        &format!("{base}/v2.0/subnets"),
-        json!({"subnet": {"network_id": net_id, "ip_version": 4, "cidr": "10.128.0.0/16"}}),
-    )
-    .await
-    .context("creating the subnet")?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()?;
+    let net_id = bench_network(&client, &base).await?;
 
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let workers: Vec<_> = (0..concurrency)
         .map(|_| {
-            let (client, next, url, net_id) =
-                (client.clone(), next.clone(), format!("{base}/v2.0/ports"), net_id.clone());
+            let (client, next, url, net_id) = (
+                client.clone(),
+                next.clone(),
+                format!("{base}/v2.0/ports"),
+                net_id.clone(),
+            );
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 let mut errors = 0usize;
@@ -135,5 +263,150 @@ async fn api_ports(ports: usize, concurrency: usize, url: Option<String>) -> any
         "seconds": elapsed,
         "ports_per_second": latencies.len() as f64 / elapsed,
         "latency_ms": {"p50": percentile(&latencies, 0.50), "p99": percentile(&latencies, 0.99)},
+    }))
+}
+
+/// Creates a network with a subnet for the benchmark's ports; returns the network id.
+async fn bench_network(client: &reqwest::Client, base: &str) -> anyhow::Result<String> {
+    let net = post(
+        client,
+        &format!("{base}/v2.0/networks"),
+        json!({"network": {"name": "bench"}}),
+    )
+    .await
+    .context("creating the network")?;
+    let net_id = net["network"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    post(
+        client,
+        &format!("{base}/v2.0/subnets"),
+        json!({"subnet": {"network_id": net_id, "ip_version": 4, "cidr": "10.128.0.0/16"}}),
+    )
+    .await
+    .context("creating the subnet")?;
+    Ok(net_id)
+}
+
+/// Follows one sync watch stream after `after`; reports when each port key first arrives.
+async fn watcher(
+    client: reqwest::Client,
+    url: String,
+    ready: mpsc::UnboundedSender<()>,
+    seen: mpsc::UnboundedSender<(String, Instant)>,
+) -> anyhow::Result<()> {
+    let mut resp = client.get(&url).send().await?;
+    if !resp.status().is_success() {
+        bail!("GET {url}: {}", resp.status());
+    }
+    let _ = ready.send(());
+    let mut buf: Vec<u8> = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        let now = Instant::now();
+        buf.extend_from_slice(&chunk);
+        while let Some(end) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=end).collect();
+            let msg: Value = serde_json::from_slice(&line)?;
+            for event in msg["events"].as_array().into_iter().flatten() {
+                if let Some(key) = event["key"].as_str().filter(|k| k.starts_with("/r/ports/")) {
+                    let _ = seen.send((key.to_string(), now));
+                }
+            }
+        }
+    }
+    bail!("watch stream ended")
+}
+
+async fn sync_watchers(watchers: usize, rounds: usize, store: StoreArgs) -> anyhow::Result<Value> {
+    /// How long one write may take to reach every stream.
+    const DELIVERY_WITHIN: Duration = Duration::from_secs(30);
+    let server = LocalServer::start(store).await?;
+    let base = server.base.clone();
+    let client = reqwest::Client::new();
+    let net_id = bench_network(&client, &base).await?;
+    let snapshot: Value = client
+        .get(format!("{base}/wyvern/v1/sync/snapshot"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let after = snapshot["revision"].as_u64().context("snapshot revision")?;
+
+    let (ready_tx, mut ready) = mpsc::unbounded_channel();
+    let (seen_tx, mut seen) = mpsc::unbounded_channel();
+    let url = format!("{base}/wyvern/v1/sync/watch?after={after}&network={net_id}");
+    let streams: Vec<_> = (0..watchers)
+        .map(|_| {
+            let task = watcher(
+                client.clone(),
+                url.clone(),
+                ready_tx.clone(),
+                seen_tx.clone(),
+            );
+            tokio::spawn(task)
+        })
+        .collect();
+    drop((ready_tx, seen_tx));
+    let opening = Instant::now();
+    for _ in 0..watchers {
+        ready
+            .recv()
+            .await
+            .context("a watch stream failed to open")?;
+    }
+    let opened_in = opening.elapsed();
+
+    let mut delivery = Vec::with_capacity(watchers * rounds);
+    let mut writes = Vec::with_capacity(rounds);
+    let mut round_p99 = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let start = Instant::now();
+        let port = post(
+            &client,
+            &format!("{base}/v2.0/ports"),
+            json!({"port": {"network_id": net_id}}),
+        )
+        .await?;
+        writes.push(start.elapsed());
+        let key = format!(
+            "/r/ports/{}",
+            port["port"]["id"].as_str().unwrap_or_default()
+        );
+        let mut this_round = Vec::with_capacity(watchers);
+        while this_round.len() < watchers {
+            let (k, at) = tokio::time::timeout(DELIVERY_WITHIN, seen.recv())
+                .await
+                .with_context(|| {
+                    format!("{} of {watchers} streams got the write", this_round.len())
+                })?
+                .context("every watch stream ended")?;
+            if k == key {
+                this_round.push(at.saturating_duration_since(start));
+            }
+        }
+        this_round.sort();
+        round_p99.push(percentile(&this_round, 0.99));
+        delivery.extend(this_round);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for s in streams {
+        s.abort();
+    }
+    delivery.sort();
+    writes.sort();
+    Ok(json!({
+        "benchmark": "sync-watchers",
+        "store": server.store,
+        "watchers": watchers,
+        "rounds": rounds,
+        "streams_opened_seconds": opened_in.as_secs_f64(),
+        "write_latency_ms": {"p50": percentile(&writes, 0.50), "max": percentile(&writes, 1.0)},
+        "delivery_latency_ms": {
+            "p50": percentile(&delivery, 0.50),
+            "p99": percentile(&delivery, 0.99),
+            "max": percentile(&delivery, 1.0),
+        },
+        "delivery_p99_per_round_ms": round_p99,
     }))
 }

@@ -1,0 +1,1102 @@
+//! `wyvern-bench slice`: the first real slice under load, end to end.
+//!
+//! One server (embedded store), N chassis with real Open vSwitch and one agent each (through the
+//! lab library), then, timed: networks, subnets and ports created over the Neutron API with
+//! `binding:host_id` set and each port's VIF plugged into its chassis' `br-int` as an OVS internal
+//! port with `iface-id` and `attached-mac` (as Nova would), until every agent holds every flow.
+//! Then single ports on the loaded system (create + plug until the port's L2 flow is on its own
+//! chassis and on every other), and agent restarts (`kill -9` + start until in sync again).
+//!
+//! "Converged" means, for every agent: `in_sync`, installed == desired, its northbound revision
+//! at least the server's revision at which the last port became ACTIVE, and all its VIFs seen;
+//! the bench follows the server's state through the same sync API the agents use. Figures come
+//! from the agents' metrics, `/proc` and the switches themselves (OpenFlow flow stats filtered by
+//! the port's cookie, and `ovs-ofctl dump-flows`). Everything the lab made is removed again when
+//! the run ends, also on errors, panics, SIGINT and SIGTERM (the lab's `Drop`).
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use chassis::{VifEvent, VifWatcher};
+use lab::{Lab, LabOptions, Topology};
+use openflow::conn::{Connection, Events, Options};
+use openflow::message::FlowStatsRequest;
+use ovsdb::{Atom, Client, ClientOptions, Endpoint, Mutation, Operation, Row};
+use pipeline::cookie::Owner;
+use serde_json::{Value, json};
+
+use crate::{percentile, post};
+
+/// The integration bridge the agents program.
+const BR_INT: &str = "br-int";
+/// How often the agents' metrics are polled while waiting for convergence (each poll is one HTTP
+/// request per agent, so polling much faster would load the agents being measured).
+const METRICS_POLL: Duration = Duration::from_millis(5);
+/// How often the switches are asked for a new port's flow.
+const FLOW_POLL: Duration = Duration::from_millis(1);
+/// Longest wait for the bulk phase to converge.
+const BULK_TIMEOUT: Duration = Duration::from_secs(300);
+/// Longest wait for one port or one agent restart.
+const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long OVS takes at most to fold coverage counters into their totals.
+const COVERAGE_FOLD: Duration = Duration::from_millis(1200);
+/// How often the bulk phase's timeline is sampled.
+const TIMELINE_STEP: Duration = Duration::from_millis(250);
+/// Quiet time between single-port samples.
+const SAMPLE_GAP: Duration = Duration::from_millis(100);
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Params {
+    /// The `wyvern` binary (server and agent).
+    pub wyvern: PathBuf,
+    pub chassis: usize,
+    pub networks: usize,
+    pub ports: usize,
+    /// Single ports added on the loaded system.
+    pub samples: usize,
+    /// Port creations (and plugs) in flight at once during the bulk phase.
+    pub concurrency: usize,
+    /// Agent restarts (round-robin over the chassis).
+    pub restarts: usize,
+}
+
+/// Runs the benchmark; SIGINT and SIGTERM end it early (and tear the lab down).
+pub async fn run(p: Params) -> anyhow::Result<Value> {
+    use tokio::signal::unix::{SignalKind, signal};
+    if p.chassis == 0 || p.networks == 0 || p.ports == 0 {
+        bail!("--chassis, --networks and --ports must be at least 1");
+    }
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        r = bench(p) => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted (SIGINT)")),
+        _ = term.recv() => Err(anyhow!("terminated (SIGTERM)")),
+    }
+}
+
+/// A progress line on stderr, with the Unix time (to line it up with logs and captures).
+fn progress(what: &str) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    eprintln!("[slice {:.3}] {what}", now.as_secs_f64());
+}
+
+/// Seconds with millisecond precision.
+fn secs(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0).round() / 1000.0
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1000.0
+}
+
+/// The server's state as the bench follows it through the sync API.
+#[derive(Default)]
+struct View {
+    revision: u64,
+    /// Port id → ACTIVE.
+    ports: HashMap<String, bool>,
+    /// When each port was first seen ACTIVE.
+    active_at: HashMap<String, Instant>,
+    chassis_up: BTreeSet<String>,
+}
+
+impl View {
+    fn apply(&mut self, update: nb_sync::Update) {
+        let now = Instant::now();
+        for change in update.changes {
+            match change {
+                nb_sync::Change::Put(key, value) => {
+                    if let Some(id) = key.strip_prefix("/r/ports/") {
+                        let active = value.get("status").and_then(Value::as_str) == Some("ACTIVE");
+                        if active {
+                            self.active_at.entry(id.to_owned()).or_insert(now);
+                        }
+                        self.ports.insert(id.to_owned(), active);
+                    } else if let Some(id) = key.strip_prefix("/chassis-up/") {
+                        self.chassis_up.insert(id.to_owned());
+                    }
+                }
+                nb_sync::Change::Delete(key) => {
+                    if let Some(id) = key.strip_prefix("/r/ports/") {
+                        self.ports.remove(id);
+                    } else if let Some(id) = key.strip_prefix("/chassis-up/") {
+                        self.chassis_up.remove(id);
+                    }
+                }
+            }
+        }
+        self.revision = update.revision;
+    }
+
+    fn active(&self) -> usize {
+        self.ports.values().filter(|a| **a).count()
+    }
+}
+
+/// An agent's metrics.
+#[derive(Debug, Default, Clone, Copy)]
+struct AgentStats {
+    desired: u64,
+    installed: u64,
+    flow_mods: u64,
+    revision: u64,
+    in_sync: bool,
+    vifs: u64,
+    snapshots: u64,
+}
+
+impl AgentStats {
+    fn parse(text: &str) -> AgentStats {
+        let mut s = AgentStats::default();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let Some((name, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let name = name.split('{').next().unwrap_or_default();
+            let Ok(v) = value.trim().parse::<u64>() else {
+                continue;
+            };
+            match name {
+                "wyvern_agent_flows_desired" => s.desired = v,
+                "wyvern_agent_flows_installed" => s.installed = v,
+                "wyvern_agent_flow_mods_sent_total" => s.flow_mods = v,
+                "wyvern_agent_nb_revision" => s.revision = v,
+                "wyvern_agent_in_sync" => s.in_sync = v == 1,
+                "wyvern_agent_local_vifs" => s.vifs = v,
+                "wyvern_agent_sync_snapshots_total" => s.snapshots = v,
+                _ => {}
+            }
+        }
+        s
+    }
+
+    /// In sync with the switch, at `revision` or later, with `vifs` local VIFs.
+    fn converged(&self, revision: u64, vifs: u64) -> bool {
+        self.in_sync
+            && self.installed == self.desired
+            && self.revision >= revision
+            && self.vifs == vifs
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "flows_desired": self.desired, "flows_installed": self.installed,
+            "flow_mods_sent": self.flow_mods, "nb_revision": self.revision,
+            "in_sync": self.in_sync, "local_vifs": self.vifs, "sync_snapshots": self.snapshots,
+        })
+    }
+}
+
+/// One chassis as the bench sees it.
+struct Node {
+    name: String,
+    metrics: String,
+    db: Client,
+    of: Connection,
+    /// Kept so the connection's event queue stays open.
+    _events: Events,
+    /// VIFs plugged here so far.
+    vifs: u64,
+}
+
+/// A port the bench made.
+#[derive(Clone)]
+struct MadePort {
+    id: String,
+    mac: String,
+    node: usize,
+}
+
+/// Resident set size (KiB) and CPU seconds (user + system) of a process, from `/proc`.
+fn proc_usage(pid: u32) -> Option<(u64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may contain spaces): state is field 3, utime 14, stime 15.
+    let rest: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = rest.get(11)?.parse::<u64>().ok()? + rest.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
+    Some((rss, ticks as f64 / hz as f64))
+}
+
+fn usage_json(pid: Option<u32>) -> Value {
+    match pid.and_then(|p| proc_usage(p).map(|u| (p, u))) {
+        Some((pid, (rss, cpu))) => json!({
+            "pid": pid, "rss_mib": (rss as f64 / 1024.0 * 10.0).round() / 10.0,
+            "cpu_seconds": (cpu * 100.0).round() / 100.0,
+        }),
+        None => Value::Null,
+    }
+}
+
+/// Background tasks that end with the measurement.
+struct Tasks(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
+}
+
+/// OpenFlow messages a chassis' switch has received so far (`ofproto_recv_openflow` coverage
+/// counter), per node. Coverage totals are folded in about once a second, so this waits that
+/// long first.
+fn of_messages(lab: &Lab, nodes: &[Node]) -> Vec<Option<u64>> {
+    std::thread::sleep(COVERAGE_FOLD);
+    nodes
+        .iter()
+        .map(|n| {
+            let text = lab.chassis(&n.name)?.ovs_appctl(&["coverage/show"]).ok()?;
+            // A counter that never counted is not listed.
+            let Some(line) = text
+                .lines()
+                .find(|l| l.starts_with("ofproto_recv_openflow "))
+            else {
+                return Some(0);
+            };
+            line.rsplit_once("total:")?.1.trim().parse().ok()
+        })
+        .collect()
+}
+
+/// Everything a measurement needs.
+struct Ctx {
+    api: String,
+    http: reqwest::Client,
+    view: Arc<Mutex<View>>,
+    nodes: Vec<Node>,
+    networks: Vec<String>,
+    ports: Vec<MadePort>,
+    /// When each VIF (by iface-id) first had an OpenFlow port in its chassis' OVSDB.
+    vif_seen: Arc<Mutex<HashMap<String, Instant>>>,
+    /// The sync follower feeding `view`, and its handle (dropping the handle would make the
+    /// follower re-snapshot in a loop, so both live exactly as long as the measurement).
+    _follower: (Tasks, nb_sync::Handle),
+}
+
+impl Ctx {
+    fn view(&self) -> std::sync::MutexGuard<'_, View> {
+        self.view.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn vif_seen(&self, port: &str) -> Option<Instant> {
+        self.vif_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(port)
+            .copied()
+    }
+
+    /// One row of the bulk phase's timeline: the server's side and every agent's metrics.
+    async fn sample(&self, t0: Instant) -> Value {
+        let (revision, active) = {
+            let v = self.view();
+            (v.revision, v.active())
+        };
+        let vifs = self
+            .vif_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len();
+        let agents: Vec<Value> = self
+            .all_stats()
+            .await
+            .into_iter()
+            .map(|s| match s {
+                Ok(s) => json!([s.revision, s.vifs, s.desired, s.installed, s.flow_mods]),
+                Err(_) => Value::Null,
+            })
+            .collect();
+        json!({"t": secs(t0.elapsed()), "revision": revision, "active": active,
+               "vifs_with_ofport": vifs, "agents": agents})
+    }
+
+    async fn agent_stats(&self, node: usize) -> anyhow::Result<AgentStats> {
+        let text = self
+            .http
+            .get(&self.nodes[node].metrics)
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?;
+        Ok(AgentStats::parse(&text))
+    }
+
+    async fn all_stats(&self) -> Vec<anyhow::Result<AgentStats>> {
+        let mut out = Vec::with_capacity(self.nodes.len());
+        for i in 0..self.nodes.len() {
+            out.push(self.agent_stats(i).await);
+        }
+        out
+    }
+
+    /// Waits until every port the bench made is ACTIVE and every agent has converged on the
+    /// revision that made the last one so; returns when, and the agents' metrics then.
+    async fn converge(&self, timeout: Duration) -> anyhow::Result<(Instant, Vec<AgentStats>)> {
+        let start = Instant::now();
+        let mut last = String::from("no agent answered yet");
+        loop {
+            let (active, revision) = {
+                let v = self.view();
+                (v.active(), v.revision)
+            };
+            if active >= self.ports.len() {
+                let stats = self.all_stats().await;
+                let at = Instant::now();
+                let ok = stats
+                    .iter()
+                    .zip(&self.nodes)
+                    .all(|(s, n)| s.as_ref().is_ok_and(|s| s.converged(revision, n.vifs)));
+                if ok {
+                    return Ok((at, stats.into_iter().flatten().collect()));
+                }
+                last = format!("revision {revision}; agents: {stats:?}");
+            } else {
+                last = format!("{active} of {} ports ACTIVE; {last}", self.ports.len());
+            }
+            if start.elapsed() > timeout {
+                bail!("no convergence within {timeout:?}: {last}");
+            }
+            tokio::time::sleep(METRICS_POLL).await;
+        }
+    }
+
+    /// Creates a port on network `net` bound to node `node` (as Nova does before plugging).
+    async fn create_port(&self, net: usize, node: usize, name: &str) -> anyhow::Result<MadePort> {
+        let body = json!({"port": {
+            "network_id": self.networks[net],
+            "name": name,
+            "binding:host_id": self.nodes[node].name,
+            "device_owner": "compute:nova",
+            "device_id": format!("vm-{name}"),
+        }});
+        let v = post(&self.http, &format!("{}/v2.0/ports", self.api), body).await?;
+        let text = |k: &str| v["port"][k].as_str().map(str::to_owned);
+        Ok(MadePort {
+            id: text("id").ok_or_else(|| anyhow!("port without id: {v}"))?,
+            mac: text("mac_address").ok_or_else(|| anyhow!("port without MAC: {v}"))?,
+            node,
+        })
+    }
+
+    /// The L2 flow (table 30) of `port` on node `node`, if the switch holds it.
+    async fn has_l2_flow(&self, node: usize, port: &str) -> anyhow::Result<bool> {
+        let req = FlowStatsRequest {
+            table: pipeline::flows::T_L2,
+            cookie: Owner::Port(port.to_owned()).cookie(),
+            cookie_mask: u64::MAX,
+            ..FlowStatsRequest::default()
+        };
+        Ok(!self.nodes[node].of.dump_flows(req).await?.is_empty())
+    }
+}
+
+/// Plugs `port`'s VIF into `br-int` as an OVS internal port, as Nova's os-vif does for a VM's
+/// tap: `iface-id`, `attached-mac`, `iface-status=active`.
+async fn plug(db: &Client, port: &MadePort) -> anyhow::Result<()> {
+    let ifname = format!("tap{}", port.id.chars().take(11).collect::<String>());
+    let ids = [
+        ("iface-id", port.id.as_str()),
+        ("iface-status", "active"),
+        ("attached-mac", port.mac.as_str()),
+    ];
+    let ops = [
+        Operation::Insert {
+            table: "Interface".into(),
+            row: Row::new()
+                .with("name", ovsdb::Value::atom(ifname.as_str()))
+                .with("type", ovsdb::Value::atom("internal"))
+                .with("external_ids", ovsdb::Value::map(ids)),
+            uuid_name: Some("iface".into()),
+        },
+        Operation::Insert {
+            table: "Port".into(),
+            row: Row::new()
+                .with("name", ovsdb::Value::atom(ifname.as_str()))
+                .with(
+                    "interfaces",
+                    ovsdb::Value::atom(Atom::NamedUuid("iface".into())),
+                ),
+            uuid_name: Some("port".into()),
+        },
+        Operation::Mutate {
+            table: "Bridge".into(),
+            conditions: vec![ovsdb::Condition::eq("name", ovsdb::Value::atom(BR_INT))],
+            mutations: vec![Mutation::insert(
+                "ports",
+                ovsdb::Value::atom(Atom::NamedUuid("port".into())),
+            )],
+        },
+    ];
+    let r = db.transact("Open_vSwitch", &ops).await?;
+    if r.get(2).and_then(|r| r.count) != Some(1) {
+        bail!("plugging {ifname}: no bridge {BR_INT}");
+    }
+    Ok(())
+}
+
+fn topology(name: &str, chassis: usize) -> anyhow::Result<Topology> {
+    let mut text = format!("name = \"{name}\"\n[underlay]\nencap = \"geneve\"\n");
+    for i in 1..=chassis {
+        text.push_str(&format!("[[chassis]]\nname = \"c{i}\"\n"));
+    }
+    Ok(Topology::parse(&text, "slice-bench.toml".as_ref())?)
+}
+
+async fn bench(p: Params) -> anyhow::Result<Value> {
+    let wyvern = std::fs::canonicalize(&p.wyvern)
+        .with_context(|| format!("the wyvern binary {}", p.wyvern.display()))?;
+    let name = format!("sl-{}", std::process::id());
+    let topo = topology(&name, p.chassis)?;
+    let opts = LabOptions {
+        wyvern: wyvern.clone(),
+        progress: false,
+    };
+    progress(&format!("lab {name}: {} chassis", p.chassis));
+    let t = Instant::now();
+    let mut lab = tokio::task::block_in_place(|| Lab::up(&topo, &opts))?;
+    let lab_up = t.elapsed();
+    // `lab` outlives everything below that talks to its daemons (declared first, dropped last).
+    let report = measure(&p, &mut lab, &topo, lab_up).await;
+    progress("tearing the lab down");
+    tokio::task::block_in_place(|| lab.down())?;
+    let mut report = report?;
+    report["setup"]["wyvern"] = wyvern.display().to_string().into();
+    Ok(report)
+}
+
+async fn connect_nodes(lab: &Lab, topo: &Topology) -> anyhow::Result<Vec<Node>> {
+    let mut nodes = Vec::new();
+    for spec in &topo.chassis {
+        let ch = lab
+            .chassis(&spec.name)
+            .ok_or_else(|| anyhow!("chassis {} is not running", spec.name))?;
+        let db = Client::connect(&Endpoint::Unix(ch.db_socket()), ClientOptions::default())
+            .await
+            .with_context(|| format!("OVSDB of {}", spec.name))?;
+        let mgmt = format!("unix:{}", ch.mgmt_socket(BR_INT).display());
+        // A quiet service connection: no asynchronous messages, only our flow-stats requests.
+        let of_opts = Options {
+            on_connect: vec![],
+            ..Options::default()
+        };
+        let (of, mut events) = Connection::start_with(&mgmt, of_opts)?;
+        tokio::time::timeout(STEP_TIMEOUT, async {
+            while let Some(e) = events.recv().await {
+                if matches!(e, openflow::conn::Event::Connected(_)) {
+                    return Ok(());
+                }
+            }
+            Err(anyhow!("OpenFlow connection to {} ended", spec.name))
+        })
+        .await
+        .map_err(|_| anyhow!("no OpenFlow connection to {} ({mgmt})", spec.name))??;
+        let metrics = lab
+            .agent_metrics_url(&spec.name)
+            .ok_or_else(|| anyhow!("no agent metrics on {}", spec.name))?;
+        nodes.push(Node {
+            name: spec.name.clone(),
+            metrics,
+            db,
+            of,
+            _events: events,
+            vifs: 0,
+        });
+    }
+    Ok(nodes)
+}
+
+async fn measure(
+    p: &Params,
+    lab: &mut Lab,
+    topo: &Topology,
+    lab_up: Duration,
+) -> anyhow::Result<Value> {
+    let api = lab.server_url();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(p.concurrency.max(4))
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let view = Arc::new(Mutex::new(View::default()));
+    // Follow everything the server has, as an agent with every network would.
+    let (replica, sync_handle) = nb_sync::Replica::new(&api, BTreeSet::new());
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let mut tasks = Tasks(vec![tokio::spawn(replica.run(tx))]);
+    let (first_tx, first_rx) = tokio::sync::oneshot::channel();
+    {
+        let view = view.clone();
+        tasks.0.push(tokio::spawn(async move {
+            let mut first = Some(first_tx);
+            while let Some(u) = rx.recv().await {
+                view.lock().unwrap_or_else(|p| p.into_inner()).apply(u);
+                if let Some(f) = first.take() {
+                    let _ = f.send(());
+                }
+            }
+        }));
+    }
+    tokio::time::timeout(STEP_TIMEOUT, first_rx)
+        .await
+        .map_err(|_| anyhow!("no sync snapshot from the server at {api}"))??;
+    // When each VIF gets its OpenFlow port, as the agents' own OVSDB monitor would see it.
+    let vif_seen: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    for spec in &topo.chassis {
+        let ch = lab
+            .chassis(&spec.name)
+            .ok_or_else(|| anyhow!("chassis {} is not running", spec.name))?;
+        let mut watcher = VifWatcher::spawn(Endpoint::Unix(ch.db_socket()), Default::default());
+        let seen = vif_seen.clone();
+        tasks.0.push(tokio::spawn(async move {
+            while let Some(e) = watcher.next().await {
+                if let VifEvent::Added(v) = e {
+                    let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+                    seen.entry(v.iface_id).or_insert_with(Instant::now);
+                }
+            }
+        }));
+    }
+    let mut ctx = Ctx {
+        api: api.clone(),
+        http,
+        view,
+        nodes: connect_nodes(lab, topo).await?,
+        networks: Vec::new(),
+        ports: Vec::new(),
+        vif_seen,
+        _follower: (tasks, sync_handle),
+    };
+
+    // Every agent up, registered and in sync with an empty topology.
+    progress("waiting for the agents");
+    let start = Instant::now();
+    loop {
+        let registered = ctx.view().chassis_up.len() >= ctx.nodes.len();
+        let stats = ctx.all_stats().await;
+        if registered && stats.iter().all(|s| s.as_ref().is_ok_and(|s| s.in_sync)) {
+            break;
+        }
+        if start.elapsed() > STEP_TIMEOUT {
+            bail!(
+                "the agents did not come up: {stats:?} (see {}/agent-*.log)",
+                lab.dir().display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let cpu_before: Vec<Option<(u64, f64)>> = topo
+        .chassis
+        .iter()
+        .map(|c| lab.agent_pid(&c.name).and_then(proc_usage))
+        .collect();
+
+    let of_before = tokio::task::block_in_place(|| of_messages(lab, &ctx.nodes));
+    let mut bulk = bulk(p, &mut ctx).await?;
+    let of_after = tokio::task::block_in_place(|| of_messages(lab, &ctx.nodes));
+    // Each agent delta is one bundle: open, the flow-mods, commit, barrier.
+    for (i, a) in bulk["agents"]
+        .as_array_mut()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        if let (Some(Some(b)), Some(Some(e))) = (of_before.get(i), of_after.get(i)) {
+            let msgs = e.saturating_sub(*b);
+            let mods = a["metrics"]["flow_mods_sent"].as_u64().unwrap_or(0);
+            a["openflow_messages_received_by_switch"] = msgs.into();
+            a["bundles_estimated"] = (msgs.saturating_sub(mods) / 3).into();
+        }
+    }
+    let flows = flows(&ctx, lab).await?;
+    let agents: Vec<Value> = ctx
+        .nodes
+        .iter()
+        .zip(&cpu_before)
+        .map(|(n, before)| {
+            let pid = lab.agent_pid(&n.name);
+            let mut u = usage_json(pid);
+            if let (Some((_, b)), Some((_, now))) = (before, pid.and_then(proc_usage)) {
+                u["cpu_seconds_bulk_phase"] = (((now - b) * 100.0).round() / 100.0).into();
+            }
+            json!({"chassis": n.name, "usage": u})
+        })
+        .collect();
+    let server_pid = std::fs::read_to_string(lab.dir().join("server.pid"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok());
+    let vswitchd: Vec<Value> = ctx
+        .nodes
+        .iter()
+        .map(|n| {
+            json!({"chassis": n.name,
+                   "usage": usage_json(lab.chassis(&n.name).and_then(|c| c.vswitchd_pid()))})
+        })
+        .collect();
+    let server_usage = usage_json(server_pid);
+
+    let one_port = one_port(p, &mut ctx).await?;
+    let restarts = restarts(p, &mut ctx, lab).await?;
+    let agents_end: Vec<Value> = ctx
+        .nodes
+        .iter()
+        .map(|n| json!({"chassis": n.name, "usage": usage_json(lab.agent_pid(&n.name))}))
+        .collect();
+
+    let per_port = flows["port_flows_per_port_per_chassis"]
+        .as_f64()
+        .unwrap_or(f64::MAX);
+    let targets = json!({
+        "bulk_converged_after_last_write_s": {
+            "target": 0.5, "measured": bulk["converged_after_last_write_s"], "ovn": 1.75,
+            "met": bulk["converged_after_last_write_s"].as_f64().is_some_and(|s| s <= 0.5),
+        },
+        "one_port_local_p50_ms": {
+            "target": 10.0, "measured": one_port["local_flows_ms"]["p50"], "ovn": 87.0,
+            "met": one_port["local_flows_ms"]["p50"].as_f64().is_some_and(|v| v <= 10.0),
+        },
+        "port_flows_per_port_per_chassis": {
+            "target": 3.0, "measured": per_port,
+            "ovn_flows_per_chassis": 5843, "met": per_port <= 3.0,
+        },
+        "agent_rss_mib": {"ovn": 30.0, "measured": agents.iter().map(|a| a["usage"]["rss_mib"].clone()).collect::<Vec<_>>()},
+    });
+    Ok(json!({
+        "benchmark": "slice",
+        "setup": {
+            "chassis": p.chassis, "networks": p.networks, "ports": p.ports,
+            "port_concurrency": p.concurrency, "encap": "geneve", "store": "embedded",
+            "vif": "ovs internal port per port (iface-id, attached-mac), one OVSDB transaction each",
+            "lab_up_s": secs(lab_up), "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        },
+        "bulk": bulk,
+        "flows": flows,
+        "agents_after_bulk": agents,
+        "server_after_bulk": server_usage,
+        "vswitchd_after_bulk": vswitchd,
+        "one_port": one_port,
+        "agent_restart": restarts,
+        "agents_at_end": agents_end,
+        "targets": targets,
+    }))
+}
+
+/// What the bulk phase's workers record.
+struct BulkLog {
+    api: Vec<Duration>,
+    plug: Vec<Duration>,
+    last_api: Instant,
+    last_plug: Instant,
+    made: Vec<MadePort>,
+    /// Port id → (created, plugged).
+    times: HashMap<String, (Instant, Instant)>,
+}
+
+impl BulkLog {
+    fn new(t0: Instant, ports: usize) -> Self {
+        BulkLog {
+            api: Vec::with_capacity(ports),
+            plug: Vec::with_capacity(ports),
+            last_api: t0,
+            last_plug: t0,
+            made: Vec::with_capacity(ports),
+            times: HashMap::with_capacity(ports),
+        }
+    }
+}
+
+/// (a) Networks, subnets and ports over the API, VIFs plugged as each port is made, until every
+/// agent holds every flow.
+async fn bulk(p: &Params, ctx: &mut Ctx) -> anyhow::Result<Value> {
+    progress(&format!(
+        "bulk: {} networks, {} ports over {} chassis",
+        p.networks,
+        p.ports,
+        ctx.nodes.len()
+    ));
+    let t0 = Instant::now();
+    for i in 0..p.networks {
+        let net = post(
+            &ctx.http,
+            &format!("{}/v2.0/networks", ctx.api),
+            json!({"network": {"name": format!("slice-{i}")}}),
+        )
+        .await
+        .context("creating a network")?;
+        let id = net["network"]["id"]
+            .as_str()
+            .ok_or_else(|| anyhow!("network without id: {net}"))?
+            .to_owned();
+        post(
+            &ctx.http,
+            &format!("{}/v2.0/subnets", ctx.api),
+            json!({"subnet": {"network_id": id, "ip_version": 4,
+                              "cidr": format!("10.{}.{}.0/22", 100 + i / 64, (i % 64) * 4)}}),
+        )
+        .await
+        .context("creating a subnet")?;
+        ctx.networks.push(id);
+    }
+    let networks_done = t0.elapsed();
+
+    // Workers: create port k (network k mod N, chassis k mod C), then plug its VIF.
+    let shared = Mutex::new(BulkLog::new(t0, p.ports));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let ctx_ref: &Ctx = ctx;
+    let (shared_ref, next_ref) = (&shared, &next);
+    let worker = move || async move {
+        loop {
+            let k = next_ref.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if k >= p.ports {
+                return anyhow::Ok(());
+            }
+            let node = k % ctx_ref.nodes.len();
+            let t = Instant::now();
+            let port = ctx_ref
+                .create_port(k % ctx_ref.networks.len(), node, &format!("p{k}"))
+                .await
+                .with_context(|| format!("creating port {k}"))?;
+            let created = Instant::now();
+            plug(&ctx_ref.nodes[node].db, &port).await?;
+            let plugged = Instant::now();
+            let mut log = shared_ref.lock().unwrap_or_else(|e| e.into_inner());
+            log.api.push(created - t);
+            log.plug.push(plugged - created);
+            log.last_api = log.last_api.max(created);
+            log.last_plug = log.last_plug.max(plugged);
+            log.times.insert(port.id.clone(), (created, plugged));
+            log.made.push(port);
+        }
+    };
+    let mut timeline = Vec::new();
+    {
+        let workers: Vec<_> = (0..p.concurrency.max(1)).map(|_| worker()).collect();
+        let mut workers = std::pin::pin!(futures::future::try_join_all(workers));
+        loop {
+            tokio::select! {
+                r = &mut workers => {
+                    r?;
+                    break;
+                }
+                () = tokio::time::sleep(TIMELINE_STEP) => timeline.push(ctx_ref.sample(t0).await),
+            }
+        }
+    }
+    let ports_done = t0.elapsed();
+    let BulkLog {
+        mut api,
+        plug: mut plugs,
+        last_api,
+        last_plug,
+        made,
+        times,
+    } = shared.into_inner().unwrap_or_else(|e| e.into_inner());
+    for port in &made {
+        ctx.nodes[port.node].vifs += 1;
+    }
+    ctx.ports = made;
+
+    progress("bulk: waiting for convergence");
+    let (done, stats) = {
+        let mut converge = std::pin::pin!(ctx.converge(BULK_TIMEOUT));
+        loop {
+            tokio::select! {
+                r = &mut converge => break r?,
+                () = tokio::time::sleep(TIMELINE_STEP) => timeline.push(ctx.sample(t0).await),
+            }
+        }
+    };
+    timeline.push(ctx.sample(t0).await);
+    // Per port: plug acknowledged → OpenFlow port seen in OVSDB → ACTIVE seen through sync.
+    let (mut to_vif, mut to_active, mut create_to_active) = (Vec::new(), Vec::new(), Vec::new());
+    let mut last_vif = t0;
+    {
+        let view = ctx.view();
+        for (id, (created, plugged)) in &times {
+            let seen = ctx.vif_seen(id);
+            if let Some(seen) = seen {
+                to_vif.push(seen.saturating_duration_since(*plugged));
+                last_vif = last_vif.max(seen);
+            }
+            if let Some(active) = view.active_at.get(id) {
+                create_to_active.push(active.saturating_duration_since(*created));
+                if let Some(seen) = seen {
+                    to_active.push(active.saturating_duration_since(seen));
+                }
+            }
+        }
+    }
+    let last_write = last_api.max(last_plug);
+    let all_active = ctx.view().active_at.values().max().copied().unwrap_or(done);
+    api.sort();
+    plugs.sort();
+    Ok(json!({
+        "networks_and_subnets_s": secs(networks_done),
+        "ports_created_and_plugged_s": secs(ports_done),
+        "ports_per_s": (p.ports as f64 / ports_done.as_secs_f64()).round(),
+        "port_create_ms": {"p50": pct(&api, 0.5), "p99": pct(&api, 0.99)},
+        "vif_plug_ms": {"p50": pct(&plugs, 0.5), "p99": pct(&plugs, 0.99)},
+        "last_api_write_s": secs(last_api - t0),
+        "last_vif_plug_s": secs(last_plug - t0),
+        "all_ports_active_s": secs(all_active.saturating_duration_since(t0)),
+        "converged_s": secs(done - t0),
+        "converged_after_last_write_s": secs(done.saturating_duration_since(last_write)),
+        "converged_after_last_active_s": secs(done.saturating_duration_since(all_active)),
+        "last_ofport_seen_s": secs(last_vif - t0),
+        "per_port_ms": {
+            "plug_acked_to_ofport_seen": stats_json(to_vif),
+            "ofport_seen_to_active_seen": stats_json(to_active),
+            "create_to_active_seen": stats_json(create_to_active),
+        },
+        "timeline_columns": {"agents": ["nb_revision", "local_vifs", "flows_desired", "flows_installed", "flow_mods_sent"]},
+        "timeline": timeline,
+        "agents": ctx.nodes.iter().zip(&stats).map(|(n, s)| json!({"chassis": n.name, "metrics": s.json()})).collect::<Vec<_>>(),
+    }))
+}
+
+/// (b) Flows per chassis, by owner, from the switch (OpenFlow) and from `ovs-ofctl`.
+async fn flows(ctx: &Ctx, lab: &Lab) -> anyhow::Result<Value> {
+    let node_of: HashMap<u64, usize> = ctx
+        .ports
+        .iter()
+        .map(|p| (Owner::Port(p.id.clone()).cookie(), p.node))
+        .collect();
+    let mut per_chassis = Vec::new();
+    let mut port_flow_total = 0usize;
+    for (i, n) in ctx.nodes.iter().enumerate() {
+        let held = n.of.dump_flows(FlowStatsRequest::default()).await?;
+        let (mut fixed, mut network, mut local, mut remote, mut foreign) = (0, 0, 0, 0, 0);
+        let mut by_table: std::collections::BTreeMap<u8, usize> = Default::default();
+        for s in &held {
+            *by_table.entry(s.flow.table).or_default() += 1;
+            match s.flow.cookie >> 56 {
+                0x01 => fixed += 1,
+                0x02 => network += 1,
+                0x03 => match node_of.get(&s.flow.cookie) {
+                    Some(&owner) if owner == i => local += 1,
+                    Some(_) => remote += 1,
+                    None => foreign += 1,
+                },
+                _ => foreign += 1,
+            }
+        }
+        port_flow_total += local + remote;
+        let ch = lab
+            .chassis(&n.name)
+            .ok_or_else(|| anyhow!("chassis {} is gone", n.name))?;
+        let text = tokio::task::block_in_place(|| ch.ovs_ofctl(&["dump-flows", BR_INT]))?;
+        let ofctl = text.lines().filter(|l| l.contains("cookie=")).count();
+        let local_ports = ctx.ports.iter().filter(|p| p.node == i).count();
+        let remote_ports = ctx.ports.len() - local_ports;
+        let ratio = |a: usize, b: usize| {
+            if b == 0 {
+                0.0
+            } else {
+                (a as f64 / b as f64 * 100.0).round() / 100.0
+            }
+        };
+        per_chassis.push(json!({
+            "chassis": n.name,
+            "ovs_ofctl_dump_flows": ofctl,
+            "openflow_flow_stats": held.len(),
+            "fixed": fixed, "network": network, "local_port": local, "remote_port": remote,
+            "other": foreign,
+            "by_table": by_table.iter().map(|(t, c)| (t.to_string(), json!(c))).collect::<serde_json::Map<_, _>>(),
+            "per_local_port": ratio(local, local_ports),
+            "per_remote_port": ratio(remote, remote_ports),
+            "per_network": ratio(network, ctx.networks.len()),
+        }));
+    }
+    let chassis = ctx.nodes.len().max(1);
+    let per_port = port_flow_total as f64 / chassis as f64 / ctx.ports.len().max(1) as f64;
+    Ok(json!({
+        "per_chassis": per_chassis,
+        "port_flows_per_port_per_chassis": (per_port * 100.0).round() / 100.0,
+    }))
+}
+
+/// A percentile in milliseconds, rounded to microseconds.
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    (percentile(sorted, p) * 1000.0).round() / 1000.0
+}
+
+fn stats_json(mut v: Vec<Duration>) -> Value {
+    v.sort();
+    json!({
+        "p50": pct(&v, 0.5), "p99": pct(&v, 0.99),
+        "min": v.first().map(|d| ms(*d)), "max": v.last().map(|d| ms(*d)),
+    })
+}
+
+/// (d) Single ports on the loaded system: create + plug until the port's L2 flow is on its own
+/// chassis and on every other one.
+async fn one_port(p: &Params, ctx: &mut Ctx) -> anyhow::Result<Value> {
+    progress(&format!("one port at a time, {} samples", p.samples));
+    let (mut api, mut plugged, mut local, mut active, mut remote) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut local_after_plug, mut remote_after_active) = (Vec::new(), Vec::new());
+    let (mut vif_seen, mut local_after_vif) = (Vec::new(), Vec::new());
+    let (mut barrier_idle, mut barrier_busy) = (Vec::new(), Vec::new());
+    for s in 0..p.samples {
+        tokio::time::sleep(SAMPLE_GAP).await;
+        let node = s % ctx.nodes.len();
+        // How fast the switch answers a barrier when quiet, and right after it got the port (in
+        // a task of its own, so the flow polling below goes on meanwhile).
+        let of = ctx.nodes[node].of.clone();
+        let t = Instant::now();
+        of.barrier().await?;
+        barrier_idle.push(t.elapsed());
+        let mut probe = None;
+        let t0 = Instant::now();
+        let port = ctx
+            .create_port(s % ctx.networks.len(), node, &format!("one-{s}"))
+            .await?;
+        let t_api = Instant::now();
+        plug(&ctx.nodes[node].db, &port).await?;
+        let t_plug = Instant::now();
+        let mut seen: Vec<Option<Instant>> = vec![None; ctx.nodes.len()];
+        while seen.iter().any(Option::is_none) {
+            if t0.elapsed() > STEP_TIMEOUT {
+                bail!("port {} not installed everywhere: {seen:?}", port.id);
+            }
+            if probe.is_none() && ctx.vif_seen(&port.id).is_some() {
+                let of = of.clone();
+                probe = Some(tokio::spawn(async move {
+                    let t = Instant::now();
+                    of.barrier().await.map(|()| t.elapsed())
+                }));
+            }
+            for (i, at) in seen.iter_mut().enumerate() {
+                if at.is_none() && ctx.has_l2_flow(i, &port.id).await? {
+                    *at = Some(Instant::now());
+                }
+            }
+            tokio::time::sleep(FLOW_POLL).await;
+        }
+        let active_at = ctx.view().active_at.get(&port.id).copied();
+        let local_at = seen[node].unwrap_or(t0);
+        let remote_at = seen
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != node)
+            .filter_map(|(_, t)| *t)
+            .max()
+            .unwrap_or(local_at);
+        api.push(t_api - t0);
+        plugged.push(t_plug - t0);
+        local.push(local_at - t0);
+        remote.push(remote_at - t0);
+        local_after_plug.push(local_at.saturating_duration_since(t_plug));
+        if let Some(p) = probe {
+            barrier_busy.push(p.await??);
+        }
+        if let Some(seen) = ctx.vif_seen(&port.id) {
+            vif_seen.push(seen.saturating_duration_since(t0));
+            local_after_vif.push(local_at.saturating_duration_since(seen));
+        }
+        if let Some(a) = active_at {
+            active.push(a.saturating_duration_since(t0));
+            remote_after_active.push(remote_at.saturating_duration_since(a));
+        }
+        ctx.nodes[node].vifs += 1;
+        ctx.ports.push(port);
+    }
+    Ok(json!({
+        "samples": p.samples,
+        "note": "*_ms from the start of the port create request; *_after_* from the event named",
+        "api_create_ms": stats_json(api),
+        "vif_plugged_ms": stats_json(plugged),
+        "local_flows_ms": stats_json(local),
+        "active_seen_by_sync_ms": stats_json(active),
+        "remote_flows_all_chassis_ms": stats_json(remote),
+        "ofport_seen_ms": stats_json(vif_seen),
+        "local_flows_after_plug_acked_ms": stats_json(local_after_plug),
+        "local_flows_after_ofport_seen_ms": stats_json(local_after_vif),
+        "switch_barrier_rtt_idle_ms": stats_json(barrier_idle),
+        "switch_barrier_rtt_after_ofport_seen_ms": stats_json(barrier_busy),
+        "remote_flows_after_active_seen_ms": stats_json(remote_after_active),
+    }))
+}
+
+/// (e) `kill -9` an agent and start it again, until it is in sync again; how many flow-mods the
+/// new agent sent and whether any flow on its switch was re-added.
+async fn restarts(p: &Params, ctx: &mut Ctx, lab: &mut Lab) -> anyhow::Result<Value> {
+    let mut out = Vec::new();
+    for r in 0..p.restarts {
+        let i = r % ctx.nodes.len();
+        let name = ctx.nodes[i].name.clone();
+        progress(&format!("restarting the agent of {name}"));
+        let (_, before) = ctx.converge(STEP_TIMEOUT).await?;
+        let revision = ctx.view().revision;
+        let others_before: Vec<u64> = before.iter().map(|s| s.flow_mods).collect();
+        let t0 = Instant::now();
+        tokio::task::block_in_place(|| lab.kill_agent(&name))?;
+        let killed = t0.elapsed();
+        let pid = tokio::task::block_in_place(|| lab.restart_agent(&name))?;
+        let spawned = Instant::now();
+        // The agent serves metrics once it knows its VIFs and has the topology, before it talks
+        // to the switch.
+        let mut metrics_up = None;
+        let stats = loop {
+            if let Ok(s) = ctx.agent_stats(i).await {
+                metrics_up.get_or_insert_with(Instant::now);
+                if s.converged(revision, ctx.nodes[i].vifs) {
+                    break s;
+                }
+            }
+            if spawned.elapsed() > STEP_TIMEOUT {
+                bail!("the restarted agent of {name} did not converge");
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        };
+        let converged = Instant::now();
+        let since_kill = t0.elapsed();
+        let held = ctx.nodes[i]
+            .of
+            .dump_flows(FlowStatsRequest::default())
+            .await?;
+        let readded = held
+            .iter()
+            .filter(|s| Duration::new(u64::from(s.duration_sec), s.duration_nsec) < since_kill)
+            .count();
+        let after = ctx.all_stats().await;
+        let others: Vec<Value> = after
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(j, s)| {
+                json!({"chassis": ctx.nodes[j].name,
+                       "flow_mods_during_restart": s.as_ref().ok().map(|s| s.flow_mods.saturating_sub(others_before[j]))})
+            })
+            .collect();
+        out.push(json!({
+            "chassis": name,
+            "kill_ms": ms(killed),
+            "start_to_converged_ms": ms(converged - spawned),
+            "start_to_metrics_served_ms": metrics_up.map(|t| ms(t - spawned)),
+            "kill_to_converged_ms": ms(converged - t0),
+            "flow_mods_sent": stats.flow_mods,
+            "sync_snapshots": stats.snapshots,
+            "flows_installed": stats.installed,
+            "flows_on_switch": held.len(),
+            "flows_readded_on_switch": readded,
+            "other_agents": others,
+            "usage_after": usage_json(Some(pid)),
+        }));
+    }
+    Ok(Value::Array(out))
+}
