@@ -17,7 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chassis::{ChassisConfig, Encap, VifEvent, VifWatcher};
-use nb_sync::{Replica, Update};
+use futures::FutureExt;
+use nb_sync::{Replica, Topics, Update};
 use openflow::conn::{Connection, Event};
 use ovsdb::{Client, ClientOptions, Endpoint, Operation, ReplicaOptions};
 use pipeline::{Input, Pipeline};
@@ -195,8 +196,26 @@ fn publish(metrics: &Metrics, agent: &Agent, reconciler: &Reconciler, in_sync: b
 }
 
 impl Agent {
+    /// The networks this chassis needs: those of its VIFs and of the ports bound to it (bound
+    /// before their VIF appears, so that their flows are ready when it does).
     fn networks(&self) -> BTreeSet<String> {
-        self.vifs.values().filter_map(|(_, n)| n.clone()).collect()
+        let bound = self
+            .pipeline
+            .topology()
+            .ports
+            .values()
+            .filter(|p| p.host.as_deref() == Some(self.cfg.chassis.as_str()))
+            .map(|p| p.network_id.clone());
+        self.vifs
+            .values()
+            .filter_map(|(_, n)| n.clone())
+            .chain(bound)
+            .collect()
+    }
+
+    /// Follows exactly the networks this chassis needs (a fresh snapshot when they change).
+    fn follow_networks(&self) {
+        self.sync.set_networks(self.networks());
     }
 
     /// The network of a local VIF's port: from the topology if the port is known already, else
@@ -227,13 +246,12 @@ impl Agent {
                 report_binding(&self.server, iface, self.cfg.chassis.clone(), true);
             }
         }
-        self.sync.set_networks(self.networks());
+        self.follow_networks();
     }
 
     async fn vif_up(&mut self, iface: String, ofport: u32) -> pipeline::Delta {
         let network = self.network_of(&iface).await;
         self.vifs.insert(iface.clone(), (ofport, network));
-        self.sync.set_networks(self.networks());
         report_binding(&self.server, iface.clone(), self.cfg.chassis.clone(), true);
         self.pipeline.apply(Input::Vif(iface, Some(ofport)))
     }
@@ -244,6 +262,24 @@ impl Agent {
         self.pipeline.apply(Input::Vif(iface, None))
     }
 
+    /// Applies one VIF event.
+    async fn vif_event(&mut self, event: Option<VifEvent>) -> Result<pipeline::Delta, AgentError> {
+        Ok(match event {
+            Some(VifEvent::Added(v)) => self.vif_up(v.iface_id, v.ofport).await,
+            Some(VifEvent::Changed { old, new }) => {
+                let mut d = pipeline::Delta::default();
+                if old.iface_id != new.iface_id {
+                    d = self.vif_down(old.iface_id);
+                }
+                d.extend(self.vif_up(new.iface_id, new.ofport).await);
+                d
+            }
+            Some(VifEvent::Removed(v)) => self.vif_down(v.iface_id),
+            Some(VifEvent::Synced) => pipeline::Delta::default(),
+            None => return Err(AgentError::Ovsdb("VIF monitor stopped".into())),
+        })
+    }
+
     fn apply_update(&mut self, update: Update) -> pipeline::Delta {
         self.revision = update.revision;
         let mut delta = pipeline::Delta::default();
@@ -252,9 +288,7 @@ impl Agent {
                 nb_sync::Change::Put(k, v) => Input::Object(k, Some(v)),
                 nb_sync::Change::Delete(k) => Input::Object(k, None),
             };
-            let d = self.pipeline.apply(input);
-            delta.removed.extend(d.removed);
-            delta.added.extend(d.added);
+            delta.extend(self.pipeline.apply(input));
         }
         delta
     }
@@ -320,7 +354,12 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
             None => return Err(AgentError::Ovsdb("VIF monitor stopped".into())),
         }
     }
-    let (replica, sync) = Replica::new(&cfg.server, BTreeSet::new());
+    // 2. The ports bound to this chassis, then the topology of the networks they and the VIFs need.
+    let topics = Topics {
+        chassis: Some(cfg.chassis.clone()),
+        ..Topics::default()
+    };
+    let (replica, sync) = Replica::new(&cfg.server, topics);
     let mut agent = Agent {
         cfg: cfg.clone(),
         server: server.clone(),
@@ -330,18 +369,25 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         revision: 0,
     };
     agent.pipeline.apply(Input::Tunnel(Some(tunnel)));
+    let (updates_tx, mut updates) = mpsc::channel(64);
+    tokio::spawn(replica.run(updates_tx));
+    let stopped = || AgentError::Server("sync stopped".into());
+    let first = updates.recv().await.ok_or_else(stopped)?;
+    agent.apply_update(first);
     for (iface, ofport) in initial {
         agent.vif_up(iface, ofport).await;
     }
-
-    // 2. The topology of those networks.
-    let (updates_tx, mut updates) = mpsc::channel(64);
-    tokio::spawn(replica.run(updates_tx));
-    let first = updates
-        .recv()
-        .await
-        .ok_or_else(|| AgentError::Server("sync stopped".into()))?;
-    agent.apply_update(first);
+    if !agent.networks().is_empty() {
+        agent.follow_networks();
+        loop {
+            let update = updates.recv().await.ok_or_else(stopped)?;
+            let snapshot = update.from_snapshot;
+            agent.apply_update(update);
+            if snapshot {
+                break;
+            }
+        }
+    }
 
     // 3. Only now compare with the switch.
     let metrics = Arc::new(Metrics::default());
@@ -370,22 +416,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
                 pipeline::Delta::default()
             }
             Some(update) = updates.recv() => agent.apply_update(update),
-            event = watcher.next() => match event {
-                Some(VifEvent::Added(v)) => agent.vif_up(v.iface_id, v.ofport).await,
-                Some(VifEvent::Changed { old, new }) => {
-                    let mut d = pipeline::Delta::default();
-                    if old.iface_id != new.iface_id {
-                        d = agent.vif_down(old.iface_id);
-                    }
-                    let d2 = agent.vif_up(new.iface_id, new.ofport).await;
-                    d.removed.extend(d2.removed);
-                    d.added.extend(d2.added);
-                    d
-                }
-                Some(VifEvent::Removed(v)) => agent.vif_down(v.iface_id),
-                Some(VifEvent::Synced) => pipeline::Delta::default(),
-                None => return Err(AgentError::Ovsdb("VIF monitor stopped".into())),
-            },
+            event = watcher.next() => agent.vif_event(event).await?,
             event = of_events.recv() => {
                 match event {
                     Some(Event::Connected(_)) => {
@@ -408,6 +439,18 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
                 pipeline::Delta::default()
             }
         };
+        // Whatever else is already waiting goes into the same bundle.
+        let mut delta = delta;
+        loop {
+            if let Ok(update) = updates.try_recv() {
+                delta.extend(agent.apply_update(update));
+            } else if let Some(event) = watcher.next().now_or_never() {
+                delta.extend(agent.vif_event(event).await?);
+            } else {
+                break;
+            }
+        }
+        agent.follow_networks();
         // Out of sync (switch disconnected), deltas only change the pipeline; the resync after
         // the reconnection sends them.
         if in_sync

@@ -8,9 +8,9 @@
 //! compacted past `after`, the watch answers 410 with a `NeutronError` of type `Compacted` (or, if that
 //! happens mid-stream, a last line `{"compacted": N}`), and the client takes a fresh snapshot.
 //!
-//! Topics: a network (the network, its subnets and ports) for each `network=` parameter, plus always
-//! the chassis list (`/chassis/`, `/chassis-up/`). With no `network=` parameter, everything. Deletions
-//! are always sent (a deleted object has no network to filter on; deleting an unknown key is a no-op
+//! Topics: a network (the network, its subnets and ports) for each `network=` parameter, the ports
+//! bound to a chassis for `chassis=ID`, and always the chassis list (`/chassis/`, `/chassis-up/`);
+//! `all=1` asks for everything. Deletions are always sent (a deleted object has no network to filter on; deleting an unknown key is a no-op
 //! for a client).
 
 use std::collections::HashSet;
@@ -41,15 +41,21 @@ const HEARTBEAT: Duration = Duration::from_secs(5);
 
 /// Which keys a client asked for.
 struct Topics {
-    /// `None`: everything.
+    /// `None`: everything (`all=1`).
     networks: Option<HashSet<String>>,
+    /// Ports bound to this chassis (`chassis=ID`), whatever their network.
+    chassis: Option<String>,
 }
 
 impl Topics {
     fn from_query(q: &Query) -> Self {
         let nets: HashSet<String> = q.all("network").map(str::to_string).collect();
+        let all = q
+            .first("all")
+            .is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
         Self {
-            networks: (!nets.is_empty()).then_some(nets),
+            networks: (!all).then_some(nets),
+            chassis: q.first("chassis").map(str::to_string),
         }
     }
 
@@ -70,9 +76,11 @@ impl Topics {
             return nets.contains(id);
         }
         let obj: Value = serde_json::from_slice(value).unwrap_or(Value::Null);
-        obj.get("network_id")
-            .and_then(Value::as_str)
-            .is_some_and(|n| nets.contains(n))
+        let field = |name: &str| obj.get(name).and_then(Value::as_str);
+        field("network_id").is_some_and(|n| nets.contains(n))
+            || (key.starts_with("/r/ports/")
+                && self.chassis.is_some()
+                && field("binding:host_id") == self.chassis.as_deref())
     }
 }
 

@@ -535,7 +535,7 @@ async fn measure(
         .build()?;
     let view = Arc::new(Mutex::new(View::default()));
     // Follow everything the server has, as an agent with every network would.
-    let (replica, sync_handle) = nb_sync::Replica::new(&api, BTreeSet::new());
+    let (replica, sync_handle) = nb_sync::Replica::new(&api, nb_sync::Topics::everything());
     let (tx, mut rx) = tokio::sync::mpsc::channel(64);
     let mut tasks = Tasks(vec![tokio::spawn(replica.run(tx))]);
     let (first_tx, first_rx) = tokio::sync::oneshot::channel();

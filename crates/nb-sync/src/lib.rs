@@ -38,6 +38,48 @@ pub struct Update {
     pub from_snapshot: bool,
 }
 
+/// What a replica follows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Topics {
+    /// Everything the sync API serves (overrides the rest).
+    pub everything: bool,
+    /// These networks: each network with its subnets and ports.
+    pub networks: BTreeSet<String>,
+    /// The ports bound to this chassis, whatever their network.
+    pub chassis: Option<String>,
+}
+
+impl Topics {
+    pub fn everything() -> Self {
+        Self {
+            everything: true,
+            ..Self::default()
+        }
+    }
+
+    pub fn networks(networks: BTreeSet<String>) -> Self {
+        Self {
+            networks,
+            ..Self::default()
+        }
+    }
+
+    fn query(&self) -> String {
+        if self.everything {
+            return "&all=1".into();
+        }
+        let mut q: String = self
+            .networks
+            .iter()
+            .map(|n| format!("&network={n}"))
+            .collect();
+        if let Some(c) = &self.chassis {
+            q.push_str(&format!("&chassis={c}"));
+        }
+        q
+    }
+}
+
 /// Counters a test or an operator can read.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -74,8 +116,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 pub struct Replica {
     base: String,
     http: reqwest::Client,
-    /// Networks to follow; empty: everything.
-    topics: watch::Receiver<BTreeSet<String>>,
+    topics: watch::Receiver<Topics>,
     held: BTreeMap<String, Value>,
     revision: u64,
     stats: watch::Sender<Stats>,
@@ -84,7 +125,7 @@ pub struct Replica {
 /// A handle to change the topics of a running replica and read its counters.
 #[derive(Clone)]
 pub struct Handle {
-    topics: watch::Sender<BTreeSet<String>>,
+    topics: watch::Sender<Topics>,
     stats: watch::Receiver<Stats>,
 }
 
@@ -92,10 +133,10 @@ impl Handle {
     /// Follows exactly these networks from now on (a fresh snapshot if they differ).
     pub fn set_networks(&self, networks: BTreeSet<String>) {
         self.topics.send_if_modified(|t| {
-            if *t == networks {
+            if t.networks == networks {
                 false
             } else {
-                *t = networks;
+                t.networks = networks;
                 true
             }
         });
@@ -106,9 +147,9 @@ impl Handle {
 }
 
 impl Replica {
-    /// A replica of `networks` (empty: everything) served at `base` (`http://host:port`).
-    pub fn new(base: &str, networks: BTreeSet<String>) -> (Self, Handle) {
-        let (topics_tx, topics) = watch::channel(networks);
+    /// A replica of `topics` served at `base` (`http://host:port`).
+    pub fn new(base: &str, topics: Topics) -> (Self, Handle) {
+        let (topics_tx, topics) = watch::channel(topics);
         let (stats, stats_rx) = watch::channel(Stats::default());
         let replica = Self {
             base: base.trim_end_matches('/').to_string(),
@@ -128,11 +169,7 @@ impl Replica {
     }
 
     fn query(&self) -> String {
-        self.topics
-            .borrow()
-            .iter()
-            .map(|n| format!("&network={n}"))
-            .collect()
+        self.topics.borrow().query()
     }
 
     /// Runs until the receiver of `updates` is dropped.

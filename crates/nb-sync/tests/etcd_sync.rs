@@ -130,7 +130,7 @@ async fn network_with_subnet(client: &reqwest::Client, base: &str, cidr: &str) -
 
 /// Starts a replica of everything at `base`; its updates are collected into the returned list.
 fn follow(base: &str) -> (Handle, Arc<Mutex<Vec<Update>>>) {
-    let (replica, handle) = Replica::new(base, BTreeSet::new());
+    let (replica, handle) = Replica::new(base, nb_sync::Topics::everything());
     let (tx, mut rx) = mpsc::channel(16);
     tokio::spawn(replica.run(tx));
     let updates = Arc::new(Mutex::new(Vec::new()));
@@ -215,37 +215,66 @@ fn assert_replays(updates: &[Update], history: &[Event]) -> BTreeSet<Revision> {
     applied
 }
 
-/// What a writer got acknowledged: port id, IP and MAC.
-type Acked = Vec<(String, String, String)>;
+/// A port as the API shows it, as far as the test checks it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct PortState {
+    id: String,
+    ip: String,
+    mac: String,
+    name: String,
+}
 
-/// Creates `count` ports one after the other, retrying 503s; returns what was acknowledged and how
-/// many 503s there were.
-async fn create_ports(base: String, net: String, count: usize) -> (Acked, usize) {
+impl PortState {
+    fn of(port: &Value) -> Self {
+        let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+        Self {
+            id: text(&port["id"]),
+            ip: text(&port["fixed_ips"][0]["ip_address"]),
+            mac: text(&port["mac_address"]),
+            name: text(&port["name"]),
+        }
+    }
+}
+
+/// What a writer saw: the ports as last acknowledged, how many 503s came, and its slowest write
+/// (retries included).
+struct Written {
+    acked: Vec<PortState>,
+    unavailable: usize,
+    slowest: Duration,
+}
+
+/// Creates `count` ports one after the other and renames each one after its creation, retrying
+/// 503s.
+async fn create_ports(base: String, net: String, count: usize) -> Written {
     let client = reqwest::Client::new();
     let mut acked = Vec::new();
     let mut unavailable = 0;
-    for _ in 0..count {
+    let mut slowest = Duration::ZERO;
+    for i in 0..count {
+        let began = std::time::Instant::now();
         let body = json!({"port": {"network_id": net}});
         let url = format!("{base}/v2.0/ports");
-        let (answer, failed) = write(&client, reqwest::Method::POST, &url, body).await;
+        let (created, failed) = write(&client, reqwest::Method::POST, &url, body).await;
         unavailable += failed;
-        let port = &answer["port"];
-        acked.push((
-            port["id"].as_str().unwrap().to_string(),
-            port["fixed_ips"][0]["ip_address"]
-                .as_str()
-                .unwrap()
-                .to_string(),
-            port["mac_address"].as_str().unwrap().to_string(),
-        ));
+        let url = format!("{url}/{}", created["port"]["id"].as_str().unwrap());
+        let body = json!({"port": {"name": format!("renamed-{i}")}});
+        let (renamed, failed) = write(&client, reqwest::Method::PUT, &url, body).await;
+        unavailable += failed;
+        slowest = slowest.max(began.elapsed());
+        acked.push(PortState::of(&renamed["port"]));
     }
-    (acked, unavailable)
+    Written {
+        acked,
+        unavailable,
+        slowest,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replica_follows_through_a_leader_failure_without_missing_a_revision() {
     const WRITERS: usize = 2;
-    const PER_WRITER: usize = 40;
+    const PER_WRITER: usize = 30;
     let mut cluster = EtcdCluster::start(3).await.expect("etcd cluster");
     let spec = cluster.spec("/wyvern");
     let base = serve(store::open(&spec).unwrap()).await;
@@ -276,13 +305,15 @@ async fn replica_follows_through_a_leader_failure_without_missing_a_revision() {
 
     let mut acked = Vec::new();
     let mut unavailable = 0;
+    let mut slowest = Duration::ZERO;
     for w in writers {
-        let (a, u) = w.await.unwrap();
-        acked.extend(a);
-        unavailable += u;
+        let written = w.await.unwrap();
+        acked.extend(written.acked);
+        unavailable += written.unavailable;
+        slowest = slowest.max(written.slowest);
     }
 
-    // Every acknowledged port is there as it was answered, and no address or MAC is taken twice.
+    // Every acknowledged port is there as last answered, and no address or MAC is taken twice.
     let listed: Value = client
         .get(format!("{base}/v2.0/ports?network_id={net}"))
         .send()
@@ -292,27 +323,15 @@ async fn replica_follows_through_a_leader_failure_without_missing_a_revision() {
         .await
         .unwrap();
     let ports = listed["ports"].as_array().unwrap();
-    let stored: HashSet<(String, String, String)> = ports
-        .iter()
-        .map(|p| {
-            (
-                p["id"].as_str().unwrap().to_string(),
-                p["fixed_ips"][0]["ip_address"]
-                    .as_str()
-                    .unwrap()
-                    .to_string(),
-                p["mac_address"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
+    let stored: HashSet<PortState> = ports.iter().map(PortState::of).collect();
     for a in &acked {
         assert!(stored.contains(a), "acknowledged port {a:?} lost");
     }
-    let ips: HashSet<&String> = stored.iter().map(|(_, ip, _)| ip).collect();
-    let macs: HashSet<&String> = stored.iter().map(|(_, _, mac)| mac).collect();
+    let ips: HashSet<&String> = stored.iter().map(|p| &p.ip).collect();
+    let macs: HashSet<&String> = stored.iter().map(|p| &p.mac).collect();
     assert_eq!(ips.len(), stored.len(), "an IP handed out twice");
     assert_eq!(macs.len(), stored.len(), "a MAC handed out twice");
-    // A 503 may come after the port was written; the retry then creates a second one.
+    // A 503 may come after the port was written; a retried create then makes a second one.
     assert!(stored.len() <= acked.len() + unavailable);
 
     // The replica applied exactly the store's history after its snapshot.
@@ -330,8 +349,8 @@ async fn replica_follows_through_a_leader_failure_without_missing_a_revision() {
     assert_eq!(stats.snapshots, 1, "{stats:?}");
     assert!(stats.resumes >= 2, "the watch was resumed: {stats:?}");
     println!(
-        "killed member {killed}; {} ports acknowledged, {unavailable} answers 503, {} stored; \
-         replica applied {} revisions {}..={} in {} updates, {stats:?}",
+        "killed member {killed}; {} ports acknowledged, {unavailable} answers 503, {} stored, \
+         slowest write {slowest:?}; replica applied {} revisions {}..={} in {} updates, {stats:?}",
         acked.len(),
         stored.len(),
         applied.len(),
@@ -349,7 +368,7 @@ fn ofport(id: &str) -> u32 {
 /// Feeds a replica's updates into a pipeline of chassis [`LOCAL`], where every port bound to it has a
 /// VIF; publishes the revision and the desired flows after each update.
 fn compute(base: &str) -> (Handle, watch::Receiver<(Revision, HashSet<Flow>)>) {
-    let (replica, handle) = Replica::new(base, BTreeSet::new());
+    let (replica, handle) = Replica::new(base, nb_sync::Topics::everything());
     let (tx, mut rx) = mpsc::channel::<Update>(16);
     tokio::spawn(replica.run(tx));
     let (out, flows) = watch::channel((0, HashSet::new()));

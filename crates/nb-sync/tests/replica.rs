@@ -115,7 +115,10 @@ async fn follows_only_its_topics() {
     let dir = tempfile::tempdir().unwrap();
     let base = server(&dir, 1000).await;
     let (net_a, port_a) = network_with_port(&base, "a").await;
-    let (replica, handle) = Replica::new(&base, BTreeSet::from([net_a.clone()]));
+    let (replica, handle) = Replica::new(
+        &base,
+        nb_sync::Topics::networks(BTreeSet::from([net_a.clone()])),
+    );
     let (tx, mut rx) = mpsc::channel(16);
     tokio::spawn(replica.run(tx));
     let mut held = Default::default();
@@ -144,7 +147,10 @@ async fn resnapshots_after_compaction_and_emits_only_the_difference() {
     let base = server(&dir, 5).await;
     let (net, port) = network_with_port(&base, "n").await;
     let proxy = Proxy::start(&base).await;
-    let (replica, handle) = Replica::new(&proxy.addr, BTreeSet::from([net.clone()]));
+    let (replica, handle) = Replica::new(
+        &proxy.addr,
+        nb_sync::Topics::networks(BTreeSet::from([net.clone()])),
+    );
     let (tx, mut rx) = mpsc::channel(16);
     tokio::spawn(replica.run(tx));
     let mut held = Default::default();

@@ -308,6 +308,12 @@ impl Connection {
     /// Sends a request and waits for its reply (multipart replies reassembled). An error reply
     /// becomes [`ConnError::Switch`].
     pub async fn request(&self, msg: &Message) -> Result<Message, ConnError> {
+        let (xid, rx) = self.submit(msg).await?;
+        self.wait_reply(msg, xid, rx).await
+    }
+
+    /// Puts a request on the wire and registers for its reply (see [`Connection::wait_reply`]).
+    async fn submit(&self, msg: &Message) -> Result<(u32, oneshot::Receiver<Reply>), ConnError> {
         let xid = self.next_xid();
         let (tx, rx) = oneshot::channel();
         self.lock().pending.insert(xid, Pending { tx, parts: None });
@@ -315,6 +321,16 @@ impl Connection {
             self.lock().pending.remove(&xid);
             return Err(e);
         }
+        Ok((xid, rx))
+    }
+
+    /// Waits for the reply to a submitted request.
+    async fn wait_reply(
+        &self,
+        msg: &Message,
+        xid: u32,
+        rx: oneshot::Receiver<Reply>,
+    ) -> Result<Message, ConnError> {
         match tokio::time::timeout(self.inner.opts.request_timeout, rx).await {
             Ok(Ok(r)) => r.map_err(|e| match e {
                 ConnError::Switch(mut re) => {
@@ -335,12 +351,17 @@ impl Connection {
     /// the switch reported for earlier [`Connection::send`]s come back as [`ConnError::Rejected`].
     pub async fn barrier(&self) -> Result<(), ConnError> {
         let r = self.request(&Message::BarrierRequest).await;
+        self.barrier_outcome(r)
+    }
+
+    /// What a barrier's reply means: errors reported for earlier sends since the last barrier.
+    fn barrier_outcome(&self, reply: Result<Message, ConnError>) -> Result<(), ConnError> {
         let errors = {
             let mut st = self.lock();
             st.outstanding.clear();
             std::mem::take(&mut st.errors)
         };
-        match r? {
+        match reply? {
             Message::BarrierReply if errors.is_empty() => Ok(()),
             Message::BarrierReply => Err(ConnError::Rejected(errors)),
             m => Err(ConnError::Unexpected(format!("{m:?}"))),
@@ -371,24 +392,38 @@ impl Connection {
         }
     }
 
+    fn ctrl_message(bundle_id: u32, ctrl_type: u16, flags: u16) -> Message {
+        Message::BundleCtrl(BundleCtrl {
+            bundle_id,
+            ctrl_type,
+            flags,
+        })
+    }
+
+    /// Checks a bundle control reply: the reply type to `ctrl_type` for `bundle_id`.
+    fn ctrl_outcome(
+        reply: Result<Message, ConnError>,
+        bundle_id: u32,
+        ctrl_type: u16,
+    ) -> Result<(), ConnError> {
+        match reply? {
+            Message::BundleCtrl(b) if b.ctrl_type == ctrl_type + 1 && b.bundle_id == bundle_id => {
+                Ok(())
+            }
+            m => Err(ConnError::Unexpected(format!("{m:?}"))),
+        }
+    }
+
     async fn bundle_ctrl(
         &self,
         bundle_id: u32,
         ctrl_type: u16,
         flags: u16,
     ) -> Result<(), ConnError> {
-        let want = ctrl_type + 1;
-        match self
-            .request(&Message::BundleCtrl(BundleCtrl {
-                bundle_id,
-                ctrl_type,
-                flags,
-            }))
-            .await?
-        {
-            Message::BundleCtrl(b) if b.ctrl_type == want && b.bundle_id == bundle_id => Ok(()),
-            m => Err(ConnError::Unexpected(format!("{m:?}"))),
-        }
+        let reply = self
+            .request(&Self::ctrl_message(bundle_id, ctrl_type, flags))
+            .await;
+        Self::ctrl_outcome(reply, bundle_id, ctrl_type)
     }
 
     /// Opens a bundle (atomic and ordered).
@@ -404,17 +439,57 @@ impl Connection {
         })
     }
 
-    /// Installs `msgs` atomically through one bundle (open, add each, commit). On failure the
-    /// error names the bundled message(s) the switch rejected.
+    /// Installs `msgs` atomically through one bundle (open, add each, commit). Everything goes
+    /// out back to back, followed by a barrier, and the replies are awaited together: one round
+    /// trip to the switch. On failure the error names the bundled message(s) the switch rejected.
     pub async fn bundle<'a>(
         &self,
         msgs: impl IntoIterator<Item = &'a Message>,
     ) -> Result<(), ConnError> {
-        let b = self.bundle_open().await?;
+        let id = self.next_xid();
+        let flags = bundle_ctrl::ATOMIC | bundle_ctrl::ORDERED;
+        let open = Self::ctrl_message(id, bundle_ctrl::OPEN_REQUEST, flags);
+        let (open_xid, open_rx) = self.submit(&open).await?;
+        let bundle = Bundle {
+            conn: self.clone(),
+            id,
+            flags,
+        };
         for m in msgs {
-            b.add(m).await?;
+            bundle.add(m).await?;
         }
-        b.commit().await
+        let commit = Self::ctrl_message(id, bundle_ctrl::COMMIT_REQUEST, flags);
+        let (commit_xid, commit_rx) = self.submit(&commit).await?;
+        let (barrier_xid, barrier_rx) = self.submit(&Message::BarrierRequest).await?;
+        let opened = self.wait_reply(&open, open_xid, open_rx).await;
+        Self::ctrl_outcome(opened, id, bundle_ctrl::OPEN_REQUEST)?;
+        let committed = self.wait_reply(&commit, commit_xid, commit_rx).await;
+        let committed = Self::ctrl_outcome(committed, id, bundle_ctrl::COMMIT_REQUEST);
+        let late = self
+            .wait_reply(&Message::BarrierRequest, barrier_xid, barrier_rx)
+            .await;
+        Self::commit_outcome(committed, self.barrier_outcome(late))
+    }
+
+    /// A commit's result together with the errors its barrier collected for the bundled messages.
+    fn commit_outcome(
+        committed: Result<(), ConnError>,
+        late: Result<(), ConnError>,
+    ) -> Result<(), ConnError> {
+        let mut errors = match late {
+            Err(ConnError::Rejected(e)) => Connection::unwrap_bundled(e),
+            Err(e) => return Err(e),
+            Ok(()) => vec![],
+        };
+        match committed {
+            Ok(()) if errors.is_empty() => Ok(()),
+            Ok(()) => Err(ConnError::Rejected(errors)),
+            Err(ConnError::Switch(e)) => {
+                errors.push(*e);
+                Err(ConnError::Rejected(errors))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     fn unwrap_bundled(errs: Vec<RequestError>) -> Vec<RequestError> {
@@ -456,25 +531,12 @@ impl Bundle {
 
     /// Commits; the switch applies every added message or none.
     pub async fn commit(self) -> Result<(), ConnError> {
-        let r = self
+        let committed = self
             .conn
             .bundle_ctrl(self.id, bundle_ctrl::COMMIT_REQUEST, self.flags)
             .await;
         let late = self.conn.barrier().await;
-        let mut errors = match late {
-            Err(ConnError::Rejected(e)) => Connection::unwrap_bundled(e),
-            Err(e) => return Err(e),
-            Ok(()) => vec![],
-        };
-        match r {
-            Ok(()) if errors.is_empty() => Ok(()),
-            Ok(()) => Err(ConnError::Rejected(errors)),
-            Err(ConnError::Switch(e)) => {
-                errors.push(*e);
-                Err(ConnError::Rejected(errors))
-            }
-            Err(e) => Err(e),
-        }
+        Connection::commit_outcome(committed, late)
     }
 
     /// Discards the bundle.

@@ -10,7 +10,7 @@ pub mod cookie;
 pub mod flows;
 pub mod model;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use openflow::Flow;
 use serde_json::Value;
@@ -41,9 +41,28 @@ impl Delta {
     pub fn is_empty(&self) -> bool {
         self.removed.is_empty() && self.added.is_empty()
     }
-    fn extend(&mut self, other: Delta) {
+    /// Appends a later delta; flows both added and removed along the way cancel out, so that the
+    /// result takes the switch straight from before the first to after the last.
+    pub fn extend(&mut self, other: Delta) {
         self.removed.extend(other.removed);
         self.added.extend(other.added);
+        if self.removed.is_empty() || self.added.is_empty() {
+            return;
+        }
+        let mut balance: HashMap<Flow, i64> = HashMap::new();
+        for f in self.added.drain(..) {
+            *balance.entry(f).or_default() += 1;
+        }
+        for f in self.removed.drain(..) {
+            *balance.entry(f).or_default() -= 1;
+        }
+        for (f, n) in balance {
+            match n.cmp(&0) {
+                std::cmp::Ordering::Greater => self.added.push(f),
+                std::cmp::Ordering::Less => self.removed.push(f),
+                std::cmp::Ordering::Equal => {}
+            }
+        }
     }
 }
 

@@ -16,7 +16,10 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The whole topology (every network, subnet, port and chassis) from `server`'s sync API.
 pub async fn snapshot(server: &str) -> Result<Inventory, Error> {
-    let url = format!("{}/wyvern/v1/sync/snapshot", server.trim_end_matches('/'));
+    let url = format!(
+        "{}/wyvern/v1/sync/snapshot?all=1",
+        server.trim_end_matches('/')
+    );
     let fail = |why: String| Error::Server(format!("{url}: {why}"));
     let http = reqwest::Client::builder()
         .timeout(TIMEOUT)
