@@ -523,18 +523,7 @@ impl Api {
             attempts.begin()?;
             let stored = self.visible(ctx, def, id).await?;
             resources::check_owner(ctx, def, &stored.obj, "update")?;
-            let current: Vec<String> = stored
-                .obj
-                .get("tags")
-                .and_then(Value::as_array)
-                .map(|t| {
-                    t.iter()
-                        .filter_map(Value::as_str)
-                        .map(String::from)
-                        .collect()
-                })
-                .unwrap_or_default();
-            let mut tags = change(current);
+            let mut tags = change(tags_of(&stored.obj));
             tags.sort();
             tags.dedup();
             let mut obj = stored.obj.clone();
@@ -548,6 +537,40 @@ impl Api {
     }
 }
 
+/// The tags of an object.
+fn tags_of(obj: &repo::Obj) -> Vec<String> {
+    obj.get("tags")
+        .and_then(Value::as_array)
+        .map(|t| {
+            t.iter()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl Api {
+    /// The object exists, the caller may see it, and it carries `tag` (else `TagNotFound`).
+    async fn require_tag(
+        &self,
+        ctx: &Ctx,
+        def: &ResourceDef,
+        id: &str,
+        tag: &str,
+    ) -> ApiResult<()> {
+        let stored = self.visible(ctx, def, id).await?;
+        if tags_of(&stored.obj).iter().any(|t| t == tag) {
+            Ok(())
+        } else {
+            Err(ApiError::not_found(
+                "TagNotFound",
+                format!("Tag {tag} could not be found for {} {id}.", def.singular),
+            ))
+        }
+    }
+}
+
 async fn tag_get(
     State(api): State<Api>,
     Path((collection, id, tag)): Path<(String, String, String)>,
@@ -557,20 +580,8 @@ async fn tag_get(
         async {
             let def = resource(&collection)?;
             let ctx = api.ctx(&headers)?;
-            let stored = api.visible(&ctx, def, &id).await?;
-            let has = stored
-                .obj
-                .get("tags")
-                .and_then(Value::as_array)
-                .is_some_and(|t| t.iter().any(|x| x.as_str() == Some(&tag)));
-            if has {
-                Ok((StatusCode::NO_CONTENT, Value::Null))
-            } else {
-                Err(ApiError::not_found(
-                    "TagNotFound",
-                    format!("Tag {tag} could not be found for {} {id}.", def.singular),
-                ))
-            }
+            api.require_tag(&ctx, def, &id, &tag).await?;
+            Ok((StatusCode::NO_CONTENT, Value::Null))
         }
         .await,
     )
@@ -606,18 +617,7 @@ async fn tag_delete(
         async {
             let def = resource(&collection)?;
             let ctx = api.ctx(&headers)?;
-            let stored = api.visible(&ctx, def, &id).await?;
-            let has = stored
-                .obj
-                .get("tags")
-                .and_then(Value::as_array)
-                .is_some_and(|t| t.iter().any(|x| x.as_str() == Some(&tag)));
-            if !has {
-                return Err(ApiError::not_found(
-                    "TagNotFound",
-                    format!("Tag {tag} could not be found for {} {id}.", def.singular),
-                ));
-            }
+            api.require_tag(&ctx, def, &id, &tag).await?;
             api.change_tags(&ctx, def, &id, |t| {
                 t.into_iter().filter(|x| *x != tag).collect()
             })
