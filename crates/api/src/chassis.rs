@@ -56,6 +56,18 @@ fn admin(api: &Api, headers: &HeaderMap) -> ApiResult<()> {
     }
 }
 
+/// An agent's request body, once the caller is known to be allowed to write chassis state.
+fn agent_body<T: serde::de::DeserializeOwned>(
+    api: &Api,
+    headers: &HeaderMap,
+    body: &Bytes,
+    what: &str,
+) -> ApiResult<T> {
+    admin(api, headers)?;
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("Malformed {what}: {e}")))
+}
+
 fn valid_chassis_id(id: &str) -> ApiResult<()> {
     let ok = !id.is_empty()
         && id.len() <= 64
@@ -78,11 +90,8 @@ pub async fn register(
 ) -> Response {
     reply(
         async {
-            admin(&api, &headers)?;
+            let reg: Registration = agent_body(&api, &headers, &body, "chassis registration")?;
             valid_chassis_id(&id)?;
-            let reg: Registration = serde_json::from_slice(&body).map_err(|e| {
-                ApiError::bad_request(format!("Malformed chassis registration: {e}"))
-            })?;
             if reg.encaps.iter().any(|e| e != "geneve" && e != "vxlan") {
                 return Err(ApiError::bad_request("encaps must be geneve and/or vxlan"));
             }
@@ -124,9 +133,7 @@ pub async fn heartbeat(
 ) -> Response {
     reply(
         async {
-            admin(&api, &headers)?;
-            let hb: Heartbeat = serde_json::from_slice(&body)
-                .map_err(|e| ApiError::bad_request(format!("Malformed heartbeat: {e}")))?;
+            let hb: Heartbeat = agent_body(&api, &headers, &body, "heartbeat")?;
             match api.db.store.lease_keep_alive(hb.lease).await {
                 Ok(ttl) => Ok(json!({"chassis": id, "ttl_seconds": ttl.as_secs()})),
                 Err(StoreError::LeaseNotFound(_)) => Err(ApiError::not_found(
@@ -157,9 +164,7 @@ pub async fn bind(
 ) -> Response {
     reply(
         async {
-            admin(&api, &headers)?;
-            let b: Binding = serde_json::from_slice(&body)
-                .map_err(|e| ApiError::bad_request(format!("Malformed binding: {e}")))?;
+            let b: Binding = agent_body(&api, &headers, &body, "binding")?;
             valid_chassis_id(&b.chassis)?;
             let mut attempts = Attempts::new();
             loop {
