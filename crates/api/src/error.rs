@@ -76,6 +76,16 @@ impl ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
+        if let StoreError::TxnTooLarge(why) = &e {
+            return Self::new(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                format!(
+                    "The request needs more writes in one transaction than the store accepts \
+                     ({why}); send fewer objects per bulk request, or raise etcd's --max-txn-ops."
+                ),
+            );
+        }
         tracing::error!("store error: {e}");
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,

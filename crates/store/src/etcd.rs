@@ -138,6 +138,9 @@ impl CallError {
     }
 }
 
+/// What etcd says when a transaction has more operations than `--max-txn-ops`.
+const TXN_TOO_LARGE: &str = "too many operations in txn request";
+
 /// Sorts an etcd error into [`Failure`] classes.
 fn classify(e: &etcd_client::Error) -> Failure {
     use tonic::Code;
@@ -304,6 +307,9 @@ impl EtcdStore {
                 Err(_) => CallError::TimedOut(timeout),
             };
             match (error.failure(), resend) {
+                (Failure::Fatal, _) if error.to_string().contains(TXN_TOO_LARGE) => {
+                    return Err(StoreError::TxnTooLarge(error.to_string()));
+                }
                 (Failure::Fatal, _) => return Err(backend(error)),
                 (Failure::Unknown, Resend::IfNotApplied) => {
                     return Err(StoreError::OutcomeUnknown(error.to_string()));

@@ -112,6 +112,10 @@ pub enum StoreError {
     /// The lease was never granted, was revoked, or expired.
     #[error("lease {0} not found (expired or revoked)")]
     LeaseNotFound(LeaseId),
+    /// The backend refused the transaction as too large (etcd: more operations than its
+    /// `--max-txn-ops`); nothing was written.
+    #[error("transaction too large for the store: {0}")]
+    TxnTooLarge(String),
 }
 
 /// A stream of change batches under a prefix, in revision order.
