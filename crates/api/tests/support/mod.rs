@@ -1,25 +1,31 @@
-//! Shared helpers of the API integration tests: a Wyvern server on a fresh embedded store.
+//! Shared helpers of the API integration tests: a Wyvern server on a fresh store.
 //!
 //! The server runs in-process on its own Tokio runtime and thread, on an ephemeral loopback port, with
 //! `ApiConfig::default()` (no auth: every request is admin unless X-Project-Id/X-Roles say otherwise).
-//! Its store file lives in a temporary directory that is removed when the [`Server`] is dropped; the
-//! server thread ends with the test process.
+//! Its store is a new embedded store in a temporary directory, or, with `WYVERN_TEST_STORE=etcd`, a new
+//! 1-member etcd cluster (etcd-fixture), so that the same tests run on both backends. Dropping the
+//! [`Server`] stops it and removes its store (the directory, the etcd member and its data).
 
 use std::net::TcpListener;
+
+use etcd_fixture::EtcdCluster;
 
 /// A running server and the directory holding its store.
 pub struct Server {
     /// `http://127.0.0.1:PORT`, without a trailing slash.
     pub base: String,
     _dir: tempfile::TempDir,
+    /// Ends the server thread, which then stops the etcd cluster (if any).
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Server {
-    /// Opens a new embedded store and serves the API on it.
+    /// Opens a new store (embedded, or etcd with `WYVERN_TEST_STORE=etcd`) and serves the API on it.
     pub fn start() -> Server {
+        let etcd = std::env::var("WYVERN_TEST_STORE").is_ok_and(|s| s == "etcd");
         let dir = tempfile::tempdir().expect("create a temporary directory");
-        let spec = format!("embedded:{}", dir.path().join("wyvern.redb").display());
-        let store = store::open(&spec).expect("open the embedded store");
+        let embedded = format!("embedded:{}", dir.path().join("wyvern.redb").display());
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
         listener
             .set_nonblocking(true)
@@ -28,20 +34,51 @@ impl Server {
             "http://{}",
             listener.local_addr().expect("listener address")
         );
-        std::thread::spawn(move || {
+        let (ready, started) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
                 .build()
                 .expect("build the server runtime");
             let served = runtime.block_on(async move {
+                // etcd members die with the thread that started them, so this thread starts them.
+                let cluster = if etcd {
+                    Some(EtcdCluster::start(1).await.expect("start etcd"))
+                } else {
+                    None
+                };
+                let spec = cluster.as_ref().map_or(embedded, |c| c.spec("/wyvern"));
+                let store = store::open(&spec).expect("open the store");
                 let listener = tokio::net::TcpListener::from_std(listener)?;
-                api::serve(listener, store, api::ApiConfig::default()).await
+                let _ = ready.send(());
+                tokio::select! {
+                    served = api::serve(listener, store, api::ApiConfig::default()) => served,
+                    _ = stopped => Ok(()),
+                }
             });
             if let Err(err) = served {
                 eprintln!("wyvern test server stopped: {err}");
             }
         });
-        Server { base, _dir: dir }
+        started.recv().expect("the test server started");
+        Server {
+            base,
+            _dir: dir,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
