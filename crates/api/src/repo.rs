@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use model::ResourceDef;
 use serde_json::{Map, Value};
-use store::{Revision, Store, Txn, TxnOutcome};
+use store::{Revision, Store, StoreError, Txn, TxnOutcome};
 
 use crate::error::{ApiError, ApiResult};
 
@@ -145,12 +145,30 @@ impl Db {
 
     /// Commits a plan; the revision it was committed at, or `None` after a conflict.
     pub async fn commit_at(&self, plan: Plan) -> ApiResult<Option<Revision>> {
-        match self.store.txn(plan.txn).await? {
-            TxnOutcome::Committed(rev) => Ok(Some(rev)),
-            TxnOutcome::Conflict(key) => {
+        let witness = plan.txn.ops.iter().find_map(|op| match op {
+            store::Op::Put(k, v) | store::Op::PutLeased(k, v, _) => Some((k.clone(), v.clone())),
+            store::Op::Delete(_) => None,
+        });
+        match self.store.txn(plan.txn).await {
+            Ok(TxnOutcome::Committed(rev)) => Ok(Some(rev)),
+            Ok(TxnOutcome::Conflict(key)) => {
                 tracing::debug!("conflict on {key}; planning again");
                 Ok(None)
             }
+            // The connection broke after the transaction went out (etcd leader change): read back
+            // one value it writes. Ours there: it committed, answer success (a retry by the client
+            // would create a duplicate). Otherwise nothing was written: plan again.
+            Err(StoreError::OutcomeUnknown(why)) => match witness {
+                Some((key, value)) => match self.store.get(&key).await? {
+                    Some(kv) if kv.value == value => Ok(Some(kv.mod_revision)),
+                    _ => {
+                        tracing::debug!("transaction outcome unknown ({why}); not applied");
+                        Ok(None)
+                    }
+                },
+                None => Err(StoreError::OutcomeUnknown(why).into()),
+            },
+            Err(e) => Err(e.into()),
         }
     }
 }
