@@ -154,20 +154,73 @@ async fn keep_registered(server: Server, cfg: AgentConfig) {
     }
 }
 
-/// Reports a VIF's binding in the background, retrying until the server answers.
-fn report_binding(server: &Server, port: String, chassis: String, up: bool) {
-    let server = server.clone();
-    tokio::spawn(async move {
-        for attempt in 0..20u32 {
-            match server.bind(&port, &chassis, up).await {
-                Ok(()) => return,
-                Err(e) => {
-                    tracing::debug!("binding report for {port} failed ({e}), attempt {attempt}")
+/// Reports VIF bindings to the server in the background: concurrently across ports, but for each port
+/// the last state wins (a port that comes and goes quickly ends up DOWN, never ACTIVE), and each report
+/// is retried until the server answers.
+#[derive(Clone)]
+struct Bindings {
+    server: Server,
+    chassis: String,
+    state: Arc<std::sync::Mutex<BindingState>>,
+}
+
+#[derive(Default)]
+struct BindingState {
+    /// The state each port should be reported in.
+    wanted: BTreeMap<String, bool>,
+    /// Ports with a report in flight.
+    busy: BTreeSet<String>,
+}
+
+impl Bindings {
+    fn new(server: Server, chassis: String) -> Self {
+        Self {
+            server,
+            chassis,
+            state: Arc::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BindingState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn report(&self, port: String, up: bool) {
+        let start = {
+            let mut st = self.lock();
+            st.wanted.insert(port.clone(), up);
+            st.busy.insert(port.clone())
+        };
+        if start {
+            tokio::spawn(self.clone().deliver(port));
+        }
+    }
+
+    /// Reports `port` until the state reported is the one wanted.
+    async fn deliver(self, port: String) {
+        loop {
+            let Some(up) = self.lock().wanted.get(&port).copied() else {
+                return;
+            };
+            for attempt in 0..20u32 {
+                match self.server.bind(&port, &self.chassis, up).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        tracing::debug!(
+                            "binding report for {port} failed ({e}), attempt {attempt}"
+                        );
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
                 }
             }
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            let mut st = self.lock();
+            if st.wanted.get(&port) == Some(&up) {
+                st.wanted.remove(&port);
+                st.busy.remove(&port);
+                return;
+            }
         }
-    });
+    }
 }
 
 /// The agent's state while it runs.
@@ -180,6 +233,7 @@ struct Agent {
     sync: nb_sync::Handle,
     /// Last northbound revision applied.
     revision: u64,
+    bindings: Bindings,
 }
 
 /// Copies the agent's state into the metrics.
@@ -243,7 +297,7 @@ impl Agent {
                 if let Some(entry) = self.vifs.get_mut(&iface) {
                     entry.1 = Some(n);
                 }
-                report_binding(&self.server, iface, self.cfg.chassis.clone(), true);
+                self.bindings.report(iface, true);
             }
         }
         self.follow_networks();
@@ -252,13 +306,13 @@ impl Agent {
     async fn vif_up(&mut self, iface: String, ofport: u32) -> pipeline::Delta {
         let network = self.network_of(&iface).await;
         self.vifs.insert(iface.clone(), (ofport, network));
-        report_binding(&self.server, iface.clone(), self.cfg.chassis.clone(), true);
+        self.bindings.report(iface.clone(), true);
         self.pipeline.apply(Input::Vif(iface, Some(ofport)))
     }
 
     fn vif_down(&mut self, iface: String) -> pipeline::Delta {
         self.vifs.remove(&iface);
-        report_binding(&self.server, iface.clone(), self.cfg.chassis.clone(), false);
+        self.bindings.report(iface.clone(), false);
         self.pipeline.apply(Input::Vif(iface, None))
     }
 
@@ -367,6 +421,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         vifs: BTreeMap::new(),
         sync,
         revision: 0,
+        bindings: Bindings::new(server.clone(), cfg.chassis.clone()),
     };
     agent.pipeline.apply(Input::Tunnel(Some(tunnel)));
     let (updates_tx, mut updates) = mpsc::channel(64);
