@@ -426,19 +426,7 @@ impl Xlate<'_, '_> {
             }
             Action::Ct(ct) => self.ct(pkt, ct, a),
             Action::CtClear => {
-                for f in [
-                    Field::CtState,
-                    Field::CtZone,
-                    Field::CtMark,
-                    Field::CtLabel,
-                    Field::CtNwSrc,
-                    Field::CtNwDst,
-                    Field::CtIpv6Src,
-                    Field::CtIpv6Dst,
-                    Field::CtNwProto,
-                    Field::CtTpSrc,
-                    Field::CtTpDst,
-                ] {
+                for f in openflow::field::CONNTRACK {
                     pkt.clear(f);
                 }
                 "conntrack fields cleared".into()

@@ -986,6 +986,21 @@ fn prefix_mask(m: &str, bits: u32, text: &str) -> Result<u128, ParseError> {
 }
 
 /// Well-known OpenFlow 1.3 port numbers.
+/// The connection-tracking fields (what `ct_clear` resets).
+pub const CONNTRACK: [Field; 11] = [
+    Field::CtState,
+    Field::CtZone,
+    Field::CtMark,
+    Field::CtLabel,
+    Field::CtNwSrc,
+    Field::CtNwDst,
+    Field::CtIpv6Src,
+    Field::CtIpv6Dst,
+    Field::CtNwProto,
+    Field::CtTpSrc,
+    Field::CtTpDst,
+];
+
 pub mod port {
     /// Maximum physical port number.
     pub const MAX: u32 = 0xffff_ff00;

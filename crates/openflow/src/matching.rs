@@ -383,19 +383,7 @@ impl Match {
     pub fn format_tokens(&self, out: &mut Vec<String>) {
         self.put(out, "pkt_mark", Field::PktMark);
         self.put(out, "conj_id", Field::ConjId);
-        for f in [
-            Field::CtState,
-            Field::CtZone,
-            Field::CtMark,
-            Field::CtLabel,
-            Field::CtNwSrc,
-            Field::CtNwDst,
-            Field::CtIpv6Src,
-            Field::CtIpv6Dst,
-            Field::CtNwProto,
-            Field::CtTpSrc,
-            Field::CtTpDst,
-        ] {
+        for f in crate::field::CONNTRACK {
             self.put(out, f.name(), f);
         }
         let et = self.eth_type();
