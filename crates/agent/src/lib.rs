@@ -459,48 +459,37 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     let mgmt = format!("unix:{}/{}.mgmt", cfg.ovs_rundir.display(), cfg.bridge);
     let (conn, mut of_events) =
         Connection::start(&mgmt).map_err(|e| AgentError::Switch(e.to_string()))?;
-    let mut reconciler = Reconciler::new(conn);
-    let mut in_sync = false;
+    let mut sw = Switch {
+        reconciler: Reconciler::new(conn),
+        watcher,
+        in_sync: false,
+        nd_limit: nd::RateLimit::new(ND_ANSWERS_PER_SECOND),
+        metrics: metrics.clone(),
+    };
     let mut retry = tokio::time::interval(UNKNOWN_PORT_RETRY);
-    let mut nd_limit = nd::RateLimit::new(ND_ANSWERS_PER_SECOND);
     loop {
-        publish(&metrics, &agent, &reconciler, in_sync);
-        let delta = tokio::select! {
+        publish(&metrics, &agent, &sw.reconciler, sw.in_sync);
+        let mut delta = tokio::select! {
             _ = retry.tick() => {
                 agent.retry_unknown().await;
                 pipeline::Delta::default()
             }
             Some(update) = updates.recv() => agent.apply_update(update),
-            event = watcher.next() => agent.vif_event(event).await?,
-            event = of_events.recv() => {
-                match event {
-                    Some(Event::Connected(_)) => {
-                        metrics.resyncs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        match reconciler.resync(agent.pipeline.flows()).await {
-                            Ok(()) => in_sync = true,
-                            Err(e) => tracing::warn!("resync failed: {e}"),
-                        }
-                    }
-                    Some(Event::Message(_, openflow::Message::PacketIn(pi))) => {
-                        answer_solicitation(&agent, &reconciler, &mut nd_limit, &pi).await;
-                    }
-                    Some(Event::Disconnected(why)) => {
-                        tracing::warn!("lost br-int: {why}");
-                        in_sync = false;
-                    }
-                    Some(_) => {}
-                    None => return Err(AgentError::Switch("OpenFlow connection stopped".into())),
-                }
-                pipeline::Delta::default()
-            }
+            event = sw.watcher.next() => agent.vif_event(event).await?,
+            event = of_events.recv() => sw.event(&mut agent, event).await?.unwrap_or_default(),
         };
         // Whatever else is already waiting goes into the same bundle.
-        let mut delta = delta;
         loop {
             if let Ok(update) = updates.try_recv() {
                 delta.extend(agent.apply_update(update));
-            } else if let Some(event) = watcher.next().now_or_never() {
+            } else if let Some(event) = sw.watcher.next().now_or_never() {
                 delta.extend(agent.vif_event(event).await?);
+            } else if let Some(event) = of_events.recv().now_or_never() {
+                match sw.event(&mut agent, event).await? {
+                    Some(d) => delta.extend(d),
+                    // The resync sent everything so far.
+                    None => delta = pipeline::Delta::default(),
+                }
             } else {
                 break;
             }
@@ -508,12 +497,77 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         agent.follow_networks();
         // Out of sync (switch disconnected), deltas only change the pipeline; the resync after
         // the reconnection sends them.
-        if in_sync
+        if sw.in_sync
             && !delta.is_empty()
-            && let Err(e) = reconciler.apply(delta).await
+            && let Err(e) = sw.reconciler.apply(delta).await
         {
             tracing::warn!("{e}; resynchronising on reconnect");
-            in_sync = false;
+            sw.in_sync = false;
         }
+    }
+}
+
+/// The agent's side of its switch: the reconciler and the VIF watcher whose port numbers the
+/// switch's announcements keep current.
+struct Switch {
+    reconciler: Reconciler,
+    watcher: VifWatcher,
+    /// The reconciler holds the switch's flows (false while disconnected).
+    in_sync: bool,
+    nd_limit: nd::RateLimit,
+    metrics: Arc<Metrics>,
+}
+
+impl Switch {
+    /// Handles one event of the OpenFlow connection; returns the pipeline changes it causes and
+    /// that are still to be sent, or `None` after a resync (which sent the whole pipeline, so
+    /// nothing pending needs sending any more).
+    async fn event(
+        &mut self,
+        agent: &mut Agent,
+        event: Option<Event>,
+    ) -> Result<Option<pipeline::Delta>, AgentError> {
+        let mut delta = pipeline::Delta::default();
+        match event {
+            Some(Event::Connected(_)) => {
+                self.metrics
+                    .resyncs
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                // The switch's own port list numbers the VIFs from now on; the resync below
+                // sends whatever that changes.
+                match self.reconciler.ports().await {
+                    Ok(ports) => self.watcher.ports_listed(ports),
+                    Err(e) => tracing::warn!("reading the switch's ports failed: {e}"),
+                }
+                while let Some(event) = self.watcher.next().now_or_never() {
+                    agent.vif_event(event).await?;
+                }
+                match self.reconciler.resync(agent.pipeline.flows()).await {
+                    Ok(()) => self.in_sync = true,
+                    Err(e) => tracing::warn!("resync failed: {e}"),
+                }
+                return Ok(None);
+            }
+            Some(Event::Message(_, openflow::Message::PortStatus(st))) => {
+                // A new port is announced here well before its `ofport` reaches OVSDB.
+                let deleted = st.reason == openflow::message::port_reason::DELETE;
+                self.watcher
+                    .port_announced(&st.port.name, (!deleted).then_some(st.port.port_no));
+                while let Some(event) = self.watcher.next().now_or_never() {
+                    delta.extend(agent.vif_event(event).await?);
+                }
+            }
+            Some(Event::Message(_, openflow::Message::PacketIn(pi))) => {
+                answer_solicitation(agent, &self.reconciler, &mut self.nd_limit, &pi).await;
+            }
+            Some(Event::Disconnected(why)) => {
+                tracing::warn!("lost br-int: {why}");
+                self.watcher.ports_unknown();
+                self.in_sync = false;
+            }
+            Some(_) => {}
+            None => return Err(AgentError::Switch("OpenFlow connection stopped".into())),
+        }
+        Ok(Some(delta))
     }
 }

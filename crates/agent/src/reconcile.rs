@@ -95,6 +95,23 @@ impl Reconciler {
         self.send(removes, adds).await
     }
 
+    /// The switch's ports: name and OpenFlow number.
+    pub async fn ports(&self) -> Result<Vec<(String, u32)>, AgentError> {
+        match self
+            .conn
+            .multipart(openflow::message::MultipartRequest::PortDesc)
+            .await
+            .map_err(|e| AgentError::Switch(e.to_string()))?
+        {
+            openflow::message::MultipartReply::PortDesc(ports) => {
+                Ok(ports.into_iter().map(|p| (p.name, p.port_no)).collect())
+            }
+            other => Err(AgentError::Switch(format!(
+                "port description request answered with {other:?}"
+            ))),
+        }
+    }
+
     /// Sends a frame out of `port` (answers built by the agent); failures are only logged.
     pub async fn packet_out(&self, port: u32, frame: Vec<u8>) {
         let msg = Message::PacketOut(openflow::message::PacketOut {

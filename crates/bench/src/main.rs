@@ -26,6 +26,7 @@ use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+mod port_add;
 mod slice;
 
 #[derive(Parser)]
@@ -84,6 +85,16 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         restarts: usize,
     },
+    /// Open vSwitch's own cost of adding a VIF to a loaded `br-int`: insert to OpenFlow port
+    /// (PORT_STATUS, OVSDB) and to a flow confirmed for it (no Wyvern parts).
+    OvsPortAdd {
+        /// VIFs already on the bridge.
+        #[arg(long, default_value_t = 333)]
+        existing: usize,
+        /// Ports added per way of learning the OpenFlow port.
+        #[arg(long, default_value_t = 20)]
+        samples: usize,
+    },
 }
 
 /// The store of the in-process server.
@@ -130,6 +141,9 @@ fn main() -> anyhow::Result<()> {
             concurrency,
             restarts,
         }))?,
+        Command::OvsPortAdd { existing, samples } => {
+            runtime.block_on(port_add::run(port_add::Params { existing, samples }))?
+        }
     };
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())

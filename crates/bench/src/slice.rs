@@ -934,7 +934,7 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
     (percentile(sorted, p) * 1000.0).round() / 1000.0
 }
 
-fn stats_json(mut v: Vec<Duration>) -> Value {
+pub(crate) fn stats_json(mut v: Vec<Duration>) -> Value {
     v.sort();
     json!({
         "p50": pct(&v, 0.5), "p99": pct(&v, 0.99),

@@ -1,9 +1,14 @@
-//! The stream of local VIF events, derived from an OVSDB monitor of the `Interface` table.
+//! The stream of local VIF events, derived from an OVSDB monitor of the `Interface` table and,
+//! when the owner has an OpenFlow connection to the bridge, from its port announcements.
 //!
-//! An interface is a VIF once it has `external_ids:iface-id` and vswitchd has given it a
-//! valid OpenFlow port number. Its MAC is `external_ids:attached-mac` if set, else
-//! `mac_in_use`. Because the monitor is a [`Replica`], reconnects to OVSDB produce exactly
-//! the VIF changes that happened meanwhile.
+//! An interface is a VIF once it has `external_ids:iface-id` and an OpenFlow port number. The
+//! number comes from the switch's own `PORT_STATUS` announcements when the owner passes them on
+//! ([`VifWatcher::port_announced`]), else from the `ofport` column. On a loaded userspace bridge
+//! vswitchd announces a new port several milliseconds before it writes `ofport` back to the
+//! database (it first finishes reconfiguring every other port), so the announcement is what
+//! lets flows for a new VIF go in early. Its MAC is `external_ids:attached-mac` if set, else
+//! `mac_in_use`. Because the monitor is a [`Replica`], reconnects to OVSDB produce exactly the
+//! VIF changes that happened meanwhile.
 //!
 //! `admin_state`, `link_state` and `mac_in_use` are ephemeral: a restarted `ovsdb-server`
 //! has them empty until vswitchd writes them again. An empty value therefore means
@@ -36,10 +41,24 @@ pub struct Vif {
     pub link_up: bool,
 }
 
-impl Vif {
-    /// The VIF an `Interface` row describes, if it is one; unknown (empty) ephemeral
-    /// columns keep their values from `prev`.
-    fn observe(uuid: Uuid, row: &Row, prev: Option<&Vif>) -> Option<Vif> {
+/// An `Interface` row with an iface-id, as the database has it; its OpenFlow port may not be
+/// known yet.
+#[derive(Debug, Clone)]
+struct Candidate {
+    vif: Vif,
+    /// The `ofport` column, if valid.
+    db_ofport: Option<u32>,
+}
+
+/// A usable OpenFlow port number for a VIF (not `-1`, not a reserved port).
+fn valid_ofport(p: i64) -> Option<u32> {
+    u32::try_from(p).ok().filter(|p| (1..0xff00).contains(p))
+}
+
+impl Candidate {
+    /// The candidate an `Interface` row describes, if it has an iface-id; unknown (empty)
+    /// ephemeral columns keep their values from `prev`.
+    fn observe(uuid: Uuid, row: &Row, prev: Option<&Candidate>) -> Option<Candidate> {
         let i = match Interface::from_row(uuid, row) {
             Ok(i) => i,
             Err(e) => {
@@ -48,27 +67,27 @@ impl Vif {
             }
         };
         let iface_id = i.external_ids.get("iface-id")?.clone();
-        let ofport = u32::try_from(i.ofport?)
-            .ok()
-            .filter(|p| (1..0xff00).contains(p))?;
-        let prev = prev.filter(|p| p.iface_id == iface_id);
+        let prev = prev.map(|c| &c.vif).filter(|p| p.iface_id == iface_id);
         let up = |state: Option<String>, old: Option<bool>| match state {
             Some(s) => s == "up",
             None => old.unwrap_or(false),
         };
-        Some(Vif {
-            uuid,
-            ofport,
-            mac: i
-                .external_ids
-                .get("attached-mac")
-                .cloned()
-                .or(i.mac_in_use)
-                .or_else(|| prev.and_then(|p| p.mac.clone())),
-            admin_up: up(i.admin_state, prev.map(|p| p.admin_up)),
-            link_up: up(i.link_state, prev.map(|p| p.link_up)),
-            name: i.name,
-            iface_id,
+        Some(Candidate {
+            db_ofport: i.ofport.and_then(valid_ofport),
+            vif: Vif {
+                uuid,
+                ofport: 0,
+                mac: i
+                    .external_ids
+                    .get("attached-mac")
+                    .cloned()
+                    .or(i.mac_in_use)
+                    .or_else(|| prev.and_then(|p| p.mac.clone())),
+                admin_up: up(i.admin_state, prev.map(|p| p.admin_up)),
+                link_up: up(i.link_state, prev.map(|p| p.link_up)),
+                name: i.name,
+                iface_id,
+            },
         })
     }
 }
@@ -92,22 +111,39 @@ pub enum VifEvent {
     Synced,
 }
 
-/// The VIFs reported so far; turns row changes into VIF events.
+/// The VIFs reported so far; turns row changes and port announcements into VIF events.
 #[derive(Debug, Default)]
 struct VifTable {
+    /// Interface rows with an iface-id.
+    candidates: BTreeMap<Uuid, Candidate>,
+    /// The switch's ports by name, as its OpenFlow announcements say: a complete view kept
+    /// up to date by the owner, or `None` while it has none (the database decides then).
+    announced: Option<BTreeMap<String, u32>>,
+    /// The VIFs reported.
     known: BTreeMap<Uuid, Vif>,
 }
 
 impl VifTable {
-    fn apply(&mut self, c: &RowChange) -> Vec<VifEvent> {
-        let old = self.known.get(&c.uuid).cloned();
-        let new = c
-            .new
-            .as_ref()
-            .and_then(|r| Vif::observe(c.uuid, r, old.as_ref()));
+    /// The VIF candidate `uuid` is now, if any.
+    fn current(&self, uuid: &Uuid) -> Option<Vif> {
+        let c = self.candidates.get(uuid)?;
+        let ofport = match &self.announced {
+            Some(ports) => ports.get(&c.vif.name).copied(),
+            None => c.db_ofport,
+        }?;
+        Some(Vif {
+            ofport,
+            ..c.vif.clone()
+        })
+    }
+
+    /// Reports the difference between what was reported for `uuid` and what it is now.
+    fn refresh(&mut self, uuid: Uuid) -> Vec<VifEvent> {
+        let old = self.known.get(&uuid).cloned();
+        let new = self.current(&uuid);
         match &new {
-            Some(v) => self.known.insert(c.uuid, v.clone()),
-            None => self.known.remove(&c.uuid),
+            Some(v) => self.known.insert(uuid, v.clone()),
+            None => self.known.remove(&uuid),
         };
         match (old, new) {
             (None, None) => vec![],
@@ -119,6 +155,29 @@ impl VifTable {
             (Some(o), Some(n)) if o != n => vec![VifEvent::Changed { old: o, new: n }],
             _ => vec![],
         }
+    }
+
+    fn apply(&mut self, c: &RowChange) -> Vec<VifEvent> {
+        let prev = self.candidates.get(&c.uuid);
+        match c
+            .new
+            .as_ref()
+            .and_then(|r| Candidate::observe(c.uuid, r, prev))
+        {
+            Some(cand) => self.candidates.insert(c.uuid, cand),
+            None => self.candidates.remove(&c.uuid),
+        };
+        self.refresh(c.uuid)
+    }
+
+    /// Changes the switch's announced ports and reports what that changes.
+    fn announce(
+        &mut self,
+        change: impl FnOnce(&mut Option<BTreeMap<String, u32>>),
+    ) -> Vec<VifEvent> {
+        change(&mut self.announced);
+        let uuids: Vec<Uuid> = self.candidates.keys().copied().collect();
+        uuids.into_iter().flat_map(|u| self.refresh(u)).collect()
     }
 }
 
@@ -181,7 +240,7 @@ impl VifWatcher {
                         .collect();
                     let gone: Vec<Uuid> = self
                         .table
-                        .known
+                        .candidates
                         .keys()
                         .filter(|u| !rows.contains_key(u))
                         .copied()
@@ -207,6 +266,38 @@ impl VifWatcher {
                 }
             }
         }
+    }
+
+    /// The switch's complete list of ports (after each OpenFlow (re)connection): from now on
+    /// the switch's announcements, not the `ofport` column, give the VIFs' port numbers. The
+    /// VIF events this causes come out of [`next`](Self::next).
+    pub fn ports_listed(&mut self, ports: impl IntoIterator<Item = (String, u32)>) {
+        let listed = ports
+            .into_iter()
+            .filter_map(|(name, no)| Some((name, valid_ofport(no.into())?)))
+            .collect();
+        let evs = self.table.announce(|a| *a = Some(listed));
+        self.queue.extend(evs);
+    }
+
+    /// The switch announced port `name` (`PORT_STATUS`): its number, or `None` when deleted.
+    /// Ignored until [`ports_listed`](Self::ports_listed) gave the complete view.
+    pub fn port_announced(&mut self, name: &str, ofport: Option<u32>) {
+        let evs = self.table.announce(|a| {
+            if let Some(ports) = a {
+                match ofport.and_then(|p| valid_ofport(p.into())) {
+                    Some(p) => ports.insert(name.to_owned(), p),
+                    None => ports.remove(name),
+                };
+            }
+        });
+        self.queue.extend(evs);
+    }
+
+    /// The owner lost its OpenFlow view of the switch: the `ofport` column decides again.
+    pub fn ports_unknown(&mut self) {
+        let evs = self.table.announce(|a| *a = None);
+        self.queue.extend(evs);
     }
 
     /// The VIFs reported so far, by iface-id.
@@ -288,6 +379,37 @@ mod tests {
             &t.apply(&change(None))[..],
             [VifEvent::Removed(_)]
         ));
+        assert!(t.known.is_empty());
+    }
+
+    #[test]
+    fn announced_ports_take_precedence_over_the_ofport_column() {
+        let mut t = VifTable::default();
+        // Not yet numbered in the database: no VIF.
+        assert!(t.apply(&change(Some(row(Some("p1"), -1, "up")))).is_empty());
+        // The switch's view, once complete, numbers it.
+        let ev = t.announce(|a| *a = Some(BTreeMap::from([("tap1".to_owned(), 7)])));
+        assert!(matches!(&ev[..], [VifEvent::Added(v)] if v.ofport == 7 && v.iface_id == "p1"));
+        // The database catching up (with whatever number) changes nothing while the view lasts.
+        assert!(t.apply(&change(Some(row(Some("p1"), 9, "up")))).is_empty());
+        // Deleted on the switch: gone, even though the database still numbers it.
+        let ev = t.announce(|a| {
+            a.as_mut().map(|p| p.remove("tap1"));
+        });
+        assert!(matches!(&ev[..], [VifEvent::Removed(v)] if v.ofport == 7));
+        // Re-added under another number.
+        let ev = t.announce(|a| {
+            a.as_mut().map(|p| p.insert("tap1".to_owned(), 12));
+        });
+        assert!(matches!(&ev[..], [VifEvent::Added(v)] if v.ofport == 12));
+        // Without a view the column decides again.
+        let ev = t.announce(|a| *a = None);
+        assert!(
+            matches!(&ev[..], [VifEvent::Changed { old, new }] if old.ofport == 12 && new.ofport == 9)
+        );
+        // A view without tap1 removes it; a port without an iface-id row is no VIF.
+        let ev = t.announce(|a| *a = Some(BTreeMap::from([("other".to_owned(), 3)])));
+        assert!(matches!(&ev[..], [VifEvent::Removed(v)] if v.iface_id == "p1"));
         assert!(t.known.is_empty());
     }
 }

@@ -336,10 +336,18 @@ pub struct Port {
     pub max_speed: u32,
 }
 
+/// `PORT_STATUS` reasons.
+pub mod port_reason {
+    /// The port was added.
+    pub const ADD: u8 = 0;
+    /// The port was deleted.
+    pub const DELETE: u8 = 1;
+}
+
 /// PORT_STATUS.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct PortStatus {
-    /// 0 add, 1 delete, 2 modify.
+    /// 0 add ([`port_reason::ADD`]), 1 delete ([`port_reason::DELETE`]), 2 modify.
     pub reason: u8,
     /// The port.
     pub port: Port,

@@ -11,7 +11,8 @@
 //!   to the tunnel port for a port bound on another chassis that is up (only for packets that did not
 //!   come from a tunnel); anything else goes to flooding.
 //! - [`T_FLOOD`] (31): broadcast, multicast and unknown unicast go to every local VIF of the network
-//!   and, for locally originated packets, to every other chassis with active ports on the network.
+//!   and, for locally originated packets, to every other chassis (that is up) with ports bound on the
+//!   network.
 //!
 //! A local port with port security and one IPv4 address costs five flows on its own chassis (three
 //! in ingress, ARP responder, L2) and two on every other chassis (ARP responder, L2); a network costs
@@ -242,7 +243,7 @@ pub fn port_flows(topo: &Topology, port: &Port) -> Vec<Flow> {
     let dst = Match::new()
         .with(Field::Metadata, vni.into())
         .with(Field::EthDst, port.mac.into());
-    if let Some(&ofport) = topo.local.vifs.get(&port.id) {
+    if let Some(ofport) = topo.local.ofport(&port.id) {
         ingress(&owner, port, vni, ofport, &mut out);
         let deliver = Instructions::apply(vec![Action::Output {
             port: ofport,
@@ -271,8 +272,8 @@ pub fn network_flows(topo: &Topology, net: &Network) -> Vec<Flow> {
             .filter(|p| p.network_id == net.id && p.admin_up)
     };
     let mut local: Vec<Action> = on_net()
-        .filter_map(|p| topo.local.vifs.get(&p.id))
-        .map(|&ofport| Action::Output {
+        .filter_map(|p| topo.local.ofport(&p.id))
+        .map(|ofport| Action::Output {
             port: ofport,
             max_len: 0,
         })

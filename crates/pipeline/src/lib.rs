@@ -148,12 +148,21 @@ impl Pipeline {
         match input {
             Input::Object(key, value) => self.apply_object(&key, value.as_ref(), &mut dirty),
             Input::Vif(iface, ofport) => {
-                let changed = match ofport {
-                    Some(o) => self.topo.local.vifs.insert(iface.clone(), o) != Some(o),
-                    None => self.topo.local.vifs.remove(&iface).is_some(),
+                let old = match ofport {
+                    Some(o) => self.topo.local.vifs.insert(iface.clone(), o),
+                    None => self.topo.local.vifs.remove(&iface),
                 };
-                if changed {
+                if old != ofport {
                     self.port_and_network(&iface, &mut dirty);
+                    // Other VIFs sharing the old or the new number gain or lose their claim.
+                    let sharing: Vec<String> = [old, ofport]
+                        .into_iter()
+                        .flatten()
+                        .flat_map(|o| self.topo.local.claimants(o).cloned().collect::<Vec<_>>())
+                        .collect();
+                    for id in sharing {
+                        self.port_and_network(&id, &mut dirty);
+                    }
                 }
             }
             Input::Tunnel(ofport) => {

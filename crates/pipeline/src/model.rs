@@ -44,10 +44,8 @@ pub struct Port {
     pub pairs: Vec<(IpNet, Mac)>,
     pub port_security: bool,
     pub admin_up: bool,
-    /// The chassis its VIF is on (`binding:host_id`), if any.
+    /// The chassis its VIF is on or will be plugged on (`binding:host_id`), if any.
     pub host: Option<String>,
-    /// Status ACTIVE: the VIF is up on `host`.
-    pub active: bool,
 }
 
 /// A chassis other agents tunnel to.
@@ -123,7 +121,6 @@ impl Port {
             port_security: v.get("port_security_enabled") != Some(&Value::Bool(false)),
             admin_up: v.get("admin_state_up") != Some(&Value::Bool(false)),
             host,
-            active: str_of(v, "status") == "ACTIVE",
         })
     }
 }
@@ -161,11 +158,35 @@ pub struct Local {
     pub tunnel: Option<u32>,
 }
 
+impl Local {
+    /// The OpenFlow port of `port_id`'s local VIF, if it has one that no other VIF (nor the
+    /// tunnel) claims too. Two claims on one number are a passing state of the local view (a
+    /// port renumbered before another's removal is seen); while it lasts neither VIF gets flows,
+    /// so no packet is ever taken for the wrong port's.
+    pub fn ofport(&self, port_id: &str) -> Option<u32> {
+        let ofport = *self.vifs.get(port_id)?;
+        let claims = self.vifs.values().filter(|&&o| o == ofport).count();
+        (claims == 1 && self.tunnel != Some(ofport)).then_some(ofport)
+    }
+
+    /// The local VIFs (by `iface-id`) that claim `ofport`.
+    pub fn claimants(&self, ofport: u32) -> impl Iterator<Item = &String> {
+        self.vifs
+            .iter()
+            .filter(move |(_, o)| **o == ofport)
+            .map(|(id, _)| id)
+    }
+}
+
 impl Topology {
-    /// The remote chassis a port is reachable through, if it is bound and up elsewhere.
+    /// The remote chassis a port is reachable through, if it is bound to another chassis that
+    /// is up. Binding, not the port's status, decides: a port bound to a chassis is reachable
+    /// there as soon as its VIF is plugged, without waiting for that chassis' report to go
+    /// round through the server (until then packets for it are dropped there, as they would be
+    /// anywhere).
     pub fn remote_chassis(&self, port: &Port) -> Option<&Chassis> {
         let host = port.host.as_ref()?;
-        if !port.active || *host == self.local.chassis || !self.chassis_up.contains(host) {
+        if *host == self.local.chassis || !self.chassis_up.contains(host) {
             return None;
         }
         self.chassis.get(host)
