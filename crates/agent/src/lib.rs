@@ -17,7 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chassis::{ChassisConfig, Encap, VifEvent, VifWatcher};
-use futures::FutureExt;
+use futures::stream::FuturesOrdered;
+use futures::{FutureExt, StreamExt};
 use nb_sync::{Replica, Topics, Update};
 use openflow::conn::{Connection, Event};
 use ovsdb::{Client, ClientOptions, Endpoint, Operation, ReplicaOptions};
@@ -32,6 +33,8 @@ pub use server::Server;
 const HEARTBEAT: Duration = Duration::from_secs(3);
 /// Neighbour advertisements the agent sends per port and second, at most.
 const ND_ANSWERS_PER_SECOND: u32 = 50;
+/// Bundles sent to the switch and not yet confirmed, at most.
+const MAX_BUNDLES_IN_FLIGHT: usize = 16;
 /// How often the agent asks again about VIFs whose port did not exist yet.
 const UNKNOWN_PORT_RETRY: Duration = Duration::from_secs(1);
 
@@ -462,7 +465,9 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     let mut sw = Switch {
         reconciler: Reconciler::new(conn),
         watcher,
+        connected: false,
         in_sync: false,
+        in_flight: FuturesOrdered::new(),
         nd_limit: nd::RateLimit::new(ND_ANSWERS_PER_SECOND),
         metrics: metrics.clone(),
     };
@@ -472,11 +477,19 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         let mut delta = tokio::select! {
             _ = retry.tick() => {
                 agent.retry_unknown().await;
+                if sw.connected && !sw.in_sync {
+                    // The last resync failed on a live connection: try again.
+                    sw.resync(&agent).await;
+                }
                 pipeline::Delta::default()
             }
             Some(update) = updates.recv() => agent.apply_update(update),
             event = sw.watcher.next() => agent.vif_event(event).await?,
             event = of_events.recv() => sw.event(&mut agent, event).await?.unwrap_or_default(),
+            Some(outcome) = sw.in_flight.next(), if !sw.in_flight.is_empty() => {
+                sw.settle(&agent, outcome).await;
+                pipeline::Delta::default()
+            }
         };
         // Whatever else is already waiting goes into the same bundle.
         loop {
@@ -495,15 +508,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
             }
         }
         agent.follow_networks();
-        // Out of sync (switch disconnected), deltas only change the pipeline; the resync after
-        // the reconnection sends them.
-        if sw.in_sync
-            && !delta.is_empty()
-            && let Err(e) = sw.reconciler.apply(delta).await
-        {
-            tracing::warn!("{e}; resynchronising on reconnect");
-            sw.in_sync = false;
-        }
+        sw.send(&agent, delta).await;
     }
 }
 
@@ -512,13 +517,62 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
 struct Switch {
     reconciler: Reconciler,
     watcher: VifWatcher,
-    /// The reconciler holds the switch's flows (false while disconnected).
+    /// The OpenFlow connection is up.
+    connected: bool,
+    /// The reconciler holds the switch's flows (false while disconnected or after a failed
+    /// resync).
     in_sync: bool,
+    /// Bundles sent and not yet confirmed, oldest first.
+    in_flight: FuturesOrdered<reconcile::Confirmation>,
     nd_limit: nd::RateLimit,
     metrics: Arc<Metrics>,
 }
 
 impl Switch {
+    /// Sends a delta as one bundle without waiting for earlier ones to be confirmed. Out of
+    /// sync (switch disconnected) deltas only change the pipeline; the resync after the
+    /// reconnection sends them.
+    async fn send(&mut self, agent: &Agent, delta: pipeline::Delta) {
+        if !self.in_sync || delta.is_empty() {
+            return;
+        }
+        while self.in_flight.len() >= MAX_BUNDLES_IN_FLIGHT {
+            if let Some(outcome) = self.in_flight.next().await {
+                self.settle(agent, outcome).await;
+            }
+        }
+        match self.reconciler.apply(delta).await {
+            Ok(confirmation) => self.in_flight.push_back(confirmation),
+            Err(e) => {
+                tracing::warn!("{e}; resynchronising when the switch answers again");
+                self.in_sync = false;
+                self.in_flight.clear();
+            }
+        }
+    }
+
+    /// Takes the switch's answer to the oldest bundle in flight: a refusal means the switch
+    /// holds something else than the reconciler thinks, so it reads the switch again.
+    async fn settle(&mut self, agent: &Agent, outcome: Result<(), openflow::conn::ConnError>) {
+        if let Err(e) = outcome {
+            tracing::warn!("the switch did not apply a bundle: {e}; resynchronising");
+            self.resync(agent).await;
+        }
+    }
+
+    /// Reads what the switch holds and sends the difference from the whole pipeline. Bundles
+    /// still in flight are applied before the read, so their outcomes no longer matter.
+    async fn resync(&mut self, agent: &Agent) {
+        self.in_flight.clear();
+        match self.reconciler.resync(agent.pipeline.flows()).await {
+            Ok(()) => self.in_sync = true,
+            Err(e) => {
+                tracing::warn!("resync failed: {e}");
+                self.in_sync = false;
+            }
+        }
+    }
+
     /// Handles one event of the OpenFlow connection; returns the pipeline changes it causes and
     /// that are still to be sent, or `None` after a resync (which sent the whole pipeline, so
     /// nothing pending needs sending any more).
@@ -530,6 +584,7 @@ impl Switch {
         let mut delta = pipeline::Delta::default();
         match event {
             Some(Event::Connected(_)) => {
+                self.connected = true;
                 self.metrics
                     .resyncs
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -542,10 +597,7 @@ impl Switch {
                 while let Some(event) = self.watcher.next().now_or_never() {
                     agent.vif_event(event).await?;
                 }
-                match self.reconciler.resync(agent.pipeline.flows()).await {
-                    Ok(()) => self.in_sync = true,
-                    Err(e) => tracing::warn!("resync failed: {e}"),
-                }
+                self.resync(agent).await;
                 return Ok(None);
             }
             Some(Event::Message(_, openflow::Message::PortStatus(st))) => {
@@ -563,7 +615,9 @@ impl Switch {
             Some(Event::Disconnected(why)) => {
                 tracing::warn!("lost br-int: {why}");
                 self.watcher.ports_unknown();
+                self.connected = false;
                 self.in_sync = false;
+                self.in_flight.clear();
             }
             Some(_) => {}
             None => return Err(AgentError::Switch("OpenFlow connection stopped".into())),

@@ -3,17 +3,24 @@
 //! After every (re)connection the reconciler reads the flows the switch holds and sends the
 //! difference from the desired set; it never clears the table, so traffic keeps flowing while the agent
 //! restarts or reconnects. Between resyncs, each pipeline delta goes out as one bundle (atomic: the
-//! switch never holds half a change), confirmed by the bundle commit's reply.
+//! switch never holds half a change). Bundles are pipelined: the next one goes out without waiting
+//! for the switch to confirm the previous (the switch applies them in order), because a switch busy
+//! reconfiguring after a port add answers only tens of milliseconds later, and the flows for that
+//! very port should not queue behind the confirmation. A refused bundle makes the agent resync.
 
 use std::collections::HashMap;
 
-use openflow::conn::Connection;
+use futures::future::BoxFuture;
+use openflow::conn::{ConnError, Connection};
 use openflow::flow::FlowKey;
 use openflow::message::FlowStatsRequest;
 use openflow::{Flow, FlowMod, Message};
 use pipeline::Delta;
 
 use crate::AgentError;
+
+/// The switch's answer to one bundle, to be awaited (in order) while later ones go out.
+pub type Confirmation = BoxFuture<'static, Result<(), ConnError>>;
 
 /// What the switch holds, as far as we know.
 pub struct Reconciler {
@@ -36,9 +43,15 @@ impl Reconciler {
         self.installed.len()
     }
 
-    async fn send(&mut self, removes: Vec<Flow>, adds: Vec<Flow>) -> Result<(), AgentError> {
+    /// Puts one bundle on the wire and counts its flows as installed; the returned confirmation
+    /// says whether the switch applied it.
+    async fn send(
+        &mut self,
+        removes: Vec<Flow>,
+        adds: Vec<Flow>,
+    ) -> Result<Confirmation, AgentError> {
         if removes.is_empty() && adds.is_empty() {
-            return Ok(());
+            return Ok(Box::pin(async { Ok(()) }));
         }
         let mut msgs = Vec::with_capacity(removes.len() + adds.len());
         for f in &removes {
@@ -47,8 +60,9 @@ impl Reconciler {
         for f in &adds {
             msgs.push(Message::FlowMod(FlowMod::add(f.clone())));
         }
-        self.conn
-            .bundle(&msgs)
+        let sent = self
+            .conn
+            .bundle_send(&msgs)
             .await
             .map_err(|e| AgentError::Switch(e.to_string()))?;
         self.sent += msgs.len() as u64;
@@ -58,7 +72,7 @@ impl Reconciler {
         for f in adds {
             self.installed.insert(f.key(), f);
         }
-        Ok(())
+        Ok(Box::pin(sent.confirmed()))
     }
 
     /// Reads the switch's flows and sends the difference from `desired`.
@@ -92,7 +106,10 @@ impl Reconciler {
             adds = adds.len(),
             "resync with br-int"
         );
-        self.send(removes, adds).await
+        self.send(removes, adds)
+            .await?
+            .await
+            .map_err(|e| AgentError::Switch(e.to_string()))
     }
 
     /// The switch's ports: name and OpenFlow number.
@@ -125,8 +142,8 @@ impl Reconciler {
         }
     }
 
-    /// Sends one pipeline delta.
-    pub async fn apply(&mut self, delta: Delta) -> Result<(), AgentError> {
+    /// Sends one pipeline delta as a bundle; the confirmation resolves once the switch applied it.
+    pub async fn apply(&mut self, delta: Delta) -> Result<Confirmation, AgentError> {
         // A flow whose identity stays but whose actions change is re-added (an add replaces it);
         // deleting it first would open a gap.
         let added: std::collections::HashSet<FlowKey> = delta.added.iter().map(Flow::key).collect();

@@ -394,16 +394,25 @@ impl Ctx {
             node,
         })
     }
+}
 
-    /// The L2 flow (table 30) of `port` on node `node`, if the switch holds it.
-    async fn has_l2_flow(&self, node: usize, port: &str) -> anyhow::Result<bool> {
-        let req = FlowStatsRequest {
-            table: pipeline::flows::T_L2,
-            cookie: Owner::Port(port.to_owned()).cookie(),
-            cookie_mask: u64::MAX,
-            ..FlowStatsRequest::default()
-        };
-        Ok(!self.nodes[node].of.dump_flows(req).await?.is_empty())
+/// When the switch behind `of` first holds the L2 flow (table 30) of `port`, polling every
+/// [`FLOW_POLL`].
+async fn first_seen(of: Connection, port: String, t0: Instant) -> anyhow::Result<Instant> {
+    let req = FlowStatsRequest {
+        table: pipeline::flows::T_L2,
+        cookie: Owner::Port(port.clone()).cookie(),
+        cookie_mask: u64::MAX,
+        ..FlowStatsRequest::default()
+    };
+    loop {
+        if !of.dump_flows(req.clone()).await?.is_empty() {
+            return Ok(Instant::now());
+        }
+        if t0.elapsed() > STEP_TIMEOUT {
+            bail!("port {port}: no L2 flow on a switch after {STEP_TIMEOUT:?}");
+        }
+        tokio::time::sleep(FLOW_POLL).await;
     }
 }
 
@@ -968,24 +977,26 @@ async fn one_port(p: &Params, ctx: &mut Ctx) -> anyhow::Result<Value> {
         let t_api = Instant::now();
         plug(&ctx.nodes[node].db, &port).await?;
         let t_plug = Instant::now();
-        let mut seen: Vec<Option<Instant>> = vec![None; ctx.nodes.len()];
-        while seen.iter().any(Option::is_none) {
-            if t0.elapsed() > STEP_TIMEOUT {
-                bail!("port {} not installed everywhere: {seen:?}", port.id);
-            }
-            if probe.is_none() && ctx.vif_seen(&port.id).is_some() {
+        // One poller per switch, so that a switch busy adding the port delays only its own
+        // observation.
+        let pollers: Vec<_> = ctx
+            .nodes
+            .iter()
+            .map(|n| tokio::spawn(first_seen(n.of.clone(), port.id.clone(), t0)))
+            .collect();
+        while probe.is_none() && t0.elapsed() < STEP_TIMEOUT {
+            if ctx.vif_seen(&port.id).is_some() {
                 let of = of.clone();
                 probe = Some(tokio::spawn(async move {
                     let t = Instant::now();
                     of.barrier().await.map(|()| t.elapsed())
                 }));
             }
-            for (i, at) in seen.iter_mut().enumerate() {
-                if at.is_none() && ctx.has_l2_flow(i, &port.id).await? {
-                    *at = Some(Instant::now());
-                }
-            }
             tokio::time::sleep(FLOW_POLL).await;
+        }
+        let mut seen = Vec::with_capacity(pollers.len());
+        for p in pollers {
+            seen.push(Some(p.await??));
         }
         let active_at = ctx.view().active_at.get(&port.id).copied();
         let local_at = seen[node].unwrap_or(t0);

@@ -350,16 +350,29 @@ impl Connection {
     /// Sends a barrier and waits for it: every message sent before has been processed. Errors
     /// the switch reported for earlier [`Connection::send`]s come back as [`ConnError::Rejected`].
     pub async fn barrier(&self) -> Result<(), ConnError> {
-        let r = self.request(&Message::BarrierRequest).await;
-        self.barrier_outcome(r)
+        let (xid, rx) = self.submit(&Message::BarrierRequest).await?;
+        let r = self.wait_reply(&Message::BarrierRequest, xid, rx).await;
+        self.barrier_outcome(r, xid)
     }
 
-    /// What a barrier's reply means: errors reported for earlier sends since the last barrier.
-    fn barrier_outcome(&self, reply: Result<Message, ConnError>) -> Result<(), ConnError> {
+    /// What the reply to barrier `barrier_xid` means: errors reported for the sends before it
+    /// (those of later sends stay for their own barrier, so that several barriers may be in
+    /// flight).
+    fn barrier_outcome(
+        &self,
+        reply: Result<Message, ConnError>,
+        barrier_xid: u32,
+    ) -> Result<(), ConnError> {
+        // Xids grow by one per message (wrapping): "before" is within half the space behind.
+        let before = |xid: u32| barrier_xid.wrapping_sub(xid).wrapping_sub(1) < u32::MAX / 2;
         let errors = {
             let mut st = self.lock();
-            st.outstanding.clear();
-            std::mem::take(&mut st.errors)
+            st.outstanding.retain(|x, _| !before(*x));
+            let (mine, later) = std::mem::take(&mut st.errors)
+                .into_iter()
+                .partition(|e| before(e.xid));
+            st.errors = later;
+            mine
         };
         match reply? {
             Message::BarrierReply if errors.is_empty() => Ok(()),
@@ -439,13 +452,25 @@ impl Connection {
         })
     }
 
-    /// Installs `msgs` atomically through one bundle (open, add each, commit). Everything goes
-    /// out back to back, followed by a barrier, and the replies are awaited together: one round
-    /// trip to the switch. On failure the error names the bundled message(s) the switch rejected.
+    /// Installs `msgs` through one atomic bundle (open, add each, commit). Everything goes out
+    /// back to back, followed by a barrier, and the replies are awaited together: one round trip
+    /// to the switch. On failure the error names the bundled message(s) the switch rejected. (A
+    /// failure at commit applies nothing; Open vSwitch refuses a message that is invalid on its
+    /// own as it is added, and then commits the others.)
     pub async fn bundle<'a>(
         &self,
         msgs: impl IntoIterator<Item = &'a Message>,
     ) -> Result<(), ConnError> {
+        self.bundle_send(msgs).await?.confirmed().await
+    }
+
+    /// Puts a whole bundle (open, each message, commit, barrier) on the wire and returns without
+    /// waiting: the switch applies bundles in the order they were sent, so several may be in
+    /// flight; [`SentBundle::confirmed`] gives each one's outcome.
+    pub async fn bundle_send<'a>(
+        &self,
+        msgs: impl IntoIterator<Item = &'a Message>,
+    ) -> Result<SentBundle, ConnError> {
         let id = self.next_xid();
         let flags = bundle_ctrl::ATOMIC | bundle_ctrl::ORDERED;
         let open = Self::ctrl_message(id, bundle_ctrl::OPEN_REQUEST, flags);
@@ -461,14 +486,13 @@ impl Connection {
         let commit = Self::ctrl_message(id, bundle_ctrl::COMMIT_REQUEST, flags);
         let (commit_xid, commit_rx) = self.submit(&commit).await?;
         let (barrier_xid, barrier_rx) = self.submit(&Message::BarrierRequest).await?;
-        let opened = self.wait_reply(&open, open_xid, open_rx).await;
-        Self::ctrl_outcome(opened, id, bundle_ctrl::OPEN_REQUEST)?;
-        let committed = self.wait_reply(&commit, commit_xid, commit_rx).await;
-        let committed = Self::ctrl_outcome(committed, id, bundle_ctrl::COMMIT_REQUEST);
-        let late = self
-            .wait_reply(&Message::BarrierRequest, barrier_xid, barrier_rx)
-            .await;
-        Self::commit_outcome(committed, self.barrier_outcome(late))
+        Ok(SentBundle {
+            conn: self.clone(),
+            id,
+            open: (open, open_xid, open_rx),
+            commit: (commit, commit_xid, commit_rx),
+            barrier: (barrier_xid, barrier_rx),
+        })
     }
 
     /// A commit's result together with the errors its barrier collected for the bundled messages.
@@ -501,6 +525,37 @@ impl Connection {
                 e
             })
             .collect()
+    }
+}
+
+/// A bundle on its way to the switch (see [`Connection::bundle_send`]).
+pub struct SentBundle {
+    conn: Connection,
+    id: u32,
+    open: (Message, u32, oneshot::Receiver<Reply>),
+    commit: (Message, u32, oneshot::Receiver<Reply>),
+    barrier: (u32, oneshot::Receiver<Reply>),
+}
+
+impl SentBundle {
+    /// Waits until the switch has applied the bundle (or refused it: then the error names the
+    /// bundled message(s) it rejected).
+    pub async fn confirmed(self) -> Result<(), ConnError> {
+        let SentBundle {
+            conn,
+            id,
+            open,
+            commit,
+            barrier,
+        } = self;
+        let opened = conn.wait_reply(&open.0, open.1, open.2).await;
+        Connection::ctrl_outcome(opened, id, bundle_ctrl::OPEN_REQUEST)?;
+        let committed = conn.wait_reply(&commit.0, commit.1, commit.2).await;
+        let committed = Connection::ctrl_outcome(committed, id, bundle_ctrl::COMMIT_REQUEST);
+        let late = conn
+            .wait_reply(&Message::BarrierRequest, barrier.0, barrier.1)
+            .await;
+        Connection::commit_outcome(committed, conn.barrier_outcome(late, barrier.0))
     }
 }
 

@@ -248,12 +248,17 @@ async fn install_read_back_and_packets() {
         }
         r => panic!("expected a rejected flow, got {r:?}"),
     }
-    // A failing bundle installs nothing and names the culprit.
+    // A bundle with a message the switch refuses names the culprit. (Open vSwitch refuses a
+    // message that is invalid on its own as it is added, and still commits the rest; the
+    // agent resynchronises after any refusal.)
     let good = Flow::new(
         0,
         6,
         Match::new().with(Field::Reg(1), 99),
-        vec![Action::DecTtl],
+        vec![Action::Output {
+            port: 1,
+            max_len: 0,
+        }],
     );
     let msgs = [
         Message::FlowMod(FlowMod::add(good.clone())),
@@ -272,9 +277,51 @@ async fn install_read_back_and_packets() {
         match_: Match::new().with(Field::Reg(1), 99),
         ..Default::default()
     };
+    let clear = Message::FlowMod(FlowMod::delete_strict(&good));
+    conn.bundle([&clear]).await.expect("cleared");
+    // A bundle that fails as a whole at commit (a flow refers to a group that does not
+    // exist) installs nothing.
+    let dangling = Flow::new(
+        0,
+        7,
+        Match::new().with(Field::Reg(2), 7),
+        vec![Action::Group(0xdead)],
+    );
+    let doomed = [
+        Message::FlowMod(FlowMod::add(good.clone())),
+        Message::FlowMod(FlowMod::add(dangling)),
+    ];
+    let rejected_xids = |r: &Result<(), ConnError>| match r {
+        Err(ConnError::Rejected(errs)) => {
+            assert!(
+                errs.iter().any(|e| e.request == Some(doomed[1].clone())),
+                "{errs:?}"
+            );
+            errs.iter().map(|e| e.xid).collect::<HashSet<u32>>()
+        }
+        r => panic!("expected a rejected bundle, got {r:?}"),
+    };
+    rejected_xids(&conn.bundle(&doomed).await);
     assert!(
-        conn.dump_flows(filter).await.unwrap().is_empty(),
+        conn.dump_flows(filter.clone()).await.unwrap().is_empty(),
         "atomic bundle left nothing behind"
+    );
+    // Bundles in flight together: each gets its own outcome, errors go to the one that caused
+    // them, and the switch applies them in order.
+    let first = conn.bundle_send(&doomed).await.expect("first bundle sent");
+    let fine = [Message::FlowMod(FlowMod::add(good.clone()))];
+    let second = conn.bundle_send(&fine).await.expect("second bundle sent");
+    let third = conn.bundle_send(&doomed).await.expect("third bundle sent");
+    let (r1, r2, r3) = tokio::join!(first.confirmed(), second.confirmed(), third.confirmed());
+    assert!(
+        rejected_xids(&r1).is_disjoint(&rejected_xids(&r3)),
+        "each bundle has its own errors"
+    );
+    assert_eq!(r2, Ok(()), "the good bundle between two bad ones");
+    assert_eq!(
+        conn.dump_flows(filter).await.unwrap().len(),
+        1,
+        "only the good bundle's flow"
     );
 
     // Packet-out of an ARP arrives at p1 (captured on its peer v1).
