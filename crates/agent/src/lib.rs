@@ -512,6 +512,16 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     }
 }
 
+/// Returns memory the allocator keeps free after a burst back to the system (glibc keeps it
+/// otherwise: a restarted agent would hold its start-up peak for good).
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim takes no pointers; it only walks glibc's own heap bookkeeping.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// The agent's side of its switch: the reconciler and the VIF watcher whose port numbers the
 /// switch's announcements keep current.
 struct Switch {
@@ -565,7 +575,12 @@ impl Switch {
     async fn resync(&mut self, agent: &Agent) {
         self.in_flight.clear();
         match self.reconciler.resync(agent.pipeline.flows()).await {
-            Ok(()) => self.in_sync = true,
+            Ok(()) => {
+                self.in_sync = true;
+                // The snapshot and the switch's flow dump were the big allocations; what
+                // they left free goes back to the system.
+                release_free_memory();
+            }
             Err(e) => {
                 tracing::warn!("resync failed: {e}");
                 self.in_sync = false;

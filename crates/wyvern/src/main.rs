@@ -58,7 +58,12 @@ fn main() -> anyhow::Result<()> {
         } => run_server(&listen, &store, config.as_deref()),
         Command::Agent(args) => {
             let config = args.into_config()?;
-            tokio::runtime::Runtime::new()?.block_on(agent::run(config))?;
+            // One thread: the agent's work is small and ordered, and a single thread keeps
+            // its memory small (no per-thread allocator arenas).
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(agent::run(config))?;
             Ok(())
         }
         Command::Lab { command } => Ok(lab::run(command)?),
