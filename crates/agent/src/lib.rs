@@ -20,7 +20,7 @@ use chassis::{ChassisConfig, Encap, VifEvent, VifWatcher};
 use futures::stream::FuturesOrdered;
 use futures::{FutureExt, StreamExt};
 use nb_sync::{Replica, Topics, Update};
-use openflow::conn::{Connection, Event};
+use openflow::conn::{ConnError, Connection, Event};
 use ovsdb::{Client, ClientOptions, Endpoint, Operation, ReplicaOptions};
 use pipeline::{Input, Pipeline};
 use tokio::sync::mpsc;
@@ -35,7 +35,10 @@ const HEARTBEAT: Duration = Duration::from_secs(3);
 const ND_ANSWERS_PER_SECOND: u32 = 50;
 /// Bundles sent to the switch and not yet confirmed, at most.
 const MAX_BUNDLES_IN_FLIGHT: usize = 16;
-/// How often the agent asks again about VIFs whose port did not exist yet.
+/// Events gathered into one bundle, at most.
+const MAX_EVENTS_PER_BUNDLE: usize = 1024;
+/// How often the agent asks again about VIFs whose port did not exist yet, and retries a
+/// failed resync.
 const UNKNOWN_PORT_RETRY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
@@ -491,8 +494,9 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
                 pipeline::Delta::default()
             }
         };
-        // Whatever else is already waiting goes into the same bundle.
-        loop {
+        // Whatever else is already waiting goes into the same bundle (up to a bound, so that a
+        // stream of events, such as packet-ins, cannot hold changes back).
+        for _ in 0..MAX_EVENTS_PER_BUNDLE {
             if let Ok(update) = updates.try_recv() {
                 delta.extend(agent.apply_update(update));
             } else if let Some(event) = sw.watcher.next().now_or_never() {
@@ -547,8 +551,12 @@ impl Switch {
             return;
         }
         while self.in_flight.len() >= MAX_BUNDLES_IN_FLIGHT {
-            if let Some(outcome) = self.in_flight.next().await {
-                self.settle(agent, outcome).await;
+            if let Some(outcome) = self.in_flight.next().await
+                && self.settle(agent, outcome).await
+            {
+                // The resync sent the whole pipeline, this delta included (or failed, and
+                // the next one will).
+                return;
             }
         }
         match self.reconciler.apply(delta).await {
@@ -562,17 +570,25 @@ impl Switch {
     }
 
     /// Takes the switch's answer to the oldest bundle in flight: a refusal means the switch
-    /// holds something else than the reconciler thinks, so it reads the switch again.
-    async fn settle(&mut self, agent: &Agent, outcome: Result<(), openflow::conn::ConnError>) {
-        if let Err(e) = outcome {
-            tracing::warn!("the switch did not apply a bundle: {e}; resynchronising");
-            self.resync(agent).await;
+    /// holds something else than the reconciler thinks, so it reads the switch again (a lost
+    /// connection is left to the reconnection). Returns whether it resynchronised.
+    async fn settle(&mut self, agent: &Agent, outcome: Result<(), ConnError>) -> bool {
+        match outcome {
+            Ok(()) | Err(ConnError::Disconnected) => false,
+            Err(e) => {
+                tracing::warn!("the switch did not apply a bundle: {e}; resynchronising");
+                self.resync(agent).await;
+                true
+            }
         }
     }
 
     /// Reads what the switch holds and sends the difference from the whole pipeline. Bundles
     /// still in flight are applied before the read, so their outcomes no longer matter.
     async fn resync(&mut self, agent: &Agent) {
+        self.metrics
+            .resyncs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.in_flight.clear();
         match self.reconciler.resync(agent.pipeline.flows()).await {
             Ok(()) => {
@@ -588,6 +604,20 @@ impl Switch {
         }
     }
 
+    /// Reads the switch's ports, hands them to the VIF watcher and applies the VIF changes
+    /// that causes.
+    async fn list_ports(&mut self, agent: &mut Agent) -> Result<pipeline::Delta, AgentError> {
+        match self.reconciler.ports().await {
+            Ok(ports) => self.watcher.ports_listed(ports),
+            Err(e) => tracing::warn!("reading the switch's ports failed: {e}"),
+        }
+        let mut delta = pipeline::Delta::default();
+        while let Some(event) = self.watcher.next().now_or_never() {
+            delta.extend(agent.vif_event(event).await?);
+        }
+        Ok(delta)
+    }
+
     /// Handles one event of the OpenFlow connection; returns the pipeline changes it causes and
     /// that are still to be sent, or `None` after a resync (which sent the whole pipeline, so
     /// nothing pending needs sending any more).
@@ -600,20 +630,16 @@ impl Switch {
         match event {
             Some(Event::Connected(_)) => {
                 self.connected = true;
-                self.metrics
-                    .resyncs
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 // The switch's own port list numbers the VIFs from now on; the resync below
                 // sends whatever that changes.
-                match self.reconciler.ports().await {
-                    Ok(ports) => self.watcher.ports_listed(ports),
-                    Err(e) => tracing::warn!("reading the switch's ports failed: {e}"),
-                }
-                while let Some(event) = self.watcher.next().now_or_never() {
-                    agent.vif_event(event).await?;
-                }
+                self.list_ports(agent).await?;
                 self.resync(agent).await;
                 return Ok(None);
+            }
+            Some(Event::Lost(n)) => {
+                // Port announcements may be among what was lost: read the list again.
+                tracing::warn!("{n} switch events were lost; reading the switch's ports again");
+                delta = self.list_ports(agent).await?;
             }
             Some(Event::Message(_, openflow::Message::PortStatus(st))) => {
                 // A new port is announced here well before its `ofport` reaches OVSDB.

@@ -67,7 +67,7 @@ impl Metrics {
             (
                 "wyvern_agent_resyncs_total",
                 "counter",
-                "Full comparisons with br-int (connects).",
+                "Full comparisons with br-int (after each connection, refused bundle or failed comparison).",
                 &self.resyncs,
             ),
             (

@@ -2,8 +2,9 @@
 //!
 //! After every (re)connection the reconciler reads the flows the switch holds and sends the
 //! difference from the desired set; it never clears the table, so traffic keeps flowing while the agent
-//! restarts or reconnects. Between resyncs, each pipeline delta goes out as one bundle (atomic: the
-//! switch never holds half a change). Bundles are pipelined: the next one goes out without waiting
+//! restarts or reconnects. Between resyncs, each pipeline delta goes out as one bundle (atomic at
+//! commit: the switch never holds half a change; Open vSwitch does refuse a message that is invalid
+//! on its own as it is added, and then commits the rest). Bundles are pipelined: the next one goes out without waiting
 //! for the switch to confirm the previous (the switch applies them in order), because a switch busy
 //! reconfiguring after a port add answers only tens of milliseconds later, and the flows for that
 //! very port should not queue behind the confirmation. A refused bundle makes the agent resync.
@@ -106,10 +107,26 @@ impl Reconciler {
             adds = adds.len(),
             "resync with br-int"
         );
-        self.send(removes, adds)
-            .await?
-            .await
-            .map_err(|e| AgentError::Switch(e.to_string()))
+        match self.send(removes, adds).await?.await {
+            Ok(()) => Ok(()),
+            // Open vSwitch refused some messages on their own as they were added, and committed
+            // the rest: the refused ones are not what the switch holds. Resending them would
+            // fail again, so the agent carries on without them (and says so loudly).
+            Err(ConnError::Rejected(errors))
+                if !errors
+                    .iter()
+                    .any(|e| matches!(e.request, Some(Message::BundleCtrl(_)))) =>
+            {
+                for e in &errors {
+                    tracing::error!("the switch refuses a flow: {e}");
+                    if let Some(Message::FlowMod(fm)) = &e.request {
+                        self.installed.remove(&fm.flow.key());
+                    }
+                }
+                Ok(())
+            }
+            Err(e) => Err(AgentError::Switch(e.to_string())),
+        }
     }
 
     /// The switch's ports: name and OpenFlow number.

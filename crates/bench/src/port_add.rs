@@ -16,9 +16,8 @@ use ovsdb::{Atom, Client, ClientOptions, Endpoint, Operation, ReplicaOptions, Ro
 use serde_json::{Value, json};
 use testbed::{Chassis, ChassisOpts};
 
-use crate::slice::stats_json;
+use crate::slice::{BR_INT, stats_json};
 
-const BR_INT: &str = "br-int";
 /// How long one sample may take before the bench gives up.
 const SAMPLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause between samples, so that vswitchd is idle when each starts.
@@ -46,7 +45,7 @@ pub async fn run(p: Params) -> anyhow::Result<Value> {
     for chunk in (0..p.existing).collect::<Vec<_>>().chunks(100) {
         let ops: Vec<Operation> = chunk
             .iter()
-            .flat_map(|i| plug_ops(&format!("old{i}"), &format!("old-{i}")))
+            .flat_map(|i| plug_ops(&format!("old{i}"), &[("iface-id", &format!("old-{i}"))]))
             .collect();
         db.transact("Open_vSwitch", &ops).await?;
     }
@@ -124,8 +123,12 @@ async fn sample(
 ) -> anyhow::Result<SampleTimes> {
     let ifname = tag;
     let t0 = Instant::now();
-    db.transact("Open_vSwitch", &plug_ops(ifname, &format!("port-{tag}")))
-        .await?;
+    let iface_id = format!("port-{tag}");
+    db.transact(
+        "Open_vSwitch",
+        &plug_ops(ifname, &[("iface-id", &iface_id)]),
+    )
+    .await?;
     let (mut port_status, mut ovsdb_ofport, mut flow) = (None, None, None);
     let install = |ofport: u32| {
         let of = of.clone();
@@ -175,10 +178,11 @@ async fn sample(
     })
 }
 
-/// The OVSDB operations that plug a VIF named `ifname` for port `iface_id` into `br-int`, as
-/// an OVS internal port (one transaction).
-pub fn plug_ops(ifname: &str, iface_id: &str) -> Vec<Operation> {
-    let ids = [("iface-id", iface_id), ("iface-status", "active")];
+/// The OVSDB operations that plug a VIF named `ifname` with these `external_ids` into
+/// `br-int`, as an OVS internal port (one transaction; the last operation adds it to the
+/// bridge).
+pub fn plug_ops(ifname: &str, external_ids: &[(&str, &str)]) -> Vec<Operation> {
+    let ids = external_ids.iter().copied();
     let iface = format!("i_{ifname}");
     let port = format!("p_{ifname}");
     vec![

@@ -24,14 +24,14 @@ use chassis::{VifEvent, VifWatcher};
 use lab::{Lab, LabOptions, Topology};
 use openflow::conn::{Connection, Events, Options};
 use openflow::message::FlowStatsRequest;
-use ovsdb::{Atom, Client, ClientOptions, Endpoint, Mutation, Operation, Row};
+use ovsdb::{Client, ClientOptions, Endpoint};
 use pipeline::cookie::Owner;
 use serde_json::{Value, json};
 
 use crate::{percentile, post};
 
 /// The integration bridge the agents program.
-const BR_INT: &str = "br-int";
+pub(crate) const BR_INT: &str = "br-int";
 /// How often the agents' metrics are polled while waiting for convergence (each poll is one HTTP
 /// request per agent, so polling much faster would load the agents being measured).
 const METRICS_POLL: Duration = Duration::from_millis(5);
@@ -425,35 +425,9 @@ async fn plug(db: &Client, port: &MadePort) -> anyhow::Result<()> {
         ("iface-status", "active"),
         ("attached-mac", port.mac.as_str()),
     ];
-    let ops = [
-        Operation::Insert {
-            table: "Interface".into(),
-            row: Row::new()
-                .with("name", ovsdb::Value::atom(ifname.as_str()))
-                .with("type", ovsdb::Value::atom("internal"))
-                .with("external_ids", ovsdb::Value::map(ids)),
-            uuid_name: Some("iface".into()),
-        },
-        Operation::Insert {
-            table: "Port".into(),
-            row: Row::new()
-                .with("name", ovsdb::Value::atom(ifname.as_str()))
-                .with(
-                    "interfaces",
-                    ovsdb::Value::atom(Atom::NamedUuid("iface".into())),
-                ),
-            uuid_name: Some("port".into()),
-        },
-        Operation::Mutate {
-            table: "Bridge".into(),
-            conditions: vec![ovsdb::Condition::eq("name", ovsdb::Value::atom(BR_INT))],
-            mutations: vec![Mutation::insert(
-                "ports",
-                ovsdb::Value::atom(Atom::NamedUuid("port".into())),
-            )],
-        },
-    ];
-    let r = db.transact("Open_vSwitch", &ops).await?;
+    let r = db
+        .transact("Open_vSwitch", &crate::port_add::plug_ops(&ifname, &ids))
+        .await?;
     if r.get(2).and_then(|r| r.count) != Some(1) {
         bail!("plugging {ifname}: no bridge {BR_INT}");
     }
@@ -957,19 +931,10 @@ async fn one_port(p: &Params, ctx: &mut Ctx) -> anyhow::Result<Value> {
     progress(&format!("one port at a time, {} samples", p.samples));
     let (mut api, mut plugged, mut local, mut active, mut remote) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (mut local_after_plug, mut remote_after_active) = (Vec::new(), Vec::new());
-    let (mut vif_seen, mut local_after_vif) = (Vec::new(), Vec::new());
-    let (mut barrier_idle, mut barrier_busy) = (Vec::new(), Vec::new());
+    let (mut local_after_plug, mut vif_seen) = (Vec::new(), Vec::new());
     for s in 0..p.samples {
         tokio::time::sleep(SAMPLE_GAP).await;
         let node = s % ctx.nodes.len();
-        // How fast the switch answers a barrier when quiet, and right after it got the port (in
-        // a task of its own, so the flow polling below goes on meanwhile).
-        let of = ctx.nodes[node].of.clone();
-        let t = Instant::now();
-        of.barrier().await?;
-        barrier_idle.push(t.elapsed());
-        let mut probe = None;
         let t0 = Instant::now();
         let port = ctx
             .create_port(s % ctx.networks.len(), node, &format!("one-{s}"))
@@ -979,32 +944,22 @@ async fn one_port(p: &Params, ctx: &mut Ctx) -> anyhow::Result<Value> {
         let t_plug = Instant::now();
         // One poller per switch, so that a switch busy adding the port delays only its own
         // observation.
-        let pollers: Vec<_> = ctx
-            .nodes
-            .iter()
-            .map(|n| tokio::spawn(first_seen(n.of.clone(), port.id.clone(), t0)))
-            .collect();
-        while probe.is_none() && t0.elapsed() < STEP_TIMEOUT {
-            if ctx.vif_seen(&port.id).is_some() {
-                let of = of.clone();
-                probe = Some(tokio::spawn(async move {
-                    let t = Instant::now();
-                    of.barrier().await.map(|()| t.elapsed())
-                }));
-            }
-            tokio::time::sleep(FLOW_POLL).await;
+        let mut pollers = tokio::task::JoinSet::new();
+        for (i, n) in ctx.nodes.iter().enumerate() {
+            let (of, id) = (n.of.clone(), port.id.clone());
+            pollers.spawn(async move { (i, first_seen(of, id, t0).await) });
         }
-        let mut seen = Vec::with_capacity(pollers.len());
-        for p in pollers {
-            seen.push(Some(p.await??));
+        let mut seen = vec![t0; ctx.nodes.len()];
+        while let Some(r) = pollers.join_next().await {
+            let (i, at) = r?;
+            seen[i] = at?;
         }
-        let active_at = ctx.view().active_at.get(&port.id).copied();
-        let local_at = seen[node].unwrap_or(t0);
+        let local_at = seen[node];
         let remote_at = seen
             .iter()
             .enumerate()
             .filter(|(i, _)| *i != node)
-            .filter_map(|(_, t)| *t)
+            .map(|(_, t)| *t)
             .max()
             .unwrap_or(local_at);
         api.push(t_api - t0);
@@ -1012,16 +967,13 @@ async fn one_port(p: &Params, ctx: &mut Ctx) -> anyhow::Result<Value> {
         local.push(local_at - t0);
         remote.push(remote_at - t0);
         local_after_plug.push(local_at.saturating_duration_since(t_plug));
-        if let Some(p) = probe {
-            barrier_busy.push(p.await??);
-        }
+        // OVSDB learns the port's OpenFlow number only after vswitchd's re-configuration; the
+        // agent learns it from the switch before that.
         if let Some(seen) = ctx.vif_seen(&port.id) {
             vif_seen.push(seen.saturating_duration_since(t0));
-            local_after_vif.push(local_at.saturating_duration_since(seen));
         }
-        if let Some(a) = active_at {
+        if let Some(a) = ctx.view().active_at.get(&port.id) {
             active.push(a.saturating_duration_since(t0));
-            remote_after_active.push(remote_at.saturating_duration_since(a));
         }
         ctx.nodes[node].vifs += 1;
         ctx.ports.push(port);
@@ -1032,14 +984,10 @@ async fn one_port(p: &Params, ctx: &mut Ctx) -> anyhow::Result<Value> {
         "api_create_ms": stats_json(api),
         "vif_plugged_ms": stats_json(plugged),
         "local_flows_ms": stats_json(local),
-        "active_seen_by_sync_ms": stats_json(active),
         "remote_flows_all_chassis_ms": stats_json(remote),
-        "ofport_seen_ms": stats_json(vif_seen),
+        "active_seen_by_sync_ms": stats_json(active),
+        "ofport_in_ovsdb_seen_ms": stats_json(vif_seen),
         "local_flows_after_plug_acked_ms": stats_json(local_after_plug),
-        "local_flows_after_ofport_seen_ms": stats_json(local_after_vif),
-        "switch_barrier_rtt_idle_ms": stats_json(barrier_idle),
-        "switch_barrier_rtt_after_ofport_seen_ms": stats_json(barrier_busy),
-        "remote_flows_after_active_seen_ms": stats_json(remote_after_active),
     }))
 }
 

@@ -14,7 +14,7 @@
 //! has them empty until vswitchd writes them again. An empty value therefore means
 //! "unknown" and keeps the last reported one, so a database restart causes no flapping.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use ovsdb::tables::{Interface, Table};
 use ovsdb::{
@@ -116,6 +116,8 @@ pub enum VifEvent {
 struct VifTable {
     /// Interface rows with an iface-id.
     candidates: BTreeMap<Uuid, Candidate>,
+    /// The candidates by the name the switch announces them under.
+    by_name: BTreeMap<String, BTreeSet<Uuid>>,
     /// The switch's ports by name, as its OpenFlow announcements say: a complete view kept
     /// up to date by the owner, or `None` while it has none (the database decides then).
     announced: Option<BTreeMap<String, u32>>,
@@ -123,12 +125,21 @@ struct VifTable {
     known: BTreeMap<Uuid, Vif>,
 }
 
+/// The name OpenFlow gives a port: at most 15 bytes (the 16-byte field ends with a NUL).
+fn openflow_name(name: &str) -> &str {
+    let mut end = name.len().min(15);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    &name[..end]
+}
+
 impl VifTable {
     /// The VIF candidate `uuid` is now, if any.
     fn current(&self, uuid: &Uuid) -> Option<Vif> {
         let c = self.candidates.get(uuid)?;
         let ofport = match &self.announced {
-            Some(ports) => ports.get(&c.vif.name).copied(),
+            Some(ports) => ports.get(openflow_name(&c.vif.name)).copied(),
             None => c.db_ofport,
         }?;
         Some(Vif {
@@ -159,24 +170,51 @@ impl VifTable {
 
     fn apply(&mut self, c: &RowChange) -> Vec<VifEvent> {
         let prev = self.candidates.get(&c.uuid);
-        match c
+        let new = c
             .new
             .as_ref()
-            .and_then(|r| Candidate::observe(c.uuid, r, prev))
-        {
-            Some(cand) => self.candidates.insert(c.uuid, cand),
-            None => self.candidates.remove(&c.uuid),
-        };
+            .and_then(|r| Candidate::observe(c.uuid, r, prev));
+        if let Some(old) = self.candidates.remove(&c.uuid) {
+            let name = openflow_name(&old.vif.name);
+            if let Some(set) = self.by_name.get_mut(name) {
+                set.remove(&c.uuid);
+                if set.is_empty() {
+                    self.by_name.remove(name);
+                }
+            }
+        }
+        if let Some(cand) = new {
+            self.by_name
+                .entry(openflow_name(&cand.vif.name).to_owned())
+                .or_default()
+                .insert(c.uuid);
+            self.candidates.insert(c.uuid, cand);
+        }
         self.refresh(c.uuid)
     }
 
-    /// Changes the switch's announced ports and reports what that changes.
-    fn announce(
-        &mut self,
-        change: impl FnOnce(&mut Option<BTreeMap<String, u32>>),
-    ) -> Vec<VifEvent> {
-        change(&mut self.announced);
+    /// Replaces the switch's view (`None`: no view) and reports what that changes.
+    fn set_view(&mut self, view: Option<BTreeMap<String, u32>>) -> Vec<VifEvent> {
+        self.announced = view;
         let uuids: Vec<Uuid> = self.candidates.keys().copied().collect();
+        uuids.into_iter().flat_map(|u| self.refresh(u)).collect()
+    }
+
+    /// One port of the switch's view changed (`None`: deleted); reports what that changes.
+    /// Without a view there is nothing to change.
+    fn set_port(&mut self, name: &str, ofport: Option<u32>) -> Vec<VifEvent> {
+        let Some(ports) = &mut self.announced else {
+            return vec![];
+        };
+        match ofport {
+            Some(p) => ports.insert(name.to_owned(), p),
+            None => ports.remove(name),
+        };
+        let uuids: Vec<Uuid> = self
+            .by_name
+            .get(name)
+            .map(|set| set.iter().copied().collect())
+            .unwrap_or_default();
         uuids.into_iter().flat_map(|u| self.refresh(u)).collect()
     }
 }
@@ -276,27 +314,21 @@ impl VifWatcher {
             .into_iter()
             .filter_map(|(name, no)| Some((name, valid_ofport(no.into())?)))
             .collect();
-        let evs = self.table.announce(|a| *a = Some(listed));
+        let evs = self.table.set_view(Some(listed));
         self.queue.extend(evs);
     }
 
     /// The switch announced port `name` (`PORT_STATUS`): its number, or `None` when deleted.
     /// Ignored until [`ports_listed`](Self::ports_listed) gave the complete view.
     pub fn port_announced(&mut self, name: &str, ofport: Option<u32>) {
-        let evs = self.table.announce(|a| {
-            if let Some(ports) = a {
-                match ofport.and_then(|p| valid_ofport(p.into())) {
-                    Some(p) => ports.insert(name.to_owned(), p),
-                    None => ports.remove(name),
-                };
-            }
-        });
+        let ofport = ofport.and_then(|p| valid_ofport(p.into()));
+        let evs = self.table.set_port(name, ofport);
         self.queue.extend(evs);
     }
 
     /// The owner lost its OpenFlow view of the switch: the `ofport` column decides again.
     pub fn ports_unknown(&mut self) {
-        let evs = self.table.announce(|a| *a = None);
+        let evs = self.table.set_view(None);
         self.queue.extend(evs);
     }
 
@@ -387,29 +419,54 @@ mod tests {
         let mut t = VifTable::default();
         // Not yet numbered in the database: no VIF.
         assert!(t.apply(&change(Some(row(Some("p1"), -1, "up")))).is_empty());
+        // Announcements before the switch's complete view are ignored.
+        assert!(t.set_port("tap1", Some(4)).is_empty());
         // The switch's view, once complete, numbers it.
-        let ev = t.announce(|a| *a = Some(BTreeMap::from([("tap1".to_owned(), 7)])));
+        let ev = t.set_view(Some(BTreeMap::from([("tap1".to_owned(), 7)])));
         assert!(matches!(&ev[..], [VifEvent::Added(v)] if v.ofport == 7 && v.iface_id == "p1"));
         // The database catching up (with whatever number) changes nothing while the view lasts.
         assert!(t.apply(&change(Some(row(Some("p1"), 9, "up")))).is_empty());
+        // Other ports come and go without touching it.
+        assert!(t.set_port("tap2", Some(8)).is_empty());
         // Deleted on the switch: gone, even though the database still numbers it.
-        let ev = t.announce(|a| {
-            a.as_mut().map(|p| p.remove("tap1"));
-        });
+        let ev = t.set_port("tap1", None);
         assert!(matches!(&ev[..], [VifEvent::Removed(v)] if v.ofport == 7));
         // Re-added under another number.
-        let ev = t.announce(|a| {
-            a.as_mut().map(|p| p.insert("tap1".to_owned(), 12));
-        });
+        let ev = t.set_port("tap1", Some(12));
         assert!(matches!(&ev[..], [VifEvent::Added(v)] if v.ofport == 12));
         // Without a view the column decides again.
-        let ev = t.announce(|a| *a = None);
+        let ev = t.set_view(None);
         assert!(
             matches!(&ev[..], [VifEvent::Changed { old, new }] if old.ofport == 12 && new.ofport == 9)
         );
         // A view without tap1 removes it; a port without an iface-id row is no VIF.
-        let ev = t.announce(|a| *a = Some(BTreeMap::from([("other".to_owned(), 3)])));
+        let ev = t.set_view(Some(BTreeMap::from([("other".to_owned(), 3)])));
         assert!(matches!(&ev[..], [VifEvent::Removed(v)] if v.iface_id == "p1"));
         assert!(t.known.is_empty());
+    }
+
+    #[test]
+    fn long_interface_names_match_their_openflow_names() {
+        let mut t = VifTable::default();
+        let long = "a-very-long-interface-name";
+        let mut r = row(Some("p1"), 5, "up");
+        r.set("name", Value::atom(long));
+        t.apply(&change(Some(r)));
+        let ev = t.set_view(Some(BTreeMap::from([(openflow_name(long).to_owned(), 6)])));
+        assert_eq!(openflow_name(long).len(), 15);
+        assert!(matches!(&ev[..], [VifEvent::Changed { new, .. }] if new.ofport == 6));
+        assert_eq!(
+            openflow_name("é".repeat(8).as_str()).len(),
+            14,
+            "cut at a char boundary"
+        );
+        // Renamed: found under its new name only.
+        let mut renamed = row(Some("p1"), 5, "up");
+        renamed.set("name", Value::atom("tap9"));
+        let ev = t.apply(&change(Some(renamed)));
+        assert!(matches!(&ev[..], [VifEvent::Removed(_)]));
+        assert!(!t.by_name.contains_key(openflow_name(long)));
+        let ev = t.set_port("tap9", Some(11));
+        assert!(matches!(&ev[..], [VifEvent::Added(v)] if v.ofport == 11 && v.name == "tap9"));
     }
 }

@@ -9,7 +9,7 @@
 //! [`Connection::barrier`] together with the request that caused it. Unsolicited messages
 //! (packet-in, port-status, …) and connection state changes arrive on [`Events`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -86,6 +86,31 @@ pub enum Event {
     Message(u32, Message),
     /// A message from the switch could not be decoded (the connection stays up).
     Undecodable(DecodeError),
+    /// This many events were dropped because the queue was full: whoever follows the switch's
+    /// state through events (port status) should read it again.
+    Lost(u64),
+}
+
+/// Hands events to the owner without ever blocking the reader; what does not fit is counted and
+/// reported as [`Event::Lost`] as soon as there is room again.
+struct Delivery<'a> {
+    events: &'a mpsc::Sender<Event>,
+    lost: u64,
+}
+
+impl Delivery<'_> {
+    fn deliver(&mut self, ev: Event) {
+        if self.lost > 0 {
+            if self.events.try_send(Event::Lost(self.lost)).is_err() {
+                self.lost += 1;
+                return;
+            }
+            self.lost = 0;
+        }
+        if self.events.try_send(ev).is_err() {
+            self.lost += 1;
+        }
+    }
 }
 
 /// Connection options.
@@ -143,8 +168,41 @@ struct State {
     pending: HashMap<u32, Pending>,
     /// Fire-and-forget requests since the last barrier: xid → encoded request.
     outstanding: HashMap<u32, Vec<u8>>,
-    /// Errors for outstanding requests, reported at the next barrier.
+    /// Errors for outstanding requests outside any bundle in flight, reported at the next
+    /// barrier (the most recent [`MAX_UNCLAIMED_ERRORS`]).
     errors: Vec<RequestError>,
+    /// Bundles in flight, by the first xid of their range, with the errors reported for them.
+    bundles: BTreeMap<u32, BundleErrors>,
+}
+
+/// The xid range of a bundle in flight and the errors the switch reported within it.
+#[derive(Default)]
+struct BundleErrors {
+    /// One past the bundle's last xid, once all of it is on the wire.
+    end: Option<u32>,
+    errors: Vec<RequestError>,
+}
+
+/// Errors kept for fire-and-forget sends nobody has asked about yet (a barrier does).
+const MAX_UNCLAIMED_ERRORS: usize = 256;
+
+impl State {
+    /// The bundle in flight whose xid range holds `xid`.
+    fn bundle_of(&mut self, xid: u32) -> Option<&mut BundleErrors> {
+        let within = |first: u32, b: &BundleErrors| {
+            let offset = xid.wrapping_sub(first);
+            offset < u32::MAX / 2 && b.end.is_none_or(|end| offset < end.wrapping_sub(first))
+        };
+        // The nearest start at or below `xid`, or (xids having wrapped) the highest one.
+        let key = self
+            .bundles
+            .range(..=xid)
+            .next_back()
+            .or_else(|| self.bundles.iter().next_back())
+            .filter(|(first, b)| within(**first, b))
+            .map(|(first, _)| *first)?;
+        self.bundles.get_mut(&key)
+    }
 }
 
 struct Inner {
@@ -351,29 +409,32 @@ impl Connection {
     /// the switch reported for earlier [`Connection::send`]s come back as [`ConnError::Rejected`].
     pub async fn barrier(&self) -> Result<(), ConnError> {
         let (xid, rx) = self.submit(&Message::BarrierRequest).await?;
-        let r = self.wait_reply(&Message::BarrierRequest, xid, rx).await;
-        self.barrier_outcome(r, xid)
-    }
-
-    /// What the reply to barrier `barrier_xid` means: errors reported for the sends before it
-    /// (those of later sends stay for their own barrier, so that several barriers may be in
-    /// flight).
-    fn barrier_outcome(
-        &self,
-        reply: Result<Message, ConnError>,
-        barrier_xid: u32,
-    ) -> Result<(), ConnError> {
-        // Xids grow by one per message (wrapping): "before" is within half the space behind.
-        let before = |xid: u32| barrier_xid.wrapping_sub(xid).wrapping_sub(1) < u32::MAX / 2;
+        let reply = self.wait_reply(&Message::BarrierRequest, xid, rx).await;
         let errors = {
             let mut st = self.lock();
-            st.outstanding.retain(|x, _| !before(*x));
+            Self::forget_before(&mut st, xid);
+            let before = |x: u32| xid.wrapping_sub(x).wrapping_sub(1) < u32::MAX / 2;
             let (mine, later) = std::mem::take(&mut st.errors)
                 .into_iter()
                 .partition(|e| before(e.xid));
             st.errors = later;
             mine
         };
+        Self::barrier_outcome(reply, errors)
+    }
+
+    /// Forgets the fire-and-forget requests sent before barrier `barrier_xid`: every answer to
+    /// them has arrived.
+    fn forget_before(st: &mut State, barrier_xid: u32) {
+        st.outstanding
+            .retain(|x, _| barrier_xid.wrapping_sub(*x).wrapping_sub(1) >= u32::MAX / 2);
+    }
+
+    /// What a barrier's reply means, given the errors reported for the sends it covers.
+    fn barrier_outcome(
+        reply: Result<Message, ConnError>,
+        errors: Vec<RequestError>,
+    ) -> Result<(), ConnError> {
         match reply? {
             Message::BarrierReply if errors.is_empty() => Ok(()),
             Message::BarrierReply => Err(ConnError::Rejected(errors)),
@@ -452,7 +513,7 @@ impl Connection {
         })
     }
 
-    /// Installs `msgs` through one atomic bundle (open, add each, commit). Everything goes out
+    /// Installs `msgs` atomically through one bundle (open, add each, commit). Everything goes out
     /// back to back, followed by a barrier, and the replies are awaited together: one round trip
     /// to the switch. On failure the error names the bundled message(s) the switch rejected. (A
     /// failure at commit applies nothing; Open vSwitch refuses a message that is invalid on its
@@ -466,15 +527,27 @@ impl Connection {
 
     /// Puts a whole bundle (open, each message, commit, barrier) on the wire and returns without
     /// waiting: the switch applies bundles in the order they were sent, so several may be in
-    /// flight; [`SentBundle::confirmed`] gives each one's outcome.
+    /// flight; [`SentBundle::confirmed`] gives each one's outcome, with the errors of its own
+    /// messages only.
     pub async fn bundle_send<'a>(
         &self,
         msgs: impl IntoIterator<Item = &'a Message>,
     ) -> Result<SentBundle, ConnError> {
+        // The bundle id is the first xid of the bundle's range; errors for xids in the range
+        // are kept for it.
         let id = self.next_xid();
+        self.lock().bundles.insert(id, BundleErrors::default());
+        let mut sent = SentBundle {
+            conn: self.clone(),
+            id,
+            open: None,
+            commit: None,
+            barrier: None,
+        };
         let flags = bundle_ctrl::ATOMIC | bundle_ctrl::ORDERED;
         let open = Self::ctrl_message(id, bundle_ctrl::OPEN_REQUEST, flags);
-        let (open_xid, open_rx) = self.submit(&open).await?;
+        let (xid, rx) = self.submit(&open).await?;
+        sent.open = Some((open, xid, rx));
         let bundle = Bundle {
             conn: self.clone(),
             id,
@@ -484,15 +557,14 @@ impl Connection {
             bundle.add(m).await?;
         }
         let commit = Self::ctrl_message(id, bundle_ctrl::COMMIT_REQUEST, flags);
-        let (commit_xid, commit_rx) = self.submit(&commit).await?;
-        let (barrier_xid, barrier_rx) = self.submit(&Message::BarrierRequest).await?;
-        Ok(SentBundle {
-            conn: self.clone(),
-            id,
-            open: (open, open_xid, open_rx),
-            commit: (commit, commit_xid, commit_rx),
-            barrier: (barrier_xid, barrier_rx),
-        })
+        let (xid, rx) = self.submit(&commit).await?;
+        sent.commit = Some((commit, xid, rx));
+        let (xid, rx) = self.submit(&Message::BarrierRequest).await?;
+        sent.barrier = Some((xid, rx));
+        if let Some(b) = self.lock().bundles.get_mut(&id) {
+            b.end = Some(xid.wrapping_add(1));
+        }
+        Ok(sent)
     }
 
     /// A commit's result together with the errors its barrier collected for the bundled messages.
@@ -528,34 +600,51 @@ impl Connection {
     }
 }
 
-/// A bundle on its way to the switch (see [`Connection::bundle_send`]).
+/// A request on the wire and where its reply will come.
+type Submitted = (Message, u32, oneshot::Receiver<Reply>);
+
+/// A bundle on its way to the switch (see [`Connection::bundle_send`]). Dropping it unawaited
+/// forgets its outcome.
 pub struct SentBundle {
     conn: Connection,
     id: u32,
-    open: (Message, u32, oneshot::Receiver<Reply>),
-    commit: (Message, u32, oneshot::Receiver<Reply>),
-    barrier: (u32, oneshot::Receiver<Reply>),
+    open: Option<Submitted>,
+    commit: Option<Submitted>,
+    barrier: Option<(u32, oneshot::Receiver<Reply>)>,
 }
 
 impl SentBundle {
     /// Waits until the switch has applied the bundle (or refused it: then the error names the
     /// bundled message(s) it rejected).
-    pub async fn confirmed(self) -> Result<(), ConnError> {
-        let SentBundle {
-            conn,
-            id,
-            open,
-            commit,
-            barrier,
-        } = self;
+    pub async fn confirmed(mut self) -> Result<(), ConnError> {
+        let (Some(open), Some(commit), Some((barrier_xid, barrier_rx))) =
+            (self.open.take(), self.commit.take(), self.barrier.take())
+        else {
+            return Err(ConnError::Disconnected);
+        };
+        let conn = self.conn.clone();
         let opened = conn.wait_reply(&open.0, open.1, open.2).await;
-        Connection::ctrl_outcome(opened, id, bundle_ctrl::OPEN_REQUEST)?;
+        Connection::ctrl_outcome(opened, self.id, bundle_ctrl::OPEN_REQUEST)?;
         let committed = conn.wait_reply(&commit.0, commit.1, commit.2).await;
-        let committed = Connection::ctrl_outcome(committed, id, bundle_ctrl::COMMIT_REQUEST);
-        let late = conn
-            .wait_reply(&Message::BarrierRequest, barrier.0, barrier.1)
+        let committed = Connection::ctrl_outcome(committed, self.id, bundle_ctrl::COMMIT_REQUEST);
+        let reply = conn
+            .wait_reply(&Message::BarrierRequest, barrier_xid, barrier_rx)
             .await;
-        Connection::commit_outcome(committed, conn.barrier_outcome(late, barrier.0))
+        let errors = {
+            let mut st = conn.lock();
+            Connection::forget_before(&mut st, barrier_xid);
+            st.bundles
+                .remove(&self.id)
+                .map(|b| b.errors)
+                .unwrap_or_default()
+        };
+        Connection::commit_outcome(committed, Connection::barrier_outcome(reply, errors))
+    }
+}
+
+impl Drop for SentBundle {
+    fn drop(&mut self) {
+        self.conn.lock().bundles.remove(&self.id);
     }
 }
 
@@ -584,7 +673,8 @@ impl Bundle {
             .map(|_| ())
     }
 
-    /// Commits; the switch applies every added message or none.
+    /// Commits; the switch applies every added message or none (a message it refused as it was
+    /// added is not among them: Open vSwitch commits the others).
     pub async fn commit(self) -> Result<(), ConnError> {
         let committed = self
             .conn
@@ -611,6 +701,9 @@ fn fail_all(inner: &Inner, why: &ConnError) {
     st.writer = None;
     st.outstanding.clear();
     st.errors.clear();
+    for b in st.bundles.values_mut() {
+        b.errors.clear();
+    }
     for (_, p) in st.pending.drain() {
         let _ = p.tx.send(Err(why.clone()));
     }
@@ -763,6 +856,7 @@ async fn read_loop(
     let echo = inner.opts.echo_interval;
     let mut echo_outstanding = false;
     let mut frames = FrameBuffer::default();
+    let mut delivery = Delivery { events, lost: 0 };
     loop {
         // `read` is cancel-safe, so the echo timer never loses part of a frame.
         let frame = match frames.next_frame() {
@@ -799,7 +893,7 @@ async fn read_loop(
                     ))));
                 } else {
                     drop(st);
-                    let _ = events.try_send(Event::Undecodable(e));
+                    delivery.deliver(Event::Undecodable(e));
                 }
                 continue;
             }
@@ -813,7 +907,7 @@ async fn read_loop(
             Message::EchoReply(_) => {}
             msg => {
                 if let Some(ev) = dispatch(inner, xid, msg) {
-                    let _ = events.try_send(ev);
+                    delivery.deliver(ev);
                 }
             }
         }
@@ -835,11 +929,20 @@ fn dispatch(inner: &Inner, xid: u32, msg: Message) -> Option<Event> {
         }
         if let Some(bytes) = st.outstanding.get(&xid) {
             let request = Message::decode(bytes).ok().map(|(_, m)| m);
-            st.errors.push(RequestError {
+            let re = RequestError {
                 xid,
                 request,
                 error: e.clone(),
-            });
+            };
+            match st.bundle_of(xid) {
+                Some(b) => b.errors.push(re),
+                None => {
+                    if st.errors.len() >= MAX_UNCLAIMED_ERRORS {
+                        st.errors.remove(0);
+                    }
+                    st.errors.push(re);
+                }
+            }
             return None;
         }
         return Some(Event::Message(xid, msg));

@@ -217,3 +217,58 @@ async fn bad_target_is_refused() {
         Err(ConnError::BadTarget(_))
     ));
 }
+
+async fn next(ev: &mut openflow::conn::Events) -> Option<Event> {
+    tokio::time::timeout(T, ev.recv()).await.expect("event")
+}
+
+#[tokio::test]
+async fn events_that_do_not_fit_are_counted_as_lost() {
+    let path = socket_path("lost");
+    let l = UnixListener::bind(&path).expect("bind");
+    let opts = Options {
+        event_capacity: 2,
+        ..Options::default()
+    };
+    let (_conn, mut ev) =
+        Connection::start_with(&format!("unix:{}", path.display()), opts).expect("start");
+    let mut s = accept(&l, 1 << 4).await;
+    features(&mut s).await;
+    // Connected takes one place; of five port announcements one more fits, four are lost.
+    for no in 1..=5 {
+        let port = Port {
+            port_no: no,
+            hw_addr: [2, 0, 0, 0, 0, no as u8],
+            name: format!("p{no}"),
+            config: 0,
+            state: 0,
+            curr: 0,
+            advertised: 0,
+            supported: 0,
+            peer: 0,
+            curr_speed: 0,
+            max_speed: 0,
+        };
+        write_msg(
+            &mut s,
+            0,
+            &Message::PortStatus(PortStatus { reason: 0, port }),
+        )
+        .await;
+    }
+    // An echo round trip proves the reader has handled all five.
+    write_msg(&mut s, 9, &Message::EchoRequest(vec![])).await;
+    assert_eq!(read_msg(&mut s).await, (9, Message::EchoReply(vec![])));
+    assert!(matches!(next(&mut ev).await, Some(Event::Connected(_))));
+    assert!(
+        matches!(next(&mut ev).await, Some(Event::Message(_, Message::PortStatus(p))) if p.port.port_no == 1)
+    );
+    // The next event that finds room reports the loss first.
+    write_msg(&mut s, 0, &Message::BarrierReply).await;
+    assert_eq!(next(&mut ev).await, Some(Event::Lost(4)));
+    assert!(matches!(
+        next(&mut ev).await,
+        Some(Event::Message(0, Message::BarrierReply))
+    ));
+    let _ = std::fs::remove_file(&path);
+}

@@ -309,6 +309,9 @@ async fn install_read_back_and_packets() {
     // Bundles in flight together: each gets its own outcome, errors go to the one that caused
     // them, and the switch applies them in order.
     let first = conn.bundle_send(&doomed).await.expect("first bundle sent");
+    // A refused message outside any bundle, sent in between, belongs to neither.
+    let loose = Message::FlowMod(FlowMod::add(bad.clone()));
+    conn.send(&loose).await.unwrap();
     let fine = [Message::FlowMod(FlowMod::add(good.clone()))];
     let second = conn.bundle_send(&fine).await.expect("second bundle sent");
     let third = conn.bundle_send(&doomed).await.expect("third bundle sent");
@@ -318,6 +321,10 @@ async fn install_read_back_and_packets() {
         "each bundle has its own errors"
     );
     assert_eq!(r2, Ok(()), "the good bundle between two bad ones");
+    match conn.barrier().await {
+        Err(ConnError::Rejected(errs)) => assert_eq!(errs.len(), 1, "{errs:?}"),
+        r => panic!("the loose refusal comes with the next barrier, got {r:?}"),
+    }
     assert_eq!(
         conn.dump_flows(filter).await.unwrap().len(),
         1,

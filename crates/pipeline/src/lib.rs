@@ -148,10 +148,7 @@ impl Pipeline {
         match input {
             Input::Object(key, value) => self.apply_object(&key, value.as_ref(), &mut dirty),
             Input::Vif(iface, ofport) => {
-                let old = match ofport {
-                    Some(o) => self.topo.local.vifs.insert(iface.clone(), o),
-                    None => self.topo.local.vifs.remove(&iface),
-                };
+                let old = self.topo.local.set_vif(&iface, ofport);
                 if old != ofport {
                     self.port_and_network(&iface, &mut dirty);
                     // Other VIFs sharing the old or the new number gain or lose their claim.

@@ -153,20 +153,41 @@ pub struct Local {
     /// This chassis' id.
     pub chassis: String,
     /// OpenFlow port of each local VIF, by `iface-id` (= port id).
-    pub vifs: BTreeMap<String, u32>,
+    vifs: BTreeMap<String, u32>,
+    /// How many VIFs claim each OpenFlow port.
+    claims: BTreeMap<u32, usize>,
     /// OpenFlow port of the tunnel port used for overlay traffic.
     pub tunnel: Option<u32>,
 }
 
 impl Local {
+    /// Sets (`None`: removes) the OpenFlow port of `port_id`'s VIF; returns the previous one.
+    pub fn set_vif(&mut self, port_id: &str, ofport: Option<u32>) -> Option<u32> {
+        let old = match ofport {
+            Some(o) => self.vifs.insert(port_id.to_owned(), o),
+            None => self.vifs.remove(port_id),
+        };
+        if let Some(o) = old
+            && let Some(n) = self.claims.get_mut(&o)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.claims.remove(&o);
+            }
+        }
+        if let Some(o) = ofport {
+            *self.claims.entry(o).or_default() += 1;
+        }
+        old
+    }
+
     /// The OpenFlow port of `port_id`'s local VIF, if it has one that no other VIF (nor the
     /// tunnel) claims too. Two claims on one number are a passing state of the local view (a
     /// port renumbered before another's removal is seen); while it lasts neither VIF gets flows,
     /// so no packet is ever taken for the wrong port's.
     pub fn ofport(&self, port_id: &str) -> Option<u32> {
         let ofport = *self.vifs.get(port_id)?;
-        let claims = self.vifs.values().filter(|&&o| o == ofport).count();
-        (claims == 1 && self.tunnel != Some(ofport)).then_some(ofport)
+        (self.claims.get(&ofport) == Some(&1) && self.tunnel != Some(ofport)).then_some(ofport)
     }
 
     /// The local VIFs (by `iface-id`) that claim `ofport`.
