@@ -183,8 +183,12 @@ async fn sample(
 /// bridge).
 pub fn plug_ops(ifname: &str, external_ids: &[(&str, &str)]) -> Vec<Operation> {
     let ids = external_ids.iter().copied();
-    let iface = format!("i_{ifname}");
-    let port = format!("p_{ifname}");
+    // Named uuids are identifiers: letters, digits and underscores.
+    let id: String = ifname
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let (iface, port) = (format!("i_{id}"), format!("p_{id}"));
     vec![
         Operation::Insert {
             table: "Interface".into(),

@@ -967,8 +967,11 @@ async fn one_port(p: &Params, ctx: &mut Ctx) -> anyhow::Result<Value> {
         local.push(local_at - t0);
         remote.push(remote_at - t0);
         local_after_plug.push(local_at.saturating_duration_since(t_plug));
-        // OVSDB learns the port's OpenFlow number only after vswitchd's re-configuration; the
-        // agent learns it from the switch before that.
+        // OVSDB learns the port's OpenFlow number only after vswitchd's re-configuration (the
+        // agent learns it from the switch before that): wait for it.
+        while ctx.vif_seen(&port.id).is_none() && t0.elapsed() < STEP_TIMEOUT {
+            tokio::time::sleep(FLOW_POLL).await;
+        }
         if let Some(seen) = ctx.vif_seen(&port.id) {
             vif_seen.push(seen.saturating_duration_since(t0));
         }
