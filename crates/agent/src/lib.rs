@@ -6,6 +6,8 @@
 //! local VIF set and the topology of their networks, and only then compares with what the switch holds
 //! and sends the difference — a half-known topology would otherwise delete live flows.
 
+mod dhcp_server;
+mod limit;
 mod metrics;
 mod nd;
 mod reconcile;
@@ -33,6 +35,8 @@ pub use server::Server;
 const HEARTBEAT: Duration = Duration::from_secs(3);
 /// Neighbour advertisements the agent sends per port and second, at most.
 const ND_ANSWERS_PER_SECOND: u32 = 50;
+/// DHCP answers the agent sends per port and second, at most.
+const DHCP_ANSWERS_PER_SECOND: u32 = 20;
 /// Bundles sent to the switch and not yet confirmed, at most.
 const MAX_BUNDLES_IN_FLIGHT: usize = 16;
 /// Events gathered into one bundle, at most.
@@ -358,7 +362,7 @@ impl Agent {
 async fn answer_solicitation(
     agent: &Agent,
     reconciler: &Reconciler,
-    limit: &mut nd::RateLimit,
+    limit: &mut limit::RateLimit,
     pi: &openflow::message::PacketIn,
 ) {
     let Some(port) = agent.pipeline.port_of_cookie(pi.cookie) else {
@@ -383,6 +387,33 @@ async fn answer_solicitation(
         return;
     };
     reconciler.packet_out(in_port, frame).await;
+}
+
+/// Answers a DHCP request the pipeline sent up (its flow's cookie names the network; the port is
+/// the one the request came in on).
+async fn answer_dhcp(
+    agent: &Agent,
+    reconciler: &Reconciler,
+    limit: &mut limit::RateLimit,
+    pi: &openflow::message::PacketIn,
+) {
+    let topo = agent.pipeline.topology();
+    let Some(port) = pi
+        .match_
+        .exact(openflow::Field::InPort)
+        .and_then(|p| u32::try_from(p).ok())
+        .and_then(|in_port| Some((in_port, topo.local.vif_at(in_port)?)))
+        .and_then(|(in_port, id)| Some((in_port, topo.ports.get(id)?)))
+    else {
+        return;
+    };
+    let (in_port, port) = port;
+    if !limit.allow(&port.id) {
+        return;
+    }
+    if let Some(frame) = dhcp_server::reply(topo, port, &pi.data) {
+        reconciler.packet_out(in_port, frame).await;
+    }
 }
 
 /// Runs the agent until the process ends.
@@ -471,7 +502,8 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         connected: false,
         in_sync: false,
         in_flight: FuturesOrdered::new(),
-        nd_limit: nd::RateLimit::new(ND_ANSWERS_PER_SECOND),
+        nd_limit: limit::RateLimit::new(ND_ANSWERS_PER_SECOND),
+        dhcp_limit: limit::RateLimit::new(DHCP_ANSWERS_PER_SECOND),
         metrics: metrics.clone(),
     };
     let mut retry = tokio::time::interval(UNKNOWN_PORT_RETRY);
@@ -538,7 +570,8 @@ struct Switch {
     in_sync: bool,
     /// Bundles sent and not yet confirmed, oldest first.
     in_flight: FuturesOrdered<reconcile::Confirmation>,
-    nd_limit: nd::RateLimit,
+    nd_limit: limit::RateLimit,
+    dhcp_limit: limit::RateLimit,
     metrics: Arc<Metrics>,
 }
 
@@ -651,7 +684,11 @@ impl Switch {
                 }
             }
             Some(Event::Message(_, openflow::Message::PacketIn(pi))) => {
-                answer_solicitation(agent, &self.reconciler, &mut self.nd_limit, &pi).await;
+                if agent.pipeline.port_of_cookie(pi.cookie).is_some() {
+                    answer_solicitation(agent, &self.reconciler, &mut self.nd_limit, &pi).await;
+                } else {
+                    answer_dhcp(agent, &self.reconciler, &mut self.dhcp_limit, &pi).await;
+                }
             }
             Some(Event::Disconnected(why)) => {
                 tracing::warn!("lost br-int: {why}");

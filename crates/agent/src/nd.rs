@@ -2,9 +2,7 @@
 //! port addresses to the agent, which answers with the port's MAC (as the ARP responder does for IPv4
 //! in flows; OpenFlow cannot turn a solicitation's option into an advertisement's).
 
-use std::collections::HashMap;
 use std::net::Ipv6Addr;
-use std::time::{Duration, Instant};
 
 const ETH_HLEN: usize = 14;
 const IPV6_HLEN: usize = 40;
@@ -76,33 +74,6 @@ pub fn advertisement(frame: &[u8], target_mac: [u8; 6]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// At most `limit` answers per port per second.
-pub struct RateLimit {
-    limit: u32,
-    windows: HashMap<String, (Instant, u32)>,
-}
-
-impl RateLimit {
-    pub fn new(limit: u32) -> Self {
-        Self {
-            limit,
-            windows: HashMap::new(),
-        }
-    }
-
-    /// Whether one more answer for `port` is allowed now.
-    pub fn allow(&mut self, port: &str) -> bool {
-        let now = Instant::now();
-        let (start, count) = self.windows.entry(port.to_string()).or_insert((now, 0));
-        if now.duration_since(*start) >= Duration::from_secs(1) {
-            *start = now;
-            *count = 0;
-        }
-        *count += 1;
-        *count <= self.limit
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,12 +124,5 @@ mod tests {
         let mut not_ns = ns([2, 0, 0, 0, 0, 1], "2001:db8::1".parse().unwrap(), target);
         not_ns[54] = 128;
         assert!(advertisement(&not_ns, [2; 6]).is_none());
-    }
-
-    #[test]
-    fn rate_limit_per_port() {
-        let mut rl = RateLimit::new(2);
-        assert!(rl.allow("a") && rl.allow("a") && !rl.allow("a"));
-        assert!(rl.allow("b"));
     }
 }

@@ -1,5 +1,7 @@
 //! Two chassis with real Open vSwitch, two agents, one server: VMs on different chassis talk over a
-//! Geneve tunnel, and port security drops a spoofed source address.
+//! Geneve tunnel (IPv4, and IPv6 with the agent's neighbour advertisements), a VM without an address
+//! gets its port's from the agent's DHCP server (busybox `udhcpc`), and port security drops a spoofed
+//! source address.
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -50,14 +52,14 @@ fn start_agent(base: &str, chassis: &Chassis, name: &str, tunnel_ip: &str) {
     });
 }
 
-/// A VM for `port` on `chassis`, plugged into br-int.
-async fn vm(chassis: &Chassis, port: &Value) -> Host {
+/// A VM for `port` on `chassis`, plugged into br-int; `configured`: with the port's address.
+async fn vm(chassis: &Chassis, port: &Value, configured: bool) -> Host {
     let ip = port["fixed_ips"][0]["ip_address"].as_str().unwrap();
     let mac = port["mac_address"].as_str().unwrap();
     let host = Host::create(
         chassis,
         &HostOpts {
-            ip: Some(format!("{ip}/24")),
+            ip: configured.then(|| format!("{ip}/24")),
             mac: Some(mac.into()),
             mtu: Some(1400),
             ..HostOpts::default()
@@ -138,8 +140,8 @@ async fn vms_on_two_chassis_talk_and_spoofing_is_dropped() {
         })
         .unwrap();
     }
-    let h1 = vm(&c1, &p1).await;
-    let h2 = vm(&c2, &p2).await;
+    let h1 = vm(&c1, &p1, true).await;
+    let h2 = vm(&c2, &p2, true).await;
     let ip2 = p2["fixed_ips"][0]["ip_address"]
         .as_str()
         .unwrap()
@@ -193,6 +195,49 @@ async fn vms_on_two_chassis_talk_and_spoofing_is_dropped() {
     assert!(
         neigh.contains(p2["mac_address"].as_str().unwrap()),
         "{neigh}"
+    );
+
+    // DHCP: vm3 has no address; the agent of its chassis answers its DHCP client with the port's
+    // address and the subnet's settings, and with that address it reaches vm1 on the other chassis.
+    let p3 = post(
+        &base,
+        "/v2.0/ports",
+        json!({"port": {"network_id": net_id, "name": "vm3"}}),
+    )
+    .await["port"]
+        .clone();
+    let ip3 = p3["fixed_ips"][0]["ip_address"].as_str().unwrap();
+    let h3 = vm(&c2, &p3, false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("udhcpc.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\n[ \"$1\" = bound ] || exit 0\nip addr add \"$ip/$mask\" dev \"$interface\"\n\
+         echo \"lease ip=$ip mask=$mask router=$router mtu=$mtu hostname=$hostname domain=$domain \
+         serverid=$serverid lease=$lease\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let script = script.to_str().unwrap();
+    let udhcpc = [
+        "busybox", "udhcpc", "-i", "eth0", "-f", "-q", "-n", "-t", "10", "-T", "1", "-s", script,
+    ];
+    let out = h3.exec(&udhcpc).expect("a DHCP lease");
+    for want in [
+        format!("ip={ip3} "),
+        "mask=24 ".to_string(),
+        "router=10.77.0.1 ".to_string(),
+        "mtu=1450 ".to_string(),
+        format!("hostname=host-{} ", ip3.replace('.', "-")),
+        "domain=openstacklocal ".to_string(),
+        "serverid=10.77.0.1 ".to_string(),
+        "lease=86400".to_string(),
+    ] {
+        assert!(out.contains(&want), "{want:?} not in the lease: {out}");
+    }
+    assert!(
+        pings(&h3, &ip1, Duration::from_secs(10)),
+        "vm3 cannot reach vm1 with its DHCP address"
     );
 
     // A spoofed source address from vm1 is dropped.

@@ -6,7 +6,8 @@
 //!   `metadata`; packets from the tunnel port get the VNI from `tun_id` and `reg5=1` ("came from a
 //!   tunnel") and skip to L2. Everything else is dropped.
 //! - [`T_SERVICES`] (20): the ARP responder answers requests for known port addresses in place;
-//!   neighbour solicitations for known IPv6 addresses go to the agent, which answers them.
+//!   neighbour solicitations for known IPv6 addresses and DHCP requests (on networks with an IPv4
+//!   subnet that has DHCP enabled) go to the agent, which answers them.
 //! - [`T_L2`] (30): destination MAC lookup: output to a local VIF, or set `tun_dst`/`tun_id` and output
 //!   to the tunnel port for a port bound on another chassis that is up (only for packets that did not
 //!   come from a tunnel); anything else goes to flooding.
@@ -16,8 +17,8 @@
 //!
 //! A local port with port security and one IPv4 address costs five flows on its own chassis (three
 //! in ingress, ARP responder, L2) and two on every other chassis (ARP responder, L2); a network costs
-//! six (tunnel receive, L2 miss, flood, local-only flood, ARP and ND probes); each IPv6 address adds an
-//! ND responder flow.
+//! six (tunnel receive, L2 miss, flood, local-only flood, ARP and ND probes), seven when it serves
+//! DHCP; each IPv6 address adds an ND responder flow.
 
 use std::net::IpAddr;
 
@@ -314,6 +315,27 @@ pub fn network_flows(topo: &Topology, net: &Network) -> Vec<Flow> {
         .with(Field::Ipv6Src, 0)
         .with(Field::Icmpv6Type, 135);
     out.push(flow(&owner, T_SERVICES, 110, dad, goto(T_L2)));
+    if topo.serves_dhcp(&net.id) {
+        // DHCP requests go to the agent, which answers for the port they came from (the
+        // packet-in says the in_port); the port's ingress flows have checked its MAC already.
+        let dhcp = this_net
+            .clone()
+            .with(Field::EthType, ETH_IPV4)
+            .with(Field::IpProto, 17)
+            .with(Field::UdpSrc, 68)
+            .with(Field::UdpDst, 67);
+        let to_agent = Action::Output {
+            port: port::CONTROLLER,
+            max_len: u16::MAX,
+        };
+        out.push(flow(
+            &owner,
+            T_SERVICES,
+            100,
+            dhcp,
+            Instructions::apply(vec![to_agent]),
+        ));
+    }
     let from_tunnel = this_net.clone().with(Field::Reg(REG_FROM_TUNNEL), 1);
     out.push(flow(
         &owner,

@@ -16,7 +16,7 @@ use openflow::Flow;
 use serde_json::Value;
 
 use cookie::Owner;
-use model::{Chassis, Network, Port, Topology};
+use model::{Chassis, Network, Port, Subnet, Topology};
 
 /// A change to one input of the pipeline.
 #[derive(Debug, Clone, PartialEq)]
@@ -201,6 +201,18 @@ impl Pipeline {
                 None => self.topo.ports.remove(id),
             };
             self.port_and_network(id, dirty);
+        } else if let Some(id) = key.strip_prefix("/r/subnets/") {
+            // The network's DHCP flow depends on its subnets (old and new network).
+            if let Some(old) = self.topo.subnets.get(id) {
+                dirty.insert(Owner::Network(old.network_id.clone()));
+            }
+            match value.and_then(Subnet::from_json) {
+                Some(s) => {
+                    dirty.insert(Owner::Network(s.network_id.clone()));
+                    self.topo.subnets.insert(id.to_string(), s)
+                }
+                None => self.topo.subnets.remove(id),
+            };
         } else if let Some(id) = key.strip_prefix("/r/networks/") {
             match value.and_then(Network::from_json) {
                 Some(n) => self.topo.networks.insert(id.to_string(), n),

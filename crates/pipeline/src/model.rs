@@ -30,6 +30,21 @@ pub struct Network {
     /// Tunnel id (VNI) of overlay networks; `None` for types the pipeline does not carry yet.
     pub vni: Option<u32>,
     pub admin_up: bool,
+    /// MTU offered to the network's VMs.
+    pub mtu: Option<u16>,
+}
+
+/// A subnet, as far as the datapath and the agent's DHCP server care.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subnet {
+    pub id: String,
+    pub network_id: String,
+    pub cidr: IpNet,
+    pub enable_dhcp: bool,
+    pub gateway: Option<IpAddr>,
+    pub dns: Vec<IpAddr>,
+    /// Host routes: destination and next hop.
+    pub host_routes: Vec<(IpNet, IpAddr)>,
 }
 
 /// A port, as far as the datapath cares.
@@ -73,6 +88,40 @@ impl Network {
             id: v.get("id")?.as_str()?.to_string(),
             vni,
             admin_up: v.get("admin_state_up") != Some(&Value::Bool(false)),
+            mtu: v
+                .get("mtu")
+                .and_then(Value::as_u64)
+                .and_then(|m| u16::try_from(m).ok()),
+        })
+    }
+}
+
+impl Subnet {
+    pub fn from_json(v: &Value) -> Option<Self> {
+        let ip = |v: &Value| v.as_str()?.parse::<IpAddr>().ok();
+        Some(Self {
+            id: v.get("id")?.as_str()?.to_string(),
+            network_id: str_of(v, "network_id").to_string(),
+            cidr: str_of(v, "cidr").parse().ok()?,
+            enable_dhcp: v.get("enable_dhcp") != Some(&Value::Bool(false)),
+            gateway: v.get("gateway_ip").and_then(ip),
+            dns: v
+                .get("dns_nameservers")
+                .and_then(Value::as_array)
+                .map(|l| l.iter().filter_map(ip).collect())
+                .unwrap_or_default(),
+            host_routes: v
+                .get("host_routes")
+                .and_then(Value::as_array)
+                .map(|l| {
+                    l.iter()
+                        .filter_map(|r| {
+                            let dst = r.get("destination")?.as_str()?.parse().ok()?;
+                            Some((dst, ip(r.get("nexthop")?)?))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
         })
     }
 }
@@ -138,6 +187,7 @@ impl Chassis {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Topology {
     pub networks: BTreeMap<String, Network>,
+    pub subnets: BTreeMap<String, Subnet>,
     pub ports: BTreeMap<String, Port>,
     /// Registered chassis.
     pub chassis: BTreeMap<String, Chassis>,
@@ -190,6 +240,13 @@ impl Local {
         (self.claims.get(&ofport) == Some(&1) && self.tunnel != Some(ofport)).then_some(ofport)
     }
 
+    /// The local VIF (by `iface-id`) that alone claims `ofport`.
+    pub fn vif_at(&self, ofport: u32) -> Option<&String> {
+        let mut claimants = self.claimants(ofport);
+        let first = claimants.next()?;
+        claimants.next().is_none().then_some(first)
+    }
+
     /// The local VIFs (by `iface-id`) that claim `ofport`.
     pub fn claimants(&self, ofport: u32) -> impl Iterator<Item = &String> {
         self.vifs
@@ -200,6 +257,20 @@ impl Local {
 }
 
 impl Topology {
+    /// The IPv4 subnet with DHCP enabled that holds `ip` on `network`, if any.
+    pub fn dhcp_subnet(&self, network: &str, ip: IpAddr) -> Option<&Subnet> {
+        self.subnets.values().find(|s| {
+            s.network_id == network && s.enable_dhcp && ip.is_ipv4() && s.cidr.contains(&ip)
+        })
+    }
+
+    /// Whether `network` has an IPv4 subnet with DHCP enabled.
+    pub fn serves_dhcp(&self, network: &str) -> bool {
+        self.subnets
+            .values()
+            .any(|s| s.network_id == network && s.enable_dhcp && s.cidr.addr().is_ipv4())
+    }
+
     /// The remote chassis a port is reachable through, if it is bound to another chassis that
     /// is up. Binding, not the port's status, decides: a port bound to a chassis is reachable
     /// there as soon as its VIF is plugged, without waiting for that chassis' report to go

@@ -39,6 +39,14 @@ fn input() -> impl Strategy<Value = Input> {
                     "allowed_address_pairs": if p == 1 { json!([{"ip_address": "10.9.0.0/24"}]) } else { json!([]) }});
                 Input::Object(format!("/r/ports/{id}"), (!delete).then_some(value))
             }),
+        // Subnets move between networks and switch DHCP on and off.
+        (0..3usize, 0..3usize, any::<bool>(), any::<bool>(), any::<bool>()).prop_map(|(s, n, dhcp, v6, delete)| {
+            let id = format!("33333333-0000-4000-8000-00000000000{s}");
+            let cidr = if v6 { "2001:db8::/64".to_string() } else { format!("10.0.{s}.0/24") };
+            let value = json!({"id": id, "network_id": NETS[n], "cidr": cidr, "enable_dhcp": dhcp,
+                "gateway_ip": if v6 { json!(null) } else { json!(format!("10.0.{s}.1")) }});
+            Input::Object(format!("/r/subnets/{id}"), (!delete).then_some(value))
+        }),
         (0..3usize, any::<bool>()).prop_map(|(c, delete)| {
             let value = json!({"id": CHASSIS[c], "tunnel_ip": format!("192.168.50.{}", c + 1)});
             Input::Object(format!("/chassis/{}", CHASSIS[c]), (!delete).then_some(value))

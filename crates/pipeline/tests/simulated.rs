@@ -87,6 +87,14 @@ fn pipeline() -> Pipeline {
         }
     }
     p.apply(Input::Tunnel(Some(TUNNEL)));
+    // Network A serves DHCP, network B does not.
+    for (id, net, dhcp) in [("5a", NET_A, true), ("5b", NET_B, false)] {
+        p.apply(obj(
+            format!("/r/subnets/{id}"),
+            json!({"id": id, "network_id": net, "cidr": "10.0.0.0/24", "enable_dhcp": dhcp,
+                "gateway_ip": "10.0.0.1"}),
+        ));
+    }
     p
 }
 
@@ -306,4 +314,42 @@ fn a_chassis_whose_lease_ran_out_gets_no_more_traffic() {
     ));
     let t = trace(&tables(&p), 10, ping(&A1, A3.mac, A3.ip));
     assert_eq!(t.verdict.ports(), vec![TUNNEL]);
+}
+
+#[test]
+fn dhcp_requests_go_to_the_agent_where_dhcp_is_enabled() {
+    let p = pipeline();
+    let discover = |from: &Port| {
+        Packet::udp(
+            mac(from.mac),
+            mac("ff:ff:ff:ff:ff:ff"),
+            ip("0.0.0.0"),
+            ip("255.255.255.255"),
+            68,
+            67,
+        )
+    };
+    // Network A: to the agent, not flooded; the packet-in names network A's flow.
+    let t = trace(&tables(&p), 10, discover(&A1));
+    let shown = t.display(|c| p.describe_cookie(c));
+    assert!(t.verdict.ports().is_empty(), "{shown}");
+    assert_eq!(t.verdict.controller.len(), 1, "{shown}");
+    let cookie = t.verdict.controller[0].cookie;
+    assert_eq!(
+        p.describe_cookie(cookie).as_deref(),
+        Some(format!("network {NET_A}").as_str())
+    );
+    // A spoofed source MAC never gets there.
+    let mut spoofed = discover(&A1);
+    spoofed.set(Field::EthSrc, mac("fa:16:3e:99:99:99").value());
+    let t = trace(&tables(&p), 10, spoofed);
+    assert!(t.verdict.controller.is_empty() && t.verdict.ports().is_empty());
+    // Network B has DHCP disabled: flooded like any broadcast (a DHCP server of the user's own
+    // may answer), nothing to the agent.
+    let t = trace(&tables(&p), 12, discover(&B1));
+    assert!(
+        t.verdict.controller.is_empty(),
+        "{}",
+        t.display(|c| p.describe_cookie(c))
+    );
 }

@@ -1,0 +1,128 @@
+//! The distributed DHCP server: the pipeline sends DHCP requests from ports on networks with an
+//! IPv4 subnet that has DHCP enabled to the agent of the chassis the port is on, which answers with
+//! the port's fixed address and its subnet's settings — what Neutron's DHCP agent (dnsmasq) would
+//! hand out, with no DHCP port and no central server.
+//!
+//! Choices where Neutron leaves room: the server identifier (and the reply's source address) is the
+//! subnet's gateway, or its first host address when it has none; replies come from a fixed,
+//! locally administered MAC. A request whose client hardware address is not the port's MAC gets no
+//! answer (dnsmasq keys its hosts by MAC too).
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use ipnet::IpNet;
+use pipeline::model::{Port, Topology};
+
+/// Lease time: Neutron's default `dhcp_lease_duration`.
+pub const LEASE_SECS: u32 = 86_400;
+/// Domain name: Neutron's default `dns_domain`.
+pub const DOMAIN: &str = "openstacklocal";
+/// Source MAC of every reply.
+pub const SERVER_MAC: [u8; 6] = [0x02, 0x77, 0x79, 0x76, 0x00, 0x01];
+
+/// The lease `port` gets: its first IPv4 address on a subnet with DHCP enabled.
+pub fn lease_for(topo: &Topology, port: &Port) -> Option<dhcp::Lease> {
+    let (ip, subnet) = port.ips.iter().find_map(|ip| match ip {
+        IpAddr::V4(v4) => Some((*v4, topo.dhcp_subnet(&port.network_id, *ip)?)),
+        IpAddr::V6(_) => None,
+    })?;
+    let IpNet::V4(cidr) = subnet.cidr else {
+        return None;
+    };
+    let v4 = |ip: &IpAddr| match ip {
+        IpAddr::V4(v4) => Some(*v4),
+        IpAddr::V6(_) => None,
+    };
+    let router = subnet.gateway.as_ref().and_then(v4);
+    let first_host = Ipv4Addr::from(u32::from(cidr.network()).saturating_add(1));
+    Some(dhcp::Lease {
+        ip,
+        subnet: cidr,
+        router,
+        dns: subnet.dns.iter().filter_map(v4).collect(),
+        routes: subnet
+            .host_routes
+            .iter()
+            .filter_map(|(dst, via)| match dst {
+                IpNet::V4(dst) => Some((*dst, v4(via)?)),
+                IpNet::V6(_) => None,
+            })
+            .collect(),
+        mtu: topo.networks.get(&port.network_id).and_then(|n| n.mtu),
+        lease_secs: LEASE_SECS,
+        hostname: Some(format!("host-{}", ip.to_string().replace('.', "-"))),
+        domain: Some(DOMAIN.to_owned()),
+        server_ip: router.unwrap_or(first_host),
+        server_mac: SERVER_MAC,
+    })
+}
+
+/// The reply to a DHCP client frame that came from `port`, if there is one to give.
+pub fn reply(topo: &Topology, port: &Port, frame: &[u8]) -> Option<Vec<u8>> {
+    let req = dhcp::parse_request(frame).ok()?;
+    let mac = port.mac.to_be_bytes();
+    if req.chaddr[..] != mac[2..] {
+        return None;
+    }
+    let lease = lease_for(topo, port)?;
+    let kind = dhcp::answer(&req, &lease)?;
+    Some(dhcp::build_reply(&req, kind, &lease))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pipeline::{Input, Pipeline};
+    use serde_json::json;
+
+    const NET: &str = "11111111-0000-4000-8000-000000000001";
+    const PORT: &str = "22222222-0000-4000-8000-000000000001";
+
+    fn pipeline(subnet: serde_json::Value) -> Pipeline {
+        let mut p = Pipeline::new("ch1");
+        let obj = |k: String, v: serde_json::Value| Input::Object(k, Some(v));
+        p.apply(obj(
+            format!("/r/networks/{NET}"),
+            json!({"id": NET, "provider:network_type": "vxlan", "provider:segmentation_id": 7, "mtu": 1442}),
+        ));
+        p.apply(obj("/r/subnets/s1".into(), subnet));
+        p.apply(obj(
+            format!("/r/ports/{PORT}"),
+            json!({"id": PORT, "network_id": NET, "mac_address": "fa:16:3e:00:00:05",
+                "fixed_ips": [{"ip_address": "2001:db8::5"}, {"ip_address": "10.0.0.5"}]}),
+        ));
+        p
+    }
+
+    #[test]
+    fn the_lease_carries_the_port_address_and_subnet_settings() {
+        let p = pipeline(json!({"id": "s1", "network_id": NET, "cidr": "10.0.0.0/24",
+            "gateway_ip": "10.0.0.1", "dns_nameservers": ["10.0.0.53", "2001:db8::53"],
+            "host_routes": [{"destination": "10.1.0.0/16", "nexthop": "10.0.0.254"}]}));
+        let topo = p.topology();
+        let lease = lease_for(topo, &topo.ports[PORT]).expect("a lease");
+        assert_eq!(lease.ip, Ipv4Addr::new(10, 0, 0, 5));
+        assert_eq!(lease.subnet, "10.0.0.0/24".parse().unwrap());
+        assert_eq!(lease.router, Some(Ipv4Addr::new(10, 0, 0, 1)));
+        assert_eq!(lease.server_ip, Ipv4Addr::new(10, 0, 0, 1));
+        assert_eq!(lease.dns, vec![Ipv4Addr::new(10, 0, 0, 53)]);
+        assert_eq!(
+            lease.routes,
+            vec![("10.1.0.0/16".parse().unwrap(), Ipv4Addr::new(10, 0, 0, 254))]
+        );
+        assert_eq!(lease.mtu, Some(1442));
+        assert_eq!(lease.hostname.as_deref(), Some("host-10-0-0-5"));
+    }
+
+    #[test]
+    fn no_lease_without_dhcp_and_a_server_address_without_gateway() {
+        let p = pipeline(json!({"id": "s1", "network_id": NET, "cidr": "10.0.0.0/24",
+            "enable_dhcp": false, "gateway_ip": "10.0.0.1"}));
+        assert!(lease_for(p.topology(), &p.topology().ports[PORT]).is_none());
+        let p = pipeline(json!({"id": "s1", "network_id": NET, "cidr": "10.0.0.0/24",
+            "gateway_ip": null}));
+        let lease = lease_for(p.topology(), &p.topology().ports[PORT]).expect("a lease");
+        assert_eq!(lease.router, None);
+        assert_eq!(lease.server_ip, Ipv4Addr::new(10, 0, 0, 1));
+    }
+}
