@@ -44,6 +44,8 @@ pub struct Api {
     pub config: Arc<ApiConfig>,
     /// Allocation cursors for addresses and segment ids (hints; claims in the store decide).
     ipam_cursors: Arc<resources::Cursors>,
+    /// The one store watch every sync watcher shares.
+    watches: store::SharedWatch,
 }
 
 /// Serves the API on `listener` until the process ends.
@@ -52,10 +54,12 @@ pub async fn serve(
     store: Arc<dyn store::Store>,
     config: ApiConfig,
 ) -> Result<(), std::io::Error> {
+    let watches = store::SharedWatch::new(store.clone());
     let api = Api {
         db: Db { store },
         config: Arc::new(config),
         ipam_cursors: Arc::default(),
+        watches,
     };
     axum::serve(listener, router(api)).await
 }

@@ -148,7 +148,7 @@ pub async fn watch(State(api): State<Api>, headers: HeaderMap, RawQuery(q): RawQ
             .parse()
             .map_err(|_| ApiError::bad_request("after must be a revision number"))?;
         let topics = Topics::from_query(&q);
-        let watch = match api.db.store.watch("/", after).await {
+        let watch = match api.watches.watch(after).await {
             Err(StoreError::Compacted { oldest, .. }) => {
                 return Err(ApiError::new(
                     StatusCode::GONE,

@@ -463,7 +463,16 @@ async fn replica_behind_compaction_resnapshots_and_converges_to_the_same_flows()
         kept.push(port(&client, &base, &net, host).await);
     }
 
-    let relay = Relay::start(&base).await;
+    // The replica reads from a server of its own, restarted while the replica is cut off: a live
+    // server's shared watch would still hold the missed revisions in its ring, compaction or not.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let own = listener.local_addr().unwrap();
+    let own_server = tokio::spawn(api::serve(
+        listener,
+        store.clone(),
+        api::ApiConfig::default(),
+    ));
+    let relay = Relay::start(&format!("http://{own}")).await;
     let (behind, mut behind_flows) = compute(&relay.base);
     let before = flows_at(&mut behind_flows, store.revision().await.unwrap()).await;
     while behind.stats().resumes == 0 {
@@ -472,6 +481,7 @@ async fn replica_behind_compaction_resnapshots_and_converges_to_the_same_flows()
 
     // Cut off, the replica misses changes, and etcd compacts them away.
     relay.set_open(false);
+    own_server.abort();
     let other = network_with_subnet(&client, &base, "10.71.0.0/24").await;
     for host in [Some(LOCAL), Some("c2"), Some(LOCAL), None] {
         port(&client, &base, &other, host).await;
@@ -484,6 +494,12 @@ async fn replica_behind_compaction_resnapshots_and_converges_to_the_same_flows()
     write(&client, reqwest::Method::PUT, &url, pairs).await;
     let last = store.revision().await.unwrap();
     cluster.compact(i64::try_from(last).unwrap()).await.unwrap();
+    let listener = TcpListener::bind(own).await.unwrap();
+    tokio::spawn(api::serve(
+        listener,
+        store.clone(),
+        api::ApiConfig::default(),
+    ));
     relay.set_open(true);
 
     let after = flows_at(&mut behind_flows, last).await;

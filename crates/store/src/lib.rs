@@ -7,8 +7,10 @@
 
 pub mod embedded;
 pub mod etcd;
+mod shared;
 mod types;
 
+pub use shared::SharedWatch;
 pub use types::*;
 
 use std::sync::Arc;

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use store::{Event, StoreError, Txn, TxnOutcome};
+use store::{Event, SharedWatch, StoreError, Txn, TxnOutcome};
 use support::{Backend, collect_until, commit, expect_compacted};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -46,6 +46,8 @@ contract!(
     concurrent_create_if_absent_has_one_winner_per_key,
     leased_keys_live_while_kept_alive_and_go_on_expiry,
     revoking_a_lease_deletes_only_its_keys,
+    shared_watchers_each_get_every_revision_once,
+    shared_watch_behind_compaction_fails,
 );
 
 async fn get_put_delete(b: Backend) {
@@ -365,4 +367,67 @@ async fn revoking_a_lease_deletes_only_its_keys(b: Backend) {
         Err(StoreError::LeaseNotFound(987_654_321))
     ));
     assert!(s.lease_keep_alive(other).await.is_ok());
+}
+
+/// Watchers of one [`SharedWatch`] (which follows keys under `/`, as the API's are) that start before the hub, inside its ring and at the head, with
+/// writes going on, each see every revision after their start exactly once, in order.
+async fn shared_watchers_each_get_every_revision_once(b: Backend) {
+    let s = b.store.clone();
+    let mut first = 0;
+    for i in 0..10u8 {
+        first = commit(&*s, Txn::new().put(format!("/s/{i}"), vec![i])).await;
+    }
+    let shared = SharedWatch::new(s.clone());
+    // Before the hub started: catches up directly, then joins.
+    let early = first - 5;
+    let mut watchers = vec![(early, shared.watch(early).await.unwrap())];
+    let mut hub_start = first;
+    for i in 0..10u8 {
+        hub_start = commit(&*s, Txn::new().put(format!("/s/{i}"), vec![i])).await;
+    }
+    // Within the ring, and at the head.
+    for after in [hub_start - 4, hub_start] {
+        watchers.push((after, shared.watch(after).await.unwrap()));
+    }
+    let writer = {
+        let s = s.clone();
+        tokio::spawn(async move {
+            let mut last = 0;
+            for i in 0..30u8 {
+                last = commit(&*s, Txn::new().put(format!("/s/{}", i % 5), vec![i])).await;
+            }
+            last
+        })
+    };
+    // And one that joins while writes go on.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let mid = s.revision().await.unwrap();
+    watchers.push((mid, shared.watch(mid).await.unwrap()));
+    let last = writer.await.unwrap();
+    for (after, mut w) in watchers {
+        let got: Vec<u64> = collect_until(&mut *w, last, WAIT)
+            .await
+            .iter()
+            .map(|e| e.revision)
+            .collect();
+        let want: Vec<u64> = (after + 1..=last).collect();
+        assert_eq!(got, want, "watcher after {after}");
+    }
+}
+
+/// A shared watch cannot start behind compaction either.
+async fn shared_watch_behind_compaction_fails(b: Backend) {
+    let s = &*b.store;
+    let first = commit(s, Txn::new().put("/sc/0", vec![0])).await;
+    let shared = SharedWatch::new(b.store.clone());
+    let mut last = first;
+    for i in 1..(2 * support::EMBEDDED_RETAIN as u8 + 4) {
+        last = commit(s, Txn::new().put(format!("/sc/{i}"), vec![i])).await;
+    }
+    b.compact(last).await;
+    let oldest = expect_compacted(shared.watch(first).await);
+    let mut watch = shared.watch(oldest).await.unwrap();
+    let got = collect_until(&mut *watch, last, WAIT).await;
+    assert!(got[0].revision > oldest);
+    assert_eq!(got.last().unwrap().revision, last);
 }

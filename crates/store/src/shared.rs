@@ -1,0 +1,361 @@
+//! One store watch shared by many watchers of the whole key space: the server's sync API has one
+//! watcher per agent, and without sharing every agent would cost a watch on the store (an etcd watch
+//! each, or a change-log read each per write).
+//!
+//! A hub task follows the store from the revision it started at, keeps the most recent batches in a
+//! ring and broadcasts each new one. A watcher that starts after a revision the ring covers replays
+//! the ring and then follows the broadcast; one that starts before catches up with a direct store
+//! watch first and then joins. A watcher that falls too far behind the broadcast goes back to a direct
+//! watch from its last revision and joins again later, so no watcher ever misses or repeats a
+//! revision. When the hub itself falls behind compaction it starts again at the store's head and its
+//! watchers get [`StoreError::Compacted`], as a direct watch would.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tokio::sync::broadcast;
+
+use crate::{Event, Revision, Store, StoreError, Watch};
+
+/// How much the hub keeps.
+#[derive(Clone, Copy, Debug)]
+struct Limits {
+    /// Batches kept for watchers that start a little behind the head.
+    ring: usize,
+    /// Batches a watcher may fall behind the broadcast before it catches up on its own.
+    broadcast: usize,
+}
+
+const LIMITS: Limits = Limits {
+    ring: 1024,
+    broadcast: 1024,
+};
+/// Pause before the hub watches again after a store failure.
+const RETRY: Duration = Duration::from_millis(200);
+
+/// What the hub broadcasts: a batch of whole revisions, or that it fell behind compaction and
+/// started again after this revision.
+#[derive(Debug)]
+enum Item {
+    Batch(Vec<Event>),
+    Restarted(Revision),
+}
+
+fn last_revision(batch: &[Event]) -> Revision {
+    batch.last().map_or(0, |e| e.revision)
+}
+
+struct Hub {
+    store: Arc<dyn Store>,
+    state: Mutex<HubState>,
+    /// The task following the store; it stops with the hub.
+    task: Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.get_mut().ok().and_then(Option::take) {
+            task.abort();
+        }
+    }
+}
+
+struct HubState {
+    /// At most this many batches in the ring.
+    ring_limit: usize,
+    /// The ring holds every revision after `base`, up to the newest batch.
+    base: Revision,
+    ring: VecDeque<Arc<Item>>,
+    tx: broadcast::Sender<Arc<Item>>,
+}
+
+impl Hub {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HubState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Follows the store from `from` for as long as the hub lives.
+    async fn run(hub: Weak<Hub>, store: Arc<dyn Store>, mut from: Revision) {
+        loop {
+            let watch = store.watch("/", from).await;
+            let mut watch = match watch {
+                Ok(w) => w,
+                Err(e) => {
+                    let Some(hub) = hub.upgrade() else { return };
+                    hub.failed(e, &mut from).await;
+                    continue;
+                }
+            };
+            loop {
+                let next = watch.next().await;
+                let Some(hub) = hub.upgrade() else { return };
+                match next {
+                    Ok(batch) => {
+                        from = last_revision(&batch);
+                        hub.publish(Arc::new(Item::Batch(batch)));
+                    }
+                    Err(e) => {
+                        hub.failed(e, &mut from).await;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    fn publish(&self, item: Arc<Item>) {
+        let mut st = self.lock();
+        if let Item::Restarted(at) = *item {
+            st.ring.clear();
+            st.base = at;
+        } else {
+            st.ring.push_back(item.clone());
+            while st.ring.len() > st.ring_limit {
+                if let Some(old) = st.ring.pop_front()
+                    && let Item::Batch(b) = &*old
+                {
+                    st.base = last_revision(b);
+                }
+            }
+        }
+        // Nobody listening is fine.
+        let _ = st.tx.send(item);
+    }
+
+    /// After a failed watch: start again at the head if the hub fell behind compaction (and tell
+    /// the watchers), else retry from where it was.
+    async fn failed(&self, e: StoreError, from: &mut Revision) {
+        if let StoreError::Compacted { .. } = e {
+            match self.store.revision().await {
+                Ok(head) => {
+                    tracing::warn!("shared watch fell behind compaction; restarting at {head}");
+                    *from = head;
+                    self.publish(Arc::new(Item::Restarted(head)));
+                    return;
+                }
+                Err(e) => tracing::warn!("shared watch: {e}"),
+            }
+        } else {
+            tracing::warn!("shared watch: {e}; retrying");
+        }
+        tokio::time::sleep(RETRY).await;
+    }
+}
+
+/// Hands out watches of the whole key space that share one store watch (started by the first).
+#[derive(Clone)]
+pub struct SharedWatch {
+    store: Arc<dyn Store>,
+    limits: Limits,
+    hub: Arc<tokio::sync::OnceCell<Arc<Hub>>>,
+}
+
+impl SharedWatch {
+    /// Shares watches of `store`; nothing happens until the first watch.
+    pub fn new(store: Arc<dyn Store>) -> SharedWatch {
+        SharedWatch {
+            store,
+            limits: LIMITS,
+            hub: Arc::default(),
+        }
+    }
+
+    /// The hub, started at the store's current revision by the first caller.
+    async fn hub(&self) -> Result<Arc<Hub>, StoreError> {
+        let hub = self
+            .hub
+            .get_or_try_init(|| async {
+                let head = self.store.revision().await?;
+                let (tx, _) = broadcast::channel(self.limits.broadcast);
+                let hub = Arc::new(Hub {
+                    store: self.store.clone(),
+                    state: Mutex::new(HubState {
+                        ring_limit: self.limits.ring,
+                        base: head,
+                        ring: VecDeque::new(),
+                        tx,
+                    }),
+                    task: Mutex::new(None),
+                });
+                let task = tokio::spawn(Hub::run(Arc::downgrade(&hub), self.store.clone(), head));
+                *hub.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task.abort_handle());
+                Ok::<_, StoreError>(hub)
+            })
+            .await?;
+        Ok(hub.clone())
+    }
+
+    /// Every change after `after`, like [`Store::watch`] of `/`.
+    pub async fn watch(&self, after: Revision) -> Result<Box<dyn Watch>, StoreError> {
+        let mut w = SharedWatcher {
+            hub: self.hub().await?,
+            last: after,
+            direct: None,
+            replay: VecDeque::new(),
+            rx: None,
+        };
+        w.join().await?;
+        Ok(Box::new(w))
+    }
+}
+
+/// One watcher of a [`SharedWatch`].
+struct SharedWatcher {
+    hub: Arc<Hub>,
+    /// The last revision handed out.
+    last: Revision,
+    /// Catching up on its own until `last` reaches the ring.
+    direct: Option<(Box<dyn Watch>, Revision)>,
+    /// Ring batches to hand out before the broadcast.
+    replay: VecDeque<Arc<Item>>,
+    rx: Option<broadcast::Receiver<Arc<Item>>>,
+}
+
+impl SharedWatcher {
+    /// Subscribes (first, so that nothing published from now on is missed), takes the ring, and
+    /// catches up directly if the ring starts after `last`.
+    async fn join(&mut self) -> Result<(), StoreError> {
+        let base = {
+            let st = self.hub.lock();
+            self.rx = Some(st.tx.subscribe());
+            self.replay = st.ring.iter().cloned().collect();
+            st.base
+        };
+        self.direct = None;
+        if self.last < base {
+            let direct = self.hub.store.watch("/", self.last).await?;
+            self.direct = Some((direct, base));
+        }
+        Ok(())
+    }
+
+    /// The part of `item` after `last`, if any; advances `last`.
+    fn take(&mut self, item: &Item) -> Result<Option<Vec<Event>>, StoreError> {
+        match item {
+            Item::Batch(batch) => {
+                let new: Vec<Event> = batch
+                    .iter()
+                    .filter(|e| e.revision > self.last)
+                    .cloned()
+                    .collect();
+                if let Some(last) = new.last() {
+                    self.last = last.revision;
+                    return Ok(Some(new));
+                }
+                Ok(None)
+            }
+            Item::Restarted(at) if *at > self.last => Err(StoreError::Compacted {
+                requested: self.last,
+                oldest: *at,
+            }),
+            Item::Restarted(_) => Ok(None),
+        }
+    }
+
+    async fn next_batch(&mut self) -> Result<Vec<Event>, StoreError> {
+        loop {
+            if let Some((direct, until)) = &mut self.direct {
+                if self.last >= *until {
+                    self.direct = None;
+                    continue;
+                }
+                let batch = direct.next().await?;
+                if let Some(new) = self.take(&Item::Batch(batch))? {
+                    return Ok(new);
+                }
+                continue;
+            }
+            if let Some(item) = self.replay.pop_front() {
+                if let Some(new) = self.take(&item)? {
+                    return Ok(new);
+                }
+                continue;
+            }
+            let Some(rx) = self.rx.as_mut() else {
+                return Err(StoreError::Closed);
+            };
+            match rx.recv().await {
+                Ok(item) => {
+                    if let Some(new) = self.take(&item)? {
+                        return Ok(new);
+                    }
+                }
+                // Too far behind: catch up on its own, then join again.
+                Err(broadcast::error::RecvError::Lagged(_)) => self.join().await?,
+                Err(broadcast::error::RecvError::Closed) => return Err(StoreError::Closed),
+            }
+        }
+    }
+}
+
+impl Watch for SharedWatcher {
+    fn next(&mut self) -> BoxFuture<'_, Result<Vec<Event>, StoreError>> {
+        Box::pin(self.next_batch())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Txn;
+    use crate::embedded::EmbeddedStore;
+
+    async fn put(store: &dyn Store, i: u32) -> Revision {
+        match store
+            .txn(Txn::new().put(format!("/k/{}", i % 7), i.to_be_bytes().to_vec()))
+            .await
+            .expect("txn")
+        {
+            crate::TxnOutcome::Committed(r) => r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// With a tiny ring and broadcast queue, a watcher that stops reading falls behind the
+    /// broadcast and one that starts late falls behind the ring: both still get every revision once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn watchers_that_fall_behind_catch_up_on_their_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(EmbeddedStore::open(dir.path().join("s.redb")).unwrap());
+        let start = put(&*store, 0).await;
+        let shared = SharedWatch {
+            limits: Limits {
+                ring: 2,
+                broadcast: 2,
+            },
+            ..SharedWatch::new(store.clone())
+        };
+        let mut sleeper = shared.watch(start).await.unwrap();
+        let mut reader = shared.watch(start).await.unwrap();
+        let mut seen_by_reader = Vec::new();
+        let mut last = start;
+        for i in 1..=150 {
+            last = put(&*store, i).await;
+            if i % 3 == 0 {
+                // The reader keeps up now and then; the hub publishes one batch per write or so.
+                while seen_by_reader.last().is_none_or(|r| *r < last) {
+                    seen_by_reader.extend(reader.next().await.unwrap().iter().map(|e| e.revision));
+                }
+            }
+        }
+        let late = start + 10;
+        let mut late_watcher = shared.watch(late).await.unwrap();
+        for (after, w, mut got) in [
+            (start, &mut sleeper, Vec::new()),
+            (start, &mut reader, seen_by_reader),
+            (late, &mut late_watcher, Vec::new()),
+        ] {
+            while got.last().is_none_or(|r| *r < last) {
+                let batch = tokio::time::timeout(Duration::from_secs(10), w.next())
+                    .await
+                    .expect("in time")
+                    .unwrap();
+                got.extend(batch.iter().map(|e| e.revision));
+            }
+            assert_eq!(got, (after + 1..=last).collect::<Vec<_>>(), "after {after}");
+        }
+    }
+}
