@@ -12,18 +12,26 @@ use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
+/// An embedded store that keeps only `retain` revisions of history.
+fn open_store(dir: &tempfile::TempDir, retain: u64) -> Arc<dyn store::Store> {
+    let options = store::embedded::EmbeddedOptions { log_retain: retain };
+    Arc::new(
+        store::embedded::EmbeddedStore::open_with(dir.path().join("nb.redb"), options).unwrap(),
+    )
+}
+
+/// An in-process server on `store`, listening on `listener`.
+fn serve_on(listener: TcpListener, store: Arc<dyn store::Store>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let _ = api::serve(listener, store, api::ApiConfig::default()).await;
+    })
+}
+
 /// An in-process server on an embedded store that keeps only `retain` revisions of history.
 async fn server(dir: &tempfile::TempDir, retain: u64) -> String {
-    let options = store::embedded::EmbeddedOptions { log_retain: retain };
-    let store =
-        store::embedded::EmbeddedStore::open_with(dir.path().join("nb.redb"), options).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(api::serve(
-        listener,
-        Arc::new(store),
-        api::ApiConfig::default(),
-    ));
+    serve_on(listener, open_store(dir, retain));
     base
 }
 
@@ -144,9 +152,17 @@ async fn follows_only_its_topics() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resnapshots_after_compaction_and_emits_only_the_difference() {
     let dir = tempfile::tempdir().unwrap();
-    let base = server(&dir, 5).await;
+    let store = open_store(&dir, 5);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    serve_on(listener, store.clone());
     let (net, port) = network_with_port(&base, "n").await;
-    let proxy = Proxy::start(&base).await;
+    // The replica reads from a server of its own, restarted while the replica is cut off: a live
+    // server's shared watch would still hold the missed revisions in its ring.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let own = listener.local_addr().unwrap();
+    let own_server = serve_on(listener, store.clone());
+    let proxy = Proxy::start(&format!("http://{own}")).await;
     let (replica, handle) = Replica::new(
         &proxy.addr,
         nb_sync::Topics::networks(BTreeSet::from([net.clone()])),
@@ -160,6 +176,7 @@ async fn resnapshots_after_compaction_and_emits_only_the_difference() {
 
     // Cut the replica off, then make more changes than the store keeps history for.
     proxy.set_up(false);
+    own_server.abort();
     tokio::time::sleep(Duration::from_millis(100)).await;
     let mut added = Vec::new();
     for _ in 0..12 {
@@ -171,6 +188,7 @@ async fn resnapshots_after_compaction_and_emits_only_the_difference() {
         .send()
         .await
         .unwrap();
+    serve_on(TcpListener::bind(own).await.unwrap(), store.clone());
     proxy.set_up(true);
 
     // The next update is a fresh snapshot holding just the difference.
