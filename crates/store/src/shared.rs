@@ -22,16 +22,27 @@ use crate::{Event, Revision, Store, StoreError, Watch};
 /// How much the hub keeps.
 #[derive(Clone, Copy, Debug)]
 struct Limits {
-    /// Batches kept for watchers that start a little behind the head.
+    /// Batches kept for watchers that start a little behind the head...
     ring: usize,
+    /// ... and at most this many bytes of keys and values in them.
+    ring_bytes: usize,
     /// Batches a watcher may fall behind the broadcast before it catches up on its own.
     broadcast: usize,
 }
 
 const LIMITS: Limits = Limits {
     ring: 1024,
-    broadcast: 1024,
+    ring_bytes: 32 << 20,
+    broadcast: 256,
 };
+
+/// The memory a batch holds, roughly.
+fn batch_bytes(batch: &[Event]) -> usize {
+    batch
+        .iter()
+        .map(|e| e.key.len() + e.value.as_ref().map_or(0, Vec::len) + 32)
+        .sum()
+}
 /// Pause before the hub watches again after a store failure.
 const RETRY: Duration = Duration::from_millis(200);
 
@@ -63,8 +74,9 @@ impl Drop for Hub {
 }
 
 struct HubState {
-    /// At most this many batches in the ring.
-    ring_limit: usize,
+    limits: Limits,
+    /// Bytes held by the ring's batches.
+    ring_bytes: usize,
     /// The ring holds every revision after `base`, up to the newest batch.
     base: Revision,
     ring: VecDeque<Arc<Item>>,
@@ -107,16 +119,23 @@ impl Hub {
 
     fn publish(&self, item: Arc<Item>) {
         let mut st = self.lock();
-        if let Item::Restarted(at) = *item {
-            st.ring.clear();
-            st.base = at;
-        } else {
-            st.ring.push_back(item.clone());
-            while st.ring.len() > st.ring_limit {
-                if let Some(old) = st.ring.pop_front()
-                    && let Item::Batch(b) = &*old
-                {
-                    st.base = last_revision(b);
+        match &*item {
+            Item::Restarted(at) => {
+                st.ring.clear();
+                st.ring_bytes = 0;
+                st.base = *at;
+            }
+            Item::Batch(batch) => {
+                st.ring_bytes += batch_bytes(batch);
+                st.ring.push_back(item.clone());
+                while st.ring.len() > st.limits.ring || st.ring_bytes > st.limits.ring_bytes {
+                    let Some(old) = st.ring.pop_front() else {
+                        break;
+                    };
+                    if let Item::Batch(b) = &*old {
+                        st.ring_bytes -= batch_bytes(b);
+                        st.base = last_revision(b);
+                    }
                 }
             }
         }
@@ -172,7 +191,8 @@ impl SharedWatch {
                 let hub = Arc::new(Hub {
                     store: self.store.clone(),
                     state: Mutex::new(HubState {
-                        ring_limit: self.limits.ring,
+                        limits: self.limits,
+                        ring_bytes: 0,
                         base: head,
                         ring: VecDeque::new(),
                         tx,
@@ -313,19 +333,34 @@ mod tests {
         }
     }
 
-    /// With a tiny ring and broadcast queue, a watcher that stops reading falls behind the
-    /// broadcast and one that starts late falls behind the ring: both still get every revision once.
+    /// With a tiny ring (by count or by bytes) and broadcast queue, a watcher that stops reading
+    /// falls behind the broadcast and one that starts late falls behind the ring: both still get
+    /// every revision once, and the ring stays within its byte budget.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn watchers_that_fall_behind_catch_up_on_their_own() {
+        for limits in [
+            Limits {
+                ring: 2,
+                ring_bytes: 1 << 20,
+                broadcast: 2,
+            },
+            Limits {
+                ring: 1000,
+                ring_bytes: 200,
+                broadcast: 2,
+            },
+        ] {
+            fall_behind_and_catch_up(limits).await;
+        }
+    }
+
+    async fn fall_behind_and_catch_up(limits: Limits) {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> =
             Arc::new(EmbeddedStore::open(dir.path().join("s.redb")).unwrap());
         let start = put(&*store, 0).await;
         let shared = SharedWatch {
-            limits: Limits {
-                ring: 2,
-                broadcast: 2,
-            },
+            limits,
             ..SharedWatch::new(store.clone())
         };
         let mut sleeper = shared.watch(start).await.unwrap();
@@ -355,7 +390,14 @@ mod tests {
                     .unwrap();
                 got.extend(batch.iter().map(|e| e.revision));
             }
-            assert_eq!(got, (after + 1..=last).collect::<Vec<_>>(), "after {after}");
+            assert_eq!(
+                got,
+                (after + 1..=last).collect::<Vec<_>>(),
+                "after {after}, {limits:?}"
+            );
         }
+        let hub = shared.hub().await.unwrap();
+        let st = hub.lock();
+        assert!(st.ring.len() <= limits.ring && st.ring_bytes <= limits.ring_bytes);
     }
 }
