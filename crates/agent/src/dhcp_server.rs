@@ -3,22 +3,27 @@
 //! the port's fixed address and its subnet's settings — what Neutron's DHCP agent (dnsmasq) would
 //! hand out, with no DHCP port and no central server.
 //!
+//! As Neutron's DHCP agent does: on-link routes (option 121, next hop 0.0.0.0) to the network's other
+//! IPv4 subnets; a host route to 0.0.0.0/0 is dropped when the subnet has a gateway (option 3 says
+//! it); a DNS server 0.0.0.0 means "send none". Where Neutron differs because dnsmasq is a server of
+//! its own: with no DNS servers configured none are sent (there is no resolver to point at).
+//!
 //! Choices where Neutron leaves room: the server identifier (and the reply's source address) is the
-//! subnet's gateway, or its first host address when it has none; replies come from a fixed,
-//! locally administered MAC. A request whose client hardware address is not the port's MAC gets no
-//! answer (dnsmasq keys its hosts by MAC too).
+//! subnet's gateway, or its last host address when it has none
+//! ([`Subnet::dhcp_server_ip`](pipeline::model::Subnet::dhcp_server_ip)); the pipeline answers ARP
+//! for it when no port holds it; replies come from a fixed, locally administered MAC. A request whose
+//! client hardware address is not the port's MAC, or that came through a relay, gets no answer
+//! (dnsmasq keys its hosts by MAC too).
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use ipnet::IpNet;
-use pipeline::model::{Port, Topology};
+use ipnet::{IpNet, Ipv4Net};
+use pipeline::model::{DHCP_SERVER_MAC, Port, Topology};
 
 /// Lease time: Neutron's default `dhcp_lease_duration`.
 pub const LEASE_SECS: u32 = 86_400;
 /// Domain name: Neutron's default `dns_domain`.
 pub const DOMAIN: &str = "openstacklocal";
-/// Source MAC of every reply.
-pub const SERVER_MAC: [u8; 6] = [0x02, 0x77, 0x79, 0x76, 0x00, 0x01];
 
 /// The lease `port` gets: its first IPv4 address on a subnet with DHCP enabled.
 pub fn lease_for(topo: &Topology, port: &Port) -> Option<dhcp::Lease> {
@@ -34,26 +39,50 @@ pub fn lease_for(topo: &Topology, port: &Port) -> Option<dhcp::Lease> {
         IpAddr::V6(_) => None,
     };
     let router = subnet.gateway.as_ref().and_then(v4);
-    let first_host = Ipv4Addr::from(u32::from(cidr.network()).saturating_add(1));
+    let mut routes: Vec<(Ipv4Net, Ipv4Addr)> = subnet
+        .host_routes
+        .iter()
+        .filter_map(|(dst, via)| match dst {
+            IpNet::V4(dst) => Some((*dst, v4(via)?)),
+            IpNet::V6(_) => None,
+        })
+        .filter(|(dst, _)| router.is_none() || dst.prefix_len() != 0)
+        .collect();
+    // The network's other IPv4 subnets are on-link.
+    routes.extend(
+        topo.subnets
+            .values()
+            .filter(|s| s.network_id == port.network_id && s.id != subnet.id)
+            .filter_map(|s| match s.cidr {
+                IpNet::V4(other) => Some((other, Ipv4Addr::UNSPECIFIED)),
+                IpNet::V6(_) => None,
+            }),
+    );
+    let server_mac = DHCP_SERVER_MAC.to_be_bytes();
     Some(dhcp::Lease {
         ip,
         subnet: cidr,
         router,
-        dns: subnet.dns.iter().filter_map(v4).collect(),
-        routes: subnet
-            .host_routes
+        dns: subnet
+            .dns
             .iter()
-            .filter_map(|(dst, via)| match dst {
-                IpNet::V4(dst) => Some((*dst, v4(via)?)),
-                IpNet::V6(_) => None,
-            })
+            .filter_map(v4)
+            .filter(|d| !d.is_unspecified())
             .collect(),
+        routes,
         mtu: topo.networks.get(&port.network_id).and_then(|n| n.mtu),
         lease_secs: LEASE_SECS,
         hostname: Some(format!("host-{}", ip.to_string().replace('.', "-"))),
         domain: Some(DOMAIN.to_owned()),
-        server_ip: router.unwrap_or(first_host),
-        server_mac: SERVER_MAC,
+        server_ip: subnet.dhcp_server_ip()?,
+        server_mac: [
+            server_mac[2],
+            server_mac[3],
+            server_mac[4],
+            server_mac[5],
+            server_mac[6],
+            server_mac[7],
+        ],
     })
 }
 
@@ -61,7 +90,7 @@ pub fn lease_for(topo: &Topology, port: &Port) -> Option<dhcp::Lease> {
 pub fn reply(topo: &Topology, port: &Port, frame: &[u8]) -> Option<Vec<u8>> {
     let req = dhcp::parse_request(frame).ok()?;
     let mac = port.mac.to_be_bytes();
-    if req.chaddr[..] != mac[2..] {
+    if req.chaddr[..] != mac[2..] || !req.giaddr.is_unspecified() {
         return None;
     }
     let lease = lease_for(topo, port)?;
@@ -123,6 +152,29 @@ mod tests {
             "gateway_ip": null}));
         let lease = lease_for(p.topology(), &p.topology().ports[PORT]).expect("a lease");
         assert_eq!(lease.router, None);
-        assert_eq!(lease.server_ip, Ipv4Addr::new(10, 0, 0, 1));
+        assert_eq!(lease.server_ip, Ipv4Addr::new(10, 0, 0, 254));
+    }
+
+    #[test]
+    fn routes_and_dns_as_neutron_gives_them() {
+        let mut p = pipeline(json!({"id": "s1", "network_id": NET, "cidr": "10.0.0.0/24",
+            "gateway_ip": "10.0.0.1", "dns_nameservers": ["0.0.0.0"],
+            "host_routes": [{"destination": "0.0.0.0/0", "nexthop": "10.0.0.9"},
+                            {"destination": "10.1.0.0/16", "nexthop": "10.0.0.254"}]}));
+        p.apply(Input::Object(
+            "/r/subnets/s2".into(),
+            Some(json!({"id": "s2", "network_id": NET, "cidr": "10.9.0.0/24", "gateway_ip": null})),
+        ));
+        let topo = p.topology();
+        let lease = lease_for(topo, &topo.ports[PORT]).expect("a lease");
+        assert!(lease.dns.is_empty(), "0.0.0.0 means none");
+        assert_eq!(
+            lease.routes,
+            vec![
+                ("10.1.0.0/16".parse().unwrap(), Ipv4Addr::new(10, 0, 0, 254)),
+                ("10.9.0.0/24".parse().unwrap(), Ipv4Addr::UNSPECIFIED),
+            ],
+            "the default host route gives way to the gateway; the other subnet is on-link"
+        );
     }
 }

@@ -4,6 +4,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+/// Ports tracked before the ones that went quiet are forgotten.
+const MAX_TRACKED: usize = 4096;
+
 /// At most `limit` answers per port per second.
 pub struct RateLimit {
     limit: u32,
@@ -21,6 +24,11 @@ impl RateLimit {
     /// Whether one more answer for `port` is allowed now.
     pub fn allow(&mut self, port: &str) -> bool {
         let now = Instant::now();
+        if self.windows.len() >= MAX_TRACKED {
+            // Ports that asked nothing for a second start afresh anyway: forget them.
+            self.windows
+                .retain(|_, (start, _)| now.duration_since(*start) < Duration::from_secs(1));
+        }
         let (start, count) = self.windows.entry(port.to_string()).or_insert((now, 0));
         if now.duration_since(*start) >= Duration::from_secs(1) {
             *start = now;

@@ -3,10 +3,13 @@
 //! `GET /wyvern/v1/sync/snapshot?network=ID...` answers every object of the requested topics at one
 //! revision R; `GET /wyvern/v1/sync/watch?after=R&network=ID...` then streams every change after R as
 //! newline-delimited JSON, one line per store revision batch:
-//! `{"revision": N, "events": [{"key": K, "value": V} or {"key": K, "deleted": true}]}`. A line `{"heartbeat": N}` comes
-//! when nothing changed for a while, so that clients notice dead connections. When the store has
-//! compacted past `after`, the watch answers 410 with a `NeutronError` of type `Compacted` (or, if that
-//! happens mid-stream, a last line `{"compacted": N}`), and the client takes a fresh snapshot.
+//! `{"revision": N, "events": [{"key": K, "value": V} or {"key": K, "deleted": true}]}`. A line `{"heartbeat": true}` comes
+//! when nothing changed for a while, so that clients notice dead connections. All watchers of a server
+//! share one store watch ([`store::SharedWatch`]), whose ring of recent changes serves a client that
+//! resumes a little behind even if the store compacted meanwhile; when neither the ring nor the store
+//! has the changes after `after` any more, the watch answers 410 with a `NeutronError` of type
+//! `Compacted` (or, if that happens mid-stream, a last line `{"compacted": N}`), and the client takes a
+//! fresh snapshot.
 //!
 //! Topics: a network (the network, its subnets and ports) for each `network=` parameter, the ports
 //! bound to a chassis for `chassis=ID`, and always the chassis list (`/chassis/`, `/chassis-up/`);

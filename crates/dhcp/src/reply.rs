@@ -37,9 +37,9 @@ pub fn answer(req: &Request, lease: &Lease) -> Option<MessageType> {
 /// BOOTREPLY padded to at least 300 bytes.
 ///
 /// `yiaddr` is `lease.ip` (0 for an INFORM's ACK and for a NAK). The reply goes to
-/// 255.255.255.255 and Ethernet broadcast for a NAK or when the request has the broadcast flag;
-/// otherwise to `ciaddr` if the client has one (INFORM, RENEWING), else to `yiaddr`, at the
-/// client's `chaddr`.
+/// 255.255.255.255 and Ethernet broadcast for a NAK; otherwise to `ciaddr` if the client has one
+/// (INFORM, RENEWING); otherwise broadcast when the request has the broadcast flag, else to
+/// `yiaddr` at the client's `chaddr`.
 ///
 /// Options, in this order: 53, 54; unless NAK: 51, 58, 59 (not for INFORM), 1, 28, 3, 6, 15,
 /// 12, 26, 121 (with the default route via `lease.router` added when `lease.routes` has none);
@@ -52,10 +52,14 @@ pub fn build_reply(req: &Request, kind: MessageType, lease: &Lease) -> Vec<u8> {
     } else {
         lease.ip
     };
-    let ip_dst = if nak || req.flags & BROADCAST_FLAG != 0 {
+    // RFC 2131 section 4.1: a NAK is broadcast; a client with an address gets unicast there;
+    // else the broadcast flag decides.
+    let ip_dst = if nak {
         Ipv4Addr::BROADCAST
     } else if !req.ciaddr.is_unspecified() {
         req.ciaddr
+    } else if req.flags & BROADCAST_FLAG != 0 {
+        Ipv4Addr::BROADCAST
     } else if !yiaddr.is_unspecified() {
         yiaddr
     } else {

@@ -18,7 +18,8 @@
 //! A local port with port security and one IPv4 address costs five flows on its own chassis (three
 //! in ingress, ARP responder, L2) and two on every other chassis (ARP responder, L2); a network costs
 //! six (tunnel receive, L2 miss, flood, local-only flood, ARP and ND probes), seven when it serves
-//! DHCP; each IPv6 address adds an ND responder flow.
+//! DHCP (eight when no port holds the DHCP server's address, which then answers ARP); each IPv6
+//! address adds an ND responder flow.
 
 use std::net::IpAddr;
 
@@ -28,7 +29,7 @@ use openflow::text::set_field;
 use openflow::{Action, Field, Flow, Instructions, Match, Subfield};
 
 use crate::cookie::Owner;
-use crate::model::{Mac, Network, Port, Topology};
+use crate::model::{DHCP_SERVER_MAC, Mac, Network, Port, Topology};
 
 pub const T_INGRESS: u8 = 0;
 pub const T_SERVICES: u8 = 20;
@@ -176,44 +177,44 @@ fn nd_responder(owner: &Owner, port: &Port, vni: u32, out: &mut Vec<Flow>) {
     }
 }
 
+/// The flow that answers ARP requests for `ip` on network `vni` with `mac`.
+fn arp_answer(owner: &Owner, vni: u32, ip: std::net::Ipv4Addr, mac: Mac) -> Flow {
+    let m = Match::new()
+        .with(Field::Metadata, vni.into())
+        .with(Field::EthType, ETH_ARP)
+        .with(Field::ArpOp, 1)
+        .with(Field::ArpTpa, u32::from(ip).into());
+    let actions = vec![
+        Action::Move {
+            src: Subfield::whole(Field::EthSrc),
+            dst: Subfield::whole(Field::EthDst),
+        },
+        set_field(Field::EthSrc, mac.into(), u128::from(u64::MAX >> 16)),
+        set_field(Field::ArpOp, 2, 0xffff),
+        Action::Move {
+            src: Subfield::whole(Field::ArpSha),
+            dst: Subfield::whole(Field::ArpTha),
+        },
+        set_field(Field::ArpSha, mac.into(), u128::from(u64::MAX >> 16)),
+        Action::Move {
+            src: Subfield::whole(Field::ArpSpa),
+            dst: Subfield::whole(Field::ArpTpa),
+        },
+        set_field(Field::ArpSpa, u32::from(ip).into(), 0xffff_ffff),
+        Action::Output {
+            port: port::IN_PORT,
+            max_len: 0,
+        },
+    ];
+    flow(owner, T_SERVICES, 100, m, Instructions::apply(actions))
+}
+
 /// Answers ARP requests for the port's IPv4 addresses.
 fn arp_responder(owner: &Owner, port: &Port, vni: u32, out: &mut Vec<Flow>) {
     for ip in &port.ips {
-        let IpAddr::V4(v4) = ip else { continue };
-        let m = Match::new()
-            .with(Field::Metadata, vni.into())
-            .with(Field::EthType, ETH_ARP)
-            .with(Field::ArpOp, 1)
-            .with(Field::ArpTpa, u32::from(*v4).into());
-        let actions = vec![
-            Action::Move {
-                src: Subfield::whole(Field::EthSrc),
-                dst: Subfield::whole(Field::EthDst),
-            },
-            set_field(Field::EthSrc, port.mac.into(), u128::from(u64::MAX >> 16)),
-            set_field(Field::ArpOp, 2, 0xffff),
-            Action::Move {
-                src: Subfield::whole(Field::ArpSha),
-                dst: Subfield::whole(Field::ArpTha),
-            },
-            set_field(Field::ArpSha, port.mac.into(), u128::from(u64::MAX >> 16)),
-            Action::Move {
-                src: Subfield::whole(Field::ArpSpa),
-                dst: Subfield::whole(Field::ArpTpa),
-            },
-            set_field(Field::ArpSpa, u32::from(*v4).into(), 0xffff_ffff),
-            Action::Output {
-                port: port::IN_PORT,
-                max_len: 0,
-            },
-        ];
-        out.push(flow(
-            owner,
-            T_SERVICES,
-            100,
-            m,
-            Instructions::apply(actions),
-        ));
+        if let IpAddr::V4(v4) = ip {
+            out.push(arp_answer(owner, vni, *v4, port.mac));
+        }
     }
 }
 
@@ -335,6 +336,20 @@ pub fn network_flows(topo: &Topology, net: &Network) -> Vec<Flow> {
             dhcp,
             Instructions::apply(vec![to_agent]),
         ));
+        // The server's address answers ARP (clients renew by unicast to it) unless a port on the
+        // network has it (a router interface on the gateway, usually).
+        let mut server_ips: Vec<std::net::Ipv4Addr> = topo
+            .subnets
+            .values()
+            .filter(|s| s.network_id == net.id && s.enable_dhcp)
+            .filter_map(|s| s.dhcp_server_ip())
+            .filter(|ip| !on_net().any(|p| p.ips.contains(&IpAddr::V4(*ip))))
+            .collect();
+        server_ips.sort();
+        server_ips.dedup();
+        for ip in server_ips {
+            out.push(arp_answer(&owner, vni, ip, DHCP_SERVER_MAC));
+        }
     }
     let from_tunnel = this_net.clone().with(Field::Reg(REG_FROM_TUNNEL), 1);
     out.push(flow(

@@ -96,7 +96,23 @@ impl Network {
     }
 }
 
+/// Source MAC of the distributed DHCP server's replies and ARP answers (locally administered).
+pub const DHCP_SERVER_MAC: Mac = 0x0277_7976_0001;
+
 impl Subnet {
+    /// The distributed DHCP server's address on this IPv4 subnet (its server identifier): the
+    /// gateway, or the subnet's last host address when it has none.
+    pub fn dhcp_server_ip(&self) -> Option<Ipv4Addr> {
+        let IpNet::V4(cidr) = self.cidr else {
+            return None;
+        };
+        match self.gateway {
+            Some(IpAddr::V4(gw)) => Some(gw),
+            _ if cidr.prefix_len() >= 31 => Some(cidr.network()),
+            _ => Some(Ipv4Addr::from(u32::from(cidr.broadcast()) - 1)),
+        }
+    }
+
     pub fn from_json(v: &Value) -> Option<Self> {
         let ip = |v: &Value| v.as_str()?.parse::<IpAddr>().ok();
         Some(Self {

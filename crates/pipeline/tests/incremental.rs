@@ -30,7 +30,7 @@ fn input() -> impl Strategy<Value = Input> {
             .prop_map(|(p, n, host, ips, secure, active, up, delete)| {
                 let id = port_id(p);
                 let fixed: Vec<_> = (0..ips)
-                    .map(|k| if k == 2 { json!({"ip_address": format!("2001:db8::{p}")}) } else { json!({"ip_address": format!("10.0.{k}.{}", p + 2)}) })
+                    .map(|k| if k == 2 { json!({"ip_address": format!("2001:db8::{p}")}) } else { json!({"ip_address": format!("10.0.{k}.{}", p + 1)}) })
                     .collect();
                 let value = json!({"id": id, "network_id": NETS[n], "mac_address": format!("fa:16:3e:00:00:0{p}"),
                     "fixed_ips": fixed, "port_security_enabled": secure, "admin_state_up": up,

@@ -5,10 +5,13 @@
 //! A hub task follows the store from the revision it started at, keeps the most recent batches in a
 //! ring and broadcasts each new one. A watcher that starts after a revision the ring covers replays
 //! the ring and then follows the broadcast; one that starts before catches up with a direct store
-//! watch first and then joins. A watcher that falls too far behind the broadcast goes back to a direct
-//! watch from its last revision and joins again later, so no watcher ever misses or repeats a
-//! revision. When the hub itself falls behind compaction it starts again at the store's head and its
-//! watchers get [`StoreError::Compacted`], as a direct watch would.
+//! watch first and then joins (until the next write to the store it may stay on that direct watch:
+//! the ring's first revision need not be one of the watched keys'). A watcher that falls too far
+//! behind the broadcast joins again the same way, so no watcher ever misses or repeats a revision.
+//! When the hub itself falls behind compaction it starts again at the store's head and its watchers
+//! get [`StoreError::Compacted`], as a direct watch would; when the store is closed they get
+//! [`StoreError::Closed`]. A watcher that returned an error returns it again (as `Closed`) ever after.
+//! While the store is unreachable the hub retries and its watchers simply wait: nothing is lost.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, Weak};
@@ -52,6 +55,8 @@ const RETRY: Duration = Duration::from_millis(200);
 enum Item {
     Batch(Vec<Event>),
     Restarted(Revision),
+    /// The store was closed; the hub stopped.
+    Closed,
 }
 
 fn last_revision(batch: &[Event]) -> Revision {
@@ -94,6 +99,12 @@ impl Hub {
             let watch = store.watch("/", from).await;
             let mut watch = match watch {
                 Ok(w) => w,
+                Err(StoreError::Closed) => {
+                    if let Some(hub) = hub.upgrade() {
+                        hub.publish(Arc::new(Item::Closed));
+                    }
+                    return;
+                }
                 Err(e) => {
                     let Some(hub) = hub.upgrade() else { return };
                     hub.failed(e, &mut from).await;
@@ -104,9 +115,14 @@ impl Hub {
                 let next = watch.next().await;
                 let Some(hub) = hub.upgrade() else { return };
                 match next {
+                    Ok(batch) if batch.is_empty() => {}
                     Ok(batch) => {
-                        from = last_revision(&batch);
+                        from = from.max(last_revision(&batch));
                         hub.publish(Arc::new(Item::Batch(batch)));
+                    }
+                    Err(StoreError::Closed) => {
+                        hub.publish(Arc::new(Item::Closed));
+                        return;
                     }
                     Err(e) => {
                         hub.failed(e, &mut from).await;
@@ -120,6 +136,7 @@ impl Hub {
     fn publish(&self, item: Arc<Item>) {
         let mut st = self.lock();
         match &*item {
+            Item::Closed => {}
             Item::Restarted(at) => {
                 st.ring.clear();
                 st.ring_bytes = 0;
@@ -215,6 +232,7 @@ impl SharedWatch {
             direct: None,
             replay: VecDeque::new(),
             rx: None,
+            failed: false,
         };
         w.join().await?;
         Ok(Box::new(w))
@@ -231,23 +249,29 @@ struct SharedWatcher {
     /// Ring batches to hand out before the broadcast.
     replay: VecDeque<Arc<Item>>,
     rx: Option<broadcast::Receiver<Arc<Item>>>,
+    /// It returned an error: it returns one ever after.
+    failed: bool,
 }
 
 impl SharedWatcher {
-    /// Subscribes (first, so that nothing published from now on is missed), takes the ring, and
-    /// catches up directly if the ring starts after `last`.
+    /// Joins the hub: if the ring covers everything after `last`, subscribes (first, so that
+    /// nothing published from now on is missed) and takes the ring; else catches up with a
+    /// direct watch up to the ring's start and joins again then.
     async fn join(&mut self) -> Result<(), StoreError> {
+        self.rx = None;
+        self.replay.clear();
+        self.direct = None;
         let base = {
             let st = self.hub.lock();
-            self.rx = Some(st.tx.subscribe());
-            self.replay = st.ring.iter().cloned().collect();
+            if self.last >= st.base {
+                self.rx = Some(st.tx.subscribe());
+                self.replay = st.ring.iter().cloned().collect();
+                return Ok(());
+            }
             st.base
         };
-        self.direct = None;
-        if self.last < base {
-            let direct = self.hub.store.watch("/", self.last).await?;
-            self.direct = Some((direct, base));
-        }
+        let direct = self.hub.store.watch("/", self.last).await?;
+        self.direct = Some((direct, base));
         Ok(())
     }
 
@@ -271,14 +295,25 @@ impl SharedWatcher {
                 oldest: *at,
             }),
             Item::Restarted(_) => Ok(None),
+            Item::Closed => Err(StoreError::Closed),
         }
     }
 
     async fn next_batch(&mut self) -> Result<Vec<Event>, StoreError> {
+        if self.failed {
+            return Err(StoreError::Closed);
+        }
+        let result = self.next_batch_inner().await;
+        self.failed = result.is_err();
+        result
+    }
+
+    async fn next_batch_inner(&mut self) -> Result<Vec<Event>, StoreError> {
         loop {
             if let Some((direct, until)) = &mut self.direct {
                 if self.last >= *until {
-                    self.direct = None;
+                    // Caught up to where the ring started: join (again).
+                    self.join().await?;
                     continue;
                 }
                 let batch = direct.next().await?;

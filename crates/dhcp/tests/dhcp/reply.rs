@@ -84,6 +84,11 @@ fn renewal_ack_goes_to_ciaddr_and_echoes_it() {
     check_common(&reply, &req, MessageType::Ack);
     assert_eq!((reply.eth_dst, reply.ip_dst), (CLIENT_MAC, CLIENT_IP));
     assert_eq!(reply.ciaddr(), CLIENT_IP);
+    // A client with an address gets unicast there even with the broadcast flag (RFC 2131 4.1).
+    client.flags = dhcp::BROADCAST_FLAG;
+    let req = request(&client);
+    let reply = Reply::parse(&build_reply(&req, MessageType::Ack, &lease()));
+    assert_eq!((reply.eth_dst, reply.ip_dst), (CLIENT_MAC, CLIENT_IP));
 }
 
 #[test]
