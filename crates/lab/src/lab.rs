@@ -263,6 +263,7 @@ impl Lab {
         for vm in &topo.vms {
             self.ensure_vm(&api, topo, vm, changes).await?;
         }
+        self.warm_underlay();
         for (name, net) in self.state.networks.clone() {
             if topo.network(&name).is_none() {
                 api.delete("networks", &net.id).await?;
@@ -346,6 +347,28 @@ impl Lab {
         };
         self.underlay = Some(u);
         Ok(())
+    }
+
+    /// Has every chassis ping every other over the underlay: vswitchd learns a tunnel peer's MAC
+    /// from the ARP exchange, so that a VM's first packet to that peer is not spent on resolving it.
+    fn warm_underlay(&self) {
+        let peers: Vec<(String, Ipv4Addr)> = self
+            .state
+            .chassis
+            .iter()
+            .map(|(name, c)| (name.clone(), c.tunnel_ip))
+            .collect();
+        for (name, ch) in &self.chassis {
+            for (peer, ip) in &peers {
+                if peer != name {
+                    // A peer not answering yet is no error here: the first packet just waits.
+                    let _ = ch
+                        .netns()
+                        .exec(&["ping", "-c", "1", "-W", "1", &ip.to_string()]);
+                }
+            }
+        }
+        self.say("underlay", "tunnel peers resolved");
     }
 
     fn chassis_healthy(&self, name: &str, ip: Ipv4Addr, prefix_len: u8) -> bool {
