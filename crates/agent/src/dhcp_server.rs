@@ -18,7 +18,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::{IpNet, Ipv4Net};
-use pipeline::model::{DHCP_SERVER_MAC, Port, Topology};
+use pipeline::model::{DHCP_SERVER_MAC, Port, Topology, mac_octets};
 
 /// Lease time: Neutron's default `dhcp_lease_duration`.
 pub const LEASE_SECS: u32 = 86_400;
@@ -58,7 +58,6 @@ pub fn lease_for(topo: &Topology, port: &Port) -> Option<dhcp::Lease> {
                 IpNet::V6(_) => None,
             }),
     );
-    let server_mac = DHCP_SERVER_MAC.to_be_bytes();
     Some(dhcp::Lease {
         ip,
         subnet: cidr,
@@ -75,22 +74,14 @@ pub fn lease_for(topo: &Topology, port: &Port) -> Option<dhcp::Lease> {
         hostname: Some(format!("host-{}", ip.to_string().replace('.', "-"))),
         domain: Some(DOMAIN.to_owned()),
         server_ip: subnet.dhcp_server_ip()?,
-        server_mac: [
-            server_mac[2],
-            server_mac[3],
-            server_mac[4],
-            server_mac[5],
-            server_mac[6],
-            server_mac[7],
-        ],
+        server_mac: mac_octets(DHCP_SERVER_MAC),
     })
 }
 
 /// The reply to a DHCP client frame that came from `port`, if there is one to give.
 pub fn reply(topo: &Topology, port: &Port, frame: &[u8]) -> Option<Vec<u8>> {
     let req = dhcp::parse_request(frame).ok()?;
-    let mac = port.mac.to_be_bytes();
-    if req.chaddr[..] != mac[2..] || !req.giaddr.is_unspecified() {
+    if req.chaddr != mac_octets(port.mac) || !req.giaddr.is_unspecified() {
         return None;
     }
     let lease = lease_for(topo, port)?;

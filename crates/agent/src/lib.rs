@@ -358,6 +358,13 @@ impl Agent {
     }
 }
 
+/// The OpenFlow port a packet-in came in on.
+fn in_port(pi: &openflow::message::PacketIn) -> Option<u32> {
+    pi.match_
+        .exact(openflow::Field::InPort)
+        .and_then(|p| u32::try_from(p).ok())
+}
+
 /// Answers a neighbour solicitation the pipeline sent up (its flow's cookie names the port).
 async fn answer_solicitation(
     agent: &Agent,
@@ -368,11 +375,7 @@ async fn answer_solicitation(
     let Some(port) = agent.pipeline.port_of_cookie(pi.cookie) else {
         return;
     };
-    let Some(in_port) = pi
-        .match_
-        .exact(openflow::Field::InPort)
-        .and_then(|p| u32::try_from(p).ok())
-    else {
+    let Some(in_port) = in_port(pi) else {
         return;
     };
     let Some((target, _, _)) = nd::solicitation(&pi.data) else {
@@ -381,9 +384,7 @@ async fn answer_solicitation(
     if !port.ips.contains(&IpAddr::V6(target)) || !limit.allow(&port.id) {
         return;
     }
-    let mac = port.mac.to_be_bytes();
-    let Some(frame) = nd::advertisement(&pi.data, [mac[2], mac[3], mac[4], mac[5], mac[6], mac[7]])
-    else {
+    let Some(frame) = nd::advertisement(&pi.data, pipeline::model::mac_octets(port.mac)) else {
         return;
     };
     reconciler.packet_out(in_port, frame).await;
@@ -398,16 +399,12 @@ async fn answer_dhcp(
     pi: &openflow::message::PacketIn,
 ) {
     let topo = agent.pipeline.topology();
-    let Some(port) = pi
-        .match_
-        .exact(openflow::Field::InPort)
-        .and_then(|p| u32::try_from(p).ok())
-        .and_then(|in_port| Some((in_port, topo.local.vif_at(in_port)?)))
-        .and_then(|(in_port, id)| Some((in_port, topo.ports.get(id)?)))
-    else {
+    let Some(in_port) = in_port(pi) else {
         return;
     };
-    let (in_port, port) = port;
+    let Some(port) = topo.local.vif_at(in_port).and_then(|id| topo.ports.get(id)) else {
+        return;
+    };
     if !limit.allow(&port.id) {
         return;
     }

@@ -183,6 +183,12 @@ struct BundleErrors {
     errors: Vec<RequestError>,
 }
 
+/// Whether xid `x` was sent before xid `later`: xids grow by one per message and wrap, so "before"
+/// is within half the space behind.
+fn sent_before(x: u32, later: u32) -> bool {
+    later.wrapping_sub(x).wrapping_sub(1) < u32::MAX / 2
+}
+
 /// Errors kept for fire-and-forget sends nobody has asked about yet (a barrier does).
 const MAX_UNCLAIMED_ERRORS: usize = 256;
 
@@ -413,10 +419,9 @@ impl Connection {
         let errors = {
             let mut st = self.lock();
             Self::forget_before(&mut st, xid);
-            let before = |x: u32| xid.wrapping_sub(x).wrapping_sub(1) < u32::MAX / 2;
             let (mine, later) = std::mem::take(&mut st.errors)
                 .into_iter()
-                .partition(|e| before(e.xid));
+                .partition(|e| sent_before(e.xid, xid));
             st.errors = later;
             mine
         };
@@ -426,8 +431,7 @@ impl Connection {
     /// Forgets the fire-and-forget requests sent before barrier `barrier_xid`: every answer to
     /// them has arrived.
     fn forget_before(st: &mut State, barrier_xid: u32) {
-        st.outstanding
-            .retain(|x, _| barrier_xid.wrapping_sub(*x).wrapping_sub(1) >= u32::MAX / 2);
+        st.outstanding.retain(|x, _| !sent_before(*x, barrier_xid));
     }
 
     /// What a barrier's reply means, given the errors reported for the sends it covers.

@@ -10,6 +10,12 @@ use serde_json::Value;
 /// A MAC address as a number (the low 48 bits).
 pub type Mac = u64;
 
+/// The six octets of a MAC address, as on the wire.
+pub fn mac_octets(mac: Mac) -> [u8; 6] {
+    let b = mac.to_be_bytes();
+    [b[2], b[3], b[4], b[5], b[6], b[7]]
+}
+
 pub fn parse_mac(s: &str) -> Option<Mac> {
     let mut out = 0u64;
     let mut n = 0;
