@@ -14,6 +14,10 @@
 //! for it when no port holds it; replies come from a fixed, locally administered MAC. A request whose
 //! client hardware address is not the port's MAC, or that came through a relay, gets no answer
 //! (dnsmasq keys its hosts by MAC too).
+//!
+//! The port's `extra_dhcp_opts` with `ip_version` 4 add to or override what is sent, read as
+//! dnsmasq reads them ([`dhcp::ExtraOption`]); one that cannot be used (unknown name, bad value,
+//! a tag other than `ipxe`) is skipped.
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -73,9 +77,25 @@ pub fn lease_for(topo: &Topology, port: &Port) -> Option<dhcp::Lease> {
         lease_secs: LEASE_SECS,
         hostname: Some(format!("host-{}", ip.to_string().replace('.', "-"))),
         domain: Some(DOMAIN.to_owned()),
+        extra: extra_options(port),
         server_ip: subnet.dhcp_server_ip()?,
         server_mac: mac_octets(DHCP_SERVER_MAC),
     })
+}
+
+/// The port's usable IPv4 extra DHCP options, in order.
+fn extra_options(port: &Port) -> Vec<dhcp::ExtraOption> {
+    port.extra_dhcp_opts
+        .iter()
+        .filter(|o| o.ip_version == 4)
+        .filter_map(|o| match dhcp::ExtraOption::parse(&o.name, &o.value) {
+            Ok(extra) => Some(extra),
+            Err(e) => {
+                tracing::debug!(port = %port.id, option = %o.name, "extra DHCP option skipped: {e}");
+                None
+            }
+        })
+        .collect()
 }
 
 /// The reply to a DHCP client frame that came from `port`, if there is one to give.
@@ -166,6 +186,82 @@ mod tests {
                 ("10.9.0.0/24".parse().unwrap(), Ipv4Addr::UNSPECIFIED),
             ],
             "the default host route gives way to the gateway; the other subnet is on-link"
+        );
+    }
+
+    #[test]
+    fn the_ports_ipv4_extra_options_go_in_the_lease_and_the_reply() {
+        let mut p = pipeline(json!({"id": "s1", "network_id": NET, "cidr": "10.0.0.0/24",
+            "gateway_ip": "10.0.0.1"}));
+        p.apply(Input::Object(
+            format!("/r/ports/{PORT}"),
+            Some(
+                json!({"id": PORT, "network_id": NET, "mac_address": "fa:16:3e:00:00:05",
+                "fixed_ips": [{"ip_address": "10.0.0.5"}],
+                "extra_dhcp_opts": [
+                    {"opt_name": "bootfile-name", "opt_value": "pxelinux.0", "ip_version": 4},
+                    {"opt_name": "server-ip-address", "opt_value": "10.0.0.9", "ip_version": 4},
+                    {"opt_name": "router", "opt_value": "", "ip_version": 4},
+                    {"opt_name": "dns-server", "opt_value": "[2001:db8::1]", "ip_version": 6},
+                    {"opt_name": "no-such-option", "opt_value": "1", "ip_version": 4},
+                    {"opt_name": "mtu", "opt_value": "not a number", "ip_version": 4},
+                    {"opt_name": "ntp-server", "opt_value": null, "ip_version": 4}]}),
+            ),
+        ));
+        let topo = p.topology();
+        let port = &topo.ports[PORT];
+        assert_eq!(port.extra_dhcp_opts.len(), 6, "the null value is left out");
+        let lease = lease_for(topo, port).expect("a lease");
+        let parse = |n: &str, v: &str| dhcp::ExtraOption::parse(n, v).unwrap();
+        assert_eq!(
+            lease.extra,
+            vec![
+                parse("bootfile-name", "pxelinux.0"),
+                parse("server-ip-address", "10.0.0.9"),
+                parse("router", ""),
+            ],
+            "IPv4 ones that can be used, in order"
+        );
+
+        // A DISCOVER from the port gets them.
+        let discover = {
+            let mut msg = vec![1, 1, 6, 0, 0, 0, 0, 1];
+            msg.resize(28, 0);
+            msg.extend_from_slice(&mac_octets(port.mac));
+            msg.resize(236, 0);
+            msg.extend_from_slice(&[99, 130, 83, 99, 53, 1, 1, 255]);
+            let mut udp = [68u16.to_be_bytes(), 67u16.to_be_bytes()].concat();
+            udp.extend_from_slice(&((8 + msg.len()) as u16).to_be_bytes());
+            udp.extend_from_slice(&[0, 0]);
+            udp.extend_from_slice(&msg);
+            let mut ip = vec![
+                0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17, 0, 0, 0, 0, 0, 0, 255, 255, 255, 255,
+            ];
+            ip[2..4].copy_from_slice(&((20 + udp.len()) as u16).to_be_bytes());
+            let sum = ndp::checksum::internet_checksum(&[&ip]);
+            ip[10..12].copy_from_slice(&sum.to_be_bytes());
+            let mut frame = vec![0xff; 6];
+            frame.extend_from_slice(&mac_octets(port.mac));
+            frame.extend_from_slice(&[0x08, 0x00]);
+            frame.extend_from_slice(&ip);
+            frame.extend_from_slice(&udp);
+            frame
+        };
+        let offer = reply(topo, port, &discover).expect("an offer");
+        let bootp = &offer[14 + 20 + 8..];
+        assert_eq!(&bootp[20..24], &[10, 0, 0, 9], "siaddr");
+        assert_eq!(&bootp[108..118], b"pxelinux.0", "file");
+        let mut options = Vec::new();
+        let mut at = 240;
+        while bootp[at] != 255 {
+            let len = usize::from(bootp[at + 1]);
+            options.push((bootp[at], bootp[at + 2..at + 2 + len].to_vec()));
+            at += 2 + len;
+        }
+        assert!(options.contains(&(67, b"pxelinux.0".to_vec())));
+        assert!(
+            options.iter().all(|(code, _)| *code != 3),
+            "no router option"
         );
     }
 }

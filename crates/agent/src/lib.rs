@@ -6,12 +6,19 @@
 //! local VIF set and the topology of their networks, and only then compares with what the switch holds
 //! and sends the difference — a half-known topology would otherwise delete live flows.
 
+mod announce;
 mod dhcp_server;
+mod dhcpv6_server;
+mod icmp;
 mod limit;
 mod metrics;
 mod nd;
+mod punt;
+mod ra;
 mod reconcile;
+mod registration;
 mod server;
+mod switch;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -22,23 +29,19 @@ use chassis::{ChassisConfig, Encap, VifEvent, VifWatcher};
 use futures::stream::FuturesOrdered;
 use futures::{FutureExt, StreamExt};
 use nb_sync::{Replica, Topics, Update};
-use openflow::conn::{ConnError, Connection, Event};
+use openflow::Message;
+use openflow::conn::{Connection, Options};
 use ovsdb::{Client, ClientOptions, Endpoint, Operation, ReplicaOptions};
 use pipeline::{Input, Pipeline};
 use tokio::sync::mpsc;
+
+use registration::{Bindings, keep_registered};
+use switch::Switch;
 
 pub use metrics::Metrics;
 pub use reconcile::Reconciler;
 pub use server::Server;
 
-/// How often the agent renews its chassis lease.
-const HEARTBEAT: Duration = Duration::from_secs(3);
-/// Neighbour advertisements the agent sends per port and second, at most.
-const ND_ANSWERS_PER_SECOND: u32 = 50;
-/// DHCP answers the agent sends per port and second, at most.
-const DHCP_ANSWERS_PER_SECOND: u32 = 20;
-/// Bundles sent to the switch and not yet confirmed, at most.
-const MAX_BUNDLES_IN_FLIGHT: usize = 16;
 /// Events gathered into one bundle, at most.
 const MAX_EVENTS_PER_BUNDLE: usize = 1024;
 /// How often the agent asks again about VIFs whose port did not exist yet, and retries a
@@ -133,117 +136,26 @@ async fn plumb(cfg: &AgentConfig) -> Result<u32, AgentError> {
     ))
 }
 
-/// Keeps the chassis registered and its lease alive, forever.
-async fn keep_registered(server: Server, cfg: AgentConfig) {
-    let encap = cfg.encap.ovs_type();
-    let mut lease = None;
-    loop {
-        lease = match lease {
-            None => match server.register(&cfg.chassis, cfg.tunnel_ip, encap).await {
-                Ok(l) => Some(l),
-                Err(e) => {
-                    tracing::warn!("registration failed: {e}");
-                    None
-                }
-            },
-            Some(l) => match server.heartbeat(&cfg.chassis, l).await {
-                Ok(true) => Some(l),
-                Ok(false) => None,
-                Err(e) => {
-                    tracing::warn!("heartbeat failed: {e}");
-                    Some(l)
-                }
-            },
-        };
-        let pause = if lease.is_some() {
-            HEARTBEAT
-        } else {
-            Duration::from_millis(500)
-        };
-        tokio::time::sleep(pause).await;
-    }
-}
-
-/// Reports VIF bindings to the server in the background: concurrently across ports, but for each port
-/// the last state wins (a port that comes and goes quickly ends up DOWN, never ACTIVE), and each report
-/// is retried until the server answers.
-#[derive(Clone)]
-struct Bindings {
-    server: Server,
-    chassis: String,
-    state: Arc<std::sync::Mutex<BindingState>>,
-}
-
-#[derive(Default)]
-struct BindingState {
-    /// The state each port should be reported in.
-    wanted: BTreeMap<String, bool>,
-    /// Ports with a report in flight.
-    busy: BTreeSet<String>,
-}
-
-impl Bindings {
-    fn new(server: Server, chassis: String) -> Self {
-        Self {
-            server,
-            chassis,
-            state: Arc::default(),
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, BindingState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn report(&self, port: String, up: bool) {
-        let start = {
-            let mut st = self.lock();
-            st.wanted.insert(port.clone(), up);
-            st.busy.insert(port.clone())
-        };
-        if start {
-            tokio::spawn(self.clone().deliver(port));
-        }
-    }
-
-    /// Reports `port` until the state reported is the one wanted.
-    async fn deliver(self, port: String) {
-        loop {
-            let Some(up) = self.lock().wanted.get(&port).copied() else {
-                return;
-            };
-            for attempt in 0..20u32 {
-                match self.server.bind(&port, &self.chassis, up).await {
-                    Ok(()) => break,
-                    Err(e) => {
-                        tracing::debug!(
-                            "binding report for {port} failed ({e}), attempt {attempt}"
-                        );
-                        tokio::time::sleep(Duration::from_millis(250)).await;
-                    }
-                }
-            }
-            let mut st = self.lock();
-            if st.wanted.get(&port) == Some(&up) {
-                st.wanted.remove(&port);
-                st.busy.remove(&port);
-                return;
-            }
-        }
-    }
-}
+/// A local VIF: its OpenFlow port and its port's network, once known.
+type Vifs = BTreeMap<String, (u32, Option<String>)>;
 
 /// The agent's state while it runs.
-struct Agent {
+pub(crate) struct Agent {
     cfg: AgentConfig,
     server: Server,
     pipeline: Pipeline,
-    /// Local VIFs: iface-id → (ofport, network).
-    vifs: BTreeMap<String, (u32, Option<String>)>,
+    vifs: Vifs,
     sync: nb_sync::Handle,
+    /// The networks and routers the replica follows.
+    followed: (BTreeSet<String>, BTreeSet<String>),
     /// Last northbound revision applied.
     revision: u64,
     bindings: Bindings,
+    /// Answers of the server about the networks of VIFs whose ports the topology lacks; asked in
+    /// the background, so the event loop never waits on the network.
+    lookups: mpsc::Sender<(String, Option<String>)>,
+    looking_up: BTreeSet<String>,
+    announcer: announce::Announcer,
 }
 
 /// Copies the agent's state into the metrics.
@@ -260,63 +172,79 @@ fn publish(metrics: &Metrics, agent: &Agent, reconciler: &Reconciler, in_sync: b
 }
 
 impl Agent {
-    /// The networks this chassis needs: those of its VIFs and of the ports bound to it (bound
-    /// before their VIF appears, so that their flows are ready when it does).
-    fn networks(&self) -> BTreeSet<String> {
-        let bound = self
+    /// Follows exactly the networks and routers this chassis needs (see
+    /// [`pipeline::model::Topology::needs`]); returns whether that changed anything.
+    fn follow(&mut self) -> bool {
+        let vif_networks = self.vifs.values().filter_map(|(_, n)| n.clone());
+        let needs = self
             .pipeline
             .topology()
-            .ports
-            .values()
-            .filter(|p| p.host.as_deref() == Some(self.cfg.chassis.as_str()))
-            .map(|p| p.network_id.clone());
-        self.vifs
-            .values()
-            .filter_map(|(_, n)| n.clone())
-            .chain(bound)
-            .collect()
+            .needs(&self.cfg.chassis, vif_networks);
+        if needs == self.followed {
+            return false;
+        }
+        self.followed = needs.clone();
+        self.sync.set_topics(needs.0, needs.1);
+        true
     }
 
-    /// Follows exactly the networks this chassis needs (a fresh snapshot when they change).
-    fn follow_networks(&self) {
-        self.sync.set_networks(self.networks());
-    }
-
-    /// The network of a local VIF's port: from the topology if the port is known already, else
-    /// asked from the server (`None` while the port does not exist).
-    async fn network_of(&self, iface: &str) -> Option<String> {
+    /// The network of a local VIF's port, if the agent knows it already.
+    fn known_network(&self, iface: &str) -> Option<String> {
         if let Some((_, Some(n))) = self.vifs.get(iface) {
             return Some(n.clone());
         }
-        if let Some(p) = self.pipeline.topology().ports.get(iface) {
-            return Some(p.network_id.clone());
+        self.pipeline
+            .topology()
+            .ports
+            .get(iface)
+            .map(|p| p.network_id.clone())
+    }
+
+    /// Asks the server, in the background, for the network of a VIF's port.
+    fn look_up(&mut self, iface: &str) {
+        if !self.looking_up.insert(iface.to_string()) {
+            return;
         }
-        self.server.port_network(iface).await.unwrap_or(None)
+        let (server, tx, iface) = (self.server.clone(), self.lookups.clone(), iface.to_string());
+        tokio::spawn(async move {
+            let network = server.port_network(&iface).await.unwrap_or(None);
+            let _ = tx.send((iface, network)).await;
+        });
+    }
+
+    /// The server's answer to a lookup.
+    fn looked_up(&mut self, iface: String, network: Option<String>) {
+        self.looking_up.remove(&iface);
+        let Some(network) = network else { return };
+        if let Some(entry) = self.vifs.get_mut(&iface)
+            && entry.1.is_none()
+        {
+            entry.1 = Some(network);
+            self.bindings.report(iface, true);
+        }
     }
 
     /// Looks again for the networks of VIFs whose port was unknown.
-    async fn retry_unknown(&mut self) {
+    fn retry_unknown(&mut self) {
         let unknown: Vec<String> = self
             .vifs
             .iter()
-            .filter(|(_, (_, n))| n.is_none())
+            .filter(|(i, (_, n))| n.is_none() && self.known_network(i).is_none())
             .map(|(i, _)| i.clone())
             .collect();
         for iface in unknown {
-            if let Some(n) = self.network_of(&iface).await {
-                if let Some(entry) = self.vifs.get_mut(&iface) {
-                    entry.1 = Some(n);
-                }
-                self.bindings.report(iface, true);
-            }
+            self.look_up(&iface);
         }
-        self.follow_networks();
     }
 
-    async fn vif_up(&mut self, iface: String, ofport: u32) -> pipeline::Delta {
-        let network = self.network_of(&iface).await;
+    fn vif_up(&mut self, iface: String, ofport: u32, network: Option<String>) -> pipeline::Delta {
+        let network = network.or_else(|| self.known_network(&iface));
+        if network.is_some() {
+            self.bindings.report(iface.clone(), true);
+        } else {
+            self.look_up(&iface);
+        }
         self.vifs.insert(iface.clone(), (ofport, network));
-        self.bindings.report(iface.clone(), true);
         self.pipeline.apply(Input::Vif(iface, Some(ofport)))
     }
 
@@ -327,15 +255,15 @@ impl Agent {
     }
 
     /// Applies one VIF event.
-    async fn vif_event(&mut self, event: Option<VifEvent>) -> Result<pipeline::Delta, AgentError> {
+    fn vif_event(&mut self, event: Option<VifEvent>) -> Result<pipeline::Delta, AgentError> {
         Ok(match event {
-            Some(VifEvent::Added(v)) => self.vif_up(v.iface_id, v.ofport).await,
+            Some(VifEvent::Added(v)) => self.vif_up(v.iface_id, v.ofport, None),
             Some(VifEvent::Changed { old, new }) => {
                 let mut d = pipeline::Delta::default();
                 if old.iface_id != new.iface_id {
                     d = self.vif_down(old.iface_id);
                 }
-                d.extend(self.vif_up(new.iface_id, new.ofport).await);
+                d.extend(self.vif_up(new.iface_id, new.ofport, None));
                 d
             }
             Some(VifEvent::Removed(v)) => self.vif_down(v.iface_id),
@@ -348,68 +276,45 @@ impl Agent {
         self.revision = update.revision;
         let mut delta = pipeline::Delta::default();
         for change in update.changes {
+            if let nb_sync::Change::Put(key, value) = &change
+                && let Some((nb_keys::Kind::Network, id)) = nb_keys::parse(key)
+                && let Some(kind) = value.get("provider:network_type").and_then(|v| v.as_str())
+                && !matches!(kind, "vxlan" | "geneve")
+            {
+                tracing::warn!(
+                    network = id,
+                    kind,
+                    "network type not served by the pipeline yet"
+                );
+            }
             let input = match change {
                 nb_sync::Change::Put(k, v) => Input::Object(k, Some(v)),
                 nb_sync::Change::Delete(k) => Input::Object(k, None),
             };
             delta.extend(self.pipeline.apply(input));
         }
+        for key in self.pipeline.take_malformed() {
+            tracing::warn!(key, "malformed northbound object ignored");
+        }
         delta
     }
 }
 
-/// The OpenFlow port a packet-in came in on.
-fn in_port(pi: &openflow::message::PacketIn) -> Option<u32> {
-    pi.match_
-        .exact(openflow::Field::InPort)
-        .and_then(|p| u32::try_from(p).ok())
-}
-
-/// Answers a neighbour solicitation the pipeline sent up (its flow's cookie names the port).
-async fn answer_solicitation(
-    agent: &Agent,
-    reconciler: &Reconciler,
-    limit: &mut limit::RateLimit,
-    pi: &openflow::message::PacketIn,
-) {
-    let Some(port) = agent.pipeline.port_of_cookie(pi.cookie) else {
-        return;
-    };
-    let Some(in_port) = in_port(pi) else {
-        return;
-    };
-    let Some((target, _, _)) = nd::solicitation(&pi.data) else {
-        return;
-    };
-    if !port.ips.contains(&IpAddr::V6(target)) || !limit.allow(&port.id) {
-        return;
-    }
-    let Some(frame) = nd::advertisement(&pi.data, pipeline::model::mac_octets(port.mac)) else {
-        return;
-    };
-    reconciler.packet_out(in_port, frame).await;
-}
-
-/// Answers a DHCP request the pipeline sent up (its flow's cookie names the network; the port is
-/// the one the request came in on).
-async fn answer_dhcp(
-    agent: &Agent,
-    reconciler: &Reconciler,
-    limit: &mut limit::RateLimit,
-    pi: &openflow::message::PacketIn,
-) {
-    let topo = agent.pipeline.topology();
-    let Some(in_port) = in_port(pi) else {
-        return;
-    };
-    let Some(port) = topo.local.vif_at(in_port).and_then(|id| topo.ports.get(id)) else {
-        return;
-    };
-    if !limit.allow(&port.id) {
-        return;
-    }
-    if let Some(frame) = dhcp_server::reply(topo, port, &pi.data) {
-        reconciler.packet_out(in_port, frame).await;
+/// Waits for the replica's next snapshot update and applies it (with the updates before it).
+async fn await_snapshot(
+    agent: &mut Agent,
+    updates: &mut mpsc::Receiver<Update>,
+) -> Result<(), AgentError> {
+    loop {
+        let update = updates
+            .recv()
+            .await
+            .ok_or_else(|| AgentError::Server("sync stopped".into()))?;
+        let snapshot = update.from_snapshot;
+        agent.apply_update(update);
+        if snapshot {
+            return Ok(());
+        }
     }
 }
 
@@ -442,40 +347,42 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
             None => return Err(AgentError::Ovsdb("VIF monitor stopped".into())),
         }
     }
-    // 2. The ports bound to this chassis, then the topology of the networks they and the VIFs need.
+    // 2. The ports bound to this chassis, then the topology of the networks (and, through
+    //    routers, the networks behind them) that they and the VIFs need.
     let topics = Topics {
         chassis: Some(cfg.chassis.clone()),
         ..Topics::default()
     };
     let (replica, sync) = Replica::new(&cfg.server, topics);
+    let (lookups, mut looked_up) = mpsc::channel(64);
     let mut agent = Agent {
         cfg: cfg.clone(),
         server: server.clone(),
         pipeline: Pipeline::new(&cfg.chassis),
         vifs: BTreeMap::new(),
         sync,
+        followed: Default::default(),
         revision: 0,
         bindings: Bindings::new(server.clone(), cfg.chassis.clone()),
+        lookups,
+        looking_up: BTreeSet::new(),
+        announcer: announce::Announcer::default(),
     };
     agent.pipeline.apply(Input::Tunnel(Some(tunnel)));
     let (updates_tx, mut updates) = mpsc::channel(64);
     tokio::spawn(replica.run(updates_tx));
-    let stopped = || AgentError::Server("sync stopped".into());
-    let first = updates.recv().await.ok_or_else(stopped)?;
-    agent.apply_update(first);
+    await_snapshot(&mut agent, &mut updates).await?;
     for (iface, ofport) in initial {
-        agent.vif_up(iface, ofport).await;
+        // Before the first comparison with the switch the topology must be complete: here the
+        // agent waits for the server's answer.
+        let network = match agent.known_network(&iface) {
+            Some(n) => Some(n),
+            None => server.port_network(&iface).await.unwrap_or(None),
+        };
+        agent.vif_up(iface, ofport, network);
     }
-    if !agent.networks().is_empty() {
-        agent.follow_networks();
-        loop {
-            let update = updates.recv().await.ok_or_else(stopped)?;
-            let snapshot = update.from_snapshot;
-            agent.apply_update(update);
-            if snapshot {
-                break;
-            }
-        }
+    while agent.follow() {
+        await_snapshot(&mut agent, &mut updates).await?;
     }
 
     // 3. Only now compare with the switch.
@@ -491,32 +398,53 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         ));
     }
     let mgmt = format!("unix:{}/{}.mgmt", cfg.ovs_rundir.display(), cfg.bridge);
+    let mut options = Options::default();
+    // Packet-ins carry the reason the pipeline sent them for (userdata): Nicira's format.
+    options
+        .on_connect
+        .push(Message::SetPacketInFormat(switch::PACKET_IN2));
     let (conn, mut of_events) =
-        Connection::start(&mgmt).map_err(|e| AgentError::Switch(e.to_string()))?;
+        Connection::start_with(&mgmt, options).map_err(|e| AgentError::Switch(e.to_string()))?;
     let mut sw = Switch {
         reconciler: Reconciler::new(conn),
         watcher,
         connected: false,
         in_sync: false,
         in_flight: FuturesOrdered::new(),
-        nd_limit: limit::RateLimit::new(ND_ANSWERS_PER_SECOND),
-        dhcp_limit: limit::RateLimit::new(DHCP_ANSWERS_PER_SECOND),
+        handlers: punt::Handlers::default(),
         metrics: metrics.clone(),
     };
     let mut retry = tokio::time::interval(UNKNOWN_PORT_RETRY);
+    // Unsolicited router advertisements, on Neutron's (radvd's) schedule.
+    let mut advertised = 0u32;
+    let next_advertisement = |sent| {
+        tokio::time::Instant::now() + ndp::neutron::unsolicited_interval(sent, fastrand::f64())
+    };
+    let advertise = tokio::time::sleep_until(next_advertisement(advertised));
+    tokio::pin!(advertise);
     loop {
         publish(&metrics, &agent, &sw.reconciler, sw.in_sync);
         let mut delta = tokio::select! {
             _ = retry.tick() => {
-                agent.retry_unknown().await;
+                agent.retry_unknown();
                 if sw.connected && !sw.in_sync {
                     // The last resync failed on a live connection: try again.
                     sw.resync(&agent).await;
                 }
                 pipeline::Delta::default()
             }
+            () = &mut advertise => {
+                sw.advertise(&agent).await;
+                advertised = advertised.saturating_add(1);
+                advertise.as_mut().reset(next_advertisement(advertised));
+                pipeline::Delta::default()
+            }
+            Some((iface, network)) = looked_up.recv() => {
+                agent.looked_up(iface, network);
+                pipeline::Delta::default()
+            }
             Some(update) = updates.recv() => agent.apply_update(update),
-            event = sw.watcher.next() => agent.vif_event(event).await?,
+            event = sw.watcher.next() => agent.vif_event(event)?,
             event = of_events.recv() => sw.event(&mut agent, event).await?.unwrap_or_default(),
             Some(outcome) = sw.in_flight.next(), if !sw.in_flight.is_empty() => {
                 sw.settle(&agent, outcome).await;
@@ -529,7 +457,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
             if let Ok(update) = updates.try_recv() {
                 delta.extend(agent.apply_update(update));
             } else if let Some(event) = sw.watcher.next().now_or_never() {
-                delta.extend(agent.vif_event(event).await?);
+                delta.extend(agent.vif_event(event)?);
             } else if let Some(event) = of_events.recv().now_or_never() {
                 match sw.event(&mut agent, event).await? {
                     Some(d) => delta.extend(d),
@@ -540,163 +468,8 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
                 break;
             }
         }
-        agent.follow_networks();
+        agent.follow();
         sw.send(&agent, delta).await;
-    }
-}
-
-/// Returns memory the allocator keeps free after a burst back to the system (glibc keeps it
-/// otherwise: a restarted agent would hold its start-up peak for good).
-fn release_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim takes no pointers; it only walks glibc's own heap bookkeeping.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
-/// The agent's side of its switch: the reconciler and the VIF watcher whose port numbers the
-/// switch's announcements keep current.
-struct Switch {
-    reconciler: Reconciler,
-    watcher: VifWatcher,
-    /// The OpenFlow connection is up.
-    connected: bool,
-    /// The reconciler holds the switch's flows (false while disconnected or after a failed
-    /// resync).
-    in_sync: bool,
-    /// Bundles sent and not yet confirmed, oldest first.
-    in_flight: FuturesOrdered<reconcile::Confirmation>,
-    nd_limit: limit::RateLimit,
-    dhcp_limit: limit::RateLimit,
-    metrics: Arc<Metrics>,
-}
-
-impl Switch {
-    /// Sends a delta as one bundle without waiting for earlier ones to be confirmed. Out of
-    /// sync (switch disconnected) deltas only change the pipeline; the resync after the
-    /// reconnection sends them.
-    async fn send(&mut self, agent: &Agent, delta: pipeline::Delta) {
-        if !self.in_sync || delta.is_empty() {
-            return;
-        }
-        while self.in_flight.len() >= MAX_BUNDLES_IN_FLIGHT {
-            if let Some(outcome) = self.in_flight.next().await
-                && self.settle(agent, outcome).await
-            {
-                // The resync sent the whole pipeline, this delta included (or failed, and
-                // the next one will).
-                return;
-            }
-        }
-        match self.reconciler.apply(delta).await {
-            Ok(confirmation) => self.in_flight.push_back(confirmation),
-            Err(e) => {
-                tracing::warn!("{e}; resynchronising when the switch answers again");
-                self.in_sync = false;
-                self.in_flight.clear();
-            }
-        }
-    }
-
-    /// Takes the switch's answer to the oldest bundle in flight: a refusal means the switch
-    /// holds something else than the reconciler thinks, so it reads the switch again (a lost
-    /// connection is left to the reconnection). Returns whether it resynchronised.
-    async fn settle(&mut self, agent: &Agent, outcome: Result<(), ConnError>) -> bool {
-        match outcome {
-            Ok(()) | Err(ConnError::Disconnected) => false,
-            Err(e) => {
-                tracing::warn!("the switch did not apply a bundle: {e}; resynchronising");
-                self.resync(agent).await;
-                true
-            }
-        }
-    }
-
-    /// Reads what the switch holds and sends the difference from the whole pipeline. Bundles
-    /// still in flight are applied before the read, so their outcomes no longer matter.
-    async fn resync(&mut self, agent: &Agent) {
-        self.metrics
-            .resyncs
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.in_flight.clear();
-        match self.reconciler.resync(agent.pipeline.flows()).await {
-            Ok(()) => {
-                self.in_sync = true;
-                // The snapshot and the switch's flow dump were the big allocations; what
-                // they left free goes back to the system.
-                release_free_memory();
-            }
-            Err(e) => {
-                tracing::warn!("resync failed: {e}");
-                self.in_sync = false;
-            }
-        }
-    }
-
-    /// Reads the switch's ports, hands them to the VIF watcher and applies the VIF changes
-    /// that causes.
-    async fn list_ports(&mut self, agent: &mut Agent) -> Result<pipeline::Delta, AgentError> {
-        match self.reconciler.ports().await {
-            Ok(ports) => self.watcher.ports_listed(ports),
-            Err(e) => tracing::warn!("reading the switch's ports failed: {e}"),
-        }
-        let mut delta = pipeline::Delta::default();
-        while let Some(event) = self.watcher.next().now_or_never() {
-            delta.extend(agent.vif_event(event).await?);
-        }
-        Ok(delta)
-    }
-
-    /// Handles one event of the OpenFlow connection; returns the pipeline changes it causes and
-    /// that are still to be sent, or `None` after a resync (which sent the whole pipeline, so
-    /// nothing pending needs sending any more).
-    async fn event(
-        &mut self,
-        agent: &mut Agent,
-        event: Option<Event>,
-    ) -> Result<Option<pipeline::Delta>, AgentError> {
-        let mut delta = pipeline::Delta::default();
-        match event {
-            Some(Event::Connected(_)) => {
-                self.connected = true;
-                // The switch's own port list numbers the VIFs from now on; the resync below
-                // sends whatever that changes.
-                self.list_ports(agent).await?;
-                self.resync(agent).await;
-                return Ok(None);
-            }
-            Some(Event::Lost(n)) => {
-                // Port announcements may be among what was lost: read the list again.
-                tracing::warn!("{n} switch events were lost; reading the switch's ports again");
-                delta = self.list_ports(agent).await?;
-            }
-            Some(Event::Message(_, openflow::Message::PortStatus(st))) => {
-                // A new port is announced here well before its `ofport` reaches OVSDB.
-                let deleted = st.reason == openflow::message::port_reason::DELETE;
-                self.watcher
-                    .port_announced(&st.port.name, (!deleted).then_some(st.port.port_no));
-                while let Some(event) = self.watcher.next().now_or_never() {
-                    delta.extend(agent.vif_event(event).await?);
-                }
-            }
-            Some(Event::Message(_, openflow::Message::PacketIn(pi))) => {
-                if agent.pipeline.port_of_cookie(pi.cookie).is_some() {
-                    answer_solicitation(agent, &self.reconciler, &mut self.nd_limit, &pi).await;
-                } else {
-                    answer_dhcp(agent, &self.reconciler, &mut self.dhcp_limit, &pi).await;
-                }
-            }
-            Some(Event::Disconnected(why)) => {
-                tracing::warn!("lost br-int: {why}");
-                self.watcher.ports_unknown();
-                self.connected = false;
-                self.in_sync = false;
-                self.in_flight.clear();
-            }
-            Some(_) => {}
-            None => return Err(AgentError::Switch("OpenFlow connection stopped".into())),
-        }
-        Ok(Some(delta))
+        sw.announce(&mut agent).await;
     }
 }

@@ -163,12 +163,12 @@ impl Reconciler {
     pub async fn apply(&mut self, delta: Delta) -> Result<Confirmation, AgentError> {
         // A flow whose identity stays but whose actions change is re-added (an add replaces it);
         // deleting it first would open a gap.
-        let added: std::collections::HashSet<FlowKey> = delta.added.iter().map(Flow::key).collect();
-        let removes = delta
-            .removed
+        let (removed, added) = delta.into_parts();
+        let keys: std::collections::HashSet<FlowKey> = added.iter().map(Flow::key).collect();
+        let removes = removed
             .into_iter()
-            .filter(|f| !added.contains(&f.key()))
+            .filter(|f| !keys.contains(&f.key()))
             .collect();
-        self.send(removes, delta.added).await
+        self.send(removes, added).await
     }
 }

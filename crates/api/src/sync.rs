@@ -2,21 +2,30 @@
 //!
 //! `GET /wyvern/v1/sync/snapshot?network=ID...` answers every object of the requested topics at one
 //! revision R; `GET /wyvern/v1/sync/watch?after=R&network=ID...` then streams every change after R as
-//! newline-delimited JSON, one line per store revision batch:
-//! `{"revision": N, "events": [{"key": K, "value": V} or {"key": K, "deleted": true}]}`. A line `{"heartbeat": true}` comes
-//! when nothing changed for a while, so that clients notice dead connections. All watchers of a server
+//! newline-delimited JSON, one line per batch of whole store revisions, `{"revision": N, "events": [...]}`
+//! (N: the batch's last revision), each event `{"key", "value", "revision"}` or
+//! `{"key", "deleted": true, "revision"}`. A line `{"heartbeat": true}` comes when nothing changed for
+//! a while, so that clients notice dead connections. All watchers of a server
 //! share one store watch ([`store::SharedWatch`]), whose ring of recent changes serves a client that
 //! resumes a little behind even if the store compacted meanwhile; when neither the ring nor the store
 //! has the changes after `after` any more, the watch answers 410 with a `NeutronError` of type
 //! `Compacted` (or, if that happens mid-stream, a last line `{"compacted": N}`), and the client takes a
 //! fresh snapshot.
 //!
-//! Topics: a network (the network, its subnets and ports) for each `network=` parameter, the ports
-//! bound to a chassis for `chassis=ID`, and always the chassis list (`/chassis/`, `/chassis-up/`);
-//! `all=1` asks for everything. Deletions are always sent (a deleted object has no network to filter on; deleting an unknown key is a no-op
+//! Topics, as [`nb_keys::Topics::wants`] decides: a network (the network, its subnets and ports) for
+//! each `network=ID`, a router (the router and every port whose `device_id` is the router: its
+//! interfaces and gateway port) for each `router=ID`, the ports bound to a chassis for `chassis=ID`,
+//! and always the chassis list (`/chassis/`, `/chassis-up/`); `all=1` asks for everything. Deletions
+//! are always sent (a deleted object has no network to filter on; deleting an unknown key is a no-op
 //! for a client).
+//!
+//! A watch may start a topic later than `after`: `network=ID@S` (or `router=ID@S`, `chassis=ID@S`)
+//! follows that topic only for changes after revision S. A client that holds its topics at R and took
+//! a snapshot of a new topic at S > R resumes its watch after R with the new topic `@S`: it gets its
+//! old topics' changes after R and the new topic's after S, none twice. An event is sent when a topic
+//! whose start is before the event's revision wants it. A snapshot ignores `@S`.
 
-use std::collections::HashSet;
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::time::Duration;
 
@@ -24,66 +33,68 @@ use axum::body::{Body, Bytes};
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use nb_keys::{Topic, Topics};
 use serde_json::{Value, json};
-use store::{Event, KeyValue, StoreError};
+use store::{Event, StoreError};
 
 use crate::Api;
 use crate::error::{ApiError, ApiResult};
 use crate::query::Query;
 
-/// Key prefixes the sync API serves.
-const SYNCED: &[&str] = &[
-    "/r/networks/",
-    "/r/subnets/",
-    "/r/ports/",
-    "/chassis/",
-    "/chassis-up/",
-];
 /// A heartbeat line after this long without changes.
 const HEARTBEAT: Duration = Duration::from_secs(5);
 
-/// Which keys a client asked for.
-struct Topics {
-    /// `None`: everything (`all=1`).
-    networks: Option<HashSet<String>>,
-    /// Ports bound to this chassis (`chassis=ID`), whatever their network.
-    chassis: Option<String>,
+/// Which keys a client asked for: its topics, some of them only after a start revision.
+struct Asked {
+    /// The topics followed from the start.
+    now: Topics,
+    /// Topics followed only after a revision (`ID@REV`), by that revision.
+    later: BTreeMap<u64, Vec<Topic>>,
 }
 
-impl Topics {
-    fn from_query(q: &Query) -> Self {
-        let nets: HashSet<String> = q.all("network").map(str::to_string).collect();
-        let all = q
+impl Asked {
+    fn from_query(q: &Query) -> ApiResult<Self> {
+        let everything = q
             .first("all")
             .is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
-        Self {
-            networks: (!all).then_some(nets),
-            chassis: q.first("chassis").map(str::to_string),
+        let mut asked = Asked {
+            now: Topics {
+                everything,
+                ..Topics::default()
+            },
+            later: BTreeMap::new(),
+        };
+        for (name, value) in &q.0 {
+            let Some(parsed) = Topic::from_param(name, value) else {
+                continue;
+            };
+            match parsed.map_err(|e| ApiError::bad_request(format!("{name}: {e}")))? {
+                (topic, Some(start)) => asked.later.entry(start).or_default().push(topic),
+                (topic, None) => asked.now.insert(topic),
+            }
         }
+        Ok(asked)
     }
 
-    fn wants(&self, key: &str, value: Option<&[u8]>) -> bool {
-        if !SYNCED.iter().any(|p| key.starts_with(p)) {
-            return false;
+    /// Every topic asked for, whatever its start.
+    fn all(mut self) -> Topics {
+        for topic in self.later.into_values().flatten() {
+            self.now.insert(topic);
         }
-        let Some(nets) = &self.networks else {
-            return true;
-        };
-        if key.starts_with("/chassis") {
-            return true;
+        self.now
+    }
+
+    /// Whether the change of `key` to `value` (`None`: deleted) at `revision` is sent: whether the
+    /// topics started before `revision` want it. Revisions must come in order.
+    fn wants(&mut self, key: &str, value: Option<&Value>, revision: u64) -> bool {
+        while let Some(started) = self.later.first_entry()
+            && *started.key() < revision
+        {
+            for topic in started.remove() {
+                self.now.insert(topic);
+            }
         }
-        let Some(value) = value else {
-            return true;
-        };
-        if let Some(id) = key.strip_prefix("/r/networks/") {
-            return nets.contains(id);
-        }
-        let obj: Value = serde_json::from_slice(value).unwrap_or(Value::Null);
-        let field = |name: &str| obj.get(name).and_then(Value::as_str);
-        field("network_id").is_some_and(|n| nets.contains(n))
-            || (key.starts_with("/r/ports/")
-                && self.chassis.is_some()
-                && field("binding:host_id") == self.chassis.as_deref())
+        self.now.wants(key, value)
     }
 }
 
@@ -93,10 +104,11 @@ fn value_json(value: &[u8]) -> Value {
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(value).into_owned()))
 }
 
-/// One change as a line item: `{"key", "value"}` for a put, `{"key", "deleted": true}` for a delete.
-fn event_json(e: &Event) -> Value {
-    match &e.value {
-        Some(v) => json!({"key": e.key, "value": value_json(v), "revision": e.revision}),
+/// One change as a line item: `{"key", "value", "revision"}` for a put (`value` is the event's value
+/// as JSON), `{"key", "deleted": true, "revision"}` for a delete.
+fn event_json(e: &Event, value: Option<Value>) -> Value {
+    match value {
+        Some(v) => json!({"key": e.key, "value": v, "revision": e.revision}),
         None => json!({"key": e.key, "deleted": true, "revision": e.revision}),
     }
 }
@@ -117,13 +129,18 @@ pub async fn snapshot(
 ) -> Response {
     let result: ApiResult<Value> = async {
         admin(&api, &headers)?;
-        let topics = Topics::from_query(&Query::parse(q.as_deref()));
+        let topics = Asked::from_query(&Query::parse(q.as_deref()))?.all();
         // One range over the common prefix gives a consistent snapshot at one revision.
         let (kvs, revision) = api.db.store.range("/").await?;
         let items: Vec<Value> = kvs
             .iter()
-            .filter(|kv: &&KeyValue| topics.wants(&kv.key, Some(&kv.value)))
-            .map(|kv| json!({"key": kv.key, "value": value_json(&kv.value)}))
+            .filter(|kv| nb_keys::parse(&kv.key).is_some())
+            .filter_map(|kv| {
+                let value = value_json(&kv.value);
+                topics
+                    .wants(&kv.key, Some(&value))
+                    .then(|| json!({"key": kv.key, "value": value}))
+            })
             .collect();
         Ok(json!({"revision": revision, "items": items}))
     }
@@ -150,7 +167,7 @@ pub async fn watch(State(api): State<Api>, headers: HeaderMap, RawQuery(q): RawQ
             .unwrap_or("0")
             .parse()
             .map_err(|_| ApiError::bad_request("after must be a revision number"))?;
-        let topics = Topics::from_query(&q);
+        let asked = Asked::from_query(&q)?;
         let watch = match api.watches.watch(after).await {
             Err(StoreError::Compacted { oldest, .. }) => {
                 return Err(ApiError::new(
@@ -163,10 +180,10 @@ pub async fn watch(State(api): State<Api>, headers: HeaderMap, RawQuery(q): RawQ
             }
             other => other?,
         };
-        Ok((watch, topics, after))
+        Ok((watch, asked, after))
     }
     .await;
-    let (mut watch, topics, after) = match setup {
+    let (mut watch, mut asked, after) = match setup {
         Ok(s) => s,
         Err(e) => return e.into_response(),
     };
@@ -178,8 +195,13 @@ pub async fn watch(State(api): State<Api>, headers: HeaderMap, RawQuery(q): RawQ
                     let revision = events.last().map(|e: &Event| e.revision).unwrap_or(after);
                     let wanted: Vec<Value> = events
                         .iter()
-                        .filter(|e| topics.wants(&e.key, e.value.as_deref()))
-                        .map(event_json)
+                        .filter(|e| nb_keys::parse(&e.key).is_some())
+                        .filter_map(|e| {
+                            let value = e.value.as_deref().map(value_json);
+                            asked
+                                .wants(&e.key, value.as_ref(), e.revision)
+                                .then(|| event_json(e, value))
+                        })
                         .collect();
                     json!({"revision": revision, "events": wanted})
                 }

@@ -15,7 +15,8 @@
 //! `slice` runs the whole first slice against real Open vSwitch: a `wyvern server` and one
 //! `wyvern agent` per chassis (through the lab), many ports created and plugged as VIFs, and reports
 //! time to all flows, flows per chassis, agent RSS/CPU, single-port latency and agent restarts
-//! (see [`slice`]).
+//! (see [`slice`]). `slice --router` is the routed variant: one router with an interface on every
+//! network, and a router interface added to the loaded system until a routed ping works.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -84,6 +85,13 @@ enum Command {
         /// Agent restarts (round-robin over the chassis).
         #[arg(long, default_value_t = 3)]
         restarts: usize,
+        /// The routed variant: one router with an interface on every network, and a router
+        /// interface added to the loaded system until a routed ping works.
+        #[arg(long)]
+        router: bool,
+        /// With --router: how often that interface is added (and removed again).
+        #[arg(long, default_value_t = 5, requires = "router")]
+        interface_samples: usize,
     },
     /// Open vSwitch's own cost of adding a VIF to a loaded `br-int`: insert to OpenFlow port
     /// (PORT_STATUS, OVSDB) and to a flow confirmed for it (no Wyvern parts).
@@ -132,6 +140,8 @@ fn main() -> anyhow::Result<()> {
             samples,
             concurrency,
             restarts,
+            router,
+            interface_samples,
         } => runtime.block_on(slice::run(slice::Params {
             wyvern,
             chassis,
@@ -140,6 +150,8 @@ fn main() -> anyhow::Result<()> {
             samples,
             concurrency,
             restarts,
+            router,
+            interface_samples,
         }))?,
         Command::OvsPortAdd { existing, samples } => {
             runtime.block_on(port_add::run(port_add::Params { existing, samples }))?
@@ -193,11 +205,30 @@ impl LocalServer {
 }
 
 async fn post(client: &reqwest::Client, url: &str, body: Value) -> anyhow::Result<Value> {
-    let resp = client.post(url).json(&body).send().await?;
+    send(client, reqwest::Method::POST, url, body).await
+}
+
+/// `PUT` (a router's `add_router_interface` and `remove_router_interface`).
+async fn put(client: &reqwest::Client, url: &str, body: Value) -> anyhow::Result<Value> {
+    send(client, reqwest::Method::PUT, url, body).await
+}
+
+/// Sends `body` as JSON; returns the answer's JSON body, an error for any status but success.
+async fn send(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    body: Value,
+) -> anyhow::Result<Value> {
+    let resp = client
+        .request(method.clone(), url)
+        .json(&body)
+        .send()
+        .await?;
     let status = resp.status();
     let body: Value = resp.json().await.unwrap_or(Value::Null);
     if !status.is_success() {
-        bail!("POST {url}: {status}: {body}");
+        bail!("{method} {url}: {status}: {body}");
     }
     Ok(body)
 }

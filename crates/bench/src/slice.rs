@@ -7,6 +7,11 @@
 //! Then single ports on the loaded system (create + plug until the port's L2 flow is on its own
 //! chassis and on every other), and agent restarts (`kill -9` + start until in sync again).
 //!
+//! With `--router` (the routed variant) the bulk phase also creates one router and adds an
+//! interface on every network's subnet (before the ports), the flow counts say what the router
+//! and its interfaces cost, and one more phase runs before the restarts: a router interface added
+//! to the loaded system until a routed ping works (see [`interface`]).
+//!
 //! "Converged" means, for every agent: `in_sync`, installed == desired, its northbound revision
 //! at least the server's revision at which the last port became ACTIVE, and all its VIFs seen;
 //! the bench follows the server's state through the same sync API the agents use. Figures come
@@ -28,7 +33,9 @@ use ovsdb::{Client, ClientOptions, Endpoint};
 use pipeline::cookie::Owner;
 use serde_json::{Value, json};
 
-use crate::{percentile, post};
+use crate::{percentile, post, put};
+
+mod interface;
 
 /// The integration bridge the agents program.
 pub(crate) const BR_INT: &str = "br-int";
@@ -62,6 +69,10 @@ pub struct Params {
     pub concurrency: usize,
     /// Agent restarts (round-robin over the chassis).
     pub restarts: usize,
+    /// The routed variant: one router with an interface on every network.
+    pub router: bool,
+    /// Router interfaces added (and removed again) on the loaded system (routed variant only).
+    pub interface_samples: usize,
 }
 
 /// Runs the benchmark; SIGINT and SIGTERM end it early (and tear the lab down).
@@ -281,6 +292,10 @@ struct Ctx {
     view: Arc<Mutex<View>>,
     nodes: Vec<Node>,
     networks: Vec<String>,
+    /// The subnet of each network (same order).
+    subnets: Vec<String>,
+    /// The router (routed variant).
+    router: Option<String>,
     ports: Vec<MadePort>,
     /// When each VIF (by iface-id) first had an OpenFlow port in its chassis' OVSDB.
     vif_seen: Arc<Mutex<HashMap<String, Instant>>>,
@@ -394,14 +409,37 @@ impl Ctx {
             node,
         })
     }
+
+    /// Adds an interface of `router` on `subnet` (at the subnet's gateway address); returns the
+    /// interface's port id.
+    async fn add_interface(&self, router: &str, subnet: &str) -> anyhow::Result<String> {
+        let url = format!("{}/v2.0/routers/{router}/add_router_interface", self.api);
+        let v = put(&self.http, &url, json!({"subnet_id": subnet})).await?;
+        v["port_id"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow!("router interface without port_id: {v}"))
+    }
+
+    /// Removes `router`'s interface on `subnet`.
+    async fn remove_interface(&self, router: &str, subnet: &str) -> anyhow::Result<()> {
+        let url = format!("{}/v2.0/routers/{router}/remove_router_interface", self.api);
+        put(&self.http, &url, json!({"subnet_id": subnet})).await?;
+        Ok(())
+    }
 }
 
-/// When the switch behind `of` first holds the L2 flow (table 30) of `port`, polling every
-/// [`FLOW_POLL`].
-async fn first_seen(of: Connection, port: String, t0: Instant) -> anyhow::Result<Instant> {
+/// When the switch behind `of` first holds a flow of `owner` in `table` (a port's L2 flow, a
+/// router interface's L3 entry), polling every [`FLOW_POLL`].
+async fn first_seen(
+    of: Connection,
+    table: u8,
+    owner: Owner,
+    t0: Instant,
+) -> anyhow::Result<Instant> {
     let req = FlowStatsRequest {
-        table: pipeline::flows::T_L2,
-        cookie: Owner::Port(port.clone()).cookie(),
+        table,
+        cookie: owner.cookie(),
         cookie_mask: u64::MAX,
         ..FlowStatsRequest::default()
     };
@@ -410,7 +448,11 @@ async fn first_seen(of: Connection, port: String, t0: Instant) -> anyhow::Result
             return Ok(Instant::now());
         }
         if t0.elapsed() > STEP_TIMEOUT {
-            bail!("port {port}: no L2 flow on a switch after {STEP_TIMEOUT:?}");
+            bail!(
+                "{} {}: no flow in table {table} on a switch after {STEP_TIMEOUT:?}",
+                owner.kind_name(),
+                owner.id()
+            );
         }
         tokio::time::sleep(FLOW_POLL).await;
     }
@@ -434,19 +476,32 @@ async fn plug(db: &Client, port: &MadePort) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn topology(name: &str, chassis: usize) -> anyhow::Result<Topology> {
+/// The lab: `chassis` chassis `c1`, `c2`, ... and whatever `extra` adds (networks, VMs).
+fn topology(name: &str, chassis: usize, extra: &str) -> anyhow::Result<Topology> {
     let mut text = format!("name = \"{name}\"\n[underlay]\nencap = \"geneve\"\n");
     for i in 1..=chassis {
         text.push_str(&format!("[[chassis]]\nname = \"c{i}\"\n"));
     }
+    text.push_str(extra);
     Ok(Topology::parse(&text, "slice-bench.toml".as_ref())?)
+}
+
+/// The name of the bench's network `i`.
+fn network_name(i: usize) -> String {
+    format!("slice-{i}")
+}
+
+/// The CIDR of network `i`'s subnet.
+fn subnet_cidr(i: usize) -> String {
+    format!("10.{}.{}.0/22", 100 + i / 64, (i % 64) * 4)
 }
 
 async fn bench(p: Params) -> anyhow::Result<Value> {
     let wyvern = std::fs::canonicalize(&p.wyvern)
         .with_context(|| format!("the wyvern binary {}", p.wyvern.display()))?;
-    let name = format!("sl-{}", std::process::id());
-    let topo = topology(&name, p.chassis)?;
+    let prefix = if p.router { "sr" } else { "sl" };
+    let name = format!("{prefix}-{}", std::process::id());
+    let topo = topology(&name, p.chassis, "")?;
     let opts = LabOptions {
         wyvern: wyvern.clone(),
         progress: false,
@@ -560,6 +615,8 @@ async fn measure(
         view,
         nodes: connect_nodes(lab, topo).await?,
         networks: Vec::new(),
+        subnets: Vec::new(),
+        router: None,
         ports: Vec::new(),
         vif_seen,
         _follower: (tasks, sync_handle),
@@ -633,6 +690,11 @@ async fn measure(
     let server_usage = usage_json(server_pid);
 
     let one_port = one_port(p, &mut ctx).await?;
+    let interface_added = if p.router {
+        interface::run(p, &mut ctx, lab).await?
+    } else {
+        Value::Null
+    };
     let restarts = restarts(p, &mut ctx, lab).await?;
     let agents_end: Vec<Value> = ctx
         .nodes
@@ -643,25 +705,36 @@ async fn measure(
     let per_port = flows["port_flows_per_port_per_chassis"]
         .as_f64()
         .unwrap_or(f64::MAX);
-    let targets = json!({
+    // A routed network adds a next-hop flow per address on every chassis. OVN's figures are
+    // those of its workload A (no router) on this machine; its routed workload has ACLs too,
+    // see docs/benchmarks.md.
+    let per_port_target = if p.router { 4.0 } else { 3.0 };
+    let ovn = |v: Value| if p.router { Value::Null } else { v };
+    let mut targets = json!({
         "bulk_converged_after_last_write_s": {
-            "target": 0.5, "measured": bulk["converged_after_last_write_s"], "ovn": 1.75,
+            "target": 0.5, "measured": bulk["converged_after_last_write_s"], "ovn": ovn(json!(1.75)),
             "met": bulk["converged_after_last_write_s"].as_f64().is_some_and(|s| s <= 0.5),
         },
         "one_port_local_p50_ms": {
-            "target": 10.0, "measured": one_port["local_flows_ms"]["p50"], "ovn": 87.0,
+            "target": 10.0, "measured": one_port["local_flows_ms"]["p50"], "ovn": ovn(json!(87.0)),
             "met": one_port["local_flows_ms"]["p50"].as_f64().is_some_and(|v| v <= 10.0),
         },
         "port_flows_per_port_per_chassis": {
-            "target": 3.0, "measured": per_port,
-            "ovn_flows_per_chassis": 5843, "met": per_port <= 3.0,
+            "target": per_port_target, "measured": per_port,
+            "constant_per_chassis": flows["constant_flows_per_chassis"],
+            "ovn_flows_per_chassis": ovn(json!(5843)), "met": per_port <= per_port_target,
         },
-        "agent_rss_mib": {"ovn": 30.0, "measured": agents.iter().map(|a| a["usage"]["rss_mib"].clone()).collect::<Vec<_>>()},
+        "agent_rss_mib": {"ovn": ovn(json!(30.0)), "measured": agents.iter().map(|a| a["usage"]["rss_mib"].clone()).collect::<Vec<_>>()},
     });
+    if p.router {
+        targets["interface_added_to_routed_ping_p50_ms"] =
+            json!({"measured": interface_added["ping_ms"]["p50"]});
+    }
     Ok(json!({
-        "benchmark": "slice",
+        "benchmark": if p.router { "slice --router" } else { "slice" },
         "setup": {
             "chassis": p.chassis, "networks": p.networks, "ports": p.ports,
+            "routers": usize::from(p.router), "router_interfaces": if p.router { p.networks } else { 0 },
             "port_concurrency": p.concurrency, "encap": "geneve", "store": "embedded",
             "vif": "ovs internal port per port (iface-id, attached-mac), one OVSDB transaction each",
             "lab_up_s": secs(lab_up), "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
@@ -672,6 +745,7 @@ async fn measure(
         "server_after_bulk": server_usage,
         "vswitchd_after_bulk": vswitchd,
         "one_port": one_port,
+        "router_interface_added": interface_added,
         "agent_restart": restarts,
         "agents_at_end": agents_end,
         "targets": targets,
@@ -716,7 +790,7 @@ async fn bulk(p: &Params, ctx: &mut Ctx) -> anyhow::Result<Value> {
         let net = post(
             &ctx.http,
             &format!("{}/v2.0/networks", ctx.api),
-            json!({"network": {"name": format!("slice-{i}")}}),
+            json!({"network": {"name": network_name(i)}}),
         )
         .await
         .context("creating a network")?;
@@ -724,17 +798,41 @@ async fn bulk(p: &Params, ctx: &mut Ctx) -> anyhow::Result<Value> {
             .as_str()
             .ok_or_else(|| anyhow!("network without id: {net}"))?
             .to_owned();
-        post(
+        let subnet = post(
             &ctx.http,
             &format!("{}/v2.0/subnets", ctx.api),
-            json!({"subnet": {"network_id": id, "ip_version": 4,
-                              "cidr": format!("10.{}.{}.0/22", 100 + i / 64, (i % 64) * 4)}}),
+            json!({"subnet": {"network_id": id, "ip_version": 4, "cidr": subnet_cidr(i)}}),
         )
         .await
         .context("creating a subnet")?;
+        let subnet = subnet["subnet"]["id"]
+            .as_str()
+            .ok_or_else(|| anyhow!("subnet without id: {subnet}"))?
+            .to_owned();
         ctx.networks.push(id);
+        ctx.subnets.push(subnet);
     }
     let networks_done = t0.elapsed();
+    if p.router {
+        let router = post(
+            &ctx.http,
+            &format!("{}/v2.0/routers", ctx.api),
+            json!({"router": {"name": "slice-r"}}),
+        )
+        .await
+        .context("creating the router")?;
+        let router = router["router"]["id"]
+            .as_str()
+            .ok_or_else(|| anyhow!("router without id: {router}"))?
+            .to_owned();
+        for subnet in &ctx.subnets {
+            ctx.add_interface(&router, subnet)
+                .await
+                .context("adding a router interface")?;
+        }
+        ctx.router = Some(router);
+    }
+    let router_done = t0.elapsed();
 
     // Workers: create port k (network k mod N, chassis k mod C), then plug its VIF.
     let shared = Mutex::new(BulkLog::new(t0, p.ports));
@@ -829,6 +927,7 @@ async fn bulk(p: &Params, ctx: &mut Ctx) -> anyhow::Result<Value> {
     plugs.sort();
     Ok(json!({
         "networks_and_subnets_s": secs(networks_done),
+        "router_and_interfaces_s": p.router.then(|| secs(router_done - networks_done)),
         "ports_created_and_plugged_s": secs(ports_done),
         "ports_per_s": (p.ports as f64 / ports_done.as_secs_f64()).round(),
         "port_create_ms": {"p50": pct(&api, 0.5), "p99": pct(&api, 0.99)},
@@ -851,7 +950,9 @@ async fn bulk(p: &Params, ctx: &mut Ctx) -> anyhow::Result<Value> {
     }))
 }
 
-/// (b) Flows per chassis, by owner, from the switch (OpenFlow) and from `ovs-ofctl`.
+/// (b) Flows per chassis, by owner, from the switch (OpenFlow) and from `ovs-ofctl`. Ports the
+/// bench did not make (router interfaces, the lab's VMs) count as `other_port`; what is not a
+/// port of the bench's is the constant part (fixed, per network, per router and interface).
 async fn flows(ctx: &Ctx, lab: &Lab) -> anyhow::Result<Value> {
     let node_of: HashMap<u64, usize> = ctx
         .ports
@@ -859,10 +960,11 @@ async fn flows(ctx: &Ctx, lab: &Lab) -> anyhow::Result<Value> {
         .map(|p| (Owner::Port(p.id.clone()).cookie(), p.node))
         .collect();
     let mut per_chassis = Vec::new();
-    let mut port_flow_total = 0usize;
+    let (mut port_flow_total, mut constant_total) = (0usize, 0usize);
     for (i, n) in ctx.nodes.iter().enumerate() {
         let held = n.of.dump_flows(FlowStatsRequest::default()).await?;
-        let (mut fixed, mut network, mut local, mut remote, mut foreign) = (0, 0, 0, 0, 0);
+        let (mut fixed, mut network, mut local, mut remote) = (0, 0, 0, 0);
+        let (mut other_port, mut router, mut interface, mut foreign) = (0, 0, 0, 0);
         let mut by_table: std::collections::BTreeMap<u8, usize> = Default::default();
         for s in &held {
             *by_table.entry(s.flow.table).or_default() += 1;
@@ -872,12 +974,15 @@ async fn flows(ctx: &Ctx, lab: &Lab) -> anyhow::Result<Value> {
                 0x03 => match node_of.get(&s.flow.cookie) {
                     Some(&owner) if owner == i => local += 1,
                     Some(_) => remote += 1,
-                    None => foreign += 1,
+                    None => other_port += 1,
                 },
+                0x04 => router += 1,
+                0x05 => interface += 1,
                 _ => foreign += 1,
             }
         }
         port_flow_total += local + remote;
+        constant_total += held.len() - local - remote;
         let ch = lab
             .chassis(&n.name)
             .ok_or_else(|| anyhow!("chassis {} is gone", n.name))?;
@@ -897,11 +1002,13 @@ async fn flows(ctx: &Ctx, lab: &Lab) -> anyhow::Result<Value> {
             "ovs_ofctl_dump_flows": ofctl,
             "openflow_flow_stats": held.len(),
             "fixed": fixed, "network": network, "local_port": local, "remote_port": remote,
+            "other_port": other_port, "router": router, "router_interface": interface,
             "other": foreign,
             "by_table": by_table.iter().map(|(t, c)| (t.to_string(), json!(c))).collect::<serde_json::Map<_, _>>(),
             "per_local_port": ratio(local, local_ports),
             "per_remote_port": ratio(remote, remote_ports),
             "per_network": ratio(network, ctx.networks.len()),
+            "per_router_interface_with_its_port": ratio(interface + other_port, if ctx.router.is_some() { ctx.subnets.len() } else { 0 }),
         }));
     }
     let chassis = ctx.nodes.len().max(1);
@@ -909,6 +1016,7 @@ async fn flows(ctx: &Ctx, lab: &Lab) -> anyhow::Result<Value> {
     Ok(json!({
         "per_chassis": per_chassis,
         "port_flows_per_port_per_chassis": (per_port * 100.0).round() / 100.0,
+        "constant_flows_per_chassis": (constant_total as f64 / chassis as f64 * 10.0).round() / 10.0,
     }))
 }
 
@@ -946,8 +1054,9 @@ async fn one_port(p: &Params, ctx: &mut Ctx) -> anyhow::Result<Value> {
         // observation.
         let mut pollers = tokio::task::JoinSet::new();
         for (i, n) in ctx.nodes.iter().enumerate() {
-            let (of, id) = (n.of.clone(), port.id.clone());
-            pollers.spawn(async move { (i, first_seen(of, id, t0).await) });
+            let (of, owner) = (n.of.clone(), Owner::Port(port.id.clone()));
+            pollers
+                .spawn(async move { (i, first_seen(of, pipeline::tables::L2, owner, t0).await) });
         }
         let mut seen = vec![t0; ctx.nodes.len()];
         while let Some(r) = pollers.join_next().await {

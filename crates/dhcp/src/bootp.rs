@@ -15,6 +15,7 @@ pub const XID: Range<usize> = 4..8;
 pub const FLAGS: Range<usize> = 10..12;
 pub const CIADDR: Range<usize> = 12..16;
 pub const YIADDR: Range<usize> = 16..20;
+pub const SIADDR: Range<usize> = 20..24;
 pub const GIADDR: Range<usize> = 24..28;
 /// The first six bytes of the 16-byte `chaddr` field.
 pub const CHADDR: Range<usize> = 28..34;

@@ -6,16 +6,23 @@
 //! whole reply frame (Ethernet II, IPv4, UDP 67 -> 68, BOOTREPLY) for the packet-out.
 //!
 //! Options follow RFC 2132, classless static routes RFC 3442, client-identifier echo RFC 6842.
+//! A lease may carry a port's `extra_dhcp_opts` ([`ExtraOption`], dnsmasq names and values as
+//! Neutron passes them), which add to or override what is sent.
 //! Option overload (option 52) is honoured on input: options in `file` and then `sname` are read.
 //! Repeated options are concatenated on input and values longer than 255 bytes are split on output
 //! (RFC 3396).
 
 mod bootp;
+mod dns;
+pub mod dnsmasq;
+mod extra;
 mod options;
 mod reply;
 mod request;
 mod wire;
 
+pub use dns::encode_domain_names;
+pub use extra::{ExtraAction, ExtraOption, ExtraOptionError};
 pub use ipnet::Ipv4Net;
 pub use reply::{answer, build_reply};
 pub use request::parse_request;
@@ -90,6 +97,9 @@ pub struct Request {
     pub server_id: Option<Ipv4Addr>,
     /// Option 61, echoed back unmodified (RFC 6842).
     pub client_id: Option<Vec<u8>>,
+    /// The request carries option 175 (iPXE's encapsulated options): dnsmasq's `ipxe` tag,
+    /// which extra options can be conditional on.
+    pub ipxe: bool,
 }
 
 /// What the server knows about the client's port and subnet.
@@ -117,6 +127,11 @@ pub struct Lease {
     pub server_ip: Ipv4Addr,
     /// The reply's Ethernet source.
     pub server_mac: [u8; 6],
+    /// The port's extra options, applied in order after the ones above are computed (those
+    /// conditional on the `ipxe` tag after the unconditional ones): each replaces the option
+    /// of its code, removes it, or adds it at the end. Not applied to a NAK; options 51, 58
+    /// and 59 are left out of an INFORM's ACK whatever they say.
+    pub extra: Vec<ExtraOption>,
 }
 
 /// Why a frame is not a well-formed DHCP client message.

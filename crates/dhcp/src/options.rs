@@ -21,7 +21,11 @@ pub const SERVER_ID: u8 = 54;
 pub const RENEWAL_TIME: u8 = 58;
 pub const REBINDING_TIME: u8 = 59;
 pub const CLIENT_ID: u8 = 61;
+pub const TFTP_SERVER: u8 = 66;
+pub const BOOTFILE_NAME: u8 = 67;
 pub const CLASSLESS_ROUTES: u8 = 121;
+/// iPXE's encapsulated options; its presence is dnsmasq's `ipxe` tag.
+pub const IPXE: u8 = 175;
 pub const END: u8 = 255;
 
 /// The options of a received message, in the order they were read.
@@ -109,15 +113,6 @@ pub fn put(out: &mut Vec<u8>, code: u8, value: &[u8]) {
         out.push(code);
         out.push(chunk.len() as u8); // chunks() keeps this at most 255
         out.extend_from_slice(chunk);
-    }
-}
-
-/// Appends a text option cut to one option's worth (255 bytes); empty text is left out, since
-/// the text options have a minimum length of 1.
-pub fn put_text(out: &mut Vec<u8>, code: u8, text: &str) {
-    let bytes = text.as_bytes();
-    if !bytes.is_empty() {
-        put(out, code, &bytes[..bytes.len().min(usize::from(u8::MAX))]);
     }
 }
 

@@ -73,5 +73,6 @@ pub fn parse_request(frame: &[u8]) -> Result<Request, DhcpError> {
         requested_ip: opts.ipv4(options::REQUESTED_IP)?,
         server_id: opts.ipv4(options::SERVER_ID)?,
         client_id,
+        ipxe: opts.get(options::IPXE).is_some(),
     })
 }

@@ -1,7 +1,7 @@
 //! The result of a simulation: every table visited, the flow hit (or the miss), the actions
 //! executed with their effect, nested resubmits, group buckets and conntrack
 //! recirculations, and the verdict. `Display` renders it for operators; [`Trace::display`]
-//! adds an owner description per cookie.
+//! adds an owner description per cookie, and [`TraceDisplay::tables`] a name per table.
 
 use std::fmt;
 
@@ -241,14 +241,30 @@ impl Trace {
 
     /// Renders the trace with `owner(cookie)` describing each flow's owner.
     pub fn display<F: Fn(u64) -> Option<String>>(&self, owner: F) -> TraceDisplay<'_, F> {
-        TraceDisplay { trace: self, owner }
+        TraceDisplay {
+            trace: self,
+            owner,
+            table: |_| None,
+        }
     }
 }
 
 /// [`Trace::display`]'s result.
-pub struct TraceDisplay<'a, F> {
+pub struct TraceDisplay<'a, F, G = fn(u8) -> Option<String>> {
     trace: &'a Trace,
     owner: F,
+    table: G,
+}
+
+impl<'a, F, G> TraceDisplay<'a, F, G> {
+    /// Names each table after its number (`table 22 (ip-routing): ...`) with `name(table)`.
+    pub fn tables<H: Fn(u8) -> Option<String>>(self, name: H) -> TraceDisplay<'a, F, H> {
+        TraceDisplay {
+            trace: self.trace,
+            owner: self.owner,
+            table: name,
+        }
+    }
 }
 
 impl fmt::Display for Trace {
@@ -259,13 +275,17 @@ impl fmt::Display for Trace {
 
 const INDENT: &str = "    ";
 
-impl<F: Fn(u64) -> Option<String>> TraceDisplay<'_, F> {
+impl<F: Fn(u64) -> Option<String>, G: Fn(u8) -> Option<String>> TraceDisplay<'_, F, G> {
     fn step(&self, f: &mut fmt::Formatter<'_>, s: &Step, depth: usize) -> fmt::Result {
         let pad = INDENT.repeat(depth);
+        let table = match (self.table)(s.table) {
+            Some(name) => format!("table {} ({name})", s.table),
+            None => format!("table {}", s.table),
+        };
         match &s.flow {
-            None => writeln!(f, "{pad}table {}: no match (table miss)", s.table)?,
+            None => writeln!(f, "{pad}{table}: no match (table miss)")?,
             Some(flow) => {
-                writeln!(f, "{pad}table {}: {}", s.table, flow.to_string().trim())?;
+                writeln!(f, "{pad}{table}: {}", flow.to_string().trim())?;
                 if let Some(id) = s.conjunction {
                     writeln!(f, "{pad}  via conjunction {id}")?;
                 }
@@ -318,7 +338,9 @@ impl<F: Fn(u64) -> Option<String>> TraceDisplay<'_, F> {
     }
 }
 
-impl<F: Fn(u64) -> Option<String>> fmt::Display for TraceDisplay<'_, F> {
+impl<F: Fn(u64) -> Option<String>, G: Fn(u8) -> Option<String>> fmt::Display
+    for TraceDisplay<'_, F, G>
+{
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let t = self.trace;
         writeln!(

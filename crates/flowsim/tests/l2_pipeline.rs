@@ -106,6 +106,12 @@ fn unicast_between_local_ports() {
     assert_eq!(tr.verdict.ports(), [2]);
     assert_eq!(tr.path(), [(0, Some(0x1)), (10, Some(0)), (20, Some(0x22))]);
     assert!(show(&tr).contains("owner: port 7c11… (vm2) delivery"));
+    let named = tr
+        .display(owner)
+        .tables(|t| (t == 20).then(|| "l2".to_string()))
+        .to_string();
+    assert!(named.contains("\ntable 10: "), "{named}");
+    assert!(named.contains("\ntable 20 (l2): "), "{named}");
 }
 
 #[test]

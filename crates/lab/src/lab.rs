@@ -1,5 +1,6 @@
 //! A running lab: bringing it in line with a topology (`up`), acting on it (exec, agents) and
-//! tearing it down (`down`, also by name after a crash).
+//! tearing it down (`down`, also by name after a crash). Routers and the inside of VMs have
+//! modules of their own.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -12,13 +13,21 @@ use chassis::{ChassisConfig, Encap};
 use ipnet::IpNet;
 use ovsdb::{Client, ClientOptions, Endpoint};
 use serde_json::{Value, json};
-use testbed::{Chassis, ChassisOpts, Daemon, HOST_IF, Host, HostOpts, Netns, Underlay};
+use testbed::{Chassis, ChassisOpts, Daemon, Host, Netns, Underlay};
 
 use crate::names::{self, host_netns};
 use crate::neutron::{Neutron, text};
 use crate::state::{ChassisState, NetworkState, State, SubnetState, VmState};
-use crate::topology::{ChassisSpec, Gateway, NetworkSpec, Topology, VmSpec};
+use crate::topology::{ChassisSpec, Ipv6Config, NetworkSpec, Topology, VmSpec};
 use crate::{Error, Result};
+
+mod attrs;
+mod guest;
+mod routers;
+
+use attrs::{
+    has_fixed_ips, port_pairs, subnet_attrs, subnet_update, wanted_fixed_ips, wanted_pairs,
+};
 
 /// The integration bridge.
 const BR_INT: &str = "br-int";
@@ -260,6 +269,7 @@ impl Lab {
         for net in &topo.networks {
             self.ensure_network(&api, topo, net, changes).await?;
         }
+        self.ensure_routers(&api, topo, changes).await?;
         for vm in &topo.vms {
             self.ensure_vm(&api, topo, vm, changes).await?;
         }
@@ -549,6 +559,26 @@ impl Lab {
         Some(format!("http://127.0.0.1:{port}/metrics"))
     }
 
+    /// The value of metric `name` of chassis `chassis`'s agent (its first sample, whatever
+    /// its labels), if the agent answers and has it.
+    pub fn agent_metric(&self, chassis: &str, name: &str) -> Option<f64> {
+        use std::io::{Read, Write};
+        let port = self.state.chassis.get(chassis)?.metrics_port?;
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nhost: lab\r\nconnection: close\r\n\r\n")
+            .ok()?;
+        let mut body = String::new();
+        stream.read_to_string(&mut body).ok()?;
+        body.lines().find_map(|l| {
+            // `NAME{LABELS} VALUE` or `NAME VALUE`; comments start with `#`.
+            (l.split(['{', ' ']).next()? == name)
+                .then(|| l.rsplit(' ').next()?.parse().ok())
+                .flatten()
+        })
+    }
+
     fn spawn_agent(&mut self, name: &str) -> Result<u32> {
         if let Some(c) = self.state.chassis.get_mut(name)
             && c.metrics_port.is_none()
@@ -625,17 +655,10 @@ impl Lab {
         let before = changes.len();
         let project = net.project.clone();
         let owner = project.as_deref().unwrap_or("admin");
-        let mut found = match self.state.networks.get(&net.name) {
-            Some(s) => api.show("networks", "network", &s.id).await?,
-            None => None,
-        };
-        if found.is_none() {
-            found = api
-                .list("networks", &format!("name={}", net.name))
-                .await?
-                .into_iter()
-                .find(|n| text(n, "project_id") == owner);
-        }
+        let known = self.state.networks.get(&net.name).map(|s| s.id.as_str());
+        let found = api
+            .find("networks", "network", known, &net.name, owner)
+            .await?;
         let mut v = match found {
             Some(v) => v,
             None => {
@@ -669,44 +692,33 @@ impl Lab {
         for (i, s) in net.subnets.iter().enumerate() {
             let name = topo.subnet_name(net, i);
             let cidr = s.cidr.trunc();
-            let gw = s.gateway()?;
             let found = existing
                 .iter()
                 .find(|x| text(x, "cidr").parse::<IpNet>().ok() == Some(cidr));
             let sv = match found {
                 Some(x) => {
-                    let have = x.get("gateway_ip").and_then(Value::as_str);
-                    let want = match gw {
-                        Gateway::Default => None,
-                        Gateway::None => Some(Value::Null),
-                        Gateway::Ip(ip) => Some(Value::from(ip.to_string())),
-                    };
-                    match want {
-                        Some(w) if w.as_str() != have => {
-                            let sid = text(x, "id").to_owned();
-                            let u = api
-                                .update("subnets", "subnet", &sid, json!({ "gateway_ip": w }))
-                                .await?;
-                            self.changed(changes, &format!("subnet {name}"), "gateway updated");
-                            u
-                        }
-                        _ => x.clone(),
+                    let update = subnet_update(x, s, &name)?;
+                    if update.is_empty() {
+                        x.clone()
+                    } else {
+                        let keys: Vec<String> = update.keys().cloned().collect();
+                        let sid = text(x, "id").to_owned();
+                        let u = api
+                            .update("subnets", "subnet", &sid, Value::Object(update))
+                            .await?;
+                        let status = format!("updated ({})", keys.join(", "));
+                        self.changed(changes, &format!("subnet {name}"), &status);
+                        u
                     }
                 }
                 None => {
-                    let mut attrs = json!({
-                        "name": name,
-                        "network_id": id,
-                        "ip_version": if cidr.addr().is_ipv4() { 4 } else { 6 },
-                        "cidr": cidr.to_string(),
-                    });
-                    match gw {
-                        Gateway::Default => {}
-                        Gateway::None => attrs["gateway_ip"] = Value::Null,
-                        Gateway::Ip(ip) => attrs["gateway_ip"] = ip.to_string().into(),
-                    }
                     let v = api
-                        .create("subnets", "subnet", project.as_deref(), attrs)
+                        .create(
+                            "subnets",
+                            "subnet",
+                            project.as_deref(),
+                            subnet_attrs(s, &name, &id)?,
+                        )
                         .await?;
                     self.changed(
                         changes,
@@ -741,11 +753,13 @@ impl Lab {
         Ok(())
     }
 
-    /// Finds or creates the VM's port and makes its binding and fixed IP what `vm` asks for.
+    /// Finds or creates the VM's port and makes its binding, fixed IPs and allowed address
+    /// pairs what `vm` asks for.
     async fn ensure_port(
         &self,
         api: &Neutron,
         vm: &VmSpec,
+        spec: &NetworkSpec,
         net: &NetworkState,
         project: Option<&str>,
         changes: &mut Vec<String>,
@@ -765,6 +779,12 @@ impl Lab {
                 .into_iter()
                 .next();
         }
+        let fixed_ips = wanted_fixed_ips(vm, spec, net);
+        let want_pairs = wanted_pairs(vm);
+        let pairs: Vec<Value> = want_pairs
+            .iter()
+            .map(|p| json!({ "ip_address": p.to_string() }))
+            .collect();
         let Some(port) = found else {
             let mut attrs = json!({
                 "name": vm.name,
@@ -773,8 +793,11 @@ impl Lab {
                 "device_owner": "compute:lab",
                 "device_id": vm.name,
             });
-            if let Some(ip) = vm.ip {
-                attrs["fixed_ips"] = json!([{ "ip_address": ip.to_string() }]);
+            if let Some(f) = fixed_ips {
+                attrs["fixed_ips"] = f.into();
+            }
+            if !pairs.is_empty() {
+                attrs["allowed_address_pairs"] = pairs.into();
             }
             let p = api.create("ports", "port", project, attrs).await?;
             self.changed(changes, &what, &format!("created ({})", text(&p, "id")));
@@ -784,17 +807,13 @@ impl Lab {
         if text(&port, "binding:host_id") != vm.chassis {
             update.insert("binding:host_id".into(), vm.chassis.clone().into());
         }
-        if let Some(ip) = vm.ip {
-            let has = port
-                .get("fixed_ips")
-                .and_then(Value::as_array)
-                .is_some_and(|f| f.iter().any(|x| text(x, "ip_address") == ip.to_string()));
-            if !has {
-                update.insert(
-                    "fixed_ips".into(),
-                    json!([{ "ip_address": ip.to_string() }]),
-                );
-            }
+        if let Some(f) = fixed_ips
+            && !has_fixed_ips(&port, &f)
+        {
+            update.insert("fixed_ips".into(), f.into());
+        }
+        if port_pairs(&port) != want_pairs {
+            update.insert("allowed_address_pairs".into(), pairs.into());
         }
         if update.is_empty() {
             return Ok(port);
@@ -831,8 +850,14 @@ impl Lab {
                 ))
             })
             .collect();
-        // IPv4 first: the first address carries the default route.
+        // IPv4 first: the first address of each version carries its default route.
         addrs.sort_by_key(|(a, _)| a.contains(':'));
+        let gateway = |v6: bool| {
+            addrs
+                .iter()
+                .find(|(a, _)| a.contains(':') == v6)
+                .and_then(|(_, g)| g.clone())
+        };
         VmState {
             tap: names::tap(&port_id),
             port_id,
@@ -841,9 +866,13 @@ impl Lab {
             chassis: vm.chassis.clone(),
             netns: host_netns(&self.name, &vm.name),
             mac: text(port, "mac_address").to_owned(),
-            gateway: addrs.first().and_then(|(_, g)| g.clone()),
+            gateway: gateway(false),
+            gateway6: gateway(true).filter(|_| vm.ipv6 == Ipv6Config::Static),
             addresses: addrs.into_iter().map(|(a, _)| a).collect(),
             mtu: net.mtu,
+            ipv6: vm.ipv6,
+            forwarding: vm.forwarding,
+            extra_addresses: vm.extra_addresses.iter().map(IpNet::to_string).collect(),
         }
     }
 
@@ -873,12 +902,12 @@ impl Lab {
             .get(&vm.network)
             .cloned()
             .ok_or_else(|| Error::NotFound(format!("network {} was not made", vm.network)))?;
-        let project = vm
-            .project
-            .clone()
-            .or_else(|| topo.network(&vm.network).and_then(|n| n.project.clone()));
+        let spec = topo
+            .network(&vm.network)
+            .ok_or_else(|| Error::NotFound(format!("network {} is not in the file", vm.network)))?;
+        let project = vm.project.clone().or_else(|| spec.project.clone());
         let port = self
-            .ensure_port(api, vm, &net, project.as_deref(), changes)
+            .ensure_port(api, vm, spec, &net, project.as_deref(), changes)
             .await?;
         let want = self.vm_state(vm, &net, &port, project);
         if want.addresses.is_empty() {
@@ -909,31 +938,13 @@ impl Lab {
             .get(&want.chassis)
             .ok_or_else(|| Error::NotFound(format!("chassis {} is not running", want.chassis)))?;
         let ns = Netns::create_named(&want.netns)?;
-        if want.addresses.iter().any(|a| a.contains(':')) {
-            ns.exec(&[
-                "sysctl",
-                "-qw",
-                "net.ipv6.conf.all.disable_ipv6=0",
-                "net.ipv6.conf.default.disable_ipv6=0",
-            ])?;
-        }
-        let host = Host::create_in(
-            ch,
-            ns,
-            &want.tap,
-            &HostOpts {
-                ip: want.addresses.first().cloned(),
-                mac: Some(want.mac.clone()),
-                mtu: Some(want.mtu),
-                gateway: want.gateway.clone(),
-            },
-        )?;
-        for a in &want.addresses[1..] {
-            host.netns().ip(&["addr", "add", a, "dev", HOST_IF])?;
-        }
+        guest::prepare(&ns, &want)?;
+        let host = Host::create_in(ch, ns, &want.tap, &guest::host_opts(&want))?;
+        guest::configure(&host, &want)?;
         let client =
             Client::connect(&Endpoint::Unix(ch.db_socket()), ClientOptions::default()).await?;
         chassis::plug_vif(&client, BR_INT, &want.tap, &want.port_id, Some(&want.mac)).await?;
+        guest::start_slaac(&host, &want)?;
         self.vms.insert(vm.name.clone(), host);
         let status = format!(
             "wired ({} {} on {}, {})",
@@ -966,6 +977,16 @@ impl Lab {
         }
         self.unwire_vm(name);
         Ok(())
+    }
+
+    /// Starts IPv6 autoconfiguration of VM `vm` (with `ipv6 = "slaac"`) afresh: a new
+    /// link-local address, then a router solicitation, as a VM booting now would send. `up`
+    /// does this once the VM's port is plugged, possibly before its agent has the flows.
+    pub fn restart_slaac(&self, vm: &str) -> Result<()> {
+        let (Some(host), Some(state)) = (self.vms.get(vm), self.state.vms.get(vm)) else {
+            return Err(Error::NotFound(format!("lab {} has no vm {vm}", self.name)));
+        };
+        guest::start_slaac(host, state)
     }
 
     /// The lab's name.

@@ -1,5 +1,5 @@
 //! A small client of the server's Neutron API: what the lab needs to create and find
-//! networks, subnets and ports, acting as admin or as a project.
+//! networks, subnets, ports and routers, acting as admin or as a project.
 
 use std::time::{Duration, Instant};
 
@@ -118,6 +118,28 @@ impl Neutron {
         }
     }
 
+    /// The object the lab made as `known` (its id, if the state has one), else the one called
+    /// `name` that `owner` owns; `None` if neither exists.
+    pub(crate) async fn find(
+        &self,
+        collection: &str,
+        singular: &str,
+        known: Option<&str>,
+        name: &str,
+        owner: &str,
+    ) -> Result<Option<Value>> {
+        if let Some(id) = known
+            && let Some(v) = self.show(collection, singular, id).await?
+        {
+            return Ok(Some(v));
+        }
+        Ok(self
+            .list(collection, &format!("name={name}"))
+            .await?
+            .into_iter()
+            .find(|v| text(v, "project_id") == owner))
+    }
+
     /// Creates an object as `project`; returns it.
     pub(crate) async fn create(
         &self,
@@ -151,6 +173,24 @@ impl Neutron {
             )
             .await?;
         Ok(v.get(singular).cloned().unwrap_or(Value::Null))
+    }
+
+    /// `PUT <collection>/<id>/<action>` with `body` as it is, as admin (a router's
+    /// `add_router_interface`, `remove_router_interface`); returns the answer.
+    pub(crate) async fn act(
+        &self,
+        collection: &str,
+        id: &str,
+        action: &str,
+        body: Value,
+    ) -> Result<Value> {
+        self.call(
+            Method::PUT,
+            &format!("{collection}/{id}/{action}"),
+            None,
+            Some(&body),
+        )
+        .await
     }
 
     /// Deletes an object as admin; a missing one is no error.

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::topology::{Ipv6Config, RouteSpec};
 use crate::{Error, Result};
 
 /// The state of one lab.
@@ -26,6 +27,9 @@ pub struct State {
     pub networks: BTreeMap<String, NetworkState>,
     /// VMs by name.
     pub vms: BTreeMap<String, VmState>,
+    /// Routers by name.
+    #[serde(default)]
+    pub routers: BTreeMap<String, RouterState>,
 }
 
 /// A chassis.
@@ -89,12 +93,39 @@ pub struct VmState {
     pub tap: String,
     /// MAC address (the port's).
     pub mac: String,
-    /// Addresses with prefix length (the port's fixed IPs), e.g. `10.0.0.5/24`.
+    /// Addresses with prefix length (the port's fixed IPs, IPv4 first), e.g. `10.0.0.5/24`.
+    /// The lab configures them all on `eth0`, except the IPv6 ones of a VM with
+    /// `ipv6 = "slaac"`, which come from router advertisements.
     pub addresses: Vec<String>,
-    /// Default gateway.
+    /// IPv4 default gateway.
     pub gateway: Option<String>,
+    /// IPv6 default gateway (the lab's route; none with SLAAC).
+    #[serde(default)]
+    pub gateway6: Option<String>,
     /// MTU of `eth0` (the network's).
     pub mtu: u32,
+    /// How the VM configures IPv6.
+    #[serde(default)]
+    pub ipv6: Ipv6Config,
+    /// Whether the VM forwards packets.
+    #[serde(default)]
+    pub forwarding: bool,
+    /// Addresses on the VM's dummy interface.
+    #[serde(default)]
+    pub extra_addresses: Vec<String>,
+}
+
+/// A router.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouterState {
+    /// API id.
+    pub id: String,
+    /// Owning project (`None`: admin).
+    pub project: Option<String>,
+    /// Names of the subnets it has an interface on.
+    pub interfaces: Vec<String>,
+    /// Its extra routes.
+    pub routes: Vec<RouteSpec>,
 }
 
 impl State {

@@ -8,6 +8,7 @@ use testbed::{Daemon, Netns};
 
 use crate::names;
 use crate::state::{State, VmState};
+use crate::topology::describe_routes;
 use crate::{Error, Result};
 
 /// A lab as it is now.
@@ -114,6 +115,17 @@ impl fmt::Display for Status {
                 n.mtu,
                 subnets.join(", "),
                 n.id
+            )?;
+        }
+        for (name, r) in &s.routers {
+            writeln!(
+                f,
+                "  router   {:<12} project {:<10} interfaces {}  routes {}  id {}",
+                name,
+                r.project.as_deref().unwrap_or("admin"),
+                r.interfaces.join(" "),
+                describe_routes(&r.routes),
+                r.id
             )?;
         }
         for (name, v, present) in &self.vms {

@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
 use ipnet::{IpNet, Ipv4Net};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::names::{self, CHASSIS_MAX, VM_MAX};
 use crate::{Error, Result};
@@ -31,6 +31,9 @@ pub struct Topology {
     /// VMs, each with one port.
     #[serde(default, rename = "vm")]
     pub vms: Vec<VmSpec>,
+    /// Routers joining subnets.
+    #[serde(default, rename = "router")]
+    pub routers: Vec<RouterSpec>,
 }
 
 /// `[server]`.
@@ -99,6 +102,37 @@ pub struct SubnetSpec {
     pub cidr: IpNet,
     /// Gateway address, or `"none"`; default: the server's choice (the first address).
     pub gateway: Option<String>,
+    /// 4 or 6; it must agree with `cidr`, which it defaults to.
+    pub ip_version: Option<u8>,
+    /// IPv6 only: what the router advertisements on the subnet say.
+    pub ipv6_ra_mode: Option<Ipv6Mode>,
+    /// IPv6 only: how ports get their addresses.
+    pub ipv6_address_mode: Option<Ipv6Mode>,
+    /// DNS servers handed to the ports (DHCP); absent: left as they are (none when created).
+    pub dns_nameservers: Option<Vec<IpAddr>>,
+}
+
+/// An IPv6 subnet's `ipv6_ra_mode` or `ipv6_address_mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Ipv6Mode {
+    /// Addresses from router advertisements (SLAAC).
+    Slaac,
+    /// SLAAC addresses, other configuration from DHCPv6.
+    Dhcpv6Stateless,
+    /// Addresses and configuration from DHCPv6.
+    Dhcpv6Stateful,
+}
+
+impl Ipv6Mode {
+    /// The API's name of the mode.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ipv6Mode::Slaac => "slaac",
+            Ipv6Mode::Dhcpv6Stateless => "dhcpv6-stateless",
+            Ipv6Mode::Dhcpv6Stateful => "dhcpv6-stateful",
+        }
+    }
 }
 
 /// The gateway a subnet asks for.
@@ -132,6 +166,100 @@ impl SubnetSpec {
             }
         }
     }
+
+    /// Whether ports get their address on this subnet from router advertisements (the
+    /// address mode, or failing that the RA mode, is `slaac` or `dhcpv6-stateless`), as the
+    /// server decides.
+    pub fn is_auto_address(&self) -> bool {
+        matches!(
+            self.ipv6_address_mode.or(self.ipv6_ra_mode),
+            Some(Ipv6Mode::Slaac | Ipv6Mode::Dhcpv6Stateless)
+        )
+    }
+
+    fn validate(&self, name: &str) -> Result<()> {
+        let bad = |why: String| Err(Error::Topology(format!("subnet {name}: {why}")));
+        self.gateway()?;
+        let v6 = self.cidr.addr().is_ipv6();
+        match self.ip_version {
+            None => {}
+            Some(4) if !v6 => {}
+            Some(6) if v6 => {}
+            Some(n) => return bad(format!("ip_version {n} does not fit {}", self.cidr)),
+        }
+        if !v6 && (self.ipv6_ra_mode.is_some() || self.ipv6_address_mode.is_some()) {
+            return bad("IPv6 modes on an IPv4 subnet".into());
+        }
+        if let (Some(ra), Some(addr)) = (self.ipv6_ra_mode, self.ipv6_address_mode)
+            && ra != addr
+        {
+            return bad(format!(
+                "ipv6_ra_mode {} and ipv6_address_mode {} differ",
+                ra.as_str(),
+                addr.as_str()
+            ));
+        }
+        let dns = self.dns_nameservers.as_deref().unwrap_or_default();
+        if dns.iter().collect::<BTreeSet<_>>().len() != dns.len() {
+            return bad("a DNS server is listed twice".into());
+        }
+        Ok(())
+    }
+}
+
+/// `[[router]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouterSpec {
+    /// Name (unique in the file).
+    pub name: String,
+    /// Project that owns it; default: the admin project.
+    pub project: Option<String>,
+    /// Names of the subnets it has an interface on (at the subnet's gateway address).
+    #[serde(default)]
+    pub interfaces: Vec<String>,
+    /// Extra routes.
+    #[serde(default)]
+    pub routes: Vec<RouteSpec>,
+}
+
+/// One extra route of a router.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSpec {
+    /// Where to (a network address with prefix length).
+    pub destination: IpNet,
+    /// Through which address (inside a subnet the router has an interface on).
+    pub nexthop: IpAddr,
+}
+
+impl std::fmt::Display for RouteSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} via {}", self.destination, self.nexthop)
+    }
+}
+
+/// Routes for people: `D via H, ...`, or `none`.
+pub(crate) fn describe_routes<'a>(routes: impl IntoIterator<Item = &'a RouteSpec>) -> String {
+    let each: Vec<String> = routes.into_iter().map(RouteSpec::to_string).collect();
+    if each.is_empty() {
+        "none".into()
+    } else {
+        each.join(", ")
+    }
+}
+
+/// How a VM gets its IPv6 configuration.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ipv6Config {
+    /// The lab configures the port's IPv6 fixed IPs and a default route via the subnet's
+    /// gateway (router advertisements are ignored).
+    #[default]
+    Static,
+    /// The lab configures no IPv6: the VM accepts router advertisements and configures
+    /// itself (SLAAC).
+    Slaac,
 }
 
 /// `[[vm]]`.
@@ -148,6 +276,16 @@ pub struct VmSpec {
     pub ip: Option<IpAddr>,
     /// Project that owns the port; default: the network's.
     pub project: Option<String>,
+    /// How the VM configures IPv6.
+    #[serde(default)]
+    pub ipv6: Ipv6Config,
+    /// Whether the VM forwards packets (IPv4 and IPv6), like a router.
+    #[serde(default)]
+    pub forwarding: bool,
+    /// Addresses (with prefix length) on a dummy interface inside the VM (`behind0`):
+    /// prefixes "behind" it. Its port allows them as sources (`allowed_address_pairs`).
+    #[serde(default)]
+    pub extra_addresses: Vec<IpNet>,
 }
 
 fn check_api_name(what: &str, name: &str) -> Result<()> {
@@ -216,6 +354,7 @@ impl Topology {
             return Err(Error::Topology("two chassis share a tunnel address".into()));
         }
         let mut nets = BTreeSet::new();
+        let mut subnets = BTreeSet::new();
         for n in &self.networks {
             check_api_name("network", &n.name)?;
             if let Some(p) = &n.project {
@@ -225,8 +364,12 @@ impl Topology {
                 return Err(Error::Topology(format!("network {} defined twice", n.name)));
             }
             for (i, s) in n.subnets.iter().enumerate() {
-                check_api_name("subnet", &self.subnet_name(n, i))?;
-                s.gateway()?;
+                let name = self.subnet_name(n, i);
+                check_api_name("subnet", &name)?;
+                s.validate(&name)?;
+                if !subnets.insert(name.clone()) {
+                    return Err(Error::Topology(format!("subnet {name} defined twice")));
+                }
             }
         }
         for v in &self.vms {
@@ -234,34 +377,120 @@ impl Topology {
             if !hosts.insert(v.name.as_str()) {
                 return Err(Error::Topology(format!("name {} used twice", v.name)));
             }
-            let net = self.network(&v.network).ok_or_else(|| {
-                Error::Topology(format!("vm {}: no network {}", v.name, v.network))
-            })?;
-            if net.subnets.is_empty() {
-                return Err(Error::Topology(format!(
-                    "vm {}: network {} has no subnet",
-                    v.name, v.network
-                )));
+            self.validate_vm(v)?;
+        }
+        let mut routers = BTreeSet::new();
+        for r in &self.routers {
+            check_api_name("router", &r.name)?;
+            if !routers.insert(r.name.as_str()) {
+                return Err(Error::Topology(format!("router {} defined twice", r.name)));
             }
-            if !self.chassis.iter().any(|c| c.name == v.chassis) {
-                return Err(Error::Topology(format!(
-                    "vm {}: no chassis {}",
-                    v.name, v.chassis
-                )));
+            self.validate_router(r)?;
+        }
+        Ok(())
+    }
+
+    fn validate_vm(&self, v: &VmSpec) -> Result<()> {
+        let bad = |why: String| Err(Error::Topology(format!("vm {}: {why}", v.name)));
+        let Some(net) = self.network(&v.network) else {
+            return bad(format!("no network {}", v.network));
+        };
+        if net.subnets.is_empty() {
+            return bad(format!("network {} has no subnet", v.network));
+        }
+        if !self.chassis.iter().any(|c| c.name == v.chassis) {
+            return bad(format!("no chassis {}", v.chassis));
+        }
+        if let Some(p) = &v.project {
+            check_api_name("project", p)?;
+        }
+        if let Some(ip) = v.ip {
+            match net.subnets.iter().find(|s| s.cidr.contains(&ip)) {
+                None => return bad(format!("{ip} is in no subnet of {}", v.network)),
+                Some(s) if s.is_auto_address() => {
+                    return bad(format!(
+                        "{ip} is on {}, whose addresses come from router advertisements",
+                        s.cidr
+                    ));
+                }
+                Some(_) => {}
             }
-            if let Some(p) = &v.project {
-                check_api_name("project", p)?;
+        }
+        if v.ipv6 == Ipv6Config::Slaac && !net.subnets.iter().any(SubnetSpec::is_auto_address) {
+            return bad(format!(
+                "ipv6 = \"slaac\" needs an IPv6 subnet in slaac or dhcpv6-stateless mode on {}",
+                v.network
+            ));
+        }
+        let extra = &v.extra_addresses;
+        if extra.iter().collect::<BTreeSet<_>>().len() != extra.len() {
+            return bad("an extra address is listed twice".into());
+        }
+        Ok(())
+    }
+
+    fn validate_router(&self, r: &RouterSpec) -> Result<()> {
+        let bad = |why: String| Err(Error::Topology(format!("router {}: {why}", r.name)));
+        if let Some(p) = &r.project {
+            check_api_name("project", p)?;
+        }
+        let admin = matches!(r.project.as_deref(), None | Some("admin"));
+        let mut connected: Vec<IpNet> = Vec::new();
+        for (i, name) in r.interfaces.iter().enumerate() {
+            let Some((net, subnet)) = self.subnet(name) else {
+                return bad(format!("no subnet {name}"));
+            };
+            if r.interfaces[..i].contains(name) {
+                return bad(format!("subnet {name} listed twice"));
             }
-            if let Some(ip) = v.ip
-                && !net.subnets.iter().any(|s| s.cidr.contains(&ip))
+            if subnet.gateway()? == Gateway::None {
+                return bad(format!(
+                    "subnet {name} has no gateway to put the interface on"
+                ));
+            }
+            if !admin && net.project != r.project {
+                return bad(format!(
+                    "subnet {name} belongs to project {}, the router to {}",
+                    net.project.as_deref().unwrap_or("admin"),
+                    r.project.as_deref().unwrap_or("admin")
+                ));
+            }
+            let cidr = subnet.cidr.trunc();
+            if let Some(other) = connected
+                .iter()
+                .find(|c| c.contains(&cidr.network()) || cidr.contains(&c.network()))
             {
-                return Err(Error::Topology(format!(
-                    "vm {}: {ip} is in no subnet of {}",
-                    v.name, v.network
-                )));
+                return bad(format!("subnet {name} ({cidr}) overlaps {other}"));
+            }
+            connected.push(cidr);
+        }
+        for (i, route) in r.routes.iter().enumerate() {
+            let (dest, hop) = (route.destination, route.nexthop);
+            if dest != dest.trunc() {
+                return bad(format!("route destination {dest} is not a network address"));
+            }
+            if dest.addr().is_ipv4() != hop.is_ipv4() {
+                return bad(format!("route to {dest} via {hop} mixes IPv4 and IPv6"));
+            }
+            if !connected.iter().any(|c| c.contains(&hop)) {
+                return bad(format!(
+                    "next hop {hop} is in no subnet the router has an interface on"
+                ));
+            }
+            if r.routes[..i].contains(route) {
+                return bad(format!("route to {dest} via {hop} listed twice"));
             }
         }
         Ok(())
+    }
+
+    /// The subnet called `name` (see [`Topology::subnet_name`]) with its network.
+    pub fn subnet(&self, name: &str) -> Option<(&NetworkSpec, &SubnetSpec)> {
+        self.networks.iter().find_map(|n| {
+            (0..n.subnets.len())
+                .find(|&i| self.subnet_name(n, i) == name)
+                .map(|i| (n, &n.subnets[i]))
+        })
     }
 
     /// The network called `name`.
@@ -326,11 +555,35 @@ project = "alpha"
 [[network.subnet]]
 cidr = "10.0.0.0/24"
 gateway = "10.0.0.254"
+[[network]]
+name = "green"
+project = "alpha"
+[[network.subnet]]
+cidr = "10.1.0.0/24"
+[[network.subnet]]
+name = "green-v6"
+cidr = "fd00:1::/64"
+ip_version = 6
+ipv6_ra_mode = "slaac"
+ipv6_address_mode = "slaac"
+dns_nameservers = ["fd00:1::53"]
 [[vm]]
 name = "vm1"
 network = "blue"
 chassis = "c2"
 ip = "10.0.0.5"
+forwarding = true
+extra_addresses = ["192.168.50.1/24"]
+[[vm]]
+name = "vm2"
+network = "green"
+chassis = "c1"
+ipv6 = "slaac"
+[[router]]
+name = "r1"
+project = "alpha"
+interfaces = ["blue-1", "green-1", "green-v6"]
+routes = [{ destination = "192.168.50.0/24", nexthop = "10.0.0.5" }]
 "#;
 
     #[test]
@@ -349,24 +602,134 @@ ip = "10.0.0.5"
             t.networks[0].subnets[0].gateway().unwrap(),
             Gateway::Ip("10.0.0.254".parse().unwrap())
         );
-        let demo = include_str!("../../../examples/demo.toml");
-        parse(demo).unwrap();
+        let (net, v6) = t.subnet("green-v6").unwrap();
+        assert_eq!(net.name, "green");
+        assert!(v6.is_auto_address() && !t.networks[0].subnets[0].is_auto_address());
+        assert_eq!(v6.ipv6_ra_mode, Some(Ipv6Mode::Slaac));
+        assert_eq!(t.vms[0].ipv6, Ipv6Config::Static);
+        assert_eq!(t.vms[1].ipv6, Ipv6Config::Slaac);
+        assert_eq!(t.routers[0].routes[0].nexthop.to_string(), "10.0.0.5");
+        for example in [
+            include_str!("../../../examples/demo.toml"),
+            include_str!("../../../examples/routed.toml"),
+        ] {
+            parse(example).unwrap();
+        }
     }
 
     #[test]
     fn rejects_bad_topologies() {
-        for (from, to) in [
-            ("name = \"t1\"", "name = \"T 1\""),
-            ("network = \"blue\"", "network = \"red\""),
-            ("chassis = \"c2\"", "chassis = \"c9\""),
-            ("ip = \"10.0.0.5\"", "ip = \"10.9.0.5\""),
-            ("gateway = \"10.0.0.254\"", "gateway = \"10.1.0.1\""),
-            ("ip = \"172.31.0.20\"", "ip = \"172.31.0.1\""),
-            ("name = \"vm1\"", "name = \"c1\""),
-            ("name = \"vm1\"", "name = \"vm1\"\ncolor = \"red\""),
+        for (from, to, why) in [
+            ("name = \"t1\"", "name = \"T 1\"", "lab name"),
+            ("network = \"blue\"", "network = \"red\"", "no network red"),
+            ("chassis = \"c2\"", "chassis = \"c9\"", "no chassis c9"),
+            ("ip = \"10.0.0.5\"", "ip = \"10.9.0.5\"", "in no subnet"),
+            (
+                "gateway = \"10.0.0.254\"",
+                "gateway = \"10.1.0.1\"",
+                "outside",
+            ),
+            (
+                "ip = \"172.31.0.20\"",
+                "ip = \"172.31.0.1\"",
+                "share a tunnel",
+            ),
+            ("name = \"vm1\"", "name = \"c1\"", "used twice"),
+            (
+                "name = \"vm1\"",
+                "name = \"vm1\"\ncolor = \"red\"",
+                "unknown field",
+            ),
+            // Subnets: version, modes, DNS, names.
+            ("ip_version = 6", "ip_version = 4", "does not fit"),
+            (
+                "ipv6_ra_mode = \"slaac\"",
+                "ipv6_ra_mode = \"dhcpv6-stateful\"",
+                "differ",
+            ),
+            (
+                "ipv6_ra_mode = \"slaac\"",
+                "ipv6_ra_mode = \"sometimes\"",
+                "unknown variant",
+            ),
+            (
+                "gateway = \"10.0.0.254\"",
+                "ipv6_ra_mode = \"slaac\"",
+                "on an IPv4 subnet",
+            ),
+            (
+                "[\"fd00:1::53\"]",
+                "[\"fd00:1::53\", \"fd00:1::53\"]",
+                "listed twice",
+            ),
+            (
+                "cidr = \"10.1.0.0/24\"",
+                "name = \"blue-1\"\ncidr = \"10.1.0.0/24\"",
+                "defined twice",
+            ),
+            // VMs: SLAAC needs such a subnet; no fixed IP on one; extra addresses once.
+            ("ipv6 = \"slaac\"", "ipv6 = \"dhcp\"", "unknown variant"),
+            (
+                "network = \"green\"",
+                "network = \"blue\"",
+                "needs an IPv6 subnet",
+            ),
+            (
+                "ipv6 = \"slaac\"",
+                "ip = \"fd00:1::5\"",
+                "router advertisements",
+            ),
+            (
+                "\"192.168.50.1/24\"]",
+                "\"192.168.50.1/24\", \"192.168.50.1/24\"]",
+                "listed twice",
+            ),
+            // Routers: subnets exist, once, same project, with a gateway, no overlap.
+            ("\"green-v6\"]", "\"green-v7\"]", "no subnet green-v7"),
+            ("\"green-v6\"]", "\"green-v6\", \"blue-1\"]", "listed twice"),
+            (
+                "project = \"alpha\"\ninterfaces",
+                "project = \"beta\"\ninterfaces",
+                "belongs to",
+            ),
+            (
+                "gateway = \"10.0.0.254\"",
+                "gateway = \"none\"",
+                "no gateway",
+            ),
+            (
+                "cidr = \"10.1.0.0/24\"",
+                "cidr = \"10.0.0.0/16\"",
+                "overlaps",
+            ),
+            ("name = \"r1\"", "name = \"r 1\"", "router name"),
+            // Routes: next hop on an interface's subnet, one version, a network address, once.
+            (
+                "nexthop = \"10.0.0.5\"",
+                "nexthop = \"10.9.0.5\"",
+                "in no subnet the router",
+            ),
+            ("nexthop = \"10.0.0.5\"", "nexthop = \"fd00:1::5\"", "mixes"),
+            (
+                "\"192.168.50.0/24\"",
+                "\"192.168.50.1/24\"",
+                "not a network address",
+            ),
+            (
+                " }]",
+                " }, { destination = \"192.168.50.0/24\", nexthop = \"10.0.0.5\" }]",
+                "twice",
+            ),
         ] {
+            assert!(GOOD.contains(from), "{from}");
             let bad = GOOD.replacen(from, to, 1);
-            assert!(parse(&bad).is_err(), "accepted {to}");
+            match parse(&bad) {
+                Ok(_) => panic!("accepted {to}"),
+                Err(e) => assert!(e.to_string().contains(why), "{to}: {e}"),
+            }
         }
+        // A router of the admin project may join any project's subnets.
+        let admin = GOOD.replacen("project = \"alpha\"\ninterfaces", "interfaces", 1);
+        parse(&admin).unwrap();
     }
 }

@@ -1,5 +1,6 @@
 //! The lab against real Open vSwitch: up (twice), what the API and the namespaces show,
-//! repair, topology changes, two labs side by side, teardown after a crash, and a failed up.
+//! repair, topology changes, routers and VM options (dual stack, SLAAC, forwarding, extra
+//! addresses) converging, two labs side by side, teardown after a crash, and a failed up.
 //!
 //! This test binary has no libtest harness: when the lab runs it as `server --listen ADDR
 //! --store SPEC` it serves the Neutron API (so the lab starts a real server process without
@@ -92,6 +93,10 @@ fn run_tests(args: &[String]) {
             two_labs_coexist_and_down_works_without_state,
         ),
         ("a_failed_up_leaves_nothing", a_failed_up_leaves_nothing),
+        (
+            "routers_and_vm_options_converge",
+            routers_and_vm_options_converge,
+        ),
         (
             "agents_are_started_killed_and_restarted",
             agents_are_started_killed_and_restarted,
@@ -514,4 +519,311 @@ fn agents_are_started_killed_and_restarted() {
     drop(lab);
     assert!(agents.iter().all(|p| !alive(*p)));
     assert_eq!(leftovers(&name), Vec::<String>::new());
+}
+
+/// Alpha's router r1 on blue, green (dual stack) and auto (IPv6 by SLAAC); v1 is a forwarding
+/// VM with a prefix behind it, v2 configures IPv6 by SLAAC. `routes`, `interfaces` and `dns`
+/// replace r1's routes, interfaces and green-v6's DNS servers; `router` false drops r1.
+fn routed_topology(
+    name: &str,
+    routes: &str,
+    interfaces: &str,
+    dns: &str,
+    router: bool,
+) -> Topology {
+    let mut text = format!(
+        r#"
+name = "{name}"
+[[chassis]]
+name = "c1"
+[[chassis]]
+name = "c2"
+
+[[network]]
+name = "blue"
+project = "alpha"
+[[network.subnet]]
+cidr = "10.1.0.0/24"
+gateway = "10.1.0.1"
+
+[[network]]
+name = "green"
+project = "alpha"
+[[network.subnet]]
+cidr = "10.2.0.0/24"
+gateway = "10.2.0.1"
+[[network.subnet]]
+name = "green-v6"
+cidr = "fd00:2::/64"
+gateway = "fd00:2::1"
+dns_nameservers = {dns}
+
+[[network]]
+name = "auto"
+project = "alpha"
+[[network.subnet]]
+cidr = "10.3.0.0/24"
+[[network.subnet]]
+name = "auto-v6"
+cidr = "fd00:3::/64"
+gateway = "fd00:3::1"
+ipv6_ra_mode = "slaac"
+ipv6_address_mode = "slaac"
+
+[[vm]]
+name = "v1"
+network = "green"
+chassis = "c1"
+ip = "10.2.0.20"
+forwarding = true
+extra_addresses = ["192.168.50.1/24", "fd00:50::1/64"]
+[[vm]]
+name = "v2"
+network = "auto"
+chassis = "c2"
+ip = "10.3.0.11"
+ipv6 = "slaac"
+"#
+    );
+    if router {
+        text.push_str(&format!(
+            "[[router]]\nname = \"r1\"\nproject = \"alpha\"\ninterfaces = {interfaces}\nroutes = {routes}\n"
+        ));
+    }
+    Topology::parse(&text, Path::new("routed.toml")).expect("valid topology")
+}
+
+const ALL_INTERFACES: &str = r#"["blue-1", "green-1", "green-v6", "auto-1", "auto-v6"]"#;
+const ROUTE_50: &str = r#"[{ destination = "192.168.50.0/24", nexthop = "10.2.0.20" }]"#;
+
+/// Router r1's interfaces as (subnet id, IP address) and its routes as `D via H`.
+fn router_view(base: &str, id: &str) -> (Vec<(String, String)>, Vec<String>) {
+    let ports = get(base, &format!("ports?device_id={id}"));
+    let mut ifaces: Vec<(String, String)> = ports["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["device_owner"] == "network:router_interface")
+        .map(|p| {
+            let f = &p["fixed_ips"][0];
+            (
+                f["subnet_id"].as_str().unwrap().to_owned(),
+                f["ip_address"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    ifaces.sort();
+    let router = get(base, &format!("routers/{id}"));
+    let routes = router["router"]["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            format!(
+                "{} via {}",
+                r["destination"].as_str().unwrap(),
+                r["nexthop"].as_str().unwrap()
+            )
+        })
+        .collect();
+    (ifaces, routes)
+}
+
+fn routers_and_vm_options_converge() {
+    let name = lab_name("e");
+    let topo = routed_topology(&name, ROUTE_50, ALL_INTERFACES, r#"["fd00:2::53"]"#, true);
+    let mut lab = Lab::up(&topo, &opts()).expect("lab up");
+    let base = lab.server_url();
+    let subnet_id = |lab: &Lab, subnet: &str| {
+        lab.state()
+            .networks
+            .values()
+            .flat_map(|n| &n.subnets)
+            .find(|s| s.name == subnet)
+            .unwrap_or_else(|| panic!("subnet {subnet}"))
+            .id
+            .clone()
+    };
+
+    // The router: alpha's, an interface at every subnet's gateway, the file's route.
+    let r1 = lab.state().routers["r1"].clone();
+    assert_eq!(
+        get(&base, &format!("routers/{}", r1.id))["router"]["project_id"],
+        "alpha"
+    );
+    let (ifaces, routes) = router_view(&base, &r1.id);
+    let mut want: Vec<(String, String)> = [
+        ("blue-1", "10.1.0.1"),
+        ("green-1", "10.2.0.1"),
+        ("green-v6", "fd00:2::1"),
+        ("auto-1", "10.3.0.1"),
+        ("auto-v6", "fd00:3::1"),
+    ]
+    .iter()
+    .map(|(s, ip)| (subnet_id(&lab, s), (*ip).to_owned()))
+    .collect();
+    want.sort();
+    assert_eq!(ifaces, want);
+    assert_eq!(routes, ["192.168.50.0/24 via 10.2.0.20"]);
+    let auto_v6 = get(&base, &format!("subnets/{}", subnet_id(&lab, "auto-v6")));
+    assert_eq!(auto_v6["subnet"]["ipv6_ra_mode"], "slaac");
+    assert_eq!(auto_v6["subnet"]["ipv6_address_mode"], "slaac");
+    let green_v6 = get(&base, &format!("subnets/{}", subnet_id(&lab, "green-v6")));
+    assert_eq!(
+        green_v6["subnet"]["dns_nameservers"],
+        serde_json::json!(["fd00:2::53"])
+    );
+
+    // v1: both versions configured by the lab, forwarding, the prefix behind it, its port
+    // allowing that prefix as a source.
+    let v1 = lab.vm("v1").unwrap().clone();
+    assert_eq!(v1.addresses.len(), 2, "{:?}", v1.addresses);
+    assert_eq!(v1.addresses[0], "10.2.0.20/24");
+    assert!(
+        v1.addresses[1].starts_with("fd00:2::"),
+        "{:?}",
+        v1.addresses
+    );
+    let v6 = sh(
+        &lab,
+        "v1",
+        &[
+            "ip", "-6", "-o", "addr", "show", "dev", "eth0", "scope", "global",
+        ],
+    );
+    assert!(
+        v6.contains(&v1.addresses[1]) && !v6.contains("tentative"),
+        "{v6}"
+    );
+    let route6 = sh(&lab, "v1", &["ip", "-6", "route", "show", "default"]);
+    assert!(route6.contains("via fd00:2::1 dev eth0"), "{route6}");
+    let route4 = sh(&lab, "v1", &["ip", "route", "show", "default"]);
+    assert!(route4.contains("via 10.2.0.1 dev eth0"), "{route4}");
+    for (key, value) in [
+        ("net.ipv4.ip_forward", "1"),
+        ("net.ipv6.conf.all.forwarding", "1"),
+        ("net.ipv6.conf.eth0.accept_ra", "0"),
+    ] {
+        assert_eq!(sh(&lab, "v1", &["sysctl", "-n", key]), value, "v1 {key}");
+    }
+    let dummy = sh(&lab, "v1", &["ip", "-o", "addr", "show", "dev", "behind0"]);
+    assert!(
+        dummy.contains("192.168.50.1/24") && dummy.contains("fd00:50::1/64"),
+        "{dummy}"
+    );
+    let port = get(&base, &format!("ports/{}", v1.port_id));
+    let mut pairs: Vec<&str> = port["port"]["allowed_address_pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["ip_address"].as_str().unwrap())
+        .collect();
+    pairs.sort_unstable();
+    assert_eq!(pairs, ["192.168.50.0/24", "fd00:50::/64"]);
+
+    // v2: IPv4 by the lab, IPv6 left to router advertisements (none come: no agent here).
+    let v2 = lab.vm("v2").unwrap().clone();
+    assert_eq!(v2.gateway6, None);
+    assert!(
+        v2.addresses.iter().any(|a| a.starts_with("fd00:3::")),
+        "the port's SLAAC address: {:?}",
+        v2.addresses
+    );
+    for (key, value) in [
+        ("net.ipv6.conf.eth0.disable_ipv6", "0"),
+        ("net.ipv6.conf.eth0.accept_ra", "2"),
+        ("net.ipv6.conf.eth0.autoconf", "1"),
+        ("net.ipv6.conf.eth0.forwarding", "0"),
+        ("net.ipv4.ip_forward", "0"),
+    ] {
+        assert_eq!(sh(&lab, "v2", &["sysctl", "-n", key]), value, "v2 {key}");
+    }
+    let v6 = sh(
+        &lab,
+        "v2",
+        &[
+            "ip", "-6", "-o", "addr", "show", "dev", "eth0", "scope", "global",
+        ],
+    );
+    assert_eq!(v6, "", "the lab configured IPv6 on a SLAAC VM");
+    assert!(
+        sh(
+            &lab,
+            "v2",
+            &["ip", "-6", "-o", "addr", "show", "dev", "eth0"]
+        )
+        .contains("fe80::")
+    );
+    assert!(sh(&lab, "v2", &["ip", "-o", "addr", "show", "dev", "eth0"]).contains("10.3.0.11/24"));
+
+    // Up again: nothing changes.
+    assert_eq!(
+        lab.converge(&topo).expect("second up"),
+        Vec::<String>::new()
+    );
+    assert!(
+        lab::status(&name)
+            .unwrap()
+            .to_string()
+            .contains("192.168.50.0/24 via 10.2.0.20")
+    );
+
+    // Other routes and DNS servers in the file: updated in place.
+    let other = r#"[{ destination = "192.168.60.0/24", nexthop = "10.2.0.21" }]"#;
+    let changed = routed_topology(&name, other, ALL_INTERFACES, r#"["fd00:2::54"]"#, true);
+    assert_eq!(
+        lab.converge(&changed).expect("new routes"),
+        [
+            "subnet green-v6: updated (dns_nameservers)",
+            "router r1: routes set (192.168.60.0/24 via 10.2.0.21)",
+        ]
+    );
+    assert_eq!(
+        router_view(&base, &r1.id).1,
+        ["192.168.60.0/24 via 10.2.0.21"]
+    );
+    assert!(lab.converge(&changed).expect("up again").is_empty());
+
+    // An interface (and the route through it) dropped from the file: removed, the route first
+    // (the server refuses to remove an interface a route goes through).
+    let fewer = r#"["blue-1", "green-v6", "auto-1", "auto-v6"]"#;
+    let smaller = routed_topology(&name, "[]", fewer, r#"["fd00:2::54"]"#, true);
+    assert_eq!(
+        lab.converge(&smaller).expect("fewer interfaces"),
+        [
+            "router r1: interface on green-1 removed",
+            "router r1: routes set (none)",
+        ]
+    );
+    let (ifaces, routes) = router_view(&base, &r1.id);
+    assert_eq!(ifaces.len(), 4);
+    assert!(!ifaces.iter().any(|(s, _)| *s == subnet_id(&lab, "green-1")));
+    assert!(routes.is_empty());
+    // Back in the file: added again.
+    let changes = lab.converge(&changed).expect("interface back");
+    assert!(
+        changes.contains(&"router r1: interface on green-1 added".to_owned()),
+        "{changes:?}"
+    );
+
+    // The router dropped from the file: deleted, interfaces and all.
+    let gone = routed_topology(&name, "[]", "[]", r#"["fd00:2::54"]"#, false);
+    assert_eq!(
+        lab.converge(&gone).expect("no router"),
+        ["router r1: deleted"]
+    );
+    assert_eq!(get(&base, "routers")["routers"], serde_json::json!([]));
+    assert!(router_view_ports(&base, &r1.id).is_empty());
+    assert!(lab.state().routers.is_empty());
+
+    lab.down().expect("down");
+    assert_eq!(leftovers(&name), Vec::<String>::new());
+}
+
+/// The ports router `id` owned (any `device_owner`).
+fn router_view_ports(base: &str, id: &str) -> Vec<Value> {
+    get(base, &format!("ports?device_id={id}"))["ports"]
+        .as_array()
+        .unwrap()
+        .clone()
 }

@@ -1,16 +1,42 @@
 //! The agent's side of the sync API: a local replica of the northbound topics an agent needs, kept
 //! current by list-then-watch.
 //!
-//! [`Replica::run`] takes a snapshot of the topics at revision R, then follows the change stream after
-//! R. After a broken connection (server restart, network) it resumes from the last revision it applied,
-//! without a new snapshot. When the server answers that the store has compacted past that revision, or
-//! when the set of topics changes, it takes a fresh snapshot and emits only the difference from what it
-//! held. Consumers receive [`Update`]s, each one consistent at a store revision.
+//! [`Replica::run`] takes a snapshot of its [`Topics`] at revision R, then follows the change stream
+//! after R. After a broken connection (server restart, network) it resumes from the last revision it
+//! applied, without a new snapshot. When the server answers that the store has compacted past that
+//! revision, it takes a fresh full snapshot and emits only the difference from what it held.
+//!
+//! Topics change through the [`Handle`] without a full snapshot ([`Topics::wants`] is the membership
+//! rule, the server's own). A removed topic costs no request: the replica emits deletions for the keys
+//! it holds that no remaining topic wants (judged on the held values). Added topics cost a snapshot of
+//! those topics alone, at revision S: the replica emits the objects in it that none of its other
+//! topics wants (what they want it holds already, or gets from its stream), then resumes its watch
+//! after its own revision R with the added topics marked `@S`, so that the server sends their changes
+//! only after S; the stream's changes up to S to a key this partial snapshot brought are older than
+//! what is held and skipped (the server sends every deletion, whatever its topic). Only switching
+//! [`Topics::everything`] on or off takes a full snapshot.
+//!
+//! What a consumer gets: [`Update`]s to apply in order, whose revisions never decrease. After applying
+//! the one at revision r, the replica holds what its topics want, every object as the store held it at
+//! r, with one exception while r is below the revision S of a partial snapshot: the objects that
+//! snapshot brought (those no older topic wants) are held as at S, newer and never older, since
+//! nothing up to S is replayed over them. So each Update is consistent at its revision once the stream
+//! has passed every partial snapshot's S: always after a full snapshot, and from the first stream
+//! Update at S or later. A partial snapshot's Update carries the stream's revision R (its newer objects
+//! do not advance the stream). Each change of topics the replica takes up (changes in quick succession
+//! may be taken up together) is answered by exactly one Update marked [`Update::from_snapshot`], even
+//! an empty one, so that a consumer can wait for it.
+//!
+//! A limit of filtering on values: the server cannot tell that an object left a topic by a change of
+//! its own (a port re-bound elsewhere, or given another `device_id`), so the replica keeps the last
+//! value its topics wanted until the object is deleted, or a topic change or a full snapshot drops it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use futures::StreamExt;
+use nb_keys::Topic;
+pub use nb_keys::Topics;
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 
@@ -29,63 +55,28 @@ impl Change {
     }
 }
 
-/// A batch of changes after which the replica is consistent at `revision`.
+/// A batch of changes to apply in order (see the module doc for the state it leaves).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Update {
     pub revision: u64,
     pub changes: Vec<Change>,
-    /// The batch comes from a fresh snapshot (first sync, compaction, or new topics).
+    /// The batch is not from the change stream: it is a full snapshot's difference (first sync,
+    /// compaction), or the answer to a change of topics (the removed topics' deletions and the added
+    /// topics' partial snapshot). Each effective change of topics gets exactly one such answer, even
+    /// an empty one, so that a consumer can wait for it.
     pub from_snapshot: bool,
-}
-
-/// What a replica follows.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Topics {
-    /// Everything the sync API serves (overrides the rest).
-    pub everything: bool,
-    /// These networks: each network with its subnets and ports.
-    pub networks: BTreeSet<String>,
-    /// The ports bound to this chassis, whatever their network.
-    pub chassis: Option<String>,
-}
-
-impl Topics {
-    pub fn everything() -> Self {
-        Self {
-            everything: true,
-            ..Self::default()
-        }
-    }
-
-    pub fn networks(networks: BTreeSet<String>) -> Self {
-        Self {
-            networks,
-            ..Self::default()
-        }
-    }
-
-    fn query(&self) -> String {
-        if self.everything {
-            return "&all=1".into();
-        }
-        let mut q: String = self
-            .networks
-            .iter()
-            .map(|n| format!("&network={n}"))
-            .collect();
-        if let Some(c) = &self.chassis {
-            q.push_str(&format!("&chassis={c}"));
-        }
-        q
-    }
 }
 
 /// Counters a test or an operator can read.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
+    /// Full snapshots: the first sync, after a compaction, on switching `everything`.
     pub snapshots: u64,
+    /// Snapshots of added topics alone.
+    pub partial_snapshots: u64,
     pub resumes: u64,
     pub compactions: u64,
+    /// The revision of the stream, as of the last update handed to the consumer.
     pub revision: u64,
 }
 
@@ -116,9 +107,20 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 pub struct Replica {
     base: String,
     http: reqwest::Client,
+    /// The topics asked for.
     topics: watch::Receiver<Topics>,
+    /// The topics `held` replicates; `None` until the first snapshot and after a compaction, when a
+    /// full snapshot comes next.
+    following: Option<Topics>,
     held: BTreeMap<String, Value>,
+    /// The stream's revision: every change up to it is applied.
     revision: u64,
+    /// Topics a partial snapshot at a revision after [`Replica::revision`] added, with that revision:
+    /// the watch asks for their changes only after it.
+    late: BTreeMap<Topic, u64>,
+    /// Keys a partial snapshot at a revision after [`Replica::revision`] brought, with that revision:
+    /// the stream's changes to them up to it are older than what is held.
+    ahead: BTreeMap<String, u64>,
     stats: watch::Sender<Stats>,
 }
 
@@ -130,19 +132,39 @@ pub struct Handle {
 }
 
 impl Handle {
-    /// Follows exactly these networks from now on (a fresh snapshot if they differ).
-    pub fn set_networks(&self, networks: BTreeSet<String>) {
+    /// Follows exactly these networks and routers from now on (the chassis and `everything` stay):
+    /// what only removed topics wanted is deleted and the added topics come from a snapshot of them
+    /// alone, in one [`Update`] marked `from_snapshot` (see the module doc). Asking again for the
+    /// topics last asked for changes nothing (and brings no Update).
+    pub fn set_topics(&self, networks: BTreeSet<String>, routers: BTreeSet<String>) {
         self.topics.send_if_modified(|t| {
-            if t.networks == networks {
-                false
-            } else {
-                t.networks = networks;
-                true
-            }
+            let changed = t.networks != networks || t.routers != routers;
+            t.networks = networks;
+            t.routers = routers;
+            changed
         });
     }
+
     pub fn stats(&self) -> Stats {
         self.stats.borrow().clone()
+    }
+}
+
+/// The query naming `topics`, those in `late` from after their revision.
+fn query(topics: &Topics, late: &BTreeMap<Topic, u64>) -> String {
+    if topics.everything {
+        return "&all=1".into();
+    }
+    topics
+        .iter()
+        .map(|t| format!("&{}", t.param(late.get(&t).copied())))
+        .collect()
+}
+
+/// Waits until the topics asked for change (forever once the [`Handle`]s are gone).
+async fn topics_changed(topics: &mut watch::Receiver<Topics>) {
+    if topics.changed().await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 
@@ -155,8 +177,11 @@ impl Replica {
             base: base.trim_end_matches('/').to_string(),
             http: reqwest::Client::new(),
             topics,
+            following: None,
             held: BTreeMap::new(),
             revision: 0,
+            late: BTreeMap::new(),
+            ahead: BTreeMap::new(),
             stats,
         };
         (
@@ -168,31 +193,29 @@ impl Replica {
         )
     }
 
-    fn query(&self) -> String {
-        self.topics.borrow().query()
-    }
-
     /// Runs until the receiver of `updates` is dropped.
     pub async fn run(mut self, updates: mpsc::Sender<Update>) {
         let mut backoff = Duration::from_millis(50);
-        let mut need_snapshot = true;
         loop {
-            let result = if need_snapshot {
-                self.snapshot(&updates).await
-            } else {
-                self.follow(&updates).await
+            let wanted = self.topics.borrow_and_update().clone();
+            let result = match &self.following {
+                None => self.snapshot(wanted, &updates).await,
+                Some(following) if *following != wanted => {
+                    let following = following.clone();
+                    self.retopic(following, wanted, &updates).await
+                }
+                Some(following) => {
+                    let topics = query(following, &self.late);
+                    self.follow(&topics, &updates).await
+                }
             };
             match result {
-                Ok(()) => {
-                    need_snapshot = false;
-                    backoff = Duration::from_millis(50);
-                }
+                Ok(()) | Err(SyncError::TopicsChanged) => backoff = Duration::from_millis(50),
                 Err(SyncError::Closed) => return,
                 Err(SyncError::Compacted) => {
                     self.stats.send_modify(|s| s.compactions += 1);
-                    need_snapshot = true;
+                    self.following = None;
                 }
-                Err(SyncError::TopicsChanged) => need_snapshot = true,
                 Err(e) => {
                     tracing::debug!("sync: {e}; reconnecting in {backoff:?}");
                     tokio::time::sleep(backoff).await;
@@ -202,10 +225,31 @@ impl Replica {
         }
     }
 
-    /// Takes a snapshot and emits the difference from what is held.
-    async fn snapshot(&mut self, updates: &mpsc::Sender<Update>) -> Result<(), SyncError> {
-        self.topics.mark_unchanged();
-        let url = format!("{}/wyvern/v1/sync/snapshot?x=1{}", self.base, self.query());
+    /// Hands `update` to the consumer (a stream batch only if it changes something), then publishes
+    /// the revision and the counters `count` bumps.
+    async fn deliver(
+        &self,
+        update: Update,
+        updates: &mpsc::Sender<Update>,
+        count: impl FnOnce(&mut Stats),
+    ) -> Result<(), SyncError> {
+        if update.from_snapshot || !update.changes.is_empty() {
+            updates.send(update).await.map_err(|_| SyncError::Closed)?;
+        }
+        self.stats.send_modify(|s| {
+            s.revision = self.revision;
+            count(s);
+        });
+        Ok(())
+    }
+
+    /// The objects `topics` want, and the revision they were read at.
+    async fn fetch(&self, topics: &Topics) -> Result<(u64, BTreeMap<String, Value>), SyncError> {
+        let url = format!(
+            "{}/wyvern/v1/sync/snapshot?x=1{}",
+            self.base,
+            query(topics, &BTreeMap::new())
+        );
         let resp = self.http.get(url).send().await?;
         if !resp.status().is_success() {
             return Err(SyncError::Status(resp.status().as_u16()));
@@ -214,13 +258,23 @@ impl Replica {
         let revision = body["revision"]
             .as_u64()
             .ok_or_else(|| SyncError::Malformed("snapshot without revision".into()))?;
-        let mut fresh = BTreeMap::new();
+        let mut items = BTreeMap::new();
         for item in body["items"].as_array().into_iter().flatten() {
             let key = item["key"]
                 .as_str()
                 .ok_or_else(|| SyncError::Malformed("item without key".into()))?;
-            fresh.insert(key.to_string(), item["value"].clone());
+            items.insert(key.to_string(), item["value"].clone());
         }
+        Ok((revision, items))
+    }
+
+    /// Takes a full snapshot of `topics` and emits the difference from what is held.
+    async fn snapshot(
+        &mut self,
+        topics: Topics,
+        updates: &mpsc::Sender<Update>,
+    ) -> Result<(), SyncError> {
+        let (revision, fresh) = self.fetch(&topics).await?;
         let mut changes = Vec::new();
         for (k, v) in &fresh {
             if self.held.get(k) != Some(v) {
@@ -234,25 +288,107 @@ impl Replica {
         }
         self.held = fresh;
         self.revision = revision;
-        self.stats.send_modify(|s| {
-            s.snapshots += 1;
-            s.revision = revision;
-        });
+        self.following = Some(topics);
+        self.late.clear();
+        self.ahead.clear();
         let update = Update {
             revision,
             changes,
             from_snapshot: true,
         };
-        updates.send(update).await.map_err(|_| SyncError::Closed)
+        self.deliver(update, updates, |s| s.snapshots += 1).await
     }
 
-    /// Follows the change stream after the held revision until it breaks.
-    async fn follow(&mut self, updates: &mpsc::Sender<Update>) -> Result<(), SyncError> {
+    /// Replicates `wanted` instead of `following`: deletes what only removed topics wanted, adds what a
+    /// snapshot of the added topics alone brings (see the module doc).
+    async fn retopic(
+        &mut self,
+        following: Topics,
+        wanted: Topics,
+        updates: &mpsc::Sender<Update>,
+    ) -> Result<(), SyncError> {
+        if following.everything != wanted.everything {
+            return self.snapshot(wanted, updates).await;
+        }
+        let added = if wanted.everything {
+            Topics::default()
+        } else {
+            wanted.minus(&following)
+        };
+        let remaining = wanted.minus(&added);
+        let partial = if added.is_empty() {
+            None
+        } else {
+            let (start, items) = self.fetch(&added).await?;
+            if start < self.revision {
+                // A store that went back in time (restored?): start over from what it has.
+                return self.snapshot(wanted, updates).await;
+            }
+            Some((start, items))
+        };
+        let mut changes = Vec::new();
+        let dropped: Vec<String> = self
+            .held
+            .iter()
+            .filter(|(k, v)| {
+                !remaining.wants(k, Some(v))
+                    && !partial
+                        .as_ref()
+                        .is_some_and(|(_, items)| items.contains_key(*k))
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in dropped {
+            self.held.remove(&key);
+            self.ahead.remove(&key);
+            changes.push(Change::Delete(key));
+        }
+        for topic in following.minus(&wanted).iter() {
+            self.late.remove(&topic);
+        }
+        let partial_snapshot = partial.is_some();
+        if let Some((start, items)) = partial {
+            for (key, value) in items {
+                // What the other topics want is held already, or on its way through the stream.
+                if remaining.wants(&key, Some(&value)) {
+                    continue;
+                }
+                if start > self.revision {
+                    self.ahead.insert(key.clone(), start);
+                }
+                if self.held.get(&key) != Some(&value) {
+                    self.held.insert(key.clone(), value.clone());
+                    changes.push(Change::Put(key, value));
+                }
+            }
+            if start > self.revision {
+                self.late.extend(added.iter().map(|t| (t, start)));
+            }
+        }
+        self.following = Some(wanted);
+        let update = Update {
+            revision: self.revision,
+            changes,
+            from_snapshot: true,
+        };
+        self.deliver(update, updates, |s| {
+            if partial_snapshot {
+                s.partial_snapshots += 1;
+            }
+        })
+        .await
+    }
+
+    /// Follows the change stream of `topics` (a query) after the held revision until it breaks or the
+    /// topics change.
+    async fn follow(
+        &mut self,
+        topics: &str,
+        updates: &mpsc::Sender<Update>,
+    ) -> Result<(), SyncError> {
         let url = format!(
-            "{}/wyvern/v1/sync/watch?after={}{}",
-            self.base,
-            self.revision,
-            self.query()
+            "{}/wyvern/v1/sync/watch?after={}{topics}",
+            self.base, self.revision
         );
         let resp = self.http.get(url).send().await?;
         match resp.status().as_u16() {
@@ -266,7 +402,7 @@ impl Replica {
         loop {
             let chunk = tokio::select! {
                 chunk = tokio::time::timeout(SILENCE, body.next()) => chunk,
-                _ = self.topics.changed() => return Err(SyncError::TopicsChanged),
+                _ = topics_changed(&mut self.topics) => return Err(SyncError::TopicsChanged),
                 _ = updates.closed() => return Err(SyncError::Closed),
             };
             let chunk = match chunk {
@@ -306,6 +442,12 @@ impl Replica {
             let key = e["key"]
                 .as_str()
                 .ok_or_else(|| SyncError::Malformed("event without key".into()))?;
+            let at = e["revision"]
+                .as_u64()
+                .ok_or_else(|| SyncError::Malformed("event without revision".into()))?;
+            if self.ahead.get(key).is_some_and(|start| at <= *start) {
+                continue;
+            }
             match &e["value"] {
                 Value::Null => {
                     if self.held.remove(key).is_some() {
@@ -319,15 +461,13 @@ impl Replica {
             }
         }
         self.revision = revision;
-        self.stats.send_modify(|s| s.revision = revision);
-        if changes.is_empty() {
-            return Ok(());
-        }
+        self.late.retain(|_, start| *start > revision);
+        self.ahead.retain(|_, start| *start > revision);
         let update = Update {
             revision,
             changes,
             from_snapshot: false,
         };
-        updates.send(update).await.map_err(|_| SyncError::Closed)
+        self.deliver(update, updates, |_| {}).await
     }
 }

@@ -3,76 +3,25 @@
 //! etcd compacted past its revision it takes a fresh snapshot and a pipeline fed from it converges to the
 //! flows of a pipeline fed from a fresh replica.
 
+mod support;
+
 use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use etcd_fixture::EtcdCluster;
+use nb_keys::Kind;
 use nb_sync::{Change, Handle, Replica, Update};
 use openflow::Flow;
 use pipeline::{Input, Pipeline};
 use serde_json::{Value, json};
 use store::{Event, Revision, Store};
-use tokio::net::{TcpListener, TcpStream};
+use support::{Relay, serve, serve_on};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
-/// The key prefixes the sync API serves (its topics with no `network=` filter).
-const SYNCED: &[&str] = &[
-    "/r/networks/",
-    "/r/subnets/",
-    "/r/ports/",
-    "/chassis/",
-    "/chassis-up/",
-];
 /// The chassis whose pipeline the compaction test computes.
 const LOCAL: &str = "c1";
-
-/// Serves the API in-process on `store`; returns its base URL.
-async fn serve(store: Arc<dyn Store>) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(api::serve(listener, store, api::ApiConfig::default()));
-    base
-}
-
-/// A TCP relay in front of the server that can drop every connection and refuse new ones.
-struct Relay {
-    base: String,
-    open: watch::Sender<bool>,
-}
-
-impl Relay {
-    async fn start(target: &str) -> Self {
-        let target = target.trim_start_matches("http://").to_string();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (open, _) = watch::channel(true);
-        let state = open.clone();
-        tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                let mut state_rx = state.subscribe();
-                if !*state_rx.borrow() {
-                    continue;
-                }
-                let target = target.clone();
-                tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(&target).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = state_rx.wait_for(|open| !open) => {}
-                    }
-                });
-            }
-        });
-        Self { base, open }
-    }
-
-    fn set_open(&self, open: bool) {
-        self.open.send_replace(open);
-    }
-}
 
 /// Sends a write, again after each 503 (the store lost its leader); returns the answer and how many
 /// 503s came first. Any other failure fails the test.
@@ -158,7 +107,7 @@ async fn history(store: &dyn Store, after: Revision, until: Revision) -> Vec<Eve
             .expect("history watch");
         events.extend(batch);
     }
-    events.retain(|e| SYNCED.iter().any(|p| e.key.starts_with(p)));
+    events.retain(|e| nb_keys::parse(&e.key).is_some());
     events
 }
 
@@ -295,7 +244,7 @@ async fn replica_follows_through_a_leader_failure_without_missing_a_revision() {
         .map(|_| tokio::spawn(create_ports(base.clone(), net.clone(), PER_WRITER)))
         .collect();
     let history_store = store::open(&spec).unwrap();
-    while history_store.range("/r/ports/").await.unwrap().0.len() < 20 {
+    while history_store.range(nb_keys::PORTS).await.unwrap().0.len() < 20 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     relay.set_open(false);
@@ -381,7 +330,7 @@ fn compute(base: &str) -> (Handle, watch::Receiver<(Revision, HashSet<Flow>)>) {
                     Change::Put(k, v) => (k, Some(v)),
                     Change::Delete(k) => (k, None),
                 };
-                if let Some(id) = key.strip_prefix("/r/ports/") {
+                if let Some((Kind::Port, id)) = nb_keys::parse(&key) {
                     let local = value
                         .as_ref()
                         .is_some_and(|v| v["binding:host_id"] == LOCAL);
@@ -467,11 +416,7 @@ async fn replica_behind_compaction_resnapshots_and_converges_to_the_same_flows()
     // server's shared watch would still hold the missed revisions in its ring, compaction or not.
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let own = listener.local_addr().unwrap();
-    let own_server = tokio::spawn(api::serve(
-        listener,
-        store.clone(),
-        api::ApiConfig::default(),
-    ));
+    let own_server = serve_on(listener, store.clone());
     let relay = Relay::start(&format!("http://{own}")).await;
     let (behind, mut behind_flows) = compute(&relay.base);
     let before = flows_at(&mut behind_flows, store.revision().await.unwrap()).await;
@@ -494,12 +439,7 @@ async fn replica_behind_compaction_resnapshots_and_converges_to_the_same_flows()
     write(&client, reqwest::Method::PUT, &url, pairs).await;
     let last = store.revision().await.unwrap();
     cluster.compact(i64::try_from(last).unwrap()).await.unwrap();
-    let listener = TcpListener::bind(own).await.unwrap();
-    tokio::spawn(api::serve(
-        listener,
-        store.clone(),
-        api::ApiConfig::default(),
-    ));
+    serve_on(TcpListener::bind(own).await.unwrap(), store.clone());
     relay.set_open(true);
 
     let after = flows_at(&mut behind_flows, last).await;

@@ -4,30 +4,38 @@
 //! object's UUID (any other id is hashed), so `trace`, logs and `ovs-ofctl dump-flows` can be mapped
 //! back to API objects.
 
-/// What produced a flow.
+/// What produced a flow: the API object whose existence and attributes the flow expresses.
+/// Every kind has its own cookie kind byte (the next issues add security groups, floating IPs,
+/// load balancers and chains as kinds `0x06` on).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Owner {
-    /// The fixed part of the pipeline.
+    /// The fixed part of the pipeline (table misses).
     Static,
     Network(String),
     Port(String),
+    Router(String),
+    /// A router interface (the id is its port's).
+    RouterInterface(String),
 }
 
 const KIND_SHIFT: u32 = 56;
 const ID_MASK: u64 = (1 << KIND_SHIFT) - 1;
 
+/// FNV-1a, 64 bits.
+pub(crate) fn fnv1a(id: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in id.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
 fn id_bits(id: &str) -> u64 {
     let hex: String = id.chars().filter(|c| *c != '-').take(14).collect();
     match u64::from_str_radix(&hex, 16) {
         Ok(v) if hex.len() == 14 => v,
-        _ => {
-            // FNV-1a for ids that are not UUIDs.
-            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-            for b in id.bytes() {
-                h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-            }
-            h & ID_MASK
-        }
+        // A hash for ids that are not UUIDs.
+        _ => fnv1a(id) & ID_MASK,
     }
 }
 
@@ -37,15 +45,43 @@ impl Owner {
             Owner::Static => 0x01,
             Owner::Network(_) => 0x02,
             Owner::Port(_) => 0x03,
+            Owner::Router(_) => 0x04,
+            Owner::RouterInterface(_) => 0x05,
+        }
+    }
+
+    /// The owner's id (empty for [`Owner::Static`]).
+    pub fn id(&self) -> &str {
+        match self {
+            Owner::Static => "",
+            Owner::Network(id)
+            | Owner::Port(id)
+            | Owner::Router(id)
+            | Owner::RouterInterface(id) => id,
+        }
+    }
+
+    /// What kind of object the owner is, in words.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Owner::Static => "pipeline",
+            Owner::Network(_) => "network",
+            Owner::Port(_) => "port",
+            Owner::Router(_) => "router",
+            Owner::RouterInterface(_) => "router interface",
         }
     }
 
     pub fn cookie(&self) -> u64 {
-        let id = match self {
+        (self.kind() << KIND_SHIFT) | self.id_bits()
+    }
+
+    /// The low 56 bits of the cookie: the id's first 56 bits (or a hash of another id).
+    pub fn id_bits(&self) -> u64 {
+        match self {
             Owner::Static => 0,
-            Owner::Network(id) | Owner::Port(id) => id_bits(id),
-        };
-        (self.kind() << KIND_SHIFT) | id
+            _ => id_bits(self.id()),
+        }
     }
 
     /// Whether `cookie` belongs to this owner.
@@ -55,7 +91,7 @@ impl Owner {
 
     /// Whether a cookie is one of ours at all (anything else on the bridge is foreign).
     pub fn is_ours(cookie: u64) -> bool {
-        matches!(cookie >> KIND_SHIFT, 0x01..=0x03)
+        matches!(cookie >> KIND_SHIFT, 0x01..=0x05)
     }
 }
 

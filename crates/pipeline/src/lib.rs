@@ -1,22 +1,30 @@
 //! The pipeline: a pure function from the local view of the topology to the flows `br-int` should
-//! hold, computed incrementally per object.
+//! hold, computed incrementally.
 //!
-//! Each object (port, network) owns the flows it contributes ([`flows`]); a change to an input
-//! recomputes only the owners that depend on it and returns the [`Delta`] — flows to remove and flows
-//! to add. [`Pipeline::full`] recomputes everything from scratch; a property test holds the incremental
-//! result equal to it for random sequences of changes. No I/O happens here.
+//! The flows come from [`apps`], one per datapath feature, each computing the flows of one owner
+//! (an API object: port, network, router, router interface) at a time. While it computes, every
+//! read of the topology is recorded ([`deps`]); a change to an input recomputes exactly the
+//! (app, owner) pairs that read something it touched, and returns the [`Delta`] — flows to remove
+//! and flows to add. [`Pipeline::full`] recomputes everything from scratch; a property test holds
+//! the incremental result equal to it for random sequences of changes. The stages and registers
+//! are in [`tables`]. No I/O happens here.
 
+pub mod apps;
 pub mod cookie;
-pub mod flows;
+pub mod deps;
 pub mod model;
+pub mod tables;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use openflow::Flow;
+use openflow::{Flow, Instructions, Match};
 use serde_json::Value;
 
+use apps::{APPS, OwnerKind};
 use cookie::Owner;
-use model::{Chassis, Network, Port, Subnet, Topology};
+use deps::{Ctx, Dep};
+use model::{Object, Port, Topology};
+use tables::{Miss, STAGES};
 
 /// A change to one input of the pipeline.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,47 +38,124 @@ pub enum Input {
     Tunnel(Option<u32>),
 }
 
-/// What changed in the desired flows.
+/// What changed in the desired flows. Extending a delta with a later one costs the size of the
+/// later one: flows both added and removed along the way cancel out, so the result takes the
+/// switch straight from before the first to after the last.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Delta {
-    pub removed: Vec<Flow>,
-    pub added: Vec<Flow>,
+    /// +1: to add, -1: to remove (never anything else, nor 0).
+    balance: HashMap<Flow, i8>,
 }
 
 impl Delta {
     pub fn is_empty(&self) -> bool {
-        self.removed.is_empty() && self.added.is_empty()
+        self.balance.is_empty()
     }
-    /// Appends a later delta; flows both added and removed along the way cancel out, so that the
-    /// result takes the switch straight from before the first to after the last.
-    pub fn extend(&mut self, other: Delta) {
-        self.removed.extend(other.removed);
-        self.added.extend(other.added);
-        if self.removed.is_empty() || self.added.is_empty() {
-            return;
-        }
-        let mut balance: HashMap<Flow, i64> = HashMap::new();
-        for f in self.added.drain(..) {
-            *balance.entry(f).or_default() += 1;
-        }
-        for f in self.removed.drain(..) {
-            *balance.entry(f).or_default() -= 1;
-        }
-        for (f, n) in balance {
-            match n.cmp(&0) {
-                std::cmp::Ordering::Greater => self.added.push(f),
-                std::cmp::Ordering::Less => self.removed.push(f),
-                std::cmp::Ordering::Equal => {}
+
+    pub fn len(&self) -> usize {
+        self.balance.len()
+    }
+
+    /// Flows to add.
+    pub fn added(&self) -> impl Iterator<Item = &Flow> {
+        self.balance.iter().filter(|(_, n)| **n > 0).map(|(f, _)| f)
+    }
+
+    /// Flows to remove.
+    pub fn removed(&self) -> impl Iterator<Item = &Flow> {
+        self.balance.iter().filter(|(_, n)| **n < 0).map(|(f, _)| f)
+    }
+
+    /// Splits into (removed, added).
+    pub fn into_parts(self) -> (Vec<Flow>, Vec<Flow>) {
+        let (added, removed): (Vec<_>, Vec<_>) =
+            self.balance.into_iter().partition(|(_, n)| *n > 0);
+        (
+            removed.into_iter().map(|(f, _)| f).collect(),
+            added.into_iter().map(|(f, _)| f).collect(),
+        )
+    }
+
+    fn change(&mut self, flow: Flow, by: i8) {
+        use std::collections::hash_map::Entry;
+        match self.balance.entry(flow) {
+            Entry::Vacant(e) => {
+                e.insert(by);
+            }
+            Entry::Occupied(e) => {
+                // A flow is only ever removed while installed and added while not, so the two
+                // directions alternate and meet only to cancel.
+                e.remove();
             }
         }
     }
+
+    /// Appends a later delta.
+    pub fn extend(&mut self, other: Delta) {
+        for (f, n) in other.balance {
+            self.change(f, n);
+        }
+    }
 }
+
+/// One app's flows for one owner.
+type Slot = (usize, Owner);
 
 /// The incremental pipeline of one chassis.
 #[derive(Debug, Clone)]
 pub struct Pipeline {
     topo: Topology,
-    owned: BTreeMap<Owner, Vec<Flow>>,
+    static_flows: Vec<Flow>,
+    owned: BTreeMap<Slot, Vec<Flow>>,
+    /// What each slot's flows were computed from.
+    reads: HashMap<Slot, Vec<Dep>>,
+    /// The slots that read each dependency.
+    readers: HashMap<Dep, HashSet<Slot>>,
+    /// Owners with flows, by cookie, with the number of apps that gave them flows.
+    cookies: HashMap<u64, (Owner, usize)>,
+    /// Store keys whose values could not be decoded since the last [`Pipeline::take_malformed`].
+    malformed: Vec<String>,
+}
+
+/// The fixed part: each stage's miss behaviour.
+fn static_flows() -> Vec<Flow> {
+    STAGES
+        .iter()
+        .map(|s| {
+            let ins = match s.miss {
+                Miss::Drop => Instructions::default(),
+                Miss::Continue(t) => apps::goto(t),
+            };
+            apps::flow(&Owner::Static, s.table, 0, Match::new(), ins)
+        })
+        .collect()
+}
+
+/// The dependencies an object touches, and the owners it is.
+fn touched(obj: &Object, deps: &mut Vec<Dep>, owners: &mut Vec<Owner>) {
+    match obj {
+        Object::Network(n) => {
+            deps.push(Dep::Network(n.id.clone()));
+            owners.push(Owner::Network(n.id.clone()));
+        }
+        Object::Subnet(s) => deps.push(Dep::SubnetsOn(s.network_id.clone())),
+        Object::Port(p) => {
+            deps.push(Dep::Port(p.id.clone()));
+            deps.push(Dep::PortsOn(p.network_id.clone()));
+            owners.push(Owner::Port(p.id.clone()));
+            if let Some(r) = p.router() {
+                deps.push(Dep::InterfacesOf(r.to_string()));
+                deps.push(Dep::InterfacesOn(p.network_id.clone()));
+                owners.push(Owner::RouterInterface(p.id.clone()));
+            }
+        }
+        Object::Router(r) => {
+            deps.push(Dep::Router(r.id.clone()));
+            owners.push(Owner::Router(r.id.clone()));
+        }
+        Object::Chassis(c) => deps.push(Dep::Chassis(c.id.clone())),
+        Object::ChassisUp(id) => deps.push(Dep::Chassis(id.clone())),
+    }
 }
 
 impl Pipeline {
@@ -78,9 +163,15 @@ impl Pipeline {
     pub fn new(chassis: &str) -> Self {
         let mut topo = Topology::default();
         topo.local.chassis = chassis.to_string();
-        let mut owned = BTreeMap::new();
-        owned.insert(Owner::Static, flows::static_flows());
-        Self { topo, owned }
+        Self {
+            topo,
+            static_flows: static_flows(),
+            owned: BTreeMap::new(),
+            reads: HashMap::new(),
+            readers: HashMap::new(),
+            cookies: HashMap::new(),
+            malformed: Vec::new(),
+        }
     }
 
     pub fn topology(&self) -> &Topology {
@@ -89,201 +180,241 @@ impl Pipeline {
 
     /// How many flows are desired.
     pub fn flow_count(&self) -> usize {
-        self.owned.values().map(Vec::len).sum()
+        self.static_flows.len() + self.owned.values().map(Vec::len).sum::<usize>()
     }
 
     /// Every desired flow.
     pub fn flows(&self) -> impl Iterator<Item = &Flow> {
-        self.owned.values().flatten()
+        self.static_flows
+            .iter()
+            .chain(self.owned.values().flatten())
+    }
+
+    /// The flows each app computed, by app name (for tests and `trace`).
+    pub fn flows_by_app(&self) -> impl Iterator<Item = (&'static str, &Owner, &Flow)> {
+        self.owned.iter().flat_map(|((app, owner), flows)| {
+            flows
+                .iter()
+                .map(move |f| (APPS[*app].spec().name, owner, f))
+        })
+    }
+
+    /// Store keys whose values were malformed (ignored, the object kept as it was) since the
+    /// last call.
+    pub fn take_malformed(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.malformed)
+    }
+
+    /// The owner a cookie names, if it has flows here.
+    pub fn owner_of_cookie(&self, cookie: u64) -> Option<&Owner> {
+        if Owner::Static.owns(cookie) {
+            return Some(&Owner::Static);
+        }
+        self.cookies.get(&cookie).map(|(o, _)| o)
     }
 
     /// The owner a cookie names, described for operators (`port 3f2a… (vm1)`).
     pub fn describe_cookie(&self, cookie: u64) -> Option<String> {
-        if Owner::Static.owns(cookie) {
-            return Some("pipeline (fixed flows)".into());
-        }
-        if let Some(p) = self
-            .topo
-            .ports
-            .values()
-            .find(|p| Owner::Port(p.id.clone()).owns(cookie))
-        {
-            let name = if p.name.is_empty() {
+        let owner = self.owner_of_cookie(cookie)?;
+        let topo = &self.topo;
+        let named = |name: &str| {
+            if name.is_empty() {
                 String::new()
             } else {
-                format!(" ({})", p.name)
-            };
-            return Some(format!("port {}{name} on network {}", p.id, p.network_id));
-        }
-        self.topo
-            .networks
-            .values()
-            .find(|n| Owner::Network(n.id.clone()).owns(cookie))
-            .map(|n| format!("network {}", n.id))
+                format!(" ({name})")
+            }
+        };
+        Some(match owner {
+            Owner::Static => "pipeline (fixed flows)".into(),
+            Owner::Port(id) => {
+                let p = topo.ports.get(id)?;
+                format!("port {id}{} on network {}", named(&p.name), p.network_id)
+            }
+            Owner::Network(id) => format!("network {id}"),
+            Owner::Router(id) => {
+                let name = topo.routers.get(id).map(|r| r.name.as_str()).unwrap_or("");
+                format!("router {id}{}", named(name))
+            }
+            Owner::RouterInterface(id) => {
+                let p = topo.ports.get(id)?;
+                format!(
+                    "router interface {id} of router {} on network {}",
+                    p.device_id, p.network_id
+                )
+            }
+        })
     }
 
-    /// The port that owns a flow cookie, if a port does.
-    pub fn port_of_cookie(&self, cookie: u64) -> Option<&model::Port> {
-        self.topo
-            .ports
-            .values()
-            .find(|p| Owner::Port(p.id.clone()).owns(cookie))
+    /// The port that owns a flow cookie, if a port or router interface does.
+    pub fn port_of_cookie(&self, cookie: u64) -> Option<&Port> {
+        match self.owner_of_cookie(cookie)? {
+            Owner::Port(id) | Owner::RouterInterface(id) => self.topo.ports.get(id),
+            _ => None,
+        }
+    }
+
+    /// Every owner the topology has, with the apps that compute flows for its kind.
+    fn all_slots(&self) -> Vec<Slot> {
+        let topo = &self.topo;
+        let owners = topo
+            .networks
+            .keys()
+            .map(|id| Owner::Network(id.clone()))
+            .chain(topo.ports.keys().map(|id| Owner::Port(id.clone())))
+            .chain(topo.routers.keys().map(|id| Owner::Router(id.clone())))
+            .chain(
+                topo.ports
+                    .values()
+                    .filter(|p| p.router().is_some())
+                    .map(|p| Owner::RouterInterface(p.id.clone())),
+            );
+        owners.flat_map(slots_of).collect()
     }
 
     /// Recomputes everything from scratch (what the incremental result must always equal).
     pub fn full(&self) -> HashSet<Flow> {
-        let mut out: HashSet<Flow> = flows::static_flows().into_iter().collect();
-        for p in self.topo.ports.values() {
-            out.extend(flows::port_flows(&self.topo, p));
-        }
-        for n in self.topo.networks.values() {
-            out.extend(flows::network_flows(&self.topo, n));
+        let mut out: HashSet<Flow> = self.static_flows.iter().cloned().collect();
+        for (app, owner) in self.all_slots() {
+            let mut flows = Vec::new();
+            APPS[app].flows(&mut Ctx::new(&self.topo), &owner, &mut flows);
+            out.extend(flows);
         }
         out
     }
 
     /// Applies one input change and returns what changed in the desired flows.
     pub fn apply(&mut self, input: Input) -> Delta {
-        let mut dirty: BTreeSet<Owner> = BTreeSet::new();
+        let mut changed: Vec<Dep> = Vec::new();
+        let mut owners: Vec<Owner> = Vec::new();
         match input {
-            Input::Object(key, value) => self.apply_object(&key, value.as_ref(), &mut dirty),
+            Input::Object(key, value) => {
+                let Some((kind, id)) =
+                    nb_keys::parse(&key).filter(|(_, id)| !id.is_empty() && !id.contains('/'))
+                else {
+                    return Delta::default();
+                };
+                let old = match value {
+                    None => self.topo.remove(kind, id),
+                    Some(v) => match Object::decode(kind, id, &v) {
+                        Some(obj) => {
+                            touched(&obj, &mut changed, &mut owners);
+                            self.topo.put(obj)
+                        }
+                        None => {
+                            self.malformed.push(key);
+                            return Delta::default();
+                        }
+                    },
+                };
+                if let Some(old) = &old {
+                    touched(old, &mut changed, &mut owners);
+                }
+            }
             Input::Vif(iface, ofport) => {
                 let old = self.topo.local.set_vif(&iface, ofport);
                 if old != ofport {
-                    self.port_and_network(&iface, &mut dirty);
+                    changed.push(Dep::Vif(iface));
                     // Other VIFs sharing the old or the new number gain or lose their claim.
-                    let sharing: Vec<String> = [old, ofport]
-                        .into_iter()
-                        .flatten()
-                        .flat_map(|o| self.topo.local.claimants(o).cloned().collect::<Vec<_>>())
-                        .collect();
-                    for id in sharing {
-                        self.port_and_network(&id, &mut dirty);
+                    for o in [old, ofport].into_iter().flatten() {
+                        changed.extend(self.topo.local.claimants(o).cloned().map(Dep::Vif));
                     }
                 }
             }
             Input::Tunnel(ofport) => {
                 if self.topo.local.tunnel != ofport {
                     self.topo.local.tunnel = ofport;
-                    dirty.extend(self.all_owners());
+                    changed.push(Dep::Tunnel);
                 }
             }
         }
+        let mut dirty: BTreeSet<Slot> = owners.into_iter().flat_map(slots_of).collect();
+        for dep in &changed {
+            if let Some(slots) = self.readers.get(dep) {
+                dirty.extend(slots.iter().cloned());
+            }
+        }
         let mut delta = Delta::default();
-        for owner in dirty {
-            delta.extend(self.recompute(owner));
+        for slot in dirty {
+            self.recompute(slot, &mut delta);
         }
         delta
     }
 
-    fn all_owners(&self) -> Vec<Owner> {
-        let ports = self.topo.ports.keys().map(|id| Owner::Port(id.clone()));
-        let nets = self
-            .topo
-            .networks
-            .keys()
-            .map(|id| Owner::Network(id.clone()));
-        ports.chain(nets).collect()
-    }
-
-    fn port_and_network(&self, port_id: &str, dirty: &mut BTreeSet<Owner>) {
-        dirty.insert(Owner::Port(port_id.to_string()));
-        if let Some(p) = self.topo.ports.get(port_id) {
-            dirty.insert(Owner::Network(p.network_id.clone()));
+    fn owner_exists(&self, owner: &Owner) -> bool {
+        let topo = &self.topo;
+        match owner {
+            Owner::Static => true,
+            Owner::Network(id) => topo.networks.contains_key(id),
+            Owner::Port(id) => topo.ports.contains_key(id),
+            Owner::Router(id) => topo.routers.contains_key(id),
+            Owner::RouterInterface(id) => topo.ports.get(id).is_some_and(|p| p.router().is_some()),
         }
     }
 
-    fn apply_object(&mut self, key: &str, value: Option<&Value>, dirty: &mut BTreeSet<Owner>) {
-        if let Some(id) = key.strip_prefix("/r/ports/") {
-            self.port_and_network(id, dirty);
-            match value.and_then(Port::from_json) {
-                Some(p) => self.topo.ports.insert(id.to_string(), p),
-                None => self.topo.ports.remove(id),
-            };
-            self.port_and_network(id, dirty);
-        } else if let Some(id) = key.strip_prefix("/r/subnets/") {
-            // The network's DHCP flow depends on its subnets (old and new network).
-            if let Some(old) = self.topo.subnets.get(id) {
-                dirty.insert(Owner::Network(old.network_id.clone()));
-            }
-            match value.and_then(Subnet::from_json) {
-                Some(s) => {
-                    dirty.insert(Owner::Network(s.network_id.clone()));
-                    self.topo.subnets.insert(id.to_string(), s)
+    fn recompute(&mut self, slot: Slot, delta: &mut Delta) {
+        let (app, owner) = &slot;
+        let mut new = Vec::new();
+        let mut ctx = Ctx::new(&self.topo);
+        APPS[*app].flows(&mut ctx, owner, &mut new);
+        let reads = ctx.into_reads();
+        if let Some(old_reads) = self.reads.remove(&slot) {
+            for dep in old_reads {
+                if let Some(set) = self.readers.get_mut(&dep) {
+                    set.remove(&slot);
+                    if set.is_empty() {
+                        self.readers.remove(&dep);
+                    }
                 }
-                None => self.topo.subnets.remove(id),
-            };
-        } else if let Some(id) = key.strip_prefix("/r/networks/") {
-            match value.and_then(Network::from_json) {
-                Some(n) => self.topo.networks.insert(id.to_string(), n),
-                None => self.topo.networks.remove(id),
-            };
-            dirty.insert(Owner::Network(id.to_string()));
-            for p in self.topo.ports.values().filter(|p| p.network_id == id) {
-                dirty.insert(Owner::Port(p.id.clone()));
             }
-        } else if let Some(id) = key.strip_prefix("/chassis-up/") {
-            if value.is_some() {
-                self.topo.chassis_up.insert(id.to_string());
-            } else {
-                self.topo.chassis_up.remove(id);
+        }
+        if self.owner_exists(owner) {
+            for dep in &reads {
+                self.readers
+                    .entry(dep.clone())
+                    .or_default()
+                    .insert(slot.clone());
             }
-            self.chassis_changed(id, dirty);
-        } else if let Some(id) = key.strip_prefix("/chassis/") {
-            match value.and_then(Chassis::from_json) {
-                Some(c) => self.topo.chassis.insert(id.to_string(), c),
-                None => self.topo.chassis.remove(id),
-            };
-            self.chassis_changed(id, dirty);
+            self.reads.insert(slot.clone(), reads);
         }
-    }
-
-    fn chassis_changed(&self, id: &str, dirty: &mut BTreeSet<Owner>) {
-        for p in self
-            .topo
-            .ports
-            .values()
-            .filter(|p| p.host.as_deref() == Some(id))
-        {
-            dirty.insert(Owner::Port(p.id.clone()));
-            dirty.insert(Owner::Network(p.network_id.clone()));
-        }
-    }
-
-    fn recompute(&mut self, owner: Owner) -> Delta {
-        let new = match &owner {
-            Owner::Static => flows::static_flows(),
-            Owner::Port(id) => self
-                .topo
-                .ports
-                .get(id)
-                .map(|p| flows::port_flows(&self.topo, p))
-                .unwrap_or_default(),
-            Owner::Network(id) => self
-                .topo
-                .networks
-                .get(id)
-                .map(|n| flows::network_flows(&self.topo, n))
-                .unwrap_or_default(),
-        };
+        let cookie = owner.cookie();
         let old = if new.is_empty() {
-            self.owned.remove(&owner).unwrap_or_default()
+            self.owned.remove(&slot).unwrap_or_default()
         } else {
-            self.owned.insert(owner, new.clone()).unwrap_or_default()
+            if !self.owned.contains_key(&slot) {
+                self.cookies
+                    .entry(cookie)
+                    .or_insert_with(|| (owner.clone(), 0))
+                    .1 += 1;
+            }
+            self.owned
+                .insert(slot.clone(), new.clone())
+                .unwrap_or_default()
         };
+        if new.is_empty()
+            && !old.is_empty()
+            && let Some(entry) = self.cookies.get_mut(&cookie)
+        {
+            entry.1 -= 1;
+            if entry.1 == 0 {
+                self.cookies.remove(&cookie);
+            }
+        }
         let old_set: HashSet<&Flow> = old.iter().collect();
         let new_set: HashSet<&Flow> = new.iter().collect();
-        Delta {
-            removed: old
-                .iter()
-                .filter(|f| !new_set.contains(f))
-                .cloned()
-                .collect(),
-            added: new
-                .iter()
-                .filter(|f| !old_set.contains(f))
-                .cloned()
-                .collect(),
+        for f in old.iter().filter(|f| !new_set.contains(f)) {
+            delta.change(f.clone(), -1);
+        }
+        for f in new.iter().filter(|f| !old_set.contains(f)) {
+            delta.change(f.clone(), 1);
         }
     }
+}
+
+/// The (app, owner) slots of an owner: one per app that computes flows for its kind.
+fn slots_of(owner: Owner) -> impl Iterator<Item = Slot> {
+    let kind = OwnerKind::of(&owner);
+    APPS.iter()
+        .enumerate()
+        .filter(move |(_, app)| kind.is_some_and(|k| app.spec().owners.contains(&k)))
+        .map(move |(i, _)| (i, owner.clone()))
 }

@@ -1,8 +1,8 @@
 //! The agent's local view of the topology: typed objects read from the northbound store's JSON, and
 //! the state of the local Open vSwitch (which VIF has which OpenFlow port).
 
-use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 use serde_json::Value;
@@ -14,6 +14,11 @@ pub type Mac = u64;
 pub fn mac_octets(mac: Mac) -> [u8; 6] {
     let b = mac.to_be_bytes();
     [b[2], b[3], b[4], b[5], b[6], b[7]]
+}
+
+/// The IPv6 link-local address (`fe80::/64` plus the modified EUI-64) of an interface with `mac`.
+pub fn link_local(mac: Mac) -> Ipv6Addr {
+    ndp::link_local(mac_octets(mac))
 }
 
 pub fn parse_mac(s: &str) -> Option<Mac> {
@@ -33,6 +38,8 @@ pub fn parse_mac(s: &str) -> Option<Mac> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Network {
     pub id: String,
+    /// `provider:network_type`.
+    pub kind: String,
     /// Tunnel id (VNI) of overlay networks; `None` for types the pipeline does not carry yet.
     pub vni: Option<u32>,
     pub admin_up: bool,
@@ -51,6 +58,11 @@ pub struct Subnet {
     pub dns: Vec<IpAddr>,
     /// Host routes: destination and next hop.
     pub host_routes: Vec<(IpNet, IpAddr)>,
+    /// `ipv6_ra_mode` (`slaac`, `dhcpv6-stateful`, `dhcpv6-stateless`): what router
+    /// advertisements tell hosts; `None` when nothing is advertised (and for IPv4 subnets).
+    pub ipv6_ra_mode: Option<String>,
+    /// `ipv6_address_mode` (same values): how hosts get their addresses; `None` when unset.
+    pub ipv6_address_mode: Option<String>,
 }
 
 /// A port, as far as the datapath cares.
@@ -67,6 +79,72 @@ pub struct Port {
     pub admin_up: bool,
     /// The chassis its VIF is on or will be plugged on (`binding:host_id`), if any.
     pub host: Option<String>,
+    /// `device_owner` (`network:router_interface` for a router's interface, ...).
+    pub device_owner: String,
+    /// `device_id`: the router of a router interface.
+    pub device_id: String,
+    /// `extra_dhcp_opts`: DHCP options set on the port.
+    pub extra_dhcp_opts: Vec<ExtraDhcpOpt>,
+}
+
+/// `device_owner` of a router's interface ports.
+pub const ROUTER_INTERFACE: &str = "network:router_interface";
+
+impl Port {
+    /// The router this port is an interface of, if it is one.
+    pub fn router(&self) -> Option<&str> {
+        (self.device_owner == ROUTER_INTERFACE && !self.device_id.is_empty())
+            .then_some(self.device_id.as_str())
+    }
+}
+
+/// A router, as far as the datapath cares (its interfaces are ports).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Router {
+    pub id: String,
+    pub name: String,
+    pub admin_up: bool,
+    /// Extra routes: destination and next hop.
+    pub routes: Vec<(IpNet, IpAddr)>,
+}
+
+/// One of a port's `extra_dhcp_opts` as the user wrote it: a dnsmasq option name or number
+/// (possibly behind `tag:...,`) and its value, for DHCPv4 (`ip_version` 4) or DHCPv6 (6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtraDhcpOpt {
+    pub name: String,
+    /// Empty: send no such option (dnsmasq's meaning).
+    pub value: String,
+    pub ip_version: u8,
+}
+
+impl ExtraDhcpOpt {
+    /// The `extra_dhcp_opts` of a port's JSON. Entries without a name, with a null value
+    /// (Neutron's way of removing one) or with an IP version other than 4 and 6 are left out.
+    fn list(v: &Value) -> Vec<Self> {
+        let one = |o: &Value| {
+            let name = o.get("opt_name")?.as_str()?.to_string();
+            let value = match o.get("opt_value")? {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                _ => return None,
+            };
+            let ip_version = match o.get("ip_version") {
+                None | Some(Value::Null) => 4,
+                Some(Value::String(s)) => s.parse().ok()?,
+                Some(n) => u8::try_from(n.as_u64()?).ok()?,
+            };
+            matches!(ip_version, 4 | 6).then_some(Self {
+                name,
+                value,
+                ip_version,
+            })
+        };
+        v.get("extra_dhcp_opts")
+            .and_then(Value::as_array)
+            .map(|l| l.iter().filter_map(one).collect())
+            .unwrap_or_default()
+    }
 }
 
 /// A chassis other agents tunnel to.
@@ -92,6 +170,7 @@ impl Network {
         };
         Some(Self {
             id: v.get("id")?.as_str()?.to_string(),
+            kind: kind.to_string(),
             vni,
             admin_up: v.get("admin_state_up") != Some(&Value::Bool(false)),
             mtu: v
@@ -132,18 +211,15 @@ impl Subnet {
                 .and_then(Value::as_array)
                 .map(|l| l.iter().filter_map(ip).collect())
                 .unwrap_or_default(),
-            host_routes: v
-                .get("host_routes")
-                .and_then(Value::as_array)
-                .map(|l| {
-                    l.iter()
-                        .filter_map(|r| {
-                            let dst = r.get("destination")?.as_str()?.parse().ok()?;
-                            Some((dst, ip(r.get("nexthop")?)?))
-                        })
-                        .collect()
-                })
-                .unwrap_or_default(),
+            host_routes: routes(v, "host_routes"),
+            ipv6_ra_mode: v
+                .get("ipv6_ra_mode")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            ipv6_address_mode: v
+                .get("ipv6_address_mode")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
         })
     }
 }
@@ -192,6 +268,37 @@ impl Port {
             port_security: v.get("port_security_enabled") != Some(&Value::Bool(false)),
             admin_up: v.get("admin_state_up") != Some(&Value::Bool(false)),
             host,
+            device_owner: str_of(v, "device_owner").to_string(),
+            device_id: str_of(v, "device_id").to_string(),
+            extra_dhcp_opts: ExtraDhcpOpt::list(v),
+        })
+    }
+}
+
+/// A list of `{"destination", "nexthop"}` routes (host routes, extra routes); malformed entries
+/// are skipped.
+fn routes(v: &Value, key: &str) -> Vec<(IpNet, IpAddr)> {
+    v.get(key)
+        .and_then(Value::as_array)
+        .map(|l| {
+            l.iter()
+                .filter_map(|r| {
+                    let dst = r.get("destination")?.as_str()?.parse().ok()?;
+                    let via = r.get("nexthop")?.as_str()?.parse().ok()?;
+                    Some((dst, via))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl Router {
+    pub fn from_json(v: &Value) -> Option<Self> {
+        Some(Self {
+            id: v.get("id")?.as_str()?.to_string(),
+            name: str_of(v, "name").to_string(),
+            admin_up: v.get("admin_state_up") != Some(&Value::Bool(false)),
+            routes: routes(v, "routes"),
         })
     }
 }
@@ -205,18 +312,221 @@ impl Chassis {
     }
 }
 
-/// Everything the pipeline is computed from.
+/// Everything the pipeline is computed from. The maps are read freely; changes go through
+/// [`Topology::put`] and [`Topology::remove`], which keep the indexes (ports and subnets by
+/// network, interfaces by router) true.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Topology {
     pub networks: BTreeMap<String, Network>,
     pub subnets: BTreeMap<String, Subnet>,
     pub ports: BTreeMap<String, Port>,
+    pub routers: BTreeMap<String, Router>,
     /// Registered chassis.
     pub chassis: BTreeMap<String, Chassis>,
     /// Chassis whose liveness lease is current.
-    pub chassis_up: std::collections::BTreeSet<String>,
+    pub chassis_up: BTreeSet<String>,
     /// This chassis.
     pub local: Local,
+    ports_on: BTreeMap<String, BTreeSet<String>>,
+    subnets_on: BTreeMap<String, BTreeSet<String>>,
+    interfaces: BTreeMap<String, BTreeSet<String>>,
+    interfaces_on: BTreeMap<String, BTreeSet<String>>,
+}
+
+/// A northbound object, decoded once at the edge.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Object {
+    Network(Network),
+    Subnet(Subnet),
+    Port(Port),
+    Router(Router),
+    Chassis(Chassis),
+    /// A chassis whose liveness lease is current.
+    ChassisUp(String),
+}
+
+pub use nb_keys::Kind;
+
+impl Object {
+    /// Decodes a stored value of `kind`; `None` if it is malformed (missing id, bad MAC, ...).
+    pub fn decode(kind: Kind, id: &str, v: &Value) -> Option<Object> {
+        let obj = match kind {
+            Kind::Network => Object::Network(Network::from_json(v)?),
+            Kind::Subnet => Object::Subnet(Subnet::from_json(v)?),
+            Kind::Port => Object::Port(Port::from_json(v)?),
+            Kind::Router => Object::Router(Router::from_json(v)?),
+            Kind::Chassis => Object::Chassis(Chassis::from_json(v)?),
+            Kind::ChassisUp => return Some(Object::ChassisUp(id.to_string())),
+        };
+        (obj.id() == id).then_some(obj)
+    }
+
+    pub fn kind(&self) -> Kind {
+        match self {
+            Object::Network(_) => Kind::Network,
+            Object::Subnet(_) => Kind::Subnet,
+            Object::Port(_) => Kind::Port,
+            Object::Router(_) => Kind::Router,
+            Object::Chassis(_) => Kind::Chassis,
+            Object::ChassisUp(_) => Kind::ChassisUp,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        match self {
+            Object::Network(o) => &o.id,
+            Object::Subnet(o) => &o.id,
+            Object::Port(o) => &o.id,
+            Object::Router(o) => &o.id,
+            Object::Chassis(o) => &o.id,
+            Object::ChassisUp(id) => id,
+        }
+    }
+}
+
+fn unindex(index: &mut BTreeMap<String, BTreeSet<String>>, key: &str, id: &str) {
+    if let Some(set) = index.get_mut(key) {
+        set.remove(id);
+        if set.is_empty() {
+            index.remove(key);
+        }
+    }
+}
+
+fn index(index: &mut BTreeMap<String, BTreeSet<String>>, key: &str, id: &str) {
+    index
+        .entry(key.to_string())
+        .or_default()
+        .insert(id.to_string());
+}
+
+impl Topology {
+    /// Stores an object (replacing the one with its id); returns the object it replaced.
+    pub fn put(&mut self, obj: Object) -> Option<Object> {
+        let old = self.remove(obj.kind(), obj.id());
+        match obj {
+            Object::Network(n) => {
+                self.networks.insert(n.id.clone(), n);
+            }
+            Object::Subnet(s) => {
+                index(&mut self.subnets_on, &s.network_id, &s.id);
+                self.subnets.insert(s.id.clone(), s);
+            }
+            Object::Port(p) => {
+                index(&mut self.ports_on, &p.network_id, &p.id);
+                if let Some(r) = p.router() {
+                    index(&mut self.interfaces, r, &p.id);
+                    index(&mut self.interfaces_on, &p.network_id, &p.id);
+                }
+                self.ports.insert(p.id.clone(), p);
+            }
+            Object::Router(r) => {
+                self.routers.insert(r.id.clone(), r);
+            }
+            Object::Chassis(c) => {
+                self.chassis.insert(c.id.clone(), c);
+            }
+            Object::ChassisUp(id) => {
+                self.chassis_up.insert(id);
+            }
+        }
+        old
+    }
+
+    /// Removes an object; returns it.
+    pub fn remove(&mut self, kind: Kind, id: &str) -> Option<Object> {
+        match kind {
+            Kind::Network => self.networks.remove(id).map(Object::Network),
+            Kind::Subnet => {
+                let s = self.subnets.remove(id)?;
+                unindex(&mut self.subnets_on, &s.network_id, id);
+                Some(Object::Subnet(s))
+            }
+            Kind::Port => {
+                let p = self.ports.remove(id)?;
+                unindex(&mut self.ports_on, &p.network_id, id);
+                if let Some(r) = p.router() {
+                    unindex(&mut self.interfaces, r, id);
+                    unindex(&mut self.interfaces_on, &p.network_id, id);
+                }
+                Some(Object::Port(p))
+            }
+            Kind::Router => self.routers.remove(id).map(Object::Router),
+            Kind::Chassis => self.chassis.remove(id).map(Object::Chassis),
+            Kind::ChassisUp => self
+                .chassis_up
+                .remove(id)
+                .then(|| Object::ChassisUp(id.to_string())),
+        }
+    }
+
+    /// The ports on `network`, in id order.
+    pub fn ports_on<'a>(&'a self, network: &str) -> impl Iterator<Item = &'a Port> + 'a {
+        self.ports_on
+            .get(network)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.ports.get(id))
+    }
+
+    /// The subnets of `network`, in id order.
+    pub fn subnets_on<'a>(&'a self, network: &str) -> impl Iterator<Item = &'a Subnet> + 'a {
+        self.subnets_on
+            .get(network)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.subnets.get(id))
+    }
+
+    /// The router interface ports on `network`, in id order.
+    pub fn interfaces_on<'a>(&'a self, network: &str) -> impl Iterator<Item = &'a Port> + 'a {
+        self.interfaces_on
+            .get(network)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.ports.get(id))
+    }
+
+    /// What a chassis needs to follow: the networks of its local VIFs (`vif_networks`) and of the
+    /// ports bound to it, then, transitively, every router with an interface on a needed network
+    /// and every network with an interface of a needed router. Returns (networks, routers).
+    pub fn needs(
+        &self,
+        chassis: &str,
+        vif_networks: impl IntoIterator<Item = String>,
+    ) -> (BTreeSet<String>, BTreeSet<String>) {
+        let bound = self
+            .ports
+            .values()
+            .filter(|p| p.host.as_deref() == Some(chassis))
+            .map(|p| p.network_id.clone());
+        let mut networks: BTreeSet<String> = vif_networks.into_iter().chain(bound).collect();
+        let mut routers: BTreeSet<String> = BTreeSet::new();
+        let mut todo: Vec<String> = networks.iter().cloned().collect();
+        while let Some(net) = todo.pop() {
+            for rif in self.interfaces_on(&net) {
+                let Some(router) = rif.router() else { continue };
+                if !routers.insert(router.to_string()) {
+                    continue;
+                }
+                for other in self.interfaces_of(router) {
+                    if networks.insert(other.network_id.clone()) {
+                        todo.push(other.network_id.clone());
+                    }
+                }
+            }
+        }
+        (networks, routers)
+    }
+
+    /// The interface ports of `router`, in id order.
+    pub fn interfaces_of<'a>(&'a self, router: &str) -> impl Iterator<Item = &'a Port> + 'a {
+        self.interfaces
+            .get(router)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.ports.get(id))
+    }
 }
 
 /// The local Open vSwitch.
@@ -281,16 +591,14 @@ impl Local {
 impl Topology {
     /// The IPv4 subnet with DHCP enabled that holds `ip` on `network`, if any.
     pub fn dhcp_subnet(&self, network: &str, ip: IpAddr) -> Option<&Subnet> {
-        self.subnets.values().find(|s| {
-            s.network_id == network && s.enable_dhcp && ip.is_ipv4() && s.cidr.contains(&ip)
-        })
+        self.subnets_on(network)
+            .find(|s| s.enable_dhcp && ip.is_ipv4() && s.cidr.contains(&ip))
     }
 
     /// Whether `network` has an IPv4 subnet with DHCP enabled.
     pub fn serves_dhcp(&self, network: &str) -> bool {
-        self.subnets
-            .values()
-            .any(|s| s.network_id == network && s.enable_dhcp && s.cidr.addr().is_ipv4())
+        self.subnets_on(network)
+            .any(|s| s.enable_dhcp && s.cidr.addr().is_ipv4())
     }
 
     /// The remote chassis a port is reachable through, if it is bound to another chassis that

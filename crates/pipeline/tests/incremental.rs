@@ -1,8 +1,14 @@
 //! The incremental pipeline always equals a full recomputation, whatever the order of changes, and
-//! never holds two flows with the same identity (table, priority, match).
+//! never holds two flows with the same identity (table, priority, match). Every app and every kind
+//! of owner take part: networks, subnets, ports (VM ports and router interfaces), routers with
+//! extra routes, chassis, VIFs and the tunnel. Each app's flows stay in the tables the table map
+//! gives it.
 
 use std::collections::HashSet;
 
+use openflow::{Action, Field, Flow};
+use pipeline::apps::APPS;
+use pipeline::tables::{REG_FROM_TUNNEL, REG_SCRATCH, Register};
 use pipeline::{Input, Pipeline};
 use proptest::prelude::*;
 use serde_json::json;
@@ -13,6 +19,10 @@ const NETS: [&str; 3] = [
     "11111111-0000-4000-8000-000000000003",
 ];
 const CHASSIS: [&str; 3] = ["ch1", "ch2", "ch3"];
+const ROUTERS: [&str; 2] = [
+    "44444444-0000-4000-8000-000000000001",
+    "44444444-0000-4000-8000-000000000002",
+];
 
 fn port_id(i: usize) -> String {
     format!("22222222-0000-4000-8000-00000000000{i}")
@@ -26,19 +36,37 @@ fn input() -> impl Strategy<Value = Input> {
                 "provider:segmentation_id": n + 100, "admin_state_up": up});
             Input::Object(key, (!delete).then_some(value))
         }),
-        (0..6usize, 0..3usize, 0..4usize, 0..4usize, any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>())
-            .prop_map(|(p, n, host, ips, secure, active, up, delete)| {
+        (0..6usize, 0..3usize, 0..4usize, 0..4usize, any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>(), 0..4usize)
+            .prop_map(|(p, n, host, ips, secure, active, up, delete, router)| {
                 let id = port_id(p);
                 let fixed: Vec<_> = (0..ips)
                     .map(|k| if k == 2 { json!({"ip_address": format!("2001:db8::{p}")}) } else { json!({"ip_address": format!("10.0.{k}.{}", p + 1)}) })
                     .collect();
+                // Some ports are router interfaces (of one of two routers, or of an unknown one).
+                let (owner, device) = match router {
+                    0 | 1 => ("network:router_interface", ROUTERS[router].to_string()),
+                    2 => ("network:router_interface", "55555555-0000-4000-8000-000000000009".to_string()),
+                    _ => ("compute:nova", String::new()),
+                };
                 let value = json!({"id": id, "network_id": NETS[n], "mac_address": format!("fa:16:3e:00:00:0{p}"),
                     "fixed_ips": fixed, "port_security_enabled": secure, "admin_state_up": up,
                     "binding:host_id": if host == 3 { "" } else { CHASSIS[host] },
+                    "device_owner": owner, "device_id": device,
                     "status": if active { "ACTIVE" } else { "DOWN" },
                     "allowed_address_pairs": if p == 1 { json!([{"ip_address": "10.9.0.0/24"}]) } else { json!([]) }});
                 Input::Object(format!("/r/ports/{id}"), (!delete).then_some(value))
             }),
+        // Routers with extra routes through addresses the ports may hold.
+        (0..2usize, any::<bool>(), 0..4usize, any::<bool>()).prop_map(|(r, up, routes, delete)| {
+            let routes: Vec<_> = (0..routes)
+                .map(|k| json!({"destination": format!("192.168.{k}.0/24"), "nexthop": format!("10.0.{}.{}", k % 2, k + 1)}))
+                .chain((routes == 3).then(|| json!({"destination": "2001:db8:9::/64", "nexthop": "2001:db8::2"})))
+                .collect();
+            let value = json!({"id": ROUTERS[r], "name": format!("r{r}"), "admin_state_up": up, "routes": routes});
+            Input::Object(format!("/r/routers/{}", ROUTERS[r]), (!delete).then_some(value))
+        }),
+        // Malformed values are ignored, never taken for deletions.
+        (0..6usize).prop_map(|p| Input::Object(format!("/r/ports/{}", port_id(p)), Some(json!({"id": port_id(p), "mac_address": "bad"})))),
         // Subnets move between networks and switch DHCP on and off.
         (0..3usize, 0..3usize, any::<bool>(), any::<bool>(), any::<bool>()).prop_map(|(s, n, dhcp, v6, delete)| {
             let id = format!("33333333-0000-4000-8000-00000000000{s}");
@@ -61,6 +89,30 @@ fn input() -> impl Strategy<Value = Input> {
     ]
 }
 
+/// The registers a flow writes.
+fn written(f: &Flow) -> Vec<Register> {
+    let reg = |field: Field| match field {
+        Field::Reg(n) if n == REG_FROM_TUNNEL => Some(Register::FromTunnel),
+        Field::Reg(n) if REG_SCRATCH.contains(&n) => Some(Register::Scratch),
+        Field::Metadata => Some(Register::Metadata),
+        _ => None,
+    };
+    let mut out: Vec<Register> = f
+        .instructions
+        .apply
+        .iter()
+        .filter_map(|a| match a {
+            Action::SetField { field, .. } => reg(*field),
+            Action::Move { dst, .. } => reg(dst.field),
+            _ => None,
+        })
+        .collect();
+    if f.instructions.write_metadata.is_some() {
+        out.push(Register::Metadata);
+    }
+    out
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
 
@@ -71,11 +123,19 @@ proptest! {
         for i in inputs {
             let delta = pipeline.apply(i);
             // The deltas, applied to what a switch holds, give the desired set too.
-            for f in &delta.removed {
+            for f in delta.removed() {
                 prop_assert!(installed.remove(f), "removed a flow that was not installed: {f}");
             }
-            for f in delta.added {
+            for f in delta.added() {
                 prop_assert!(installed.insert(f.clone()), "added a flow twice: {f}");
+            }
+            for (app, owner, f) in pipeline.flows_by_app() {
+                let stage = pipeline::tables::stage(f.table);
+                prop_assert!(stage.is_some_and(|s| s.app == app), "{app} ({owner:?}) wrote into table {}", f.table);
+                let spec = APPS.iter().map(|a| a.spec()).find(|s| s.name == app).expect("a registered app");
+                for reg in written(f) {
+                    prop_assert!(spec.writes.contains(&reg), "{app} writes {reg:?} undeclared: {f}");
+                }
             }
             let incremental: HashSet<openflow::Flow> = pipeline.flows().cloned().collect();
             prop_assert_eq!(&incremental, &pipeline.full());

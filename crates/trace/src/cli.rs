@@ -18,6 +18,7 @@ use crate::{Error, FlowSet, fetch, simulate};
     wyvern trace --lab demo web1 10.0.0.12\n  \
     wyvern trace --lab demo web1 web2 --tcp 80\n  \
     wyvern trace --lab demo web1 10.0.0.12 --src-ip 10.0.0.99\n  \
+    wyvern trace --lab routed web1 10.2.0.11 --ttl 1\n  \
     wyvern trace --server http://127.0.0.1:9696 --chassis c1 --computed --from-port web1 --to 10.0.0.12")]
 pub struct TraceArgs {
     /// Where the packet comes from: a port (name or id), or a VM of the lab.
@@ -68,6 +69,9 @@ pub struct TraceArgs {
     /// Source MAC instead of the port's.
     #[arg(long, value_name = "MAC")]
     pub src_mac: Option<Mac>,
+    /// TTL (IPv6: hop limit) instead of 64, e.g. 1 to see a router's "time exceeded".
+    #[arg(long, value_name = "TTL", conflicts_with = "arp")]
+    pub ttl: Option<u8>,
     /// Trace through the flows br-int holds (the default when it is reachable).
     #[arg(long, conflicts_with = "computed")]
     pub from_switch: bool,
@@ -150,6 +154,7 @@ pub fn run(args: &TraceArgs) -> Result<String, Error> {
         probe: args.probe(),
         src_ip: args.src_ip,
         src_mac: args.src_mac,
+        ttl: args.ttl,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

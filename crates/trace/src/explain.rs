@@ -1,18 +1,22 @@
-//! The verdict of a simulated packet in API terms: which port, chassis or responder got it, or
-//! why it was dropped (port security with the offending address, an empty flood, a table miss),
-//! and whether the port it was meant for got it.
+//! The verdict of a simulated packet in API terms: which port, chassis, router or responder got
+//! it, what the agent does with what is sent to it (by the `controller` action's reason,
+//! [`Punt`]), or why it was dropped (port security with the offending address, a network type
+//! the pipeline does not serve, no route in a router, an empty flood, a table miss in a named
+//! stage), and whether the port it was meant for got it.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr};
 
-use flowsim::{ControllerPacket, Output, Packet, Trace};
+use flowsim::{ControllerPacket, DropReason, Output, Packet, Step, Trace};
 use ipnet::IpNet;
 use openflow::Field;
+use pipeline::apps::Punt;
 use pipeline::cookie::Owner;
-use pipeline::flows::{T_FLOOD, T_INGRESS};
-use pipeline::model::Port;
+use pipeline::model::{Port, Router};
+use pipeline::tables::{self, FLOOD, INGRESS, NEIGHBOUR, ROUTE, ROUTER_IN};
 
-use crate::inventory::Inventory;
+use crate::inventory::{Inventory, Route, dst_prefix};
 use crate::local::Local;
+use crate::path::entered;
 use crate::request::{Built, mac_of};
 
 fn is_group_mac(mac: u128) -> bool {
@@ -20,11 +24,49 @@ fn is_group_mac(mac: u128) -> bool {
     (mac >> 40) & 1 == 1
 }
 
+/// A stage's name and app, as shown after its table number: `ip-routing, app routing`.
+pub fn stage_name(table: u8) -> Option<String> {
+    tables::stage(table).map(|s| format!("{}, app {}", s.name, s.app))
+}
+
+/// `table 22 (ip-routing, app routing)`, or `table 5` outside the pipeline's stages.
+pub fn table_label(table: u8) -> String {
+    match stage_name(table) {
+        Some(name) => format!("table {table} ({name})"),
+        None => format!("table {table}"),
+    }
+}
+
+/// The packet's IPv4 or IPv6 source address.
+fn ip_src(p: &Packet) -> Option<IpAddr> {
+    p.get(Field::Ipv4Src)
+        .map(|v| IpAddr::V4(Ipv4Addr::from(v as u32)))
+        .or_else(|| p.get(Field::Ipv6Src).map(|v| IpAddr::V6(v.into())))
+}
+
+/// Why `network`'s ports get no flows, if its type is one the pipeline does not serve.
+fn unserved(inv: &Inventory, network: &str) -> Option<String> {
+    let n = inv.topology.networks.get(network)?;
+    if n.vni.is_some() {
+        return None;
+    }
+    let kind = if n.kind.is_empty() {
+        "a network without a type".to_string()
+    } else {
+        format!("a {} network", n.kind)
+    };
+    Some(format!(
+        "{} is {kind}, which the pipeline does not serve yet (it carries vxlan and geneve \
+         networks only)",
+        inv.network_label(network)
+    ))
+}
+
 /// The verdict, one sentence per line.
 pub fn verdict(inv: &Inventory, local: &Local, built: &Built, trace: &Trace) -> Vec<String> {
     let v = &trace.verdict;
     let mut lines = Vec::new();
-    let flooded = trace.path().iter().any(|(t, _)| *t == T_FLOOD);
+    let flooded = trace.path().iter().any(|(t, _)| *t == FLOOD);
     let net = &built.source.network_id;
     if flooded && !v.outputs.is_empty() {
         let dst = built.packet.get(Field::EthDst).unwrap_or_default();
@@ -43,69 +85,155 @@ pub fn verdict(inv: &Inventory, local: &Local, built: &Built, trace: &Trace) -> 
         lines.push(format!("{bullet}{}", output(inv, local, trace, o)));
     }
     for c in &v.controller {
-        lines.push(to_agent(inv, c));
+        lines.push(to_agent(inv, built, trace, c));
     }
     if let Some(reason) = &v.drop {
         lines.push(dropped(inv, built, trace, flooded, reason));
     }
+    // A router's interface is no destination of its own: the router's verdict says it all.
     if let Some(t) = &built.target
-        && !answered(trace)
+        && t.router().is_none()
+        && !answered(inv, trace)
         && !reached(inv, local, trace, t)
     {
-        let label = inv.port_label(t);
-        if t.network_id != *net {
-            lines.push(format!(
-                "{label} did not get it: it is on {}, and different networks are isolated",
-                inv.network_label(&t.network_id)
-            ));
-        } else {
-            lines.push(format!("{label} did not get it"));
-        }
+        lines.push(missed(inv, net, t));
     }
     lines
 }
 
-/// Whether the packet came back as an ARP reply on its input port (the ARP responder) or went
-/// to the agent as a neighbour solicitation (the ND responder).
-fn answered(trace: &Trace) -> bool {
+/// That the port `t`, meant to get the packet from a port on `net`, did not, and what keeps
+/// them apart if something does.
+fn missed(inv: &Inventory, net: &str, t: &Port) -> String {
+    let label = inv.port_label(t);
+    if let Some(why) = unserved(inv, &t.network_id) {
+        return format!("{label} did not get it: {why}");
+    }
+    if t.network_id == net || inv.router_between(net, &t.network_id).is_some() {
+        return format!("{label} did not get it");
+    }
+    format!(
+        "{label} did not get it: it is on {}, and different networks are isolated (no router \
+         joins them)",
+        inv.network_label(&t.network_id)
+    )
+}
+
+/// Whether the packet was answered rather than forwarded: an ARP reply or a router's echo reply
+/// on its input port, or sent to the agent for a reason the agent answers.
+fn answered(inv: &Inventory, trace: &Trace) -> bool {
     let v = &trace.verdict;
-    v.outputs
-        .iter()
-        .any(|o| o.port == trace.in_port && o.packet.get(Field::ArpOp) == Some(2))
-        || v.controller.iter().any(|c| is_solicitation(&c.packet))
+    let replied = |o: &Output| {
+        o.port == trace.in_port
+            && (o.packet.get(Field::ArpOp) == Some(2) || router_reply(inv, &o.packet).is_some())
+    };
+    v.outputs.iter().any(replied)
+        || v.controller
+            .iter()
+            .filter_map(|c| Punt::from_userdata(&c.userdata))
+            .any(|p| p != Punt::TtlExceeded)
 }
 
-fn is_solicitation(p: &Packet) -> bool {
-    p.get(Field::Icmpv6Type) == Some(ND_NS)
+/// The router that answered with `p`, an echo reply still in that router's context, and the
+/// address it answered from.
+fn router_reply<'i>(inv: &'i Inventory, p: &Packet) -> Option<(&'i Router, IpAddr)> {
+    let reply = p.get(Field::IcmpType) == Some(0) || p.get(Field::Icmpv6Type) == Some(129);
+    if !reply {
+        return None;
+    }
+    let router = inv.router_with_metadata(p.get(Field::Metadata)? as u64)?;
+    Some((router, ip_src(p)?))
 }
 
-/// ICMPv6 type of a neighbour solicitation.
-const ND_NS: u128 = 135;
-
-/// A packet sent to the controller: the agent of this chassis. A neighbour solicitation sent by
-/// a port's flow is the ND responder: the agent answers for that port.
-fn to_agent(inv: &Inventory, c: &ControllerPacket) -> String {
-    let owner = inv
-        .ports
-        .values()
-        .find(|q| Owner::Port(q.id.clone()).owns(c.cookie));
-    let target = c.packet.get(Field::NdTarget).map(Ipv6Addr::from);
-    match (owner, target) {
-        (Some(q), Some(ip)) if is_solicitation(&c.packet) => format!(
-            "answered by the ND responder for {}: the agent of this chassis replies that {ip} is at {}",
-            inv.port_label(q),
-            mac_of(q.mac)
-        ),
-        _ => format!(
+/// A packet sent to the controller: the agent of this chassis, and what it does with it by the
+/// reason the flow gave.
+fn to_agent(inv: &Inventory, built: &Built, trace: &Trace, c: &ControllerPacket) -> String {
+    let owner = inv.owner_of(c.cookie);
+    let port = match &owner {
+        Some(Owner::Port(id) | Owner::RouterInterface(id)) => inv.topology.ports.get(id),
+        _ => None,
+    };
+    let generic = || {
+        format!(
             "sent to the agent of this chassis (controller) by a flow of {}",
             inv.describe_cookie(c.cookie)
+        )
+    };
+    match Punt::from_userdata(&c.userdata) {
+        Some(Punt::NeighbourSolicitation) => {
+            let target = c.packet.get(Field::NdTarget).map(std::net::Ipv6Addr::from);
+            match (port, target) {
+                (Some(q), Some(ip)) => format!(
+                    "answered by the ND responder for {}: the agent of this chassis replies that \
+                     {ip} is at {}{}",
+                    inv.port_label(q),
+                    mac_of(q.mac),
+                    if q.router().is_some() {
+                        ", as a router"
+                    } else {
+                        ""
+                    }
+                ),
+                _ => format!("neighbour solicitation: {}", generic()),
+            }
+        }
+        Some(Punt::RouterSolicitation) => {
+            let network = match &owner {
+                Some(Owner::Network(id)) => id.as_str(),
+                _ => built.source.network_id.as_str(),
+            };
+            // The routers that advertise: those with an IPv6 interface on the network.
+            let advertising: std::collections::BTreeSet<&str> = inv
+                .topology
+                .interfaces_on(network)
+                .filter(|p| p.ips.iter().any(IpAddr::is_ipv6))
+                .filter_map(Port::router)
+                .collect();
+            let routers: Vec<String> = advertising
+                .into_iter()
+                .map(|r| inv.router_label(r))
+                .collect();
+            let of = if routers.is_empty() {
+                String::new()
+            } else {
+                format!(" of {}", routers.join(" and "))
+            };
+            format!(
+                "router solicitation on {}: sent to the agent of this chassis, which answers \
+                 with a router advertisement{of}",
+                inv.network_label(network)
+            )
+        }
+        Some(Punt::TtlExceeded) => {
+            let router = match &owner {
+                Some(Owner::Router(id)) => inv.router_label(id),
+                _ => "the router".into(),
+            };
+            let from = entered(inv, trace)
+                .map(|rif| {
+                    format!(
+                        " from its interface on {}",
+                        inv.network_label(&rif.network_id)
+                    )
+                })
+                .unwrap_or_default();
+            format!(
+                "TTL would expire in {router}: sent to the agent of this chassis, which answers \
+                 with ICMP time exceeded{from}"
+            )
+        }
+        Some(Punt::Dhcp) => format!(
+            "DHCP request: sent to the agent of this chassis, which answers as the DHCP server \
+             of {}",
+            inv.network_label(&built.source.network_id)
         ),
+        Some(Punt::Dhcpv6) => format!("DHCPv6 request: {}", generic()),
+        None => generic(),
     }
 }
 
 /// Whether `t` got the packet: delivered to its VIF here, or tunnelled to its chassis.
 fn reached(inv: &Inventory, local: &Local, trace: &Trace, t: &Port) -> bool {
-    let vni = inv.networks.get(&t.network_id).and_then(|n| n.vni);
+    let vni = inv.topology.networks.get(&t.network_id).and_then(|n| n.vni);
     trace.verdict.outputs.iter().any(|o| match &o.tunnel {
         Some(tun) => {
             Some(tun.id) == vni.map(u64::from)
@@ -122,6 +250,7 @@ fn output(inv: &Inventory, local: &Local, trace: &Trace, o: &Output) -> String {
             let spa = Ipv4Addr::from(p.get(Field::ArpSpa).unwrap_or_default() as u32);
             let sha = p.get(Field::ArpSha).unwrap_or_default();
             let who = inv
+                .topology
                 .ports
                 .values()
                 .find(|q| u128::from(q.mac) == sha && q.ips.contains(&IpAddr::V4(spa)))
@@ -130,6 +259,13 @@ fn output(inv: &Inventory, local: &Local, trace: &Trace, o: &Output) -> String {
             return format!(
                 "answered by the ARP responder{who}: {spa} is at {}",
                 flowsim::Mac::from_value(sha)
+            );
+        }
+        if let Some((router, from)) = router_reply(inv, p) {
+            let icmp = if from.is_ipv4() { "ICMP" } else { "ICMPv6" };
+            return format!(
+                "answered by {}: {icmp} echo reply from {from}",
+                inv.router_label(&router.id)
             );
         }
         return "sent back out of the port it came in on".into();
@@ -160,7 +296,10 @@ fn output(inv: &Inventory, local: &Local, trace: &Trace, o: &Output) -> String {
             tun.id
         );
     }
-    match local.vif_at(o.port).and_then(|id| inv.ports.get(id)) {
+    match local
+        .vif_at(o.port)
+        .and_then(|id| inv.topology.ports.get(id))
+    {
         Some(q) => format!("delivered to {} on this chassis", inv.port_label(q)),
         None => match local.vif_at(o.port) {
             Some(id) => format!(
@@ -180,10 +319,12 @@ fn dropped(
     built: &Built,
     trace: &Trace,
     flooded: bool,
-    reason: &flowsim::DropReason,
+    reason: &DropReason,
 ) -> String {
     let steps = trace.steps();
-    let last = steps.last();
+    let Some(last) = steps.last() else {
+        return format!("dropped: {reason}");
+    };
     if flooded {
         return format!(
             "dropped: flooded on {}, but no other port of it is on this chassis or on another \
@@ -191,25 +332,90 @@ fn dropped(
             inv.network_label(&built.source.network_id)
         );
     }
-    if let Some(s) = last
-        && s.table == T_INGRESS
-        && s.flow.as_ref().is_none_or(|f| Owner::Static.owns(f.cookie))
-    {
+    if last.table == INGRESS && is_miss(last) {
         return ingress_drop(inv, &built.source, &trace.packet);
     }
-    match last.and_then(|s| s.flow.as_ref()) {
+    if let Some(why) = router_drop(inv, built, trace, last) {
+        return why;
+    }
+    let stage = table_label(last.table);
+    match &last.flow {
         Some(f) => format!(
-            "dropped in table {} (flow owner: {}): {reason}",
-            f.table,
+            "dropped in {stage}: {reason} (flow owner: {})",
             inv.describe_cookie(f.cookie)
         ),
-        None => format!("dropped: {reason}"),
+        None => format!("dropped in {stage}: {reason}"),
     }
 }
 
-/// Why no ingress flow admitted a packet from `port`: port security with the offending
-/// address, or the port's state.
+/// Whether `step` found no flow of its own: a table miss, or the stage's fixed miss flow.
+fn is_miss(step: &Step) -> bool {
+    step.flow
+        .as_ref()
+        .is_none_or(|f| Owner::Static.owns(f.cookie))
+}
+
+/// Why a router dropped the packet in its last step, if one did: no route, an extra route
+/// without a next hop, an address of the router that answers only pings, an unknown next hop.
+fn router_drop(inv: &Inventory, built: &Built, trace: &Trace, last: &Step) -> Option<String> {
+    let dst = built.dst_ip;
+    let router = || {
+        entered(inv, trace)
+            .and_then(Port::router)
+            .map_or_else(|| "the router".to_string(), |r| inv.router_label(r))
+    };
+    let owned_router = || match last.flow.as_ref().and_then(|f| inv.owner_of(f.cookie)) {
+        Some(Owner::Router(id)) => inv.topology.routers.get(&id),
+        _ => None,
+    };
+    let drops = last.flow.as_ref().is_some_and(|f| f.instructions.is_drop());
+    match (last.table, is_miss(last)) {
+        (ROUTE, true) => Some(format!("no route in {} to {dst}: dropped", router())),
+        (ROUTE, false) if drops => {
+            let r = owned_router()?;
+            let prefix = dst_prefix(&last.flow.as_ref()?.match_)?;
+            let Route::Extra { via, .. } = inv.route(r, prefix)? else {
+                return None;
+            };
+            Some(format!(
+                "dropped by {}: its extra route {prefix} goes via {via}, which no port on its \
+                 networks has (no next hop; a shorter route is not taken)",
+                inv.router_label(&r.id)
+            ))
+        }
+        (ROUTER_IN, false) if drops => {
+            let r = owned_router()?;
+            Some(format!(
+                "dropped by {}: {dst} is its own address, and it answers only ICMP echo \
+                 requests",
+                inv.router_label(&r.id)
+            ))
+        }
+        (NEIGHBOUR, true) => {
+            let onto = trace
+                .steps()
+                .into_iter()
+                .rev()
+                .filter(|s| s.table == ROUTE)
+                .find_map(|s| s.flow.as_ref()?.instructions.write_metadata)
+                .and_then(|(vni, _)| inv.network_with_vni(vni))
+                .map(|n| format!(" onto {}", inv.network_label(&n.id)))
+                .unwrap_or_default();
+            Some(format!(
+                "routed by {}{onto}, where no port has {dst}: dropped (no next hop)",
+                router()
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// Why no ingress flow admitted a packet from `port`: a network the pipeline does not serve,
+/// port security with the offending address, or the port's state.
 fn ingress_drop(inv: &Inventory, port: &Port, p: &Packet) -> String {
+    if let Some(why) = unserved(inv, &port.network_id) {
+        return format!("dropped at ingress: {why}");
+    }
     let label = inv.port_label(port);
     let security = |what: String| format!("dropped: port security ({what})");
     if port.port_security {
@@ -237,11 +443,7 @@ fn ingress_drop(inv: &Inventory, port: &Port, p: &Packet) -> String {
                 p.get(Field::ArpSpa)
                     .map(|v| IpAddr::V4(Ipv4Addr::from(v as u32)))
             }
-            Some(0x0800) => p
-                .get(Field::Ipv4Src)
-                .map(|v| IpAddr::V4(Ipv4Addr::from(v as u32))),
-            Some(0x86dd) => p.get(Field::Ipv6Src).map(|v| IpAddr::V6(Ipv6Addr::from(v))),
-            _ => None,
+            _ => ip_src(p),
         };
         if let Some(ip) = ip_src
             && !allowed(port, ip, mac)
@@ -249,7 +451,7 @@ fn ingress_drop(inv: &Inventory, port: &Port, p: &Packet) -> String {
             return security(format!("source {ip} is not an address of {label}"));
         }
     }
-    let network = inv.networks.get(&port.network_id);
+    let network = inv.topology.networks.get(&port.network_id);
     let why = if !port.admin_up {
         format!("{label} is administratively down")
     } else if network.is_none() {
@@ -259,13 +461,11 @@ fn ingress_drop(inv: &Inventory, port: &Port, p: &Packet) -> String {
             "{} is administratively down",
             inv.network_label(&port.network_id)
         )
-    } else if network.is_some_and(|n| n.vni.is_none()) {
-        format!(
-            "{} is not an overlay network (the pipeline carries vxlan and geneve networks only)",
-            inv.network_label(&port.network_id)
-        )
     } else {
-        format!("no flow of table {T_INGRESS} admits this packet from {label}")
+        format!(
+            "no flow of {} admits this packet from {label}",
+            table_label(INGRESS)
+        )
     };
     format!("dropped at ingress: {why}")
 }
@@ -336,6 +536,7 @@ mod tests {
             probe,
             src_ip: None,
             src_mac: src_mac.map(|m| m.parse().unwrap()),
+            ttl: None,
         };
         let built = build(inv, &req).unwrap();
         let flows = flows.iter().map(|f| f.parse::<openflow::Flow>().unwrap());
@@ -361,7 +562,7 @@ mod tests {
         let v = verdict_of(&inv, &[], arp, None);
         assert_eq!(
             v[0],
-            "dropped at ingress: no flow of table 0 admits this packet from port web1"
+            "dropped at ingress: no flow of table 0 (ingress, app classifier) admits this packet from port web1"
         );
         let down = inventory(json!({"admin_state_up": false}));
         let v = verdict_of(&down, &[], Probe::Echo, None);
@@ -374,7 +575,7 @@ mod tests {
         let v = verdict_of(&open, &[], Probe::Echo, Some("02:00:00:00:00:99"));
         assert_eq!(
             v[0],
-            "dropped at ingress: no flow of table 0 admits this packet from port web1"
+            "dropped at ingress: no flow of table 0 (ingress, app classifier) admits this packet from port web1"
         );
     }
 
@@ -447,7 +648,7 @@ mod tests {
         );
         assert_eq!(
             v[0],
-            "dropped in table 30 (flow owner: not a Wyvern flow (cookie 0x5)): flow in table 30 (cookie 0x5) drops"
+            "dropped in table 30 (l2-lookup, app l2): flow in table 30 (cookie 0x5) drops (flow owner: not a Wyvern flow (cookie 0x5))"
         );
         let v = verdict_of(
             &inv,

@@ -1,29 +1,18 @@
-//! The server's topology as the trace needs it: networks, subnets, ports and chassis from a
-//! sync snapshot, looked up by id, name, address, MAC, VNI or tunnel IP, and the operator's
-//! names for them (VM names from a lab).
+//! The server's topology as the trace needs it: the objects of a sync snapshot decoded as the
+//! agent decodes them ([`pipeline::model::Object::decode`] into a [`Topology`]), looked up by id,
+//! name, address, MAC, VNI, tunnel IP or router context; the API object a flow cookie names; how
+//! a router reaches a prefix; and the operator's names for all of them (VM names from a lab).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::IpNet;
 use pipeline::cookie::Owner;
-use pipeline::model::{Chassis, Network, Port};
+use pipeline::model::{Chassis, Network, Object, Port, Router, Subnet, Topology};
+use pipeline::tables::router_metadata;
 use serde_json::Value;
 
 use crate::Error;
-
-/// A subnet, as far as choosing a destination MAC cares.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Subnet {
-    /// API id.
-    pub id: String,
-    /// Its network.
-    pub network_id: String,
-    /// Address range.
-    pub cidr: IpNet,
-    /// Gateway address, if any.
-    pub gateway: Option<IpAddr>,
-}
 
 /// Everything the server told us, at one revision.
 #[derive(Debug, Clone, Default)]
@@ -32,20 +21,33 @@ pub struct Inventory {
     pub revision: u64,
     /// The snapshot's items (store key, JSON value), as the pipeline consumes them.
     pub items: Vec<(String, Value)>,
-    /// Networks by id.
-    pub networks: BTreeMap<String, Network>,
-    /// Network names by id.
+    /// The decoded objects: networks, subnets, ports, routers, chassis.
+    pub topology: Topology,
+    /// Network names by id (the pipeline's model has no names for networks).
     pub network_names: BTreeMap<String, String>,
-    /// Subnets.
-    pub subnets: Vec<Subnet>,
-    /// Ports by id.
-    pub ports: BTreeMap<String, Port>,
-    /// Registered chassis by id.
-    pub chassis: BTreeMap<String, Chassis>,
-    /// Chassis whose lease is current.
-    pub chassis_up: BTreeSet<String>,
+    /// Keys whose values could not be decoded: left out, as the agent leaves them out.
+    pub malformed: Vec<String>,
     /// VM names by port id (from a lab).
     pub vms: BTreeMap<String, String>,
+}
+
+/// How a router reaches a prefix it has a route to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route<'i> {
+    /// A subnet of one of its interfaces.
+    Connected {
+        /// The interface on that subnet.
+        interface: &'i Port,
+    },
+    /// One of its extra routes (`routes`).
+    Extra {
+        /// The next hop.
+        via: IpAddr,
+        /// The interface whose subnet holds the next hop, if one does.
+        interface: Option<&'i Port>,
+        /// The port that has the next hop's address, if one has.
+        hop: Option<&'i Port>,
+    },
 }
 
 /// The first eight characters of an id and an ellipsis (ids are long; the name follows).
@@ -53,6 +55,46 @@ pub fn short(id: &str) -> String {
     match id.char_indices().nth(8) {
         Some((i, _)) => format!("{}…", &id[..i]),
         None => id.to_string(),
+    }
+}
+
+/// Addresses as a comma-separated list (`no address` for none).
+pub fn ip_list(ips: &[IpAddr]) -> String {
+    if ips.is_empty() {
+        return "no address".into();
+    }
+    ips.iter()
+        .map(IpAddr::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `network web (3f2a51c0…)`, or `network 3f2a51c0…` without a name.
+fn labelled(kind: &str, name: Option<&str>, id: &str) -> String {
+    match name.filter(|n| !n.is_empty()) {
+        Some(name) => format!("{kind} {name} ({})", short(id)),
+        None => format!("{kind} {}", short(id)),
+    }
+}
+
+/// A prefix from a destination-address match (value and mask).
+fn prefix_of(value: u128, mask: u128, v4: bool) -> Option<IpNet> {
+    if v4 {
+        let len = u8::try_from((mask as u32).leading_ones()).ok()?;
+        IpNet::new(IpAddr::V4(Ipv4Addr::from(value as u32)), len).ok()
+    } else {
+        let len = u8::try_from(mask.leading_ones()).ok()?;
+        IpNet::new(IpAddr::V6(value.into()), len).ok()
+    }
+}
+
+/// The destination prefix a flow matches on (`nw_dst`/`ipv6_dst`), if it does.
+pub fn dst_prefix(m: &openflow::Match) -> Option<IpNet> {
+    use openflow::Field;
+    match (m.get(Field::Ipv4Dst), m.get(Field::Ipv6Dst)) {
+        (Some((v, mask)), _) => prefix_of(v, mask, true),
+        (_, Some((v, mask))) => prefix_of(v, mask, false),
+        _ => None,
     }
 }
 
@@ -85,31 +127,23 @@ impl Inventory {
         Ok(inv)
     }
 
-    /// Builds the inventory from store items (`/r/networks/ID`, `/r/subnets/ID`,
-    /// `/r/ports/ID`, `/chassis/NAME`, `/chassis-up/NAME`); other keys are ignored.
+    /// Builds the inventory from store items: the keys the sync API serves ([`nb_keys::parse`]),
+    /// decoded by the pipeline's model; other keys are ignored, malformed values listed.
     pub fn from_items(items: Vec<(String, Value)>) -> Inventory {
         let mut inv = Inventory::default();
         for (key, v) in &items {
-            if key.starts_with("/r/networks/") {
-                if let Some(n) = Network::from_json(v) {
-                    let name = v.get("name").and_then(Value::as_str).unwrap_or_default();
-                    inv.network_names.insert(n.id.clone(), name.to_string());
-                    inv.networks.insert(n.id.clone(), n);
+            let Some((kind, id)) = nb_keys::parse(key) else {
+                continue;
+            };
+            match Object::decode(kind, id, v) {
+                Some(obj) => {
+                    if let Object::Network(n) = &obj {
+                        let name = v.get("name").and_then(Value::as_str).unwrap_or_default();
+                        inv.network_names.insert(n.id.clone(), name.to_string());
+                    }
+                    inv.topology.put(obj);
                 }
-            } else if key.starts_with("/r/subnets/") {
-                if let Some(s) = subnet_from_json(v) {
-                    inv.subnets.push(s);
-                }
-            } else if key.starts_with("/r/ports/") {
-                if let Some(p) = Port::from_json(v) {
-                    inv.ports.insert(p.id.clone(), p);
-                }
-            } else if let Some(id) = key.strip_prefix("/chassis-up/") {
-                inv.chassis_up.insert(id.to_string());
-            } else if key.starts_with("/chassis/")
-                && let Some(c) = Chassis::from_json(v)
-            {
-                inv.chassis.insert(c.id.clone(), c);
+                None => inv.malformed.push(key.clone()),
             }
         }
         inv.items = items;
@@ -118,18 +152,19 @@ impl Inventory {
 
     /// A port by id, or by name (which must be unique), or by the name of its lab VM.
     pub fn find_port(&self, what: &str) -> Result<&Port, Error> {
-        if let Some(p) = self.ports.get(what) {
+        let ports = &self.topology.ports;
+        if let Some(p) = ports.get(what) {
             return Ok(p);
         }
         let by_vm = self
             .vms
             .iter()
             .find(|(_, vm)| *vm == what)
-            .and_then(|(id, _)| self.ports.get(id));
+            .and_then(|(id, _)| ports.get(id));
         if let Some(p) = by_vm {
             return Ok(p);
         }
-        let named: Vec<&Port> = self.ports.values().filter(|p| p.name == what).collect();
+        let named: Vec<&Port> = ports.values().filter(|p| p.name == what).collect();
         match named.as_slice() {
             [one] => Ok(one),
             [] => Err(Error::Input(format!(
@@ -155,39 +190,132 @@ impl Inventory {
 
     /// The port on `network` that has `ip` as a fixed IP.
     pub fn port_with_ip(&self, network: &str, ip: IpAddr) -> Option<&Port> {
-        self.ports
-            .values()
-            .find(|p| p.network_id == network && p.ips.contains(&ip))
+        self.topology
+            .ports_on(network)
+            .find(|p| p.ips.contains(&ip))
     }
 
     /// The port on `network` with this MAC.
     pub fn port_with_mac(&self, network: &str, mac: u64) -> Option<&Port> {
-        self.ports
-            .values()
-            .find(|p| p.network_id == network && p.mac == mac)
+        self.topology.ports_on(network).find(|p| p.mac == mac)
     }
 
     /// The network with this VNI.
     pub fn network_with_vni(&self, vni: u64) -> Option<&Network> {
-        self.networks
+        self.topology
+            .networks
             .values()
             .find(|n| n.vni.map(u64::from) == Some(vni))
     }
 
     /// The chassis with this tunnel address.
     pub fn chassis_with_ip(&self, ip: Ipv4Addr) -> Option<&Chassis> {
-        self.chassis.values().find(|c| c.tunnel_ip == ip)
+        self.topology.chassis.values().find(|c| c.tunnel_ip == ip)
     }
 
-    /// The subnets of `network` that contain `ip`.
+    /// The subnet of `network` that contains `ip`.
     pub fn subnet_of(&self, network: &str, ip: IpAddr) -> Option<&Subnet> {
-        self.subnets
-            .iter()
-            .find(|s| s.network_id == network && s.cidr.contains(&ip))
+        self.topology
+            .subnets_on(network)
+            .find(|s| s.cidr.contains(&ip))
     }
 
-    /// `port web2 (VM web2)`, `port web2`, or `port 3f2a51c0…` for an unnamed port.
+    /// The router whose context `metadata` is (inside a router, `metadata` names it).
+    pub fn router_with_metadata(&self, metadata: u64) -> Option<&Router> {
+        self.topology
+            .routers
+            .values()
+            .find(|r| router_metadata(&r.id) == metadata)
+    }
+
+    /// The ids of the routers with an interface on `network`.
+    pub fn routers_on(&self, network: &str) -> BTreeSet<&str> {
+        self.topology
+            .interfaces_on(network)
+            .filter_map(Port::router)
+            .collect()
+    }
+
+    /// The port with `ip` on another network that a router of `network` joins to it.
+    pub fn routed_port(&self, network: &str, ip: IpAddr) -> Option<&Port> {
+        self.routers_on(network).into_iter().find_map(|r| {
+            self.topology
+                .interfaces_of(r)
+                .filter(|i| i.network_id != network)
+                .find_map(|i| self.port_with_ip(&i.network_id, ip))
+        })
+    }
+
+    /// A router with interfaces on both networks, by id.
+    pub fn router_between(&self, a: &str, b: &str) -> Option<&str> {
+        let on_b = self.routers_on(b);
+        self.routers_on(a).into_iter().find(|r| on_b.contains(r))
+    }
+
+    /// The router's interfaces, each with every subnet it has an address in.
+    fn attachments<'a>(&'a self, router: &'a str) -> impl Iterator<Item = (&'a Port, &'a Subnet)> {
+        let topo = &self.topology;
+        topo.interfaces_of(router).flat_map(move |i| {
+            topo.subnets_on(&i.network_id)
+                .filter(move |s| i.ips.iter().any(|ip| s.cidr.contains(ip)))
+                .map(move |s| (i, s))
+        })
+    }
+
+    /// How `router` reaches `prefix`: a subnet one of its interfaces has an address in, else one
+    /// of its extra routes (a connected subnet comes first, as in the pipeline).
+    pub fn route<'i>(&'i self, router: &'i Router, prefix: IpNet) -> Option<Route<'i>> {
+        let connected = self
+            .attachments(&router.id)
+            .find(|(_, s)| s.cidr.trunc() == prefix);
+        if let Some((interface, _)) = connected {
+            return Some(Route::Connected { interface });
+        }
+        let (_, via) = router
+            .routes
+            .iter()
+            .find(|(dst, _)| dst.trunc() == prefix)?;
+        let interface = self
+            .attachments(&router.id)
+            .find(|(_, s)| s.cidr.contains(via))
+            .map(|(i, _)| i);
+        let hop = interface.and_then(|i| self.port_with_ip(&i.network_id, *via));
+        Some(Route::Extra {
+            via: *via,
+            interface,
+            hop,
+        })
+    }
+
+    /// The API object a flow cookie names, if the server has it.
+    pub fn owner_of(&self, cookie: u64) -> Option<Owner> {
+        let topo = &self.topology;
+        let networks = topo.networks.keys().cloned().map(Owner::Network);
+        let ports = topo.ports.keys().cloned().map(Owner::Port);
+        let interfaces = topo
+            .ports
+            .values()
+            .filter(|p| p.router().is_some())
+            .map(|p| Owner::RouterInterface(p.id.clone()));
+        let routers = topo.routers.keys().cloned().map(Owner::Router);
+        std::iter::once(Owner::Static)
+            .chain(networks)
+            .chain(ports)
+            .chain(interfaces)
+            .chain(routers)
+            .find(|o| o.owns(cookie))
+    }
+
+    /// `port web2 (VM web2)`, `port web2`, `port 3f2a51c0…` for an unnamed port, or
+    /// `router r1's interface on network web` for a router interface.
     pub fn port_label(&self, port: &Port) -> String {
+        if let Some(r) = port.router() {
+            return format!(
+                "router {}'s interface on network {}",
+                self.router_name(r),
+                self.network_name(&port.network_id)
+            );
+        }
         let name = if port.name.is_empty() {
             format!("port {}", short(&port.id))
         } else {
@@ -199,56 +327,155 @@ impl Inventory {
         }
     }
 
+    /// The network's name, or its short id without one.
+    pub fn network_name(&self, id: &str) -> String {
+        match self.network_names.get(id).filter(|n| !n.is_empty()) {
+            Some(name) => name.clone(),
+            None => short(id),
+        }
+    }
+
     /// `network web (3f2a51c0…)`, or `network 3f2a51c0…` for an unnamed one.
     pub fn network_label(&self, id: &str) -> String {
-        match self.network_names.get(id).filter(|n| !n.is_empty()) {
-            Some(name) => format!("network {name} ({})", short(id)),
-            None => format!("network {}", short(id)),
+        labelled(
+            "network",
+            self.network_names.get(id).map(String::as_str),
+            id,
+        )
+    }
+
+    /// The router's name, or its short id without one (or when the server does not have it).
+    pub fn router_name(&self, id: &str) -> String {
+        match self.topology.routers.get(id).filter(|r| !r.name.is_empty()) {
+            Some(r) => r.name.clone(),
+            None => short(id),
+        }
+    }
+
+    /// `router r1 (3f2a51c0…)`, or `router 3f2a51c0…` for an unnamed one.
+    pub fn router_label(&self, id: &str) -> String {
+        let name = self.topology.routers.get(id).map(|r| r.name.as_str());
+        labelled("router", name, id)
+    }
+
+    /// An owner in words: `port 3f2a51c0… (web1) on network web (…)`, `router r1 (…)`,
+    /// `router interface of router r1 (…) on network app (…), address 10.2.0.1`, ...
+    pub fn describe_owner(&self, owner: &Owner) -> String {
+        let topo = &self.topology;
+        let gone = || {
+            format!(
+                "{} {} (which the server no longer has): a stale flow",
+                owner.kind_name(),
+                short(owner.id())
+            )
+        };
+        match owner {
+            Owner::Static => "pipeline (fixed flows)".into(),
+            Owner::Network(id) => self.network_label(id),
+            Owner::Router(id) => self.router_label(id),
+            Owner::Port(id) => match topo.ports.get(id) {
+                None => gone(),
+                Some(p) => {
+                    let name = if p.name.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", p.name)
+                    };
+                    let interface = p
+                        .router()
+                        .map(|r| format!(", an interface of {}", self.router_label(r)))
+                        .unwrap_or_default();
+                    format!(
+                        "port {}{name} on {}{interface}",
+                        short(&p.id),
+                        self.network_label(&p.network_id)
+                    )
+                }
+            },
+            Owner::RouterInterface(id) => {
+                match topo.ports.get(id).and_then(|p| Some((p.router()?, p))) {
+                    None => gone(),
+                    Some((r, p)) => format!(
+                        "router interface of {} on {}, {} {}",
+                        self.router_label(r),
+                        self.network_label(&p.network_id),
+                        if p.ips.len() == 1 {
+                            "address"
+                        } else {
+                            "addresses"
+                        },
+                        ip_list(&p.ips)
+                    ),
+                }
+            }
         }
     }
 
     /// The API object a flow cookie names, for operators.
     pub fn describe_cookie(&self, cookie: u64) -> String {
-        if Owner::Static.owns(cookie) {
-            return "pipeline (fixed flows)".into();
-        }
-        if let Some(p) = self
-            .ports
-            .values()
-            .find(|p| Owner::Port(p.id.clone()).owns(cookie))
-        {
-            let name = if p.name.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", p.name)
-            };
-            return format!(
-                "port {}{name} on {}",
-                short(&p.id),
-                self.network_label(&p.network_id)
-            );
-        }
-        if let Some(n) = self
-            .networks
-            .keys()
-            .find(|id| Owner::Network((*id).clone()).owns(cookie))
-        {
-            return self.network_label(n);
-        }
-        if Owner::is_ours(cookie) {
-            format!("a Wyvern object the server no longer has (cookie {cookie:#x}): a stale flow")
-        } else {
-            format!("not a Wyvern flow (cookie {cookie:#x})")
+        match self.owner_of(cookie) {
+            Some(owner) => self.describe_owner(&owner),
+            None if Owner::is_ours(cookie) => format!(
+                "a Wyvern object the server no longer has (cookie {cookie:#x}): a stale flow"
+            ),
+            None => format!("not a Wyvern flow (cookie {cookie:#x})"),
         }
     }
 }
 
-fn subnet_from_json(v: &Value) -> Option<Subnet> {
-    let s = |k: &str| v.get(k).and_then(Value::as_str);
-    Some(Subnet {
-        id: s("id")?.to_string(),
-        network_id: s("network_id")?.to_string(),
-        cidr: s("cidr")?.parse().ok()?,
-        gateway: s("gateway_ip").and_then(|g| g.parse().ok()),
-    })
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn decodes_what_the_agent_decodes_and_lists_the_rest() {
+        let inv = Inventory::from_items(vec![
+            (
+                "/r/networks/n1".into(),
+                json!({"id": "n1", "name": "web", "provider:network_type": "vxlan",
+                       "provider:segmentation_id": 1}),
+            ),
+            (
+                "/r/routers/r1".into(),
+                json!({"id": "r1", "name": "edge",
+                       "routes": [{"destination": "192.168.0.0/16", "nexthop": "10.0.0.9"}]}),
+            ),
+            (
+                "/r/ports/bad".into(),
+                json!({"id": "bad", "mac_address": "nope"}),
+            ),
+            ("/r/security-groups/s1".into(), json!({"id": "s1"})),
+        ]);
+        assert_eq!(inv.network_label("n1"), "network web (n1)");
+        assert_eq!(inv.router_label("r1"), "router edge (r1)");
+        assert_eq!(inv.topology.routers["r1"].routes.len(), 1);
+        assert_eq!(inv.malformed, ["/r/ports/bad"]);
+        assert_eq!(
+            inv.describe_cookie(Owner::Router("r1".into()).cookie()),
+            "router edge (r1)"
+        );
+        assert_eq!(
+            inv.describe_cookie(Owner::Router("r9".into()).cookie()),
+            format!(
+                "a Wyvern object the server no longer has (cookie {:#x}): a stale flow",
+                Owner::Router("r9".into()).cookie()
+            )
+        );
+    }
+
+    #[test]
+    fn prefixes_from_matches() {
+        let m: openflow::Flow = "table=22, priority=1048,ip,nw_dst=192.168.50.0/24 actions=drop"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            dst_prefix(&m.match_),
+            Some("192.168.50.0/24".parse().unwrap())
+        );
+        let m: openflow::Flow = "table=23, priority=100,ipv6,ipv6_dst=fd00::1 actions=drop"
+            .parse()
+            .unwrap();
+        assert_eq!(dst_prefix(&m.match_), Some("fd00::1/128".parse().unwrap()));
+    }
 }

@@ -5,13 +5,16 @@
 //! ([`request`]). The flows come either from the switch (`br-int` as it is, dumped over
 //! OpenFlow) or from the pure pipeline over the server's topology (what the agent would
 //! install, [`local::compute_flows`]). The simulator ([`flowsim`]) walks them; every step is
-//! printed with its table, flow and owning API object (from the cookie, [`inventory`]), and the
-//! verdict is worded in API terms ([`explain`]): delivered to a port, sent over the tunnel to a
-//! chassis for a port, answered by the ARP responder, or dropped and why.
+//! printed with its table and stage ([`pipeline::tables`]), flow and owning API object (from the
+//! cookie, [`inventory`]); the way through routers is told in API terms ([`path`]: the router
+//! entered, the route taken, the next hop), and so is the verdict ([`explain`]): delivered to a
+//! port, sent over the tunnel to a chassis for a port, answered by the ARP responder or a router,
+//! sent to the agent and why, or dropped and why.
 //!
 //! * [`inventory`]: the server's topology from a sync snapshot, names and lookups.
 //! * [`request`]: packet construction.
 //! * [`local`]: the chassis' VIFs and tunnel, and the computed flows.
+//! * [`path`]: the way through routers.
 //! * [`explain`]: the verdict.
 //! * [`fetch`]: talking to the server, OVSDB and the switch.
 //! * [`cli`]: the `wyvern trace` command line.
@@ -21,6 +24,7 @@ pub mod explain;
 pub mod fetch;
 pub mod inventory;
 pub mod local;
+pub mod path;
 pub mod request;
 
 use std::fmt;
@@ -89,8 +93,10 @@ pub struct Report {
     pub header: Vec<String>,
     /// The simulator's record.
     pub trace: flowsim::Trace,
-    /// The steps, rendered with each flow's owner.
+    /// The steps, rendered with each table's stage and each flow's owner.
     pub steps: String,
+    /// The way through routers in API terms, one sentence per line (empty if none routed it).
+    pub path: Vec<String>,
     /// The verdict in API terms, one sentence per line.
     pub verdict: Vec<String>,
 }
@@ -110,6 +116,13 @@ impl fmt::Display for Report {
         writeln!(f)?;
         f.write_str(&self.steps)?;
         writeln!(f)?;
+        if !self.path.is_empty() {
+            writeln!(f, "Path in API terms:")?;
+            for p in &self.path {
+                writeln!(f, "  {p}")?;
+            }
+            writeln!(f)?;
+        }
         writeln!(f, "Verdict in API terms:")?;
         for v in &self.verdict {
             writeln!(f, "  {v}")?;
@@ -150,17 +163,26 @@ pub fn simulate(
         request::describe(inv, &built, req.probe),
     ]);
     header.extend(built.notes.iter().map(|n| format!("  {n}")));
+    if !inv.malformed.is_empty() {
+        header.push(format!(
+            "Left out as malformed (as the agent leaves them out): {}",
+            inv.malformed.join(", ")
+        ));
+    }
     header.push(format!(
         "It enters br-int on OpenFlow port {in_port} ({label})."
     ));
     let steps = trace
         .display(|cookie| Some(inv.describe_cookie(cookie)))
+        .tables(explain::stage_name)
         .to_string();
+    let path = path::path(inv, &trace);
     let verdict = explain::verdict(inv, local, &built, &trace);
     Ok(Report {
         header,
         trace,
         steps,
+        path,
         verdict,
     })
 }

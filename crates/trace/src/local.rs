@@ -1,7 +1,8 @@
 //! The chassis a trace runs on: its VIFs' and tunnel's OpenFlow ports, and the flows the pure
-//! pipeline computes for it (the agent's view: the networks of its VIFs plus the chassis list).
+//! pipeline computes for it (the agent's view: the networks of its VIFs and bound ports, the
+//! routers on them and the networks those join, and the chassis list).
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
 use openflow::Flow;
 use pipeline::{Input, Pipeline};
@@ -26,6 +27,7 @@ impl Local {
     /// in port id order after the tunnel port (1), as a freshly made `br-int` would number them.
     pub fn from_bindings(inv: &Inventory, chassis: &str) -> Local {
         let vifs = inv
+            .topology
             .ports
             .values()
             .filter(|p| p.host.as_deref() == Some(chassis))
@@ -62,29 +64,24 @@ impl Local {
     }
 }
 
-/// The flows the agent of `local.chassis` would install: the pipeline fed with the chassis
-/// list and the networks (with their subnets and ports) of the local VIFs.
+/// The flows the agent of `local.chassis` would install: the pipeline fed with what that agent
+/// follows (the same rule, [`pipeline::model::Topology::needs`], and the same topics).
 pub fn compute_flows(inv: &Inventory, local: &Local) -> Vec<Flow> {
-    let nets: BTreeSet<&str> = local
+    let topo = &inv.topology;
+    let vif_networks = local
         .vifs
         .keys()
-        .filter_map(|id| inv.ports.get(id))
-        .map(|p| p.network_id.as_str())
-        .collect();
-    let wanted = |key: &str, value: &serde_json::Value| {
-        if key.starts_with("/chassis") {
-            return true;
-        }
-        if let Some(id) = key.strip_prefix("/r/networks/") {
-            return nets.contains(id);
-        }
-        value
-            .get("network_id")
-            .and_then(serde_json::Value::as_str)
-            .is_some_and(|n| nets.contains(n))
+        .filter_map(|id| topo.ports.get(id))
+        .map(|p| p.network_id.clone());
+    let (networks, routers) = topo.needs(&local.chassis, vif_networks);
+    let topics = nb_keys::Topics {
+        networks,
+        routers,
+        chassis: Some(local.chassis.clone()),
+        ..nb_keys::Topics::default()
     };
     let mut p = Pipeline::new(&local.chassis);
-    for (key, value) in inv.items.iter().filter(|(k, v)| wanted(k, v)) {
+    for (key, value) in inv.items.iter().filter(|(k, v)| topics.wants(k, Some(v))) {
         p.apply(Input::Object(key.clone(), Some(value.clone())));
     }
     p.apply(Input::Tunnel(local.tunnel));

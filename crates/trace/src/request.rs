@@ -1,16 +1,18 @@
 //! From an operator's description of a packet ("from web1 to 10.0.0.12, TCP 80") to the packet a
 //! VM would send: source MAC and IP from the port, destination MAC from whoever owns the
 //! destination address on the port's network (or its gateway, or broadcast — and which one is
-//! said in a note).
+//! said in a note), TTL 64 unless asked otherwise. The port meant to get it is looked for on the
+//! port's network, then on the networks its routers join it to.
 
 use std::fmt;
 use std::net::IpAddr;
 
 use flowsim::{Mac, Packet};
+use openflow::Field;
 use pipeline::model::Port;
 
 use crate::Error;
-use crate::inventory::{Inventory, short};
+use crate::inventory::{Inventory, ip_list, short};
 
 /// Source port of TCP and UDP probes (an ephemeral port, as a client would use).
 pub const SOURCE_PORT: u16 = 33000;
@@ -53,6 +55,8 @@ pub struct Request {
     pub src_ip: Option<IpAddr>,
     /// Source MAC instead of the port's.
     pub src_mac: Option<Mac>,
+    /// TTL (IPv6: hop limit) instead of a VM's usual 64.
+    pub ttl: Option<u8>,
 }
 
 /// The packet built for a [`Request`], with how its addresses were chosen.
@@ -105,7 +109,10 @@ pub fn build(inv: &Inventory, req: &Request) -> Result<Built, Error> {
     let net = source.network_id.clone();
     let mut notes = Vec::new();
     let (dst_ip, target) = match req.to.parse::<IpAddr>() {
-        Ok(ip) => (ip, inv.port_with_ip(&net, ip).cloned()),
+        Ok(ip) => {
+            let on_link = inv.port_with_ip(&net, ip);
+            (ip, on_link.or_else(|| inv.routed_port(&net, ip)).cloned())
+        }
         Err(_) if looks_like_ip(&req.to) => {
             return Err(Error::Input(format!(
                 "{:?} is not a valid IP address",
@@ -138,11 +145,11 @@ pub fn build(inv: &Inventory, req: &Request) -> Result<Built, Error> {
     if req.src_ip.is_some() || req.src_mac.is_some() {
         notes.push(format!(
             "source overridden: {src_ip} / {src_mac} (the port has {} / {})",
-            list(&source.ips),
+            ip_list(&source.ips),
             mac_of(source.mac)
         ));
     }
-    let packet = match req.probe {
+    let mut packet = match req.probe {
         Probe::Arp => {
             if let Some(t) = &target {
                 notes.push(format!(
@@ -158,13 +165,18 @@ pub fn build(inv: &Inventory, req: &Request) -> Result<Built, Error> {
             }
         }
         ip_probe => {
-            let dst_mac = match &target {
-                Some(t) => {
+            let routed_by = target
+                .as_ref()
+                .filter(|t| t.network_id != net)
+                .and_then(|t| inv.router_between(&net, &t.network_id));
+            let dst_mac = match (&target, routed_by) {
+                (Some(t), None) => {
                     let whose = if t.network_id == net {
                         format!("which has {dst_ip} on {}", inv.network_label(&net))
                     } else {
                         format!(
-                            "but that port is on {}, not on the source's {}",
+                            "but that port is on {}, not on the source's {}, and no router \
+                             joins them",
                             inv.network_label(&t.network_id),
                             inv.network_label(&net)
                         )
@@ -176,18 +188,38 @@ pub fn build(inv: &Inventory, req: &Request) -> Result<Built, Error> {
                     ));
                     mac_of(t.mac)
                 }
-                None => {
+                (Some(t), Some(router)) => {
+                    let (mac, why) = next_hop(inv, &source, src_ip, dst_ip);
+                    notes.push(why);
+                    let whose = if t.router().is_some() {
+                        format!("an address of {}", inv.port_label(t))
+                    } else {
+                        format!(
+                            "an address of {} on {}, which {} joins to {}",
+                            inv.port_label(t),
+                            inv.network_label(&t.network_id),
+                            inv.router_label(router),
+                            inv.network_name(&net)
+                        )
+                    };
+                    notes.push(format!("{dst_ip} is {whose}"));
+                    mac
+                }
+                (None, _) => {
                     let (mac, why) = next_hop(inv, &source, src_ip, dst_ip);
                     notes.push(why);
                     if let Some(other) = inv
+                        .topology
                         .ports
                         .values()
                         .find(|p| p.network_id != net && p.ips.contains(&dst_ip))
                     {
                         notes.push(format!(
-                            "{dst_ip} is also an address of {} on {}, another network",
+                            "{dst_ip} is also an address of {} on {}, another network, which no \
+                             router joins to {}",
                             inv.port_label(other),
-                            inv.network_label(&other.network_id)
+                            inv.network_label(&other.network_id),
+                            inv.network_name(&net)
                         ));
                     }
                     mac
@@ -208,6 +240,15 @@ pub fn build(inv: &Inventory, req: &Request) -> Result<Built, Error> {
             }
         }
     };
+    if let Some(ttl) = req.ttl {
+        if !packet.set(Field::IpTtl, ttl.into()) {
+            return Err(Error::Input(format!(
+                "--ttl is for IP packets: an {} has none",
+                req.probe
+            )));
+        }
+        notes.push(format!("sent with TTL {ttl}"));
+    }
     Ok(Built {
         source,
         target,
@@ -266,16 +307,6 @@ fn families(src: IpAddr, dst: IpAddr) -> Error {
     ))
 }
 
-fn list(ips: &[IpAddr]) -> String {
-    if ips.is_empty() {
-        return "no address".into();
-    }
-    ips.iter()
-        .map(IpAddr::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// One line naming the packet for the report's header.
 pub fn describe(inv: &Inventory, built: &Built, probe: Probe) -> String {
     let what = match (probe, built.dst_ip) {
@@ -291,14 +322,13 @@ pub fn describe(inv: &Inventory, built: &Built, probe: Probe) -> String {
         "{what} from {} [{}, {}] to {to}",
         inv.port_label(&built.source),
         short(&built.source.id),
-        list(&built.source.ips)
+        ip_list(&built.source.ips)
     )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use openflow::Field;
     use serde_json::json;
 
     fn inventory() -> Inventory {
@@ -342,6 +372,7 @@ mod tests {
             probe,
             src_ip: None,
             src_mac: None,
+            ttl: None,
         }
     }
 
@@ -404,6 +435,13 @@ mod tests {
         assert!(b.notes[0].starts_with("source overridden"));
         let e = build(&inv, &req("10.0.0.", Probe::Echo)).unwrap_err();
         assert_eq!(e.to_string(), "\"10.0.0.\" is not a valid IP address");
+        let mut r = req("10.0.0.12", Probe::Arp);
+        r.ttl = Some(1);
+        let e = build(&inv, &r).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--ttl is for IP packets: an ARP request has none"
+        );
         let e = build(&inv, &req("nosuchvm", Probe::Echo)).unwrap_err();
         assert!(
             e.to_string()

@@ -1,7 +1,9 @@
-//! `wyvern trace` against a real lab (two chassis with Open vSwitch and agents): traced from
-//! the switch, web1's packet to web2 goes over the tunnel to c2 and br-int holds exactly the
-//! computed flows; a spoofed one is dropped by port security; an ARP request is answered by the responder; the computed flows agree; bad input
-//! is an error with a message, not a panic.
+//! `wyvern trace` against a real lab (two chassis with Open vSwitch and agents; router r1 joins
+//! network web to network app, which has no VM): traced from the switch, web1's packet to web2
+//! goes over the tunnel to c2 and br-int holds exactly the computed flows; a spoofed one is
+//! dropped by port security; an ARP request is answered by the responder; r1 answers a ping to
+//! its address and routes onto app, where no port has the address; the computed flows agree; bad
+//! input is an error with a message, not a panic.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -14,6 +16,8 @@ fn topology(name: &str) -> Topology {
         "name = \"{name}\"\n[underlay]\ncidr = \"172.31.47.0/24\"\n\
          [[chassis]]\nname = \"c1\"\n[[chassis]]\nname = \"c2\"\n\
          [[network]]\nname = \"web\"\n[[network.subnet]]\ncidr = \"10.0.0.0/24\"\n\
+         [[network]]\nname = \"app\"\n[[network.subnet]]\ncidr = \"10.1.0.0/24\"\n\
+         [[router]]\nname = \"r1\"\ninterfaces = [\"web-1\", \"app-1\"]\n\
          [[vm]]\nname = \"web1\"\nnetwork = \"web\"\nchassis = \"c1\"\nip = \"10.0.0.11\"\n\
          [[vm]]\nname = \"web2\"\nnetwork = \"web\"\nchassis = \"c2\"\nip = \"10.0.0.12\"\n"
     );
@@ -91,6 +95,27 @@ fn trace_from_the_switch_of_a_lab() {
     assert!(
         arp.contains("answered by the ARP responder for port web2 (VM web2): 10.0.0.12 is at"),
         "{arp}"
+    );
+    // Routing, from the switch: r1 answers a ping to its address on web, and routes a packet
+    // onto app, where no port has its destination.
+    let ping = stdout(&trace(&["--lab", &name, "web1", "10.0.0.1"]));
+    assert!(
+        ping.contains("table 21 (router-input, app routing): ")
+            && ping.contains("owner: router r1 (")
+            && !ping.contains("stale"),
+        "{ping}"
+    );
+    assert!(
+        ping.contains("answered by router r1 (")
+            && ping.contains("): ICMP echo reply from 10.0.0.1"),
+        "{ping}"
+    );
+    let routed = stdout(&trace(&["--lab", &name, "web1", "10.1.0.9"]));
+    assert!(
+        routed.contains("routed by router r1 via its interface on network app (")
+            && routed.contains("): 10.1.0.0/24 (connected)")
+            && routed.contains("where no port has 10.1.0.9: dropped (no next hop)"),
+        "{routed}"
     );
     let computed = stdout(&trace(&[
         "--lab",

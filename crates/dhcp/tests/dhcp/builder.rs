@@ -138,6 +138,7 @@ pub fn lease() -> Lease {
         domain: Some("example.org".to_string()),
         server_ip: SERVER_IP,
         server_mac: SERVER_MAC,
+        extra: Vec::new(),
     }
 }
 

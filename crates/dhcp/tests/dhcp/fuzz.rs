@@ -55,3 +55,27 @@ proptest! {
         let _ = parse_request(&frame);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(5_000))]
+
+    /// Extra options from users: any name and value is either used or refused, never a panic;
+    /// whatever is used goes into a reply that still parses.
+    #[test]
+    fn extra_options_never_panic(
+        name in prop_oneof![
+            ".{0,20}",
+            "(tag:!?ipxe,)?(option:)?[0-9]{1,3}",
+            "(router|dns-server|domain-search|classless-static-route|sip-server|mtu|server-ip-address)",
+        ],
+        value in prop_oneof![".{0,40}", "[0-9.,/: ]{0,40}", "[a-z.,]{0,40}"],
+    ) {
+        if let Ok(extra) = dhcp::ExtraOption::parse(&name, &value) {
+            let mut lease = crate::builder::lease();
+            lease.extra = vec![extra];
+            let req = parse_request(&Client::new(1, 1).frame()).unwrap();
+            let frame = dhcp::build_reply(&req, dhcp::MessageType::Offer, &lease);
+            crate::inspect::Reply::parse(&frame);
+        }
+    }
+}

@@ -3,6 +3,7 @@
 
 mod answer;
 mod builder;
+mod extra;
 mod fuzz;
 mod inspect;
 mod parse;

@@ -33,6 +33,7 @@ fn discover_is_parsed() {
             requested_ip: None,
             server_id: None,
             client_id: Some(vec![1, 0x52, 0x54, 0x00, 0x12, 0x34, 0x56]),
+            ipxe: false,
         }
     );
 }
@@ -62,6 +63,7 @@ fn request_with_vlan_tag_and_ip_options_is_parsed() {
             requested_ip: Some(CLIENT_IP),
             server_id: Some(SERVER_IP),
             client_id: Some(b"\0host".to_vec()),
+            ipxe: false,
         }
     );
 }

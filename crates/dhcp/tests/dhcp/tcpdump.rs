@@ -90,3 +90,35 @@ fn tcpdump_decodes_the_offer() {
     let Some(text) = tcpdump(&bad_ip) else { return };
     assert!(text.contains("bad cksum"), "{text}");
 }
+
+#[test]
+fn tcpdump_decodes_network_boot_extras() {
+    let req = parse_request(&Client::new(1, 7).frame()).unwrap();
+    let mut lease = lease();
+    lease.extra = [
+        ("server-ip-address", "192.0.2.9"),
+        ("tftp-server", "192.0.2.9"),
+        ("bootfile-name", "pxelinux.0"),
+        ("domain-search", "eng.example.org,example.org"),
+        ("dns-server", ""),
+    ]
+    .iter()
+    .map(|(name, value)| dhcp::ExtraOption::parse(name, value).unwrap())
+    .collect();
+    let frame = build_reply(&req, MessageType::Offer, &lease);
+    let Some(text) = tcpdump(&frame) else { return };
+    for expected in [
+        "Server-IP 192.0.2.9",
+        "sname \"192.0.2.9\"",
+        "file \"pxelinux.0\"",
+        "TFTP (66), length 9: \"192.0.2.9\"",
+        "BF (67), length 10: \"pxelinux.0\"",
+        // This tcpdump does not decode the domain search list (3 + 1 + 7 + 1 + 3 + 1 + 1 bytes
+        // for the first name, 13 for the second).
+        "(119), length 30",
+        "[udp sum ok]",
+    ] {
+        assert!(text.contains(expected), "no {expected:?} in:\n{text}");
+    }
+    assert!(!text.contains("Domain-Name-Server"), "{text}");
+}

@@ -1,51 +1,16 @@
-//! `wyvern trace` in computed mode over a topology built in-process (no server, no OVS): two
-//! projects' networks on the same CIDR over three chassis; local and remote delivery, isolation,
-//! spoofing drops, the ARP responder, flooding, and bad input.
+//! Two projects' networks on the same CIDR over three chassis: local and remote delivery,
+//! isolation, spoofing drops, the ARP responder, flooding, and bad input.
 
-use serde_json::{Value, json};
-use trace::{FlowSet, Inventory, Local, Probe, Request, compute_flows, simulate};
+use trace::{Local, Probe, simulate};
 
-fn network(id: &str, name: &str, vni: u32) -> (String, Value) {
-    (
-        format!("/r/networks/{id}"),
-        json!({"id": id, "name": name, "provider:network_type": "vxlan",
-               "provider:segmentation_id": vni, "admin_state_up": true}),
-    )
-}
-
-fn subnet(id: &str, net: &str, cidr: &str, gateway: &str) -> (String, Value) {
-    (
-        format!("/r/subnets/{id}"),
-        json!({"id": id, "network_id": net, "cidr": cidr, "gateway_ip": gateway}),
-    )
-}
-
-fn port(id: &str, name: &str, net: &str, mac: &str, ips: &str, host: &str) -> (String, Value) {
-    let fixed: Vec<Value> = ips.split(',').map(|ip| json!({"ip_address": ip})).collect();
-    (
-        format!("/r/ports/{id}"),
-        json!({"id": id, "name": name, "network_id": net, "mac_address": mac,
-               "fixed_ips": fixed, "admin_state_up": true,
-               "port_security_enabled": true, "binding:host_id": host, "status": "ACTIVE"}),
-    )
-}
-
-fn chassis(name: &str, ip: &str) -> [(String, Value); 2] {
-    [
-        (
-            format!("/chassis/{name}"),
-            json!({"id": name, "tunnel_ip": ip, "encaps": ["geneve"]}),
-        ),
-        (format!("/chassis-up/{name}"), json!({"lease": 1})),
-    ]
-}
+use super::{chassis, computed, inventory as items_inventory, network, port, request, subnet};
 
 const WEB: &str = "11111111-1111-4111-8111-111111111111";
 const DB: &str = "22222222-2222-4222-8222-222222222222";
 
 /// web (also IPv6, for web1 and web2): web1, web3 on c1, web2 on c2; db (same CIDR, other project): db1 on c1 with web1's
 /// address, db2 on c3 with web2's.
-fn inventory() -> Inventory {
+fn inventory() -> trace::Inventory {
     let mut items = vec![
         network(WEB, "web", 1),
         subnet("s-web", WEB, "10.0.0.0/24", "10.0.0.1"),
@@ -96,18 +61,16 @@ fn inventory() -> Inventory {
     items.extend(chassis("c1", "172.31.0.1"));
     items.extend(chassis("c2", "172.31.0.2"));
     items.extend(chassis("c3", "172.31.0.3"));
-    let mut inv = Inventory::from_items(items);
-    inv.revision = 42;
-    for (id, vm) in [
-        ("a1000000-0000-4000-8000-000000000001", "web1"),
-        ("a2000000-0000-4000-8000-000000000002", "web2"),
-        ("a3000000-0000-4000-8000-000000000003", "web3"),
-        ("b1000000-0000-4000-8000-000000000001", "db1"),
-        ("b2000000-0000-4000-8000-000000000002", "db2"),
-    ] {
-        inv.vms.insert(id.into(), vm.into());
-    }
-    inv
+    items_inventory(
+        items,
+        &[
+            ("a1000000-0000-4000-8000-000000000001", "web1"),
+            ("a2000000-0000-4000-8000-000000000002", "web2"),
+            ("a3000000-0000-4000-8000-000000000003", "web3"),
+            ("b1000000-0000-4000-8000-000000000001", "db1"),
+            ("b2000000-0000-4000-8000-000000000002", "db2"),
+        ],
+    )
 }
 
 fn run(
@@ -119,19 +82,10 @@ fn run(
 ) -> trace::Report {
     let inv = inventory();
     let local = Local::from_bindings(&inv, "c1");
-    let flows = FlowSet {
-        flows: compute_flows(&inv, &local),
-        groups: vec![],
-        origin: "computed".into(),
-        remarks: vec![],
-    };
-    let req = Request {
-        from: from.into(),
-        to: to.into(),
-        probe,
-        src_ip: src_ip.map(|s| s.parse().unwrap()),
-        src_mac: src_mac.map(|s| s.parse().unwrap()),
-    };
+    let mut req = request(from, to, probe);
+    req.src_ip = src_ip.map(|s| s.parse().unwrap());
+    req.src_mac = src_mac.map(|s| s.parse().unwrap());
+    let flows = computed(&inv, &local);
     let report = simulate(&inv, &local, flows, &req).unwrap();
     println!("{report}");
     report
@@ -191,7 +145,7 @@ fn networks_are_isolated() {
     assert!(!v.contains("VNI 2"), "{v}");
     assert!(!v.contains("c3"), "{v}");
     assert!(
-        v.ends_with("port db2 (VM db2) did not get it: it is on network db (22222222…), and different networks are isolated"),
+        v.ends_with("port db2 (VM db2) did not get it: it is on network db (22222222…), and different networks are isolated (no router joins them)"),
         "{v}"
     );
     // db1 on the same chassis, same address as web1: web1's packets never reach it.
@@ -281,20 +235,8 @@ fn what_would_happen_on_another_chassis() {
     let inv = inventory();
     let mut local = Local::from_bindings(&inv, "c1");
     assert!(local.assume_vif("a2000000-0000-4000-8000-000000000002"));
-    let flows = FlowSet {
-        flows: compute_flows(&inv, &local),
-        groups: vec![],
-        origin: "computed".into(),
-        remarks: vec![],
-    };
-    let req = Request {
-        from: "web2".into(),
-        to: "web3".into(),
-        probe: Probe::Echo,
-        src_ip: None,
-        src_mac: None,
-    };
-    let r = simulate(&inv, &local, flows, &req).unwrap();
+    let req = request("web2", "web3", Probe::Echo);
+    let r = simulate(&inv, &local, computed(&inv, &local), &req).unwrap();
     assert_eq!(
         r.verdict_text(),
         "delivered to port web3 (VM web3) on this chassis"
@@ -305,19 +247,8 @@ fn what_would_happen_on_another_chassis() {
 fn bad_input_is_an_error_not_a_panic() {
     let inv = inventory();
     let local = Local::from_bindings(&inv, "c1");
-    let flows = || FlowSet {
-        flows: compute_flows(&inv, &local),
-        groups: vec![],
-        origin: String::new(),
-        remarks: vec![],
-    };
-    let req = |from: &str, to: &str| Request {
-        from: from.into(),
-        to: to.into(),
-        probe: Probe::Echo,
-        src_ip: None,
-        src_mac: None,
-    };
+    let flows = || computed(&inv, &local);
+    let req = |from: &str, to: &str| request(from, to, Probe::Echo);
     let e = simulate(&inv, &local, flows(), &req("web9", "10.0.0.12")).unwrap_err();
     assert!(
         e.to_string()

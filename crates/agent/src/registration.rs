@@ -1,0 +1,112 @@
+//! The chassis' own state on the server: its registration with a liveness lease kept alive by
+//! heartbeats, and the binding reports of its VIFs.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::AgentConfig;
+use crate::server::Server;
+
+/// How often the agent renews its chassis lease.
+const HEARTBEAT: Duration = Duration::from_secs(3);
+
+/// Keeps the chassis registered and its lease alive, forever.
+pub async fn keep_registered(server: Server, cfg: AgentConfig) {
+    let encap = cfg.encap.ovs_type();
+    let mut lease = None;
+    loop {
+        lease = match lease {
+            None => match server.register(&cfg.chassis, cfg.tunnel_ip, encap).await {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    tracing::warn!("registration failed: {e}");
+                    None
+                }
+            },
+            Some(l) => match server.heartbeat(&cfg.chassis, l).await {
+                Ok(true) => Some(l),
+                Ok(false) => None,
+                Err(e) => {
+                    tracing::warn!("heartbeat failed: {e}");
+                    Some(l)
+                }
+            },
+        };
+        let pause = if lease.is_some() {
+            HEARTBEAT
+        } else {
+            Duration::from_millis(500)
+        };
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// Reports VIF bindings to the server in the background: concurrently across ports, but for each port
+/// the last state wins (a port that comes and goes quickly ends up DOWN, never ACTIVE), and each report
+/// is retried until the server answers.
+#[derive(Clone)]
+pub struct Bindings {
+    server: Server,
+    chassis: String,
+    state: Arc<std::sync::Mutex<BindingState>>,
+}
+
+#[derive(Default)]
+struct BindingState {
+    /// The state each port should be reported in.
+    wanted: BTreeMap<String, bool>,
+    /// Ports with a report in flight.
+    busy: BTreeSet<String>,
+}
+
+impl Bindings {
+    pub fn new(server: Server, chassis: String) -> Self {
+        Self {
+            server,
+            chassis,
+            state: Arc::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BindingState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn report(&self, port: String, up: bool) {
+        let start = {
+            let mut st = self.lock();
+            st.wanted.insert(port.clone(), up);
+            st.busy.insert(port.clone())
+        };
+        if start {
+            tokio::spawn(self.clone().deliver(port));
+        }
+    }
+
+    /// Reports `port` until the state reported is the one wanted.
+    async fn deliver(self, port: String) {
+        loop {
+            let Some(up) = self.lock().wanted.get(&port).copied() else {
+                return;
+            };
+            for attempt in 0..20u32 {
+                match self.server.bind(&port, &self.chassis, up).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        tracing::debug!(
+                            "binding report for {port} failed ({e}), attempt {attempt}"
+                        );
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
+                }
+            }
+            let mut st = self.lock();
+            if st.wanted.get(&port) == Some(&up) {
+                st.wanted.remove(&port);
+                st.busy.remove(&port);
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! What the lab asks the API for: a subnet's and a port's attributes from the file, and what to
+//! change on existing ones so that they are what the file says.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde_json::{Map, Value, json};
+
+use crate::neutron::text;
+use crate::state::NetworkState;
+use crate::topology::{Gateway, Ipv6Mode, NetworkSpec, SubnetSpec, VmSpec};
+use crate::{Error, Result};
+
+/// The API's `gateway_ip` for `gw`; `None` for the server's default (nothing to send).
+fn gateway_value(gw: Gateway) -> Option<Value> {
+    match gw {
+        Gateway::Default => None,
+        Gateway::None => Some(Value::Null),
+        Gateway::Ip(ip) => Some(ip.to_string().into()),
+    }
+}
+
+/// `dns_nameservers` as the API has them.
+fn dns_value(servers: &[IpAddr]) -> Value {
+    servers.iter().map(|s| s.to_string()).collect()
+}
+
+/// The attributes of a new subnet `name` of network `net_id`.
+pub fn subnet_attrs(s: &SubnetSpec, name: &str, net_id: &str) -> Result<Value> {
+    let cidr = s.cidr.trunc();
+    let mut attrs = json!({
+        "name": name,
+        "network_id": net_id,
+        "ip_version": if cidr.addr().is_ipv4() { 4 } else { 6 },
+        "cidr": cidr.to_string(),
+    });
+    if let Some(gw) = gateway_value(s.gateway()?) {
+        attrs["gateway_ip"] = gw;
+    }
+    for (key, mode) in [
+        ("ipv6_ra_mode", s.ipv6_ra_mode),
+        ("ipv6_address_mode", s.ipv6_address_mode),
+    ] {
+        if let Some(m) = mode {
+            attrs[key] = m.as_str().into();
+        }
+    }
+    if let Some(dns) = &s.dns_nameservers {
+        attrs["dns_nameservers"] = dns_value(dns);
+    }
+    Ok(attrs)
+}
+
+/// What to change on the existing subnet `have` so that it is what `s` asks for; an error if
+/// only a new subnet could be (its IPv6 modes are fixed when it is made).
+pub fn subnet_update(have: &Value, s: &SubnetSpec, name: &str) -> Result<Map<String, Value>> {
+    for (key, mode) in [
+        ("ipv6_ra_mode", s.ipv6_ra_mode),
+        ("ipv6_address_mode", s.ipv6_address_mode),
+    ] {
+        let current = have.get(key).and_then(Value::as_str);
+        let wanted = mode.map(Ipv6Mode::as_str);
+        if current != wanted {
+            return Err(Error::Topology(format!(
+                "subnet {name}: {key} is {} and cannot change to {} (it is fixed when the subnet \
+                 is made; take the lab down first)",
+                current.unwrap_or("unset"),
+                wanted.unwrap_or("unset")
+            )));
+        }
+    }
+    let mut update = Map::new();
+    if let Some(w) = gateway_value(s.gateway()?)
+        && w.as_str() != have.get("gateway_ip").and_then(Value::as_str)
+    {
+        update.insert("gateway_ip".into(), w);
+    }
+    if let Some(dns) = &s.dns_nameservers {
+        let current: Vec<IpAddr> = have
+            .get("dns_nameservers")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|d| d.as_str()?.parse().ok())
+            .collect();
+        if &current != dns {
+            update.insert("dns_nameservers".into(), dns_value(dns));
+        }
+    }
+    Ok(update)
+}
+
+/// The fixed IPs to ask for on VM `vm`'s port; `None` to let the server choose (one address of
+/// each IP version, and the automatic ones). With an `ip`, that address and, on a dual-stack
+/// network, the first subnet of the other version whose addresses the server allocates.
+pub fn wanted_fixed_ips(vm: &VmSpec, spec: &NetworkSpec, net: &NetworkState) -> Option<Vec<Value>> {
+    let ip = vm.ip?;
+    let mut out = vec![json!({ "ip_address": ip.to_string() })];
+    let other = spec
+        .subnets
+        .iter()
+        .zip(&net.subnets)
+        .find(|(s, _)| s.cidr.addr().is_ipv4() != ip.is_ipv4() && !s.is_auto_address());
+    if let Some((_, s)) = other {
+        out.push(json!({ "subnet_id": s.id }));
+    }
+    Some(out)
+}
+
+/// Whether `port` has every fixed IP of `wanted` (an address, or one on a subnet).
+pub fn has_fixed_ips(port: &Value, wanted: &[Value]) -> bool {
+    let have = port
+        .get("fixed_ips")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    wanted.iter().all(|w| {
+        have.iter().any(|h| {
+            ["ip_address", "subnet_id"]
+                .iter()
+                .all(|k| w.get(k).is_none_or(|v| h.get(k) == Some(v)))
+        })
+    })
+}
+
+/// The prefixes VM `vm` may send from besides its fixed IPs: those of its extra addresses.
+pub fn wanted_pairs(vm: &VmSpec) -> BTreeSet<IpNet> {
+    vm.extra_addresses.iter().map(IpNet::trunc).collect()
+}
+
+/// The prefixes of `port`'s allowed address pairs.
+pub fn port_pairs(port: &Value) -> BTreeSet<IpNet> {
+    port.get("allowed_address_pairs")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|p| {
+            let ip = text(p, "ip_address");
+            ip.parse::<IpNet>()
+                .ok()
+                .or_else(|| ip.parse::<IpAddr>().ok().map(IpNet::from))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::Topology;
+    use crate::state::SubnetState;
+
+    fn topology() -> Topology {
+        let text = r#"
+name = "t"
+[[chassis]]
+name = "c1"
+[[network]]
+name = "n"
+[[network.subnet]]
+cidr = "10.0.0.0/24"
+[[network.subnet]]
+cidr = "fd00:1::/64"
+ipv6_address_mode = "slaac"
+[[network.subnet]]
+cidr = "fd00:2::/64"
+gateway = "none"
+dns_nameservers = ["fd00:2::53"]
+[[vm]]
+name = "v"
+network = "n"
+chassis = "c1"
+ip = "10.0.0.5"
+extra_addresses = ["192.168.50.1/24", "192.168.50.2/24", "fd50::1/64"]
+"#;
+        Topology::parse(text, Path::new("t.toml")).unwrap()
+    }
+
+    #[test]
+    fn subnets_from_the_file() {
+        let t = topology();
+        let subnets = &t.networks[0].subnets;
+        let a = subnet_attrs(&subnets[2], "n-3", "net").unwrap();
+        assert_eq!(a["ip_version"], 6);
+        assert_eq!(a["gateway_ip"], Value::Null);
+        assert_eq!(a["dns_nameservers"], json!(["fd00:2::53"]));
+        assert!(a.get("ipv6_ra_mode").is_none());
+        let b = subnet_attrs(&subnets[1], "n-2", "net").unwrap();
+        assert_eq!(b["ipv6_address_mode"], "slaac");
+        assert!(b.get("gateway_ip").is_none() && b.get("dns_nameservers").is_none());
+
+        // As made: nothing to change; other DNS servers and gateway: both updated.
+        let made = json!({ "gateway_ip": null, "dns_nameservers": ["fd00:2::53"] });
+        assert!(subnet_update(&made, &subnets[2], "n-3").unwrap().is_empty());
+        let other = json!({ "gateway_ip": "fd00:2::1", "dns_nameservers": [] });
+        let u = subnet_update(&other, &subnets[2], "n-3").unwrap();
+        assert_eq!(
+            Value::Object(u),
+            json!({ "gateway_ip": null, "dns_nameservers": ["fd00:2::53"] })
+        );
+        // A subnet made with another IPv6 mode cannot be changed into this one.
+        let stateful = json!({ "ipv6_address_mode": "dhcpv6-stateful" });
+        assert!(subnet_update(&stateful, &subnets[1], "n-2").is_err());
+    }
+
+    #[test]
+    fn ports_from_the_file() {
+        let t = topology();
+        let net = NetworkState {
+            id: "net".into(),
+            project: None,
+            mtu: 1450,
+            subnets: ["s4", "s6auto", "s6"]
+                .iter()
+                .map(|id| SubnetState {
+                    id: (*id).into(),
+                    name: String::new(),
+                    cidr: String::new(),
+                    gateway: None,
+                })
+                .collect(),
+        };
+        // The fixed IPv4 address, and an allocated one on the first IPv6 subnet the server
+        // allocates from (the SLAAC one gives an address anyway).
+        let want = wanted_fixed_ips(&t.vms[0], &t.networks[0], &net).unwrap();
+        assert_eq!(
+            want,
+            [
+                json!({ "ip_address": "10.0.0.5" }),
+                json!({ "subnet_id": "s6" })
+            ]
+        );
+        let port = json!({ "fixed_ips": [
+            { "subnet_id": "s4", "ip_address": "10.0.0.5" },
+            { "subnet_id": "s6auto", "ip_address": "fd00:1::1" },
+            { "subnet_id": "s6", "ip_address": "fd00:2::7" },
+        ]});
+        assert!(has_fixed_ips(&port, &want));
+        let moved = json!({ "fixed_ips": [{ "subnet_id": "s4", "ip_address": "10.0.0.6" },
+                                         { "subnet_id": "s6", "ip_address": "fd00:2::7" }] });
+        assert!(!has_fixed_ips(&moved, &want));
+
+        // Extra addresses become their prefixes, once each; the API's form compares equal.
+        let pairs = wanted_pairs(&t.vms[0]);
+        let shown: Vec<String> = pairs.iter().map(IpNet::to_string).collect();
+        assert_eq!(shown, ["192.168.50.0/24", "fd50::/64"]);
+        let port = json!({ "allowed_address_pairs": [
+            { "ip_address": "fd50::/64", "mac_address": "fa:16:3e:00:00:01" },
+            { "ip_address": "192.168.50.0/24" },
+        ]});
+        assert_eq!(port_pairs(&port), pairs);
+        let single = json!({ "allowed_address_pairs": [{ "ip_address": "10.9.9.9" }] });
+        assert_eq!(
+            port_pairs(&single).iter().next().unwrap().to_string(),
+            "10.9.9.9/32"
+        );
+    }
+}

@@ -1,0 +1,231 @@
+//! A lab's routers: made as their project, joined to the subnets the file names (an interface
+//! at each subnet's gateway address, `add_router_interface` by subnet), given the file's extra
+//! routes, and brought back in line with the file on every `up`: an interface or a route the
+//! file no longer has goes, a router the file no longer has is deleted.
+
+use std::collections::BTreeSet;
+
+use ipnet::IpNet;
+use serde_json::{Value, json};
+
+use super::Lab;
+use crate::neutron::{Neutron, text};
+use crate::state::RouterState;
+use crate::topology::{RouteSpec, RouterSpec, Topology, describe_routes};
+use crate::{Error, Result};
+
+/// `device_owner` of a router's interface ports.
+const INTERFACE_OWNER: &str = "network:router_interface";
+
+/// Router `id`'s interfaces: (subnet id, port id), one per subnet.
+async fn interfaces(api: &Neutron, id: &str) -> Result<Vec<(String, String)>> {
+    let ports = api.list("ports", &format!("device_id={id}")).await?;
+    Ok(ports
+        .iter()
+        .filter(|p| text(p, "device_owner") == INTERFACE_OWNER)
+        .flat_map(|p| {
+            let port = text(p, "id").to_owned();
+            p.get("fixed_ips")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(move |f| (text(f, "subnet_id").to_owned(), port.clone()))
+        })
+        .collect())
+}
+
+/// A router's extra routes as the API shows them (destinations as network addresses).
+fn routes_of(router: &Value) -> BTreeSet<RouteSpec> {
+    router
+        .get("routes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|r| {
+            Some(RouteSpec {
+                destination: text(r, "destination").parse::<IpNet>().ok()?.trunc(),
+                nexthop: text(r, "nexthop").parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+async fn set_routes(api: &Neutron, id: &str, routes: &BTreeSet<RouteSpec>) -> Result<()> {
+    let list: Vec<Value> = routes
+        .iter()
+        .map(|r| json!({ "destination": r.destination.to_string(), "nexthop": r.nexthop.to_string() }))
+        .collect();
+    api.update("routers", "router", id, json!({ "routes": list }))
+        .await?;
+    Ok(())
+}
+
+async fn remove_interface(api: &Neutron, id: &str, port: &str) -> Result<()> {
+    api.act(
+        "routers",
+        id,
+        "remove_router_interface",
+        json!({ "port_id": port }),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Takes router `id`'s routes and interfaces off (the server refuses to delete a router with
+/// interfaces, or an interface a route goes through) and deletes it; a missing router is no
+/// error.
+async fn delete_router(api: &Neutron, id: &str) -> Result<()> {
+    let Some(router) = api.show("routers", "router", id).await? else {
+        return Ok(());
+    };
+    if !routes_of(&router).is_empty() {
+        set_routes(api, id, &BTreeSet::new()).await?;
+    }
+    let ports: BTreeSet<String> = interfaces(api, id)
+        .await?
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect();
+    for port in ports {
+        remove_interface(api, id, &port).await?;
+    }
+    api.delete("routers", id).await
+}
+
+impl Lab {
+    /// Brings every router in line with `topo` and deletes those it no longer has. Runs after
+    /// the networks are made and before the ones the file dropped are deleted (their router
+    /// interfaces go here first).
+    pub(super) async fn ensure_routers(
+        &mut self,
+        api: &Neutron,
+        topo: &Topology,
+        changes: &mut Vec<String>,
+    ) -> Result<()> {
+        for r in &topo.routers {
+            self.ensure_router(api, r, changes).await?;
+        }
+        for (name, r) in self.state.routers.clone() {
+            if !topo.routers.iter().any(|x| x.name == name) {
+                delete_router(api, &r.id).await?;
+                self.state.routers.remove(&name);
+                self.changed(changes, &format!("router {name}"), "deleted");
+            }
+        }
+        Ok(())
+    }
+
+    /// The API id of the lab's subnet `name`.
+    fn subnet_id(&self, name: &str) -> Result<String> {
+        self.state
+            .networks
+            .values()
+            .flat_map(|n| &n.subnets)
+            .find(|s| s.name == name)
+            .map(|s| s.id.clone())
+            .ok_or_else(|| Error::NotFound(format!("subnet {name} was not made")))
+    }
+
+    /// The lab's name of the subnet with API id `id` (the id itself for a subnet of no network
+    /// of the lab's).
+    fn subnet_label(&self, id: &str) -> String {
+        self.state
+            .networks
+            .values()
+            .flat_map(|n| &n.subnets)
+            .find(|s| s.id == id)
+            .map_or_else(|| id.to_owned(), |s| s.name.clone())
+    }
+
+    async fn ensure_router(
+        &mut self,
+        api: &Neutron,
+        spec: &RouterSpec,
+        changes: &mut Vec<String>,
+    ) -> Result<()> {
+        let what = format!("router {}", spec.name);
+        let before = changes.len();
+        let owner = spec.project.as_deref().unwrap_or("admin");
+        let known = self.state.routers.get(&spec.name).map(|r| r.id.as_str());
+        let router = match api
+            .find("routers", "router", known, &spec.name, owner)
+            .await?
+        {
+            Some(r) => r,
+            None => {
+                let attrs = json!({ "name": spec.name });
+                let r = api
+                    .create("routers", "router", spec.project.as_deref(), attrs)
+                    .await?;
+                self.changed(changes, &what, &format!("created ({})", text(&r, "id")));
+                r
+            }
+        };
+        let id = text(&router, "id").to_owned();
+        let wanted = spec
+            .interfaces
+            .iter()
+            .map(|name| Ok((name.clone(), self.subnet_id(name)?)))
+            .collect::<Result<Vec<(String, String)>>>()?;
+        let attached = interfaces(api, &id).await?;
+        let have_routes = routes_of(&router);
+        let want_routes: BTreeSet<RouteSpec> = spec
+            .routes
+            .iter()
+            .map(|r| RouteSpec {
+                destination: r.destination.trunc(),
+                nexthop: r.nexthop,
+            })
+            .collect();
+        // The server refuses to remove an interface a route goes through: first only the
+        // routes that stay (their next hops are on interfaces that stay, see the validation).
+        let staying: BTreeSet<RouteSpec> =
+            have_routes.intersection(&want_routes).copied().collect();
+        if staying != have_routes {
+            set_routes(api, &id, &staying).await?;
+        }
+        let mut removed = BTreeSet::new();
+        for (sid, port) in &attached {
+            if !wanted.iter().any(|(_, w)| w == sid) && removed.insert(port) {
+                remove_interface(api, &id, port).await?;
+                let status = format!("interface on {} removed", self.subnet_label(sid));
+                self.changed(changes, &what, &status);
+            }
+        }
+        for (name, sid) in &wanted {
+            if !attached
+                .iter()
+                .any(|(s, p)| s == sid && !removed.contains(p))
+            {
+                api.act(
+                    "routers",
+                    &id,
+                    "add_router_interface",
+                    json!({ "subnet_id": sid }),
+                )
+                .await?;
+                self.changed(changes, &what, &format!("interface on {name} added"));
+            }
+        }
+        if want_routes != staying {
+            set_routes(api, &id, &want_routes).await?;
+        }
+        if want_routes != have_routes {
+            let status = format!("routes set ({})", describe_routes(&want_routes));
+            self.changed(changes, &what, &status);
+        }
+        if changes.len() == before {
+            self.say(&what, &format!("ok ({id})"));
+        }
+        self.state.routers.insert(
+            spec.name.clone(),
+            RouterState {
+                id,
+                project: spec.project.clone(),
+                interfaces: spec.interfaces.clone(),
+                routes: want_routes.into_iter().collect(),
+            },
+        );
+        Ok(())
+    }
+}

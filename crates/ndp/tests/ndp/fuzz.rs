@@ -1,0 +1,74 @@
+//! The parsers never panic: on arbitrary bytes and on valid frames with bytes changed, cut or
+//! appended.
+
+use ndp::{parse_ipv6, parse_neighbor_solicitation, parse_router_solicitation};
+use proptest::prelude::*;
+
+use crate::builder::{ip, ns, rs};
+
+fn valid_frames() -> Vec<Vec<u8>> {
+    let mut tagged = ns(ip("2001:db8::1"), ip("2001:db8::2"));
+    tagged.vlan_tci = Some(7);
+    vec![
+        rs().frame(),
+        ns(ip("fe80::1"), ip("2001:db8::2")).frame(),
+        tagged.frame(),
+    ]
+}
+
+fn parse_all(frame: &[u8]) {
+    let _ = parse_ipv6(frame);
+    let _ = parse_router_solicitation(frame);
+    let _ = parse_neighbor_solicitation(frame);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(5_000))]
+
+    #[test]
+    fn arbitrary_bytes_do_not_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+        parse_all(&bytes);
+    }
+
+    #[test]
+    fn mutated_frames_do_not_panic(
+        which in 0usize..3,
+        changes in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..6),
+        cut in any::<prop::sample::Index>(),
+        tail in proptest::collection::vec(any::<u8>(), 0..24),
+    ) {
+        let mut frame = valid_frames().swap_remove(which);
+        for (at, byte) in changes {
+            let at = at.index(frame.len());
+            frame[at] = byte;
+        }
+        if tail.is_empty() {
+            frame.truncate(cut.index(frame.len() + 1));
+        } else {
+            frame.extend_from_slice(&tail);
+        }
+        parse_all(&frame);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(5_000))]
+
+    /// Random message bodies behind a correct checksum and the right type reach the option and
+    /// field checks.
+    #[test]
+    fn random_messages_with_good_checksums_do_not_panic(
+        solicit_router in any::<bool>(),
+        body in proptest::collection::vec(any::<u8>(), 0..80),
+        from_unspecified in any::<bool>(),
+    ) {
+        let mut client = if solicit_router { rs() } else { ns(ip("fe80::1"), ip("2001:db8::2")) };
+        let kind = client.message[0];
+        client.message = vec![kind, 0, 0, 0];
+        client.message.extend_from_slice(&body);
+        if from_unspecified {
+            client.src = ip("::");
+        }
+        parse_all(&client.frame());
+    }
+}

@@ -1,0 +1,161 @@
+//! Neighbour solicitations parsed and answered; each reason for refusal.
+
+use ndp::{
+    FrameError, NdpError, NeighborSolicitation, neighbor_advertisement,
+    parse_neighbor_solicitation, unsolicited_advertisement,
+};
+
+use crate::builder::{HOST_MAC, ROUTER_MAC, ip, ns};
+use crate::inspect::{Icmp, addr, be32};
+
+const PORT_MAC: [u8; 6] = [0xfa, 0x16, 0x3e, 0, 0, 2];
+
+#[test]
+fn a_solicitation_is_parsed() {
+    let frame = ns(ip("2001:db8::1"), ip("2001:db8::2")).frame();
+    assert_eq!(
+        parse_neighbor_solicitation(&frame),
+        Ok(NeighborSolicitation {
+            eth_src: HOST_MAC,
+            vlan_tci: None,
+            src: ip("2001:db8::1"),
+            dst: ip("ff02::1:ff00:2"),
+            target: ip("2001:db8::2"),
+            source_mac: Some(HOST_MAC),
+        })
+    );
+}
+
+#[test]
+fn the_advertisement_answers_the_solicitor() {
+    let frame = ns(ip("2001:db8::1"), ip("2001:db8::2")).frame();
+    let ns = parse_neighbor_solicitation(&frame).unwrap();
+    let na = Icmp::parse(&neighbor_advertisement(&ns, PORT_MAC, false).unwrap());
+    assert_eq!(na.eth_dst, HOST_MAC);
+    assert_eq!(na.eth_src, PORT_MAC);
+    assert_eq!(na.vlan_tci, None);
+    assert_eq!((na.src, na.dst), (ip("2001:db8::2"), ip("2001:db8::1")));
+    assert_eq!(na.hop_limit, 255);
+    assert!(na.checksum_ok, "ICMPv6 checksum");
+    assert_eq!(&na.message[0..2], &[136, 0], "type and code");
+    assert_eq!(be32(&na.message, 4), 0x6000_0000, "solicited and override");
+    assert_eq!(addr(&na.message[8..24]), ip("2001:db8::2"));
+    let mut tlla = vec![2, 1];
+    tlla.extend_from_slice(&PORT_MAC);
+    assert_eq!(na.options(24), vec![(2, tlla)]);
+}
+
+#[test]
+fn the_router_flag_is_set_on_request() {
+    let frame = ns(ip("fe80::1"), ip("2001:db8::1")).frame();
+    let ns = parse_neighbor_solicitation(&frame).unwrap();
+    let na = Icmp::parse(&neighbor_advertisement(&ns, ROUTER_MAC, true).unwrap());
+    assert_eq!(
+        be32(&na.message, 4),
+        0xe000_0000,
+        "router, solicited, override"
+    );
+    assert!(na.checksum_ok);
+}
+
+#[test]
+fn a_tagged_solicitation_gets_a_tagged_answer() {
+    let mut client = ns(ip("2001:db8::1"), ip("2001:db8::2"));
+    client.vlan_tci = Some(0x0064);
+    let ns = parse_neighbor_solicitation(&client.frame()).unwrap();
+    assert_eq!(ns.vlan_tci, Some(0x0064));
+    let na = Icmp::parse(&neighbor_advertisement(&ns, PORT_MAC, false).unwrap());
+    assert_eq!(na.vlan_tci, Some(0x0064));
+    assert!(na.checksum_ok);
+}
+
+#[test]
+fn duplicate_address_detection_is_not_answered() {
+    let mut dad = ns(ip("::"), ip("2001:db8::2"));
+    dad.message.truncate(24); // no source link-layer address from ::
+    let ns = parse_neighbor_solicitation(&dad.frame()).unwrap();
+    assert_eq!(ns.source_mac, None);
+    assert_eq!(neighbor_advertisement(&ns, PORT_MAC, false), None);
+}
+
+#[test]
+fn invalid_solicitations_are_refused() {
+    let good = || ns(ip("2001:db8::1"), ip("2001:db8::2"));
+    let check = |client: crate::builder::Icmp, want: NdpError| {
+        assert_eq!(parse_neighbor_solicitation(&client.frame()), Err(want));
+    };
+
+    let mut c = good();
+    c.hop_limit = 64;
+    check(c, NdpError::HopLimit(64));
+    let mut c = good();
+    c.good_checksum = false;
+    check(c, NdpError::BadChecksum);
+    let mut c = good();
+    c.message[1] = 1;
+    check(c, NdpError::BadCode(1));
+    let mut c = good();
+    c.message[0] = 133;
+    check(
+        c,
+        NdpError::WrongType {
+            expected: 135,
+            got: 133,
+        },
+    );
+    let mut c = good();
+    c.message.truncate(20);
+    check(c, NdpError::TooShort("neighbour solicitation"));
+    let mut c = good();
+    c.message[8..24].copy_from_slice(&ip("ff02::1").octets());
+    check(c, NdpError::MulticastTarget(ip("ff02::1")));
+    let mut c = good();
+    c.message[25] = 0;
+    check(c, NdpError::ZeroLengthOption(1));
+    let mut c = good();
+    c.message.truncate(30);
+    check(c, NdpError::TruncatedOption(1));
+    let mut c = good();
+    c.src = ip("::");
+    check(c, NdpError::LinkLayerFromUnspecified);
+    let mut c = good();
+    c.src = ip("::");
+    c.dst = ip("ff02::1");
+    c.message.truncate(24);
+    check(c, NdpError::UnspecifiedNotToSolicitedNode(ip("ff02::1")));
+
+    let mut udp = good().frame();
+    udp[20] = 17;
+    assert_eq!(
+        parse_neighbor_solicitation(&udp),
+        Err(NdpError::NotIcmpv6(17))
+    );
+    let mut v4 = good().frame();
+    v4[12..14].copy_from_slice(&[0x08, 0x00]);
+    assert_eq!(
+        parse_neighbor_solicitation(&v4),
+        Err(NdpError::Frame(FrameError::NotIpv6(0x0800)))
+    );
+}
+
+#[test]
+fn an_unsolicited_advertisement_goes_to_all_nodes_and_overrides() {
+    let na = Icmp::parse(&unsolicited_advertisement(
+        ip("2001:db8::1"),
+        ROUTER_MAC,
+        true,
+    ));
+    assert_eq!(na.eth_dst, [0x33, 0x33, 0, 0, 0, 1]);
+    assert_eq!(na.eth_src, ROUTER_MAC);
+    assert_eq!((na.src, na.dst), (ip("2001:db8::1"), ip("ff02::1")));
+    assert_eq!(na.hop_limit, 255);
+    assert!(na.checksum_ok, "ICMPv6 checksum");
+    assert_eq!(
+        be32(&na.message, 4),
+        0xa000_0000,
+        "router and override, not solicited"
+    );
+    let mut tlla = vec![2, 1];
+    tlla.extend_from_slice(&ROUTER_MAC);
+    assert_eq!(na.options(24), vec![(2, tlla)]);
+}

@@ -1,0 +1,216 @@
+//! The pipeline's apps: one module per datapath feature. An app declares the tables it owns, the
+//! registers it reads and writes, the kinds of owner it computes flows for and the inputs it
+//! depends on ([`Spec`]), and computes one owner's flows at a time through a [`Ctx`] that records
+//! what it read. Adding a feature means adding an app to [`APPS`] (and its stages to
+//! [`crate::tables`]), not editing the others.
+
+mod classifier;
+mod dhcp;
+mod flood;
+mod l2;
+mod responder;
+mod routing;
+
+use std::net::Ipv4Addr;
+
+use ipnet::IpNet;
+use openflow::action::Controller;
+use openflow::text::set_field;
+use openflow::{Action, Field, Flow, Instructions, Match, Subfield};
+
+use crate::cookie::Owner;
+use crate::deps::Ctx;
+use crate::model::{Kind, Mac};
+use crate::tables::Register;
+
+/// The kinds of owner an app computes flows for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OwnerKind {
+    Network,
+    Port,
+    Router,
+    RouterInterface,
+}
+
+impl OwnerKind {
+    pub fn of(owner: &Owner) -> Option<OwnerKind> {
+        match owner {
+            Owner::Static => None,
+            Owner::Network(_) => Some(OwnerKind::Network),
+            Owner::Port(_) => Some(OwnerKind::Port),
+            Owner::Router(_) => Some(OwnerKind::Router),
+            Owner::RouterInterface(_) => Some(OwnerKind::RouterInterface),
+        }
+    }
+}
+
+/// What an app is, declared.
+#[derive(Debug)]
+pub struct Spec {
+    pub name: &'static str,
+    /// The tables its flows go into (each owned by it in [`crate::tables::STAGES`]).
+    pub tables: &'static [u8],
+    pub reads: &'static [Register],
+    pub writes: &'static [Register],
+    /// The owners it computes flows for.
+    pub owners: &'static [OwnerKind],
+    /// The northbound object kinds its flows depend on.
+    pub inputs: &'static [Kind],
+}
+
+/// One datapath feature.
+pub trait App: Sync {
+    fn spec(&self) -> &'static Spec;
+    /// Appends `owner`'s flows to `out`, reading the topology only through `ctx`.
+    fn flows(&self, ctx: &mut Ctx<'_>, owner: &Owner, out: &mut Vec<Flow>);
+}
+
+/// Every app, in pipeline order.
+pub static APPS: [&dyn App; 6] = [
+    &classifier::Classifier,
+    &responder::Responder,
+    &dhcp::Dhcp,
+    &routing::Routing,
+    &l2::L2Lookup,
+    &flood::Flood,
+];
+
+/// Why a packet is sent to the agent: the `controller` action's userdata (one byte), which the
+/// agent dispatches on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Punt {
+    /// A neighbour solicitation for an address the topology knows (the cookie names its port
+    /// or router interface).
+    NeighbourSolicitation = 1,
+    /// A DHCPv4 request (the port is the packet's in_port).
+    Dhcp = 2,
+    /// A router solicitation (the cookie names the router interface).
+    RouterSolicitation = 3,
+    /// A DHCPv6 request.
+    Dhcpv6 = 4,
+    /// A routed packet whose TTL or hop limit ran out (the cookie names the router).
+    TtlExceeded = 5,
+}
+
+impl Punt {
+    pub fn from_userdata(userdata: &[u8]) -> Option<Punt> {
+        Some(match userdata {
+            [1] => Punt::NeighbourSolicitation,
+            [2] => Punt::Dhcp,
+            [3] => Punt::RouterSolicitation,
+            [4] => Punt::Dhcpv6,
+            [5] => Punt::TtlExceeded,
+            _ => return None,
+        })
+    }
+
+    /// The action that sends the packet to the agent for this reason.
+    pub fn action(self) -> Action {
+        Action::Controller(Controller {
+            userdata: vec![self as u8],
+            ..Controller::default()
+        })
+    }
+}
+
+pub(crate) const ETH_IPV4: u128 = 0x0800;
+pub(crate) const ETH_ARP: u128 = 0x0806;
+pub(crate) const ETH_IPV6: u128 = 0x86dd;
+pub(crate) const IPPROTO_ICMP: u128 = 1;
+pub(crate) const IPPROTO_UDP: u128 = 17;
+pub(crate) const IPPROTO_ICMPV6: u128 = 58;
+
+pub(crate) fn flow(owner: &Owner, table: u8, priority: u16, m: Match, ins: Instructions) -> Flow {
+    Flow::new(table, priority, m, vec![])
+        .cookie(owner.cookie())
+        .instructions(ins)
+}
+
+pub(crate) fn goto(table: u8) -> Instructions {
+    Instructions::default().goto(table)
+}
+
+/// Sets `metadata` to `value`, then continues at `table`.
+pub(crate) fn enter(value: u64, table: u8) -> Instructions {
+    let mut ins = goto(table);
+    ins.write_metadata = Some((value, u64::MAX));
+    ins
+}
+
+/// Packets sent to the agent for `reason`.
+pub(crate) fn punt(reason: Punt) -> Instructions {
+    Instructions::apply(vec![reason.action()])
+}
+
+pub(crate) fn output(port: u32) -> Action {
+    Action::Output { port, max_len: 0 }
+}
+
+pub(crate) fn set_mac(field: Field, mac: Mac) -> Action {
+    set_field(field, mac.into(), u128::from(u64::MAX >> 16))
+}
+
+pub(crate) fn move_field(src: Field, dst: Field) -> Action {
+    Action::Move {
+        src: Subfield::whole(src),
+        dst: Subfield::whole(dst),
+    }
+}
+
+/// `m` restricted to packets from (`source`) or to an address in `net`, with the IP ethertype.
+pub(crate) fn ip_match(m: Match, net: &IpNet, source: bool) -> Match {
+    let (eth, field, addr, mask) = match (net, source) {
+        (IpNet::V4(n), src) => (
+            ETH_IPV4,
+            if src { Field::Ipv4Src } else { Field::Ipv4Dst },
+            u128::from(u32::from(n.addr())),
+            u128::from(u32::from(n.netmask())),
+        ),
+        (IpNet::V6(n), src) => (
+            ETH_IPV6,
+            if src { Field::Ipv6Src } else { Field::Ipv6Dst },
+            u128::from(n.addr()),
+            u128::from(n.netmask()),
+        ),
+    };
+    m.with(Field::EthType, eth).with_masked(field, addr, mask)
+}
+
+/// The flow that answers ARP requests for `ip` on the network `vni` with `mac`, in place.
+pub(crate) fn arp_answer(owner: &Owner, table: u8, vni: u32, ip: Ipv4Addr, mac: Mac) -> Flow {
+    let m = Match::new()
+        .with(Field::Metadata, vni.into())
+        .with(Field::EthType, ETH_ARP)
+        .with(Field::ArpOp, 1)
+        .with(Field::ArpTpa, u32::from(ip).into());
+    let actions = vec![
+        move_field(Field::EthSrc, Field::EthDst),
+        set_mac(Field::EthSrc, mac),
+        set_field(Field::ArpOp, 2, 0xffff),
+        move_field(Field::ArpSha, Field::ArpTha),
+        set_mac(Field::ArpSha, mac),
+        move_field(Field::ArpSpa, Field::ArpTpa),
+        set_field(Field::ArpSpa, u32::from(ip).into(), 0xffff_ffff),
+        output(openflow::field::port::IN_PORT),
+    ];
+    flow(owner, table, 100, m, Instructions::apply(actions))
+}
+
+/// The flow that sends neighbour solicitations for `target` on network `vni` to the agent.
+pub(crate) fn nd_punt(owner: &Owner, table: u8, vni: u32, target: std::net::Ipv6Addr) -> Flow {
+    let m = Match::new()
+        .with(Field::Metadata, vni.into())
+        .with(Field::EthType, ETH_IPV6)
+        .with(Field::IpProto, IPPROTO_ICMPV6)
+        .with(Field::Icmpv6Type, 135)
+        .with(Field::NdTarget, u128::from(target));
+    flow(owner, table, 100, m, punt(Punt::NeighbourSolicitation))
+}
+
+/// Sets the tunnel destination and VNI and outputs to the tunnel port.
+pub(crate) fn to_tunnel(tunnel: u32, vni: u32, dst: Ipv4Addr, actions: &mut Vec<Action>) {
+    actions.push(set_field(Field::TunDst, u32::from(dst).into(), 0xffff_ffff));
+    actions.push(set_field(Field::TunId, vni.into(), u128::from(u64::MAX)));
+    actions.push(output(tunnel));
+}

@@ -1,0 +1,73 @@
+//! ARP and neighbour-discovery answers (table [`RESPOND`]): ARP requests for a port's IPv4
+//! addresses are answered in place with its MAC, on every chassis; neighbour solicitations for its
+//! IPv6 addresses go to the agent, which answers (OpenFlow cannot turn a solicitation's option into
+//! an advertisement's). ARP probes and duplicate address detection are never answered (by any
+//! later stage either): they go straight to L2 to be flooded, so the owner of an address never
+//! sees a conflict.
+
+use std::net::IpAddr;
+
+use openflow::{Field, Flow, Match};
+
+use super::{
+    App, ETH_ARP, ETH_IPV6, IPPROTO_ICMPV6, OwnerKind, Spec, arp_answer, flow, goto, nd_punt,
+};
+use crate::cookie::Owner;
+use crate::deps::Ctx;
+use crate::model::Kind;
+use crate::tables::{L2, RESPOND, Register};
+
+pub struct Responder;
+
+static SPEC: Spec = Spec {
+    name: "responder",
+    tables: &[RESPOND],
+    reads: &[Register::Metadata],
+    writes: &[],
+    owners: &[OwnerKind::Port, OwnerKind::Network],
+    inputs: &[Kind::Network, Kind::Port],
+};
+
+impl App for Responder {
+    fn spec(&self) -> &'static Spec {
+        &SPEC
+    }
+
+    fn flows(&self, ctx: &mut Ctx<'_>, owner: &Owner, out: &mut Vec<Flow>) {
+        match owner {
+            Owner::Port(id) => {
+                let Some(port) = ctx.port(id).filter(|p| p.admin_up) else {
+                    return;
+                };
+                let Some(vni) = ctx.carried(&port.network_id) else {
+                    return;
+                };
+                for ip in &port.ips {
+                    match ip {
+                        IpAddr::V4(v4) => out.push(arp_answer(owner, RESPOND, vni, *v4, port.mac)),
+                        IpAddr::V6(v6) => out.push(nd_punt(owner, RESPOND, vni, *v6)),
+                    }
+                }
+            }
+            Owner::Network(id) => {
+                let Some(vni) = ctx.carried(id) else {
+                    return;
+                };
+                let this_net = Match::new().with(Field::Metadata, vni.into());
+                let probe = this_net
+                    .clone()
+                    .with(Field::EthType, ETH_ARP)
+                    .with(Field::ArpOp, 1)
+                    .with(Field::ArpSpa, 0);
+                out.push(flow(owner, RESPOND, 110, probe, goto(L2)));
+                let dad = this_net
+                    .with(Field::EthType, ETH_IPV6)
+                    .with(Field::IpProto, IPPROTO_ICMPV6)
+                    .with(Field::Ipv6Src, 0)
+                    .with(Field::Icmpv6Type, 135);
+                out.push(flow(owner, RESPOND, 110, dad, goto(L2)));
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! Distributed routing (tables [`L3_ENTRY`], [`ROUTER_IN`], [`ROUTE`], [`NEIGHBOUR`]), on the
+//! chassis where a packet enters, as Neutron's DVR does:
+//! - a frame sent to a router interface's MAC enters the router (`metadata` becomes the router's
+//!   context); the interface's IPv6 link-local address answers neighbour solicitations, and router
+//!   solicitations go to the agent, which answers with a router advertisement;
+//! - inside the router, ICMP echo requests to any of its addresses are answered in place, other
+//!   packets to its addresses are dropped, and a packet whose TTL or hop limit would reach zero
+//!   goes to the agent, which sends the ICMP time exceeded;
+//! - longest prefix match over the connected subnets and the extra routes: TTL decremented, source
+//!   MAC set to the outgoing interface's, `metadata` to the outgoing network's VNI; an extra route
+//!   sets the next hop's MAC itself, a connected route leaves that to the next stage;
+//! - the next-hop stage knows the MAC of every address on a routed network from the topology (no
+//!   ARP on the way) and hands the packet to that network's L2.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use openflow::text::set_field;
+use openflow::{Action, Field, Flow, Instructions, Match, Subfield};
+
+use super::{
+    App, ETH_IPV4, ETH_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, OwnerKind, Punt, Spec, enter, flow,
+    goto, ip_match, move_field, nd_punt, output, punt, set_mac,
+};
+use crate::cookie::Owner;
+use crate::deps::Ctx;
+use crate::model::{Kind, Port, link_local};
+use crate::tables::{
+    L3_ENTRY, NEIGHBOUR, REG_SCRATCH, ROUTE, ROUTER_IN, Register, next, router_metadata,
+};
+
+pub struct Routing;
+
+static SPEC: Spec = Spec {
+    name: "routing",
+    tables: &[L3_ENTRY, ROUTER_IN, ROUTE, NEIGHBOUR],
+    reads: &[Register::Metadata],
+    writes: &[Register::Metadata, Register::Scratch],
+    owners: &[
+        OwnerKind::RouterInterface,
+        OwnerKind::Router,
+        OwnerKind::Port,
+        OwnerKind::Network,
+    ],
+    inputs: &[Kind::Router, Kind::Port, Kind::Subnet, Kind::Network],
+};
+
+/// One address of a router: the interface that holds it, its network and its subnet's prefix.
+struct Interface<'t> {
+    port: &'t Port,
+    vni: u32,
+    ip: IpAddr,
+    prefix: IpNet,
+}
+
+impl App for Routing {
+    fn spec(&self) -> &'static Spec {
+        &SPEC
+    }
+
+    fn flows(&self, ctx: &mut Ctx<'_>, owner: &Owner, out: &mut Vec<Flow>) {
+        match owner {
+            Owner::RouterInterface(id) => interface_flows(ctx, owner, id, out),
+            Owner::Router(id) => router_flows(ctx, owner, id, out),
+            Owner::Port(id) => neighbour_flows(ctx, owner, id, out),
+            Owner::Network(id) => solicitation_flow(ctx, owner, id, out),
+            Owner::Static => {}
+        }
+    }
+}
+
+/// A router interface that is up, on a carried network, of a router that is known and up.
+fn live_interface<'t>(ctx: &mut Ctx<'t>, id: &str) -> Option<(&'t Port, u32, &'t str)> {
+    let port = ctx.port(id).filter(|p| p.admin_up)?;
+    let router = port.router()?;
+    ctx.router(router).filter(|r| r.admin_up)?;
+    let vni = ctx.carried(&port.network_id)?;
+    Some((port, vni, router))
+}
+
+/// The interface's way into its router, and its link-local address.
+fn interface_flows(ctx: &mut Ctx<'_>, owner: &Owner, id: &str, out: &mut Vec<Flow>) {
+    let Some((port, vni, router)) = live_interface(ctx, id) else {
+        return;
+    };
+    let m = Match::new()
+        .with(Field::Metadata, vni.into())
+        .with(Field::EthDst, port.mac.into());
+    out.push(flow(
+        owner,
+        L3_ENTRY,
+        100,
+        m,
+        enter(router_metadata(router), ROUTER_IN),
+    ));
+    let mut nd = nd_punt(owner, L3_ENTRY, vni, link_local(port.mac));
+    nd.priority = 110;
+    out.push(nd);
+}
+
+/// Router solicitations on a network with an IPv6 router interface go to the agent.
+fn solicitation_flow(ctx: &mut Ctx<'_>, owner: &Owner, id: &str, out: &mut Vec<Flow>) {
+    let Some(vni) = ctx.carried(id) else {
+        return;
+    };
+    let ipv6_router = ctx
+        .interfaces_on(id)
+        .any(|p| p.admin_up && p.ips.iter().any(IpAddr::is_ipv6));
+    if ipv6_router {
+        let m = Match::new()
+            .with(Field::Metadata, vni.into())
+            .with(Field::EthType, ETH_IPV6)
+            .with(Field::IpProto, IPPROTO_ICMPV6)
+            .with(Field::Icmpv6Type, 133);
+        out.push(flow(
+            owner,
+            L3_ENTRY,
+            110,
+            m,
+            punt(Punt::RouterSolicitation),
+        ));
+    }
+}
+
+/// Every address on a routed network is a next hop whose MAC the topology knows.
+fn neighbour_flows(ctx: &mut Ctx<'_>, owner: &Owner, id: &str, out: &mut Vec<Flow>) {
+    let Some(port) = ctx.port(id).filter(|p| p.admin_up) else {
+        return;
+    };
+    let Some(vni) = ctx.carried(&port.network_id) else {
+        return;
+    };
+    if ctx.interfaces_on(&port.network_id).next().is_none() {
+        return;
+    }
+    for ip in &port.ips {
+        let m = ip_match(
+            Match::new().with(Field::Metadata, vni.into()),
+            &IpNet::from(*ip),
+            false,
+        );
+        let mut ins = goto(next(NEIGHBOUR));
+        ins.apply = vec![set_mac(Field::EthDst, port.mac)];
+        out.push(flow(owner, NEIGHBOUR, 100, m, ins));
+    }
+}
+
+/// The router's addresses, each with its interface and connected prefix, in interface order.
+fn interfaces<'t>(ctx: &mut Ctx<'t>, router: &str) -> Vec<Interface<'t>> {
+    let ports: Vec<&'t Port> = ctx.interfaces_of(router).filter(|p| p.admin_up).collect();
+    let mut out = Vec::new();
+    for port in ports {
+        let Some(vni) = ctx.carried(&port.network_id) else {
+            continue;
+        };
+        let subnets: Vec<IpNet> = ctx.subnets_on(&port.network_id).map(|s| s.cidr).collect();
+        for ip in &port.ips {
+            if let Some(prefix) = subnets.iter().find(|c| c.contains(ip)) {
+                out.push(Interface {
+                    port,
+                    vni,
+                    ip: *ip,
+                    prefix: prefix.trunc(),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Route priorities: longer prefixes first; a connected subnet before an extra route to the same
+/// prefix.
+fn route_priority(prefix: &IpNet, connected: bool) -> u16 {
+    1000 + 2 * u16::from(prefix.prefix_len()) + u16::from(connected)
+}
+
+fn router_flows(ctx: &mut Ctx<'_>, owner: &Owner, id: &str, out: &mut Vec<Flow>) {
+    let Some(router) = ctx.router(id).filter(|r| r.admin_up) else {
+        return;
+    };
+    let ifaces = interfaces(ctx, id);
+    if ifaces.is_empty() {
+        return;
+    }
+    let here = || Match::new().with(Field::Metadata, router_metadata(id).into());
+    let mut own: Vec<IpAddr> = ifaces.iter().map(|i| i.ip).collect();
+    own.sort();
+    own.dedup();
+    for ip in &own {
+        let to_router = ip_match(here(), &IpNet::from(*ip), false);
+        out.push(flow(
+            owner,
+            ROUTER_IN,
+            115,
+            to_router.clone(),
+            Instructions::default(),
+        ));
+        out.push(echo_reply(owner, to_router, *ip));
+    }
+    for eth in [ETH_IPV4, ETH_IPV6] {
+        for ttl in [0, 1] {
+            let m = here().with(Field::EthType, eth).with(Field::IpTtl, ttl);
+            out.push(flow(owner, ROUTER_IN, 110, m, punt(Punt::TtlExceeded)));
+        }
+    }
+    let mut prefixes: Vec<IpNet> = Vec::new();
+    for iface in &ifaces {
+        if prefixes.contains(&iface.prefix) {
+            continue;
+        }
+        prefixes.push(iface.prefix);
+        let m = ip_match(here(), &iface.prefix, false);
+        let mut ins = enter(u64::from(iface.vni), NEIGHBOUR);
+        ins.apply = vec![Action::DecTtl, set_mac(Field::EthSrc, iface.port.mac)];
+        out.push(flow(
+            owner,
+            ROUTE,
+            route_priority(&iface.prefix, true),
+            m,
+            ins,
+        ));
+    }
+    let mut seen: Vec<IpNet> = Vec::new();
+    for (dst, via) in &router.routes {
+        let dst = dst.trunc();
+        let Some(iface) = ifaces
+            .iter()
+            .find(|i| i.prefix.contains(via) && i.ip.is_ipv4() == dst.addr().is_ipv4())
+        else {
+            continue;
+        };
+        if seen.contains(&dst) {
+            continue;
+        }
+        seen.push(dst);
+        let hop = ctx
+            .ports_on(&iface.port.network_id)
+            .find(|p| p.admin_up && p.ips.contains(via));
+        let m = ip_match(here(), &dst, false);
+        let ins = match hop {
+            Some(hop) => {
+                let mut ins = enter(u64::from(iface.vni), next(NEIGHBOUR));
+                ins.apply = vec![
+                    Action::DecTtl,
+                    set_mac(Field::EthSrc, iface.port.mac),
+                    set_mac(Field::EthDst, hop.mac),
+                ];
+                ins
+            }
+            // No port holds the next hop: drop rather than take a shorter route.
+            None => Instructions::default(),
+        };
+        out.push(flow(owner, ROUTE, route_priority(&dst, false), m, ins));
+    }
+}
+
+/// Answers an ICMP echo request to the router's address `ip` in place: addresses and MACs
+/// swapped (the MAC through the scratch registers), type echo reply, TTL 255, back out of the
+/// port it came in on.
+fn echo_reply(owner: &Owner, to_router: Match, ip: IpAddr) -> Flow {
+    let [lo, hi] = REG_SCRATCH;
+    let part = |field, ofs, n_bits| Subfield { field, ofs, n_bits };
+    let mut actions = vec![
+        Action::Move {
+            src: part(Field::EthDst, 0, 32),
+            dst: part(Field::Reg(lo), 0, 32),
+        },
+        Action::Move {
+            src: part(Field::EthDst, 32, 16),
+            dst: part(Field::Reg(hi), 0, 16),
+        },
+        move_field(Field::EthSrc, Field::EthDst),
+        Action::Move {
+            src: part(Field::Reg(lo), 0, 32),
+            dst: part(Field::EthSrc, 0, 32),
+        },
+        Action::Move {
+            src: part(Field::Reg(hi), 0, 16),
+            dst: part(Field::EthSrc, 32, 16),
+        },
+    ];
+    let m = match ip {
+        IpAddr::V4(v4) => {
+            actions.push(move_field(Field::Ipv4Src, Field::Ipv4Dst));
+            actions.push(set_field(Field::Ipv4Src, u32::from(v4).into(), 0xffff_ffff));
+            actions.push(set_field(Field::IcmpType, 0, 0xff));
+            to_router
+                .with(Field::IpProto, IPPROTO_ICMP)
+                .with(Field::IcmpType, 8)
+        }
+        IpAddr::V6(v6) => {
+            actions.push(move_field(Field::Ipv6Src, Field::Ipv6Dst));
+            actions.push(set_field(Field::Ipv6Src, u128::from(v6), u128::MAX));
+            actions.push(set_field(Field::Icmpv6Type, 129, 0xff));
+            to_router
+                .with(Field::IpProto, IPPROTO_ICMPV6)
+                .with(Field::Icmpv6Type, 128)
+        }
+    };
+    actions.push(set_field(Field::IpTtl, 255, 0xff));
+    actions.push(output(openflow::field::port::IN_PORT));
+    flow(owner, ROUTER_IN, 120, m, Instructions::apply(actions))
+}

@@ -1,0 +1,122 @@
+//! Recorded dependencies: apps read the topology only through a [`Ctx`], which notes every read
+//! as a [`Dep`]. The pipeline keeps, for every (app, owner), what its flows were computed from,
+//! and a change recomputes exactly the owners that read something it touched (as OVN's
+//! `lib/objdep.h` does). A read of a whole collection ("the ports on network N") is one
+//! dependency on that collection, which any member's change touches.
+
+use crate::model::{Chassis, Network, Port, Router, Subnet, Topology};
+
+/// Something an app's flows were computed from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Dep {
+    Network(String),
+    Port(String),
+    Router(String),
+    /// A chassis: its registration and its liveness.
+    Chassis(String),
+    /// The ports on a network (membership and contents).
+    PortsOn(String),
+    /// The subnets of a network.
+    SubnetsOn(String),
+    /// The router interfaces on a network.
+    InterfacesOn(String),
+    /// A router's interfaces.
+    InterfacesOf(String),
+    /// The local OpenFlow port of a port's VIF.
+    Vif(String),
+    /// The local tunnel port.
+    Tunnel,
+}
+
+/// The topology as one app sees it while computing one owner's flows; every read is recorded.
+pub struct Ctx<'t> {
+    topo: &'t Topology,
+    reads: Vec<Dep>,
+}
+
+impl<'t> Ctx<'t> {
+    pub fn new(topo: &'t Topology) -> Self {
+        Self {
+            topo,
+            reads: Vec::new(),
+        }
+    }
+
+    /// What was read, each once.
+    pub fn into_reads(mut self) -> Vec<Dep> {
+        self.reads.sort();
+        self.reads.dedup();
+        self.reads
+    }
+
+    fn read(&mut self, dep: Dep) {
+        self.reads.push(dep);
+    }
+
+    /// This chassis' id (fixed for the pipeline's life).
+    pub fn chassis_id(&self) -> &'t str {
+        &self.topo.local.chassis
+    }
+
+    pub fn network(&mut self, id: &str) -> Option<&'t Network> {
+        self.read(Dep::Network(id.to_string()));
+        self.topo.networks.get(id)
+    }
+
+    /// The VNI of a network the pipeline carries: known, an overlay, administratively up.
+    pub fn carried(&mut self, id: &str) -> Option<u32> {
+        self.network(id).filter(|n| n.admin_up).and_then(|n| n.vni)
+    }
+
+    pub fn port(&mut self, id: &str) -> Option<&'t Port> {
+        self.read(Dep::Port(id.to_string()));
+        self.topo.ports.get(id)
+    }
+
+    pub fn router(&mut self, id: &str) -> Option<&'t Router> {
+        self.read(Dep::Router(id.to_string()));
+        self.topo.routers.get(id)
+    }
+
+    pub fn ports_on(&mut self, network: &str) -> impl Iterator<Item = &'t Port> + 't {
+        self.read(Dep::PortsOn(network.to_string()));
+        self.topo.ports_on(network)
+    }
+
+    pub fn subnets_on(&mut self, network: &str) -> impl Iterator<Item = &'t Subnet> + 't {
+        self.read(Dep::SubnetsOn(network.to_string()));
+        self.topo.subnets_on(network)
+    }
+
+    /// The router interface ports on `network`.
+    pub fn interfaces_on(&mut self, network: &str) -> impl Iterator<Item = &'t Port> + 't {
+        self.read(Dep::InterfacesOn(network.to_string()));
+        self.topo.interfaces_on(network)
+    }
+
+    /// A router's interface ports.
+    pub fn interfaces_of(&mut self, router: &str) -> impl Iterator<Item = &'t Port> + 't {
+        self.read(Dep::InterfacesOf(router.to_string()));
+        self.topo.interfaces_of(router)
+    }
+
+    /// The OpenFlow port of a local VIF, if it alone claims it.
+    pub fn ofport(&mut self, port: &str) -> Option<u32> {
+        self.read(Dep::Vif(port.to_string()));
+        self.topo.local.ofport(port)
+    }
+
+    pub fn tunnel(&mut self) -> Option<u32> {
+        self.read(Dep::Tunnel);
+        self.topo.local.tunnel
+    }
+
+    /// The chassis a port is reachable through, if it is bound to another chassis that is up
+    /// (see [`Topology::remote_chassis`]).
+    pub fn remote_chassis(&mut self, port: &Port) -> Option<&'t Chassis> {
+        if let Some(host) = &port.host {
+            self.read(Dep::Chassis(host.clone()));
+        }
+        self.topo.remote_chassis(port)
+    }
+}

@@ -1,0 +1,200 @@
+//! The table map: every stage of `br-int` in order, which app owns it, where packets that it admits
+//! go next, what it does with packets no flow matches, and which registers carry what between
+//! stages. This is the one place that numbers tables; apps name stages by these constants and
+//! continue with [`next`], so a stage can be inserted without editing the apps around it.
+
+/// Classification: port security for packets from local VIFs, network by `tun_id` for tunnels.
+pub const INGRESS: u8 = 0;
+/// ARP and neighbour-discovery answers for known addresses.
+pub const RESPOND: u8 = 10;
+/// DHCP requests to the agent.
+pub const DHCP: u8 = 11;
+/// Frames addressed to a router interface's MAC enter that router.
+pub const L3_ENTRY: u8 = 20;
+/// Destination MAC lookup: local delivery or the tunnel to the chassis of a remote port.
+pub const L2: u8 = 30;
+/// Broadcast, multicast and unknown unicast.
+pub const FLOOD: u8 = 31;
+/// Router input: the router's own addresses (ICMP echo), TTL expiry, router solicitations.
+pub const ROUTER_IN: u8 = 21;
+/// Longest-prefix match over connected subnets and extra routes.
+pub const ROUTE: u8 = 22;
+/// Next-hop MAC of a routed packet's destination, from the topology; then the outgoing network's
+/// L2 (a next hop that is another router's interface is not routed again: chains of routers
+/// are not supported yet).
+pub const NEIGHBOUR: u8 = 23;
+
+/// What a stage does with a packet that no flow matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Miss {
+    Drop,
+    /// Continue at this table.
+    Continue(u8),
+}
+
+/// One stage of the pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stage {
+    pub table: u8,
+    /// Short name, as `trace` shows it.
+    pub name: &'static str,
+    /// The app that owns the stage's flows.
+    pub app: &'static str,
+    /// Where packets the stage admits continue (`None`: the stage outputs or drops them).
+    pub next: Option<u8>,
+    pub miss: Miss,
+    /// What the stage expects on entry.
+    pub expects: &'static str,
+}
+
+/// The pipeline in table order, which is the order a packet meets it (OpenFlow only goes
+/// forward): a packet that is not for a router skips the router stages.
+pub const STAGES: [Stage; 9] = [
+    Stage {
+        table: INGRESS,
+        name: "ingress",
+        app: "classifier",
+        next: Some(RESPOND),
+        miss: Miss::Drop,
+        expects: "in_port",
+    },
+    Stage {
+        table: RESPOND,
+        name: "arp-nd-responder",
+        app: "responder",
+        next: Some(DHCP),
+        miss: Miss::Continue(DHCP),
+        expects: "metadata = network",
+    },
+    Stage {
+        table: DHCP,
+        name: "dhcp",
+        app: "dhcp",
+        next: Some(L3_ENTRY),
+        miss: Miss::Continue(L3_ENTRY),
+        expects: "metadata = network",
+    },
+    Stage {
+        table: L3_ENTRY,
+        name: "l3-entry",
+        app: "routing",
+        next: Some(ROUTER_IN),
+        miss: Miss::Continue(L2),
+        expects: "metadata = network",
+    },
+    Stage {
+        table: ROUTER_IN,
+        name: "router-input",
+        app: "routing",
+        next: Some(ROUTE),
+        miss: Miss::Continue(ROUTE),
+        expects: "metadata = router",
+    },
+    Stage {
+        table: ROUTE,
+        name: "ip-routing",
+        app: "routing",
+        next: Some(NEIGHBOUR),
+        miss: Miss::Drop,
+        expects: "metadata = router",
+    },
+    Stage {
+        table: NEIGHBOUR,
+        name: "next-hop",
+        app: "routing",
+        next: Some(L2),
+        miss: Miss::Drop,
+        expects: "metadata = outgoing network, eth_src = outgoing interface",
+    },
+    Stage {
+        table: L2,
+        name: "l2-lookup",
+        app: "l2",
+        next: Some(FLOOD),
+        miss: Miss::Drop,
+        expects: "metadata = network, reg5 = came from a tunnel",
+    },
+    Stage {
+        table: FLOOD,
+        name: "flood",
+        app: "flood",
+        next: None,
+        miss: Miss::Drop,
+        expects: "metadata = network, reg5 = came from a tunnel",
+    },
+];
+
+/// The stage of `table`.
+pub fn stage(table: u8) -> Option<&'static Stage> {
+    STAGES.iter().find(|s| s.table == table)
+}
+
+/// Where packets admitted by `table` continue.
+///
+/// # Panics
+/// If `table` is not a stage with a successor: a bug in an app, caught by every test.
+pub fn next(table: u8) -> u8 {
+    stage(table)
+        .and_then(|s| s.next)
+        .unwrap_or_else(|| panic!("table {table} has no next stage"))
+}
+
+/// What a register (or `metadata`) carries between stages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Register {
+    /// `metadata`: the network's VNI (below 2^24), or [`ROUTER_CONTEXT`] plus the router's id
+    /// bits inside a router.
+    Metadata,
+    /// `reg5`: 1 if the packet came from a tunnel (never sent back into one).
+    FromTunnel,
+    /// `reg6`, `reg7`: scratch space within one flow's actions.
+    Scratch,
+}
+
+/// The register number of [`Register::FromTunnel`].
+pub const REG_FROM_TUNNEL: u8 = 5;
+/// The register numbers of [`Register::Scratch`].
+pub const REG_SCRATCH: [u8; 2] = [6, 7];
+/// `metadata` bit that marks a router context (the other 63 bits are a hash of the router's id).
+pub const ROUTER_CONTEXT: u64 = 1 << 63;
+
+/// `metadata` inside `router`: a 63-bit hash (FNV-1a) of its whole id, so no number needs
+/// allocating and ids that share a prefix still differ.
+pub fn router_metadata(router: &str) -> u64 {
+    ROUTER_CONTEXT | (crate::cookie::fnv1a(router) >> 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stages_are_ordered_and_continue_to_stages() {
+        for w in STAGES.windows(2) {
+            assert!(w[0].table < w[1].table);
+        }
+        for s in &STAGES {
+            if let Some(n) = s.next {
+                assert!(stage(n).is_some(), "{} continues to unknown {n}", s.name);
+            }
+            if let Miss::Continue(n) = s.miss {
+                assert!(stage(n).is_some(), "{} misses to unknown {n}", s.name);
+            }
+        }
+    }
+
+    #[test]
+    fn the_design_document_shows_this_table_map() {
+        let doc = include_str!("../../../docs/architecture.md");
+        for s in &STAGES {
+            let row = format!("| {} | {} | {} |", s.table, s.name, s.app);
+            assert!(doc.contains(&row), "docs/architecture.md lacks `{row}`");
+        }
+    }
+
+    #[test]
+    fn router_contexts_never_look_like_networks() {
+        let m = router_metadata("3f2a51c0-1234-4abc-8def-0123456789ab");
+        assert!(m >= ROUTER_CONTEXT && m > u64::from(u32::MAX));
+    }
+}
