@@ -3,10 +3,18 @@
 //! reconciles `br-int` to them over OpenFlow.
 //!
 //! Start-up order matters for restarts without traffic loss: the agent first gathers the complete
-//! local VIF set and the topology of their networks, and only then compares with what the switch holds
-//! and sends the difference — a half-known topology would otherwise delete live flows.
+//! local VIF set and the topology of their networks (and of the networks reachable through
+//! routers), and only then compares with what the switch holds and sends the difference — a
+//! half-known topology would otherwise delete live flows.
+//!
+//! This module holds the agent's state (local VIFs, what it follows) and its event loop; the jobs
+//! around it have modules of their own: [`bridge`] (OVSDB set-up), [`registration`] (chassis lease
+//! and binding reports), [`switch`] and [`reconcile`] (the switch's flows), [`punt`] (packets the
+//! pipeline sends up, with [`nd`], [`dhcp_server`], [`dhcpv6_server`], [`ra`], [`icmp`]),
+//! [`announce`] (router interfaces announced to the VMs next to them).
 
 mod announce;
+mod bridge;
 mod dhcp_server;
 mod dhcpv6_server;
 mod icmp;
@@ -25,13 +33,13 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chassis::{ChassisConfig, Encap, VifEvent, VifWatcher};
+use chassis::{Encap, VifEvent, VifWatcher};
 use futures::stream::FuturesOrdered;
 use futures::{FutureExt, StreamExt};
 use nb_sync::{Replica, Topics, Update};
 use openflow::Message;
 use openflow::conn::{Connection, Options};
-use ovsdb::{Client, ClientOptions, Endpoint, Operation, ReplicaOptions};
+use ovsdb::{Endpoint, ReplicaOptions};
 use pipeline::{Input, Pipeline};
 use tokio::sync::mpsc;
 
@@ -78,62 +86,6 @@ pub struct AgentConfig {
     pub datapath_type: String,
     /// Where to serve Prometheus metrics (`None`: nowhere).
     pub metrics_listen: Option<std::net::SocketAddr>,
-}
-
-async fn tunnel_ofport(client: &Client, name: &str) -> Result<Option<u32>, AgentError> {
-    let select = Operation::Select {
-        table: "Interface".into(),
-        conditions: vec![ovsdb::Condition::eq("name", ovsdb::Value::atom(name))],
-        columns: Some(vec!["ofport".into()]),
-    };
-    let res = client
-        .transact("Open_vSwitch", &[select])
-        .await
-        .map_err(|e| AgentError::Ovsdb(e.to_string()))?;
-    Ok(res
-        .first()
-        .and_then(|r| r.rows.as_ref())
-        .and_then(|rows| rows.first())
-        .and_then(|row| row.get("ofport"))
-        .and_then(|v| v.as_atom())
-        .and_then(|a| a.as_integer())
-        .and_then(|p| u32::try_from(p).ok())
-        .filter(|p| (1..0xff00).contains(p)))
-}
-
-/// Sets up the bridge and tunnel port; returns the tunnel's OpenFlow port.
-async fn plumb(cfg: &AgentConfig) -> Result<u32, AgentError> {
-    let endpoint: Endpoint = cfg
-        .ovsdb
-        .parse()
-        .map_err(|e: ovsdb::Error| AgentError::Config(e.to_string()))?;
-    let client = Client::connect(&endpoint, ClientOptions::default())
-        .await
-        .map_err(|e| AgentError::Ovsdb(e.to_string()))?;
-    let chassis_cfg = ChassisConfig {
-        integration_bridge: cfg.bridge.clone(),
-        datapath_type: cfg.datapath_type.clone(),
-        encaps: vec![cfg.encap],
-        local_ip: Some(cfg.tunnel_ip),
-        ..ChassisConfig::default()
-    };
-    let report = chassis::ensure(&client, &chassis_cfg)
-        .await
-        .map_err(|e| AgentError::Ovsdb(e.to_string()))?;
-    if let Some(seq) = report.cfg_seq {
-        chassis::wait_applied(&client, seq, Duration::from_secs(10))
-            .await
-            .map_err(|e| AgentError::Ovsdb(e.to_string()))?;
-    }
-    for _ in 0..200 {
-        if let Some(p) = tunnel_ofport(&client, cfg.encap.port_name()).await? {
-            return Ok(p);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Err(AgentError::Ovsdb(
-        "the tunnel port got no OpenFlow port".into(),
-    ))
 }
 
 /// A local VIF: its OpenFlow port and its port's network, once known.
@@ -320,7 +272,7 @@ async fn await_snapshot(
 
 /// Runs the agent until the process ends.
 pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
-    let tunnel = plumb(&cfg).await?;
+    let tunnel = bridge::plumb(&cfg).await?;
     tracing::info!(chassis = %cfg.chassis, tunnel, "bridge ready");
     let server = Server::new(&cfg.server);
     tokio::spawn(keep_registered(server.clone(), cfg.clone()));

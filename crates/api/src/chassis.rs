@@ -103,11 +103,11 @@ pub async fn register(
             let lease = store.lease_grant(CHASSIS_TTL).await?;
             let txn = Txn::new()
                 .put(
-                    format!("/chassis/{id}"),
+                    nb_keys::Kind::Chassis.key(&id),
                     serde_json::to_vec(&info).unwrap_or_default(),
                 )
                 .put_leased(
-                    format!("/chassis-up/{id}"),
+                    nb_keys::Kind::ChassisUp.key(&id),
                     json!({"lease": lease}).to_string().into_bytes(),
                     lease,
                 );

@@ -354,7 +354,10 @@ async fn watcher(
             let line: Vec<u8> = buf.drain(..=end).collect();
             let msg: Value = serde_json::from_slice(&line)?;
             for event in msg["events"].as_array().into_iter().flatten() {
-                if let Some(key) = event["key"].as_str().filter(|k| k.starts_with("/r/ports/")) {
+                if let Some(key) = event["key"]
+                    .as_str()
+                    .filter(|k| k.starts_with(nb_keys::PORTS))
+                {
                     let _ = seen.send((key.to_string(), now));
                 }
             }
@@ -414,10 +417,7 @@ async fn sync_watchers(watchers: usize, rounds: usize, store: StoreArgs) -> anyh
         )
         .await?;
         writes.push(start.elapsed());
-        let key = format!(
-            "/r/ports/{}",
-            port["port"]["id"].as_str().unwrap_or_default()
-        );
+        let key = nb_keys::Kind::Port.key(port["port"]["id"].as_str().unwrap_or_default());
         let mut this_round = Vec::with_capacity(watchers);
         while this_round.len() < watchers {
             let (k, at) = tokio::time::timeout(DELIVERY_WITHIN, seen.recv())

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail};
 use chassis::{VifEvent, VifWatcher};
 use lab::{Lab, LabOptions, Topology};
+use nb_keys::Kind;
 use openflow::conn::{Connection, Events, Options};
 use openflow::message::FlowStatsRequest;
 use ovsdb::{Client, ClientOptions, Endpoint};
@@ -122,24 +123,28 @@ impl View {
         let now = Instant::now();
         for change in update.changes {
             match change {
-                nb_sync::Change::Put(key, value) => {
-                    if let Some(id) = key.strip_prefix("/r/ports/") {
+                nb_sync::Change::Put(key, value) => match nb_keys::parse(&key) {
+                    Some((Kind::Port, id)) => {
                         let active = value.get("status").and_then(Value::as_str) == Some("ACTIVE");
                         if active {
                             self.active_at.entry(id.to_owned()).or_insert(now);
                         }
                         self.ports.insert(id.to_owned(), active);
-                    } else if let Some(id) = key.strip_prefix("/chassis-up/") {
+                    }
+                    Some((Kind::ChassisUp, id)) => {
                         self.chassis_up.insert(id.to_owned());
                     }
-                }
-                nb_sync::Change::Delete(key) => {
-                    if let Some(id) = key.strip_prefix("/r/ports/") {
+                    _ => {}
+                },
+                nb_sync::Change::Delete(key) => match nb_keys::parse(&key) {
+                    Some((Kind::Port, id)) => {
                         self.ports.remove(id);
-                    } else if let Some(id) = key.strip_prefix("/chassis-up/") {
+                    }
+                    Some((Kind::ChassisUp, id)) => {
                         self.chassis_up.remove(id);
                     }
-                }
+                    _ => {}
+                },
             }
         }
         self.revision = update.revision;

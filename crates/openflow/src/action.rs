@@ -223,7 +223,7 @@ impl Default for Learn {
             hard_timeout: 0,
             fin_idle_timeout: 0,
             fin_hard_timeout: 0,
-            priority: crate::flow::DEFAULT_PRIORITY,
+            priority: crate::ofp::DEFAULT_PRIORITY,
             cookie: 0,
             flags: 0,
             specs: vec![],
@@ -1417,7 +1417,7 @@ impl fmt::Display for Action {
                         write!(f, ",{name}={v}")?;
                     }
                 }
-                if l.priority != crate::flow::DEFAULT_PRIORITY {
+                if l.priority != crate::ofp::DEFAULT_PRIORITY {
                     write!(f, ",priority={}", l.priority)?;
                 }
                 for (bit, name) in [

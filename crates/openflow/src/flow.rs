@@ -8,19 +8,12 @@
 use std::fmt;
 
 use crate::action::{Action, decode_actions, encode_actions, format_actions};
-use crate::error::{DecodeError, ParseError, invalid};
+use crate::error::{DecodeError, invalid};
 use crate::field::port;
 use crate::matching::Match;
 use crate::wire::{Reader, Writer};
 
-/// OpenFlow's default flow priority.
-pub const DEFAULT_PRIORITY: u16 = 0x8000;
-/// "No buffer" buffer id.
-pub const NO_BUFFER: u32 = 0xffff_ffff;
-/// "Any group" (no group restriction in deletes and stats).
-pub const ANY_GROUP: u32 = 0xffff_ffff;
-/// "All tables" table id (deletes and stats).
-pub const ALL_TABLES: u8 = 0xff;
+pub use crate::ofp::{ALL_TABLES, ANY_GROUP, DEFAULT_PRIORITY, NO_BUFFER};
 
 /// Flow-mod flags.
 pub mod flow_flags {
@@ -392,13 +385,6 @@ impl fmt::Display for Flow {
     /// The `ovs-ofctl --no-stats dump-flows` line.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.format_line(None))
-    }
-}
-
-impl std::str::FromStr for Flow {
-    type Err = ParseError;
-    fn from_str(s: &str) -> Result<Flow, ParseError> {
-        crate::text::parse_flow(s)
     }
 }
 

@@ -634,9 +634,9 @@ impl std::str::FromStr for Match {
     type Err = ParseError;
     fn from_str(s: &str) -> Result<Match, ParseError> {
         Match::parse_tokens(
-            crate::text::split_top(s)
+            crate::lexer::split_top(s)
                 .into_iter()
-                .map(crate::text::key_value),
+                .map(crate::lexer::key_value),
         )
     }
 }

@@ -12,48 +12,8 @@ use crate::action::{
 use crate::error::ParseError;
 use crate::field::{Field, ones, parse_int, parse_port, port};
 use crate::flow::{Flow, Instructions, flow_flags};
+use crate::lexer::{key_value, split, split_top};
 use crate::matching::Match;
-
-/// Splits at top-level commas (and, if `spaces`, whitespace), ignoring separators inside
-/// parentheses and brackets; empty pieces are dropped.
-fn split(s: &str, spaces: bool) -> Vec<&str> {
-    let mut out = Vec::new();
-    let mut depth = 0i32;
-    let mut start = 0;
-    for (i, c) in s.char_indices() {
-        match c {
-            '(' | '[' => depth += 1,
-            ')' | ']' => depth -= 1,
-            ',' if depth == 0 => {
-                out.push(&s[start..i]);
-                start = i + 1;
-            }
-            c if spaces && depth == 0 && c.is_whitespace() => {
-                out.push(&s[start..i]);
-                start = i + c.len_utf8();
-            }
-            _ => {}
-        }
-    }
-    out.push(&s[start..]);
-    out.into_iter()
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .collect()
-}
-
-/// Splits at top-level commas and whitespace.
-pub(crate) fn split_top(s: &str) -> Vec<&str> {
-    split(s, true)
-}
-
-/// `key=value` → `(key, Some(value))`, `key` → `(key, None)`.
-pub(crate) fn key_value(t: &str) -> (&str, Option<&str>) {
-    match t.split_once('=') {
-        Some((k, v)) => (k.trim(), Some(v.trim())),
-        None => (t, None),
-    }
-}
 
 fn num<T: TryFrom<u128>>(s: &str) -> Result<T, ParseError> {
     T::try_from(parse_int(s)?).map_err(|_| ParseError::new("number out of range", s))
@@ -599,4 +559,11 @@ fn parse_learn(args: &str) -> Result<Action, ParseError> {
         }
     }
     Ok(Action::Learn(l))
+}
+
+impl std::str::FromStr for Flow {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Flow, ParseError> {
+        parse_flow(s)
+    }
 }

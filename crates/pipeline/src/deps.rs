@@ -4,7 +4,7 @@
 //! `lib/objdep.h` does). A read of a whole collection ("the ports on network N") is one
 //! dependency on that collection, which any member's change touches.
 
-use crate::model::{Chassis, Network, Port, Router, Subnet, Topology};
+use crate::model::{Chassis, Kind, Network, Port, Router, Subnet, Topology};
 
 /// Something an app's flows were computed from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -26,6 +26,22 @@ pub enum Dep {
     Vif(String),
     /// The local tunnel port.
     Tunnel,
+}
+
+impl Dep {
+    /// The northbound object kind the dependency is on (`None`: local state of the switch).
+    pub fn kind(&self) -> Option<Kind> {
+        Some(match self {
+            Dep::Network(_) => Kind::Network,
+            Dep::Port(_) | Dep::PortsOn(_) | Dep::InterfacesOn(_) | Dep::InterfacesOf(_) => {
+                Kind::Port
+            }
+            Dep::Router(_) => Kind::Router,
+            Dep::Chassis(_) => Kind::Chassis,
+            Dep::SubnetsOn(_) => Kind::Subnet,
+            Dep::Vif(_) | Dep::Tunnel => return None,
+        })
+    }
 }
 
 /// The topology as one app sees it while computing one owner's flows; every read is recorded.

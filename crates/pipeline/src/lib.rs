@@ -199,6 +199,14 @@ impl Pipeline {
         })
     }
 
+    /// What each (app, owner) pair's flows were computed from (for tests: an app reads only the
+    /// inputs it declares).
+    pub fn dependencies(&self) -> impl Iterator<Item = (&'static str, &Owner, &[Dep])> {
+        self.reads
+            .iter()
+            .map(|((app, owner), deps)| (APPS[*app].spec().name, owner, deps.as_slice()))
+    }
+
     /// Store keys whose values were malformed (ignored, the object kept as it was) since the
     /// last call.
     pub fn take_malformed(&mut self) -> Vec<String> {

@@ -21,6 +21,11 @@ pub fn link_local(mac: Mac) -> Ipv6Addr {
     ndp::link_local(mac_octets(mac))
 }
 
+/// Whether a MAC is an individual (unicast) address, not a group one, and not all zeroes.
+pub fn is_unicast(mac: Mac) -> bool {
+    mac != 0 && mac_octets(mac)[0] & 0x01 == 0
+}
+
 pub fn parse_mac(s: &str) -> Option<Mac> {
     let mut out = 0u64;
     let mut n = 0;
@@ -226,7 +231,9 @@ impl Subnet {
 
 impl Port {
     pub fn from_json(v: &Value) -> Option<Self> {
-        let mac = parse_mac(str_of(v, "mac_address"))?;
+        // A group (multicast or broadcast) MAC would capture the network's broadcasts in L2: such
+        // a port is malformed, whatever the store holds.
+        let mac = parse_mac(str_of(v, "mac_address")).filter(|m| is_unicast(*m))?;
         let ips = v
             .get("fixed_ips")
             .and_then(Value::as_array)
@@ -247,11 +254,10 @@ impl Port {
                             .parse()
                             .ok()
                             .or_else(|| ip.parse::<IpAddr>().ok().map(IpNet::from))?;
-                        let pmac = p
-                            .get("mac_address")
-                            .and_then(Value::as_str)
-                            .and_then(parse_mac)
-                            .unwrap_or(mac);
+                        let pmac = match p.get("mac_address").and_then(Value::as_str) {
+                            Some(m) => parse_mac(m).filter(|m| is_unicast(*m))?,
+                            None => mac,
+                        };
                         Some((net, pmac))
                     })
                     .collect()

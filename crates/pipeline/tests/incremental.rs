@@ -137,6 +137,15 @@ proptest! {
                     prop_assert!(spec.writes.contains(&reg), "{app} writes {reg:?} undeclared: {f}");
                 }
             }
+            for (app, owner, deps) in pipeline.dependencies() {
+                let spec = APPS.iter().map(|a| a.spec()).find(|s| s.name == app).expect("a registered app");
+                for kind in deps.iter().filter_map(|d| d.kind()) {
+                    // A chassis is its registration and its liveness.
+                    let declared = spec.inputs.contains(&kind)
+                        || (kind == pipeline::model::Kind::Chassis && spec.inputs.contains(&pipeline::model::Kind::ChassisUp));
+                    prop_assert!(declared, "{app} ({owner:?}) reads {kind:?} undeclared");
+                }
+            }
             let incremental: HashSet<openflow::Flow> = pipeline.flows().cloned().collect();
             prop_assert_eq!(&incremental, &pipeline.full());
             prop_assert_eq!(&incremental, &installed);

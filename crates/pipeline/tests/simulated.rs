@@ -357,3 +357,38 @@ fn dhcp_requests_go_to_the_agent_where_dhcp_is_enabled() {
         t.display(|c| p.describe_cookie(c))
     );
 }
+
+#[test]
+fn a_port_with_a_group_mac_never_captures_the_networks_broadcasts() {
+    let mut p = pipeline();
+    // A2 takes the broadcast MAC (the API refuses it; the store might still hold it).
+    for group in ["ff:ff:ff:ff:ff:ff", "01:00:5e:00:00:01"] {
+        let mut v = port_json(&A2, NET_A, "ch1", true);
+        v["mac_address"] = json!(group);
+        p.apply(Input::Object(format!("/r/ports/{}", A2.id), Some(v)));
+        assert_eq!(
+            p.take_malformed(),
+            vec![format!("/r/ports/{}", A2.id)],
+            "refused as malformed"
+        );
+        let req = Packet::arp_request(
+            mac(A1.mac),
+            A1.ip.parse().unwrap(),
+            "10.0.0.200".parse().unwrap(),
+        );
+        let t = trace(&tables(&p), 10, req);
+        let mut ports = t.verdict.ports();
+        ports.sort();
+        assert_eq!(
+            ports,
+            vec![TUNNEL, 11, 13],
+            "still flooded to every port: {}",
+            t.display(|c| p.describe_cookie(c))
+        );
+        assert!(
+            p.flows()
+                .all(|f| f.match_.exact(Field::EthDst) != Some(mac(group).value())),
+            "no flow for the group MAC"
+        );
+    }
+}
