@@ -1,6 +1,7 @@
-//! `/v2.0/extensions`: the API extensions Wyvern implements, so that clients can discover them.
+//! `/v2.0/extensions`: the API extensions Wyvern implements, so that clients can discover them; and
+//! `/v2.0/availability_zones`, which the `availability_zone` extension adds.
 
-use axum::extract::Path;
+use axum::extract::{Path, RawQuery};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
@@ -182,4 +183,22 @@ pub async fn show(Path(alias): Path<String>) -> Response {
         )
             .into_response(),
     }
+}
+
+/// The one availability zone Wyvern has: networks and routers are all in `nova`.
+const ZONE: &str = "nova";
+
+/// `GET /v2.0/availability_zones`: the zone once per resource kind, as Neutron lists it; attribute
+/// filters and `fields=` apply.
+pub async fn availability_zones(RawQuery(q): RawQuery) -> Response {
+    let q = crate::query::Query::parse(q.as_deref());
+    let zones: Vec<Value> = ["network", "router"]
+        .into_iter()
+        .filter_map(|resource| {
+            let zone = json!({"name": ZONE, "resource": resource, "state": "available"});
+            let zone = zone.as_object()?.clone();
+            crate::query::passes(&q, &zone).then(|| crate::query::render(zone, &q.fields()))
+        })
+        .collect();
+    axum::Json(json!({ "availability_zones": zones })).into_response()
 }

@@ -56,7 +56,7 @@ pub fn update_item(def: &ResourceDef, body: &Value) -> ApiResult<Obj> {
 }
 
 /// The error for a refused attribute value, typed as Neutron types it.
-fn invalid(attr: &str, refusal: Refusal) -> ApiError {
+pub(crate) fn invalid(attr: &str, refusal: Refusal) -> ApiError {
     match refusal {
         Refusal::Invalid(reason) => {
             ApiError::bad_request(format!("Invalid input for {attr}. Reason: {reason}."))

@@ -72,6 +72,10 @@ pub fn router(api: Api) -> Router {
         .route("/v2.0/", get(resource_index))
         .route("/v2.0/extensions", get(extensions::list))
         .route("/v2.0/extensions/{alias}", get(extensions::show))
+        .route(
+            "/v2.0/availability_zones",
+            get(extensions::availability_zones),
+        )
         .route("/v2.0/{collection}", get(list).post(create))
         .route(
             "/v2.0/{collection}/{id}",
@@ -451,7 +455,7 @@ async fn sub_put(
                         .get("tags")
                         .cloned()
                         .ok_or_else(|| ApiError::bad_request("Invalid tags body"))?;
-                    let tags = validate_tags(&tags)?;
+                    let tags = validate_tags(def, &tags)?;
                     let obj = api.change_tags(&ctx, def, &id, |_| tags.clone()).await?;
                     Ok((
                         StatusCode::OK,
@@ -492,16 +496,37 @@ async fn sub_delete(
     )
 }
 
-fn validate_tags(tags: &Value) -> ApiResult<Vec<String>> {
+/// Most tags an object may carry (Neutron's `MAX_TAGS_COUNT`).
+const MAX_TAGS: usize = 50;
+
+fn too_many_tags(def: &ResourceDef) -> ApiError {
+    ApiError::bad(
+        "BadRequest",
+        format!(
+            "Bad {} request: The number of tags exceed the per-resource limit of {MAX_TAGS}.",
+            def.collection
+        ),
+    )
+}
+
+/// The tags of a `PUT .../tags` body: at most [`MAX_TAGS`] (counted first), valid, none twice.
+fn validate_tags(def: &ResourceDef, tags: &Value) -> ApiResult<Vec<String>> {
+    resources::check_count(Some(tags), MAX_TAGS, || too_many_tags(def))?;
     let list = tags
         .as_array()
         .ok_or_else(|| ApiError::bad_request("Invalid input for tags. Reason: not a list."))?;
     let mut out: Vec<String> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for t in list {
-        out.push(validate_tag(t.as_str().unwrap_or_default())?);
+        let tag = validate_tag(t.as_str().unwrap_or_default())?;
+        if !seen.insert(tag.clone()) {
+            return Err(ApiError::invalid_input(format!(
+                "Duplicate items in the list: '{tag}'"
+            )));
+        }
+        out.push(tag);
     }
     out.sort();
-    out.dedup();
     Ok(out)
 }
 
@@ -530,6 +555,9 @@ impl Api {
             let mut tags = change(tags_of(&stored.obj));
             tags.sort();
             tags.dedup();
+            if tags.len() > MAX_TAGS {
+                return Err(too_many_tags(def));
+            }
             let mut obj = stored.obj.clone();
             obj.insert("tags".into(), json!(tags));
             let mut plan = Plan::default();

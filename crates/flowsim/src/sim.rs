@@ -14,16 +14,25 @@
 //! * `resubmit`: `in_port` is replaced for the nested lookup only. Nesting deeper than
 //!   [`MAX_DEPTH`] (resubmit, goto_table, group) or more than [`MAX_RESUBMITS`] resubmits in
 //!   total is a translation error: OVS then drops the whole packet, so does the verdict.
-//! * `dec_ttl` / `dec_mpls_ttl` on a TTL ≤ 1 stop the current action list (the caller of a
-//!   resubmit continues), sending nothing; on a packet without IP / MPLS they do nothing.
+//! * `dec_ttl` / `dec_mpls_ttl` on a TTL ≤ 1 send the packet, unchanged, to controller 0 with
+//!   reason `invalid_ttl` and stop the current action list (the caller of a resubmit
+//!   continues), as OVS' `compose_dec_ttl` and `compose_dec_mpls_ttl_action` do (checked with
+//!   `ofproto/trace`); on a packet without IP / MPLS they do nothing.
 //! * Groups: every bucket runs on its own copy of the packet. `all`: every bucket; `indirect`:
-//!   its bucket; `ff`: the first live bucket; `select`: OVS' default method — each live
-//!   bucket scores `(hash(packet, bucket index) & 0xffff) * weight` and the highest score
-//!   wins, ties going to the later bucket, where the hash is FNV-1a over the IP addresses,
-//!   protocol and L4 ports (Ethernet addresses for non-IP) — so the choice is deterministic
-//!   per 5-tuple, spread by weight, and, as in OVS, always the last live bucket when every
-//!   weight is 0. A bucket is live when it watches nothing, or its watch port is up, or its
-//!   watch group has a live bucket (OVS' rule).
+//!   its bucket; `ff`: the first live bucket; `select`: one live bucket, chosen by a method
+//!   of our own that is *not* OVS' — so a trace through a select group shows one bucket OVS
+//!   may pick, not the one it will. Ours: each live bucket scores
+//!   `(hash(packet, bucket index) & 0xffff) * weight` and the highest score wins, ties going to
+//!   the later bucket, where the hash is FNV-1a over the IP addresses, protocol and L4 ports
+//!   (Ethernet addresses for non-IP): deterministic per 5-tuple, spread by weight, always the
+//!   last live bucket when every weight is 0. That is the shape of OVS' fallback method
+//!   (`group_best_live_bucket`, which scores with `hash_int(bucket_id,
+//!   flow_hash_symmetric_l4(flow))`), but OVS 2.10 and later use that only when a group without
+//!   `selection_method` cannot get a `dp_hash` table; by default the datapath hashes the packet
+//!   (symmetric L4 hash), recirculates, and one of 64 hash values, shared among the buckets by
+//!   weight, picks the bucket — `ofproto/trace` then shows `hash(sym_l4(0)),recirc(…)` and
+//!   no bucket. A bucket is live when it watches nothing, or its watch port is up, or its watch
+//!   group has a live bucket (OVS' rule).
 //! * `ct(table=N)`: the packet forks (OVS semantics): this copy continues untracked, and a
 //!   copy with the conntrack fields set is recirculated to table N after the current pass
 //!   (at most [`MAX_RECIRCULATIONS`] deep). `ct` without `table` only commits. See
@@ -33,7 +42,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use openflow::action::Controller;
+use openflow::action::{Controller, reason};
 use openflow::field::{CT_STATE_FLAGS, ones, port};
 use openflow::flow::ANY_GROUP;
 use openflow::message::{Bucket, GroupType};
@@ -479,16 +488,20 @@ impl Xlate<'_, '_> {
                     format!("mpls_ttl={}", l.ttl)
                 }
                 Some(_) => {
-                    control = self.ttl_expired();
-                    "MPLS TTL expired: the rest of this action list is skipped".into()
+                    control = self.ttl_expired(pkt);
+                    "MPLS TTL expired: sent to the controller (invalid_ttl), the rest of this \
+                     action list is skipped"
+                        .into()
                 }
                 None => "not MPLS: ignored".into(),
             },
             Action::DecTtl => match pkt.get(Field::IpTtl) {
                 Some(t) if t > 1 => write_field(pkt, Field::IpTtl, t - 1, 0xff),
                 Some(_) => {
-                    control = self.ttl_expired();
-                    "TTL expired: the rest of this action list is skipped".into()
+                    control = self.ttl_expired(pkt);
+                    "TTL expired: sent to the controller (invalid_ttl), the rest of this action \
+                     list is skipped"
+                        .into()
                 }
                 None => "not IP: ignored".into(),
             },
@@ -528,8 +541,14 @@ impl Xlate<'_, '_> {
         control
     }
 
-    fn ttl_expired(&mut self) -> Control {
-        self.last_drop = Some(DropReason::TtlExpired);
+    /// A TTL decrement found nothing to decrement: OVS sends the packet to controller 0 with
+    /// reason `invalid_ttl` and stops the action list.
+    fn ttl_expired(&mut self, pkt: &Packet) -> Control {
+        let invalid_ttl = Controller {
+            reason: reason::INVALID_TTL,
+            ..Controller::default()
+        };
+        self.send_to_controller(pkt, &invalid_ttl);
         Control::Stop
     }
 
@@ -667,8 +686,8 @@ impl Xlate<'_, '_> {
                 "first live bucket".into(),
             ),
             GroupType::Select => {
-                // OVS' default selection: each live bucket scores (hash & 0xffff) * weight,
-                // the highest score wins, ties go to the later bucket.
+                // Our own selection (see the module docs for OVS'): each live bucket scores
+                // (hash & 0xffff) * weight, the highest score wins, ties go to the later bucket.
                 let basis = flow_hash(pkt, 0);
                 let mut best: Option<(u64, usize)> = None;
                 for &i in &live {

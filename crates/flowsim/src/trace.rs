@@ -123,8 +123,6 @@ pub enum DropReason {
         /// The port.
         port: u32,
     },
-    /// `dec_ttl`/`dec_mpls_ttl` on a TTL of 0 or 1.
-    TtlExpired,
     /// A group had no live bucket.
     NoLiveBucket {
         /// The group.
@@ -152,7 +150,6 @@ impl fmt::Display for DropReason {
                 "output to the input port {} is skipped (use IN_PORT)",
                 port_name(*port)
             ),
-            DropReason::TtlExpired => f.write_str("TTL expired (dec_ttl)"),
             DropReason::NoLiveBucket { group } => write!(f, "group {group} has no live bucket"),
             DropReason::ResubmitDepth => {
                 f.write_str("translation deeper than 64 levels: the whole packet is dropped")

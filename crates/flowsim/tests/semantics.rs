@@ -400,13 +400,20 @@ fn dec_ttl_decrements_or_stops_the_action_list() {
     let tr = trace(&t, 1, icmp("10.0.0.1", "10.0.0.2"));
     assert_eq!(tr.verdict.ports(), [2, 3]);
     assert_eq!(tr.verdict.outputs[0].packet.get(Field::IpTtl), Some(63));
-    // TTL 1: the resubmitted list stops, the caller continues.
+    // TTL 1: to the controller with reason invalid_ttl (as OVS does); the resubmitted list
+    // stops, the caller continues.
     let tr = trace(&t, 1, icmp("10.0.0.1", "10.0.0.2").with(Field::IpTtl, 1));
     assert_eq!(tr.verdict.ports(), [3]);
+    let c = &tr.verdict.controller;
+    assert_eq!(c.len(), 1);
+    assert_eq!((c[0].reason, c[0].controller_id, c[0].table), (2, 0, 1));
+    assert!(c[0].userdata.is_empty());
+    assert_eq!(c[0].packet.get(Field::IpTtl), Some(1));
     let only = tables(&["priority=10 actions=dec_ttl,output:2"]);
     let tr = trace(&only, 1, icmp("10.0.0.1", "10.0.0.2").with(Field::IpTtl, 0));
-    assert_eq!(tr.verdict.drop, Some(DropReason::TtlExpired));
-    assert!(tr.verdict.controller.is_empty());
+    assert_eq!(tr.verdict.drop, None);
+    assert!(tr.verdict.outputs.is_empty());
+    assert_eq!(tr.verdict.controller[0].reason, 2);
     // Not IP: nothing to decrement.
     let arp = Packet::arp_request(mac("00:00:00:00:00:01"), v4("10.0.0.1"), v4("10.0.0.2"));
     assert_eq!(trace(&only, 1, arp).verdict.ports(), [2]);

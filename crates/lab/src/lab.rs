@@ -786,10 +786,11 @@ impl Lab {
             .map(|p| json!({ "ip_address": p.to_string() }))
             .collect();
         let Some(port) = found else {
+            // As Nova does: the project creates the port, an admin binds it (Neutron's policy
+            // lets only admins set `binding:host_id`).
             let mut attrs = json!({
                 "name": vm.name,
                 "network_id": net.id,
-                "binding:host_id": vm.chassis,
                 "device_owner": "compute:lab",
                 "device_id": vm.name,
             });
@@ -799,8 +800,11 @@ impl Lab {
             if !pairs.is_empty() {
                 attrs["allowed_address_pairs"] = pairs.into();
             }
-            let p = api.create("ports", "port", project, attrs).await?;
-            self.changed(changes, &what, &format!("created ({})", text(&p, "id")));
+            let created = api.create("ports", "port", project, attrs).await?;
+            let id = text(&created, "id").to_owned();
+            let binding = json!({ "binding:host_id": vm.chassis });
+            let p = api.update("ports", "port", &id, binding).await?;
+            self.changed(changes, &what, &format!("created ({id})"));
             return Ok(p);
         };
         let mut update = serde_json::Map::new();
@@ -1025,8 +1029,8 @@ impl Lab {
     }
 
     /// Runs `args` in the namespace of VM or chassis `host` (for a chassis with `OVS_RUNDIR`
-    /// set, so `ovs-vsctl` and `ovs-ofctl` find its OVS) and returns its output, whatever its
-    /// exit status.
+    /// set, so `ovs-vsctl`, `ovs-ofctl` and `ovs-appctl` find its OVS) and returns its output,
+    /// whatever its exit status.
     pub fn exec(&self, host: &str, args: &[&str]) -> Result<Output> {
         let mut cmd = exec_command(&self.name, host)?;
         cmd.args(args);

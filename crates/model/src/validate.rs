@@ -223,11 +223,19 @@ pub fn is_mac(s: &str) -> bool {
             .all(|p| p.len() == 2 && p.bytes().all(|c| c.is_ascii_hexdigit()))
 }
 
+/// A MAC address a port may have: well-formed, not all zeros and not a group address (broadcast and
+/// every other multicast address have the least significant bit of the first octet set).
+fn is_port_mac(s: &str) -> bool {
+    is_mac(s)
+        && s != "00:00:00:00:00:00"
+        && u8::from_str_radix(&s[..2], 16).is_ok_and(|first| first & 1 == 0)
+}
+
+/// A port's MAC address (also an address pair's): Neutron refuses the zero and broadcast addresses;
+/// Wyvern refuses every multicast address the same way.
 pub fn mac(v: &Value) -> Result<Value, Refusal> {
     match v {
-        Value::String(s) if is_mac(s) && s != "00:00:00:00:00:00" => {
-            Ok(Value::String(s.to_ascii_lowercase()))
-        }
+        Value::String(s) if is_port_mac(s) => Ok(Value::String(s.to_ascii_lowercase())),
         other => Err(invalid(format!(
             "'{}' is not a valid MAC address",
             show(other)
@@ -267,6 +275,65 @@ pub fn string_list(v: &Value) -> Result<Value, Refusal> {
         }
         other => Err(invalid(format!("'{}' is not a list", show(other)))),
     }
+}
+
+/// A physical network name (`provider:physical_network`): a string of at most 64 characters.
+pub fn physical_network(v: &Value) -> Result<Value, Refusal> {
+    string_max(v, 64)
+}
+
+/// A route destination: a CIDR written with its prefix length, without host bits, not loopback.
+fn route_cidr(v: &Value) -> Result<(), Refusal> {
+    let text = show(v);
+    let not_valid = || invalid(format!("'{text}' is not a valid CIDR"));
+    let Value::String(s) = v else {
+        return Err(not_valid());
+    };
+    let net: IpNet = s.parse().map_err(|_| not_valid())?;
+    if net.trunc() != net {
+        return Err(not_valid());
+    }
+    if net.addr().is_loopback() {
+        return Err(invalid(format!("'{text}' is not a routable CIDR")));
+    }
+    Ok(())
+}
+
+/// A list of routes (a subnet's `host_routes`, a router's `routes`): dictionaries with exactly
+/// `destination` (a CIDR without host bits) and `nexthop` (an address), no route twice. Linear in the
+/// number of routes; callers limit their number before calling this.
+pub fn host_routes(v: &Value) -> Result<Value, Refusal> {
+    let Value::Array(routes) = v else {
+        return Err(invalid(format!(
+            "Invalid data format for hostroute: '{}'",
+            show(v)
+        )));
+    };
+    let mut seen = std::collections::HashSet::new();
+    for route in routes {
+        let Value::Object(r) = route else {
+            return Err(invalid(format!(
+                "Invalid input. '{}' must be a dictionary with keys: ['destination', 'nexthop']",
+                show(route)
+            )));
+        };
+        let (Some(dest), Some(hop), 2) = (r.get("destination"), r.get("nexthop"), r.len()) else {
+            let provided: Vec<String> = r.keys().map(|k| format!("'{k}'")).collect();
+            return Err(invalid(format!(
+                "Validation of dictionary's keys failed. Expected keys: {{'destination', 'nexthop'}} Provided keys: {{{}}}",
+                provided.join(", ")
+            )));
+        };
+        route_cidr(dest)?;
+        ip(hop)?;
+        let (dest, hop) = (show(dest), show(hop));
+        if !seen.insert((dest.clone(), hop.clone())) {
+            return Err(invalid(format!(
+                "Duplicate hostroute '{{'destination': '{dest}', 'nexthop': '{hop}'}}'"
+            )));
+        }
+    }
+    Ok(v.clone())
 }
 
 pub fn ip_list(v: &Value) -> Result<Value, Refusal> {
@@ -503,12 +570,38 @@ mod tests {
     }
 
     #[test]
+    fn host_routes_are_exact_and_unique() {
+        let route = json!({"destination": "10.1.0.0/16", "nexthop": "10.0.0.1"});
+        assert!(host_routes(&json!([route])).is_ok());
+        assert!(host_routes(&json!([route, route])).is_err());
+        let host_bits = json!([{"destination": "10.1.0.1/16", "nexthop": "10.0.0.1"}]);
+        assert!(host_routes(&host_bits).is_err());
+        let extra = json!([{"destination": "10.1.0.0/16", "nexthop": "10.0.0.1", "x": 1}]);
+        assert!(host_routes(&extra).is_err());
+        assert!(physical_network(&json!(5)).is_err());
+    }
+
+    #[test]
     fn macs_and_uuids() {
         assert_eq!(
             mac(&json!("FA:16:3E:00:00:01")),
             Ok(json!("fa:16:3e:00:00:01"))
         );
         assert!(mac(&json!("fa:16:3e:00:00")).is_err());
+        for group in [
+            "ff:ff:ff:ff:ff:ff",
+            "FF:FF:FF:FF:FF:FF",
+            "01:00:5e:00:00:01",
+            "33:33:00:00:00:01",
+        ] {
+            assert_eq!(
+                mac(&json!(group)),
+                Err(Refusal::Invalid(format!(
+                    "'{group}' is not a valid MAC address"
+                )))
+            );
+        }
+        assert!(mac(&json!("00:00:00:00:00:00")).is_err());
         assert!(is_uuid("6f1b0c1e-2a3b-4c5d-8e9f-0a1b2c3d4e5f"));
         assert!(!is_uuid("6f1b0c1e2a3b4c5d8e9f0a1b2c3d4e5f"));
     }

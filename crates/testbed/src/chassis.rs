@@ -98,8 +98,9 @@ impl Chassis {
     }
 
     fn init(&self, opts: &ChassisOpts) -> Result<()> {
-        // Longest socket: a 15-byte bridge name plus ".mgmt", or vswitchd's control socket.
-        let longest = self.rundir.join("123456789012345.mgmt");
+        // Longest socket: vswitchd's control socket with the largest PID Linux hands out (a
+        // bridge's is at most 15 bytes plus ".mgmt").
+        let longest = self.rundir.join("ovs-vswitchd.4194304.ctl");
         if longest.as_os_str().len() > MAX_SOCKET_PATH {
             return Err(Error::Invalid(format!(
                 "run directory {} is too long for unix sockets",
@@ -184,7 +185,6 @@ impl Chassis {
             .arg(program)
             .args(args)
             .arg(format!("--pidfile={d}/{program}.pid"))
-            .arg(format!("--unixctl={d}/{program}.ctl"))
             .arg(format!("--log-file={d}/{program}.log"))
             .args(["-vconsole:off", "--detach", "--no-chdir"]);
         output(&mut c).map(drop)
@@ -273,10 +273,13 @@ impl Chassis {
         self.appctl("ovsdb-server", args)
     }
 
+    /// The daemons keep OVS' default control socket, `<rundir>/<daemon>.<pid>.ctl`, which
+    /// `ovs-appctl -t <daemon>` finds through the pidfile in `OVS_RUNDIR` — so a plain
+    /// `ovs-appctl` with `OVS_RUNDIR` set (as `wyvern lab exec` runs it) works too.
     fn appctl(&self, daemon: &str, args: &[&str]) -> Result<String> {
         let mut c = Command::new("ovs-appctl");
-        c.arg("-t")
-            .arg(self.rundir.join(format!("{daemon}.ctl")))
+        c.env("OVS_RUNDIR", &self.rundir)
+            .args(["-t", daemon])
             .args(args);
         output(&mut c)
     }

@@ -9,6 +9,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use flowsim::{ControllerPacket, DropReason, Output, Packet, Step, Trace};
 use ipnet::IpNet;
 use openflow::Field;
+use openflow::action::reason;
 use pipeline::apps::Punt;
 use pipeline::cookie::Owner;
 use pipeline::model::{Port, Router};
@@ -227,6 +228,11 @@ fn to_agent(inv: &Inventory, built: &Built, trace: &Trace, c: &ControllerPacket)
             inv.network_label(&built.source.network_id)
         ),
         Some(Punt::Dhcpv6) => format!("DHCPv6 request: {}", generic()),
+        None if c.reason == reason::INVALID_TTL => format!(
+            "TTL expired at a dec_ttl: {} with reason invalid_ttl; the agent answers only the \
+             reasons its flows give, so nothing answers it",
+            generic()
+        ),
         None => generic(),
     }
 }
@@ -524,12 +530,6 @@ mod tests {
         probe: Probe,
         src_mac: Option<&str>,
     ) -> Vec<String> {
-        let local = Local {
-            chassis: "c1".into(),
-            vifs: [("p1".to_string(), 2)].into(),
-            tunnel: Some(1),
-            origin: String::new(),
-        };
         let req = Request {
             from: "web1".into(),
             to: "web2".into(),
@@ -538,7 +538,18 @@ mod tests {
             src_mac: src_mac.map(|m| m.parse().unwrap()),
             ttl: None,
         };
-        let built = build(inv, &req).unwrap();
+        verdict_for(inv, flows, &req)
+    }
+
+    /// The verdict for `req` (from web1) through `flows`.
+    fn verdict_for(inv: &Inventory, flows: &[&str], req: &Request) -> Vec<String> {
+        let local = Local {
+            chassis: "c1".into(),
+            vifs: [("p1".to_string(), 2)].into(),
+            tunnel: Some(1),
+            origin: String::new(),
+        };
+        let built = build(inv, req).unwrap();
         let flows = flows.iter().map(|f| f.parse::<openflow::Flow>().unwrap());
         let tables = flowsim::FlowTables::new(flows, [])
             .unwrap()
@@ -576,6 +587,33 @@ mod tests {
         assert_eq!(
             v[0],
             "dropped at ingress: no flow of table 0 (ingress, app classifier) admits this packet from port web1"
+        );
+    }
+
+    #[test]
+    fn an_expired_dec_ttl_goes_to_the_controller_unanswered() {
+        let inv = inventory(json!({}));
+        let req = Request {
+            from: "web1".into(),
+            to: "web2".into(),
+            probe: Probe::Echo,
+            src_ip: None,
+            src_mac: None,
+            ttl: Some(1),
+        };
+        let v = verdict_for(
+            &inv,
+            &["cookie=0x1, priority=10 actions=dec_ttl,output:1"],
+            &req,
+        );
+        assert_eq!(v.len(), 2, "{v:?}");
+        assert!(
+            v[0].starts_with("TTL expired at a dec_ttl: sent to the agent of this chassis")
+                && v[0].ends_with(
+                    "with reason invalid_ttl; the agent answers only the reasons its flows \
+                     give, so nothing answers it"
+                ),
+            "{v:?}"
         );
     }
 

@@ -131,6 +131,16 @@ impl fmt::Display for Report {
     }
 }
 
+/// The simulator's tables for `flows` on the chassis `local`: outputs to its tunnel port carry
+/// the tunnel fields.
+pub fn tables(flows: &FlowSet, local: &Local) -> Result<flowsim::FlowTables, Error> {
+    let tables = flowsim::FlowTables::new(flows.flows.iter().cloned(), flows.groups.clone())?;
+    Ok(match local.tunnel {
+        Some(t) => tables.with_tunnel_port(t),
+        None => tables,
+    })
+}
+
 /// Traces the packet `req` describes through `flows` on the chassis `local`, naming things
 /// after `inv`.
 pub fn simulate(
@@ -151,11 +161,7 @@ pub fn simulate(
             local.chassis
         ))
     })?;
-    let mut tables = flowsim::FlowTables::new(flows.flows, flows.groups)?;
-    if let Some(t) = local.tunnel {
-        tables = tables.with_tunnel_port(t);
-    }
-    let trace = flowsim::trace(&tables, in_port, built.packet.clone());
+    let trace = flowsim::trace(&tables(&flows, local)?, in_port, built.packet.clone());
     let mut header = vec![format!("Chassis {}: {}", local.chassis, flows.origin)];
     header.extend(flows.remarks.iter().map(|r| format!("  {r}")));
     header.extend([

@@ -1,6 +1,6 @@
 //! Floating IPs: addresses on external networks, and their association with ports behind routers.
 
-use model::resources::{FLOATING_IP, NETWORK, PORT, ROUTER};
+use model::resources::{FLOATING_IP, NETWORK, PORT, ROUTER, SUBNET};
 use serde_json::{Value, json};
 
 use super::plan_internal_port;
@@ -133,12 +133,12 @@ async fn associate(
 }
 
 pub async fn plan_create(api: &Api, ctx: &Ctx, mut fip: Obj, plan: &mut Plan) -> ApiResult<Obj> {
+    // Neutron's default policy: only admins choose the address.
+    if fip.get("floating_ip_address").is_some_and(|a| !a.is_null()) {
+        super::admin_only(ctx, "create_floatingip:floating_ip_address")?;
+    }
     let net_id = str_field(&fip, "floating_network_id").to_string();
-    let network = api
-        .db
-        .load(&NETWORK, &net_id)
-        .await?
-        .ok_or_else(|| ApiError::object_not_found("Network", "network", &net_id))?;
+    let network = api.visible(ctx, &NETWORK, &net_id).await?;
     if network.obj.get("router:external") != Some(&Value::Bool(true)) {
         return Err(bad_fip(format!(
             "Network {net_id} is not a valid external network"
@@ -147,6 +147,8 @@ pub async fn plan_create(api: &Api, ctx: &Ctx, mut fip: Obj, plan: &mut Plan) ->
     let id = str_field(&fip, "id").to_string();
     let mut fixed = serde_json::Map::new();
     if let Some(s) = fip.get("subnet_id").and_then(Value::as_str) {
+        // The port is the server's own; the subnet is the caller's reference.
+        api.visible(ctx, &SUBNET, s).await?;
         fixed.insert("subnet_id".into(), s.into());
     }
     if let Some(a) = fip.get("floating_ip_address").and_then(Value::as_str) {

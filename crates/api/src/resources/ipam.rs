@@ -31,13 +31,21 @@ impl Cursors {
         let next = pools
             .iter()
             .find_map(|(s, e)| if at <= *e { Some(at.max(*s)) } else { None })?;
-        map.insert(subnet.to_string(), next + 1);
+        Self::advance(&mut map, subnet, next);
         Some(next)
     }
-    /// Moves the cursor of a subnet (after a scan found the first free address).
-    pub fn set(&self, subnet: &str, at: u128) {
+    /// Moves the cursor of a subnet past `taken` (after a scan found the first free address).
+    pub fn set_past(&self, subnet: &str, taken: u128) {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.insert(subnet.to_string(), at);
+        Self::advance(&mut map, subnet, taken);
+    }
+    /// Puts the cursor after `taken`; past the very last address (`ffff:...:ffff`) there is no next
+    /// number, and the cursor starts over at the first pool instead of wrapping to `::`.
+    fn advance(map: &mut std::collections::HashMap<String, u128>, subnet: &str, taken: u128) {
+        match taken.checked_add(1) {
+            Some(next) => map.insert(subnet.to_string(), next),
+            None => map.remove(subnet),
+        };
     }
 }
 
@@ -175,17 +183,14 @@ pub async fn claim_any(
         .into_iter()
         .map(|(k, _)| k)
         .collect();
-    for (s, e) in pools {
-        let mut n = s;
-        while n <= e {
-            let ip = from_u128(n, v6).to_string();
-            let key = ipam_key(subnet_id, &ip);
-            if !used.contains(&key) && !plan.is_claimed(&key) {
-                plan.claim(key, port);
-                api.ipam_cursors.set(subnet_id, n + 1);
-                return Ok(Some(ip));
-            }
-            n += 1;
+    // An inclusive range ends at the last address even when that is `ffff:...:ffff`.
+    for n in pools.into_iter().flat_map(|(s, e)| s..=e) {
+        let ip = from_u128(n, v6).to_string();
+        let key = ipam_key(subnet_id, &ip);
+        if !used.contains(&key) && !plan.is_claimed(&key) {
+            plan.claim(key, port);
+            api.ipam_cursors.set_past(subnet_id, n);
+            return Ok(Some(ip));
         }
     }
     Ok(None)

@@ -83,6 +83,19 @@ pub fn check_owner(ctx: &Ctx, def: &ResourceDef, obj: &Obj, action: &str) -> Api
     }
 }
 
+/// Refuses a list of more than `max` items before any item is looked at: an oversized list costs
+/// nothing to refuse, however long it is.
+pub(crate) fn check_count(
+    items: Option<&Value>,
+    max: usize,
+    refusal: impl FnOnce() -> ApiError,
+) -> ApiResult<()> {
+    match items.and_then(Value::as_array) {
+        Some(list) if list.len() > max => Err(refusal()),
+        _ => Ok(()),
+    }
+}
+
 /// Fails with 403 `PolicyNotAuthorized` for `rule` unless the caller is admin.
 fn admin_only(ctx: &Ctx, rule: &str) -> ApiResult<()> {
     if ctx.is_admin {
@@ -163,7 +176,7 @@ pub async fn plan_create(
     match def.collection {
         "networks" => networks::plan_create(api, ctx, obj, plan).await,
         "subnets" => subnets::plan_create(api, ctx, obj, plan).await,
-        "ports" => ports::plan_create(api, ctx, obj, plan).await,
+        "ports" => ports::plan_create(api, ctx, ports::Requester::Client, obj, plan).await,
         "security_groups" => security_groups::plan_create(api, obj, plan).await,
         "security_group_rules" => security_groups::plan_create_rule(api, ctx, obj, plan).await,
         "routers" => routers::plan_create(api, ctx, obj, plan).await,
@@ -185,6 +198,7 @@ pub async fn plan_update(
         "subnets" => subnets::plan_update(api, stored, changes, plan).await,
         "ports" => ports::plan_update(api, ctx, stored, changes, plan).await,
         "routers" => routers::plan_update(api, ctx, stored, changes, plan).await,
+        "security_groups" => security_groups::plan_update(stored, changes, plan),
         "floatingips" => floatingips::plan_update(api, ctx, stored, changes, plan).await,
         _ => Ok(apply_changes(def, stored, changes, plan)),
     }
@@ -310,7 +324,7 @@ async fn plan_internal_port(api: &Api, body: Obj, plan: &mut Plan) -> ApiResult<
         is_admin: true,
     };
     let obj = input::prepare_create(&PORT, &admin, body)?;
-    ports::plan_create(api, &admin, obj, plan).await
+    ports::plan_create(api, &admin, ports::Requester::Service, obj, plan).await
 }
 
 pub(crate) use self::ipam::Cursors;

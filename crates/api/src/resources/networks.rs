@@ -31,7 +31,7 @@ fn max_mtu(kind: &str) -> i64 {
 }
 
 /// The claim key of a segment.
-fn segment_key(kind: &str, physnet: &str, id: Option<u64>) -> String {
+fn segment_key(kind: &str, physnet: &str, id: Option<i64>) -> String {
     match (kind, id) {
         (k, Some(id)) if is_tunnel(k) => format!("/seg/tunnel/{id}"),
         ("vlan", Some(id)) => format!("/seg/vlan/{physnet}/{id}"),
@@ -42,7 +42,7 @@ fn segment_key(kind: &str, physnet: &str, id: Option<u64>) -> String {
 /// The claim key of a network's segment, if it has one.
 pub fn network_segment_key(net: &Obj) -> Option<String> {
     let kind = str_field(net, "provider:network_type");
-    let id = net.get("provider:segmentation_id").and_then(Value::as_u64);
+    let id = net.get("provider:segmentation_id").and_then(Value::as_i64);
     match kind {
         "local" | "" => None,
         _ => Some(segment_key(
@@ -83,7 +83,7 @@ async fn allocate_tunnel_id(api: &Api, plan: &Plan) -> ApiResult<u64> {
                 "Unable to create the network. No tenant network is available for allocation.",
             )
         })?;
-    api.ipam_cursors.set(TUNNEL_CURSOR, id as u128 + 1);
+    api.ipam_cursors.set_past(TUNNEL_CURSOR, id as u128);
     Ok(id)
 }
 
@@ -112,7 +112,8 @@ pub async fn plan_create(api: &Api, ctx: &Ctx, mut net: Obj, plan: &mut Plan) ->
         .get("provider:physical_network")
         .and_then(Value::as_str)
         .map(str::to_string);
-    let seg = net.get("provider:segmentation_id").and_then(Value::as_u64);
+    // A negative id is refused below as out of range, never taken for "allocate one".
+    let seg = net.get("provider:segmentation_id").and_then(Value::as_i64);
     let allocated = is_tunnel(&kind) && seg.is_none();
     let seg = match kind.as_str() {
         k if is_tunnel(k) => {
@@ -122,13 +123,13 @@ pub async fn plan_create(api: &Api, ctx: &Ctx, mut net: Obj, plan: &mut Plan) ->
                 )));
             }
             match seg {
-                Some(s) if s == 0 || s > MAX_VNI => {
+                Some(s) if !(1..=MAX_VNI as i64).contains(&s) => {
                     return Err(ApiError::invalid_input(format!(
                         "{k} network segmentation_id {s} out of range 1-{MAX_VNI}"
                     )));
                 }
                 Some(s) => s,
-                None => allocate_tunnel_id(api, plan).await?,
+                None => allocate_tunnel_id(api, plan).await? as i64,
             }
             .into()
         }
@@ -210,6 +211,8 @@ pub async fn plan_create(api: &Api, ctx: &Ctx, mut net: Obj, plan: &mut Plan) ->
     net.insert("ipv4_address_scope".into(), Value::Null);
     net.insert("ipv6_address_scope".into(), Value::Null);
     net.insert("is_default".into(), Value::Bool(false));
+    // Neutron shows a new network at revision 1: adding its segment after the create bumps it.
+    net.insert("revision_number".into(), 1.into());
     plan.create(&NETWORK, &net);
     Ok(net)
 }
@@ -250,7 +253,7 @@ pub async fn plan_update(
             plan.update(&SUBNET, subnet.rev, &mut subnet.obj);
         }
     }
-    let mut net = stored.obj;
+    let mut net = stored.obj.clone();
     for (k, v) in changes {
         if k == "mtu" && v.is_null() {
             net.insert(k, max_mtu(&kind).into());
@@ -258,7 +261,12 @@ pub async fn plan_update(
             net.insert(k, v);
         }
     }
-    plan.update(&NETWORK, stored.rev, &mut net);
+    // An update that changes nothing keeps the revision, as in Neutron.
+    if net == stored.obj {
+        plan.pin_obj(&NETWORK, &stored);
+    } else {
+        plan.update(&NETWORK, stored.rev, &mut net);
+    }
     Ok(net)
 }
 

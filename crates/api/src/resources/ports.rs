@@ -1,11 +1,11 @@
 //! Ports: MAC and fixed IP allocation, security groups, port security, allowed address pairs and
-//! binding.
+//! binding, and Neutron's default policy on the attributes clients may set.
 
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use model::resources::{FLOATING_IP, NETWORK, PORT, SECURITY_GROUP, SUBNET};
-use model::validate::{is_mac, parse_cidr};
+use model::resources::{FLOATING_IP, NETWORK, PORT, ROUTER, SECURITY_GROUP, SUBNET};
+use model::validate::parse_cidr;
 use serde_json::{Value, json};
 
 use super::ipam::{claim_any, claim_specific, eui64, subnet_cidr};
@@ -16,13 +16,126 @@ use crate::context::Ctx;
 use crate::error::{ApiError, ApiResult};
 use crate::repo::{Obj, Plan, Stored, ipam_key, mac_key, str_field};
 
-/// Device owners of ports that routers and floating IPs own; the port API may not delete them.
+/// Device owners of ports that routers and floating IPs own. Only the router and floating IP APIs
+/// make such ports: the port API may not create them, make a port one, move one to another device or
+/// delete one.
 const SERVICE_OWNERS: &[&str] = &[
     "network:router_interface",
     "network:router_gateway",
     "network:floatingip",
     "network:router_interface_distributed",
+    "network:ha_router_replicated_interface",
 ];
+
+/// Who asks for a port: a client of the port API, whose request Neutron's policy governs, or the
+/// server itself, for a router or a floating IP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requester {
+    Client,
+    Service,
+}
+
+/// The attributes of a prepared create body that the client set explicitly: as in Neutron, policy
+/// ignores attributes left at (or set to) their default.
+fn explicit(port: &Obj) -> Obj {
+    port.iter()
+        .filter(|(name, value)| {
+            !PORT.attr(name).is_some_and(|a| match a.default {
+                model::Default::Json(lit) => {
+                    serde_json::from_str::<Value>(lit).ok().as_ref() == Some(*value)
+                }
+                _ => false,
+            })
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// Neutron's default policy on the port attributes a client sets (`action` "create" or "update";
+/// `given` the attributes the request sets, `stored` the port before an update), with Wyvern's rule
+/// that router and floating IP ports are the router and floating IP APIs' alone ([`SERVICE_OWNERS`]).
+async fn authorize(
+    api: &Api,
+    ctx: &Ctx,
+    action: &str,
+    network: &Obj,
+    given: &Obj,
+    stored: Option<&Obj>,
+) -> ApiResult<()> {
+    let refuse = |attr: &str| Err(ApiError::policy(&format!("{action}_port:{attr}")));
+    let network_owner = ctx.owns(network);
+    let changes = |attr: &str| {
+        given
+            .get(attr)
+            .is_some_and(|v| stored.and_then(|s| s.get(attr)) != Some(v))
+    };
+    if let Some(owner) = given.get("device_owner").and_then(Value::as_str) {
+        if owner.starts_with("network:") && !network_owner {
+            return refuse("device_owner");
+        }
+        if SERVICE_OWNERS.contains(&owner) {
+            // Neutron's L3 plugin: a device id naming another project's router.
+            let device = given
+                .get("device_id")
+                .or_else(|| stored.and_then(|s| s.get("device_id")))
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            if !ctx.is_admin
+                && !device.is_empty()
+                && let Some(router) = api.db.load(&ROUTER, device).await?
+                && !ctx.owns(&router.obj)
+            {
+                return Err(ApiError::conflict(
+                    "DeviceIDNotOwnedByTenant",
+                    format!(
+                        "The following device_id {device} is not owned by your project or matches another project router."
+                    ),
+                ));
+            }
+            if changes("device_owner") {
+                return refuse("device_owner");
+            }
+        }
+    }
+    if stored.is_some_and(|s| SERVICE_OWNERS.contains(&str_field(s, "device_owner")))
+        && (changes("device_owner") || changes("device_id"))
+    {
+        return refuse("device_owner");
+    }
+    // A MAC address is chosen at creation by the network's owner, and changed only by admins.
+    let may_choose_mac = if stored.is_none() {
+        network_owner
+    } else {
+        ctx.is_admin
+    };
+    if given.contains_key("mac_address") && !may_choose_mac {
+        return refuse("mac_address");
+    }
+    if let Some(ips) = given.get("fixed_ips").and_then(Value::as_array)
+        && !network_owner
+    {
+        if ips
+            .iter()
+            .any(|i| i.get("ip_address").is_some_and(|a| !a.is_null()))
+        {
+            return refuse("fixed_ips:ip_address");
+        }
+        if network.get("shared") != Some(&Value::Bool(true)) {
+            return refuse("fixed_ips:subnet_id");
+        }
+    }
+    for attr in ["port_security_enabled", "allowed_address_pairs"] {
+        if given.contains_key(attr) && !network_owner {
+            return refuse(attr);
+        }
+    }
+    for attr in ["binding:host_id", "binding:profile"] {
+        if given.contains_key(attr) && !ctx.is_admin {
+            return refuse(attr);
+        }
+    }
+    Ok(())
+}
 
 fn random_mac() -> String {
     format!(
@@ -131,6 +244,7 @@ fn usable_on(net: &IpNet, addr: &IpAddr) -> bool {
 /// The subnet a requested fixed IP goes to, with Neutron's errors for a wrong one.
 async fn subnet_for<'a>(
     api: &Api,
+    ctx: &Ctx,
     subnets: &'a [Stored],
     network_id: &str,
     w: &Wanted,
@@ -144,8 +258,9 @@ async fn subnet_for<'a>(
     };
     if let Some(sid) = &w.subnet_id {
         let Some(subnet) = subnets.iter().find(|s| s.id() == sid) else {
-            // A subnet that does not exist at all is 404; one on another network is bad input.
-            api.db.require(&SUBNET, sid).await?;
+            // A subnet that does not exist (or that the caller cannot see) is 404; one on another
+            // network is bad input.
+            api.visible(ctx, &SUBNET, sid).await?;
             return Err(ApiError::invalid_input(format!(
                 "Failed to create port on network {network_id}, because fixed_ips included invalid subnet {sid}"
             )));
@@ -183,6 +298,7 @@ async fn subnet_for<'a>(
 /// automatic address the request does not mention is kept.
 async fn allocate_fixed_ips(
     api: &Api,
+    ctx: &Ctx,
     plan: &mut Plan,
     port: &Obj,
     wanted: Option<Vec<Wanted>>,
@@ -209,7 +325,7 @@ async fn allocate_fixed_ips(
                 ));
             }
             for w in &wanted {
-                let subnet = subnet_for(api, &subnets, network_id, w).await?;
+                let subnet = subnet_for(api, ctx, &subnets, network_id, w).await?;
                 let sid = subnet.id().to_string();
                 let auto = is_auto_address(&subnet.obj) && !router_interface;
                 let ip = match &w.ip {
@@ -313,14 +429,24 @@ async fn auto_address(
     Ok(ip)
 }
 
+/// Most allowed address pairs a port may have (Neutron's `max_allowed_address_pair`).
+const MAX_ADDRESS_PAIRS: usize = 10;
+
 fn normalize_pairs(pairs: &Value, mac: &str) -> ApiResult<Value> {
     let bad = |why: String| {
         ApiError::bad_request(format!(
             "Invalid input for allowed_address_pairs. Reason: {why}."
         ))
     };
+    super::check_count(Some(pairs), MAX_ADDRESS_PAIRS, || {
+        ApiError::bad(
+            "AllowedAddressPairExhausted",
+            format!("The number of allowed address pair exceeds the maximum {MAX_ADDRESS_PAIRS}."),
+        )
+    })?;
     let list = pairs.as_array().ok_or_else(|| bad("not a list".into()))?;
     let mut out: Vec<Value> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for p in list {
         let o = p
             .as_object()
@@ -340,14 +466,16 @@ fn normalize_pairs(pairs: &Value, mac: &str) -> ApiResult<Value> {
         };
         let pair_mac = match o.get("mac_address") {
             None | Some(Value::Null) => mac.to_string(),
-            Some(Value::String(m)) if is_mac(m) => m.to_ascii_lowercase(),
-            Some(m) => return Err(bad(format!("'{m}' is not a valid MAC address"))),
+            Some(m) => model::validate::mac(m)
+                .map_err(|r| bad(r.to_string()))?
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
         };
-        let pair = json!({"ip_address": ip_text, "mac_address": pair_mac});
-        if out.contains(&pair) {
+        if !seen.insert((ip_text.clone(), pair_mac.clone())) {
             return Err(bad("Duplicate address pair in the list".into()));
         }
-        out.push(pair);
+        out.push(json!({"ip_address": ip_text, "mac_address": pair_mac}));
     }
     Ok(Value::Array(out))
 }
@@ -457,10 +585,19 @@ fn set_binding(port: &mut Obj) {
     }
 }
 
-pub async fn plan_create(api: &Api, ctx: &Ctx, mut port: Obj, plan: &mut Plan) -> ApiResult<Obj> {
+pub async fn plan_create(
+    api: &Api,
+    ctx: &Ctx,
+    requester: Requester,
+    mut port: Obj,
+    plan: &mut Plan,
+) -> ApiResult<Obj> {
     let id = str_field(&port, "id").to_string();
     let network_id = str_field(&port, "network_id").to_string();
     let network = api.visible(ctx, &NETWORK, &network_id).await?;
+    if requester == Requester::Client {
+        authorize(api, ctx, "create", &network.obj, &explicit(&port), None).await?;
+    }
     plan.pin_obj(&NETWORK, &network);
     let mac = claim_mac(
         api,
@@ -472,7 +609,7 @@ pub async fn plan_create(api: &Api, ctx: &Ctx, mut port: Obj, plan: &mut Plan) -
     .await?;
     port.insert("mac_address".into(), mac.clone().into());
     let wanted = port.get("fixed_ips").map(parse_fixed_ips).transpose()?;
-    let ips = allocate_fixed_ips(api, plan, &port, wanted, &[]).await?;
+    let ips = allocate_fixed_ips(api, ctx, plan, &port, wanted, &[]).await?;
     port.insert("fixed_ips".into(), Value::Array(ips));
     if !port.contains_key("port_security_enabled") {
         let secure = network
@@ -540,6 +677,16 @@ pub async fn plan_update(
     let id = stored.id().to_string();
     let network_id = str_field(&stored.obj, "network_id").to_string();
     let old_mac = str_field(&stored.obj, "mac_address").to_string();
+    let network = api.db.load(&NETWORK, &network_id).await?.map(|n| n.obj);
+    authorize(
+        api,
+        ctx,
+        "update",
+        &network.unwrap_or_default(),
+        &changes,
+        Some(&stored.obj),
+    )
+    .await?;
     let mut port = stored.obj.clone();
     port.extend(changes.clone());
     if let Some(mac) = changes.get("mac_address").and_then(Value::as_str)
@@ -552,7 +699,7 @@ pub async fn plan_update(
     if let Some(fixed) = changes.get("fixed_ips") {
         let held = held_ips(&stored.obj);
         let ips =
-            allocate_fixed_ips(api, plan, &port, Some(parse_fixed_ips(fixed)?), &held).await?;
+            allocate_fixed_ips(api, ctx, plan, &port, Some(parse_fixed_ips(fixed)?), &held).await?;
         port.insert("fixed_ips".into(), Value::Array(ips));
         let now_held = held_ips(&port);
         for (s, ip) in held {

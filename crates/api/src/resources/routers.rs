@@ -36,9 +36,22 @@ fn port_subnets(port: &Obj) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Neutron's default policy: only admins choose the gateway's addresses (`action` "create" or
+/// "update").
+fn authorize_gateway(ctx: &Ctx, action: &str, info: &Value) -> ApiResult<()> {
+    if info.get("external_fixed_ips").is_some() {
+        super::admin_only(
+            ctx,
+            &format!("{action}_router:external_gateway_info:external_fixed_ips"),
+        )?;
+    }
+    Ok(())
+}
+
 /// Plans the gateway described by `info` for `router`; returns the `external_gateway_info` to show.
 async fn plan_gateway(
     api: &Api,
+    ctx: &Ctx,
     router: &mut Obj,
     info: &Value,
     plan: &mut Plan,
@@ -64,11 +77,7 @@ async fn plan_gateway(
                 "Invalid input for external_gateway_info. Reason: network_id is required.",
             )
         })?;
-    let network = api
-        .db
-        .load(&NETWORK, net_id)
-        .await?
-        .ok_or_else(|| ApiError::object_not_found("Network", "network", net_id))?;
+    let network = api.visible(ctx, &NETWORK, net_id).await?;
     if network.obj.get("router:external") != Some(&Value::Bool(true)) {
         return Err(bad_router(format!(
             "Network {net_id} is not a valid external network"
@@ -122,10 +131,20 @@ async fn remove_gateway(api: &Api, router: &mut Obj, plan: &mut Plan) -> ApiResu
     Ok(())
 }
 
+/// Most extra routes a router may have (Neutron's `router_route` quota).
+const MAX_ROUTES: usize = 30;
+
 async fn check_routes(api: &Api, router: &Obj, routes: &Value) -> ApiResult<()> {
+    super::check_count(Some(routes), MAX_ROUTES, || {
+        ApiError::conflict(
+            "OverQuota",
+            "Quota exceeded for resources: ['router_route'].",
+        )
+    })?;
     let list = routes
         .as_array()
         .ok_or_else(|| ApiError::bad_request("Invalid input for routes. Reason: not a list."))?;
+    model::validate::host_routes(routes).map_err(|r| crate::input::invalid("routes", r))?;
     let mut connected: Vec<IpNet> = Vec::new();
     for port in interfaces(api, str_field(router, "id")).await? {
         for sid in port_subnets(&port.obj) {
@@ -158,12 +177,7 @@ async fn check_routes(api: &Api, router: &Obj, routes: &Value) -> ApiResult<()> 
     Ok(())
 }
 
-pub async fn plan_create(
-    api: &Api,
-    _ctx: &Ctx,
-    mut router: Obj,
-    plan: &mut Plan,
-) -> ApiResult<Obj> {
+pub async fn plan_create(api: &Api, ctx: &Ctx, mut router: Obj, plan: &mut Plan) -> ApiResult<Obj> {
     router.insert("status".into(), "ACTIVE".into());
     router.insert("availability_zones".into(), json!([]));
     router.insert("distributed".into(), Value::Bool(false));
@@ -183,7 +197,8 @@ pub async fn plan_create(
         .cloned()
         .filter(|i| !i.is_null())
     {
-        let shown = plan_gateway(api, &mut router, &info, plan).await?;
+        authorize_gateway(ctx, "create", &info)?;
+        let shown = plan_gateway(api, ctx, &mut router, &info, plan).await?;
         router.insert("external_gateway_info".into(), shown);
     }
     plan.create(&ROUTER, &router);
@@ -192,11 +207,14 @@ pub async fn plan_create(
 
 pub async fn plan_update(
     api: &Api,
-    _ctx: &Ctx,
+    ctx: &Ctx,
     stored: Stored,
     changes: Obj,
     plan: &mut Plan,
 ) -> ApiResult<Obj> {
+    if let Some(info) = changes.get("external_gateway_info") {
+        authorize_gateway(ctx, "update", info)?;
+    }
     let mut router = stored.obj.clone();
     if let Some(routes) = changes.get("routes") {
         check_routes(api, &router, routes).await?;
@@ -230,7 +248,7 @@ pub async fn plan_update(
                 if current_net.is_some() {
                     remove_gateway(api, &mut router, plan).await?;
                 }
-                let shown = plan_gateway(api, &mut router, info, plan).await?;
+                let shown = plan_gateway(api, ctx, &mut router, info, plan).await?;
                 router.insert("external_gateway_info".into(), shown);
             }
         }

@@ -117,6 +117,17 @@ pub async fn plan_create(_api: &Api, mut sg: Obj, plan: &mut Plan) -> ApiResult<
     Ok(sg)
 }
 
+/// Changes a group; the project's `default` group keeps its name (other attributes may change).
+pub fn plan_update(stored: Stored, changes: Obj, plan: &mut Plan) -> ApiResult<Obj> {
+    if stored.obj.contains_key("_default") && changes.contains_key("name") {
+        return Err(ApiError::conflict(
+            "SecurityGroupCannotUpdateDefault",
+            "Updating default security group not allowed.",
+        ));
+    }
+    Ok(super::apply_changes(&SECURITY_GROUP, stored, changes, plan))
+}
+
 pub async fn plan_delete(api: &Api, ctx: &Ctx, stored: Stored) -> ApiResult<Deletion> {
     if stored.obj.contains_key("_default") && !ctx.is_admin {
         return Err(ApiError::conflict(
@@ -355,7 +366,9 @@ pub async fn plan_create_rule(
     }
     check_rule(&mut rule)?;
     if let Some(remote) = rule.get("remote_group_id").and_then(Value::as_str) {
-        match api.db.load(&SECURITY_GROUP, remote).await? {
+        // Another project's group is answered as if it did not exist.
+        let group = api.db.load(&SECURITY_GROUP, remote).await?;
+        match group.filter(|r| ctx.owns(&r.obj)) {
             Some(r) if r.id() != sg_id => plan.pin_obj(&SECURITY_GROUP, &r),
             Some(_) => {}
             None => {

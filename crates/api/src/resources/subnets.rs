@@ -1,5 +1,6 @@
 //! Subnets: CIDR, gateway and pool validation, IPv6 modes, and deletion rules.
 
+use std::collections::HashSet;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -7,11 +8,11 @@ use model::resources::{NETWORK, PORT, SUBNET};
 use serde_json::{Value, json};
 
 use super::ipam::{default_pools, host_range, to_u128};
-use super::{Deletion, two_phase_delete};
-use crate::Api;
+use super::{Deletion, check_count, two_phase_delete};
 use crate::context::Ctx;
 use crate::error::{ApiError, ApiResult};
 use crate::repo::{Attempts, Obj, Plan, Stored, ipam_prefix, str_field};
+use crate::{Api, input};
 
 /// Checks the gateway and pools of a subnet against its CIDR and each other.
 fn check_gateway_and_pools(net: &IpNet, subnet: &Obj) -> ApiResult<()> {
@@ -66,7 +67,13 @@ fn check_gateway_and_pools(net: &IpNet, subnet: &Obj) -> ApiResult<()> {
         };
         let (s, e): (IpAddr, IpAddr) =
             (s.parse().map_err(|_| bad())?, e.parse().map_err(|_| bad())?);
-        if !net.contains(&s) || !net.contains(&e) {
+        // Pools stay within the host range: not an IPv4 network or broadcast address, not the IPv6
+        // subnet-router anycast address.
+        let usable = |ip: &IpAddr| {
+            ip.is_ipv4() == net.addr().is_ipv4()
+                && host_range(net).is_some_and(|(lo, hi)| (lo..=hi).contains(&to_u128(*ip)))
+        };
+        if !usable(&s) || !usable(&e) {
             return Err(ApiError::bad(
                 "OutOfBoundsAllocationPool",
                 format!("The allocation pool {pool_text} spans beyond the subnet cidr {net}."),
@@ -98,7 +105,36 @@ fn check_gateway_and_pools(net: &IpNet, subnet: &Obj) -> ApiResult<()> {
     Ok(())
 }
 
-fn check_routes_and_dns(net: &IpNet, subnet: &Obj) -> ApiResult<()> {
+/// Most DNS servers a subnet may have (Neutron's `max_dns_nameservers`).
+const MAX_DNS_NAMESERVERS: usize = 5;
+/// Most host routes a subnet may have (Neutron's `max_subnet_host_routes`).
+const MAX_HOST_ROUTES: usize = 20;
+
+/// Checks (and normalises) the host routes and DNS servers of a subnet. `subnet_name` names it in the
+/// errors for too many: its id, or "new subnet" on create (as Neutron does). The counts are checked
+/// before the items.
+fn check_routes_and_dns(net: &IpNet, subnet: &mut Obj, subnet_name: &str) -> ApiResult<()> {
+    let exhausted = |kind: &str, what: &str, max: usize| {
+        ApiError::bad(
+            kind,
+            format!(
+                "Unable to complete operation for {subnet_name}. The number of {what} exceeds the limit {max}."
+            ),
+        )
+    };
+    check_count(subnet.get("dns_nameservers"), MAX_DNS_NAMESERVERS, || {
+        exhausted(
+            "DNSNameServersExhausted",
+            "DNS nameservers",
+            MAX_DNS_NAMESERVERS,
+        )
+    })?;
+    check_count(subnet.get("host_routes"), MAX_HOST_ROUTES, || {
+        exhausted("HostRoutesExhausted", "host routes", MAX_HOST_ROUTES)
+    })?;
+    if let Some(routes) = subnet.get("host_routes") {
+        model::validate::host_routes(routes).map_err(|r| input::invalid("host_routes", r))?;
+    }
     let v4 = net.addr().is_ipv4();
     for r in subnet
         .get("host_routes")
@@ -123,22 +159,28 @@ fn check_routes_and_dns(net: &IpNet, subnet: &Obj) -> ApiResult<()> {
             }
         }
     }
-    let dns: Vec<&str> = subnet
-        .get("dns_nameservers")
-        .and_then(Value::as_array)
-        .map(|d| d.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
-    for (i, d) in dns.iter().enumerate() {
-        if dns[..i].contains(d) {
+    let dns = match subnet.get("dns_nameservers") {
+        Some(d) => model::validate::ip_list(d).map_err(|r| input::invalid("dns_nameservers", r))?,
+        None => Value::Array(vec![]),
+    };
+    let mut seen = HashSet::new();
+    for d in dns
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
+        if !seen.insert(d) {
             return Err(ApiError::bad_request(format!(
                 "Invalid input for dns_nameservers. Reason: Duplicate nameserver '{d}'."
             )));
         }
     }
+    subnet.insert("dns_nameservers".into(), dns);
     Ok(())
 }
 
-fn check_ipv6_modes(subnet: &Obj, version: u64) -> ApiResult<()> {
+fn check_ipv6_modes(net: &IpNet, subnet: &Obj, version: u64) -> ApiResult<()> {
     let ra = subnet.get("ipv6_ra_mode").and_then(Value::as_str);
     let addr = subnet.get("ipv6_address_mode").and_then(Value::as_str);
     if version == 4 && (ra.is_some() || addr.is_some()) {
@@ -156,6 +198,32 @@ fn check_ipv6_modes(subnet: &Obj, version: u64) -> ApiResult<()> {
     if subnet.get("enable_dhcp") == Some(&Value::Bool(false)) && (ra.is_some() || addr.is_some()) {
         return Err(ApiError::invalid_input(
             "ipv6_ra_mode or ipv6_address_mode cannot be set when enable_dhcp is set to False",
+        ));
+    }
+    // Addresses are EUI-64 interface ids, which take the last 64 bits.
+    if is_auto_address(subnet) && net.prefix_len() != 64 {
+        return Err(ApiError::invalid_input(format!(
+            "Invalid CIDR {net} for IPv6 address mode. OpenStack uses the EUI-64 address format, which requires the prefix to be /64"
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses the CIDRs Neutron refuses for a new subnet: the IPv6 network `::`, an IPv4 network
+/// starting at 0.0.0.0 with DHCP, and any /0.
+fn check_cidr(net: &IpNet, subnet: &Obj) -> ApiResult<()> {
+    let unspecified = net.network().is_unspecified();
+    if unspecified && matches!(net, IpNet::V6(_)) {
+        return Err(ApiError::invalid_input("IPv6 subnet '::' is not supported"));
+    }
+    if unspecified && subnet.get("enable_dhcp") != Some(&Value::Bool(false)) {
+        return Err(ApiError::invalid_input(
+            "First IP '0.0.0.0' of network is not supported if enable_dhcp is True.",
+        ));
+    }
+    if net.prefix_len() == 0 {
+        return Err(ApiError::invalid_input(
+            "0 is not allowed as CIDR prefix length",
         ));
     }
     Ok(())
@@ -203,7 +271,8 @@ pub async fn plan_create(api: &Api, ctx: &Ctx, mut subnet: Obj, plan: &mut Plan)
             "cidr '{cidr_text}' does not match the ip_version '{version}'"
         )));
     }
-    check_ipv6_modes(&subnet, version)?;
+    check_ipv6_modes(&net, &subnet, version)?;
+    check_cidr(&net, &subnet)?;
     // No pin on the other subnets is needed: every subnet create or delete also writes the network,
     // which this plan updates (and so pins) below.
     for other in api
@@ -238,7 +307,7 @@ pub async fn plan_create(api: &Api, ctx: &Ctx, mut subnet: Obj, plan: &mut Plan)
         );
     }
     check_gateway_and_pools(&net, &subnet)?;
-    check_routes_and_dns(&net, &subnet)?;
+    check_routes_and_dns(&net, &mut subnet, "new subnet")?;
     subnet.insert("subnetpool_id".into(), Value::Null);
     subnet.insert(
         "router:external".into(),
@@ -264,18 +333,19 @@ pub async fn plan_update(
     changes: Obj,
     plan: &mut Plan,
 ) -> ApiResult<Obj> {
+    let id = stored.id().to_string();
     let mut subnet = stored.obj;
     subnet.extend(changes);
     let net: IpNet = str_field(&subnet, "cidr")
         .parse()
         .map_err(|_| ApiError::invalid_input("subnet has no valid cidr"))?;
     check_gateway_and_pools(&net, &subnet)?;
-    check_routes_and_dns(&net, &subnet)?;
+    check_routes_and_dns(&net, &mut subnet, &id)?;
     let version = subnet
         .get("ip_version")
         .and_then(Value::as_u64)
         .unwrap_or(4);
-    check_ipv6_modes(&subnet, version)?;
+    check_ipv6_modes(&net, &subnet, version)?;
     plan.update(&SUBNET, stored.rev, &mut subnet);
     Ok(subnet)
 }

@@ -21,7 +21,8 @@
 //! address with the DHCP server's MAC while no port holds that address (the server identifier),
 //! so `pa` would learn that MAC for its gateway before the interface exists and keep sending to
 //! it until its neighbour entry expires (about 20 s with Linux's default timers): the figure
-//! would be the guest's, not the controller's.
+//! would be the guest's, not the controller's. (Agents now announce a new interface with a
+//! gratuitous ARP; DHCP stays off so that the figure stays comparable with earlier runs.)
 
 use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

@@ -2,8 +2,7 @@
 //! options, UDP 68 -> 67 with its checksum, BOOTREQUEST) and of the leases the tests answer from.
 
 use dhcp::{Ipv4Addr, Ipv4Net, Lease};
-
-use crate::inspect::checksum;
+use frame_check::{Ethernet, checksum};
 
 pub const CLIENT_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
 pub const SERVER_MAC: [u8; 6] = [0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0x01];
@@ -111,16 +110,12 @@ impl Client {
         let sum = checksum(&[&ip]);
         ip[10..12].copy_from_slice(&sum.to_be_bytes());
 
-        let mut frame = vec![0xff; 6];
-        frame.extend_from_slice(&self.eth_src);
-        if let Some(tci) = self.vlan_tci {
-            frame.extend_from_slice(&[0x81, 0x00]);
-            frame.extend_from_slice(&tci.to_be_bytes());
-        }
-        frame.extend_from_slice(&[0x08, 0x00]);
-        frame.extend_from_slice(&ip);
-        frame.extend_from_slice(&udp);
-        frame
+        let eth = Ethernet {
+            dst: [0xff; 6],
+            src: self.eth_src,
+            vlan_tci: self.vlan_tci,
+        };
+        eth.frame(0x0800, &[ip, udp].concat())
     }
 }
 

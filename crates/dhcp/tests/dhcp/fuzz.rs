@@ -2,6 +2,7 @@
 //! appended.
 
 use dhcp::parse_request;
+use frame_check::mutations;
 use proptest::prelude::*;
 
 use crate::builder::{CLIENT_IP, Client, SERVER_IP};
@@ -35,23 +36,13 @@ proptest! {
     #[test]
     fn mutated_frames_do_not_panic(
         which in 0usize..3,
-        changes in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..8),
-        cut in any::<prop::sample::Index>(),
-        tail in proptest::collection::vec(any::<u8>(), 0..16),
+        mutation in mutations(0..8, 0..16),
         past_ip_header in any::<bool>(),
     ) {
         let mut frame = valid_frames().swap_remove(which);
         // Changes after the headers keep the IPv4 checksum valid, so deeper code is reached.
         let first = if past_ip_header { 42 } else { 0 };
-        for (at, byte) in changes {
-            let at = first + at.index(frame.len() - first);
-            frame[at] = byte;
-        }
-        if tail.is_empty() {
-            frame.truncate(cut.index(frame.len() + 1));
-        } else {
-            frame.extend_from_slice(&tail);
-        }
+        mutation.apply(&mut frame, first);
         let _ = parse_request(&frame);
     }
 }

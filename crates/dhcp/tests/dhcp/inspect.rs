@@ -1,23 +1,10 @@
 //! An independent parser of server reply frames for the tests (panics on anything unexpected).
 
 use dhcp::Ipv4Addr;
-
-/// The Internet checksum of the concatenated parts (all but the last of even length).
-pub fn checksum(parts: &[&[u8]]) -> u16 {
-    let bytes: Vec<u8> = parts.concat();
-    let mut sum: u32 = 0;
-    for pair in bytes.chunks(2) {
-        let word = (u32::from(pair[0]) << 8) | u32::from(*pair.get(1).unwrap_or(&0));
-        sum += word;
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
+use frame_check::{Ethernet, be16, checksum, only};
 
 pub struct Reply {
-    pub eth_dst: [u8; 6],
-    pub eth_src: [u8; 6],
-    pub vlan_tci: Option<u16>,
+    pub eth: Ethernet,
     pub ip_header: Vec<u8>,
     pub ip_src: Ipv4Addr,
     pub ip_dst: Ipv4Addr,
@@ -32,25 +19,14 @@ pub struct Reply {
     pub has_end: bool,
 }
 
-fn be16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
-}
-
 fn ip(b: &[u8]) -> Ipv4Addr {
     Ipv4Addr::new(b[0], b[1], b[2], b[3])
 }
 
 impl Reply {
     pub fn parse(frame: &[u8]) -> Self {
-        let eth_dst: [u8; 6] = frame[0..6].try_into().unwrap();
-        let eth_src: [u8; 6] = frame[6..12].try_into().unwrap();
-        let (vlan_tci, rest) = if be16(frame, 12) == 0x8100 {
-            (Some(be16(frame, 14)), &frame[16..])
-        } else {
-            (None, &frame[12..])
-        };
-        assert_eq!(be16(rest, 0), 0x0800, "ethertype");
-        let ipv4 = &rest[2..];
+        let (eth, ethertype, ipv4) = Ethernet::parse(frame);
+        assert_eq!(ethertype, 0x0800, "ethertype");
         assert_eq!(ipv4[0], 0x45, "IPv4 without options");
         let total = usize::from(be16(ipv4, 2));
         assert_eq!(
@@ -88,9 +64,7 @@ impl Reply {
             }
         }
         Self {
-            eth_dst,
-            eth_src,
-            vlan_tci,
+            eth,
             ip_src: ip(&ip_header[12..16]),
             ip_dst: ip(&ip_header[16..20]),
             ip_header,
@@ -136,12 +110,6 @@ impl Reply {
 
     /// The value of the only instance of option `code`.
     pub fn option(&self, code: u8) -> Option<&[u8]> {
-        let mut found = self.options.iter().filter(|(c, _)| *c == code);
-        let value = found.next().map(|(_, v)| v.as_slice());
-        assert!(
-            found.next().is_none(),
-            "option {code} appears more than once"
-        );
-        value
+        only(&self.options, code)
     }
 }

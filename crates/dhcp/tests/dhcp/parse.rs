@@ -129,7 +129,7 @@ fn with_payload(client: &Client, payload: &[u8]) -> Vec<u8> {
     let ip_len = (20 + 8 + payload.len()) as u16;
     frame[16..18].copy_from_slice(&ip_len.to_be_bytes());
     frame[24..26].copy_from_slice(&[0, 0]);
-    let sum = crate::inspect::checksum(&[&frame[14..34]]);
+    let sum = frame_check::checksum(&[&frame[14..34]]);
     frame[24..26].copy_from_slice(&sum.to_be_bytes());
     frame[38..40].copy_from_slice(&(ip_len - 20).to_be_bytes());
     frame

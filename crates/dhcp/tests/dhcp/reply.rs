@@ -13,7 +13,7 @@ fn request(client: &Client) -> Request {
 
 /// Headers every reply has, whatever its addressing.
 fn check_common(reply: &Reply, req: &Request, kind: MessageType) {
-    assert_eq!(reply.eth_src, SERVER_MAC);
+    assert_eq!(reply.eth.src, SERVER_MAC);
     assert_eq!(reply.ip_src, SERVER_IP);
     assert!(reply.ip_checksum_ok(), "IPv4 header checksum");
     assert_eq!(reply.ip_header[8], 64, "TTL");
@@ -39,9 +39,9 @@ fn offer_to_a_broadcast_discover() {
     let req = request(&client);
     let reply = Reply::parse(&build_reply(&req, MessageType::Offer, &lease()));
     check_common(&reply, &req, MessageType::Offer);
-    assert_eq!(reply.eth_dst, [0xff; 6]);
+    assert_eq!(reply.eth.dst, [0xff; 6]);
     assert_eq!(reply.ip_dst, Ipv4Addr::BROADCAST);
-    assert_eq!(reply.vlan_tci, None);
+    assert_eq!(reply.eth.vlan_tci, None);
     assert_eq!(reply.yiaddr(), CLIENT_IP);
     assert_eq!(reply.ciaddr(), Ipv4Addr::UNSPECIFIED);
     assert_eq!(
@@ -69,7 +69,7 @@ fn ack_unicast_to_the_new_address() {
     let req = request(&client);
     let reply = Reply::parse(&build_reply(&req, MessageType::Ack, &lease()));
     check_common(&reply, &req, MessageType::Ack);
-    assert_eq!(reply.eth_dst, CLIENT_MAC);
+    assert_eq!(reply.eth.dst, CLIENT_MAC);
     assert_eq!(reply.ip_dst, CLIENT_IP);
     assert_eq!(reply.yiaddr(), CLIENT_IP);
     assert_eq!(reply.codes(), [53, 54, 51, 58, 59, 1, 28, 3, 6, 15, 12, 26]);
@@ -82,13 +82,13 @@ fn renewal_ack_goes_to_ciaddr_and_echoes_it() {
     let req = request(&client);
     let reply = Reply::parse(&build_reply(&req, MessageType::Ack, &lease()));
     check_common(&reply, &req, MessageType::Ack);
-    assert_eq!((reply.eth_dst, reply.ip_dst), (CLIENT_MAC, CLIENT_IP));
+    assert_eq!((reply.eth.dst, reply.ip_dst), (CLIENT_MAC, CLIENT_IP));
     assert_eq!(reply.ciaddr(), CLIENT_IP);
     // A client with an address gets unicast there even with the broadcast flag (RFC 2131 4.1).
     client.flags = dhcp::BROADCAST_FLAG;
     let req = request(&client);
     let reply = Reply::parse(&build_reply(&req, MessageType::Ack, &lease()));
-    assert_eq!((reply.eth_dst, reply.ip_dst), (CLIENT_MAC, CLIENT_IP));
+    assert_eq!((reply.eth.dst, reply.ip_dst), (CLIENT_MAC, CLIENT_IP));
 }
 
 #[test]
@@ -99,7 +99,7 @@ fn nak_is_broadcast_and_minimal() {
     let req = request(&client);
     let reply = Reply::parse(&build_reply(&req, MessageType::Nak, &lease()));
     check_common(&reply, &req, MessageType::Nak);
-    assert_eq!(reply.eth_dst, [0xff; 6]);
+    assert_eq!(reply.eth.dst, [0xff; 6]);
     assert_eq!(reply.ip_dst, Ipv4Addr::BROADCAST);
     assert_eq!(reply.yiaddr(), Ipv4Addr::UNSPECIFIED);
     assert_eq!(reply.codes(), [53, 54, 61]);
@@ -113,7 +113,7 @@ fn inform_ack_has_no_address_nor_lease_times() {
     let req = request(&client);
     let reply = Reply::parse(&build_reply(&req, MessageType::Ack, &lease()));
     check_common(&reply, &req, MessageType::Ack);
-    assert_eq!((reply.eth_dst, reply.ip_dst), (CLIENT_MAC, informing));
+    assert_eq!((reply.eth.dst, reply.ip_dst), (CLIENT_MAC, informing));
     assert_eq!(reply.yiaddr(), Ipv4Addr::UNSPECIFIED);
     assert_eq!(reply.ciaddr(), informing);
     assert_eq!(reply.codes(), [53, 54, 1, 28, 3, 6, 15, 12, 26]);
@@ -195,7 +195,7 @@ fn tagged_requests_get_tagged_replies() {
     let req = request(&client);
     let reply = Reply::parse(&build_reply(&req, MessageType::Offer, &lease()));
     check_common(&reply, &req, MessageType::Offer);
-    assert_eq!(reply.vlan_tci, Some(0x0064));
+    assert_eq!(reply.eth.vlan_tci, Some(0x0064));
 }
 
 #[test]

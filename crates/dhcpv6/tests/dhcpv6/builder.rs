@@ -4,8 +4,7 @@
 use std::net::Ipv6Addr;
 
 use dhcpv6::{Binding, Server};
-
-use crate::inspect::checksum;
+use frame_check::{Ethernet, Ipv6};
 
 pub const CLIENT_MAC: [u8; 6] = [0xfa, 0x16, 0x3e, 0x12, 0x34, 0x56];
 pub const SERVER_MAC: [u8; 6] = [0x02, 0x77, 0x79, 0x76, 0x00, 0x01];
@@ -110,32 +109,24 @@ impl Client {
 
     pub fn frame(&self) -> Vec<u8> {
         let msg = self.message();
-        let dst = ip("ff02::1:2");
+        let ip = Ipv6 {
+            src: self.src,
+            dst: ip("ff02::1:2"),
+            hop_limit: 1,
+        };
         let mut udp = self.src_port.to_be_bytes().to_vec();
         udp.extend_from_slice(&self.dst_port.to_be_bytes());
         udp.extend_from_slice(&((8 + msg.len()) as u16).to_be_bytes());
         udp.extend_from_slice(&[0, 0]);
         udp.extend_from_slice(&msg);
-        let mut pseudo = self.src.octets().to_vec();
-        pseudo.extend_from_slice(&dst.octets());
-        pseudo.extend_from_slice(&(udp.len() as u32).to_be_bytes());
-        pseudo.extend_from_slice(&[0, 0, 0, 17]);
-        let sum = checksum(&[&pseudo, &udp]);
+        let sum = ip.checksum(17, &udp);
         udp[6..8].copy_from_slice(&sum.to_be_bytes());
-
-        let mut f = vec![0x33, 0x33, 0, 1, 0, 2];
-        f.extend_from_slice(&self.eth_src);
-        if let Some(tci) = self.vlan_tci {
-            f.extend_from_slice(&[0x81, 0x00]);
-            f.extend_from_slice(&tci.to_be_bytes());
-        }
-        f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
-        f.extend_from_slice(&(udp.len() as u16).to_be_bytes());
-        f.extend_from_slice(&[self.next_header, 1]);
-        f.extend_from_slice(&self.src.octets());
-        f.extend_from_slice(&dst.octets());
-        f.extend_from_slice(&udp);
-        f
+        let eth = Ethernet {
+            dst: [0x33, 0x33, 0, 1, 0, 2],
+            src: self.eth_src,
+            vlan_tci: self.vlan_tci,
+        };
+        ip.frame(&eth, self.next_header, &udp)
     }
 }
 

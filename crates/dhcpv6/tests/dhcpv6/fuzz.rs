@@ -2,6 +2,7 @@
 //! appended; whatever parses gets an answer that builds.
 
 use dhcpv6::{answer, build_reply, parse_request};
+use frame_check::mutations;
 use proptest::prelude::*;
 
 use crate::builder::{Client, bound, server};
@@ -41,23 +42,13 @@ proptest! {
     #[test]
     fn mutated_frames_do_not_panic(
         which in 0usize..3,
-        changes in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..8),
-        cut in any::<prop::sample::Index>(),
-        tail in proptest::collection::vec(any::<u8>(), 0..16),
+        mutation in mutations(0..8, 0..16),
         past_headers in any::<bool>(),
     ) {
         let mut frame = valid_frames().swap_remove(which);
         // Changes after Ethernet, IPv6 and UDP reach the message parser.
         let first = if past_headers { 66.min(frame.len() - 1) } else { 0 };
-        for (at, byte) in changes {
-            let at = first + at.index(frame.len() - first);
-            frame[at] = byte;
-        }
-        if tail.is_empty() {
-            frame.truncate(cut.index(frame.len() + 1));
-        } else {
-            frame.extend_from_slice(&tail);
-        }
+        mutation.apply(&mut frame, first);
         exercise(&frame);
     }
 

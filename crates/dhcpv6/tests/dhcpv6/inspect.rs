@@ -2,29 +2,7 @@
 
 use std::net::Ipv6Addr;
 
-/// The Internet checksum of the concatenated parts.
-pub fn checksum(parts: &[&[u8]]) -> u16 {
-    let bytes: Vec<u8> = parts.concat();
-    let mut sum: u32 = 0;
-    for pair in bytes.chunks(2) {
-        let word = (u32::from(pair[0]) << 8) | u32::from(*pair.get(1).unwrap_or(&0));
-        sum += word;
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-fn be16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
-}
-
-pub fn be32(b: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes(b[at..at + 4].try_into().unwrap())
-}
-
-pub fn addr(b: &[u8]) -> Ipv6Addr {
-    Ipv6Addr::from(<[u8; 16]>::try_from(&b[..16]).unwrap())
-}
+use frame_check::{Ethernet, Ipv6, be16, be32, ipv6_addr, only};
 
 /// A TLV list with 2-byte codes and lengths.
 pub fn options(mut b: &[u8]) -> Vec<(u16, Vec<u8>)> {
@@ -38,12 +16,8 @@ pub fn options(mut b: &[u8]) -> Vec<(u16, Vec<u8>)> {
 }
 
 pub struct Reply {
-    pub eth_dst: [u8; 6],
-    pub eth_src: [u8; 6],
-    pub vlan_tci: Option<u16>,
-    pub src: Ipv6Addr,
-    pub dst: Ipv6Addr,
-    pub hop_limit: u8,
+    pub eth: Ethernet,
+    pub ip: Ipv6,
     pub udp_src: u16,
     pub udp_dst: u16,
     pub udp_checksum_ok: bool,
@@ -73,39 +47,15 @@ pub fn status(value: &[u8]) -> (u16, String) {
 
 impl Reply {
     pub fn parse(frame: &[u8]) -> Self {
-        let eth_dst = frame[0..6].try_into().unwrap();
-        let eth_src = frame[6..12].try_into().unwrap();
-        let (vlan_tci, rest) = if be16(frame, 12) == 0x8100 {
-            (Some(be16(frame, 14)), &frame[16..])
-        } else {
-            (None, &frame[12..])
-        };
-        assert_eq!(be16(rest, 0), 0x86dd, "ethertype");
-        let ip = &rest[2..];
-        assert_eq!(&ip[0..4], &[0x60, 0, 0, 0]);
-        let len = usize::from(be16(ip, 4));
-        assert_eq!(
-            len,
-            ip.len() - 40,
-            "payload length covers the rest of the frame"
-        );
-        assert_eq!(ip[6], 17, "UDP");
-        let udp = &ip[40..];
+        let (eth, ip, udp) = Ipv6::parse(frame, 17);
         assert_eq!(usize::from(be16(udp, 4)), udp.len(), "UDP length");
-        let mut pseudo = ip[8..40].to_vec();
-        pseudo.extend_from_slice(&(udp.len() as u32).to_be_bytes());
-        pseudo.extend_from_slice(&[0, 0, 0, 17]);
         let msg = &udp[8..];
         Self {
-            eth_dst,
-            eth_src,
-            vlan_tci,
-            src: addr(&ip[8..24]),
-            dst: addr(&ip[24..40]),
-            hop_limit: ip[7],
+            eth,
+            ip,
             udp_src: be16(udp, 0),
             udp_dst: be16(udp, 2),
-            udp_checksum_ok: be16(udp, 6) != 0 && checksum(&[&pseudo, udp]) == 0,
+            udp_checksum_ok: be16(udp, 6) != 0 && ip.checksum(17, udp) == 0,
             kind: msg[0],
             transaction_id: u32::from_be_bytes([0, msg[1], msg[2], msg[3]]),
             options: options(&msg[4..]),
@@ -118,13 +68,7 @@ impl Reply {
 
     /// The value of the only instance of option `code`.
     pub fn option(&self, code: u16) -> Option<&[u8]> {
-        let mut found = self.options.iter().filter(|(c, _)| *c == code);
-        let value = found.next().map(|(_, v)| v.as_slice());
-        assert!(
-            found.next().is_none(),
-            "option {code} appears more than once"
-        );
-        value
+        only(&self.options, code)
     }
 
     pub fn status(&self) -> Option<(u16, String)> {
@@ -146,9 +90,11 @@ impl Reply {
                 };
                 for (code, value) in options(&v[12..]) {
                     match code {
-                        5 => ia
-                            .addresses
-                            .push((addr(&value), be32(&value, 16), be32(&value, 20))),
+                        5 => ia.addresses.push((
+                            ipv6_addr(&value),
+                            be32(&value, 16),
+                            be32(&value, 20),
+                        )),
                         13 => ia.status = Some(status(&value)),
                         other => panic!("option {other} in an IA_NA"),
                     }

@@ -19,15 +19,15 @@ fn reply_to(client: &Client, server: &dhcpv6::Server) -> Reply {
 
 /// What every reply has.
 fn check_common(reply: &Reply, transaction_id: u32) {
-    assert_eq!(reply.eth_dst, CLIENT_MAC);
-    assert_eq!(reply.eth_src, SERVER_MAC);
+    assert_eq!(reply.eth.dst, CLIENT_MAC);
+    assert_eq!(reply.eth.src, SERVER_MAC);
     assert_eq!(
-        reply.src,
+        reply.ip.src,
         ip("fe80::77:79ff:fe76:1"),
         "the server's link-local address"
     );
-    assert_eq!(reply.dst, client_ip());
-    assert_eq!(reply.hop_limit, 64);
+    assert_eq!(reply.ip.dst, client_ip());
+    assert_eq!(reply.ip.hop_limit, 64);
     assert_eq!((reply.udp_src, reply.udp_dst), (547, 546));
     assert!(reply.udp_checksum_ok, "UDP checksum");
     assert_eq!(reply.transaction_id, transaction_id);
@@ -119,7 +119,7 @@ fn anonymous_information_request_and_tagging() {
         let server = server(false);
         build_reply(&req, &answer(&req, &server).unwrap(), &server)
     });
-    assert_eq!(reply.vlan_tci, Some(0x0123));
+    assert_eq!(reply.eth.vlan_tci, Some(0x0123));
     assert_eq!(reply.kind, 7);
     assert_eq!(reply.codes(), [2, 23, 24], "no client identifier to echo");
     assert!(reply.udp_checksum_ok);

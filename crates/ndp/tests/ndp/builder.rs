@@ -3,7 +3,7 @@
 
 use std::net::Ipv6Addr;
 
-use crate::inspect::checksum;
+use frame_check::{Ethernet, Ipv6};
 
 pub const HOST_MAC: [u8; 6] = [0xfa, 0x16, 0x3e, 0x12, 0x34, 0x56];
 pub const ROUTER_MAC: [u8; 6] = [0xfa, 0x16, 0x3e, 0xaa, 0xbb, 0xcc];
@@ -15,12 +15,8 @@ pub fn ip(text: &str) -> Ipv6Addr {
 /// An ICMPv6 message in a frame as a host sends it.
 #[derive(Clone)]
 pub struct Icmp {
-    pub eth_dst: [u8; 6],
-    pub eth_src: [u8; 6],
-    pub vlan_tci: Option<u16>,
-    pub src: Ipv6Addr,
-    pub dst: Ipv6Addr,
-    pub hop_limit: u8,
+    pub eth: Ethernet,
+    pub ip: Ipv6,
     /// The message; bytes 2 and 3 (the checksum) are filled in by `frame`.
     pub message: Vec<u8>,
     /// Whether `frame` writes a correct checksum.
@@ -31,30 +27,12 @@ impl Icmp {
     pub fn frame(&self) -> Vec<u8> {
         let mut message = self.message.clone();
         message[2..4].fill(0);
-        let mut pseudo = Vec::new();
-        pseudo.extend_from_slice(&self.src.octets());
-        pseudo.extend_from_slice(&self.dst.octets());
-        pseudo.extend_from_slice(&(message.len() as u32).to_be_bytes());
-        pseudo.extend_from_slice(&[0, 0, 0, 58]);
-        let mut sum = checksum(&[&pseudo, &message]);
+        let mut sum = self.ip.checksum(58, &message);
         if !self.good_checksum {
             sum ^= 0x0101;
         }
         message[2..4].copy_from_slice(&sum.to_be_bytes());
-
-        let mut f = self.eth_dst.to_vec();
-        f.extend_from_slice(&self.eth_src);
-        if let Some(tci) = self.vlan_tci {
-            f.extend_from_slice(&[0x81, 0x00]);
-            f.extend_from_slice(&tci.to_be_bytes());
-        }
-        f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
-        f.extend_from_slice(&(message.len() as u16).to_be_bytes());
-        f.extend_from_slice(&[58, self.hop_limit]);
-        f.extend_from_slice(&self.src.octets());
-        f.extend_from_slice(&self.dst.octets());
-        f.extend_from_slice(&message);
-        f
+        self.ip.frame(&self.eth, 58, &message)
     }
 }
 
@@ -64,12 +42,16 @@ pub fn rs() -> Icmp {
     let mut message = vec![133, 0, 0, 0, 0, 0, 0, 0, 1, 1];
     message.extend_from_slice(&HOST_MAC);
     Icmp {
-        eth_dst: [0x33, 0x33, 0, 0, 0, 2],
-        eth_src: HOST_MAC,
-        vlan_tci: None,
-        src: ip("fe80::f816:3eff:fe12:3456"),
-        dst: ip("ff02::2"),
-        hop_limit: 255,
+        eth: Ethernet {
+            dst: [0x33, 0x33, 0, 0, 0, 2],
+            src: HOST_MAC,
+            vlan_tci: None,
+        },
+        ip: Ipv6 {
+            src: ip("fe80::f816:3eff:fe12:3456"),
+            dst: ip("ff02::2"),
+            hop_limit: 255,
+        },
         message,
         good_checksum: true,
     }
@@ -84,14 +66,18 @@ pub fn ns(src: Ipv6Addr, target: Ipv6Addr) -> Icmp {
     message.extend_from_slice(&HOST_MAC);
     let t = target.octets();
     Icmp {
-        eth_dst: [0x33, 0x33, 0xff, t[13], t[14], t[15]],
-        eth_src: HOST_MAC,
-        vlan_tci: None,
-        src,
-        dst: Ipv6Addr::from([
-            0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, t[13], t[14], t[15],
-        ]),
-        hop_limit: 255,
+        eth: Ethernet {
+            dst: [0x33, 0x33, 0xff, t[13], t[14], t[15]],
+            src: HOST_MAC,
+            vlan_tci: None,
+        },
+        ip: Ipv6 {
+            src,
+            dst: Ipv6Addr::from([
+                0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, t[13], t[14], t[15],
+            ]),
+            hop_limit: 255,
+        },
         message,
         good_checksum: true,
     }

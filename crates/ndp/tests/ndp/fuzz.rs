@@ -1,6 +1,7 @@
 //! The parsers never panic: on arbitrary bytes and on valid frames with bytes changed, cut or
 //! appended.
 
+use frame_check::mutations;
 use ndp::{parse_ipv6, parse_neighbor_solicitation, parse_router_solicitation};
 use proptest::prelude::*;
 
@@ -8,7 +9,7 @@ use crate::builder::{ip, ns, rs};
 
 fn valid_frames() -> Vec<Vec<u8>> {
     let mut tagged = ns(ip("2001:db8::1"), ip("2001:db8::2"));
-    tagged.vlan_tci = Some(7);
+    tagged.eth.vlan_tci = Some(7);
     vec![
         rs().frame(),
         ns(ip("fe80::1"), ip("2001:db8::2")).frame(),
@@ -33,20 +34,10 @@ proptest! {
     #[test]
     fn mutated_frames_do_not_panic(
         which in 0usize..3,
-        changes in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..6),
-        cut in any::<prop::sample::Index>(),
-        tail in proptest::collection::vec(any::<u8>(), 0..24),
+        mutation in mutations(0..6, 0..24),
     ) {
         let mut frame = valid_frames().swap_remove(which);
-        for (at, byte) in changes {
-            let at = at.index(frame.len());
-            frame[at] = byte;
-        }
-        if tail.is_empty() {
-            frame.truncate(cut.index(frame.len() + 1));
-        } else {
-            frame.extend_from_slice(&tail);
-        }
+        mutation.apply(&mut frame, 0);
         parse_all(&frame);
     }
 }
@@ -67,7 +58,7 @@ proptest! {
         client.message = vec![kind, 0, 0, 0];
         client.message.extend_from_slice(&body);
         if from_unspecified {
-            client.src = ip("::");
+            client.ip.src = ip("::");
         }
         parse_all(&client.frame());
     }

@@ -5,8 +5,10 @@ use ndp::{
     parse_neighbor_solicitation, unsolicited_advertisement,
 };
 
+use frame_check::{be32, ipv6_addr};
+
 use crate::builder::{HOST_MAC, ROUTER_MAC, ip, ns};
-use crate::inspect::{Icmp, addr, be32};
+use crate::inspect::Icmp;
 
 const PORT_MAC: [u8; 6] = [0xfa, 0x16, 0x3e, 0, 0, 2];
 
@@ -31,15 +33,18 @@ fn the_advertisement_answers_the_solicitor() {
     let frame = ns(ip("2001:db8::1"), ip("2001:db8::2")).frame();
     let ns = parse_neighbor_solicitation(&frame).unwrap();
     let na = Icmp::parse(&neighbor_advertisement(&ns, PORT_MAC, false).unwrap());
-    assert_eq!(na.eth_dst, HOST_MAC);
-    assert_eq!(na.eth_src, PORT_MAC);
-    assert_eq!(na.vlan_tci, None);
-    assert_eq!((na.src, na.dst), (ip("2001:db8::2"), ip("2001:db8::1")));
-    assert_eq!(na.hop_limit, 255);
+    assert_eq!(na.eth.dst, HOST_MAC);
+    assert_eq!(na.eth.src, PORT_MAC);
+    assert_eq!(na.eth.vlan_tci, None);
+    assert_eq!(
+        (na.ip.src, na.ip.dst),
+        (ip("2001:db8::2"), ip("2001:db8::1"))
+    );
+    assert_eq!(na.ip.hop_limit, 255);
     assert!(na.checksum_ok, "ICMPv6 checksum");
     assert_eq!(&na.message[0..2], &[136, 0], "type and code");
     assert_eq!(be32(&na.message, 4), 0x6000_0000, "solicited and override");
-    assert_eq!(addr(&na.message[8..24]), ip("2001:db8::2"));
+    assert_eq!(ipv6_addr(&na.message[8..24]), ip("2001:db8::2"));
     let mut tlla = vec![2, 1];
     tlla.extend_from_slice(&PORT_MAC);
     assert_eq!(na.options(24), vec![(2, tlla)]);
@@ -61,11 +66,11 @@ fn the_router_flag_is_set_on_request() {
 #[test]
 fn a_tagged_solicitation_gets_a_tagged_answer() {
     let mut client = ns(ip("2001:db8::1"), ip("2001:db8::2"));
-    client.vlan_tci = Some(0x0064);
+    client.eth.vlan_tci = Some(0x0064);
     let ns = parse_neighbor_solicitation(&client.frame()).unwrap();
     assert_eq!(ns.vlan_tci, Some(0x0064));
     let na = Icmp::parse(&neighbor_advertisement(&ns, PORT_MAC, false).unwrap());
-    assert_eq!(na.vlan_tci, Some(0x0064));
+    assert_eq!(na.eth.vlan_tci, Some(0x0064));
     assert!(na.checksum_ok);
 }
 
@@ -86,7 +91,7 @@ fn invalid_solicitations_are_refused() {
     };
 
     let mut c = good();
-    c.hop_limit = 64;
+    c.ip.hop_limit = 64;
     check(c, NdpError::HopLimit(64));
     let mut c = good();
     c.good_checksum = false;
@@ -116,11 +121,11 @@ fn invalid_solicitations_are_refused() {
     c.message.truncate(30);
     check(c, NdpError::TruncatedOption(1));
     let mut c = good();
-    c.src = ip("::");
+    c.ip.src = ip("::");
     check(c, NdpError::LinkLayerFromUnspecified);
     let mut c = good();
-    c.src = ip("::");
-    c.dst = ip("ff02::1");
+    c.ip.src = ip("::");
+    c.ip.dst = ip("ff02::1");
     c.message.truncate(24);
     check(c, NdpError::UnspecifiedNotToSolicitedNode(ip("ff02::1")));
 
@@ -145,10 +150,10 @@ fn an_unsolicited_advertisement_goes_to_all_nodes_and_overrides() {
         ROUTER_MAC,
         true,
     ));
-    assert_eq!(na.eth_dst, [0x33, 0x33, 0, 0, 0, 1]);
-    assert_eq!(na.eth_src, ROUTER_MAC);
-    assert_eq!((na.src, na.dst), (ip("2001:db8::1"), ip("ff02::1")));
-    assert_eq!(na.hop_limit, 255);
+    assert_eq!(na.eth.dst, [0x33, 0x33, 0, 0, 0, 1]);
+    assert_eq!(na.eth.src, ROUTER_MAC);
+    assert_eq!((na.ip.src, na.ip.dst), (ip("2001:db8::1"), ip("ff02::1")));
+    assert_eq!(na.ip.hop_limit, 255);
     assert!(na.checksum_ok, "ICMPv6 checksum");
     assert_eq!(
         be32(&na.message, 4),

@@ -6,8 +6,10 @@ use ndp::{
     link_local, parse_router_solicitation,
 };
 
+use frame_check::{be32, ipv6_addr};
+
 use crate::builder::{HOST_MAC, ROUTER_MAC, ip, rs};
-use crate::inspect::{Icmp, addr, be32};
+use crate::inspect::Icmp;
 
 #[test]
 fn a_solicitation_is_parsed() {
@@ -23,7 +25,7 @@ fn a_solicitation_is_parsed() {
     );
     // A host without an address yet sends no link-layer address.
     let mut early = rs();
-    early.src = ip("::");
+    early.ip.src = ip("::");
     early.message.truncate(8);
     let parsed = parse_router_solicitation(&early.frame()).unwrap();
     assert_eq!((parsed.src, parsed.source_mac), (ip("::"), None));
@@ -35,7 +37,7 @@ fn invalid_solicitations_are_refused() {
         assert_eq!(parse_router_solicitation(&client.frame()), Err(want));
     };
     let mut c = rs();
-    c.hop_limit = 1;
+    c.ip.hop_limit = 1;
     check(c, NdpError::HopLimit(1));
     let mut c = rs();
     c.good_checksum = false;
@@ -53,7 +55,7 @@ fn invalid_solicitations_are_refused() {
     c.message.extend_from_slice(&[5, 2, 0, 0]);
     check(c, NdpError::TruncatedOption(5));
     let mut c = rs();
-    c.src = ip("::");
+    c.ip.src = ip("::");
     check(c, NdpError::LinkLayerFromUnspecified);
     let mut c = rs();
     c.message[0] = 134;
@@ -101,13 +103,13 @@ fn full_advertisement() -> RouterAdvertisement {
 #[test]
 fn an_unsolicited_advertisement_goes_to_all_nodes_with_every_option() {
     let ra = Icmp::parse(&full_advertisement().frame(ROUTER_MAC, None));
-    assert_eq!(ra.eth_dst, [0x33, 0x33, 0, 0, 0, 1]);
-    assert_eq!(ra.eth_src, ROUTER_MAC);
-    assert_eq!(ra.vlan_tci, None);
-    assert_eq!(ra.src, ip("fe80::f816:3eff:feaa:bbcc"));
-    assert_eq!(ra.src, link_local(ROUTER_MAC));
-    assert_eq!(ra.dst, ip("ff02::1"));
-    assert_eq!(ra.hop_limit, 255);
+    assert_eq!(ra.eth.dst, [0x33, 0x33, 0, 0, 0, 1]);
+    assert_eq!(ra.eth.src, ROUTER_MAC);
+    assert_eq!(ra.eth.vlan_tci, None);
+    assert_eq!(ra.ip.src, ip("fe80::f816:3eff:feaa:bbcc"));
+    assert_eq!(ra.ip.src, link_local(ROUTER_MAC));
+    assert_eq!(ra.ip.dst, ip("ff02::1"));
+    assert_eq!(ra.ip.hop_limit, 255);
     assert!(ra.checksum_ok, "ICMPv6 checksum");
     let m = &ra.message;
     assert_eq!(&m[0..2], &[134, 0]);
@@ -130,16 +132,16 @@ fn an_unsolicited_advertisement_goes_to_all_nodes_with_every_option() {
         "length 64, on-link and autonomous"
     );
     assert_eq!((be32(p, 4), be32(p, 8), be32(p, 12)), (86_400, 14_400, 0));
-    assert_eq!(addr(&p[16..]), ip("2001:db8:1::"));
+    assert_eq!(ipv6_addr(&p[16..]), ip("2001:db8:1::"));
     let p = &options[3].1;
     assert_eq!((p[2], p[3]), (64, 0x80), "on-link only");
     assert_eq!((be32(p, 4), be32(p, 8)), (7_200, 3_600));
-    assert_eq!(addr(&p[16..]), ip("2001:db8:2::"));
+    assert_eq!(ipv6_addr(&p[16..]), ip("2001:db8:2::"));
     let d = &options[4].1;
     assert_eq!(d.len(), 40, "8 bytes and two addresses");
     assert_eq!(be32(d, 4), 200);
     assert_eq!(
-        (addr(&d[8..24]), addr(&d[24..40])),
+        (ipv6_addr(&d[8..24]), ipv6_addr(&d[24..40])),
         (ip("2001:db8::53"), ip("2001:db8::54"))
     );
 }
@@ -147,23 +149,23 @@ fn an_unsolicited_advertisement_goes_to_all_nodes_with_every_option() {
 #[test]
 fn an_answer_goes_to_the_solicitor_tagged_like_it() {
     let mut client = rs();
-    client.vlan_tci = Some(0x2005);
+    client.eth.vlan_tci = Some(0x2005);
     let solicitation = parse_router_solicitation(&client.frame()).unwrap();
     let ra = Icmp::parse(&full_advertisement().frame(ROUTER_MAC, Some(&solicitation)));
-    assert_eq!(ra.eth_dst, HOST_MAC);
-    assert_eq!(ra.dst, ip("fe80::f816:3eff:fe12:3456"));
-    assert_eq!(ra.vlan_tci, Some(0x2005));
+    assert_eq!(ra.eth.dst, HOST_MAC);
+    assert_eq!(ra.ip.dst, ip("fe80::f816:3eff:fe12:3456"));
+    assert_eq!(ra.eth.vlan_tci, Some(0x2005));
     assert!(ra.checksum_ok);
 
     // From the unspecified address: to all-nodes (RFC 4861 section 6.2.6).
     let mut early = client;
-    early.src = ip("::");
+    early.ip.src = ip("::");
     early.message.truncate(8);
     let solicitation = parse_router_solicitation(&early.frame()).unwrap();
     let ra = Icmp::parse(&full_advertisement().frame(ROUTER_MAC, Some(&solicitation)));
-    assert_eq!(ra.eth_dst, [0x33, 0x33, 0, 0, 0, 1]);
-    assert_eq!(ra.dst, ip("ff02::1"));
-    assert_eq!(ra.vlan_tci, Some(0x2005));
+    assert_eq!(ra.eth.dst, [0x33, 0x33, 0, 0, 0, 1]);
+    assert_eq!(ra.ip.dst, ip("ff02::1"));
+    assert_eq!(ra.eth.vlan_tci, Some(0x2005));
     assert!(ra.checksum_ok);
 }
 
