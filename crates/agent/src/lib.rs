@@ -36,7 +36,7 @@ use std::time::Duration;
 use chassis::{Encap, VifEvent, VifWatcher};
 use futures::stream::FuturesOrdered;
 use futures::{FutureExt, StreamExt};
-use nb_sync::{Replica, Topics, Update};
+use nb_sync::{Replica, Servers, Topics, Update};
 use openflow::Message;
 use openflow::conn::{Connection, Options};
 use ovsdb::{Endpoint, ReplicaOptions};
@@ -71,7 +71,8 @@ pub enum AgentError {
 /// What an agent needs to know about its chassis.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
-    /// The server's base URL.
+    /// The servers' base URLs, comma-separated: the agent uses one and moves to another when it
+    /// fails (see [`nb_sync::Servers`]).
     pub server: String,
     /// This chassis' id.
     pub chassis: String,
@@ -94,6 +95,7 @@ type Vifs = BTreeMap<String, (u32, Option<String>)>;
 /// The agent's state while it runs.
 pub(crate) struct Agent {
     cfg: AgentConfig,
+    servers: Servers,
     server: Server,
     pipeline: Pipeline,
     vifs: Vifs,
@@ -121,6 +123,7 @@ fn publish(metrics: &Metrics, agent: &Agent, reconciler: &Reconciler, in_sync: b
     Metrics::set(&metrics.local_vifs, agent.vifs.len() as u64);
     Metrics::set(&metrics.sync_snapshots, stats.snapshots);
     Metrics::set(&metrics.sync_resumes, stats.resumes);
+    Metrics::set(&metrics.server_failovers, agent.servers.failovers());
 }
 
 impl Agent {
@@ -136,7 +139,12 @@ impl Agent {
             return false;
         }
         self.followed = needs.clone();
-        self.sync.set_topics(needs.0, needs.1);
+        let (networks, routers) = needs;
+        self.sync.set_topics(nb_sync::Follow {
+            networks,
+            routers,
+            ..nb_sync::Follow::default()
+        });
         true
     }
 
@@ -274,7 +282,8 @@ async fn await_snapshot(
 pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     let tunnel = bridge::plumb(&cfg).await?;
     tracing::info!(chassis = %cfg.chassis, tunnel, "bridge ready");
-    let server = Server::new(&cfg.server);
+    let servers = Servers::parse(&cfg.server);
+    let server = Server::new(servers.clone());
     tokio::spawn(keep_registered(server.clone(), cfg.clone()));
 
     // 1. The complete local VIF set, and the networks it needs.
@@ -305,10 +314,11 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         chassis: Some(cfg.chassis.clone()),
         ..Topics::default()
     };
-    let (replica, sync) = Replica::new(&cfg.server, topics);
+    let (replica, sync) = Replica::with_servers(servers.clone(), topics);
     let (lookups, mut looked_up) = mpsc::channel(64);
     let mut agent = Agent {
         cfg: cfg.clone(),
+        servers,
         server: server.clone(),
         pipeline: Pipeline::new(&cfg.chassis),
         vifs: BTreeMap::new(),

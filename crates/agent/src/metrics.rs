@@ -18,6 +18,7 @@ pub struct Metrics {
     pub resyncs: AtomicU64,
     pub sync_snapshots: AtomicU64,
     pub sync_resumes: AtomicU64,
+    pub server_failovers: AtomicU64,
 }
 
 impl Metrics {
@@ -27,7 +28,7 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self, chassis: &str) -> String {
-        let rows: [(&str, &str, &str, &AtomicU64); 9] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 10] = [
             (
                 "wyvern_agent_flows_desired",
                 "gauge",
@@ -81,6 +82,12 @@ impl Metrics {
                 "counter",
                 "Northbound watches resumed.",
                 &self.sync_resumes,
+            ),
+            (
+                "wyvern_agent_server_failovers_total",
+                "counter",
+                "Moves from a failing server to another.",
+                &self.server_failovers,
             ),
         ];
         let mut out = String::new();

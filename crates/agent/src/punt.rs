@@ -111,7 +111,7 @@ impl Handlers {
         nd::advertisement(punted.frame, mac_octets(port.mac), router)
     }
 
-    /// A DHCP request from the port it came in on.
+    /// A DHCP request from the port it came in on (port security has checked its MAC).
     fn dhcp(&mut self, pipeline: &Pipeline, punted: &Punted<'_>) -> Option<Vec<u8>> {
         let port = Self::sender(pipeline, punted)?;
         if !self.dhcp.allow(&port.id) {

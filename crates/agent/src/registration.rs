@@ -5,6 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use nb_sync::Backoff;
+
 use crate::AgentConfig;
 use crate::server::Server;
 
@@ -15,7 +17,9 @@ const HEARTBEAT: Duration = Duration::from_secs(3);
 pub async fn keep_registered(server: Server, cfg: AgentConfig) {
     let encap = cfg.encap.ovs_type();
     let mut lease = None;
+    let mut backoff = Backoff::default();
     loop {
+        let mut failed = false;
         lease = match lease {
             None => match server.register(&cfg.chassis, cfg.tunnel_ip, encap).await {
                 Ok(l) => Some(l),
@@ -29,14 +33,17 @@ pub async fn keep_registered(server: Server, cfg: AgentConfig) {
                 Ok(false) => None,
                 Err(e) => {
                     tracing::warn!("heartbeat failed: {e}");
+                    failed = true;
                     Some(l)
                 }
             },
         };
-        let pause = if lease.is_some() {
+        let pause = if lease.is_some() && !failed {
+            backoff.reset();
             HEARTBEAT
         } else {
-            Duration::from_millis(500)
+            // Another server (the failed one was left) is tried soon, but not by every agent at once.
+            backoff.delay()
         };
         tokio::time::sleep(pause).await;
     }
@@ -90,6 +97,7 @@ impl Bindings {
             let Some(up) = self.lock().wanted.get(&port).copied() else {
                 return;
             };
+            let mut backoff = Backoff::default();
             for attempt in 0..20u32 {
                 match self.server.bind(&port, &self.chassis, up).await {
                     Ok(()) => break,
@@ -97,7 +105,7 @@ impl Bindings {
                         tracing::debug!(
                             "binding report for {port} failed ({e}), attempt {attempt}"
                         );
-                        tokio::time::sleep(Duration::from_millis(250)).await;
+                        tokio::time::sleep(backoff.delay()).await;
                     }
                 }
             }

@@ -1,9 +1,12 @@
 //! The agent's calls to the server: chassis registration and heartbeats, port bindings, and port
-//! lookups (which network a new local VIF belongs to).
+//! lookups (which network a new local VIF belongs to). They go to the server in use of the agent's
+//! [`Servers`], the replica's: a call that finds it failing (no connection, no answer in time, an
+//! error status 5xx) moves the agent to another, and the caller's retry goes there.
 
 use std::net::IpAddr;
 use std::time::Duration;
 
+use nb_sync::Servers;
 use serde_json::{Value, json};
 
 use crate::AgentError;
@@ -11,32 +14,38 @@ use crate::AgentError;
 /// An HTTP client for the server's agent-facing endpoints.
 #[derive(Clone)]
 pub struct Server {
-    base: String,
+    servers: Servers,
     http: reqwest::Client,
 }
 
 impl Server {
-    pub fn new(base: &str) -> Self {
+    pub fn new(servers: Servers) -> Self {
         let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
+            .connect_timeout(Duration::from_millis(500))
+            .timeout(Duration::from_secs(2))
             .build()
             .unwrap_or_default();
-        Self {
-            base: base.trim_end_matches('/').to_string(),
-            http,
-        }
+        Self { servers, http }
     }
 
-    pub fn base(&self) -> &str {
-        &self.base
-    }
-
-    async fn send(&self, req: reqwest::RequestBuilder) -> Result<(u16, Value), AgentError> {
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| AgentError::Server(e.to_string()))?;
+    /// Sends the request `build` makes from the base URL of the server in use; a transport failure
+    /// or a 5xx answer counts against that server.
+    async fn send(
+        &self,
+        build: impl FnOnce(&str) -> reqwest::RequestBuilder,
+    ) -> Result<(u16, Value), AgentError> {
+        let base = self.servers.current();
+        let resp = match build(&base).send().await {
+            Ok(resp) => resp,
+            Err(e) => {
+                self.servers.failed(&base);
+                return Err(AgentError::Server(format!("{base}: {e}")));
+            }
+        };
         let status = resp.status().as_u16();
+        if status >= 500 {
+            self.servers.failed(&base);
+        }
         let body = resp.json().await.unwrap_or(Value::Null);
         Ok((status, body))
     }
@@ -49,8 +58,11 @@ impl Server {
         encap: &str,
     ) -> Result<i64, AgentError> {
         let body = json!({"tunnel_ip": tunnel_ip, "encaps": [encap]});
-        let url = format!("{}/wyvern/v1/chassis/{chassis}", self.base);
-        match self.send(self.http.put(url).json(&body)).await? {
+        let path = format!("/wyvern/v1/chassis/{chassis}");
+        match self
+            .send(|base| self.http.put(format!("{base}{path}")).json(&body))
+            .await?
+        {
             (200, v) => v["lease"]
                 .as_i64()
                 .ok_or_else(|| AgentError::Server(format!("registration without lease: {v}"))),
@@ -62,9 +74,10 @@ impl Server {
 
     /// Keeps the lease alive; `false` when it already ended.
     pub async fn heartbeat(&self, chassis: &str, lease: i64) -> Result<bool, AgentError> {
-        let url = format!("{}/wyvern/v1/chassis/{chassis}/heartbeat", self.base);
+        let path = format!("/wyvern/v1/chassis/{chassis}/heartbeat");
+        let body = json!({"lease": lease});
         match self
-            .send(self.http.post(url).json(&json!({"lease": lease})))
+            .send(|base| self.http.post(format!("{base}{path}")).json(&body))
             .await?
         {
             (200, _) => Ok(true),
@@ -75,13 +88,10 @@ impl Server {
 
     /// Reports that a port's VIF appeared on (`up`) or left this chassis.
     pub async fn bind(&self, port: &str, chassis: &str, up: bool) -> Result<(), AgentError> {
-        let url = format!("{}/wyvern/v1/ports/{port}/binding", self.base);
+        let path = format!("/wyvern/v1/ports/{port}/binding");
+        let body = json!({"chassis": chassis, "up": up});
         match self
-            .send(
-                self.http
-                    .put(url)
-                    .json(&json!({"chassis": chassis, "up": up})),
-            )
+            .send(|base| self.http.put(format!("{base}{path}")).json(&body))
             .await?
         {
             (200, _) | (404, _) => Ok(()),
@@ -91,8 +101,11 @@ impl Server {
 
     /// The network of a port, if the port exists.
     pub async fn port_network(&self, port: &str) -> Result<Option<String>, AgentError> {
-        let url = format!("{}/v2.0/ports/{port}?fields=network_id", self.base);
-        match self.send(self.http.get(url)).await? {
+        let path = format!("/v2.0/ports/{port}?fields=network_id");
+        match self
+            .send(|base| self.http.get(format!("{base}{path}")))
+            .await?
+        {
             (200, v) => Ok(v["port"]["network_id"].as_str().map(String::from)),
             (404, _) => Ok(None),
             (s, v) => Err(AgentError::Server(format!("port lookup answered {s}: {v}"))),

@@ -248,4 +248,37 @@ async fn vms_on_two_chassis_talk_and_spoofing_is_dropped() {
             .is_err(),
         "spoofed source got through"
     );
+
+    // An allowed address pair admits that source: the datapath follows the port's update.
+    let pair = json!({"port": {"allowed_address_pairs": [{"ip_address": "10.77.0.222"}]}});
+    let id1 = p1["id"].as_str().unwrap();
+    let client = reqwest::Client::new();
+    let status = client
+        .put(format!("{base}/v2.0/ports/{id1}"))
+        .json(&pair)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert!(status.is_success(), "port update: {status}");
+    let paired = (0..20).any(|_| {
+        h1.exec(&["ping", "-c", "1", "-W", "1", "-I", "10.77.0.222", &ip2])
+            .is_ok()
+    });
+    assert!(paired, "the allowed address pair's source is still dropped");
+
+    // Open vSwitch restarts (its flows are gone with it): the agent reconnects, reads the empty
+    // switch and installs the pipeline again.
+    c1.stop_vswitchd();
+    c1.start_vswitchd().unwrap();
+    assert!(
+        pings(&h1, &ip2, Duration::from_secs(30)),
+        "vm1 cannot reach vm2 after ovs-vswitchd restarted\n{}\n{}\n{}",
+        c1.ovs_ofctl(&["-O", "OpenFlow13", "dump-flows", "br-int"])
+            .unwrap_or_default(),
+        c1.ovs_ofctl(&["-O", "OpenFlow13", "show", "br-int"])
+            .unwrap_or_default(),
+        c1.ovs_ofctl(&["-O", "OpenFlow13", "dump-flows", "br-phy"])
+            .unwrap_or_default()
+    );
 }

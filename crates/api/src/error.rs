@@ -62,6 +62,7 @@ impl ApiError {
     pub fn object_not_found(error_name: &str, singular: &str, id: &str) -> Self {
         let noun = match error_name {
             "FloatingIP" => "Floating IP",
+            "AddressGroup" => "Address group",
             "SecurityGroup" => "Security group",
             "SecurityGroupRule" => "Security group rule",
             other => other,

@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 
 /// (alias, name, description) of every extension we implement.
 const EXTENSIONS: &[(&str, &str, &str)] = &[
+    ("address-group", "Address group", "Support address group"),
     (
         "allowed-address-pairs",
         "Allowed Address Pairs",
@@ -114,6 +115,11 @@ const EXTENSIONS: &[(&str, &str, &str)] = &[
         "security-groups-normalized-cidr",
         "Normalized CIDR field for security group rules",
         "Add new field with normalized remote_ip_prefix cidr in SG rule",
+    ),
+    (
+        "security-groups-remote-address-group",
+        "Remote address group id field for security group rules",
+        "Add new field of remote address group id in SG rules",
     ),
     (
         "security-groups-rules-belongs-to-default-sg",

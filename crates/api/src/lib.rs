@@ -9,6 +9,7 @@ pub mod context;
 pub mod error;
 mod extensions;
 mod input;
+mod metrics;
 pub mod query;
 pub mod repo;
 mod resources;
@@ -46,6 +47,7 @@ pub struct Api {
     ipam_cursors: Arc<resources::Cursors>,
     /// The one store watch every sync watcher shares.
     watches: store::SharedWatch,
+    metrics: Arc<metrics::Metrics>,
 }
 
 /// Serves the API on `listener` until the process ends.
@@ -54,20 +56,30 @@ pub async fn serve(
     store: Arc<dyn store::Store>,
     config: ApiConfig,
 ) -> Result<(), std::io::Error> {
+    let metrics = Arc::new(metrics::Metrics::default());
+    let store: Arc<dyn store::Store> = Arc::new(metrics::MeteredStore {
+        inner: store,
+        metrics: metrics.clone(),
+    });
     let watches = store::SharedWatch::new(store.clone());
     let api = Api {
         db: Db { store },
         config: Arc::new(config),
         ipam_cursors: Arc::default(),
         watches,
+        metrics,
     };
     axum::serve(listener, router(api)).await
 }
 
 /// The HTTP routes.
 pub fn router(api: Api) -> Router {
+    let tracked = axum::middleware::from_fn_with_state(api.metrics.clone(), metrics::track);
     Router::new()
         .route("/", get(versions))
+        .route("/healthz", get(metrics::healthz))
+        .route("/readyz", get(metrics::readyz))
+        .route("/metrics", get(metrics::metrics))
         .route("/v2.0", get(resource_index))
         .route("/v2.0/", get(resource_index))
         .route("/v2.0/extensions", get(extensions::list))
@@ -104,6 +116,7 @@ pub fn router(api: Api) -> Router {
             axum::routing::put(chassis::bind),
         )
         .fallback(not_found)
+        .layer(tracked)
         .with_state(api)
 }
 
@@ -234,7 +247,7 @@ impl Api {
         let mut items = vec![stored.obj];
         resources::present(self, ctx, def, resources::Answer::Shown, &mut items).await?;
         let obj = items.pop().unwrap_or_default();
-        Ok(json!({ def.singular: query::render(obj, &q.fields()) }))
+        Ok(json!({ def.singular: query::render(obj, &q.fields_of(def)) }))
     }
 
     async fn create(&self, ctx: &Ctx, def: &ResourceDef, body: Value) -> ApiResult<Value> {

@@ -50,6 +50,17 @@ impl Query {
             .map(str::to_string)
             .collect()
     }
+
+    /// The `fields=` asked for, as Neutron applies them to `def`: an address group (whose
+    /// attribute map has `project_id` but no `tenant_id`) also shows `tenant_id`, which Neutron
+    /// adds to the fields for its policy check and never takes out again.
+    pub fn fields_of(&self, def: &ResourceDef) -> Vec<String> {
+        let mut fields = self.fields();
+        if !fields.is_empty() && def.collection == "address_groups" {
+            fields.push("tenant_id".into());
+        }
+        fields
+    }
 }
 
 fn decode_component(s: &str) -> String {
@@ -300,7 +311,7 @@ pub fn page(
             }
         },
     };
-    let fields = q.fields();
+    let fields = q.fields_of(def);
     let Some(limit) = limit else {
         return Ok((
             items.into_iter().map(|o| render(o, &fields)).collect(),

@@ -14,12 +14,14 @@
 //!
 //! Topics, as [`nb_keys::Topics::wants`] decides: a network (the network, its subnets and ports) for
 //! each `network=ID`, a router (the router and every port whose `device_id` is the router: its
-//! interfaces and gateway port) for each `router=ID`, the ports bound to a chassis for `chassis=ID`,
-//! and always the chassis list (`/chassis/`, `/chassis-up/`); `all=1` asks for everything. Deletions
+//! interfaces and gateway port) for each `router=ID`, a security group (the group, its rules and
+//! every port whose `security_groups` name it) for each `security_group=ID`, an address group for
+//! each `address_group=ID`, the ports bound to a chassis for `chassis=ID`, and always the chassis
+//! list (`/chassis/`, `/chassis-up/`); `all=1` asks for everything. Deletions
 //! are always sent (a deleted object has no network to filter on; deleting an unknown key is a no-op
 //! for a client).
 //!
-//! A watch may start a topic later than `after`: `network=ID@S` (or `router=ID@S`, `chassis=ID@S`)
+//! A watch may start a topic later than `after`: `network=ID@S` (likewise for every topic)
 //! follows that topic only for changes after revision S. A client that holds its topics at R and took
 //! a snapshot of a new topic at S > R resumes its watch after R with the new topic `@S`: it gets its
 //! old topics' changes after R and the new topic's after S, none twice. An event is sent when a topic
@@ -42,7 +44,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::query::Query;
 
 /// A heartbeat line after this long without changes.
-const HEARTBEAT: Duration = Duration::from_secs(5);
+const HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// Which keys a client asked for: its topics, some of them only after a start revision.
 struct Asked {
@@ -188,9 +190,15 @@ pub async fn watch(State(api): State<Api>, headers: HeaderMap, RawQuery(q): RawQ
         Err(e) => return e.into_response(),
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<Value>(64);
+    let client = api.metrics.sync_client(after);
     tokio::spawn(async move {
         loop {
-            let msg = match watch.next().await {
+            // A client gone while nothing changes is let go at once (and stops counting).
+            let next = tokio::select! {
+                next = watch.next() => next,
+                () = tx.closed() => return,
+            };
+            let msg = match next {
                 Ok(events) => {
                     let revision = events.last().map(|e: &Event| e.revision).unwrap_or(after);
                     let wanted: Vec<Value> = events
@@ -208,9 +216,13 @@ pub async fn watch(State(api): State<Api>, headers: HeaderMap, RawQuery(q): RawQ
                 Err(StoreError::Compacted { oldest, .. }) => json!({"compacted": oldest}),
                 Err(e) => json!({"error": e.to_string()}),
             };
-            let last = msg.get("revision").is_none();
-            if tx.send(msg).await.is_err() || last {
+            let sent = msg.get("revision").and_then(Value::as_u64);
+            if tx.send(msg).await.is_err() {
                 return;
+            }
+            match sent {
+                Some(revision) => client.sent(revision),
+                None => return,
             }
         }
     });

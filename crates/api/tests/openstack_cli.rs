@@ -1,7 +1,7 @@
 //! Drives the server with the real `openstack` CLI (python-openstackclient, auth type `none`), the way an
 //! operator would: create, list, show, set and delete for networks, subnets, ports, security groups and
-//! rules, routers and floating IPs, lookups by name, router interfaces by subnet and by port, the router's
-//! external gateway, and floating IP association.
+//! rules, address groups (their addresses added and removed), routers and floating IPs, lookups by name,
+//! router interfaces by subnet and by port, the router's external gateway, and floating IP association.
 //!
 //! The CLI is `<repo>/.venv/bin/openstack` (made by `scripts/install-deps`) or `$WYVERN_OPENSTACK_CLI`.
 //! Starting the CLI costs about a second of CPU, so besides single commands the test feeds several
@@ -342,6 +342,73 @@ fn security_groups(cli: &Cli) {
         !names(&groups).iter().any(|n| n.starts_with("b-sg")),
         "{groups}"
     );
+    address_groups(cli);
+}
+
+/// Address groups, and a stateless group with a rule from one.
+fn address_groups(cli: &Cli) {
+    let [ag, added, removed, created, rule, stateless] = docs(cli.batch(&[
+        "address group create b-ag --description office --address 10.0.0.1/24 \
+         --address 192.0.2.7 -f json",
+        "address group set b-ag --address 2001:db8::/64 --address 198.51.100.0/24",
+        "address group show b-ag -f json",
+        "address group unset b-ag --address 10.0.0.0/24",
+        "address group show b-ag -f json",
+        "security group create b-stateless --stateless -f json",
+        "security group rule create b-stateless --remote-address-group b-ag -f json",
+        "security group show b-stateless -f json",
+    ]));
+    let sorted = |v: &Value| {
+        let mut a: Vec<String> = v
+            .as_array()
+            .unwrap_or_else(|| panic!("not a list: {v}"))
+            .iter()
+            .map(|a| a.as_str().unwrap_or_default().to_string())
+            .collect();
+        a.sort();
+        a
+    };
+    assert_eq!(ag["description"], "office");
+    assert_eq!(
+        sorted(&ag["addresses"]),
+        ["10.0.0.0/24", "192.0.2.7/32"],
+        "{ag}"
+    );
+    assert_eq!(
+        sorted(&added["addresses"]),
+        [
+            "10.0.0.0/24",
+            "192.0.2.7/32",
+            "198.51.100.0/24",
+            "2001:db8::/64"
+        ],
+        "{added}"
+    );
+    assert_eq!(
+        sorted(&removed["addresses"]),
+        ["192.0.2.7/32", "198.51.100.0/24", "2001:db8::/64"],
+        "{removed}"
+    );
+    assert_eq!(rule["remote_address_group_id"], ag["id"], "{rule}");
+    assert_eq!(created["stateful"], false, "{created}");
+    assert_eq!(stateless["stateful"], false, "{stateless}");
+    assert_eq!(count(&stateless["rules"]), 3, "{stateless}");
+    let in_use = cli
+        .command()
+        .args(["address", "group", "delete", "b-ag"])
+        .output()
+        .expect("run the CLI");
+    let stderr = String::from_utf8_lossy(&in_use.stderr);
+    assert!(
+        !in_use.status.success() && stderr.contains("in use"),
+        "deleting an address group a rule uses: {stderr}"
+    );
+    let [groups] = docs(cli.batch(&[
+        &format!("security group rule delete {}", text(&rule, "id")),
+        "address group delete b-ag",
+        "address group list -f json",
+    ]));
+    assert_eq!(count(&groups), 0, "{groups}");
 }
 
 fn routers_and_floating_ips(cli: &Cli) {

@@ -1,5 +1,7 @@
-//! The sync API's topics over HTTP: a router topic is the router and its ports, and a watch topic
-//! marked `@REV` gets only the changes after REV while the other topics get everything after `after`.
+//! The sync API's topics over HTTP: a router topic is the router and its ports, a security group
+//! topic the group, its rules and the ports in it, an address group topic the address group; and a
+//! watch topic marked `@REV` gets only the changes after REV while the other topics get everything
+//! after `after`.
 
 mod support;
 
@@ -17,9 +19,9 @@ async fn call(request: reqwest::RequestBuilder, body: Value) -> Value {
     answer
 }
 
-/// Creates a `kind` (`network`, `port`, ...) from `body`; returns its id.
+/// Creates a `kind` (`network`, `security_group`, ...) from `body`; returns its id.
 async fn create(client: &reqwest::Client, base: &str, kind: &str, body: Value) -> String {
-    let url = format!("{base}/v2.0/{kind}s");
+    let url = format!("{base}/v2.0/{}s", kind.replace('_', "-"));
     let answer = call(client.post(url), json!({ kind: body })).await;
     answer[kind]["id"].as_str().expect("an id").to_string()
 }
@@ -205,4 +207,76 @@ async fn watch_sends_a_late_topic_only_after_its_start() {
     // A start that is not a revision is refused.
     let url = format!("{base}/wyvern/v1/sync/watch?after={after}&network={net_b}@soon");
     assert_eq!(client.get(url).send().await.unwrap().status(), 400);
+}
+
+/// A rule of `group` from the address group `remote`; returns its id.
+async fn rule(client: &reqwest::Client, base: &str, group: &str, remote: &str) -> String {
+    let body = json!({"security_group_id": group, "direction": "ingress",
+        "remote_address_group_id": remote});
+    create(client, base, "security_group_rule", body).await
+}
+
+async fn add_addresses(client: &reqwest::Client, base: &str, group: &str, cidr: &str) {
+    let url = format!("{base}/v2.0/address-groups/{group}/add_addresses");
+    call(client.put(url), json!({"addresses": [cidr]})).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_and_address_group_topics() {
+    let server = support::Server::start();
+    let (base, client) = (&server.base, &reqwest::Client::new());
+    let (net, _) = network(client, base, "10.1.0.0/24", false).await;
+    let ag = json!({"name": "ag", "addresses": ["192.0.2.0/24"]});
+    let ag = create(client, base, "address_group", ag).await;
+    let other_ag = create(client, base, "address_group", json!({"name": "other"})).await;
+    let sg = create(client, base, "security_group", json!({"name": "sg"})).await;
+    let other_sg = create(client, base, "security_group", json!({"name": "other"})).await;
+    let from_ag = rule(client, base, &sg, &ag).await;
+    // A rule of the other group that refers to this one belongs to the other group's topic.
+    let body = json!({"security_group_id": other_sg, "direction": "ingress",
+        "remote_group_id": sg});
+    create(client, base, "security_group_rule", body).await;
+    let port = |groups: Value| json!({"network_id": net, "security_groups": groups});
+    let both = create(client, base, "port", port(json!([other_sg, sg]))).await;
+    create(client, base, "port", port(json!([other_sg]))).await;
+    create(client, base, "port", json!({"network_id": net})).await;
+    let url = format!("{base}/v2.0/security-group-rules?security_group_id={sg}&fields=id");
+    let rules: Value = client.get(url).send().await.unwrap().json().await.unwrap();
+    let rules = rules["security_group_rules"].as_array().unwrap().iter();
+    let rule_keys = rules.map(|r| Kind::SecurityGroupRule.key(r["id"].as_str().unwrap()));
+
+    let (keys, revision) = snapshot(client, base, &format!("security_group={sg}")).await;
+    let mut expected: BTreeSet<String> = rule_keys.collect();
+    assert_eq!(
+        expected.len(),
+        3,
+        "two default egress rules and one from the address group"
+    );
+    assert!(expected.contains(&Kind::SecurityGroupRule.key(&from_ag)));
+    expected.extend([Kind::SecurityGroup.key(&sg), Kind::Port.key(&both)]);
+    assert_eq!(keys, expected);
+    let (keys, _) = snapshot(client, base, &format!("address_group={ag}")).await;
+    assert_eq!(keys, BTreeSet::from([Kind::AddressGroup.key(&ag)]));
+
+    // The watch sends the changes of the followed groups only.
+    let added = rule(client, base, &sg, &other_ag).await;
+    rule(client, base, &other_sg, &ag).await;
+    add_addresses(client, base, &other_ag, "198.51.100.0/24").await;
+    add_addresses(client, base, &ag, "203.0.113.0/24").await;
+    let (_, last) = snapshot(client, base, "").await;
+    let query = format!("after={revision}&security_group={sg}&address_group={ag}");
+    let events = watch(client, base, &query, last).await;
+    let changed: Vec<&str> = events.iter().filter_map(|e| e["key"].as_str()).collect();
+    let group_key = Kind::SecurityGroup.key(&sg);
+    let (added, ag_key) = (
+        Kind::SecurityGroupRule.key(&added),
+        Kind::AddressGroup.key(&ag),
+    );
+    // A new rule rewrites its group (its revision number).
+    assert_eq!(
+        changed,
+        [group_key.as_str(), added.as_str(), ag_key.as_str()]
+    );
+    let addresses = &events[2]["value"]["addresses"];
+    assert_eq!(addresses, &json!(["192.0.2.0/24", "203.0.113.0/24"]));
 }

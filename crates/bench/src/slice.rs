@@ -681,7 +681,7 @@ async fn measure(
             json!({"chassis": n.name, "usage": u})
         })
         .collect();
-    let server_pid = std::fs::read_to_string(lab.dir().join("server.pid"))
+    let server_pid = std::fs::read_to_string(lab.dir().join("server-1.pid"))
         .ok()
         .and_then(|s| s.trim().parse().ok());
     let vswitchd: Vec<Value> = ctx

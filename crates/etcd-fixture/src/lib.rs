@@ -6,7 +6,8 @@
 //! member (or the current leader) and restart it on the same ports and data directory.
 //!
 //! It is a crate of its own so that tests of any crate (store, api, agent) can add it as a
-//! dev-dependency without pulling test code into a library.
+//! dev-dependency without pulling test code into a library. `wyvern lab` starts its members with
+//! the same command line ([`MemberSpec`]) and free ports ([`free_port`]), as daemons of its own.
 
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
@@ -61,8 +62,9 @@ const PORTS: std::ops::Range<u32> = 20_000..32_000;
 /// How many times a cluster start is tried again when a port was taken meanwhile.
 const START_ATTEMPTS: usize = 3;
 
-/// A loopback port that is free now; each process walks the range from its own starting point.
-fn free_port() -> std::io::Result<u16> {
+/// A loopback port that is free now (below the ephemeral range); each process walks the range
+/// from its own starting point.
+pub fn free_port() -> std::io::Result<u16> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let span = u64::from(PORTS.end - PORTS.start);
     let base = u64::from(std::process::id()).wrapping_mul(2_654_435_761);
@@ -129,22 +131,22 @@ impl EtcdCluster {
     }
 
     fn spawn(&mut self, i: usize) -> Result<(), FixtureError> {
-        let initial = self
-            .members
-            .iter()
-            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
-            .collect::<Vec<_>>()
-            .join(",");
+        let initial = initial_cluster(self.members.iter().map(|m| (m.name.as_str(), m.peer_port)));
         let dir = self.dir.path().to_path_buf();
         let m = self.members.get_mut(i).ok_or(FixtureError::NoMember(i))?;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log_path(&dir, &m.name))?;
-        let client = format!("http://127.0.0.1:{}", m.client_port);
-        let peer = format!("http://127.0.0.1:{}", m.peer_port);
-        let bin = std::env::var("WYVERN_ETCD_BIN").unwrap_or_else(|_| DEFAULT_ETCD.into());
-        let mut command = Command::new(bin);
+        let mut command = MemberSpec {
+            name: &m.name,
+            client_port: m.client_port,
+            peer_port: m.peer_port,
+            data_dir: &dir.join(&m.name),
+            initial_cluster: &initial,
+            token: &self.token,
+        }
+        .command();
         // SAFETY: prctl(2) is async-signal-safe; it only asks the kernel to SIGKILL the member when the
         // thread that started it exits, so no member outlives a test process that was killed.
         unsafe {
@@ -156,20 +158,6 @@ impl EtcdCluster {
             });
         }
         let child = command
-            .arg("--name")
-            .arg(&m.name)
-            .arg("--data-dir")
-            .arg(dir.join(&m.name))
-            .args(["--listen-client-urls", &client])
-            .args(["--advertise-client-urls", &client])
-            .args(["--listen-peer-urls", &peer])
-            .args(["--initial-advertise-peer-urls", &peer])
-            .args(["--initial-cluster", &initial])
-            .args(["--initial-cluster-token", &self.token])
-            .args(["--initial-cluster-state", "new"])
-            // Fast failure detection keeps leader-failure tests short.
-            .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
-            .args(["--logger", "zap", "--log-outputs", "stderr"])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -324,6 +312,62 @@ impl EtcdCluster {
     }
 }
 
+/// One member of a new cluster on loopback ports.
+#[derive(Debug, Clone, Copy)]
+pub struct MemberSpec<'a> {
+    /// Its name (unique in the cluster).
+    pub name: &'a str,
+    /// Port for clients.
+    pub client_port: u16,
+    /// Port for the other members.
+    pub peer_port: u16,
+    /// Its data directory (kept across restarts).
+    pub data_dir: &'a Path,
+    /// Every member: see [`initial_cluster`].
+    pub initial_cluster: &'a str,
+    /// The cluster's token (unique per cluster).
+    pub token: &'a str,
+}
+
+impl MemberSpec<'_> {
+    /// The member's command (the etcd binary is `WYVERN_ETCD_BIN`, default `/usr/bin/etcd`),
+    /// logging to stderr; the caller sets up stdio. A restarted member finds its cluster in its
+    /// data directory, so the same command starts it again.
+    pub fn command(&self) -> Command {
+        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let bin = std::env::var("WYVERN_ETCD_BIN").unwrap_or_else(|_| DEFAULT_ETCD.into());
+        let mut command = Command::new(bin);
+        command
+            .arg("--name")
+            .arg(self.name)
+            .arg("--data-dir")
+            .arg(self.data_dir)
+            .args(["--listen-client-urls", &client])
+            .args(["--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer])
+            .args(["--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", self.initial_cluster])
+            .args(["--initial-cluster-token", self.token])
+            .args(["--initial-cluster-state", "new"])
+            // Failure detection fast enough for short leader-failure tests, yet ten heartbeats
+            // per election timeout (etcd's advice), so that a loaded 2-core machine does not
+            // cause spurious elections.
+            .args(["--heartbeat-interval", "100", "--election-timeout", "1000"])
+            .args(["--logger", "zap", "--log-outputs", "stderr"]);
+        command
+    }
+}
+
+/// etcd's `--initial-cluster` for members given by name and peer port.
+pub fn initial_cluster<'a>(members: impl IntoIterator<Item = (&'a str, u16)>) -> String {
+    members
+        .into_iter()
+        .map(|(name, port)| format!("{name}=http://127.0.0.1:{port}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 fn log_path(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}.log"))
 }
@@ -343,7 +387,9 @@ async fn member_status(endpoint: &str) -> Result<(u64, u64), etcd_client::Error>
     Ok((id, status.leader()))
 }
 
-async fn member_ready(endpoint: &str) -> Result<(), etcd_client::Error> {
+/// Whether the member at `endpoint` (`127.0.0.1:PORT`) knows a leader and answers a
+/// linearizable read.
+pub async fn member_ready(endpoint: &str) -> Result<(), etcd_client::Error> {
     let mut client = member_client(endpoint).await?;
     if client.status().await?.leader() == 0 {
         return Err(etcd_client::Error::Internal("no leader".into()));

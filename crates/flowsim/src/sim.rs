@@ -10,7 +10,8 @@
 //! * `output:P` is skipped when P is the packet's current `in_port` (use `IN_PORT`).
 //!   `CONTROLLER` and `controller(...)` give controller packets; `NORMAL`, `FLOOD` and `ALL`
 //!   are recorded as outputs to that pseudo-port (not expanded). An output to a port declared
-//!   with [`FlowTables::with_tunnel_port`] records the tunnel fields.
+//!   with [`FlowTables::with_tunnel_port`] records the tunnel fields (`tun_src` is the port's
+//!   `local_ip` when declared with [`FlowTables::with_tunnel_local_ip`]).
 //! * `resubmit`: `in_port` is replaced for the nested lookup only. Nesting deeper than
 //!   [`MAX_DEPTH`] (resubmit, goto_table, group) or more than [`MAX_RESUBMITS`] resubmits in
 //!   total is a translation error: OVS then drops the whole packet, so does the verdict.
@@ -590,7 +591,7 @@ impl Xlate<'_, '_> {
     }
 
     fn emit(&mut self, pkt: &Packet, p: u32) -> String {
-        let tunnel = self.tables.is_tunnel_port(p).then(|| pkt.tunnel());
+        let tunnel = self.tables.tunnel_out(p, pkt);
         let effect = match &tunnel {
             Some(t) => format!("sent over the tunnel with {t}"),
             None => "sent".into(),

@@ -10,6 +10,7 @@
 //! undefined) the one given first wins.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::Ipv4Addr;
 
 use openflow::message::{Group, GroupType};
 use openflow::{Action, Field, Flow};
@@ -22,7 +23,8 @@ use crate::packet::Packet;
 pub struct FlowTables {
     tables: BTreeMap<u8, Vec<Flow>>,
     groups: HashMap<u32, Group>,
-    tunnel_ports: BTreeSet<u32>,
+    /// Tunnel ports, with their `options:local_ip` if they have one.
+    tunnel_ports: BTreeMap<u32, Option<Ipv4Addr>>,
     down_ports: BTreeSet<u32>,
 }
 
@@ -186,7 +188,15 @@ impl FlowTables {
 
     /// Builder: `port` is a tunnel port (outputs to it carry the packet's tunnel fields).
     pub fn with_tunnel_port(mut self, port: u32) -> FlowTables {
-        self.tunnel_ports.insert(port);
+        self.tunnel_ports.insert(port, None);
+        self
+    }
+
+    /// Builder: `port` is a tunnel port with `options:local_ip=local_ip`: outputs to it carry
+    /// the packet's tunnel fields with `local_ip` as `tun_src`, whatever the flows set (OVS'
+    /// `tnl_port_send` takes the source from the port unless it is `local_ip=flow`).
+    pub fn with_tunnel_local_ip(mut self, port: u32, local_ip: Ipv4Addr) -> FlowTables {
+        self.tunnel_ports.insert(port, Some(local_ip));
         self
     }
 
@@ -196,9 +206,14 @@ impl FlowTables {
         self
     }
 
-    /// Whether `port` is a tunnel port.
-    pub fn is_tunnel_port(&self, port: u32) -> bool {
-        self.tunnel_ports.contains(&port)
+    /// The tunnel context an output of `pkt` to `port` carries, if `port` is a tunnel port.
+    pub fn tunnel_out(&self, port: u32, pkt: &Packet) -> Option<crate::Tunnel> {
+        let local_ip = self.tunnel_ports.get(&port)?;
+        let mut tunnel = pkt.tunnel();
+        if let Some(ip) = local_ip {
+            tunnel.src = *ip;
+        }
+        Some(tunnel)
     }
 
     /// Whether `port` is up (every port is, unless marked down).

@@ -467,6 +467,14 @@ fn tunnels_in_and_out() {
         Some(Tunnel::new(0x65, v4("0.0.0.0"), v4("192.168.0.3")).with_metadata(0, 9))
     );
     assert!(tr.to_string().contains("tun_id=0x65"), "{tr}");
+    // A port with `local_ip` sends from it, whatever the flow set.
+    let t = t.with_tunnel_local_ip(7, v4("192.168.0.1"));
+    let tr = trace(&t, 1, icmp("10.0.0.1", "10.0.0.2"));
+    assert_eq!(
+        tr.verdict.outputs[0].tunnel.as_ref().map(|t| t.src),
+        Some(v4("192.168.0.1"))
+    );
+    assert!(tr.to_string().contains("tun_src=192.168.0.1"), "{tr}");
 }
 
 #[test]

@@ -203,9 +203,9 @@ fn pcap(frame: &[u8]) -> Vec<u8> {
     file
 }
 
-/// What `tcpdump -nn -vv -e` prints for `frame` (written to a pcap file), or None when tcpdump
+/// What `tcpdump -nn -vv -e` prints for `frame` (written to a pcap file); panics when tcpdump
 /// cannot be run. (`-vv`, not `-v`: tcpdump 4.99 verifies UDP checksums only from `-vv` on.)
-pub fn tcpdump(frame: &[u8]) -> Option<String> {
+pub fn tcpdump(frame: &[u8]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("frame.pcap");
     std::fs::write(&path, pcap(frame)).unwrap();
@@ -215,10 +215,8 @@ pub fn tcpdump(frame: &[u8]) -> Option<String> {
         .output()
     {
         Ok(output) => output,
-        Err(err) => {
-            eprintln!("note: tcpdump not runnable ({err}); golden check skipped");
-            return None;
-        }
+        // CI installs tcpdump (scripts/install-deps): a missing one fails, never skips unseen.
+        Err(err) => panic!("tcpdump not runnable ({err}); scripts/install-deps installs it"),
     };
     assert!(
         output.status.success(),
@@ -227,7 +225,7 @@ pub fn tcpdump(frame: &[u8]) -> Option<String> {
     );
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
     eprintln!("{text}");
-    Some(text)
+    text
 }
 
 /// Asserts that tcpdump's `text` holds each of `expected` and no complaint (nothing "bad").
@@ -238,12 +236,11 @@ pub fn check(text: &str, expected: &[&str]) {
     assert!(!text.contains("bad"), "a complaint in:\n{text}");
 }
 
-/// Asserts that tcpdump, when it can run, reports `complaint` for `frame` (broken on purpose):
-/// what makes the absence of complaints in [`check`] mean something.
+/// Asserts that tcpdump reports `complaint` for `frame` (broken on purpose): what makes the
+/// absence of complaints in [`check`] mean something.
 pub fn check_complaint(frame: &[u8], complaint: &str) {
-    if let Some(text) = tcpdump(frame) {
-        assert!(text.contains(complaint), "no {complaint:?} in:\n{text}");
-    }
+    let text = tcpdump(frame);
+    assert!(text.contains(complaint), "no {complaint:?} in:\n{text}");
 }
 
 #[cfg(test)]
@@ -362,7 +359,7 @@ mod tests {
         let sum = ip.checksum(17, &udp);
         udp[6..8].copy_from_slice(&sum.to_be_bytes());
         let good = ip.frame(&eth, 17, &udp);
-        let Some(text) = tcpdump(&good) else { return };
+        let text = tcpdump(&good);
         check(&text, &["fe80::1.12345 > ff02::1.12346", "[udp sum ok]"]);
         let mut broken = good.clone();
         *broken.last_mut().unwrap() ^= 0xff;

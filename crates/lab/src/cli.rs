@@ -13,7 +13,8 @@ pub enum LabCommand {
         /// The topology file (TOML; see examples/demo.toml).
         file: PathBuf,
     },
-    /// Show what runs: server, chassis, agents, networks, VMs with IP and MAC.
+    /// Show what runs: etcd members and servers (up or DOWN), chassis, agents, networks, VMs
+    /// with IP and MAC.
     Status {
         /// The lab (default: every lab).
         name: Option<String>,
@@ -28,6 +29,22 @@ pub enum LabCommand {
         /// The command, after `--`.
         #[arg(last = true, required = true)]
         cmd: Vec<String>,
+    },
+    /// Kill an etcd member (`etcd-N`) or a server (`server-N`) with SIGKILL, like a crash.
+    Stop {
+        /// The lab (default: the only one).
+        #[arg(long)]
+        lab: Option<String>,
+        /// `etcd-N` or `server-N` (as `status` lists them).
+        name: String,
+    },
+    /// Start a stopped etcd member or server again, on its ports and data.
+    Start {
+        /// The lab (default: the only one).
+        #[arg(long)]
+        lab: Option<String>,
+        /// `etcd-N` or `server-N` (as `status` lists them).
+        name: String,
     },
     /// Stop every process of a lab and delete its namespaces and files.
     Down {
@@ -49,6 +66,17 @@ fn only_lab(name: Option<String>) -> Result<String> {
             many.join(", ")
         ))),
     }
+}
+
+/// Runs `act` on lab `name` (default: the only one), which keeps running afterwards.
+fn with_lab(name: Option<String>, act: impl FnOnce(&mut Lab) -> Result<()>) -> Result<()> {
+    let name = only_lab(name)?;
+    // Only a lab that exists (it has a state file): opening makes the state directory.
+    crate::status(&name)?;
+    let mut lab = Lab::open(&name, &LabOptions::default())?;
+    let r = act(&mut lab);
+    lab.keep();
+    r
 }
 
 /// Runs a `wyvern lab` subcommand. `exec` ends the process with the command's exit code.
@@ -93,6 +121,8 @@ pub fn run(cmd: LabCommand) -> Result<()> {
                 .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
             std::process::exit(code)
         }
+        LabCommand::Stop { lab, name } => with_lab(lab, |l| l.stop(&name)),
+        LabCommand::Start { lab, name } => with_lab(lab, |l| l.start(&name).map(drop)),
         LabCommand::Down { name } => crate::down(&only_lab(name)?, true).map(drop),
     }
 }

@@ -22,11 +22,14 @@ use crate::topology::{ChassisSpec, Ipv6Config, NetworkSpec, Topology, VmSpec};
 use crate::{Error, Result};
 
 mod attrs;
+pub(crate) mod control;
 mod guest;
 mod routers;
+mod secgroups;
 
 use attrs::{
-    has_fixed_ips, port_pairs, subnet_attrs, subnet_update, wanted_fixed_ips, wanted_pairs,
+    has_fixed_ips, port_groups, port_pairs, subnet_attrs, subnet_update, wanted_fixed_ips,
+    wanted_pairs,
 };
 
 /// The integration bridge.
@@ -65,7 +68,8 @@ pub struct Lab {
     dir: PathBuf,
     opts: LabOptions,
     state: State,
-    server: Option<Daemon>,
+    /// The etcd members and servers by name (see [`control`]).
+    services: BTreeMap<String, Daemon>,
     underlay: Option<Underlay>,
     chassis: BTreeMap<String, Chassis>,
     agents: BTreeMap<String, Daemon>,
@@ -101,9 +105,9 @@ fn log_tail(path: &Path) -> String {
     format!("{} says:\n  {tail}", path.display())
 }
 
-/// `ADDR:PORT` for a `listen` setting: the given port, else `previous` if it is on the same
-/// address, else a free one.
-fn listen_addr(spec: Option<&str>, previous: Option<&str>) -> Result<String> {
+/// `ADDR:PORT` for a `listen` setting of the `nth` server (from 0): the given port plus `nth`,
+/// else `previous` if it is on the same address, else a free one.
+fn listen_addr(spec: Option<&str>, nth: usize, previous: Option<&str>) -> Result<String> {
     let spec = spec.unwrap_or("127.0.0.1");
     let (host, port) = match spec.rsplit_once(':') {
         Some((h, p)) if !h.ends_with(':') => (
@@ -114,6 +118,10 @@ fn listen_addr(spec: Option<&str>, previous: Option<&str>) -> Result<String> {
         _ => (spec.to_owned(), 0),
     };
     if port != 0 {
+        let port = u16::try_from(nth)
+            .ok()
+            .and_then(|n| port.checked_add(n))
+            .ok_or_else(|| Error::Topology(format!("server listen {spec:?}: port too high")))?;
         return Ok(format!("{host}:{port}"));
     }
     if let Some(prev) = previous
@@ -154,7 +162,7 @@ impl Lab {
             dir,
             opts: opts.clone(),
             state,
-            server: None,
+            services: BTreeMap::new(),
             underlay: None,
             chassis: BTreeMap::new(),
             agents: BTreeMap::new(),
@@ -165,10 +173,11 @@ impl Lab {
         Ok(lab)
     }
 
-    /// Adopts what exists of the lab: server and agents by PID file, namespaces by name.
+    /// Adopts what exists of the lab: etcd members, servers and agents by PID file,
+    /// namespaces by name.
     fn adopt(&mut self) {
         let marker = self.marker();
-        self.server = Daemon::find(&self.dir.join("server.pid"), &marker);
+        self.adopt_services();
         if let Ok(ns) = Netns::adopt(&names::underlay_netns(&self.name)) {
             self.underlay = Some(Underlay::adopt(ns));
         }
@@ -240,7 +249,7 @@ impl Lab {
         self.state.encap = topo.underlay.encap.clone();
         let agents = self.probe_agent();
         self.state.agents_available = Some(agents.is_ok());
-        self.ensure_server(topo, changes).await?;
+        self.ensure_control_plane(topo, changes).await?;
         let api = Neutron::new(&self.server_url())?;
         for vm in self.state.vms.keys().cloned().collect::<Vec<_>>() {
             if !topo.vms.iter().any(|v| v.name == vm) {
@@ -270,9 +279,11 @@ impl Lab {
             self.ensure_network(&api, topo, net, changes).await?;
         }
         self.ensure_routers(&api, topo, changes).await?;
+        self.ensure_groups(&api, topo, changes).await?;
         for vm in &topo.vms {
             self.ensure_vm(&api, topo, vm, changes).await?;
         }
+        self.remove_groups(&api, topo, changes).await?;
         self.warm_underlay();
         for (name, net) in self.state.networks.clone() {
             if topo.network(&name).is_none() {
@@ -284,60 +295,12 @@ impl Lab {
         Ok(())
     }
 
-    /// The server's base URL (`http://ADDR:PORT`).
+    /// The first server's base URL (`http://ADDR:PORT`).
     pub fn server_url(&self) -> String {
-        format!(
-            "http://{}",
-            self.state
-                .server_listen
-                .as_deref()
-                .unwrap_or("127.0.0.1:9696")
-        )
-    }
-
-    async fn ensure_server(&mut self, topo: &Topology, changes: &mut Vec<String>) -> Result<()> {
-        let listen = listen_addr(
-            topo.server.listen.as_deref(),
-            self.state.server_listen.as_deref(),
-        )?;
-        let pidfile = self.dir.join("server.pid");
-        let marker = self.marker();
-        if self.server.is_none() {
-            self.server = Daemon::find(&pidfile, &marker);
-        }
-        if let Some(d) = &self.server
-            && self.state.server_listen.as_deref() == Some(listen.as_str())
-        {
-            let api = Neutron::new(&self.server_url())?;
-            if api
-                .wait_ready(Duration::from_secs(2), || d.is_alive())
-                .await
-            {
-                self.say(
-                    "server",
-                    &format!("running at {} (pid {})", self.server_url(), d.pid()),
-                );
-                return Ok(());
-            }
-        }
-        self.server = None;
-        let store = format!("embedded:{}", self.dir.join("server.redb").display());
-        let log = self.dir.join("server.log");
-        let cmd = self.wyvern(&["server", "--listen", &listen, "--store", &store]);
-        let d = Daemon::spawn(cmd, &pidfile, &log, &marker)?;
-        self.state.server_listen = Some(listen);
-        let api = Neutron::new(&self.server_url())?;
-        if !api.wait_ready(SERVER_START, || d.is_alive()).await {
-            return Err(Error::Start(format!(
-                "the server did not come up at {}; {}",
-                self.server_url(),
-                log_tail(&log)
-            )));
-        }
-        let status = format!("started at {} (pid {})", self.server_url(), d.pid());
-        self.server = Some(d);
-        self.changed(changes, "server", &status);
-        Ok(())
+        self.server_urls()
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| "http://127.0.0.1:9696".into())
     }
 
     fn ensure_underlay(&mut self, changes: &mut Vec<String>) -> Result<()> {
@@ -534,10 +497,16 @@ impl Lab {
             self.state.chassis.get(name).ok_or_else(|| {
                 Error::NotFound(format!("no chassis {name} in lab {}", self.name))
             })?;
+        // Agents spread over the servers: each has its own first, then the others.
+        let mut servers = self.server_urls();
+        if let Some(k) = self.state.chassis.keys().position(|c| c == name) {
+            let n = servers.len().max(1);
+            servers.rotate_left(k % n);
+        }
         Ok(vec![
             "agent".into(),
             "--server".into(),
-            self.server_url(),
+            servers.join(","),
             "--chassis".into(),
             name.into(),
             "--ovsdb".into(),
@@ -753,8 +722,8 @@ impl Lab {
         Ok(())
     }
 
-    /// Finds or creates the VM's port and makes its binding, fixed IPs and allowed address
-    /// pairs what `vm` asks for.
+    /// Finds or creates the VM's port and makes its binding, fixed IPs, allowed address
+    /// pairs, port security and security groups what `vm` asks for.
     async fn ensure_port(
         &self,
         api: &Neutron,
@@ -785,6 +754,7 @@ impl Lab {
             .iter()
             .map(|p| json!({ "ip_address": p.to_string() }))
             .collect();
+        let groups = self.port_groups(api, vm, project).await?;
         let Some(port) = found else {
             // As Nova does: the project creates the port, an admin binds it (Neutron's policy
             // lets only admins set `binding:host_id`).
@@ -800,6 +770,10 @@ impl Lab {
             if !pairs.is_empty() {
                 attrs["allowed_address_pairs"] = pairs.into();
             }
+            if !vm.port_security {
+                attrs["port_security_enabled"] = false.into();
+            }
+            attrs["security_groups"] = groups.into();
             let created = api.create("ports", "port", project, attrs).await?;
             let id = text(&created, "id").to_owned();
             let binding = json!({ "binding:host_id": vm.chassis });
@@ -818,6 +792,15 @@ impl Lab {
         }
         if port_pairs(&port) != want_pairs {
             update.insert("allowed_address_pairs".into(), pairs.into());
+        }
+        // Port security goes off only together with the groups (the server refuses either
+        // alone), and comes on with them.
+        let secure = port.get("port_security_enabled").and_then(Value::as_bool) != Some(false);
+        if secure != vm.port_security {
+            update.insert("port_security_enabled".into(), vm.port_security.into());
+        }
+        if secure != vm.port_security || port_groups(&port) != groups {
+            update.insert("security_groups".into(), groups.into());
         }
         if update.is_empty() {
             return Ok(port);
@@ -1055,17 +1038,6 @@ impl Lab {
         Ok(())
     }
 
-    /// Kills the server with SIGKILL (like a crash) and waits until it is dead; [`Lab::converge`]
-    /// starts it again on the same store and address.
-    pub fn kill_server(&mut self) -> Result<()> {
-        let d = self
-            .server
-            .take()
-            .ok_or_else(|| Error::NotFound("no server runs".into()))?;
-        d.kill();
-        Ok(())
-    }
-
     /// (Re)starts chassis `name`'s agent (stopping a running one first); returns its PID.
     pub fn restart_agent(&mut self, name: &str) -> Result<u32> {
         if self.state.agents_available == Some(false) {
@@ -1095,7 +1067,7 @@ impl Lab {
 
     /// Lets go of the handles without stopping anything (the teardown goes by name).
     fn release(&mut self) {
-        if let Some(d) = self.server.take() {
+        for d in std::mem::take(&mut self.services).into_values() {
             d.detach();
         }
         for d in std::mem::take(&mut self.agents).into_values() {
@@ -1157,7 +1129,8 @@ pub fn exec_command(lab: &str, host: &str) -> Result<Command> {
 }
 
 /// Tears lab `name` down by name, also after a crash of `up` half way and without a state
-/// file: stops the agents and the server by PID file, then the OVS daemons of every chassis,
+/// file: stops the agents, the servers and the etcd members by PID file, then the OVS daemons
+/// of every chassis,
 /// then any other process whose command line mentions the state directory, deletes every
 /// namespace of the lab and the state directory. Idempotent; returns what it removed.
 pub fn down(name: &str, progress: bool) -> Result<Vec<String>> {
@@ -1169,18 +1142,21 @@ pub fn down(name: &str, progress: bool) -> Result<Vec<String>> {
     if let Ok(rd) = std::fs::read_dir(&dir) {
         let mut entries: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
         entries.sort();
-        // Agents first, then the server, then each chassis' vswitchd and ovsdb-server.
-        let (agents, rest): (Vec<_>, Vec<_>) = entries.into_iter().partition(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("agent-"))
-        });
-        pidfiles.extend(
-            agents
-                .into_iter()
-                .filter(|p| p.extension().is_some_and(|e| e == "pid")),
-        );
-        pidfiles.push(dir.join("server.pid"));
-        for p in rest.iter().filter(|p| p.is_dir()) {
+        // Agents first, then the servers, the etcd members, then each chassis' vswitchd and
+        // ovsdb-server.
+        for kind in ["agent-", "server-", "etcd-"] {
+            pidfiles.extend(
+                entries
+                    .iter()
+                    .filter(|p| {
+                        p.extension().is_some_and(|e| e == "pid")
+                            && p.file_name()
+                                .is_some_and(|n| n.to_string_lossy().starts_with(kind))
+                    })
+                    .cloned(),
+            );
+        }
+        for p in entries.iter().filter(|p| p.is_dir()) {
             pidfiles.push(p.join("ovs-vswitchd.pid"));
             pidfiles.push(p.join("ovsdb-server.pid"));
         }
@@ -1234,21 +1210,25 @@ mod tests {
     #[test]
     fn listen_addresses() {
         assert_eq!(
-            listen_addr(Some("127.0.0.1:9797"), None).unwrap(),
+            listen_addr(Some("127.0.0.1:9797"), 0, None).unwrap(),
             "127.0.0.1:9797"
+        );
+        assert_eq!(
+            listen_addr(Some("127.0.0.1:9797"), 2, None).unwrap(),
+            "127.0.0.1:9799"
         );
         // No port (or port 0): the previous one on the same address, else a free one.
         let prev = Some("127.0.0.1:5000");
-        assert_eq!(listen_addr(None, prev).unwrap(), "127.0.0.1:5000");
+        assert_eq!(listen_addr(None, 0, prev).unwrap(), "127.0.0.1:5000");
         assert_eq!(
-            listen_addr(Some("127.0.0.1:0"), prev).unwrap(),
+            listen_addr(Some("127.0.0.1:0"), 0, prev).unwrap(),
             "127.0.0.1:5000"
         );
-        let free = listen_addr(Some("127.0.0.1"), Some("127.0.0.2:5000")).unwrap();
+        let free = listen_addr(Some("127.0.0.1"), 0, Some("127.0.0.2:5000")).unwrap();
         assert!(
             free.starts_with("127.0.0.1:") && free != "127.0.0.1:0",
             "{free}"
         );
-        assert!(listen_addr(Some("127.0.0.1:http"), None).is_err());
+        assert!(listen_addr(Some("127.0.0.1:http"), 0, None).is_err());
     }
 }

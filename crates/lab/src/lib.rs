@@ -1,17 +1,22 @@
 //! `wyvern lab`: a whole Wyvern deployment on one machine, from a declarative topology file.
 //!
-//! `wyvern lab up FILE` starts the API server (`wyvern server`, embedded store), one Open
+//! `wyvern lab up FILE` starts the API server (`wyvern server`, embedded store) — or, with
+//! `store = "etcd"`, real etcd members and several servers on them, each agent with every
+//! server's URL, its own first (round robin over the chassis), so that it fails over — one Open
 //! vSwitch per chassis (userspace datapath, each in its own network namespace, joined by one
 //! underlay L2 segment), runs [`chassis::ensure`] for `br-int` with Geneve and VXLAN tunnel
 //! ports, starts one `wyvern agent` per chassis (if the binary has that subcommand; otherwise
 //! it warns and goes on), creates networks, subnets, routers (interfaces, extra routes) and one
-//! port per VM through the Neutron API, and gives every VM a namespace wired into its chassis'
+//! port per VM through the Neutron API (with its security groups, made from the file with their
+//! rules, and address groups), and gives every VM a namespace wired into its chassis'
 //! `br-int` ([`chassis::plug_vif`] with the port's id, MAC, `iface-status=active`) whose `eth0`
 //! has the port's MAC and addresses, the network's MTU, default routes via the subnets'
 //! gateways and TX checksum offload off (IPv6 by SLAAC instead if the VM asks). Running `up`
 //! again changes only what differs from the file (nothing, the second time): a router's
-//! interfaces and routes become the file's. `status`, `exec HOST -- CMD` and `down` work by the
-//! lab's name; `down` works without the state file too (after a crash half way), see [`names`].
+//! interfaces and routes become the file's. `status` (every etcd member and server up or DOWN),
+//! `exec HOST -- CMD`, `stop NAME` and `start NAME` (an etcd member `etcd-N` or a server
+//! `server-N`: killed with SIGKILL like a crash, started again on its ports and data) and `down`
+//! work by the lab's name; `down` works without the state file too (after a crash half way), see [`names`].
 //! The lab only ever configures namespaces it created.
 //!
 //! # Topology file (TOML)
@@ -20,7 +25,12 @@
 //! name = "demo"                  # required; 1-16 of [a-z0-9-]; part of every name
 //!
 //! [server]                       # optional
-//! listen = "127.0.0.1"           # ADDR or ADDR:PORT; default 127.0.0.1, a free port
+//! listen = "127.0.0.1"           # ADDR or ADDR:PORT; default 127.0.0.1, a free port (with
+//!                                # several servers: server-N on PORT + N - 1)
+//! store = "etcd"                 # optional: embedded (default; one redb file, one server) |
+//!                                # etcd (real members etcd-N, data in the state directory)
+//! etcd_members = 3               # optional, etcd: 1, 3 (default) or 5
+//! servers = 2                    # optional: API servers server-N on the store (default 1)
 //!
 //! [underlay]                     # optional
 //! cidr = "172.31.0.0/24"         # tunnel addresses (inside the lab's namespaces only)
@@ -69,6 +79,34 @@
 //! extra_addresses = ["192.168.50.1/24"] # optional: on a dummy interface in the VM
 //!                                # (`behind0`), a prefix "behind" it; its port allows
 //!                                # them as sources
+//! security_groups = ["web", "default"] # optional: its port's groups by name, of its project
+//!                                # (`default`: the project's own); default: the project's
+//!                                # `default` group, as Neutron
+//! port_security = false          # optional (default true): no anti-spoofing, no groups
+//!
+//! [[address_group]]              # zero or more
+//! name = "office"                # unique; [A-Za-z0-9._-]
+//! project = "alpha"              # optional; default: admin
+//! addresses = ["10.0.0.0/28", "10.0.1.5/32"] # prefixes (added and removed to match)
+//!
+//! [[security_group]]             # zero or more (every project has `default` already)
+//! name = "web"                   # unique; [A-Za-z0-9._-]; not `default`
+//! project = "alpha"              # optional; default: admin
+//! stateful = true                # optional (default true); false: replies need rules too
+//! default_rules = true           # optional (default true): Neutron's two egress allow-all
+//!                                # rules (IPv4, IPv6); false: only the rules below
+//! rules = [                      # optional; replaced (deleted and created) to match
+//!   { direction = "ingress",     # ingress | egress
+//!     ethertype = "IPv4",        # optional: IPv4 (default) | IPv6
+//!     protocol = "tcp",          # optional (any): tcp, udp, icmp, icmpv6, ... or a number
+//!     port_range_min = 80,       # optional: lowest port, or the ICMP type
+//!     port_range_max = 80,       # optional: highest port, or the ICMP code
+//!     remote_ip_prefix = "10.0.0.0/24" }, # optional, at most one of the three remotes
+//!   { direction = "ingress", protocol = "tcp", port_range_min = 7000, port_range_max = 7000,
+//!     remote_group = "app" },    # members of a group of the same project (or `default`)
+//!   { direction = "ingress", protocol = "udp", port_range_min = 53, port_range_max = 53,
+//!     remote_address_group = "office" }, # an address group of the same project
+//! ]
 //! ```
 //!
 //! # Library
@@ -83,6 +121,8 @@
 //! let out = lab.exec("web1", &["ping", "-c1", "10.0.0.12"])?;
 //! println!("{} {:?}", lab.port_id("web1").unwrap(), out.status);
 //! lab.kill_agent("c1")?;                          // SIGKILL, like a crash
+//! lab.stop("server-1")?;                          // the same for a server or etcd member
+//! lab.start("server-1")?;
 //! lab.restart_agent("c1")?;
 //! assert!(lab.converge(&topo)?.is_empty());       // up again: nothing to change
 //! lab.down()?;
@@ -102,9 +142,13 @@ mod topology;
 pub use cli::{LabCommand, run};
 pub use error::{Error, Result};
 pub use lab::{Lab, LabOptions, down, exec_command};
-pub use state::{ChassisState, NetworkState, RouterState, State, SubnetState, VmState};
-pub use status::{ChassisStatus, Status, status};
+pub use state::{
+    ChassisState, EtcdMemberState, GroupState, NetworkState, RouterState, State, SubnetState,
+    VmState,
+};
+pub use status::{ChassisStatus, ServiceStatus, Status, status};
 pub use topology::{
-    ChassisSpec, Gateway, Ipv6Config, Ipv6Mode, NetworkSpec, RouteSpec, RouterSpec, ServerSpec,
-    SubnetSpec, Topology, UnderlaySpec, VmSpec,
+    AddressGroupSpec, ChassisSpec, DEFAULT_GROUP, Direction, Ethertype, Gateway, Ipv6Config,
+    Ipv6Mode, NetworkSpec, Protocol, RouteSpec, RouterSpec, RuleSpec, SecurityGroupSpec,
+    ServerSpec, StoreKind, SubnetSpec, Topology, UnderlaySpec, VmSpec,
 };

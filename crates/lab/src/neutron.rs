@@ -1,5 +1,7 @@
 //! A small client of the server's Neutron API: what the lab needs to create and find
-//! networks, subnets, ports and routers, acting as admin or as a project.
+//! networks, subnets, ports, routers, security groups and address groups, acting as admin or
+//! as a project. Collections are named as in JSON bodies (`security_groups`); their URL segment
+//! has dashes instead (`security-groups`), as Neutron's.
 
 use std::time::{Duration, Instant};
 
@@ -92,9 +94,18 @@ impl Neutron {
     /// Lists `collection` filtered by `query` (`k=v&...`, values without reserved
     /// characters), as admin.
     pub(crate) async fn list(&self, collection: &str, query: &str) -> Result<Vec<Value>> {
-        let v = self
-            .call(Method::GET, &format!("{collection}?{query}"), None, None)
-            .await?;
+        self.list_as(collection, query, None).await
+    }
+
+    /// Like [`Neutron::list`], as `project` (`None`: admin): what that project sees.
+    pub(crate) async fn list_as(
+        &self,
+        collection: &str,
+        query: &str,
+        project: Option<&str>,
+    ) -> Result<Vec<Value>> {
+        let path = format!("{}?{query}", segment(collection));
+        let v = self.call(Method::GET, &path, project, None).await?;
         Ok(v.get(collection)
             .and_then(Value::as_array)
             .cloned()
@@ -109,7 +120,12 @@ impl Neutron {
         id: &str,
     ) -> Result<Option<Value>> {
         match self
-            .call(Method::GET, &format!("{collection}/{id}"), None, None)
+            .call(
+                Method::GET,
+                &format!("{}/{id}", segment(collection)),
+                None,
+                None,
+            )
             .await
         {
             Ok(v) => Ok(v.get(singular).cloned()),
@@ -150,7 +166,7 @@ impl Neutron {
     ) -> Result<Value> {
         let body = serde_json::json!({ singular: attrs });
         let v = self
-            .call(Method::POST, collection, project, Some(&body))
+            .call(Method::POST, &segment(collection), project, Some(&body))
             .await?;
         Ok(v.get(singular).cloned().unwrap_or(Value::Null))
     }
@@ -167,7 +183,7 @@ impl Neutron {
         let v = self
             .call(
                 Method::PUT,
-                &format!("{collection}/{id}"),
+                &format!("{}/{id}", segment(collection)),
                 None,
                 Some(&body),
             )
@@ -176,7 +192,7 @@ impl Neutron {
     }
 
     /// `PUT <collection>/<id>/<action>` with `body` as it is, as admin (a router's
-    /// `add_router_interface`, `remove_router_interface`); returns the answer.
+    /// `add_router_interface`, an address group's `add_addresses`); returns the answer.
     pub(crate) async fn act(
         &self,
         collection: &str,
@@ -186,7 +202,7 @@ impl Neutron {
     ) -> Result<Value> {
         self.call(
             Method::PUT,
-            &format!("{collection}/{id}/{action}"),
+            &format!("{}/{id}/{action}", segment(collection)),
             None,
             Some(&body),
         )
@@ -196,13 +212,23 @@ impl Neutron {
     /// Deletes an object as admin; a missing one is no error.
     pub(crate) async fn delete(&self, collection: &str, id: &str) -> Result<()> {
         match self
-            .call(Method::DELETE, &format!("{collection}/{id}"), None, None)
+            .call(
+                Method::DELETE,
+                &format!("{}/{id}", segment(collection)),
+                None,
+                None,
+            )
             .await
         {
             Ok(_) | Err(Error::Api { status: 404, .. }) => Ok(()),
             Err(e) => Err(e),
         }
     }
+}
+
+/// The URL segment of `collection`.
+fn segment(collection: &str) -> String {
+    collection.replace('_', "-")
 }
 
 /// `v[key]` as a string.

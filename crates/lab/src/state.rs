@@ -15,8 +15,12 @@ use crate::{Error, Result};
 pub struct State {
     /// The lab's name.
     pub name: String,
-    /// `ADDR:PORT` the server listens on.
-    pub server_listen: Option<String>,
+    /// `ADDR:PORT` each API server listens on (`server-1` first).
+    #[serde(default)]
+    pub servers: Vec<String>,
+    /// The etcd members (`etcd-1` first); none on the embedded store.
+    #[serde(default)]
+    pub etcd: Vec<EtcdMemberState>,
     /// Whether the `wyvern` binary has the `agent` subcommand.
     pub agents_available: Option<bool>,
     /// Encapsulation the agents use.
@@ -30,6 +34,30 @@ pub struct State {
     /// Routers by name.
     #[serde(default)]
     pub routers: BTreeMap<String, RouterState>,
+    /// Security groups of the file by name.
+    #[serde(default)]
+    pub security_groups: BTreeMap<String, GroupState>,
+    /// Address groups by name.
+    #[serde(default)]
+    pub address_groups: BTreeMap<String, GroupState>,
+}
+
+/// A security group or an address group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupState {
+    /// API id.
+    pub id: String,
+    /// Owning project (`None`: admin).
+    pub project: Option<String>,
+}
+
+/// An etcd member (on loopback).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EtcdMemberState {
+    /// Port for clients (the servers).
+    pub client_port: u16,
+    /// Port for the other members.
+    pub peer_port: u16,
 }
 
 /// A chassis.

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use testbed::{Daemon, Netns};
 
+use crate::lab::control::Service;
 use crate::names;
 use crate::state::{State, VmState};
 use crate::topology::describe_routes;
@@ -18,12 +19,23 @@ pub struct Status {
     pub state: State,
     /// Its state directory.
     pub dir: PathBuf,
-    /// PID of the server, if it runs.
-    pub server_pid: Option<u32>,
+    /// The etcd members (if any), then the servers.
+    pub services: Vec<ServiceStatus>,
     /// Per chassis (by name): PIDs of ovsdb-server, ovs-vswitchd and the agent, if running.
     pub chassis: Vec<ChassisStatus>,
     /// Per VM: whether its namespace exists.
     pub vms: Vec<(String, VmState, bool)>,
+}
+
+/// An etcd member or a server as it is now.
+#[derive(Debug, Clone)]
+pub struct ServiceStatus {
+    /// Name (`etcd-N`, `server-N`).
+    pub name: String,
+    /// Where clients reach it (a server's URL, a member's `127.0.0.1:PORT`).
+    pub address: String,
+    /// PID, if it runs.
+    pub pid: Option<u32>,
 }
 
 /// One chassis as it is now.
@@ -61,8 +73,25 @@ pub fn status(name: &str) -> Result<Status> {
         .iter()
         .map(|(n, v)| (n.clone(), v.clone(), Netns::exists(&v.netns)))
         .collect();
+    let service = |name: String, address: String| ServiceStatus {
+        pid: Daemon::running(&dir.join(format!("{name}.pid")), &marker),
+        name,
+        address,
+    };
+    let members = state.etcd.iter().enumerate().map(|(i, m)| {
+        service(
+            Service::Etcd(i).to_string(),
+            format!("127.0.0.1:{}", m.client_port),
+        )
+    });
+    let servers = state
+        .servers
+        .iter()
+        .enumerate()
+        .map(|(i, l)| service(Service::Server(i).to_string(), format!("http://{l}")));
+    let services = members.chain(servers).collect();
     Ok(Status {
-        server_pid: Daemon::running(&dir.join("server.pid"), &marker),
+        services,
         dir,
         chassis,
         vms,
@@ -78,12 +107,13 @@ impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = &self.state;
         writeln!(f, "lab {} (state in {})", s.name, self.dir.display())?;
-        writeln!(
-            f,
-            "  server   http://{}  {}",
-            s.server_listen.as_deref().unwrap_or("?"),
-            pid(self.server_pid)
-        )?;
+        for v in &self.services {
+            let kind = v.name.split('-').next().unwrap_or_default();
+            let state = v
+                .pid
+                .map_or_else(|| "DOWN".to_owned(), |p| format!("up (pid {p})"));
+            writeln!(f, "  {kind:<8} {:<12} {:<26} {state}", v.name, v.address)?;
+        }
         for c in &self.chassis {
             let st = &s.chassis[&c.name];
             let agent = match (s.agents_available, c.agent) {

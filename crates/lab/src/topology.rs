@@ -34,6 +34,12 @@ pub struct Topology {
     /// Routers joining subnets.
     #[serde(default, rename = "router")]
     pub routers: Vec<RouterSpec>,
+    /// Security groups with their rules.
+    #[serde(default, rename = "security_group")]
+    pub security_groups: Vec<SecurityGroupSpec>,
+    /// Address groups (sets of prefixes that rules refer to).
+    #[serde(default, rename = "address_group")]
+    pub address_groups: Vec<AddressGroupSpec>,
 }
 
 /// `[server]`.
@@ -41,8 +47,58 @@ pub struct Topology {
 #[serde(deny_unknown_fields)]
 pub struct ServerSpec {
     /// `ADDR` or `ADDR:PORT` to listen on; default `127.0.0.1` with a free port (port 0
-    /// also means a free one).
+    /// also means a free one). With several servers, server n listens on PORT + n - 1.
     pub listen: Option<String>,
+    /// The northbound store.
+    #[serde(default)]
+    pub store: StoreKind,
+    /// How many etcd members (with `store = "etcd"`): 1, 3 or 5; default 3.
+    pub etcd_members: Option<usize>,
+    /// How many API servers share the store (more than one needs `store = "etcd"`); default 1.
+    pub servers: Option<usize>,
+}
+
+/// `[server] store`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// One redb file in the lab's state directory (one server only).
+    #[default]
+    Embedded,
+    /// A cluster of real etcd members that the lab starts.
+    Etcd,
+}
+
+impl ServerSpec {
+    /// How many etcd members the lab runs (0 on the embedded store).
+    pub fn etcd_member_count(&self) -> usize {
+        match self.store {
+            StoreKind::Embedded => 0,
+            StoreKind::Etcd => self.etcd_members.unwrap_or(3),
+        }
+    }
+
+    /// How many API servers the lab runs.
+    pub fn server_count(&self) -> usize {
+        self.servers.unwrap_or(1)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let bad = |why: &str| Err(Error::Topology(format!("[server]: {why}")));
+        if self.store == StoreKind::Embedded && self.etcd_members.is_some() {
+            return bad("etcd_members needs store = \"etcd\"");
+        }
+        if self.store == StoreKind::Embedded && self.server_count() > 1 {
+            return bad("several servers need store = \"etcd\" (they share it)");
+        }
+        if self.etcd_members.is_some_and(|n| ![1, 3, 5].contains(&n)) {
+            return bad("etcd_members: 1, 3 or 5");
+        }
+        if !(1..=9).contains(&self.server_count()) {
+            return bad("servers: 1 to 9");
+        }
+        Ok(())
+    }
 }
 
 /// `[underlay]`.
@@ -286,6 +342,140 @@ pub struct VmSpec {
     /// prefixes "behind" it. Its port allows them as sources (`allowed_address_pairs`).
     #[serde(default)]
     pub extra_addresses: Vec<IpNet>,
+    /// Its port's security groups by name (`default`: the project's own); absent: the
+    /// project's `default` group, as Neutron chooses.
+    pub security_groups: Option<Vec<String>>,
+    /// Whether its port has port security (anti-spoofing and security groups).
+    #[serde(default = "yes")]
+    pub port_security: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The name of the group every project has (made by the server, never by the file).
+pub const DEFAULT_GROUP: &str = "default";
+
+/// `[[security_group]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityGroupSpec {
+    /// Name (unique in the file; not `default`).
+    pub name: String,
+    /// Project that owns it; default: the admin project.
+    pub project: Option<String>,
+    /// Whether return traffic is let through by connection tracking.
+    #[serde(default = "yes")]
+    pub stateful: bool,
+    /// Whether the group keeps the two allow-all egress rules (IPv4, IPv6) that Neutron gives
+    /// every new group.
+    #[serde(default = "yes")]
+    pub default_rules: bool,
+    /// Its rules (besides the default ones).
+    #[serde(default)]
+    pub rules: Vec<RuleSpec>,
+}
+
+/// Which way a rule lets packets through, seen from the port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// Into the port.
+    Ingress,
+    /// Out of the port.
+    Egress,
+}
+
+/// A rule's IP version.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+pub enum Ethertype {
+    /// IPv4 (the default).
+    #[default]
+    IPv4,
+    /// IPv6.
+    IPv6,
+}
+
+/// A rule's protocol: a name Neutron knows (`tcp`, `udp`, `icmp`, `icmpv6`, ...) or a number.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum Protocol {
+    /// IP protocol number.
+    Number(u8),
+    /// Name.
+    Name(String),
+}
+
+/// One rule of a security group (`rules = [{ ... }]`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    /// `ingress` or `egress`.
+    pub direction: Direction,
+    /// `IPv4` (default) or `IPv6`.
+    #[serde(default)]
+    pub ethertype: Ethertype,
+    /// Protocol; absent: any.
+    pub protocol: Option<Protocol>,
+    /// Lowest port (TCP, UDP, ...) or ICMP type.
+    pub port_range_min: Option<u16>,
+    /// Highest port, or ICMP code.
+    pub port_range_max: Option<u16>,
+    /// Remote addresses.
+    pub remote_ip_prefix: Option<IpNet>,
+    /// Remote ports: the members of this group (by name; `default`: the project's own).
+    pub remote_group: Option<String>,
+    /// Remote addresses: this address group (by name).
+    pub remote_address_group: Option<String>,
+}
+
+/// `[[address_group]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddressGroupSpec {
+    /// Name (unique in the file).
+    pub name: String,
+    /// Project that owns it; default: the admin project.
+    pub project: Option<String>,
+    /// Its prefixes (an address alone is a host prefix).
+    #[serde(default, deserialize_with = "prefixes")]
+    pub addresses: Vec<IpNet>,
+}
+
+/// Prefixes, each written as a prefix or as an address alone (a host prefix).
+fn prefixes<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Vec<IpNet>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|s| {
+            s.parse::<IpNet>()
+                .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| serde::de::Error::custom(format!("{s:?} is no address or prefix")))
+        })
+        .collect()
+}
+
+/// The project an object of the file belongs to (`admin` when it names none).
+pub(crate) fn project_of(project: &Option<String>) -> &str {
+    project.as_deref().unwrap_or("admin")
+}
+
+fn check_project(project: Option<&str>) -> Result<()> {
+    project.map_or(Ok(()), |p| check_api_name("project", p))
+}
+
+impl Protocol {
+    /// The IP protocol number (`icmp` and `icmpv6` apart: the caller's ethertype decides).
+    pub fn number(&self) -> Option<u8> {
+        match self {
+            Protocol::Number(n) => Some(*n),
+            Protocol::Name(name) => model::validate::PROTOCOLS
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, p)| *p)
+                .or_else(|| name.parse().ok()),
+        }
+    }
 }
 
 fn check_api_name(what: &str, name: &str) -> Result<()> {
@@ -327,6 +517,7 @@ impl Topology {
     /// Checks names, references and addresses.
     pub fn validate(&self) -> Result<()> {
         names::check_lab_name(&self.name)?;
+        self.server.validate()?;
         if self.chassis.is_empty() {
             return Err(Error::Topology("at least one [[chassis]] is needed".into()));
         }
@@ -372,6 +563,39 @@ impl Topology {
                 }
             }
         }
+        let mut groups = BTreeSet::new();
+        for a in &self.address_groups {
+            check_api_name("address group", &a.name)?;
+            check_project(a.project.as_deref())?;
+            if !groups.insert(a.name.as_str()) {
+                return Err(Error::Topology(format!(
+                    "address group {} defined twice",
+                    a.name
+                )));
+            }
+        }
+        groups.clear();
+        for g in &self.security_groups {
+            check_api_name("security group", &g.name)?;
+            check_project(g.project.as_deref())?;
+            if g.name == DEFAULT_GROUP {
+                return Err(Error::Topology(format!(
+                    "security group {DEFAULT_GROUP}: every project has it already (leave it out, \
+                     or name the group otherwise)"
+                )));
+            }
+            if !groups.insert(g.name.as_str()) {
+                return Err(Error::Topology(format!(
+                    "security group {} defined twice",
+                    g.name
+                )));
+            }
+            for (i, r) in g.rules.iter().enumerate() {
+                self.validate_rule(g, r).map_err(|why| {
+                    Error::Topology(format!("security group {} rule {}: {why}", g.name, i + 1))
+                })?;
+            }
+        }
         for v in &self.vms {
             names::check_host_name("vm", &v.name, VM_MAX)?;
             if !hosts.insert(v.name.as_str()) {
@@ -388,6 +612,97 @@ impl Topology {
             self.validate_router(r)?;
         }
         Ok(())
+    }
+
+    fn validate_rule(
+        &self,
+        g: &SecurityGroupSpec,
+        r: &RuleSpec,
+    ) -> std::result::Result<(), String> {
+        let remotes = [
+            r.remote_ip_prefix.is_some(),
+            r.remote_group.is_some(),
+            r.remote_address_group.is_some(),
+        ];
+        if remotes.into_iter().filter(|x| *x).count() > 1 {
+            return Err(
+                "at most one of remote_ip_prefix, remote_group, remote_address_group".into(),
+            );
+        }
+        if let Some(p) = r.remote_ip_prefix
+            && p.addr().is_ipv4() != (r.ethertype == Ethertype::IPv4)
+        {
+            return Err(format!("remote_ip_prefix {p} is not {:?}", r.ethertype));
+        }
+        if let Some(name) = &r.remote_group {
+            self.group_in_project(name, g.project.as_deref())?;
+        }
+        if let Some(name) = &r.remote_address_group {
+            let Some(a) = self.address_groups.iter().find(|a| &a.name == name) else {
+                return Err(format!("no address group {name}"));
+            };
+            if project_of(&a.project) != project_of(&g.project) {
+                return Err(format!(
+                    "address group {name} belongs to project {}, the group to {}",
+                    project_of(&a.project),
+                    project_of(&g.project)
+                ));
+            }
+        }
+        let number = match &r.protocol {
+            None => None,
+            Some(p) => Some(
+                p.number()
+                    .ok_or_else(|| format!("unknown protocol {p:?}"))?,
+            ),
+        };
+        if number == Some(58) && r.ethertype == Ethertype::IPv4 {
+            return Err("ICMPv6 in an IPv4 rule".into());
+        }
+        let (min, max) = (r.port_range_min, r.port_range_max);
+        if min.is_none() && max.is_none() {
+            return Ok(());
+        }
+        match number {
+            Some(1 | 58) if min.is_none() => {
+                Err("an ICMP code needs a type (port_range_min)".into())
+            }
+            Some(1 | 58) if min.max(max).is_some_and(|v| v > 255) => {
+                Err("ICMP type and code are 0-255".into())
+            }
+            Some(1 | 58) => Ok(()),
+            Some(6 | 17 | 33 | 132 | 136) => match (min, max) {
+                (Some(a), Some(b)) if 0 < a && a <= b => Ok(()),
+                _ => Err("ports need 1 <= port_range_min <= port_range_max".into()),
+            },
+            _ => Err("port ranges only with tcp, udp, dccp, sctp, udplite or ICMP".into()),
+        }
+    }
+
+    /// Checks that security group `name` (one of the file's, or `default`) may be used by
+    /// `project`'s objects.
+    fn group_in_project(
+        &self,
+        name: &str,
+        project: Option<&str>,
+    ) -> std::result::Result<(), String> {
+        if name == DEFAULT_GROUP {
+            return Ok(());
+        }
+        let Some(g) = self.security_groups.iter().find(|g| g.name == name) else {
+            return Err(format!("no security group {name}"));
+        };
+        let (theirs, ours) = (
+            g.project.as_deref().unwrap_or("admin"),
+            project.unwrap_or("admin"),
+        );
+        if theirs == ours {
+            Ok(())
+        } else {
+            Err(format!(
+                "security group {name} belongs to project {theirs}, not {ours}"
+            ))
+        }
     }
 
     fn validate_vm(&self, v: &VmSpec) -> Result<()> {
@@ -425,6 +740,23 @@ impl Topology {
         let extra = &v.extra_addresses;
         if extra.iter().collect::<BTreeSet<_>>().len() != extra.len() {
             return bad("an extra address is listed twice".into());
+        }
+        let project = v.project.as_deref().or(net.project.as_deref());
+        if let Some(groups) = &v.security_groups {
+            if !v.port_security && !groups.is_empty() {
+                return bad("security groups need port_security".into());
+            }
+            for (i, g) in groups.iter().enumerate() {
+                if groups[..i].contains(g) {
+                    return bad(format!("security group {g} listed twice"));
+                }
+                if let Err(why) = self.group_in_project(g, project) {
+                    return bad(why);
+                }
+            }
+        }
+        if !v.port_security && !extra.is_empty() {
+            return bad("extra addresses need port_security (allowed address pairs)".into());
         }
         Ok(())
     }
@@ -584,6 +916,31 @@ name = "r1"
 project = "alpha"
 interfaces = ["blue-1", "green-1", "green-v6"]
 routes = [{ destination = "192.168.50.0/24", nexthop = "10.0.0.5" }]
+[[vm]]
+name = "vm3"
+network = "blue"
+chassis = "c1"
+security_groups = ["web", "default"]
+[[vm]]
+name = "vm4"
+network = "blue"
+chassis = "c1"
+port_security = false
+[[address_group]]
+name = "admins"
+project = "alpha"
+addresses = ["10.9.0.0/24", "10.9.1.5"]
+[[security_group]]
+name = "web"
+project = "alpha"
+stateful = false
+default_rules = false
+rules = [
+  { direction = "ingress", protocol = "tcp", port_range_min = 80, port_range_max = 80, remote_group = "web" },
+  { direction = "ingress", ethertype = "IPv6", protocol = "icmpv6", port_range_min = 128 },
+  { direction = "egress", protocol = 17, remote_address_group = "admins" },
+  { direction = "ingress", protocol = "icmp", port_range_min = 8, remote_ip_prefix = "10.0.0.0/24" },
+]
 "#;
 
     #[test]
@@ -609,11 +966,71 @@ routes = [{ destination = "192.168.50.0/24", nexthop = "10.0.0.5" }]
         assert_eq!(t.vms[0].ipv6, Ipv6Config::Static);
         assert_eq!(t.vms[1].ipv6, Ipv6Config::Slaac);
         assert_eq!(t.routers[0].routes[0].nexthop.to_string(), "10.0.0.5");
+        // Security: groups omitted (the project's default), named, or no port security.
+        assert_eq!(
+            (t.vms[0].security_groups.as_ref(), t.vms[0].port_security),
+            (None, true)
+        );
+        assert_eq!(
+            t.vms[2].security_groups.as_deref().unwrap(),
+            ["web", "default"]
+        );
+        assert!(!t.vms[3].port_security);
+        let web = &t.security_groups[0];
+        assert!(!web.stateful && !web.default_rules);
+        assert_eq!(web.rules[0].ethertype, Ethertype::IPv4);
+        assert_eq!(
+            web.rules[1].protocol.as_ref().and_then(Protocol::number),
+            Some(58)
+        );
+        assert_eq!(web.rules[2].protocol, Some(Protocol::Number(17)));
+        assert_eq!(
+            t.address_groups[0].addresses[1],
+            "10.9.1.5/32".parse::<IpNet>().unwrap()
+        );
         for example in [
             include_str!("../../../examples/demo.toml"),
             include_str!("../../../examples/routed.toml"),
+            include_str!("../../../examples/secgroups.toml"),
+            include_str!("../../../examples/ha.toml"),
         ] {
             parse(example).unwrap();
+        }
+    }
+
+    #[test]
+    fn server_store_settings() {
+        let t = parse(GOOD).unwrap();
+        assert_eq!(t.server.store, StoreKind::Embedded);
+        assert_eq!(
+            (t.server.etcd_member_count(), t.server.server_count()),
+            (0, 1)
+        );
+        let ha = |server: &str| {
+            parse(&GOOD.replace(
+                "name = \"t1\"\n",
+                &format!("name = \"t1\"\n[server]\n{server}\n"),
+            ))
+        };
+        let t = ha("store = \"etcd\"\nservers = 2").unwrap();
+        assert_eq!(
+            (t.server.etcd_member_count(), t.server.server_count()),
+            (3, 2)
+        );
+        let t = ha("store = \"etcd\"\netcd_members = 1").unwrap();
+        assert_eq!(
+            (t.server.etcd_member_count(), t.server.server_count()),
+            (1, 1)
+        );
+        for (bad, why) in [
+            ("servers = 2", "several servers need store"),
+            ("etcd_members = 3", "etcd_members needs store"),
+            ("store = \"etcd\"\netcd_members = 2", "1, 3 or 5"),
+            ("store = \"etcd\"\nservers = 0", "1 to 9"),
+            ("store = \"zk\"", "unknown variant"),
+        ] {
+            let e = ha(bad).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad}: {e}");
         }
     }
 
@@ -720,6 +1137,73 @@ routes = [{ destination = "192.168.50.0/24", nexthop = "10.0.0.5" }]
                 " }, { destination = \"192.168.50.0/24\", nexthop = \"10.0.0.5\" }]",
                 "twice",
             ),
+            // VMs' groups: exist, once, same project; none without port security.
+            (
+                "[\"web\", \"default\"]",
+                "[\"web\", \"nope\"]",
+                "no security group nope",
+            ),
+            (
+                "[\"web\", \"default\"]",
+                "[\"web\", \"web\"]",
+                "listed twice",
+            ),
+            (
+                "port_security = false",
+                "port_security = false\nsecurity_groups = [\"web\"]",
+                "need port_security",
+            ),
+            (
+                "name = \"web\"\nproject = \"alpha\"",
+                "name = \"web\"\nproject = \"beta\"",
+                "belongs to project",
+            ),
+            // Groups: not `default`, once; address groups of the group's project.
+            (
+                "name = \"web\"\nproject",
+                "name = \"default\"\nproject",
+                "every project has it",
+            ),
+            (
+                "name = \"admins\"\nproject = \"alpha\"",
+                "name = \"admins\"\nproject = \"beta\"",
+                "belongs to project beta",
+            ),
+            // Rules: one remote, protocols and their ports, versions.
+            (
+                "remote_group = \"web\"",
+                "remote_group = \"web\", remote_ip_prefix = \"10.0.0.0/24\"",
+                "at most one",
+            ),
+            (
+                "ethertype = \"IPv6\", protocol = \"icmpv6\"",
+                "protocol = \"icmpv6\"",
+                "ICMPv6 in an IPv4 rule",
+            ),
+            (
+                "port_range_min = 80, port_range_max = 80",
+                "port_range_min = 90, port_range_max = 80",
+                "port_range_min <=",
+            ),
+            ("\"admins\" }", "\"ops\" }", "no address group ops"),
+            (
+                "protocol = 17,",
+                "protocol = \"bogus\",",
+                "unknown protocol",
+            ),
+            ("\"10.0.0.0/24\" }", "\"fd00::/64\" }", "is not IPv4"),
+            ("port_range_min = 8,", "port_range_min = 300,", "0-255"),
+            (
+                "\"egress\", protocol = 17,",
+                "\"egress\", port_range_min = 5,",
+                "port ranges only",
+            ),
+            (
+                "\"ingress\", protocol = \"tcp\"",
+                "\"inbound\", protocol = \"tcp\"",
+                "unknown variant",
+            ),
+            ("\"10.9.1.5\"]", "\"10.9.1\"]", "no address or prefix"),
         ] {
             assert!(GOOD.contains(from), "{from}");
             let bad = GOOD.replacen(from, to, 1);

@@ -1,6 +1,7 @@
 //! The lab against real Open vSwitch: up (twice), what the API and the namespaces show,
 //! repair, topology changes, routers and VM options (dual stack, SLAAC, forwarding, extra
-//! addresses) converging, two labs side by side, teardown after a crash, and a failed up.
+//! addresses) converging, security groups, their rules and address groups converging, two labs
+//! side by side, teardown after a crash, and a failed up.
 //!
 //! This test binary has no libtest harness: when the lab runs it as `server --listen ADDR
 //! --store SPEC` it serves the Neutron API (so the lab starts a real server process without
@@ -100,6 +101,11 @@ fn run_tests(args: &[String]) {
         (
             "agents_are_started_killed_and_restarted",
             agents_are_started_killed_and_restarted,
+        ),
+        ("security_groups_converge", security_groups_converge),
+        (
+            "etcd_members_and_servers_stop_and_start",
+            etcd_members_and_servers_stop_and_start,
         ),
     ];
     let filter = args.iter().find(|a| !a.starts_with('-'));
@@ -325,7 +331,7 @@ fn up_wires_vms_is_idempotent_and_down_leaves_nothing() {
     assert!(lab.exec("nope", &["true"]).is_err());
 
     // Up again, from "another process" (state file, adopted daemons): nothing changes.
-    let server_pid = lab::status(&name).unwrap().server_pid;
+    let server_pid = lab::status(&name).unwrap().services[0].pid;
     assert!(server_pid.is_some());
     lab.keep();
     let mut lab = Lab::open(&name, &opts()).expect("open");
@@ -335,7 +341,7 @@ fn up_wires_vms_is_idempotent_and_down_leaves_nothing() {
     );
     assert!(lab.converge(&topo).expect("third up").is_empty());
     let st = lab::status(&name).unwrap();
-    assert_eq!(st.server_pid, server_pid, "server not restarted");
+    assert_eq!(st.services[0].pid, server_pid, "server not restarted");
     let text = st.to_string();
     assert!(
         text.contains("10.1.0.11/24") && text.contains("c2"),
@@ -518,6 +524,72 @@ fn agents_are_started_killed_and_restarted() {
     let agents = [lab.agent_pid("c1").unwrap(), p2b];
     drop(lab);
     assert!(agents.iter().all(|p| !alive(*p)));
+    assert_eq!(leftovers(&name), Vec::<String>::new());
+}
+
+/// `store = "etcd"`: real etcd members and two servers on them, agents spread over the servers;
+/// members and servers stopped and started by name; `down` leaves nothing.
+fn etcd_members_and_servers_stop_and_start() {
+    let name = lab_name("e");
+    let text = format!(
+        "name = \"{name}\"\n[server]\nstore = \"etcd\"\nservers = 2\n\
+         [[chassis]]\nname = \"c1\"\n[[chassis]]\nname = \"c2\"\n[[chassis]]\nname = \"c3\"\n"
+    );
+    let topo = Topology::parse(&text, Path::new("t.toml")).unwrap();
+    let o = LabOptions {
+        wyvern: with_agent_binary(),
+        progress: true,
+    };
+    let mut lab = Lab::up(&topo, &o).expect("lab up");
+    let urls = lab.server_urls();
+    assert_eq!(urls.len(), 2);
+    // c1 and c3 use server-1 first, c2 server-2; each knows both.
+    for (c, first) in [("c1", 0), ("c2", 1), ("c3", 0)] {
+        let args = lab.state().chassis[c].agent_args.clone().unwrap();
+        let servers = &args[args.iter().position(|a| a == "--server").unwrap() + 1];
+        let want = format!("{},{}", urls[first], urls[1 - first]);
+        assert_eq!(servers, &want, "{c}");
+    }
+    let st = lab::status(&name).unwrap();
+    let up: Vec<(&str, bool)> = st
+        .services
+        .iter()
+        .map(|s| (s.name.as_str(), s.pid.is_some()))
+        .collect();
+    let all_up = [
+        ("etcd-1", true),
+        ("etcd-2", true),
+        ("etcd-3", true),
+        ("server-1", true),
+        ("server-2", true),
+    ];
+    assert_eq!(up, all_up);
+
+    // One server and one member down: the other server still serves (etcd has a quorum).
+    lab.stop("server-1").expect("stop server-1");
+    lab.stop("etcd-2").expect("stop etcd-2");
+    assert!(lab.stop("server-1").is_err(), "stopped twice");
+    assert!(lab.stop("server-3").is_err() && lab.start("etcd-9").is_err());
+    let text = lab::status(&name).unwrap().to_string();
+    for down in ["server-1", "etcd-2"] {
+        let line = text.lines().find(|l| l.contains(down)).unwrap();
+        assert!(line.ends_with("DOWN"), "{text}");
+    }
+    assert!(get(&urls[1], "networks")["networks"].is_array());
+    lab.start("etcd-2").expect("start etcd-2");
+    let pid = lab.start("server-1").expect("start server-1");
+    assert_eq!(
+        lab.start("server-1").unwrap(),
+        pid,
+        "a running server is left alone"
+    );
+    let st = lab::status(&name).unwrap();
+    assert!(st.services.iter().all(|s| s.pid.is_some()), "{st}");
+    // Up again: nothing to change; asking for another store is refused.
+    assert!(lab.converge(&topo).expect("up again").is_empty());
+    let err = lab.converge(&one_chassis(&name)).unwrap_err().to_string();
+    assert!(err.contains("cannot change"), "{err}");
+    drop(lab);
     assert_eq!(leftovers(&name), Vec::<String>::new());
 }
 
@@ -826,4 +898,210 @@ fn router_view_ports(base: &str, id: &str) -> Vec<Value> {
         .as_array()
         .unwrap()
         .clone()
+}
+
+/// One chassis, project alpha's network, groups and VMs; `second` is the changed file: web's
+/// port 80 rule replaced by 8080, its remote group `app` by `default`, Neutron's egress rules
+/// dropped; lan's addresses changed; app gone; v1 out of app, v2 without port security.
+fn secgroup_topology(name: &str, second: bool) -> Topology {
+    let (port, remote, defaults, lan, app, v1, v2) = if second {
+        (
+            8080,
+            "default",
+            "default_rules = false",
+            r#"["10.5.0.0/25", "10.5.1.1"]"#,
+            "",
+            r#"["web"]"#,
+            "port_security = false",
+        )
+    } else {
+        (
+            80,
+            "app",
+            "",
+            r#"["10.5.0.0/24"]"#,
+            "[[security_group]]\nname = \"app\"\nproject = \"alpha\"\n",
+            r#"["web", "app"]"#,
+            "",
+        )
+    };
+    let text = format!(
+        r#"
+name = "{name}"
+[[chassis]]
+name = "c1"
+[[network]]
+name = "n"
+project = "alpha"
+[[network.subnet]]
+cidr = "10.5.0.0/24"
+[[address_group]]
+name = "lan"
+project = "alpha"
+addresses = {lan}
+[[security_group]]
+name = "web"
+project = "alpha"
+{defaults}
+rules = [
+  {{ direction = "ingress", protocol = "tcp", port_range_min = {port}, port_range_max = {port} }},
+  {{ direction = "ingress", protocol = "udp", port_range_min = 53, port_range_max = 53, remote_address_group = "lan" }},
+  {{ direction = "ingress", ethertype = "IPv6", protocol = "icmp", remote_group = "{remote}" }},
+]
+{app}
+[[vm]]
+name = "v1"
+network = "n"
+chassis = "c1"
+security_groups = {v1}
+[[vm]]
+name = "v2"
+network = "n"
+chassis = "c1"
+{v2}
+"#
+    );
+    Topology::parse(&text, Path::new("test.toml")).expect("valid topology")
+}
+
+/// Group `id`'s rules, each as `direction ethertype protocol min-max remote`.
+fn rule_view(base: &str, id: &str) -> Vec<String> {
+    let rules = get(
+        base,
+        &format!("security-group-rules?security_group_id={id}"),
+    );
+    let show = |v: &Value| match v {
+        Value::Null => "-".to_owned(),
+        Value::String(s) => s.clone(),
+        v => v.to_string(),
+    };
+    let mut out: Vec<String> = rules["security_group_rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let remote = [
+                "remote_ip_prefix",
+                "remote_group_id",
+                "remote_address_group_id",
+            ]
+            .iter()
+            .map(|k| show(&r[*k]))
+            .find(|s| s != "-")
+            .unwrap_or_else(|| "-".into());
+            format!(
+                "{} {} {} {}-{} {remote}",
+                show(&r["direction"]),
+                show(&r["ethertype"]),
+                show(&r["protocol"]),
+                show(&r["port_range_min"]),
+                show(&r["port_range_max"])
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn security_groups_converge() {
+    let name = lab_name("s");
+    let mut lab = Lab::up(&secgroup_topology(&name, false), &opts()).expect("lab up");
+    let base = lab.server_url();
+    let groups = lab.state().security_groups.clone();
+    let (web, app) = (groups["web"].id.clone(), groups["app"].id.clone());
+    let lan = lab.state().address_groups["lan"].id.clone();
+    let port = |lab: &Lab, vm: &str| {
+        get(&base, &format!("ports/{}", lab.port_id(vm).unwrap()))["port"].clone()
+    };
+    let alpha_default =
+        get(&base, "security-groups?name=default&project_id=alpha")["security_groups"][0]["id"]
+            .as_str()
+            .expect("alpha's default group")
+            .to_owned();
+
+    // The file's rules plus Neutron's egress rules; the VMs' ports in their groups.
+    assert_eq!(
+        rule_view(&base, &web),
+        [
+            "egress IPv4 - --- -".to_owned(),
+            "egress IPv6 - --- -".to_owned(),
+            "ingress IPv4 tcp 80-80 -".to_owned(),
+            format!("ingress IPv4 udp 53-53 {lan}"),
+            format!("ingress IPv6 ipv6-icmp --- {app}"),
+        ]
+    );
+    assert_eq!(rule_view(&base, &app).len(), 2);
+    let mut v1_groups = vec![web.clone(), app.clone()];
+    v1_groups.sort();
+    let mut have: Vec<String> =
+        serde_json::from_value(port(&lab, "v1")["security_groups"].clone()).unwrap();
+    have.sort();
+    assert_eq!(have, v1_groups);
+    assert_eq!(
+        port(&lab, "v2")["security_groups"],
+        serde_json::json!([alpha_default])
+    );
+    assert_eq!(
+        get(&base, &format!("address-groups/{lan}"))["address_group"]["addresses"],
+        serde_json::json!(["10.5.0.0/24"])
+    );
+    assert!(
+        lab.converge(&secgroup_topology(&name, false))
+            .expect("again")
+            .is_empty()
+    );
+
+    // The changed file: rules replaced, addresses changed, ports updated, app deleted.
+    let changes = lab
+        .converge(&secgroup_topology(&name, true))
+        .expect("changed");
+    for want in [
+        "address group lan: remove_addresses",
+        "address group lan: add_addresses",
+        "security group web: rule removed",
+        "security group web: rule added",
+        "port v1: updated (security_groups)",
+        "port v2: updated (port_security_enabled, security_groups)",
+        "security group app: deleted",
+    ] {
+        assert!(
+            changes.iter().any(|c| c.starts_with(want)),
+            "{want}: {changes:?}"
+        );
+    }
+    assert_eq!(
+        rule_view(&base, &web),
+        [
+            "ingress IPv4 tcp 8080-8080 -".to_owned(),
+            format!("ingress IPv4 udp 53-53 {lan}"),
+            format!("ingress IPv6 ipv6-icmp --- {alpha_default}"),
+        ]
+    );
+    assert_eq!(
+        port(&lab, "v1")["security_groups"],
+        serde_json::json!([web])
+    );
+    let v2 = port(&lab, "v2");
+    assert_eq!(
+        (
+            v2["port_security_enabled"].clone(),
+            v2["security_groups"].clone()
+        ),
+        (Value::Bool(false), serde_json::json!([]))
+    );
+    let mut addresses: Vec<String> = serde_json::from_value(
+        get(&base, &format!("address-groups/{lan}"))["address_group"]["addresses"].clone(),
+    )
+    .unwrap();
+    addresses.sort();
+    assert_eq!(addresses, ["10.5.0.0/25", "10.5.1.1/32"]);
+    assert!(!lab.state().security_groups.contains_key("app"));
+    assert!(
+        lab.converge(&secgroup_topology(&name, true))
+            .expect("again")
+            .is_empty()
+    );
+
+    lab.down().expect("down");
+    assert_eq!(leftovers(&name), Vec::<String>::new());
 }

@@ -200,9 +200,26 @@ pub static SECURITY_GROUP_RULE: ResourceDef = ResourceDef {
         create_only("port_range_max", Json("null"), v::port_number_or_null),
         create_only("remote_ip_prefix", Json("null"), v::prefix_or_null),
         create_only("remote_group_id", Json("null"), v::uuid_or_null),
-        create_only("remote_address_group_id", Json("null"), v::uuid_or_null),
+        // Neutron does not validate it: an unknown value is an address group not found (404).
+        create_only("remote_address_group_id", Json("null"), v::string_or_null),
         computed("normalized_cidr"),
         computed("belongs_to_default_sg"),
+    ],
+};
+
+/// An address group: a named set of CIDRs that security group rules refer to
+/// (`remote_address_group_id`). Its addresses change through the `add_addresses` and
+/// `remove_addresses` actions only.
+pub static ADDRESS_GROUP: ResourceDef = ResourceDef {
+    singular: "address_group",
+    collection: "address_groups",
+    path: "address-groups",
+    error_name: "AddressGroup",
+    taggable: false,
+    described: true,
+    attrs: &[
+        rw("name", Json("\"\""), v::name),
+        create_only("addresses", Json("[]"), v::subnet_list),
     ],
 };
 
@@ -253,6 +270,7 @@ pub static ALL: &[&ResourceDef] = &[
     &PORT,
     &SECURITY_GROUP,
     &SECURITY_GROUP_RULE,
+    &ADDRESS_GROUP,
     &ROUTER,
     &FLOATING_IP,
 ];

@@ -265,6 +265,41 @@ pub fn list(v: &Value) -> Result<Value, Refusal> {
     }
 }
 
+/// A string, or null.
+pub fn string_or_null(v: &Value) -> Result<Value, Refusal> {
+    match v {
+        Value::Null | Value::String(_) => Ok(v.clone()),
+        other => Err(invalid(format!("'{}' is not a valid string", show(other)))),
+    }
+}
+
+/// A list of distinct CIDRs (`10.0.0.1/24` is fine, a bare address is not); null is the empty
+/// list. Values are kept as given (address groups normalise them).
+pub fn subnet_list(v: &Value) -> Result<Value, Refusal> {
+    let items = match v {
+        Value::Null => return Ok(Value::Array(vec![])),
+        Value::Array(items) => items,
+        other => return Err(invalid(format!("'{}' is not a list", show(other)))),
+    };
+    let mut seen = std::collections::HashSet::new();
+    if let Some(dup) = items.iter().find(|i| !seen.insert(i.to_string())) {
+        return Err(invalid(format!(
+            "Duplicate items in the list: '{}'",
+            show(dup)
+        )));
+    }
+    for item in items {
+        let cidr = item.as_str().filter(|s| s.contains('/'));
+        if cidr.and_then(|s| s.parse::<IpNet>().ok()).is_none() {
+            return Err(invalid(format!(
+                "'{}' is not a valid IP subnet",
+                show(item)
+            )));
+        }
+    }
+    Ok(v.clone())
+}
+
 pub fn string_list(v: &Value) -> Result<Value, Refusal> {
     match v {
         Value::Array(items) => {
@@ -551,6 +586,26 @@ mod tests {
             Err(Refusal::Unconvertible(_))
         ));
         assert_eq!(cidr(&json!("2001:DB8::/64")), Ok(json!("2001:db8::/64")));
+    }
+
+    #[test]
+    fn subnet_lists_need_distinct_prefixes() {
+        let ok = json!(["10.0.0.1/24", "2001:DB8::/48"]);
+        assert_eq!(subnet_list(&ok), Ok(ok.clone()));
+        assert_eq!(subnet_list(&Value::Null), Ok(json!([])));
+        for (bad, why) in [
+            (json!("10.0.0.0/8"), "is not a list"),
+            (json!(["10.0.0.0/8", "10.0.0.0/8"]), "Duplicate items"),
+            (json!(["10.1.2.3"]), "not a valid IP subnet"),
+            (json!(["10.0.0.0/33"]), "not a valid IP subnet"),
+            (json!([7]), "not a valid IP subnet"),
+        ] {
+            let refusal = subnet_list(&bad).unwrap_err();
+            assert!(
+                matches!(&refusal, Refusal::Invalid(r) if r.contains(why)),
+                "{bad}: {refusal}"
+            );
+        }
     }
 
     #[test]

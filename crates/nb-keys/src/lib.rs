@@ -6,7 +6,8 @@
 //! [`Kind`]. [`Topics::wants`] is its membership rule: the server filters snapshots and watches with
 //! it, and an agent's replica evaluates it locally to know what a new topic adds to what it holds and
 //! what a dropped topic takes away. [`Topic::param`] and [`Topic::from_param`] are the query
-//! parameters naming one topic (`network=ID`, `router=ID`, `chassis=ID`, each optionally `@REV`).
+//! parameters naming one topic (`network=ID`, `router=ID`, `security_group=ID`, `address_group=ID`,
+//! `chassis=ID`, each optionally `@REV`).
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -23,6 +24,13 @@ pub const SUBNETS: &str = "/r/subnets/";
 pub const PORTS: &str = "/r/ports/";
 /// Routers: `/r/routers/<id>`.
 pub const ROUTERS: &str = "/r/routers/";
+/// Security groups: `/r/security_groups/<id>`.
+pub const SECURITY_GROUPS: &str = "/r/security_groups/";
+/// Security group rules: `/r/security_group_rules/<id>`, each in the group named by its
+/// `security_group_id`.
+pub const SECURITY_GROUP_RULES: &str = "/r/security_group_rules/";
+/// Address groups: `/r/address_groups/<id>`.
+pub const ADDRESS_GROUPS: &str = "/r/address_groups/";
 /// What a chassis is (tunnel IP, encapsulations): `/chassis/<id>`.
 pub const CHASSIS: &str = "/chassis/";
 /// That a chassis is alive, on a store lease: `/chassis-up/<id>`.
@@ -35,16 +43,22 @@ pub enum Kind {
     Subnet,
     Port,
     Router,
+    SecurityGroup,
+    SecurityGroupRule,
+    AddressGroup,
     Chassis,
     ChassisUp,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Network,
         Kind::Subnet,
         Kind::Port,
         Kind::Router,
+        Kind::SecurityGroup,
+        Kind::SecurityGroupRule,
+        Kind::AddressGroup,
         Kind::Chassis,
         Kind::ChassisUp,
     ];
@@ -56,6 +70,9 @@ impl Kind {
             Kind::Subnet => SUBNETS,
             Kind::Port => PORTS,
             Kind::Router => ROUTERS,
+            Kind::SecurityGroup => SECURITY_GROUPS,
+            Kind::SecurityGroupRule => SECURITY_GROUP_RULES,
+            Kind::AddressGroup => ADDRESS_GROUPS,
             Kind::Chassis => CHASSIS,
             Kind::ChassisUp => CHASSIS_UP,
         }
@@ -75,12 +92,15 @@ pub fn parse(key: &str) -> Option<(Kind, &str)> {
 }
 
 /// One topic: a network (the network, its subnets and ports), a router (the router and every port
-/// whose `device_id` is the router: its interfaces and gateway port), or a chassis (the ports bound
-/// to it).
+/// whose `device_id` is the router: its interfaces and gateway port), a security group (the group,
+/// its rules and every port whose `security_groups` name it), an address group (the address group),
+/// or a chassis (the ports bound to it).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Topic {
     Network(String),
     Router(String),
+    SecurityGroup(String),
+    AddressGroup(String),
     Chassis(String),
 }
 
@@ -103,6 +123,8 @@ impl Topic {
         let (name, id) = match self {
             Topic::Network(id) => ("network", id),
             Topic::Router(id) => ("router", id),
+            Topic::SecurityGroup(id) => ("security_group", id),
+            Topic::AddressGroup(id) => ("address_group", id),
             Topic::Chassis(id) => ("chassis", id),
         };
         match after {
@@ -120,6 +142,8 @@ impl Topic {
         let topic: fn(String) -> Topic = match name {
             "network" => Topic::Network,
             "router" => Topic::Router,
+            "security_group" => Topic::SecurityGroup,
+            "address_group" => Topic::AddressGroup,
             "chassis" => Topic::Chassis,
             _ => return None,
         };
@@ -142,6 +166,10 @@ pub struct Topics {
     pub networks: BTreeSet<String>,
     /// [`Topic::Router`]s.
     pub routers: BTreeSet<String>,
+    /// [`Topic::SecurityGroup`]s.
+    pub security_groups: BTreeSet<String>,
+    /// [`Topic::AddressGroup`]s.
+    pub address_groups: BTreeSet<String>,
     /// The [`Topic::Chassis`] (at most one).
     pub chassis: Option<String>,
 }
@@ -163,9 +191,10 @@ impl Topics {
 
     /// Whether these topics want `key` with `value` (`None`: the key was deleted). Only the kinds in
     /// [`Kind`] are ever wanted; of those, the chassis keys always, and deletions always (a deleted
-    /// object no longer says where it was; deleting a key one does not hold is a no-op). A network,
-    /// subnet, port or router is wanted when a topic names it: a network by its id, a subnet by its
-    /// `network_id`, a router by its id, a port by its `network_id`, its `device_id` (a router) or its
+    /// object no longer says where it was; deleting a key one does not hold is a no-op). Any other
+    /// object is wanted when a topic names it: a network, router, security group or address group
+    /// by its id, a subnet by its `network_id`, a security group rule by its `security_group_id`, a
+    /// port by its `network_id`, its `device_id` (a router), any of its `security_groups` or its
     /// `binding:host_id` (the chassis).
     pub fn wants(&self, key: &str, value: Option<&Value>) -> bool {
         let Some((kind, id)) = parse(key) else {
@@ -183,10 +212,23 @@ impl Topics {
             Kind::Chassis | Kind::ChassisUp => true,
             Kind::Network => self.networks.contains(id),
             Kind::Router => self.routers.contains(id),
+            Kind::SecurityGroup => self.security_groups.contains(id),
+            Kind::AddressGroup => self.address_groups.contains(id),
             Kind::Subnet => on_network(),
+            Kind::SecurityGroupRule => {
+                field("security_group_id").is_some_and(|g| self.security_groups.contains(g))
+            }
             Kind::Port => {
                 on_network()
                     || field("device_id").is_some_and(|d| self.routers.contains(d))
+                    || (!self.security_groups.is_empty()
+                        && value
+                            .get("security_groups")
+                            .and_then(Value::as_array)
+                            .into_iter()
+                            .flatten()
+                            .filter_map(Value::as_str)
+                            .any(|g| self.security_groups.contains(g)))
                     || (self.chassis.is_some()
                         && field("binding:host_id") == self.chassis.as_deref())
             }
@@ -197,8 +239,14 @@ impl Topics {
     pub fn iter(&self) -> impl Iterator<Item = Topic> + '_ {
         let networks = self.networks.iter().cloned().map(Topic::Network);
         let routers = self.routers.iter().cloned().map(Topic::Router);
+        let groups = self.security_groups.iter().cloned();
+        let address_groups = self.address_groups.iter().cloned();
         let chassis = self.chassis.iter().cloned().map(Topic::Chassis);
-        networks.chain(routers).chain(chassis)
+        networks
+            .chain(routers)
+            .chain(groups.map(Topic::SecurityGroup))
+            .chain(address_groups.map(Topic::AddressGroup))
+            .chain(chassis)
     }
 
     /// Adds `topic` (a chassis replaces the chassis).
@@ -210,6 +258,12 @@ impl Topics {
             Topic::Router(id) => {
                 self.routers.insert(id);
             }
+            Topic::SecurityGroup(id) => {
+                self.security_groups.insert(id);
+            }
+            Topic::AddressGroup(id) => {
+                self.address_groups.insert(id);
+            }
             Topic::Chassis(id) => self.chassis = Some(id),
         }
     }
@@ -218,6 +272,8 @@ impl Topics {
         match topic {
             Topic::Network(id) => self.networks.contains(id),
             Topic::Router(id) => self.routers.contains(id),
+            Topic::SecurityGroup(id) => self.security_groups.contains(id),
+            Topic::AddressGroup(id) => self.address_groups.contains(id),
             Topic::Chassis(id) => self.chassis.as_ref() == Some(id),
         }
     }
@@ -246,12 +302,24 @@ mod tests {
 
     use super::*;
 
+    fn set(ids: &[&str]) -> BTreeSet<String> {
+        ids.iter().map(|s| s.to_string()).collect()
+    }
+
     fn topics(networks: &[&str], routers: &[&str], chassis: Option<&str>) -> Topics {
         Topics {
-            everything: false,
-            networks: networks.iter().map(|s| s.to_string()).collect(),
-            routers: routers.iter().map(|s| s.to_string()).collect(),
+            networks: set(networks),
+            routers: set(routers),
             chassis: chassis.map(str::to_string),
+            ..Topics::default()
+        }
+    }
+
+    fn groups(security_groups: &[&str], address_groups: &[&str]) -> Topics {
+        Topics {
+            security_groups: set(security_groups),
+            address_groups: set(address_groups),
+            ..Topics::default()
         }
     }
 
@@ -262,7 +330,12 @@ mod tests {
         }
         assert_eq!(parse("/chassis-up/c1"), Some((Kind::ChassisUp, "c1")));
         assert_eq!(parse("/chassis/c1"), Some((Kind::Chassis, "c1")));
+        assert_eq!(
+            parse("/r/security_groups/s1"),
+            Some((Kind::SecurityGroup, "s1"))
+        );
         assert_eq!(parse("/r/security-groups/s1"), None);
+        assert_eq!(parse("/r/floatingips/f1"), None);
         assert_eq!(parse("/ipam/10.0.0.1"), None);
     }
 
@@ -298,6 +371,35 @@ mod tests {
     }
 
     #[test]
+    fn security_group_topic_wants_the_group_its_rules_and_its_ports() {
+        let t = groups(&["sg1"], &[]);
+        let rule = |g: &str| json!({"security_group_id": g, "remote_group_id": "sg1"});
+        let port = |g: Value| json!({"network_id": "n1", "security_groups": g});
+        assert!(t.wants("/r/security_groups/sg1", Some(&json!({}))));
+        assert!(!t.wants("/r/security_groups/sg2", Some(&json!({}))));
+        assert!(t.wants("/r/security_group_rules/r1", Some(&rule("sg1"))));
+        // A rule of another group that only refers to this one belongs to the other group.
+        assert!(!t.wants("/r/security_group_rules/r2", Some(&rule("sg2"))));
+        assert!(t.wants("/r/ports/p1", Some(&port(json!(["sg0", "sg1"])))));
+        assert!(!t.wants("/r/ports/p2", Some(&port(json!(["sg2"])))));
+        assert!(!t.wants("/r/ports/p3", Some(&port(json!([])))));
+        assert!(!t.wants("/r/ports/p4", Some(&json!({"network_id": "n1"}))));
+        assert!(!t.wants("/r/networks/n1", Some(&json!({}))));
+        assert!(!t.wants("/r/address_groups/a1", Some(&json!({}))));
+        // Ports name groups only through a topic that follows a group.
+        assert!(!Topics::default().wants("/r/ports/p1", Some(&port(json!(["sg1"])))));
+    }
+
+    #[test]
+    fn address_group_topic_wants_the_address_group() {
+        let t = groups(&[], &["a1"]);
+        assert!(t.wants("/r/address_groups/a1", Some(&json!({"addresses": []}))));
+        assert!(!t.wants("/r/address_groups/a2", Some(&json!({}))));
+        let rule = json!({"security_group_id": "sg1", "remote_address_group_id": "a1"});
+        assert!(!t.wants("/r/security_group_rules/r1", Some(&rule)));
+    }
+
+    #[test]
     fn chassis_topic_wants_the_ports_bound_there() {
         let t = topics(&[], &[], Some("c1"));
         assert!(t.wants("/r/ports/p1", Some(&json!({"binding:host_id": "c1"}))));
@@ -326,6 +428,8 @@ mod tests {
         for topic in [
             Topic::Network("n1".into()),
             Topic::Router("r1".into()),
+            Topic::SecurityGroup("sg1".into()),
+            Topic::AddressGroup("a1".into()),
             Topic::Chassis("c1".into()),
         ] {
             for after in [None, Some(42)] {
@@ -346,10 +450,25 @@ mod tests {
 
     #[test]
     fn set_operations() {
-        let old = topics(&["n1", "n2"], &["r1"], Some("c1"));
-        let new = topics(&["n2", "n3"], &["r1", "r2"], Some("c2"));
-        assert_eq!(new.minus(&old), topics(&["n3"], &["r2"], Some("c2")));
-        assert_eq!(old.minus(&new), topics(&["n1"], &[], Some("c1")));
+        let with_groups = |mut t: Topics, sgs: &[&str], ags: &[&str]| {
+            t.security_groups = set(sgs);
+            t.address_groups = set(ags);
+            t
+        };
+        let old = with_groups(
+            topics(&["n1", "n2"], &["r1"], Some("c1")),
+            &["s1", "s2"],
+            &["a1"],
+        );
+        let new = with_groups(
+            topics(&["n2", "n3"], &["r1", "r2"], Some("c2")),
+            &["s2", "s3"],
+            &["a2"],
+        );
+        let added = with_groups(topics(&["n3"], &["r2"], Some("c2")), &["s3"], &["a2"]);
+        assert_eq!(new.minus(&old), added);
+        let removed = with_groups(topics(&["n1"], &[], Some("c1")), &["s1"], &["a1"]);
+        assert_eq!(old.minus(&new), removed);
         assert!(old.minus(&old).is_empty());
         let mut grown = old.clone();
         for t in new.minus(&old).iter() {

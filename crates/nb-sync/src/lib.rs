@@ -3,8 +3,9 @@
 //!
 //! [`Replica::run`] takes a snapshot of its [`Topics`] at revision R, then follows the change stream
 //! after R. After a broken connection (server restart, network) it resumes from the last revision it
-//! applied, without a new snapshot. When the server answers that the store has compacted past that
-//! revision, it takes a fresh full snapshot and emits only the difference from what it held.
+//! applied, without a new snapshot, through another of its [`Servers`] if it has several. When the
+//! server answers that the store has compacted past that revision, it takes a fresh full snapshot
+//! and emits only the difference from what it held.
 //!
 //! Topics change through the [`Handle`] without a full snapshot ([`Topics::wants`] is the membership
 //! rule, the server's own). A removed topic costs no request: the replica emits deletions for the keys
@@ -39,6 +40,9 @@ use nb_keys::Topic;
 pub use nb_keys::Topics;
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
+
+mod servers;
+pub use servers::{Backoff, Servers};
 
 /// One change to one key.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,7 +80,7 @@ pub struct Stats {
     pub partial_snapshots: u64,
     pub resumes: u64,
     pub compactions: u64,
-    /// The revision of the stream, as of the last update handed to the consumer.
+    /// The revision of the stream, as of the last update handed (or being handed) to the consumer.
     pub revision: u64,
 }
 
@@ -98,14 +102,20 @@ enum SyncError {
     Closed,
 }
 
-/// Longest silence on a watch before the connection counts as dead (the server sends heartbeats).
-const SILENCE: Duration = Duration::from_secs(15);
-/// Longest wait between reconnection attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// Longest silence on a watch before the connection counts as dead (the server sends a heartbeat
+/// every second); also the longest wait for a watch's answer to start.
+const SILENCE: Duration = Duration::from_secs(3);
+/// Longest wait for a connection to a server.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// Longest wait for a whole snapshot.
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Configuration and state of one replica.
 pub struct Replica {
+    /// The servers to follow through, and the base URL of the one the current attempt uses.
+    servers: Servers,
     base: String,
+    backoff: Backoff,
     http: reqwest::Client,
     /// The topics asked for.
     topics: watch::Receiver<Topics>,
@@ -124,6 +134,40 @@ pub struct Replica {
     stats: watch::Sender<Stats>,
 }
 
+/// The named topics a replica follows besides its chassis: what [`Handle::set_topics`] replaces.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Follow {
+    /// [`Topic::Network`]s: each network, its subnets and ports.
+    pub networks: BTreeSet<String>,
+    /// [`Topic::Router`]s: each router and its ports.
+    pub routers: BTreeSet<String>,
+    /// [`Topic::SecurityGroup`]s: each group, its rules and the ports in it.
+    pub security_groups: BTreeSet<String>,
+    /// [`Topic::AddressGroup`]s: each address group.
+    pub address_groups: BTreeSet<String>,
+}
+
+impl Follow {
+    /// Makes `topics` follow exactly these; whether that changed them.
+    fn apply(self, topics: &mut Topics) -> bool {
+        let Follow {
+            networks,
+            routers,
+            security_groups,
+            address_groups,
+        } = self;
+        let changed = topics.networks != networks
+            || topics.routers != routers
+            || topics.security_groups != security_groups
+            || topics.address_groups != address_groups;
+        topics.networks = networks;
+        topics.routers = routers;
+        topics.security_groups = security_groups;
+        topics.address_groups = address_groups;
+        changed
+    }
+}
+
 /// A handle to change the topics of a running replica and read its counters.
 #[derive(Clone)]
 pub struct Handle {
@@ -132,17 +176,13 @@ pub struct Handle {
 }
 
 impl Handle {
-    /// Follows exactly these networks and routers from now on (the chassis and `everything` stay):
-    /// what only removed topics wanted is deleted and the added topics come from a snapshot of them
-    /// alone, in one [`Update`] marked `from_snapshot` (see the module doc). Asking again for the
-    /// topics last asked for changes nothing (and brings no Update).
-    pub fn set_topics(&self, networks: BTreeSet<String>, routers: BTreeSet<String>) {
-        self.topics.send_if_modified(|t| {
-            let changed = t.networks != networks || t.routers != routers;
-            t.networks = networks;
-            t.routers = routers;
-            changed
-        });
+    /// Follows exactly these networks, routers, security groups and address groups from now on
+    /// (the chassis and `everything` stay): what only removed topics wanted is deleted and the added
+    /// topics come from a snapshot of them alone, in one [`Update`] marked `from_snapshot` (see the
+    /// module doc). Asking again for the topics last asked for changes nothing (and brings no
+    /// Update).
+    pub fn set_topics(&self, follow: Follow) {
+        self.topics.send_if_modified(|t| follow.apply(t));
     }
 
     pub fn stats(&self) -> Stats {
@@ -169,13 +209,26 @@ async fn topics_changed(topics: &mut watch::Receiver<Topics>) {
 }
 
 impl Replica {
-    /// A replica of `topics` served at `base` (`http://host:port`).
+    /// A replica of `topics` served at `base` (`http://host:port`, or several, comma-separated: see
+    /// [`Replica::with_servers`]).
     pub fn new(base: &str, topics: Topics) -> (Self, Handle) {
+        Self::with_servers(Servers::parse(base), topics)
+    }
+
+    /// A replica of `topics` that follows through one of `servers` and moves to another when it fails
+    /// (connection refused or timed out, broken or silent watch, an error status), resuming its
+    /// watch from the last revision it applied: no new snapshot.
+    pub fn with_servers(servers: Servers, topics: Topics) -> (Self, Handle) {
         let (topics_tx, topics) = watch::channel(topics);
         let (stats, stats_rx) = watch::channel(Stats::default());
         let replica = Self {
-            base: base.trim_end_matches('/').to_string(),
-            http: reqwest::Client::new(),
+            base: servers.current(),
+            servers,
+            backoff: Backoff::default(),
+            http: reqwest::Client::builder()
+                .connect_timeout(CONNECT_TIMEOUT)
+                .build()
+                .unwrap_or_default(),
             topics,
             following: None,
             held: BTreeMap::new(),
@@ -195,8 +248,8 @@ impl Replica {
 
     /// Runs until the receiver of `updates` is dropped.
     pub async fn run(mut self, updates: mpsc::Sender<Update>) {
-        let mut backoff = Duration::from_millis(50);
         loop {
+            self.base = self.servers.current();
             let wanted = self.topics.borrow_and_update().clone();
             let result = match &self.following {
                 None => self.snapshot(wanted, &updates).await,
@@ -210,36 +263,38 @@ impl Replica {
                 }
             };
             match result {
-                Ok(()) | Err(SyncError::TopicsChanged) => backoff = Duration::from_millis(50),
+                Ok(()) | Err(SyncError::TopicsChanged) => self.backoff.reset(),
                 Err(SyncError::Closed) => return,
                 Err(SyncError::Compacted) => {
                     self.stats.send_modify(|s| s.compactions += 1);
                     self.following = None;
                 }
                 Err(e) => {
-                    tracing::debug!("sync: {e}; reconnecting in {backoff:?}");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    self.servers.failed(&self.base);
+                    let wait = self.backoff.delay();
+                    tracing::debug!("sync through {}: {e}; reconnecting in {wait:?}", self.base);
+                    tokio::time::sleep(wait).await;
                 }
             }
         }
     }
 
-    /// Hands `update` to the consumer (a stream batch only if it changes something), then publishes
-    /// the revision and the counters `count` bumps.
+    /// Publishes the revision and the counters `count` bumps, then hands `update` to the consumer (a
+    /// stream batch only if it changes something): a consumer that got an update reads counters
+    /// that count it.
     async fn deliver(
         &self,
         update: Update,
         updates: &mpsc::Sender<Update>,
         count: impl FnOnce(&mut Stats),
     ) -> Result<(), SyncError> {
-        if update.from_snapshot || !update.changes.is_empty() {
-            updates.send(update).await.map_err(|_| SyncError::Closed)?;
-        }
         self.stats.send_modify(|s| {
             s.revision = self.revision;
             count(s);
         });
+        if update.from_snapshot || !update.changes.is_empty() {
+            updates.send(update).await.map_err(|_| SyncError::Closed)?;
+        }
         Ok(())
     }
 
@@ -250,7 +305,7 @@ impl Replica {
             self.base,
             query(topics, &BTreeMap::new())
         );
-        let resp = self.http.get(url).send().await?;
+        let resp = self.http.get(url).timeout(SNAPSHOT_TIMEOUT).send().await?;
         if !resp.status().is_success() {
             return Err(SyncError::Status(resp.status().as_u16()));
         }
@@ -390,12 +445,15 @@ impl Replica {
             "{}/wyvern/v1/sync/watch?after={}{topics}",
             self.base, self.revision
         );
-        let resp = self.http.get(url).send().await?;
+        let resp = tokio::time::timeout(SILENCE, self.http.get(url).send())
+            .await
+            .map_err(|_| SyncError::Silent)??;
         match resp.status().as_u16() {
             200 => {}
             410 => return Err(SyncError::Compacted),
             other => return Err(SyncError::Status(other)),
         }
+        self.backoff.reset();
         self.stats.send_modify(|s| s.resumes += 1);
         let mut body = resp.bytes_stream();
         let mut buf: Vec<u8> = Vec::new();

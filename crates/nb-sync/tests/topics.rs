@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use etcd_fixture::EtcdCluster;
 use nb_keys::{Kind, Topics};
-use nb_sync::{Change, Handle, Replica, Update};
+use nb_sync::{Change, Follow, Handle, Replica, Update};
 use serde_json::{Value, json};
 use support::{Relay, serve};
 use tokio::sync::mpsc;
@@ -42,9 +42,9 @@ impl Client {
         answer
     }
 
-    /// Creates a `kind` (`network`, `port`, ...) from `body`; returns its id.
+    /// Creates a `kind` (`network`, `security_group`, ...) from `body`; returns its id.
     async fn create(&self, kind: &str, body: Value) -> String {
-        let path = format!("/v2.0/{kind}s");
+        let path = format!("/v2.0/{}s", kind.replace('_', "-"));
         let answer = self
             .call(reqwest::Method::POST, &path, json!({ kind: body }))
             .await;
@@ -54,7 +54,7 @@ impl Client {
     /// Names a `kind` `seq-N`, N one more than any name given before.
     async fn rename(&self, kind: &str, id: &str) {
         let name = format!("seq-{}", self.seq.fetch_add(1, Ordering::SeqCst));
-        let path = format!("/v2.0/{kind}s/{id}");
+        let path = format!("/v2.0/{}s/{id}", kind.replace('_', "-"));
         let body = json!({ kind: {"name": name} });
         self.call(reqwest::Method::PUT, &path, body).await;
     }
@@ -178,6 +178,16 @@ fn follow(base: &str, topics: Topics) -> (Handle, Arc<Mutex<Seen>>) {
         }
     });
     (handle, seen)
+}
+
+/// The named topics of `topics`, as [`Handle::set_topics`] takes them.
+fn follow_of(topics: &Topics) -> Follow {
+    Follow {
+        networks: topics.networks.clone(),
+        routers: topics.routers.clone(),
+        security_groups: topics.security_groups.clone(),
+        address_groups: topics.address_groups.clone(),
+    }
 }
 
 /// Waits until `done` holds of what the consumer saw.
@@ -320,7 +330,13 @@ async fn adds_and_removes_topics_without_a_full_snapshot(store: Arc<dyn store::S
             client.rename("router", &router).await;
             client.rename("port", &if2).await;
         },
-        || handle.set_topics(topics.networks.clone(), BTreeSet::from([router.clone()])),
+        || {
+            let routers = BTreeSet::from([router.clone()]);
+            handle.set_topics(Follow {
+                routers,
+                ..follow_of(&topics)
+            })
+        },
     )
     .await;
     topics.routers.insert(router.clone());
@@ -353,7 +369,10 @@ async fn adds_and_removes_topics_without_a_full_snapshot(store: Arc<dyn store::S
         },
         || {
             let networks = BTreeSet::from([n1.clone(), n2.clone(), n3.clone()]);
-            handle.set_topics(networks, topics.routers.clone());
+            handle.set_topics(Follow {
+                networks,
+                ..follow_of(&topics)
+            });
         },
     )
     .await;
@@ -418,7 +437,7 @@ async fn adds_and_removes_topics_without_a_full_snapshot(store: Arc<dyn store::S
     };
     let (after, _) = client.snapshot(&remaining).await;
     let updates = seen.lock().unwrap().updates.len();
-    handle.set_topics(remaining.networks.clone(), BTreeSet::new());
+    handle.set_topics(follow_of(&remaining));
     until(&seen, "the deletions", |s| s.updates.len() > updates).await;
     let removal = seen.lock().unwrap().updates[updates].clone();
     assert!(removal.from_snapshot, "the answer to a change of topics");
@@ -459,4 +478,129 @@ async fn adds_and_removes_topics_on_etcd() {
     let cluster = EtcdCluster::start(1).await.expect("etcd cluster");
     let store = store::open(&cluster.spec("/wyvern")).unwrap();
     adds_and_removes_topics_without_a_full_snapshot(store).await;
+}
+
+/// Security group and address group topics: adding them brings the group, its rules, the ports in
+/// it and the address group from a partial snapshot; their changes follow; removing them deletes
+/// what no remaining topic wants (a port of a followed network stays).
+async fn follows_security_and_address_groups(store: Arc<dyn store::Store>) {
+    let base = serve(store).await;
+    let client = Client {
+        base: base.clone(),
+        http: reqwest::Client::new(),
+        seq: Arc::new(AtomicU64::new(1)),
+    };
+    let (n1, _) = client.network("10.1.0.0/24", false).await;
+    let (n2, _) = client.network("10.2.0.0/24", false).await;
+    let ag = json!({"name": "seq-0", "addresses": ["192.0.2.0/24"]});
+    let ag = client.create("address_group", ag).await;
+    let other_ag = client
+        .create("address_group", json!({"name": "other"}))
+        .await;
+    let sg = client
+        .create("security_group", json!({"name": "seq-0"}))
+        .await;
+    let other_sg = client
+        .create("security_group", json!({"name": "other"}))
+        .await;
+    let rule = json!({"security_group_id": sg, "direction": "ingress",
+        "remote_address_group_id": ag});
+    let rule = client.create("security_group_rule", rule).await;
+    let in_sg = |network: &str| json!({"network_id": network, "security_groups": [sg]});
+    let (local, remote) = (client.port(&n1).await, client.port(&n2).await);
+    let (grouped_here, grouped_there) = (
+        client.create("port", in_sg(&n1)).await,
+        client.create("port", in_sg(&n2)).await,
+    );
+    let elsewhere = json!({"network_id": n2, "security_groups": [other_sg]});
+    let elsewhere = client.create("port", elsewhere).await;
+
+    let mut topics = Topics {
+        networks: BTreeSet::from([n1.clone()]),
+        ..Topics::default()
+    };
+    let (handle, seen) = follow(&base, topics.clone());
+    converges(&client, &handle, &seen, &topics).await;
+    // The followed network's ports are held from the start, in a group or not.
+    assert!(
+        seen.lock()
+            .unwrap()
+            .held
+            .contains_key(&Kind::Port.key(&local))
+    );
+
+    topics.security_groups.insert(sg.clone());
+    topics.address_groups.insert(ag.clone());
+    handle.set_topics(follow_of(&topics));
+    let sg_key = Kind::SecurityGroup.key(&sg);
+    until(&seen, "the security group", |s| {
+        s.held.contains_key(&sg_key)
+    })
+    .await;
+    let brought = snapshot_changes(&seen, 1);
+    let wanted = [
+        sg_key.clone(),
+        Kind::SecurityGroupRule.key(&rule),
+        Kind::AddressGroup.key(&ag),
+        Kind::Port.key(&grouped_there),
+    ];
+    for key in &wanted {
+        assert!(brought.contains(key), "{key} not in {brought:?}");
+    }
+    let held_already = Kind::Port.key(&grouped_here);
+    assert!(!brought.contains(&held_already), "{brought:?}");
+    for key in [
+        Kind::Port.key(&remote),
+        Kind::Port.key(&elsewhere),
+        Kind::SecurityGroup.key(&other_sg),
+        Kind::AddressGroup.key(&other_ag),
+    ] {
+        assert!(!brought.contains(&key), "{key} is on no topic");
+    }
+
+    // Changes follow: a new rule, new addresses, a port joining the group.
+    let added = json!({"security_group_id": sg, "direction": "egress", "protocol": "tcp"});
+    let added = client.create("security_group_rule", added).await;
+    let path = format!("/v2.0/address-groups/{ag}/add_addresses");
+    let body = json!({"addresses": ["198.51.100.0/24"]});
+    client.call(reqwest::Method::PUT, &path, body).await;
+    let path = format!("/v2.0/ports/{remote}");
+    let body = json!({"port": {"security_groups": [sg]}});
+    client.call(reqwest::Method::PUT, &path, body).await;
+    client.rename("security_group", &sg).await;
+    converges(&client, &handle, &seen, &topics).await;
+    {
+        let seen = seen.lock().unwrap();
+        assert!(seen.held.contains_key(&Kind::SecurityGroupRule.key(&added)));
+        assert!(seen.held.contains_key(&Kind::Port.key(&remote)));
+        let addresses = &seen.held[&Kind::AddressGroup.key(&ag)]["addresses"];
+        assert_eq!(addresses.as_array().map(Vec::len), Some(2), "{addresses}");
+    }
+
+    // Removing the group topics deletes what only they wanted.
+    let updates = seen.lock().unwrap().updates.len();
+    topics.security_groups.clear();
+    topics.address_groups.clear();
+    handle.set_topics(follow_of(&topics));
+    until(&seen, "the deletions", |s| s.updates.len() > updates).await;
+    converges(&client, &handle, &seen, &topics).await;
+    let held = seen.lock().unwrap().held.clone();
+    assert!(held.contains_key(&held_already), "network 1 still wants it");
+    for key in wanted {
+        assert!(!held.contains_key(&key), "{key} stayed");
+    }
+    let stats = handle.stats();
+    assert_eq!(
+        (stats.snapshots, stats.partial_snapshots),
+        (1, 1),
+        "{stats:?}"
+    );
+    assert!(seen.lock().unwrap().violations.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follows_security_and_address_groups_on_embedded() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store::embedded::EmbeddedStore::open(dir.path().join("nb.redb")).unwrap();
+    follows_security_and_address_groups(Arc::new(store)).await;
 }

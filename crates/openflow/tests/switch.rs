@@ -119,9 +119,7 @@ async fn next_packet_in(ev: &mut Events) -> Message {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn install_read_back_and_packets() {
-    if !common::ovs::available("install_read_back_and_packets") {
-        return;
-    }
+    common::ovs::require("install_read_back_and_packets");
     let sw = Switch::start(2).expect("switch");
     let (conn, mut ev, features) = Connection::connect(&sw.target(), TIMEOUT)
         .await
@@ -476,10 +474,8 @@ async fn wait_connected(ev: &mut Events) -> Result<(), tokio::time::error::Elaps
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reconnects_after_switch_restart() {
-    if !common::ovs::available("reconnects_after_switch_restart") {
-        return;
-    }
+async fn reconnects_after_the_bridge_is_recreated() {
+    common::ovs::require("reconnects_after_the_bridge_is_recreated");
     let sw = Switch::start(0).expect("switch");
     let (conn, mut ev) = Connection::start(&sw.target()).expect("start");
     wait_connected(&mut ev).await.expect("first connect");

@@ -4,6 +4,8 @@
 //! `lib/objdep.h` does). A read of a whole collection ("the ports on network N") is one
 //! dependency on that collection, which any member's change touches.
 
+use std::net::IpAddr;
+
 use crate::model::{Chassis, Kind, Network, Port, Router, Subnet, Topology};
 
 /// Something an app's flows were computed from.
@@ -22,6 +24,8 @@ pub enum Dep {
     InterfacesOn(String),
     /// A router's interfaces.
     InterfacesOf(String),
+    /// The ports claiming a MAC or an IP on a network ([`Topology::claim_keys`]).
+    Claim(String),
     /// The local OpenFlow port of a port's VIF.
     Vif(String),
     /// The local tunnel port.
@@ -33,9 +37,11 @@ impl Dep {
     pub fn kind(&self) -> Option<Kind> {
         Some(match self {
             Dep::Network(_) => Kind::Network,
-            Dep::Port(_) | Dep::PortsOn(_) | Dep::InterfacesOn(_) | Dep::InterfacesOf(_) => {
-                Kind::Port
-            }
+            Dep::Port(_)
+            | Dep::PortsOn(_)
+            | Dep::InterfacesOn(_)
+            | Dep::InterfacesOf(_)
+            | Dep::Claim(_) => Kind::Port,
             Dep::Router(_) => Kind::Router,
             Dep::Chassis(_) => Kind::Chassis,
             Dep::SubnetsOn(_) => Kind::Subnet,
@@ -116,9 +122,27 @@ impl<'t> Ctx<'t> {
         self.topo.interfaces_of(router)
     }
 
+    /// Whether `port` alone holds its MAC on its network.
+    pub fn sole_mac(&mut self, port: &Port) -> bool {
+        self.sole(Topology::mac_claim(&port.network_id, port.mac))
+    }
+
+    /// Whether `port` alone holds `ip` on its network.
+    pub fn sole_ip(&mut self, port: &Port, ip: IpAddr) -> bool {
+        self.sole(Topology::ip_claim(&port.network_id, ip))
+    }
+
+    fn sole(&mut self, key: String) -> bool {
+        let sole = self.topo.sole_claim(&key);
+        self.read(Dep::Claim(key));
+        sole
+    }
+
     /// The OpenFlow port of a local VIF, if it alone claims it.
     pub fn ofport(&mut self, port: &str) -> Option<u32> {
         self.read(Dep::Vif(port.to_string()));
+        // A number the tunnel port claims too belongs to neither.
+        self.read(Dep::Tunnel);
         self.topo.local.ofport(port)
     }
 

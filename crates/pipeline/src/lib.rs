@@ -142,6 +142,7 @@ fn touched(obj: &Object, deps: &mut Vec<Dep>, owners: &mut Vec<Owner>) {
         Object::Port(p) => {
             deps.push(Dep::Port(p.id.clone()));
             deps.push(Dep::PortsOn(p.network_id.clone()));
+            deps.extend(Topology::claim_keys(p).into_iter().map(Dep::Claim));
             owners.push(Owner::Port(p.id.clone()));
             if let Some(r) = p.router() {
                 deps.push(Dep::InterfacesOf(r.to_string()));
@@ -296,9 +297,9 @@ impl Pipeline {
         let mut owners: Vec<Owner> = Vec::new();
         match input {
             Input::Object(key, value) => {
-                let Some((kind, id)) =
-                    nb_keys::parse(&key).filter(|(_, id)| !id.is_empty() && !id.contains('/'))
-                else {
+                let Some((kind, id)) = nb_keys::parse(&key).filter(|(kind, id)| {
+                    Object::modelled(*kind) && !id.is_empty() && !id.contains('/')
+                }) else {
                     return Delta::default();
                 };
                 let old = match value {

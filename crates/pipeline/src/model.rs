@@ -337,6 +337,8 @@ pub struct Topology {
     subnets_on: BTreeMap<String, BTreeSet<String>>,
     interfaces: BTreeMap<String, BTreeSet<String>>,
     interfaces_on: BTreeMap<String, BTreeSet<String>>,
+    /// The ports holding each MAC and each IP on a network ([`Topology::claim_keys`]).
+    claims: BTreeMap<String, BTreeSet<String>>,
 }
 
 /// A northbound object, decoded once at the edge.
@@ -354,6 +356,14 @@ pub enum Object {
 pub use nb_keys::Kind;
 
 impl Object {
+    /// Whether the pipeline reads objects of `kind` (others are ignored, not refused).
+    pub fn modelled(kind: Kind) -> bool {
+        !matches!(
+            kind,
+            Kind::SecurityGroup | Kind::SecurityGroupRule | Kind::AddressGroup
+        )
+    }
+
     /// Decodes a stored value of `kind`; `None` if it is malformed (missing id, bad MAC, ...).
     pub fn decode(kind: Kind, id: &str, v: &Value) -> Option<Object> {
         let obj = match kind {
@@ -363,6 +373,8 @@ impl Object {
             Kind::Router => Object::Router(Router::from_json(v)?),
             Kind::Chassis => Object::Chassis(Chassis::from_json(v)?),
             Kind::ChassisUp => return Some(Object::ChassisUp(id.to_string())),
+            // Not read by the pipeline (yet): see [`Object::modelled`].
+            Kind::SecurityGroup | Kind::SecurityGroupRule | Kind::AddressGroup => return None,
         };
         (obj.id() == id).then_some(obj)
     }
@@ -420,6 +432,9 @@ impl Topology {
             }
             Object::Port(p) => {
                 index(&mut self.ports_on, &p.network_id, &p.id);
+                for key in Topology::claim_keys(&p) {
+                    index(&mut self.claims, &key, &p.id);
+                }
                 if let Some(r) = p.router() {
                     index(&mut self.interfaces, r, &p.id);
                     index(&mut self.interfaces_on, &p.network_id, &p.id);
@@ -451,6 +466,9 @@ impl Topology {
             Kind::Port => {
                 let p = self.ports.remove(id)?;
                 unindex(&mut self.ports_on, &p.network_id, id);
+                for key in Topology::claim_keys(&p) {
+                    unindex(&mut self.claims, &key, id);
+                }
                 if let Some(r) = p.router() {
                     unindex(&mut self.interfaces, r, id);
                     unindex(&mut self.interfaces_on, &p.network_id, id);
@@ -463,7 +481,37 @@ impl Topology {
                 .chassis_up
                 .remove(id)
                 .then(|| Object::ChassisUp(id.to_string())),
+            Kind::SecurityGroup | Kind::SecurityGroupRule | Kind::AddressGroup => None,
         }
+    }
+
+    /// The key of a MAC on a network, as [`Topology::claim_keys`] gives it.
+    pub fn mac_claim(network: &str, mac: Mac) -> String {
+        format!("{network} mac {mac:012x}")
+    }
+
+    /// The key of an IP address on a network, as [`Topology::claim_keys`] gives it.
+    pub fn ip_claim(network: &str, ip: IpAddr) -> String {
+        format!("{network} ip {ip}")
+    }
+
+    /// What a port claims on its network: its MAC and its fixed IPs.
+    pub fn claim_keys(port: &Port) -> Vec<String> {
+        std::iter::once(Topology::mac_claim(&port.network_id, port.mac))
+            .chain(
+                port.ips
+                    .iter()
+                    .map(|ip| Topology::ip_claim(&port.network_id, *ip)),
+            )
+            .collect()
+    }
+
+    /// Whether exactly one port claims `key` (a MAC or IP on a network). Two claims are a
+    /// passing state of the local view (the API refuses them; a replica may hold a deleted port
+    /// and its successor for a moment): while it lasts, neither port gets the flows that would
+    /// clash, so no packet is taken for the wrong port's.
+    pub fn sole_claim(&self, key: &str) -> bool {
+        self.claims.get(key).is_some_and(|s| s.len() == 1)
     }
 
     /// The ports on `network`, in id order.

@@ -2,9 +2,12 @@
 //! never holds two flows with the same identity (table, priority, match). Every app and every kind
 //! of owner take part: networks, subnets, ports (VM ports and router interfaces), routers with
 //! extra routes, chassis, VIFs and the tunnel. Each app's flows stay in the tables the table map
-//! gives it.
+//! gives it. A second oracle feeds a fresh pipeline only each input's final value, in another
+//! order. Inputs reuse MACs and addresses across ports (two claims on one MAC or address on a
+//! network must leave neither port with clashing flows), move chassis between tunnel addresses,
+//! and mix VXLAN and Geneve networks.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use openflow::{Action, Field, Flow};
 use pipeline::apps::APPS;
@@ -13,11 +16,15 @@ use pipeline::{Input, Pipeline};
 use proptest::prelude::*;
 use serde_json::json;
 
-const NETS: [&str; 3] = [
+const NETS: [&str; 4] = [
     "11111111-0000-4000-8000-000000000001",
     "11111111-0000-4000-8000-000000000002",
     "11111111-0000-4000-8000-000000000003",
+    "11111111-0000-4000-8000-000000000004",
 ];
+/// Ports, fewer MACs than ports, and few host numbers: reuse is frequent.
+const PORTS: usize = 10;
+const MACS: usize = 3;
 const CHASSIS: [&str; 3] = ["ch1", "ch2", "ch3"];
 const ROUTERS: [&str; 2] = [
     "44444444-0000-4000-8000-000000000001",
@@ -25,22 +32,23 @@ const ROUTERS: [&str; 2] = [
 ];
 
 fn port_id(i: usize) -> String {
-    format!("22222222-0000-4000-8000-00000000000{i}")
+    format!("22222222-0000-4000-8000-{i:012}")
 }
 
 fn input() -> impl Strategy<Value = Input> {
     prop_oneof![
-        (0..3usize, any::<bool>(), any::<bool>()).prop_map(|(n, up, delete)| {
+        (0..4usize, any::<bool>(), any::<bool>(), any::<bool>()).prop_map(|(n, up, geneve, delete)| {
             let key = format!("/r/networks/{}", NETS[n]);
-            let value = json!({"id": NETS[n], "provider:network_type": "vxlan",
+            let kind = if geneve { "geneve" } else { "vxlan" };
+            let value = json!({"id": NETS[n], "provider:network_type": kind,
                 "provider:segmentation_id": n + 100, "admin_state_up": up});
             Input::Object(key, (!delete).then_some(value))
         }),
-        (0..6usize, 0..3usize, 0..4usize, 0..4usize, any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>(), 0..4usize)
-            .prop_map(|(p, n, host, ips, secure, active, up, delete, router)| {
+        (0..PORTS, 0..4usize, 0..4usize, 0..4usize, any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>(), 0..4usize, (0..MACS, 1..5usize))
+            .prop_map(|(p, n, host, ips, secure, active, up, delete, router, (mac, h))| {
                 let id = port_id(p);
                 let fixed: Vec<_> = (0..ips)
-                    .map(|k| if k == 2 { json!({"ip_address": format!("2001:db8::{p}")}) } else { json!({"ip_address": format!("10.0.{k}.{}", p + 1)}) })
+                    .map(|k| if k == 2 { json!({"ip_address": format!("2001:db8::{h}")}) } else { json!({"ip_address": format!("10.0.{k}.{h}")}) })
                     .collect();
                 // Some ports are router interfaces (of one of two routers, or of an unknown one).
                 let (owner, device) = match router {
@@ -48,7 +56,7 @@ fn input() -> impl Strategy<Value = Input> {
                     2 => ("network:router_interface", "55555555-0000-4000-8000-000000000009".to_string()),
                     _ => ("compute:nova", String::new()),
                 };
-                let value = json!({"id": id, "network_id": NETS[n], "mac_address": format!("fa:16:3e:00:00:0{p}"),
+                let value = json!({"id": id, "network_id": NETS[n], "mac_address": format!("fa:16:3e:00:00:0{mac}"),
                     "fixed_ips": fixed, "port_security_enabled": secure, "admin_state_up": up,
                     "binding:host_id": if host == 3 { "" } else { CHASSIS[host] },
                     "device_owner": owner, "device_id": device,
@@ -66,17 +74,18 @@ fn input() -> impl Strategy<Value = Input> {
             Input::Object(format!("/r/routers/{}", ROUTERS[r]), (!delete).then_some(value))
         }),
         // Malformed values are ignored, never taken for deletions.
-        (0..6usize).prop_map(|p| Input::Object(format!("/r/ports/{}", port_id(p)), Some(json!({"id": port_id(p), "mac_address": "bad"})))),
+        (0..PORTS).prop_map(|p| Input::Object(format!("/r/ports/{}", port_id(p)), Some(json!({"id": port_id(p), "mac_address": "bad"})))),
         // Subnets move between networks and switch DHCP on and off.
-        (0..3usize, 0..3usize, any::<bool>(), any::<bool>(), any::<bool>()).prop_map(|(s, n, dhcp, v6, delete)| {
+        (0..3usize, 0..4usize, any::<bool>(), any::<bool>(), any::<bool>()).prop_map(|(s, n, dhcp, v6, delete)| {
             let id = format!("33333333-0000-4000-8000-00000000000{s}");
             let cidr = if v6 { "2001:db8::/64".to_string() } else { format!("10.0.{s}.0/24") };
             let value = json!({"id": id, "network_id": NETS[n], "cidr": cidr, "enable_dhcp": dhcp,
                 "gateway_ip": if v6 { json!(null) } else { json!(format!("10.0.{s}.1")) }});
             Input::Object(format!("/r/subnets/{id}"), (!delete).then_some(value))
         }),
-        (0..3usize, any::<bool>()).prop_map(|(c, delete)| {
-            let value = json!({"id": CHASSIS[c], "tunnel_ip": format!("192.168.50.{}", c + 1)});
+        // Chassis move between tunnel addresses over time.
+        (0..3usize, 1..3usize, any::<bool>()).prop_map(|(c, net, delete)| {
+            let value = json!({"id": CHASSIS[c], "tunnel_ip": format!("192.168.5{net}.{}", c + 1)});
             Input::Object(format!("/chassis/{}", CHASSIS[c]), (!delete).then_some(value))
         }),
         (0..3usize, any::<bool>()).prop_map(|(c, delete)| {
@@ -84,7 +93,7 @@ fn input() -> impl Strategy<Value = Input> {
         }),
         // VIF and tunnel numbers overlap: claims on one number by two VIFs, or by a VIF and
         // the tunnel, must leave no flows behind either.
-        (0..6usize, prop::option::of(1u32..5)).prop_map(|(p, ofport)| Input::Vif(port_id(p), ofport)),
+        (0..PORTS, prop::option::of(1u32..7)).prop_map(|(p, ofport)| Input::Vif(port_id(p), ofport)),
         prop::option::of(1u32..4).prop_map(Input::Tunnel),
     ]
 }
@@ -113,14 +122,62 @@ fn written(f: &Flow) -> Vec<Register> {
     out
 }
 
+/// The second oracle: each input's final value, fed to a fresh pipeline in key order.
+#[derive(Default)]
+struct Finals {
+    objects: BTreeMap<String, serde_json::Value>,
+    vifs: BTreeMap<String, u32>,
+    tunnel: Option<u32>,
+}
+
+impl Finals {
+    fn record(&mut self, input: &Input) {
+        match input {
+            Input::Object(key, Some(v)) => {
+                // A malformed value changes nothing.
+                let decodes = nb_keys::parse(key)
+                    .and_then(|(kind, id)| pipeline::model::Object::decode(kind, id, v))
+                    .is_some();
+                if decodes {
+                    self.objects.insert(key.clone(), v.clone());
+                }
+            }
+            Input::Object(key, None) => {
+                self.objects.remove(key);
+            }
+            Input::Vif(id, Some(o)) => {
+                self.vifs.insert(id.clone(), *o);
+            }
+            Input::Vif(id, None) => {
+                self.vifs.remove(id);
+            }
+            Input::Tunnel(t) => self.tunnel = *t,
+        }
+    }
+
+    fn flows(&self) -> HashSet<Flow> {
+        let mut fresh = Pipeline::new("ch1");
+        for (k, v) in self.objects.iter().rev() {
+            fresh.apply(Input::Object(k.clone(), Some(v.clone())));
+        }
+        for (id, o) in &self.vifs {
+            fresh.apply(Input::Vif(id.clone(), Some(*o)));
+        }
+        fresh.apply(Input::Tunnel(self.tunnel));
+        fresh.flows().cloned().collect()
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
 
     #[test]
-    fn incremental_equals_full(inputs in prop::collection::vec(input(), 1..40)) {
+    fn incremental_equals_full(inputs in prop::collection::vec(input(), 1..60)) {
         let mut pipeline = Pipeline::new("ch1");
         let mut installed: HashSet<openflow::Flow> = pipeline.flows().cloned().collect();
+        let mut finals = Finals::default();
         for i in inputs {
+            finals.record(&i);
             let delta = pipeline.apply(i);
             // The deltas, applied to what a switch holds, give the desired set too.
             for f in delta.removed() {
@@ -149,6 +206,7 @@ proptest! {
             let incremental: HashSet<openflow::Flow> = pipeline.flows().cloned().collect();
             prop_assert_eq!(&incremental, &pipeline.full());
             prop_assert_eq!(&incremental, &installed);
+            prop_assert_eq!(&incremental, &finals.flows(), "a fresh pipeline fed the final values differs");
             let keys: HashSet<_> = incremental.iter().map(|f| f.key()).collect();
             prop_assert_eq!(keys.len(), incremental.len(), "two flows share table, priority and match");
         }

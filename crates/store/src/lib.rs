@@ -10,7 +10,7 @@ pub mod etcd;
 mod shared;
 mod types;
 
-pub use shared::SharedWatch;
+pub use shared::{SharedWatch, SharedWatchStatus};
 pub use types::*;
 
 use std::sync::Arc;

@@ -80,6 +80,10 @@ impl Drop for Hub {
 
 struct HubState {
     limits: Limits,
+    /// Whether the hub's store watch is up (not broken, not being re-established).
+    following: bool,
+    /// The newest revision the hub has seen.
+    newest: Revision,
     /// Bytes held by the ring's batches.
     ring_bytes: usize,
     /// The ring holds every revision after `base`, up to the newest batch.
@@ -98,7 +102,11 @@ impl Hub {
         loop {
             let watch = store.watch("/", from).await;
             let mut watch = match watch {
-                Ok(w) => w,
+                Ok(w) => {
+                    let Some(hub) = hub.upgrade() else { return };
+                    hub.lock().following = true;
+                    w
+                }
                 Err(StoreError::Closed) => {
                     if let Some(hub) = hub.upgrade() {
                         hub.publish(Arc::new(Item::Closed));
@@ -141,8 +149,10 @@ impl Hub {
                 st.ring.clear();
                 st.ring_bytes = 0;
                 st.base = *at;
+                st.newest = *at;
             }
             Item::Batch(batch) => {
+                st.newest = st.newest.max(last_revision(batch));
                 st.ring_bytes += batch_bytes(batch);
                 st.ring.push_back(item.clone());
                 while st.ring.len() > st.limits.ring || st.ring_bytes > st.limits.ring_bytes {
@@ -163,6 +173,7 @@ impl Hub {
     /// After a failed watch: start again at the head if the hub fell behind compaction (and tell
     /// the watchers), else retry from where it was.
     async fn failed(&self, e: StoreError, from: &mut Revision) {
+        self.lock().following = false;
         if let StoreError::Compacted { .. } = e {
             match self.store.revision().await {
                 Ok(head) => {
@@ -178,6 +189,18 @@ impl Hub {
         }
         tokio::time::sleep(RETRY).await;
     }
+}
+
+/// What a [`SharedWatch`] looks like, for health checks and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SharedWatchStatus {
+    /// Its store watch is up: false while the store is unreachable and it retries.
+    pub following: bool,
+    /// The newest revision it has seen.
+    pub newest: Revision,
+    /// Batches in its ring, and the bytes of keys and values they hold.
+    pub ring_batches: usize,
+    pub ring_bytes: usize,
 }
 
 /// Hands out watches of the whole key space that share one store watch (started by the first).
@@ -209,6 +232,8 @@ impl SharedWatch {
                     store: self.store.clone(),
                     state: Mutex::new(HubState {
                         limits: self.limits,
+                        following: false,
+                        newest: head,
                         ring_bytes: 0,
                         base: head,
                         ring: VecDeque::new(),
@@ -222,6 +247,23 @@ impl SharedWatch {
             })
             .await?;
         Ok(hub.clone())
+    }
+
+    /// Starts the shared store watch now if no watcher did yet (it needs the store's revision).
+    pub async fn start(&self) -> Result<(), StoreError> {
+        self.hub().await.map(drop)
+    }
+
+    /// The shared watch as it is now; `None` before it started.
+    pub fn status(&self) -> Option<SharedWatchStatus> {
+        let hub = self.hub.get()?;
+        let st = hub.lock();
+        Some(SharedWatchStatus {
+            following: st.following,
+            newest: st.newest,
+            ring_batches: st.ring.len(),
+            ring_bytes: st.ring_bytes,
+        })
     }
 
     /// Every change after `after`, like [`Store::watch`] of `/`.

@@ -399,9 +399,13 @@ async fn shared_watchers_each_get_every_revision_once(b: Backend) {
             last
         })
     };
-    // And one that joins while writes go on.
-    tokio::time::sleep(Duration::from_millis(5)).await;
-    let mid = s.revision().await.unwrap();
+    // And one that joins while writes go on: once some of them are in (a condition, not a
+    // guess at how long that takes).
+    let mut mid = s.revision().await.unwrap();
+    while mid < hub_start + 3 && !writer.is_finished() {
+        tokio::task::yield_now().await;
+        mid = s.revision().await.unwrap();
+    }
     watchers.push((mid, shared.watch(mid).await.unwrap()));
     let last = writer.await.unwrap();
     for (after, mut w) in watchers {

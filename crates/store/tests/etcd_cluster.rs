@@ -76,10 +76,13 @@ async fn leader_killed_during_writes() {
         .collect();
 
     // Let the stream get going, then kill the leader.
-    while store.range("stream/").await.unwrap().0.len() < 60 {
+    let mut before_kill = 0;
+    while before_kill < 60 {
         tokio::time::sleep(Duration::from_millis(10)).await;
+        before_kill = store.range("stream/").await.unwrap().0.len();
     }
     let killed = b.cluster().kill_leader().await.unwrap();
+    let unfinished = writers.iter().filter(|w| !w.is_finished()).count();
 
     let mut fates = BTreeMap::new();
     let mut resent = 0;
@@ -94,6 +97,11 @@ async fn leader_killed_during_writes() {
         .map(|kv| (kv.key.clone(), kv.mod_revision))
         .collect();
     assert_eq!(stored.len(), WRITERS * PER_WRITER, "every write is present");
+    // The failure hit the stream, not its end: writers were still writing when the leader died.
+    assert!(
+        unfinished > 0 && before_kill < WRITERS * PER_WRITER,
+        "no write was in flight when the leader died ({before_kill} written, {unfinished} writers left)"
+    );
     for (key, fate) in &fates {
         if let Fate::Acked(rev) = fate {
             assert_eq!(stored.get(key), Some(rev), "acknowledged write {key}");

@@ -10,7 +10,8 @@
 //!   offload off on the VM side, which TCP through the userspace datapath needs).
 //! * [`Underlay`]: a Linux bridge in its own namespace that joins chassis; each attached chassis
 //!   gets `br-phy` holding the underlay address with the veth as its port and a
-//!   `priority=0,actions=NORMAL` flow, which is what userspace tunnels need.
+//!   NORMAL behaviour of a standalone bridge, which is what userspace tunnels need (and which
+//!   survives a vswitchd restart, unlike a flow added by hand).
 //!
 //! * [`Daemon`]: a background process (server, agent) recorded in a PID file.
 //!

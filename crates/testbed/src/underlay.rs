@@ -46,7 +46,7 @@ impl Underlay {
 
     /// Connects `chassis` with address `ip_cidr` (e.g. `172.31.0.1/24`): a veth from the
     /// bridge to the chassis, where it becomes a port of `br-phy`; `br-phy`'s internal port
-    /// gets the address and a `priority=0,actions=NORMAL` flow. vswitchd learns the route from
+    /// gets the address; `br-phy` is a standalone learning switch (NORMAL). vswitchd learns the route from
     /// the namespace's kernel table and resolves tunnel next hops itself.
     pub fn attach(&mut self, chassis: &Chassis, ip_cidr: &str) -> Result<()> {
         self.links += 1;
@@ -117,7 +117,15 @@ impl Underlay {
             .netns()
             .ip(&["addr", "add", ip_cidr, "dev", PHY_BRIDGE])?;
         chassis.netns().ip(&["link", "set", PHY_BRIDGE, "up"])?;
-        chassis.ovs_ofctl(&["add-flow", PHY_BRIDGE, "priority=0,actions=NORMAL"])?;
+        // A standalone bridge without a controller is a learning switch by itself (Open vSwitch
+        // gives it its `priority=0,actions=NORMAL` flow), also after vswitchd restarts, when flows
+        // added by hand are gone.
+        chassis.ovs_vsctl(&["set-fail-mode", PHY_BRIDGE, "standalone"])?;
+        chassis.wait_until(std::time::Duration::from_secs(10), || {
+            chassis
+                .ovs_ofctl(&["dump-flows", PHY_BRIDGE])
+                .is_ok_and(|f| f.contains("actions=NORMAL"))
+        })?;
         Ok(())
     }
 }

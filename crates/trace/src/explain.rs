@@ -18,7 +18,7 @@ use pipeline::tables::{self, FLOOD, INGRESS, NEIGHBOUR, ROUTE, ROUTER_IN};
 use crate::inventory::{Inventory, Route, dst_prefix};
 use crate::local::Local;
 use crate::path::entered;
-use crate::request::{Built, mac_of};
+use crate::request::{Arrival, Built, mac_of};
 
 fn is_group_mac(mac: u128) -> bool {
     // The I/G bit: the lowest bit of the first octet.
@@ -68,16 +68,14 @@ pub fn verdict(inv: &Inventory, local: &Local, built: &Built, trace: &Trace) -> 
     let v = &trace.verdict;
     let mut lines = Vec::new();
     let flooded = trace.path().iter().any(|(t, _)| *t == FLOOD);
-    let net = &built.source.network_id;
+    let net = built.network();
     if flooded && !v.outputs.is_empty() {
-        let dst = built.packet.get(Field::EthDst).unwrap_or_default();
-        let kind = if is_group_mac(dst) {
-            "broadcast".to_string()
-        } else {
-            format!(
-                "unknown unicast: no port of the network has MAC {}",
-                flowsim::Mac::from_value(dst)
-            )
+        let dst = flowsim::Mac::from_value(built.packet.get(Field::EthDst).unwrap_or_default());
+        let kind = match dst {
+            flowsim::Mac::BROADCAST => "broadcast".to_string(),
+            flowsim::Mac([0x33, 0x33, 0xff, ..]) => format!("solicited-node multicast {dst}"),
+            m if is_group_mac(m.value()) => format!("multicast {dst}"),
+            _ => format!("unknown unicast: no port of the network has MAC {dst}"),
         };
         lines.push(format!("flooded on {} ({kind}):", inv.network_label(net)));
     }
@@ -180,7 +178,7 @@ fn to_agent(inv: &Inventory, built: &Built, trace: &Trace, c: &ControllerPacket)
         Some(Punt::RouterSolicitation) => {
             let network = match &owner {
                 Some(Owner::Network(id)) => id.as_str(),
-                _ => built.source.network_id.as_str(),
+                _ => built.network(),
             };
             // The routers that advertise: those with an IPv6 interface on the network.
             let advertising: std::collections::BTreeSet<&str> = inv
@@ -225,7 +223,7 @@ fn to_agent(inv: &Inventory, built: &Built, trace: &Trace, c: &ControllerPacket)
         Some(Punt::Dhcp) => format!(
             "DHCP request: sent to the agent of this chassis, which answers as the DHCP server \
              of {}",
-            inv.network_label(&built.source.network_id)
+            inv.network_label(built.network())
         ),
         Some(Punt::Dhcpv6) => format!("DHCPv6 request: {}", generic()),
         None if c.reason == reason::INVALID_TTL => format!(
@@ -332,14 +330,20 @@ fn dropped(
         return format!("dropped: {reason}");
     };
     if flooded {
+        let elsewhere = match built.arrival {
+            Some(_) => "(flooded packets from the tunnel stay on this chassis)",
+            None => "or on another chassis that is up",
+        };
         return format!(
-            "dropped: flooded on {}, but no other port of it is on this chassis or on another \
-             chassis that is up",
-            inv.network_label(&built.source.network_id)
+            "dropped: flooded on {}, but no other port of it is on this chassis {elsewhere}",
+            inv.network_label(built.network())
         );
     }
     if last.table == INGRESS && is_miss(last) {
-        return ingress_drop(inv, &built.source, &trace.packet);
+        return match &built.arrival {
+            Some(a) => tunnel_ingress_drop(inv, a),
+            None => ingress_drop(inv, &built.source, &trace.packet),
+        };
     }
     if let Some(why) = router_drop(inv, built, trace, last) {
         return why;
@@ -446,6 +450,14 @@ fn ingress_drop(inv: &Inventory, port: &Port, p: &Packet) -> String {
                         flowsim::Mac::from_value(sha)
                     ));
                 }
+                if p.get(Field::ArpSpa) == Some(0) {
+                    return security(
+                        "an ARP probe (sender 0.0.0.0): ports with port security send none into \
+                         the network; the guest's duplicate address detection hears no answer and \
+                         goes ahead"
+                            .into(),
+                    );
+                }
                 p.get(Field::ArpSpa)
                     .map(|v| IpAddr::V4(Ipv4Addr::from(v as u32)))
             }
@@ -454,7 +466,7 @@ fn ingress_drop(inv: &Inventory, port: &Port, p: &Packet) -> String {
         if let Some(ip) = ip_src
             && !allowed(port, ip, mac)
         {
-            return security(format!("source {ip} is not an address of {label}"));
+            return security(not_allowed(port, &label, ip, mac));
         }
     }
     let network = inv.topology.networks.get(&port.network_id);
@@ -476,21 +488,96 @@ fn ingress_drop(inv: &Inventory, port: &Port, p: &Packet) -> String {
     format!("dropped at ingress: {why}")
 }
 
+/// Why no ingress flow admitted a packet from the tunnel: its VNI is no network's, or that
+/// network is not one this chassis carries.
+fn tunnel_ingress_drop(inv: &Inventory, a: &Arrival) -> String {
+    let why = match &a.network {
+        None => format!("no network has VNI {}", a.vni),
+        Some(n) => match unserved(inv, n) {
+            Some(why) => why,
+            None => format!(
+                "VNI {} is {}'s, which this chassis does not carry (no port here needs it)",
+                a.vni,
+                inv.network_label(n)
+            ),
+        },
+    };
+    format!("dropped at ingress from the tunnel: {why}")
+}
+
+/// An allowed source address or prefix: `10.0.0.5`, or `10.0.0.0/24`.
+fn net_text(net: &IpNet) -> String {
+    if net.prefix_len() == net.max_prefix_len() {
+        net.addr().to_string()
+    } else {
+        net.to_string()
+    }
+}
+
+/// The addresses allowed from `port` with source MAC `mac`: its own with its MAC, and the
+/// allowed pairs with that MAC.
+fn allowed_with(port: &Port, mac: u128) -> Vec<IpNet> {
+    let own = (mac == u128::from(port.mac)).then_some(&port.ips);
+    own.into_iter()
+        .flatten()
+        .map(|ip| IpNet::from(*ip))
+        .chain(
+            port.pairs
+                .iter()
+                .filter(|(_, m)| u128::from(*m) == mac)
+                .map(|(n, _)| *n),
+        )
+        .collect()
+}
+
+/// Why `ip` with source MAC `mac` is not admitted from `port` (labelled `label`): the address
+/// is none of the port's, or it is, but only with another MAC.
+fn not_allowed(port: &Port, label: &str, ip: IpAddr, mac: u128) -> String {
+    let mut macs_for_ip: Vec<u64> = port
+        .ips
+        .contains(&ip)
+        .then_some(port.mac)
+        .into_iter()
+        .chain(
+            port.pairs
+                .iter()
+                .filter(|(n, _)| n.contains(&ip))
+                .map(|(_, m)| *m),
+        )
+        .collect();
+    macs_for_ip.sort_unstable();
+    macs_for_ip.dedup();
+    if macs_for_ip.is_empty() {
+        return if port.pairs.is_empty() {
+            format!("source {ip} is not an address of {label}")
+        } else {
+            format!("source {ip} is neither an address of {label} nor in its allowed address pairs")
+        };
+    }
+    let with_mac: Vec<String> = allowed_with(port, mac).iter().map(net_text).collect();
+    let macs: Vec<String> = macs_for_ip.iter().map(|m| mac_of(*m).to_string()).collect();
+    format!(
+        "{label} allows source MAC {} only with {}, and source {ip} only with MAC {}",
+        flowsim::Mac::from_value(mac),
+        if with_mac.is_empty() {
+            "no address".to_string()
+        } else {
+            with_mac.join(", ")
+        },
+        macs.join(" or ")
+    )
+}
+
 /// Whether `ip` with source MAC `mac` is one of the port's addresses or allowed pairs.
 fn allowed(port: &Port, ip: IpAddr, mac: u128) -> bool {
     // Unspecified sources (DHCP discovery, duplicate address detection) have flows of their own.
-    ip.is_unspecified()
-        || (mac == u128::from(port.mac) && port.ips.contains(&ip))
-        || port
-            .pairs
-            .iter()
-            .any(|(net, m): &(IpNet, u64)| u128::from(*m) == mac && net.contains(&ip))
+    ip.is_unspecified() || allowed_with(port, mac).iter().any(|n| n.contains(&ip))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::request::{Probe, Request, build};
+    use crate::request::{ArpKind, Probe, Request, build};
     use serde_json::json;
 
     /// web1 (port security, on c1) and web2 (on c2) on network web (VNI 1); chassis c2.
@@ -531,12 +618,8 @@ mod tests {
         src_mac: Option<&str>,
     ) -> Vec<String> {
         let req = Request {
-            from: "web1".into(),
-            to: "web2".into(),
-            probe,
-            src_ip: None,
             src_mac: src_mac.map(|m| m.parse().unwrap()),
-            ttl: None,
+            ..Request::new("web1", Some("web2"), probe)
         };
         verdict_for(inv, flows, &req)
     }
@@ -547,14 +630,16 @@ mod tests {
             chassis: "c1".into(),
             vifs: [("p1".to_string(), 2)].into(),
             tunnel: Some(1),
+            tunnel_ip: Some("172.31.0.1".parse().unwrap()),
             origin: String::new(),
         };
         let built = build(inv, req).unwrap();
-        let flows = flows.iter().map(|f| f.parse::<openflow::Flow>().unwrap());
-        let tables = flowsim::FlowTables::new(flows, [])
-            .unwrap()
-            .with_tunnel_port(1);
-        let t = flowsim::trace(&tables, 2, built.packet.clone());
+        let flows = crate::FlowSet {
+            flows: flows.iter().map(|f| f.parse().unwrap()).collect(),
+            ..crate::FlowSet::default()
+        };
+        let (in_port, packet) = built.enter(inv, &local).unwrap();
+        let t = flowsim::trace(&crate::tables(&flows, &local).unwrap(), in_port, packet);
         verdict(inv, &local, &built, &t)
     }
 
@@ -569,7 +654,7 @@ mod tests {
                 "port web2 did not get it",
             ]
         );
-        let arp = Probe::Arp;
+        let arp = Probe::Arp(ArpKind::Request);
         let v = verdict_of(&inv, &[], arp, None);
         assert_eq!(
             v[0],
@@ -594,12 +679,8 @@ mod tests {
     fn an_expired_dec_ttl_goes_to_the_controller_unanswered() {
         let inv = inventory(json!({}));
         let req = Request {
-            from: "web1".into(),
-            to: "web2".into(),
-            probe: Probe::Echo,
-            src_ip: None,
-            src_mac: None,
             ttl: Some(1),
+            ..Request::new("web1", Some("web2"), Probe::Echo)
         };
         let v = verdict_for(
             &inv,
@@ -614,6 +695,40 @@ mod tests {
                      give, so nothing answers it"
                 ),
             "{v:?}"
+        );
+    }
+
+    #[test]
+    fn allowed_address_pairs_pair_a_mac_with_its_addresses() {
+        let inv = inventory(json!({"allowed_address_pairs": [
+            {"ip_address": "10.0.0.50", "mac_address": "fa:16:3e:00:00:50"},
+            {"ip_address": "10.0.1.0/24"},
+        ]}));
+        let from = |src_ip: &str, src_mac: &str| Request {
+            src_ip: Some(src_ip.parse().unwrap()),
+            src_mac: Some(src_mac.parse().unwrap()),
+            ..Request::new("web1", Some("web2"), Probe::Echo)
+        };
+        // The pair's MAC with the port's own address: the pairing, not the address, is wrong.
+        let v = verdict_for(&inv, &[], &from("10.0.0.11", "fa:16:3e:00:00:50"));
+        assert_eq!(
+            v[0],
+            "dropped: port security (port web1 allows source MAC fa:16:3e:00:00:50 only with \
+             10.0.0.50, and source 10.0.0.11 only with MAC fa:16:3e:00:00:01)"
+        );
+        // The port's MAC with the pair's address.
+        let v = verdict_for(&inv, &[], &from("10.0.0.50", "fa:16:3e:00:00:01"));
+        assert_eq!(
+            v[0],
+            "dropped: port security (port web1 allows source MAC fa:16:3e:00:00:01 only with \
+             10.0.0.11, 10.0.1.0/24, and source 10.0.0.50 only with MAC fa:16:3e:00:00:50)"
+        );
+        // An address that is nobody's.
+        let v = verdict_for(&inv, &[], &from("10.0.0.99", "fa:16:3e:00:00:50"));
+        assert_eq!(
+            v[0],
+            "dropped: port security (source 10.0.0.99 is neither an address of port web1 nor \
+             in its allowed address pairs)"
         );
     }
 

@@ -42,7 +42,7 @@ pub async fn snapshot(server: &str) -> Result<Inventory, Error> {
 }
 
 /// The VIFs (`external_ids:iface-id` with a valid OpenFlow port) and the tunnel port named
-/// `tunnel_port` of the Open vSwitch at `endpoint`.
+/// `tunnel_port` (with its `options:local_ip`) of the Open vSwitch at `endpoint`.
 pub async fn local(endpoint: &str, chassis: &str, tunnel_port: &str) -> Result<Local, Error> {
     let fail = |why: String| Error::Ovsdb {
         endpoint: endpoint.to_string(),
@@ -62,7 +62,12 @@ pub async fn local(endpoint: &str, chassis: &str, tunnel_port: &str) -> Result<L
     let select = Operation::Select {
         table: "Interface".into(),
         conditions: vec![],
-        columns: Some(vec!["name".into(), "ofport".into(), "external_ids".into()]),
+        columns: Some(vec![
+            "name".into(),
+            "ofport".into(),
+            "external_ids".into(),
+            "options".into(),
+        ]),
     };
     let res = client
         .transact("Open_vSwitch", &[select])
@@ -97,6 +102,11 @@ pub async fn local(endpoint: &str, chassis: &str, tunnel_port: &str) -> Result<L
             out.vifs.insert(id.to_string(), ofport);
         } else if name == tunnel_port {
             out.tunnel = Some(ofport);
+            out.tunnel_ip = row
+                .get("options")
+                .and_then(|v| v.map_get(&Atom::from("local_ip")))
+                .and_then(|a| a.as_str())
+                .and_then(|ip| ip.parse().ok());
         }
     }
     Ok(out)

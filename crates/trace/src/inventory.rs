@@ -58,6 +58,35 @@ pub fn short(id: &str) -> String {
     }
 }
 
+/// The one object whose id starts with `what` as [`short`] prints it (with or without the
+/// ellipsis); an error if several do.
+fn by_short_id<'m, T>(
+    objects: &'m BTreeMap<String, T>,
+    what: &str,
+    kind: &str,
+) -> Result<Option<&'m T>, Error> {
+    let prefix = what.trim_end_matches(['…', '.']);
+    if prefix.is_empty() {
+        return Ok(None);
+    }
+    let matching: Vec<(&String, &T)> = objects
+        .range(prefix.to_string()..)
+        .take_while(|(id, _)| id.starts_with(prefix))
+        .collect();
+    match matching.as_slice() {
+        [] => Ok(None),
+        [(_, one)] => Ok(Some(one)),
+        many => Err(Error::Input(format!(
+            "{} {kind} have ids starting with {prefix:?} ({}); give more of the id",
+            many.len(),
+            many.iter()
+                .map(|(id, _)| id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
 /// Addresses as a comma-separated list (`no address` for none).
 pub fn ip_list(ips: &[IpAddr]) -> String {
     if ips.is_empty() {
@@ -150,7 +179,7 @@ impl Inventory {
         inv
     }
 
-    /// A port by id, or by name (which must be unique), or by the name of its lab VM.
+    /// A port by id, by the name of its lab VM, by name (which must be unique), or by short id.
     pub fn find_port(&self, what: &str) -> Result<&Port, Error> {
         let ports = &self.topology.ports;
         if let Some(p) = ports.get(what) {
@@ -167,16 +196,18 @@ impl Inventory {
         let named: Vec<&Port> = ports.values().filter(|p| p.name == what).collect();
         match named.as_slice() {
             [one] => Ok(one),
-            [] => Err(Error::Input(format!(
-                "no port or VM is called {what:?} (give a port name or id{})",
-                if self.vms.is_empty() {
-                    String::new()
-                } else {
-                    let mut vms: Vec<&str> = self.vms.values().map(String::as_str).collect();
-                    vms.sort_unstable();
-                    format!("; VMs: {}", vms.join(", "))
-                }
-            ))),
+            [] => by_short_id(ports, what, "ports")?.ok_or_else(|| {
+                Error::Input(format!(
+                    "no port or VM is called {what:?} (give a port name or id{})",
+                    if self.vms.is_empty() {
+                        String::new()
+                    } else {
+                        let mut vms: Vec<&str> = self.vms.values().map(String::as_str).collect();
+                        vms.sort_unstable();
+                        format!("; VMs: {}", vms.join(", "))
+                    }
+                ))
+            }),
             many => Err(Error::Input(format!(
                 "{} ports are called {what:?}; give the port id ({})",
                 many.len(),
@@ -186,6 +217,53 @@ impl Inventory {
                     .join(", ")
             ))),
         }
+    }
+
+    /// A network by id, by name (which must be unique), or by short id.
+    pub fn find_network(&self, what: &str) -> Result<&Network, Error> {
+        let networks = &self.topology.networks;
+        if let Some(n) = networks.get(what) {
+            return Ok(n);
+        }
+        let named: Vec<&Network> = networks
+            .values()
+            .filter(|n| self.network_names.get(&n.id).map(String::as_str) == Some(what))
+            .collect();
+        match named.as_slice() {
+            [one] => Ok(one),
+            [] => by_short_id(networks, what, "networks")?.ok_or_else(|| {
+                Error::Input(format!(
+                    "no network is called {what:?} (networks: {})",
+                    networks
+                        .keys()
+                        .map(|id| self.network_name(id))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            }),
+            many => Err(Error::Input(format!(
+                "{} networks are called {what:?}; give the network id ({})",
+                many.len(),
+                many.iter()
+                    .map(|n| n.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
+    }
+
+    /// A registered chassis by id or short id.
+    pub fn find_chassis(&self, what: &str) -> Result<&Chassis, Error> {
+        let chassis = &self.topology.chassis;
+        if let Some(c) = chassis.get(what) {
+            return Ok(c);
+        }
+        by_short_id(chassis, what, "chassis")?.ok_or_else(|| {
+            Error::Input(format!(
+                "no chassis is called {what:?} (registered: {})",
+                chassis.keys().cloned().collect::<Vec<_>>().join(", ")
+            ))
+        })
     }
 
     /// The port on `network` that has `ip` as a fixed IP.
@@ -461,6 +539,54 @@ mod tests {
                 "a Wyvern object the server no longer has (cookie {:#x}): a stale flow",
                 Owner::Router("r9".into()).cookie()
             )
+        );
+    }
+
+    #[test]
+    fn objects_by_short_id() {
+        let port = |id: &str| {
+            (
+                format!("/r/ports/{id}"),
+                json!({"id": id, "name": "p", "mac_address": "fa:16:3e:00:00:01"}),
+            )
+        };
+        let inv = Inventory::from_items(vec![
+            port("3f2a51c0-1111"),
+            port("3f2a51c0-2222"),
+            port("77aa0000-3333"),
+            (
+                "/r/networks/9b0e1d2c-4444".into(),
+                json!({"id": "9b0e1d2c-4444", "name": "web", "provider:network_type": "vxlan",
+                       "provider:segmentation_id": 5}),
+            ),
+            (
+                "/chassis/c1".into(),
+                json!({"id": "c1", "tunnel_ip": "172.31.0.1"}),
+            ),
+        ]);
+        // As the tool prints them: eight characters and an ellipsis.
+        assert_eq!(inv.find_port("77aa0000…").unwrap().id, "77aa0000-3333");
+        assert_eq!(inv.find_port("77aa").unwrap().id, "77aa0000-3333");
+        assert_eq!(
+            inv.find_port("3f2a51c0…").unwrap_err().to_string(),
+            "2 ports have ids starting with \"3f2a51c0\" (3f2a51c0-1111, 3f2a51c0-2222); give \
+             more of the id"
+        );
+        assert_eq!(inv.find_network("9b0e1d2c…").unwrap().vni, Some(5));
+        assert_eq!(inv.find_network("web").unwrap().id, "9b0e1d2c-4444");
+        assert!(
+            inv.find_network("db")
+                .unwrap_err()
+                .to_string()
+                .starts_with("no network is called \"db\" (networks: web)")
+        );
+        assert_eq!(
+            inv.find_chassis("c1").unwrap().tunnel_ip.to_string(),
+            "172.31.0.1"
+        );
+        assert_eq!(
+            inv.find_chassis("c9").unwrap_err().to_string(),
+            "no chassis is called \"c9\" (registered: c1)"
         );
     }
 

@@ -1,8 +1,9 @@
 //! `wyvern trace`: what happens to a packet on a chassis, step by step, in API terms.
 //!
 //! The packet is described as an operator thinks of it — from a port (or lab VM) to an IP
-//! address or another port, ICMP echo, TCP, UDP or ARP — and built as the VM would send it
-//! ([`request`]). The flows come either from the switch (`br-int` as it is, dumped over
+//! address or another port, ICMP echo, TCP, UDP, ARP (request, reply, probe, gratuitous) or
+//! DHCP, from the port's VIF or over the tunnel from another chassis — and built as the VM
+//! would send it ([`request`]). The flows come either from the switch (`br-int` as it is, dumped over
 //! OpenFlow) or from the pure pipeline over the server's topology (what the agent would
 //! install, [`local::compute_flows`]). The simulator ([`flowsim`]) walks them; every step is
 //! printed with its table and stage ([`pipeline::tables`]), flow and owning API object (from the
@@ -35,7 +36,7 @@ use openflow::message::Group;
 pub use cli::{TraceArgs, run};
 pub use inventory::Inventory;
 pub use local::{Local, compute_flows, drift};
-pub use request::{Built, Probe, Request};
+pub use request::{ArpKind, Built, DhcpKind, FromTunnel, Probe, Request};
 
 /// Errors of `wyvern trace`.
 #[derive(Debug, thiserror::Error)]
@@ -132,12 +133,13 @@ impl fmt::Display for Report {
 }
 
 /// The simulator's tables for `flows` on the chassis `local`: outputs to its tunnel port carry
-/// the tunnel fields.
+/// the tunnel fields, sent from its tunnel address.
 pub fn tables(flows: &FlowSet, local: &Local) -> Result<flowsim::FlowTables, Error> {
     let tables = flowsim::FlowTables::new(flows.flows.iter().cloned(), flows.groups.clone())?;
-    Ok(match local.tunnel {
-        Some(t) => tables.with_tunnel_port(t),
-        None => tables,
+    Ok(match (local.tunnel, local.tunnel_ip) {
+        (Some(t), Some(ip)) => tables.with_tunnel_local_ip(t, ip),
+        (Some(t), None) => tables.with_tunnel_port(t),
+        (None, _) => tables,
     })
 }
 
@@ -149,24 +151,23 @@ pub fn simulate(
     flows: FlowSet,
     req: &Request,
 ) -> Result<Report, Error> {
-    let built = request::build(inv, req)?;
-    let label = inv.port_label(&built.source);
-    let in_port = *local.vifs.get(&built.source.id).ok_or_else(|| {
-        let bound = match built.source.host.as_deref() {
-            Some(h) => format!("it is bound to chassis {h}"),
-            None => "it is bound to no chassis".into(),
-        };
-        Error::Input(format!(
-            "{label} has no VIF on chassis {} ({bound}); trace on its chassis, or use --computed",
-            local.chassis
-        ))
-    })?;
-    let trace = flowsim::trace(&tables(&flows, local)?, in_port, built.packet.clone());
+    report(inv, local, flows, &request::build(inv, req)?)
+}
+
+/// Traces the packet `built` through `flows` on the chassis `local`, naming things after `inv`.
+pub fn report(
+    inv: &Inventory,
+    local: &Local,
+    flows: FlowSet,
+    built: &Built,
+) -> Result<Report, Error> {
+    let (in_port, packet) = built.enter(inv, local)?;
+    let trace = flowsim::trace(&tables(&flows, local)?, in_port, packet);
     let mut header = vec![format!("Chassis {}: {}", local.chassis, flows.origin)];
     header.extend(flows.remarks.iter().map(|r| format!("  {r}")));
     header.extend([
         format!("VIFs and tunnel port: {}", local.origin),
-        request::describe(inv, &built, req.probe),
+        request::describe(inv, built),
     ]);
     header.extend(built.notes.iter().map(|n| format!("  {n}")));
     if !inv.malformed.is_empty() {
@@ -175,15 +176,19 @@ pub fn simulate(
             inv.malformed.join(", ")
         ));
     }
+    let through = match &built.arrival {
+        Some(a) => format!("the tunnel port, from chassis {}", a.chassis.id),
+        None => inv.port_label(&built.source),
+    };
     header.push(format!(
-        "It enters br-int on OpenFlow port {in_port} ({label})."
+        "It enters br-int on OpenFlow port {in_port} ({through})."
     ));
     let steps = trace
         .display(|cookie| Some(inv.describe_cookie(cookie)))
         .tables(explain::stage_name)
         .to_string();
     let path = path::path(inv, &trace);
-    let verdict = explain::verdict(inv, local, &built, &trace);
+    let verdict = explain::verdict(inv, local, built, &trace);
     Ok(Report {
         header,
         trace,

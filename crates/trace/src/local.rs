@@ -3,6 +3,7 @@
 //! routers on them and the networks those join, and the chassis list).
 
 use std::collections::{BTreeMap, HashSet};
+use std::net::Ipv4Addr;
 
 use openflow::Flow;
 use pipeline::{Input, Pipeline};
@@ -18,13 +19,16 @@ pub struct Local {
     pub vifs: BTreeMap<String, u32>,
     /// OpenFlow port of the tunnel port.
     pub tunnel: Option<u32>,
+    /// The tunnel port's source address (`options:local_ip`: the chassis' tunnel address).
+    pub tunnel_ip: Option<Ipv4Addr>,
     /// Where the port numbers come from (for the report).
     pub origin: String,
 }
 
 impl Local {
     /// A chassis whose OVS cannot be asked: its VIFs are the ports bound to it, numbered from 2
-    /// in port id order after the tunnel port (1), as a freshly made `br-int` would number them.
+    /// in port id order after the tunnel port (1), as a freshly made `br-int` would number them;
+    /// the tunnel's source is the chassis' registered tunnel address, as the agent sets it.
     pub fn from_bindings(inv: &Inventory, chassis: &str) -> Local {
         let vifs = inv
             .topology
@@ -38,6 +42,7 @@ impl Local {
             chassis: chassis.to_string(),
             vifs,
             tunnel: Some(1),
+            tunnel_ip: inv.topology.chassis.get(chassis).map(|c| c.tunnel_ip),
             origin: "assumed from the port bindings (no OVSDB: OpenFlow port numbers made up)"
                 .into(),
         }
@@ -148,6 +153,7 @@ mod tests {
         ]);
         let mut l = Local::from_bindings(&inv, "c1");
         assert_eq!(l.tunnel, Some(1));
+        assert_eq!(l.tunnel_ip, None, "c1 is not registered");
         assert_eq!(
             l.vifs,
             [("p1".to_string(), 2), ("p2".to_string(), 3)].into()

@@ -1,6 +1,7 @@
 //! The `wyvern` command: one binary with a subcommand per role (`server`, `agent`, `lab`, `trace`).
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -42,7 +43,20 @@ enum Command {
     Trace(trace::TraceArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+/// Runs the command; an error is the user's to fix (a bad argument, an unreachable server, a
+/// failed lab): its message is printed, with its causes, and no backtrace (bugs panic, and a
+/// panic keeps its backtrace under `RUST_BACKTRACE`).
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -77,7 +91,8 @@ fn main() -> anyhow::Result<()> {
 /// `wyvern agent` options.
 #[derive(clap::Args)]
 struct AgentArgs {
-    /// The server's URL.
+    /// The server's URL, or several comma-separated (servers on one etcd): the agent uses one and
+    /// moves to another when it stops answering.
     #[arg(long, default_value = "http://127.0.0.1:9696")]
     server: String,
     /// This chassis' id (unique among chassis).

@@ -1,77 +1,20 @@
 //! `kill -9` of the server during a stream of writes, then a restart on the same store file: every
 //! write the server acknowledged is still there.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-/// A server process, killed when dropped.
-struct ServerProcess {
-    child: Child,
-    base: String,
-}
-
-impl ServerProcess {
-    fn start(store: &str) -> Self {
-        let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_wyvern"))
-            .args([
-                "server",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--store",
-                store,
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start wyvern server");
-        Self {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-        }
-    }
-
-    async fn wait_ready(&self, client: &reqwest::Client) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if client.get(&self.base).send().await.is_ok() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("server did not come up");
-    }
-
-    fn kill9(&mut self) {
-        // SIGKILL by PID: no chance to flush anything.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+mod server;
+use server::ServerProcess;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let store = format!("embedded:{}", dir.path().join("nb.redb").display());
     let client = reqwest::Client::new();
-    let mut server = ServerProcess::start(&store);
+    let mut server = ServerProcess::start(&store, &[]);
     server.wait_ready(&client).await;
 
     let acked: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -119,7 +62,7 @@ async fn acknowledged_writes_survive_kill_9() {
         acked.len()
     );
 
-    let server = ServerProcess::start(&store);
+    let server = ServerProcess::start(&store, &[]);
     server.wait_ready(&client).await;
     let listed: Value = client
         .get(format!("{}/v2.0/networks?fields=id", server.base))

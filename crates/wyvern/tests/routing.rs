@@ -20,14 +20,19 @@
 
 use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
-use std::process::{Child, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use lab::{Lab, LabOptions, Topology};
-use serde_json::{Value, json};
+use lab::{Lab, Topology};
+use reqwest::Method;
+use serde_json::json;
+
+mod support;
+use support::{
+    Checks, Outcome, Servers, agents_in_sync, all, api, have, in_parallel, lab_options, reply_ttl,
+    run, silent, tcp_reaches, v6, v6_of,
+};
 
 const CHASSIS: [&str; 3] = ["c1", "c2", "c3"];
 
@@ -120,9 +125,8 @@ const R1_V6: [&str; 2] = ["fd00:2::1", "fd00:3::1"];
 const BEHIND: &str = "192.168.50.1";
 /// The DNS server of beta's stateless DHCPv6 subnet.
 const DNS6: &str = "fd00:53::53";
-/// Port of the VMs' TCP servers, and how many bytes they send after their name.
-const TCP_PORT: &str = "7000";
-const TCP_BYTES: usize = 200_000;
+/// Port of the VMs' TCP servers.
+const TCP_PORT: u16 = 7000;
 
 const NETWORKS: &str = r#"
 [[network]]
@@ -222,144 +226,6 @@ fn topology(name: &str, route: bool) -> Topology {
     Topology::parse(&text, Path::new("routing.toml")).expect("valid topology")
 }
 
-/// The outcome of one check: `Err` says what was wrong.
-type Outcome = Result<(), String>;
-
-/// Runs checks one after the other, each even when an earlier one failed, and reports them.
-#[derive(Default)]
-struct Checks {
-    results: Vec<(String, Outcome)>,
-    skipped: Vec<(String, String)>,
-}
-
-impl Checks {
-    fn run(&mut self, name: &str, check: impl FnOnce() -> Outcome) {
-        let started = Instant::now();
-        let outcome = catch_unwind(AssertUnwindSafe(check)).unwrap_or_else(|panic| {
-            let text = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                .unwrap_or_default();
-            Err(format!("panicked: {text}"))
-        });
-        let secs = started.elapsed().as_secs_f64();
-        match &outcome {
-            Ok(()) => println!("check {name} ... ok ({secs:.1} s)"),
-            Err(why) => println!("check {name} ... FAILED ({secs:.1} s)\n    {why}"),
-        }
-        self.results.push((name.to_owned(), outcome));
-    }
-
-    fn skip(&mut self, name: &str, why: &str) {
-        println!("check {name} ... SKIPPED: {why}");
-        self.skipped.push((name.to_owned(), why.to_owned()));
-    }
-
-    /// Prints every outcome; the names of the failed checks.
-    fn report(&self) -> Vec<String> {
-        println!("\nrouting checks:");
-        for (name, outcome) in &self.results {
-            match outcome {
-                Ok(()) => println!("  ok      {name}"),
-                Err(why) => println!("  FAILED  {name}: {why}"),
-            }
-        }
-        for (name, why) in &self.skipped {
-            println!("  SKIPPED {name}: {why}");
-        }
-        let failed: Vec<String> = self
-            .results
-            .iter()
-            .filter(|(_, o)| o.is_err())
-            .map(|(n, _)| n.clone())
-            .collect();
-        println!(
-            "routing checks: {} of {} ok, {} skipped",
-            self.results.len() - failed.len(),
-            self.results.len(),
-            self.skipped.len()
-        );
-        failed
-    }
-}
-
-/// `Ok` if every outcome is, else their errors, one a line.
-fn all(outcomes: impl IntoIterator<Item = Outcome>) -> Outcome {
-    let errors: Vec<String> = outcomes.into_iter().filter_map(Result::err).collect();
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(errors.join("\n    "))
-    }
-}
-
-/// Runs `check` for every item, each in a thread of its own (pings wait on timeouts).
-fn in_parallel<T: Send>(items: Vec<T>, check: impl Fn(T) -> Outcome + Sync) -> Outcome {
-    let check = &check;
-    all(thread::scope(|s| {
-        let handles: Vec<_> = items
-            .into_iter()
-            .map(|i| s.spawn(move || check(i)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err("a check thread panicked".into()))
-            })
-            .collect::<Vec<_>>()
-    }))
-}
-
-/// Runs `args` in VM `vm`; (success, stdout).
-fn run(lab: &Lab, vm: &str, args: &[&str]) -> (bool, String) {
-    match lab.exec(vm, args) {
-        Ok(o) => (
-            o.status.success(),
-            String::from_utf8_lossy(&o.stdout).into_owned(),
-        ),
-        Err(e) => (false, e.to_string()),
-    }
-}
-
-/// The first IPv6 address of VM `vm`'s port (the lab's view of its fixed IPs).
-fn v6_of(lab: &Lab, vm: &str) -> Option<String> {
-    lab.vm(vm)?
-        .addresses
-        .iter()
-        .find(|a| a.contains(':'))
-        .and_then(|a| a.split('/').next())
-        .map(str::to_owned)
-}
-
-/// Like [`v6_of`], for a VM that must have one.
-fn v6(lab: &Lab, vm: &str) -> String {
-    v6_of(lab, vm).unwrap_or_else(|| panic!("{vm}'s port has no IPv6 address"))
-}
-
-/// One ping from `vm` to `ip`: the TTL (hop limit) of the answer, if one came within a second.
-fn ping(lab: &Lab, vm: &str, ip: &str) -> Option<u32> {
-    let (ok, out) = run(lab, vm, &["ping", "-c", "1", "-W", "1", ip]);
-    if !ok {
-        return None;
-    }
-    out.split("ttl=")
-        .nth(1)?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
-/// The TTL of `to`'s answer to `from`, within three pings (the first packet to a new peer may
-/// be spent on resolution).
-fn reply_ttl(lab: &Lab, from: &str, to: &str) -> Result<u32, String> {
-    (0..3)
-        .find_map(|_| ping(lab, from, to))
-        .ok_or_else(|| format!("{from} -> {to}: no answer"))
-}
-
 /// `from` reaches `to` and the answer's TTL is `ttl`.
 fn answers_with_ttl(lab: &Lab, from: &str, to: &str, ttl: u32) -> Outcome {
     match reply_ttl(lab, from, to)? {
@@ -386,16 +252,6 @@ fn answers_within(lab: &Lab, from: &str, to: &str, ttl: u32, wait: Duration) -> 
         if outcome.is_ok() || waited > wait {
             return outcome;
         }
-    }
-}
-
-/// `from` gets no answer from `to` (two pings).
-fn silent(lab: &Lab, from: &str, to: &str) -> Outcome {
-    let (ok, _) = run(lab, from, &["ping", "-c", "2", "-i", "0.3", "-W", "1", to]);
-    if ok {
-        Err(format!("{from} -> {to}: answered, but must not"))
-    } else {
-        Ok(())
     }
 }
 
@@ -439,65 +295,6 @@ fn traces_through(lab: &Lab, from: &str, to: &str, router: &[&str]) -> Outcome {
     } else {
         Err(format!(
             "{from} -> {to}: want hop 1 one of {router:?}, hop 2 {to} reached; tracepath says:\n{out}"
-        ))
-    }
-}
-
-/// The TCP servers of the test: each VM's answers every connection with its name and
-/// [`TCP_BYTES`] bytes. Dropping it stops them (tearing the lab down would, too).
-struct Servers(Vec<Child>);
-
-impl Servers {
-    fn start(lab: &Lab, vms: &[&str]) -> Servers {
-        let mut servers = Servers(Vec::new());
-        for vm in vms {
-            let reply = format!("echo {vm}; head -c {TCP_BYTES} /dev/zero");
-            let mut cmd = lab::exec_command(lab.name(), vm).expect("vm namespace");
-            cmd.args([
-                "busybox", "nc", "-ll", "-p", TCP_PORT, "-e", "sh", "-c", &reply,
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-            servers.0.push(cmd.spawn().expect("start busybox nc"));
-        }
-        for vm in vms {
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while !run(lab, vm, &["ss", "-ltn"])
-                .1
-                .contains(&format!(":{TCP_PORT} "))
-            {
-                assert!(
-                    Instant::now() < deadline,
-                    "{vm}'s TCP server does not listen"
-                );
-                thread::sleep(Duration::from_millis(50));
-            }
-        }
-        servers
-    }
-}
-
-impl Drop for Servers {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// A TCP connection from `from` to `ip` gets the name of the VM `want` and all its bytes.
-fn tcp_reaches(lab: &Lab, from: &str, ip: &str, want: &str) -> Outcome {
-    let (_, out) = run(lab, from, &["busybox", "nc", "-w", "5", ip, TCP_PORT]);
-    let name = out.lines().next().unwrap_or("");
-    let expected = want.len() + 1 + TCP_BYTES;
-    if name == want && out.len() == expected {
-        Ok(())
-    } else {
-        Err(format!(
-            "{from} -> {ip}:{TCP_PORT}: got {name:?} and {} bytes, want {want:?} and {expected}",
-            out.len()
         ))
     }
 }
@@ -546,15 +343,6 @@ fn slaac_address(lab: &Lab, vm: &str) -> Outcome {
     }
 }
 
-/// Whether a program is on this machine's PATH.
-fn have(program: &str) -> bool {
-    std::process::Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 /// Runs a stateless DHCPv6 client (ISC dhclient, `-6 -S`: Information-request) in VM `vm` for
 /// at most 10 s; the DNS servers it was given (`new_dhcp6_name_servers`).
 fn dhcpv6_dns_servers(lab: &Lab, vm: &str) -> Result<String, String> {
@@ -586,25 +374,6 @@ fn dhcpv6_dns_servers(lab: &Lab, vm: &str) -> Result<String, String> {
     }
 }
 
-/// `PUT /v2.0/<path>` on the lab's server as admin; the status and body.
-fn put(lab: &Lab, path: &str, body: &Value) -> (u16, String) {
-    let url = format!("{}/v2.0/{path}", lab.server_url());
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-        .block_on(async {
-            let r = reqwest::Client::new()
-                .put(&url)
-                .json(body)
-                .send()
-                .await
-                .expect("PUT");
-            let status = r.status().as_u16();
-            (status, r.text().await.unwrap_or_default())
-        })
-}
-
 /// The API id of the lab's subnet `name`.
 fn subnet_id(lab: &Lab, name: &str) -> String {
     lab.state()
@@ -620,30 +389,11 @@ fn subnet_id(lab: &Lab, name: &str) -> String {
 #[test]
 fn distributed_routing() {
     let name = format!("rt{}", std::process::id() % 100_000);
-    let opts = LabOptions {
-        wyvern: env!("CARGO_BIN_EXE_wyvern").into(),
-        progress: false,
-    };
     // Dropping the lab tears it down, also when the test panics.
-    let mut lab = Lab::up(&topology(&name, true), &opts).expect("lab up");
-    let mut checks = Checks::default();
+    let mut lab = Lab::up(&topology(&name, true), &lab_options()).expect("lab up");
+    let mut checks = Checks::new("routing");
 
-    checks.run("agents in sync", || {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let behind = || {
-            CHASSIS
-                .iter()
-                .filter(|c| lab.agent_metric(c, "wyvern_agent_in_sync") != Some(1.0))
-                .collect::<Vec<_>>()
-        };
-        while !behind().is_empty() && Instant::now() < deadline {
-            thread::sleep(Duration::from_millis(200));
-        }
-        match behind().as_slice() {
-            [] => Ok(()),
-            late => Err(format!("not in sync after 30 s: {late:?}")),
-        }
-    });
+    checks.run("agents in sync", || agents_in_sync(&lab, &CHASSIS));
     // The SLAAC VMs solicited when their ports were plugged, maybe before the flows existed:
     // they solicit again now, as VMs booting on a ready network would.
     for vm in ["s1", "x3"] {
@@ -699,14 +449,17 @@ fn distributed_routing() {
         ])
     });
 
-    let servers = Servers::start(&lab, &["a1", "s2", "x1"]);
+    let servers = Servers::start(
+        &lab,
+        &[("a1", TCP_PORT), ("s2", TCP_PORT), ("x1", TCP_PORT)],
+    );
     checks.run(
         "TCP across the router (busybox nc, 200 kB; IPv4 and IPv6)",
         || {
             all([
-                tcp_reaches(&lab, "b1", "10.1.0.11", "a1"),
-                tcp_reaches(&lab, "a1", "10.3.0.12", "s2"),
-                tcp_reaches(&lab, "b2", &v6(&lab, "s2"), "s2"),
+                tcp_reaches(&lab, "b1", "10.1.0.11", TCP_PORT, "a1"),
+                tcp_reaches(&lab, "a1", "10.3.0.12", TCP_PORT, "s2"),
+                tcp_reaches(&lab, "b2", &v6(&lab, "s2"), TCP_PORT, "s2"),
             ])
         },
     );
@@ -716,7 +469,7 @@ fn distributed_routing() {
         || {
             all([
                 answers_with_ttl(&lab, "x3", "10.1.0.11", 63),
-                tcp_reaches(&lab, "x3", "10.1.0.11", "x1"),
+                tcp_reaches(&lab, "x3", "10.1.0.11", TCP_PORT, "x1"),
             ])
         },
     );
@@ -789,8 +542,9 @@ fn distributed_routing() {
         || {
             let r1 = lab.state().routers["r1"].id.clone();
             let body = json!({ "subnet_id": subnet_id(&lab, "one-v4") });
-            let (status, text) = put(
+            let (status, text) = api(
                 &lab,
+                Method::PUT,
                 &format!("routers/{r1}/remove_router_interface"),
                 &body,
             );

@@ -245,7 +245,7 @@ fn three_chassis_two_projects() {
         .iter()
         .map(|c| metric(&lab, c, "wyvern_agent_sync_snapshots_total"))
         .collect();
-    lab.kill_server().unwrap();
+    lab.stop("server-1").unwrap();
     thread::sleep(Duration::from_millis(300));
     lab.converge(&topology(&name, true)).expect("server back");
     // A change after the restart reaches the agents: a new VM on c3 talks to a2 on c1.

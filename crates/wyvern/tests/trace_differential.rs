@@ -8,7 +8,9 @@
 //! the cookie of each flow hit, each output (port; Ethernet addresses, TTL, IP addresses, ARP
 //! fields and ICMP type as the packet leaves; tunnel destination and VNI), each packet to the
 //! controller (reason, controller id, the flow's cookie, userdata), and so whether the packet
-//! was dropped. A mismatch fails the test with both traces; `TRACE_DIFF_SEED` repeats a run's
+//! was dropped. Some packets are built as `wyvern trace` builds them (ARP probes, replies and
+//! gratuitous ARP, DHCP, the gateway's MAC, multicast, VLAN tags, from the tunnel), so the
+//! packets the command line sends are checked too; tunnel outputs' source address as well. A mismatch fails the test with both traces; `TRACE_DIFF_SEED` repeats a run's
 //! random packets.
 //!
 //! Open vSwitch's verdict is read from its datapath actions (ports mapped back to OpenFlow
@@ -29,7 +31,7 @@ use lab::{Lab, LabOptions, Topology};
 use openflow::Field;
 use testbed::PHY_BRIDGE;
 use trace::request::mac_of;
-use trace::{FlowSet, Inventory, Local, fetch};
+use trace::{ArpKind, DhcpKind, FlowSet, FromTunnel, Inventory, Local, Probe, Request, fetch};
 
 const CHASSIS: [&str; 3] = ["c1", "c2", "c3"];
 /// Random packets on top of the hand-picked ones.
@@ -86,8 +88,8 @@ struct Outcome {
 struct Out {
     port: u32,
     headers: Headers,
-    /// Tunnel destination and VNI.
-    tunnel: Option<(Ipv4Addr, u64)>,
+    /// Tunnel source, destination and VNI.
+    tunnel: Option<(Ipv4Addr, Ipv4Addr, u64)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -212,7 +214,7 @@ fn ours(t: &Trace) -> Outcome {
             .map(|o| Out {
                 port: o.port,
                 headers: Headers::of(&o.packet),
-                tunnel: o.tunnel.as_ref().map(|t| (t.dst, t.id)),
+                tunnel: o.tunnel.as_ref().map(|t| (t.src, t.dst, t.id)),
             })
             .collect(),
         controller: t
@@ -347,16 +349,19 @@ fn datapath_actions(
                     .split_once("ipv4(")
                     .map(|(_, h)| h)
                     .ok_or(format!("no outer IPv4 in {a:?}"))?;
-                let dst = attr(header, "dst")
-                    .and_then(|d| d.parse().ok())
-                    .ok_or(format!("no tunnel destination in {a:?}"))?;
+                let address = |key: &str| {
+                    attr(header, key)
+                        .and_then(|d| d.parse().ok())
+                        .ok_or(format!("no tunnel {key} in {a:?}"))
+                };
+                let (src, dst) = (address("src")?, address("dst")?);
                 let vni = attr(inner, "vni")
                     .and_then(hex_u64)
                     .ok_or(format!("no VNI in {a:?}"))?;
                 out.outputs.push(Out {
                     port: ofport(port)?,
                     headers: headers.clone(),
-                    tunnel: Some((dst, vni)),
+                    tunnel: Some((src, dst, vni)),
                 });
                 // What follows in this list is the underlay's (the encapsulated packet's way
                 // out of br-phy); more of the overlay's actions would have come in a `clone`.
@@ -700,6 +705,7 @@ fn cases(inv: &Inventory, switches: &[Switch], rng: &mut Rng) -> Vec<Case> {
             }
         }
     }
+    out.extend(as_the_cli_builds_them(inv, switches));
     // Random packets: any VM, any address, any destination MAC, protocol and TTL.
     let sources: Vec<(usize, &String, u32)> = switches
         .iter()
@@ -756,6 +762,76 @@ fn cases(inv: &Inventory, switches: &[Switch], rng: &mut Rng) -> Vec<Case> {
     out
 }
 
+/// Packets as `wyvern trace` builds them ([`trace::request::build`]): from each VM, gratuitous
+/// ARP, an ARP probe and reply, DHCP request and renewal, to an off-subnet address (the
+/// gateway's MAC), to a multicast group, VLAN-tagged, to an unknown MAC; and from the tunnel,
+/// each VM's packet to every VM of its network on another chassis.
+fn as_the_cli_builds_them(inv: &Inventory, switches: &[Switch]) -> Vec<Case> {
+    let mut out = Vec::new();
+    for (ci, sw) in switches.iter().enumerate() {
+        for id in sw.local.vifs.keys() {
+            let p = &inv.topology.ports[id];
+            let peer = inv
+                .topology
+                .ports_on(&p.network_id)
+                .find(|q| q.id != p.id && q.router().is_none())
+                .map(|q| q.id.clone());
+            let mut requests = vec![
+                Request::new(id, None, Probe::Arp(ArpKind::Gratuitous)),
+                Request::new(id, None, Probe::Arp(ArpKind::Probe)),
+                Request::new(id, None, Probe::Dhcp(DhcpKind::Request)),
+                Request::new(id, None, Probe::Dhcp(DhcpKind::Renew)),
+                Request::new(id, Some("8.8.8.8"), Probe::Echo),
+                Request::new(id, Some("224.0.0.251"), Probe::Udp(5353)),
+                Request {
+                    vlan: Some(10),
+                    ..Request::new(id, Some("8.8.8.8"), Probe::Tcp(443))
+                },
+            ];
+            if let Some(q) = &peer {
+                requests.extend([
+                    Request::new(id, Some(q), Probe::Arp(ArpKind::Reply)),
+                    Request {
+                        dst_mac: Some(UNKNOWN_MAC),
+                        ..Request::new(id, Some(q), Probe::Echo)
+                    },
+                ]);
+            }
+            // From the tunnel: the packets of this network's VMs elsewhere to this one.
+            for q in inv.topology.ports_on(&p.network_id).filter(|q| {
+                q.router().is_none() && q.host.is_some() && q.host.as_deref() != Some(&sw.name)
+            }) {
+                requests.push(Request {
+                    tunnel: Some(FromTunnel::default()),
+                    ..Request::new(&q.id, Some(id), Probe::Tcp(22))
+                });
+            }
+            for req in requests {
+                // A renewal needs a subnet with DHCP, a packet from the tunnel a VNI.
+                let Ok(built) = trace::request::build(inv, &req) else {
+                    continue;
+                };
+                let (in_port, packet) = built.enter(inv, &sw.local).expect("enters br-int");
+                out.push(Case {
+                    chassis: ci,
+                    in_port,
+                    packet,
+                    what: format!(
+                        "as `wyvern trace` builds it: {}{}",
+                        trace::request::describe(inv, &built),
+                        if req.tunnel.is_some() {
+                            ", from the tunnel"
+                        } else {
+                            ""
+                        }
+                    ),
+                });
+            }
+        }
+    }
+    out
+}
+
 impl fmt::Display for Headers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let fields: Vec<String> = self
@@ -781,7 +857,9 @@ impl fmt::Display for Outcome {
         for o in &self.outputs {
             let tunnel = o
                 .tunnel
-                .map(|(dst, vni)| format!(" over the tunnel to {dst} with VNI {vni:#x}"))
+                .map(|(src, dst, vni)| {
+                    format!(" over the tunnel from {src} to {dst} with VNI {vni:#x}")
+                })
                 .unwrap_or_default();
             writeln!(f, "    output to port {}{tunnel}: {}", o.port, o.headers)?;
         }
@@ -800,9 +878,15 @@ impl fmt::Display for Outcome {
 }
 
 /// The packet in `ofproto/trace`'s flow syntax: the packet's own text, but `tcp_flags` as a
-/// number (OVS reads `+syn` as a mask).
+/// number (OVS reads `+syn` as a mask) and a VLAN tag as `dl_vlan` and `dl_vlan_pcp`.
 fn flow_text(p: &Packet) -> String {
-    let text = p.to_string();
+    let mut text = p.to_string();
+    for t in p.vlans() {
+        text = text.replace(
+            &format!("vlan(vid={},pcp={})", t.vid, t.pcp),
+            &format!("dl_vlan={},dl_vlan_pcp={}", t.vid, t.pcp),
+        );
+    }
     let parts: Vec<String> = text
         .split(',')
         .map(

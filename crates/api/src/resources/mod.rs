@@ -4,6 +4,7 @@
 //! per resource. Each `plan_*` function reads what it needs, adds its writes and conditions to the
 //! [`Plan`], and returns the object as it will be after the commit.
 
+mod address_groups;
 mod floatingips;
 mod ipam;
 mod networks;
@@ -179,6 +180,7 @@ pub async fn plan_create(
         "ports" => ports::plan_create(api, ctx, ports::Requester::Client, obj, plan).await,
         "security_groups" => security_groups::plan_create(api, obj, plan).await,
         "security_group_rules" => security_groups::plan_create_rule(api, ctx, obj, plan).await,
+        "address_groups" => address_groups::plan_create(obj, plan),
         "routers" => routers::plan_create(api, ctx, obj, plan).await,
         "floatingips" => floatingips::plan_create(api, ctx, obj, plan).await,
         _ => Err(ApiError::bad_request("unsupported resource")),
@@ -198,7 +200,7 @@ pub async fn plan_update(
         "subnets" => subnets::plan_update(api, stored, changes, plan).await,
         "ports" => ports::plan_update(api, ctx, stored, changes, plan).await,
         "routers" => routers::plan_update(api, ctx, stored, changes, plan).await,
-        "security_groups" => security_groups::plan_update(stored, changes, plan),
+        "security_groups" => security_groups::plan_update(api, stored, changes, plan).await,
         "floatingips" => floatingips::plan_update(api, ctx, stored, changes, plan).await,
         _ => Ok(apply_changes(def, stored, changes, plan)),
     }
@@ -225,6 +227,7 @@ pub async fn plan_delete(
         "networks" => networks::plan_delete(api, stored).await,
         "subnets" => subnets::plan_delete(api, stored).await,
         "security_groups" => security_groups::plan_delete(api, ctx, stored).await,
+        "address_groups" => address_groups::plan_delete(api, stored).await,
         "ports" => ports::plan_delete(api, stored, plan)
             .await
             .map(|()| Deletion::Planned),
@@ -254,6 +257,13 @@ pub async fn action(
         ("routers", "add_router_interface") => routers::add_interface(api, ctx, id, body).await,
         ("routers", "remove_router_interface") => {
             routers::remove_interface(api, ctx, id, body).await
+        }
+        ("address_groups", "add_addresses") => {
+            address_groups::change_addresses(api, ctx, id, address_groups::Change::Add, body).await
+        }
+        ("address_groups", "remove_addresses") => {
+            let change = address_groups::Change::Remove;
+            address_groups::change_addresses(api, ctx, id, change, body).await
         }
         _ => Err(ApiError::not_found(
             "HTTPNotFound",

@@ -1,6 +1,7 @@
 //! Ports: MAC and fixed IP allocation, security groups, port security, allowed address pairs and
 //! binding, and Neutron's default policy on the attributes clients may set.
 
+use std::collections::HashSet;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -513,30 +514,54 @@ fn normalize_dhcp_opts(opts: &Value) -> ApiResult<Value> {
     Ok(Value::Array(out))
 }
 
-/// Security groups, port security and address pairs must agree.
-async fn check_security(api: &Api, ctx: &Ctx, port: &Obj, plan: &mut Plan) -> ApiResult<()> {
-    let secure = port.get("port_security_enabled") != Some(&Value::Bool(false));
-    let groups: Vec<&str> = port
-        .get("security_groups")
+/// The ids in a port's (or a request's) `security_groups`.
+fn group_ids(port: &Obj) -> Vec<&str> {
+    port.get("security_groups")
         .and_then(Value::as_array)
         .map(|g| g.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
-    if !secure && !groups.is_empty() {
-        return Err(ApiError::bad(
-            "PortSecurityAndIPRequiredForSecurityGroups",
-            "Port security must be enabled and port must have an IP address in order to use security groups.",
-        ));
+        .unwrap_or_default()
+}
+
+/// Security groups, port security and address pairs must agree, in Neutron's order: without port
+/// security, address pairs are refused (409 `AddressPairAndPortSecurityRequired`), groups in the
+/// request too (400 `PortSecurityAndIPRequiredForSecurityGroups`), and groups the port keeps from
+/// before (409 `PortSecurityPortHasSecurityGroup`). `requested` is the request body (on create,
+/// the port itself). Then every group must exist and be the caller's or the port project's (else
+/// 404), and all be stateful or all stateless (409 `SecurityGroupConflict`).
+async fn check_security(
+    api: &Api,
+    ctx: &Ctx,
+    port: &Obj,
+    requested: &Obj,
+    plan: &mut Plan,
+) -> ApiResult<()> {
+    let secure = port.get("port_security_enabled") != Some(&Value::Bool(false));
+    let groups = group_ids(port);
+    if !secure {
+        let pairs = port
+            .get("allowed_address_pairs")
+            .and_then(Value::as_array)
+            .is_some_and(|p| !p.is_empty());
+        if pairs {
+            return Err(ApiError::conflict(
+                "AddressPairAndPortSecurityRequired",
+                "Port Security must be enabled in order to have allowed address pairs on a port.",
+            ));
+        }
+        if !group_ids(requested).is_empty() {
+            return Err(ApiError::bad(
+                "PortSecurityAndIPRequiredForSecurityGroups",
+                "Port security must be enabled and port must have an IP address in order to use security groups.",
+            ));
+        }
+        if !groups.is_empty() {
+            return Err(ApiError::conflict(
+                "PortSecurityPortHasSecurityGroup",
+                "Port has security group associated. Cannot disable port security or IP address until security group is removed.",
+            ));
+        }
     }
-    let pairs = port
-        .get("allowed_address_pairs")
-        .and_then(Value::as_array)
-        .is_some_and(|p| !p.is_empty());
-    if !secure && pairs {
-        return Err(ApiError::conflict(
-            "AddressPairAndPortSecurityRequired",
-            "Port Security must be enabled in order to have allowed address pairs on a port.",
-        ));
-    }
+    let mut stateful = HashSet::new();
     for g in groups {
         let sg = api.db.load(&SECURITY_GROUP, g).await?;
         match sg {
@@ -544,6 +569,7 @@ async fn check_security(api: &Api, ctx: &Ctx, port: &Obj, plan: &mut Plan) -> Ap
                 if ctx.owns(&sg.obj)
                     || str_field(&sg.obj, "project_id") == str_field(port, "project_id") =>
             {
+                stateful.insert(sg.obj.get("stateful") != Some(&Value::Bool(false)));
                 plan.pin_obj(&SECURITY_GROUP, &sg)
             }
             _ => {
@@ -553,6 +579,12 @@ async fn check_security(api: &Api, ctx: &Ctx, port: &Obj, plan: &mut Plan) -> Ap
                 ));
             }
         }
+    }
+    if stateful.len() > 1 {
+        return Err(ApiError::conflict(
+            "SecurityGroupConflict",
+            "Error Cannot apply both stateful and stateless security groups on the same port at the same time while attempting the operation.",
+        ));
     }
     Ok(())
 }
@@ -638,7 +670,7 @@ pub async fn plan_create(
     port.insert("allowed_address_pairs".into(), pairs);
     let opts = normalize_dhcp_opts(port.get("extra_dhcp_opts").unwrap_or(&json!([])))?;
     port.insert("extra_dhcp_opts".into(), opts);
-    check_security(api, ctx, &port, plan).await?;
+    check_security(api, ctx, &port, &port, plan).await?;
     port.insert("status".into(), "DOWN".into());
     set_binding(&mut port);
     plan.create(&PORT, &port);
@@ -720,7 +752,7 @@ pub async fn plan_update(
     }
     // Turning port security off while groups remain is refused (as Neutron does) unless the same
     // request clears the groups.
-    check_security(api, ctx, &port, plan).await?;
+    check_security(api, ctx, &port, &changes, plan).await?;
     set_binding(&mut port);
     plan.update(&PORT, stored.rev, &mut port);
     Ok(port)

@@ -117,8 +117,34 @@ pub async fn plan_create(_api: &Api, mut sg: Obj, plan: &mut Plan) -> ApiResult<
     Ok(sg)
 }
 
-/// Changes a group; the project's `default` group keeps its name (other attributes may change).
-pub fn plan_update(stored: Stored, changes: Obj, plan: &mut Plan) -> ApiResult<Obj> {
+/// Whether any port is in group `id`.
+async fn in_use(api: &Api, id: &str) -> ApiResult<bool> {
+    Ok(api.db.list(&PORT).await?.into_iter().any(|p| {
+        p.obj
+            .get("security_groups")
+            .and_then(Value::as_array)
+            .is_some_and(|g| g.iter().any(|x| x.as_str() == Some(id)))
+    }))
+}
+
+fn group_in_use(id: &str) -> ApiError {
+    ApiError::conflict("SecurityGroupInUse", format!("Security Group {id} in use."))
+}
+
+/// Changes a group; the project's `default` group keeps its name (other attributes may change),
+/// and a group that ports use keeps its `stateful` (409 `SecurityGroupInUse`, as Neutron).
+pub async fn plan_update(
+    api: &Api,
+    stored: Stored,
+    changes: Obj,
+    plan: &mut Plan,
+) -> ApiResult<Obj> {
+    if let Some(stateful) = changes.get("stateful")
+        && stored.obj.get("stateful") != Some(stateful)
+        && in_use(api, stored.id()).await?
+    {
+        return Err(group_in_use(stored.id()));
+    }
     if stored.obj.contains_key("_default") && changes.contains_key("name") {
         return Err(ApiError::conflict(
             "SecurityGroupCannotUpdateDefault",
@@ -151,17 +177,8 @@ async fn finish_delete(api: &Api, marked: &Stored) -> ApiResult<()> {
     let mut attempts = Attempts::new();
     loop {
         attempts.begin()?;
-        let in_use = api.db.list(&PORT).await?.into_iter().any(|p| {
-            p.obj
-                .get("security_groups")
-                .and_then(Value::as_array)
-                .is_some_and(|g| g.iter().any(|x| x.as_str() == Some(&id)))
-        });
-        if in_use {
-            return Err(ApiError::conflict(
-                "SecurityGroupInUse",
-                format!("Security Group {id} in use."),
-            ));
+        if in_use(api, &id).await? {
+            return Err(group_in_use(&id));
         }
         let mut plan = Plan::default();
         for rule in api.db.list(&SECURITY_GROUP_RULE).await? {
@@ -378,6 +395,9 @@ pub async fn plan_create_rule(
                 ));
             }
         }
+    }
+    if let Some(remote) = rule.get("remote_address_group_id").and_then(Value::as_str) {
+        super::address_groups::check_remote(api, ctx, remote, plan).await?;
     }
     let Some(mut sg) = sg else {
         return Err(ApiError::not_found(

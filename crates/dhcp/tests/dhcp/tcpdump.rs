@@ -16,7 +16,7 @@ fn tcpdump_decodes_the_offer() {
         dhcp::Ipv4Addr::new(10, 0, 0, 254),
     )];
     let frame = build_reply(&req, MessageType::Offer, &lease);
-    let Some(text) = tcpdump(&frame) else { return };
+    let text = tcpdump(&frame);
     // No complaint: neither "bad cksum" nor "[bad udp cksum".
     check(
         &text,
@@ -54,7 +54,7 @@ fn tcpdump_decodes_network_boot_extras() {
     .map(|(name, value)| dhcp::ExtraOption::parse(name, value).unwrap())
     .collect();
     let frame = build_reply(&req, MessageType::Offer, &lease);
-    let Some(text) = tcpdump(&frame) else { return };
+    let text = tcpdump(&frame);
     check(
         &text,
         &[

@@ -15,7 +15,7 @@ fn frame(client: Client, stateful: bool) -> Vec<u8> {
 #[test]
 fn tcpdump_decodes_an_advertise() {
     let reply = frame(Client::new(1, 0xabcdef).ia_na(7, &[]), true);
-    let Some(text) = tcpdump(&reply) else { return };
+    let text = tcpdump(&reply);
     check(
         &text,
         &[
@@ -39,7 +39,7 @@ fn tcpdump_decodes_an_advertise() {
 #[test]
 fn tcpdump_decodes_a_stateless_reply() {
     let reply = frame(Client::new(11, 0x10), false);
-    let Some(text) = tcpdump(&reply) else { return };
+    let text = tcpdump(&reply);
     check(
         &text,
         &[

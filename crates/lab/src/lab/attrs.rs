@@ -144,6 +144,19 @@ pub fn port_pairs(port: &Value) -> BTreeSet<IpNet> {
         .collect()
 }
 
+/// The ids of `port`'s security groups, sorted.
+pub fn port_groups(port: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = port
+        .get("security_groups")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|g| Some(g.as_str()?.to_owned()))
+        .collect();
+    ids.sort();
+    ids
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;

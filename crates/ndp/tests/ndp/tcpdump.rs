@@ -29,7 +29,7 @@ fn tcpdump_decodes_router_advertisements() {
     let ra = neutron::advertisement(&subnets, Some(1442), true);
     let solicitation = parse_router_solicitation(&rs().frame()).unwrap();
     let frame = ra.frame(ROUTER_MAC, Some(&solicitation));
-    let Some(text) = tcpdump(&frame) else { return };
+    let text = tcpdump(&frame);
     check(
         &text,
         &[
@@ -60,7 +60,7 @@ fn tcpdump_decodes_a_neighbor_advertisement() {
     let frame = ns(ip("2001:db8::1"), ip("2001:db8::2")).frame();
     let solicitation = parse_neighbor_solicitation(&frame).unwrap();
     let na = neighbor_advertisement(&solicitation, ROUTER_MAC, true).unwrap();
-    let Some(text) = tcpdump(&na) else { return };
+    let text = tcpdump(&na);
     check(
         &text,
         &[

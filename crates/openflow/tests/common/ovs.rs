@@ -25,17 +25,22 @@ fn run(cmd: &mut Command) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Whether this machine can run the switch tests (root, OVS installed); prints why not.
-pub fn available(test: &str) -> bool {
+/// Whether this machine can run a switch (root, Open vSwitch installed).
+pub fn available() -> bool {
     let root = unsafe { libc::geteuid() } == 0;
-    let ovs = Command::new("ovs-vswitchd")
+    root && Command::new("ovs-vswitchd")
         .arg("--version")
         .output()
-        .is_ok_and(|o| o.status.success());
-    if !(root && ovs) {
-        println!("SKIP {test}: needs root and Open vSwitch (root={root}, ovs={ovs})");
-    }
-    root && ovs
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Asserts that this machine can run the switch tests: they fail rather than skip unseen (CI
+/// installs everything with scripts/install-deps).
+pub fn require(test: &str) {
+    assert!(
+        available(),
+        "{test} needs root and Open vSwitch; scripts/install-deps installs it"
+    );
 }
 
 impl Switch {
@@ -228,6 +233,7 @@ impl Switch {
     /// Starts capturing on `iface` (inside the namespace) and gives tcpdump time to attach.
     pub fn capture_arp(&self, iface: &str, name: &str) -> Capture {
         let out = self.dir.join(format!("{name}.txt"));
+        let err = self.dir.join(format!("{name}.log"));
         let child = Command::new("ip")
             .args([
                 "netns",
@@ -244,10 +250,22 @@ impl Switch {
             ])
             .args(["arp", "and", "ether", "src", "00:11:22:33:44:55"])
             .stdout(std::fs::File::create(&out).expect("capture file"))
-            .stderr(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&err).expect("capture log"))
             .spawn()
             .expect("tcpdump");
-        std::thread::sleep(Duration::from_millis(700));
+        // tcpdump says when it listens: wait for that, not for a guessed time.
+        let t = Instant::now();
+        loop {
+            let log = std::fs::read_to_string(&err).unwrap_or_default();
+            if log.contains("listening on") {
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "tcpdump did not start listening: {log}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
         Capture { child, out }
     }
 }

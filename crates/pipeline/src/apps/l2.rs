@@ -1,6 +1,7 @@
 //! L2 lookup (table [`L2`]): a frame for a port's MAC is output to its local VIF, or, if it did not
 //! come from a tunnel, sent through the tunnel with the network's VNI to the chassis the port is
-//! bound to (if that chassis is up). Anything else on a network goes to flooding.
+//! bound to (if that chassis is up). Anything else on a network goes to flooding. A MAC two ports
+//! claim on one network gets no flow (the frame is flooded) until only one claims it.
 
 use openflow::{Field, Flow, Instructions, Match};
 
@@ -35,6 +36,9 @@ impl App for L2Lookup {
                 let Some(vni) = ctx.carried(&port.network_id) else {
                     return;
                 };
+                if !ctx.sole_mac(port) {
+                    return;
+                }
                 let dst = Match::new()
                     .with(Field::Metadata, vni.into())
                     .with(Field::EthDst, port.mac.into());

@@ -1,7 +1,8 @@
 //! ARP and neighbour-discovery answers (table [`RESPOND`]): ARP requests for a port's IPv4
 //! addresses are answered in place with its MAC, on every chassis; neighbour solicitations for its
 //! IPv6 addresses go to the agent, which answers (OpenFlow cannot turn a solicitation's option into
-//! an advertisement's). ARP probes and duplicate address detection are never answered (by any
+//! an advertisement's). An address or MAC two ports claim on one network is answered by neither
+//! until only one claims it. ARP probes and duplicate address detection are never answered (by any
 //! later stage either): they go straight to L2 to be flooded, so the owner of an address never
 //! sees a conflict.
 
@@ -42,7 +43,11 @@ impl App for Responder {
                 let Some(vni) = ctx.carried(&port.network_id) else {
                     return;
                 };
+                let sole_mac = ctx.sole_mac(port);
                 for ip in &port.ips {
+                    if !sole_mac || !ctx.sole_ip(port, *ip) {
+                        continue;
+                    }
                     match ip {
                         IpAddr::V4(v4) => out.push(arp_answer(owner, RESPOND, vni, *v4, port.mac)),
                         IpAddr::V6(v6) => out.push(nd_punt(owner, RESPOND, vni, *v6)),

@@ -83,6 +83,9 @@ fn interface_flows(ctx: &mut Ctx<'_>, owner: &Owner, id: &str, out: &mut Vec<Flo
     let Some((port, vni, router)) = live_interface(ctx, id) else {
         return;
     };
+    if !ctx.sole_mac(port) {
+        return;
+    }
     let m = Match::new()
         .with(Field::Metadata, vni.into())
         .with(Field::EthDst, port.mac.into());
@@ -130,10 +133,13 @@ fn neighbour_flows(ctx: &mut Ctx<'_>, owner: &Owner, id: &str, out: &mut Vec<Flo
     let Some(vni) = ctx.carried(&port.network_id) else {
         return;
     };
-    if ctx.interfaces_on(&port.network_id).next().is_none() {
+    if ctx.interfaces_on(&port.network_id).next().is_none() || !ctx.sole_mac(port) {
         return;
     }
     for ip in &port.ips {
+        if !ctx.sole_ip(port, *ip) {
+            continue;
+        }
         let m = ip_match(
             Match::new().with(Field::Metadata, vni.into()),
             &IpNet::from(*ip),

@@ -1,16 +1,16 @@
 //! Two projects' networks on the same CIDR over three chassis: local and remote delivery,
 //! isolation, spoofing drops, the ARP responder, flooding, and bad input.
 
-use trace::{Local, Probe, simulate};
+use trace::{ArpKind, Local, Probe, simulate};
 
 use super::{chassis, computed, inventory as items_inventory, network, port, request, subnet};
 
-const WEB: &str = "11111111-1111-4111-8111-111111111111";
+pub(super) const WEB: &str = "11111111-1111-4111-8111-111111111111";
 const DB: &str = "22222222-2222-4222-8222-222222222222";
 
 /// web (also IPv6, for web1 and web2): web1, web3 on c1, web2 on c2; db (same CIDR, other project): db1 on c1 with web1's
 /// address, db2 on c3 with web2's.
-fn inventory() -> trace::Inventory {
+pub(super) fn inventory() -> trace::Inventory {
     let mut items = vec![
         network(WEB, "web", 1),
         subnet("s-web", WEB, "10.0.0.0/24", "10.0.0.1"),
@@ -183,7 +183,13 @@ fn spoofed_sources_are_dropped() {
         r.verdict[0],
         "dropped: port security (source MAC fa:16:3e:00:00:99 is not the MAC of port web1 (VM web1), fa:16:3e:00:00:11)"
     );
-    let r = run("web1", "10.0.0.12", Probe::Arp, Some("10.0.0.12"), None);
+    let r = run(
+        "web1",
+        "10.0.0.12",
+        Probe::Arp(ArpKind::Request),
+        Some("10.0.0.12"),
+        None,
+    );
     assert!(
         r.verdict[0].contains("source 10.0.0.12 is not an address of port web1"),
         "{:?}",
@@ -193,13 +199,19 @@ fn spoofed_sources_are_dropped() {
 
 #[test]
 fn arp_requests_are_answered_by_the_responder() {
-    let r = run("web1", "10.0.0.12", Probe::Arp, None, None);
+    let r = run(
+        "web1",
+        "10.0.0.12",
+        Probe::Arp(ArpKind::Request),
+        None,
+        None,
+    );
     assert_eq!(
         r.verdict_text(),
         "answered by the ARP responder for port web2 (VM web2): 10.0.0.12 is at fa:16:3e:00:00:12"
     );
     // The same address on the other network answers with that network's port.
-    let r = run("db1", "10.0.0.12", Probe::Arp, None, None);
+    let r = run("db1", "10.0.0.12", Probe::Arp(ArpKind::Request), None, None);
     assert_eq!(
         r.verdict_text(),
         "answered by the ARP responder for port db2 (VM db2): 10.0.0.12 is at fa:16:3e:00:01:12"
@@ -273,7 +285,7 @@ fn ipv6_unicast_and_the_nd_responder() {
         r.verdict_text(),
         "sent over the tunnel to chassis c2 (172.31.0.2) with VNI 1 → for port web2 (VM web2)"
     );
-    let r = run("web1", "fd00::12", Probe::Arp, None, None);
+    let r = run("web1", "fd00::12", Probe::Arp(ArpKind::Request), None, None);
     assert!(
         r.header
             .iter()

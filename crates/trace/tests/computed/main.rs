@@ -2,11 +2,15 @@
 //! items as the server keeps them:
 //! - [`l2`]: two projects' networks on the same CIDR over three chassis: local and remote
 //!   delivery, isolation, spoofing drops, the ARP responder, flooding, and bad input;
+//! - [`packets`]: every kind of packet the command line builds (ARP probes, replies, gratuitous
+//!   ARP, DHCP, from the tunnel, VLAN tags, any MAC, multicast) and the explanations of
+//!   gateways, neighbour discovery and short ids;
 //! - [`routed`]: networks joined by routers: routed packets, extra routes, the router's answers,
 //!   TTL expiry, missing routes, isolation of another project's router, and a network type the
 //!   pipeline does not serve.
 
 mod l2;
+mod packets;
 mod routed;
 
 use serde_json::{Value, json};
@@ -72,12 +76,5 @@ fn computed(inv: &Inventory, local: &Local) -> FlowSet {
 
 /// A `probe` from `from` to `to`, with the port's own addresses.
 fn request(from: &str, to: &str, probe: Probe) -> Request {
-    Request {
-        from: from.into(),
-        to: to.into(),
-        probe,
-        src_ip: None,
-        src_mac: None,
-        ttl: None,
-    }
+    Request::new(from, Some(to), probe)
 }

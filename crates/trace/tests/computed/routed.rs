@@ -4,7 +4,7 @@
 //! project's network c reuses a's CIDR behind its own router r2; network ext is flat (not served).
 
 use serde_json::{Value, json};
-use trace::{Inventory, Local, Probe, Report, simulate};
+use trace::{ArpKind, Inventory, Local, Probe, Report, simulate};
 
 use super::{
     Item, chassis, computed, inventory as items_inventory, network, port, request, subnet,
@@ -297,7 +297,12 @@ fn another_projects_router_is_isolated() {
 
 #[test]
 fn solicitations_for_the_router_go_to_the_agent() {
-    let r = run("a1", "fe80::f816:3eff:fe00:10a", Probe::Arp, None);
+    let r = run(
+        "a1",
+        "fe80::f816:3eff:fe00:10a",
+        Probe::Arp(ArpKind::Request),
+        None,
+    );
     assert_eq!(
         r.verdict,
         [
