@@ -101,7 +101,7 @@ pub(crate) struct Agent {
     vifs: Vifs,
     sync: nb_sync::Handle,
     /// The networks and routers the replica follows.
-    followed: (BTreeSet<String>, BTreeSet<String>),
+    followed: pipeline::model::Needs,
     /// Last northbound revision applied.
     revision: u64,
     bindings: Bindings,
@@ -131,19 +131,20 @@ impl Agent {
     /// [`pipeline::model::Topology::needs`]); returns whether that changed anything.
     fn follow(&mut self) -> bool {
         let vif_networks = self.vifs.values().filter_map(|(_, n)| n.clone());
-        let needs = self
-            .pipeline
-            .topology()
-            .needs(&self.cfg.chassis, vif_networks);
+        let needs = self.pipeline.topology().needs(
+            &self.cfg.chassis,
+            self.vifs.keys().map(String::as_str),
+            vif_networks,
+        );
         if needs == self.followed {
             return false;
         }
         self.followed = needs.clone();
-        let (networks, routers) = needs;
         self.sync.set_topics(nb_sync::Follow {
-            networks,
-            routers,
-            ..nb_sync::Follow::default()
+            networks: needs.networks,
+            routers: needs.routers,
+            security_groups: needs.security_groups,
+            address_groups: needs.address_groups,
         });
         true
     }

@@ -17,6 +17,14 @@
 //! time to all flows, flows per chassis, agent RSS/CPU, single-port latency and agent restarts
 //! (see [`slice`]). `slice --router` is the routed variant: one router with an interface on every
 //! network, and a router interface added to the loaded system until a routed ping works.
+//! `slice --store etcd --etcd-members 3 --servers 2` runs the same slice on real etcd members
+//! with several servers, and measures server failover too (servers killed and started again).
+//! `slice --router --security-groups` is issue 11's workload B (every port in one security group
+//! with 20 remote-group rules), with Open vSwitch's own one-port floor measured in the same run.
+//!
+//! `throughput` runs iperf3 between two VMs on two chassis through the whole pipeline with
+//! security groups, then through the same switches reduced to `actions=NORMAL` (see
+//! [`throughput`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -29,6 +37,7 @@ use tokio::sync::mpsc;
 
 mod port_add;
 mod slice;
+mod throughput;
 
 #[derive(Parser)]
 #[command(name = "wyvern-bench", about = "Wyvern benchmarks (JSON output)")]
@@ -92,6 +101,36 @@ enum Command {
         /// With --router: how often that interface is added (and removed again).
         #[arg(long, default_value_t = 5, requires = "router")]
         interface_samples: usize,
+        /// The lab's store: `embedded` (one server) or `etcd` (real etcd members).
+        #[arg(long, value_enum, default_value_t = SliceStore::Embedded)]
+        store: SliceStore,
+        /// With --store etcd: etcd members.
+        #[arg(long, default_value_t = 3)]
+        etcd_members: usize,
+        /// With --store etcd: API servers (agents spread over them, each knowing all).
+        #[arg(long, default_value_t = 1)]
+        servers: usize,
+        /// With several servers: server kills (`kill -9`, then started again), each of the
+        /// server the bench's own sync follower uses, so the servers alternate.
+        #[arg(long, default_value_t = 20)]
+        failovers: usize,
+        /// Issue 11's workload B: every port in one security group with 20 ingress rules (TCP
+        /// 8001-8020, remote group = itself); Open vSwitch's floor is measured in the same run.
+        #[arg(long)]
+        security_groups: bool,
+    },
+    /// iperf3 TCP between two VMs on two chassis through the full pipeline with security groups,
+    /// against the same two VMs with each `br-int` reduced to `actions=NORMAL`.
+    Throughput {
+        /// The `wyvern` binary to run as server and agents (use a release build for figures).
+        #[arg(long, default_value = "target/release/wyvern")]
+        wyvern: std::path::PathBuf,
+        /// iperf3 runs per configuration.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Seconds per run.
+        #[arg(long, default_value_t = 5)]
+        seconds: u32,
     },
     /// Open vSwitch's own cost of adding a VIF to a loaded `br-int`: insert to OpenFlow port
     /// (PORT_STATUS, OVSDB) and to a flow confirmed for it (no Wyvern parts).
@@ -103,6 +142,13 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         samples: usize,
     },
+}
+
+/// The store of the slice's lab.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum SliceStore {
+    Embedded,
+    Etcd,
 }
 
 /// The store of the in-process server.
@@ -142,16 +188,43 @@ fn main() -> anyhow::Result<()> {
             restarts,
             router,
             interface_samples,
-        } => runtime.block_on(slice::run(slice::Params {
+            store,
+            etcd_members,
+            servers,
+            failovers,
+            security_groups,
+        } => {
+            if store == SliceStore::Embedded && servers > 1 {
+                bail!("several servers need --store etcd");
+            }
+            runtime.block_on(slice::run(slice::Params {
+                wyvern,
+                chassis,
+                networks,
+                ports,
+                samples,
+                concurrency,
+                restarts,
+                router,
+                interface_samples,
+                etcd_members: if store == SliceStore::Etcd {
+                    etcd_members
+                } else {
+                    0
+                },
+                servers,
+                failovers,
+                security_groups,
+            }))?
+        }
+        Command::Throughput {
             wyvern,
-            chassis,
-            networks,
-            ports,
-            samples,
-            concurrency,
-            restarts,
-            router,
-            interface_samples,
+            runs,
+            seconds,
+        } => runtime.block_on(throughput::run(throughput::Params {
+            wyvern,
+            runs: runs.max(1),
+            seconds: seconds.max(1),
         }))?,
         Command::OvsPortAdd { existing, samples } => {
             runtime.block_on(port_add::run(port_add::Params { existing, samples }))?

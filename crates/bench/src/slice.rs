@@ -1,11 +1,13 @@
 //! `wyvern-bench slice`: the first real slice under load, end to end.
 //!
-//! One server (embedded store), N chassis with real Open vSwitch and one agent each (through the
-//! lab library), then, timed: networks, subnets and ports created over the Neutron API with
+//! One server (embedded store) or, with `--store etcd`, real etcd members and one or more servers
+//! (the agents spread over them, each knowing all; port `k` made through server `k mod S`), N
+//! chassis with real Open vSwitch and one agent each (through the lab library), then, timed: networks, subnets and ports created over the Neutron API with
 //! `binding:host_id` set and each port's VIF plugged into its chassis' `br-int` as an OVS internal
 //! port with `iface-id` and `attached-mac` (as Nova would), until every agent holds every flow.
 //! Then single ports on the loaded system (create + plug until the port's L2 flow is on its own
-//! chassis and on every other), and agent restarts (`kill -9` + start until in sync again).
+//! chassis and on every other), with several servers server failovers (see [`server_failovers`]),
+//! and agent restarts (`kill -9` + start until in sync again).
 //!
 //! With `--router` (the routed variant) the bulk phase also creates one router and adds an
 //! interface on every network's subnet (before the ports), the flow counts say what the router
@@ -36,6 +38,7 @@ use serde_json::{Value, json};
 
 use crate::{percentile, post, put};
 
+mod groups;
 mod interface;
 
 /// The integration bridge the agents program.
@@ -74,13 +77,32 @@ pub struct Params {
     pub router: bool,
     /// Router interfaces added (and removed again) on the loaded system (routed variant only).
     pub interface_samples: usize,
+    /// etcd members of the lab's store; 0: the embedded store.
+    pub etcd_members: usize,
+    /// API servers (more than one only on etcd).
+    pub servers: usize,
+    /// Server kills, with several servers.
+    pub failovers: usize,
+    /// Issue 11's workload B: every port in one security group with 20 ingress rules (see
+    /// [`groups`]).
+    pub security_groups: bool,
+}
+
+impl Params {
+    /// The store as the report names it.
+    fn store(&self) -> String {
+        match self.etcd_members {
+            0 => "embedded".into(),
+            m => format!("etcd, {m} members, {} servers", self.servers),
+        }
+    }
 }
 
 /// Runs the benchmark; SIGINT and SIGTERM end it early (and tear the lab down).
 pub async fn run(p: Params) -> anyhow::Result<Value> {
     use tokio::signal::unix::{SignalKind, signal};
-    if p.chassis == 0 || p.networks == 0 || p.ports == 0 {
-        bail!("--chassis, --networks and --ports must be at least 1");
+    if p.chassis == 0 || p.networks == 0 || p.ports == 0 || p.servers == 0 {
+        bail!("--chassis, --networks, --ports and --servers must be at least 1");
     }
     let mut term = signal(SignalKind::terminate())?;
     tokio::select! {
@@ -165,6 +187,8 @@ struct AgentStats {
     in_sync: bool,
     vifs: u64,
     snapshots: u64,
+    resumes: u64,
+    failovers: u64,
 }
 
 impl AgentStats {
@@ -186,6 +210,8 @@ impl AgentStats {
                 "wyvern_agent_in_sync" => s.in_sync = v == 1,
                 "wyvern_agent_local_vifs" => s.vifs = v,
                 "wyvern_agent_sync_snapshots_total" => s.snapshots = v,
+                "wyvern_agent_sync_resumes_total" => s.resumes = v,
+                "wyvern_agent_server_failovers_total" => s.failovers = v,
                 _ => {}
             }
         }
@@ -205,6 +231,7 @@ impl AgentStats {
             "flows_desired": self.desired, "flows_installed": self.installed,
             "flow_mods_sent": self.flow_mods, "nb_revision": self.revision,
             "in_sync": self.in_sync, "local_vifs": self.vifs, "sync_snapshots": self.snapshots,
+            "sync_resumes": self.resumes, "server_failovers": self.failovers,
         })
     }
 }
@@ -292,7 +319,10 @@ fn of_messages(lab: &Lab, nodes: &[Node]) -> Vec<Option<u64>> {
 
 /// Everything a measurement needs.
 struct Ctx {
-    api: String,
+    /// Every server's base URL (`server-1` first).
+    apis: Vec<String>,
+    /// The servers the sync follower uses (the one in use, its failovers).
+    servers: nb_sync::Servers,
     http: reqwest::Client,
     view: Arc<Mutex<View>>,
     nodes: Vec<Node>,
@@ -301,12 +331,14 @@ struct Ctx {
     subnets: Vec<String>,
     /// The router (routed variant).
     router: Option<String>,
+    /// The security group every port is created in (`--security-groups`).
+    group: Option<String>,
     ports: Vec<MadePort>,
     /// When each VIF (by iface-id) first had an OpenFlow port in its chassis' OVSDB.
     vif_seen: Arc<Mutex<HashMap<String, Instant>>>,
     /// The sync follower feeding `view`, and its handle (dropping the handle would make the
     /// follower re-snapshot in a loop, so both live exactly as long as the measurement).
-    _follower: (Tasks, nb_sync::Handle),
+    follower: (Tasks, nb_sync::Handle),
 }
 
 impl Ctx {
@@ -388,7 +420,9 @@ impl Ctx {
                 }
                 last = format!("revision {revision}; agents: {stats:?}");
             } else {
-                last = format!("{active} of {} ports ACTIVE; {last}", self.ports.len());
+                // The agents' state as last seen, once (not the previous message again).
+                let agents = last.rsplit("; ").next().unwrap_or_default().to_owned();
+                last = format!("{active} of {} ports ACTIVE; {agents}", self.ports.len());
             }
             if start.elapsed() > timeout {
                 bail!("no convergence within {timeout:?}: {last}");
@@ -399,14 +433,18 @@ impl Ctx {
 
     /// Creates a port on network `net` bound to node `node` (as Nova does before plugging).
     async fn create_port(&self, net: usize, node: usize, name: &str) -> anyhow::Result<MadePort> {
-        let body = json!({"port": {
+        let mut body = json!({"port": {
             "network_id": self.networks[net],
             "name": name,
             "binding:host_id": self.nodes[node].name,
             "device_owner": "compute:nova",
             "device_id": format!("vm-{name}"),
         }});
-        let v = post(&self.http, &format!("{}/v2.0/ports", self.api), body).await?;
+        if let Some(group) = &self.group {
+            body["port"]["security_groups"] = json!([group]);
+        }
+        let api = &self.apis[node % self.apis.len()];
+        let v = post(&self.http, &format!("{api}/v2.0/ports"), body).await?;
         let text = |k: &str| v["port"][k].as_str().map(str::to_owned);
         Ok(MadePort {
             id: text("id").ok_or_else(|| anyhow!("port without id: {v}"))?,
@@ -418,7 +456,10 @@ impl Ctx {
     /// Adds an interface of `router` on `subnet` (at the subnet's gateway address); returns the
     /// interface's port id.
     async fn add_interface(&self, router: &str, subnet: &str) -> anyhow::Result<String> {
-        let url = format!("{}/v2.0/routers/{router}/add_router_interface", self.api);
+        let url = format!(
+            "{}/v2.0/routers/{router}/add_router_interface",
+            self.apis[0]
+        );
         let v = put(&self.http, &url, json!({"subnet_id": subnet})).await?;
         v["port_id"]
             .as_str()
@@ -428,7 +469,10 @@ impl Ctx {
 
     /// Removes `router`'s interface on `subnet`.
     async fn remove_interface(&self, router: &str, subnet: &str) -> anyhow::Result<()> {
-        let url = format!("{}/v2.0/routers/{router}/remove_router_interface", self.api);
+        let url = format!(
+            "{}/v2.0/routers/{router}/remove_router_interface",
+            self.apis[0]
+        );
         put(&self.http, &url, json!({"subnet_id": subnet})).await?;
         Ok(())
     }
@@ -481,9 +525,17 @@ async fn plug(db: &Client, port: &MadePort) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The lab: `chassis` chassis `c1`, `c2`, ... and whatever `extra` adds (networks, VMs).
-fn topology(name: &str, chassis: usize, extra: &str) -> anyhow::Result<Topology> {
+/// The lab: `p.chassis` chassis `c1`, `c2`, ..., the store and servers `p` asks for, and whatever
+/// `extra` adds (networks, VMs).
+fn topology(name: &str, p: &Params, extra: &str) -> anyhow::Result<Topology> {
     let mut text = format!("name = \"{name}\"\n[underlay]\nencap = \"geneve\"\n");
+    if p.etcd_members > 0 {
+        text.push_str(&format!(
+            "[server]\nstore = \"etcd\"\netcd_members = {}\nservers = {}\n",
+            p.etcd_members, p.servers
+        ));
+    }
+    let chassis = p.chassis;
     for i in 1..=chassis {
         text.push_str(&format!("[[chassis]]\nname = \"c{i}\"\n"));
     }
@@ -504,9 +556,13 @@ fn subnet_cidr(i: usize) -> String {
 async fn bench(p: Params) -> anyhow::Result<Value> {
     let wyvern = std::fs::canonicalize(&p.wyvern)
         .with_context(|| format!("the wyvern binary {}", p.wyvern.display()))?;
-    let prefix = if p.router { "sr" } else { "sl" };
+    let prefix = match (p.security_groups, p.router) {
+        (true, _) => "sg",
+        (false, true) => "sr",
+        (false, false) => "sl",
+    };
     let name = format!("{prefix}-{}", std::process::id());
-    let topo = topology(&name, p.chassis, "")?;
+    let topo = topology(&name, &p, "")?;
     let opts = LabOptions {
         wyvern: wyvern.clone(),
         progress: false,
@@ -521,6 +577,25 @@ async fn bench(p: Params) -> anyhow::Result<Value> {
     tokio::task::block_in_place(|| lab.down())?;
     let mut report = report?;
     report["setup"]["wyvern"] = wyvern.display().to_string().into();
+    if p.security_groups {
+        // Open vSwitch's floor in the same run, on a bridge holding this chassis' share.
+        progress("Open vSwitch's floor (ovs-port-add)");
+        let floor = crate::port_add::run(crate::port_add::Params {
+            existing: p.ports / p.chassis,
+            samples: p.samples,
+        })
+        .await?;
+        report["targets"] = groups::targets(
+            &report["bulk"],
+            &report["flows"],
+            &report["one_port"],
+            report["agents_after_bulk"]
+                .as_array()
+                .map_or(&[], Vec::as_slice),
+            &floor,
+        );
+        report["ovs_port_add_floor"] = floor;
+    }
     Ok(report)
 }
 
@@ -571,14 +646,18 @@ async fn measure(
     topo: &Topology,
     lab_up: Duration,
 ) -> anyhow::Result<Value> {
-    let api = lab.server_url();
+    let apis = lab.server_urls();
+    let api = apis.join(",");
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(p.concurrency.max(4))
         .timeout(Duration::from_secs(30))
         .build()?;
     let view = Arc::new(Mutex::new(View::default()));
-    // Follow everything the server has, as an agent with every network would.
-    let (replica, sync_handle) = nb_sync::Replica::new(&api, nb_sync::Topics::everything());
+    // Follow everything the server has, as an agent with every network would (and knowing
+    // every server, as an agent does).
+    let servers = nb_sync::Servers::parse(&api);
+    let (replica, sync_handle) =
+        nb_sync::Replica::with_servers(servers.clone(), nb_sync::Topics::everything());
     let (tx, mut rx) = tokio::sync::mpsc::channel(64);
     let mut tasks = Tasks(vec![tokio::spawn(replica.run(tx))]);
     let (first_tx, first_rx) = tokio::sync::oneshot::channel();
@@ -615,16 +694,18 @@ async fn measure(
         }));
     }
     let mut ctx = Ctx {
-        api: api.clone(),
+        apis,
+        servers,
         http,
         view,
         nodes: connect_nodes(lab, topo).await?,
         networks: Vec::new(),
         subnets: Vec::new(),
         router: None,
+        group: None,
         ports: Vec::new(),
         vif_seen,
-        _follower: (tasks, sync_handle),
+        follower: (tasks, sync_handle),
     };
 
     // Every agent up, registered and in sync with an empty topology.
@@ -700,6 +781,11 @@ async fn measure(
     } else {
         Value::Null
     };
+    let failovers = if p.servers > 1 {
+        server_failovers(p, &ctx, lab).await?
+    } else {
+        Value::Null
+    };
     let restarts = restarts(p, &mut ctx, lab).await?;
     let agents_end: Vec<Value> = ctx
         .nodes
@@ -736,13 +822,19 @@ async fn measure(
             json!({"measured": interface_added["ping_ms"]["p50"]});
     }
     Ok(json!({
-        "benchmark": if p.router { "slice --router" } else { "slice" },
+        "benchmark": match (p.router, p.security_groups) {
+            (true, true) => "slice --router --security-groups",
+            (false, true) => "slice --security-groups",
+            (true, false) => "slice --router",
+            (false, false) => "slice",
+        },
         "setup": {
             "chassis": p.chassis, "networks": p.networks, "ports": p.ports,
             "routers": usize::from(p.router), "router_interfaces": if p.router { p.networks } else { 0 },
-            "port_concurrency": p.concurrency, "encap": "geneve", "store": "embedded",
+            "port_concurrency": p.concurrency, "encap": "geneve", "store": p.store(),
             "vif": "ovs internal port per port (iface-id, attached-mac), one OVSDB transaction each",
             "lab_up_s": secs(lab_up), "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            "security_groups": p.security_groups.then(groups::setup),
         },
         "bulk": bulk,
         "flows": flows,
@@ -751,6 +843,7 @@ async fn measure(
         "vswitchd_after_bulk": vswitchd,
         "one_port": one_port,
         "router_interface_added": interface_added,
+        "server_failover": failovers,
         "agent_restart": restarts,
         "agents_at_end": agents_end,
         "targets": targets,
@@ -794,7 +887,7 @@ async fn bulk(p: &Params, ctx: &mut Ctx) -> anyhow::Result<Value> {
     for i in 0..p.networks {
         let net = post(
             &ctx.http,
-            &format!("{}/v2.0/networks", ctx.api),
+            &format!("{}/v2.0/networks", ctx.apis[0]),
             json!({"network": {"name": network_name(i)}}),
         )
         .await
@@ -805,7 +898,7 @@ async fn bulk(p: &Params, ctx: &mut Ctx) -> anyhow::Result<Value> {
             .to_owned();
         let subnet = post(
             &ctx.http,
-            &format!("{}/v2.0/subnets", ctx.api),
+            &format!("{}/v2.0/subnets", ctx.apis[0]),
             json!({"subnet": {"network_id": id, "ip_version": 4, "cidr": subnet_cidr(i)}}),
         )
         .await
@@ -821,7 +914,7 @@ async fn bulk(p: &Params, ctx: &mut Ctx) -> anyhow::Result<Value> {
     if p.router {
         let router = post(
             &ctx.http,
-            &format!("{}/v2.0/routers", ctx.api),
+            &format!("{}/v2.0/routers", ctx.apis[0]),
             json!({"router": {"name": "slice-r"}}),
         )
         .await
@@ -838,6 +931,12 @@ async fn bulk(p: &Params, ctx: &mut Ctx) -> anyhow::Result<Value> {
         ctx.router = Some(router);
     }
     let router_done = t0.elapsed();
+    let mut group_made = None;
+    if p.security_groups {
+        let (group, made_in) = groups::create(ctx).await?;
+        ctx.group = Some(group);
+        group_made = Some(made_in);
+    }
 
     // Workers: create port k (network k mod N, chassis k mod C), then plug its VIF.
     let shared = Mutex::new(BulkLog::new(t0, p.ports));
@@ -933,6 +1032,7 @@ async fn bulk(p: &Params, ctx: &mut Ctx) -> anyhow::Result<Value> {
     Ok(json!({
         "networks_and_subnets_s": secs(networks_done),
         "router_and_interfaces_s": p.router.then(|| secs(router_done - networks_done)),
+        "security_group_and_rules_s": group_made.map(secs),
         "ports_created_and_plugged_s": secs(ports_done),
         "ports_per_s": (p.ports as f64 / ports_done.as_secs_f64()).round(),
         "port_create_ms": {"p50": pct(&api, 0.5), "p99": pct(&api, 0.99)},
@@ -1105,6 +1205,101 @@ async fn one_port(p: &Params, ctx: &mut Ctx) -> anyhow::Result<Value> {
         "active_seen_by_sync_ms": stats_json(active),
         "ofport_in_ovsdb_seen_ms": stats_json(vif_seen),
         "local_flows_after_plug_acked_ms": stats_json(local_after_plug),
+    }))
+}
+
+/// (f) Server failover, with several servers: `kill -9` the server the bench's own sync follower
+/// uses and time until the follower watches again through another one (it is an
+/// `nb_sync::Replica` knowing every server, the code the agents fail over with; its `resumes`
+/// counter is read every millisecond), then start the killed server again. The next kill is of
+/// the server the follower moved to, so the servers alternate. The agents that used the killed
+/// server (their `server_failovers` goes up) are timed from their metrics too, until their
+/// `sync_resumes` goes up; agents publish metrics at their event loop's pace (at the latest once
+/// a second when nothing happens), so those figures are upper bounds.
+async fn server_failovers(p: &Params, ctx: &Ctx, lab: &mut Lab) -> anyhow::Result<Value> {
+    /// How long after a kill agents that have not moved count as not using the killed server.
+    const SETTLE: Duration = Duration::from_secs(2);
+    let all_ok = |stats: Vec<anyhow::Result<AgentStats>>| -> anyhow::Result<Vec<AgentStats>> {
+        stats.into_iter().collect()
+    };
+    let stats = |ctx: &Ctx| ctx.follower.1.stats();
+    let start = all_ok(ctx.all_stats().await)?;
+    let follower_snapshots = stats(ctx).snapshots;
+    let (mut follower, mut agents, mut kills) = (Vec::new(), Vec::new(), Vec::new());
+    for k in 0..p.failovers {
+        let url = ctx.servers.current();
+        let i = ctx
+            .apis
+            .iter()
+            .position(|a| *a == url)
+            .ok_or_else(|| anyhow!("the follower uses {url}, not a server of the lab"))?;
+        let name = format!("server-{}", i + 1);
+        progress(&format!("server failover {}: killing {name}", k + 1));
+        let resumes = stats(ctx).resumes;
+        let before = all_ok(ctx.all_stats().await)?;
+        let t0 = Instant::now();
+        tokio::task::block_in_place(|| lab.stop(&name))?;
+        let killed = t0.elapsed();
+        while stats(ctx).resumes <= resumes {
+            if t0.elapsed() > STEP_TIMEOUT {
+                bail!("the sync follower is not watching again after {name} was killed");
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let watching = t0.elapsed();
+        follower.push(watching);
+        let mut moved: Vec<Option<Duration>> = vec![None; before.len()];
+        loop {
+            let now = ctx.all_stats().await;
+            let at = t0.elapsed();
+            let mut waiting = false;
+            for (j, s) in now.iter().enumerate() {
+                let Ok(s) = s else {
+                    waiting = true;
+                    continue;
+                };
+                if s.failovers > before[j].failovers && moved[j].is_none() {
+                    if s.resumes > before[j].resumes {
+                        moved[j] = Some(at);
+                    } else {
+                        waiting = true;
+                    }
+                }
+            }
+            if !waiting && at > SETTLE {
+                break;
+            }
+            if at > STEP_TIMEOUT {
+                bail!("agents did not watch again after {name} was killed: {now:?}");
+            }
+            tokio::time::sleep(METRICS_POLL).await;
+        }
+        agents.extend(moved.iter().flatten().copied());
+        let moved: Vec<Value> = moved
+            .iter()
+            .zip(&ctx.nodes)
+            .filter_map(|(m, n)| m.map(|m| json!({"chassis": n.name, "watching_seen_ms": ms(m)})))
+            .collect();
+        kills.push(json!({
+            "server": name, "kill_ms": ms(killed), "follower_watching_ms": ms(watching),
+            "agents_moved": moved,
+        }));
+        tokio::task::block_in_place(|| lab.start(&name))?;
+    }
+    let end = all_ok(ctx.all_stats().await)?;
+    let sum = |v: &[AgentStats], f: fn(&AgentStats) -> u64| v.iter().map(f).sum::<u64>();
+    Ok(json!({
+        "kills": p.failovers,
+        "note": "from the kill -9 (its reaping included) until the sync follower's watch request is answered again by another server; agents: until their metrics show the resumed watch (published at least once a second: upper bounds)",
+        "follower_kill_to_watching_ms": stats_json(follower),
+        "agents_kill_to_watching_seen_ms": stats_json(agents.clone()),
+        "agent_moves": agents.len(),
+        "agent_failovers_counted": sum(&end, |s| s.failovers) - sum(&start, |s| s.failovers),
+        "snapshots_taken": {
+            "follower": stats(ctx).snapshots - follower_snapshots,
+            "agents": sum(&end, |s| s.snapshots) - sum(&start, |s| s.snapshots),
+        },
+        "per_kill": kills,
     }))
 }
 

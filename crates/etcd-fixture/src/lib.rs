@@ -198,23 +198,12 @@ impl EtcdCluster {
 
     /// The index of the current leader, asked of the running members.
     pub async fn leader(&self) -> Result<usize, FixtureError> {
-        let mut last = String::from("no member running");
-        for i in self.running() {
-            match member_status(&self.endpoint(i)?).await {
-                Ok((_, leader)) if leader != 0 => {
-                    for j in self.running() {
-                        if member_status(&self.endpoint(j)?).await.ok().map(|s| s.0) == Some(leader)
-                        {
-                            return Ok(j);
-                        }
-                    }
-                    last = format!("leader {leader:x} is not a running member");
-                }
-                Ok(_) => last = format!("member {i} sees no leader"),
-                Err(e) => last = e.to_string(),
-            }
-        }
-        Err(FixtureError::Unhealthy(Duration::ZERO, last))
+        let running = self.running();
+        let endpoints = running
+            .iter()
+            .map(|&i| self.endpoint(i))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(running[leader_among(&endpoints).await?])
     }
 
     /// Indices of the members that are running.
@@ -385,6 +374,28 @@ async fn member_status(endpoint: &str) -> Result<(u64, u64), etcd_client::Error>
     let status = member_client(endpoint).await?.status().await?;
     let id = status.header().map(|h| h.member_id()).unwrap_or(0);
     Ok((id, status.leader()))
+}
+
+/// The index in `endpoints` (`127.0.0.1:PORT` of each member) of the member that leads the
+/// cluster, as the members that answer know it (members that are down are passed over); an
+/// error while no answering member knows a leader that is among them.
+pub async fn leader_among(endpoints: &[String]) -> Result<usize, FixtureError> {
+    let mut last = String::from("no member answers");
+    for endpoint in endpoints {
+        match member_status(endpoint).await {
+            Ok((_, leader)) if leader != 0 => {
+                for (j, other) in endpoints.iter().enumerate() {
+                    if member_status(other).await.ok().map(|s| s.0) == Some(leader) {
+                        return Ok(j);
+                    }
+                }
+                last = format!("leader {leader:x} is not an answering member");
+            }
+            Ok(_) => last = format!("member {endpoint} sees no leader"),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(FixtureError::Unhealthy(Duration::ZERO, last))
 }
 
 /// Whether the member at `endpoint` (`127.0.0.1:PORT`) knows a leader and answers a

@@ -12,6 +12,10 @@
 //! without ACK/RST/FIN (what the userspace datapath's TCP checker accepts as a new
 //! connection). Non-IP packets are `+trk+inv`. Connections never expire; TCP state beyond
 //! "exists" is not tracked; NAT is not performed.
+//!
+//! [`Conntrack::force_state`] makes every IP packet take a given state instead, whatever the
+//! table holds (as `ofproto/trace --ct-next` does): to see what the flows do to a packet of an
+//! established connection, a reply, or an invalid one without sending the packets before it.
 
 use std::net::IpAddr;
 
@@ -128,6 +132,8 @@ pub struct Connection {
 #[derive(Clone, Debug, Default)]
 pub struct Conntrack {
     conns: Vec<Connection>,
+    /// The state every IP packet takes instead of its own ([`Conntrack::force_state`]).
+    forced: Option<u32>,
 }
 
 /// What conntrack says about a packet.
@@ -152,6 +158,13 @@ impl Conntrack {
         &self.conns
     }
 
+    /// Makes every IP packet `+trk` with the `ct_state` bits `state` (`None`: their own state
+    /// again). Its connection, for `ct_mark`, `ct_label` and commits, is the one with the
+    /// packet's key in its original direction, if committed; a reply is not looked up.
+    pub fn force_state(&mut self, state: Option<u32>) {
+        self.forced = state;
+    }
+
     /// Forgets every connection.
     pub fn clear(&mut self) {
         self.conns.clear();
@@ -167,6 +180,13 @@ impl Conntrack {
                 conn: None,
             };
         };
+        if let Some(forced) = self.forced {
+            return Classification {
+                state: TRK | forced,
+                key: Some(key),
+                conn: self.conns.iter().position(|c| c.key == key),
+            };
+        }
         if let Some(i) = self.conns.iter().position(|c| c.key == key) {
             return Classification {
                 state: TRK | if self.conns[i].replied { EST } else { NEW },

@@ -3,6 +3,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use flowsim::conntrack::ct_state;
 use flowsim::packet::tcp_flags;
 use flowsim::{DropReason, Error, FlowTables, Mac, Packet, Simulator, Tunnel, trace};
 use openflow::field::port;
@@ -294,6 +295,29 @@ fn conntrack_new_then_established_after_commit() {
     // Zones separate connections.
     let fresh = trace(&t, 1, syn("10.0.0.1", "10.0.0.2", 1000, 22, tcp_flags::ACK));
     assert!(fresh.verdict.is_drop());
+}
+
+#[test]
+fn a_forced_conntrack_state_replaces_the_packets_own() {
+    let t = tables(&[
+        "table=0, priority=10,ip,ct_state=-trk actions=ct(table=1,zone=5)",
+        "table=1, priority=20,ct_state=+trk+est+rpl actions=output:4",
+        "table=1, priority=10,ct_state=+trk+new actions=ct(commit,zone=5),output:2",
+    ]);
+    let mut sim = Simulator::new(&t);
+    // A reply with no connection at all (and no SYN, which alone would be invalid).
+    sim.conntrack_mut()
+        .force_state(Some(ct_state::EST | ct_state::RPL));
+    let reply = sim.trace(2, syn("10.0.0.2", "10.0.0.1", 22, 1000, tcp_flags::ACK));
+    assert_eq!(reply.verdict.ports(), [4], "{reply}");
+    // A TCP packet without SYN taken as new, as `ofproto/trace --ct-next trk,new` does.
+    sim.conntrack_mut().force_state(Some(ct_state::NEW));
+    let new = sim.trace(1, syn("10.0.0.1", "10.0.0.2", 1000, 22, tcp_flags::ACK));
+    assert_eq!(new.verdict.ports(), [2], "{new}");
+    assert_eq!(sim.conntrack().connections().len(), 1);
+    sim.conntrack_mut().force_state(None);
+    let own = sim.trace(1, syn("10.0.0.8", "10.0.0.2", 1, 2, tcp_flags::ACK));
+    assert!(own.verdict.is_drop(), "{own}");
 }
 
 #[test]

@@ -5,8 +5,8 @@
 //! back to API objects.
 
 /// What produced a flow: the API object whose existence and attributes the flow expresses.
-/// Every kind has its own cookie kind byte (the next issues add security groups, floating IPs,
-/// load balancers and chains as kinds `0x06` on).
+/// Every kind has its own cookie kind byte (the next issues add floating IPs,
+/// load balancers and chains as kinds `0x07` on).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Owner {
     /// The fixed part of the pipeline (table misses).
@@ -16,6 +16,8 @@ pub enum Owner {
     Router(String),
     /// A router interface (the id is its port's).
     RouterInterface(String),
+    /// A security group rule.
+    SgRule(String),
 }
 
 const KIND_SHIFT: u32 = 56;
@@ -47,6 +49,7 @@ impl Owner {
             Owner::Port(_) => 0x03,
             Owner::Router(_) => 0x04,
             Owner::RouterInterface(_) => 0x05,
+            Owner::SgRule(_) => 0x06,
         }
     }
 
@@ -57,7 +60,8 @@ impl Owner {
             Owner::Network(id)
             | Owner::Port(id)
             | Owner::Router(id)
-            | Owner::RouterInterface(id) => id,
+            | Owner::RouterInterface(id)
+            | Owner::SgRule(id) => id,
         }
     }
 
@@ -69,6 +73,7 @@ impl Owner {
             Owner::Port(_) => "port",
             Owner::Router(_) => "router",
             Owner::RouterInterface(_) => "router interface",
+            Owner::SgRule(_) => "security group rule",
         }
     }
 
@@ -91,7 +96,7 @@ impl Owner {
 
     /// Whether a cookie is one of ours at all (anything else on the bridge is foreign).
     pub fn is_ours(cookie: u64) -> bool {
-        matches!(cookie >> KIND_SHIFT, 0x01..=0x05)
+        matches!(cookie >> KIND_SHIFT, 0x01..=0x06)
     }
 }
 

@@ -6,7 +6,9 @@
 
 use std::net::IpAddr;
 
-use crate::model::{Chassis, Kind, Network, Port, Router, Subnet, Topology};
+use crate::model::{
+    AddressGroup, Chassis, Kind, Network, Port, Router, SecurityGroup, SgRule, Subnet, Topology,
+};
 
 /// Something an app's flows were computed from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -26,6 +28,13 @@ pub enum Dep {
     InterfacesOf(String),
     /// The ports claiming a MAC or an IP on a network ([`Topology::claim_keys`]).
     Claim(String),
+    SecurityGroup(String),
+    SgRule(String),
+    /// The rules of a security group.
+    RulesOf(String),
+    /// The member ports of a security group (membership and their addresses).
+    MembersOf(String),
+    AddressGroup(String),
     /// The local OpenFlow port of a port's VIF.
     Vif(String),
     /// The local tunnel port.
@@ -41,7 +50,11 @@ impl Dep {
             | Dep::PortsOn(_)
             | Dep::InterfacesOn(_)
             | Dep::InterfacesOf(_)
-            | Dep::Claim(_) => Kind::Port,
+            | Dep::Claim(_)
+            | Dep::MembersOf(_) => Kind::Port,
+            Dep::SecurityGroup(_) => Kind::SecurityGroup,
+            Dep::SgRule(_) | Dep::RulesOf(_) => Kind::SecurityGroupRule,
+            Dep::AddressGroup(_) => Kind::AddressGroup,
             Dep::Router(_) => Kind::Router,
             Dep::Chassis(_) => Kind::Chassis,
             Dep::SubnetsOn(_) => Kind::Subnet,
@@ -98,6 +111,31 @@ impl<'t> Ctx<'t> {
     pub fn router(&mut self, id: &str) -> Option<&'t Router> {
         self.read(Dep::Router(id.to_string()));
         self.topo.routers.get(id)
+    }
+
+    pub fn security_group(&mut self, id: &str) -> Option<&'t SecurityGroup> {
+        self.read(Dep::SecurityGroup(id.to_string()));
+        self.topo.security_groups.get(id)
+    }
+
+    pub fn rule(&mut self, id: &str) -> Option<&'t SgRule> {
+        self.read(Dep::SgRule(id.to_string()));
+        self.topo.rules.get(id)
+    }
+
+    pub fn rules_of(&mut self, group: &str) -> impl Iterator<Item = &'t SgRule> + 't {
+        self.read(Dep::RulesOf(group.to_string()));
+        self.topo.rules_of(group)
+    }
+
+    pub fn members_of(&mut self, group: &str) -> impl Iterator<Item = &'t Port> + 't {
+        self.read(Dep::MembersOf(group.to_string()));
+        self.topo.members_of(group)
+    }
+
+    pub fn address_group(&mut self, id: &str) -> Option<&'t AddressGroup> {
+        self.read(Dep::AddressGroup(id.to_string()));
+        self.topo.address_groups.get(id)
     }
 
     pub fn ports_on(&mut self, network: &str) -> impl Iterator<Item = &'t Port> + 't {

@@ -17,7 +17,8 @@ pub mod tables;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use openflow::{Flow, Instructions, Match};
+use openflow::flow::FlowKey;
+use openflow::{Action, Flow, Instructions, Match};
 use serde_json::Value;
 
 use apps::{APPS, OwnerKind};
@@ -107,6 +108,11 @@ pub struct Pipeline {
     topo: Topology,
     static_flows: Vec<Flow>,
     owned: BTreeMap<Slot, Vec<Flow>>,
+    /// Conjunctive contributions (flows whose actions are only `conjunction`s) by flow identity:
+    /// several owners' contributions to one (table, priority, match) become one flow with all
+    /// their actions ([`merge`]), as OVN's ofctrl does.
+    conj: HashMap<FlowKey, BTreeMap<Slot, Vec<Action>>>,
+    merged: HashMap<FlowKey, Flow>,
     /// What each slot's flows were computed from.
     reads: HashMap<Slot, Vec<Dep>>,
     /// The slots that read each dependency.
@@ -117,18 +123,16 @@ pub struct Pipeline {
     malformed: Vec<String>,
 }
 
-/// The fixed part: each stage's miss behaviour.
+/// The fixed part: each stage's miss behaviour, and the apps' flows that depend on no input.
 fn static_flows() -> Vec<Flow> {
-    STAGES
-        .iter()
-        .map(|s| {
-            let ins = match s.miss {
-                Miss::Drop => Instructions::default(),
-                Miss::Continue(t) => apps::goto(t),
-            };
-            apps::flow(&Owner::Static, s.table, 0, Match::new(), ins)
-        })
-        .collect()
+    let misses = STAGES.iter().map(|s| {
+        let ins = match s.miss {
+            Miss::Drop => Instructions::default(),
+            Miss::Continue(t) => apps::goto(t),
+        };
+        apps::flow(&Owner::Static, s.table, 0, Match::new(), ins)
+    });
+    misses.chain(APPS.iter().flat_map(|a| a.fixed())).collect()
 }
 
 /// The dependencies an object touches, and the owners it is.
@@ -143,6 +147,7 @@ fn touched(obj: &Object, deps: &mut Vec<Dep>, owners: &mut Vec<Owner>) {
             deps.push(Dep::Port(p.id.clone()));
             deps.push(Dep::PortsOn(p.network_id.clone()));
             deps.extend(Topology::claim_keys(p).into_iter().map(Dep::Claim));
+            deps.extend(p.security_groups.iter().cloned().map(Dep::MembersOf));
             owners.push(Owner::Port(p.id.clone()));
             if let Some(r) = p.router() {
                 deps.push(Dep::InterfacesOf(r.to_string()));
@@ -154,6 +159,13 @@ fn touched(obj: &Object, deps: &mut Vec<Dep>, owners: &mut Vec<Owner>) {
             deps.push(Dep::Router(r.id.clone()));
             owners.push(Owner::Router(r.id.clone()));
         }
+        Object::SecurityGroup(g) => deps.push(Dep::SecurityGroup(g.id.clone())),
+        Object::SgRule(r) => {
+            deps.push(Dep::SgRule(r.id.clone()));
+            deps.push(Dep::RulesOf(r.group.clone()));
+            owners.push(Owner::SgRule(r.id.clone()));
+        }
+        Object::AddressGroup(a) => deps.push(Dep::AddressGroup(a.id.clone())),
         Object::Chassis(c) => deps.push(Dep::Chassis(c.id.clone())),
         Object::ChassisUp(id) => deps.push(Dep::Chassis(id.clone())),
     }
@@ -168,6 +180,8 @@ impl Pipeline {
             topo,
             static_flows: static_flows(),
             owned: BTreeMap::new(),
+            conj: HashMap::new(),
+            merged: HashMap::new(),
             reads: HashMap::new(),
             readers: HashMap::new(),
             cookies: HashMap::new(),
@@ -181,14 +195,16 @@ impl Pipeline {
 
     /// How many flows are desired.
     pub fn flow_count(&self) -> usize {
-        self.static_flows.len() + self.owned.values().map(Vec::len).sum::<usize>()
+        self.flows().count()
     }
 
     /// Every desired flow.
     pub fn flows(&self) -> impl Iterator<Item = &Flow> {
+        let plain = self.owned.values().flatten().filter(|f| !is_conjunctive(f));
         self.static_flows
             .iter()
-            .chain(self.owned.values().flatten())
+            .chain(plain)
+            .chain(self.merged.values())
     }
 
     /// The flows each app computed, by app name (for tests and `trace`).
@@ -251,6 +267,20 @@ impl Pipeline {
                     p.device_id, p.network_id
                 )
             }
+            Owner::SgRule(id) => {
+                let r = topo.rules.get(id)?;
+                let name = topo
+                    .security_groups
+                    .get(&r.group)
+                    .map(|g| g.name.as_str())
+                    .unwrap_or("");
+                let direction = if r.ingress { "ingress" } else { "egress" };
+                format!(
+                    "security group rule {id} ({direction}) of group {}{}",
+                    r.group,
+                    named(name)
+                )
+            }
         })
     }
 
@@ -271,6 +301,7 @@ impl Pipeline {
             .map(|id| Owner::Network(id.clone()))
             .chain(topo.ports.keys().map(|id| Owner::Port(id.clone())))
             .chain(topo.routers.keys().map(|id| Owner::Router(id.clone())))
+            .chain(topo.rules.keys().map(|id| Owner::SgRule(id.clone())))
             .chain(
                 topo.ports
                     .values()
@@ -283,11 +314,21 @@ impl Pipeline {
     /// Recomputes everything from scratch (what the incremental result must always equal).
     pub fn full(&self) -> HashSet<Flow> {
         let mut out: HashSet<Flow> = self.static_flows.iter().cloned().collect();
-        for (app, owner) in self.all_slots() {
+        let mut conj: HashMap<FlowKey, BTreeMap<Slot, Vec<Action>>> = HashMap::new();
+        for slot in self.all_slots() {
             let mut flows = Vec::new();
-            APPS[app].flows(&mut Ctx::new(&self.topo), &owner, &mut flows);
-            out.extend(flows);
+            APPS[slot.0].flows(&mut Ctx::new(&self.topo), &slot.1, &mut flows);
+            for f in flows {
+                if is_conjunctive(&f) {
+                    conj.entry(f.key())
+                        .or_default()
+                        .insert(slot.clone(), f.instructions.apply);
+                } else {
+                    out.insert(f);
+                }
+            }
         }
+        out.extend(conj.iter().filter_map(|(k, parts)| merge(k, parts)));
         out
     }
 
@@ -297,9 +338,9 @@ impl Pipeline {
         let mut owners: Vec<Owner> = Vec::new();
         match input {
             Input::Object(key, value) => {
-                let Some((kind, id)) = nb_keys::parse(&key).filter(|(kind, id)| {
-                    Object::modelled(*kind) && !id.is_empty() && !id.contains('/')
-                }) else {
+                let Some((kind, id)) =
+                    nb_keys::parse(&key).filter(|(_, id)| !id.is_empty() && !id.contains('/'))
+                else {
                     return Delta::default();
                 };
                 let old = match value {
@@ -357,6 +398,7 @@ impl Pipeline {
             Owner::Port(id) => topo.ports.contains_key(id),
             Owner::Router(id) => topo.routers.contains_key(id),
             Owner::RouterInterface(id) => topo.ports.get(id).is_some_and(|p| p.router().is_some()),
+            Owner::SgRule(id) => topo.rules.contains_key(id),
         }
     }
 
@@ -410,13 +452,88 @@ impl Pipeline {
         }
         let old_set: HashSet<&Flow> = old.iter().collect();
         let new_set: HashSet<&Flow> = new.iter().collect();
+        let mut conj_keys: Vec<FlowKey> = Vec::new();
         for f in old.iter().filter(|f| !new_set.contains(f)) {
-            delta.change(f.clone(), -1);
+            if is_conjunctive(f) {
+                if let Some(parts) = self.conj.get_mut(&f.key()) {
+                    parts.remove(&slot);
+                }
+                conj_keys.push(f.key());
+            } else {
+                delta.change(f.clone(), -1);
+            }
         }
         for f in new.iter().filter(|f| !old_set.contains(f)) {
-            delta.change(f.clone(), 1);
+            if is_conjunctive(f) {
+                self.conj
+                    .entry(f.key())
+                    .or_default()
+                    .insert(slot.clone(), f.instructions.apply.clone());
+                conj_keys.push(f.key());
+            } else {
+                delta.change(f.clone(), 1);
+            }
+        }
+        for key in conj_keys {
+            let after = self.conj.get(&key).and_then(|parts| merge(&key, parts));
+            if self.conj.get(&key).is_some_and(BTreeMap::is_empty) {
+                self.conj.remove(&key);
+            }
+            let before = match &after {
+                Some(f) => self.merged.insert(key, f.clone()),
+                None => self.merged.remove(&key),
+            };
+            if before != after {
+                if let Some(b) = before {
+                    delta.change(b, -1);
+                }
+                if let Some(a) = after {
+                    delta.change(a, 1);
+                }
+            }
         }
     }
+}
+
+/// Whether a flow is a conjunctive contribution: its only actions are `conjunction`s.
+fn is_conjunctive(f: &Flow) -> bool {
+    let ins = &f.instructions;
+    !ins.apply.is_empty()
+        && ins
+            .apply
+            .iter()
+            .all(|a| matches!(a, Action::Conjunction { .. }))
+        && ins.goto_table.is_none()
+        && ins.write_metadata.is_none()
+}
+
+/// The one flow the conjunctive contributions to `key` make (`None` when there are none).
+fn merge(key: &FlowKey, parts: &BTreeMap<Slot, Vec<Action>>) -> Option<Flow> {
+    let mut actions: Vec<Action> = parts.values().flatten().cloned().collect();
+    if actions.is_empty() {
+        return None;
+    }
+    actions.sort_by_key(|a| match a {
+        Action::Conjunction { id, clause, .. } => (*id, *clause),
+        _ => (0, 0),
+    });
+    actions.dedup();
+    // One owner's contributions keep its cookie; several owners' share the fixed one.
+    let mut owners = parts.keys().map(|(_, owner)| owner);
+    let first = owners.next()?;
+    let owner = if owners.all(|o| o == first) {
+        first
+    } else {
+        &Owner::Static
+    };
+    let (table, priority, m) = key.clone();
+    Some(apps::flow(
+        owner,
+        table,
+        priority,
+        m,
+        Instructions::apply(actions),
+    ))
 }
 
 /// The (app, owner) slots of an owner: one per app that computes flows for its kind.

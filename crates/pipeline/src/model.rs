@@ -90,6 +90,8 @@ pub struct Port {
     pub device_id: String,
     /// `extra_dhcp_opts`: DHCP options set on the port.
     pub extra_dhcp_opts: Vec<ExtraDhcpOpt>,
+    /// The security groups whose rules filter the port (with port security on).
+    pub security_groups: Vec<String>,
 }
 
 /// `device_owner` of a router's interface ports.
@@ -150,6 +152,47 @@ impl ExtraDhcpOpt {
             .map(|l| l.iter().filter_map(one).collect())
             .unwrap_or_default()
     }
+}
+
+/// A security group: its rules are [`SgRule`]s, its members the ports that name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecurityGroup {
+    pub id: String,
+    pub name: String,
+    /// Connections are tracked (replies pass); `false`: every packet is filtered on its own.
+    pub stateful: bool,
+}
+
+/// One rule of a security group: what it admits, ingress (to its ports) or egress (from them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SgRule {
+    pub id: String,
+    pub group: String,
+    pub ingress: bool,
+    pub ipv6: bool,
+    /// IP protocol number; `None`: any.
+    pub protocol: Option<u8>,
+    /// Destination port range (TCP, UDP, SCTP), or ICMP type (`port_min`) and code (`port_max`).
+    pub port_min: Option<u16>,
+    pub port_max: Option<u16>,
+    /// The other end: a prefix, the members of a group, or an address group (at most one).
+    pub remote: Remote,
+}
+
+/// The other end of a rule's traffic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Remote {
+    Any,
+    Prefix(IpNet),
+    Group(String),
+    AddressGroup(String),
+}
+
+/// An address group: prefixes that rules can name as their other end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddressGroup {
+    pub id: String,
+    pub addresses: Vec<IpNet>,
 }
 
 /// A chassis other agents tunnel to.
@@ -276,6 +319,7 @@ impl Port {
             host,
             device_owner: str_of(v, "device_owner").to_string(),
             device_id: str_of(v, "device_id").to_string(),
+            security_groups: strings(v, "security_groups"),
             extra_dhcp_opts: ExtraDhcpOpt::list(v),
         })
     }
@@ -296,6 +340,106 @@ fn routes(v: &Value, key: &str) -> Vec<(IpNet, IpAddr)> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The strings of a list attribute (missing or malformed entries skipped).
+fn strings(v: &Value, key: &str) -> Vec<String> {
+    v.get(key)
+        .and_then(Value::as_array)
+        .map(|l| {
+            l.iter()
+                .filter_map(|s| Some(s.as_str()?.to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl SecurityGroup {
+    pub fn from_json(v: &Value) -> Option<Self> {
+        Some(Self {
+            id: v.get("id")?.as_str()?.to_string(),
+            name: str_of(v, "name").to_string(),
+            stateful: v.get("stateful") != Some(&Value::Bool(false)),
+        })
+    }
+}
+
+/// A rule's protocol as a number: names as Neutron accepts them, numbers as strings or
+/// integers; `None`: any protocol; malformed: `Err`.
+fn protocol(v: Option<&Value>, ipv6: bool) -> Result<Option<u8>, ()> {
+    let named = |s: &str| -> Result<Option<u8>, ()> {
+        Ok(Some(match s {
+            "" | "any" => return Ok(None),
+            "tcp" => 6,
+            "udp" => 17,
+            "sctp" => 132,
+            "icmp" if ipv6 => 58,
+            "icmp" => 1,
+            "icmpv6" | "ipv6-icmp" => 58,
+            n => n.parse().map_err(|_| ())?,
+        }))
+    };
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => named(&s.to_ascii_lowercase()),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .and_then(|n| u8::try_from(n).ok())
+            .map(Some)
+            .ok_or(()),
+        Some(_) => Err(()),
+    }
+}
+
+impl SgRule {
+    pub fn from_json(v: &Value) -> Option<Self> {
+        let ipv6 = str_of(v, "ethertype") == "IPv6";
+        let port = |k: &str| {
+            v.get(k)
+                .and_then(Value::as_u64)
+                .and_then(|p| u16::try_from(p).ok())
+        };
+        let id_of = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+        let remote = if let Some(g) = id_of("remote_group_id") {
+            Remote::Group(g)
+        } else if let Some(a) = id_of("remote_address_group_id") {
+            Remote::AddressGroup(a)
+        } else if let Some(p) = id_of("remote_ip_prefix") {
+            let net: IpNet = p
+                .parse()
+                .ok()
+                .or_else(|| p.parse::<IpAddr>().ok().map(IpNet::from))?;
+            Remote::Prefix(net.trunc())
+        } else {
+            Remote::Any
+        };
+        Some(Self {
+            id: v.get("id")?.as_str()?.to_string(),
+            group: v.get("security_group_id")?.as_str()?.to_string(),
+            ingress: match str_of(v, "direction") {
+                "ingress" => true,
+                "egress" => false,
+                _ => return None,
+            },
+            ipv6,
+            protocol: protocol(v.get("protocol"), ipv6).ok()?,
+            port_min: port("port_range_min"),
+            port_max: port("port_range_max"),
+            remote,
+        })
+    }
+}
+
+impl AddressGroup {
+    pub fn from_json(v: &Value) -> Option<Self> {
+        Some(Self {
+            id: v.get("id")?.as_str()?.to_string(),
+            addresses: strings(v, "addresses")
+                .iter()
+                .filter_map(|a| a.parse::<IpNet>().ok().map(|n| n.trunc()))
+                .collect(),
+        })
+    }
 }
 
 impl Router {
@@ -327,6 +471,9 @@ pub struct Topology {
     pub subnets: BTreeMap<String, Subnet>,
     pub ports: BTreeMap<String, Port>,
     pub routers: BTreeMap<String, Router>,
+    pub security_groups: BTreeMap<String, SecurityGroup>,
+    pub rules: BTreeMap<String, SgRule>,
+    pub address_groups: BTreeMap<String, AddressGroup>,
     /// Registered chassis.
     pub chassis: BTreeMap<String, Chassis>,
     /// Chassis whose liveness lease is current.
@@ -339,6 +486,18 @@ pub struct Topology {
     interfaces_on: BTreeMap<String, BTreeSet<String>>,
     /// The ports holding each MAC and each IP on a network ([`Topology::claim_keys`]).
     claims: BTreeMap<String, BTreeSet<String>>,
+    /// Rules by group, and member ports by group.
+    rules_of: BTreeMap<String, BTreeSet<String>>,
+    members: BTreeMap<String, BTreeSet<String>>,
+}
+
+/// What a chassis follows of the northbound topology ([`Topology::needs`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Needs {
+    pub networks: BTreeSet<String>,
+    pub routers: BTreeSet<String>,
+    pub security_groups: BTreeSet<String>,
+    pub address_groups: BTreeSet<String>,
 }
 
 /// A northbound object, decoded once at the edge.
@@ -348,6 +507,9 @@ pub enum Object {
     Subnet(Subnet),
     Port(Port),
     Router(Router),
+    SecurityGroup(SecurityGroup),
+    SgRule(SgRule),
+    AddressGroup(AddressGroup),
     Chassis(Chassis),
     /// A chassis whose liveness lease is current.
     ChassisUp(String),
@@ -356,14 +518,6 @@ pub enum Object {
 pub use nb_keys::Kind;
 
 impl Object {
-    /// Whether the pipeline reads objects of `kind` (others are ignored, not refused).
-    pub fn modelled(kind: Kind) -> bool {
-        !matches!(
-            kind,
-            Kind::SecurityGroup | Kind::SecurityGroupRule | Kind::AddressGroup
-        )
-    }
-
     /// Decodes a stored value of `kind`; `None` if it is malformed (missing id, bad MAC, ...).
     pub fn decode(kind: Kind, id: &str, v: &Value) -> Option<Object> {
         let obj = match kind {
@@ -373,8 +527,9 @@ impl Object {
             Kind::Router => Object::Router(Router::from_json(v)?),
             Kind::Chassis => Object::Chassis(Chassis::from_json(v)?),
             Kind::ChassisUp => return Some(Object::ChassisUp(id.to_string())),
-            // Not read by the pipeline (yet): see [`Object::modelled`].
-            Kind::SecurityGroup | Kind::SecurityGroupRule | Kind::AddressGroup => return None,
+            Kind::SecurityGroup => Object::SecurityGroup(SecurityGroup::from_json(v)?),
+            Kind::SecurityGroupRule => Object::SgRule(SgRule::from_json(v)?),
+            Kind::AddressGroup => Object::AddressGroup(AddressGroup::from_json(v)?),
         };
         (obj.id() == id).then_some(obj)
     }
@@ -385,6 +540,9 @@ impl Object {
             Object::Subnet(_) => Kind::Subnet,
             Object::Port(_) => Kind::Port,
             Object::Router(_) => Kind::Router,
+            Object::SecurityGroup(_) => Kind::SecurityGroup,
+            Object::SgRule(_) => Kind::SecurityGroupRule,
+            Object::AddressGroup(_) => Kind::AddressGroup,
             Object::Chassis(_) => Kind::Chassis,
             Object::ChassisUp(_) => Kind::ChassisUp,
         }
@@ -396,6 +554,9 @@ impl Object {
             Object::Subnet(o) => &o.id,
             Object::Port(o) => &o.id,
             Object::Router(o) => &o.id,
+            Object::SecurityGroup(o) => &o.id,
+            Object::SgRule(o) => &o.id,
+            Object::AddressGroup(o) => &o.id,
             Object::Chassis(o) => &o.id,
             Object::ChassisUp(id) => id,
         }
@@ -435,6 +596,9 @@ impl Topology {
                 for key in Topology::claim_keys(&p) {
                     index(&mut self.claims, &key, &p.id);
                 }
+                for g in &p.security_groups {
+                    index(&mut self.members, g, &p.id);
+                }
                 if let Some(r) = p.router() {
                     index(&mut self.interfaces, r, &p.id);
                     index(&mut self.interfaces_on, &p.network_id, &p.id);
@@ -443,6 +607,16 @@ impl Topology {
             }
             Object::Router(r) => {
                 self.routers.insert(r.id.clone(), r);
+            }
+            Object::SecurityGroup(g) => {
+                self.security_groups.insert(g.id.clone(), g);
+            }
+            Object::SgRule(r) => {
+                index(&mut self.rules_of, &r.group, &r.id);
+                self.rules.insert(r.id.clone(), r);
+            }
+            Object::AddressGroup(a) => {
+                self.address_groups.insert(a.id.clone(), a);
             }
             Object::Chassis(c) => {
                 self.chassis.insert(c.id.clone(), c);
@@ -469,6 +643,9 @@ impl Topology {
                 for key in Topology::claim_keys(&p) {
                     unindex(&mut self.claims, &key, id);
                 }
+                for g in &p.security_groups {
+                    unindex(&mut self.members, g, id);
+                }
                 if let Some(r) = p.router() {
                     unindex(&mut self.interfaces, r, id);
                     unindex(&mut self.interfaces_on, &p.network_id, id);
@@ -481,7 +658,13 @@ impl Topology {
                 .chassis_up
                 .remove(id)
                 .then(|| Object::ChassisUp(id.to_string())),
-            Kind::SecurityGroup | Kind::SecurityGroupRule | Kind::AddressGroup => None,
+            Kind::SecurityGroup => self.security_groups.remove(id).map(Object::SecurityGroup),
+            Kind::SecurityGroupRule => {
+                let r = self.rules.remove(id)?;
+                unindex(&mut self.rules_of, &r.group, id);
+                Some(Object::SgRule(r))
+            }
+            Kind::AddressGroup => self.address_groups.remove(id).map(Object::AddressGroup),
         }
     }
 
@@ -543,18 +726,24 @@ impl Topology {
 
     /// What a chassis needs to follow: the networks of its local VIFs (`vif_networks`) and of the
     /// ports bound to it, then, transitively, every router with an interface on a needed network
-    /// and every network with an interface of a needed router. Returns (networks, routers).
-    pub fn needs(
+    /// and every network with an interface of a needed router; the security groups of its ports
+    /// (bound ones and `local_ports`), and the remote groups and address groups their rules name.
+    pub fn needs<'a>(
         &self,
         chassis: &str,
+        local_ports: impl IntoIterator<Item = &'a str>,
         vif_networks: impl IntoIterator<Item = String>,
-    ) -> (BTreeSet<String>, BTreeSet<String>) {
-        let bound = self
+    ) -> Needs {
+        let local: BTreeSet<&str> = local_ports.into_iter().collect();
+        let mine: Vec<&Port> = self
             .ports
             .values()
-            .filter(|p| p.host.as_deref() == Some(chassis))
-            .map(|p| p.network_id.clone());
-        let mut networks: BTreeSet<String> = vif_networks.into_iter().chain(bound).collect();
+            .filter(|p| p.host.as_deref() == Some(chassis) || local.contains(p.id.as_str()))
+            .collect();
+        let mut networks: BTreeSet<String> = vif_networks
+            .into_iter()
+            .chain(mine.iter().map(|p| p.network_id.clone()))
+            .collect();
         let mut routers: BTreeSet<String> = BTreeSet::new();
         let mut todo: Vec<String> = networks.iter().cloned().collect();
         while let Some(net) = todo.pop() {
@@ -570,7 +759,48 @@ impl Topology {
                 }
             }
         }
-        (networks, routers)
+        let groups: BTreeSet<String> = mine
+            .iter()
+            .filter(|p| p.port_security)
+            .flat_map(|p| p.security_groups.iter().cloned())
+            .collect();
+        let mut security_groups = groups.clone();
+        let mut address_groups = BTreeSet::new();
+        for rule in groups.iter().flat_map(|g| self.rules_of(g)) {
+            match &rule.remote {
+                Remote::Group(g) => {
+                    security_groups.insert(g.clone());
+                }
+                Remote::AddressGroup(a) => {
+                    address_groups.insert(a.clone());
+                }
+                Remote::Any | Remote::Prefix(_) => {}
+            }
+        }
+        Needs {
+            networks,
+            routers,
+            security_groups,
+            address_groups,
+        }
+    }
+
+    /// The rules of a security group, in id order.
+    pub fn rules_of<'a>(&'a self, group: &str) -> impl Iterator<Item = &'a SgRule> + 'a {
+        self.rules_of
+            .get(group)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.rules.get(id))
+    }
+
+    /// The ports in a security group, in id order.
+    pub fn members_of<'a>(&'a self, group: &str) -> impl Iterator<Item = &'a Port> + 'a {
+        self.members
+            .get(group)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.ports.get(id))
     }
 
     /// The interface ports of `router`, in id order.

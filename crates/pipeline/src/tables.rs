@@ -5,6 +5,10 @@
 
 /// Classification: port security for packets from local VIFs, network by `tun_id` for tunnels.
 pub const INGRESS: u8 = 0;
+/// Security groups, egress: IP from a filtered port goes through conntrack in its zone.
+pub const ACL_EGRESS: u8 = 2;
+/// Security groups, egress: the connection state and the rules decide.
+pub const ACL_EGRESS_STATE: u8 = 3;
 /// ARP and neighbour-discovery answers for known addresses.
 pub const RESPOND: u8 = 10;
 /// DHCP requests to the agent.
@@ -15,6 +19,12 @@ pub const L3_ENTRY: u8 = 20;
 pub const L2: u8 = 30;
 /// Broadcast, multicast and unknown unicast.
 pub const FLOOD: u8 = 31;
+/// Security groups, ingress: IP to a filtered local port goes through conntrack in its zone.
+pub const ACL_INGRESS: u8 = 40;
+/// Security groups, ingress: the connection state and the rules decide.
+pub const ACL_INGRESS_STATE: u8 = 41;
+/// Output to the local port in `reg4`.
+pub const DELIVER: u8 = 42;
 /// Router input: the router's own addresses (ICMP echo), TTL expiry, router solicitations.
 pub const ROUTER_IN: u8 = 21;
 /// Longest-prefix match over connected subnets and extra routes.
@@ -49,14 +59,30 @@ pub struct Stage {
 
 /// The pipeline in table order, which is the order a packet meets it (OpenFlow only goes
 /// forward): a packet that is not for a router skips the router stages.
-pub const STAGES: [Stage; 9] = [
+pub const STAGES: [Stage; 14] = [
     Stage {
         table: INGRESS,
         name: "ingress",
         app: "classifier",
-        next: Some(RESPOND),
+        next: Some(ACL_EGRESS),
         miss: Miss::Drop,
         expects: "in_port",
+    },
+    Stage {
+        table: ACL_EGRESS,
+        name: "acl-egress",
+        app: "security-groups",
+        next: Some(ACL_EGRESS_STATE),
+        miss: Miss::Continue(RESPOND),
+        expects: "in_port, metadata = network",
+    },
+    Stage {
+        table: ACL_EGRESS_STATE,
+        name: "acl-egress-state",
+        app: "security-groups",
+        next: Some(RESPOND),
+        miss: Miss::Drop,
+        expects: "in_port, reg3 = conntrack zone",
     },
     Stage {
         table: RESPOND,
@@ -122,6 +148,30 @@ pub const STAGES: [Stage; 9] = [
         miss: Miss::Drop,
         expects: "metadata = network, reg5 = came from a tunnel",
     },
+    Stage {
+        table: ACL_INGRESS,
+        name: "acl-ingress",
+        app: "security-groups",
+        next: Some(ACL_INGRESS_STATE),
+        miss: Miss::Continue(DELIVER),
+        expects: "reg4 = local output port",
+    },
+    Stage {
+        table: ACL_INGRESS_STATE,
+        name: "acl-ingress-state",
+        app: "security-groups",
+        next: Some(DELIVER),
+        miss: Miss::Drop,
+        expects: "reg4 = local output port, reg3 = conntrack zone",
+    },
+    Stage {
+        table: DELIVER,
+        name: "deliver",
+        app: "l2",
+        next: None,
+        miss: Miss::Drop,
+        expects: "reg4 = local output port",
+    },
 ];
 
 /// The stage of `table`.
@@ -149,10 +199,18 @@ pub enum Register {
     FromTunnel,
     /// `reg6`, `reg7`: scratch space within one flow's actions.
     Scratch,
+    /// `reg3`: the conntrack zone of the filtered port (its OpenFlow port number).
+    CtZone,
+    /// `reg4`: the local port a packet is delivered to.
+    OutPort,
 }
 
 /// The register number of [`Register::FromTunnel`].
 pub const REG_FROM_TUNNEL: u8 = 5;
+/// The register number of [`Register::CtZone`].
+pub const REG_CT_ZONE: u8 = 3;
+/// The register number of [`Register::OutPort`].
+pub const REG_OUT_PORT: u8 = 4;
 /// The register numbers of [`Register::Scratch`].
 pub const REG_SCRATCH: [u8; 2] = [6, 7];
 /// `metadata` bit that marks a router context (the other 63 bits are a hash of the router's id).

@@ -5,13 +5,14 @@
 //! gives it. A second oracle feeds a fresh pipeline only each input's final value, in another
 //! order. Inputs reuse MACs and addresses across ports (two claims on one MAC or address on a
 //! network must leave neither port with clashing flows), move chassis between tunnel addresses,
-//! and mix VXLAN and Geneve networks.
+//! mix VXLAN and Geneve networks, and bring security groups (stateful or not), rules with every
+//! kind of remote and address groups.
 
 use std::collections::{BTreeMap, HashSet};
 
 use openflow::{Action, Field, Flow};
 use pipeline::apps::APPS;
-use pipeline::tables::{REG_FROM_TUNNEL, REG_SCRATCH, Register};
+use pipeline::tables::{REG_CT_ZONE, REG_FROM_TUNNEL, REG_OUT_PORT, REG_SCRATCH, Register};
 use pipeline::{Input, Pipeline};
 use proptest::prelude::*;
 use serde_json::json;
@@ -26,6 +27,11 @@ const NETS: [&str; 4] = [
 const PORTS: usize = 10;
 const MACS: usize = 3;
 const CHASSIS: [&str; 3] = ["ch1", "ch2", "ch3"];
+const GROUPS: [&str; 2] = [
+    "66666666-0000-4000-8000-000000000001",
+    "67666666-0000-4000-8000-000000000002",
+];
+const ADDRESS_GROUP: &str = "77777777-0000-4000-8000-000000000001";
 const ROUTERS: [&str; 2] = [
     "44444444-0000-4000-8000-000000000001",
     "44444444-0000-4000-8000-000000000002",
@@ -60,6 +66,7 @@ fn input() -> impl Strategy<Value = Input> {
                     "fixed_ips": fixed, "port_security_enabled": secure, "admin_state_up": up,
                     "binding:host_id": if host == 3 { "" } else { CHASSIS[host] },
                     "device_owner": owner, "device_id": device,
+                    "security_groups": GROUPS.iter().enumerate().filter(|(i, _)| (h >> i) & 1 == 1).map(|(_, g)| *g).collect::<Vec<_>>(),
                     "status": if active { "ACTIVE" } else { "DOWN" },
                     "allowed_address_pairs": if p == 1 { json!([{"ip_address": "10.9.0.0/24"}]) } else { json!([]) }});
                 Input::Object(format!("/r/ports/{id}"), (!delete).then_some(value))
@@ -72,6 +79,38 @@ fn input() -> impl Strategy<Value = Input> {
                 .collect();
             let value = json!({"id": ROUTERS[r], "name": format!("r{r}"), "admin_state_up": up, "routes": routes});
             Input::Object(format!("/r/routers/{}", ROUTERS[r]), (!delete).then_some(value))
+        }),
+        // Security groups (stateful or not), their rules with every kind of remote, and an
+        // address group.
+        (0..2usize, any::<bool>(), any::<bool>()).prop_map(|(g, stateful, delete)| {
+            let value = json!({"id": GROUPS[g], "name": format!("g{g}"), "stateful": stateful});
+            Input::Object(format!("/r/security_groups/{}", GROUPS[g]), (!delete).then_some(value))
+        }),
+        (0..6usize, 0..2usize, any::<bool>(), any::<bool>(), 0..4usize, 0..4usize, any::<bool>())
+            .prop_map(|(r, g, ingress, v6, proto, remote, delete)| {
+                let id = format!("8{r}888888-0000-4000-8000-000000000001");
+                let (protocol, lo, hi) = match proto {
+                    0 => (json!(null), json!(null), json!(null)),
+                    1 => (json!("tcp"), json!(8000 + r), json!(8010 + r)),
+                    2 => (json!(if v6 { "icmpv6" } else { "icmp" }), json!(8), json!(0)),
+                    _ => (json!("udp"), json!(53), json!(53)),
+                };
+                let mut value = json!({"id": id, "security_group_id": GROUPS[g],
+                    "direction": if ingress { "ingress" } else { "egress" },
+                    "ethertype": if v6 { "IPv6" } else { "IPv4" },
+                    "protocol": protocol, "port_range_min": lo, "port_range_max": hi});
+                match remote {
+                    1 => value["remote_ip_prefix"] = json!(if v6 { "2001:db8::/64" } else { "10.0.0.0/16" }),
+                    2 => value["remote_group_id"] = json!(GROUPS[1 - g]),
+                    3 => value["remote_address_group_id"] = json!(ADDRESS_GROUP),
+                    _ => {}
+                }
+                Input::Object(format!("/r/security_group_rules/{id}"), (!delete).then_some(value))
+            }),
+        (0..3usize, any::<bool>()).prop_map(|(n, delete)| {
+            let addresses: Vec<_> = ["10.0.1.0/24", "2001:db8::/64", "10.0.0.3/32"][..=n].to_vec();
+            let value = json!({"id": ADDRESS_GROUP, "addresses": addresses});
+            Input::Object(format!("/r/address_groups/{ADDRESS_GROUP}"), (!delete).then_some(value))
         }),
         // Malformed values are ignored, never taken for deletions.
         (0..PORTS).prop_map(|p| Input::Object(format!("/r/ports/{}", port_id(p)), Some(json!({"id": port_id(p), "mac_address": "bad"})))),
@@ -103,6 +142,8 @@ fn written(f: &Flow) -> Vec<Register> {
     let reg = |field: Field| match field {
         Field::Reg(n) if n == REG_FROM_TUNNEL => Some(Register::FromTunnel),
         Field::Reg(n) if REG_SCRATCH.contains(&n) => Some(Register::Scratch),
+        Field::Reg(n) if n == REG_CT_ZONE => Some(Register::CtZone),
+        Field::Reg(n) if n == REG_OUT_PORT => Some(Register::OutPort),
         Field::Metadata => Some(Register::Metadata),
         _ => None,
     };

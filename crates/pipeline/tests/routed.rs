@@ -10,6 +10,8 @@ use openflow::Field;
 use pipeline::apps::Punt;
 use pipeline::model::link_local;
 use pipeline::{Input, Pipeline};
+mod common;
+
 use serde_json::{Value, json};
 
 const NET_A: &str = "aaaaaaaa-0000-4000-8000-000000000001";
@@ -101,7 +103,7 @@ fn port_json(p: &Port) -> Value {
     };
     json!({"id": p.id, "network_id": p.net, "mac_address": p.mac, "fixed_ips": ips,
         "binding:host_id": p.host, "admin_state_up": true, "device_owner": owner, "device_id": device,
-        "port_security_enabled": p.router.is_none()})
+        "port_security_enabled": p.router.is_none(), "security_groups": [common::OPEN_GROUP]})
 }
 
 fn put(p: &mut Pipeline, key: String, v: Value) -> pipeline::Delta {
@@ -114,6 +116,7 @@ fn router_json(id: &str, routes: Value) -> Value {
 
 fn pipeline() -> Pipeline {
     let mut p = Pipeline::new("ch1");
+    common::add_open_group(&mut p);
     for (id, vni) in [(NET_A, 100), (NET_B, 200), (NET_C, 300)] {
         put(
             &mut p,

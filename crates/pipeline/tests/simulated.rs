@@ -8,6 +8,8 @@ use flowsim::{FlowTables, Mac, Packet, Tunnel, trace};
 use openflow::Field;
 use pipeline::cookie::Owner;
 use pipeline::{Input, Pipeline};
+mod common;
+
 use serde_json::json;
 
 const NET_A: &str = "aaaaaaaa-0000-4000-8000-000000000001";
@@ -55,11 +57,13 @@ const OPEN: Port = Port {
 fn port_json(p: &Port, net: &str, host: &str, secure: bool) -> serde_json::Value {
     json!({"id": p.id, "network_id": net, "mac_address": p.mac, "name": p.id[..2].to_string(),
         "fixed_ips": [{"ip_address": p.ip}], "port_security_enabled": secure,
-        "binding:host_id": host, "status": "ACTIVE", "admin_state_up": true})
+        "binding:host_id": host, "status": "ACTIVE", "admin_state_up": true,
+        "security_groups": [common::OPEN_GROUP]})
 }
 
 fn pipeline() -> Pipeline {
     let mut p = Pipeline::new("ch1");
+    common::add_open_group(&mut p);
     let obj = |k: String, v: serde_json::Value| Input::Object(k, Some(v));
     for (id, vni) in [(NET_A, 100), (NET_B, 200)] {
         p.apply(obj(
@@ -320,13 +324,16 @@ fn broadcast_reaches_local_ports_and_remote_chassis_once() {
 #[test]
 fn flow_count_matches_the_documented_costs() {
     // docs/architecture.md: a local port with port security and one IPv4 address costs five flows
-    // (three in ingress: IP, ARP, DHCP discovery; ARP answer, L2), a port on another chassis two
-    // (ARP answer, L2), a port without port security three (one ingress flow); a network six, plus
-    // the DHCP request flow and the DHCP server's ARP answer when it serves DHCP; one miss flow per
-    // stage.
+    // (three in ingress: IP, ARP, DHCP discovery; ARP answer, L2), plus six for its security
+    // groups (conntrack entry for IPv4 and IPv6 in each direction, and one flow per direction
+    // naming the rules that apply to it); a port on another chassis two (ARP answer, L2), a port
+    // without port security three (one ingress flow); a network six, plus the DHCP request flow
+    // and the DHCP server's ARP answer when it serves DHCP; a rule two (its protocol clause and
+    // its verdict; a remote adds one per remote address); the fixed flows: one miss per stage,
+    // the delivery from `reg4`, and the security groups' 22 (bypasses and connection states).
     let p = pipeline();
     let count = |owner: Owner| p.flows().filter(|f| f.cookie == owner.cookie()).count();
-    for (port, expected) in [(A1, 5), (A2, 5), (B1, 5), (A3, 2), (OPEN, 3)] {
+    for (port, expected) in [(A1, 11), (A2, 11), (B1, 11), (A3, 2), (OPEN, 3)] {
         assert_eq!(
             count(Owner::Port(port.id.into())),
             expected,
@@ -340,11 +347,16 @@ fn flow_count_matches_the_documented_costs() {
         "network A serves DHCP"
     );
     assert_eq!(count(Owner::Network(NET_B.into())), 6);
-    assert_eq!(count(Owner::Static), pipeline::tables::STAGES.len());
-    assert_eq!(
-        p.flow_count(),
-        5 * 3 + 2 + 3 + 8 + 6 + pipeline::tables::STAGES.len()
-    );
+    let rules: usize = p
+        .topology()
+        .rules
+        .keys()
+        .map(|id| count(Owner::SgRule(id.clone())))
+        .sum();
+    assert_eq!(rules, 4 * 2, "the open group's four rules");
+    let fixed = pipeline::tables::STAGES.len() + 1 + 22;
+    assert_eq!(count(Owner::Static), fixed);
+    assert_eq!(p.flow_count(), 11 * 3 + 2 + 3 + 8 + 6 + rules + fixed);
 }
 
 #[test]
@@ -480,6 +492,49 @@ fn a_mac_two_ports_claim_belongs_to_neither_until_one_lets_go() {
     assert_eq!(
         t.verdict.ports(),
         vec![10],
+        "{}",
+        t.display(|c| p.describe_cookie(c))
+    );
+}
+
+#[test]
+fn a_remote_group_rule_admits_members_only() {
+    let mut p = pipeline();
+    // Group "members": egress anything, ingress IPv4 only from members; A1 and A2 in it.
+    let g = "9a000000-0000-4000-8000-000000000001";
+    p.apply(Input::Object(
+        format!("/r/security_groups/{g}"),
+        Some(json!({"id": g, "name": "members"})),
+    ));
+    for (i, (direction, remote)) in [("egress", None), ("ingress", Some(g))]
+        .into_iter()
+        .enumerate()
+    {
+        let id = format!("9b000000-0000-4000-8000-00000000000{i}");
+        p.apply(Input::Object(
+            format!("/r/security_group_rules/{id}"),
+            Some(
+                json!({"id": id, "security_group_id": g, "direction": direction,
+                "ethertype": "IPv4", "remote_group_id": remote}),
+            ),
+        ));
+    }
+    for port in [A1, A2] {
+        let mut v = port_json(&port, NET_A, "ch1", true);
+        v["security_groups"] = json!([g]);
+        p.apply(Input::Object(format!("/r/ports/{}", port.id), Some(v)));
+    }
+    let t = trace(&tables(&p), 10, ping(&A1, A2.mac, A2.ip));
+    assert_eq!(
+        t.verdict.ports(),
+        vec![11],
+        "a member reaches a member: {}",
+        t.display(|c| p.describe_cookie(c))
+    );
+    // OPEN (no port security) is no member: its ping to A2 stops at A2's ingress rules.
+    let t = trace(&tables(&p), 13, ping(&OPEN, A2.mac, A2.ip));
+    assert!(
+        t.verdict.ports().is_empty(),
         "{}",
         t.display(|c| p.describe_cookie(c))
     );

@@ -22,6 +22,7 @@ use crate::{Error, FlowSet, fetch, report};
     wyvern trace --lab demo web1 --dhcp renew\n  \
     wyvern trace --lab demo web2 web1 --from-tunnel c2\n  \
     wyvern trace --lab routed web1 10.2.0.11 --ttl 1\n  \
+    wyvern trace --lab demo web2 web1 --tcp 80 --ct-state est,rpl  # a reply\n  \
     wyvern trace --server http://127.0.0.1:9696 --chassis c1 --computed --from-port web1 --to 10.0.0.12")]
 pub struct TraceArgs {
     /// Where the packet comes from: a port (name, id or short id), or a VM of the lab.
@@ -91,6 +92,13 @@ pub struct TraceArgs {
     /// TTL (IPv6: hop limit) instead of 64, e.g. 1 to see a router's "time exceeded".
     #[arg(long, value_name = "TTL", conflicts_with_all = ["arp", "dhcp"])]
     pub ttl: Option<u8>,
+    /// The connection state conntrack gives the packet at each `ct` (as `ofproto/trace
+    /// --ct-next`): `new`, `est` (a further packet of an established connection), `est,rpl` (a
+    /// reply), `rel` (related, e.g. an ICMP error) or `inv`. Default: its own state; each
+    /// trace starts with no connections, so an IP packet is a new connection (a TCP packet
+    /// without SYN is invalid).
+    #[arg(long, value_name = "FLAGS", value_parser = request::parse_ct_state)]
+    pub ct_state: Option<u32>,
     /// The packet arrives over the tunnel from this chassis (default: the source port's), as
     /// the source port's packet sent to this chassis.
     #[arg(long, value_name = "CHASSIS", num_args = 0..=1, default_missing_value = "")]
@@ -205,6 +213,7 @@ pub fn run(args: &TraceArgs) -> Result<String, Error> {
         vlan: args.vlan,
         ttl: args.ttl,
         tunnel: args.tunnel(),
+        ct_state: args.ct_state,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

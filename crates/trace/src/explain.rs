@@ -1,8 +1,8 @@
 //! The verdict of a simulated packet in API terms: which port, chassis, router or responder got
 //! it, what the agent does with what is sent to it (by the `controller` action's reason,
 //! [`Punt`]), or why it was dropped (port security with the offending address, a network type
-//! the pipeline does not serve, no route in a router, an empty flood, a table miss in a named
-//! stage), and whether the port it was meant for got it.
+//! the pipeline does not serve, no route in a router, the security groups ([`acl`]), an empty
+//! flood, a table miss in a named stage), and whether the port it was meant for got it.
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -13,8 +13,11 @@ use openflow::action::reason;
 use pipeline::apps::Punt;
 use pipeline::cookie::Owner;
 use pipeline::model::{Port, Router};
-use pipeline::tables::{self, FLOOD, INGRESS, NEIGHBOUR, ROUTE, ROUTER_IN};
+use pipeline::tables::{
+    self, ACL_EGRESS_STATE, ACL_INGRESS_STATE, FLOOD, INGRESS, NEIGHBOUR, ROUTE, ROUTER_IN,
+};
 
+use crate::acl;
 use crate::inventory::{Inventory, Route, dst_prefix};
 use crate::local::Local;
 use crate::path::entered;
@@ -87,7 +90,7 @@ pub fn verdict(inv: &Inventory, local: &Local, built: &Built, trace: &Trace) -> 
         lines.push(to_agent(inv, built, trace, c));
     }
     if let Some(reason) = &v.drop {
-        lines.push(dropped(inv, built, trace, flooded, reason));
+        lines.push(dropped(inv, local, built, trace, flooded, reason));
     }
     // A router's interface is no destination of its own: the router's verdict says it all.
     if let Some(t) = &built.target
@@ -320,6 +323,7 @@ fn output(inv: &Inventory, local: &Local, trace: &Trace, o: &Output) -> String {
 
 fn dropped(
     inv: &Inventory,
+    local: &Local,
     built: &Built,
     trace: &Trace,
     flooded: bool,
@@ -344,6 +348,11 @@ fn dropped(
             Some(a) => tunnel_ingress_drop(inv, a),
             None => ingress_drop(inv, &built.source, &trace.packet),
         };
+    }
+    if matches!(last.table, ACL_EGRESS_STATE | ACL_INGRESS_STATE)
+        && let Some(why) = acl::security(inv, local, trace).pop()
+    {
+        return why;
     }
     if let Some(why) = router_drop(inv, built, trace, last) {
         return why;

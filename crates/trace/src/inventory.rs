@@ -376,11 +376,13 @@ impl Inventory {
             .filter(|p| p.router().is_some())
             .map(|p| Owner::RouterInterface(p.id.clone()));
         let routers = topo.routers.keys().cloned().map(Owner::Router);
+        let rules = topo.rules.keys().cloned().map(Owner::SgRule);
         std::iter::once(Owner::Static)
             .chain(networks)
             .chain(ports)
             .chain(interfaces)
             .chain(routers)
+            .chain(rules)
             .find(|o| o.owns(cookie))
     }
 
@@ -486,6 +488,18 @@ impl Inventory {
                     ),
                 }
             }
+            Owner::SgRule(id) => match topo.rules.get(id) {
+                None => gone(),
+                Some(r) => {
+                    let group = topo
+                        .security_groups
+                        .get(&r.group)
+                        .map(|g| format!("security group {} ({})", g.name, short(&g.id)))
+                        .unwrap_or_else(|| format!("security group {}", short(&r.group)));
+                    let direction = if r.ingress { "ingress" } else { "egress" };
+                    format!("rule {} ({direction}) of {group}", short(id))
+                }
+            },
         }
     }
 

@@ -8,7 +8,9 @@
 //! install, [`local::compute_flows`]). The simulator ([`flowsim`]) walks them; every step is
 //! printed with its table and stage ([`pipeline::tables`]), flow and owning API object (from the
 //! cookie, [`inventory`]); the way through routers is told in API terms ([`path`]: the router
-//! entered, the route taken, the next hop), and so is the verdict ([`explain`]): delivered to a
+//! entered, the route taken, the next hop), so are the security groups ([`acl`]: the connection
+//! state and the rule that admitted the packet, or that none did), and so is the verdict
+//! ([`explain`]): delivered to a
 //! port, sent over the tunnel to a chassis for a port, answered by the ARP responder or a router,
 //! sent to the agent and why, or dropped and why.
 //!
@@ -16,10 +18,12 @@
 //! * [`request`]: packet construction.
 //! * [`local`]: the chassis' VIFs and tunnel, and the computed flows.
 //! * [`path`]: the way through routers.
+//! * [`acl`]: the security groups.
 //! * [`explain`]: the verdict.
 //! * [`fetch`]: talking to the server, OVSDB and the switch.
 //! * [`cli`]: the `wyvern trace` command line.
 
+pub mod acl;
 pub mod cli;
 pub mod explain;
 pub mod fetch;
@@ -98,6 +102,8 @@ pub struct Report {
     pub steps: String,
     /// The way through routers in API terms, one sentence per line (empty if none routed it).
     pub path: Vec<String>,
+    /// The security groups in API terms, one sentence per direction filtered (empty if none).
+    pub security: Vec<String>,
     /// The verdict in API terms, one sentence per line.
     pub verdict: Vec<String>,
 }
@@ -121,6 +127,13 @@ impl fmt::Display for Report {
             writeln!(f, "Path in API terms:")?;
             for p in &self.path {
                 writeln!(f, "  {p}")?;
+            }
+            writeln!(f)?;
+        }
+        if !self.security.is_empty() {
+            writeln!(f, "Security groups in API terms:")?;
+            for s in &self.security {
+                writeln!(f, "  {s}")?;
             }
             writeln!(f)?;
         }
@@ -154,7 +167,9 @@ pub fn simulate(
     report(inv, local, flows, &request::build(inv, req)?)
 }
 
-/// Traces the packet `built` through `flows` on the chassis `local`, naming things after `inv`.
+/// Traces the packet `built` through `flows` on the chassis `local`, naming things after `inv`;
+/// conntrack gives the packet the state `built.ct_state` if set, else its own (a new
+/// connection: the simulator holds none before it).
 pub fn report(
     inv: &Inventory,
     local: &Local,
@@ -162,7 +177,10 @@ pub fn report(
     built: &Built,
 ) -> Result<Report, Error> {
     let (in_port, packet) = built.enter(inv, local)?;
-    let trace = flowsim::trace(&tables(&flows, local)?, in_port, packet);
+    let tables = tables(&flows, local)?;
+    let mut sim = flowsim::Simulator::new(&tables);
+    sim.conntrack_mut().force_state(built.ct_state);
+    let trace = sim.trace(in_port, packet);
     let mut header = vec![format!("Chassis {}: {}", local.chassis, flows.origin)];
     header.extend(flows.remarks.iter().map(|r| format!("  {r}")));
     header.extend([
@@ -170,6 +188,12 @@ pub fn report(
         request::describe(inv, built),
     ]);
     header.extend(built.notes.iter().map(|n| format!("  {n}")));
+    if let Some(state) = built.ct_state {
+        header.push(format!(
+            "  conntrack takes it as {} (--ct-state)",
+            request::ct_state_text(state)
+        ));
+    }
     if !inv.malformed.is_empty() {
         header.push(format!(
             "Left out as malformed (as the agent leaves them out): {}",
@@ -188,12 +212,14 @@ pub fn report(
         .tables(explain::stage_name)
         .to_string();
     let path = path::path(inv, &trace);
+    let security = acl::security(inv, local, &trace);
     let verdict = explain::verdict(inv, local, built, &trace);
     Ok(Report {
         header,
         trace,
         steps,
         path,
+        security,
         verdict,
     })
 }

@@ -78,10 +78,16 @@ pub fn compute_flows(inv: &Inventory, local: &Local) -> Vec<Flow> {
         .keys()
         .filter_map(|id| topo.ports.get(id))
         .map(|p| p.network_id.clone());
-    let (networks, routers) = topo.needs(&local.chassis, vif_networks);
+    let needs = topo.needs(
+        &local.chassis,
+        local.vifs.keys().map(String::as_str),
+        vif_networks,
+    );
     let topics = nb_keys::Topics {
-        networks,
-        routers,
+        networks: needs.networks,
+        routers: needs.routers,
+        security_groups: needs.security_groups,
+        address_groups: needs.address_groups,
         chassis: Some(local.chassis.clone()),
         ..nb_keys::Topics::default()
     };

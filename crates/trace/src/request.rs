@@ -13,6 +13,7 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use flowsim::conntrack::ct_state;
 use flowsim::{Mac, Packet, Tunnel};
 use ipnet::IpNet;
 use openflow::Field;
@@ -136,6 +137,9 @@ pub struct Request {
     pub ttl: Option<u8>,
     /// Arriving over the tunnel instead of from the source port's VIF.
     pub tunnel: Option<FromTunnel>,
+    /// The `ct_state` bits conntrack gives the packet instead of its own
+    /// ([`flowsim::conntrack::ct_state`], parsed by [`parse_ct_state`]).
+    pub ct_state: Option<u32>,
 }
 
 impl Request {
@@ -178,6 +182,8 @@ pub struct Built {
     pub arrival: Option<Arrival>,
     /// How the addresses were chosen, one sentence each.
     pub notes: Vec<String>,
+    /// The `ct_state` bits conntrack gives it instead of its own ([`Request::ct_state`]).
+    pub ct_state: Option<u32>,
 }
 
 impl Built {
@@ -462,7 +468,49 @@ pub fn build(inv: &Inventory, req: &Request) -> Result<Built, Error> {
         packet,
         arrival,
         notes,
+        ct_state: req.ct_state,
     })
+}
+
+/// The `ct_state` flags conntrack can give a packet, by name (`trk` is implied).
+const CT_FLAGS: [(&str, u32); 5] = [
+    ("new", ct_state::NEW),
+    ("est", ct_state::EST),
+    ("rel", ct_state::REL),
+    ("rpl", ct_state::RPL),
+    ("inv", ct_state::INV),
+];
+
+/// `--ct-state`: flag names separated by `,` or `+` (`new`, `est`, `est,rpl` for a reply,
+/// `rel`, `inv`; `trk` may be given, it is implied).
+pub fn parse_ct_state(s: &str) -> Result<u32, String> {
+    let mut state = 0;
+    for name in s.split([',', '+']).map(str::trim).filter(|n| !n.is_empty()) {
+        if name == "trk" {
+            continue;
+        }
+        let (_, bit) = CT_FLAGS.iter().find(|(n, _)| *n == name).ok_or_else(|| {
+            format!("unknown conntrack state {name:?} (one of new, est, rel, rpl, inv, trk)")
+        })?;
+        state |= bit;
+    }
+    if state == 0 {
+        return Err("no conntrack state given (new, est, est,rpl, rel or inv)".into());
+    }
+    Ok(state)
+}
+
+/// `trk,est,rpl`: the flags of `state`, as `ofproto/trace` writes them.
+pub fn ct_state_text(state: u32) -> String {
+    std::iter::once("trk")
+        .chain(
+            CT_FLAGS
+                .iter()
+                .filter(|(_, b)| state & b != 0)
+                .map(|(n, _)| *n),
+        )
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// An ARP packet of `kind` (its neighbour discovery counterpart for IPv6) from `src_mac`/`src`

@@ -5,20 +5,26 @@
 //! (`wyvern_agent_server_failovers_total` up) without a new snapshot (`sync_snapshots`
 //! unchanged); a port created through server-2 (with the `openstack` CLI) and plugged on c3 has
 //! its flows on every chassis within 1 s and answers pings; the `openstack` CLI lists networks
-//! against either server; with both servers down VM traffic keeps flowing (0 of 50 pings lost
-//! over 10 s); when server-1 returns every agent resumes its watch (no snapshot) and follows a
-//! change made through it.
+//! against either server; with server-1 back, the etcd leader killed with -9 while networks and
+//! ports are created through both servers at once: after the election writes go on through
+//! either server, and every write a server acknowledged is listed by both (and by server-1 again
+//! at the end); with both servers down VM traffic keeps flowing (0 of 150 pings lost over 30 s,
+//! on two pairs of VMs); when server-1 returns every agent resumes its watch (no snapshot) and
+//! follows a change made through it.
 //!
 //! The lab (etcd members, servers, agents, OVS, namespaces) is torn down in any case: dropping
 //! it does, also on a panic; the test's own VM namespace is dropped before it.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use lab::{Lab, LabOptions, Topology, names};
-use serde_json::Value;
+use serde_json::{Value, json};
 use testbed::{Host, HostOpts, Netns};
 
 const CHASSIS: [&str; 3] = ["c1", "c2", "c3"];
@@ -121,16 +127,244 @@ fn reaches(lab: &Lab, vm: &str, ip: &str, tries: usize) -> bool {
     })
 }
 
-/// 50 pings over 10 s from `vm` to `ip`; how many were lost.
+/// 150 pings over 30 s from `vm` to `ip`; ping's summary line (how many were lost).
 fn lost_pings(lab: &Lab, vm: &str, ip: &str) -> String {
     let out = lab
-        .exec(vm, &["ping", "-c", "50", "-i", "0.2", "-W", "1", ip])
+        .exec(vm, &["ping", "-c", "150", "-i", "0.2", "-W", "1", ip])
         .expect("ping");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     text.lines()
         .find(|l| l.contains("packet loss"))
         .unwrap_or(&text)
         .to_owned()
+}
+
+/// A write a server acknowledged: which server, what was made (`networks` or `ports`), its id,
+/// and when the request was sent.
+struct Ack {
+    server: usize,
+    kind: &'static str,
+    id: String,
+    sent: Instant,
+}
+
+/// What every writer records while it runs.
+#[derive(Default)]
+struct Journal {
+    acks: Mutex<Vec<Ack>>,
+    failed: Mutex<Vec<String>>,
+    stop: AtomicBool,
+}
+
+impl Journal {
+    /// How many writes of `kind` through `server` sent after `since` were acknowledged.
+    fn acked_since(&self, server: usize, kind: &str, since: Instant) -> usize {
+        let acks = self.acks.lock().unwrap();
+        acks.iter()
+            .filter(|a| a.server == server && a.kind == kind && a.sent >= since)
+            .count()
+    }
+}
+
+/// The writers of one kind and server at a time: one network writer and two port writers
+/// (ports on `net`) per server.
+const WRITERS: [&str; 3] = ["networks", "ports", "ports"];
+
+/// Creates `kind` through the server at `url` (`server` is its index) one after the other
+/// until the journal says stop, recording what was acknowledged and what failed.
+async fn writer(
+    http: reqwest::Client,
+    url: String,
+    server: usize,
+    kind: &'static str,
+    net: String,
+    journal: Arc<Journal>,
+) {
+    let mut n = 0;
+    while !journal.stop.load(Ordering::Relaxed) {
+        n += 1;
+        let name = format!("w{server}-{n}");
+        let (one, body) = match kind {
+            "networks" => ("network", json!({"network": {"name": name}})),
+            _ => ("port", json!({"port": {"network_id": net, "name": name}})),
+        };
+        let sent = Instant::now();
+        let answer = http
+            .post(format!("{url}/v2.0/{kind}"))
+            .json(&body)
+            .send()
+            .await;
+        let outcome = match answer {
+            Ok(r) if r.status().is_success() => {
+                let v: Value = r.json().await.unwrap_or(Value::Null);
+                v[one]["id"]
+                    .as_str()
+                    .map(str::to_owned)
+                    .ok_or(format!("{v}"))
+            }
+            Ok(r) => {
+                let status = r.status();
+                Err(format!("{status} {}", r.text().await.unwrap_or_default()))
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        match outcome {
+            Ok(id) => journal.acks.lock().unwrap().push(Ack {
+                server,
+                kind,
+                id,
+                sent,
+            }),
+            Err(why) => {
+                let why = format!("{kind} via server-{}: {why}", server + 1);
+                journal.failed.lock().unwrap().push(why);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The ids of every `kind` the server at `url` lists.
+fn listed(
+    rt: &tokio::runtime::Runtime,
+    http: &reqwest::Client,
+    url: &str,
+    kind: &str,
+) -> BTreeSet<String> {
+    let v: Value = rt.block_on(async {
+        let r = http
+            .get(format!("{url}/v2.0/{kind}?fields=id"))
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .unwrap_or_else(|e| panic!("listing {kind} at {url}: {e}"));
+        r.json().await.expect("a list as JSON")
+    });
+    v[kind]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o["id"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Every acknowledged write is listed by the server at `url`.
+fn all_listed(rt: &tokio::runtime::Runtime, http: &reqwest::Client, url: &str, acks: &[Ack]) {
+    for kind in ["networks", "ports"] {
+        let have = listed(rt, http, url, kind);
+        let missing: Vec<&str> = acks
+            .iter()
+            .filter(|a| a.kind == kind && !have.contains(&a.id))
+            .map(|a| a.id.as_str())
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "{url} lacks acknowledged {kind}: {missing:?}"
+        );
+    }
+}
+
+/// Kills the etcd leader with -9 while every server takes writes (networks, and ports on a
+/// network of their own): writes go on through every server after the election, and every
+/// acknowledged write is listed by every server. Starts the member again; returns the
+/// acknowledged writes.
+fn kill_the_etcd_leader_under_writes(lab: &mut Lab, urls: &[String]) -> Vec<Ack> {
+    /// Acknowledged writes per writer that show it is writing (before and after the kill).
+    const FLOWING: usize = 3;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("HTTP client");
+    let net = rt.block_on(async {
+        let post = |kind: &str, body: Value| {
+            let req = http.post(format!("{}/v2.0/{kind}", urls[0])).json(&body);
+            async move {
+                let v: Value = req.send().await.expect("POST").json().await.expect("JSON");
+                v
+            }
+        };
+        let net = post("networks", json!({"network": {"name": "writes"}})).await;
+        let id = net["network"]["id"]
+            .as_str()
+            .expect("network id")
+            .to_owned();
+        let subnet = json!({"subnet": {"network_id": id, "ip_version": 4, "cidr": "10.99.0.0/16"}});
+        post("subnets", subnet).await;
+        id
+    });
+    let journal = Arc::new(Journal::default());
+    let tasks: Vec<_> = (0..urls.len())
+        .flat_map(|s| WRITERS.map(|kind| (s, kind)))
+        .map(|(s, kind)| {
+            let task = writer(
+                http.clone(),
+                urls[s].clone(),
+                s,
+                kind,
+                net.clone(),
+                journal.clone(),
+            );
+            rt.spawn(task)
+        })
+        .collect();
+    let flowing = |since: Instant| {
+        (0..urls.len()).all(|s| {
+            ["networks", "ports"]
+                .iter()
+                .all(|k| journal.acked_since(s, k, since) >= FLOWING)
+        })
+    };
+    let start = Instant::now();
+    wait_for(
+        "writes through every server",
+        Duration::from_secs(10),
+        || flowing(start),
+    );
+
+    let leader = lab.etcd_leader().expect("the etcd leader");
+    lab.stop(&leader).expect("kill the etcd leader");
+    let killed = Instant::now();
+    let elected = wait_for("a new etcd leader", Duration::from_secs(10), || {
+        lab.etcd_leader().is_ok_and(|l| l != leader)
+    });
+    let after = Instant::now();
+    let resumed = wait_for("writes after the election", Duration::from_secs(10), || {
+        flowing(after)
+    });
+    journal.stop.store(true, Ordering::Relaxed);
+    rt.block_on(async {
+        for t in tasks {
+            t.await.expect("a writer");
+        }
+    });
+    let acks = std::mem::take(&mut *journal.acks.lock().unwrap());
+    let failed = journal.failed.lock().unwrap();
+    // The longest time no server acknowledged anything around the kill.
+    let mut sent: Vec<Instant> = acks.iter().map(|a| a.sent).collect();
+    sent.sort();
+    let stall = sent
+        .windows(2)
+        .filter(|w| w[1] >= killed)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or_default();
+    println!(
+        "{leader} (the etcd leader) killed: a new leader within {elected:?}, writes through \
+         both servers {resumed:?} after that; {} writes acknowledged, {} failed, longest stall \
+         {stall:?}; failures: {failed:?}",
+        acks.len(),
+        failed.len()
+    );
+    for url in urls {
+        all_listed(&rt, &http, url, &acks);
+    }
+    lab.start(&leader).expect("start the old leader again");
+    acks
 }
 
 /// A VM on `chassis` for `port` (made through the API, not by the lab): a namespace named like
@@ -230,7 +464,12 @@ fn agents_fail_over_and_traffic_survives_the_servers() {
     }
     assert_eq!(metrics(&lab, SNAPSHOTS), snapshots, "a snapshot was taken");
 
+    // server-1 back: the etcd leader dies while both servers take writes.
+    lab.start("server-1").expect("start server-1");
+    let acks = kill_the_etcd_leader_under_writes(&mut lab, &urls);
+
     // No server at all: traffic keeps flowing.
+    lab.stop("server-1").expect("kill server-1");
     lab.stop("server-2").expect("kill server-2");
     let (a, b) = thread::scope(|s| {
         let a = s.spawn(|| lost_pings(&lab, "web1", "10.0.0.13"));
@@ -258,6 +497,11 @@ fn agents_fail_over_and_traffic_survives_the_servers() {
         chassis_with_flows_for(&lab, &mac) == 0
     });
     assert_eq!(metrics(&lab, SNAPSHOTS), snapshots, "a snapshot was taken");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    all_listed(&rt, &reqwest::Client::new(), &urls[0], &acks);
     drop(web9);
     drop(lab);
 }

@@ -456,8 +456,6 @@ fn converge_changes(lab: &mut Lab, topo: &Topology, want: &[&str]) -> Outcome {
 }
 
 #[test]
-#[ignore = "the datapath enforces no security group yet (issue 11): the specification of that work; \
-            run with `cargo test -p wyvern --test security_groups -- --ignored`"]
 fn security_groups() {
     let name = format!("sg{}", std::process::id() % 100_000);
     let base = Variant::default();

@@ -13,6 +13,9 @@
 //! packets the command line sends are checked too; tunnel outputs' source address as well. A mismatch fails the test with both traces; `TRACE_DIFF_SEED` repeats a run's
 //! random packets.
 //!
+//! Conntrack (the security groups' stages) gives every packet `trk,new` in both tracers
+//! (`--ct-next` for ofproto/trace, a forced state for the simulator).
+//!
 //! Open vSwitch's verdict is read from its datapath actions (ports mapped back to OpenFlow
 //! ports with `dpif/show`) and the OpenFlow part of its trace (tables, userdata). br-int holds no
 //! groups (checked): the select groups, whose bucket OVS leaves to the datapath's hash, are not
@@ -238,11 +241,12 @@ fn theirs(text: &str, packet: &Packet, sw: &Switch) -> Result<Outcome, String> {
     // Only br-int's part. A tunnel output goes on through br-phy, whose one flow (table 0,
     // NORMAL) OVS prints after a `bridge("br-phy")` line, not indented under the output.
     let mut in_br_phy = false;
-    let mut datapath = None;
+    // One line per pass: a packet recirculated after conntrack shows its actions in each.
+    let mut datapath = Vec::new();
     for line in text.lines() {
         let l = line.trim();
         if let Some(rest) = l.strip_prefix("Datapath actions: ") {
-            datapath = Some(rest);
+            datapath.push(rest);
             continue;
         }
         if l.starts_with("bridge(\"") {
@@ -274,20 +278,20 @@ fn theirs(text: &str, packet: &Packet, sw: &Switch) -> Result<Outcome, String> {
             );
         }
     }
-    let datapath = datapath.ok_or("no datapath actions")?;
+    if datapath.is_empty() {
+        return Err("no datapath actions".into());
+    }
     let mut outcome = Outcome {
         tables,
         outputs: Vec::new(),
         controller: Vec::new(),
     };
     let mut userdata = userdata.into_iter();
-    datapath_actions(
-        datapath,
-        Headers::of(packet),
-        sw,
-        &mut outcome,
-        &mut userdata,
-    )?;
+    // Header rewrites of one pass carry over into the next.
+    let mut headers = Headers::of(packet);
+    for pass in datapath {
+        headers = datapath_actions(pass, headers, sw, &mut outcome, &mut userdata)?;
+    }
     Ok(outcome)
 }
 
@@ -297,7 +301,7 @@ fn datapath_actions(
     sw: &Switch,
     out: &mut Outcome,
     userdata: &mut impl Iterator<Item = Vec<u8>>,
-) -> Result<(), String> {
+) -> Result<Headers, String> {
     let ofport = |dp: &str| {
         dp.parse::<u32>()
             .ok()
@@ -305,7 +309,8 @@ fn datapath_actions(
             .ok_or(format!("datapath port {dp} is not on br-int"))
     };
     for a in split_top(actions) {
-        if a == "drop" {
+        // Conntrack and the recirculation after it: ofproto/trace follows it with `--ct-next`.
+        if a == "drop" || a.starts_with("ct(") || a == "ct" || a.starts_with("recirc(") {
             continue;
         }
         if a.bytes().all(|b| b.is_ascii_digit()) {
@@ -322,7 +327,9 @@ fn datapath_actions(
                 let (key, attrs) = call(inner).ok_or(format!("bad set {a:?}"))?;
                 headers.set(key, attrs)?;
             }
-            "clone" => datapath_actions(inner, headers.clone(), sw, out, userdata)?,
+            "clone" => {
+                datapath_actions(inner, headers.clone(), sw, out, userdata)?;
+            }
             "userspace" if inner.contains("controller(") => {
                 let num = |k: &str| attr(inner, k).ok_or(format!("no {k} in {a:?}"));
                 let reason: u8 = num("reason")?.parse().map_err(|e| format!("{e}"))?;
@@ -365,12 +372,12 @@ fn datapath_actions(
                 });
                 // What follows in this list is the underlay's (the encapsulated packet's way
                 // out of br-phy); more of the overlay's actions would have come in a `clone`.
-                return Ok(());
+                return Ok(headers);
             }
             _ => return Err(format!("unexpected datapath action {a:?}")),
         }
     }
-    Ok(())
+    Ok(headers)
 }
 
 /// br-int's datapath ports and their OpenFlow numbers, from `dpif/show`.
@@ -907,7 +914,20 @@ fn ofproto_trace(lab: &Lab, chassis: &str, packet: &Packet) -> (std::process::Ou
     let mut tries = 0;
     loop {
         let out = lab
-            .exec(chassis, &["ovs-appctl", "ofproto/trace", "br-int", &flow])
+            .exec(
+                chassis,
+                &[
+                    "ovs-appctl",
+                    "ofproto/trace",
+                    "br-int",
+                    &flow,
+                    // The egress and the ingress security groups' conntrack.
+                    "--ct-next",
+                    "trk,new",
+                    "--ct-next",
+                    "trk,new",
+                ],
+            )
             .expect("ovs-appctl ofproto/trace");
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         tries += 1;
@@ -1001,7 +1021,12 @@ fn simulator_agrees_with_ofproto_trace() {
     for case in &cases {
         let sw = &switches[case.chassis];
         let packet = case.packet.clone().with(Field::InPort, case.in_port.into());
-        let sim = flowsim::trace(&sw.tables, case.in_port, case.packet.clone());
+        // Every `ct` gives the packet `trk,new`, as `--ct-next` tells ofproto/trace.
+        let mut simulator = flowsim::Simulator::new(&sw.tables);
+        simulator
+            .conntrack_mut()
+            .force_state(Some(flowsim::conntrack::ct_state::NEW));
+        let sim = simulator.trace(case.in_port, case.packet.clone());
         let (out, text) = ofproto_trace(&lab, &sw.name, &packet);
         let mine = ours(&sim);
         let verdict = match theirs(&text, &packet, sw) {

@@ -85,7 +85,7 @@ pub(super) async fn run(p: &Params, ctx: &mut Ctx, lab: &mut Lab) -> anyhow::Res
          [[vm]]\nname = \"{TO_VM}\"\nnetwork = \"{existing}\"\nchassis = \"{to_chassis}\"\n",
         subnet_cidr(0)
     );
-    let grown = topology(lab.name(), ctx.nodes.len(), &extra)?;
+    let grown = topology(lab.name(), p, &extra)?;
     tokio::task::block_in_place(|| lab.converge(&grown)).context("adding the probe VMs")?;
     ctx.nodes[from_node].vifs += 1;
     ctx.nodes[to_node].vifs += 1;
@@ -166,7 +166,7 @@ pub(super) async fn run(p: &Params, ctx: &mut Ctx, lab: &mut Lab) -> anyhow::Res
 async fn probe_network(ctx: &Ctx) -> anyhow::Result<String> {
     let net = post(
         &ctx.http,
-        &format!("{}/v2.0/networks", ctx.api),
+        &format!("{}/v2.0/networks", ctx.apis[0]),
         json!({"network": {"name": PROBE_NET}}),
     )
     .await
@@ -176,7 +176,7 @@ async fn probe_network(ctx: &Ctx) -> anyhow::Result<String> {
         .ok_or_else(|| anyhow!("network without id: {net}"))?;
     let subnet = post(
         &ctx.http,
-        &format!("{}/v2.0/subnets", ctx.api),
+        &format!("{}/v2.0/subnets", ctx.apis[0]),
         json!({"subnet": {"network_id": net, "ip_version": 4, "cidr": PROBE_CIDR,
                           "enable_dhcp": false}}),
     )

@@ -309,6 +309,23 @@ impl Lab {
         Ok(pid)
     }
 
+    /// The etcd member that leads the cluster now (`etcd-N`), as the running members know it
+    /// (for tests and users who want to kill the leader).
+    pub fn etcd_leader(&self) -> Result<String> {
+        let endpoints: Vec<String> = self
+            .state
+            .etcd
+            .iter()
+            .map(|m| format!("127.0.0.1:{}", m.client_port))
+            .collect();
+        let leader = super::block_on(async {
+            etcd_fixture::leader_among(&endpoints)
+                .await
+                .map_err(|e| Error::NotFound(format!("lab {}: no etcd leader: {e}", self.name)))
+        })?;
+        Ok(Service::Etcd(leader).to_string())
+    }
+
     /// The URL of every server (`server-1` first).
     pub fn server_urls(&self) -> Vec<String> {
         self.state

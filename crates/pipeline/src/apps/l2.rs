@@ -1,23 +1,25 @@
-//! L2 lookup (table [`L2`]): a frame for a port's MAC is output to its local VIF, or, if it did not
+//! L2 lookup (table [`L2`]): a frame for a port's MAC goes to its local VIF (through the ingress
+//! security groups: the port in `reg4`, then [`DELIVER`] outputs it), or, if it did not
 //! come from a tunnel, sent through the tunnel with the network's VNI to the chassis the port is
 //! bound to (if that chassis is up). Anything else on a network goes to flooding. A MAC two ports
 //! claim on one network gets no flow (the frame is flooded) until only one claims it.
 
-use openflow::{Field, Flow, Instructions, Match};
+use openflow::text::set_field;
+use openflow::{Action, Field, Flow, Instructions, Match, Subfield};
 
-use super::{App, OwnerKind, Spec, flow, goto, output, to_tunnel};
+use super::{App, OwnerKind, Spec, flow, goto, to_tunnel};
 use crate::cookie::Owner;
 use crate::deps::Ctx;
 use crate::model::Kind;
-use crate::tables::{FLOOD, L2, REG_FROM_TUNNEL, Register};
+use crate::tables::{ACL_INGRESS, DELIVER, FLOOD, L2, REG_FROM_TUNNEL, REG_OUT_PORT, Register};
 
 pub struct L2Lookup;
 
 static SPEC: Spec = Spec {
     name: "l2",
-    tables: &[L2],
-    reads: &[Register::Metadata, Register::FromTunnel],
-    writes: &[],
+    tables: &[L2, DELIVER],
+    reads: &[Register::Metadata, Register::FromTunnel, Register::OutPort],
+    writes: &[Register::OutPort],
     owners: &[OwnerKind::Port, OwnerKind::Network],
     inputs: &[Kind::Network, Kind::Port, Kind::Chassis, Kind::ChassisUp],
 };
@@ -25,6 +27,21 @@ static SPEC: Spec = Spec {
 impl App for L2Lookup {
     fn spec(&self) -> &'static Spec {
         &SPEC
+    }
+
+    /// The last stage: out of the local port the lookup chose.
+    fn fixed(&self) -> Vec<Flow> {
+        let out = Action::OutputReg {
+            src: Subfield::whole(Field::Reg(REG_OUT_PORT)),
+            max_len: 0,
+        };
+        vec![flow(
+            &Owner::Static,
+            DELIVER,
+            10,
+            Match::new(),
+            Instructions::apply(vec![out]),
+        )]
     }
 
     fn flows(&self, ctx: &mut Ctx<'_>, owner: &Owner, out: &mut Vec<Flow>) {
@@ -43,7 +60,13 @@ impl App for L2Lookup {
                     .with(Field::Metadata, vni.into())
                     .with(Field::EthDst, port.mac.into());
                 if let Some(ofport) = ctx.ofport(id) {
-                    let deliver = Instructions::apply(vec![output(ofport)]);
+                    // Delivered through the ingress security groups.
+                    let mut deliver = goto(ACL_INGRESS);
+                    deliver.apply = vec![set_field(
+                        Field::Reg(REG_OUT_PORT),
+                        ofport.into(),
+                        0xffff_ffff,
+                    )];
                     out.push(flow(owner, L2, 100, dst, deliver));
                 } else if let Some(chassis) = ctx.remote_chassis(port)
                     && let Some(tunnel) = ctx.tunnel()

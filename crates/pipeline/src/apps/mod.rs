@@ -10,6 +10,7 @@ mod flood;
 mod l2;
 mod responder;
 mod routing;
+mod security_groups;
 
 use std::net::Ipv4Addr;
 
@@ -30,6 +31,7 @@ pub enum OwnerKind {
     Port,
     Router,
     RouterInterface,
+    SgRule,
 }
 
 impl OwnerKind {
@@ -40,6 +42,7 @@ impl OwnerKind {
             Owner::Port(_) => Some(OwnerKind::Port),
             Owner::Router(_) => Some(OwnerKind::Router),
             Owner::RouterInterface(_) => Some(OwnerKind::RouterInterface),
+            Owner::SgRule(_) => Some(OwnerKind::SgRule),
         }
     }
 }
@@ -61,13 +64,18 @@ pub struct Spec {
 /// One datapath feature.
 pub trait App: Sync {
     fn spec(&self) -> &'static Spec;
+    /// Flows that depend on no input (owned by [`Owner::Static`], like the table misses).
+    fn fixed(&self) -> Vec<Flow> {
+        Vec::new()
+    }
     /// Appends `owner`'s flows to `out`, reading the topology only through `ctx`.
     fn flows(&self, ctx: &mut Ctx<'_>, owner: &Owner, out: &mut Vec<Flow>);
 }
 
 /// Every app, in pipeline order.
-pub static APPS: [&dyn App; 6] = [
+pub static APPS: [&dyn App; 7] = [
     &classifier::Classifier,
+    &security_groups::SecurityGroups,
     &responder::Responder,
     &dhcp::Dhcp,
     &routing::Routing,

@@ -7,11 +7,16 @@
 //!   gateways, neighbour discovery and short ids;
 //! - [`routed`]: networks joined by routers: routed packets, extra routes, the router's answers,
 //!   TTL expiry, missing routes, isolation of another project's router, and a network type the
-//!   pipeline does not serve.
+//!   pipeline does not serve;
+//! - [`security_groups`]: the rules that admit a packet (remote group, prefix, address group),
+//!   none, connection states, a stateless group, the bypasses.
+//!
+//! Every port [`port`] makes is in a security group that admits everything ([`open_group`]).
 
 mod l2;
 mod packets;
 mod routed;
+mod security_groups;
 
 use serde_json::{Value, json};
 use trace::{FlowSet, Inventory, Local, Probe, Request, compute_flows};
@@ -39,7 +44,7 @@ fn port(id: &str, name: &str, net: &str, mac: &str, ips: &str, host: &str) -> It
     (
         format!("/r/ports/{id}"),
         json!({"id": id, "name": name, "network_id": net, "mac_address": mac,
-               "fixed_ips": fixed, "admin_state_up": true,
+               "fixed_ips": fixed, "admin_state_up": true, "security_groups": [OPEN],
                "port_security_enabled": true, "binding:host_id": host, "status": "ACTIVE"}),
     )
 }
@@ -54,8 +59,47 @@ fn chassis(name: &str, ip: &str) -> [Item; 2] {
     ]
 }
 
-/// The inventory of `items` at revision 42, with the ports in `vms` (id, name) as lab VMs.
-fn inventory(items: Vec<Item>, vms: &[(&str, &str)]) -> Inventory {
+/// The security group [`port`] puts ports in: it admits everything, both ways.
+const OPEN: &str = "sg-open";
+
+fn security_group(id: &str, name: &str, stateful: bool) -> Item {
+    (
+        format!("/r/security_groups/{id}"),
+        json!({"id": id, "name": name, "stateful": stateful}),
+    )
+}
+
+/// A rule of `group`: `direction`, `ethertype`, and more attributes in `extra`.
+fn rule(id: &str, group: &str, direction: &str, ethertype: &str, extra: Value) -> Item {
+    let mut v = json!({"id": id, "security_group_id": group, "direction": direction,
+                       "ethertype": ethertype});
+    if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
+        o.extend(e.clone());
+    }
+    (format!("/r/security_group_rules/{id}"), v)
+}
+
+/// [`OPEN`] and its rules.
+fn open_group() -> Vec<Item> {
+    let mut items = vec![security_group(OPEN, "open", true)];
+    for dir in ["ingress", "egress"] {
+        for eth in ["IPv4", "IPv6"] {
+            items.push(rule(
+                &format!("open-{dir}-{eth}"),
+                OPEN,
+                dir,
+                eth,
+                json!({}),
+            ));
+        }
+    }
+    items
+}
+
+/// The inventory of `items` and [`open_group`] at revision 42, with the ports in `vms` (id,
+/// name) as lab VMs.
+fn inventory(mut items: Vec<Item>, vms: &[(&str, &str)]) -> Inventory {
+    items.extend(open_group());
     let mut inv = Inventory::from_items(items);
     inv.revision = 42;
     for (id, vm) in vms {
