@@ -378,6 +378,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         metrics: metrics.clone(),
     };
     let mut retry = tokio::time::interval(UNKNOWN_PORT_RETRY);
+    let mut sync_stats = agent.sync.subscribe();
     // Unsolicited router advertisements, on Neutron's (radvd's) schedule.
     let mut advertised = 0u32;
     let next_advertisement = |sent| {
@@ -407,6 +408,8 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
                 pipeline::Delta::default()
             }
             Some(update) = updates.recv() => agent.apply_update(update),
+            // The sync counters changed (a resume, a failover): published at once.
+            Ok(()) = sync_stats.changed() => pipeline::Delta::default(),
             event = sw.watcher.next() => agent.vif_event(event)?,
             event = of_events.recv() => sw.event(&mut agent, event).await?.unwrap_or_default(),
             Some(outcome) = sw.in_flight.next(), if !sw.in_flight.is_empty() => {

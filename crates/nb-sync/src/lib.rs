@@ -188,6 +188,12 @@ impl Handle {
     pub fn stats(&self) -> Stats {
         self.stats.borrow().clone()
     }
+
+    /// A receiver that wakes whenever the counters change (a resume after a failover, a
+    /// snapshot), for consumers that publish them.
+    pub fn subscribe(&self) -> watch::Receiver<Stats> {
+        self.stats.clone()
+    }
 }
 
 /// The query naming `topics`, those in `late` from after their revision.

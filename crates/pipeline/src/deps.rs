@@ -32,8 +32,8 @@ pub enum Dep {
     SgRule(String),
     /// The rules of a security group.
     RulesOf(String),
-    /// The member ports of a security group (membership and their addresses).
-    MembersOf(String),
+    /// The rules naming a security group as their remote.
+    RulesNaming(String),
     AddressGroup(String),
     /// The local OpenFlow port of a port's VIF.
     Vif(String),
@@ -50,10 +50,9 @@ impl Dep {
             | Dep::PortsOn(_)
             | Dep::InterfacesOn(_)
             | Dep::InterfacesOf(_)
-            | Dep::Claim(_)
-            | Dep::MembersOf(_) => Kind::Port,
+            | Dep::Claim(_) => Kind::Port,
             Dep::SecurityGroup(_) => Kind::SecurityGroup,
-            Dep::SgRule(_) | Dep::RulesOf(_) => Kind::SecurityGroupRule,
+            Dep::SgRule(_) | Dep::RulesOf(_) | Dep::RulesNaming(_) => Kind::SecurityGroupRule,
             Dep::AddressGroup(_) => Kind::AddressGroup,
             Dep::Router(_) => Kind::Router,
             Dep::Chassis(_) => Kind::Chassis,
@@ -128,9 +127,9 @@ impl<'t> Ctx<'t> {
         self.topo.rules_of(group)
     }
 
-    pub fn members_of(&mut self, group: &str) -> impl Iterator<Item = &'t Port> + 't {
-        self.read(Dep::MembersOf(group.to_string()));
-        self.topo.members_of(group)
+    pub fn rules_naming(&mut self, group: &str) -> impl Iterator<Item = &'t SgRule> + 't {
+        self.read(Dep::RulesNaming(group.to_string()));
+        self.topo.rules_naming(group)
     }
 
     pub fn address_group(&mut self, id: &str) -> Option<&'t AddressGroup> {

@@ -24,7 +24,7 @@ use serde_json::Value;
 use apps::{APPS, OwnerKind};
 use cookie::Owner;
 use deps::{Ctx, Dep};
-use model::{Object, Port, Topology};
+use model::{Object, Port, Remote, Topology};
 use tables::{Miss, STAGES};
 
 /// A change to one input of the pipeline.
@@ -147,7 +147,6 @@ fn touched(obj: &Object, deps: &mut Vec<Dep>, owners: &mut Vec<Owner>) {
             deps.push(Dep::Port(p.id.clone()));
             deps.push(Dep::PortsOn(p.network_id.clone()));
             deps.extend(Topology::claim_keys(p).into_iter().map(Dep::Claim));
-            deps.extend(p.security_groups.iter().cloned().map(Dep::MembersOf));
             owners.push(Owner::Port(p.id.clone()));
             if let Some(r) = p.router() {
                 deps.push(Dep::InterfacesOf(r.to_string()));
@@ -163,6 +162,9 @@ fn touched(obj: &Object, deps: &mut Vec<Dep>, owners: &mut Vec<Owner>) {
         Object::SgRule(r) => {
             deps.push(Dep::SgRule(r.id.clone()));
             deps.push(Dep::RulesOf(r.group.clone()));
+            if let Remote::Group(g) = &r.remote {
+                deps.push(Dep::RulesNaming(g.clone()));
+            }
             owners.push(Owner::SgRule(r.id.clone()));
         }
         Object::AddressGroup(a) => deps.push(Dep::AddressGroup(a.id.clone())),

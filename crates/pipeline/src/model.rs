@@ -486,9 +486,9 @@ pub struct Topology {
     interfaces_on: BTreeMap<String, BTreeSet<String>>,
     /// The ports holding each MAC and each IP on a network ([`Topology::claim_keys`]).
     claims: BTreeMap<String, BTreeSet<String>>,
-    /// Rules by group, and member ports by group.
+    /// Rules by group, and rules by the group they name as remote.
     rules_of: BTreeMap<String, BTreeSet<String>>,
-    members: BTreeMap<String, BTreeSet<String>>,
+    remote_rules: BTreeMap<String, BTreeSet<String>>,
 }
 
 /// What a chassis follows of the northbound topology ([`Topology::needs`]).
@@ -596,9 +596,6 @@ impl Topology {
                 for key in Topology::claim_keys(&p) {
                     index(&mut self.claims, &key, &p.id);
                 }
-                for g in &p.security_groups {
-                    index(&mut self.members, g, &p.id);
-                }
                 if let Some(r) = p.router() {
                     index(&mut self.interfaces, r, &p.id);
                     index(&mut self.interfaces_on, &p.network_id, &p.id);
@@ -613,6 +610,9 @@ impl Topology {
             }
             Object::SgRule(r) => {
                 index(&mut self.rules_of, &r.group, &r.id);
+                if let Remote::Group(g) = &r.remote {
+                    index(&mut self.remote_rules, g, &r.id);
+                }
                 self.rules.insert(r.id.clone(), r);
             }
             Object::AddressGroup(a) => {
@@ -643,9 +643,6 @@ impl Topology {
                 for key in Topology::claim_keys(&p) {
                     unindex(&mut self.claims, &key, id);
                 }
-                for g in &p.security_groups {
-                    unindex(&mut self.members, g, id);
-                }
                 if let Some(r) = p.router() {
                     unindex(&mut self.interfaces, r, id);
                     unindex(&mut self.interfaces_on, &p.network_id, id);
@@ -662,6 +659,9 @@ impl Topology {
             Kind::SecurityGroupRule => {
                 let r = self.rules.remove(id)?;
                 unindex(&mut self.rules_of, &r.group, id);
+                if let Remote::Group(g) = &r.remote {
+                    unindex(&mut self.remote_rules, g, id);
+                }
                 Some(Object::SgRule(r))
             }
             Kind::AddressGroup => self.address_groups.remove(id).map(Object::AddressGroup),
@@ -794,13 +794,13 @@ impl Topology {
             .filter_map(|id| self.rules.get(id))
     }
 
-    /// The ports in a security group, in id order.
-    pub fn members_of<'a>(&'a self, group: &str) -> impl Iterator<Item = &'a Port> + 'a {
-        self.members
+    /// The rules that name `group` as their remote, in id order.
+    pub fn rules_naming<'a>(&'a self, group: &str) -> impl Iterator<Item = &'a SgRule> + 'a {
+        self.remote_rules
             .get(group)
             .into_iter()
             .flatten()
-            .filter_map(|id| self.ports.get(id))
+            .filter_map(|id| self.rules.get(id))
     }
 
     /// The interface ports of `router`, in id order.

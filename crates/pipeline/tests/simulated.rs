@@ -539,3 +539,133 @@ fn a_remote_group_rule_admits_members_only() {
         t.display(|c| p.describe_cookie(c))
     );
 }
+
+/// Puts A2 alone in a group with `rules` (JSON rule bodies without ids), `stateful` or not.
+fn guard_a2(p: &mut Pipeline, stateful: bool, rules: &[serde_json::Value]) {
+    let g = "9c000000-0000-4000-8000-000000000001";
+    p.apply(Input::Object(
+        format!("/r/security_groups/{g}"),
+        Some(json!({"id": g, "name": "guard", "stateful": stateful})),
+    ));
+    for (i, rule) in rules.iter().enumerate() {
+        let id = format!("9d00000{i}-0000-4000-8000-000000000001");
+        let mut r = rule.clone();
+        r["id"] = json!(id);
+        r["security_group_id"] = json!(g);
+        p.apply(Input::Object(
+            format!("/r/security_group_rules/{id}"),
+            Some(r),
+        ));
+    }
+    let mut v = port_json(&A2, NET_A, "ch1", true);
+    v["security_groups"] = json!([g]);
+    p.apply(Input::Object(format!("/r/ports/{}", A2.id), Some(v)));
+}
+
+fn tcp_to_a2(from: &Port, dport: u16) -> Packet {
+    Packet::tcp(
+        mac(from.mac),
+        mac(A2.mac),
+        ip(from.ip),
+        ip(A2.ip),
+        40000,
+        dport,
+        0x02,
+    )
+}
+
+#[test]
+fn every_kind_of_rule_admits_exactly_what_it_says() {
+    let delivered = |p: &Pipeline, in_port: u32, packet: Packet| {
+        trace(&tables(p), in_port, packet).verdict.ports() == vec![11]
+    };
+    // A port range (decomposed into masked matches).
+    let mut p = pipeline();
+    let range = json!({"direction": "ingress", "ethertype": "IPv4", "protocol": "tcp",
+        "port_range_min": 8001, "port_range_max": 8020});
+    guard_a2(&mut p, true, &[range]);
+    for (port, admitted) in [
+        (8000, false),
+        (8001, true),
+        (8013, true),
+        (8020, true),
+        (8021, false),
+    ] {
+        assert_eq!(
+            delivered(&p, 10, tcp_to_a2(&A1, port)),
+            admitted,
+            "tcp {port}"
+        );
+    }
+    assert!(!delivered(&p, 10, ping(&A1, A2.mac, A2.ip)), "no ICMP rule");
+    // ICMP by type: echo requests only.
+    let mut p = pipeline();
+    let echo = json!({"direction": "ingress", "ethertype": "IPv4", "protocol": "icmp",
+        "port_range_min": 8});
+    guard_a2(&mut p, true, &[echo]);
+    assert!(delivered(&p, 10, ping(&A1, A2.mac, A2.ip)));
+    let reply = Packet::echo_reply(mac(A1.mac), mac(A2.mac), ip(A1.ip), ip(A2.ip));
+    assert!(!delivered(&p, 10, reply), "an echo reply is another type");
+    // A remote prefix: A1 (10.0.0.11) is in 10.0.0.8/29, OPEN (10.0.0.14) too, B1 is not A2's
+    // network. Narrow it to A1 alone.
+    let mut p = pipeline();
+    let prefix = json!({"direction": "ingress", "ethertype": "IPv4", "protocol": "tcp",
+        "remote_ip_prefix": "10.0.0.11/32"});
+    guard_a2(&mut p, true, &[prefix]);
+    assert!(delivered(&p, 10, tcp_to_a2(&A1, 22)));
+    assert!(
+        !delivered(&p, 13, tcp_to_a2(&OPEN, 22)),
+        "outside the prefix"
+    );
+    // An address group, and its addresses changing.
+    let mut p = pipeline();
+    let ag = "9e000000-0000-4000-8000-000000000001";
+    let put_ag = |p: &mut Pipeline, addresses: &[&str]| {
+        p.apply(Input::Object(
+            format!("/r/address_groups/{ag}"),
+            Some(json!({"id": ag, "addresses": addresses})),
+        ));
+    };
+    put_ag(&mut p, &["10.0.0.14/32"]);
+    let by_group = json!({"direction": "ingress", "ethertype": "IPv4",
+        "remote_address_group_id": ag});
+    guard_a2(&mut p, true, &[by_group]);
+    assert!(delivered(&p, 13, tcp_to_a2(&OPEN, 22)));
+    assert!(!delivered(&p, 10, tcp_to_a2(&A1, 22)));
+    put_ag(&mut p, &["10.0.0.11/32"]);
+    assert!(delivered(&p, 10, tcp_to_a2(&A1, 22)), "the group changed");
+    assert!(!delivered(&p, 13, tcp_to_a2(&OPEN, 22)));
+}
+
+#[test]
+fn a_stateless_group_needs_a_rule_for_the_replies_too() {
+    // A2 admits TCP 80 in, statelessly, and nothing out: its replies to OPEN (a port without
+    // port security, so nothing filters them there) are dropped at A2's egress.
+    let mut p = pipeline();
+    let web = json!({"direction": "ingress", "ethertype": "IPv4", "protocol": "tcp",
+        "port_range_min": 80, "port_range_max": 80});
+    guard_a2(&mut p, false, std::slice::from_ref(&web));
+    assert_eq!(
+        trace(&tables(&p), 13, tcp_to_a2(&OPEN, 80)).verdict.ports(),
+        vec![11]
+    );
+    let reply = Packet::tcp(
+        mac(A2.mac),
+        mac(OPEN.mac),
+        ip(A2.ip),
+        ip(OPEN.ip),
+        80,
+        40000,
+        0x12,
+    );
+    assert!(
+        trace(&tables(&p), 11, reply.clone())
+            .verdict
+            .ports()
+            .is_empty()
+    );
+    // With an egress rule for the replies they pass.
+    let out = json!({"direction": "egress", "ethertype": "IPv4", "protocol": "tcp"});
+    guard_a2(&mut p, false, &[web, out]);
+    assert_eq!(trace(&tables(&p), 11, reply).verdict.ports(), vec![13]);
+}

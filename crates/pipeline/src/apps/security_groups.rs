@@ -186,27 +186,31 @@ fn protocol_matches(rule: &SgRule) -> Vec<Match> {
     vec![m]
 }
 
-/// The remote addresses of a rule, of its family.
+/// The remote addresses of a rule that are its own (a prefix, an address group), of its family.
+/// A remote group's addresses are its members': each member contributes them ([`member_flows`]).
 fn remote_addresses(ctx: &mut Ctx<'_>, rule: &SgRule) -> Vec<IpNet> {
     let mut out: Vec<IpNet> = match &rule.remote {
-        Remote::Any => Vec::new(),
+        Remote::Any | Remote::Group(_) => Vec::new(),
         Remote::Prefix(p) => vec![*p],
         Remote::AddressGroup(a) => ctx
             .address_group(a)
             .map(|a| a.addresses.clone())
             .unwrap_or_default(),
-        Remote::Group(g) => ctx
-            .members_of(g)
-            .flat_map(|p| {
-                p.ips
-                    .iter()
-                    .map(|ip| IpNet::from(*ip))
-                    .chain(p.pairs.iter().map(|(net, _)| *net))
-                    .collect::<Vec<_>>()
-            })
-            .collect(),
     };
     out.retain(|n| matches!(n, IpNet::V6(_)) == rule.ipv6);
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// A port's addresses as a remote: its fixed IPs and allowed address pairs.
+fn addresses_of(port: &Port) -> Vec<IpNet> {
+    let mut out: Vec<IpNet> = port
+        .ips
+        .iter()
+        .map(|ip| IpNet::from(*ip))
+        .chain(port.pairs.iter().map(|(net, _)| *net))
+        .collect();
     out.sort();
     out.dedup();
     out
@@ -232,6 +236,7 @@ impl SecurityGroups {
     /// A filtered port's way into conntrack (or, stateless, straight to the rules), and the
     /// port clause of every rule of its groups.
     fn port_flows(ctx: &mut Ctx<'_>, owner: &Owner, id: &str, out: &mut Vec<Flow>) {
+        Self::member_flows(ctx, owner, id, out);
         let Some((port, ofport)) = filtered(ctx, id) else {
             return;
         };
@@ -271,16 +276,46 @@ impl SecurityGroups {
         }
     }
 
-    /// A rule's protocol and remote clauses and what its conjunction does, on a chassis where
-    /// its group has a filtered port.
+    /// A port's addresses as the remote clause of every rule that names one of its groups as
+    /// remote, wherever the port is: so a port joining or leaving a group costs its own flows
+    /// only, whatever the group's size.
+    fn member_flows(ctx: &mut Ctx<'_>, owner: &Owner, id: &str, out: &mut Vec<Flow>) {
+        let Some(port) = ctx.port(id) else {
+            return;
+        };
+        let addresses = addresses_of(port);
+        let mut clauses: BTreeMap<(bool, IpNet), Vec<Action>> = BTreeMap::new();
+        for group in &port.security_groups {
+            for rule in ctx.rules_naming(group) {
+                for net in addresses
+                    .iter()
+                    .filter(|n| matches!(n, IpNet::V6(_)) == rule.ipv6)
+                {
+                    clauses
+                        .entry((rule.ingress, *net))
+                        .or_default()
+                        .push(conjunction(rule, 3));
+                }
+            }
+        }
+        for ((ingress, net), mut actions) in clauses {
+            let s = side(ingress);
+            actions.sort_by_key(|a| match a {
+                Action::Conjunction { id, .. } => *id,
+                _ => 0,
+            });
+            actions.dedup();
+            let m = ip_match(Match::new(), &net, s.remote_is_source);
+            out.push(flow(owner, s.state, 100, m, Instructions::apply(actions)));
+        }
+    }
+
+    /// A rule's protocol clause, its own remote addresses, and what its conjunction does (it
+    /// completes only for a port that names it: see [`SecurityGroups::port_flows`]).
     fn rule_flows(ctx: &mut Ctx<'_>, owner: &Owner, id: &str, out: &mut Vec<Flow>) {
         let Some(rule) = ctx.rule(id) else {
             return;
         };
-        let members: Vec<String> = ctx.members_of(&rule.group).map(|p| p.id.clone()).collect();
-        if !members.iter().any(|m| filtered(ctx, m).is_some()) {
-            return;
-        }
         let s = side(rule.ingress);
         let stateful = ctx.security_group(&rule.group).is_none_or(|g| g.stateful);
         for m in protocol_matches(rule) {
