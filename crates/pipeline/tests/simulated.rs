@@ -287,23 +287,24 @@ fn the_arp_responder_answers_for_known_addresses() {
     );
 }
 
-#[test]
-fn broadcast_reaches_local_ports_and_remote_chassis_once() {
-    let p = pipeline();
+/// Where an ARP request A1 broadcasts goes (sorted), and the trace shown.
+fn a1_broadcast(p: &Pipeline) -> (Vec<u32>, String) {
     let req = Packet::arp_request(
         mac(A1.mac),
         A1.ip.parse().unwrap(),
         "10.0.0.200".parse().unwrap(),
     );
-    let t = trace(&tables(&p), 10, req);
+    let t = trace(&tables(p), 10, req);
     let mut ports = t.verdict.ports();
     ports.sort();
-    assert_eq!(
-        ports,
-        vec![TUNNEL, 11, 13],
-        "{}",
-        t.display(|c| p.describe_cookie(c))
-    );
+    (ports, t.display(|c| p.describe_cookie(c)).to_string())
+}
+
+#[test]
+fn broadcast_reaches_local_ports_and_remote_chassis_once() {
+    let p = pipeline();
+    let (ports, shown) = a1_broadcast(&p);
+    assert_eq!(ports, vec![TUNNEL, 11, 13], "{shown}");
     // Flooded packets from the tunnel stay on this chassis.
     let tun = Tunnel::new(
         100,
@@ -433,19 +434,11 @@ fn a_port_with_a_group_mac_never_captures_the_networks_broadcasts() {
             vec![format!("/r/ports/{}", A2.id)],
             "refused as malformed"
         );
-        let req = Packet::arp_request(
-            mac(A1.mac),
-            A1.ip.parse().unwrap(),
-            "10.0.0.200".parse().unwrap(),
-        );
-        let t = trace(&tables(&p), 10, req);
-        let mut ports = t.verdict.ports();
-        ports.sort();
+        let (ports, shown) = a1_broadcast(&p);
         assert_eq!(
             ports,
             vec![TUNNEL, 11, 13],
-            "still flooded to every port: {}",
-            t.display(|c| p.describe_cookie(c))
+            "still flooded to every port: {shown}"
         );
         assert!(
             p.flows()
