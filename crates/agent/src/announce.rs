@@ -4,20 +4,45 @@
 //! interface's network, as Neutron's L3 agent does when it plugs an interface. A VM then replaces
 //! the MAC it cached for its gateway at once (an interface added again is a new port with a new
 //! MAC), instead of when its cache entry expires.
+//!
+//! On physical networks: a gratuitous ARP for each address that starts being served here — a
+//! floating IP (its port's VIF is here, or it was just associated), the chassis' own SNAT
+//! address, a router gateway this chassis now hosts (a gateway chassis took over) — out of the
+//! network's patch port, so that the physical network's switches and neighbours learn where it is
+//! now within a packet (repeated a few times, backing off: a switch may briefly learn the old
+//! place again from traffic it forwarded just before).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
 
+use pipeline::Pipeline;
+use pipeline::cookie::Owner;
 use pipeline::model::{Mac, Port, Topology, link_local, mac_octets};
 
-/// What was announced for each router interface on a network with local VIFs.
+/// What was announced for each router interface on a network with local VIFs, and for each
+/// floating IP served here.
 #[derive(Default)]
 pub struct Announcer {
     announced: BTreeMap<String, (Mac, Vec<IpAddr>)>,
+    outside: BTreeMap<String, Outside>,
 }
 
-/// A gratuitous ARP request: `ip` is at `mac`, broadcast.
-fn gratuitous_arp(mac: [u8; 6], ip: Ipv4Addr) -> Vec<u8> {
+/// An address announced on a physical network: what was announced, how often, and when next.
+struct Outside {
+    state: (Mac, Ipv4Addr, u32),
+    sent: u32,
+    next: Instant,
+}
+
+/// Gratuitous ARPs per address that starts being served here, the first at once, then after
+/// [`REPEAT_AFTER`], doubling: switches that learn from cached flows' statistics (Open vSwitch
+/// does) may put the old place back once, shortly after the first.
+const ANNOUNCEMENTS: u32 = 4;
+const REPEAT_AFTER: Duration = Duration::from_millis(200);
+
+/// A broadcast ARP request from `mac` (`ip`) for `target`.
+pub fn arp_request(mac: [u8; 6], ip: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
     let mut f = Vec::with_capacity(42);
     f.extend_from_slice(&[0xff; 6]);
     f.extend_from_slice(&mac);
@@ -25,8 +50,43 @@ fn gratuitous_arp(mac: [u8; 6], ip: Ipv4Addr) -> Vec<u8> {
     f.extend_from_slice(&mac);
     f.extend_from_slice(&ip.octets());
     f.extend_from_slice(&[0; 6]);
-    f.extend_from_slice(&ip.octets());
+    f.extend_from_slice(&target.octets());
     f
+}
+
+/// A gratuitous ARP request: `ip` is at `mac`, broadcast.
+fn gratuitous_arp(mac: [u8; 6], ip: Ipv4Addr) -> Vec<u8> {
+    arp_request(mac, ip, ip)
+}
+
+/// `frame` with an 802.1Q tag for `vlan` (unchanged without one).
+pub fn tagged(mut frame: Vec<u8>, vlan: Option<u16>) -> Vec<u8> {
+    if let Some(vid) = vlan
+        && frame.len() >= 12
+    {
+        let [hi, lo] = (vid & 0x0fff).to_be_bytes();
+        frame.splice(12..12, [0x81, 0x00, hi, lo]);
+    }
+    frame
+}
+
+/// The sender address of an untagged ARP frame.
+pub fn arp_sender(frame: &[u8]) -> Option<Ipv4Addr> {
+    if frame.len() < 42 || frame[12..14] != [0x08, 0x06] {
+        return None;
+    }
+    let ip: [u8; 4] = frame[28..32].try_into().ok()?;
+    Some(Ipv4Addr::from(ip))
+}
+
+/// The source MAC and IPv4 address of an untagged IPv4 frame.
+pub fn ipv4_source(frame: &[u8]) -> Option<([u8; 6], Ipv4Addr)> {
+    if frame.len() < 34 || frame[12..14] != [0x08, 0x00] {
+        return None;
+    }
+    let mac: [u8; 6] = frame[6..12].try_into().ok()?;
+    let ip: [u8; 4] = frame[26..30].try_into().ok()?;
+    Some((mac, Ipv4Addr::from(ip)))
 }
 
 /// The frames announcing a router interface.
@@ -74,6 +134,92 @@ impl Announcer {
         self.announced = current;
         out
     }
+
+    /// When the next repeated announcement is due, if one is.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.outside
+            .values()
+            .filter(|o| o.sent < ANNOUNCEMENTS)
+            .map(|o| o.next)
+            .min()
+    }
+
+    /// The gratuitous ARPs due now for the addresses this chassis answers for on physical
+    /// networks — floating IPs it serves (the pipeline gave them flows), its own SNAT addresses,
+    /// and the gateway addresses of the routers whose gateway it hosts — that are new here or
+    /// changed: the port to send each from and the frame.
+    pub fn due_outside(&mut self, pipeline: &Pipeline) -> Vec<(u32, Vec<u8>)> {
+        let topo = pipeline.topology();
+        let mut served: Vec<(&str, &str, Mac, Ipv4Addr)> = Vec::new();
+        for fip in topo.floating_ips.values() {
+            let own = fip.own_port.as_ref().and_then(|p| topo.ports.get(p));
+            if let Some(port) = own
+                && pipeline.has_flows(&Owner::FloatingIp(fip.id.clone()))
+            {
+                served.push((&fip.id, &fip.network_id, port.mac, fip.address));
+            }
+        }
+        for port in topo.ports.values() {
+            if port.snat_chassis() == Some(topo.local.chassis.as_str())
+                && topo
+                    .snat_port(&port.network_id, &topo.local.chassis)
+                    .map(|p| &p.id)
+                    == Some(&port.id)
+            {
+                served.extend(
+                    v4s(port).map(|ip| (port.id.as_str(), port.network_id.as_str(), port.mac, ip)),
+                );
+            }
+        }
+        for router in topo.routers.values() {
+            if topo
+                .gateway_host(&router.id)
+                .is_some_and(|c| c.id == topo.local.chassis)
+                && let Some(port) = topo.gateway_port(&router.id)
+            {
+                served.extend(
+                    v4s(port).map(|ip| (port.id.as_str(), port.network_id.as_str(), port.mac, ip)),
+                );
+            }
+        }
+        let now = Instant::now();
+        let mut out = Vec::new();
+        let mut current = BTreeMap::new();
+        for (id, network, mac, address) in served {
+            let Some((patch, vlan)) = topo.physical_port(network) else {
+                continue;
+            };
+            let state = (mac, address, patch);
+            let key = format!("{id} {address}");
+            let mut entry = match self.outside.remove(&key) {
+                Some(o) if o.state == state => o,
+                _ => Outside {
+                    state,
+                    sent: 0,
+                    next: now,
+                },
+            };
+            if entry.sent < ANNOUNCEMENTS && entry.next <= now {
+                out.push((
+                    patch,
+                    tagged(gratuitous_arp(mac_octets(mac), address), vlan),
+                ));
+                entry.next = now + REPEAT_AFTER * (1 << entry.sent);
+                entry.sent += 1;
+            }
+            current.insert(key, entry);
+        }
+        self.outside = current;
+        out
+    }
+}
+
+/// A port's IPv4 addresses.
+fn v4s(port: &Port) -> impl Iterator<Item = Ipv4Addr> + '_ {
+    port.ips.iter().filter_map(|ip| match ip {
+        IpAddr::V4(v4) => Some(*v4),
+        IpAddr::V6(_) => None,
+    })
 }
 
 #[cfg(test)]

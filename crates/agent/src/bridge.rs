@@ -1,4 +1,5 @@
-//! The chassis' Open vSwitch plumbing at start-up: `br-int` and the tunnel port, through OVSDB.
+//! The chassis' Open vSwitch plumbing at start-up: `br-int`, the tunnel port and the patches to
+//! the provider bridges of the physical networks, through OVSDB.
 
 use std::time::Duration;
 
@@ -7,7 +8,7 @@ use ovsdb::{Client, ClientOptions, Endpoint, Operation};
 
 use crate::{AgentConfig, AgentError};
 
-async fn tunnel_ofport(client: &Client, name: &str) -> Result<Option<u32>, AgentError> {
+async fn ofport_of(client: &Client, name: &str) -> Result<Option<u32>, AgentError> {
     let select = Operation::Select {
         table: "Interface".into(),
         conditions: vec![ovsdb::Condition::eq("name", ovsdb::Value::atom(name))],
@@ -28,8 +29,26 @@ async fn tunnel_ofport(client: &Client, name: &str) -> Result<Option<u32>, Agent
         .filter(|p| (1..0xff00).contains(p)))
 }
 
-/// Sets up the bridge and tunnel port; returns the tunnel's OpenFlow port.
-pub async fn plumb(cfg: &AgentConfig) -> Result<u32, AgentError> {
+/// The OpenFlow ports of the plumbing.
+pub struct Plumbed {
+    pub tunnel: u32,
+    /// The patch port to each physical network's bridge, by physical network.
+    pub patches: Vec<(String, u32)>,
+}
+
+/// Waits (up to 10 s) for the interface `name` to get its OpenFlow port.
+async fn await_ofport(client: &Client, name: &str) -> Result<u32, AgentError> {
+    for _ in 0..200 {
+        if let Some(p) = ofport_of(client, name).await? {
+            return Ok(p);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(AgentError::Ovsdb(format!("{name} got no OpenFlow port")))
+}
+
+/// Sets up the bridges, the tunnel port and the patches; returns their OpenFlow ports.
+pub async fn plumb(cfg: &AgentConfig) -> Result<Plumbed, AgentError> {
     let endpoint: Endpoint = cfg
         .ovsdb
         .parse()
@@ -42,6 +61,7 @@ pub async fn plumb(cfg: &AgentConfig) -> Result<u32, AgentError> {
         datapath_type: cfg.datapath_type.clone(),
         encaps: vec![cfg.encap],
         local_ip: Some(cfg.tunnel_ip),
+        bridge_mappings: cfg.bridge_mappings.clone(),
         ..ChassisConfig::default()
     };
     let report = chassis::ensure(&client, &chassis_cfg)
@@ -52,13 +72,13 @@ pub async fn plumb(cfg: &AgentConfig) -> Result<u32, AgentError> {
             .await
             .map_err(|e| AgentError::Ovsdb(e.to_string()))?;
     }
-    for _ in 0..200 {
-        if let Some(p) = tunnel_ofport(&client, cfg.encap.port_name()).await? {
-            return Ok(p);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let tunnel = await_ofport(&client, cfg.encap.port_name()).await?;
+    let mut patches = Vec::new();
+    for m in &cfg.bridge_mappings {
+        patches.push((
+            m.physnet.clone(),
+            await_ofport(&client, &m.int_patch()).await?,
+        ));
     }
-    Err(AgentError::Ovsdb(
-        "the tunnel port got no OpenFlow port".into(),
-    ))
+    Ok(Plumbed { tunnel, patches })
 }

@@ -87,6 +87,10 @@ pub struct AgentConfig {
     pub datapath_type: String,
     /// Where to serve Prometheus metrics (`None`: nowhere).
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Provider networks and their bridges.
+    pub bridge_mappings: Vec<chassis::BridgeMapping>,
+    /// Whether this chassis may host centralized router gateways.
+    pub gateway: bool,
 }
 
 /// A local VIF: its OpenFlow port and its port's network, once known.
@@ -110,7 +114,12 @@ pub(crate) struct Agent {
     lookups: mpsc::Sender<(String, Option<String>)>,
     looking_up: BTreeSet<String>,
     announcer: announce::Announcer,
+    /// SNAT addresses asked for, by external network, and when.
+    snat_requests: BTreeMap<String, std::time::Instant>,
 }
+
+/// How long before an unanswered SNAT address request is repeated.
+const SNAT_REQUEST_RETRY: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Copies the agent's state into the metrics.
 fn publish(metrics: &Metrics, agent: &Agent, reconciler: &Reconciler, in_sync: bool) {
@@ -145,6 +154,7 @@ impl Agent {
             routers: needs.routers,
             security_groups: needs.security_groups,
             address_groups: needs.address_groups,
+            physnets: needs.physnets,
         });
         true
     }
@@ -186,6 +196,49 @@ impl Agent {
     }
 
     /// Looks again for the networks of VIFs whose port was unknown.
+    /// Asks the server for this chassis' SNAT address on every external network that a router
+    /// of a local port's network has its gateway on (with SNAT) and that this chassis reaches,
+    /// where the topology does not show one yet. The answer arrives with the network's topic;
+    /// until then the request is repeated every few seconds.
+    fn request_snat_addresses(&mut self) {
+        let topo = self.pipeline.topology();
+        let mut wanted: BTreeSet<String> = BTreeSet::new();
+        for iface in self.vifs.keys() {
+            let Some(port) = topo.ports.get(iface) else {
+                continue;
+            };
+            for rif in topo.interfaces_on(&port.network_id) {
+                let gateway = rif
+                    .router()
+                    .and_then(|r| topo.routers.get(r))
+                    .and_then(|r| r.gateway.as_ref())
+                    .filter(|g| g.snat);
+                if let Some(g) = gateway
+                    && topo.physical_port(&g.network_id).is_some()
+                    && topo.snat_port(&g.network_id, &self.cfg.chassis).is_none()
+                {
+                    wanted.insert(g.network_id.clone());
+                }
+            }
+        }
+        let now = std::time::Instant::now();
+        self.snat_requests
+            .retain(|n, at| wanted.contains(n) && now.duration_since(*at) < SNAT_REQUEST_RETRY);
+        for network in wanted {
+            if self.snat_requests.contains_key(&network) {
+                continue;
+            }
+            self.snat_requests.insert(network.clone(), now);
+            let server = self.server.clone();
+            let chassis = self.cfg.chassis.clone();
+            tokio::spawn(async move {
+                if let Err(e) = server.snat_address(&chassis, &network).await {
+                    tracing::warn!(network, "SNAT address request failed: {e}");
+                }
+            });
+        }
+    }
+
     fn retry_unknown(&mut self) {
         let unknown: Vec<String> = self
             .vifs
@@ -239,13 +292,19 @@ impl Agent {
         for change in update.changes {
             if let nb_sync::Change::Put(key, value) = &change
                 && let Some((nb_keys::Kind::Network, id)) = nb_keys::parse(key)
-                && let Some(kind) = value.get("provider:network_type").and_then(|v| v.as_str())
-                && !matches!(kind, "vxlan" | "geneve")
+                && let Some(physnet) = value
+                    .get("provider:physical_network")
+                    .and_then(|v| v.as_str())
+                && !self
+                    .cfg
+                    .bridge_mappings
+                    .iter()
+                    .any(|m| m.physnet == physnet)
             {
                 tracing::warn!(
                     network = id,
-                    kind,
-                    "network type not served by the pipeline yet"
+                    physnet,
+                    "provider network on a physical network this chassis has no bridge mapping for: not served here"
                 );
             }
             let input = match change {
@@ -281,8 +340,8 @@ async fn await_snapshot(
 
 /// Runs the agent until the process ends.
 pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
-    let tunnel = bridge::plumb(&cfg).await?;
-    tracing::info!(chassis = %cfg.chassis, tunnel, "bridge ready");
+    let plumbed = bridge::plumb(&cfg).await?;
+    tracing::info!(chassis = %cfg.chassis, tunnel = plumbed.tunnel, patches = ?plumbed.patches, "bridge ready");
     let servers = Servers::parse(&cfg.server);
     let server = Server::new(servers.clone());
     tokio::spawn(keep_registered(server.clone(), cfg.clone()));
@@ -329,9 +388,13 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         bindings: Bindings::new(server.clone(), cfg.chassis.clone()),
         lookups,
         looking_up: BTreeSet::new(),
+        snat_requests: BTreeMap::new(),
         announcer: announce::Announcer::default(),
     };
-    agent.pipeline.apply(Input::Tunnel(Some(tunnel)));
+    agent.pipeline.apply(Input::Tunnel(Some(plumbed.tunnel)));
+    for (physnet, ofport) in plumbed.patches {
+        agent.pipeline.apply(Input::Patch(physnet, Some(ofport)));
+    }
     let (updates_tx, mut updates) = mpsc::channel(64);
     tokio::spawn(replica.run(updates_tx));
     await_snapshot(&mut agent, &mut updates).await?;
@@ -376,6 +439,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         in_flight: FuturesOrdered::new(),
         handlers: punt::Handlers::default(),
         metrics: metrics.clone(),
+        announce_needed: true,
     };
     let mut retry = tokio::time::interval(UNKNOWN_PORT_RETRY);
     let mut sync_stats = agent.sync.subscribe();
@@ -388,13 +452,21 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     tokio::pin!(advertise);
     loop {
         publish(&metrics, &agent, &sw.reconciler, sw.in_sync);
+        let next_announcement = agent.announcer.next_due();
+        let announcing = next_announcement.is_some();
+        let announce_at = next_announcement.unwrap_or_else(std::time::Instant::now);
         let mut delta = tokio::select! {
             _ = retry.tick() => {
                 agent.retry_unknown();
+                agent.request_snat_addresses();
                 if sw.connected && !sw.in_sync {
                     // The last resync failed on a live connection: try again.
                     sw.resync(&agent).await;
                 }
+                pipeline::Delta::default()
+            }
+            // Repeated announcements on physical networks (sent below, after the bundle).
+            () = tokio::time::sleep_until(announce_at.into()), if announcing => {
                 pipeline::Delta::default()
             }
             () = &mut advertise => {
@@ -435,7 +507,11 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
             }
         }
         agent.follow();
+        let changed = !delta.is_empty();
+        if changed {
+            agent.request_snat_addresses();
+        }
         sw.send(&agent, delta).await;
-        sw.announce(&mut agent).await;
+        sw.announce(&mut agent, changed).await;
     }
 }

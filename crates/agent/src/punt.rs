@@ -1,10 +1,16 @@
 //! Packets the pipeline sends to the agent, dispatched through one table of handlers by the reason
 //! the flow's `controller` action carries as userdata ([`pipeline::apps::Punt`]). Each handler
-//! builds its answer in software from the local topology and returns the frame to send back out of
-//! the port the packet came in on; answers are rate-limited per port. Nothing here waits on the
-//! network.
+//! builds its answer in software from the local topology and returns the frame to send and the
+//! port to send it from (the port the packet came in on, or, for a neighbour to resolve on an
+//! external network, that network's patch port); answers are rate-limited. Nothing here waits on
+//! the network.
 
-use std::net::IpAddr;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Instant;
+
+use openflow::text::set_field;
+use openflow::{Action, Field};
 
 use openflow::message::PacketIn2;
 use pipeline::Pipeline;
@@ -26,7 +32,22 @@ pub struct Punted<'a> {
     /// The cookie of the flow that sent it (names the port, router or network it is for).
     pub cookie: u64,
     pub in_port: u32,
+    /// `metadata` when it was sent (the network or router it was in).
+    pub metadata: Option<u64>,
+    /// The next hop of a packet routed to an external network (`reg2`).
+    pub next_hop: Option<Ipv4Addr>,
     pub frame: &'a [u8],
+}
+
+/// What the agent sends in answer: frames, each with the OpenFlow actions that send it (out of a
+/// port, or back into the pipeline).
+pub struct Reply(pub Vec<(Vec<Action>, Vec<u8>)>);
+
+impl Reply {
+    /// One frame out of `port`.
+    fn out(port: u32, frame: Vec<u8>) -> Reply {
+        Reply(vec![(vec![Action::Output { port, max_len: 0 }], frame)])
+    }
 }
 
 impl<'a> Punted<'a> {
@@ -39,21 +60,40 @@ impl<'a> Punted<'a> {
                 .metadata
                 .exact(openflow::Field::InPort)
                 .and_then(|p| u32::try_from(p).ok())?,
+            metadata: pi
+                .metadata
+                .exact(openflow::Field::Metadata)
+                .and_then(|m| u64::try_from(m).ok()),
+            next_hop: pi
+                .metadata
+                .exact(openflow::Field::Reg(pipeline::tables::REG_NEXT_HOP))
+                .and_then(|r| u32::try_from(r).ok())
+                .map(Ipv4Addr::from),
             frame: &pi.packet,
         })
     }
 }
 
-type Handler = fn(&mut Handlers, &Pipeline, &Punted<'_>) -> Option<Vec<u8>>;
+type Handler = fn(&mut Handlers, &Pipeline, &Punted<'_>) -> Option<Reply>;
 
 /// The handler of each reason.
-const HANDLERS: [(Punt, Handler); 5] = [
+const HANDLERS: [(Punt, Handler); 7] = [
     (Punt::NeighbourSolicitation, Handlers::solicitation),
     (Punt::Dhcp, Handlers::dhcp),
     (Punt::RouterSolicitation, Handlers::router_solicitation),
     (Punt::Dhcpv6, Handlers::dhcpv6),
     (Punt::TtlExceeded, Handlers::ttl_exceeded),
+    (Punt::ResolveNeighbour, Handlers::resolve),
+    (Punt::NeighbourLearned, Handlers::learned),
 ];
+
+/// Packets kept while their next hop is being resolved: per next hop, in all, and how long.
+const WAITING_PER_HOP: usize = 8;
+const WAITING: usize = 256;
+const WAIT_AT_MOST: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// ARP requests for next hops on external networks, per next hop and second.
+const RESOLUTIONS_PER_SECOND: u32 = 5;
 
 /// The MAC of the router interface that advertises on `port`'s network: the first (in id order)
 /// that is up and has an IPv6 address.
@@ -70,7 +110,14 @@ pub struct Handlers {
     nd: RateLimit,
     dhcp: RateLimit,
     icmp: RateLimit,
+    resolve: RateLimit,
+    /// Packets waiting for their next hop's MAC, by (network `metadata`, next hop), as Linux
+    /// queues packets on an incomplete neighbour entry: sent on when the answer arrives.
+    waiting: BTreeMap<(u64, Ipv4Addr), Vec<Waiting>>,
 }
+
+/// A packet waiting for its next hop, and since when.
+type Waiting = (Instant, Vec<u8>);
 
 impl Default for Handlers {
     fn default() -> Self {
@@ -78,13 +125,15 @@ impl Default for Handlers {
             nd: RateLimit::new(ND_ANSWERS_PER_SECOND),
             dhcp: RateLimit::new(DHCP_ANSWERS_PER_SECOND),
             icmp: RateLimit::new(ICMP_ERRORS_PER_SECOND),
+            resolve: RateLimit::new(RESOLUTIONS_PER_SECOND),
+            waiting: BTreeMap::new(),
         }
     }
 }
 
 impl Handlers {
-    /// The answer to a punted packet, to send out of its in_port, if it gets one.
-    pub fn answer(&mut self, pipeline: &Pipeline, punted: &Punted<'_>) -> Option<Vec<u8>> {
+    /// The answer to a punted packet, if it gets one.
+    pub fn answer(&mut self, pipeline: &Pipeline, punted: &Punted<'_>) -> Option<Reply> {
         let (_, handler) = HANDLERS.iter().find(|(r, _)| *r == punted.reason)?;
         handler(self, pipeline, punted)
     }
@@ -99,7 +148,7 @@ impl Handlers {
 
     /// A neighbour solicitation for an address of the port (or router interface) the cookie
     /// names; a router interface also answers for its link-local address.
-    fn solicitation(&mut self, pipeline: &Pipeline, punted: &Punted<'_>) -> Option<Vec<u8>> {
+    fn solicitation(&mut self, pipeline: &Pipeline, punted: &Punted<'_>) -> Option<Reply> {
         let port = pipeline.port_of_cookie(punted.cookie)?;
         let (target, _, _) = nd::solicitation(punted.frame)?;
         let router = port.router().is_some();
@@ -108,40 +157,52 @@ impl Handlers {
         if !ours || !self.nd.allow(&port.id) {
             return None;
         }
-        nd::advertisement(punted.frame, mac_octets(port.mac), router)
+        back(
+            punted,
+            nd::advertisement(punted.frame, mac_octets(port.mac), router),
+        )
     }
 
     /// A DHCP request from the port it came in on (port security has checked its MAC).
-    fn dhcp(&mut self, pipeline: &Pipeline, punted: &Punted<'_>) -> Option<Vec<u8>> {
+    fn dhcp(&mut self, pipeline: &Pipeline, punted: &Punted<'_>) -> Option<Reply> {
         let port = Self::sender(pipeline, punted)?;
         if !self.dhcp.allow(&port.id) {
             return None;
         }
-        dhcp_server::reply(pipeline.topology(), port, punted.frame)
+        back(
+            punted,
+            dhcp_server::reply(pipeline.topology(), port, punted.frame),
+        )
     }
 
     /// A router solicitation from the port it came in on, answered for its network's router.
-    fn router_solicitation(&mut self, pipeline: &Pipeline, punted: &Punted<'_>) -> Option<Vec<u8>> {
+    fn router_solicitation(&mut self, pipeline: &Pipeline, punted: &Punted<'_>) -> Option<Reply> {
         let port = Self::sender(pipeline, punted)?;
         let router = advertising_router(pipeline, port)?;
         if !self.nd.allow(&port.id) {
             return None;
         }
-        ra::answer(pipeline.topology(), port, router, punted.frame)
+        back(
+            punted,
+            ra::answer(pipeline.topology(), port, router, punted.frame),
+        )
     }
 
     /// A DHCPv6 request from the port it came in on.
-    fn dhcpv6(&mut self, pipeline: &Pipeline, punted: &Punted<'_>) -> Option<Vec<u8>> {
+    fn dhcpv6(&mut self, pipeline: &Pipeline, punted: &Punted<'_>) -> Option<Reply> {
         let port = Self::sender(pipeline, punted)?;
         if !self.dhcp.allow(&port.id) {
             return None;
         }
-        dhcpv6_server::reply(pipeline.topology(), port, punted.frame)
+        back(
+            punted,
+            dhcpv6_server::reply(pipeline.topology(), port, punted.frame),
+        )
     }
 
     /// A routed packet whose TTL ran out: "time exceeded" from the interface the sender used
     /// (the frame's destination MAC), from its address in the sender's subnet if it has one.
-    fn ttl_exceeded(&mut self, pipeline: &Pipeline, punted: &Punted<'_>) -> Option<Vec<u8>> {
+    fn ttl_exceeded(&mut self, pipeline: &Pipeline, punted: &Punted<'_>) -> Option<Reply> {
         let Owner::Router(router) = pipeline.owner_of_cookie(punted.cookie)? else {
             return None;
         };
@@ -161,6 +222,72 @@ impl Handlers {
         if !self.icmp.allow(&sender.id) {
             return None;
         }
-        icmp::time_exceeded(punted.frame, gateway_mac, *from)
+        back(
+            punted,
+            icmp::time_exceeded(punted.frame, gateway_mac, *from),
+        )
     }
+
+    /// A packet routed to an external network whose next hop has no learned MAC: an ARP request
+    /// for it, from the packet's (translated) source, out of the network's patch port; the
+    /// packet waits for the answer (which the switch learns by itself, see [`Handlers::learned`]).
+    fn resolve(&mut self, pipeline: &Pipeline, punted: &Punted<'_>) -> Option<Reply> {
+        let next_hop = punted.next_hop?;
+        let metadata = punted.metadata?;
+        let topo = pipeline.topology();
+        let network = topo.network_with_metadata(metadata)?;
+        let (patch, vlan) = topo.physical_port(&network.id)?;
+        let (mac, ip) = crate::announce::ipv4_source(punted.frame)?;
+        self.wait(metadata, next_hop, punted.frame);
+        if !self.resolve.allow(&next_hop.to_string()) {
+            return None;
+        }
+        let request = crate::announce::arp_request(mac, ip, next_hop);
+        Some(Reply::out(patch, crate::announce::tagged(request, vlan)))
+    }
+
+    /// Keeps a packet until its next hop answers (bounded, and never for long).
+    fn wait(&mut self, metadata: u64, next_hop: Ipv4Addr, frame: &[u8]) {
+        let now = Instant::now();
+        self.waiting.retain(|_, q| {
+            q.retain(|(at, _)| now.duration_since(*at) < WAIT_AT_MOST);
+            !q.is_empty()
+        });
+        let total: usize = self.waiting.values().map(Vec::len).sum();
+        let queue = self.waiting.entry((metadata, next_hop)).or_default();
+        if total < WAITING && queue.len() < WAITING_PER_HOP {
+            queue.push((now, frame.to_vec()));
+        }
+    }
+
+    /// An ARP answer to one of this chassis' addresses on an external network, which the switch
+    /// just learned: the packets waiting for that neighbour go back into the pipeline at the
+    /// next-hop lookup, with their network and next hop.
+    fn learned(&mut self, _: &Pipeline, punted: &Punted<'_>) -> Option<Reply> {
+        let metadata = punted.metadata?;
+        let sender = crate::announce::arp_sender(punted.frame)?;
+        let waiting = self.waiting.remove(&(metadata, sender))?;
+        let again = |frame: Vec<u8>| {
+            let actions = vec![
+                set_field(Field::Metadata, metadata.into(), u128::from(u64::MAX)),
+                set_field(
+                    Field::Reg(pipeline::tables::REG_NEXT_HOP),
+                    u32::from(sender).into(),
+                    0xffff_ffff,
+                ),
+                Action::Resubmit {
+                    port: openflow::field::port::IN_PORT,
+                    table: Some(pipeline::tables::EXTERNAL_OUT),
+                    ct: false,
+                },
+            ];
+            (actions, frame)
+        };
+        Some(Reply(waiting.into_iter().map(|(_, f)| again(f)).collect()))
+    }
+}
+
+/// An answer sent back out of the port the packet came in on.
+fn back(punted: &Punted<'_>, frame: Option<Vec<u8>>) -> Option<Reply> {
+    Some(Reply::out(punted.in_port, frame?))
 }

@@ -86,7 +86,12 @@ impl Reconciler {
             .dump_flows(FlowStatsRequest::default())
             .await
             .map_err(|e| AgentError::Switch(e.to_string()))?;
-        self.installed = held.into_iter().map(|s| (s.flow.key(), s.flow)).collect();
+        // Flows the switch learned itself (neighbours) are its state, not ours.
+        self.installed = held
+            .into_iter()
+            .filter(|s| !pipeline::cookie::is_learned(s.flow.cookie))
+            .map(|s| (s.flow.key(), s.flow))
+            .collect();
         let desired: HashMap<FlowKey, &Flow> = desired.map(|f| (f.key(), f)).collect();
         // Flows whose identity is not desired go; desired flows not held exactly are added (an add
         // replaces a held flow with the same identity in place).
@@ -148,14 +153,21 @@ impl Reconciler {
 
     /// Sends a frame out of `port` (answers built by the agent); failures are only logged.
     pub async fn packet_out(&self, port: u32, frame: Vec<u8>) {
+        let out = vec![openflow::Action::Output { port, max_len: 0 }];
+        self.packet_out_with(out, frame).await;
+    }
+
+    /// Sends a frame with `actions` (out of a port, or back into the pipeline); failures are
+    /// only logged.
+    pub async fn packet_out_with(&self, actions: Vec<openflow::Action>, frame: Vec<u8>) {
         let msg = Message::PacketOut(openflow::message::PacketOut {
             buffer_id: openflow::flow::NO_BUFFER,
             in_port: openflow::field::port::CONTROLLER,
-            actions: vec![openflow::Action::Output { port, max_len: 0 }],
+            actions,
             data: frame,
         });
         if let Err(e) = self.conn.send(&msg).await {
-            tracing::debug!("packet-out to port {port} failed: {e}");
+            tracing::debug!("packet-out failed: {e}");
         }
     }
 

@@ -16,12 +16,20 @@ const HEARTBEAT: Duration = Duration::from_secs(3);
 /// Keeps the chassis registered and its lease alive, forever.
 pub async fn keep_registered(server: Server, cfg: AgentConfig) {
     let encap = cfg.encap.ovs_type();
+    let physnets: Vec<&str> = cfg
+        .bridge_mappings
+        .iter()
+        .map(|m| m.physnet.as_str())
+        .collect();
     let mut lease = None;
     let mut backoff = Backoff::default();
     loop {
         let mut failed = false;
         lease = match lease {
-            None => match server.register(&cfg.chassis, cfg.tunnel_ip, encap).await {
+            None => match server
+                .register(&cfg.chassis, cfg.tunnel_ip, encap, &physnets, cfg.gateway)
+                .await
+            {
                 Ok(l) => Some(l),
                 Err(e) => {
                     tracing::warn!("registration failed: {e}");

@@ -3,11 +3,12 @@
 //! [`Servers`], the replica's: a call that finds it failing (no connection, no answer in time, an
 //! error status 5xx) moves the agent to another, and the caller's retry goes there.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use nb_sync::Servers;
 use serde_json::{Value, json};
+
+use std::net::IpAddr;
 
 use crate::AgentError;
 
@@ -50,14 +51,18 @@ impl Server {
         Ok((status, body))
     }
 
-    /// Registers the chassis; returns its liveness lease.
+    /// Registers the chassis (its tunnel address and encapsulation, the physical networks it
+    /// reaches, whether it may host gateways); returns its liveness lease.
     pub async fn register(
         &self,
         chassis: &str,
         tunnel_ip: IpAddr,
         encap: &str,
+        physnets: &[&str],
+        gateway: bool,
     ) -> Result<i64, AgentError> {
-        let body = json!({"tunnel_ip": tunnel_ip, "encaps": [encap]});
+        let body = json!({"tunnel_ip": tunnel_ip, "encaps": [encap],
+            "physnets": physnets, "gateway": gateway});
         let path = format!("/wyvern/v1/chassis/{chassis}");
         match self
             .send(|base| self.http.put(format!("{base}{path}")).json(&body))
@@ -96,6 +101,20 @@ impl Server {
         {
             (200, _) | (404, _) => Ok(()),
             (s, v) => Err(AgentError::Server(format!("binding answered {s}: {v}"))),
+        }
+    }
+
+    /// Asks for this chassis' SNAT address on an external network (allocated on first use).
+    pub async fn snat_address(&self, chassis: &str, network: &str) -> Result<(), AgentError> {
+        let path = format!("/wyvern/v1/chassis/{chassis}/snat/{network}");
+        match self
+            .send(|base| self.http.put(format!("{base}{path}")))
+            .await?
+        {
+            (200, _) => Ok(()),
+            (s, v) => Err(AgentError::Server(format!(
+                "SNAT address request answered {s}: {v}"
+            ))),
         }
     }
 

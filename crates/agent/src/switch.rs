@@ -42,6 +42,8 @@ pub struct Switch {
     /// Answers to packets the pipeline sends up.
     pub handlers: Handlers,
     pub metrics: Arc<Metrics>,
+    /// Flows changed (or the switch was resynchronised) since the last announcements.
+    pub announce_needed: bool,
 }
 
 impl Switch {
@@ -95,6 +97,7 @@ impl Switch {
         match self.reconciler.resync(agent.pipeline.flows()).await {
             Ok(()) => {
                 self.in_sync = true;
+                self.announce_needed = true;
                 // The snapshot and the switch's flow dump were the big allocations; what
                 // they left free goes back to the system.
                 release_free_memory();
@@ -125,12 +128,20 @@ impl Switch {
         }
     }
 
-    /// Announces router interfaces that are new to the local VIFs next to them (after the bundle
-    /// that gives them flows, which the switch applies first).
-    pub async fn announce(&mut self, agent: &mut Agent) {
-        if !self.in_sync {
+    /// Announces router interfaces that are new to the local VIFs next to them, and addresses
+    /// newly served here on physical networks (after the bundle that gives them flows, which the
+    /// switch applies first). Only after flows `changed`, or when a repeat is due: looking costs
+    /// a walk over the topology.
+    pub async fn announce(&mut self, agent: &mut Agent, changed: bool) {
+        self.announce_needed |= changed;
+        let repeat_due = agent
+            .announcer
+            .next_due()
+            .is_some_and(|t| t <= std::time::Instant::now());
+        if !self.in_sync || !(self.announce_needed || repeat_due) {
             return;
         }
+        self.announce_needed = false;
         let topo = agent.pipeline.topology();
         let local: Vec<(u32, &str)> = agent
             .vifs
@@ -147,6 +158,9 @@ impl Switch {
                     self.reconciler.packet_out(*ofport, frame.clone()).await;
                 }
             }
+        }
+        for (port, frame) in agent.announcer.due_outside(&agent.pipeline) {
+            self.reconciler.packet_out(port, frame).await;
         }
     }
 
@@ -198,9 +212,11 @@ impl Switch {
             }
             Some(Event::Message(_, openflow::Message::PacketIn2(pi))) => {
                 if let Some(punted) = Punted::from_packet_in(&pi)
-                    && let Some(frame) = self.handlers.answer(&agent.pipeline, &punted)
+                    && let Some(reply) = self.handlers.answer(&agent.pipeline, &punted)
                 {
-                    self.reconciler.packet_out(punted.in_port, frame).await;
+                    for (actions, frame) in reply.0 {
+                        self.reconciler.packet_out_with(actions, frame).await;
+                    }
                 }
             }
             Some(Event::Disconnected(why)) => {

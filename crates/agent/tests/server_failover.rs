@@ -67,7 +67,13 @@ async fn heartbeats_bindings_and_lookups_move_to_the_surviving_server() {
     let server = Server::new(servers.clone());
 
     let lease = server
-        .register("fo-chassis", "192.0.2.10".parse().unwrap(), "geneve")
+        .register(
+            "fo-chassis",
+            "192.0.2.10".parse().unwrap(),
+            "geneve",
+            &[],
+            false,
+        )
         .await
         .expect("registration through A");
     let net = post(&b, "/v2.0/networks", json!({"network": {"name": "n"}})).await;

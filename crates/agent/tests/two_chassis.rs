@@ -44,6 +44,8 @@ fn start_agent(base: &str, chassis: &Chassis, name: &str, tunnel_ip: &str) {
         bridge: "br-int".into(),
         datapath_type: "netdev".into(),
         metrics_listen: None,
+        bridge_mappings: Vec::new(),
+        gateway: false,
     };
     tokio::spawn(async move {
         if let Err(e) = agent::run(cfg).await {

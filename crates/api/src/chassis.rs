@@ -1,23 +1,27 @@
 //! Chassis state, the only thing agents write: registration with a liveness lease, heartbeats, and
-//! the binding of ports to the chassis where their VIF appeared.
+//! the binding of ports to the chassis where their VIF appeared (with the status of the port's
+//! floating IPs).
 //!
-//! `/chassis/<id>` holds what a chassis is (tunnel IP, encapsulations, external IP); `/chassis-up/<id>`
-//! is written with a store lease that the agent's heartbeats keep alive. When an agent stops, its lease
-//! runs out, the `chassis-up` key disappears, and every other chassis withdraws the flows towards it.
+//! `/chassis/<id>` holds what a chassis is (tunnel IP, encapsulations, external IP, the physical
+//! networks it reaches, whether it may be a gateway chassis); `/chassis-up/<id>` is written with a
+//! store lease that the agent's heartbeats keep alive. When an agent stops, its lease runs out, the
+//! `chassis-up` key disappears, and every other chassis withdraws the flows towards it.
 
 use std::time::Duration;
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use model::resources::PORT;
+use model::resources::{FLOATING_IP, PORT};
+use model::validate::echo;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use store::{StoreError, Txn};
 
 use crate::Api;
 use crate::error::{ApiError, ApiResult};
+use crate::index::FLOATING_IPS_BY_PORT;
+use crate::limits::RequestBody;
 use crate::repo::{Attempts, Plan, now, str_field};
 
 /// How long a chassis counts as up after its last heartbeat.
@@ -33,20 +37,29 @@ struct Registration {
     external_ip: Option<std::net::IpAddr>,
     #[serde(default)]
     hostname: Option<String>,
+    /// The physical networks it reaches (its agent's bridge mappings).
+    #[serde(default)]
+    physnets: Vec<String>,
+    /// Whether it may host centralized router gateways.
+    #[serde(default)]
+    gateway: bool,
 }
+
+/// Most physical networks a chassis may name.
+const MAX_PHYSNETS: usize = 64;
 
 fn default_encaps() -> Vec<String> {
     vec!["geneve".into()]
 }
 
-fn reply(result: ApiResult<Value>) -> Response {
+pub(crate) fn reply(result: ApiResult<Value>) -> Response {
     match result {
         Ok(v) => axum::Json(v).into_response(),
         Err(e) => e.into_response(),
     }
 }
 
-fn admin(api: &Api, headers: &HeaderMap) -> ApiResult<()> {
+pub(crate) fn admin(api: &Api, headers: &HeaderMap) -> ApiResult<()> {
     if api.ctx(headers)?.is_admin {
         Ok(())
     } else {
@@ -60,7 +73,7 @@ fn admin(api: &Api, headers: &HeaderMap) -> ApiResult<()> {
 fn agent_body<T: serde::de::DeserializeOwned>(
     api: &Api,
     headers: &HeaderMap,
-    body: &Bytes,
+    body: &[u8],
     what: &str,
 ) -> ApiResult<T> {
     admin(api, headers)?;
@@ -68,7 +81,7 @@ fn agent_body<T: serde::de::DeserializeOwned>(
         .map_err(|e| ApiError::bad_request(format!("Malformed {what}: {e}")))
 }
 
-fn valid_chassis_id(id: &str) -> ApiResult<()> {
+pub(crate) fn valid_chassis_id(id: &str) -> ApiResult<()> {
     let ok = !id.is_empty()
         && id.len() <= 64
         && id
@@ -77,7 +90,10 @@ fn valid_chassis_id(id: &str) -> ApiResult<()> {
     if ok {
         Ok(())
     } else {
-        Err(ApiError::bad_request(format!("invalid chassis id {id:?}")))
+        Err(ApiError::bad_request(format!(
+            "invalid chassis id {:?}",
+            echo(id)
+        )))
     }
 }
 
@@ -86,7 +102,7 @@ pub async fn register(
     State(api): State<Api>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    RequestBody(body): RequestBody,
 ) -> Response {
     reply(
         async {
@@ -95,9 +111,20 @@ pub async fn register(
             if reg.encaps.iter().any(|e| e != "geneve" && e != "vxlan") {
                 return Err(ApiError::bad_request("encaps must be geneve and/or vxlan"));
             }
+            if reg.physnets.len() > MAX_PHYSNETS
+                || reg
+                    .physnets
+                    .iter()
+                    .any(|p| p.is_empty() || p.len() > 64 || p.contains(','))
+            {
+                return Err(ApiError::bad_request(format!(
+                    "physnets must be at most {MAX_PHYSNETS} names of 1 to 64 characters without commas"
+                )));
+            }
             let info = json!({
                 "id": id, "tunnel_ip": reg.tunnel_ip, "encaps": reg.encaps,
                 "external_ip": reg.external_ip, "hostname": reg.hostname, "registered_at": now(),
+                "physnets": reg.physnets, "gateway": reg.gateway,
             });
             let store = &api.db.store;
             let lease = store.lease_grant(CHASSIS_TTL).await?;
@@ -129,7 +156,7 @@ pub async fn heartbeat(
     State(api): State<Api>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    RequestBody(body): RequestBody,
 ) -> Response {
     reply(
         async {
@@ -138,7 +165,10 @@ pub async fn heartbeat(
                 Ok(ttl) => Ok(json!({"chassis": id, "ttl_seconds": ttl.as_secs()})),
                 Err(StoreError::LeaseNotFound(_)) => Err(ApiError::not_found(
                     "ChassisLeaseNotFound",
-                    format!("The lease of chassis {id} has ended; register again."),
+                    format!(
+                        "The lease of chassis {} has ended; register again.",
+                        echo(&id)
+                    ),
                 )),
                 Err(e) => Err(e.into()),
             }
@@ -160,7 +190,7 @@ pub async fn bind(
     State(api): State<Api>,
     Path(port_id): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    RequestBody(body): RequestBody,
 ) -> Response {
     reply(
         async {
@@ -187,7 +217,15 @@ pub async fn bind(
                     return Ok(json!({"port": crate::query::render(port, &[])}));
                 }
                 let mut plan = Plan::default();
-                plan.update(&PORT, stored.rev, &mut port);
+                plan.update(&PORT, &stored, &mut port);
+                // The floating IPs of the port show its new status.
+                for fip in api.db.find(&FLOATING_IPS_BY_PORT, &port_id).await? {
+                    let mut shown = fip.obj.clone();
+                    crate::resources::follow_port(&mut shown, &port);
+                    if shown != fip.obj {
+                        plan.update(&FLOATING_IP, &fip, &mut shown);
+                    }
+                }
                 if api.db.commit(plan).await? {
                     return Ok(json!({"port": crate::query::render(port, &[])}));
                 }

@@ -1,7 +1,12 @@
 //! API errors, rendered as Neutron's `{"NeutronError": {"type", "message", "detail"}}` bodies.
+//!
+//! Messages quote a client's values cut to `model::validate::MAX_ECHO` characters
+//! (`model::validate::echo`), and a whole message is cut to [`MAX_MESSAGE`] characters, so that no
+//! answer repeats a large input back.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use model::validate::{clip, echo};
 use serde_json::json;
 use store::StoreError;
 
@@ -16,12 +21,16 @@ pub struct ApiError {
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
+/// Most characters of an error message; longer ones are cut.
+pub const MAX_MESSAGE: usize = 1024;
+
 impl ApiError {
     pub fn new(status: StatusCode, kind: impl Into<String>, message: impl Into<String>) -> Self {
+        let message: String = message.into();
         Self {
             status,
             kind: kind.into(),
-            message: message.into(),
+            message: clip(&message, MAX_MESSAGE).into_owned(),
         }
     }
     /// 400 with the generic `HTTPBadRequest` type (malformed or invalid attribute values).
@@ -70,7 +79,7 @@ impl ApiError {
         let _ = singular;
         Self::not_found(
             &format!("{error_name}NotFound"),
-            format!("{noun} {id} could not be found."),
+            format!("{noun} {} could not be found.", echo(id)),
         )
     }
 }

@@ -1,5 +1,6 @@
-//! `/v2.0/extensions`: the API extensions Wyvern implements, so that clients can discover them; and
-//! `/v2.0/availability_zones`, which the `availability_zone` extension adds.
+//! `/v2.0/extensions`: the API extensions Wyvern implements, so that clients can discover them
+//! (Neutron's, and Wyvern's own: `snat-mode`); and `/v2.0/availability_zones`, which the
+//! `availability_zone` extension adds.
 
 use axum::extract::{Path, RawQuery};
 use axum::response::{IntoResponse, Response};
@@ -7,8 +8,8 @@ use serde_json::{Value, json};
 
 use axum::http::StatusCode;
 
-/// (alias, name, description) of every extension we implement.
-const EXTENSIONS: &[(&str, &str, &str)] = &[
+/// (alias, name, description) of every Neutron extension we implement.
+const NEUTRON_EXTENSIONS: &[(&str, &str, &str)] = &[
     ("address-group", "Address group", "Support address group"),
     (
         "allowed-address-pairs",
@@ -163,25 +164,48 @@ const EXTENSIONS: &[(&str, &str, &str)] = &[
     ),
 ];
 
-fn render(alias: &str, name: &str, description: &str) -> Value {
-    json!({"alias": alias, "name": name, "description": description,
-        "updated": "2013-01-01T10:00:00-00:00", "links": []})
+/// The `updated` date Wyvern shows for Neutron's extensions.
+const NEUTRON_UPDATED: &str = "2013-01-01T10:00:00-00:00";
+
+/// (alias, name, description, updated) of Wyvern's own extensions.
+const WYVERN_EXTENSIONS: &[(&str, &str, &str, &str)] = &[(
+    "snat-mode",
+    "Router SNAT mode",
+    "Adds the snat_mode attribute to routers: how ports without a floating IP reach the outside. \
+     distributed (the default): each chassis translates its own ports' connections to its own \
+     address on the external network; centralized: through the router's gateway address, on one \
+     gateway chassis.",
+    "2026-12-06T00:00:00-00:00",
+)];
+
+/// Every extension, as `/v2.0/extensions` shows it.
+fn extensions() -> impl Iterator<Item = Value> {
+    let neutron = NEUTRON_EXTENSIONS
+        .iter()
+        .map(|&(alias, name, description)| (alias, name, description, NEUTRON_UPDATED));
+    neutron
+        .chain(WYVERN_EXTENSIONS.iter().copied())
+        .map(|(alias, name, description, updated)| {
+            json!({"alias": alias, "name": name, "description": description,
+                "updated": updated, "links": []})
+        })
 }
 
 pub async fn list() -> Response {
-    let all: Vec<Value> = EXTENSIONS.iter().map(|(a, n, d)| render(a, n, d)).collect();
+    let all: Vec<Value> = extensions().collect();
     axum::Json(json!({ "extensions": all })).into_response()
 }
 
 pub async fn show(Path(alias): Path<String>) -> Response {
-    match EXTENSIONS.iter().find(|(a, _, _)| *a == alias) {
-        Some((a, n, d)) => axum::Json(json!({"extension": render(a, n, d)})).into_response(),
+    match extensions().find(|e| e["alias"] == alias.as_str()) {
+        Some(extension) => axum::Json(json!({ "extension": extension })).into_response(),
         // Neutron answers this one from its WSGI layer, not with a `NeutronError` body.
         None => (
             StatusCode::NOT_FOUND,
             axum::Json(json!({
                 "message": format!(
-                    "The resource could not be found.<br /><br />\nExtension with alias {alias} does not exist\n\n"
+                    "The resource could not be found.<br /><br />\nExtension with alias {} does not exist\n\n",
+                    model::validate::echo(&alias)
                 ),
                 "code": "404 Not Found",
                 "title": "Not Found",

@@ -2,7 +2,9 @@
 //! value validation, and defaults.
 
 use axum::http::StatusCode;
-use model::validate::Refusal;
+use std::borrow::Cow;
+
+use model::validate::{Refusal, echo};
 use model::{Default, ResourceDef};
 use serde_json::{Map, Value};
 
@@ -71,10 +73,10 @@ pub(crate) fn invalid(attr: &str, refusal: Refusal) -> ApiError {
 }
 
 fn unknown(def: &ResourceDef, given: &Obj) -> ApiResult<()> {
-    let unknown: Vec<&str> = given
+    let unknown: Vec<Cow<str>> = given
         .keys()
         .filter(|k| def.attr(k).is_none())
-        .map(String::as_str)
+        .map(|k| echo(k))
         .collect();
     if unknown.is_empty() {
         Ok(())
@@ -110,8 +112,8 @@ pub fn prepare_create(def: &ResourceDef, ctx: &Ctx, given: Obj) -> ApiResult<Obj
                         attr.name
                     )));
                 }
-                Default::Json(lit) => {
-                    let v = serde_json::from_str(lit).unwrap_or(Value::Null);
+                Default::Json(_) => {
+                    let v = attr.default.value().unwrap_or(Value::Null);
                     obj.insert(attr.name.to_string(), v);
                 }
                 Default::Computed => {}

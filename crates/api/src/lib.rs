@@ -5,29 +5,37 @@
 //! [`resources`] hold each resource's semantics. Every write is one store transaction.
 
 mod chassis;
+mod connections;
 pub mod context;
 pub mod error;
 mod extensions;
+pub mod index;
 mod input;
+mod limits;
 mod metrics;
 pub mod query;
 pub mod repo;
 mod resources;
+mod snat;
 mod sync;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use model::ResourceDef;
+use model::validate::echo;
 use serde_json::{Value, json};
 
 pub use context::{AuthConfig, Ctx, Identity};
 use error::{ApiError, ApiResult};
+pub use limits::Limits;
+use limits::RequestBody;
 use query::Query;
 use repo::{Attempts, Db, Plan, Stored};
 
@@ -36,6 +44,9 @@ use repo::{Attempts, Db, Plan, Stored};
 pub struct ApiConfig {
     #[serde(default)]
     pub auth: AuthConfig,
+    /// Request body, connection and timeout limits.
+    #[serde(default)]
+    pub limits: Limits,
 }
 
 /// Shared state of the server.
@@ -50,26 +61,36 @@ pub struct Api {
     metrics: Arc<metrics::Metrics>,
 }
 
-/// Serves the API on `listener` until the process ends.
+/// Serves the API on `listener` until the process ends, within `config.limits`. First brings the
+/// store's indexes up to date ([`index::rebuild`]); connections wait in the listen backlog meanwhile.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     store: Arc<dyn store::Store>,
     config: ApiConfig,
 ) -> Result<(), std::io::Error> {
-    let metrics = Arc::new(metrics::Metrics::default());
-    let store: Arc<dyn store::Store> = Arc::new(metrics::MeteredStore {
-        inner: store,
-        metrics: metrics.clone(),
-    });
-    let watches = store::SharedWatch::new(store.clone());
-    let api = Api {
-        db: Db { store },
-        config: Arc::new(config),
-        ipam_cursors: Arc::default(),
-        watches,
-        metrics,
-    };
-    axum::serve(listener, router(api)).await
+    index::rebuild(store.as_ref())
+        .await
+        .map_err(|e| std::io::Error::other(format!("rebuilding the store's indexes: {e}")))?;
+    let limits = config.limits.clone();
+    connections::serve(listener, router(Api::new(store, config)), &limits).await
+}
+
+impl Api {
+    /// The server's state over `store`, which it wraps once to time every transaction.
+    fn new(store: Arc<dyn store::Store>, config: ApiConfig) -> Self {
+        let metrics = Arc::new(metrics::Metrics::default());
+        let store: Arc<dyn store::Store> = Arc::new(metrics::MeteredStore {
+            inner: store,
+            metrics: metrics.clone(),
+        });
+        Api {
+            watches: store::SharedWatch::new(store.clone()),
+            db: Db { store },
+            config: Arc::new(config),
+            ipam_cursors: Arc::default(),
+            metrics,
+        }
+    }
 }
 
 /// The HTTP routes.
@@ -110,6 +131,10 @@ pub fn router(api: Api) -> Router {
         .route(
             "/wyvern/v1/chassis/{id}/heartbeat",
             axum::routing::post(chassis::heartbeat),
+        )
+        .route(
+            "/wyvern/v1/chassis/{id}/snat/{network}",
+            axum::routing::put(snat::address),
         )
         .route(
             "/wyvern/v1/ports/{id}/binding",
@@ -175,7 +200,7 @@ fn resource(collection: &str) -> ApiResult<&'static ResourceDef> {
     })
 }
 
-fn parse_body(body: &Bytes) -> ApiResult<Value> {
+fn parse_body(body: &[u8]) -> ApiResult<Value> {
     serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("Malformed request body: {e}")))
 }
@@ -191,7 +216,7 @@ fn check_if_match(headers: &HeaderMap, obj: &repo::Obj) -> ApiResult<()> {
         for part in text.split(',') {
             if let Some(n) = part.trim().strip_prefix("revision_number=") {
                 let wanted: u64 = n.trim().parse().map_err(|_| {
-                    ApiError::bad_request(format!("Invalid revision number constraint {n}"))
+                    ApiError::bad_request(format!("Invalid revision number constraint {}", echo(n)))
                 })?;
                 if wanted != current {
                     return Err(ApiError::new(
@@ -252,10 +277,13 @@ impl Api {
 
     async fn create(&self, ctx: &Ctx, def: &ResourceDef, body: Value) -> ApiResult<Value> {
         let (items, bulk) = input::create_items(def, &body)?;
-        let prepared = items
-            .into_iter()
-            .map(|i| input::prepare_create(def, ctx, i))
-            .collect::<ApiResult<Vec<_>>>()?;
+        // The items of a bulk request are checked and planned one at a time, letting other requests
+        // run in between: a large request shares the async workers instead of holding one.
+        let mut prepared = Vec::with_capacity(items.len());
+        for item in items {
+            prepared.push(input::prepare_create(def, ctx, item)?);
+            tokio::task::yield_now().await;
+        }
         resources::before_create(self, ctx, def, &prepared).await?;
         let mut attempts = Attempts::new();
         let mut created = loop {
@@ -265,6 +293,7 @@ impl Api {
             for item in &prepared {
                 created
                     .push(resources::plan_create(self, ctx, def, item.clone(), &mut plan).await?);
+                tokio::task::yield_now().await;
             }
             if self.db.commit(plan).await? {
                 break created;
@@ -356,7 +385,7 @@ async fn create(
     State(api): State<Api>,
     Path(collection): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    RequestBody(body): RequestBody,
 ) -> Response {
     reply(
         async {
@@ -390,7 +419,7 @@ async fn update(
     State(api): State<Api>,
     Path((collection, id)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    RequestBody(body): RequestBody,
 ) -> Response {
     reply(
         async {
@@ -455,7 +484,7 @@ async fn sub_put(
     State(api): State<Api>,
     Path((collection, id, action)): Path<(String, String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    RequestBody(body): RequestBody,
 ) -> Response {
     reply(
         async {
@@ -546,7 +575,8 @@ fn validate_tags(def: &ResourceDef, tags: &Value) -> ApiResult<Vec<String>> {
 fn validate_tag(tag: &str) -> ApiResult<String> {
     if tag.is_empty() || tag.chars().count() > 255 || tag.contains(',') || tag.contains('/') {
         return Err(ApiError::bad_request(format!(
-            "Invalid input for tags. Reason: '{tag}' is not a valid tag."
+            "Invalid input for tags. Reason: '{}' is not a valid tag.",
+            echo(tag)
         )));
     }
     Ok(tag.to_string())
@@ -574,7 +604,7 @@ impl Api {
             let mut obj = stored.obj.clone();
             obj.insert("tags".into(), json!(tags));
             let mut plan = Plan::default();
-            plan.update(def, stored.rev, &mut obj);
+            plan.update(def, &stored, &mut obj);
             if self.db.commit(plan).await? {
                 return Ok(obj);
             }
@@ -610,7 +640,12 @@ impl Api {
         } else {
             Err(ApiError::not_found(
                 "TagNotFound",
-                format!("Tag {tag} could not be found for {} {id}.", def.singular),
+                format!(
+                    "Tag {} could not be found for {} {}.",
+                    echo(tag),
+                    def.singular,
+                    echo(id)
+                ),
             ))
         }
     }

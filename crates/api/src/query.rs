@@ -3,6 +3,7 @@
 use std::cmp::Ordering;
 
 use model::ResourceDef;
+use model::validate::echo;
 use serde_json::{Value, json};
 
 use crate::error::{ApiError, ApiResult};
@@ -147,7 +148,8 @@ pub fn validate_filters(def: &ResourceDef, q: &Query) -> ApiResult<()> {
     for (name, _) in &q.0 {
         if !CONTROL.contains(&name.as_str()) && def.attr(name).is_none() {
             return Err(ApiError::bad_request(format!(
-                "[{name}] is invalid attribute for filtering"
+                "[{}] is invalid attribute for filtering",
+                echo(name)
             )));
         }
     }
@@ -256,7 +258,7 @@ pub fn page(
     let unknown: Vec<String> = keys
         .iter()
         .filter(|k| def.attr(k).is_none())
-        .map(|k| format!("'{k}'"))
+        .map(|k| format!("'{}'", echo(k)))
         .collect();
     if !unknown.is_empty() {
         return Err(ApiError::bad_request(format!(
@@ -267,7 +269,7 @@ pub fn page(
     let bad_dirs: Vec<String> = dirs
         .iter()
         .filter(|d| **d != "asc" && **d != "desc")
-        .map(|d| format!("'{d}'"))
+        .map(|d| format!("'{}'", echo(d)))
         .collect();
     if !bad_dirs.is_empty() {
         return Err(ApiError::bad_request(format!(
@@ -305,7 +307,8 @@ pub fn page(
                 return Err(ApiError::bad(
                     "BadRequest",
                     format!(
-                        "Bad limit request: Limit must be an integer 0 or greater and not '{l}'."
+                        "Bad limit request: Limit must be an integer 0 or greater and not '{}'.",
+                        echo(l)
                     ),
                 ));
             }

@@ -1,12 +1,14 @@
 //! Objects in the store: keys, loading, and [`Plan`], the set of conditional writes one API call makes.
 //!
 //! Layout: `/r/<collection>/<id>` holds an object as the API shows it (plus internal fields whose names
-//! start with `_`); `/ipam/<subnet>/<ip>`, `/mac/<network>/<mac>`, `/seg/<type>/<physnet>/<id>` and
-//! `/default-sg/<project>` are claims that make allocations unique. A call reads what it needs,
+//! start with `_`); `/ipam/<subnet>/<ip>`, `/mac/<network>/<mac>`, `/seg/<type>/<physnet>/<id>`,
+//! `/seg/router/<n>`, `/snat/<network>/<chassis>` and `/default-sg/<project>` are claims that make
+//! allocations unique; `/idx/...` are the keys of secondary indexes (see [`crate::index`]), which a
+//! plan keeps in step with the objects it writes. A call reads what it needs,
 //! builds a plan whose conditions pin every key it read or claims, and commits it; a conflict means
 //! another call got there first, and the whole call is planned again.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use model::ResourceDef;
@@ -14,6 +16,7 @@ use serde_json::{Map, Value};
 use store::{Revision, Store, StoreError, Txn, TxnOutcome};
 
 use crate::error::{ApiError, ApiResult};
+use crate::index::{self, Index};
 
 /// A JSON object as the API shows it.
 pub type Obj = Map<String, Value>;
@@ -67,6 +70,10 @@ pub fn new_id() -> String {
 /// How often a call is planned again after losing a race, before giving up with 409.
 const MAX_ATTEMPTS: usize = 64;
 
+/// The most conditions or writes of a transaction that is split into steps: etcd refuses
+/// transactions with more than 128 of either (its default `--max-txn-ops`).
+pub const STEP_BUDGET: usize = 100;
+
 /// Read access to the store in terms of objects.
 #[derive(Clone)]
 pub struct Db {
@@ -113,16 +120,46 @@ impl Db {
         Ok(out)
     }
 
-    /// Objects of a kind whose `field` equals `value`.
-    pub async fn list_where(
-        &self,
-        def: &ResourceDef,
-        field: &str,
-        value: &str,
-    ) -> ApiResult<Vec<Stored>> {
-        let mut all = self.list(def).await?;
-        all.retain(|s| str_field(&s.obj, field) == value);
-        Ok(all)
+    /// The objects of a kind with these ids, those that exist (read concurrently).
+    pub async fn load_many(&self, def: &ResourceDef, ids: &[&str]) -> ApiResult<Vec<Stored>> {
+        let loaded = futures::future::try_join_all(ids.iter().map(|id| self.load(def, id))).await?;
+        Ok(loaded.into_iter().flatten().collect())
+    }
+
+    /// The objects `index` finds under `value`, in id order: reads their index keys and the objects,
+    /// nothing else. Nothing is found under "" (empty values are not indexed).
+    pub async fn find(&self, index: &Index, value: &str) -> ApiResult<Vec<Stored>> {
+        let ids = self.indexed_ids(index, value).await?;
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let mut found = self.load_many(index.def, &ids).await?;
+        found.retain(|s| index.holds(&s.obj, value));
+        Ok(found)
+    }
+
+    /// Whether `index` finds anything under `value`: reads the index keys and the objects up to the
+    /// first one that exists.
+    pub async fn any(&self, index: &Index, value: &str) -> ApiResult<bool> {
+        for id in self.indexed_ids(index, value).await? {
+            if let Some(found) = self.load(index.def, &id).await?
+                && index.holds(&found.obj, value)
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// The ids of the objects under `value` in `index`, in order.
+    async fn indexed_ids(&self, index: &Index, value: &str) -> ApiResult<Vec<String>> {
+        if value.is_empty() {
+            return Ok(vec![]);
+        }
+        let prefix = index.prefix(value);
+        let (kvs, _) = self.store.range(&prefix).await?;
+        Ok(kvs
+            .into_iter()
+            .filter_map(|kv| kv.key.strip_prefix(&prefix).map(String::from))
+            .collect())
     }
 
     /// Whether any key exists under `prefix`, and which values they hold.
@@ -145,11 +182,12 @@ impl Db {
 
     /// Commits a plan; the revision it was committed at, or `None` after a conflict.
     pub async fn commit_at(&self, plan: Plan) -> ApiResult<Option<Revision>> {
-        let witness = plan.txn.ops.iter().find_map(|op| match op {
+        let txn = plan.into_txn();
+        let witness = txn.ops.iter().find_map(|op| match op {
             store::Op::Put(k, v) | store::Op::PutLeased(k, v, _) => Some((k.clone(), v.clone())),
             store::Op::Delete(_) => None,
         });
-        match self.store.txn(plan.txn).await {
+        match self.store.txn(txn).await {
             Ok(TxnOutcome::Committed(rev)) => Ok(Some(rev)),
             Ok(TxnOutcome::Conflict(key)) => {
                 tracing::debug!("conflict on {key}; planning again");
@@ -209,6 +247,15 @@ fn encode(obj: &Obj) -> Vec<u8> {
 }
 
 /// The conditional writes of one call.
+///
+/// An object is written at most once: writing it again (a bulk request whose items all change their
+/// network or group) replaces the earlier write, and [`Plan::written`] shows later items the object
+/// as the earlier ones left it.
+///
+/// Every write of an object names the object as it was read (a [`Stored`], pinned at its revision),
+/// so that the plan also writes and deletes the object's index keys: those of the object as first
+/// read that the object as last written lacks are deleted, the new ones written, in the same
+/// transaction (see [`crate::index`]).
 #[derive(Default)]
 pub struct Plan {
     txn: Txn,
@@ -216,6 +263,17 @@ pub struct Plan {
     /// Conditions already in the plan, so that objects that many items of a bulk request rely on
     /// (their network, subnet, security group) are pinned once.
     pinned: HashSet<(String, Revision)>,
+    /// The write of each object the plan writes, by key: its index in `txn.ops`.
+    writes: HashMap<String, usize>,
+    /// The index keys of each indexed object the plan writes or deletes, by the object's key.
+    indexed: HashMap<String, IndexKeys>,
+}
+
+/// An object's index keys as it was read (none when the plan creates it), and as the plan leaves
+/// it (none when the plan deletes it).
+struct IndexKeys {
+    read: BTreeSet<String>,
+    written: BTreeSet<String>,
 }
 
 impl Plan {
@@ -235,11 +293,48 @@ impl Plan {
     pub fn is_claimed(&self, key: &str) -> bool {
         self.claimed.contains(key)
     }
-    /// The larger of the plan's condition and write counts (etcd limits both per transaction).
+    /// The larger of the plan's condition and write counts, index keys included (etcd limits both
+    /// per transaction).
     pub fn size(&self) -> usize {
-        self.txn.compares.len().max(self.txn.ops.len())
+        self.txn
+            .compares
+            .len()
+            .max(self.txn.ops.len() + self.index_ops().count())
     }
-    /// Adds the conditions, claims and writes of `other` (planned separately) to this plan.
+    /// The writes and deletes of index keys that the plan's object writes call for.
+    fn index_ops(&self) -> impl Iterator<Item = store::Op> + '_ {
+        self.indexed.values().flat_map(|keys| {
+            let gone = keys.read.difference(&keys.written);
+            let new = keys.written.difference(&keys.read);
+            gone.map(|k| store::Op::Delete(k.clone()))
+                .chain(new.map(|k| store::Op::Put(k.clone(), Vec::new())))
+        })
+    }
+    /// The transaction to commit: the plan's conditions and writes, then its index keys.
+    fn into_txn(self) -> Txn {
+        let index_ops: Vec<store::Op> = self.index_ops().collect();
+        let mut txn = self.txn;
+        txn.ops.extend(index_ops);
+        txn
+    }
+    /// Notes the index keys of an object the plan writes (`written`) or deletes (`None`); `read` is
+    /// the object as read, `None` for a new one. The keys as read are those of the first write.
+    fn reindex(&mut self, def: &ResourceDef, key: &str, read: Option<&Obj>, written: Option<&Obj>) {
+        if !index::covers(def) {
+            return;
+        }
+        let written = written.map(|o| index::keys(def, o)).unwrap_or_default();
+        match self.indexed.get_mut(key) {
+            Some(keys) => keys.written = written,
+            None => {
+                let read = read.map(|o| index::keys(def, o)).unwrap_or_default();
+                self.indexed
+                    .insert(key.to_string(), IndexKeys { read, written });
+            }
+        }
+    }
+    /// Adds the conditions, claims and writes of `other` (planned separately, writing other objects)
+    /// to this plan.
     pub fn absorb(&mut self, other: Plan) {
         for compare in other.txn.compares {
             let store::Compare::ModRevision(key, rev) = &compare;
@@ -250,7 +345,36 @@ impl Plan {
         }
         self.pinned.extend(other.pinned);
         self.claimed.extend(other.claimed);
+        let offset = self.txn.ops.len();
+        self.writes
+            .extend(other.writes.into_iter().map(|(k, i)| (k, i + offset)));
         self.txn.ops.extend(other.txn.ops);
+        for (key, keys) in other.indexed {
+            match self.indexed.get_mut(&key) {
+                Some(mine) => mine.written = keys.written,
+                None => {
+                    self.indexed.insert(key, keys);
+                }
+            }
+        }
+    }
+    /// The object as this plan writes it, if it does.
+    pub fn written(&self, def: &ResourceDef, id: &str) -> Option<Obj> {
+        match &self.txn.ops[*self.writes.get(&obj_key(def, id))?] {
+            store::Op::Put(_, value) | store::Op::PutLeased(_, value, _) => decode(value).ok(),
+            store::Op::Delete(_) => None,
+        }
+    }
+    /// Writes `obj` under `key`, in place of an earlier write of the same key.
+    fn write(&mut self, key: String, obj: &Obj) {
+        let op = store::Op::Put(key.clone(), encode(obj));
+        match self.writes.get(&key) {
+            Some(&i) => self.txn.ops[i] = op,
+            None => {
+                self.writes.insert(key, self.txn.ops.len());
+                self.txn.ops.push(op);
+            }
+        }
     }
     /// Requires `key` to still be at `rev` when the plan commits.
     pub fn pin(&mut self, key: String, rev: Revision) {
@@ -273,24 +397,27 @@ impl Plan {
         self.txn
             .compares
             .push(store::Compare::ModRevision(key.clone(), 0));
-        self.txn.ops.push(store::Op::Put(key, encode(obj)));
+        self.reindex(def, &key, None, Some(obj));
+        self.write(key, obj);
     }
-    /// Writes a changed object read at `rev`; bumps its revision number and update time.
-    pub fn update(&mut self, def: &ResourceDef, rev: Revision, obj: &mut Obj) {
+    /// Writes `obj`, a changed copy of the object as `read`; bumps its revision number and update
+    /// time.
+    pub fn update(&mut self, def: &ResourceDef, read: &Stored, obj: &mut Obj) {
         touch(obj);
-        let key = obj_key(def, str_field(obj, "id"));
-        self.pin(key.clone(), rev);
-        self.txn.ops.push(store::Op::Put(key, encode(obj)));
+        self.put_raw(def, read, obj);
     }
-    /// Writes an object exactly as given (internal markers), pinned at `rev`.
-    pub fn put_raw(&mut self, def: &ResourceDef, rev: Revision, obj: &Obj) {
+    /// Writes `obj`, a copy of the object as `read`, exactly as given (internal markers).
+    pub fn put_raw(&mut self, def: &ResourceDef, read: &Stored, obj: &Obj) {
         let key = obj_key(def, str_field(obj, "id"));
-        self.pin(key.clone(), rev);
-        self.txn.ops.push(store::Op::Put(key, encode(obj)));
+        self.pin(key.clone(), read.rev);
+        self.reindex(def, &key, Some(&read.obj), Some(obj));
+        self.write(key, obj);
     }
     pub fn delete(&mut self, def: &ResourceDef, stored: &Stored) {
         let key = obj_key(def, stored.id());
         self.pin(key.clone(), stored.rev);
+        self.reindex(def, &key, Some(&stored.obj), None);
+        self.writes.remove(&key);
         self.txn.ops.push(store::Op::Delete(key));
     }
 }

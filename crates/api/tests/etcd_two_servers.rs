@@ -1,6 +1,6 @@
 //! Two API servers on one 3-member etcd cluster: concurrent creates split between them never hand out
-//! an IP address, a MAC, a port id or a segmentation id twice, and never answer 5xx. An exhausted pool
-//! answers 409 `IpAddressGenerationFailure`.
+//! an IP address, a MAC, a port id, a segmentation id, a router number or a chassis' SNAT address
+//! twice, and never answer 5xx. An exhausted pool answers 409 `IpAddressGenerationFailure`.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -151,4 +151,74 @@ async fn networks_created_through_two_servers_get_distinct_segmentation_ids() {
         .filter_map(|n| n["provider:segmentation_id"].as_u64())
         .collect();
     assert_eq!(listed, segments);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routers_created_through_two_servers_get_distinct_numbers() {
+    let cluster = EtcdCluster::start(3).await.expect("etcd cluster");
+    let servers = two_servers(&cluster).await;
+    let client = reqwest::Client::new();
+    let calls = (0..40).map(|i| {
+        let body = json!({"router": {"name": format!("r{i}")}});
+        post(&client, format!("{}/v2.0/routers", servers[i % 2]), body)
+    });
+    let mut numbers = HashSet::new();
+    for (status, body) in futures::future::join_all(calls).await {
+        assert_eq!(status, 201, "{body}");
+        let router = body["router"]["id"].as_str().unwrap();
+        // The number is internal: agents see it in the router's sync topic.
+        let url = format!("{}/wyvern/v1/sync/snapshot?router={router}", servers[1]);
+        let snapshot: Value = client.get(url).send().await.unwrap().json().await.unwrap();
+        let stored = snapshot["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["key"] == format!("/r/routers/{router}"))
+            .expect("the router in its topic");
+        let n = stored["value"]["_nat_id"]
+            .as_u64()
+            .expect("a router number");
+        assert!((1..=0x3fff).contains(&n), "{n}");
+        assert!(numbers.insert(n), "router number {n} twice");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snat_addresses_asked_through_two_servers_are_one_port() {
+    let cluster = EtcdCluster::start(3).await.expect("etcd cluster");
+    let servers = two_servers(&cluster).await;
+    let client = reqwest::Client::new();
+    let (s, net) = post(
+        &client,
+        format!("{}/v2.0/networks", servers[0]),
+        json!({"network": {"name": "ext", "router:external": true}}),
+    )
+    .await;
+    assert_eq!(s, 201, "{net}");
+    let ext = net["network"]["id"].as_str().unwrap().to_string();
+    let body = json!({"subnet": {"network_id": ext, "ip_version": 4, "cidr": "192.0.2.0/24"}});
+    let (s, sub) = post(&client, format!("{}/v2.0/subnets", servers[1]), body).await;
+    assert_eq!(s, 201, "{sub}");
+    let calls = (0..16).map(|i| {
+        let url = format!("{}/wyvern/v1/chassis/chassis-1/snat/{ext}", servers[i % 2]);
+        let request = client.put(url);
+        async move {
+            let resp = request.send().await.expect("request");
+            let status = resp.status().as_u16();
+            (status, resp.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    });
+    let mut ports = HashSet::new();
+    for (status, body) in futures::future::join_all(calls).await {
+        assert_eq!(status, 200, "{body}");
+        ports.insert(body["port"]["id"].to_string());
+    }
+    assert_eq!(ports.len(), 1, "{ports:?}");
+    let listed = list(
+        &client,
+        format!("{}/v2.0/ports?network_id={ext}", servers[0]),
+        "ports",
+    )
+    .await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
 }

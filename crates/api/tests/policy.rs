@@ -3,53 +3,17 @@
 //! have, device owners that belong to the router and floating IP APIs, attributes only network owners
 //! or admins set, and references to other projects' objects answered as if those did not exist.
 
+mod caller;
 mod support;
 
+use caller::{ADMIN, ALICE, BOB, Client, Who};
+
 use serde_json::{Value, json};
-
-/// Who sends a request: the admin, or a member of a project.
-#[derive(Clone, Copy)]
-enum Who {
-    Admin,
-    Member(&'static str),
-}
-
-const ADMIN: Who = Who::Admin;
-const ALICE: Who = Who::Member("project-alice");
-const BOB: Who = Who::Member("project-bob");
 
 /// An id nothing has.
 const MISSING: &str = "8f0c1d9e-3b7a-4c55-9a2e-00000000dead";
 
-struct Client {
-    http: reqwest::Client,
-    base: String,
-}
-
 impl Client {
-    fn new(server: &support::Server) -> Self {
-        Self {
-            http: reqwest::Client::new(),
-            base: server.base.clone(),
-        }
-    }
-
-    async fn call(&self, who: Who, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("an HTTP method");
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
-        if let Who::Member(project) = who {
-            req = req
-                .header("X-Project-Id", project)
-                .header("X-Roles", "member,reader");
-        }
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let resp = req.send().await.expect("request");
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(Value::Null))
-    }
-
     /// Creates an object and returns it; the create must succeed.
     async fn create(&self, who: Who, path: &str, body: Value) -> Value {
         let (status, answer) = self.call(who, "POST", path, Some(body)).await;

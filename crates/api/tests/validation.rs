@@ -548,3 +548,74 @@ async fn names_and_descriptions_have_a_maximum_length() {
         "HTTPBadRequest",
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_create_sees_its_earlier_items() {
+    let server = support::Server::start();
+    let c = Client::new(&server);
+    let net = c.network().await;
+    let subnet = |cidr: &str| json!({"network_id": net, "ip_version": 4, "cidr": cidr});
+    let (status, body) = c
+        .post(
+            "/subnets",
+            json!({"subnets": [subnet("10.0.0.0/24"), subnet("10.0.1.0/24")]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let mut created: Vec<String> = body["subnets"]
+        .as_array()
+        .expect("the subnets")
+        .iter()
+        .map(id)
+        .collect();
+    created.sort();
+    let (_, shown) = c.get(&format!("/networks/{net}")).await;
+    let mut listed: Vec<String> =
+        serde_json::from_value(shown["network"]["subnets"].clone()).expect("the network's subnets");
+    listed.sort();
+    assert_eq!(
+        listed, created,
+        "the network lists every subnet of the bulk request"
+    );
+    // Ports find the network's subnets through that list.
+    let port = json!({"network_id": net, "fixed_ips": [{"subnet_id": created[0]}, {"subnet_id": created[1]}]});
+    let (status, body) = c.post("/ports", json!({ "port": port })).await;
+    assert_eq!(status, 201, "{body}");
+    // Items of one request that overlap each other are refused like any overlap.
+    let msg = refused(
+        &c.post(
+            "/subnets",
+            json!({"subnets": [subnet("10.1.0.0/24"), subnet("10.1.0.0/25")]}),
+        )
+        .await,
+        400,
+        "InvalidInput",
+    );
+    assert!(msg.contains("overlaps with another subnet"), "{msg}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_allocation_pools_are_refused() {
+    let server = support::Server::start();
+    let c = Client::new(&server);
+    let net = c.network().await;
+    let pool = |s: u8, e: u8| json!({"start": format!("10.2.0.{s}"), "end": format!("10.2.0.{e}")});
+    let subnet = |pools: Value| {
+        json!({"subnet": {"network_id": net, "ip_version": 4, "cidr": "10.2.0.0/24",
+            "allocation_pools": pools}})
+    };
+    // The overlap is between the first and the last pool given.
+    let overlapping = json!([pool(10, 20), pool(30, 40), pool(50, 60), pool(15, 25)]);
+    let msg = refused(
+        &c.post("/subnets", subnet(overlapping)).await,
+        409,
+        "OverlappingAllocationPools",
+    );
+    assert!(
+        msg.contains("10.2.0.10-10.2.0.20 and 10.2.0.15-10.2.0.25"),
+        "{msg}"
+    );
+    let touching = json!([pool(21, 30), pool(10, 20)]);
+    let (status, body) = c.post("/subnets", subnet(touching)).await;
+    assert_eq!(status, 201, "{body}");
+}

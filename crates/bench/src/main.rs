@@ -21,6 +21,10 @@
 //! with several servers, and measures server failover too (servers killed and started again).
 //! `slice --router --security-groups` is issue 11's workload B (every port in one security group
 //! with 20 remote-group rules), with Open vSwitch's own one-port floor measured in the same run.
+//! `slice --floating-ips` is issue 12's workload: the routed slice with the router's gateway on an
+//! external network and a floating IP per port, then a floating IP associated until an external
+//! host's ping gets through, and new connections per second through distributed SNAT against
+//! plain routing.
 //!
 //! `throughput` runs iperf3 between two VMs on two chassis through the whole pipeline with
 //! security groups, then through the same switches reduced to `actions=NORMAL` (see
@@ -98,8 +102,9 @@ enum Command {
         /// interface added to the loaded system until a routed ping works.
         #[arg(long)]
         router: bool,
-        /// With --router: how often that interface is added (and removed again).
-        #[arg(long, default_value_t = 5, requires = "router")]
+        /// With --router (or --floating-ips): how often that interface is added (and removed
+        /// again).
+        #[arg(long, default_value_t = 5)]
         interface_samples: usize,
         /// The lab's store: `embedded` (one server) or `etcd` (real etcd members).
         #[arg(long, value_enum, default_value_t = SliceStore::Embedded)]
@@ -118,6 +123,28 @@ enum Command {
         /// 8001-8020, remote group = itself); Open vSwitch's floor is measured in the same run.
         #[arg(long)]
         security_groups: bool,
+        /// Issue 12's workload (routed): the router's gateway on a flat external network on a
+        /// physical segment, a floating IP per port; then a floating IP associated until an
+        /// external host's ping gets through, and new TCP connections per second through
+        /// distributed SNAT against plain routing.
+        #[arg(long)]
+        floating_ips: bool,
+        /// With --floating-ips: how often the floating IP is associated (and disassociated).
+        #[arg(long, default_value_t = 20, requires = "floating_ips")]
+        associate_samples: usize,
+        /// With --floating-ips: seconds per connection-rate run.
+        #[arg(long, default_value_t = 5, requires = "floating_ips")]
+        connection_seconds: u32,
+        /// With --floating-ips: connection-rate runs per path (SNAT and routed alternate).
+        #[arg(long, default_value_t = 3, requires = "floating_ips")]
+        connection_runs: usize,
+        /// With --floating-ips: connections in flight at once.
+        #[arg(long, default_value_t = 4, requires = "floating_ips")]
+        connection_parallel: usize,
+        /// With --floating-ips: server ports the connections go to, round robin (a NAT runs
+        /// out of source ports for one destination port sooner).
+        #[arg(long, default_value_t = 16, requires = "floating_ips")]
+        connection_ports: u16,
     },
     /// iperf3 TCP between two VMs on two chassis through the full pipeline with security groups,
     /// against the same two VMs with each `br-int` reduced to `actions=NORMAL`.
@@ -193,10 +220,25 @@ fn main() -> anyhow::Result<()> {
             servers,
             failovers,
             security_groups,
+            floating_ips,
+            associate_samples,
+            connection_seconds,
+            connection_runs,
+            connection_parallel,
+            connection_ports,
         } => {
             if store == SliceStore::Embedded && servers > 1 {
                 bail!("several servers need --store etcd");
             }
+            let floating_ips = floating_ips.then(|| slice::FloatingIps {
+                samples: associate_samples,
+                connections: slice::ConnectionOptions {
+                    seconds: connection_seconds.max(1),
+                    runs: connection_runs.max(1),
+                    parallel: connection_parallel.max(1),
+                    ports: connection_ports.clamp(1, 1000),
+                },
+            });
             runtime.block_on(slice::run(slice::Params {
                 wyvern,
                 chassis,
@@ -205,7 +247,7 @@ fn main() -> anyhow::Result<()> {
                 samples,
                 concurrency,
                 restarts,
-                router,
+                router: router || floating_ips.is_some(),
                 interface_samples,
                 etcd_members: if store == SliceStore::Etcd {
                     etcd_members
@@ -215,6 +257,7 @@ fn main() -> anyhow::Result<()> {
                 servers,
                 failovers,
                 security_groups,
+                floating_ips,
             }))?
         }
         Command::Throughput {
@@ -312,6 +355,17 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     }
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i].as_secs_f64() * 1000.0
+}
+
+/// The median of `v` (0 when empty).
+pub(crate) fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    match s.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => s[n / 2],
+        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
+    }
 }
 
 async fn api_ports(

@@ -14,8 +14,18 @@
 //! and its interfaces cost, and one more phase runs before the restarts: a router interface added
 //! to the loaded system until a routed ping works (see [`interface`]).
 //!
+//! With `--floating-ips` (issue 12's workload, routed) the lab also has a physical segment with
+//! an external host on it and a flat external network there ([`floating::outside`]); the router
+//! has its gateway on that network, every port of the bulk gets a floating IP (created with
+//! the port as its `port_id`, right after the port's VIF is plugged), convergence also waits for
+//! every floating IP to be ACTIVE, the flow counts show the floating IPs' own flows (cookie kind
+//! `0x07`), and two more phases run before the restarts: a floating IP associated until the
+//! external host's ping gets through, and new connections per second through distributed SNAT
+//! against plain routing (see [`floating`]).
+//!
 //! "Converged" means, for every agent: `in_sync`, installed == desired, its northbound revision
-//! at least the server's revision at which the last port became ACTIVE, and all its VIFs seen;
+//! at least the server's revision at which the last port (and floating IP) became ACTIVE, and
+//! all its VIFs seen;
 //! the bench follows the server's state through the same sync API the agents use. Figures come
 //! from the agents' metrics, `/proc` and the switches themselves (OpenFlow flow stats filtered by
 //! the port's cookie, and `ovs-ofctl dump-flows`). Everything the lab made is removed again when
@@ -38,8 +48,14 @@ use serde_json::{Value, json};
 
 use crate::{percentile, post, put};
 
+mod connections;
+mod floating;
 mod groups;
 mod interface;
+mod probe;
+
+pub use connections::Options as ConnectionOptions;
+pub use floating::Params as FloatingIps;
 
 /// The integration bridge the agents program.
 pub(crate) const BR_INT: &str = "br-int";
@@ -86,6 +102,9 @@ pub struct Params {
     /// Issue 11's workload B: every port in one security group with 20 ingress rules (see
     /// [`groups`]).
     pub security_groups: bool,
+    /// Issue 12's workload: the router's gateway on an external network, a floating IP per port
+    /// and the phases of [`floating`] (needs `router`).
+    pub floating_ips: Option<FloatingIps>,
 }
 
 impl Params {
@@ -103,6 +122,9 @@ pub async fn run(p: Params) -> anyhow::Result<Value> {
     use tokio::signal::unix::{SignalKind, signal};
     if p.chassis == 0 || p.networks == 0 || p.ports == 0 || p.servers == 0 {
         bail!("--chassis, --networks, --ports and --servers must be at least 1");
+    }
+    if p.floating_ips.is_some() && (!p.router || p.networks < 2) {
+        bail!("floating IPs need the router and two networks behind it");
     }
     let mut term = signal(SignalKind::terminate())?;
     tokio::select! {
@@ -137,6 +159,8 @@ struct View {
     ports: HashMap<String, bool>,
     /// When each port was first seen ACTIVE.
     active_at: HashMap<String, Instant>,
+    /// Floating IP id → ACTIVE (associated with an ACTIVE port).
+    floating_ips: HashMap<String, bool>,
     chassis_up: BTreeSet<String>,
 }
 
@@ -153,6 +177,10 @@ impl View {
                         }
                         self.ports.insert(id.to_owned(), active);
                     }
+                    Some((Kind::FloatingIp, id)) => {
+                        let active = value.get("status").and_then(Value::as_str) == Some("ACTIVE");
+                        self.floating_ips.insert(id.to_owned(), active);
+                    }
                     Some((Kind::ChassisUp, id)) => {
                         self.chassis_up.insert(id.to_owned());
                     }
@@ -161,6 +189,9 @@ impl View {
                 nb_sync::Change::Delete(key) => match nb_keys::parse(&key) {
                     Some((Kind::Port, id)) => {
                         self.ports.remove(id);
+                    }
+                    Some((Kind::FloatingIp, id)) => {
+                        self.floating_ips.remove(id);
                     }
                     Some((Kind::ChassisUp, id)) => {
                         self.chassis_up.remove(id);
@@ -174,6 +205,12 @@ impl View {
 
     fn active(&self) -> usize {
         self.ports.values().filter(|a| **a).count()
+    }
+
+    /// Whether every floating IP in `ids` is ACTIVE.
+    fn floating_ips_active(&self, ids: &[String]) -> bool {
+        ids.iter()
+            .all(|id| self.floating_ips.get(id) == Some(&true))
     }
 }
 
@@ -333,7 +370,15 @@ struct Ctx {
     router: Option<String>,
     /// The security group every port is created in (`--security-groups`).
     group: Option<String>,
+    /// The external network the router's gateway and the floating IPs are on (`--floating-ips`).
+    external: Option<String>,
     ports: Vec<MadePort>,
+    /// The floating IPs of the bulk's ports.
+    floating_ips: Vec<String>,
+    /// What the phases added to the lab's topology (see [`Ctx::grow_lab`]).
+    lab_extra: String,
+    /// The bench's networks (by index) declared in `lab_extra`.
+    lab_networks: BTreeSet<usize>,
     /// When each VIF (by iface-id) first had an OpenFlow port in its chassis' OVSDB.
     vif_seen: Arc<Mutex<HashMap<String, Instant>>>,
     /// The sync follower feeding `view`, and its handle (dropping the handle would make the
@@ -398,17 +443,22 @@ impl Ctx {
         out
     }
 
-    /// Waits until every port the bench made is ACTIVE and every agent has converged on the
-    /// revision that made the last one so; returns when, and the agents' metrics then.
+    /// Waits until every port the bench made (and every floating IP of the bulk) is ACTIVE and
+    /// every agent has converged on the revision that made the last one so; returns when, and
+    /// the agents' metrics then.
     async fn converge(&self, timeout: Duration) -> anyhow::Result<(Instant, Vec<AgentStats>)> {
         let start = Instant::now();
         let mut last = String::from("no agent answered yet");
         loop {
-            let (active, revision) = {
+            let (active, fips_active, revision) = {
                 let v = self.view();
-                (v.active(), v.revision)
+                (
+                    v.active(),
+                    v.floating_ips_active(&self.floating_ips),
+                    v.revision,
+                )
             };
-            if active >= self.ports.len() {
+            if active >= self.ports.len() && fips_active {
                 let stats = self.all_stats().await;
                 let at = Instant::now();
                 let ok = stats
@@ -422,7 +472,11 @@ impl Ctx {
             } else {
                 // The agents' state as last seen, once (not the previous message again).
                 let agents = last.rsplit("; ").next().unwrap_or_default().to_owned();
-                last = format!("{active} of {} ports ACTIVE; {agents}", self.ports.len());
+                last = format!(
+                    "{active} of {} ports ACTIVE (and {} floating IPs); {agents}",
+                    self.ports.len(),
+                    self.floating_ips.len()
+                );
             }
             if start.elapsed() > timeout {
                 bail!("no convergence within {timeout:?}: {last}");
@@ -451,6 +505,75 @@ impl Ctx {
             mac: text("mac_address").ok_or_else(|| anyhow!("port without MAC: {v}"))?,
             node,
         })
+    }
+
+    /// Grows the lab by the topology sections `more` (networks, groups, VMs on the bench's
+    /// networks), with the bench's networks `networks` (by index) declared to it first, and
+    /// counts the VMs it wires among their chassis' VIFs. What earlier phases added stays in the
+    /// file: the lab removes what its file no longer has.
+    fn grow_lab(
+        &mut self,
+        p: &Params,
+        lab: &mut Lab,
+        networks: &[usize],
+        more: &str,
+    ) -> anyhow::Result<()> {
+        for &i in networks {
+            if self.lab_networks.insert(i) {
+                self.lab_extra.push_str(&format!(
+                    "[[network]]\nname = \"{}\"\n[[network.subnet]]\ncidr = \"{}\"\n",
+                    network_name(i),
+                    subnet_cidr(i)
+                ));
+            }
+        }
+        self.lab_extra.push_str(more);
+        let grown = topology(lab.name(), p, &self.lab_extra)?;
+        let before: BTreeSet<String> = lab.state().vms.keys().cloned().collect();
+        tokio::task::block_in_place(|| lab.converge(&grown))?;
+        for vm in lab
+            .state()
+            .vms
+            .iter()
+            .filter(|(name, _)| !before.contains(*name))
+            .map(|(_, vm)| vm)
+        {
+            let node = self
+                .nodes
+                .iter_mut()
+                .find(|n| n.name == vm.chassis)
+                .ok_or_else(|| {
+                    anyhow!(
+                        "the lab wired a VM on {}, not a chassis of the bench",
+                        vm.chassis
+                    )
+                })?;
+            node.vifs += 1;
+        }
+        Ok(())
+    }
+
+    /// Creates a floating IP on the external network, associated with `port` if given; returns
+    /// its id and address.
+    async fn create_floating_ip(&self, port: Option<&str>) -> anyhow::Result<(String, String)> {
+        let external = self
+            .external
+            .as_ref()
+            .ok_or_else(|| anyhow!("no external network"))?;
+        let mut body = json!({"floatingip": {"floating_network_id": external}});
+        if let Some(port) = port {
+            body["floatingip"]["port_id"] = port.into();
+        }
+        let v = post(
+            &self.http,
+            &format!("{}/v2.0/floatingips", self.apis[0]),
+            body,
+        )
+        .await?;
+        let text = |k: &str| v["floatingip"][k].as_str().map(str::to_owned);
+        text("id")
+            .zip(text("floating_ip_address"))
+            .ok_or_else(|| anyhow!("floating IP without id or address: {v}"))
     }
 
     /// Adds an interface of `router` on `subnet` (at the subnet's gateway address); returns the
@@ -525,8 +648,8 @@ async fn plug(db: &Client, port: &MadePort) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The lab: `p.chassis` chassis `c1`, `c2`, ..., the store and servers `p` asks for, and whatever
-/// `extra` adds (networks, VMs).
+/// The lab: `p.chassis` chassis `c1`, `c2`, ..., the store and servers `p` asks for, the outside
+/// with `--floating-ips`, and whatever `extra` adds (networks, VMs).
 fn topology(name: &str, p: &Params, extra: &str) -> anyhow::Result<Topology> {
     let mut text = format!("name = \"{name}\"\n[underlay]\nencap = \"geneve\"\n");
     if p.etcd_members > 0 {
@@ -538,6 +661,9 @@ fn topology(name: &str, p: &Params, extra: &str) -> anyhow::Result<Topology> {
     let chassis = p.chassis;
     for i in 1..=chassis {
         text.push_str(&format!("[[chassis]]\nname = \"c{i}\"\n"));
+    }
+    if p.floating_ips.is_some() {
+        text.push_str(&floating::outside());
     }
     text.push_str(extra);
     Ok(Topology::parse(&text, "slice-bench.toml".as_ref())?)
@@ -556,10 +682,11 @@ fn subnet_cidr(i: usize) -> String {
 async fn bench(p: Params) -> anyhow::Result<Value> {
     let wyvern = std::fs::canonicalize(&p.wyvern)
         .with_context(|| format!("the wyvern binary {}", p.wyvern.display()))?;
-    let prefix = match (p.security_groups, p.router) {
-        (true, _) => "sg",
-        (false, true) => "sr",
-        (false, false) => "sl",
+    let prefix = match (p.security_groups, p.floating_ips.is_some(), p.router) {
+        (true, _, _) => "sg",
+        (false, true, _) => "sf",
+        (false, false, true) => "sr",
+        (false, false, false) => "sl",
     };
     let name = format!("{prefix}-{}", std::process::id());
     let topo = topology(&name, &p, "")?;
@@ -703,7 +830,14 @@ async fn measure(
         subnets: Vec::new(),
         router: None,
         group: None,
+        external: match p.floating_ips {
+            Some(_) => Some(floating::external_network(lab)?),
+            None => None,
+        },
         ports: Vec::new(),
+        floating_ips: Vec::new(),
+        lab_extra: String::new(),
+        lab_networks: BTreeSet::new(),
         vif_seen,
         follower: (tasks, sync_handle),
     };
@@ -781,6 +915,10 @@ async fn measure(
     } else {
         Value::Null
     };
+    let outside = match &p.floating_ips {
+        Some(fp) => floating::run(p, fp, &mut ctx, lab).await?,
+        None => Value::Null,
+    };
     let failovers = if p.servers > 1 {
         server_failovers(p, &ctx, lab).await?
     } else {
@@ -821,13 +959,22 @@ async fn measure(
         targets["interface_added_to_routed_ping_p50_ms"] =
             json!({"measured": interface_added["ping_ms"]["p50"]});
     }
+    if p.floating_ips.is_some() {
+        // Issue 12 sets no figures for these.
+        targets["floating_ip_associated_to_first_reply_ms"] = json!({
+            "measured_p50": outside["associate_to_first_packet"]["first_reply_ms"]["p50"],
+            "measured_p99": outside["associate_to_first_packet"]["first_reply_ms"]["p99"],
+        });
+        targets["new_connections_snat_over_routed"] =
+            json!({"measured": outside["new_connections"]["snat_over_routed"]});
+    }
     Ok(json!({
-        "benchmark": match (p.router, p.security_groups) {
-            (true, true) => "slice --router --security-groups",
-            (false, true) => "slice --security-groups",
-            (true, false) => "slice --router",
-            (false, false) => "slice",
-        },
+        "benchmark": format!(
+            "slice{}{}{}",
+            if p.router && p.floating_ips.is_none() { " --router" } else { "" },
+            if p.floating_ips.is_some() { " --floating-ips" } else { "" },
+            if p.security_groups { " --security-groups" } else { "" },
+        ),
         "setup": {
             "chassis": p.chassis, "networks": p.networks, "ports": p.ports,
             "routers": usize::from(p.router), "router_interfaces": if p.router { p.networks } else { 0 },
@@ -835,6 +982,7 @@ async fn measure(
             "vif": "ovs internal port per port (iface-id, attached-mac), one OVSDB transaction each",
             "lab_up_s": secs(lab_up), "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
             "security_groups": p.security_groups.then(groups::setup),
+            "outside": p.floating_ips.as_ref().map(|_| floating::setup(p.ports)),
         },
         "bulk": bulk,
         "flows": flows,
@@ -843,6 +991,7 @@ async fn measure(
         "vswitchd_after_bulk": vswitchd,
         "one_port": one_port,
         "router_interface_added": interface_added,
+        "floating_ips": outside,
         "server_failover": failovers,
         "agent_restart": restarts,
         "agents_at_end": agents_end,
@@ -854,9 +1003,13 @@ async fn measure(
 struct BulkLog {
     api: Vec<Duration>,
     plug: Vec<Duration>,
+    /// Floating IP creates (with `--floating-ips`).
+    fip: Vec<Duration>,
     last_api: Instant,
     last_plug: Instant,
+    last_fip: Instant,
     made: Vec<MadePort>,
+    made_fips: Vec<String>,
     /// Port id → (created, plugged).
     times: HashMap<String, (Instant, Instant)>,
 }
@@ -866,9 +1019,12 @@ impl BulkLog {
         BulkLog {
             api: Vec::with_capacity(ports),
             plug: Vec::with_capacity(ports),
+            fip: Vec::new(),
             last_api: t0,
             last_plug: t0,
+            last_fip: t0,
             made: Vec::with_capacity(ports),
+            made_fips: Vec::new(),
             times: HashMap::with_capacity(ports),
         }
     }
@@ -912,10 +1068,14 @@ async fn bulk(p: &Params, ctx: &mut Ctx) -> anyhow::Result<Value> {
     }
     let networks_done = t0.elapsed();
     if p.router {
+        let mut router = json!({"name": "slice-r"});
+        if let Some(external) = &ctx.external {
+            router["external_gateway_info"] = json!({"network_id": external});
+        }
         let router = post(
             &ctx.http,
             &format!("{}/v2.0/routers", ctx.apis[0]),
-            json!({"router": {"name": "slice-r"}}),
+            json!({ "router": router }),
         )
         .await
         .context("creating the router")?;
@@ -958,11 +1118,27 @@ async fn bulk(p: &Params, ctx: &mut Ctx) -> anyhow::Result<Value> {
             let created = Instant::now();
             plug(&ctx_ref.nodes[node].db, &port).await?;
             let plugged = Instant::now();
+            let fip = match &ctx_ref.external {
+                Some(_) => Some(
+                    ctx_ref
+                        .create_floating_ip(Some(&port.id))
+                        .await
+                        .with_context(|| format!("the floating IP of port {k}"))?
+                        .0,
+                ),
+                None => None,
+            };
+            let fip_made = Instant::now();
             let mut log = shared_ref.lock().unwrap_or_else(|e| e.into_inner());
             log.api.push(created - t);
             log.plug.push(plugged - created);
             log.last_api = log.last_api.max(created);
             log.last_plug = log.last_plug.max(plugged);
+            if let Some(fip) = fip {
+                log.fip.push(fip_made - plugged);
+                log.last_fip = log.last_fip.max(fip_made);
+                log.made_fips.push(fip);
+            }
             log.times.insert(port.id.clone(), (created, plugged));
             log.made.push(port);
         }
@@ -985,15 +1161,19 @@ async fn bulk(p: &Params, ctx: &mut Ctx) -> anyhow::Result<Value> {
     let BulkLog {
         mut api,
         plug: mut plugs,
+        fip: mut fips,
         last_api,
         last_plug,
+        last_fip,
         made,
+        made_fips,
         times,
     } = shared.into_inner().unwrap_or_else(|e| e.into_inner());
     for port in &made {
         ctx.nodes[port.node].vifs += 1;
     }
     ctx.ports = made;
+    ctx.floating_ips = made_fips;
 
     progress("bulk: waiting for convergence");
     let (done, stats) = {
@@ -1025,10 +1205,11 @@ async fn bulk(p: &Params, ctx: &mut Ctx) -> anyhow::Result<Value> {
             }
         }
     }
-    let last_write = last_api.max(last_plug);
+    let last_write = last_api.max(last_plug).max(last_fip);
     let all_active = ctx.view().active_at.values().max().copied().unwrap_or(done);
     api.sort();
     plugs.sort();
+    fips.sort();
     Ok(json!({
         "networks_and_subnets_s": secs(networks_done),
         "router_and_interfaces_s": p.router.then(|| secs(router_done - networks_done)),
@@ -1037,8 +1218,10 @@ async fn bulk(p: &Params, ctx: &mut Ctx) -> anyhow::Result<Value> {
         "ports_per_s": (p.ports as f64 / ports_done.as_secs_f64()).round(),
         "port_create_ms": {"p50": pct(&api, 0.5), "p99": pct(&api, 0.99)},
         "vif_plug_ms": {"p50": pct(&plugs, 0.5), "p99": pct(&plugs, 0.99)},
+        "floating_ip_create_ms": (!fips.is_empty()).then(|| json!({"p50": pct(&fips, 0.5), "p99": pct(&fips, 0.99)})),
         "last_api_write_s": secs(last_api - t0),
         "last_vif_plug_s": secs(last_plug - t0),
+        "last_floating_ip_s": (!fips.is_empty()).then(|| secs(last_fip - t0)),
         "all_ports_active_s": secs(all_active.saturating_duration_since(t0)),
         "converged_s": secs(done - t0),
         "converged_after_last_write_s": secs(done.saturating_duration_since(last_write)),
@@ -1056,8 +1239,10 @@ async fn bulk(p: &Params, ctx: &mut Ctx) -> anyhow::Result<Value> {
 }
 
 /// (b) Flows per chassis, by owner, from the switch (OpenFlow) and from `ovs-ofctl`. Ports the
-/// bench did not make (router interfaces, the lab's VMs) count as `other_port`; what is not a
-/// port of the bench's is the constant part (fixed, per network, per router and interface).
+/// bench did not make (router interfaces, the lab's VMs, the chassis' SNAT addresses) count as
+/// `other_port`; what is not a port of the bench's is the constant part (fixed, per network, per
+/// router and interface), except floating IPs (cookie kind 0x07, on the chassis of their port)
+/// and the neighbours the switch learned (0x0f), which are counted apart.
 async fn flows(ctx: &Ctx, lab: &Lab) -> anyhow::Result<Value> {
     let node_of: HashMap<u64, usize> = ctx
         .ports
@@ -1065,11 +1250,12 @@ async fn flows(ctx: &Ctx, lab: &Lab) -> anyhow::Result<Value> {
         .map(|p| (Owner::Port(p.id.clone()).cookie(), p.node))
         .collect();
     let mut per_chassis = Vec::new();
-    let (mut port_flow_total, mut constant_total) = (0usize, 0usize);
+    let (mut port_flow_total, mut floating_ip_total, mut constant_total) = (0usize, 0usize, 0usize);
     for (i, n) in ctx.nodes.iter().enumerate() {
         let held = n.of.dump_flows(FlowStatsRequest::default()).await?;
         let (mut fixed, mut network, mut local, mut remote) = (0, 0, 0, 0);
         let (mut other_port, mut router, mut interface, mut foreign) = (0, 0, 0, 0);
+        let (mut floating_ip, mut learned) = (0, 0);
         let mut by_table: std::collections::BTreeMap<u8, usize> = Default::default();
         for s in &held {
             *by_table.entry(s.flow.table).or_default() += 1;
@@ -1083,11 +1269,14 @@ async fn flows(ctx: &Ctx, lab: &Lab) -> anyhow::Result<Value> {
                 },
                 0x04 => router += 1,
                 0x05 => interface += 1,
+                0x07 => floating_ip += 1,
+                _ if pipeline::cookie::is_learned(s.flow.cookie) => learned += 1,
                 _ => foreign += 1,
             }
         }
         port_flow_total += local + remote;
-        constant_total += held.len() - local - remote;
+        floating_ip_total += floating_ip;
+        constant_total += held.len() - local - remote - floating_ip - learned;
         let ch = lab
             .chassis(&n.name)
             .ok_or_else(|| anyhow!("chassis {} is gone", n.name))?;
@@ -1095,22 +1284,16 @@ async fn flows(ctx: &Ctx, lab: &Lab) -> anyhow::Result<Value> {
         let ofctl = text.lines().filter(|l| l.contains("cookie=")).count();
         let local_ports = ctx.ports.iter().filter(|p| p.node == i).count();
         let remote_ports = ctx.ports.len() - local_ports;
-        let ratio = |a: usize, b: usize| {
-            if b == 0 {
-                0.0
-            } else {
-                (a as f64 / b as f64 * 100.0).round() / 100.0
-            }
-        };
         per_chassis.push(json!({
             "chassis": n.name,
             "ovs_ofctl_dump_flows": ofctl,
             "openflow_flow_stats": held.len(),
             "fixed": fixed, "network": network, "local_port": local, "remote_port": remote,
             "other_port": other_port, "router": router, "router_interface": interface,
-            "other": foreign,
+            "floating_ip": floating_ip, "learned": learned, "other": foreign,
             "by_table": by_table.iter().map(|(t, c)| (t.to_string(), json!(c))).collect::<serde_json::Map<_, _>>(),
             "per_local_port": ratio(local, local_ports),
+            "floating_ip_per_local_port": ratio(floating_ip, local_ports),
             "per_remote_port": ratio(remote, remote_ports),
             "per_network": ratio(network, ctx.networks.len()),
             "per_router_interface_with_its_port": ratio(interface + other_port, if ctx.router.is_some() { ctx.subnets.len() } else { 0 }),
@@ -1121,8 +1304,19 @@ async fn flows(ctx: &Ctx, lab: &Lab) -> anyhow::Result<Value> {
     Ok(json!({
         "per_chassis": per_chassis,
         "port_flows_per_port_per_chassis": (per_port * 100.0).round() / 100.0,
+        "floating_ip_flows": floating_ip_total,
+        "floating_ip_flows_per_floating_ip": ratio(floating_ip_total, ctx.floating_ips.len()),
         "constant_flows_per_chassis": (constant_total as f64 / chassis as f64 * 10.0).round() / 10.0,
     }))
+}
+
+/// `a / b` to two decimals (0 when `b` is 0).
+fn ratio(a: usize, b: usize) -> f64 {
+    if b == 0 {
+        0.0
+    } else {
+        (a as f64 / b as f64 * 100.0).round() / 100.0
+    }
 }
 
 /// A percentile in milliseconds, rounded to microseconds.

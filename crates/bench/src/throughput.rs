@@ -23,6 +23,7 @@ use anyhow::{Context, anyhow, bail};
 use lab::{Lab, LabOptions, Topology};
 use serde_json::{Value, json};
 
+use crate::median;
 use crate::slice::BR_INT;
 
 /// The port iperf3 listens on.
@@ -167,16 +168,6 @@ fn runs(lab: &Lab, p: &Params, to_ip: &str, what: &str) -> anyhow::Result<(Vec<f
         retransmits.push(re);
     }
     Ok((gbps, retransmits))
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    match s.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => s[n / 2],
-        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
-    }
 }
 
 fn measure(p: &Params, lab: &mut Lab) -> anyhow::Result<Value> {

@@ -15,6 +15,8 @@ const DB: &str = "Open_vSwitch";
 const ROLE_KEY: &str = "wyvern-role";
 const ROLE_TUNNEL: &str = "tunnel";
 const ROLE_PATCH: &str = "patch";
+/// `Open_vSwitch.external_ids` key holding the bridge mappings, as `physnet:bridge,...`.
+pub const BRIDGE_MAPPINGS_KEY: &str = "wyvern-bridge-mappings";
 
 /// What [`ensure`] changed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -362,6 +364,32 @@ pub async fn ensure(client: &Client, cfg: &ChassisConfig) -> Result<EnsureReport
             table: OpenVSwitch::NAME.into(),
             conditions: vec![Condition::uuid(st.root.uuid)],
             mutations: vec![Mutation::insert("bridges", Value::set(new_bridges))],
+        });
+    }
+    // The mappings, recorded for tools that read the chassis (`wyvern trace`).
+    let mappings = cfg
+        .bridge_mappings
+        .iter()
+        .map(|m| format!("{}:{}", m.physnet, m.bridge))
+        .collect::<Vec<_>>()
+        .join(",");
+    if st
+        .root
+        .external_ids
+        .get(BRIDGE_MAPPINGS_KEY)
+        .map(String::as_str)
+        != Some(mappings.as_str())
+    {
+        tx.ops.push(Operation::Mutate {
+            table: OpenVSwitch::NAME.into(),
+            conditions: vec![Condition::uuid(st.root.uuid)],
+            mutations: vec![
+                Mutation::delete("external_ids", Value::set([BRIDGE_MAPPINGS_KEY])),
+                Mutation::insert(
+                    "external_ids",
+                    Value::map([(BRIDGE_MAPPINGS_KEY, mappings.as_str())]),
+                ),
+            ],
         });
     }
     if tx.ops.is_empty() {

@@ -5,7 +5,8 @@
 //!   userspace datapath), `fail_mode=secure` (so OVS never installs a NORMAL flow by itself),
 //!   the OpenFlow versions the agent speaks and in-band control disabled; one flow-based
 //!   tunnel port per enabled encapsulation (`remote_ip=flow`, `key=flow`); and a patch-port
-//!   pair to each provider bridge named in the bridge mappings (`physnet:br-ex`). Ports the
+//!   pair to each provider bridge named in the bridge mappings (`physnet:br-ex`), which it
+//!   records in `Open_vSwitch.external_ids:wyvern-bridge-mappings`. Ports the
 //!   agent no longer wants are removed; ports it does not own are never touched.
 //! * [`VifWatcher`]: a stream of local VIF events (iface-id, ofport, MAC, admin and link
 //!   state; added, changed, removed) from an OVSDB monitor that survives reconnects.
@@ -18,6 +19,6 @@ mod error;
 mod vif;
 
 pub use config::{BridgeMapping, ChassisConfig, Encap};
-pub use ensure::{EnsureReport, ensure, plug_vif, unplug_vif, wait_applied};
+pub use ensure::{BRIDGE_MAPPINGS_KEY, EnsureReport, ensure, plug_vif, unplug_vif, wait_applied};
 pub use error::{Error, Result};
 pub use vif::{Vif, VifEvent, VifWatcher};

@@ -6,8 +6,10 @@
 //!   TCP/UDP, VLAN, MPLS, tunnel receive context).
 //! * [`tables`]: [`FlowTables`], the checked flows and groups, and the table lookup (priority,
 //!   masks, conjunctive matches).
-//! * [`sim`]: [`Simulator`] and [`trace`], the OpenFlow 1.3 + Open vSwitch semantics.
-//! * [`conntrack`]: the small connection tracker behind `ct`.
+//! * [`sim`]: [`Simulator`] and [`trace()`], the OpenFlow 1.3 + Open vSwitch semantics. A
+//!   [`Simulator`] keeps connections and the flows `learn` added across the packets traced
+//!   with it.
+//! * [`conntrack`]: the small connection tracker behind `ct`, with NAT.
 //! * [`trace`](mod@trace): the [`Trace`] record and its operator-friendly rendering.
 //!
 //! ```
@@ -28,12 +30,13 @@
 //! ```
 
 pub mod conntrack;
+mod learn;
 pub mod packet;
 pub mod sim;
 pub mod tables;
 pub mod trace;
 
-pub use conntrack::{ConnKey, Connection, Conntrack};
+pub use conntrack::{ConnKey, Connection, Conntrack, NatKind};
 pub use packet::{Lse, Mac, Packet, Tunnel, VlanTag};
 pub use sim::{MAX_DEPTH, MAX_RECIRCULATIONS, MAX_RESUBMITS, Simulator, trace};
 pub use tables::FlowTables;

@@ -10,6 +10,15 @@
 //! once set (by a tunnel receive context and by `ct` respectively). Because presence is derived
 //! from `eth_type`, pushing MPLS hides the IP fields and popping it back to IPv4 shows them
 //! again.
+//!
+//! ICMP and ICMPv6 echo requests and replies also carry their identifier ([`Packet::icmp_id`]),
+//! which OpenFlow can neither match nor write but conntrack uses as a port (and NAT may change).
+//!
+//! A packet also remembers what the datapath did to it that the flows of the current pass do not
+//! see. Open vSwitch translates a pass against the headers the pass started with, so the
+//! addresses and ports a `ct` action translates (NAT) change the packet that leaves (outputs,
+//! the controller, recirculations) but not what later lookups and actions of the same pass
+//! see; a flow that writes such a field afterwards wins, as OVS then sets it in the datapath.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -175,7 +184,36 @@ pub struct Packet {
     fields: BTreeMap<Field, u128>,
     vlans: Vec<VlanTag>,
     mpls: Vec<Lse>,
+    /// The ICMP/ICMPv6 echo identifier (meaningful only in an echo request or reply).
+    icmp_id: u16,
+    datapath: Datapath,
 }
+
+/// What the datapath did to a packet that the flows of the current pass do not see (see the
+/// module docs).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+struct Datapath {
+    /// NAT rewrites: `(field, value the flows see, value in the datapath)`.
+    rewrites: Vec<(Field, u128, u128)>,
+    /// The NAT bits (`+snat`/`+dnat`) of the datapath's `ct_state` after the last `ct`, with
+    /// its zone, while the flows see conntrack fields cleared.
+    ct_nat: Option<(u32, u16)>,
+}
+
+/// The address fields NAT rewrites (it rewrites the [`PORT_FIELDS`] too).
+const ADDRESS_FIELDS: [Field; 4] = [
+    Field::Ipv4Src,
+    Field::Ipv4Dst,
+    Field::Ipv6Src,
+    Field::Ipv6Dst,
+];
+
+/// The L4 port fields, (source, destination) per protocol.
+const PORT_FIELDS: [(Field, Field); 3] = [
+    (Field::TcpSrc, Field::TcpDst),
+    (Field::UdpSrc, Field::UdpDst),
+    (Field::SctpSrc, Field::SctpDst),
+];
 
 /// Fields that always exist (pipeline metadata), defaulting to zero.
 fn is_metadata(f: Field) -> bool {
@@ -225,6 +263,8 @@ impl Packet {
             ]),
             vlans: Vec::new(),
             mpls: Vec::new(),
+            icmp_id: 0,
+            datapath: Datapath::default(),
         }
     }
 
@@ -275,12 +315,12 @@ impl Packet {
         }
     }
 
-    /// An ICMP (v4) or ICMPv6 echo request.
+    /// An ICMP (v4) or ICMPv6 echo request (identifier 0, see [`Packet::with_icmp_id`]).
     pub fn echo_request(src_mac: Mac, dst_mac: Mac, src: IpAddr, dst: IpAddr) -> Packet {
         Packet::icmp_any(src_mac, dst_mac, src, dst, true)
     }
 
-    /// An ICMP (v4) or ICMPv6 echo reply.
+    /// An ICMP (v4) or ICMPv6 echo reply (identifier 0, see [`Packet::with_icmp_id`]).
     pub fn echo_reply(src_mac: Mac, dst_mac: Mac, src: IpAddr, dst: IpAddr) -> Packet {
         Packet::icmp_any(src_mac, dst_mac, src, dst, false)
     }
@@ -420,6 +460,12 @@ impl Packet {
         self
     }
 
+    /// Builder: the ICMP/ICMPv6 echo identifier.
+    pub fn with_icmp_id(mut self, id: u16) -> Packet {
+        self.icmp_id = id;
+        self
+    }
+
     /// Builder: set a field (masked to its width) regardless of prerequisites.
     pub fn with(mut self, field: Field, value: u128) -> Packet {
         self.store(field, value & field.full_mask());
@@ -434,6 +480,16 @@ impl Packet {
     /// The current `in_port`.
     pub fn in_port(&self) -> u32 {
         self.raw(Field::InPort) as u32
+    }
+
+    /// The echo identifier of an ICMP or ICMPv6 echo request or reply, `None` for any other
+    /// packet.
+    pub fn icmp_id(&self) -> Option<u16> {
+        let echo = self.get(Field::IcmpType).is_some_and(|t| t == 0 || t == 8)
+            || self
+                .get(Field::Icmpv6Type)
+                .is_some_and(|t| t == 128 || t == 129);
+        echo.then_some(self.icmp_id)
     }
 
     /// The VLAN tags, outermost first.
@@ -591,6 +647,79 @@ impl Packet {
         self.fields.remove(&field);
     }
 
+    /// The packet as the datapath has it: the NAT rewrites the flows do not see applied (unless
+    /// a flow wrote the field since), nothing hidden left.
+    pub(crate) fn wire(&self) -> Packet {
+        let mut p = self.clone();
+        for (field, seen, wire) in std::mem::take(&mut p.datapath.rewrites) {
+            if p.get(field) == Some(seen) {
+                p.store(field, wire);
+            }
+        }
+        p.datapath.ct_nat = None;
+        p
+    }
+
+    /// Records `wire` (this packet as translated by the datapath) as rewrites the flows of this
+    /// pass do not see.
+    pub(crate) fn set_wire(&mut self, wire: &Packet) {
+        let ports = PORT_FIELDS.iter().flat_map(|(s, d)| [*s, *d]);
+        self.datapath.rewrites = ADDRESS_FIELDS
+            .into_iter()
+            .chain(ports)
+            .filter_map(|f| match (self.get(f), wire.get(f)) {
+                (Some(seen), Some(w)) if seen != w => Some((f, seen, w)),
+                _ => None,
+            })
+            .collect();
+        self.icmp_id = wire.icmp_id;
+    }
+
+    /// The datapath's NAT `ct_state` bits and zone: what the last `ct` left (the flows see them
+    /// after a recirculation, not in the pass of the `ct`); `None` when the packet is not
+    /// translated.
+    pub(crate) fn datapath_nat(&self) -> Option<(u32, u16)> {
+        use crate::conntrack::ct_state::{DNAT, SNAT};
+        self.datapath.ct_nat.or_else(|| {
+            let bits = self.raw(Field::CtState) as u32 & (SNAT | DNAT);
+            (bits != 0).then_some((bits, self.raw(Field::CtZone) as u16))
+        })
+    }
+
+    /// Sets what [`Packet::datapath_nat`] returns while the flows see no conntrack state.
+    pub(crate) fn set_datapath_nat(&mut self, nat: Option<(u32, u16)>) {
+        self.datapath.ct_nat = nat;
+    }
+
+    /// Writes the source (`source`) or destination address, of the packet's own family.
+    pub(crate) fn set_address(&mut self, source: bool, addr: IpAddr) {
+        let field = match (addr, source) {
+            (IpAddr::V4(_), true) => Field::Ipv4Src,
+            (IpAddr::V4(_), false) => Field::Ipv4Dst,
+            (IpAddr::V6(_), true) => Field::Ipv6Src,
+            (IpAddr::V6(_), false) => Field::Ipv6Dst,
+        };
+        let value = match addr {
+            IpAddr::V4(a) => u128::from(u32::from(a)),
+            IpAddr::V6(a) => u128::from(a),
+        };
+        self.set(field, value);
+    }
+
+    /// Writes the L4 ports (TCP, UDP, SCTP) or, in an echo request or reply, the identifier
+    /// (`sport`).
+    pub(crate) fn set_ports(&mut self, sport: u16, dport: u16) {
+        for (s, d) in PORT_FIELDS {
+            if self.has(s) {
+                self.set(s, sport.into());
+                self.set(d, dport.into());
+            }
+        }
+        if self.icmp_id().is_some() {
+            self.icmp_id = sport;
+        }
+    }
+
     /// `push_vlan`: a new outer tag copying the previous outer tag's VID and PCP (OpenFlow
     /// 1.3), or VID 0 / PCP 0 on an untagged packet.
     pub(crate) fn push_vlan(&mut self, tpid: u16) {
@@ -689,6 +818,11 @@ impl fmt::Display for Packet {
                 _ => field.format_value(v, field.full_mask()),
             };
             parts.push(format!("{}={text}", field.name()));
+            if let (Field::IcmpCode | Field::Icmpv6Code, Some(id)) = (field, self.icmp_id())
+                && id != 0
+            {
+                parts.push(format!("icmp_id={id}"));
+            }
             if field == Field::EthType {
                 for t in &self.vlans {
                     parts.push(format!("vlan(vid={},pcp={})", t.vid, t.pcp));

@@ -12,9 +12,14 @@
 //!   are recorded as outputs to that pseudo-port (not expanded). An output to a port declared
 //!   with [`FlowTables::with_tunnel_port`] records the tunnel fields (`tun_src` is the port's
 //!   `local_ip` when declared with [`FlowTables::with_tunnel_local_ip`]).
-//! * `resubmit`: `in_port` is replaced for the nested lookup only. Nesting deeper than
-//!   [`MAX_DEPTH`] (resubmit, goto_table, group) or more than [`MAX_RESUBMITS`] resubmits in
-//!   total is a translation error: OVS then drops the whole packet, so does the verdict.
+//! * `resubmit` (to any table, earlier ones included): `in_port` is replaced for the nested
+//!   lookup only. Limits, per pass (OVS translates each recirculation on its own): a
+//!   resubmit to the same or an earlier table, and a group bucket, nest one level deeper
+//!   (OVS 2.6 and later: a resubmit to a later table, like `goto_table`, does not); a nested
+//!   lookup or group at [`MAX_DEPTH`] levels, or after [`MAX_RESUBMITS`] nested lookups that
+//!   hit a flow, is a translation error: OVS then drops the whole packet, so does the verdict.
+//!   `resubmit(…,ct)` looks up with the packet's own tuple (the original-direction tuple is
+//!   not swapped in).
 //! * `dec_ttl` / `dec_mpls_ttl` on a TTL ≤ 1 send the packet, unchanged, to controller 0 with
 //!   reason `invalid_ttl` and stop the current action list (the caller of a resubmit
 //!   continues), as OVS' `compose_dec_ttl` and `compose_dec_mpls_ttl_action` do (checked with
@@ -34,14 +39,23 @@
 //!   weight, picks the bucket — `ofproto/trace` then shows `hash(sym_l4(0)),recirc(…)` and
 //!   no bucket. A bucket is live when it watches nothing, or its watch port is up, or its watch
 //!   group has a live bucket (OVS' rule).
-//! * `ct(table=N)`: the packet forks (OVS semantics): this copy continues untracked, and a
-//!   copy with the conntrack fields set is recirculated to table N after the current pass
-//!   (at most [`MAX_RECIRCULATIONS`] deep). `ct` without `table` only commits. See
-//!   [`crate::conntrack`] for the model; `nat` is not performed (reported).
-//! * `learn`, `sample`, `set_queue` and `note` have no effect (reported); `multipath`
-//!   writes a link chosen by the same hash as `select` (not OVS' exact algorithms).
+//! * `ct`: see [`crate::conntrack`] for the connection tracker and its NAT. With `table=N` the
+//!   packet forks (OVS semantics): a copy with the conntrack fields set is recirculated to
+//!   table N after the current pass (at most [`MAX_RECIRCULATIONS`] deep); without, `ct` only
+//!   commits (and translates). Either way the packet going on after `ct` has its conntrack
+//!   fields cleared, as OVS' translation clears them; what `nat` translated is in the datapath
+//!   only: outputs, the controller and recirculations get the translated packet, but the
+//!   rest of the pass matches the headers it started with (see [`crate::packet`]).
+//!   `ct_clear` clears the conntrack fields, in the flows' view and in the datapath's.
+//! * `learn` adds its flow to the simulator's tables from the next pass on (`src/learn.rs`
+//!   details how the flow is built; the trace shows it): a [`Simulator`] keeps learned flows,
+//!   like connections, for the packets traced after.
+//! * `sample`, `set_queue` and `note` have no effect (reported); `multipath` writes a link
+//!   chosen by the same hash as `select` (not OVS' exact algorithms).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
+use std::net::IpAddr;
 
 use openflow::action::{Controller, reason};
 use openflow::field::{CT_STATE_FLAGS, ones, port};
@@ -49,14 +63,15 @@ use openflow::flow::ANY_GROUP;
 use openflow::message::{Bucket, GroupType};
 use openflow::{Action, Ct, CtZone, Field, Flow, Subfield};
 
-use crate::conntrack::{Conntrack, ct_state};
+use crate::conntrack::{Conntrack, ct_state, orig_tp};
+use crate::learn::learned_flow;
 use crate::packet::{Packet, flag_text};
 use crate::tables::FlowTables;
 use crate::trace::{ControllerPacket, DropReason, Op, Output, Pass, Step, Trace, Verdict};
 
-/// Maximum nesting of resubmit/goto_table/group (OVS' `MAX_DEPTH`).
+/// Maximum nesting of resubmit/group (OVS' `MAX_DEPTH`).
 pub const MAX_DEPTH: usize = 64;
-/// Maximum resubmits in one translation (OVS' `MAX_RESUBMITS`).
+/// Maximum nested lookups hitting a flow in one pass (OVS' `MAX_RESUBMITS`).
 pub const MAX_RESUBMITS: usize = MAX_DEPTH * MAX_DEPTH;
 /// Maximum recirculations of one packet (the datapath's limit).
 pub const MAX_RECIRCULATIONS: usize = 6;
@@ -64,10 +79,13 @@ pub const MAX_RECIRCULATIONS: usize = 6;
 /// Maximum chain of watch groups followed for liveness (OVS' `MAX_LIVENESS_RECURSION`).
 const MAX_LIVENESS_DEPTH: usize = 32;
 
-/// A simulator over one set of tables, keeping conntrack state across traces.
+/// A simulator over one set of tables, keeping conntrack state and learned flows across
+/// traces: trace several packets with one simulator for each to see what the ones before it
+/// left behind.
 #[derive(Clone, Debug)]
 pub struct Simulator<'t> {
-    tables: &'t FlowTables,
+    /// The tables given, copied once a `learn` action adds a flow.
+    tables: Cow<'t, FlowTables>,
     conntrack: Conntrack,
 }
 
@@ -80,9 +98,14 @@ impl<'t> Simulator<'t> {
     /// A simulator with an empty conntrack table.
     pub fn new(tables: &'t FlowTables) -> Self {
         Simulator {
-            tables,
+            tables: Cow::Borrowed(tables),
             conntrack: Conntrack::new(),
         }
+    }
+
+    /// The tables, with the flows `learn` actions added.
+    pub fn tables(&self) -> &FlowTables {
+        &self.tables
     }
 
     /// The conntrack table.
@@ -98,41 +121,49 @@ impl<'t> Simulator<'t> {
     /// Sends `packet` in on `in_port` and records everything that happens.
     pub fn trace(&mut self, in_port: u32, packet: Packet) -> Trace {
         let packet = packet.with(Field::InPort, u128::from(in_port));
-        let mut x = Xlate {
-            tables: self.tables,
-            ct: &mut self.conntrack,
-            action_set: ActionSet::default(),
-            outputs: Vec::new(),
-            controller: Vec::new(),
-            pending: VecDeque::new(),
-            resubmits: 0,
-            error: None,
-            halted: false,
-            last_drop: None,
+        let mut run = Run::default();
+        let mut passes = Vec::new();
+        let mut next = Some(Recirc {
+            cause: None,
             table: 0,
-            cookie: 0,
-            recirc_depth: 0,
-        };
-        let mut passes = vec![x.pass(None, 0, packet.clone(), ActionSet::default())];
-        while x.error.is_none() {
-            let Some(r) = x.pending.pop_front() else {
-                break;
+            packet: packet.clone(),
+            action_set: ActionSet::default(),
+            depth: 0,
+        });
+        while let Some(r) = next {
+            let mut x = Xlate {
+                tables: &self.tables,
+                ct: &mut self.conntrack,
+                run: &mut run,
+                action_set: r.action_set,
+                halted: false,
+                table: r.table,
+                cookie: 0,
+                resubmits: 0,
+                recirc_depth: r.depth,
             };
-            x.recirc_depth = r.depth;
-            passes.push(x.pass(Some(r.cause), r.table, r.packet, r.action_set));
+            passes.push(x.pass(r.cause, r.packet));
+            // Learned even when the pass failed later: OVS adds the flow as `learn` runs.
+            for flow in run.learned.drain(..) {
+                self.tables.to_mut().learn(flow);
+            }
+            next = match run.error {
+                None => run.pending.pop_front(),
+                Some(_) => None,
+            };
         }
-        let verdict = match x.error {
+        let verdict = match run.error {
             Some(e) => Verdict {
                 outputs: Vec::new(),
                 controller: Vec::new(),
                 drop: Some(e),
             },
             None => {
-                let nothing = x.outputs.is_empty() && x.controller.is_empty();
+                let nothing = run.outputs.is_empty() && run.controller.is_empty();
                 Verdict {
-                    outputs: x.outputs,
-                    controller: x.controller,
-                    drop: nothing.then(|| x.last_drop.unwrap_or(DropReason::NoOutput)),
+                    outputs: run.outputs,
+                    controller: run.controller,
+                    drop: nothing.then(|| run.last_drop.unwrap_or(DropReason::NoOutput)),
                 }
             }
         };
@@ -145,9 +176,10 @@ impl<'t> Simulator<'t> {
     }
 }
 
-/// A pending recirculation.
+/// A pass to run: the ingress pass, or a pending recirculation.
 struct Recirc {
-    cause: String,
+    /// `None` for the ingress pass, the `ct` action otherwise.
+    cause: Option<String>,
     table: u8,
     packet: Packet,
     action_set: ActionSet,
@@ -211,39 +243,61 @@ enum Control {
     Stop,
 }
 
-/// One translation (all passes of one packet).
-struct Xlate<'t, 'c> {
-    tables: &'t FlowTables,
-    ct: &'c mut Conntrack,
-    action_set: ActionSet,
+/// What one packet's passes share.
+#[derive(Default)]
+struct Run {
     outputs: Vec<Output>,
     controller: Vec<ControllerPacket>,
     pending: VecDeque<Recirc>,
-    resubmits: usize,
     /// A translation error: the whole packet is dropped.
     error: Option<DropReason>,
-    /// Nothing more runs in this pass (error or paused controller action).
-    halted: bool,
     /// The latest reason the packet went nowhere.
     last_drop: Option<DropReason>,
+    /// Flows learned in the current pass, added to the tables once it is over.
+    learned: Vec<Flow>,
+}
+
+/// The translation of one pass.
+struct Xlate<'t, 'r> {
+    tables: &'t FlowTables,
+    ct: &'r mut Conntrack,
+    run: &'r mut Run,
+    action_set: ActionSet,
+    /// Nothing more runs in this pass (error or paused controller action).
+    halted: bool,
     /// Table and cookie of the flow executing.
     table: u8,
     cookie: u64,
+    /// Lookups that hit a flow in this pass (the first one included).
+    resubmits: usize,
     recirc_depth: usize,
 }
 
+/// FNV-1a over `values` (each as 16 big-endian bytes), mixed with `basis`: the simulator's
+/// deterministic stand-in for OVS' hashes.
+pub(crate) fn fnv1a(basis: u64, values: impl IntoIterator<Item = u128>) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ basis;
+    for v in values {
+        for b in v.to_be_bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
 /// `v` moved to the subfield's offset (0 if the offset is out of range).
-fn shift_in(v: u128, sf: &Subfield) -> u128 {
+pub(crate) fn shift_in(v: u128, sf: &Subfield) -> u128 {
     v.checked_shl(u32::from(sf.ofs)).unwrap_or(0)
 }
 
 /// The subfield's bits as a mask of the whole field.
-fn bits_mask(sf: &Subfield) -> u128 {
+pub(crate) fn bits_mask(sf: &Subfield) -> u128 {
     shift_in(ones(u32::from(sf.n_bits)), sf)
 }
 
 /// The subfield's bits, if the packet carries the field.
-fn read_subfield(p: &Packet, sf: &Subfield) -> Option<u128> {
+pub(crate) fn read_subfield(p: &Packet, sf: &Subfield) -> Option<u128> {
     p.get(sf.field)
         .map(|v| v.checked_shr(u32::from(sf.ofs)).unwrap_or(0) & ones(u32::from(sf.n_bits)))
 }
@@ -263,6 +317,37 @@ fn write_field(p: &mut Packet, field: Field, value: u128, mask: u128) -> String 
         field.name(),
         field.format_value(shown, field.full_mask())
     )
+}
+
+/// Clears the conntrack fields the flows see (`ct_clear`, and `ct` for the packet going on).
+fn clear_conntrack(pkt: &mut Packet) {
+    for f in openflow::field::CONNTRACK {
+        pkt.clear(f);
+    }
+}
+
+/// The fields (and echo identifier) `after` changed from `before`, as `field=old->new`.
+fn changes(before: &Packet, after: &Packet) -> String {
+    let mut out: Vec<String> = Field::all()
+        .filter_map(|f| match (before.get(f), after.get(f)) {
+            (Some(b), Some(a)) if a != b => {
+                let m = f.full_mask();
+                let (b, a) = (f.format_value(b, m), f.format_value(a, m));
+                Some(format!("{}={b}->{a}", f.name()))
+            }
+            _ => None,
+        })
+        .collect();
+    if let (Some(b), Some(a)) = (before.icmp_id(), after.icmp_id())
+        && a != b
+    {
+        out.push(format!("icmp_id={b}->{a}"));
+    }
+    if out.is_empty() {
+        "nothing changed".into()
+    } else {
+        out.join(",")
+    }
 }
 
 /// FNV-1a over the 5-tuple (or the Ethernet addresses), mixed with `basis`.
@@ -287,22 +372,14 @@ fn flow_hash(p: &Packet, basis: u64) -> u64 {
             .filter_map(|f| p.get(*f))
             .collect();
     }
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ basis;
-    for v in fields {
-        for b in v.to_be_bytes() {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    h
+    fnv1a(basis, fields)
 }
 
 impl Xlate<'_, '_> {
-    fn pass(&mut self, cause: Option<String>, table: u8, mut pkt: Packet, set: ActionSet) -> Pass {
-        self.action_set = set;
-        self.halted = false;
+    /// Runs the pass from `self.table`.
+    fn pass(&mut self, cause: Option<String>, mut pkt: Packet) -> Pass {
         let start = pkt.clone();
-        let root = self.lookup(&mut pkt, table, 0);
+        let root = self.lookup(&mut pkt, self.table, 0);
         let mut action_set = Vec::new();
         if !self.halted && !self.action_set.slots.is_empty() {
             let acts = self.action_set.actions();
@@ -324,23 +401,39 @@ impl Xlate<'_, '_> {
         }
     }
 
-    /// Refuses to go deeper than `MAX_DEPTH`.
-    fn enter(&mut self, depth: usize) -> bool {
-        if depth >= MAX_DEPTH {
-            self.fail(DropReason::ResubmitDepth);
-            return false;
-        }
-        true
+    /// OVS' resource check before a nested lookup or a group at `depth`: refused, failing the
+    /// translation, at `MAX_DEPTH` levels or after `MAX_RESUBMITS` nested lookups that hit a
+    /// flow.
+    fn resources(&mut self, depth: usize) -> bool {
+        let e = if depth >= MAX_DEPTH {
+            DropReason::ResubmitDepth
+        } else if self.resubmits > MAX_RESUBMITS {
+            // `resubmits` counts the pass' first lookup too.
+            DropReason::TooManyResubmits
+        } else {
+            return true;
+        };
+        self.fail(e);
+        false
+    }
+
+    /// Why a nested lookup or group did not run.
+    fn refusal(&self) -> String {
+        let why = self.run.error.as_ref().map(ToString::to_string);
+        format!(
+            "refused: {}",
+            why.as_deref().unwrap_or("the pass is halted")
+        )
     }
 
     fn fail(&mut self, e: DropReason) {
-        self.error.get_or_insert(e);
+        self.run.error.get_or_insert(e);
         self.halted = true;
     }
 
     fn lookup(&mut self, pkt: &mut Packet, table: u8, depth: usize) -> Step {
         let Some(hit) = self.tables.find(table, pkt) else {
-            self.last_drop = Some(DropReason::TableMiss { table });
+            self.run.last_drop = Some(DropReason::TableMiss { table });
             return Step {
                 table,
                 flow: None,
@@ -349,8 +442,9 @@ impl Xlate<'_, '_> {
             };
         };
         let flow = hit.flow;
+        self.resubmits += 1;
         if flow.instructions.is_drop() {
-            self.last_drop = Some(DropReason::DropFlow {
+            self.run.last_drop = Some(DropReason::DropFlow {
                 table,
                 cookie: flow.cookie,
             });
@@ -391,14 +485,15 @@ impl Xlate<'_, '_> {
             ops.push(Op::Instruction(format!("write_metadata -> {effect}")));
         }
         if let Some(t) = ins.goto_table {
-            if !self.enter(depth) {
+            if !self.resources(depth) {
                 ops.push(Op::Instruction(format!(
-                    "goto_table:{t} refused: {}",
-                    DropReason::ResubmitDepth
+                    "goto_table:{t} {}",
+                    self.refusal()
                 )));
                 return;
             }
-            let step = self.lookup(pkt, t, depth + 1);
+            // Always to a later table: no deeper (as a resubmit to a later table).
+            let step = self.lookup(pkt, t, depth);
             ops.push(Op::Goto(Box::new(step)));
         }
     }
@@ -436,9 +531,8 @@ impl Xlate<'_, '_> {
             }
             Action::Ct(ct) => self.ct(pkt, ct, a),
             Action::CtClear => {
-                for f in openflow::field::CONNTRACK {
-                    pkt.clear(f);
-                }
+                clear_conntrack(pkt);
+                pkt.set_datapath_nat(None);
                 "conntrack fields cleared".into()
             }
             Action::SetField { field, value, mask } => write_field(pkt, *field, *value, *mask),
@@ -530,7 +624,15 @@ impl Xlate<'_, '_> {
                 )
             }
             Action::Conjunction { .. } => "only meaningful in a lookup".into(),
-            Action::Learn(_) => "learn is not simulated: no flow added".into(),
+            Action::Learn(l) => {
+                let flow = learned_flow(l, pkt);
+                let text = format!(
+                    "learned, in the tables from the next pass on: {}",
+                    flow.to_string().trim()
+                );
+                self.run.learned.push(flow);
+                text
+            }
             Action::Sample { .. } => "sampling is not simulated".into(),
             Action::SetQueue(q) => format!("queue {q} (not simulated)"),
             Action::Note(_) => String::new(),
@@ -554,14 +656,14 @@ impl Xlate<'_, '_> {
     }
 
     fn send_to_controller(&mut self, pkt: &Packet, c: &Controller) {
-        self.controller.push(ControllerPacket {
+        self.run.controller.push(ControllerPacket {
             reason: c.reason,
             controller_id: c.id,
             userdata: c.userdata.clone(),
             pause: c.pause,
             table: self.table,
             cookie: self.cookie,
-            packet: pkt.clone(),
+            packet: pkt.wire(),
         });
     }
 
@@ -574,16 +676,16 @@ impl Xlate<'_, '_> {
             }
             port::IN_PORT => self.emit(pkt, in_port),
             port::NORMAL | port::FLOOD | port::ALL => {
-                self.outputs.push(Output {
+                self.run.outputs.push(Output {
                     port: p,
-                    packet: pkt.clone(),
+                    packet: pkt.wire(),
                     tunnel: None,
                 });
                 "recorded as an output to this pseudo-port (not expanded)".into()
             }
             port::TABLE | port::ANY => "not a valid output here: ignored".into(),
             p if p == in_port => {
-                self.last_drop = Some(DropReason::OutputToInPort { port: p });
+                self.run.last_drop = Some(DropReason::OutputToInPort { port: p });
                 "skipped: it is the input port (OVS needs IN_PORT for that)".into()
             }
             p => self.emit(pkt, p),
@@ -596,9 +698,9 @@ impl Xlate<'_, '_> {
             Some(t) => format!("sent over the tunnel with {t}"),
             None => "sent".into(),
         };
-        self.outputs.push(Output {
+        self.run.outputs.push(Output {
             port: p,
-            packet: pkt.clone(),
+            packet: pkt.wire(),
             tunnel,
         });
         effect
@@ -616,20 +718,11 @@ impl Xlate<'_, '_> {
         ops: &mut Vec<Op>,
     ) -> Control {
         let t = table.unwrap_or(self.table);
-        self.resubmits += 1;
-        if self.resubmits > MAX_RESUBMITS {
-            self.fail(DropReason::TooManyResubmits);
-        }
-        if self.halted || !self.enter(depth) {
+        if self.halted || !self.resources(depth) {
             ops.push(Op::Resubmit {
                 action: a.clone(),
                 step: None,
-                effect: format!(
-                    "refused: {}",
-                    self.error
-                        .as_ref()
-                        .map_or_else(String::new, ToString::to_string)
-                ),
+                effect: self.refusal(),
             });
             return Control::Stop;
         }
@@ -642,7 +735,8 @@ impl Xlate<'_, '_> {
         if ct {
             effect.push_str(" (ct original tuple not simulated)");
         }
-        let step = self.lookup(pkt, t, depth + 1);
+        // OVS 2.6 and later: only a resubmit to the same or an earlier table nests deeper.
+        let step = self.lookup(pkt, t, depth + usize::from(t <= self.table));
         pkt.set(Field::InPort, u128::from(old));
         ops.push(Op::Resubmit {
             action: a.clone(),
@@ -667,12 +761,12 @@ impl Xlate<'_, '_> {
             });
             return Control::Continue;
         };
-        if !self.enter(depth) {
+        if !self.resources(depth) {
             ops.push(Op::Group {
                 group: id,
                 group_type: Some(g.group_type),
                 buckets: Vec::new(),
-                effect: format!("refused: {}", DropReason::ResubmitDepth),
+                effect: self.refusal(),
             });
             return Control::Stop;
         }
@@ -705,7 +799,7 @@ impl Xlate<'_, '_> {
             }
         };
         if chosen.is_empty() {
-            self.last_drop = Some(DropReason::NoLiveBucket { group: id });
+            self.run.last_drop = Some(DropReason::NoLiveBucket { group: id });
         }
         let mut buckets = Vec::new();
         for i in chosen {
@@ -748,12 +842,18 @@ impl Xlate<'_, '_> {
                     .is_some_and(|g| g.buckets.iter().any(|b| self.bucket_live(b, depth + 1))))
     }
 
-    fn ct(&mut self, pkt: &Packet, ct: &Ct, a: &Action) -> String {
+    fn ct(&mut self, pkt: &mut Packet, ct: &Ct, a: &Action) -> String {
         let zone = match ct.zone {
             CtZone::Imm(z) => z,
             CtZone::Field(sf) => read_subfield(pkt, &sf).unwrap_or(0) as u16,
         };
-        let mut v = self.ct.classify(pkt, zone);
+        // Conntrack gets the datapath's packet: maybe translated by an earlier `ct` of this
+        // pass, whose NAT state counts in the same zone.
+        let mut wire = pkt.wire();
+        let natted = pkt
+            .datapath_nat()
+            .and_then(|(bits, z)| (z == zone).then_some(bits));
+        let mut v = self.ct.classify(&wire, zone, natted.is_some());
         let mut notes = Vec::new();
         if ct.force
             && ct.commit
@@ -761,85 +861,109 @@ impl Xlate<'_, '_> {
             && let Some(i) = v.conn
         {
             self.ct.remove(i);
-            v = self.ct.classify(pkt, zone);
+            v = self.ct.classify(&wire, zone, natted.is_some());
             notes.push("reply-direction connection removed (force)".to_string());
         }
         if ct.commit && v.state & ct_state::INV == 0 {
             if let Some(key) = v.key {
-                let i = match v.conn {
-                    Some(i) => i,
-                    None => self.ct.commit(key),
+                let committed = match v.conn {
+                    Some(i) => Ok((i, false)),
+                    None => self
+                        .ct
+                        .commit(key, ct.nat.as_ref(), &wire)
+                        .map(|i| (i, true)),
                 };
-                v.conn = Some(i);
-                self.ct_exec(i, &ct.exec);
-                notes.push("committed".into());
+                match committed {
+                    Ok((i, new)) => {
+                        if let Some(c) = self.ct.get(i).filter(|c| new && c.nat.is_some()) {
+                            notes.push(format!("NAT binding: replies are {}", c.reply));
+                        }
+                        v.conn = Some(i);
+                        self.ct_exec(i, &ct.exec);
+                        notes.push("committed".into());
+                    }
+                    Err(e) => notes.push(format!("{e}: not committed")),
+                }
             }
         } else if ct.commit {
             notes.push("invalid packet: not committed".into());
         } else if !ct.exec.is_empty() {
             notes.push("exec ignored without commit".into());
         }
-        if ct.nat.is_some() {
-            notes.push("nat is not simulated".into());
+        let mut state = v.state | natted.unwrap_or(0);
+        match (ct.nat, natted, v.conn) {
+            (Some(_), Some(_), _) => notes.push("already translated in this zone".into()),
+            (Some(_), None, Some(i)) => {
+                let before = wire.clone();
+                if let Some(kind) = self.ct.translate(i, v.reply, &mut wire) {
+                    state |= kind.state();
+                    notes.push(format!(
+                        "translated in the datapath: {}; the rest of this pass matches the \
+                         original headers",
+                        changes(&before, &wire)
+                    ));
+                }
+            }
+            _ => {}
         }
-        let state = flag_text(&CT_STATE_FLAGS, u128::from(v.state));
+        // The packet going on: translated in the datapath only, its conntrack fields cleared
+        // for the flows (not for the datapath, which a later `ct` in the zone sees).
+        pkt.set_wire(&wire);
+        let nat_bits = state & (ct_state::SNAT | ct_state::DNAT);
+        pkt.set_datapath_nat((nat_bits != 0).then_some((nat_bits, zone)));
+        clear_conntrack(pkt);
+        let state_text = flag_text(&CT_STATE_FLAGS, u128::from(state));
         let Some(table) = ct.table else {
             notes.push(format!(
-                "{state} (not visible: no table= to recirculate to)"
+                "{state_text} (not visible: no table= to recirculate to)"
             ));
             return notes.join("; ");
         };
         if self.recirc_depth >= MAX_RECIRCULATIONS {
-            self.last_drop = Some(DropReason::RecirculationDepth);
+            self.run.last_drop = Some(DropReason::RecirculationDepth);
             notes.push("recirculation refused: too deep".into());
             return notes.join("; ");
         }
-        let mut r = pkt.clone();
-        for f in [
-            Field::CtNwSrc,
-            Field::CtNwDst,
-            Field::CtIpv6Src,
-            Field::CtIpv6Dst,
-            Field::CtNwProto,
-            Field::CtTpSrc,
-            Field::CtTpDst,
-        ] {
-            r.clear(f);
-        }
+        let mut r = wire;
+        clear_conntrack(&mut r);
         let conn = v.conn.and_then(|i| self.ct.get(i));
-        r.set(Field::CtState, u128::from(v.state));
+        r.set(Field::CtState, u128::from(state));
         r.set(Field::CtZone, u128::from(zone));
         r.set(Field::CtMark, conn.map_or(0, |c| u128::from(c.mark)));
         r.set(Field::CtLabel, conn.map_or(0, |c| c.label));
-        let orig = conn.map(|c| c.key).or(v.key);
-        if let Some(k) = orig.filter(|_| v.state & ct_state::INV == 0) {
+        let orig = match (conn, v.key) {
+            (Some(c), _) => Some((c.key, c.tp)),
+            (None, Some(k)) => Some((k, orig_tp(&r, &k))),
+            (None, None) => None,
+        };
+        if let Some((k, (tp_src, tp_dst))) = orig.filter(|_| state & ct_state::INV == 0) {
             match (k.src, k.dst) {
-                (std::net::IpAddr::V4(s), std::net::IpAddr::V4(d)) => {
+                (IpAddr::V4(s), IpAddr::V4(d)) => {
                     r.set(Field::CtNwSrc, u128::from(u32::from(s)));
                     r.set(Field::CtNwDst, u128::from(u32::from(d)));
                 }
                 (s, d) => {
-                    let v6 = |a: std::net::IpAddr| match a {
-                        std::net::IpAddr::V4(a) => a.to_ipv6_mapped(),
-                        std::net::IpAddr::V6(a) => a,
+                    let v6 = |a: IpAddr| match a {
+                        IpAddr::V4(a) => a.to_ipv6_mapped(),
+                        IpAddr::V6(a) => a,
                     };
                     r.set(Field::CtIpv6Src, u128::from(v6(s)));
                     r.set(Field::CtIpv6Dst, u128::from(v6(d)));
                 }
             }
             r.set(Field::CtNwProto, u128::from(k.proto));
-            r.set(Field::CtTpSrc, u128::from(k.sport));
-            r.set(Field::CtTpDst, u128::from(k.dport));
+            r.set(Field::CtTpSrc, u128::from(tp_src));
+            r.set(Field::CtTpDst, u128::from(tp_dst));
         }
-        self.pending.push_back(Recirc {
-            cause: a.to_string(),
+        self.run.pending.push_back(Recirc {
+            cause: Some(a.to_string()),
             table,
             packet: r,
             action_set: self.action_set.clone(),
             depth: self.recirc_depth + 1,
         });
         notes.push(format!(
-            "{state}: recirculates to table {table}; this copy continues untracked"
+            "{state_text}: recirculates to table {table}; this copy continues untracked"
         ));
         notes.join("; ")
     }

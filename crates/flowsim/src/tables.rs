@@ -186,6 +186,22 @@ impl FlowTables {
         Ok(())
     }
 
+    /// Adds `flow` as OVS' `learn` does, a strict modify-or-add: it replaces the flow with the
+    /// same table, priority and match, or goes after the flows of its priority.
+    pub(crate) fn learn(&mut self, flow: Flow) {
+        let flows = self.tables.entry(flow.table).or_default();
+        match flows
+            .iter_mut()
+            .find(|f| f.priority == flow.priority && f.match_ == flow.match_)
+        {
+            Some(f) => *f = flow,
+            None => {
+                let at = flows.partition_point(|f| f.priority >= flow.priority);
+                flows.insert(at, flow);
+            }
+        }
+    }
+
     /// Builder: `port` is a tunnel port (outputs to it carry the packet's tunnel fields).
     pub fn with_tunnel_port(mut self, port: u32) -> FlowTables {
         self.tunnel_ports.insert(port, None);

@@ -13,18 +13,19 @@ pub enum LabCommand {
         /// The topology file (TOML; see examples/demo.toml).
         file: PathBuf,
     },
-    /// Show what runs: etcd members and servers (up or DOWN), chassis, agents, networks, VMs
-    /// with IP and MAC.
+    /// Show what runs: etcd members and servers (up or DOWN), chassis, agents, physical
+    /// segments, external hosts, networks, routers, VMs with IP and MAC, floating IPs.
     Status {
         /// The lab (default: every lab).
         name: Option<String>,
     },
-    /// Run a command in the namespace of a VM (or of a chassis, with OVS_RUNDIR set).
+    /// Run a command in the namespace of a VM or an external host (or of a chassis or a physical
+    /// segment, with OVS_RUNDIR set).
     Exec {
         /// The lab (default: the only one).
         #[arg(long)]
         lab: Option<String>,
-        /// VM or chassis name.
+        /// VM, external host, chassis or physical segment name.
         host: String,
         /// The command, after `--`.
         #[arg(last = true, required = true)]

@@ -1,6 +1,6 @@
 //! A running lab: bringing it in line with a topology (`up`), acting on it (exec, agents) and
-//! tearing it down (`down`, also by name after a crash). Routers and the inside of VMs have
-//! modules of their own.
+//! tearing it down (`down`, also by name after a crash). Routers, floating IPs, the physical
+//! segments with their external hosts and the inside of VMs have modules of their own.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -23,13 +23,15 @@ use crate::{Error, Result};
 
 mod attrs;
 pub(crate) mod control;
+mod floating;
 mod guest;
+mod physical;
 mod routers;
 mod secgroups;
 
 use attrs::{
-    has_fixed_ips, port_groups, port_pairs, subnet_attrs, subnet_update, wanted_fixed_ips,
-    wanted_pairs,
+    has_fixed_ips, network_attrs, network_update, port_groups, port_pairs, segment_of,
+    subnet_attrs, subnet_update, wanted_fixed_ips, wanted_pairs,
 };
 
 /// The integration bridge.
@@ -58,7 +60,8 @@ impl Default for LabOptions {
 }
 
 /// A lab: a server, chassis (each an Open vSwitch in its own namespace, joined by an
-/// underlay), one agent per chassis and VMs (namespaces wired into their chassis' `br-int`).
+/// underlay), one agent per chassis, VMs (namespaces wired into their chassis' `br-int`),
+/// physical segments (switches every chassis has an uplink into) and external hosts on them.
 ///
 /// Dropping the value tears the lab down (like [`Lab::down`]) unless [`Lab::keep`] was
 /// called, which leaves everything running for a later process ([`Lab::open`], `wyvern lab`).
@@ -74,6 +77,10 @@ pub struct Lab {
     chassis: BTreeMap<String, Chassis>,
     agents: BTreeMap<String, Daemon>,
     vms: BTreeMap<String, Host>,
+    /// The physical segments' switches by segment name (see [`physical`]).
+    segments: BTreeMap<String, Chassis>,
+    /// The external hosts' namespaces by name.
+    externals: BTreeMap<String, Netns>,
     keep: bool,
 }
 
@@ -167,6 +174,8 @@ impl Lab {
             chassis: BTreeMap::new(),
             agents: BTreeMap::new(),
             vms: BTreeMap::new(),
+            segments: BTreeMap::new(),
+            externals: BTreeMap::new(),
             keep: false,
         };
         lab.adopt();
@@ -174,7 +183,7 @@ impl Lab {
     }
 
     /// Adopts what exists of the lab: etcd members, servers and agents by PID file,
-    /// namespaces by name.
+    /// namespaces (chassis, segments, VMs, external hosts) by name.
     fn adopt(&mut self) {
         let marker = self.marker();
         self.adopt_services();
@@ -193,6 +202,17 @@ impl Lab {
         for (name, v) in &self.state.vms {
             if let Ok(h) = Netns::adopt(&v.netns).and_then(|ns| Host::adopt(ns, &v.tap)) {
                 self.vms.insert(name.clone(), h);
+            }
+        }
+        for (name, p) in &self.state.physical {
+            if let Ok(ns) = Netns::adopt(&p.netns) {
+                let sw = Chassis::adopt(name, ns, p.rundir.clone());
+                self.segments.insert(name.clone(), sw);
+            }
+        }
+        for (name, e) in &self.state.externals {
+            if let Ok(ns) = Netns::adopt(&e.netns) {
+                self.externals.insert(name.clone(), ns);
             }
         }
     }
@@ -251,6 +271,7 @@ impl Lab {
         self.state.agents_available = Some(agents.is_ok());
         self.ensure_control_plane(topo, changes).await?;
         let api = Neutron::new(&self.server_url())?;
+        self.remove_floating_ips(&api, topo, changes).await?;
         for vm in self.state.vms.keys().cloned().collect::<Vec<_>>() {
             if !topo.vms.iter().any(|v| v.name == vm) {
                 self.remove_vm(&api, &vm).await?;
@@ -258,6 +279,7 @@ impl Lab {
             }
         }
         self.ensure_underlay(changes)?;
+        self.ensure_segments(topo, changes)?;
         let ips = topo.tunnel_ips()?;
         for (spec, ip) in topo.chassis.iter().zip(ips) {
             self.ensure_chassis(topo, spec, ip, changes).await?;
@@ -268,6 +290,8 @@ impl Lab {
                 self.changed(changes, &format!("chassis {c}"), "removed");
             }
         }
+        self.ensure_externals(topo, changes)?;
+        self.remove_segments(topo, changes);
         match agents {
             Ok(()) => self.ensure_agents(topo, changes)?,
             Err(why) => self.warn(&format!(
@@ -283,6 +307,7 @@ impl Lab {
         for vm in &topo.vms {
             self.ensure_vm(&api, topo, vm, changes).await?;
         }
+        self.ensure_floating_ips(&api, topo, changes).await?;
         self.remove_groups(&api, topo, changes).await?;
         self.warm_underlay();
         for (name, net) in self.state.networks.clone() {
@@ -421,6 +446,7 @@ impl Lab {
                     prefix_len,
                     agent_args,
                     metrics_port,
+                    gateway: spec.gateway,
                 },
             );
             self.changed(
@@ -429,6 +455,11 @@ impl Lab {
                 &format!("started (netns {netns}, tunnel ip {ip})"),
             );
         }
+        if let Some(c) = self.state.chassis.get_mut(name) {
+            c.gateway = spec.gateway;
+        }
+        // The provider bridges exist before anyone's `ensure` would make them (secure).
+        self.ensure_uplinks(topo, name, changes)?;
         // Where agents run, they own br-int's configuration (each runs `ensure` on start,
         // with the one encapsulation it uses); the lab sets it up for a new chassis only.
         if !fresh && self.state.agents_available == Some(true) {
@@ -440,6 +471,9 @@ impl Lab {
         let cfg = ChassisConfig {
             encaps: vec![Encap::Geneve, Encap::Vxlan],
             local_ip: Some(ip.into()),
+            bridge_mappings: physical::bridge_mappings(
+                topo.physical.iter().map(|p| p.name.as_str()),
+            ),
             ..ChassisConfig::default()
         };
         let rep = chassis::ensure(&client, &cfg).await?;
@@ -459,6 +493,7 @@ impl Lab {
     }
 
     fn remove_chassis(&mut self, name: &str) {
+        self.unplug_uplinks(name);
         drop(self.agents.remove(name));
         Daemon::stop_pidfile(&self.agent_pidfile(name), &self.marker());
         drop(self.chassis.remove(name));
@@ -503,7 +538,7 @@ impl Lab {
             let n = servers.len().max(1);
             servers.rotate_left(k % n);
         }
-        Ok(vec![
+        let mut args: Vec<String> = vec![
             "agent".into(),
             "--server".into(),
             servers.join(","),
@@ -519,7 +554,19 @@ impl Lab {
             self.state.encap.clone(),
             "--metrics-listen".into(),
             format!("127.0.0.1:{}", c.metrics_port.unwrap_or(0)),
-        ])
+        ];
+        let mappings: Vec<String> =
+            physical::bridge_mappings(self.state.physical.keys().map(String::as_str))
+                .iter()
+                .map(|m| format!("{}:{}", m.physnet, m.bridge))
+                .collect();
+        if !mappings.is_empty() {
+            args.extend(["--bridge-mappings".into(), mappings.join(",")]);
+        }
+        if c.gateway {
+            args.push("--gateway".into());
+        }
+        Ok(args)
     }
 
     /// URL of chassis `name`'s agent metrics, once an agent was started there.
@@ -631,18 +678,28 @@ impl Lab {
         let mut v = match found {
             Some(v) => v,
             None => {
-                let mut attrs = json!({ "name": net.name });
-                if let Some(m) = net.mtu {
-                    attrs["mtu"] = m.into();
+                let (attrs, admin) = network_attrs(net);
+                let creator = if admin { None } else { project.as_deref() };
+                let mut v = api.create("networks", "network", creator, attrs).await?;
+                if !admin {
+                    // A project is not shown the segment; an admin is.
+                    let id = text(&v, "id").to_owned();
+                    v = api.show("networks", "network", &id).await?.unwrap_or(v);
                 }
-                let v = api
-                    .create("networks", "network", project.as_deref(), attrs)
-                    .await?;
-                self.changed(changes, &what, &format!("created ({})", text(&v, "id")));
+                let status = format!("created ({}, {})", segment_of(&v), text(&v, "id"));
+                self.changed(changes, &what, &status);
                 v
             }
         };
         let id = text(&v, "id").to_owned();
+        let update = network_update(&v, net)?;
+        if !update.is_empty() {
+            let keys: Vec<String> = update.keys().cloned().collect();
+            v = api
+                .update("networks", "network", &id, Value::Object(update))
+                .await?;
+            self.changed(changes, &what, &format!("updated ({})", keys.join(", ")));
+        }
         if let Some(m) = net.mtu
             && v.get("mtu").and_then(Value::as_u64) != Some(u64::from(m))
         {
@@ -717,6 +774,8 @@ impl Lab {
                 project,
                 mtu,
                 subnets,
+                segment: segment_of(&v),
+                external: v.get("router:external").and_then(Value::as_bool) == Some(true),
             },
         );
         Ok(())
@@ -1011,9 +1070,9 @@ impl Lab {
         self.chassis.get(name)
     }
 
-    /// Runs `args` in the namespace of VM or chassis `host` (for a chassis with `OVS_RUNDIR`
-    /// set, so `ovs-vsctl`, `ovs-ofctl` and `ovs-appctl` find its OVS) and returns its output,
-    /// whatever its exit status.
+    /// Runs `args` in the namespace of VM, chassis, external host or physical segment `host`
+    /// (for a chassis or a segment with `OVS_RUNDIR` set, so `ovs-vsctl`, `ovs-ofctl` and
+    /// `ovs-appctl` find its OVS) and returns its output, whatever its exit status.
     pub fn exec(&self, host: &str, args: &[&str]) -> Result<Output> {
         let mut cmd = exec_command(&self.name, host)?;
         cmd.args(args);
@@ -1079,6 +1138,12 @@ impl Lab {
         for c in std::mem::take(&mut self.chassis).into_values() {
             c.detach();
         }
+        for sw in std::mem::take(&mut self.segments).into_values() {
+            sw.detach();
+        }
+        for ns in std::mem::take(&mut self.externals).into_values() {
+            ns.detach();
+        }
         if let Some(u) = self.underlay.take() {
             u.detach();
         }
@@ -1111,7 +1176,8 @@ fn iface_id(ch: &Chassis, tap: &str) -> Option<String> {
     (!id.is_empty()).then(|| id.to_owned())
 }
 
-/// A command prefix that runs in the namespace of VM or chassis `host` of lab `lab`.
+/// A command prefix that runs in the namespace of VM, chassis, external host or physical
+/// segment `host` of lab `lab` (with `OVS_RUNDIR` set for a chassis or a segment).
 pub fn exec_command(lab: &str, host: &str) -> Result<Command> {
     names::check_lab_name(lab)?;
     let ns = host_netns(lab, host);
@@ -1130,7 +1196,7 @@ pub fn exec_command(lab: &str, host: &str) -> Result<Command> {
 
 /// Tears lab `name` down by name, also after a crash of `up` half way and without a state
 /// file: stops the agents, the servers and the etcd members by PID file, then the OVS daemons
-/// of every chassis,
+/// of every chassis and segment,
 /// then any other process whose command line mentions the state directory, deletes every
 /// namespace of the lab and the state directory. Idempotent; returns what it removed.
 pub fn down(name: &str, progress: bool) -> Result<Vec<String>> {

@@ -19,6 +19,14 @@
 //! work by the lab's name; `down` works without the state file too (after a crash half way), see [`names`].
 //! The lab only ever configures namespaces it created.
 //!
+//! The world outside: each physical segment is a switch (an Open vSwitch bridge in a namespace of
+//! its own, VLAN-aware) with an uplink from every chassis' provider bridge `br-<segment>` (made
+//! by the lab before the agent starts, a standalone learning switch; the agent gets
+//! `--bridge-mappings <segment>:br-<segment>` and patches it to `br-int`); external hosts are
+//! namespaces on a segment (an access port of the switch, in a VLAN or untagged); provider
+//! networks (flat, vlan), external networks, routers' gateways and floating IPs are made through
+//! the API as an admin. Gateway chassis run their agent with `--gateway`.
+//!
 //! # Topology file (TOML)
 //!
 //! ```toml
@@ -40,11 +48,33 @@
 //! [[chassis]]                    # one or more
 //! name = "c1"                    # 1-12 of [a-z0-9-]; OVS system-id, binding:host_id
 //! ip = "172.31.0.11"             # optional; default: the n-th host address of cidr
+//! gateway = true                 # optional (default false): may host routers' centralized
+//!                                # gateways (the agent's --gateway)
+//!
+//! [[physical]]                   # zero or more: physical segments (switches); every chassis
+//!                                # gets an uplink into each, on its bridge br-<name>
+//! name = "physnet1"              # 1-8 of [a-z0-9-], unique among hosts; not int or phy;
+//!                                # the provider networks' physical_network
+//! mtu = 1500                     # optional (default 1500): of the uplinks and external hosts
+//!
+//! [[external]]                   # zero or more: hosts outside the cloud, on a segment
+//! name = "inet"                  # 1-12 of [a-z0-9-], unique among hosts
+//! physical = "physnet1"          # its segment
+//! ip = "172.24.4.100/24"         # IPv4 address with prefix length
+//! vlan = 101                     # optional (1-4094): in this VLAN; default untagged
+//! gateway = "172.24.4.1"         # optional: default route
+//! routes = [{ destination = "10.0.0.0/24", nexthop = "172.24.4.10" }] # optional
 //!
 //! [[network]]                    # zero or more
 //! name = "web"                   # unique; [A-Za-z0-9._-]
 //! project = "alpha"              # optional; default: admin
-//! mtu = 1400                     # optional; default: the server's (1450)
+//! mtu = 1400                     # optional; default: the server's (1450; 1500 flat, vlan)
+//! network_type = "vlan"          # optional: flat | vlan | vxlan | geneve; default the
+//!                                # server's (vxlan). Provider settings and `external` make
+//!                                # the network as admin (for its project); they are fixed
+//! physical_network = "physnet1"  # flat, vlan: a [[physical]] segment
+//! segmentation_id = 101          # vlan: the VLAN id (1-4094); vxlan, geneve: optional id
+//! external = true                # optional (default false): router:external
 //!
 //! [[network.subnet]]             # one or more per network with VMs
 //! cidr = "fd00:1::/64"           # IPv4 or IPv6
@@ -63,6 +93,9 @@
 //!                                # at each gateway address (add_router_interface)
 //! routes = [{ destination = "192.168.50.0/24", nexthop = "10.0.0.20" }]
 //!                                # extra routes; each next hop inside an interface's subnet
+//! gateway = "public"             # optional: its external gateway on this external network
+//! enable_snat = false            # optional (default true; only with a gateway)
+//! snat_mode = "centralized"      # optional: SNAT on one gateway chassis (default distributed)
 //!
 //! [[vm]]                         # zero or more
 //! name = "web1"                  # 1-32 of [a-z0-9-], unique among chassis and VMs
@@ -83,6 +116,12 @@
 //!                                # (`default`: the project's own); default: the project's
 //!                                # `default` group, as Neutron
 //! port_security = false          # optional (default true): no anti-spoofing, no groups
+//!
+//! [[floating_ip]]                # zero or more
+//! vm = "web1"                    # the VM whose port it is associated with (first IPv4)
+//! network = "public"             # an external network; a router must join the VM's network
+//!                                # (interface on an IPv4 subnet) to it (gateway)
+//! address = "172.24.4.50"        # optional; default: allocated
 //!
 //! [[address_group]]              # zero or more
 //! name = "office"                # unique; [A-Za-z0-9._-]
@@ -130,6 +169,7 @@
 //! # }
 //! ```
 
+mod capture;
 mod cli;
 mod error;
 mod lab;
@@ -139,16 +179,18 @@ mod state;
 mod status;
 mod topology;
 
+pub use capture::Capture;
 pub use cli::{LabCommand, run};
 pub use error::{Error, Result};
 pub use lab::{Lab, LabOptions, down, exec_command};
 pub use state::{
-    ChassisState, EtcdMemberState, GroupState, NetworkState, RouterState, State, SubnetState,
-    VmState,
+    ChassisState, EtcdMemberState, ExternalState, FloatingIpState, GroupState, NetworkState,
+    PhysicalState, RouterGatewayState, RouterState, SegmentState, State, SubnetState, VmState,
 };
 pub use status::{ChassisStatus, ServiceStatus, Status, status};
 pub use topology::{
-    AddressGroupSpec, ChassisSpec, DEFAULT_GROUP, Direction, Ethertype, Gateway, Ipv6Config,
-    Ipv6Mode, NetworkSpec, Protocol, RouteSpec, RouterSpec, RuleSpec, SecurityGroupSpec,
-    ServerSpec, StoreKind, SubnetSpec, Topology, UnderlaySpec, VmSpec,
+    AddressGroupSpec, ChassisSpec, DEFAULT_GROUP, Direction, Ethertype, ExternalSpec,
+    FloatingIpSpec, Gateway, Ipv6Config, Ipv6Mode, NetworkSpec, NetworkType, PhysicalSpec,
+    Protocol, RouteSpec, RouterSpec, RuleSpec, SecurityGroupSpec, ServerSpec, StoreKind,
+    SubnetSpec, Topology, UnderlaySpec, VmSpec,
 };

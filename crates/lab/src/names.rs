@@ -2,11 +2,16 @@
 //!
 //! * state directory `/tmp/wyl-<lab>/` (chassis run directories below it, so every daemon's
 //!   command line mentions it: that is how `down` finds them even without a state file);
-//! * network namespaces `wyl-<lab>.<host>` for chassis and VMs, `wyl-<lab>._u` for the
-//!   underlay (lab and host names cannot contain `.` or `_`, so no lab's names are a prefix of
-//!   another's);
+//! * network namespaces `wyl-<lab>.<host>` for chassis, VMs, external hosts and physical
+//!   segments, `wyl-<lab>._u` for the underlay (lab and host names cannot contain `.` or `_`, so
+//!   no lab's names are a prefix of another's);
 //! * inside namespaces: `ul-<chassis>` for the underlay veth, `tap<port id[..11]>` for a VM's
-//!   port on `br-int` (as Nova names it), `eth0` in the VM.
+//!   port on `br-int` (as Nova names it), `eth0` in the VM and in an external host;
+//! * a physical segment `<seg>`: an Open vSwitch bridge `<seg>` in its own namespace (run
+//!   directory `<seg>/` in the state directory, like a chassis'), whose ports are called after
+//!   what they lead to: `<chassis>` (a chassis' uplink) and `<host>` (an external host); on each
+//!   chassis the provider bridge `br-<seg>` with the uplink `ph-<seg>` (the other end of the
+//!   veth `<chassis>`).
 
 use std::path::PathBuf;
 
@@ -21,6 +26,13 @@ const LAB_MAX: usize = 16;
 pub(crate) const CHASSIS_MAX: usize = 12;
 /// Longest VM name.
 pub(crate) const VM_MAX: usize = 32;
+/// Longest external host name (its port on the segment's bridge is called after it).
+pub(crate) const EXTERNAL_MAX: usize = 12;
+/// Longest physical segment name (`int-br-<seg>`, the agent's patch port on `br-int`, must fit
+/// 15 bytes).
+pub(crate) const PHYSICAL_MAX: usize = 8;
+/// Segment names that would make a provider bridge called like one of the chassis' own.
+pub(crate) const PHYSICAL_RESERVED: [&str; 2] = ["int", "phy"];
 
 /// Checks a lab, chassis or VM name: 1 to `max` of `[a-z0-9-]`, starting with a letter or
 /// digit.
@@ -76,6 +88,18 @@ pub(crate) fn underlay_link(chassis: &str) -> String {
     format!("ul-{chassis}")
 }
 
+/// The provider bridge of physical segment `seg` on every chassis (the agent's
+/// `--bridge-mappings <seg>:br-<seg>`).
+pub(crate) fn provider_bridge(seg: &str) -> String {
+    format!("br-{seg}")
+}
+
+/// A chassis' uplink into physical segment `seg`: the chassis end of the veth, a port of
+/// [`provider_bridge`].
+pub(crate) fn uplink(seg: &str) -> String {
+    format!("ph-{seg}")
+}
+
 /// The chassis-side interface of a VM's port.
 pub(crate) fn tap(port_id: &str) -> String {
     let short: String = port_id.chars().take(11).collect();
@@ -114,6 +138,8 @@ mod tests {
         assert!(!host_netns("ab", "x").starts_with(&netns_prefix("a")));
         assert_eq!(tap("0123456789abcdef"), "tap0123456789a");
         assert_eq!(underlay_link("twelve-chars"), "ul-twelve-chars");
+        assert_eq!(provider_bridge("physnet1"), "br-physnet1");
+        assert_eq!(uplink("physnet1"), "ph-physnet1");
         assert_eq!(marker("a"), "/tmp/wyl-a/");
     }
 }

@@ -2,7 +2,7 @@
 //! commands (`status`, a second `up`, `down`) know it.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -40,6 +40,62 @@ pub struct State {
     /// Address groups by name.
     #[serde(default)]
     pub address_groups: BTreeMap<String, GroupState>,
+    /// Physical segments by name.
+    #[serde(default)]
+    pub physical: BTreeMap<String, PhysicalState>,
+    /// External hosts by name.
+    #[serde(default)]
+    pub externals: BTreeMap<String, ExternalState>,
+    /// Floating IPs, in the file's order.
+    #[serde(default)]
+    pub floating_ips: Vec<FloatingIpState>,
+}
+
+/// A physical segment: an Open vSwitch bridge in a namespace of its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PhysicalState {
+    /// Its network namespace.
+    pub netns: String,
+    /// Its OVS run directory.
+    pub rundir: PathBuf,
+    /// MTU of its links.
+    pub mtu: u32,
+    /// The provider bridge on every chassis.
+    pub provider_bridge: String,
+}
+
+/// An external host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExternalState {
+    /// Its network namespace.
+    pub netns: String,
+    /// The physical segment it is on.
+    pub physical: String,
+    /// Its port's VLAN (none: untagged).
+    pub vlan: Option<u16>,
+    /// Its address with prefix length.
+    pub address: String,
+    /// Its default gateway.
+    pub gateway: Option<Ipv4Addr>,
+    /// Its further routes.
+    pub routes: Vec<RouteSpec>,
+    /// MTU of its `eth0` (the segment's).
+    pub mtu: u32,
+}
+
+/// A floating IP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FloatingIpState {
+    /// API id.
+    pub id: String,
+    /// Its address.
+    pub address: String,
+    /// The VM it is associated with.
+    pub vm: String,
+    /// The VM's address it stands for (`fixed_ip_address`).
+    pub fixed_ip: String,
+    /// The external network it is on.
+    pub network: String,
 }
 
 /// A security group or an address group.
@@ -76,6 +132,9 @@ pub struct ChassisState {
     /// Loopback port of the agent's Prometheus metrics.
     #[serde(default)]
     pub metrics_port: Option<u16>,
+    /// Whether it may host routers' centralized gateways.
+    #[serde(default)]
+    pub gateway: bool,
 }
 
 /// A network and its subnets.
@@ -89,6 +148,37 @@ pub struct NetworkState {
     pub mtu: u32,
     /// Subnets.
     pub subnets: Vec<SubnetState>,
+    /// Its segment as the server reports it: type, physical network, segmentation id.
+    #[serde(default)]
+    pub segment: SegmentState,
+    /// `router:external`.
+    #[serde(default)]
+    pub external: bool,
+}
+
+/// A network's provider attributes as the server reports them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentState {
+    /// `provider:network_type`.
+    pub network_type: Option<String>,
+    /// `provider:physical_network`.
+    pub physical_network: Option<String>,
+    /// `provider:segmentation_id`.
+    pub segmentation_id: Option<u32>,
+}
+
+impl std::fmt::Display for SegmentState {
+    /// `vlan 101 on physnet1`, `flat on physnet1`, `vxlan 5`; `?` if unknown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.network_type.as_deref().unwrap_or("?"))?;
+        if let Some(id) = self.segmentation_id {
+            write!(f, " {id}")?;
+        }
+        if let Some(p) = &self.physical_network {
+            write!(f, " on {p}")?;
+        }
+        Ok(())
+    }
 }
 
 /// A subnet.
@@ -154,6 +244,20 @@ pub struct RouterState {
     pub interfaces: Vec<String>,
     /// Its extra routes.
     pub routes: Vec<RouteSpec>,
+    /// Its external gateway, if it has one.
+    #[serde(default)]
+    pub gateway: Option<RouterGatewayState>,
+}
+
+/// A router's external gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouterGatewayState {
+    /// The external network's name.
+    pub network: String,
+    /// Whether it translates the inside's addresses.
+    pub enable_snat: bool,
+    /// Its addresses on the external network.
+    pub addresses: Vec<IpAddr>,
 }
 
 impl State {

@@ -8,7 +8,7 @@ use testbed::{Daemon, Netns};
 
 use crate::lab::control::Service;
 use crate::names;
-use crate::state::{State, VmState};
+use crate::state::{ExternalState, State, VmState};
 use crate::topology::describe_routes;
 use crate::{Error, Result};
 
@@ -25,6 +25,10 @@ pub struct Status {
     pub chassis: Vec<ChassisStatus>,
     /// Per VM: whether its namespace exists.
     pub vms: Vec<(String, VmState, bool)>,
+    /// Per physical segment (by name): PIDs of its switch's ovsdb-server and ovs-vswitchd.
+    pub physical: Vec<ChassisStatus>,
+    /// Per external host: whether its namespace exists.
+    pub externals: Vec<(String, ExternalState, bool)>,
 }
 
 /// An etcd member or a server as it is now.
@@ -38,7 +42,7 @@ pub struct ServiceStatus {
     pub pid: Option<u32>,
 }
 
-/// One chassis as it is now.
+/// One chassis (or a physical segment's switch) as it is now.
 #[derive(Debug, Clone)]
 pub struct ChassisStatus {
     /// Name.
@@ -47,7 +51,7 @@ pub struct ChassisStatus {
     pub ovsdb: Option<u32>,
     /// PID of `ovs-vswitchd`.
     pub vswitchd: Option<u32>,
-    /// PID of the agent.
+    /// PID of the agent (none for a segment).
     pub agent: Option<u32>,
 }
 
@@ -73,6 +77,21 @@ pub fn status(name: &str) -> Result<Status> {
         .iter()
         .map(|(n, v)| (n.clone(), v.clone(), Netns::exists(&v.netns)))
         .collect();
+    let physical = state
+        .physical
+        .iter()
+        .map(|(p, s)| ChassisStatus {
+            name: p.clone(),
+            ovsdb: Daemon::running(&s.rundir.join("ovsdb-server.pid"), &marker),
+            vswitchd: Daemon::running(&s.rundir.join("ovs-vswitchd.pid"), &marker),
+            agent: None,
+        })
+        .collect();
+    let externals = state
+        .externals
+        .iter()
+        .map(|(n, e)| (n.clone(), e.clone(), Netns::exists(&e.netns)))
+        .collect();
     let service = |name: String, address: String| ServiceStatus {
         pid: Daemon::running(&dir.join(format!("{name}.pid")), &marker),
         name,
@@ -95,12 +114,18 @@ pub fn status(name: &str) -> Result<Status> {
         dir,
         chassis,
         vms,
+        physical,
+        externals,
         state,
     })
 }
 
 fn pid(p: Option<u32>) -> String {
     p.map_or_else(|| "DOWN".to_owned(), |p| format!("pid {p}"))
+}
+
+fn missing(present: bool) -> &'static str {
+    if present { "" } else { "  NAMESPACE MISSING" }
 }
 
 impl fmt::Display for Status {
@@ -122,13 +147,41 @@ impl fmt::Display for Status {
             };
             writeln!(
                 f,
-                "  chassis  {:<12} tunnel {:<15} netns {}  ovsdb {}  vswitchd {}  agent {}",
+                "  chassis  {:<12} tunnel {:<15} netns {}  ovsdb {}  vswitchd {}  agent {}{}",
                 c.name,
                 st.tunnel_ip,
                 st.netns,
                 pid(c.ovsdb),
                 pid(c.vswitchd),
-                agent
+                agent,
+                if st.gateway { "  gateway" } else { "" }
+            )?;
+        }
+        for p in &self.physical {
+            let st = &s.physical[&p.name];
+            writeln!(
+                f,
+                "  physical {:<12} mtu {:<5}  netns {}  ovsdb {}  vswitchd {}  {} on every chassis",
+                p.name,
+                st.mtu,
+                st.netns,
+                pid(p.ovsdb),
+                pid(p.vswitchd),
+                st.provider_bridge
+            )?;
+        }
+        for (name, e, present) in &self.externals {
+            let vlan = e
+                .vlan
+                .map_or_else(|| "untagged".to_owned(), |v| format!("vlan {v}"));
+            writeln!(
+                f,
+                "  external {:<12} {:<18} on {} {vlan}  netns {}{}",
+                name,
+                e.address,
+                e.physical,
+                e.netns,
+                missing(*present)
             )?;
         }
         for (name, n) in &s.networks {
@@ -139,18 +192,25 @@ impl fmt::Display for Status {
                 .collect();
             writeln!(
                 f,
-                "  network  {:<12} project {:<10} mtu {}  {}  id {}",
+                "  network  {:<12} project {:<10} mtu {}  {}{}  {}  id {}",
                 name,
                 n.project.as_deref().unwrap_or("admin"),
                 n.mtu,
+                n.segment,
+                if n.external { ", external" } else { "" },
                 subnets.join(", "),
                 n.id
             )?;
         }
         for (name, r) in &s.routers {
+            let gateway = r.gateway.as_ref().map_or_else(String::new, |g| {
+                let addrs: Vec<String> = g.addresses.iter().map(ToString::to_string).collect();
+                let snat = if g.enable_snat { "on" } else { "off" };
+                format!("  gateway {} {} (snat {snat})", g.network, addrs.join(" "))
+            });
             writeln!(
                 f,
-                "  router   {:<12} project {:<10} interfaces {}  routes {}  id {}",
+                "  router   {:<12} project {:<10} interfaces {}  routes {}{gateway}  id {}",
                 name,
                 r.project.as_deref().unwrap_or("admin"),
                 r.interfaces.join(" "),
@@ -168,7 +228,14 @@ impl fmt::Display for Status {
                 v.chassis,
                 v.network,
                 v.port_id,
-                if *present { "" } else { "  NAMESPACE MISSING" }
+                missing(*present)
+            )?;
+        }
+        for fip in &s.floating_ips {
+            writeln!(
+                f,
+                "  fip      {:<12} -> vm {} ({})  network {}  id {}",
+                fip.address, fip.vm, fip.fixed_ip, fip.network, fip.id
             )?;
         }
         Ok(())

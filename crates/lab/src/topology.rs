@@ -1,13 +1,13 @@
 //! The topology file: what a lab consists of (see the crate documentation for the schema).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
 use ipnet::{IpNet, Ipv4Net};
 use serde::{Deserialize, Serialize};
 
-use crate::names::{self, CHASSIS_MAX, VM_MAX};
+use crate::names::{self, CHASSIS_MAX, EXTERNAL_MAX, PHYSICAL_MAX, PHYSICAL_RESERVED, VM_MAX};
 use crate::{Error, Result};
 
 /// A lab: server, chassis, networks and VMs.
@@ -40,6 +40,15 @@ pub struct Topology {
     /// Address groups (sets of prefixes that rules refer to).
     #[serde(default, rename = "address_group")]
     pub address_groups: Vec<AddressGroupSpec>,
+    /// Physical segments: the switches that provider networks are on.
+    #[serde(default)]
+    pub physical: Vec<PhysicalSpec>,
+    /// External hosts on the physical segments (the world outside the cloud).
+    #[serde(default, rename = "external")]
+    pub externals: Vec<ExternalSpec>,
+    /// Floating IPs of VMs.
+    #[serde(default, rename = "floating_ip")]
+    pub floating_ips: Vec<FloatingIpSpec>,
 }
 
 /// `[server]`.
@@ -131,6 +140,90 @@ pub struct ChassisSpec {
     pub name: String,
     /// Tunnel address; default: the n-th host address of the underlay subnet.
     pub ip: Option<Ipv4Addr>,
+    /// Whether the chassis may host routers' centralized gateways (the agent's `--gateway`).
+    #[serde(default)]
+    pub gateway: bool,
+}
+
+/// Default MTU of a physical segment.
+const PHYSICAL_MTU: u32 = 1500;
+
+fn physical_mtu() -> u32 {
+    PHYSICAL_MTU
+}
+
+/// `[[physical]]`: a physical segment, the switch that provider networks (flat or VLAN) and
+/// external hosts are on; every chassis has an uplink into each.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhysicalSpec {
+    /// Name: the provider networks' `physical_network` (1-8 of `[a-z0-9-]`).
+    pub name: String,
+    /// MTU of its links (uplinks, external hosts); default 1500.
+    #[serde(default = "physical_mtu")]
+    pub mtu: u32,
+}
+
+/// `[[external]]`: a host outside the cloud, on a physical segment (untagged, or in a VLAN).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalSpec {
+    /// Name (unique among chassis, VMs, external hosts and segments; 1-12 of `[a-z0-9-]`).
+    pub name: String,
+    /// The physical segment it is on.
+    pub physical: String,
+    /// Its address with prefix length.
+    pub ip: Ipv4Net,
+    /// The VLAN its port on the segment is in (an access port); default: untagged.
+    pub vlan: Option<u16>,
+    /// Default gateway (on its subnet).
+    pub gateway: Option<Ipv4Addr>,
+    /// Further routes (next hops on its subnet).
+    #[serde(default)]
+    pub routes: Vec<RouteSpec>,
+}
+
+/// `[[floating_ip]]`: a floating IP of a VM, on an external network.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FloatingIpSpec {
+    /// The VM whose port it is associated with (its first IPv4 address).
+    pub vm: String,
+    /// The external network it is on.
+    pub network: String,
+    /// Its address; default: allocated by the server.
+    pub address: Option<Ipv4Addr>,
+}
+
+/// A network's `provider:network_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkType {
+    /// Untagged on a physical segment.
+    Flat,
+    /// A VLAN of a physical segment.
+    Vlan,
+    /// VXLAN tunnels between the chassis.
+    Vxlan,
+    /// Geneve tunnels between the chassis.
+    Geneve,
+}
+
+impl NetworkType {
+    /// The API's name of the type.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetworkType::Flat => "flat",
+            NetworkType::Vlan => "vlan",
+            NetworkType::Vxlan => "vxlan",
+            NetworkType::Geneve => "geneve",
+        }
+    }
+
+    /// Whether networks of this type are on a physical segment.
+    pub fn is_physical(self) -> bool {
+        matches!(self, NetworkType::Flat | NetworkType::Vlan)
+    }
 }
 
 /// `[[network]]`.
@@ -143,6 +236,16 @@ pub struct NetworkSpec {
     pub project: Option<String>,
     /// MTU; default: what the server chooses.
     pub mtu: Option<u32>,
+    /// `provider:network_type`; default: the server's (a tunnel network). Provider settings
+    /// make the network an admin's (created as admin for its project).
+    pub network_type: Option<NetworkType>,
+    /// `provider:physical_network` (flat and vlan): a `[[physical]]` segment.
+    pub physical_network: Option<String>,
+    /// `provider:segmentation_id`: the VLAN id (vlan), or the tunnel id (vxlan, geneve).
+    pub segmentation_id: Option<u32>,
+    /// `router:external`: routers' gateways and floating IPs are on it.
+    #[serde(default)]
+    pub external: bool,
     /// Its subnets.
     #[serde(default, rename = "subnet")]
     pub subnets: Vec<SubnetSpec>,
@@ -277,9 +380,34 @@ pub struct RouterSpec {
     /// Extra routes.
     #[serde(default)]
     pub routes: Vec<RouteSpec>,
+    /// The external network its gateway is on.
+    pub gateway: Option<String>,
+    /// Whether the gateway translates the inside's addresses (SNAT); default true.
+    pub enable_snat: Option<bool>,
+    /// Where SNAT happens (the router's `snat_mode`): on every chassis (`distributed`, the
+    /// default) or on one gateway chassis (`centralized`).
+    pub snat_mode: Option<SnatMode>,
 }
 
-/// One extra route of a router.
+/// A router's `snat_mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SnatMode {
+    Distributed,
+    Centralized,
+}
+
+impl SnatMode {
+    /// The API's name of the mode.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SnatMode::Distributed => "distributed",
+            SnatMode::Centralized => "centralized",
+        }
+    }
+}
+
+/// A route: one of a router's extra routes, or of an external host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteSpec {
@@ -292,6 +420,67 @@ pub struct RouteSpec {
 impl std::fmt::Display for RouteSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} via {}", self.destination, self.nexthop)
+    }
+}
+
+/// Checks routes: destinations are network addresses, each route one IP version, next hops
+/// `on_link`, no route twice.
+fn check_routes(
+    routes: &[RouteSpec],
+    on_link: impl Fn(IpAddr) -> bool,
+) -> std::result::Result<(), String> {
+    for (i, route) in routes.iter().enumerate() {
+        let (dest, hop) = (route.destination, route.nexthop);
+        if dest != dest.trunc() {
+            return Err(format!("route destination {dest} is not a network address"));
+        }
+        if dest.addr().is_ipv4() != hop.is_ipv4() {
+            return Err(format!("route to {dest} via {hop} mixes IPv4 and IPv6"));
+        }
+        if !on_link(hop) {
+            return Err(format!(
+                "next hop {hop} is not on a subnet it is connected to"
+            ));
+        }
+        if routes[..i].contains(route) {
+            return Err(format!("route to {dest} via {hop} listed twice"));
+        }
+    }
+    Ok(())
+}
+
+/// Highest VLAN id.
+const VLAN_MAX: u32 = 4094;
+/// Highest tunnel id (24 bits: VXLAN's VNI, Geneve's VNI).
+const TUNNEL_ID_MAX: u32 = (1 << 24) - 1;
+
+impl NetworkSpec {
+    /// Where a flat or VLAN network is: its physical segment and VLAN id (none: untagged).
+    pub fn on_segment(&self) -> Option<(&str, Option<u32>)> {
+        let seg = self.physical_network.as_deref()?;
+        match self.network_type? {
+            NetworkType::Flat => Some((seg, None)),
+            NetworkType::Vlan => Some((seg, self.segmentation_id)),
+            NetworkType::Vxlan | NetworkType::Geneve => None,
+        }
+    }
+
+    /// The segment the network claims, for people (`VLAN 101 on physnet1`), if it names one:
+    /// no two networks may claim the same.
+    fn segment_label(&self) -> Option<String> {
+        match (self.on_segment(), self.segmentation_id) {
+            (Some((seg, None)), _) => Some(format!("the untagged (flat) segment of {seg}")),
+            (Some((seg, Some(id))), _) => Some(format!("VLAN {id} on {seg}")),
+            (None, Some(id)) => Some(format!("tunnel id {id}")),
+            (None, None) => None,
+        }
+    }
+}
+
+impl ExternalSpec {
+    /// Its physical segment and VLAN id (none: untagged), as [`NetworkSpec::on_segment`].
+    pub fn on_segment(&self) -> (&str, Option<u32>) {
+        (self.physical.as_str(), self.vlan.map(u32::from))
     }
 }
 
@@ -544,8 +733,35 @@ impl Topology {
         if ips.iter().collect::<BTreeSet<_>>().len() != ips.len() {
             return Err(Error::Topology("two chassis share a tunnel address".into()));
         }
+        for p in &self.physical {
+            names::check_host_name("physical segment", &p.name, PHYSICAL_MAX)?;
+            if PHYSICAL_RESERVED.contains(&p.name.as_str()) {
+                return Err(Error::Topology(format!(
+                    "physical segment name {}: reserved (its provider bridge would be br-{}, \
+                     a chassis' own bridge)",
+                    p.name, p.name
+                )));
+            }
+            if !hosts.insert(p.name.as_str()) {
+                return Err(Error::Topology(format!("name {} used twice", p.name)));
+            }
+            if !(1280..=9000).contains(&p.mtu) {
+                return Err(Error::Topology(format!(
+                    "physical segment {}: mtu {} outside 1280..=9000",
+                    p.name, p.mtu
+                )));
+            }
+        }
+        for e in &self.externals {
+            names::check_host_name("external host", &e.name, EXTERNAL_MAX)?;
+            if !hosts.insert(e.name.as_str()) {
+                return Err(Error::Topology(format!("name {} used twice", e.name)));
+            }
+            self.validate_external(e)?;
+        }
         let mut nets = BTreeSet::new();
         let mut subnets = BTreeSet::new();
+        let mut segments = BTreeMap::new();
         for n in &self.networks {
             check_api_name("network", &n.name)?;
             if let Some(p) = &n.project {
@@ -553,6 +769,15 @@ impl Topology {
             }
             if !nets.insert(n.name.as_str()) {
                 return Err(Error::Topology(format!("network {} defined twice", n.name)));
+            }
+            self.validate_provider(n)?;
+            if let Some(seg) = n.segment_label()
+                && let Some(other) = segments.insert(seg.clone(), n.name.as_str())
+            {
+                return Err(Error::Topology(format!(
+                    "network {}: {seg} is network {other}'s already",
+                    n.name
+                )));
             }
             for (i, s) in n.subnets.iter().enumerate() {
                 let name = self.subnet_name(n, i);
@@ -610,6 +835,9 @@ impl Topology {
                 return Err(Error::Topology(format!("router {} defined twice", r.name)));
             }
             self.validate_router(r)?;
+        }
+        for (i, f) in self.floating_ips.iter().enumerate() {
+            self.validate_floating_ip(i, f)?;
         }
         Ok(())
     }
@@ -796,24 +1024,173 @@ impl Topology {
             }
             connected.push(cidr);
         }
-        for (i, route) in r.routes.iter().enumerate() {
-            let (dest, hop) = (route.destination, route.nexthop);
-            if dest != dest.trunc() {
-                return bad(format!("route destination {dest} is not a network address"));
-            }
-            if dest.addr().is_ipv4() != hop.is_ipv4() {
-                return bad(format!("route to {dest} via {hop} mixes IPv4 and IPv6"));
-            }
-            if !connected.iter().any(|c| c.contains(&hop)) {
+        check_routes(&r.routes, |hop| connected.iter().any(|c| c.contains(&hop)))
+            .map_err(|why| Error::Topology(format!("router {}: {why}", r.name)))?;
+        if let Some(g) = &r.gateway {
+            let Some(net) = self.network(g) else {
+                return bad(format!("no network {g} for the gateway"));
+            };
+            if !net.external {
                 return bad(format!(
-                    "next hop {hop} is in no subnet the router has an interface on"
+                    "gateway network {g} is not external (external = true)"
                 ));
             }
-            if r.routes[..i].contains(route) {
-                return bad(format!("route to {dest} via {hop} listed twice"));
+            if !net.subnets.iter().any(|s| s.cidr.addr().is_ipv4()) {
+                return bad(format!("gateway network {g} has no IPv4 subnet"));
+            }
+        } else if r.enable_snat.is_some() {
+            return bad("enable_snat needs a gateway".into());
+        } else if r.snat_mode.is_some() {
+            return bad("snat_mode needs a gateway".into());
+        }
+        Ok(())
+    }
+
+    fn validate_external(&self, e: &ExternalSpec) -> Result<()> {
+        let bad = |why: String| Err(Error::Topology(format!("external host {}: {why}", e.name)));
+        if self.physical_segment(&e.physical).is_none() {
+            return bad(format!("no physical segment {}", e.physical));
+        }
+        if let Some(v) = e.vlan
+            && !(1..=VLAN_MAX).contains(&u32::from(v))
+        {
+            return bad(format!("vlan {v} outside 1..={VLAN_MAX}"));
+        }
+        let (addr, net) = (e.ip.addr(), e.ip.trunc());
+        if e.ip.prefix_len() < 31 && (addr == net.network() || addr == net.broadcast()) {
+            return bad(format!("{addr} is no host address of {net}"));
+        }
+        let on_link = |hop: IpAddr| matches!(hop, IpAddr::V4(h) if net.contains(&h) && h != addr);
+        if let Some(gw) = e.gateway
+            && !on_link(gw.into())
+        {
+            return bad(format!("gateway {gw} is not another address of {net}"));
+        }
+        check_routes(&e.routes, on_link)
+            .map_err(|why| Error::Topology(format!("external host {}: {why}", e.name)))?;
+        let twin = self
+            .externals
+            .iter()
+            .take_while(|o| o.name != e.name)
+            .find(|o| o.physical == e.physical && o.vlan == e.vlan && o.ip.addr() == addr);
+        if let Some(o) = twin {
+            return bad(format!(
+                "{addr} is external host {}'s too, on the same segment and VLAN",
+                o.name
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_provider(&self, n: &NetworkSpec) -> Result<()> {
+        let bad = |why: String| Err(Error::Topology(format!("network {}: {why}", n.name)));
+        let Some(kind) = n.network_type else {
+            if n.physical_network.is_some() || n.segmentation_id.is_some() {
+                return bad("physical_network and segmentation_id need a network_type".into());
+            }
+            return Ok(());
+        };
+        let t = kind.as_str();
+        let physical = kind.is_physical();
+        match (n.physical_network.as_deref(), n.segmentation_id) {
+            (None, _) if physical => return bad(format!("a {t} network needs a physical_network")),
+            (Some(_), _) if !physical => {
+                return bad(format!("a {t} network has no physical_network"));
+            }
+            (_, Some(_)) if kind == NetworkType::Flat => {
+                return bad("a flat network has no segmentation_id".into());
+            }
+            (_, None) if kind == NetworkType::Vlan => {
+                return bad("a vlan network needs a segmentation_id (its VLAN id)".into());
+            }
+            (_, Some(id)) if kind == NetworkType::Vlan && !(1..=VLAN_MAX).contains(&id) => {
+                return bad(format!("VLAN id {id} outside 1..={VLAN_MAX}"));
+            }
+            (_, Some(id)) if !(1..=TUNNEL_ID_MAX).contains(&id) => {
+                return bad(format!("tunnel id {id} outside 1..={TUNNEL_ID_MAX}"));
+            }
+            _ => {}
+        }
+        if let Some(p) = &n.physical_network {
+            let Some(seg) = self.physical_segment(p) else {
+                return bad(format!("no physical segment {p}"));
+            };
+            // Without `mtu`, the server gives flat and VLAN networks the segment default.
+            let mtu = n.mtu.unwrap_or(PHYSICAL_MTU);
+            if mtu > seg.mtu {
+                return bad(format!(
+                    "mtu {mtu} exceeds physical segment {p}'s {} (set the network's mtu)",
+                    seg.mtu
+                ));
             }
         }
         Ok(())
+    }
+
+    fn validate_floating_ip(&self, i: usize, f: &FloatingIpSpec) -> Result<()> {
+        let bad = |why: String| {
+            Err(Error::Topology(format!(
+                "floating IP of vm {} on {}: {why}",
+                f.vm, f.network
+            )))
+        };
+        let Some(vm) = self.vms.iter().find(|v| v.name == f.vm) else {
+            return bad(format!("no vm {}", f.vm));
+        };
+        let Some(net) = self.network(&f.network) else {
+            return bad(format!("no network {}", f.network));
+        };
+        if !net.external {
+            return bad(format!(
+                "network {} is not external (external = true)",
+                f.network
+            ));
+        }
+        let earlier = &self.floating_ips[..i];
+        if earlier
+            .iter()
+            .any(|o| o.vm == f.vm && o.network == f.network)
+        {
+            return bad("listed twice".into());
+        }
+        let joins = |r: &RouterSpec| {
+            r.gateway.as_deref() == Some(f.network.as_str())
+                && r.interfaces.iter().any(|s| {
+                    self.subnet(s)
+                        .is_some_and(|(n, s)| n.name == vm.network && s.cidr.addr().is_ipv4())
+                })
+        };
+        if !self.routers.iter().any(joins) {
+            return bad(format!(
+                "no router joins network {} (an interface on an IPv4 subnet) to {} (its gateway)",
+                vm.network, f.network
+            ));
+        }
+        let Some(a) = f.address else {
+            return Ok(());
+        };
+        if !net.subnets.iter().any(|s| s.cidr.contains(&IpAddr::V4(a))) {
+            return bad(format!("{a} is in no subnet of {}", f.network));
+        }
+        if earlier
+            .iter()
+            .any(|o| o.network == f.network && o.address == Some(a))
+        {
+            return bad(format!("{a} is another floating IP's"));
+        }
+        if let Some(h) = self
+            .externals
+            .iter()
+            .find(|h| h.ip.addr() == a && net.on_segment() == Some(h.on_segment()))
+        {
+            return bad(format!("{a} is external host {}'s", h.name));
+        }
+        Ok(())
+    }
+
+    /// The physical segment called `name`.
+    pub fn physical_segment(&self, name: &str) -> Option<&PhysicalSpec> {
+        self.physical.iter().find(|p| p.name == name)
     }
 
     /// The subnet called `name` (see [`Topology::subnet_name`]) with its network.
@@ -993,6 +1370,7 @@ rules = [
             include_str!("../../../examples/routed.toml"),
             include_str!("../../../examples/secgroups.toml"),
             include_str!("../../../examples/ha.toml"),
+            include_str!("../../../examples/outside.toml"),
         ] {
             parse(example).unwrap();
         }
@@ -1124,7 +1502,7 @@ rules = [
             (
                 "nexthop = \"10.0.0.5\"",
                 "nexthop = \"10.9.0.5\"",
-                "in no subnet the router",
+                "is not on a subnet",
             ),
             ("nexthop = \"10.0.0.5\"", "nexthop = \"fd00:1::5\"", "mixes"),
             (
@@ -1215,5 +1593,269 @@ rules = [
         // A router of the admin project may join any project's subnets.
         let admin = GOOD.replacen("project = \"alpha\"\ninterfaces", "interfaces", 1);
         parse(&admin).unwrap();
+    }
+
+    const OUTSIDE: &str = r#"
+name = "t2"
+[[physical]]
+name = "physnet1"
+[[physical]]
+name = "ext"
+mtu = 9000
+[[chassis]]
+name = "c1"
+[[chassis]]
+name = "c2"
+gateway = true
+[[external]]
+name = "inet"
+physical = "ext"
+ip = "172.24.4.100/24"
+gateway = "172.24.4.254"
+routes = [{ destination = "198.51.100.0/24", nexthop = "172.24.4.253" }]
+[[external]]
+name = "h101"
+physical = "physnet1"
+vlan = 101
+ip = "192.168.101.100/24"
+[[network]]
+name = "public"
+network_type = "flat"
+physical_network = "ext"
+external = true
+[[network.subnet]]
+cidr = "172.24.4.0/24"
+gateway = "172.24.4.1"
+[[network]]
+name = "vlan101"
+network_type = "vlan"
+physical_network = "physnet1"
+segmentation_id = 101
+[[network.subnet]]
+cidr = "192.168.101.0/24"
+[[network]]
+name = "inside"
+project = "alpha"
+network_type = "geneve"
+segmentation_id = 77
+[[network.subnet]]
+cidr = "10.0.0.0/24"
+gateway = "10.0.0.1"
+[[router]]
+name = "r1"
+project = "alpha"
+interfaces = ["inside-1"]
+gateway = "public"
+enable_snat = false
+[[vm]]
+name = "v1"
+network = "inside"
+chassis = "c1"
+[[vm]]
+name = "p1"
+network = "vlan101"
+chassis = "c2"
+[[floating_ip]]
+vm = "v1"
+network = "public"
+address = "172.24.4.50"
+"#;
+
+    #[test]
+    fn parses_segments_external_hosts_and_floating_ips() {
+        let t = parse(OUTSIDE).unwrap();
+        assert_eq!(t.physical[0].mtu, 1500);
+        assert_eq!(t.physical[1].mtu, 9000);
+        assert!(!t.chassis[0].gateway && t.chassis[1].gateway);
+        let (inet, h101) = (&t.externals[0], &t.externals[1]);
+        assert_eq!(inet.on_segment(), ("ext", None));
+        assert_eq!(h101.on_segment(), ("physnet1", Some(101)));
+        assert_eq!(inet.gateway, Some("172.24.4.254".parse().unwrap()));
+        assert_eq!(
+            inet.routes[0].to_string(),
+            "198.51.100.0/24 via 172.24.4.253"
+        );
+        let public = t.network("public").unwrap();
+        assert!(public.external);
+        assert_eq!(public.on_segment(), Some(("ext", None)));
+        let vlan = t.network("vlan101").unwrap();
+        assert_eq!(vlan.network_type, Some(NetworkType::Vlan));
+        assert_eq!(vlan.on_segment(), Some(("physnet1", Some(101))));
+        let inside = t.network("inside").unwrap();
+        assert_eq!(inside.on_segment(), None);
+        assert_eq!(inside.segment_label().as_deref(), Some("tunnel id 77"));
+        assert_eq!(
+            vlan.segment_label().as_deref(),
+            Some("VLAN 101 on physnet1")
+        );
+        assert_eq!(t.routers[0].gateway.as_deref(), Some("public"));
+        assert_eq!(t.routers[0].enable_snat, Some(false));
+        assert_eq!(
+            t.floating_ips[0],
+            FloatingIpSpec {
+                vm: "v1".into(),
+                network: "public".into(),
+                address: Some("172.24.4.50".parse().unwrap()),
+            }
+        );
+        // Without any of it, nothing changes for the other examples' files.
+        let plain = parse(GOOD).unwrap();
+        assert!(plain.physical.is_empty() && plain.externals.is_empty());
+        assert_eq!(plain.networks[0].network_type, None);
+    }
+
+    #[test]
+    fn rejects_bad_segments_hosts_networks_and_floating_ips() {
+        for (from, to, why) in [
+            // Segments: names, MTU.
+            ("name = \"physnet1\"", "name = \"physnet12\"", "1 to 8"),
+            ("name = \"ext\"\nmtu", "name = \"int\"\nmtu", "reserved"),
+            ("name = \"ext\"\nmtu", "name = \"c1\"\nmtu", "used twice"),
+            ("mtu = 9000", "mtu = 900", "outside 1280..=9000"),
+            // External hosts: segment, VLAN, address, gateway, routes, twins.
+            ("name = \"inet\"", "name = \"v1\"", "used twice"),
+            ("name = \"inet\"", "name = \"thirteen-char\"", "1 to 12"),
+            (
+                "physical = \"ext\"",
+                "physical = \"nope\"",
+                "no physical segment nope",
+            ),
+            ("vlan = 101", "vlan = 4095", "vlan 4095 outside 1..=4094"),
+            ("vlan = 101", "vlan = 0", "outside"),
+            (
+                "ip = \"172.24.4.100/24\"",
+                "ip = \"172.24.4.0/24\"",
+                "no host address",
+            ),
+            (
+                "gateway = \"172.24.4.254\"",
+                "gateway = \"10.1.1.1\"",
+                "not another address",
+            ),
+            (
+                "gateway = \"172.24.4.254\"",
+                "gateway = \"172.24.4.100\"",
+                "not another address",
+            ),
+            (
+                "nexthop = \"172.24.4.253\"",
+                "nexthop = \"10.9.9.9\"",
+                "is not on a subnet",
+            ),
+            (
+                "\"198.51.100.0/24\"",
+                "\"198.51.100.1/24\"",
+                "not a network address",
+            ),
+            (
+                "ip = \"192.168.101.100/24\"",
+                "ip = \"192.168.101.100/24\"\n[[external]]\nname = \"h2\"\nphysical = \"physnet1\"\n\
+                 vlan = 101\nip = \"192.168.101.100/16\"",
+                "external host h101's too",
+            ),
+            // Networks: provider settings that go together, exist, fit, and are not taken.
+            ("segmentation_id = 101\n", "", "needs a segmentation_id"),
+            (
+                "segmentation_id = 101",
+                "segmentation_id = 5000",
+                "VLAN id 5000 outside",
+            ),
+            (
+                "physical_network = \"ext\"\n",
+                "physical_network = \"ext\"\nsegmentation_id = 3\n",
+                "a flat network has no segmentation_id",
+            ),
+            (
+                "physical_network = \"ext\"\n",
+                "",
+                "needs a physical_network",
+            ),
+            (
+                "network_type = \"geneve\"",
+                "network_type = \"geneve\"\nphysical_network = \"ext\"",
+                "has no physical_network",
+            ),
+            (
+                "segmentation_id = 77",
+                "segmentation_id = 16777216",
+                "tunnel id 16777216",
+            ),
+            (
+                "network_type = \"vlan\"",
+                "network_type = \"gre\"",
+                "unknown variant",
+            ),
+            (
+                "physical_network = \"physnet1\"",
+                "physical_network = \"physnet9\"",
+                "no physical segment physnet9",
+            ),
+            (
+                "name = \"physnet1\"\n",
+                "name = \"physnet1\"\nmtu = 1400\n",
+                "exceeds physical segment physnet1's 1400",
+            ),
+            (
+                "network_type = \"geneve\"\nsegmentation_id = 77",
+                "network_type = \"vlan\"\nphysical_network = \"physnet1\"\nsegmentation_id = 101",
+                "VLAN 101 on physnet1 is network vlan101's already",
+            ),
+            (
+                "network_type = \"flat\"\nphysical_network",
+                "physical_network",
+                "need a network_type",
+            ),
+            // Routers' gateways.
+            (
+                "gateway = \"public\"",
+                "gateway = \"nowhere\"",
+                "no network nowhere",
+            ),
+            (
+                "gateway = \"public\"",
+                "gateway = \"vlan101\"",
+                "is not external",
+            ),
+            ("gateway = \"public\"\n", "", "enable_snat needs a gateway"),
+            // Floating IPs.
+            ("vm = \"v1\"", "vm = \"v9\"", "no vm v9"),
+            (
+                "vm = \"v1\"",
+                "vm = \"p1\"",
+                "no router joins network vlan101",
+            ),
+            (
+                "network = \"public\"\naddress",
+                "network = \"vlan101\"\naddress",
+                "is not external",
+            ),
+            (
+                "network = \"public\"\naddress",
+                "network = \"nope\"\naddress",
+                "no network nope",
+            ),
+            (
+                "address = \"172.24.4.50\"",
+                "address = \"10.0.0.50\"",
+                "in no subnet of public",
+            ),
+            (
+                "address = \"172.24.4.50\"",
+                "address = \"172.24.4.100\"",
+                "external host inet's",
+            ),
+            (
+                "address = \"172.24.4.50\"\n",
+                "\n[[floating_ip]]\nvm = \"v1\"\nnetwork = \"public\"\n",
+                "listed twice",
+            ),
+        ] {
+            assert!(OUTSIDE.contains(from), "{from}");
+            let bad = OUTSIDE.replacen(from, to, 1);
+            match parse(&bad) {
+                Ok(_) => panic!("accepted {to}"),
+                Err(e) => assert!(e.to_string().contains(why), "{to}: {e}"),
+            }
+        }
     }
 }

@@ -1,7 +1,9 @@
 //! The lab against real Open vSwitch: up (twice), what the API and the namespaces show,
 //! repair, topology changes, routers and VM options (dual stack, SLAAC, forwarding, extra
-//! addresses) converging, security groups, their rules and address groups converging, two labs
-//! side by side, teardown after a crash, and a failed up.
+//! addresses) converging, security groups, their rules and address groups converging, physical
+//! segments with their uplinks, external hosts (VLANs kept apart by the switch), provider and
+//! external networks, gateways and floating IPs converging, two labs side by side, teardown
+//! after a crash, and a failed up.
 //!
 //! This test binary has no libtest harness: when the lab runs it as `server --listen ADDR
 //! --store SPEC` it serves the Neutron API (so the lab starts a real server process without
@@ -106,6 +108,10 @@ fn run_tests(args: &[String]) {
         (
             "etcd_members_and_servers_stop_and_start",
             etcd_members_and_servers_stop_and_start,
+        ),
+        (
+            "segments_external_hosts_and_floating_ips_converge",
+            segments_external_hosts_and_floating_ips_converge,
         ),
     ];
     let filter = args.iter().find(|a| !a.starts_with('-'));
@@ -1100,6 +1106,346 @@ fn security_groups_converge() {
         lab.converge(&secgroup_topology(&name, true))
             .expect("again")
             .is_empty()
+    );
+
+    lab.down().expect("down");
+    assert_eq!(leftovers(&name), Vec::<String>::new());
+}
+
+/// Segments physnet1 (VLAN 101 and 102 hosts, an untagged one) and ext (MTU 9000, the flat
+/// external network public with host inet); alpha's router r1 with its gateway on public and v1's
+/// floating IP; `outside` false drops ext, public, inet, the gateway and the floating IP.
+fn outside_topology(name: &str, outside: bool) -> Topology {
+    let mut text = format!(
+        r#"
+name = "{name}"
+[[physical]]
+name = "physnet1"
+[[chassis]]
+name = "c1"
+[[chassis]]
+name = "c2"
+gateway = true
+[[external]]
+name = "h101"
+physical = "physnet1"
+vlan = 101
+ip = "192.168.101.100/24"
+gateway = "192.168.101.1"
+[[external]]
+name = "h101b"
+physical = "physnet1"
+vlan = 101
+ip = "192.168.101.103/24"
+[[external]]
+name = "h102"
+physical = "physnet1"
+vlan = 102
+ip = "192.168.101.101/24"
+[[external]]
+name = "hu"
+physical = "physnet1"
+ip = "192.168.101.102/24"
+[[network]]
+name = "vlan101"
+network_type = "vlan"
+physical_network = "physnet1"
+segmentation_id = 101
+[[network.subnet]]
+cidr = "192.168.101.0/24"
+gateway = "none"
+[[network]]
+name = "inside"
+project = "alpha"
+[[network.subnet]]
+cidr = "10.0.0.0/24"
+gateway = "10.0.0.1"
+[[vm]]
+name = "v1"
+network = "inside"
+chassis = "c1"
+ip = "10.0.0.11"
+[[vm]]
+name = "p1"
+network = "vlan101"
+chassis = "c2"
+ip = "192.168.101.11"
+"#
+    );
+    let router = "[[router]]\nname = \"r1\"\nproject = \"alpha\"\ninterfaces = [\"inside-1\"]\n";
+    if outside {
+        text.push_str(&format!(
+            r#"
+[[physical]]
+name = "ext"
+mtu = 9000
+[[external]]
+name = "inet"
+physical = "ext"
+ip = "172.24.4.100/24"
+routes = [{{ destination = "10.0.0.0/24", nexthop = "172.24.4.2" }}]
+[[network]]
+name = "public"
+network_type = "flat"
+physical_network = "ext"
+external = true
+[[network.subnet]]
+cidr = "172.24.4.0/24"
+gateway = "172.24.4.1"
+{router}gateway = "public"
+[[floating_ip]]
+vm = "v1"
+network = "public"
+address = "172.24.4.50"
+"#
+        ));
+    } else {
+        text.push_str(router);
+    }
+    Topology::parse(&text, Path::new("outside.toml")).expect("valid topology")
+}
+
+/// The arguments chassis `c`'s agent was started with.
+fn agent_args(lab: &Lab, c: &str) -> Vec<String> {
+    lab.state().chassis[c]
+        .agent_args
+        .clone()
+        .unwrap_or_default()
+}
+
+/// `(success, stdout)` of `args` in `host`.
+fn try_sh(lab: &Lab, host: &str, args: &[&str]) -> (bool, String) {
+    let out = lab.exec(host, args).expect("exec");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+    )
+}
+
+/// The network called `name`, as the API shows it to an admin.
+fn network(base: &str, name: &str) -> Value {
+    get(base, &format!("networks?name={name}"))["networks"][0].clone()
+}
+
+/// The frames `host`'s ARP requests for an address nobody has make on chassis `c1`'s uplink into
+/// physnet1 (the switch floods them).
+fn flooded_to_c1(lab: &Lab, host: &str) -> Vec<String> {
+    let cap = lab::Capture::start(lab.name(), "c1", "ph-physnet1", &["arp"]).expect("tcpdump");
+    let _ = lab.exec(host, &["ping", "-c", "1", "-W", "1", "192.168.101.250"]);
+    cap.stop()
+}
+
+fn segments_external_hosts_and_floating_ips_converge() {
+    let name = lab_name("g");
+    let topo = outside_topology(&name, true);
+    let o = LabOptions {
+        wyvern: with_agent_binary(),
+        progress: true,
+    };
+    let mut lab = Lab::up(&topo, &o).expect("lab up");
+    let base = lab.server_url();
+
+    // Each segment is a switch: a trunk port per chassis, an access port per external host.
+    let ports = sh(&lab, "physnet1", &["ovs-vsctl", "list-ports", "physnet1"]);
+    assert_eq!(
+        ports.split_whitespace().collect::<Vec<_>>(),
+        ["c1", "c2", "h101", "h101b", "h102", "hu"]
+    );
+    for (port, tag) in [("c1", "[]"), ("h101", "101"), ("h102", "102"), ("hu", "0")] {
+        assert_eq!(
+            sh(&lab, "physnet1", &["ovs-vsctl", "get", "Port", port, "tag"]),
+            tag,
+            "{port}"
+        );
+    }
+    // Every chassis: a standalone provider bridge per segment with the uplink, patched to br-int.
+    for c in ["c1", "c2"] {
+        for (seg, mtu) in [("physnet1", "1500"), ("ext", "9000")] {
+            let br = format!("br-{seg}");
+            let get_br = |col: &str| sh(&lab, c, &["ovs-vsctl", "get", "Bridge", &br, col]);
+            assert_eq!(get_br("datapath_type"), "netdev");
+            assert_eq!(get_br("fail_mode"), "standalone");
+            let ports = sh(&lab, c, &["ovs-vsctl", "list-ports", &br]);
+            assert!(
+                ports.contains(&format!("ph-{seg}")) && ports.contains(&format!("phy-{br}")),
+                "{c} {br}: {ports}"
+            );
+            let int = sh(&lab, c, &["ovs-vsctl", "list-ports", "br-int"]);
+            assert!(int.contains(&format!("int-{br}")), "{c}: {int}");
+            let dev = format!("/sys/class/net/ph-{seg}/mtu");
+            assert_eq!(sh(&lab, c, &["cat", &dev]), mtu);
+        }
+    }
+    // The agents know the mappings; the gateway chassis says so.
+
+    for c in ["c1", "c2"] {
+        assert!(
+            agent_args(&lab, c)
+                .windows(2)
+                .any(|w| w == ["--bridge-mappings", "ext:br-ext,physnet1:br-physnet1"]),
+            "{:?}",
+            agent_args(&lab, c)
+        );
+    }
+    assert!(agent_args(&lab, "c2").iter().any(|a| a == "--gateway"));
+    assert!(!agent_args(&lab, "c1").iter().any(|a| a == "--gateway"));
+
+    // External hosts: address, MTU, routes, no TX checksum offload.
+    assert!(sh(&lab, "inet", &["ip", "-o", "-4", "addr"]).contains("172.24.4.100/24"));
+    assert_eq!(
+        sh(&lab, "inet", &["cat", "/sys/class/net/eth0/mtu"]),
+        "9000"
+    );
+    assert!(
+        sh(&lab, "inet", &["ip", "route"]).contains("10.0.0.0/24 via 172.24.4.2 dev eth0"),
+        "inet's route"
+    );
+    assert!(sh(&lab, "h101", &["ip", "route"]).contains("default via 192.168.101.1"));
+    assert!(sh(&lab, "hu", &["ethtool", "-k", "eth0"]).contains("tx-checksumming: off"));
+    // The switch keeps VLANs apart: h101 reaches h101b, not h102 (VLAN 102) nor hu (untagged).
+    sh(
+        &lab,
+        "h101",
+        &["ping", "-c", "2", "-i", "0.2", "-W", "2", "192.168.101.103"],
+    );
+    for other in ["192.168.101.101", "192.168.101.102"] {
+        let (ok, _) = try_sh(
+            &lab,
+            "h101",
+            &["ping", "-c", "2", "-i", "0.2", "-W", "1", other],
+        );
+        assert!(!ok, "h101 reached {other}");
+    }
+    // Chassis get the segment's frames on their uplink: tagged from VLAN 101, untagged from hu.
+    let tagged = flooded_to_c1(&lab, "h101");
+    assert!(
+        tagged
+            .iter()
+            .any(|l| l.contains("vlan 101") && l.contains("tell 192.168.101.100")),
+        "{tagged:?}"
+    );
+    let plain = flooded_to_c1(&lab, "hu");
+    let from_hu: Vec<&String> = plain
+        .iter()
+        .filter(|l| l.contains("tell 192.168.101.102"))
+        .collect();
+    assert!(
+        !from_hu.is_empty() && from_hu.iter().all(|l| !l.contains("vlan")),
+        "{plain:?}"
+    );
+
+    // The API: provider and external networks, r1's gateway, v1's floating IP.
+    let vlan = network(&base, "vlan101");
+    assert_eq!(vlan["provider:network_type"], "vlan");
+    assert_eq!(vlan["provider:physical_network"], "physnet1");
+    assert_eq!(vlan["provider:segmentation_id"], 101);
+    assert_eq!(vlan["mtu"], 1500);
+    let public = network(&base, "public");
+    assert_eq!(public["router:external"], true);
+    assert_eq!(public["provider:network_type"], "flat");
+    assert_eq!(network(&base, "inside")["project_id"], "alpha");
+    let r1 = &lab.state().routers["r1"];
+    let router = get(&base, &format!("routers/{}", r1.id))["router"].clone();
+    assert_eq!(router["external_gateway_info"]["network_id"], public["id"]);
+    assert_eq!(router["external_gateway_info"]["enable_snat"], true);
+    let gw = r1.gateway.as_ref().expect("r1's gateway");
+    assert_eq!(gw.addresses.len(), 1, "{gw:?}");
+    let fips = get(&base, "floatingips")["floatingips"].clone();
+    assert_eq!(fips.as_array().map(Vec::len), Some(1), "{fips}");
+    assert_eq!(fips[0]["floating_ip_address"], "172.24.4.50");
+    assert_eq!(fips[0]["port_id"], lab.port_id("v1").unwrap());
+    assert_eq!(fips[0]["fixed_ip_address"], "10.0.0.11");
+    assert_eq!(fips[0]["project_id"], "alpha");
+    assert_eq!(fips[0]["router_id"], r1.id.as_str());
+    let text = lab::status(&name).unwrap().to_string();
+    for want in [
+        "physical physnet1",
+        "external h101",
+        "vlan 101",
+        "fip      172.24.4.50",
+        "gateway public",
+        "vlan 101 on physnet1",
+        "flat on ext, external",
+    ] {
+        assert!(text.contains(want), "{want} in {text}");
+    }
+    assert!(
+        !text.contains("DOWN ") && !text.contains("MISSING"),
+        "{text}"
+    );
+
+    // Up again: nothing changes.
+    assert_eq!(
+        lab.converge(&topo).expect("second up"),
+        Vec::<String>::new()
+    );
+
+    // A host that vanished is rebuilt alone; a switch that vanished comes back with every
+    // uplink and host on it.
+    testbed::leftovers::destroy_netns(&lab.state().externals["h101b"].netns.clone());
+    let changes = lab.converge(&topo).expect("repair host");
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert!(
+        changes[0].starts_with("external h101b: wired"),
+        "{changes:?}"
+    );
+    testbed::leftovers::destroy_netns(&lab.state().physical["physnet1"].netns.clone());
+    let changes = lab.converge(&topo).expect("repair switch");
+    for want in [
+        "physical physnet1: switch started",
+        "chassis c1: uplink ph-physnet1",
+        "chassis c2: uplink ph-physnet1",
+        "external h101: wired",
+        "external hu: wired",
+    ] {
+        assert!(
+            changes.iter().any(|c| c.starts_with(want)),
+            "{want}: {changes:?}"
+        );
+    }
+    assert!(!changes.iter().any(|c| c.contains("inet")), "{changes:?}");
+    sh(
+        &lab,
+        "h101",
+        &["ping", "-c", "2", "-i", "0.2", "-W", "2", "192.168.101.103"],
+    );
+    assert!(lab.converge(&topo).expect("after repair").is_empty());
+
+    // Dropping the outside: the floating IP (first: the gateway needs it gone), the gateway,
+    // the segment with its bridges and host, the network; the agents get the new mappings.
+    let changes = lab
+        .converge(&outside_topology(&name, false))
+        .expect("shrink");
+    for want in [
+        "floating ip 172.24.4.50: deleted",
+        "router r1: gateway removed",
+        "chassis c1: br-ext removed",
+        "chassis c2: br-ext removed",
+        "external inet: removed",
+        "physical ext: removed",
+        "agent c1: started",
+        "network public: deleted",
+    ] {
+        assert!(
+            changes.iter().any(|c| c.starts_with(want)),
+            "{want}: {changes:?}"
+        );
+    }
+    assert_eq!(
+        get(&base, "floatingips")["floatingips"],
+        serde_json::json!([])
+    );
+    let router = get(&base, &format!("routers/{}", lab.state().routers["r1"].id));
+    assert_eq!(router["router"]["external_gateway_info"], Value::Null);
+    let (has_br, _) = try_sh(&lab, "c1", &["ovs-vsctl", "br-exists", "br-ext"]);
+    assert!(!has_br);
+    assert!(lab.exec("inet", &["true"]).is_err() && lab.exec("ext", &["true"]).is_err());
+    assert!(
+        agent_args(&lab, "c1")
+            .windows(2)
+            .any(|w| w == ["--bridge-mappings", "physnet1:br-physnet1"]),
+        "{:?}",
+        agent_args(&lab, "c1")
     );
 
     lab.down().expect("down");

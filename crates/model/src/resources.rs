@@ -1,5 +1,7 @@
 //! The attribute maps of the Neutron resources Wyvern serves.
 
+use serde_json::Value;
+
 use crate::validate::{self as v, Validator};
 
 /// Where an attribute's value comes from when a create request leaves it out.
@@ -11,6 +13,16 @@ pub enum Default {
     Json(&'static str),
     /// The resource handler fills it in (possibly from other attributes).
     Computed,
+}
+
+impl Default {
+    /// The value of a [`Default::Json`] default; `None` for the others.
+    pub fn value(&self) -> Option<Value> {
+        match self {
+            Default::Json(literal) => serde_json::from_str(literal).ok(),
+            Default::Required | Default::Computed => None,
+        }
+    }
 }
 
 /// One attribute of a resource.
@@ -241,6 +253,8 @@ pub static ROUTER: ResourceDef = ResourceDef {
         create_only("flavor_id", Json("null"), v::uuid_or_null),
         computed("distributed"),
         computed("ha"),
+        // Wyvern's `snat-mode` extension: how ports without a floating IP reach the outside.
+        rw("snat_mode", Json("\"distributed\""), v::snat_mode),
     ],
 };
 

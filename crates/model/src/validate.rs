@@ -6,6 +6,7 @@
 //! error type of their own (`SecurityGroupRuleInvalidProtocol`, ...). [`Refusal`] keeps that distinction
 //! so the API can answer with the same type.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::net::IpAddr;
 
@@ -40,10 +41,28 @@ fn invalid(why: String) -> Refusal {
     Refusal::Invalid(why)
 }
 
+/// Most characters of a client's value that an error message quotes.
+pub const MAX_ECHO: usize = 100;
+
+/// `text` cut to at most `max` characters, `...` marking a cut: what an error message may quote of
+/// a value, however long the value is.
+pub fn clip(text: &str, max: usize) -> Cow<'_, str> {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => Cow::Owned(format!("{}...", &text[..end])),
+        None => Cow::Borrowed(text),
+    }
+}
+
+/// A client's value as an error message quotes it: at most [`MAX_ECHO`] characters.
+pub fn echo(text: &str) -> Cow<'_, str> {
+    clip(text, MAX_ECHO)
+}
+
+/// A JSON value as an error message quotes it (strings without their quotes), see [`echo`].
 fn show(v: &Value) -> String {
     match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
+        Value::String(s) => echo(s).into_owned(),
+        other => echo(&other.to_string()).into_owned(),
     }
 }
 
@@ -53,9 +72,10 @@ pub fn any(v: &Value) -> Result<Value, Refusal> {
 
 fn string_max(v: &Value, max: usize) -> Result<Value, Refusal> {
     match v {
-        Value::String(s) if s.chars().count() > max => {
-            Err(invalid(format!("'{s}' exceeds maximum length of {max}")))
-        }
+        Value::String(s) if s.chars().count() > max => Err(invalid(format!(
+            "'{}' exceeds maximum length of {max}",
+            echo(s)
+        ))),
         Value::String(_) => Ok(v.clone()),
         other => Err(invalid(format!("'{}' is not a valid string", show(other)))),
     }
@@ -156,7 +176,7 @@ pub fn ip(v: &Value) -> Result<Value, Refusal> {
     match v {
         Value::String(s) => match parse_ip(s) {
             Some(ip) => Ok(Value::String(ip.to_string())),
-            None => Err(invalid(format!("'{s}' is not a valid IP address"))),
+            None => Err(invalid(format!("'{}' is not a valid IP address", echo(s)))),
         },
         other => Err(invalid(format!(
             "'{}' is not a valid IP address",
@@ -181,11 +201,13 @@ pub fn cidr(v: &Value) -> Result<Value, Refusal> {
         Value::String(s) => match s.parse::<IpNet>() {
             Ok(net) if net.trunc() == net => Ok(Value::String(net.to_string())),
             Ok(net) => Err(invalid(format!(
-                "'{s}' isn't a recognized IP subnet cidr, '{}' is recommended",
+                "'{}' isn't a recognized IP subnet cidr, '{}' is recommended",
+                echo(s),
                 net.trunc()
             ))),
             Err(_) => Err(Refusal::Unconvertible(format!(
-                "{s} is not in a CIDR format"
+                "{} is not in a CIDR format",
+                echo(s)
             ))),
         },
         other => Err(Refusal::Unconvertible(format!(
@@ -209,7 +231,7 @@ pub fn prefix_or_null(v: &Value) -> Result<Value, Refusal> {
         Value::Null => Ok(Value::Null),
         Value::String(s) => match parse_cidr(s) {
             Some(net) => Ok(Value::String(net.to_string())),
-            None => Err(invalid_cidr(s)),
+            None => Err(invalid_cidr(&echo(s))),
         },
         other => Err(invalid_cidr(&show(other))),
     }
@@ -353,7 +375,7 @@ pub fn host_routes(v: &Value) -> Result<Value, Refusal> {
             )));
         };
         let (Some(dest), Some(hop), 2) = (r.get("destination"), r.get("nexthop"), r.len()) else {
-            let provided: Vec<String> = r.keys().map(|k| format!("'{k}'")).collect();
+            let provided: Vec<String> = r.keys().map(|k| format!("'{}'", echo(k))).collect();
             return Err(invalid(format!(
                 "Validation of dictionary's keys failed. Expected keys: {{'destination', 'nexthop'}} Provided keys: {{{}}}",
                 provided.join(", ")
@@ -388,7 +410,7 @@ pub fn int_or_null(v: &Value) -> Result<Value, Refusal> {
         Value::String(s) => s
             .parse::<i64>()
             .map(Value::from)
-            .map_err(|_| Refusal::Unconvertible(format!("'{s}' is not an integer"))),
+            .map_err(|_| Refusal::Unconvertible(format!("'{}' is not an integer", echo(s)))),
         other => Err(Refusal::Unconvertible(format!(
             "'{}' is not an integer",
             show(other)
@@ -463,6 +485,13 @@ pub fn vnic_type(v: &Value) -> Result<Value, Refusal> {
             "remote-managed",
         ],
     )
+}
+
+/// A router's SNAT mode (Wyvern's `snat-mode` extension): `distributed`, every chassis translating
+/// its own ports' connections to its own address, or `centralized`, through the router's gateway
+/// address on one gateway chassis.
+pub fn snat_mode(v: &Value) -> Result<Value, Refusal> {
+    one_of(v, &["distributed", "centralized"])
 }
 
 /// A provider network type Wyvern supports (the ML2 type drivers answer `InvalidInput` for others).
@@ -561,6 +590,34 @@ pub fn mtu_or_null(v: &Value) -> Result<Value, Refusal> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn quoted_values_are_cut() {
+        assert_eq!(clip("abc", 3), "abc");
+        assert_eq!(clip("abcd", 3), "abc...");
+        assert_eq!(clip("ééééé", 2), "éé...");
+        let long = "x".repeat(100_000);
+        let refusal = name(&json!(long)).unwrap_err().to_string();
+        assert!(refusal.len() < 200, "{refusal}");
+        assert!(
+            refusal.ends_with("exceeds maximum length of 255"),
+            "{refusal}"
+        );
+        let refusal = uuid(&json!([long])).unwrap_err().to_string();
+        assert!(refusal.len() < 200, "{refusal}");
+    }
+
+    #[test]
+    fn snat_modes() {
+        assert_eq!(snat_mode(&json!("centralized")), Ok(json!("centralized")));
+        assert_eq!(snat_mode(&json!("distributed")), Ok(json!("distributed")));
+        for bad in [json!("Centralized"), json!(null), json!(1)] {
+            assert!(
+                matches!(snat_mode(&bad), Err(Refusal::Invalid(r)) if r.ends_with("is not in valid_values")),
+                "{bad}"
+            );
+        }
+    }
 
     #[test]
     fn booleans_accept_neutron_spellings() {

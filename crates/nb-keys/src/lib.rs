@@ -7,7 +7,7 @@
 //! it, and an agent's replica evaluates it locally to know what a new topic adds to what it holds and
 //! what a dropped topic takes away. [`Topic::param`] and [`Topic::from_param`] are the query
 //! parameters naming one topic (`network=ID`, `router=ID`, `security_group=ID`, `address_group=ID`,
-//! `chassis=ID`, each optionally `@REV`).
+//! `chassis=ID`, `physnet=NAME`, each optionally `@REV`).
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -31,6 +31,7 @@ pub const SECURITY_GROUPS: &str = "/r/security_groups/";
 pub const SECURITY_GROUP_RULES: &str = "/r/security_group_rules/";
 /// Address groups: `/r/address_groups/<id>`.
 pub const ADDRESS_GROUPS: &str = "/r/address_groups/";
+pub const FLOATING_IPS: &str = "/r/floatingips/";
 /// What a chassis is (tunnel IP, encapsulations): `/chassis/<id>`.
 pub const CHASSIS: &str = "/chassis/";
 /// That a chassis is alive, on a store lease: `/chassis-up/<id>`.
@@ -46,12 +47,13 @@ pub enum Kind {
     SecurityGroup,
     SecurityGroupRule,
     AddressGroup,
+    FloatingIp,
     Chassis,
     ChassisUp,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Network,
         Kind::Subnet,
         Kind::Port,
@@ -59,6 +61,7 @@ impl Kind {
         Kind::SecurityGroup,
         Kind::SecurityGroupRule,
         Kind::AddressGroup,
+        Kind::FloatingIp,
         Kind::Chassis,
         Kind::ChassisUp,
     ];
@@ -73,6 +76,7 @@ impl Kind {
             Kind::SecurityGroup => SECURITY_GROUPS,
             Kind::SecurityGroupRule => SECURITY_GROUP_RULES,
             Kind::AddressGroup => ADDRESS_GROUPS,
+            Kind::FloatingIp => FLOATING_IPS,
             Kind::Chassis => CHASSIS,
             Kind::ChassisUp => CHASSIS_UP,
         }
@@ -102,6 +106,8 @@ pub enum Topic {
     SecurityGroup(String),
     AddressGroup(String),
     Chassis(String),
+    /// The external networks on a physical network (gateway chassis follow them).
+    Physnet(String),
 }
 
 /// A topic parameter whose part after `@` is not a revision.
@@ -126,6 +132,7 @@ impl Topic {
             Topic::SecurityGroup(id) => ("security_group", id),
             Topic::AddressGroup(id) => ("address_group", id),
             Topic::Chassis(id) => ("chassis", id),
+            Topic::Physnet(name) => ("physnet", name),
         };
         match after {
             Some(rev) => format!("{name}={id}@{rev}"),
@@ -145,6 +152,7 @@ impl Topic {
             "security_group" => Topic::SecurityGroup,
             "address_group" => Topic::AddressGroup,
             "chassis" => Topic::Chassis,
+            "physnet" => Topic::Physnet,
             _ => return None,
         };
         Some(match value.split_once('@') {
@@ -172,6 +180,8 @@ pub struct Topics {
     pub address_groups: BTreeSet<String>,
     /// The [`Topic::Chassis`] (at most one).
     pub chassis: Option<String>,
+    /// [`Topic::Physnet`]s.
+    pub physnets: BTreeSet<String>,
 }
 
 impl Topics {
@@ -210,11 +220,21 @@ impl Topics {
         let on_network = || field("network_id").is_some_and(|n| self.networks.contains(n));
         match kind {
             Kind::Chassis | Kind::ChassisUp => true,
-            Kind::Network => self.networks.contains(id),
+            Kind::Network => {
+                self.networks.contains(id)
+                    || (value.get("router:external") == Some(&Value::Bool(true))
+                        && field("provider:physical_network")
+                            .is_some_and(|p| self.physnets.contains(p)))
+            }
             Kind::Router => self.routers.contains(id),
             Kind::SecurityGroup => self.security_groups.contains(id),
             Kind::AddressGroup => self.address_groups.contains(id),
             Kind::Subnet => on_network(),
+            // A floating IP belongs to its external network's topic: followed by every chassis
+            // with a router gateway there, it never leaves the topic by being re-associated.
+            Kind::FloatingIp => {
+                field("floating_network_id").is_some_and(|n| self.networks.contains(n))
+            }
             Kind::SecurityGroupRule => {
                 field("security_group_id").is_some_and(|g| self.security_groups.contains(g))
             }
@@ -242,11 +262,13 @@ impl Topics {
         let groups = self.security_groups.iter().cloned();
         let address_groups = self.address_groups.iter().cloned();
         let chassis = self.chassis.iter().cloned().map(Topic::Chassis);
+        let physnets = self.physnets.iter().cloned().map(Topic::Physnet);
         networks
             .chain(routers)
             .chain(groups.map(Topic::SecurityGroup))
             .chain(address_groups.map(Topic::AddressGroup))
             .chain(chassis)
+            .chain(physnets)
     }
 
     /// Adds `topic` (a chassis replaces the chassis).
@@ -265,6 +287,9 @@ impl Topics {
                 self.address_groups.insert(id);
             }
             Topic::Chassis(id) => self.chassis = Some(id),
+            Topic::Physnet(name) => {
+                self.physnets.insert(name);
+            }
         }
     }
 
@@ -275,6 +300,7 @@ impl Topics {
             Topic::SecurityGroup(id) => self.security_groups.contains(id),
             Topic::AddressGroup(id) => self.address_groups.contains(id),
             Topic::Chassis(id) => self.chassis.as_ref() == Some(id),
+            Topic::Physnet(name) => self.physnets.contains(name),
         }
     }
 
@@ -335,7 +361,8 @@ mod tests {
             Some((Kind::SecurityGroup, "s1"))
         );
         assert_eq!(parse("/r/security-groups/s1"), None);
-        assert_eq!(parse("/r/floatingips/f1"), None);
+        assert_eq!(parse("/r/floatingips/f1"), Some((Kind::FloatingIp, "f1")));
+        assert_eq!(parse("/r/floating_ips/f1"), None);
         assert_eq!(parse("/ipam/10.0.0.1"), None);
     }
 
@@ -350,6 +377,9 @@ mod tests {
         assert!(t.wants("/r/ports/p1", Some(&on("n1"))));
         assert!(!t.wants("/r/ports/p2", Some(&on("n2"))));
         assert!(!t.wants("/r/routers/r1", Some(&json!({}))));
+        let fip = |n: &str| json!({"floating_network_id": n, "router_id": "r1"});
+        assert!(t.wants("/r/floatingips/f1", Some(&fip("n1"))));
+        assert!(!t.wants("/r/floatingips/f2", Some(&fip("n2"))));
     }
 
     #[test]
@@ -391,6 +421,20 @@ mod tests {
     }
 
     #[test]
+    fn physnet_topic_wants_the_external_networks_on_it() {
+        let t = Topics {
+            physnets: set(&["physnet1"]),
+            ..Topics::default()
+        };
+        let net = |physnet: &str, external: bool| json!({"provider:physical_network": physnet, "router:external": external});
+        assert!(t.wants("/r/networks/n1", Some(&net("physnet1", true))));
+        assert!(!t.wants("/r/networks/n2", Some(&net("physnet1", false))));
+        assert!(!t.wants("/r/networks/n3", Some(&net("physnet2", true))));
+        // Their subnets and ports come with network topics of their own.
+        assert!(!t.wants("/r/subnets/s1", Some(&json!({"network_id": "n1"}))));
+    }
+
+    #[test]
     fn address_group_topic_wants_the_address_group() {
         let t = groups(&[], &["a1"]);
         assert!(t.wants("/r/address_groups/a1", Some(&json!({"addresses": []}))));
@@ -420,7 +464,8 @@ mod tests {
         let all = Topics::everything();
         assert!(all.wants("/r/routers/r1", Some(&json!({}))));
         assert!(all.wants("/r/ports/p1", Some(&json!("not an object"))));
-        assert!(!all.wants("/r/floatingips/f1", Some(&json!({}))));
+        assert!(all.wants("/r/floatingips/f1", Some(&json!({}))));
+        assert!(!all.wants("/r/qos_policies/q1", Some(&json!({}))));
     }
 
     #[test]
@@ -431,6 +476,7 @@ mod tests {
             Topic::SecurityGroup("sg1".into()),
             Topic::AddressGroup("a1".into()),
             Topic::Chassis("c1".into()),
+            Topic::Physnet("physnet1".into()),
         ] {
             for after in [None, Some(42)] {
                 let param = topic.param(after);

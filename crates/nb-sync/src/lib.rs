@@ -145,6 +145,8 @@ pub struct Follow {
     pub security_groups: BTreeSet<String>,
     /// [`Topic::AddressGroup`]s: each address group.
     pub address_groups: BTreeSet<String>,
+    /// [`Topic::Physnet`]s: the external networks on each physical network.
+    pub physnets: BTreeSet<String>,
 }
 
 impl Follow {
@@ -155,15 +157,18 @@ impl Follow {
             routers,
             security_groups,
             address_groups,
+            physnets,
         } = self;
         let changed = topics.networks != networks
             || topics.routers != routers
             || topics.security_groups != security_groups
-            || topics.address_groups != address_groups;
+            || topics.address_groups != address_groups
+            || topics.physnets != physnets;
         topics.networks = networks;
         topics.routers = routers;
         topics.security_groups = security_groups;
         topics.address_groups = address_groups;
+        topics.physnets = physnets;
         changed
     }
 }

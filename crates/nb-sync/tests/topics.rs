@@ -187,6 +187,7 @@ fn follow_of(topics: &Topics) -> Follow {
         routers: topics.routers.clone(),
         security_groups: topics.security_groups.clone(),
         address_groups: topics.address_groups.clone(),
+        physnets: topics.physnets.clone(),
     }
 }
 

@@ -5,8 +5,9 @@
 //! back to API objects.
 
 /// What produced a flow: the API object whose existence and attributes the flow expresses.
-/// Every kind has its own cookie kind byte (the next issues add floating IPs,
-/// load balancers and chains as kinds `0x07` on).
+/// Every kind has its own cookie kind byte (the next issues add load balancers and chains as
+/// kinds `0x08` on). Kind `0x0f` marks flows the switch learned itself (`learn` actions): they
+/// are the switch's state, never the agent's to remove.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Owner {
     /// The fixed part of the pipeline (table misses).
@@ -18,6 +19,15 @@ pub enum Owner {
     RouterInterface(String),
     /// A security group rule.
     SgRule(String),
+    FloatingIp(String),
+}
+
+/// The cookie of flows added by the switch's `learn` actions (learned neighbours).
+pub const LEARNED: u64 = 0x0f << KIND_SHIFT;
+
+/// Whether a flow with `cookie` was learned by the switch (see [`LEARNED`]).
+pub fn is_learned(cookie: u64) -> bool {
+    cookie >> KIND_SHIFT == LEARNED >> KIND_SHIFT
 }
 
 const KIND_SHIFT: u32 = 56;
@@ -50,6 +60,7 @@ impl Owner {
             Owner::Router(_) => 0x04,
             Owner::RouterInterface(_) => 0x05,
             Owner::SgRule(_) => 0x06,
+            Owner::FloatingIp(_) => 0x07,
         }
     }
 
@@ -61,7 +72,8 @@ impl Owner {
             | Owner::Port(id)
             | Owner::Router(id)
             | Owner::RouterInterface(id)
-            | Owner::SgRule(id) => id,
+            | Owner::SgRule(id)
+            | Owner::FloatingIp(id) => id,
         }
     }
 
@@ -74,6 +86,7 @@ impl Owner {
             Owner::Router(_) => "router",
             Owner::RouterInterface(_) => "router interface",
             Owner::SgRule(_) => "security group rule",
+            Owner::FloatingIp(_) => "floating IP",
         }
     }
 
@@ -96,7 +109,7 @@ impl Owner {
 
     /// Whether a cookie is one of ours at all (anything else on the bridge is foreign).
     pub fn is_ours(cookie: u64) -> bool {
-        matches!(cookie >> KIND_SHIFT, 0x01..=0x06)
+        matches!(cookie >> KIND_SHIFT, 0x01..=0x07)
     }
 }
 

@@ -7,8 +7,18 @@
 use std::net::IpAddr;
 
 use crate::model::{
-    AddressGroup, Chassis, Kind, Network, Port, Router, SecurityGroup, SgRule, Subnet, Topology,
+    AddressGroup, Chassis, FloatingIp, Kind, Network, Physical, Port, Router, SecurityGroup,
+    SgRule, Subnet, Topology,
 };
+
+/// How a carried network's frames leave the chassis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    /// Through the tunnel port, with this VNI.
+    Tunnel(u32),
+    /// Through the patch to a physical network's bridge, tagged with the VLAN id if any.
+    Physical { patch: u32, vlan: Option<u16> },
+}
 
 /// Something an app's flows were computed from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -35,10 +45,21 @@ pub enum Dep {
     /// The rules naming a security group as their remote.
     RulesNaming(String),
     AddressGroup(String),
+    FloatingIp(String),
+    /// The floating IPs forwarding to a port.
+    FipsOf(String),
+    /// This chassis' SNAT address on a network.
+    SnatAddress(String),
+    /// A router's gateway port.
+    GatewayOf(String),
+    /// Every chassis, their registrations and liveness (an election over them).
+    AllChassis,
     /// The local OpenFlow port of a port's VIF.
     Vif(String),
     /// The local tunnel port.
     Tunnel,
+    /// The local patch port to a physical network's bridge.
+    Patch(String),
 }
 
 impl Dep {
@@ -50,14 +71,17 @@ impl Dep {
             | Dep::PortsOn(_)
             | Dep::InterfacesOn(_)
             | Dep::InterfacesOf(_)
-            | Dep::Claim(_) => Kind::Port,
+            | Dep::Claim(_)
+            | Dep::SnatAddress(_)
+            | Dep::GatewayOf(_) => Kind::Port,
             Dep::SecurityGroup(_) => Kind::SecurityGroup,
             Dep::SgRule(_) | Dep::RulesOf(_) | Dep::RulesNaming(_) => Kind::SecurityGroupRule,
             Dep::AddressGroup(_) => Kind::AddressGroup,
+            Dep::FloatingIp(_) | Dep::FipsOf(_) => Kind::FloatingIp,
             Dep::Router(_) => Kind::Router,
-            Dep::Chassis(_) => Kind::Chassis,
+            Dep::Chassis(_) | Dep::AllChassis => Kind::Chassis,
             Dep::SubnetsOn(_) => Kind::Subnet,
-            Dep::Vif(_) | Dep::Tunnel => return None,
+            Dep::Vif(_) | Dep::Tunnel | Dep::Patch(_) => return None,
         })
     }
 }
@@ -97,9 +121,72 @@ impl<'t> Ctx<'t> {
         self.topo.networks.get(id)
     }
 
-    /// The VNI of a network the pipeline carries: known, an overlay, administratively up.
-    pub fn carried(&mut self, id: &str) -> Option<u32> {
-        self.network(id).filter(|n| n.admin_up).and_then(|n| n.vni)
+    /// The `metadata` of a network the pipeline carries: known, administratively up, and an
+    /// overlay or a provider network on a physical network this chassis reaches.
+    pub fn carried(&mut self, id: &str) -> Option<u64> {
+        let n = self.network(id).filter(|n| n.admin_up)?;
+        if let Some(p) = &n.physical {
+            self.patch(p)?;
+        }
+        n.metadata()
+    }
+
+    /// How a carried network's frames leave this chassis.
+    pub fn wire(&mut self, id: &str) -> Option<Wire> {
+        let n = self.network(id).filter(|n| n.admin_up)?;
+        if let Some(vni) = n.vni {
+            return Some(Wire::Tunnel(vni));
+        }
+        let p = n.physical.as_ref()?;
+        let patch = self.patch(p)?;
+        Some(Wire::Physical {
+            patch,
+            vlan: p.vlan,
+        })
+    }
+
+    /// The local patch port to `physical`'s bridge.
+    fn patch(&mut self, physical: &Physical) -> Option<u32> {
+        self.read(Dep::Patch(physical.physnet.clone()));
+        self.topo.local.patches.get(&physical.physnet).copied()
+    }
+
+    pub fn floating_ip(&mut self, id: &str) -> Option<&'t FloatingIp> {
+        self.read(Dep::FloatingIp(id.to_string()));
+        self.topo.floating_ips.get(id)
+    }
+
+    /// `router`'s gateway port.
+    pub fn gateway_port(&mut self, router: &str) -> Option<&'t Port> {
+        self.read(Dep::GatewayOf(router.to_string()));
+        self.topo.gateway_port(router)
+    }
+
+    /// The chassis hosting `router`'s gateway ([`Topology::gateway_host`]).
+    pub fn gateway_host(&mut self, router: &str) -> Option<&'t Chassis> {
+        self.read(Dep::Router(router.to_string()));
+        self.read(Dep::AllChassis);
+        if let Some(g) = self
+            .topo
+            .routers
+            .get(router)
+            .and_then(|r| r.gateway.as_ref())
+        {
+            self.read(Dep::Network(g.network_id.clone()));
+        }
+        self.topo.gateway_host(router)
+    }
+
+    /// This chassis' SNAT address port on `network`.
+    pub fn snat_port(&mut self, network: &str) -> Option<&'t Port> {
+        self.read(Dep::SnatAddress(network.to_string()));
+        self.topo.snat_port(network, &self.topo.local.chassis)
+    }
+
+    /// The floating IPs forwarding to `port`.
+    pub fn fips_of(&mut self, port: &str) -> impl Iterator<Item = &'t FloatingIp> + 't {
+        self.read(Dep::FipsOf(port.to_string()));
+        self.topo.fips_of(port)
     }
 
     pub fn port(&mut self, id: &str) -> Option<&'t Port> {
@@ -157,6 +244,14 @@ impl<'t> Ctx<'t> {
     pub fn interfaces_of(&mut self, router: &str) -> impl Iterator<Item = &'t Port> + 't {
         self.read(Dep::InterfacesOf(router.to_string()));
         self.topo.interfaces_of(router)
+    }
+
+    /// Whether `network` alone uses its physical segment (always true for other networks).
+    pub fn sole_segment(&mut self, network: &Network) -> bool {
+        match Topology::segment_claim(network) {
+            Some(key) => self.sole(key),
+            None => true,
+        }
     }
 
     /// Whether `port` alone holds its MAC on its network.

@@ -37,6 +37,9 @@ pub enum Input {
     Vif(String, Option<u32>),
     /// The tunnel port's OpenFlow port (`None`: gone).
     Tunnel(Option<u32>),
+    /// The patch port to the bridge of a physical network has this OpenFlow port (`None`: the
+    /// chassis does not reach that physical network).
+    Patch(String, Option<u32>),
 }
 
 /// What changed in the desired flows. Extending a delta with a later one costs the size of the
@@ -121,6 +124,9 @@ pub struct Pipeline {
     cookies: HashMap<u64, (Owner, usize)>,
     /// Store keys whose values could not be decoded since the last [`Pipeline::take_malformed`].
     malformed: Vec<String>,
+    /// How many owned flows are not conjunctive contributions (kept as slots change, so that
+    /// counting the flows costs nothing).
+    plain: usize,
 }
 
 /// The fixed part: each stage's miss behaviour, and the apps' flows that depend on no input.
@@ -140,6 +146,7 @@ fn touched(obj: &Object, deps: &mut Vec<Dep>, owners: &mut Vec<Owner>) {
     match obj {
         Object::Network(n) => {
             deps.push(Dep::Network(n.id.clone()));
+            deps.extend(Topology::segment_claim(n).map(Dep::Claim));
             owners.push(Owner::Network(n.id.clone()));
         }
         Object::Subnet(s) => deps.push(Dep::SubnetsOn(s.network_id.clone())),
@@ -152,6 +159,12 @@ fn touched(obj: &Object, deps: &mut Vec<Dep>, owners: &mut Vec<Owner>) {
                 deps.push(Dep::InterfacesOf(r.to_string()));
                 deps.push(Dep::InterfacesOn(p.network_id.clone()));
                 owners.push(Owner::RouterInterface(p.id.clone()));
+            }
+            if p.snat_chassis().is_some() {
+                deps.push(Dep::SnatAddress(p.network_id.clone()));
+            }
+            if let Some(r) = p.gateway_of() {
+                deps.push(Dep::GatewayOf(r.to_string()));
             }
         }
         Object::Router(r) => {
@@ -168,8 +181,21 @@ fn touched(obj: &Object, deps: &mut Vec<Dep>, owners: &mut Vec<Owner>) {
             owners.push(Owner::SgRule(r.id.clone()));
         }
         Object::AddressGroup(a) => deps.push(Dep::AddressGroup(a.id.clone())),
-        Object::Chassis(c) => deps.push(Dep::Chassis(c.id.clone())),
-        Object::ChassisUp(id) => deps.push(Dep::Chassis(id.clone())),
+        Object::FloatingIp(f) => {
+            deps.push(Dep::FloatingIp(f.id.clone()));
+            if let Some(t) = &f.target {
+                deps.push(Dep::FipsOf(t.port_id.clone()));
+            }
+            owners.push(Owner::FloatingIp(f.id.clone()));
+        }
+        Object::Chassis(c) => {
+            deps.push(Dep::Chassis(c.id.clone()));
+            deps.push(Dep::AllChassis);
+        }
+        Object::ChassisUp(id) => {
+            deps.push(Dep::Chassis(id.clone()));
+            deps.push(Dep::AllChassis);
+        }
     }
 }
 
@@ -188,6 +214,7 @@ impl Pipeline {
             readers: HashMap::new(),
             cookies: HashMap::new(),
             malformed: Vec::new(),
+            plain: 0,
         }
     }
 
@@ -197,7 +224,7 @@ impl Pipeline {
 
     /// How many flows are desired.
     pub fn flow_count(&self) -> usize {
-        self.flows().count()
+        self.static_flows.len() + self.plain + self.merged.len()
     }
 
     /// Every desired flow.
@@ -283,7 +310,24 @@ impl Pipeline {
                     named(name)
                 )
             }
+            Owner::FloatingIp(id) => {
+                let f = topo.floating_ips.get(id)?;
+                match &f.target {
+                    Some(t) => format!(
+                        "floating IP {id} ({}) of port {} ({})",
+                        f.address, t.port_id, t.fixed_ip
+                    ),
+                    None => format!("floating IP {id} ({})", f.address),
+                }
+            }
         })
+    }
+
+    /// Whether `owner` has flows now.
+    pub fn has_flows(&self, owner: &Owner) -> bool {
+        self.cookies
+            .get(&owner.cookie())
+            .is_some_and(|(o, _)| o == owner)
     }
 
     /// The port that owns a flow cookie, if a port or router interface does.
@@ -378,6 +422,15 @@ impl Pipeline {
                     changed.push(Dep::Tunnel);
                 }
             }
+            Input::Patch(physnet, ofport) => {
+                let old = match ofport {
+                    Some(o) => self.topo.local.patches.insert(physnet.clone(), o),
+                    None => self.topo.local.patches.remove(&physnet),
+                };
+                if old != ofport {
+                    changed.push(Dep::Patch(physnet));
+                }
+            }
         }
         let mut dirty: BTreeSet<Slot> = owners.into_iter().flat_map(slots_of).collect();
         for dep in &changed {
@@ -401,6 +454,7 @@ impl Pipeline {
             Owner::Router(id) => topo.routers.contains_key(id),
             Owner::RouterInterface(id) => topo.ports.get(id).is_some_and(|p| p.router().is_some()),
             Owner::SgRule(id) => topo.rules.contains_key(id),
+            Owner::FloatingIp(id) => topo.floating_ips.contains_key(id),
         }
     }
 
@@ -452,6 +506,8 @@ impl Pipeline {
                 self.cookies.remove(&cookie);
             }
         }
+        self.plain -= old.iter().filter(|f| !is_conjunctive(f)).count();
+        self.plain += new.iter().filter(|f| !is_conjunctive(f)).count();
         let old_set: HashSet<&Flow> = old.iter().collect();
         let new_set: HashSet<&Flow> = new.iter().collect();
         let mut conj_keys: Vec<FlowKey> = Vec::new();

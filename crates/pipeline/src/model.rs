@@ -45,11 +45,37 @@ pub struct Network {
     pub id: String,
     /// `provider:network_type`.
     pub kind: String,
-    /// Tunnel id (VNI) of overlay networks; `None` for types the pipeline does not carry yet.
+    /// Tunnel id (VNI) of overlay networks (`vxlan`, `geneve`).
     pub vni: Option<u32>,
+    /// The physical network of a `flat` or `vlan` network, with the VLAN id of a `vlan` one.
+    pub physical: Option<Physical>,
+    /// `router:external`: routers have their gateways here, floating IPs come from here.
+    pub external: bool,
     pub admin_up: bool,
     /// MTU offered to the network's VMs.
     pub mtu: Option<u16>,
+}
+
+/// Where a provider network's frames travel: a physical network, tagged or not.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Physical {
+    /// `provider:physical_network`, as the agents' bridge mappings name it.
+    pub physnet: String,
+    /// The VLAN id of a `vlan` network (`None`: untagged, a `flat` network).
+    pub vlan: Option<u16>,
+}
+
+impl Network {
+    /// The network's value in `metadata` while a packet is on it: the VNI of an overlay network,
+    /// bit 62 plus a 62-bit hash of the id for a provider network (no number to allocate; a
+    /// router's context uses bit 63, so neither meets a VNI or the other).
+    pub fn metadata(&self) -> Option<u64> {
+        if let Some(vni) = self.vni {
+            return Some(u64::from(vni));
+        }
+        self.physical.as_ref()?;
+        Some(crate::tables::provider_metadata(&self.id))
+    }
 }
 
 /// A subnet, as far as the datapath and the agent's DHCP server care.
@@ -96,8 +122,24 @@ pub struct Port {
 
 /// `device_owner` of a router's interface ports.
 pub const ROUTER_INTERFACE: &str = "network:router_interface";
+/// `device_owner` of a chassis' own address on an external network (its distributed SNAT
+/// address), as Neutron's DVR names the per-host port of that network.
+pub const SNAT_ADDRESS: &str = "network:floatingip_agent_gateway";
 
 impl Port {
+    /// The chassis whose SNAT address on its network this port is, if it is one.
+    pub fn snat_chassis(&self) -> Option<&str> {
+        (self.device_owner == SNAT_ADDRESS)
+            .then_some(self.host.as_deref())
+            .flatten()
+    }
+
+    /// The router this port is the gateway port of, if it is one.
+    pub fn gateway_of(&self) -> Option<&str> {
+        (self.device_owner == ROUTER_GATEWAY && !self.device_id.is_empty())
+            .then_some(self.device_id.as_str())
+    }
+
     /// The router this port is an interface of, if it is one.
     pub fn router(&self) -> Option<&str> {
         (self.device_owner == ROUTER_INTERFACE && !self.device_id.is_empty())
@@ -113,6 +155,50 @@ pub struct Router {
     pub admin_up: bool,
     /// Extra routes: destination and next hop.
     pub routes: Vec<(IpNet, IpAddr)>,
+    /// The external network of its gateway (`external_gateway_info`), if it has one.
+    pub gateway: Option<Gateway>,
+    /// `snat_mode` `centralized`: ports without a floating IP reach the outside through the
+    /// router's gateway address on one gateway chassis (default: distributed SNAT).
+    pub centralized: bool,
+    /// The router's number (`_nat_id`, 1 to [`MAX_ROUTER_NUMBER`]), allocated by the server: its
+    /// transit tunnel id and its SNAT conntrack zone on a gateway chassis.
+    pub number: Option<u16>,
+}
+
+/// The highest router number the server allocates.
+pub const MAX_ROUTER_NUMBER: u16 = 0x3fff;
+
+/// `device_owner` of a router's gateway port.
+pub const ROUTER_GATEWAY: &str = "network:router_gateway";
+
+/// A router's external gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gateway {
+    pub network_id: String,
+    /// Its addresses on the external network.
+    pub ips: Vec<IpAddr>,
+    /// `enable_snat`: ports without a floating IP reach the outside through source NAT.
+    pub snat: bool,
+}
+
+/// A floating IP: an address on an external network, forwarded to a port's fixed IP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FloatingIp {
+    pub id: String,
+    pub address: Ipv4Addr,
+    pub network_id: String,
+    /// The port on the external network that holds the address (and its MAC).
+    pub own_port: Option<String>,
+    /// The association: port, its fixed IP and the router between them.
+    pub target: Option<FipTarget>,
+}
+
+/// Where a floating IP forwards to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FipTarget {
+    pub port_id: String,
+    pub fixed_ip: Ipv4Addr,
+    pub router_id: String,
 }
 
 /// One of a port's `extra_dhcp_opts` as the user wrote it: a dnsmasq option name or number
@@ -200,6 +286,10 @@ pub struct AddressGroup {
 pub struct Chassis {
     pub id: String,
     pub tunnel_ip: Ipv4Addr,
+    /// It may host centralized router gateways (the agent's `--gateway`).
+    pub gateway: bool,
+    /// The physical networks it reaches (its bridge mappings).
+    pub physnets: Vec<String>,
 }
 
 fn str_of<'a>(v: &'a Value, k: &str) -> &'a str {
@@ -209,17 +299,37 @@ fn str_of<'a>(v: &'a Value, k: &str) -> &'a str {
 impl Network {
     pub fn from_json(v: &Value) -> Option<Self> {
         let kind = str_of(v, "provider:network_type");
-        let vni = match kind {
-            "vxlan" | "geneve" => v
-                .get("provider:segmentation_id")
-                .and_then(Value::as_u64)
-                .and_then(|n| u32::try_from(n).ok()),
-            _ => None,
+        let segment = v.get("provider:segmentation_id").and_then(Value::as_u64);
+        let physnet = str_of(v, "provider:physical_network");
+        let (vni, physical) = match kind {
+            "vxlan" | "geneve" => (segment.and_then(|n| u32::try_from(n).ok()), None),
+            "flat" if !physnet.is_empty() => (
+                None,
+                Some(Physical {
+                    physnet: physnet.to_string(),
+                    vlan: None,
+                }),
+            ),
+            "vlan" if !physnet.is_empty() => {
+                let vlan = segment
+                    .and_then(|n| u16::try_from(n).ok())
+                    .filter(|n| (1..4095).contains(n))?;
+                (
+                    None,
+                    Some(Physical {
+                        physnet: physnet.to_string(),
+                        vlan: Some(vlan),
+                    }),
+                )
+            }
+            _ => (None, None),
         };
         Some(Self {
             id: v.get("id")?.as_str()?.to_string(),
             kind: kind.to_string(),
             vni,
+            physical,
+            external: v.get("router:external") == Some(&Value::Bool(true)),
             admin_up: v.get("admin_state_up") != Some(&Value::Bool(false)),
             mtu: v
                 .get("mtu")
@@ -444,11 +554,60 @@ impl AddressGroup {
 
 impl Router {
     pub fn from_json(v: &Value) -> Option<Self> {
+        let gateway = match v.get("external_gateway_info") {
+            Some(g @ Value::Object(_)) => Some(Gateway {
+                network_id: g.get("network_id")?.as_str()?.to_string(),
+                ips: g
+                    .get("external_fixed_ips")
+                    .and_then(Value::as_array)
+                    .map(|l| {
+                        l.iter()
+                            .filter_map(|i| i.get("ip_address")?.as_str()?.parse().ok())
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                snat: g.get("enable_snat") != Some(&Value::Bool(false)),
+            }),
+            _ => None,
+        };
         Some(Self {
             id: v.get("id")?.as_str()?.to_string(),
             name: str_of(v, "name").to_string(),
             admin_up: v.get("admin_state_up") != Some(&Value::Bool(false)),
             routes: routes(v, "routes"),
+            gateway,
+            centralized: str_of(v, "snat_mode") == "centralized",
+            number: v
+                .get("_nat_id")
+                .and_then(Value::as_u64)
+                .and_then(|n| u16::try_from(n).ok())
+                .filter(|n| (1..=MAX_ROUTER_NUMBER).contains(n)),
+        })
+    }
+}
+
+impl FloatingIp {
+    pub fn from_json(v: &Value) -> Option<Self> {
+        let id_of = |k: &str| {
+            v.get(k)
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+        };
+        let target = match (id_of("port_id"), id_of("router_id")) {
+            (Some(port_id), Some(router_id)) => Some(FipTarget {
+                port_id,
+                fixed_ip: str_of(v, "fixed_ip_address").parse().ok()?,
+                router_id,
+            }),
+            _ => None,
+        };
+        Some(Self {
+            id: v.get("id")?.as_str()?.to_string(),
+            address: str_of(v, "floating_ip_address").parse().ok()?,
+            network_id: str_of(v, "floating_network_id").to_string(),
+            own_port: id_of("_port"),
+            target,
         })
     }
 }
@@ -458,6 +617,8 @@ impl Chassis {
         Some(Self {
             id: v.get("id")?.as_str()?.to_string(),
             tunnel_ip: str_of(v, "tunnel_ip").parse().ok()?,
+            gateway: v.get("gateway") == Some(&Value::Bool(true)),
+            physnets: strings(v, "physnets"),
         })
     }
 }
@@ -474,6 +635,7 @@ pub struct Topology {
     pub security_groups: BTreeMap<String, SecurityGroup>,
     pub rules: BTreeMap<String, SgRule>,
     pub address_groups: BTreeMap<String, AddressGroup>,
+    pub floating_ips: BTreeMap<String, FloatingIp>,
     /// Registered chassis.
     pub chassis: BTreeMap<String, Chassis>,
     /// Chassis whose liveness lease is current.
@@ -489,6 +651,12 @@ pub struct Topology {
     /// Rules by group, and rules by the group they name as remote.
     rules_of: BTreeMap<String, BTreeSet<String>>,
     remote_rules: BTreeMap<String, BTreeSet<String>>,
+    /// Floating IPs by the port they forward to.
+    fips_of: BTreeMap<String, BTreeSet<String>>,
+    /// SNAT address ports by `network chassis` ([`Topology::snat_key`]).
+    snat_ports: BTreeMap<String, BTreeSet<String>>,
+    /// Gateway ports by router.
+    gateway_ports: BTreeMap<String, BTreeSet<String>>,
 }
 
 /// What a chassis follows of the northbound topology ([`Topology::needs`]).
@@ -498,6 +666,8 @@ pub struct Needs {
     pub routers: BTreeSet<String>,
     pub security_groups: BTreeSet<String>,
     pub address_groups: BTreeSet<String>,
+    /// The physical networks whose external networks a gateway chassis follows.
+    pub physnets: BTreeSet<String>,
 }
 
 /// A northbound object, decoded once at the edge.
@@ -510,6 +680,7 @@ pub enum Object {
     SecurityGroup(SecurityGroup),
     SgRule(SgRule),
     AddressGroup(AddressGroup),
+    FloatingIp(FloatingIp),
     Chassis(Chassis),
     /// A chassis whose liveness lease is current.
     ChassisUp(String),
@@ -530,6 +701,7 @@ impl Object {
             Kind::SecurityGroup => Object::SecurityGroup(SecurityGroup::from_json(v)?),
             Kind::SecurityGroupRule => Object::SgRule(SgRule::from_json(v)?),
             Kind::AddressGroup => Object::AddressGroup(AddressGroup::from_json(v)?),
+            Kind::FloatingIp => Object::FloatingIp(FloatingIp::from_json(v)?),
         };
         (obj.id() == id).then_some(obj)
     }
@@ -543,6 +715,7 @@ impl Object {
             Object::SecurityGroup(_) => Kind::SecurityGroup,
             Object::SgRule(_) => Kind::SecurityGroupRule,
             Object::AddressGroup(_) => Kind::AddressGroup,
+            Object::FloatingIp(_) => Kind::FloatingIp,
             Object::Chassis(_) => Kind::Chassis,
             Object::ChassisUp(_) => Kind::ChassisUp,
         }
@@ -557,6 +730,7 @@ impl Object {
             Object::SecurityGroup(o) => &o.id,
             Object::SgRule(o) => &o.id,
             Object::AddressGroup(o) => &o.id,
+            Object::FloatingIp(o) => &o.id,
             Object::Chassis(o) => &o.id,
             Object::ChassisUp(id) => id,
         }
@@ -585,6 +759,9 @@ impl Topology {
         let old = self.remove(obj.kind(), obj.id());
         match obj {
             Object::Network(n) => {
+                if let Some(key) = Topology::segment_claim(&n) {
+                    index(&mut self.claims, &key, &n.id);
+                }
                 self.networks.insert(n.id.clone(), n);
             }
             Object::Subnet(s) => {
@@ -599,6 +776,16 @@ impl Topology {
                 if let Some(r) = p.router() {
                     index(&mut self.interfaces, r, &p.id);
                     index(&mut self.interfaces_on, &p.network_id, &p.id);
+                }
+                if let Some(c) = p.snat_chassis() {
+                    index(
+                        &mut self.snat_ports,
+                        &Topology::snat_key(&p.network_id, c),
+                        &p.id,
+                    );
+                }
+                if let Some(r) = p.gateway_of() {
+                    index(&mut self.gateway_ports, r, &p.id);
                 }
                 self.ports.insert(p.id.clone(), p);
             }
@@ -618,6 +805,12 @@ impl Topology {
             Object::AddressGroup(a) => {
                 self.address_groups.insert(a.id.clone(), a);
             }
+            Object::FloatingIp(f) => {
+                if let Some(t) = &f.target {
+                    index(&mut self.fips_of, &t.port_id, &f.id);
+                }
+                self.floating_ips.insert(f.id.clone(), f);
+            }
             Object::Chassis(c) => {
                 self.chassis.insert(c.id.clone(), c);
             }
@@ -631,7 +824,13 @@ impl Topology {
     /// Removes an object; returns it.
     pub fn remove(&mut self, kind: Kind, id: &str) -> Option<Object> {
         match kind {
-            Kind::Network => self.networks.remove(id).map(Object::Network),
+            Kind::Network => {
+                let n = self.networks.remove(id)?;
+                if let Some(key) = Topology::segment_claim(&n) {
+                    unindex(&mut self.claims, &key, id);
+                }
+                Some(Object::Network(n))
+            }
             Kind::Subnet => {
                 let s = self.subnets.remove(id)?;
                 unindex(&mut self.subnets_on, &s.network_id, id);
@@ -646,6 +845,16 @@ impl Topology {
                 if let Some(r) = p.router() {
                     unindex(&mut self.interfaces, r, id);
                     unindex(&mut self.interfaces_on, &p.network_id, id);
+                }
+                if let Some(c) = p.snat_chassis() {
+                    unindex(
+                        &mut self.snat_ports,
+                        &Topology::snat_key(&p.network_id, c),
+                        id,
+                    );
+                }
+                if let Some(r) = p.gateway_of() {
+                    unindex(&mut self.gateway_ports, r, id);
                 }
                 Some(Object::Port(p))
             }
@@ -665,7 +874,22 @@ impl Topology {
                 Some(Object::SgRule(r))
             }
             Kind::AddressGroup => self.address_groups.remove(id).map(Object::AddressGroup),
+            Kind::FloatingIp => {
+                let f = self.floating_ips.remove(id)?;
+                if let Some(t) = &f.target {
+                    unindex(&mut self.fips_of, &t.port_id, id);
+                }
+                Some(Object::FloatingIp(f))
+            }
         }
+    }
+
+    /// The key of a provider network's segment (physical network and VLAN id): two networks on
+    /// one segment (a passing state of the replica; the API refuses it) get no flows from the
+    /// physical network until one lets go, as two ports claiming one MAC.
+    pub fn segment_claim(network: &Network) -> Option<String> {
+        let p = network.physical.as_ref()?;
+        Some(format!("segment {} {:?}", p.physnet, p.vlan))
     }
 
     /// The key of a MAC on a network, as [`Topology::claim_keys`] gives it.
@@ -726,8 +950,12 @@ impl Topology {
 
     /// What a chassis needs to follow: the networks of its local VIFs (`vif_networks`) and of the
     /// ports bound to it, then, transitively, every router with an interface on a needed network
-    /// and every network with an interface of a needed router; the security groups of its ports
-    /// (bound ones and `local_ports`), and the remote groups and address groups their rules name.
+    /// and every network with an interface or the gateway of a needed router; the security groups
+    /// of its ports (bound ones and `local_ports`), and the remote groups and address groups their
+    /// rules name. A gateway chassis (as its registration says) also follows the external
+    /// networks on the physical networks it reaches and every router with its gateway there (it
+    /// may be elected to host it: [`Topology::gateway_host`]), and, for the centralized routers
+    /// whose gateway it hosts, their networks.
     pub fn needs<'a>(
         &self,
         chassis: &str,
@@ -746,15 +974,50 @@ impl Topology {
             .collect();
         let mut routers: BTreeSet<String> = BTreeSet::new();
         let mut todo: Vec<String> = networks.iter().cloned().collect();
+        let physnets: BTreeSet<String> = self
+            .chassis
+            .get(chassis)
+            .filter(|c| c.gateway)
+            .map(|c| c.physnets.iter().cloned().collect())
+            .unwrap_or_default();
+        for net in self.networks.values().filter(|n| {
+            n.external
+                && n.physical
+                    .as_ref()
+                    .is_some_and(|p| physnets.contains(&p.physnet))
+        }) {
+            networks.insert(net.id.clone());
+            for router in self.ports_on(&net.id).filter_map(Port::gateway_of) {
+                routers.insert(router.to_string());
+                let hosted_here = self.routers.get(router).is_some_and(|r| r.centralized)
+                    && self.gateway_host(router).is_some_and(|c| c.id == chassis);
+                if hosted_here {
+                    for other in self.interfaces_of(router) {
+                        if networks.insert(other.network_id.clone()) {
+                            todo.push(other.network_id.clone());
+                        }
+                    }
+                }
+            }
+        }
+        // Routers whose networks were followed (a router followed for its gateway alone is not).
+        let mut expanded: BTreeSet<&str> = BTreeSet::new();
         while let Some(net) = todo.pop() {
             for rif in self.interfaces_on(&net) {
                 let Some(router) = rif.router() else { continue };
-                if !routers.insert(router.to_string()) {
+                routers.insert(router.to_string());
+                if !expanded.insert(router) {
                     continue;
                 }
-                for other in self.interfaces_of(router) {
-                    if networks.insert(other.network_id.clone()) {
-                        todo.push(other.network_id.clone());
+                let gateway = self
+                    .routers
+                    .get(router)
+                    .and_then(|r| r.gateway.as_ref())
+                    .map(|g| g.network_id.clone());
+                let others = self.interfaces_of(router).map(|p| p.network_id.clone());
+                for other in others.chain(gateway) {
+                    if networks.insert(other.clone()) {
+                        todo.push(other);
                     }
                 }
             }
@@ -782,6 +1045,7 @@ impl Topology {
             routers,
             security_groups,
             address_groups,
+            physnets,
         }
     }
 
@@ -801,6 +1065,58 @@ impl Topology {
             .into_iter()
             .flatten()
             .filter_map(|id| self.rules.get(id))
+    }
+
+    /// The key of a chassis' SNAT address on a network.
+    pub fn snat_key(network: &str, chassis: &str) -> String {
+        format!("{network} {chassis}")
+    }
+
+    /// The SNAT address port of `chassis` on `network`: the first in id order (the server
+    /// allocates one).
+    pub fn snat_port(&self, network: &str, chassis: &str) -> Option<&Port> {
+        self.snat_ports
+            .get(&Topology::snat_key(network, chassis))?
+            .iter()
+            .find_map(|id| self.ports.get(id))
+    }
+
+    /// The gateway port of `router` (the first in id order).
+    pub fn gateway_port(&self, router: &str) -> Option<&Port> {
+        self.gateway_ports
+            .get(router)?
+            .iter()
+            .find_map(|id| self.ports.get(id))
+    }
+
+    /// The chassis that hosts `router`'s gateway (its centralized SNAT, and the answers for its
+    /// gateway addresses on the physical network): among the chassis that are up and reach the
+    /// gateway's physical network, the gateway chassis if there are any, the one that wins the
+    /// rendezvous hash of router and chassis ids. Every agent computes the same from the same
+    /// view; when the chosen one goes down, the next takes over, and only its routers move.
+    pub fn gateway_host(&self, router: &str) -> Option<&Chassis> {
+        let network = &self.routers.get(router)?.gateway.as_ref()?.network_id;
+        let physnet = &self.networks.get(network)?.physical.as_ref()?.physnet;
+        let candidates: Vec<&Chassis> = self
+            .chassis_up
+            .iter()
+            .filter_map(|id| self.chassis.get(id))
+            .filter(|c| c.physnets.contains(physnet))
+            .collect();
+        let gateways = candidates.iter().any(|c| c.gateway);
+        candidates
+            .into_iter()
+            .filter(|c| c.gateway || !gateways)
+            .max_by_key(|c| crate::cookie::fnv1a(&format!("{router} {}", c.id)))
+    }
+
+    /// The floating IPs forwarding to `port`, in id order.
+    pub fn fips_of<'a>(&'a self, port: &str) -> impl Iterator<Item = &'a FloatingIp> + 'a {
+        self.fips_of
+            .get(port)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.floating_ips.get(id))
     }
 
     /// The interface ports of `router`, in id order.
@@ -824,6 +1140,8 @@ pub struct Local {
     claims: BTreeMap<u32, usize>,
     /// OpenFlow port of the tunnel port used for overlay traffic.
     pub tunnel: Option<u32>,
+    /// OpenFlow port of the patch to each physical network's bridge, by physical network.
+    pub patches: BTreeMap<String, u32>,
 }
 
 impl Local {
@@ -848,12 +1166,15 @@ impl Local {
     }
 
     /// The OpenFlow port of `port_id`'s local VIF, if it has one that no other VIF (nor the
-    /// tunnel) claims too. Two claims on one number are a passing state of the local view (a
+    /// tunnel) claims too, below [`crate::tables::MAX_OFPORT`]. Two claims on one number are a passing state of the local view (a
     /// port renumbered before another's removal is seen); while it lasts neither VIF gets flows,
     /// so no packet is ever taken for the wrong port's.
     pub fn ofport(&self, port_id: &str) -> Option<u32> {
         let ofport = *self.vifs.get(port_id)?;
-        (self.claims.get(&ofport) == Some(&1) && self.tunnel != Some(ofport)).then_some(ofport)
+        (self.claims.get(&ofport) == Some(&1)
+            && self.tunnel != Some(ofport)
+            && ofport < crate::tables::MAX_OFPORT)
+            .then_some(ofport)
     }
 
     /// The local VIF (by `iface-id`) that alone claims `ofport`.
@@ -877,6 +1198,19 @@ impl Topology {
     pub fn dhcp_subnet(&self, network: &str, ip: IpAddr) -> Option<&Subnet> {
         self.subnets_on(network)
             .find(|s| s.enable_dhcp && ip.is_ipv4() && s.cidr.contains(&ip))
+    }
+
+    /// The network whose `metadata` is `metadata`.
+    pub fn network_with_metadata(&self, metadata: u64) -> Option<&Network> {
+        self.networks
+            .values()
+            .find(|n| n.metadata() == Some(metadata))
+    }
+
+    /// The local patch port and VLAN id of a provider network this chassis reaches.
+    pub fn physical_port(&self, network: &str) -> Option<(u32, Option<u16>)> {
+        let p = self.networks.get(network)?.physical.as_ref()?;
+        Some((*self.local.patches.get(&p.physnet)?, p.vlan))
     }
 
     /// Whether `network` has an IPv4 subnet with DHCP enabled.

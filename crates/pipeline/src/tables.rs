@@ -13,6 +13,11 @@ pub const ACL_EGRESS_STATE: u8 = 3;
 pub const RESPOND: u8 = 10;
 /// DHCP requests to the agent.
 pub const DHCP: u8 = 11;
+/// Packets from a physical network: ARP for the addresses this chassis answers for there
+/// (floating IPs), neighbours learned, floating IPs entering their router.
+pub const EXTERNAL_IN: u8 = 15;
+/// Inside a router, after conntrack: new connections to a floating IP translated to its fixed IP.
+pub const DNAT: u8 = 16;
 /// Frames addressed to a router interface's MAC enter that router.
 pub const L3_ENTRY: u8 = 20;
 /// Destination MAC lookup: local delivery or the tunnel to the chassis of a remote port.
@@ -33,6 +38,17 @@ pub const ROUTE: u8 = 22;
 /// L2 (a next hop that is another router's interface is not routed again: chains of routers
 /// are not supported yet).
 pub const NEIGHBOUR: u8 = 23;
+/// Routed to an external network: source NAT in the port's NAT zone (to a floating IP, or to
+/// the port's inner addresses), or in the router's zone (centralized).
+pub const SNAT: u8 = 24;
+/// Distributed SNAT's second stage: from the ports' inner addresses to the chassis' address.
+pub const SNAT_CHASSIS: u8 = 25;
+/// The next hop's MAC on an external network, from the neighbours learned there.
+pub const EXTERNAL_OUT: u8 = 26;
+/// Learned neighbours (flows added by the switch's `learn` action, not by the agent).
+pub const NEIGHBOURS_LEARNED: u8 = 27;
+/// A next hop not learned yet goes to the agent, which asks for it by ARP.
+pub const RESOLVE: u8 = 28;
 
 /// What a stage does with a packet that no flow matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,7 +75,7 @@ pub struct Stage {
 
 /// The pipeline in table order, which is the order a packet meets it (OpenFlow only goes
 /// forward): a packet that is not for a router skips the router stages.
-pub const STAGES: [Stage; 14] = [
+pub const STAGES: [Stage; 21] = [
     Stage {
         table: INGRESS,
         name: "ingress",
@@ -101,6 +117,22 @@ pub const STAGES: [Stage; 14] = [
         expects: "metadata = network",
     },
     Stage {
+        table: EXTERNAL_IN,
+        name: "external-input",
+        app: "nat",
+        next: Some(DNAT),
+        miss: Miss::Continue(L2),
+        expects: "metadata = physical network, reg5 = 1",
+    },
+    Stage {
+        table: DNAT,
+        name: "dnat",
+        app: "nat",
+        next: Some(ROUTE),
+        miss: Miss::Drop,
+        expects: "metadata = router, conntrack state of the NAT zone",
+    },
+    Stage {
         table: L3_ENTRY,
         name: "l3-entry",
         app: "routing",
@@ -131,6 +163,46 @@ pub const STAGES: [Stage; 14] = [
         next: Some(L2),
         miss: Miss::Drop,
         expects: "metadata = outgoing network, eth_src = outgoing interface",
+    },
+    Stage {
+        table: SNAT,
+        name: "snat",
+        app: "nat",
+        next: Some(SNAT_CHASSIS),
+        miss: Miss::Drop,
+        expects: "metadata = router, reg2 = next hop",
+    },
+    Stage {
+        table: SNAT_CHASSIS,
+        name: "snat-chassis",
+        app: "nat",
+        next: Some(EXTERNAL_OUT),
+        miss: Miss::Drop,
+        expects: "metadata = router, reg2 = next hop, source = a port's inner address",
+    },
+    Stage {
+        table: EXTERNAL_OUT,
+        name: "external-next-hop",
+        app: "nat",
+        next: Some(RESOLVE),
+        miss: Miss::Drop,
+        expects: "metadata = external network, reg2 = next hop",
+    },
+    Stage {
+        table: NEIGHBOURS_LEARNED,
+        name: "neighbours-learned",
+        app: "nat",
+        next: None,
+        miss: Miss::Drop,
+        expects: "metadata = external network, reg2 = next hop",
+    },
+    Stage {
+        table: RESOLVE,
+        name: "resolve",
+        app: "nat",
+        next: Some(L2),
+        miss: Miss::Continue(L2),
+        expects: "metadata = external network, eth_dst = next hop or zero",
     },
     Stage {
         table: L2,
@@ -203,6 +275,8 @@ pub enum Register {
     CtZone,
     /// `reg4`: the local port a packet is delivered to.
     OutPort,
+    /// `reg2`: the IPv4 next hop of a packet routed to an external network.
+    NextHop,
 }
 
 /// The register number of [`Register::FromTunnel`].
@@ -211,10 +285,48 @@ pub const REG_FROM_TUNNEL: u8 = 5;
 pub const REG_CT_ZONE: u8 = 3;
 /// The register number of [`Register::OutPort`].
 pub const REG_OUT_PORT: u8 = 4;
+/// The register number of [`Register::NextHop`].
+pub const REG_NEXT_HOP: u8 = 2;
 /// The register numbers of [`Register::Scratch`].
 pub const REG_SCRATCH: [u8; 2] = [6, 7];
 /// `metadata` bit that marks a router context (the other 63 bits are a hash of the router's id).
 pub const ROUTER_CONTEXT: u64 = 1 << 63;
+
+/// `metadata` bit that marks a provider (flat or VLAN) network.
+pub const PROVIDER_NETWORK: u64 = 1 << 62;
+
+/// `metadata` on a provider network: bit 62 plus a 62-bit hash (FNV-1a) of its id.
+pub fn provider_metadata(network: &str) -> u64 {
+    PROVIDER_NETWORK | (crate::cookie::fnv1a(network) >> 2)
+}
+
+/// OpenFlow port numbers of VIFs (and patches) the pipeline serves are below this: their
+/// security-group zone is the number, their NAT zone the number plus bit 15 ([`nat_zone`]), and
+/// router zones take the rest ([`router_zone`]).
+pub const MAX_OFPORT: u32 = 0x4000;
+
+/// The conntrack zone of a local port's NAT (its floating IPs, distributed SNAT's first stage),
+/// or of an external network's SNAT (after its patch port): bit 15 plus the OpenFlow port number,
+/// next to the port's security-group zone (the number alone). `None` for numbers the pipeline
+/// does not serve (Open vSwitch numbers ports from 1 up; 16 383 ports is far beyond a chassis).
+pub fn nat_zone(ofport: u32) -> Option<u16> {
+    u16::try_from(ofport)
+        .ok()
+        .filter(|_| ofport < MAX_OFPORT)
+        .map(|p| 0x8000 | p)
+}
+
+/// The conntrack zone of a router's centralized SNAT on its gateway chassis: bits 15 and 14 plus
+/// the router's number.
+pub fn router_zone(number: u16) -> u16 {
+    0xc000 | (number & 0x3fff)
+}
+
+/// The tunnel id that carries a router's packets to its gateway chassis: the top 16 384 VNIs are
+/// routers' (the server never gives a network one of them).
+pub fn transit_vni(number: u16) -> u32 {
+    0x00ff_c000 | u32::from(number & 0x3fff)
+}
 
 /// `metadata` inside `router`: a 63-bit hash (FNV-1a) of its whole id, so no number needs
 /// allocating and ids that share a prefix still differ.
@@ -254,5 +366,11 @@ mod tests {
     fn router_contexts_never_look_like_networks() {
         let m = router_metadata("3f2a51c0-1234-4abc-8def-0123456789ab");
         assert!(m >= ROUTER_CONTEXT && m > u64::from(u32::MAX));
+        let p = provider_metadata("3f2a51c0-1234-4abc-8def-0123456789ab");
+        assert!(p & ROUTER_CONTEXT == 0 && p & PROVIDER_NETWORK != 0);
+        assert_eq!(nat_zone(7), Some(0x8007));
+        assert_eq!(nat_zone(MAX_OFPORT), None);
+        assert_eq!(router_zone(5), 0xc005);
+        assert_eq!(transit_vni(5), 0xffc005);
     }
 }

@@ -5,14 +5,17 @@
 //! gives it. A second oracle feeds a fresh pipeline only each input's final value, in another
 //! order. Inputs reuse MACs and addresses across ports (two claims on one MAC or address on a
 //! network must leave neither port with clashing flows), move chassis between tunnel addresses,
-//! mix VXLAN and Geneve networks, and bring security groups (stateful or not), rules with every
-//! kind of remote and address groups.
+//! mix VXLAN, Geneve, VLAN and flat networks (external or not, on physical networks the chassis
+//! reaches or not), and bring security groups (stateful or not), rules with every kind of remote
+//! and address groups, routers with gateways and floating IPs.
 
 use std::collections::{BTreeMap, HashSet};
 
 use openflow::{Action, Field, Flow};
 use pipeline::apps::APPS;
-use pipeline::tables::{REG_CT_ZONE, REG_FROM_TUNNEL, REG_OUT_PORT, REG_SCRATCH, Register};
+use pipeline::tables::{
+    REG_CT_ZONE, REG_FROM_TUNNEL, REG_NEXT_HOP, REG_OUT_PORT, REG_SCRATCH, Register,
+};
 use pipeline::{Input, Pipeline};
 use proptest::prelude::*;
 use serde_json::json;
@@ -43,14 +46,28 @@ fn port_id(i: usize) -> String {
 
 fn input() -> impl Strategy<Value = Input> {
     prop_oneof![
-        (0..4usize, any::<bool>(), any::<bool>(), any::<bool>()).prop_map(|(n, up, geneve, delete)| {
+        // Overlay and provider (VLAN, flat) networks, some external.
+        (0..4usize, any::<bool>(), 0..4usize, any::<bool>(), any::<bool>()).prop_map(|(n, up, kind, external, delete)| {
             let key = format!("/r/networks/{}", NETS[n]);
-            let kind = if geneve { "geneve" } else { "vxlan" };
+            let (kind, physnet) = [("geneve", None), ("vxlan", None), ("vlan", Some("physnet1")), ("flat", Some("physnet2"))][kind];
             let value = json!({"id": NETS[n], "provider:network_type": kind,
-                "provider:segmentation_id": n + 100, "admin_state_up": up});
+                "provider:physical_network": physnet, "router:external": external,
+                "provider:segmentation_id": if kind == "flat" { json!(null) } else { json!(n + 100) }, "admin_state_up": up});
             Input::Object(key, (!delete).then_some(value))
         }),
-        (0..PORTS, 0..4usize, 0..4usize, 0..4usize, any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>(), 0..4usize, (0..MACS, 1..5usize))
+        // Floating IPs (their own ports among the ports) forwarding to ports through routers.
+        (0..2usize, 0..PORTS, 0..PORTS, 0..3usize, 1..5usize, any::<bool>()).prop_map(|(f, own, target, router, h, delete)| {
+            let id = format!("99999999-0000-4000-8000-00000000000{f}");
+            let (port, fixed, router) = match router {
+                0 | 1 => (json!(port_id(target)), json!(format!("10.0.0.{h}")), json!(ROUTERS[router])),
+                _ => (json!(null), json!(null), json!(null)),
+            };
+            let value = json!({"id": id, "floating_ip_address": format!("172.24.4.{}", 10 + f),
+                "floating_network_id": NETS[3], "_port": port_id(own), "port_id": port,
+                "fixed_ip_address": fixed, "router_id": router});
+            Input::Object(format!("/r/floatingips/{id}"), (!delete).then_some(value))
+        }),
+        (0..PORTS, 0..4usize, 0..4usize, 0..4usize, any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>(), 0..6usize, (0..MACS, 1..5usize))
             .prop_map(|(p, n, host, ips, secure, active, up, delete, router, (mac, h))| {
                 let id = port_id(p);
                 let fixed: Vec<_> = (0..ips)
@@ -60,6 +77,9 @@ fn input() -> impl Strategy<Value = Input> {
                 let (owner, device) = match router {
                     0 | 1 => ("network:router_interface", ROUTERS[router].to_string()),
                     2 => ("network:router_interface", "55555555-0000-4000-8000-000000000009".to_string()),
+                    // A chassis' SNAT address (on the external network or not).
+                    3 => ("network:floatingip_agent_gateway", CHASSIS[host % 3].to_string()),
+                    4 => ("network:router_gateway", ROUTERS[host % 2].to_string()),
                     _ => ("compute:nova", String::new()),
                 };
                 let value = json!({"id": id, "network_id": NETS[n], "mac_address": format!("fa:16:3e:00:00:0{mac}"),
@@ -72,12 +92,18 @@ fn input() -> impl Strategy<Value = Input> {
                 Input::Object(format!("/r/ports/{id}"), (!delete).then_some(value))
             }),
         // Routers with extra routes through addresses the ports may hold.
-        (0..2usize, any::<bool>(), 0..4usize, any::<bool>()).prop_map(|(r, up, routes, delete)| {
-            let routes: Vec<_> = (0..routes)
+        (0..2usize, any::<bool>(), 0..4usize, any::<bool>()).prop_map(|(r, up, n, delete)| {
+            let routes: Vec<_> = (0..n)
                 .map(|k| json!({"destination": format!("192.168.{k}.0/24"), "nexthop": format!("10.0.{}.{}", k % 2, k + 1)}))
-                .chain((routes == 3).then(|| json!({"destination": "2001:db8:9::/64", "nexthop": "2001:db8::2"})))
+                .chain((n == 3).then(|| json!({"destination": "2001:db8:9::/64", "nexthop": "2001:db8::2"})))
                 .collect();
-            let value = json!({"id": ROUTERS[r], "name": format!("r{r}"), "admin_state_up": up, "routes": routes});
+            // A gateway on the fourth network (external or not, carried or not).
+            let gateway = (n % 2 == 1).then(|| json!({"network_id": NETS[3], "enable_snat": true,
+                "external_fixed_ips": [{"ip_address": format!("172.24.4.{}", r + 2)}]}));
+            let routes: Vec<_> = routes.into_iter().chain((r == 1).then(|| json!({"destination": "198.51.100.0/24", "nexthop": "172.24.4.1"}))).collect();
+            let value = json!({"id": ROUTERS[r], "name": format!("r{r}"), "admin_state_up": up, "routes": routes,
+                "external_gateway_info": gateway, "_nat_id": r + 1,
+                "snat_mode": if n >= 2 { "centralized" } else { "distributed" }});
             Input::Object(format!("/r/routers/{}", ROUTERS[r]), (!delete).then_some(value))
         }),
         // Security groups (stateful or not), their rules with every kind of remote, and an
@@ -115,16 +141,22 @@ fn input() -> impl Strategy<Value = Input> {
         // Malformed values are ignored, never taken for deletions.
         (0..PORTS).prop_map(|p| Input::Object(format!("/r/ports/{}", port_id(p)), Some(json!({"id": port_id(p), "mac_address": "bad"})))),
         // Subnets move between networks and switch DHCP on and off.
-        (0..3usize, 0..4usize, any::<bool>(), any::<bool>(), any::<bool>()).prop_map(|(s, n, dhcp, v6, delete)| {
+        (0..4usize, 0..4usize, any::<bool>(), any::<bool>(), any::<bool>()).prop_map(|(s, n, dhcp, v6, delete)| {
             let id = format!("33333333-0000-4000-8000-00000000000{s}");
-            let cidr = if v6 { "2001:db8::/64".to_string() } else { format!("10.0.{s}.0/24") };
+            let (cidr, gateway) = match (s, v6) {
+                (_, true) => ("2001:db8::/64".to_string(), json!(null)),
+                (3, false) => ("172.24.4.0/24".to_string(), json!("172.24.4.1")),
+                _ => (format!("10.0.{s}.0/24"), json!(format!("10.0.{s}.1"))),
+            };
             let value = json!({"id": id, "network_id": NETS[n], "cidr": cidr, "enable_dhcp": dhcp,
-                "gateway_ip": if v6 { json!(null) } else { json!(format!("10.0.{s}.1")) }});
+                "gateway_ip": gateway});
             Input::Object(format!("/r/subnets/{id}"), (!delete).then_some(value))
         }),
         // Chassis move between tunnel addresses over time.
         (0..3usize, 1..3usize, any::<bool>()).prop_map(|(c, net, delete)| {
-            let value = json!({"id": CHASSIS[c], "tunnel_ip": format!("192.168.5{net}.{}", c + 1)});
+            // Gateway chassis and the physical networks they reach change too (elections).
+            let value = json!({"id": CHASSIS[c], "tunnel_ip": format!("192.168.5{net}.{}", c + 1),
+                "gateway": net == 2, "physnets": if c == 2 { json!(["physnet1"]) } else { json!(["physnet1", "physnet2"]) }});
             Input::Object(format!("/chassis/{}", CHASSIS[c]), (!delete).then_some(value))
         }),
         (0..3usize, any::<bool>()).prop_map(|(c, delete)| {
@@ -134,6 +166,7 @@ fn input() -> impl Strategy<Value = Input> {
         // the tunnel, must leave no flows behind either.
         (0..PORTS, prop::option::of(1u32..7)).prop_map(|(p, ofport)| Input::Vif(port_id(p), ofport)),
         prop::option::of(1u32..4).prop_map(Input::Tunnel),
+        (0..2usize, prop::option::of(20u32..22)).prop_map(|(n, ofport)| Input::Patch(["physnet1", "physnet2"][n].to_string(), ofport)),
     ]
 }
 
@@ -144,6 +177,7 @@ fn written(f: &Flow) -> Vec<Register> {
         Field::Reg(n) if REG_SCRATCH.contains(&n) => Some(Register::Scratch),
         Field::Reg(n) if n == REG_CT_ZONE => Some(Register::CtZone),
         Field::Reg(n) if n == REG_OUT_PORT => Some(Register::OutPort),
+        Field::Reg(n) if n == REG_NEXT_HOP => Some(Register::NextHop),
         Field::Metadata => Some(Register::Metadata),
         _ => None,
     };
@@ -169,6 +203,7 @@ struct Finals {
     objects: BTreeMap<String, serde_json::Value>,
     vifs: BTreeMap<String, u32>,
     tunnel: Option<u32>,
+    patches: BTreeMap<String, u32>,
 }
 
 impl Finals {
@@ -193,6 +228,12 @@ impl Finals {
                 self.vifs.remove(id);
             }
             Input::Tunnel(t) => self.tunnel = *t,
+            Input::Patch(physnet, Some(o)) => {
+                self.patches.insert(physnet.clone(), *o);
+            }
+            Input::Patch(physnet, None) => {
+                self.patches.remove(physnet);
+            }
         }
     }
 
@@ -205,6 +246,9 @@ impl Finals {
             fresh.apply(Input::Vif(id.clone(), Some(*o)));
         }
         fresh.apply(Input::Tunnel(self.tunnel));
+        for (physnet, o) in &self.patches {
+            fresh.apply(Input::Patch(physnet.clone(), Some(*o)));
+        }
         fresh.flows().cloned().collect()
     }
 }
@@ -245,6 +289,7 @@ proptest! {
                 }
             }
             let incremental: HashSet<openflow::Flow> = pipeline.flows().cloned().collect();
+            prop_assert_eq!(pipeline.flow_count(), pipeline.flows().count(), "the kept count");
             prop_assert_eq!(&incremental, &pipeline.full());
             prop_assert_eq!(&incremental, &installed);
             prop_assert_eq!(&incremental, &finals.flows(), "a fresh pipeline fed the final values differs");

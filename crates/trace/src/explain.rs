@@ -48,11 +48,24 @@ fn ip_src(p: &Packet) -> Option<IpAddr> {
         .or_else(|| p.get(Field::Ipv6Src).map(|v| IpAddr::V6(v.into())))
 }
 
-/// Why `network`'s ports get no flows, if its type is one the pipeline does not serve.
-fn unserved(inv: &Inventory, network: &str) -> Option<String> {
+/// Why `network`'s ports get no flows on this chassis, if its type is one the pipeline does not
+/// serve or it is on a physical network the chassis does not reach.
+fn unserved(inv: &Inventory, local: &Local, network: &str) -> Option<String> {
     let n = inv.topology.networks.get(network)?;
     if n.vni.is_some() {
         return None;
+    }
+    if let Some(p) = &n.physical {
+        if local.patches.contains_key(&p.physnet) {
+            return None;
+        }
+        return Some(format!(
+            "{} is a {} network on physical network {}, which this chassis has no bridge \
+             mapping for",
+            inv.network_label(network),
+            n.kind,
+            p.physnet
+        ));
     }
     let kind = if n.kind.is_empty() {
         "a network without a type".to_string()
@@ -60,8 +73,8 @@ fn unserved(inv: &Inventory, network: &str) -> Option<String> {
         format!("a {} network", n.kind)
     };
     Some(format!(
-        "{} is {kind}, which the pipeline does not serve yet (it carries vxlan and geneve \
-         networks only)",
+        "{} is {kind}, which the pipeline does not serve (it carries vxlan, geneve, flat \
+         and vlan networks)",
         inv.network_label(network)
     ))
 }
@@ -98,16 +111,16 @@ pub fn verdict(inv: &Inventory, local: &Local, built: &Built, trace: &Trace) -> 
         && !answered(inv, trace)
         && !reached(inv, local, trace, t)
     {
-        lines.push(missed(inv, net, t));
+        lines.push(missed(inv, local, net, t));
     }
     lines
 }
 
 /// That the port `t`, meant to get the packet from a port on `net`, did not, and what keeps
 /// them apart if something does.
-fn missed(inv: &Inventory, net: &str, t: &Port) -> String {
+fn missed(inv: &Inventory, local: &Local, net: &str, t: &Port) -> String {
     let label = inv.port_label(t);
-    if let Some(why) = unserved(inv, &t.network_id) {
+    if let Some(why) = unserved(inv, local, &t.network_id) {
         return format!("{label} did not get it: {why}");
     }
     if t.network_id == net || inv.router_between(net, &t.network_id).is_some() {
@@ -229,6 +242,25 @@ fn to_agent(inv: &Inventory, built: &Built, trace: &Trace, c: &ControllerPacket)
             inv.network_label(built.network())
         ),
         Some(Punt::Dhcpv6) => format!("DHCPv6 request: {}", generic()),
+        Some(Punt::ResolveNeighbour) => {
+            let hop = c
+                .packet
+                .get(Field::Reg(pipeline::tables::REG_NEXT_HOP))
+                .and_then(|v| u32::try_from(v).ok())
+                .map(std::net::Ipv4Addr::from);
+            match hop {
+                Some(ip) => format!(
+                    "the next hop {ip} has no known MAC yet: sent to the agent of this chassis, \
+                     which asks for it by ARP and sends the packet on when it answers"
+                ),
+                None => format!("unknown next hop: {}", generic()),
+            }
+        }
+        Some(Punt::NeighbourLearned) => format!(
+            "an ARP answer to this chassis on an external network: the switch learned its \
+             sender, and the agent of this chassis sends on the packets that waited for it ({})",
+            generic()
+        ),
         None if c.reason == reason::INVALID_TTL => format!(
             "TTL expired at a dec_ttl: {} with reason invalid_ttl; the agent answers only the \
              reasons its flows give, so nothing answers it",
@@ -345,8 +377,8 @@ fn dropped(
     }
     if last.table == INGRESS && is_miss(last) {
         return match &built.arrival {
-            Some(a) => tunnel_ingress_drop(inv, a),
-            None => ingress_drop(inv, &built.source, &trace.packet),
+            Some(a) => tunnel_ingress_drop(inv, local, a),
+            None => ingress_drop(inv, local, &built.source, &trace.packet),
         };
     }
     if matches!(last.table, ACL_EGRESS_STATE | ACL_INGRESS_STATE)
@@ -431,8 +463,8 @@ fn router_drop(inv: &Inventory, built: &Built, trace: &Trace, last: &Step) -> Op
 
 /// Why no ingress flow admitted a packet from `port`: a network the pipeline does not serve,
 /// port security with the offending address, or the port's state.
-fn ingress_drop(inv: &Inventory, port: &Port, p: &Packet) -> String {
-    if let Some(why) = unserved(inv, &port.network_id) {
+fn ingress_drop(inv: &Inventory, local: &Local, port: &Port, p: &Packet) -> String {
+    if let Some(why) = unserved(inv, local, &port.network_id) {
         return format!("dropped at ingress: {why}");
     }
     let label = inv.port_label(port);
@@ -499,10 +531,10 @@ fn ingress_drop(inv: &Inventory, port: &Port, p: &Packet) -> String {
 
 /// Why no ingress flow admitted a packet from the tunnel: its VNI is no network's, or that
 /// network is not one this chassis carries.
-fn tunnel_ingress_drop(inv: &Inventory, a: &Arrival) -> String {
+fn tunnel_ingress_drop(inv: &Inventory, local: &Local, a: &Arrival) -> String {
     let why = match &a.network {
         None => format!("no network has VNI {}", a.vni),
-        Some(n) => match unserved(inv, n) {
+        Some(n) => match unserved(inv, local, n) {
             Some(why) => why,
             None => format!(
                 "VNI {} is {}'s, which this chassis does not carry (no port here needs it)",
@@ -641,6 +673,7 @@ mod tests {
             tunnel: Some(1),
             tunnel_ip: Some("172.31.0.1".parse().unwrap()),
             origin: String::new(),
+            ..Local::default()
         };
         let built = build(inv, req).unwrap();
         let flows = crate::FlowSet {
@@ -754,7 +787,7 @@ mod tests {
         )
         .with(Field::EthSrc, 0xfa163e000001);
         assert_eq!(
-            ingress_drop(&inv, &p, &pkt),
+            ingress_drop(&inv, &Local::default(), &p, &pkt),
             "dropped: port security (ARP sender MAC fa:16:3e:00:00:09 differs from the source MAC)"
         );
     }

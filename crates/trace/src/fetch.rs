@@ -41,8 +41,9 @@ pub async fn snapshot(server: &str) -> Result<Inventory, Error> {
     Inventory::from_snapshot(&body)
 }
 
-/// The VIFs (`external_ids:iface-id` with a valid OpenFlow port) and the tunnel port named
-/// `tunnel_port` (with its `options:local_ip`) of the Open vSwitch at `endpoint`.
+/// The VIFs (`external_ids:iface-id` with a valid OpenFlow port), the tunnel port named
+/// `tunnel_port` (with its `options:local_ip`) and the patches to the physical networks (as the
+/// agent's recorded bridge mappings name them) of the Open vSwitch at `endpoint`.
 pub async fn local(endpoint: &str, chassis: &str, tunnel_port: &str) -> Result<Local, Error> {
     let fail = |why: String| Error::Ovsdb {
         endpoint: endpoint.to_string(),
@@ -69,11 +70,26 @@ pub async fn local(endpoint: &str, chassis: &str, tunnel_port: &str) -> Result<L
             "options".into(),
         ]),
     };
+    let mappings = Operation::Select {
+        table: "Open_vSwitch".into(),
+        conditions: vec![],
+        columns: Some(vec!["external_ids".into()]),
+    };
     let res = client
-        .transact("Open_vSwitch", &[select])
+        .transact("Open_vSwitch", &[select, mappings])
         .await
         .map_err(|e| fail(e.to_string()))?;
     let rows = res.first().and_then(|r| r.rows.clone()).unwrap_or_default();
+    // The agent records its bridge mappings: the patch `int-<bridge>` reaches that physnet.
+    let mappings: Vec<chassis::BridgeMapping> = res
+        .get(1)
+        .and_then(|r| r.rows.as_ref())
+        .and_then(|rows| rows.first())
+        .and_then(|row| row.get("external_ids"))
+        .and_then(|v| v.map_get(&Atom::from(chassis::BRIDGE_MAPPINGS_KEY)))
+        .and_then(|a| a.as_str())
+        .and_then(|m| chassis::BridgeMapping::parse_list(m).ok())
+        .unwrap_or_default();
     let mut out = Local {
         chassis: chassis.to_string(),
         origin: format!("from OVSDB at {endpoint}"),
@@ -100,6 +116,8 @@ pub async fn local(endpoint: &str, chassis: &str, tunnel_port: &str) -> Result<L
             .and_then(|a| a.as_str());
         if let Some(id) = iface_id {
             out.vifs.insert(id.to_string(), ofport);
+        } else if let Some(m) = mappings.iter().find(|m| m.int_patch() == name) {
+            out.patches.insert(m.physnet.clone(), ofport);
         } else if name == tunnel_port {
             out.tunnel = Some(ofport);
             out.tunnel_ip = row

@@ -500,6 +500,19 @@ impl Inventory {
                     format!("rule {} ({direction}) of {group}", short(id))
                 }
             },
+            Owner::FloatingIp(id) => match topo.floating_ips.get(id) {
+                None => gone(),
+                Some(f) => match f.target.as_ref() {
+                    Some(t) => format!(
+                        "floating IP {} ({}) of port {} ({})",
+                        f.address,
+                        short(id),
+                        short(&t.port_id),
+                        t.fixed_ip
+                    ),
+                    None => format!("floating IP {} ({}), not associated", f.address, short(id)),
+                },
+            },
         }
     }
 

@@ -21,6 +21,8 @@ pub struct Local {
     pub tunnel: Option<u32>,
     /// The tunnel port's source address (`options:local_ip`: the chassis' tunnel address).
     pub tunnel_ip: Option<Ipv4Addr>,
+    /// OpenFlow port of the patch to each physical network's bridge, by physical network.
+    pub patches: BTreeMap<String, u32>,
     /// Where the port numbers come from (for the report).
     pub origin: String,
 }
@@ -43,6 +45,7 @@ impl Local {
             vifs,
             tunnel: Some(1),
             tunnel_ip: inv.topology.chassis.get(chassis).map(|c| c.tunnel_ip),
+            patches: BTreeMap::new(),
             origin: "assumed from the port bindings (no OVSDB: OpenFlow port numbers made up)"
                 .into(),
         }
@@ -88,6 +91,7 @@ pub fn compute_flows(inv: &Inventory, local: &Local) -> Vec<Flow> {
         routers: needs.routers,
         security_groups: needs.security_groups,
         address_groups: needs.address_groups,
+        physnets: needs.physnets,
         chassis: Some(local.chassis.clone()),
         ..nb_keys::Topics::default()
     };
@@ -96,6 +100,9 @@ pub fn compute_flows(inv: &Inventory, local: &Local) -> Vec<Flow> {
         p.apply(Input::Object(key.clone(), Some(value.clone())));
     }
     p.apply(Input::Tunnel(local.tunnel));
+    for (physnet, ofport) in &local.patches {
+        p.apply(Input::Patch(physnet.clone(), Some(*ofport)));
+    }
     for (id, ofport) in &local.vifs {
         p.apply(Input::Vif(id.clone(), Some(*ofport)));
     }

@@ -119,6 +119,14 @@ struct AgentArgs {
     /// Serve Prometheus metrics on this address (`GET /metrics`).
     #[arg(long)]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// Provider networks and the OVS bridges that reach them, comma-separated
+    /// `physnet:bridge` (e.g. `physnet1:br-ex`); the agent creates the bridges and patches them
+    /// to the integration bridge.
+    #[arg(long, default_value = "")]
+    bridge_mappings: String,
+    /// This chassis may host centralized router gateways (centralized SNAT).
+    #[arg(long)]
+    gateway: bool,
 }
 
 impl AgentArgs {
@@ -133,6 +141,9 @@ impl AgentArgs {
             bridge: self.bridge,
             datapath_type: self.datapath_type,
             metrics_listen: self.metrics_listen,
+            bridge_mappings: chassis::BridgeMapping::parse_list(&self.bridge_mappings)
+                .context("--bridge-mappings")?,
+            gateway: self.gateway,
         })
     }
 }

@@ -8,14 +8,15 @@
 
 use std::collections::HashSet;
 
-use model::resources::{ADDRESS_GROUP, SECURITY_GROUP_RULE};
-use model::validate::parse_cidr;
+use model::resources::ADDRESS_GROUP;
+use model::validate::{echo, parse_cidr};
 use serde_json::{Value, json};
 
 use super::{Deletion, check_owner, two_phase_delete};
 use crate::Api;
 use crate::context::Ctx;
 use crate::error::{ApiError, ApiResult};
+use crate::index::RULES_BY_ADDRESS_GROUP;
 use crate::repo::{Attempts, Obj, Plan, Stored};
 
 /// The addresses of a request, normalised, each once, in the order given. `refuse` words the
@@ -66,10 +67,7 @@ pub async fn plan_delete(api: &Api, stored: Stored) -> ApiResult<Deletion> {
         let mut attempts = Attempts::new();
         loop {
             attempts.begin()?;
-            let rules = api
-                .db
-                .list_where(&SECURITY_GROUP_RULE, "remote_address_group_id", &id)
-                .await?;
+            let rules = api.db.find(&RULES_BY_ADDRESS_GROUP, &id).await?;
             if !rules.is_empty() {
                 return Err(ApiError::conflict(
                     "AddressGroupInUse",
@@ -112,7 +110,10 @@ pub async fn change_addresses(
     };
     let requested = normalize(given, |item| {
         let shown = item.as_str().map_or_else(|| item.to_string(), String::from);
-        ApiError::bad("AddrFormatError", format!("invalid IPNetwork {shown}"))
+        ApiError::bad(
+            "AddrFormatError",
+            format!("invalid IPNetwork {}", echo(&shown)),
+        )
     })?;
     let mut attempts = Attempts::new();
     loop {
@@ -120,8 +121,9 @@ pub async fn change_addresses(
         let stored = api.visible(ctx, &ADDRESS_GROUP, id).await?;
         check_owner(ctx, &ADDRESS_GROUP, &stored.obj, "update")?;
         let mut addresses = held(&stored.obj);
+        let holds: HashSet<&String> = addresses.iter().collect();
         let (present, absent): (Vec<&String>, Vec<&String>) =
-            requested.iter().partition(|a| addresses.contains(a));
+            requested.iter().partition(|a| holds.contains(a));
         let list = |a: &[&String]| {
             let quoted: Vec<String> = a.iter().map(|a| format!("'{a}'")).collect();
             format!("[{}]", quoted.join(", "))
@@ -146,14 +148,17 @@ pub async fn change_addresses(
                 ));
             }
             Change::Add => addresses.extend(absent.into_iter().cloned()),
-            Change::Remove => addresses.retain(|a| !present.contains(&a)),
+            Change::Remove => {
+                let removed: HashSet<&String> = present.into_iter().collect();
+                addresses.retain(|a| !removed.contains(a));
+            }
         }
         let created = stored.created;
         let mut group = stored.obj.clone();
         if !requested.is_empty() {
             group.insert("addresses".into(), json!(addresses));
             let mut plan = Plan::default();
-            plan.update(&ADDRESS_GROUP, stored.rev, &mut group);
+            plan.update(&ADDRESS_GROUP, &stored, &mut group);
             if !api.db.commit(plan).await? {
                 continue;
             }

@@ -1,4 +1,9 @@
 //! Floating IPs: addresses on external networks, and their association with ports behind routers.
+//!
+//! A floating IP's `status` is ACTIVE while it is associated with a port whose status is ACTIVE (the
+//! port's VIF is up on a chassis, which then serves the address), DOWN otherwise. It follows
+//! associations here and the port's status in the binding reports of agents (`chassis::bind`, in the
+//! transaction that changes the port).
 
 use model::resources::{FLOATING_IP, NETWORK, PORT, ROUTER, SUBNET};
 use serde_json::{Value, json};
@@ -7,6 +12,7 @@ use super::plan_internal_port;
 use crate::Api;
 use crate::context::Ctx;
 use crate::error::{ApiError, ApiResult};
+use crate::index::{FLOATING_IPS_BY_PORT, ROUTER_INTERFACES_BY_SUBNET};
 use crate::repo::{Obj, Plan, Stored, str_field};
 
 fn bad_fip(message: impl std::fmt::Display) -> ApiError {
@@ -19,6 +25,25 @@ pub fn disassociate(fip: &mut Obj) {
         fip.insert(k.into(), Value::Null);
     }
     fip.insert("status".into(), "DOWN".into());
+}
+
+/// Shows on `fip`, associated with `port`, the port's state: `status` ACTIVE when the port is
+/// ACTIVE, else DOWN, and `port_details`.
+pub fn follow_port(fip: &mut Obj, port: &Obj) {
+    let active = str_field(port, "status") == "ACTIVE";
+    fip.insert(
+        "status".into(),
+        if active { "ACTIVE" } else { "DOWN" }.into(),
+    );
+    fip.insert(
+        "port_details".into(),
+        json!({
+            "name": port.get("name"), "network_id": port.get("network_id"),
+            "mac_address": port.get("mac_address"), "admin_state_up": port.get("admin_state_up"),
+            "status": port.get("status"), "device_id": port.get("device_id"),
+            "device_owner": port.get("device_owner"),
+        }),
+    );
 }
 
 /// Associates `fip` with `port_id` (at `fixed_ip`, or the port's first IPv4 address) through the
@@ -35,7 +60,10 @@ async fn associate(
         Some(p) if ctx.owns(&p.obj) => p,
         _ => return Err(ApiError::object_not_found("Port", "port", port_id)),
     };
-    plan.pin_obj(&PORT, &port);
+    // The port is written back unchanged (same revision number) rather than only pinned: a binding
+    // report changing its status concurrently, which pins the port, is then planned again and finds
+    // this floating IP to update.
+    plan.put_raw(&PORT, &port, &port.obj);
     let ips: Vec<(String, String)> = port
         .obj
         .get("fixed_ips")
@@ -65,7 +93,7 @@ async fn associate(
     };
     let net = str_field(fip, "floating_network_id").to_string();
     let id = str_field(fip, "id").to_string();
-    for other in api.db.list_where(&FLOATING_IP, "port_id", port_id).await? {
+    for other in api.db.find(&FLOATING_IPS_BY_PORT, port_id).await? {
         if other.id() != id
             && str_field(&other.obj, "fixed_ip_address") == ip
             && str_field(&other.obj, "floating_network_id") == net
@@ -79,36 +107,27 @@ async fn associate(
             ));
         }
     }
-    let mut router_id = None;
-    for r in api.db.list(&ROUTER).await? {
+    // As Neutron finds it: of the routers with an interface on the port's subnet, one with its
+    // gateway on the floating network (the lowest id, should there be several).
+    let mut router: Option<Stored> = None;
+    for interface in api.db.find(&ROUTER_INTERFACES_BY_SUBNET, &subnet).await? {
+        let Some(r) = api
+            .db
+            .load(&ROUTER, str_field(&interface.obj, "device_id"))
+            .await?
+        else {
+            continue;
+        };
         let gw_net = r
             .obj
             .get("external_gateway_info")
             .and_then(|g| g.get("network_id"))
             .and_then(Value::as_str);
-        if gw_net != Some(net.as_str()) {
-            continue;
-        }
-        let connected = super::routers::interfaces(api, r.id())
-            .await?
-            .iter()
-            .any(|p| {
-                p.obj
-                    .get("fixed_ips")
-                    .and_then(Value::as_array)
-                    .is_some_and(|l| {
-                        l.iter().any(|i| {
-                            i.get("subnet_id").and_then(Value::as_str) == Some(subnet.as_str())
-                        })
-                    })
-            });
-        if connected {
-            plan.pin_obj(&ROUTER, &r);
-            router_id = Some(r.id().to_string());
-            break;
+        if gw_net == Some(net.as_str()) && router.as_ref().is_none_or(|best| r.id() < best.id()) {
+            router = Some(r);
         }
     }
-    let Some(router_id) = router_id else {
+    let Some(router) = router else {
         return Err(ApiError::not_found(
             "ExternalGatewayForFloatingIPNotFound",
             format!(
@@ -116,19 +135,11 @@ async fn associate(
             ),
         ));
     };
+    plan.pin_obj(&ROUTER, &router);
     fip.insert("port_id".into(), port_id.into());
     fip.insert("fixed_ip_address".into(), ip.into());
-    fip.insert("router_id".into(), router_id.into());
-    fip.insert("status".into(), "DOWN".into());
-    let p = &port.obj;
-    fip.insert(
-        "port_details".into(),
-        json!({
-            "name": p.get("name"), "network_id": p.get("network_id"), "mac_address": p.get("mac_address"),
-            "admin_state_up": p.get("admin_state_up"), "status": p.get("status"),
-            "device_id": p.get("device_id"), "device_owner": p.get("device_owner"),
-        }),
-    );
+    fip.insert("router_id".into(), router.id().into());
+    follow_port(fip, &port.obj);
     Ok(())
 }
 
@@ -159,17 +170,7 @@ pub async fn plan_create(api: &Api, ctx: &Ctx, mut fip: Obj, plan: &mut Plan) ->
         body["fixed_ips"] = json!([fixed]);
     }
     let port = plan_internal_port(api, body.as_object().cloned().unwrap_or_default(), plan).await?;
-    let address = port
-        .get("fixed_ips")
-        .and_then(Value::as_array)
-        .and_then(|l| {
-            l.iter().find_map(|i| {
-                i.get("ip_address")?
-                    .as_str()
-                    .filter(|a| a.parse::<std::net::Ipv4Addr>().is_ok())
-                    .map(String::from)
-            })
-        })
+    let address = super::ipv4_address(&port)
         .ok_or_else(|| bad_fip(format!("Network {net_id} does not contain any IPv4 subnet")))?;
     fip.remove("subnet_id");
     fip.insert("floating_ip_address".into(), address.into());
@@ -213,7 +214,7 @@ pub async fn plan_update(
             associate(api, ctx, &mut fip, &port_id, fixed.as_deref(), plan).await?;
         }
     }
-    plan.update(&FLOATING_IP, stored.rev, &mut fip);
+    plan.update(&FLOATING_IP, &stored, &mut fip);
     Ok(fip)
 }
 

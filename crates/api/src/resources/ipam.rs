@@ -1,10 +1,12 @@
-//! IP address management: allocation pools, and claiming addresses for ports.
+//! IP address management: allocation pools, and claiming addresses for ports; and the number spaces
+//! (tunnel ids, router numbers) allocated the same way.
 //!
 //! An allocated address is a claim key `/ipam/<subnet>/<ip>` owned by a port. Free addresses are handed
 //! out in order: each subnet has an in-memory cursor, and every caller takes the next candidate from it
 //! under a lock, so concurrent callers try different addresses instead of racing for the same one. The
 //! cursor is only a hint (the claim key decides); after a restart, or when it runs past the end of the
-//! pools, the allocator scans the claimed set for the first free address.
+//! pools, the allocator scans the claimed set for the first free address. A [`NumberSpace`] (claims
+//! `<prefix><n>`) works alike, with one cursor for the whole space.
 
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -194,6 +196,54 @@ pub async fn claim_any(
         }
     }
     Ok(None)
+}
+
+/// A range of numbers handed out in order, each claimed as `<claims><n>`: networks' tunnel ids,
+/// routers' numbers.
+pub struct NumberSpace {
+    /// The name of its allocation cursor.
+    pub cursor: &'static str,
+    /// The prefix of its claim keys (`/seg/tunnel/`).
+    pub claims: &'static str,
+    pub first: u64,
+    pub last: u64,
+}
+
+impl NumberSpace {
+    /// The claim key of `n`.
+    pub fn key(&self, n: u64) -> String {
+        format!("{}{n}", self.claims)
+    }
+
+    /// The next number that neither the store nor `plan` has claimed, from the cursor, or by a
+    /// scan of the claims when the cursor ran past the end; `None` when every number is taken. The
+    /// caller claims it: should another call claim it first, that plan fails at commit and the call
+    /// is planned again with the next number.
+    pub async fn next_free(&self, api: &Api, plan: &Plan) -> ApiResult<Option<u64>> {
+        let range = [(u128::from(self.first), u128::from(self.last))];
+        for _ in 0..PROBES {
+            let Some(n) = api.ipam_cursors.take(self.cursor, &range) else {
+                break;
+            };
+            let key = self.key(n as u64);
+            if !plan.is_claimed(&key) && !api.db.exists(&key).await? {
+                return Ok(Some(n as u64));
+            }
+        }
+        let used: HashSet<u64> = api
+            .db
+            .values_under(self.claims)
+            .await?
+            .into_iter()
+            .filter_map(|(k, _)| k.strip_prefix(self.claims)?.parse().ok())
+            .collect();
+        let free =
+            (self.first..=self.last).find(|n| !used.contains(n) && !plan.is_claimed(&self.key(*n)));
+        if let Some(n) = free {
+            api.ipam_cursors.set_past(self.cursor, u128::from(n));
+        }
+        Ok(free)
+    }
 }
 
 /// The SLAAC (EUI-64) address of a MAC in an IPv6 /64.

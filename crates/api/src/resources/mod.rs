@@ -156,12 +156,9 @@ pub async fn present(
             }
         }
         "ports" if !ctx.is_admin => items.iter_mut().for_each(ports::hide_binding),
-        "routers" if !ctx.is_admin => {
-            for router in items.iter_mut() {
-                router.remove("distributed");
-                router.remove("ha");
-            }
-        }
+        "routers" => items
+            .iter_mut()
+            .for_each(|router| routers::present(ctx, router)),
         _ => {}
     }
     Ok(())
@@ -274,9 +271,9 @@ pub async fn action(
 
 /// Applies validated changes to an object and plans the write.
 fn apply_changes(def: &ResourceDef, stored: Stored, changes: Obj, plan: &mut Plan) -> Obj {
-    let mut obj = stored.obj;
+    let mut obj = stored.obj.clone();
     obj.extend(changes);
-    plan.update(def, stored.rev, &mut obj);
+    plan.update(def, &stored, &mut obj);
     obj
 }
 
@@ -287,7 +284,7 @@ async fn mark_deleting(api: &Api, def: &ResourceDef, stored: &Stored) -> ApiResu
     let mut marked = stored.obj.clone();
     marked.insert("_deleting".into(), Value::Bool(true));
     let mut plan = Plan::default();
-    plan.put_raw(def, stored.rev, &marked);
+    plan.put_raw(def, stored, &marked);
     Ok(api.db.commit_at(plan).await?.map(|rev| Stored {
         obj: marked,
         rev,
@@ -322,13 +319,13 @@ async fn unmark_deleting(api: &Api, def: &ResourceDef, marked: &Stored) -> ApiRe
     let mut obj = marked.obj.clone();
     obj.remove("_deleting");
     let mut plan = Plan::default();
-    plan.put_raw(def, marked.rev, &obj);
+    plan.put_raw(def, marked, &obj);
     api.db.commit(plan).await?;
     Ok(())
 }
 
 /// Creates a port on the server's own behalf (router and floating IP ports), planned into `plan`.
-async fn plan_internal_port(api: &Api, body: Obj, plan: &mut Plan) -> ApiResult<Obj> {
+pub(crate) async fn plan_internal_port(api: &Api, body: Obj, plan: &mut Plan) -> ApiResult<Obj> {
     let admin = Ctx {
         project_id: String::new(),
         is_admin: true,
@@ -337,5 +334,7 @@ async fn plan_internal_port(api: &Api, body: Obj, plan: &mut Plan) -> ApiResult<
     ports::plan_create(api, &admin, ports::Requester::Service, obj, plan).await
 }
 
+pub(crate) use self::floatingips::follow_port;
 pub(crate) use self::ipam::Cursors;
-pub(crate) use self::ports::release_port;
+pub(crate) use self::ports::{ipv4_address, release_port};
+pub(crate) use self::routers::INTERFACE_OWNER;

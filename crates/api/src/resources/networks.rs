@@ -1,16 +1,28 @@
 //! Networks: provider segments (allocation of tunnel ids), MTU, sharing, and deletion rules.
 
-use model::resources::{NETWORK, PORT, SUBNET};
+use model::resources::{NETWORK, SUBNET};
 use serde_json::{Value, json};
 
+use super::ipam::NumberSpace;
 use super::{Deletion, admin_only, two_phase_delete};
 use crate::Api;
 use crate::context::Ctx;
 use crate::error::{ApiError, ApiResult};
-use crate::repo::{Attempts, Obj, Plan, Stored, ipam_prefix, str_field};
+use crate::index::PORTS_BY_NETWORK;
+use crate::repo::{Attempts, Obj, Plan, STEP_BUDGET, Stored, ipam_prefix, str_field};
 
-/// Largest tunnel id (24-bit VNI).
-const MAX_VNI: u64 = (1 << 24) - 1;
+/// The first of the top 16 384 VNIs (0xFFC000), which are routers' transit tunnel ids
+/// (`0xFFC000 | n` for router number n, see `routers`): never a network's, allocated or requested.
+const FIRST_TRANSIT_VNI: u64 = (1 << 24) - 1 - super::routers::MAX_ROUTER_NUMBER;
+/// Largest tunnel id a network may have.
+const MAX_NETWORK_VNI: u64 = FIRST_TRANSIT_VNI - 1;
+/// Networks' tunnel ids (VXLAN and Geneve share them).
+const TUNNEL_IDS: NumberSpace = NumberSpace {
+    cursor: "seg:tunnel",
+    claims: "/seg/tunnel/",
+    first: 1,
+    last: MAX_NETWORK_VNI,
+};
 /// The network type of networks created without provider attributes.
 const TENANT_NETWORK_TYPE: &str = "vxlan";
 /// Underlay MTU assumed for all chassis.
@@ -33,7 +45,7 @@ fn max_mtu(kind: &str) -> i64 {
 /// The claim key of a segment.
 fn segment_key(kind: &str, physnet: &str, id: Option<i64>) -> String {
     match (kind, id) {
-        (k, Some(id)) if is_tunnel(k) => format!("/seg/tunnel/{id}"),
+        (k, Some(id)) if is_tunnel(k) => TUNNEL_IDS.key(id as u64),
         ("vlan", Some(id)) => format!("/seg/vlan/{physnet}/{id}"),
         _ => format!("/seg/{kind}/{physnet}"),
     }
@@ -51,40 +63,6 @@ pub fn network_segment_key(net: &Obj) -> Option<String> {
             id,
         )),
     }
-}
-
-/// Cursor name of the tunnel id space.
-const TUNNEL_CURSOR: &str = "seg:tunnel";
-
-/// The next free tunnel id, from the cursor (see `ipam`), or by a scan when the cursor wrapped.
-async fn allocate_tunnel_id(api: &Api, plan: &Plan) -> ApiResult<u64> {
-    let space = [(1u128, MAX_VNI as u128)];
-    for _ in 0..32 {
-        let Some(id) = api.ipam_cursors.take(TUNNEL_CURSOR, &space) else {
-            break;
-        };
-        let key = format!("/seg/tunnel/{id}");
-        if !plan.is_claimed(&key) && !api.db.exists(&key).await? {
-            return Ok(id as u64);
-        }
-    }
-    let used: std::collections::HashSet<u64> = api
-        .db
-        .values_under("/seg/tunnel/")
-        .await?
-        .into_iter()
-        .filter_map(|(k, _)| k.rsplit('/').next().and_then(|n| n.parse().ok()))
-        .collect();
-    let id = (1..=MAX_VNI)
-        .find(|id| !used.contains(id) && !plan.is_claimed(&format!("/seg/tunnel/{id}")))
-        .ok_or_else(|| {
-            ApiError::conflict(
-                "NoNetworkAvailable",
-                "Unable to create the network. No tenant network is available for allocation.",
-            )
-        })?;
-    api.ipam_cursors.set_past(TUNNEL_CURSOR, id as u128);
-    Ok(id)
 }
 
 pub async fn plan_create(api: &Api, ctx: &Ctx, mut net: Obj, plan: &mut Plan) -> ApiResult<Obj> {
@@ -123,13 +101,19 @@ pub async fn plan_create(api: &Api, ctx: &Ctx, mut net: Obj, plan: &mut Plan) ->
                 )));
             }
             match seg {
-                Some(s) if !(1..=MAX_VNI as i64).contains(&s) => {
+                Some(s) if !(1..=MAX_NETWORK_VNI as i64).contains(&s) => {
                     return Err(ApiError::invalid_input(format!(
-                        "{k} network segmentation_id {s} out of range 1-{MAX_VNI}"
+                        "{k} network segmentation_id {s} out of range 1-{MAX_NETWORK_VNI} (the \
+                         VNIs above are router transit tunnels)"
                     )));
                 }
                 Some(s) => s,
-                None => allocate_tunnel_id(api, plan).await? as i64,
+                None => TUNNEL_IDS.next_free(api, plan).await?.ok_or_else(|| {
+                    ApiError::conflict(
+                        "NoNetworkAvailable",
+                        "Unable to create the network. No tenant network is available for allocation.",
+                    )
+                })? as i64,
             }
             .into()
         }
@@ -242,15 +226,11 @@ pub async fn plan_update(
     if let Some(external) = changes.get("router:external")
         && stored.obj.get("router:external") != Some(external)
     {
-        for mut subnet in api
-            .db
-            .list_where(&SUBNET, "network_id", stored.id())
-            .await?
-        {
-            subnet
-                .obj
-                .insert("router:external".into(), external.clone());
-            plan.update(&SUBNET, subnet.rev, &mut subnet.obj);
+        let ids = super::subnets::ids_on(&stored.obj);
+        for subnet in api.db.load_many(&SUBNET, &ids).await? {
+            let mut changed = subnet.obj.clone();
+            changed.insert("router:external".into(), external.clone());
+            plan.update(&SUBNET, &subnet, &mut changed);
         }
     }
     let mut net = stored.obj.clone();
@@ -265,7 +245,7 @@ pub async fn plan_update(
     if net == stored.obj {
         plan.pin_obj(&NETWORK, &stored);
     } else {
-        plan.update(&NETWORK, stored.rev, &mut net);
+        plan.update(&NETWORK, &stored, &mut net);
     }
     Ok(net)
 }
@@ -287,9 +267,13 @@ pub fn present(ctx: &Ctx, answer: super::Answer, net: &mut Obj) {
     }
 }
 
-/// Ports that do not keep a network from being deleted (they go with it).
+/// Ports that do not keep a network from being deleted (they go with it): DHCP ports and, as in
+/// Neutron, the per-chassis ports of an external network (chassis' SNAT addresses).
 fn removable_with_network(port: &Obj) -> bool {
-    str_field(port, "device_owner") == "network:dhcp"
+    matches!(
+        str_field(port, "device_owner"),
+        "network:dhcp" | crate::snat::SNAT_OWNER
+    )
 }
 
 pub async fn plan_delete(api: &Api, stored: Stored) -> ApiResult<Deletion> {
@@ -298,10 +282,6 @@ pub async fn plan_delete(api: &Api, stored: Stored) -> ApiResult<Deletion> {
     })
     .await
 }
-
-/// The most conditions or writes one step of a network deletion commits: etcd refuses transactions
-/// with more than 128 of either (its default `--max-txn-ops`).
-const STEP_BUDGET: usize = 100;
 
 /// Deletes a network marked for deletion with its subnets, unless ports are still on it.
 ///
@@ -314,7 +294,7 @@ async fn finish_delete(api: &Api, marked: &mut Stored) -> ApiResult<()> {
     let mut attempts = Attempts::new();
     'plan: loop {
         attempts.begin()?;
-        let ports = api.db.list_where(&PORT, "network_id", &id).await?;
+        let ports = api.db.find(&PORTS_BY_NETWORK, &id).await?;
         if ports.iter().any(|p| !removable_with_network(&p.obj)) {
             return Err(ApiError::conflict(
                 "NetworkInUse",
@@ -330,7 +310,11 @@ async fn finish_delete(api: &Api, marked: &mut Stored) -> ApiResult<()> {
             super::release_port(&mut unit, port);
             units.push((unit, None));
         }
-        for subnet in api.db.list_where(&SUBNET, "network_id", &id).await? {
+        let subnets = api
+            .db
+            .load_many(&SUBNET, &super::subnets::ids_on(&marked.obj))
+            .await?;
+        for subnet in subnets {
             let mut unit = Plan::default();
             for (key, _) in api.db.values_under(&ipam_prefix(subnet.id())).await? {
                 unit.release(key);
@@ -367,7 +351,7 @@ async fn finish_delete(api: &Api, marked: &mut Stored) -> ApiResult<()> {
             if let Some(Value::Array(list)) = net.get_mut("subnets") {
                 list.retain(|s| !removed.iter().any(|r| s.as_str() == Some(r)));
             }
-            step.put_raw(&NETWORK, marked.rev, &net);
+            step.put_raw(&NETWORK, marked, &net);
             match api.db.commit_at(step).await? {
                 Some(rev) => {
                     marked.obj = net;
@@ -376,5 +360,35 @@ async fn finish_delete(api: &Api, marked: &mut Stored) -> ApiResult<()> {
                 None => continue 'plan,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use model::resources::NETWORK;
+
+    use super::*;
+    use crate::ApiConfig;
+
+    /// Allocated tunnel ids stay below the router transit ids: after the last network VNI the
+    /// allocator starts over at the lowest free id. (Only the cursor can be moved there: the API
+    /// would need 16 million networks.)
+    #[tokio::test]
+    async fn allocated_tunnel_ids_skip_the_transit_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = format!("embedded:{}", dir.path().join("wyvern.redb").display());
+        let api = Api::new(store::open(&spec).unwrap(), ApiConfig::default());
+        let admin = Ctx {
+            project_id: "admin".into(),
+            is_admin: true,
+        };
+        api.ipam_cursors.set_past(TUNNEL_IDS.cursor, 0xff_bffe);
+        let mut vnis = Vec::new();
+        for _ in 0..2 {
+            let body = json!({"network": {"name": "n"}});
+            let answer = api.create(&admin, &NETWORK, body).await.unwrap();
+            vnis.push(answer["network"]["provider:segmentation_id"].clone());
+        }
+        assert_eq!(vnis, vec![json!(0xff_bfff), json!(1)]);
     }
 }

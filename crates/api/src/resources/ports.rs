@@ -6,15 +6,16 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use model::resources::{FLOATING_IP, NETWORK, PORT, ROUTER, SECURITY_GROUP, SUBNET};
-use model::validate::parse_cidr;
+use model::validate::{echo, parse_cidr};
 use serde_json::{Value, json};
 
 use super::ipam::{claim_any, claim_specific, eui64, subnet_cidr};
 use super::security_groups::default_group_id;
-use super::subnets::is_auto_address;
+use super::subnets::{ids_on, is_auto_address};
 use crate::Api;
 use crate::context::Ctx;
 use crate::error::{ApiError, ApiResult};
+use crate::index::FLOATING_IPS_BY_PORT;
 use crate::repo::{Obj, Plan, Stored, ipam_key, mac_key, str_field};
 
 /// Device owners of ports that routers and floating IPs own. Only the router and floating IP APIs
@@ -26,6 +27,7 @@ const SERVICE_OWNERS: &[&str] = &[
     "network:floatingip",
     "network:router_interface_distributed",
     "network:ha_router_replicated_interface",
+    crate::snat::SNAT_OWNER,
 ];
 
 /// Who asks for a port: a client of the port API, whose request Neutron's policy governs, or the
@@ -41,12 +43,9 @@ pub enum Requester {
 fn explicit(port: &Obj) -> Obj {
     port.iter()
         .filter(|(name, value)| {
-            !PORT.attr(name).is_some_and(|a| match a.default {
-                model::Default::Json(lit) => {
-                    serde_json::from_str::<Value>(lit).ok().as_ref() == Some(*value)
-                }
-                _ => false,
-            })
+            !PORT
+                .attr(name)
+                .is_some_and(|a| a.default.value().as_ref() == Some(*value))
         })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
@@ -102,6 +101,12 @@ async fn authorize(
         && (changes("device_owner") || changes("device_id"))
     {
         return refuse("device_owner");
+    }
+    // A chassis' SNAT address stays bound to its chassis.
+    if stored.is_some_and(|s| str_field(s, "device_owner") == crate::snat::SNAT_OWNER)
+        && changes("binding:host_id")
+    {
+        return refuse("binding:host_id");
     }
     // A MAC address is chosen at creation by the network's owner, and changed only by admins.
     let may_choose_mac = if stored.is_none() {
@@ -198,7 +203,7 @@ fn parse_fixed_ips(value: &Value) -> ApiResult<Vec<Wanted>> {
                 .as_object()
                 .ok_or_else(|| bad("each entry must be a dictionary"))?;
             if let Some(k) = o.keys().find(|k| *k != "subnet_id" && *k != "ip_address") {
-                return Err(bad(&format!("unrecognized key '{k}'")));
+                return Err(bad(&format!("unrecognized key '{}'", echo(k))));
             }
             let subnet_id = match o.get("subnet_id") {
                 None | Some(Value::Null) => None,
@@ -291,7 +296,8 @@ async fn subnet_for<'a>(
         })
 }
 
-/// Resolves and claims the fixed IPs of `port` (its id, network, MAC and device owner are set). `keep`
+/// Resolves and claims the fixed IPs of `port` (its id, network, MAC and device owner are set) on the
+/// subnets of `network` (only those: the work does not grow with other networks' subnets). `keep`
 /// are addresses the port already holds (on update), which are kept without a new claim.
 ///
 /// As in Neutron, every port except a router interface also gets an address on each SLAAC or
@@ -301,6 +307,7 @@ async fn allocate_fixed_ips(
     api: &Api,
     ctx: &Ctx,
     plan: &mut Plan,
+    network: &Obj,
     port: &Obj,
     wanted: Option<Vec<Wanted>>,
     keep: &[(String, String)],
@@ -309,7 +316,7 @@ async fn allocate_fixed_ips(
     let port_id = str_field(port, "id");
     let mac = str_field(port, "mac_address");
     let device_owner = str_field(port, "device_owner");
-    let mut subnets = api.db.list_where(&SUBNET, "network_id", network_id).await?;
+    let mut subnets = api.db.load_many(&SUBNET, &ids_on(network)).await?;
     subnets.sort_by(|a, b| {
         str_field(&a.obj, "created_at")
             .cmp(str_field(&b.obj, "created_at"))
@@ -453,13 +460,14 @@ fn normalize_pairs(pairs: &Value, mac: &str) -> ApiResult<Value> {
             .as_object()
             .ok_or_else(|| bad("each pair must be a dictionary".into()))?;
         if let Some(k) = o.keys().find(|k| *k != "ip_address" && *k != "mac_address") {
-            return Err(bad(format!("Unrecognized attribute(s) '{k}'")));
+            return Err(bad(format!("Unrecognized attribute(s) '{}'", echo(k))));
         }
         let ip = o
             .get("ip_address")
             .and_then(Value::as_str)
             .ok_or_else(|| bad("AllowedAddressPair must contain ip_address".into()))?;
-        let net = parse_cidr(ip).ok_or_else(|| bad(format!("'{ip}' is not a valid IP address")))?;
+        let net = parse_cidr(ip)
+            .ok_or_else(|| bad(format!("'{}' is not a valid IP address", echo(ip))))?;
         let ip_text = if net.prefix_len() == net.max_prefix_len() && !ip.contains('/') {
             net.addr().to_string()
         } else {
@@ -495,7 +503,7 @@ fn normalize_dhcp_opts(opts: &Value) -> ApiResult<Value> {
             .keys()
             .find(|k| !matches!(k.as_str(), "opt_name" | "opt_value" | "ip_version"))
         {
-            return Err(bad(&format!("unrecognized key '{k}'")));
+            return Err(bad(&format!("unrecognized key '{}'", echo(k))));
         }
         let name = m
             .get("opt_name")
@@ -641,7 +649,7 @@ pub async fn plan_create(
     .await?;
     port.insert("mac_address".into(), mac.clone().into());
     let wanted = port.get("fixed_ips").map(parse_fixed_ips).transpose()?;
-    let ips = allocate_fixed_ips(api, ctx, plan, &port, wanted, &[]).await?;
+    let ips = allocate_fixed_ips(api, ctx, plan, &network.obj, &port, wanted, &[]).await?;
     port.insert("fixed_ips".into(), Value::Array(ips));
     if !port.contains_key("port_security_enabled") {
         let secure = network
@@ -709,16 +717,13 @@ pub async fn plan_update(
     let id = stored.id().to_string();
     let network_id = str_field(&stored.obj, "network_id").to_string();
     let old_mac = str_field(&stored.obj, "mac_address").to_string();
-    let network = api.db.load(&NETWORK, &network_id).await?.map(|n| n.obj);
-    authorize(
-        api,
-        ctx,
-        "update",
-        &network.unwrap_or_default(),
-        &changes,
-        Some(&stored.obj),
-    )
-    .await?;
+    let network = api
+        .db
+        .load(&NETWORK, &network_id)
+        .await?
+        .map(|n| n.obj)
+        .unwrap_or_default();
+    authorize(api, ctx, "update", &network, &changes, Some(&stored.obj)).await?;
     let mut port = stored.obj.clone();
     port.extend(changes.clone());
     if let Some(mac) = changes.get("mac_address").and_then(Value::as_str)
@@ -730,8 +735,8 @@ pub async fn plan_update(
     let mac = str_field(&port, "mac_address").to_string();
     if let Some(fixed) = changes.get("fixed_ips") {
         let held = held_ips(&stored.obj);
-        let ips =
-            allocate_fixed_ips(api, ctx, plan, &port, Some(parse_fixed_ips(fixed)?), &held).await?;
+        let wanted = Some(parse_fixed_ips(fixed)?);
+        let ips = allocate_fixed_ips(api, ctx, plan, &network, &port, wanted, &held).await?;
         port.insert("fixed_ips".into(), Value::Array(ips));
         let now_held = held_ips(&port);
         for (s, ip) in held {
@@ -754,19 +759,32 @@ pub async fn plan_update(
     // request clears the groups.
     check_security(api, ctx, &port, &changes, plan).await?;
     set_binding(&mut port);
-    plan.update(&PORT, stored.rev, &mut port);
+    plan.update(&PORT, &stored, &mut port);
     Ok(port)
 }
 
-/// Releases a port's addresses and MAC and deletes it (no checks).
+/// A port's first IPv4 address.
+pub fn ipv4_address(port: &Obj) -> Option<String> {
+    held_ips(port)
+        .into_iter()
+        .map(|(_, ip)| ip)
+        .find(|ip| ip.parse::<std::net::Ipv4Addr>().is_ok())
+}
+
+/// Releases a port's addresses, MAC (and, for a chassis' SNAT address, its claim) and deletes it
+/// (no checks).
 pub fn release_port(plan: &mut Plan, port: &Stored) {
     for (s, ip) in held_ips(&port.obj) {
         plan.release(ipam_key(&s, &ip));
     }
-    plan.release(mac_key(
-        str_field(&port.obj, "network_id"),
-        str_field(&port.obj, "mac_address"),
-    ));
+    let network = str_field(&port.obj, "network_id");
+    plan.release(mac_key(network, str_field(&port.obj, "mac_address")));
+    if str_field(&port.obj, "device_owner") == crate::snat::SNAT_OWNER {
+        plan.release(crate::snat::claim_key(
+            network,
+            str_field(&port.obj, "device_id"),
+        ));
+    }
     plan.delete(&PORT, port);
 }
 
@@ -781,13 +799,10 @@ pub async fn plan_delete(api: &Api, stored: Stored, plan: &mut Plan) -> ApiResul
             ),
         ));
     }
-    for mut fip in api
-        .db
-        .list_where(&FLOATING_IP, "port_id", stored.id())
-        .await?
-    {
-        super::floatingips::disassociate(&mut fip.obj);
-        plan.update(&FLOATING_IP, fip.rev, &mut fip.obj);
+    for fip in api.db.find(&FLOATING_IPS_BY_PORT, stored.id()).await? {
+        let mut obj = fip.obj.clone();
+        super::floatingips::disassociate(&mut obj);
+        plan.update(&FLOATING_IP, &fip, &mut obj);
     }
     release_port(plan, &stored);
     Ok(())

@@ -1,26 +1,105 @@
-//! Routers: the external gateway (and its port), extra routes, and interfaces on subnets.
+//! Routers: the external gateway (and its port), extra routes, interfaces on subnets, the SNAT mode,
+//! and router numbers.
+//!
+//! Every router has a number (`_nat_id`, internal: hidden from the API, read by the datapath), 1 to
+//! 16 383, unique in the deployment (claimed as `/seg/router/<n>`): on the gateway chassis of a
+//! router with centralized SNAT it is the router's conntrack zone (`0xC000 | n`) and its transit
+//! tunnel id (`0xFFC000 | n`, among the VNIs no network gets, see `networks`).
 
 use ipnet::IpNet;
-use model::resources::{FLOATING_IP, NETWORK, PORT, ROUTER, SUBNET};
+use model::resources::{NETWORK, PORT, ROUTER, SUBNET};
+use model::validate::echo;
 use serde_json::{Value, json};
 
-use super::ipam::subnet_cidr;
+use super::ipam::{NumberSpace, subnet_cidr};
 use super::plan_internal_port;
 use crate::Api;
 use crate::context::Ctx;
 use crate::error::{ApiError, ApiResult};
+use crate::index::{FLOATING_IPS_BY_ROUTER, PORTS_BY_DEVICE};
 use crate::repo::{Attempts, Obj, Plan, Stored, str_field};
 
-const INTERFACE_OWNER: &str = "network:router_interface";
+/// The device owner of a router's interface ports.
+pub const INTERFACE_OWNER: &str = "network:router_interface";
 const GATEWAY_OWNER: &str = "network:router_gateway";
+
+/// The highest router number (14 bits: zone `0xC000 | n`, transit id `0xFFC000 | n`).
+pub const MAX_ROUTER_NUMBER: u64 = 0x3fff;
+
+/// Routers' numbers.
+const ROUTER_NUMBERS: NumberSpace = NumberSpace {
+    cursor: "seg:router",
+    claims: "/seg/router/",
+    first: 1,
+    last: MAX_ROUTER_NUMBER,
+};
+
+/// The stored field that holds a router's number.
+const NUMBER: &str = "_nat_id";
+
+/// A router's number, if it has one.
+fn number(router: &Obj) -> Option<u64> {
+    router
+        .get(NUMBER)
+        .and_then(Value::as_u64)
+        .filter(|n| (ROUTER_NUMBERS.first..=ROUTER_NUMBERS.last).contains(n))
+}
+
+/// Gives a router that has no number (a new one, or one stored before routers had numbers) the next
+/// free one, claimed in `plan`; 409 `NoRouterNumberAvailable` when all are taken.
+async fn ensure_number(api: &Api, router: &mut Obj, plan: &mut Plan) -> ApiResult<()> {
+    if number(router).is_some() {
+        return Ok(());
+    }
+    let n = ROUTER_NUMBERS.next_free(api, plan).await?.ok_or_else(|| {
+        ApiError::conflict(
+            "NoRouterNumberAvailable",
+            format!(
+                "Unable to complete operation on router {}. No router number is available: all {} are in use.",
+                str_field(router, "id"),
+                ROUTER_NUMBERS.last
+            ),
+        )
+    })?;
+    plan.claim(ROUTER_NUMBERS.key(n), str_field(router, "id"));
+    router.insert(NUMBER.into(), n.into());
+    Ok(())
+}
+
+/// Gives a router stored before routers had a SNAT mode the default one.
+fn default_snat_mode(router: &mut Obj) {
+    if !router.contains_key("snat_mode")
+        && let Some(default) = ROUTER.attr("snat_mode").and_then(|a| a.default.value())
+    {
+        router.insert("snat_mode".into(), default);
+    }
+}
+
+/// Prepares a router for an answer to `ctx`: the default SNAT mode on a router stored before it had
+/// one; `distributed` and `ha` only for admins.
+pub fn present(ctx: &Ctx, router: &mut Obj) {
+    default_snat_mode(router);
+    if !ctx.is_admin {
+        router.remove("distributed");
+        router.remove("ha");
+    }
+}
+
+/// Completes a router about to be written: a number, and the SNAT mode of a router stored before it
+/// had one.
+async fn complete(api: &Api, router: &mut Obj, plan: &mut Plan) -> ApiResult<()> {
+    ensure_number(api, router, plan).await?;
+    default_snat_mode(router);
+    Ok(())
+}
 
 fn bad_router(message: impl std::fmt::Display) -> ApiError {
     ApiError::bad("BadRequest", format!("Bad router request: {message}."))
 }
 
 /// The router's interface ports.
-pub async fn interfaces(api: &Api, router: &str) -> ApiResult<Vec<Stored>> {
-    let mut ports = api.db.list_where(&PORT, "device_id", router).await?;
+async fn interfaces(api: &Api, router: &str) -> ApiResult<Vec<Stored>> {
+    let mut ports = api.db.find(&PORTS_BY_DEVICE, router).await?;
     ports.retain(|p| str_field(&p.obj, "device_owner") == INTERFACE_OWNER);
     Ok(ports)
 }
@@ -66,7 +145,8 @@ async fn plan_gateway(
         )
     }) {
         return Err(ApiError::bad_request(format!(
-            "Invalid input for external_gateway_info. Reason: Unexpected key '{k}'."
+            "Invalid input for external_gateway_info. Reason: Unexpected key '{}'.",
+            echo(k)
         )));
     }
     let net_id = info
@@ -106,8 +186,7 @@ async fn plan_gateway(
 
 async fn remove_gateway(api: &Api, router: &mut Obj, plan: &mut Plan) -> ApiResult<()> {
     let id = str_field(router, "id").to_string();
-    let fips = api.db.list_where(&FLOATING_IP, "router_id", &id).await?;
-    if !fips.is_empty() {
+    if api.db.any(&FLOATING_IPS_BY_ROUTER, &id).await? {
         let net = router
             .get("external_gateway_info")
             .and_then(|g| g.get("network_id"))
@@ -201,6 +280,7 @@ pub async fn plan_create(api: &Api, ctx: &Ctx, mut router: Obj, plan: &mut Plan)
         let shown = plan_gateway(api, ctx, &mut router, &info, plan).await?;
         router.insert("external_gateway_info".into(), shown);
     }
+    complete(api, &mut router, plan).await?;
     plan.create(&ROUTER, &router);
     Ok(router)
 }
@@ -253,7 +333,8 @@ pub async fn plan_update(
             }
         }
     }
-    plan.update(&ROUTER, stored.rev, &mut router);
+    complete(api, &mut router, plan).await?;
+    plan.update(&ROUTER, &stored, &mut router);
     Ok(router)
 }
 
@@ -266,6 +347,9 @@ pub async fn plan_delete(api: &Api, stored: Stored, plan: &mut Plan) -> ApiResul
     }
     let mut router = stored.obj.clone();
     remove_gateway(api, &mut router, plan).await?;
+    if let Some(n) = number(&router) {
+        plan.release(ROUTER_NUMBERS.key(n));
+    }
     plan.delete(&ROUTER, &stored);
     Ok(())
 }
@@ -358,7 +442,7 @@ pub async fn add_interface(api: &Api, ctx: &Ctx, id: &str, body: Value) -> ApiRe
                 .await?
             }
             (None, Some(pid)) => {
-                let mut port = api.visible(ctx, &PORT, pid).await?;
+                let port = api.visible(ctx, &PORT, pid).await?;
                 let device = str_field(&port.obj, "device_id");
                 if !device.is_empty() {
                     return Err(ApiError::conflict(
@@ -378,16 +462,17 @@ pub async fn add_interface(api: &Api, ctx: &Ctx, id: &str, body: Value) -> ApiRe
                         check_subnet(&s)?;
                     }
                 }
-                port.obj
-                    .insert("device_owner".into(), INTERFACE_OWNER.into());
-                port.obj.insert("device_id".into(), id.into());
-                plan.update(&PORT, port.rev, &mut port.obj);
-                port.obj
+                let mut attached = port.obj.clone();
+                attached.insert("device_owner".into(), INTERFACE_OWNER.into());
+                attached.insert("device_id".into(), id.into());
+                plan.update(&PORT, &port, &mut attached);
+                attached
             }
             (None, None) => unreachable!("interface_body requires one"),
         };
         let mut r = router.obj.clone();
-        plan.update(&ROUTER, router.rev, &mut r);
+        complete(api, &mut r, &mut plan).await?;
+        plan.update(&ROUTER, &router, &mut r);
         if api.db.commit(plan).await? {
             return Ok(interface_info(&r, &port));
         }
@@ -451,7 +536,7 @@ pub async fn remove_interface(api: &Api, ctx: &Ctx, id: &str, body: Value) -> Ap
             (None, None) => unreachable!("interface_body requires one"),
         };
         let subnets = port_subnets(&port.obj);
-        for fip in api.db.list_where(&FLOATING_IP, "router_id", id).await? {
+        for fip in api.db.find(&FLOATING_IPS_BY_ROUTER, id).await? {
             let fixed = str_field(&fip.obj, "fixed_ip_address");
             let Some(inner) = api.db.load(&PORT, str_field(&fip.obj, "port_id")).await? else {
                 continue;
@@ -482,7 +567,8 @@ pub async fn remove_interface(api: &Api, ctx: &Ctx, id: &str, body: Value) -> Ap
         let mut plan = Plan::default();
         super::release_port(&mut plan, &port);
         let mut r = router.obj.clone();
-        plan.update(&ROUTER, router.rev, &mut r);
+        complete(api, &mut r, &mut plan).await?;
+        plan.update(&ROUTER, &router, &mut r);
         if api.db.commit(plan).await? {
             return Ok(interface_info(&r, &port.obj));
         }

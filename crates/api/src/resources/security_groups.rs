@@ -1,8 +1,8 @@
 //! Security groups and their rules, including each project's `default` group.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use model::resources::{PORT, SECURITY_GROUP, SECURITY_GROUP_RULE};
+use model::resources::{SECURITY_GROUP, SECURITY_GROUP_RULE};
 use model::validate::{PROTOCOLS, parse_cidr};
 use serde_json::{Value, json};
 
@@ -10,6 +10,7 @@ use super::{Answer, Deletion, two_phase_delete};
 use crate::Api;
 use crate::context::Ctx;
 use crate::error::{ApiError, ApiResult};
+use crate::index::{PORTS_BY_SECURITY_GROUP, RULES_BY_GROUP, RULES_BY_REMOTE_GROUP};
 use crate::repo::{Attempts, Obj, Plan, Stored, new_id, now, str_field};
 
 fn default_key(project: &str) -> String {
@@ -80,10 +81,22 @@ pub async fn ensure_default(api: &Api, project: &str) -> ApiResult<()> {
 
 /// Fills in `security_group_rules`, each rule shown as Neutron shows rules inside a group: read back
 /// (show, update, list) they carry `standard_attr_id` and `tags`, and in a list
-/// `belongs_to_default_sg` is null.
+/// `belongs_to_default_sg` is null. A list, which reads every group, reads every rule; one group
+/// (created, shown, updated) reads its own rules.
 pub async fn expand(api: &Api, answer: Answer, groups: &mut [Obj]) -> ApiResult<()> {
+    let rules = if answer == Answer::Listed {
+        api.db.list(&SECURITY_GROUP_RULE).await?
+    } else {
+        let ids = groups.iter().map(|g| str_field(g, "id"));
+        let found = ids.map(|id| api.db.find(&RULES_BY_GROUP, id));
+        futures::future::try_join_all(found)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect()
+    };
     let mut by_group: HashMap<String, Vec<Value>> = HashMap::new();
-    for rule in api.db.list(&SECURITY_GROUP_RULE).await? {
+    for rule in rules {
         let sg = str_field(&rule.obj, "security_group_id").to_string();
         let mut obj = rule.obj;
         if answer != Answer::Created {
@@ -119,12 +132,7 @@ pub async fn plan_create(_api: &Api, mut sg: Obj, plan: &mut Plan) -> ApiResult<
 
 /// Whether any port is in group `id`.
 async fn in_use(api: &Api, id: &str) -> ApiResult<bool> {
-    Ok(api.db.list(&PORT).await?.into_iter().any(|p| {
-        p.obj
-            .get("security_groups")
-            .and_then(Value::as_array)
-            .is_some_and(|g| g.iter().any(|x| x.as_str() == Some(id)))
-    }))
+    api.db.any(&PORTS_BY_SECURITY_GROUP, id).await
 }
 
 fn group_in_use(id: &str) -> ApiError {
@@ -181,10 +189,12 @@ async fn finish_delete(api: &Api, marked: &Stored) -> ApiResult<()> {
             return Err(group_in_use(&id));
         }
         let mut plan = Plan::default();
-        for rule in api.db.list(&SECURITY_GROUP_RULE).await? {
-            if str_field(&rule.obj, "security_group_id") == id
-                || str_field(&rule.obj, "remote_group_id") == id
-            {
+        let mut rules = api.db.find(&RULES_BY_GROUP, &id).await?;
+        rules.extend(api.db.find(&RULES_BY_REMOTE_GROUP, &id).await?);
+        // A rule of the group that refers to the group itself is found twice.
+        let mut deleted = HashSet::new();
+        for rule in rules {
+            if deleted.insert(rule.id().to_string()) {
                 plan.delete(&SECURITY_GROUP_RULE, &rule);
             }
         }
@@ -399,7 +409,7 @@ pub async fn plan_create_rule(
     if let Some(remote) = rule.get("remote_address_group_id").and_then(Value::as_str) {
         super::address_groups::check_remote(api, ctx, remote, plan).await?;
     }
-    let Some(mut sg) = sg else {
+    let Some(sg) = sg else {
         return Err(ApiError::not_found(
             "SecurityGroupNotFound",
             format!("Security group {sg_id} does not exist"),
@@ -414,11 +424,7 @@ pub async fn plan_create_rule(
         Value::Bool(sg.obj.contains_key("_default")),
     );
     let identity = rule_identity(&rule);
-    for other in api
-        .db
-        .list_where(&SECURITY_GROUP_RULE, "security_group_id", &sg_id)
-        .await?
-    {
+    for other in api.db.find(&RULES_BY_GROUP, &sg_id).await? {
         if rule_identity(&other.obj) == identity {
             return Err(ApiError::conflict(
                 "SecurityGroupRuleExists",
@@ -429,18 +435,18 @@ pub async fn plan_create_rule(
             ));
         }
     }
-    plan.update(&SECURITY_GROUP, sg.rev, &mut sg.obj);
+    plan.update(&SECURITY_GROUP, &sg, &mut sg.obj.clone());
     plan.create(&SECURITY_GROUP_RULE, &rule);
     Ok(rule)
 }
 
 pub async fn plan_delete_rule(api: &Api, stored: Stored, plan: &mut Plan) -> ApiResult<()> {
-    if let Some(mut sg) = api
+    if let Some(sg) = api
         .db
         .load(&SECURITY_GROUP, str_field(&stored.obj, "security_group_id"))
         .await?
     {
-        plan.update(&SECURITY_GROUP, sg.rev, &mut sg.obj);
+        plan.update(&SECURITY_GROUP, &sg, &mut sg.obj.clone());
     }
     plan.delete(&SECURITY_GROUP_RULE, &stored);
     Ok(())

@@ -83,15 +83,19 @@ fn check_gateway_and_pools(net: &IpNet, subnet: &Obj) -> ApiResult<()> {
         if s > e {
             return Err(bad());
         }
-        if let Some((_, _, other)) = ranges.iter().find(|(os, oe, _)| s <= *oe && *os <= e) {
-            return Err(ApiError::conflict(
-                "OverlappingAllocationPools",
-                format!(
-                    "Found overlapping allocation pools: {pool_text} and {other} for subnet {net}."
-                ),
-            ));
-        }
         ranges.push((s, e, pool_text));
+    }
+    // Sorted by start, two pools overlap only if some neighbours do: n log n, however many pools.
+    let mut sorted: Vec<&(u128, u128, String)> = ranges.iter().collect();
+    sorted.sort_unstable_by_key(|(s, e, _)| (*s, *e));
+    if let Some(pair) = sorted.windows(2).find(|pair| pair[1].0 <= pair[0].1) {
+        return Err(ApiError::conflict(
+            "OverlappingAllocationPools",
+            format!(
+                "Found overlapping allocation pools: {} and {} for subnet {net}.",
+                pair[0].2, pair[1].2
+            ),
+        ));
     }
     if let Some(gw) = gateway {
         let g = to_u128(gw);
@@ -229,6 +233,15 @@ fn check_cidr(net: &IpNet, subnet: &Obj) -> ApiResult<()> {
     Ok(())
 }
 
+/// The ids in a network's `subnets`, which every subnet create and delete keeps up to date.
+pub fn ids_on(network: &Obj) -> Vec<&str> {
+    network
+        .get("subnets")
+        .and_then(Value::as_array)
+        .map(|ids| ids.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
 /// Whether ports get an address on this subnet without asking (SLAAC and stateless DHCPv6).
 pub fn is_auto_address(subnet: &Obj) -> bool {
     matches!(
@@ -245,10 +258,14 @@ pub async fn plan_create(api: &Api, ctx: &Ctx, mut subnet: Obj, plan: &mut Plan)
     let network_id = str_field(&subnet, "network_id").to_string();
     // Only the network's owner may add subnets: another project's network, even one it cannot see,
     // is refused by policy, as in Neutron.
-    let mut network = api.db.require(&NETWORK, &network_id).await?;
-    if !ctx.owns(&network.obj) {
+    let read = api.db.require(&NETWORK, &network_id).await?;
+    if !ctx.owns(&read.obj) {
         return Err(ApiError::policy("create_subnet"));
     }
+    // Earlier items of a bulk request added their subnets to the network.
+    let mut network = plan
+        .written(&NETWORK, &network_id)
+        .unwrap_or_else(|| read.obj.clone());
     let version = subnet
         .get("ip_version")
         .and_then(Value::as_u64)
@@ -273,14 +290,23 @@ pub async fn plan_create(api: &Api, ctx: &Ctx, mut subnet: Obj, plan: &mut Plan)
     }
     check_ipv6_modes(&net, &subnet, version)?;
     check_cidr(&net, &subnet)?;
-    // No pin on the other subnets is needed: every subnet create or delete also writes the network,
-    // which this plan updates (and so pins) below.
-    for other in api
-        .db
-        .list_where(&SUBNET, "network_id", &network_id)
-        .await?
-    {
-        if let Ok(o) = str_field(&other.obj, "cidr").parse::<IpNet>()
+    // The network's other subnets, those of earlier items of a bulk request included. No pin on
+    // them is needed: every subnet create or delete also writes the network, which this plan updates
+    // (and so pins) below.
+    let ids = ids_on(&network);
+    let mut others: Vec<Obj> = ids
+        .iter()
+        .filter_map(|id| plan.written(&SUBNET, id))
+        .collect();
+    others.extend(
+        api.db
+            .load_many(&SUBNET, &ids)
+            .await?
+            .into_iter()
+            .map(|s| s.obj),
+    );
+    for other in &others {
+        if let Ok(o) = str_field(other, "cidr").parse::<IpNet>()
             && (o.contains(&net.network()) || net.contains(&o.network()))
         {
             return Err(ApiError::invalid_input(format!(
@@ -312,17 +338,16 @@ pub async fn plan_create(api: &Api, ctx: &Ctx, mut subnet: Obj, plan: &mut Plan)
     subnet.insert(
         "router:external".into(),
         network
-            .obj
             .get("router:external")
             .cloned()
             .unwrap_or(Value::Bool(false)),
     );
     let id = str_field(&subnet, "id").to_string();
-    let subnets = network.obj.entry("subnets").or_insert_with(|| json!([]));
+    let subnets = network.entry("subnets").or_insert_with(|| json!([]));
     if let Value::Array(list) = subnets {
         list.push(Value::String(id));
     }
-    plan.update(&NETWORK, network.rev, &mut network.obj);
+    plan.update(&NETWORK, &read, &mut network);
     plan.create(&SUBNET, &subnet);
     Ok(subnet)
 }
@@ -334,7 +359,7 @@ pub async fn plan_update(
     plan: &mut Plan,
 ) -> ApiResult<Obj> {
     let id = stored.id().to_string();
-    let mut subnet = stored.obj;
+    let mut subnet = stored.obj.clone();
     subnet.extend(changes);
     let net: IpNet = str_field(&subnet, "cidr")
         .parse()
@@ -346,7 +371,7 @@ pub async fn plan_update(
         .and_then(Value::as_u64)
         .unwrap_or(4);
     check_ipv6_modes(&net, &subnet, version)?;
-    plan.update(&SUBNET, stored.rev, &mut subnet);
+    plan.update(&SUBNET, &stored, &mut subnet);
     Ok(subnet)
 }
 
@@ -384,11 +409,12 @@ async fn finish_delete(api: &Api, marked: &Stored) -> ApiResult<()> {
             plan.release(key);
         }
         let network_id = str_field(&marked.obj, "network_id").to_string();
-        if let Some(mut network) = api.db.load(&NETWORK, &network_id).await? {
-            if let Some(Value::Array(list)) = network.obj.get_mut("subnets") {
+        if let Some(network) = api.db.load(&NETWORK, &network_id).await? {
+            let mut net = network.obj.clone();
+            if let Some(Value::Array(list)) = net.get_mut("subnets") {
                 list.retain(|s| s.as_str() != Some(&id));
             }
-            plan.update(&NETWORK, network.rev, &mut network.obj);
+            plan.update(&NETWORK, &network, &mut net);
         }
         plan.delete(&SUBNET, marked);
         if api.db.commit(plan).await? {

@@ -24,20 +24,18 @@
 //! would be the guest's, not the controller's. (Agents now announce a new interface with a
 //! gratuitous ARP; DHCP stays off so that the figure stays comparable with earlier runs.)
 
-use std::process::Stdio;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, anyhow, bail};
 use lab::Lab;
 use pipeline::cookie::Owner;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::post;
 
+use super::probe::{Ping, fast_arp, forget_neighbours, ping_once};
 use super::{
     Ctx, Params, SAMPLE_GAP, STEP_TIMEOUT, first_seen, ms, network_name, progress, stats_json,
-    subnet_cidr, topology,
 };
 
 /// The 11th network, joined to the router only by the samples.
@@ -46,10 +44,6 @@ const PROBE_CIDR: &str = "10.99.0.0/24";
 /// The VM on the probe network, and the one on the bench's first network that it pings.
 const FROM_VM: &str = "pa";
 const TO_VM: &str = "pb";
-/// `ping -i` of the probing ping (seconds).
-const PING_INTERVAL: &str = "0.002";
-/// How long the probing ping runs before the call (so that its start is not measured).
-const PING_LEAD: Duration = Duration::from_millis(50);
 
 /// One sample's figures.
 struct Sample {
@@ -78,17 +72,13 @@ pub(super) async fn run(p: &Params, ctx: &mut Ctx, lab: &mut Lab) -> anyhow::Res
         "router interface: network {PROBE_NET} with vm {FROM_VM} on {from_chassis}, \
          vm {TO_VM} on {existing} on {to_chassis}"
     ));
-    let extra = format!(
-        "[[network]]\nname = \"{existing}\"\n[[network.subnet]]\ncidr = \"{}\"\n\
-         [[network]]\nname = \"{PROBE_NET}\"\n[[network.subnet]]\ncidr = \"{PROBE_CIDR}\"\n\
+    let vms = format!(
+        "[[network]]\nname = \"{PROBE_NET}\"\n[[network.subnet]]\ncidr = \"{PROBE_CIDR}\"\n\
          [[vm]]\nname = \"{FROM_VM}\"\nnetwork = \"{PROBE_NET}\"\nchassis = \"{from_chassis}\"\n\
-         [[vm]]\nname = \"{TO_VM}\"\nnetwork = \"{existing}\"\nchassis = \"{to_chassis}\"\n",
-        subnet_cidr(0)
+         [[vm]]\nname = \"{TO_VM}\"\nnetwork = \"{existing}\"\nchassis = \"{to_chassis}\"\n"
     );
-    let grown = topology(lab.name(), p, &extra)?;
-    tokio::task::block_in_place(|| lab.converge(&grown)).context("adding the probe VMs")?;
-    ctx.nodes[from_node].vifs += 1;
-    ctx.nodes[to_node].vifs += 1;
+    ctx.grow_lab(p, lab, &[0], &vms)
+        .context("adding the probe VMs")?;
     let (to_ip, to_gateway) = {
         let vm = lab
             .vm(TO_VM)
@@ -105,17 +95,13 @@ pub(super) async fn run(p: &Params, ctx: &mut Ctx, lab: &mut Lab) -> anyhow::Res
     if !ping_once(lab, TO_VM, &to_gateway)? {
         bail!("vm {TO_VM} cannot ping its gateway {to_gateway} (the router's interface)");
     }
-    run_in(
-        lab,
-        FROM_VM,
-        &["sysctl", "-qw", "net.ipv4.neigh.eth0.retrans_time_ms=10"],
-    )?;
+    fast_arp(lab, FROM_VM, "eth0")?;
 
     let mut samples = Vec::new();
     for s in 0..p.interface_samples {
         tokio::time::sleep(SAMPLE_GAP).await;
         let cut_before = !ping_once(lab, FROM_VM, &to_ip)?;
-        run_in(lab, FROM_VM, &["ip", "neigh", "flush", "dev", "eth0"])?;
+        forget_neighbours(lab, FROM_VM, "eth0")?;
         let sample = sample(ctx, lab, &router, &subnet, &to_ip, cut_before).await?;
         progress(&format!(
             "router interface {s}: first reply after {:.1} ms",
@@ -197,31 +183,7 @@ async fn sample(
     to_ip: &str,
     cut_before: bool,
 ) -> anyhow::Result<Sample> {
-    let mut cmd = lab::exec_command(lab.name(), FROM_VM)?;
-    // Line-buffered: ping's stdout is a pipe.
-    cmd.args([
-        "stdbuf",
-        "-oL",
-        "ping",
-        "-n",
-        "-D",
-        "-i",
-        PING_INTERVAL,
-        to_ip,
-    ]);
-    let mut child = tokio::process::Command::from(cmd)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting ping")?;
-    let stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| anyhow!("ping without stdout"))?;
-    let mut lines = BufReader::new(stdout).lines();
-    tokio::time::sleep(PING_LEAD).await;
-
+    let ping = Ping::start(lab, FROM_VM, to_ip).await?;
     let called = SystemTime::now();
     let t0 = Instant::now();
     let port = ctx.add_interface(router, subnet).await?;
@@ -234,22 +196,10 @@ async fn sample(
             (i, seen.ok().map(|at| at - t0))
         });
     }
-    let first_reply = async {
-        while let Some(line) = lines.next_line().await? {
-            if let Some((at, ttl)) = reply(&line)
-                && at >= called
-            {
-                return Ok((at, ttl));
-            }
-        }
-        Err(anyhow!("ping ended without a reply"))
-    };
-    let reply = tokio::time::timeout(STEP_TIMEOUT, first_reply).await;
-    // Our own child, by its handle.
-    child.start_kill().ok();
-    child.wait().await.ok();
-    let (at, ttl) = reply
-        .map_err(|_| anyhow!("no reply from {to_ip} within {STEP_TIMEOUT:?} of the call"))??;
+    let (at, ttl) = ping
+        .first_reply(called, STEP_TIMEOUT)
+        .await
+        .with_context(|| format!("pinging {to_ip} after the call"))?;
     let mut flows = vec![None; ctx.nodes.len()];
     while let Some(r) = pollers.join_next().await {
         let (i, seen) = r?;
@@ -262,55 +212,4 @@ async fn sample(
         ttl,
         flows,
     })
-}
-
-/// An echo reply line of `ping -D` (`[1733480000.123456] 64 bytes from …: icmp_seq=3 ttl=63
-/// …`): when it arrived and its TTL.
-fn reply(line: &str) -> Option<(SystemTime, Option<u8>)> {
-    let (stamp, rest) = line.strip_prefix('[')?.split_once(']')?;
-    if !rest.contains("bytes from") {
-        return None;
-    }
-    let at = UNIX_EPOCH + Duration::try_from_secs_f64(stamp.parse().ok()?).ok()?;
-    let ttl = rest
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("ttl="))
-        .and_then(|t| t.parse().ok());
-    Some((at, ttl))
-}
-
-/// Whether one ping from `vm` to `ip` is answered within 200 ms.
-fn ping_once(lab: &Lab, vm: &str, ip: &str) -> anyhow::Result<bool> {
-    let out = tokio::task::block_in_place(|| lab.exec(vm, &["ping", "-c1", "-W0.2", ip]))?;
-    Ok(out.status.success())
-}
-
-/// Runs `args` in `vm`; an error if it fails.
-fn run_in(lab: &Lab, vm: &str, args: &[&str]) -> anyhow::Result<()> {
-    let out = tokio::task::block_in_place(|| lab.exec(vm, args))?;
-    if !out.status.success() {
-        bail!(
-            "{args:?} in {vm}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_replies_of_ping_d() {
-        let line = "[1733480000.250000] 64 bytes from 10.100.0.5: icmp_seq=3 ttl=63 time=0.512 ms";
-        let (at, ttl) = reply(line).unwrap();
-        assert_eq!(at, UNIX_EPOCH + Duration::from_millis(1_733_480_000_250));
-        assert_eq!(ttl, Some(63));
-        assert!(
-            reply("[1733480000.25] From 10.99.0.2 icmp_seq=1 Destination Host Unreachable")
-                .is_none()
-        );
-        assert!(reply("PING 10.100.0.5 (10.100.0.5) 56(84) bytes of data.").is_none());
-    }
 }

@@ -1,5 +1,5 @@
-//! What the lab asks the API for: a subnet's and a port's attributes from the file, and what to
-//! change on existing ones so that they are what the file says.
+//! What the lab asks the API for: a network's, a subnet's and a port's attributes from the
+//! file, and what to change on existing ones so that they are what the file says.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -8,9 +8,76 @@ use ipnet::IpNet;
 use serde_json::{Map, Value, json};
 
 use crate::neutron::text;
-use crate::state::NetworkState;
+use crate::state::{NetworkState, SegmentState};
 use crate::topology::{Gateway, Ipv6Mode, NetworkSpec, SubnetSpec, VmSpec};
 use crate::{Error, Result};
+
+/// The attributes of a new network, and whether only an admin may make it (provider settings,
+/// `router:external`; it is made for its project then).
+pub fn network_attrs(net: &NetworkSpec) -> (Value, bool) {
+    let mut attrs = json!({ "name": net.name });
+    if let Some(m) = net.mtu {
+        attrs["mtu"] = m.into();
+    }
+    if let Some(t) = net.network_type {
+        attrs["provider:network_type"] = t.as_str().into();
+    }
+    if let Some(p) = &net.physical_network {
+        attrs["provider:physical_network"] = p.as_str().into();
+    }
+    if let Some(id) = net.segmentation_id {
+        attrs["provider:segmentation_id"] = id.into();
+    }
+    if net.external {
+        attrs["router:external"] = true.into();
+    }
+    let admin = net.network_type.is_some() || net.external;
+    if admin && let Some(p) = &net.project {
+        attrs["project_id"] = p.as_str().into();
+    }
+    (attrs, admin)
+}
+
+/// A network's provider attributes as the API shows them (to an admin).
+pub fn segment_of(net: &Value) -> SegmentState {
+    let attr = |k: &str| net.get(k).and_then(Value::as_str).map(str::to_owned);
+    SegmentState {
+        network_type: attr("provider:network_type"),
+        physical_network: attr("provider:physical_network"),
+        segmentation_id: net
+            .get("provider:segmentation_id")
+            .and_then(Value::as_u64)
+            .and_then(|id| u32::try_from(id).ok()),
+    }
+}
+
+/// What to change on the existing network `have` (besides its MTU) so that it is what `net`
+/// asks for; an error if only a new network could be (its segment is fixed when it is made).
+pub fn network_update(have: &Value, net: &NetworkSpec) -> Result<Map<String, Value>> {
+    let seg = segment_of(have);
+    let fixed = net
+        .network_type
+        .is_some_and(|t| seg.network_type.as_deref() != Some(t.as_str()))
+        || net
+            .physical_network
+            .as_ref()
+            .is_some_and(|p| seg.physical_network.as_ref() != Some(p))
+        || net
+            .segmentation_id
+            .is_some_and(|id| seg.segmentation_id != Some(id));
+    if fixed {
+        return Err(Error::Topology(format!(
+            "network {}: its segment is {seg} and cannot change to what the file says (it is \
+             fixed when the network is made; take the lab down first)",
+            net.name
+        )));
+    }
+    let mut update = Map::new();
+    if have.get("router:external").and_then(Value::as_bool) != Some(net.external) {
+        update.insert("router:external".into(), net.external.into());
+    }
+    Ok(update)
+}
 
 /// The API's `gateway_ip` for `gw`; `None` for the server's default (nothing to send).
 fn gateway_value(gw: Gateway) -> Option<Value> {
@@ -219,6 +286,63 @@ extra_addresses = ["192.168.50.1/24", "192.168.50.2/24", "fd50::1/64"]
     }
 
     #[test]
+    fn networks_from_the_file() {
+        let text = r#"
+name = "t"
+[[physical]]
+name = "physnet1"
+[[chassis]]
+name = "c1"
+[[network]]
+name = "v"
+project = "alpha"
+network_type = "vlan"
+physical_network = "physnet1"
+segmentation_id = 101
+[[network]]
+name = "public"
+external = true
+[[network]]
+name = "plain"
+project = "alpha"
+"#;
+        let t = Topology::parse(text, Path::new("t.toml")).unwrap();
+        // Provider settings: made by an admin, for the project.
+        let (a, admin) = network_attrs(&t.networks[0]);
+        assert!(admin);
+        assert_eq!(
+            a,
+            json!({ "name": "v", "provider:network_type": "vlan",
+                "provider:physical_network": "physnet1", "provider:segmentation_id": 101,
+                "project_id": "alpha" })
+        );
+        let (a, admin) = network_attrs(&t.networks[1]);
+        assert!(admin);
+        assert_eq!(a, json!({ "name": "public", "router:external": true }));
+        let (a, admin) = network_attrs(&t.networks[2]);
+        assert!(!admin);
+        assert_eq!(a, json!({ "name": "plain" }));
+        // The API's answer: its segment; `external` can change, the segment cannot.
+        let have = json!({ "provider:network_type": "vlan", "provider:physical_network": "physnet1",
+            "provider:segmentation_id": 101, "router:external": false });
+        assert_eq!(segment_of(&have).to_string(), "vlan 101 on physnet1");
+        assert!(network_update(&have, &t.networks[0]).unwrap().is_empty());
+        let other = json!({ "provider:network_type": "vlan", "provider:physical_network": "physnet1",
+            "provider:segmentation_id": 102 });
+        let e = network_update(&other, &t.networks[0])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("segment is vlan 102 on physnet1"), "{e}");
+        let tunnel = json!({ "provider:network_type": "vxlan", "provider:segmentation_id": 7,
+            "router:external": false });
+        assert_eq!(segment_of(&tunnel).to_string(), "vxlan 7");
+        assert_eq!(
+            Value::Object(network_update(&tunnel, &t.networks[1]).unwrap()),
+            json!({ "router:external": true })
+        );
+    }
+
+    #[test]
     fn ports_from_the_file() {
         let t = topology();
         let net = NetworkState {
@@ -234,6 +358,8 @@ extra_addresses = ["192.168.50.1/24", "192.168.50.2/24", "fd50::1/64"]
                     gateway: None,
                 })
                 .collect(),
+            segment: SegmentState::default(),
+            external: false,
         };
         // The fixed IPv4 address, and an allocated one on the first IPv6 subnet the server
         // allocates from (the SLAAC one gives an address anyway).

@@ -1,7 +1,8 @@
 //! A lab's routers: made as their project, joined to the subnets the file names (an interface
 //! at each subnet's gateway address, `add_router_interface` by subnet), given the file's extra
-//! routes, and brought back in line with the file on every `up`: an interface or a route the
-//! file no longer has goes, a router the file no longer has is deleted.
+//! routes and external gateway (set by an admin, as `enable_snat` needs), and brought back in
+//! line with the file on every `up`: an interface, a route or a gateway the file no longer has
+//! goes, a router the file no longer has is deleted.
 
 use std::collections::BTreeSet;
 
@@ -10,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::Lab;
 use crate::neutron::{Neutron, text};
-use crate::state::RouterState;
+use crate::state::{RouterGatewayState, RouterState};
 use crate::topology::{RouteSpec, RouterSpec, Topology, describe_routes};
 use crate::{Error, Result};
 
@@ -214,6 +215,7 @@ impl Lab {
             let status = format!("routes set ({})", describe_routes(&want_routes));
             self.changed(changes, &what, &status);
         }
+        let gateway = self.ensure_gateway(api, spec, &router, changes).await?;
         if changes.len() == before {
             self.say(&what, &format!("ok ({id})"));
         }
@@ -224,8 +226,78 @@ impl Lab {
                 project: spec.project.clone(),
                 interfaces: spec.interfaces.clone(),
                 routes: want_routes.into_iter().collect(),
+                gateway,
             },
         );
         Ok(())
+    }
+
+    /// Gives `router` (as the API showed it) the external gateway `spec` asks for, or none;
+    /// returns the gateway it has then.
+    async fn ensure_gateway(
+        &self,
+        api: &Neutron,
+        spec: &RouterSpec,
+        router: &Value,
+        changes: &mut Vec<String>,
+    ) -> Result<Option<RouterGatewayState>> {
+        let what = format!("router {}", spec.name);
+        let id = text(router, "id");
+        let have = router
+            .get("external_gateway_info")
+            .filter(|g| g.is_object())
+            .cloned();
+        let Some(network) = &spec.gateway else {
+            if have.is_some() {
+                let none = json!({ "external_gateway_info": null });
+                api.update("routers", "router", id, none).await?;
+                self.changed(changes, &what, "gateway removed");
+            }
+            return Ok(None);
+        };
+        let net_id = self
+            .state
+            .networks
+            .get(network)
+            .map(|n| n.id.clone())
+            .ok_or_else(|| Error::NotFound(format!("network {network} was not made")))?;
+        let enable_snat = spec.enable_snat.unwrap_or(true);
+        let current = have.as_ref().map(|g| {
+            (
+                text(g, "network_id").to_owned(),
+                g.get("enable_snat").and_then(Value::as_bool),
+            )
+        });
+        let info = if current == Some((net_id.clone(), Some(enable_snat))) {
+            have
+        } else {
+            let body = json!({ "external_gateway_info": {
+                "network_id": net_id, "enable_snat": enable_snat } });
+            let r = api.update("routers", "router", id, body).await?;
+            let snat = if enable_snat { "on" } else { "off" };
+            let status = format!("gateway on {network} set (snat {snat})");
+            self.changed(changes, &what, &status);
+            r.get("external_gateway_info").cloned()
+        };
+        if let Some(mode) = spec.snat_mode
+            && router.get("snat_mode").and_then(Value::as_str) != Some(mode.as_str())
+        {
+            let body = json!({ "snat_mode": mode.as_str() });
+            api.update("routers", "router", id, body).await?;
+            self.changed(changes, &what, &format!("snat {}", mode.as_str()));
+        }
+        let addresses = info
+            .as_ref()
+            .and_then(|g| g.get("external_fixed_ips"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|f| text(f, "ip_address").parse().ok())
+            .collect();
+        Ok(Some(RouterGatewayState {
+            network: network.clone(),
+            enable_snat,
+            addresses,
+        }))
     }
 }

@@ -3,7 +3,11 @@
 //! DHCP discovery from 0.0.0.0, IPv6 link-local and duplicate address detection from `::`), and
 //! enters its network (the VNI in `metadata`); a port without port security admits everything.
 //! A packet from the tunnel port enters the network its `tun_id` names, marked as tunnelled, and
-//! goes straight to L2 (it was handled on the chassis it came from). Everything else is dropped,
+//! goes straight to L2 (it was handled on the chassis it came from). A frame from a physical
+//! network's patch port enters the provider network its VLAN tag (or its lack of one, for a flat
+//! network) names, untagged and marked like a tunnelled one, and goes to the external input
+//! stage (floating IPs, learned neighbours), then L2. On the chassis hosting a centralized
+//! router's gateway, packets with the router's transit id enter the router. Everything else is dropped,
 //! ARP probes (sender 0.0.0.0) from ports with port security included: the API never gives two
 //! ports one address, so a probe can only find a conflict the topology does not have, and a
 //! guest's duplicate address detection that hears no answer goes ahead, as it does on a network
@@ -13,16 +17,18 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use openflow::text::set_field;
-use openflow::{Field, Flow, Match};
+use openflow::{Action, Field, Flow, Match};
 
 use super::{
-    App, ETH_ARP, ETH_IPV4, ETH_IPV6, IPPROTO_ICMPV6, IPPROTO_UDP, OwnerKind, Spec, enter, flow,
-    ip_match,
+    App, ETH_ARP, ETH_IPV4, ETH_IPV6, IPPROTO_ICMPV6, IPPROTO_UDP, OwnerKind, Spec, VLAN_PRESENT,
+    enter, flow, ip_match,
 };
 use crate::cookie::Owner;
-use crate::deps::Ctx;
+use crate::deps::{Ctx, Wire};
 use crate::model::{Kind, Mac, Port};
-use crate::tables::{INGRESS, L2, REG_FROM_TUNNEL, Register, next};
+use crate::tables::{
+    EXTERNAL_IN, INGRESS, L2, REG_FROM_TUNNEL, ROUTE, Register, next, router_metadata, transit_vni,
+};
 
 pub struct Classifier;
 
@@ -31,8 +37,14 @@ static SPEC: Spec = Spec {
     tables: &[INGRESS],
     reads: &[],
     writes: &[Register::Metadata, Register::FromTunnel],
-    owners: &[OwnerKind::Port, OwnerKind::Network],
-    inputs: &[Kind::Network, Kind::Port],
+    owners: &[OwnerKind::Port, OwnerKind::Network, OwnerKind::Router],
+    inputs: &[
+        Kind::Network,
+        Kind::Port,
+        Kind::Router,
+        Kind::Chassis,
+        Kind::ChassisUp,
+    ],
 };
 
 impl App for Classifier {
@@ -46,31 +58,86 @@ impl App for Classifier {
                 let Some(port) = ctx.port(id).filter(|p| p.admin_up) else {
                     return;
                 };
-                let (Some(vni), Some(ofport)) = (ctx.carried(&port.network_id), ctx.ofport(id))
+                let (Some(meta), Some(ofport)) = (ctx.carried(&port.network_id), ctx.ofport(id))
                 else {
                     return;
                 };
-                vif_ingress(owner, port, vni, ofport, out);
+                vif_ingress(owner, port, meta, ofport, out);
             }
+            Owner::Router(id) => transit_ingress(ctx, owner, id, out),
             Owner::Network(id) => {
-                let (Some(vni), Some(tunnel)) = (ctx.carried(id), ctx.tunnel()) else {
+                let (Some(meta), Some(wire)) = (ctx.carried(id), ctx.wire(id)) else {
                     return;
                 };
-                let m = Match::new()
-                    .with(Field::InPort, tunnel.into())
-                    .with(Field::TunId, vni.into());
-                let mut ins = enter(u64::from(vni), L2);
-                ins.apply = vec![set_field(Field::Reg(REG_FROM_TUNNEL), 1, 0xffff_ffff)];
-                out.push(flow(owner, INGRESS, 100, m, ins));
+                let from_outside = set_field(Field::Reg(REG_FROM_TUNNEL), 1, 0xffff_ffff);
+                match wire {
+                    Wire::Tunnel(vni) => {
+                        let Some(tunnel) = ctx.tunnel() else {
+                            return;
+                        };
+                        let m = Match::new()
+                            .with(Field::InPort, tunnel.into())
+                            .with(Field::TunId, vni.into());
+                        let mut ins = enter(meta, L2);
+                        ins.apply = vec![from_outside];
+                        out.push(flow(owner, INGRESS, 100, m, ins));
+                    }
+                    Wire::Physical { patch, vlan } => {
+                        let Some(network) = ctx.network(id) else {
+                            return;
+                        };
+                        if !ctx.sole_segment(network) {
+                            return;
+                        }
+                        let tag = vlan.map_or(0, |v| VLAN_PRESENT | v);
+                        let m = Match::new()
+                            .with(Field::InPort, patch.into())
+                            .with(Field::VlanVid, tag.into());
+                        let mut ins = enter(meta, EXTERNAL_IN);
+                        if vlan.is_some() {
+                            ins.apply.push(Action::PopVlan);
+                        }
+                        ins.apply.push(from_outside);
+                        out.push(flow(owner, INGRESS, 100, m, ins));
+                    }
+                }
             }
             _ => {}
         }
     }
 }
 
+/// On the chassis hosting a centralized router's gateway, packets other chassis send it through
+/// the tunnel with the router's transit id enter the router and are routed again.
+fn transit_ingress(ctx: &mut Ctx<'_>, owner: &Owner, id: &str, out: &mut Vec<Flow>) {
+    let Some(router) = ctx.router(id).filter(|r| r.admin_up && r.centralized) else {
+        return;
+    };
+    let Some(number) = router.number else {
+        return;
+    };
+    let here = ctx.chassis_id();
+    if ctx.gateway_host(id).is_none_or(|c| c.id != here) {
+        return;
+    }
+    let Some(tunnel) = ctx.tunnel() else {
+        return;
+    };
+    let m = Match::new()
+        .with(Field::InPort, tunnel.into())
+        .with(Field::TunId, transit_vni(number).into());
+    out.push(flow(
+        owner,
+        INGRESS,
+        100,
+        m,
+        enter(router_metadata(id), ROUTE),
+    ));
+}
+
 /// Ingress flows of a local VIF.
-fn vif_ingress(owner: &Owner, port: &Port, vni: u32, ofport: u32, out: &mut Vec<Flow>) {
-    let admit = || enter(u64::from(vni), next(INGRESS));
+fn vif_ingress(owner: &Owner, port: &Port, meta: u64, ofport: u32, out: &mut Vec<Flow>) {
+    let admit = || enter(meta, next(INGRESS));
     let from_vif = Match::new().with(Field::InPort, ofport.into());
     if !port.port_security {
         out.push(flow(owner, INGRESS, 100, from_vif, admit()));

@@ -35,7 +35,7 @@ impl App for Dhcp {
         let Owner::Network(id) = owner else {
             return;
         };
-        let Some(vni) = ctx.carried(id) else {
+        let Some(meta) = ctx.carried(id) else {
             return;
         };
         let dhcpv6 = ctx.subnets_on(id).any(|s| {
@@ -47,7 +47,7 @@ impl App for Dhcp {
         });
         if dhcpv6 {
             let request = Match::new()
-                .with(Field::Metadata, vni.into())
+                .with(Field::Metadata, meta.into())
                 .with(Field::EthType, ETH_IPV6)
                 .with(Field::IpProto, IPPROTO_UDP)
                 .with(Field::UdpSrc, 546)
@@ -63,7 +63,7 @@ impl App for Dhcp {
             return;
         }
         let request = Match::new()
-            .with(Field::Metadata, vni.into())
+            .with(Field::Metadata, meta.into())
             .with(Field::EthType, ETH_IPV4)
             .with(Field::IpProto, IPPROTO_UDP)
             .with(Field::UdpSrc, 68)
@@ -78,7 +78,7 @@ impl App for Dhcp {
         server_ips.sort();
         server_ips.dedup();
         for ip in server_ips {
-            out.push(arp_answer(owner, DHCP, vni, ip, DHCP_SERVER_MAC));
+            out.push(arp_answer(owner, DHCP, meta, ip, DHCP_SERVER_MAC));
         }
     }
 }

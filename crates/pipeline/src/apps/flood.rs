@@ -1,15 +1,15 @@
 //! Flooding (table [`FLOOD`]): broadcast, multicast and unknown unicast go to every local VIF of
 //! the network and, for packets sent on this chassis, through the tunnel to every other chassis
-//! (that is up) with ports bound on the network; packets that came from a tunnel go to local VIFs
-//! only.
+//! (that is up) with ports bound on the network, or onto the physical network of a provider
+//! network; packets that came from a tunnel or a physical network go to local VIFs only.
 
 use std::net::Ipv4Addr;
 
 use openflow::{Action, Field, Flow, Instructions, Match};
 
-use super::{App, OwnerKind, Spec, flow, output, to_tunnel};
+use super::{App, OwnerKind, Spec, flow, output, to_physical, to_tunnel};
 use crate::cookie::Owner;
-use crate::deps::Ctx;
+use crate::deps::{Ctx, Wire};
 use crate::model::Kind;
 use crate::tables::{FLOOD, REG_FROM_TUNNEL, Register};
 
@@ -33,7 +33,7 @@ impl App for Flood {
         let Owner::Network(id) = owner else {
             return;
         };
-        let Some(vni) = ctx.carried(id) else {
+        let (Some(meta), Some(wire)) = (ctx.carried(id), ctx.wire(id)) else {
             return;
         };
         let mut local: Vec<u32> = Vec::new();
@@ -46,7 +46,7 @@ impl App for Flood {
         remotes.sort_unstable();
         remotes.dedup();
         let local: Vec<Action> = local.into_iter().map(output).collect();
-        let this_net = Match::new().with(Field::Metadata, vni.into());
+        let this_net = Match::new().with(Field::Metadata, meta.into());
         let from_tunnel = this_net.clone().with(Field::Reg(REG_FROM_TUNNEL), 1);
         out.push(flow(
             owner,
@@ -56,10 +56,15 @@ impl App for Flood {
             Instructions::apply(local.clone()),
         ));
         let mut all = local;
-        if let Some(tunnel) = ctx.tunnel() {
-            for ip in remotes {
-                to_tunnel(tunnel, vni, ip, &mut all);
+        match wire {
+            Wire::Tunnel(vni) => {
+                if let Some(tunnel) = ctx.tunnel() {
+                    for ip in remotes {
+                        to_tunnel(tunnel, vni, ip, &mut all);
+                    }
+                }
             }
+            Wire::Physical { patch, vlan } => to_physical(patch, vlan, &mut all),
         }
         out.push(flow(owner, FLOOD, 100, this_net, Instructions::apply(all)));
     }

@@ -1,15 +1,16 @@
 //! L2 lookup (table [`L2`]): a frame for a port's MAC goes to its local VIF (through the ingress
 //! security groups: the port in `reg4`, then [`DELIVER`] outputs it), or, if it did not
-//! come from a tunnel, sent through the tunnel with the network's VNI to the chassis the port is
-//! bound to (if that chassis is up). Anything else on a network goes to flooding. A MAC two ports
+//! come from a tunnel or a physical network, sent through the tunnel with the network's VNI to
+//! the chassis the port is bound to (if that chassis is up), or, on a provider network, onto the
+//! physical network (tagged with its VLAN id) when the port is bound to another chassis. Anything else on a network goes to flooding. A MAC two ports
 //! claim on one network gets no flow (the frame is flooded) until only one claims it.
 
 use openflow::text::set_field;
 use openflow::{Action, Field, Flow, Instructions, Match, Subfield};
 
-use super::{App, OwnerKind, Spec, flow, goto, to_tunnel};
+use super::{App, OwnerKind, Spec, flow, goto, to_physical, to_tunnel};
 use crate::cookie::Owner;
-use crate::deps::Ctx;
+use crate::deps::{Ctx, Wire};
 use crate::model::Kind;
 use crate::tables::{ACL_INGRESS, DELIVER, FLOOD, L2, REG_FROM_TUNNEL, REG_OUT_PORT, Register};
 
@@ -50,14 +51,16 @@ impl App for L2Lookup {
                 let Some(port) = ctx.port(id).filter(|p| p.admin_up) else {
                     return;
                 };
-                let Some(vni) = ctx.carried(&port.network_id) else {
+                let (Some(meta), Some(wire)) =
+                    (ctx.carried(&port.network_id), ctx.wire(&port.network_id))
+                else {
                     return;
                 };
                 if !ctx.sole_mac(port) {
                     return;
                 }
                 let dst = Match::new()
-                    .with(Field::Metadata, vni.into())
+                    .with(Field::Metadata, meta.into())
                     .with(Field::EthDst, port.mac.into());
                 if let Some(ofport) = ctx.ofport(id) {
                     // Delivered through the ingress security groups.
@@ -68,18 +71,34 @@ impl App for L2Lookup {
                         0xffff_ffff,
                     )];
                     out.push(flow(owner, L2, 100, dst, deliver));
-                } else if let Some(chassis) = ctx.remote_chassis(port)
-                    && let Some(tunnel) = ctx.tunnel()
-                {
+                } else {
                     let mut actions = Vec::new();
-                    to_tunnel(tunnel, vni, chassis.tunnel_ip, &mut actions);
-                    let m = dst.with(Field::Reg(REG_FROM_TUNNEL), 0);
-                    out.push(flow(owner, L2, 100, m, Instructions::apply(actions)));
+                    match wire {
+                        Wire::Tunnel(vni) => {
+                            if let Some(chassis) = ctx.remote_chassis(port)
+                                && let Some(tunnel) = ctx.tunnel()
+                            {
+                                to_tunnel(tunnel, vni, chassis.tunnel_ip, &mut actions);
+                            }
+                        }
+                        // The physical network carries it, whether that chassis is up or not.
+                        Wire::Physical { patch, vlan } => {
+                            let elsewhere =
+                                port.host.as_deref().is_some_and(|h| h != ctx.chassis_id());
+                            if elsewhere {
+                                to_physical(patch, vlan, &mut actions);
+                            }
+                        }
+                    }
+                    if !actions.is_empty() {
+                        let m = dst.with(Field::Reg(REG_FROM_TUNNEL), 0);
+                        out.push(flow(owner, L2, 100, m, Instructions::apply(actions)));
+                    }
                 }
             }
             Owner::Network(id) => {
-                if let Some(vni) = ctx.carried(id) {
-                    let m = Match::new().with(Field::Metadata, vni.into());
+                if let Some(meta) = ctx.carried(id) {
+                    let m = Match::new().with(Field::Metadata, meta.into());
                     out.push(flow(owner, L2, 10, m, goto(FLOOD)));
                 }
             }

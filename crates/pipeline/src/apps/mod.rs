@@ -8,6 +8,7 @@ mod classifier;
 mod dhcp;
 mod flood;
 mod l2;
+mod nat;
 mod responder;
 mod routing;
 mod security_groups;
@@ -32,6 +33,7 @@ pub enum OwnerKind {
     Router,
     RouterInterface,
     SgRule,
+    FloatingIp,
 }
 
 impl OwnerKind {
@@ -43,6 +45,7 @@ impl OwnerKind {
             Owner::Router(_) => Some(OwnerKind::Router),
             Owner::RouterInterface(_) => Some(OwnerKind::RouterInterface),
             Owner::SgRule(_) => Some(OwnerKind::SgRule),
+            Owner::FloatingIp(_) => Some(OwnerKind::FloatingIp),
         }
     }
 }
@@ -73,11 +76,12 @@ pub trait App: Sync {
 }
 
 /// Every app, in pipeline order.
-pub static APPS: [&dyn App; 7] = [
+pub static APPS: [&dyn App; 8] = [
     &classifier::Classifier,
     &security_groups::SecurityGroups,
     &responder::Responder,
     &dhcp::Dhcp,
+    &nat::Nat,
     &routing::Routing,
     &l2::L2Lookup,
     &flood::Flood,
@@ -99,6 +103,12 @@ pub enum Punt {
     Dhcpv6 = 4,
     /// A routed packet whose TTL or hop limit ran out (the cookie names the router).
     TtlExceeded = 5,
+    /// A packet routed to an external network whose next hop (`reg2`) has no known MAC yet:
+    /// the agent asks for it by ARP (the packet waits in the agent for the answer).
+    ResolveNeighbour = 6,
+    /// An ARP answer to one of this chassis' addresses on an external network (the switch
+    /// learned its sender): the agent sends on the packets that waited for it.
+    NeighbourLearned = 7,
 }
 
 impl Punt {
@@ -109,6 +119,8 @@ impl Punt {
             [3] => Punt::RouterSolicitation,
             [4] => Punt::Dhcpv6,
             [5] => Punt::TtlExceeded,
+            [6] => Punt::ResolveNeighbour,
+            [7] => Punt::NeighbourLearned,
             _ => return None,
         })
     }
@@ -128,6 +140,19 @@ pub(crate) const ETH_IPV6: u128 = 0x86dd;
 pub(crate) const IPPROTO_ICMP: u128 = 1;
 pub(crate) const IPPROTO_UDP: u128 = 17;
 pub(crate) const IPPROTO_ICMPV6: u128 = 58;
+
+/// `ct_state` bits.
+pub(crate) const NEW: u128 = 0x01;
+pub(crate) const EST: u128 = 0x02;
+pub(crate) const REL: u128 = 0x04;
+pub(crate) const RPL: u128 = 0x08;
+pub(crate) const INV: u128 = 0x10;
+pub(crate) const TRK: u128 = 0x20;
+
+/// Packets whose `ct_state` has the bits of `value` that `mask` selects.
+pub(crate) fn ct_state(value: u128, mask: u128) -> Match {
+    Match::new().with_masked(Field::CtState, value, mask)
+}
 
 pub(crate) fn flow(owner: &Owner, table: u8, priority: u16, m: Match, ins: Instructions) -> Flow {
     Flow::new(table, priority, m, vec![])
@@ -185,10 +210,10 @@ pub(crate) fn ip_match(m: Match, net: &IpNet, source: bool) -> Match {
     m.with(Field::EthType, eth).with_masked(field, addr, mask)
 }
 
-/// The flow that answers ARP requests for `ip` on the network `vni` with `mac`, in place.
-pub(crate) fn arp_answer(owner: &Owner, table: u8, vni: u32, ip: Ipv4Addr, mac: Mac) -> Flow {
+/// The flow that answers ARP requests for `ip` on the network `meta` with `mac`, in place.
+pub(crate) fn arp_answer(owner: &Owner, table: u8, meta: u64, ip: Ipv4Addr, mac: Mac) -> Flow {
     let m = Match::new()
-        .with(Field::Metadata, vni.into())
+        .with(Field::Metadata, meta.into())
         .with(Field::EthType, ETH_ARP)
         .with(Field::ArpOp, 1)
         .with(Field::ArpTpa, u32::from(ip).into());
@@ -205,16 +230,33 @@ pub(crate) fn arp_answer(owner: &Owner, table: u8, vni: u32, ip: Ipv4Addr, mac: 
     flow(owner, table, 100, m, Instructions::apply(actions))
 }
 
-/// The flow that sends neighbour solicitations for `target` on network `vni` to the agent.
-pub(crate) fn nd_punt(owner: &Owner, table: u8, vni: u32, target: std::net::Ipv6Addr) -> Flow {
+/// The flow that sends neighbour solicitations for `target` on network `meta` to the agent.
+pub(crate) fn nd_punt(owner: &Owner, table: u8, meta: u64, target: std::net::Ipv6Addr) -> Flow {
     let m = Match::new()
-        .with(Field::Metadata, vni.into())
+        .with(Field::Metadata, meta.into())
         .with(Field::EthType, ETH_IPV6)
         .with(Field::IpProto, IPPROTO_ICMPV6)
         .with(Field::Icmpv6Type, 135)
         .with(Field::NdTarget, u128::from(target));
     flow(owner, table, 100, m, punt(Punt::NeighbourSolicitation))
 }
+
+/// Tags the frame with `vlan` (if any) and outputs it to the physical network's patch port.
+/// Comes last: the tag stays on the frame for any later output.
+pub(crate) fn to_physical(patch: u32, vlan: Option<u16>, actions: &mut Vec<Action>) {
+    if let Some(vid) = vlan {
+        actions.push(Action::PushVlan(0x8100));
+        actions.push(set_field(
+            Field::VlanVid,
+            u128::from(VLAN_PRESENT | vid),
+            0x1fff,
+        ));
+    }
+    actions.push(output(patch));
+}
+
+/// OpenFlow's "a VLAN tag is present" bit of `vlan_vid`.
+pub(crate) const VLAN_PRESENT: u16 = 0x1000;
 
 /// Sets the tunnel destination and VNI and outputs to the tunnel port.
 pub(crate) fn to_tunnel(tunnel: u32, vni: u32, dst: Ipv4Addr, actions: &mut Vec<Action>) {

@@ -4,7 +4,9 @@
 //! an advertisement's). An address or MAC two ports claim on one network is answered by neither
 //! until only one claims it. ARP probes and duplicate address detection are never answered (by any
 //! later stage either): they go straight to L2 to be flooded, so the owner of an address never
-//! sees a conflict.
+//! sees a conflict. On a physical network, the addresses that one chassis answers for there
+//! (floating IPs, SNAT addresses, router gateways: see the `nat` app) are not answered locally:
+//! the question goes out and that chassis answers, the same for everyone.
 
 use std::net::IpAddr;
 
@@ -14,8 +16,11 @@ use super::{
     App, ETH_ARP, ETH_IPV6, IPPROTO_ICMPV6, OwnerKind, Spec, arp_answer, flow, goto, nd_punt,
 };
 use crate::cookie::Owner;
-use crate::deps::Ctx;
-use crate::model::Kind;
+use crate::deps::{Ctx, Wire};
+use crate::model::{Kind, ROUTER_GATEWAY, SNAT_ADDRESS};
+
+/// Device owners of the ports whose addresses one chassis answers for on a physical network.
+const ANSWERED_OUTSIDE: [&str; 3] = ["network:floatingip", ROUTER_GATEWAY, SNAT_ADDRESS];
 use crate::tables::{L2, RESPOND, Register};
 
 pub struct Responder;
@@ -40,25 +45,29 @@ impl App for Responder {
                 let Some(port) = ctx.port(id).filter(|p| p.admin_up) else {
                     return;
                 };
-                let Some(vni) = ctx.carried(&port.network_id) else {
+                let Some(meta) = ctx.carried(&port.network_id) else {
                     return;
                 };
+                let physical = matches!(ctx.wire(&port.network_id), Some(Wire::Physical { .. }));
+                if physical && ANSWERED_OUTSIDE.contains(&port.device_owner.as_str()) {
+                    return;
+                }
                 let sole_mac = ctx.sole_mac(port);
                 for ip in &port.ips {
                     if !sole_mac || !ctx.sole_ip(port, *ip) {
                         continue;
                     }
                     match ip {
-                        IpAddr::V4(v4) => out.push(arp_answer(owner, RESPOND, vni, *v4, port.mac)),
-                        IpAddr::V6(v6) => out.push(nd_punt(owner, RESPOND, vni, *v6)),
+                        IpAddr::V4(v4) => out.push(arp_answer(owner, RESPOND, meta, *v4, port.mac)),
+                        IpAddr::V6(v6) => out.push(nd_punt(owner, RESPOND, meta, *v6)),
                     }
                 }
             }
             Owner::Network(id) => {
-                let Some(vni) = ctx.carried(id) else {
+                let Some(meta) = ctx.carried(id) else {
                     return;
                 };
-                let this_net = Match::new().with(Field::Metadata, vni.into());
+                let this_net = Match::new().with(Field::Metadata, meta.into());
                 let probe = this_net
                     .clone()
                     .with(Field::EthType, ETH_ARP)

@@ -12,7 +12,7 @@
 //! - the next-hop stage knows the MAC of every address on a routed network from the topology (no
 //!   ARP on the way) and hands the packet to that network's L2.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::IpNet;
 use openflow::text::set_field;
@@ -24,9 +24,10 @@ use super::{
 };
 use crate::cookie::Owner;
 use crate::deps::Ctx;
-use crate::model::{Kind, Port, link_local};
+use crate::model::{Kind, Port, Router, link_local};
 use crate::tables::{
-    L3_ENTRY, NEIGHBOUR, REG_SCRATCH, ROUTE, ROUTER_IN, Register, next, router_metadata,
+    L3_ENTRY, NEIGHBOUR, REG_NEXT_HOP, REG_SCRATCH, ROUTE, ROUTER_IN, Register, SNAT, next,
+    router_metadata,
 };
 
 pub struct Routing;
@@ -35,7 +36,7 @@ static SPEC: Spec = Spec {
     name: "routing",
     tables: &[L3_ENTRY, ROUTER_IN, ROUTE, NEIGHBOUR],
     reads: &[Register::Metadata],
-    writes: &[Register::Metadata, Register::Scratch],
+    writes: &[Register::Metadata, Register::Scratch, Register::NextHop],
     owners: &[
         OwnerKind::RouterInterface,
         OwnerKind::Router,
@@ -48,7 +49,7 @@ static SPEC: Spec = Spec {
 /// One address of a router: the interface that holds it, its network and its subnet's prefix.
 struct Interface<'t> {
     port: &'t Port,
-    vni: u32,
+    meta: u64,
     ip: IpAddr,
     prefix: IpNet,
 }
@@ -64,30 +65,30 @@ impl App for Routing {
             Owner::Router(id) => router_flows(ctx, owner, id, out),
             Owner::Port(id) => neighbour_flows(ctx, owner, id, out),
             Owner::Network(id) => solicitation_flow(ctx, owner, id, out),
-            Owner::Static | Owner::SgRule(_) => {}
+            Owner::Static | Owner::SgRule(_) | Owner::FloatingIp(_) => {}
         }
     }
 }
 
 /// A router interface that is up, on a carried network, of a router that is known and up.
-fn live_interface<'t>(ctx: &mut Ctx<'t>, id: &str) -> Option<(&'t Port, u32, &'t str)> {
+fn live_interface<'t>(ctx: &mut Ctx<'t>, id: &str) -> Option<(&'t Port, u64, &'t str)> {
     let port = ctx.port(id).filter(|p| p.admin_up)?;
     let router = port.router()?;
     ctx.router(router).filter(|r| r.admin_up)?;
-    let vni = ctx.carried(&port.network_id)?;
-    Some((port, vni, router))
+    let meta = ctx.carried(&port.network_id)?;
+    Some((port, meta, router))
 }
 
 /// The interface's way into its router, and its link-local address.
 fn interface_flows(ctx: &mut Ctx<'_>, owner: &Owner, id: &str, out: &mut Vec<Flow>) {
-    let Some((port, vni, router)) = live_interface(ctx, id) else {
+    let Some((port, meta, router)) = live_interface(ctx, id) else {
         return;
     };
     if !ctx.sole_mac(port) {
         return;
     }
     let m = Match::new()
-        .with(Field::Metadata, vni.into())
+        .with(Field::Metadata, meta.into())
         .with(Field::EthDst, port.mac.into());
     out.push(flow(
         owner,
@@ -96,14 +97,14 @@ fn interface_flows(ctx: &mut Ctx<'_>, owner: &Owner, id: &str, out: &mut Vec<Flo
         m,
         enter(router_metadata(router), ROUTER_IN),
     ));
-    let mut nd = nd_punt(owner, L3_ENTRY, vni, link_local(port.mac));
+    let mut nd = nd_punt(owner, L3_ENTRY, meta, link_local(port.mac));
     nd.priority = 110;
     out.push(nd);
 }
 
 /// Router solicitations on a network with an IPv6 router interface go to the agent.
 fn solicitation_flow(ctx: &mut Ctx<'_>, owner: &Owner, id: &str, out: &mut Vec<Flow>) {
-    let Some(vni) = ctx.carried(id) else {
+    let Some(meta) = ctx.carried(id) else {
         return;
     };
     let ipv6_router = ctx
@@ -111,7 +112,7 @@ fn solicitation_flow(ctx: &mut Ctx<'_>, owner: &Owner, id: &str, out: &mut Vec<F
         .any(|p| p.admin_up && p.ips.iter().any(IpAddr::is_ipv6));
     if ipv6_router {
         let m = Match::new()
-            .with(Field::Metadata, vni.into())
+            .with(Field::Metadata, meta.into())
             .with(Field::EthType, ETH_IPV6)
             .with(Field::IpProto, IPPROTO_ICMPV6)
             .with(Field::Icmpv6Type, 133);
@@ -130,7 +131,7 @@ fn neighbour_flows(ctx: &mut Ctx<'_>, owner: &Owner, id: &str, out: &mut Vec<Flo
     let Some(port) = ctx.port(id).filter(|p| p.admin_up) else {
         return;
     };
-    let Some(vni) = ctx.carried(&port.network_id) else {
+    let Some(meta) = ctx.carried(&port.network_id) else {
         return;
     };
     if ctx.interfaces_on(&port.network_id).next().is_none() || !ctx.sole_mac(port) {
@@ -141,7 +142,7 @@ fn neighbour_flows(ctx: &mut Ctx<'_>, owner: &Owner, id: &str, out: &mut Vec<Flo
             continue;
         }
         let m = ip_match(
-            Match::new().with(Field::Metadata, vni.into()),
+            Match::new().with(Field::Metadata, meta.into()),
             &IpNet::from(*ip),
             false,
         );
@@ -156,7 +157,7 @@ fn interfaces<'t>(ctx: &mut Ctx<'t>, router: &str) -> Vec<Interface<'t>> {
     let ports: Vec<&'t Port> = ctx.interfaces_of(router).filter(|p| p.admin_up).collect();
     let mut out = Vec::new();
     for port in ports {
-        let Some(vni) = ctx.carried(&port.network_id) else {
+        let Some(meta) = ctx.carried(&port.network_id) else {
             continue;
         };
         let subnets: Vec<IpNet> = ctx.subnets_on(&port.network_id).map(|s| s.cidr).collect();
@@ -164,7 +165,7 @@ fn interfaces<'t>(ctx: &mut Ctx<'t>, router: &str) -> Vec<Interface<'t>> {
             if let Some(prefix) = subnets.iter().find(|c| c.contains(ip)) {
                 out.push(Interface {
                     port,
-                    vni,
+                    meta,
                     ip: *ip,
                     prefix: prefix.trunc(),
                 });
@@ -216,7 +217,7 @@ fn router_flows(ctx: &mut Ctx<'_>, owner: &Owner, id: &str, out: &mut Vec<Flow>)
         }
         prefixes.push(iface.prefix);
         let m = ip_match(here(), &iface.prefix, false);
-        let mut ins = enter(u64::from(iface.vni), NEIGHBOUR);
+        let mut ins = enter(iface.meta, NEIGHBOUR);
         ins.apply = vec![Action::DecTtl, set_mac(Field::EthSrc, iface.port.mac)];
         out.push(flow(
             owner,
@@ -226,9 +227,26 @@ fn router_flows(ctx: &mut Ctx<'_>, owner: &Owner, id: &str, out: &mut Vec<Flow>)
             ins,
         ));
     }
+    let outside = gateway_prefixes(ctx, router);
+    for (prefix, gateway) in &outside {
+        out.push(to_outside(owner, here(), *prefix, None, true));
+        if let Some(gw) = gateway {
+            let default = ipnet::Ipv4Net::default();
+            out.push(to_outside(owner, here(), default, Some(*gw), true));
+        }
+    }
     let mut seen: Vec<IpNet> = Vec::new();
     for (dst, via) in &router.routes {
         let dst = dst.trunc();
+        if let (IpAddr::V4(via4), IpNet::V4(dst4)) = (via, dst)
+            && outside.iter().any(|(p, _)| p.contains(via4))
+        {
+            if !seen.contains(&dst) {
+                seen.push(dst);
+                out.push(to_outside(owner, here(), dst4, Some(*via4), false));
+            }
+            continue;
+        }
         let Some(iface) = ifaces
             .iter()
             .find(|i| i.prefix.contains(via) && i.ip.is_ipv4() == dst.addr().is_ipv4())
@@ -245,7 +263,7 @@ fn router_flows(ctx: &mut Ctx<'_>, owner: &Owner, id: &str, out: &mut Vec<Flow>)
         let m = ip_match(here(), &dst, false);
         let ins = match hop {
             Some(hop) => {
-                let mut ins = enter(u64::from(iface.vni), next(NEIGHBOUR));
+                let mut ins = enter(iface.meta, next(NEIGHBOUR));
                 ins.apply = vec![
                     Action::DecTtl,
                     set_mac(Field::EthSrc, iface.port.mac),
@@ -258,6 +276,64 @@ fn router_flows(ctx: &mut Ctx<'_>, owner: &Owner, id: &str, out: &mut Vec<Flow>)
         };
         out.push(flow(owner, ROUTE, route_priority(&dst, false), m, ins));
     }
+}
+
+/// The IPv4 prefixes of the router's gateway on its external network (when this chassis carries
+/// that network), each with its subnet's gateway (the default route's next hop).
+fn gateway_prefixes(ctx: &mut Ctx<'_>, router: &Router) -> Vec<(ipnet::Ipv4Net, Option<Ipv4Addr>)> {
+    let Some(gw) = &router.gateway else {
+        return Vec::new();
+    };
+    if ctx
+        .network(&gw.network_id)
+        .is_none_or(|n| !n.external || n.physical.is_none())
+        || ctx.carried(&gw.network_id).is_none()
+    {
+        return Vec::new();
+    }
+    let subnets: Vec<_> = ctx.subnets_on(&gw.network_id).collect();
+    let mut out = Vec::new();
+    for ip in &gw.ips {
+        let IpAddr::V4(ip) = ip else { continue };
+        for s in &subnets {
+            if let IpNet::V4(cidr) = s.cidr
+                && cidr.contains(ip)
+                && !out.iter().any(|(p, _)| *p == cidr.trunc())
+            {
+                let gateway = match s.gateway {
+                    Some(IpAddr::V4(g)) => Some(g),
+                    _ => None,
+                };
+                out.push((cidr.trunc(), gateway));
+            }
+        }
+    }
+    out
+}
+
+/// A route to the outside: TTL decremented, the next hop (`via`, or the destination itself on
+/// the external subnet) into `reg2`, on to source NAT, still in the router's context.
+fn to_outside(
+    owner: &Owner,
+    here: Match,
+    dst: ipnet::Ipv4Net,
+    via: Option<Ipv4Addr>,
+    connected: bool,
+) -> Flow {
+    let dst = IpNet::V4(dst);
+    let next_hop = match via {
+        Some(ip) => set_field(Field::Reg(REG_NEXT_HOP), u32::from(ip).into(), 0xffff_ffff),
+        None => move_field(Field::Ipv4Dst, Field::Reg(REG_NEXT_HOP)),
+    };
+    let mut ins = goto(SNAT);
+    ins.apply = vec![Action::DecTtl, next_hop];
+    flow(
+        owner,
+        ROUTE,
+        route_priority(&dst, connected),
+        ip_match(here, &dst, false),
+        ins,
+    )
 }
 
 /// Answers an ICMP echo request to the router's address `ip` in place: addresses and MACs

@@ -28,7 +28,8 @@ use openflow::text::set_field;
 use openflow::{Action, Field, Flow, Instructions, Match, Subfield};
 
 use super::{
-    App, ETH_IPV4, ETH_IPV6, IPPROTO_ICMPV6, IPPROTO_UDP, OwnerKind, Spec, flow, goto, ip_match,
+    App, EST, ETH_IPV4, ETH_IPV6, INV, IPPROTO_ICMPV6, IPPROTO_UDP, NEW, OwnerKind, REL, RPL, Spec,
+    TRK, ct_state, flow, goto, ip_match,
 };
 use crate::cookie::{Owner, fnv1a};
 use crate::deps::Ctx;
@@ -55,13 +56,6 @@ static SPEC: Spec = Spec {
     ],
 };
 
-/// `ct_state` bits.
-const NEW: u128 = 0x01;
-const EST: u128 = 0x02;
-const REL: u128 = 0x04;
-const RPL: u128 = 0x08;
-const INV: u128 = 0x10;
-const TRK: u128 = 0x20;
 /// `ct_mark` of a connection no rule admits any more.
 const MARK_DENIED: u128 = 1;
 
@@ -97,10 +91,6 @@ const INGRESS: Side = Side {
 
 fn side(ingress: bool) -> &'static Side {
     if ingress { &INGRESS } else { &EGRESS }
-}
-
-fn ct_state(value: u128, mask: u128) -> Match {
-    Match::new().with_masked(Field::CtState, value, mask)
 }
 
 fn zone() -> CtZone {

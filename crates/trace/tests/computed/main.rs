@@ -6,8 +6,8 @@
 //!   ARP, DHCP, from the tunnel, VLAN tags, any MAC, multicast) and the explanations of
 //!   gateways, neighbour discovery and short ids;
 //! - [`routed`]: networks joined by routers: routed packets, extra routes, the router's answers,
-//!   TTL expiry, missing routes, isolation of another project's router, and a network type the
-//!   pipeline does not serve;
+//!   TTL expiry, missing routes, isolation of another project's router, and a network on a physical
+//!   network the chassis does not reach;
 //! - [`security_groups`]: the rules that admit a packet (remote group, prefix, address group),
 //!   none, connection states, a stateless group, the bypasses.
 //!

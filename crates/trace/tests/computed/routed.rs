@@ -1,7 +1,7 @@
 //! Networks joined by routers, traced on chassis ch1. Router r1 joins network a (10.0.1.0/24,
 //! 2001:db8:1::/64) and network b (10.0.2.0/24), with extra routes 192.168.50.0/24 via b1 and
 //! 192.168.60.0/24 via 10.0.2.99, an address no port has; a1 and b1 are on ch1, b2 on ch2. Another
-//! project's network c reuses a's CIDR behind its own router r2; network ext is flat (not served).
+//! project's network c reuses a's CIDR behind its own router r2; network ext is flat, on a physical network the chassis has no bridge mapping for.
 
 use serde_json::{Value, json};
 use trace::{ArpKind, Inventory, Local, Probe, Report, simulate};
@@ -345,13 +345,13 @@ fn router_solicitations_go_to_the_agent() {
 }
 
 #[test]
-fn a_network_type_the_pipeline_does_not_serve_is_named() {
+fn a_physical_network_the_chassis_does_not_reach_is_named() {
     let r = run("x1", "10.9.0.1", Probe::Echo, None);
     assert_eq!(
         r.verdict,
         [
-            "dropped at ingress: network ext (eeeeeeee…) is a flat network, which the pipeline \
-             does not serve yet (it carries vxlan and geneve networks only)"
+            "dropped at ingress: network ext (eeeeeeee…) is a flat network on physical network \
+             physnet1, which this chassis has no bridge mapping for"
         ]
     );
 }

@@ -1,0 +1,645 @@
+//! The outside world (tables [`EXTERNAL_IN`], [`DNAT`], [`SNAT`], [`EXTERNAL_OUT`],
+//! [`NEIGHBOURS_LEARNED`], [`RESOLVE`]): floating IPs, distributed, on the chassis of the port
+//! they forward to, and neighbours on external networks.
+//!
+//! - A floating IP is answered for (ARP) on its physical network only by the chassis whose VIF
+//!   holds its port, with the MAC of the floating IP's own port. Its traffic goes through
+//!   conntrack in the port's NAT zone ([`nat_zone`]): packets to it enter the router
+//!   (`metadata` = router) and new connections are translated to the fixed IP, then routed as
+//!   any other packet ([`ROUTE`]); packets from the fixed IP that the router sends to an external
+//!   network leave with the floating IP as their source (replies of translated connections too)
+//!   and its MAC.
+//! - Ports without a floating IP reach the outside through distributed SNAT (Dragonflow's
+//!   design): each chassis has its own address on each external network (a port the server
+//!   allocates, `network:floatingip_agent_gateway` bound to the chassis) and translates its local
+//!   ports' connections to it, in two conntrack passes so that projects with the same addresses
+//!   never share a connection entry: first, in the port's NAT zone, the source becomes one of the
+//!   port's inner addresses ([`inner_range`], unique on the chassis), then, in the network's
+//!   zone, the chassis' address (a stage of its own: a packet whose first translation failed is
+//!   dropped there, never sent round again). Replies are translated back the same two steps;
+//!   only the chassis answers ARP for its address.
+//! - A router in `centralized` SNAT mode translates on the chassis that hosts its gateway
+//!   ([`Ctx::gateway_host`]), to its gateway address, in the router's zone ([`router_zone`]):
+//!   the other chassis send it packets for the outside (without a floating IP) through the tunnel
+//!   with the router's transit id ([`transit_vni`]), and it routes them again. That chassis also
+//!   answers ARP for the gateway address (for distributed routers too: from one place only).
+//! - On an external network, the next hop's MAC (`reg2` holds its address) comes from
+//!   neighbours the switch learns itself from the ARP packets it sees there (`learn` into
+//!   [`NEIGHBOURS_LEARNED`], cookie [`LEARNED`], idle for five minutes at most): no agent round
+//!   trip, and they survive an agent restart. A next hop not learned yet goes to the agent, which
+//!   asks for it by ARP; the packet is lost, as on a router without an ARP entry.
+
+use std::net::Ipv4Addr;
+
+use openflow::action::{Ct, CtZone, Learn, LearnSpec, LearnSrc, Nat as NatAction, NatAddr};
+use openflow::text::set_field;
+use openflow::{Action, Field, Flow, Instructions, Match, Subfield};
+
+use super::{
+    App, EST, ETH_ARP, ETH_IPV4, INV, NEW, OwnerKind, Punt, REL, Spec, TRK, VLAN_PRESENT, ct_state,
+    flow, goto, move_field, output, punt, set_mac, to_tunnel,
+};
+use crate::cookie::{LEARNED, Owner};
+use crate::deps::{Ctx, Wire};
+use crate::model::{FloatingIp, Kind, Mac};
+use crate::tables::{
+    DNAT, EXTERNAL_IN, EXTERNAL_OUT, L2, NEIGHBOURS_LEARNED, REG_FROM_TUNNEL, REG_NEXT_HOP,
+    RESOLVE, ROUTE, Register, SNAT, SNAT_CHASSIS, nat_zone, router_metadata, router_zone,
+    transit_vni,
+};
+
+pub struct Nat;
+
+static SPEC: Spec = Spec {
+    name: "nat",
+    tables: &[
+        EXTERNAL_IN,
+        DNAT,
+        SNAT,
+        SNAT_CHASSIS,
+        EXTERNAL_OUT,
+        NEIGHBOURS_LEARNED,
+        RESOLVE,
+    ],
+    reads: &[Register::Metadata, Register::NextHop],
+    writes: &[Register::Metadata, Register::FromTunnel],
+    owners: &[
+        OwnerKind::FloatingIp,
+        OwnerKind::Network,
+        OwnerKind::Port,
+        OwnerKind::Router,
+    ],
+    inputs: &[
+        Kind::FloatingIp,
+        Kind::Port,
+        Kind::Router,
+        Kind::Network,
+        Kind::Chassis,
+        Kind::ChassisUp,
+    ],
+};
+
+/// How long a learned neighbour lives without traffic through it (seconds).
+const NEIGHBOUR_IDLE: u16 = 300;
+
+impl App for Nat {
+    fn spec(&self) -> &'static Spec {
+        &SPEC
+    }
+
+    /// Connections the NAT zone knows (replies, further packets) continue to routing.
+    fn fixed(&self) -> Vec<Flow> {
+        [
+            ct_state(TRK | EST, TRK | EST | INV),
+            ct_state(TRK | REL, TRK | REL | INV),
+        ]
+        .into_iter()
+        .map(|m| {
+            flow(
+                &Owner::Static,
+                DNAT,
+                50,
+                m.with(Field::EthType, ETH_IPV4),
+                goto(ROUTE),
+            )
+        })
+        .collect()
+    }
+
+    fn flows(&self, ctx: &mut Ctx<'_>, owner: &Owner, out: &mut Vec<Flow>) {
+        match owner {
+            Owner::FloatingIp(id) => floating_ip_flows(ctx, owner, id, out),
+            Owner::Network(id) => external_network_flows(ctx, owner, id, out),
+            Owner::Port(id) => port_flows(ctx, owner, id, out),
+            Owner::Router(id) => router_flows(ctx, owner, id, out),
+            _ => {}
+        }
+    }
+}
+
+/// An external network this chassis reaches: its `metadata` and VLAN id.
+fn external(ctx: &mut Ctx<'_>, network: &str) -> Option<(u64, Option<u16>)> {
+    ctx.network(network).filter(|n| n.external)?;
+    let meta = ctx.carried(network)?;
+    match ctx.wire(network)? {
+        Wire::Physical { vlan, .. } => Some((meta, vlan)),
+        Wire::Tunnel(_) => None,
+    }
+}
+
+/// The action that teaches the switch the sender of an ARP packet on the network in `metadata`:
+/// a flow in [`NEIGHBOURS_LEARNED`] that sets its MAC as the destination of packets whose next
+/// hop (`reg2`) is its address.
+fn learn_sender() -> Action {
+    Action::Learn(Learn {
+        table: NEIGHBOURS_LEARNED,
+        idle_timeout: NEIGHBOUR_IDLE,
+        priority: 100,
+        cookie: LEARNED,
+        specs: vec![
+            LearnSpec::Match {
+                src: LearnSrc::Field(Subfield::whole(Field::Metadata)),
+                dst: Subfield::whole(Field::Metadata),
+            },
+            LearnSpec::Match {
+                src: LearnSrc::Field(Subfield::whole(Field::ArpSpa)),
+                dst: Subfield::whole(Field::Reg(REG_NEXT_HOP)),
+            },
+            LearnSpec::Load {
+                src: LearnSrc::Field(Subfield::whole(Field::ArpSha)),
+                dst: Subfield::whole(Field::EthDst),
+            },
+        ],
+        ..Learn::default()
+    })
+}
+
+/// Flows of an external network on a physical network: neighbours learned from every ARP packet
+/// seen there, the next hop's MAC looked up before L2, and unknown next hops to the agent.
+fn external_network_flows(ctx: &mut Ctx<'_>, owner: &Owner, id: &str, out: &mut Vec<Flow>) {
+    let Some((meta, _)) = external(ctx, id) else {
+        return;
+    };
+    let here = || Match::new().with(Field::Metadata, meta.into());
+    // Answers to this chassis' own requests (and to anyone's: a switch floods what it has not
+    // learned); gratuitous ARPs teach nothing, so a chassis does not learn every address the
+    // others announce.
+    let mut learn = goto(L2);
+    learn.apply = vec![learn_sender()];
+    out.push(flow(
+        owner,
+        EXTERNAL_IN,
+        90,
+        here().with(Field::EthType, ETH_ARP).with(Field::ArpOp, 2),
+        learn,
+    ));
+    let mut lookup = goto(RESOLVE);
+    lookup.apply = vec![
+        set_mac(Field::EthDst, 0),
+        Action::Resubmit {
+            port: openflow::field::port::IN_PORT,
+            table: Some(NEIGHBOURS_LEARNED),
+            ct: false,
+        },
+    ];
+    out.push(flow(owner, EXTERNAL_OUT, 100, here(), lookup));
+    out.push(flow(
+        owner,
+        RESOLVE,
+        100,
+        here().with(Field::EthDst, 0),
+        punt(Punt::ResolveNeighbour),
+    ));
+}
+
+/// What a floating IP needs on this chassis: it forwards to a port whose VIF is here, through
+/// a router whose gateway is on the floating IP's network, which this chassis reaches.
+struct Local<'t> {
+    fip: &'t FloatingIp,
+    fixed: Ipv4Addr,
+    mac: Mac,
+    ofport: u32,
+    zone: u16,
+    router: u64,
+    network: u64,
+    vlan: Option<u16>,
+}
+
+fn local<'t>(ctx: &mut Ctx<'t>, id: &str) -> Option<Local<'t>> {
+    let fip = ctx.floating_ip(id)?;
+    let target = fip.target.as_ref()?;
+    ctx.port(&target.port_id).filter(|p| p.admin_up)?;
+    let ofport = ctx.ofport(&target.port_id)?;
+    let router = ctx.router(&target.router_id).filter(|r| r.admin_up)?;
+    router
+        .gateway
+        .as_ref()
+        .filter(|g| g.network_id == fip.network_id)?;
+    let (network, vlan) = external(ctx, &fip.network_id)?;
+    let mac = ctx.port(fip.own_port.as_deref()?)?.mac;
+    Some(Local {
+        fip,
+        fixed: target.fixed_ip,
+        mac,
+        ofport,
+        zone: nat_zone(ofport)?,
+        router: router_metadata(&target.router_id),
+        network,
+        vlan,
+    })
+}
+
+fn floating_ip_flows(ctx: &mut Ctx<'_>, owner: &Owner, id: &str, out: &mut Vec<Flow>) {
+    let Some(l) = local(ctx, id) else {
+        return;
+    };
+    let address = u128::from(u32::from(l.fip.address));
+    let fixed = u128::from(u32::from(l.fixed));
+    let in_router = || Match::new().with(Field::Metadata, l.router.into());
+    let zone = CtZone::Imm(l.zone);
+
+    arp_answer_outside(owner, l.network, l.vlan, l.fip.address, l.mac, out);
+
+    // In: into the router, through the NAT zone.
+    out.push(flow(
+        owner,
+        EXTERNAL_IN,
+        100,
+        to_address(l.network, l.fip.address),
+        Instructions::apply(vec![
+            set_field(Field::Metadata, l.router.into(), u128::from(u64::MAX)),
+            translated_back(zone, DNAT),
+        ]),
+    ));
+    let new = ct_state(TRK | NEW, TRK | NEW | INV)
+        .with(Field::Metadata, l.router.into())
+        .with(Field::EthType, ETH_IPV4)
+        .with(Field::Ipv4Dst, address);
+    out.push(flow(
+        owner,
+        DNAT,
+        100,
+        new,
+        Instructions::apply(vec![Action::Ct(Ct {
+            commit: true,
+            zone,
+            table: Some(ROUTE),
+            nat: Some(NatAction {
+                src: Some(false),
+                addr: Some(NatAddr::V4(l.fixed, None)),
+                ..NatAction::default()
+            }),
+            ..Ct::default()
+        })]),
+    ));
+
+    // Out: from the fixed IP of the port on this chassis, with the floating IP and its MAC.
+    let from_fixed = in_router()
+        .with(Field::InPort, l.ofport.into())
+        .with(Field::EthType, ETH_IPV4)
+        .with(Field::Ipv4Src, fixed);
+    out.push(flow(
+        owner,
+        SNAT,
+        100,
+        from_fixed,
+        leave_as(l.mac, l.network, zone, l.fip.address),
+    ));
+}
+
+/// Packets of a connection conntrack `zone` knows, translated back (as the connection was
+/// translated, in the other direction), continuing at `table`.
+fn translated_back(zone: CtZone, table: u8) -> Action {
+    Action::Ct(Ct {
+        zone,
+        table: Some(table),
+        nat: Some(NatAction::default()),
+        ..Ct::default()
+    })
+}
+
+/// IPv4 packets to `address` on the network (or in the router) `meta`.
+fn to_address(meta: u64, address: Ipv4Addr) -> Match {
+    Match::new()
+        .with(Field::Metadata, meta.into())
+        .with(Field::EthType, ETH_IPV4)
+        .with(Field::Ipv4Dst, u128::from(u32::from(address)))
+}
+
+/// Leaving a router for an external network (`network`'s `metadata`) with `mac` as the source
+/// and the source address translated to `address` in conntrack `zone` (replies of translated
+/// connections get their translation back instead), on to the next-hop lookup.
+fn leave_as(mac: Mac, network: u64, zone: CtZone, address: Ipv4Addr) -> Instructions {
+    Instructions::apply(vec![
+        set_mac(Field::EthSrc, mac),
+        set_field(Field::Metadata, network.into(), u128::from(u64::MAX)),
+        Action::Ct(Ct {
+            commit: true,
+            zone,
+            table: Some(EXTERNAL_OUT),
+            nat: Some(NatAction {
+                src: Some(true),
+                addr: Some(NatAddr::V4(address, None)),
+                ..NatAction::default()
+            }),
+            ..Ct::default()
+        }),
+    ])
+}
+
+/// The flows that answer ARP requests from a physical network for `ip` with `mac`, back out of
+/// the patch port (tagged again with the network's VLAN id), and learn the requester; and that
+/// never answer an ARP packet whose sender is `ip` itself: that is the gratuitous ARP of the
+/// chassis the address just moved to, which the chassis it left (still holding these flows
+/// for a moment) must not answer, or the physical switches would learn the old place again.
+fn arp_answer_outside(
+    owner: &Owner,
+    meta: u64,
+    vlan: Option<u16>,
+    ip: Ipv4Addr,
+    mac: Mac,
+    out: &mut Vec<Flow>,
+) {
+    let address = u128::from(u32::from(ip));
+    let from_itself = Match::new()
+        .with(Field::Metadata, meta.into())
+        .with(Field::EthType, ETH_ARP)
+        .with(Field::ArpSpa, address);
+    out.push(flow(owner, EXTERNAL_IN, 120, from_itself, goto(L2)));
+    // Answers to this chassis' requests: learned, and the packets waiting in the agent go on.
+    let answer_to_it = Match::new()
+        .with(Field::Metadata, meta.into())
+        .with(Field::EthType, ETH_ARP)
+        .with(Field::ArpOp, 2)
+        .with(Field::ArpTpa, address);
+    out.push(flow(
+        owner,
+        EXTERNAL_IN,
+        115,
+        answer_to_it,
+        Instructions::apply(vec![learn_sender(), Punt::NeighbourLearned.action()]),
+    ));
+    let arp = Match::new()
+        .with(Field::Metadata, meta.into())
+        .with(Field::EthType, ETH_ARP)
+        .with(Field::ArpOp, 1)
+        .with(Field::ArpTpa, address);
+    let mut answer = vec![
+        learn_sender(),
+        move_field(Field::EthSrc, Field::EthDst),
+        set_mac(Field::EthSrc, mac),
+        set_field(Field::ArpOp, 2, 0xffff),
+        move_field(Field::ArpSha, Field::ArpTha),
+        set_mac(Field::ArpSha, mac),
+        move_field(Field::ArpSpa, Field::ArpTpa),
+        set_field(Field::ArpSpa, address, 0xffff_ffff),
+    ];
+    if let Some(vid) = vlan {
+        answer.push(Action::PushVlan(0x8100));
+        answer.push(set_field(
+            Field::VlanVid,
+            u128::from(VLAN_PRESENT | vid),
+            0x1fff,
+        ));
+    }
+    answer.push(output(openflow::field::port::IN_PORT));
+    out.push(flow(
+        owner,
+        EXTERNAL_IN,
+        110,
+        arp,
+        Instructions::apply(answer),
+    ));
+}
+
+/// Distributed SNAT's first-stage addresses: 100.64.0.0/10, 256 for each local port (after its
+/// OpenFlow number, below [`crate::tables::MAX_OFPORT`]), so that many short connections to one
+/// destination never run out of tuples. They live only in conntrack entries, never on a wire.
+const INNER_BASE: u32 = 0x6440_0000;
+const INNER_MASK: u32 = 0xffc0_0000;
+
+/// The inner addresses of the local port with OpenFlow number `ofport`: the first, the last, and
+/// the prefix holding them.
+pub fn inner_range(ofport: u32) -> (Ipv4Addr, Ipv4Addr, ipnet::Ipv4Net) {
+    let first = INNER_BASE | ((ofport << 8) & !INNER_MASK);
+    let net = ipnet::Ipv4Net::new(Ipv4Addr::from(first), 24).expect("a /24");
+    (Ipv4Addr::from(first), Ipv4Addr::from(first | 0xff), net)
+}
+
+/// This chassis' way out of a router through its SNAT address on the router's external network.
+struct Exit {
+    router: u64,
+    network: u64,
+    address: Ipv4Addr,
+    mac: Mac,
+    /// The network's SNAT zone on this chassis (after its patch port's number).
+    zone: u16,
+}
+
+fn snat_exit(ctx: &mut Ctx<'_>, router_id: &str) -> Option<Exit> {
+    let router = ctx
+        .router(router_id)
+        .filter(|r| r.admin_up && !r.centralized)?;
+    let gw = router.gateway.as_ref().filter(|g| g.snat)?;
+    address_on(ctx, &gw.network_id).map(|(network, _, address, mac, zone)| Exit {
+        router: router_metadata(router_id),
+        network,
+        address,
+        mac,
+        zone,
+    })
+}
+
+/// This chassis' SNAT address on an external network it reaches: the network's `metadata`, VLAN
+/// id, the address, its MAC and the network's SNAT zone.
+fn address_on(ctx: &mut Ctx<'_>, network: &str) -> Option<(u64, Option<u16>, Ipv4Addr, Mac, u16)> {
+    let (meta, vlan) = external(ctx, network)?;
+    let Wire::Physical { patch, .. } = ctx.wire(network)? else {
+        return None;
+    };
+    let port = ctx.snat_port(network).filter(|p| p.admin_up)?;
+    let address = port.ips.iter().find_map(|ip| match ip {
+        std::net::IpAddr::V4(v4) => Some(*v4),
+        std::net::IpAddr::V6(_) => None,
+    })?;
+    Some((meta, vlan, address, port.mac, nat_zone(patch)?))
+}
+
+/// A port's distributed SNAT: for this chassis' own SNAT address, its ARP answer and the way in
+/// of replies; for a local VIF, the first stage of SNAT through the first router (in id order)
+/// on its network with a gateway where this chassis has an address, and the reply's way back.
+fn port_flows(ctx: &mut Ctx<'_>, owner: &Owner, id: &str, out: &mut Vec<Flow>) {
+    let Some(port) = ctx.port(id).filter(|p| p.admin_up) else {
+        return;
+    };
+    if port.snat_chassis() == Some(ctx.chassis_id()) {
+        if let Some((meta, vlan, address, mac, zone)) = address_on(ctx, &port.network_id)
+            && ctx.snat_port(&port.network_id).map(|p| p.id.as_str()) == Some(id)
+        {
+            arp_answer_outside(owner, meta, vlan, address, mac, out);
+            out.push(flow(
+                owner,
+                EXTERNAL_IN,
+                100,
+                to_address(meta, address),
+                Instructions::apply(vec![translated_back(CtZone::Imm(zone), DNAT)]),
+            ));
+        }
+        return;
+    }
+    let Some(ofport) = ctx.ofport(id) else {
+        return;
+    };
+    let Some(zone) = nat_zone(ofport) else {
+        return;
+    };
+    let mut routers: Vec<&str> = ctx
+        .interfaces_on(&port.network_id)
+        .filter_map(|p| p.router())
+        .collect();
+    routers.sort_unstable();
+    routers.dedup();
+    let Some(exit) = routers.into_iter().find_map(|r| snat_exit(ctx, r)) else {
+        return;
+    };
+    let (first, last, inner) = inner_range(ofport);
+    let from_port = Match::new()
+        .with(Field::Metadata, exit.router.into())
+        .with(Field::InPort, ofport.into())
+        .with(Field::EthType, ETH_IPV4);
+    out.push(flow(
+        owner,
+        SNAT,
+        90,
+        from_port,
+        Instructions::apply(vec![Action::Ct(Ct {
+            commit: true,
+            zone: CtZone::Imm(zone),
+            table: Some(SNAT_CHASSIS),
+            nat: Some(NatAction {
+                src: Some(true),
+                addr: Some(NatAddr::V4(first, Some(last))),
+                ..NatAction::default()
+            }),
+            ..Ct::default()
+        })]),
+    ));
+    let reply = ct_state(TRK, TRK | NEW | INV)
+        .with(Field::Metadata, exit.network.into())
+        .with(Field::EthType, ETH_IPV4)
+        .with_masked(
+            Field::Ipv4Dst,
+            u128::from(u32::from(inner.network())),
+            u128::from(u32::from(inner.netmask())),
+        );
+    out.push(flow(
+        owner,
+        DNAT,
+        100,
+        reply,
+        Instructions::apply(vec![
+            set_field(Field::Metadata, exit.router.into(), u128::from(u64::MAX)),
+            translated_back(CtZone::Imm(zone), DNAT),
+        ]),
+    ));
+}
+
+/// A router's gateway on this chassis, if this chassis hosts it ([`Ctx::gateway_host`]): the
+/// network's `metadata` and VLAN id, the gateway's IPv4 address and MAC.
+fn hosted_gateway(ctx: &mut Ctx<'_>, id: &str) -> Option<(u64, Option<u16>, Ipv4Addr, Mac)> {
+    let router = ctx.router(id).filter(|r| r.admin_up)?;
+    let gw = router.gateway.as_ref()?;
+    let address = gw.ips.iter().find_map(|ip| match ip {
+        std::net::IpAddr::V4(v4) => Some(*v4),
+        std::net::IpAddr::V6(_) => None,
+    })?;
+    let host = ctx.gateway_host(id)?;
+    if host.id != ctx.chassis_id() {
+        return None;
+    }
+    let (meta, vlan) = external(ctx, &gw.network_id)?;
+    let mac = ctx.gateway_port(id)?.mac;
+    Some((meta, vlan, address, mac))
+}
+
+/// A router's flows: the answers for its gateway address on the chassis that hosts the gateway;
+/// centralized SNAT there (to the gateway address, in the router's zone), and the way to it
+/// through the tunnel from the other chassis; or, distributed, the second stage of SNAT on this
+/// chassis, from the ports' inner addresses to the chassis' address on the router's external
+/// network, with its MAC.
+fn router_flows(ctx: &mut Ctx<'_>, owner: &Owner, id: &str, out: &mut Vec<Flow>) {
+    let hosted = hosted_gateway(ctx, id);
+    if let Some((meta, vlan, address, mac)) = hosted {
+        arp_answer_outside(owner, meta, vlan, address, mac, out);
+    }
+    let Some(router) = ctx.router(id).filter(|r| r.admin_up) else {
+        return;
+    };
+    if router.centralized {
+        centralized_snat(ctx, owner, id, hosted, out);
+        return;
+    }
+    let Some(exit) = snat_exit(ctx, id) else {
+        return;
+    };
+    let from_inner = Match::new()
+        .with(Field::Metadata, exit.router.into())
+        .with(Field::EthType, ETH_IPV4)
+        .with_masked(
+            Field::Ipv4Src,
+            u128::from(INNER_BASE),
+            u128::from(INNER_MASK),
+        );
+    out.push(flow(
+        owner,
+        SNAT_CHASSIS,
+        100,
+        from_inner,
+        leave_as(exit.mac, exit.network, CtZone::Imm(exit.zone), exit.address),
+    ));
+}
+
+/// Centralized SNAT of a router with a number and a gateway with SNAT: on the chassis hosting
+/// its gateway, to the gateway address in the router's zone (and replies back into the router,
+/// free to go through the tunnel to the port's chassis); on the others, packets for the outside
+/// without a floating IP go to that chassis through the tunnel with the router's transit id,
+/// and are routed again there.
+fn centralized_snat(
+    ctx: &mut Ctx<'_>,
+    owner: &Owner,
+    id: &str,
+    hosted: Option<(u64, Option<u16>, Ipv4Addr, Mac)>,
+    out: &mut Vec<Flow>,
+) {
+    let Some(router) = ctx.router(id) else {
+        return;
+    };
+    let (Some(number), true) = (
+        router.number,
+        router.gateway.as_ref().is_some_and(|g| g.snat),
+    ) else {
+        return;
+    };
+    let meta = router_metadata(id);
+    let from_router = Match::new()
+        .with(Field::Metadata, meta.into())
+        .with(Field::EthType, ETH_IPV4);
+    match hosted {
+        Some((network, _, address, mac)) => {
+            let zone = CtZone::Imm(router_zone(number));
+            out.push(flow(
+                owner,
+                SNAT,
+                80,
+                from_router,
+                leave_as(mac, network, zone, address),
+            ));
+            out.push(flow(
+                owner,
+                EXTERNAL_IN,
+                100,
+                to_address(network, address),
+                Instructions::apply(vec![
+                    set_field(Field::Metadata, meta.into(), u128::from(u64::MAX)),
+                    // Routed on from here: a reply may go through the tunnel to its port.
+                    set_field(Field::Reg(REG_FROM_TUNNEL), 0, 0xffff_ffff),
+                    translated_back(zone, DNAT),
+                ]),
+            ));
+        }
+        None => {
+            let (Some(host), Some(tunnel)) = (ctx.gateway_host(id), ctx.tunnel()) else {
+                return;
+            };
+            let mut actions = Vec::new();
+            to_tunnel(tunnel, transit_vni(number), host.tunnel_ip, &mut actions);
+            out.push(flow(
+                owner,
+                SNAT,
+                80,
+                from_router,
+                Instructions::apply(actions),
+            ));
+        }
+    }
+}
