@@ -260,4 +260,59 @@ mod tests {
         assert_eq!(a.due(p.topology(), &local)["n1"].len(), 3, "a new MAC");
         assert!(a.due(p.topology(), &BTreeSet::new()).is_empty());
     }
+
+    #[test]
+    fn an_address_served_on_a_physical_network_is_announced_tagged_and_repeated() {
+        let ext = "eeeeeeee-0000-4000-8000-0000000000e1";
+        let mut p = Pipeline::new("ch1");
+        p.apply(Input::Object(
+            format!("/r/networks/{ext}"),
+            Some(json!({"id": ext, "provider:network_type": "vlan",
+                "provider:physical_network": "physnet1", "provider:segmentation_id": 40,
+                "router:external": true})),
+        ));
+        p.apply(Input::Patch("physnet1".into(), Some(30)));
+        p.apply(Input::Object(
+            "/r/ports/snat1".into(),
+            Some(
+                json!({"id": "snat1", "network_id": ext, "mac_address": "fa:16:3e:00:06:01",
+                "fixed_ips": [{"ip_address": "172.24.4.101"}], "binding:host_id": "ch1",
+                "device_owner": "network:floatingip_agent_gateway", "device_id": "ch1"}),
+            ),
+        ));
+        let mut a = Announcer::default();
+        let due = a.due_outside(&p);
+        assert_eq!(due.len(), 1, "this chassis' own SNAT address");
+        let (port, frame) = &due[0];
+        assert_eq!(*port, 30, "out of the patch");
+        assert_eq!(
+            &frame[12..16],
+            &[0x81, 0x00, 0, 40],
+            "tagged with the VLAN id"
+        );
+        assert_eq!(&frame[32..36], &[172, 24, 4, 101], "sender IP");
+        assert!(a.due_outside(&p).is_empty(), "not again at once");
+        let next = a.next_due().expect("repeats are due");
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+        assert_eq!(a.due_outside(&p).len(), 1, "repeated");
+        // Another chassis' SNAT address is not this one's to announce.
+        let mut q = Pipeline::new("ch2");
+        q.apply(Input::Object(
+            format!("/r/networks/{ext}"),
+            Some(json!({"id": ext, "provider:network_type": "vlan",
+                "provider:physical_network": "physnet1", "provider:segmentation_id": 40,
+                "router:external": true})),
+        ));
+        q.apply(Input::Patch("physnet1".into(), Some(30)));
+        q.apply(Input::Object(
+            "/r/ports/snat1".into(),
+            p.topology().ports.get("snat1").map(|_| {
+                json!({"id": "snat1", "network_id": ext, "mac_address": "fa:16:3e:00:06:01",
+                    "fixed_ips": [{"ip_address": "172.24.4.101"}], "binding:host_id": "ch1",
+                    "device_owner": "network:floatingip_agent_gateway", "device_id": "ch1"})
+            }),
+        ));
+        assert!(q.topology().ports.contains_key("snat1"));
+        assert!(Announcer::default().due_outside(&q).is_empty());
+    }
 }

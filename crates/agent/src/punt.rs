@@ -291,3 +291,122 @@ impl Handlers {
 fn back(punted: &Punted<'_>, frame: Option<Vec<u8>>) -> Option<Reply> {
     Some(Reply::out(punted.in_port, frame?))
 }
+
+#[cfg(test)]
+mod tests {
+    use pipeline::Input;
+    use serde_json::json;
+
+    use super::*;
+
+    const EXT: &str = "eeeeeeee-0000-4000-8000-0000000000e1";
+    const PATCH: u32 = 30;
+
+    /// A chassis reaching the flat external network EXT through patch port 30.
+    fn pipeline() -> Pipeline {
+        let mut p = Pipeline::new("ch1");
+        p.apply(Input::Object(
+            format!("/r/networks/{EXT}"),
+            Some(json!({"id": EXT, "provider:network_type": "flat",
+                "provider:physical_network": "physnet1", "router:external": true})),
+        ));
+        p.apply(Input::Patch("physnet1".into(), Some(PATCH)));
+        p
+    }
+
+    fn metadata(p: &Pipeline) -> u64 {
+        p.topology().networks[EXT]
+            .metadata()
+            .expect("a provider network")
+    }
+
+    /// An IPv4 frame from the floating IP 172.24.4.10 (as NAT left it) to 198.51.100.7.
+    fn routed_frame() -> Vec<u8> {
+        let mut f = vec![0u8; 34];
+        f[6..12].copy_from_slice(&[0xfa, 0x16, 0x3e, 0, 0, 0x10]);
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        f[14] = 0x45;
+        f[26..30].copy_from_slice(&[172, 24, 4, 10]);
+        f[30..34].copy_from_slice(&[198, 51, 100, 7]);
+        f
+    }
+
+    fn punted<'a>(reason: Punt, meta: u64, frame: &'a [u8]) -> Punted<'a> {
+        Punted {
+            reason,
+            cookie: 0,
+            in_port: 11,
+            metadata: Some(meta),
+            next_hop: Some(Ipv4Addr::new(172, 24, 4, 1)),
+            frame,
+        }
+    }
+
+    #[test]
+    fn a_packet_for_an_unknown_next_hop_asks_by_arp_and_goes_on_when_it_answers() {
+        let p = pipeline();
+        let meta = metadata(&p);
+        let mut h = Handlers::default();
+        let frame = routed_frame();
+        let Reply(asked) = h
+            .answer(&p, &punted(Punt::ResolveNeighbour, meta, &frame))
+            .expect("an ARP request");
+        assert_eq!(asked.len(), 1);
+        let (actions, request) = &asked[0];
+        assert_eq!(
+            actions,
+            &vec![Action::Output {
+                port: PATCH,
+                max_len: 0
+            }]
+        );
+        assert_eq!(&request[12..14], &[0x08, 0x06], "ARP");
+        assert_eq!(
+            &request[28..32],
+            &[172, 24, 4, 10],
+            "from the translated source"
+        );
+        assert_eq!(&request[38..42], &[172, 24, 4, 1], "for the next hop");
+        // The answer of another neighbour sends nothing on.
+        let mut other = request.clone();
+        other[28..32].copy_from_slice(&[172, 24, 4, 99]);
+        assert!(
+            h.answer(&p, &punted(Punt::NeighbourLearned, meta, &other))
+                .is_none()
+        );
+        // The next hop's answer (its sender address at the same place) sends the packet on,
+        // back into the pipeline at the next-hop lookup.
+        let mut answer = request.clone();
+        answer[28..32].copy_from_slice(&[172, 24, 4, 1]);
+        let Reply(again) = h
+            .answer(&p, &punted(Punt::NeighbourLearned, meta, &answer))
+            .expect("the waiting packet");
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].1, frame);
+        assert!(again[0].0.iter().any(|a| matches!(
+            a,
+            Action::Resubmit {
+                table: Some(pipeline::tables::EXTERNAL_OUT),
+                ..
+            }
+        )));
+        // Sent once.
+        assert!(
+            h.answer(&p, &punted(Punt::NeighbourLearned, meta, &answer))
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn waiting_packets_are_bounded() {
+        let p = pipeline();
+        let meta = metadata(&p);
+        let mut h = Handlers::default();
+        let frame = routed_frame();
+        for _ in 0..3 * WAITING_PER_HOP {
+            h.answer(&p, &punted(Punt::ResolveNeighbour, meta, &frame));
+        }
+        let waiting: usize = h.waiting.values().map(Vec::len).sum();
+        assert_eq!(waiting, WAITING_PER_HOP);
+    }
+}

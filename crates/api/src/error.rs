@@ -55,6 +55,10 @@ impl ApiError {
     pub fn conflict(kind: &str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, kind, message)
     }
+    /// 500 `InternalError`: what the server holds is not what it wrote (a corrupt record).
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", message)
+    }
     /// 403 `HTTPForbidden` (Wyvern's own APIs; the Neutron API answers [`ApiError::policy`]).
     pub fn forbidden(message: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, "HTTPForbidden", message)

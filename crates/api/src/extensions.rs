@@ -93,6 +93,26 @@ const NEUTRON_EXTENSIONS: &[(&str, &str, &str)] = &[
         "Expose mapping of virtual networks to physical networks",
     ),
     (
+        "quota-check-limit",
+        "Quota engine limit check",
+        "Support for checking the resource usage before applying a new quota limit",
+    ),
+    (
+        "quota-check-limit-default",
+        "Quota engine limit check by default",
+        "By default, the Neutron quota engine checks the resource usage before applying a new quota limit",
+    ),
+    (
+        "quota_details",
+        "Quota details management support",
+        "Expose functions for quotas usage statistics per project",
+    ),
+    (
+        "quotas",
+        "Quota management support",
+        "Expose functions for quotas management per project",
+    ),
+    (
         "revision-if-match",
         "If-Match constraints based on revision_number",
         "Extension indicating that If-Match based on revision_number is supported.",

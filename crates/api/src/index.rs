@@ -129,8 +129,9 @@ fn strings(list: Option<&Value>) -> Vec<&str> {
         .collect()
 }
 
-/// A value as it appears in a key: `%` and `/` percent-encoded.
-fn escape(value: &str) -> String {
+/// A value as it appears in a key: `%` and `/` percent-encoded (also a project id in the quotas'
+/// keys).
+pub(crate) fn escape(value: &str) -> String {
     value.replace('%', "%25").replace('/', "%2F")
 }
 

@@ -14,6 +14,7 @@ mod input;
 mod limits;
 mod metrics;
 pub mod query;
+pub mod quota;
 pub mod repo;
 mod resources;
 mod snat;
@@ -47,6 +48,9 @@ pub struct ApiConfig {
     /// Request body, connection and timeout limits.
     #[serde(default)]
     pub limits: Limits,
+    /// The default quota limits (Neutron's unless given).
+    #[serde(default)]
+    pub quotas: quota::Defaults,
 }
 
 /// Shared state of the server.
@@ -62,7 +66,8 @@ pub struct Api {
 }
 
 /// Serves the API on `listener` until the process ends, within `config.limits`. First brings the
-/// store's indexes up to date ([`index::rebuild`]); connections wait in the listen backlog meanwhile.
+/// store's indexes and quota usage counters up to date ([`index::rebuild`], [`quota::recount`]);
+/// connections wait in the listen backlog meanwhile.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     store: Arc<dyn store::Store>,
@@ -71,6 +76,9 @@ pub async fn serve(
     index::rebuild(store.as_ref())
         .await
         .map_err(|e| std::io::Error::other(format!("rebuilding the store's indexes: {e}")))?;
+    quota::recount(store.as_ref(), &config.quotas)
+        .await
+        .map_err(|e| std::io::Error::other(format!("recounting the quota usage: {e}")))?;
     let limits = config.limits.clone();
     connections::serve(listener, router(Api::new(store, config)), &limits).await
 }
@@ -85,7 +93,10 @@ impl Api {
         });
         Api {
             watches: store::SharedWatch::new(store.clone()),
-            db: Db { store },
+            db: Db {
+                store,
+                quotas: Arc::new(config.quotas.clone()),
+            },
             config: Arc::new(config),
             ipam_cursors: Arc::default(),
             metrics,
@@ -109,6 +120,12 @@ pub fn router(api: Api) -> Router {
             "/v2.0/availability_zones",
             get(extensions::availability_zones),
         )
+        .route("/v2.0/quotas", get(quota::list).post(quota::create))
+        .route(
+            "/v2.0/quotas/{project}",
+            get(quota::show).put(quota::update).delete(quota::delete),
+        )
+        .route("/v2.0/quotas/{project}/{action}", get(quota::action))
         .route("/v2.0/{collection}", get(list).post(create))
         .route(
             "/v2.0/{collection}/{id}",
@@ -284,11 +301,13 @@ impl Api {
             prepared.push(input::prepare_create(def, ctx, item)?);
             tokio::task::yield_now().await;
         }
+        quota::precheck(&self.db, def, &prepared).await?;
         resources::before_create(self, ctx, def, &prepared).await?;
         let mut attempts = Attempts::new();
         let mut created = loop {
             attempts.begin()?;
             let mut plan = Plan::default();
+            plan.enforce_quota(def);
             let mut created = Vec::with_capacity(prepared.len());
             for item in &prepared {
                 created

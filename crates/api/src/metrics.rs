@@ -103,6 +103,7 @@ fn resource_of(path: &str) -> &'static str {
         (Some("v2.0"), Some(""), ..) | (Some("v2.0"), None, ..) | (Some(""), ..) => "index",
         (Some("v2.0"), Some("extensions"), ..) => "extensions",
         (Some("v2.0"), Some("availability_zones"), ..) => "availability_zones",
+        (Some("v2.0"), Some("quotas"), ..) => "quotas",
         (Some("v2.0"), Some(collection), ..) => {
             model::resource_by_path(collection.strip_suffix(".json").unwrap_or(collection))
                 .map_or("unknown", |def| def.collection)

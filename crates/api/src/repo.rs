@@ -3,8 +3,9 @@
 //! Layout: `/r/<collection>/<id>` holds an object as the API shows it (plus internal fields whose names
 //! start with `_`); `/ipam/<subnet>/<ip>`, `/mac/<network>/<mac>`, `/seg/<type>/<physnet>/<id>`,
 //! `/seg/router/<n>`, `/snat/<network>/<chassis>` and `/default-sg/<project>` are claims that make
-//! allocations unique; `/idx/...` are the keys of secondary indexes (see [`crate::index`]), which a
-//! plan keeps in step with the objects it writes. A call reads what it needs,
+//! allocations unique; `/idx/...` are the keys of secondary indexes (see [`crate::index`]) and
+//! `/quota/used/...` the quotas' usage counters (see [`crate::quota`]), which a plan keeps in step
+//! with the objects it writes. A call reads what it needs,
 //! builds a plan whose conditions pin every key it read or claims, and commits it; a conflict means
 //! another call got there first, and the whole call is planned again.
 
@@ -17,6 +18,7 @@ use store::{Revision, Store, StoreError, Txn, TxnOutcome};
 
 use crate::error::{ApiError, ApiResult};
 use crate::index::{self, Index};
+use crate::quota::{self, Ledger};
 
 /// A JSON object as the API shows it.
 pub type Obj = Map<String, Value>;
@@ -74,10 +76,12 @@ const MAX_ATTEMPTS: usize = 64;
 /// transactions with more than 128 of either (its default `--max-txn-ops`).
 pub const STEP_BUDGET: usize = 100;
 
-/// Read access to the store in terms of objects.
+/// Read access to the store in terms of objects, and the commit of plans.
 #[derive(Clone)]
 pub struct Db {
     pub store: Arc<dyn Store>,
+    /// The default quota limits, which the commit of a plan that creates objects checks.
+    pub quotas: Arc<quota::Defaults>,
 }
 
 impl Db {
@@ -181,27 +185,50 @@ impl Db {
     }
 
     /// Commits a plan; the revision it was committed at, or `None` after a conflict.
+    ///
+    /// The usage counters of what the plan creates and deletes are read and added now
+    /// ([`Ledger::settle`], which also checks the quotas the plan enforces). A conflict on a counter
+    /// or a project's limits means only that another call counted first: the counters are read
+    /// again and the plan sent again, without planning the whole call again.
     pub async fn commit_at(&self, plan: Plan) -> ApiResult<Option<Revision>> {
-        let txn = plan.into_txn();
+        let (planned, ledger) = plan.into_parts();
+        if ledger.is_empty() {
+            return Ok(self.send(planned).await?.ok());
+        }
+        for _ in 0..MAX_ATTEMPTS {
+            let mut txn = planned.clone();
+            ledger.settle(self, &mut txn).await?;
+            match self.send(txn).await? {
+                Ok(rev) => return Ok(Some(rev)),
+                Err(key) if quota::is_quota_key(&key) => continue,
+                Err(_) => return Ok(None),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Sends one transaction: the revision it was committed at, or the key of the condition that
+    /// failed ("" when it is not known which).
+    async fn send(&self, txn: Txn) -> ApiResult<Result<Revision, String>> {
         let witness = txn.ops.iter().find_map(|op| match op {
             store::Op::Put(k, v) | store::Op::PutLeased(k, v, _) => Some((k.clone(), v.clone())),
             store::Op::Delete(_) => None,
         });
         match self.store.txn(txn).await {
-            Ok(TxnOutcome::Committed(rev)) => Ok(Some(rev)),
+            Ok(TxnOutcome::Committed(rev)) => Ok(Ok(rev)),
             Ok(TxnOutcome::Conflict(key)) => {
                 tracing::debug!("conflict on {key}; planning again");
-                Ok(None)
+                Ok(Err(key))
             }
             // The connection broke after the transaction went out (etcd leader change): read back
             // one value it writes. Ours there: it committed, answer success (a retry by the client
             // would create a duplicate). Otherwise nothing was written: plan again.
             Err(StoreError::OutcomeUnknown(why)) => match witness {
                 Some((key, value)) => match self.store.get(&key).await? {
-                    Some(kv) if kv.value == value => Ok(Some(kv.mod_revision)),
+                    Some(kv) if kv.value == value => Ok(Ok(kv.mod_revision)),
                     _ => {
                         tracing::debug!("transaction outcome unknown ({why}); not applied");
-                        Ok(None)
+                        Ok(Err(String::new()))
                     }
                 },
                 None => Err(StoreError::OutcomeUnknown(why).into()),
@@ -233,13 +260,8 @@ impl Attempts {
 }
 
 pub fn decode(bytes: &[u8]) -> ApiResult<Obj> {
-    serde_json::from_slice(bytes).map_err(|e| {
-        ApiError::new(
-            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-            "InternalError",
-            format!("corrupt object in store: {e}"),
-        )
-    })
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::internal(format!("corrupt object in store: {e}")))
 }
 
 fn encode(obj: &Obj) -> Vec<u8> {
@@ -267,6 +289,8 @@ pub struct Plan {
     writes: HashMap<String, usize>,
     /// The index keys of each indexed object the plan writes or deletes, by the object's key.
     indexed: HashMap<String, IndexKeys>,
+    /// The objects the plan creates and deletes, for the quotas' usage counters.
+    quota: Ledger,
 }
 
 /// An object's index keys as it was read (none when the plan creates it), and as the plan leaves
@@ -293,13 +317,20 @@ impl Plan {
     pub fn is_claimed(&self, key: &str) -> bool {
         self.claimed.contains(key)
     }
-    /// The larger of the plan's condition and write counts, index keys included (etcd limits both
-    /// per transaction).
+    /// The larger of the plan's condition and write counts, index keys and (at most) usage
+    /// counters included (etcd limits both per transaction).
     pub fn size(&self) -> usize {
         self.txn
             .compares
             .len()
             .max(self.txn.ops.len() + self.index_ops().count())
+            + self.quota.size()
+    }
+    /// Checks the objects of kind `def` that this plan creates against their projects' quotas (at
+    /// commit: 409 `OverQuota` when they do not fit). Other objects the plan creates are counted
+    /// but not checked, as Neutron counts what it makes on its own behalf.
+    pub fn enforce_quota(&mut self, def: &ResourceDef) {
+        self.quota.enforce(def);
     }
     /// The writes and deletes of index keys that the plan's object writes call for.
     fn index_ops(&self) -> impl Iterator<Item = store::Op> + '_ {
@@ -310,12 +341,13 @@ impl Plan {
                 .chain(new.map(|k| store::Op::Put(k.clone(), Vec::new())))
         })
     }
-    /// The transaction to commit: the plan's conditions and writes, then its index keys.
-    fn into_txn(self) -> Txn {
+    /// The transaction to commit (the plan's conditions and writes, then its index keys), and the
+    /// objects it creates and deletes, whose counters are added at commit.
+    fn into_parts(self) -> (Txn, Ledger) {
         let index_ops: Vec<store::Op> = self.index_ops().collect();
         let mut txn = self.txn;
         txn.ops.extend(index_ops);
-        txn
+        (txn, self.quota)
     }
     /// Notes the index keys of an object the plan writes (`written`) or deletes (`None`); `read` is
     /// the object as read, `None` for a new one. The keys as read are those of the first write.
@@ -357,6 +389,7 @@ impl Plan {
                 }
             }
         }
+        self.quota.absorb(other.quota);
     }
     /// The object as this plan writes it, if it does.
     pub fn written(&self, def: &ResourceDef, id: &str) -> Option<Obj> {
@@ -387,6 +420,12 @@ impl Plan {
     pub fn pin_obj(&mut self, def: &ResourceDef, stored: &Stored) {
         self.pin(obj_key(def, stored.id()), stored.rev);
     }
+    /// Writes `value` under `key`, a record that is not an object (a project's quota limits), on
+    /// condition that `key` is still at `rev` (0: absent).
+    pub fn put_key(&mut self, key: String, rev: Revision, value: Vec<u8>) {
+        self.pin(key.clone(), rev);
+        self.txn.ops.push(store::Op::Put(key, value));
+    }
     pub fn release(&mut self, key: String) {
         self.claimed.remove(&key);
         self.txn.ops.push(store::Op::Delete(key));
@@ -398,6 +437,7 @@ impl Plan {
             .compares
             .push(store::Compare::ModRevision(key.clone(), 0));
         self.reindex(def, &key, None, Some(obj));
+        self.quota.count(def, obj, 1);
         self.write(key, obj);
     }
     /// Writes `obj`, a changed copy of the object as `read`; bumps its revision number and update
@@ -417,6 +457,7 @@ impl Plan {
         let key = obj_key(def, stored.id());
         self.pin(key.clone(), stored.rev);
         self.reindex(def, &key, Some(&stored.obj), None);
+        self.quota.count(def, &stored.obj, -1);
         self.writes.remove(&key);
         self.txn.ops.push(store::Op::Delete(key));
     }

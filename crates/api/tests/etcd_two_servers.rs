@@ -1,6 +1,7 @@
 //! Two API servers on one 3-member etcd cluster: concurrent creates split between them never hand out
 //! an IP address, a MAC, a port id, a segmentation id, a router number or a chassis' SNAT address
-//! twice, and never answer 5xx. An exhausted pool answers 409 `IpAddressGenerationFailure`.
+//! twice, and never answer 5xx. An exhausted pool answers 409 `IpAddressGenerationFailure`, and a
+//! project's quota holds across both: creates racing through the two never pass its limit.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -9,14 +10,24 @@ use etcd_fixture::EtcdCluster;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-/// Two servers, each with its own connection to the cluster, as two processes would have.
+/// Two servers with Neutron's default quotas, each with its own connection to the cluster, as two
+/// processes would have.
 async fn two_servers(cluster: &EtcdCluster) -> [String; 2] {
+    two_servers_with(cluster, api::quota::Defaults::default()).await
+}
+
+/// Two servers with these default quotas.
+async fn two_servers_with(cluster: &EtcdCluster, quotas: api::quota::Defaults) -> [String; 2] {
     let mut bases = Vec::new();
     for _ in 0..2 {
         let store: Arc<dyn store::Store> = store::open(&cluster.spec("/wyvern")).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         bases.push(format!("http://{}", listener.local_addr().unwrap()));
-        tokio::spawn(api::serve(listener, store, api::ApiConfig::default()));
+        let config = api::ApiConfig {
+            quotas: quotas.clone(),
+            ..api::ApiConfig::default()
+        };
+        tokio::spawn(api::serve(listener, store, config));
     }
     [bases[0].clone(), bases[1].clone()]
 }
@@ -156,7 +167,8 @@ async fn networks_created_through_two_servers_get_distinct_segmentation_ids() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routers_created_through_two_servers_get_distinct_numbers() {
     let cluster = EtcdCluster::start(3).await.expect("etcd cluster");
-    let servers = two_servers(&cluster).await;
+    // More routers than Neutron's default quota lets one project have.
+    let servers = two_servers_with(&cluster, api::quota::Defaults::unlimited()).await;
     let client = reqwest::Client::new();
     let calls = (0..40).map(|i| {
         let body = json!({"router": {"name": format!("r{i}")}});
@@ -221,4 +233,51 @@ async fn snat_addresses_asked_through_two_servers_are_one_port() {
     )
     .await;
     assert_eq!(listed.len(), 1, "{listed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quota_holds_across_two_servers() {
+    let cluster = EtcdCluster::start(3).await.expect("etcd cluster");
+    let servers = two_servers(&cluster).await;
+    let client = reqwest::Client::new();
+    let net = network_with_subnet(&client, &servers[0], "10.30.0.0/24").await;
+    // The limit set through one server holds for both.
+    let quota = format!("{}/v2.0/quotas/admin", servers[1]);
+    let limit = json!({"quota": {"port": 45}});
+    let answer = client.put(&quota).json(&limit).send().await.unwrap();
+    assert_eq!(answer.status().as_u16(), 200);
+    // Single creates and bulk creates of three, alternating between the servers.
+    let singles = create_ports(&client, &servers, &net, 80);
+    let bulks = (0..10).map(|i| {
+        let ports = vec![json!({"network_id": net}); 3];
+        post(
+            &client,
+            format!("{}/v2.0/ports", servers[i % 2]),
+            json!({ "ports": ports }),
+        )
+    });
+    let (singles, bulks) = futures::join!(singles, futures::future::join_all(bulks));
+    let mut created = 0;
+    for (status, body) in singles.iter().chain(&bulks) {
+        match status {
+            201 => created += body["ports"].as_array().map_or(1, Vec::len),
+            _ => {
+                assert_eq!(*status, 409, "{body}");
+                assert_eq!(body["NeutronError"]["type"], "OverQuota", "{body}");
+            }
+        }
+    }
+    assert_eq!(created, 45, "ports created past a limit of 45");
+    for base in &servers {
+        let url = format!("{base}/v2.0/quotas/admin/details");
+        let details: Value = client.get(url).send().await.unwrap().json().await.unwrap();
+        assert_eq!(details["quota"]["port"]["used"], 45, "{details}");
+        let ports = list(
+            &client,
+            format!("{base}/v2.0/ports?network_id={net}"),
+            "ports",
+        )
+        .await;
+        assert_eq!(ports.len(), 45);
+    }
 }

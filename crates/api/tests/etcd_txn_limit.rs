@@ -8,13 +8,18 @@ use etcd_fixture::EtcdCluster;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-/// A server on a fresh 1-member cluster (kept alive by the returned guard).
+/// A server on a fresh 1-member cluster (kept alive by the returned guard), without quotas: a
+/// network here has more subnets than Neutron's default quota allows a project.
 async fn server() -> (EtcdCluster, String) {
     let cluster = EtcdCluster::start(1).await.expect("etcd cluster");
     let store: Arc<dyn store::Store> = store::open(&cluster.spec("/wyvern")).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(api::serve(listener, store, api::ApiConfig::default()));
+    let config = api::ApiConfig {
+        quotas: api::quota::Defaults::unlimited(),
+        ..api::ApiConfig::default()
+    };
+    tokio::spawn(api::serve(listener, store, config));
     (cluster, base)
 }
 

@@ -310,7 +310,11 @@ impl LocalServer {
         let store = store::open(&spec)?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base = format!("http://{}", listener.local_addr()?);
-        tokio::spawn(api::serve(listener, store, api::ApiConfig::default()));
+        let config = api::ApiConfig {
+            quotas: api::quota::Defaults::unlimited(),
+            ..api::ApiConfig::default()
+        };
+        tokio::spawn(api::serve(listener, store, config));
         Ok(Self {
             base,
             store: label,

@@ -33,9 +33,9 @@ impl Capture {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let what = format!("tcpdump on {iface} in {host}");
-        let mut child = cmd.spawn().map_err(|source| Error::Io {
+        let mut child = cmd.spawn().map_err(|error| Error::Io {
             what: format!("start {what}"),
-            source,
+            error,
         })?;
         let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
         let frames = stdout.map(|mut out| {

@@ -1,17 +1,22 @@
 //! The `wyvern lab` subcommands.
 
 use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use crate::{Error, Lab, LabOptions, Result, Topology, names};
+use crate::{Error, Lab, LabOptions, Result, State, Topology, names, output};
 
 /// `wyvern lab ...`.
 #[derive(Debug, clap::Subcommand)]
 pub enum LabCommand {
-    /// Bring a lab up from a topology file, or in line with it if it runs already.
+    /// Bring a lab up from a topology file, or in line with it if it runs already (from the
+    /// same file: a lab of that name that runs from another file is refused).
     Up {
         /// The topology file (TOML; see examples/demo.toml).
         file: PathBuf,
+        /// Take the lab of the file's name down first, whatever file it runs from, and bring
+        /// it up afresh.
+        #[arg(long)]
+        replace: bool,
     },
     /// Show what runs: etcd members and servers (up or DOWN), chassis, agents, physical
     /// segments, external hosts, networks, routers, VMs with IP and MAC, floating IPs.
@@ -73,49 +78,95 @@ fn only_lab(name: Option<String>) -> Result<String> {
 fn with_lab(name: Option<String>, act: impl FnOnce(&mut Lab) -> Result<()>) -> Result<()> {
     let name = only_lab(name)?;
     // Only a lab that exists (it has a state file): opening makes the state directory.
-    crate::status(&name)?;
+    crate::status::existing(&name)?;
     let mut lab = Lab::open(&name, &LabOptions::default())?;
     let r = act(&mut lab);
     lab.keep();
     r
 }
 
+/// `wyvern lab up FILE`: validates the file before anything starts; refuses a lab of that
+/// name that runs from another file unless `replace` (which takes it down first). A failed
+/// `up` removes a lab it made afresh, and leaves one that ran before as it is, saying what
+/// runs and how to remove it.
+fn up(file: &Path, replace: bool) -> Result<()> {
+    let topo = Topology::from_file(file)?;
+    let name = topo.name.as_str();
+    let path = std::fs::canonicalize(file).map_err(|error| Error::Io {
+        what: format!("find {}", file.display()),
+        error,
+    })?;
+    let before = State::load(&names::state_dir(name))?;
+    if let Some(running) = before.as_ref().and_then(|s| s.file.clone())
+        && running != path
+        && !replace
+    {
+        return Err(Error::OtherFile {
+            lab: name.to_owned(),
+            running,
+            given: path,
+        });
+    }
+    if replace {
+        crate::down(name, true)?;
+    }
+    let mut lab = Lab::open(name, &LabOptions::default())?;
+    lab.record_file(path);
+    let Err(e) = lab.converge(&topo) else {
+        lab.keep();
+        return Ok(());
+    };
+    let what = if before.is_some() && !replace {
+        lab.keep();
+        let runs = crate::status(name).map_or_else(|e| e.to_string(), |s| s.summary());
+        format!(
+            "the lab keeps what it has ({runs}; `wyvern lab status {name}`): fix the cause and \
+             run `wyvern lab up {}` again, or remove the lab with `wyvern lab down {name}`",
+            file.display()
+        )
+    } else {
+        // Dropping it tears the lab down.
+        drop(lab);
+        "everything it had started is removed".to_owned()
+    };
+    output::warning(format_args!("[lab {name}] up failed; {what}"));
+    Err(e)
+}
+
+/// `wyvern lab status [NAME]`: every lab, or the one named. Stops quietly when the reader is
+/// gone.
+fn show_status(name: Option<String>) -> Result<()> {
+    let Some(name) = name else {
+        let labs = names::labs();
+        if labs.is_empty() {
+            output::show("no lab is up\n")?;
+        }
+        for l in labs {
+            // A lab being made, or left by a crash, may have no state (yet): said, not fatal.
+            let text = match crate::status(&l) {
+                Ok(s) => s.to_string(),
+                Err(e) => format!("lab {l}: {e}\n"),
+            };
+            if !output::show(&text)? {
+                break;
+            }
+        }
+        return Ok(());
+    };
+    output::show(&crate::status(&name)?.to_string()).map(drop)
+}
+
 /// Runs a `wyvern lab` subcommand. `exec` ends the process with the command's exit code.
 pub fn run(cmd: LabCommand) -> Result<()> {
     match cmd {
-        LabCommand::Up { file } => {
-            let topo = Topology::from_file(&file)?;
-            let mut lab = Lab::open(&topo.name, &LabOptions::default())?;
-            let r = lab.converge(&topo);
-            lab.keep();
-            if r.is_err() {
-                eprintln!(
-                    "[lab {}] up failed; what was made keeps running: fix the cause and run \
-                     `wyvern lab up` again, or `wyvern lab down {}`",
-                    topo.name, topo.name
-                );
-            }
-            r.map(drop)
-        }
-        LabCommand::Status { name } => {
-            let labs = match name {
-                Some(n) => vec![n],
-                None => names::labs(),
-            };
-            if labs.is_empty() {
-                println!("no lab is up");
-            }
-            for l in labs {
-                print!("{}", crate::status(&l)?);
-            }
-            Ok(())
-        }
+        LabCommand::Up { file, replace } => up(&file, replace),
+        LabCommand::Status { name } => show_status(name),
         LabCommand::Exec { lab, host, cmd } => {
             let lab = only_lab(lab)?;
             let mut c = crate::exec_command(&lab, &host)?;
-            let status = c.args(&cmd).status().map_err(|source| Error::Io {
+            let status = c.args(&cmd).status().map_err(|error| Error::Io {
                 what: format!("run {cmd:?} in {host}"),
-                source,
+                error,
             })?;
             let code = status
                 .code()

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -17,7 +17,8 @@ use testbed::{Chassis, ChassisOpts, Daemon, Host, Netns, Underlay};
 
 use crate::names::{self, host_netns};
 use crate::neutron::{Neutron, text};
-use crate::state::{ChassisState, NetworkState, State, SubnetState, VmState};
+use crate::output;
+use crate::state::{ChassisState, NetworkState, State, VmState};
 use crate::topology::{ChassisSpec, Ipv6Config, NetworkSpec, Topology, VmSpec};
 use crate::{Error, Result};
 
@@ -28,14 +29,17 @@ mod guest;
 mod physical;
 mod routers;
 mod secgroups;
+mod subnets;
 
 use attrs::{
     has_fixed_ips, network_attrs, network_update, port_groups, port_pairs, segment_of,
-    subnet_attrs, subnet_update, wanted_fixed_ips, wanted_pairs,
+    wanted_fixed_ips, wanted_pairs,
 };
 
 /// The integration bridge.
 const BR_INT: &str = "br-int";
+/// `device_owner` of the VMs' ports.
+const VM_OWNER: &str = "compute:lab";
 /// How long the server may take to answer its first request.
 const SERVER_START: Duration = Duration::from_secs(15);
 
@@ -85,7 +89,7 @@ pub struct Lab {
 }
 
 fn io(what: String) -> impl FnOnce(std::io::Error) -> Error {
-    move |source| Error::Io { what, source }
+    move |error| Error::Io { what, error }
 }
 
 /// Runs `fut` to completion on a fresh runtime in a thread of its own, so that callers may
@@ -112,37 +116,30 @@ fn log_tail(path: &Path) -> String {
     format!("{} says:\n  {tail}", path.display())
 }
 
-/// `ADDR:PORT` for a `listen` setting of the `nth` server (from 0): the given port plus `nth`,
-/// else `previous` if it is on the same address, else a free one.
-fn listen_addr(spec: Option<&str>, nth: usize, previous: Option<&str>) -> Result<String> {
-    let spec = spec.unwrap_or("127.0.0.1");
-    let (host, port) = match spec.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(':') => (
-            h.to_owned(),
-            p.parse::<u16>()
-                .map_err(|_| Error::Topology(format!("server listen {spec:?}: bad port")))?,
-        ),
-        _ => (spec.to_owned(), 0),
-    };
-    if port != 0 {
+/// `ADDR:PORT` for the `nth` server (from 0) of a lab whose `[server] listen` is `base`: its
+/// port plus `nth`, else (port 0) `previous` if it is on the same address, else a free one.
+fn listen_addr(base: SocketAddr, nth: usize, previous: Option<&str>) -> Result<String> {
+    if base.port() != 0 {
+        // Checked by the validation: the last server's port fits.
         let port = u16::try_from(nth)
             .ok()
-            .and_then(|n| port.checked_add(n))
-            .ok_or_else(|| Error::Topology(format!("server listen {spec:?}: port too high")))?;
-        return Ok(format!("{host}:{port}"));
+            .and_then(|n| base.port().checked_add(n))
+            .ok_or_else(|| Error::Topology(format!("server listen {base}: port too high")))?;
+        return Ok(SocketAddr::new(base.ip(), port).to_string());
     }
     if let Some(prev) = previous
-        && prev.rsplit_once(':').is_some_and(|(h, _)| h == host)
+        && prev
+            .parse::<SocketAddr>()
+            .is_ok_and(|p| p.ip() == base.ip())
     {
         return Ok(prev.to_owned());
     }
-    let l = std::net::TcpListener::bind((host.trim_matches(['[', ']']), 0))
-        .map_err(io(format!("find a free port on {host}")))?;
-    let port = l
+    let l = std::net::TcpListener::bind(base)
+        .map_err(io(format!("find a free port on {}", base.ip())))?;
+    let free = l
         .local_addr()
-        .map_err(io("read the local address".into()))?
-        .port();
-    Ok(format!("{host}:{port}"))
+        .map_err(io("read the local address".into()))?;
+    Ok(free.to_string())
 }
 
 impl Lab {
@@ -227,13 +224,13 @@ impl Lab {
 
     fn say(&self, what: &str, status: &str) {
         if self.opts.progress {
-            println!("[lab {}] {what}: {status}", self.name);
+            output::progress(format_args!("[lab {}] {what}: {status}", self.name));
         }
     }
 
     fn warn(&self, text: &str) {
         if self.opts.progress {
-            eprintln!("[lab {}] warning: {text}", self.name);
+            output::warning(format_args!("[lab {}] warning: {text}", self.name));
         }
     }
 
@@ -602,9 +599,9 @@ impl Lab {
             let port = std::net::TcpListener::bind("127.0.0.1:0")
                 .and_then(|l| l.local_addr())
                 .map(|a| a.port())
-                .map_err(|source| Error::Io {
+                .map_err(|error| Error::Io {
                     what: "finding a free port for agent metrics".into(),
-                    source,
+                    error,
                 })?;
             c.metrics_port = Some(port);
         }
@@ -713,57 +710,9 @@ impl Lab {
             .and_then(Value::as_u64)
             .and_then(|m| u32::try_from(m).ok())
             .unwrap_or(1450);
-        let existing = api.list("subnets", &format!("network_id={id}")).await?;
-        let mut subnets = Vec::new();
-        for (i, s) in net.subnets.iter().enumerate() {
-            let name = topo.subnet_name(net, i);
-            let cidr = s.cidr.trunc();
-            let found = existing
-                .iter()
-                .find(|x| text(x, "cidr").parse::<IpNet>().ok() == Some(cidr));
-            let sv = match found {
-                Some(x) => {
-                    let update = subnet_update(x, s, &name)?;
-                    if update.is_empty() {
-                        x.clone()
-                    } else {
-                        let keys: Vec<String> = update.keys().cloned().collect();
-                        let sid = text(x, "id").to_owned();
-                        let u = api
-                            .update("subnets", "subnet", &sid, Value::Object(update))
-                            .await?;
-                        let status = format!("updated ({})", keys.join(", "));
-                        self.changed(changes, &format!("subnet {name}"), &status);
-                        u
-                    }
-                }
-                None => {
-                    let v = api
-                        .create(
-                            "subnets",
-                            "subnet",
-                            project.as_deref(),
-                            subnet_attrs(s, &name, &id)?,
-                        )
-                        .await?;
-                    self.changed(
-                        changes,
-                        &format!("subnet {name}"),
-                        &format!("created ({cidr} in {})", net.name),
-                    );
-                    v
-                }
-            };
-            subnets.push(SubnetState {
-                id: text(&sv, "id").to_owned(),
-                name,
-                cidr: cidr.to_string(),
-                gateway: sv
-                    .get("gateway_ip")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned),
-            });
-        }
+        let subnets = self
+            .ensure_subnets(api, topo, net, &id, project.as_deref(), changes)
+            .await?;
         if changes.len() == before {
             self.say(&what, &format!("ok ({id})"));
         }
@@ -820,7 +769,7 @@ impl Lab {
             let mut attrs = json!({
                 "name": vm.name,
                 "network_id": net.id,
-                "device_owner": "compute:lab",
+                "device_owner": VM_OWNER,
                 "device_id": vm.name,
             });
             if let Some(f) = fixed_ips {
@@ -1035,6 +984,13 @@ impl Lab {
         guest::start_slaac(host, state)
     }
 
+    /// Records that the lab runs from topology file `file` (its canonical path), which
+    /// `wyvern lab up` checks (see [`State::file`]); saved with the state by
+    /// [`Lab::converge`].
+    pub fn record_file(&mut self, file: PathBuf) {
+        self.state.file = Some(file);
+    }
+
     /// The lab's name.
     pub fn name(&self) -> &str {
         &self.name
@@ -1155,7 +1111,7 @@ impl Drop for Lab {
         if !self.keep {
             self.release();
             if let Err(e) = down(&self.name, false) {
-                eprintln!("[lab {}] teardown: {e}", self.name);
+                output::warning(format_args!("[lab {}] teardown: {e}", self.name));
             }
         }
     }
@@ -1182,7 +1138,23 @@ pub fn exec_command(lab: &str, host: &str) -> Result<Command> {
     names::check_lab_name(lab)?;
     let ns = host_netns(lab, host);
     if host.contains('/') || !Netns::exists(&ns) {
-        return Err(Error::NotFound(format!("lab {lab} has no host {host}")));
+        let s = crate::status::existing(lab)?;
+        let hosts: Vec<&str> = s
+            .vms
+            .keys()
+            .chain(s.externals.keys())
+            .chain(s.chassis.keys())
+            .chain(s.physical.keys())
+            .map(String::as_str)
+            .collect();
+        return Err(Error::NotFound(format!(
+            "lab {lab} has no host {host} (it has {})",
+            if hosts.is_empty() {
+                "none".into()
+            } else {
+                hosts.join(", ")
+            }
+        )));
     }
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", &ns]);
@@ -1246,25 +1218,23 @@ pub fn down(name: &str, progress: bool) -> Result<Vec<String>> {
     match std::fs::remove_dir_all(&dir) {
         Ok(()) => gone.push(format!("dir {}", dir.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(source) => {
+        Err(error) => {
             return Err(Error::Io {
                 what: format!("rm {}", dir.display()),
-                source,
+                error,
             });
         }
     }
     if progress {
         for g in &gone {
-            println!("[lab {name}] removed {g}");
+            output::progress(format_args!("[lab {name}] removed {g}"));
         }
-        println!(
-            "[lab {name}] down{}",
-            if gone.is_empty() {
-                " (nothing was there)"
-            } else {
-                ""
-            }
-        );
+        let nothing = if gone.is_empty() {
+            " (nothing was there)"
+        } else {
+            ""
+        };
+        output::progress(format_args!("[lab {name}] down{nothing}"));
     }
     Ok(gone)
 }
@@ -1275,26 +1245,29 @@ mod tests {
 
     #[test]
     fn listen_addresses() {
+        let at = |s: &str| s.parse::<SocketAddr>().unwrap();
         assert_eq!(
-            listen_addr(Some("127.0.0.1:9797"), 0, None).unwrap(),
+            listen_addr(at("127.0.0.1:9797"), 0, None).unwrap(),
             "127.0.0.1:9797"
         );
         assert_eq!(
-            listen_addr(Some("127.0.0.1:9797"), 2, None).unwrap(),
+            listen_addr(at("127.0.0.1:9797"), 2, None).unwrap(),
             "127.0.0.1:9799"
         );
-        // No port (or port 0): the previous one on the same address, else a free one.
-        let prev = Some("127.0.0.1:5000");
-        assert_eq!(listen_addr(None, 0, prev).unwrap(), "127.0.0.1:5000");
         assert_eq!(
-            listen_addr(Some("127.0.0.1:0"), 0, prev).unwrap(),
+            listen_addr(at("[::1]:9797"), 1, None).unwrap(),
+            "[::1]:9798"
+        );
+        // Port 0: the previous one on the same address, else a free one.
+        let prev = Some("127.0.0.1:5000");
+        assert_eq!(
+            listen_addr(at("127.0.0.1:0"), 0, prev).unwrap(),
             "127.0.0.1:5000"
         );
-        let free = listen_addr(Some("127.0.0.1"), 0, Some("127.0.0.2:5000")).unwrap();
+        let free = listen_addr(at("127.0.0.1:0"), 0, Some("127.0.0.2:5000")).unwrap();
         assert!(
             free.starts_with("127.0.0.1:") && free != "127.0.0.1:0",
             "{free}"
         );
-        assert!(listen_addr(Some("127.0.0.1:http"), 0, None).is_err());
     }
 }

@@ -13,11 +13,27 @@
 //! has the port's MAC and addresses, the network's MTU, default routes via the subnets'
 //! gateways and TX checksum offload off (IPv6 by SLAAC instead if the VM asks). Running `up`
 //! again changes only what differs from the file (nothing, the second time): a router's
-//! interfaces and routes become the file's. `status` (every etcd member and server up or DOWN),
-//! `exec HOST -- CMD`, `stop NAME` and `start NAME` (an etcd member `etcd-N` or a server
-//! `server-N`: killed with SIGKILL like a crash, started again on its ports and data) and `down`
-//! work by the lab's name; `down` works without the state file too (after a crash half way), see [`names`].
+//! interfaces and routes become the file's; a subnet whose CIDR or IPv6 modes changed (fixed
+//! once made) is replaced — the old one goes first, with its VMs' ports (the VMs get new ones)
+//! and routers' interfaces — and one the file no longer has is deleted. `status` (every etcd
+//! member and server up or DOWN), `exec HOST -- CMD`, `stop NAME` and `start NAME` (an etcd
+//! member `etcd-N` or a server `server-N`: killed with SIGKILL like a crash, started again on
+//! its ports and data) and `down` work by the lab's name; `down` works without the state file too (after a crash half way), see [`names`].
 //! The lab only ever configures namespaces it created.
+//!
+//! `wyvern lab up FILE` checks the whole file before it starts anything ([`Topology::validate`]:
+//! names and references; every address a host address of its subnet and given once on its
+//! network, the subnets' gateways included; subnets of a network apart; prefixes without host
+//! bits, `10.9.0.77/24` is refused naming `10.9.0.0/24`; `[server] listen`). A lab runs from one
+//! topology file: `up` records the file's canonical path in the lab's state ([`State::file`])
+//! and refuses another file with the same lab name ([`Error::OtherFile`]) — the path, not the
+//! content, is what makes a file the same one, since an edited file is what `up` converges to.
+//! `up --replace FILE` takes the lab down first, whatever file it ran from, and brings it up
+//! from FILE (also what changes that cannot converge need: the store, a network's segment). A
+//! failed `up` removes a lab it was making afresh; a lab that ran before is left as it is, and
+//! `up` says what of it runs and that `wyvern lab down NAME` removes it. Progress lines into a
+//! closed pipe are dropped while the work goes on; `status` into one ends quietly; errors are
+//! printed once, each cause once (see [`Error`]).
 //!
 //! The world outside: each physical segment is a switch (an Open vSwitch bridge in a namespace of
 //! its own, VLAN-aware) with an uplink from every chassis' provider bridge `br-<segment>` (made
@@ -33,15 +49,16 @@
 //! name = "demo"                  # required; 1-16 of [a-z0-9-]; part of every name
 //!
 //! [server]                       # optional
-//! listen = "127.0.0.1"           # ADDR or ADDR:PORT; default 127.0.0.1, a free port (with
-//!                                # several servers: server-N on PORT + N - 1)
+//! listen = "127.0.0.1"           # IP or IP:PORT ([::1]:PORT); default 127.0.0.1, a free port
+//!                                # (with several servers: server-N on PORT + N - 1)
 //! store = "etcd"                 # optional: embedded (default; one redb file, one server) |
 //!                                # etcd (real members etcd-N, data in the state directory)
 //! etcd_members = 3               # optional, etcd: 1, 3 (default) or 5
 //! servers = 2                    # optional: API servers server-N on the store (default 1)
 //!
 //! [underlay]                     # optional
-//! cidr = "172.31.0.0/24"         # tunnel addresses (inside the lab's namespaces only)
+//! cidr = "172.31.0.0/24"         # tunnel addresses (inside the lab's namespaces only); like
+//!                                # every prefix in the file, without host bits
 //! mtu = 9000                     # underlay MTU (1280-9000)
 //! encap = "geneve"               # the agents' --encap: geneve | vxlan
 //!
@@ -77,7 +94,7 @@
 //! external = true                # optional (default false): router:external
 //!
 //! [[network.subnet]]             # one or more per network with VMs
-//! cidr = "fd00:1::/64"           # IPv4 or IPv6
+//! cidr = "fd00:1::/64"           # IPv4 or IPv6; apart from the network's other subnets
 //! gateway = "fd00:1::1"          # optional: an address, or "none"; default: the server's
 //! name = "web-v6"                # optional; default <network>-<n>; unique in the file
 //! ip_version = 6                 # optional; default (and it must agree): the cidr's
@@ -101,7 +118,8 @@
 //! name = "web1"                  # 1-32 of [a-z0-9-], unique among chassis and VMs
 //! network = "web"
 //! chassis = "c1"
-//! ip = "10.0.0.11"               # optional fixed IP; default: allocated (on a dual-stack
+//! ip = "10.0.0.11"               # optional fixed IP (a host address, not the gateway's or
+//!                                # another's); default: allocated (on a dual-stack
 //!                                # network the other IP version's address is allocated)
 //! project = "alpha"              # optional; default: the network's project
 //! ipv6 = "static"                # optional: static (default; the port's IPv6 addresses and a
@@ -175,6 +193,7 @@ mod error;
 mod lab;
 pub mod names;
 mod neutron;
+mod output;
 mod state;
 mod status;
 mod topology;

@@ -10,6 +10,9 @@ use serde_json::Value;
 
 use crate::{Error, Result};
 
+/// How long one readiness probe of a server may take.
+const PROBE: Duration = Duration::from_secs(1);
+
 /// The API at `base` (`http://ADDR:PORT`).
 #[derive(Debug, Clone)]
 pub(crate) struct Neutron {
@@ -36,9 +39,11 @@ impl Neutron {
     ) -> bool {
         let end = Instant::now() + timeout;
         loop {
+            // Each probe briefly: what holds the port may never answer (another program).
             let ok = self
                 .http
                 .get(format!("{}/v2.0/networks?limit=1", self.base))
+                .timeout(PROBE)
                 .send()
                 .await
                 .is_ok_and(|r| r.status().is_success());

@@ -15,6 +15,11 @@ use crate::{Error, Result};
 pub struct State {
     /// The lab's name.
     pub name: String,
+    /// The topology file `wyvern lab up` brought the lab up from (its canonical path): a lab
+    /// runs from one file, `up` of another with the same lab name is refused (see
+    /// [`Error::OtherFile`]). None for a lab made through the library.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
     /// `ADDR:PORT` each API server listens on (`server-1` first).
     #[serde(default)]
     pub servers: Vec<String>,
@@ -272,11 +277,11 @@ impl State {
         match std::fs::read(&path) {
             Ok(b) => serde_json::from_slice(&b)
                 .map(Some)
-                .map_err(|source| Error::State { path, source }),
+                .map_err(|error| Error::State { path, error }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(Error::Io {
+            Err(error) => Err(Error::Io {
                 what: format!("read {}", path.display()),
-                source,
+                error,
             }),
         }
     }
@@ -285,10 +290,10 @@ impl State {
     pub fn save(&self, dir: &Path) -> Result<()> {
         let path = State::path(dir);
         let tmp = dir.join("state.json.tmp");
-        let io = |what: String| move |source| Error::Io { what, source };
-        let text = serde_json::to_vec_pretty(self).map_err(|source| Error::State {
+        let io = |what: String| move |error| Error::Io { what, error };
+        let text = serde_json::to_vec_pretty(self).map_err(|error| Error::State {
             path: path.clone(),
-            source,
+            error,
         })?;
         std::fs::write(&tmp, text).map_err(io(format!("write {}", tmp.display())))?;
         std::fs::rename(&tmp, &path).map_err(io(format!("rename to {}", path.display())))

@@ -55,12 +55,22 @@ pub struct ChassisStatus {
     pub agent: Option<u32>,
 }
 
-/// The status of lab `name`.
-pub fn status(name: &str) -> Result<Status> {
+/// The state of lab `name`; an error that says there is no such lab if it has none.
+pub(crate) fn existing(name: &str) -> Result<State> {
     names::check_lab_name(name)?;
     let dir = names::state_dir(name);
-    let state = State::load(&dir)?
-        .ok_or_else(|| Error::NotFound(format!("no lab {name} (no {})", dir.display())))?;
+    State::load(&dir)?.ok_or_else(|| {
+        Error::NotFound(format!(
+            "no lab {name} (no {}; `wyvern lab status` lists the labs)",
+            State::path(&dir).display()
+        ))
+    })
+}
+
+/// The status of lab `name`.
+pub fn status(name: &str) -> Result<Status> {
+    let state = existing(name)?;
+    let dir = names::state_dir(name);
     let marker = names::marker(name);
     let chassis = state
         .chassis
@@ -120,6 +130,61 @@ pub fn status(name: &str) -> Result<Status> {
     })
 }
 
+impl Status {
+    /// What of the lab runs or exists, in one line: services, chassis, agents, segments,
+    /// external hosts and VMs that run, and the networks and routers made in the API.
+    pub fn summary(&self) -> String {
+        let s = &self.state;
+        let switches = |c: &[ChassisStatus]| {
+            listed(c.iter().filter(|c| c.vswitchd.is_some()).map(|c| &c.name))
+        };
+        let parts = [
+            (
+                "services",
+                listed(
+                    self.services
+                        .iter()
+                        .filter(|v| v.pid.is_some())
+                        .map(|v| &v.name),
+                ),
+            ),
+            ("chassis", switches(&self.chassis)),
+            (
+                "agents on",
+                listed(
+                    self.chassis
+                        .iter()
+                        .filter(|c| c.agent.is_some())
+                        .map(|c| &c.name),
+                ),
+            ),
+            ("physical segments", switches(&self.physical)),
+            (
+                "external hosts",
+                listed(self.externals.iter().filter(|e| e.2).map(|e| &e.0)),
+            ),
+            ("vms", listed(self.vms.iter().filter(|v| v.2).map(|v| &v.0))),
+            ("networks", listed(s.networks.keys())),
+            ("routers", listed(s.routers.keys())),
+        ];
+        let parts: Vec<String> = parts
+            .into_iter()
+            .filter(|(_, names)| !names.is_empty())
+            .map(|(label, names)| format!("{label} {names}"))
+            .collect();
+        if parts.is_empty() {
+            "nothing".into()
+        } else {
+            parts.join("; ")
+        }
+    }
+}
+
+/// Names, separated by spaces.
+fn listed<'a>(names: impl Iterator<Item = &'a String>) -> String {
+    names.map(String::as_str).collect::<Vec<_>>().join(" ")
+}
+
 fn pid(p: Option<u32>) -> String {
     p.map_or_else(|| "DOWN".to_owned(), |p| format!("pid {p}"))
 }
@@ -131,7 +196,11 @@ fn missing(present: bool) -> &'static str {
 impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = &self.state;
-        writeln!(f, "lab {} (state in {})", s.name, self.dir.display())?;
+        let from = s
+            .file
+            .as_ref()
+            .map_or_else(String::new, |p| format!(", from {}", p.display()));
+        writeln!(f, "lab {} (state in {}{from})", s.name, self.dir.display())?;
         for v in &self.services {
             let kind = v.name.split('-').next().unwrap_or_default();
             let state = v

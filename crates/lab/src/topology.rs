@@ -1,7 +1,8 @@
 //! The topology file: what a lab consists of (see the crate documentation for the schema).
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 
 use ipnet::{IpNet, Ipv4Net};
@@ -55,8 +56,9 @@ pub struct Topology {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerSpec {
-    /// `ADDR` or `ADDR:PORT` to listen on; default `127.0.0.1` with a free port (port 0
-    /// also means a free one). With several servers, server n listens on PORT + n - 1.
+    /// `ADDR` or `ADDR:PORT` to listen on (an IP address; IPv6 with a port in brackets);
+    /// default `127.0.0.1` with a free port (port 0 also means a free one). With several
+    /// servers, server n listens on PORT + n - 1. See [`ServerSpec::listen`].
     pub listen: Option<String>,
     /// The northbound store.
     #[serde(default)]
@@ -92,8 +94,31 @@ impl ServerSpec {
         self.servers.unwrap_or(1)
     }
 
+    /// `listen` as an address and a port (0: a free one); default `127.0.0.1`, a free port.
+    pub fn listen(&self) -> Result<SocketAddr> {
+        let Some(text) = self.listen.as_deref() else {
+            return Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
+        };
+        text.parse::<SocketAddr>()
+            .or_else(|_| text.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 0)))
+            .map_err(|_| {
+                Error::Topology(format!(
+                    "[server] listen {text:?}: an IP address (127.0.0.1, ::1) or an address and \
+                     a port (127.0.0.1:9696, [::1]:9696)"
+                ))
+            })
+    }
+
     fn validate(&self) -> Result<()> {
         let bad = |why: &str| Err(Error::Topology(format!("[server]: {why}")));
+        let listen = self.listen()?;
+        let last = usize::from(listen.port()) + self.server_count().saturating_sub(1);
+        if listen.port() != 0 && last > usize::from(u16::MAX) {
+            return bad(&format!(
+                "listen {listen}: server-{} would listen on port {last}",
+                self.server_count()
+            ));
+        }
         if self.store == StoreKind::Embedded && self.etcd_members.is_some() {
             return bad("etcd_members needs store = \"etcd\"");
         }
@@ -308,20 +333,21 @@ pub enum Gateway {
 impl SubnetSpec {
     /// The parsed `gateway` (checked by [`Topology::validate`]).
     pub fn gateway(&self) -> Result<Gateway> {
+        self.parse_gateway().map_err(Error::Topology)
+    }
+
+    fn parse_gateway(&self) -> std::result::Result<Gateway, String> {
         match self.gateway.as_deref() {
             None => Ok(Gateway::Default),
             Some("none") => Ok(Gateway::None),
             Some(s) => {
-                let ip: IpAddr = s.parse().map_err(|_| {
-                    Error::Topology(format!("gateway {s:?} is neither an address nor \"none\""))
-                })?;
-                if !self.cidr.contains(&ip) {
-                    return Err(Error::Topology(format!(
-                        "gateway {ip} is outside {}",
-                        self.cidr
-                    )));
+                let ip: IpAddr = s
+                    .parse()
+                    .map_err(|_| format!("gateway {s:?} is neither an address nor \"none\""))?;
+                match host_address_problem(self.cidr, ip) {
+                    Some(why) => Err(format!("gateway {why}")),
+                    None => Ok(Gateway::Ip(ip)),
                 }
-                Ok(Gateway::Ip(ip))
             }
         }
     }
@@ -336,9 +362,27 @@ impl SubnetSpec {
         )
     }
 
+    /// The address the subnet's gateway has: the file's, or the server's default (IPv4: the
+    /// first host address; IPv6: the subnet-router anycast address, the network address).
+    fn gateway_address(&self) -> Result<Option<IpAddr>> {
+        Ok(match self.gateway()? {
+            Gateway::Ip(ip) => Some(ip),
+            Gateway::None => None,
+            Gateway::Default => match self.cidr {
+                IpNet::V4(net) => net.hosts().next().map(IpAddr::V4),
+                IpNet::V6(net) => Some(IpAddr::V6(net.network())),
+            },
+        })
+    }
+
     fn validate(&self, name: &str) -> Result<()> {
         let bad = |why: String| Err(Error::Topology(format!("subnet {name}: {why}")));
-        self.gateway()?;
+        if let Err(why) = check_prefix("cidr", self.cidr) {
+            return bad(why);
+        }
+        if let Err(why) = self.parse_gateway() {
+            return bad(why);
+        }
         let v6 = self.cidr.addr().is_ipv6();
         match self.ip_version {
             None => {}
@@ -423,6 +467,44 @@ impl std::fmt::Display for RouteSpec {
     }
 }
 
+/// Refuses a prefix with host bits set (`10.9.0.77/24`) instead of cutting them off silently:
+/// `what` it is, and the network address that was probably meant.
+fn check_prefix(what: &str, prefix: IpNet) -> std::result::Result<(), String> {
+    let net = prefix.trunc();
+    if prefix == net {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} {prefix} is not a network address (it has host bits set; the network \
+             address is {net})"
+        ))
+    }
+}
+
+/// Why `ip` cannot be a host's address in `net`, if it cannot: outside it, or IPv4's network
+/// or broadcast address (of a subnet with more than two addresses), as the server decides.
+fn host_address_problem(net: IpNet, ip: IpAddr) -> Option<String> {
+    let v4_reserved = net.addr().is_ipv4() && net.prefix_len() < 31;
+    if !net.contains(&ip) {
+        Some(format!("{ip} is outside {net}"))
+    } else if v4_reserved && ip == net.network() {
+        Some(format!(
+            "{ip} is the network address of {net}, not a host address"
+        ))
+    } else if v4_reserved && ip == net.broadcast() {
+        Some(format!(
+            "{ip} is the broadcast address of {net}, not a host address"
+        ))
+    } else {
+        None
+    }
+}
+
+/// Whether two prefixes share addresses (never across IP versions).
+fn overlap(a: IpNet, b: IpNet) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
 /// Checks routes: destinations are network addresses, each route one IP version, next hops
 /// `on_link`, no route twice.
 fn check_routes(
@@ -431,9 +513,7 @@ fn check_routes(
 ) -> std::result::Result<(), String> {
     for (i, route) in routes.iter().enumerate() {
         let (dest, hop) = (route.destination, route.nexthop);
-        if dest != dest.trunc() {
-            return Err(format!("route destination {dest} is not a network address"));
-        }
+        check_prefix("route destination", dest)?;
         if dest.addr().is_ipv4() != hop.is_ipv4() {
             return Err(format!("route to {dest} via {hop} mixes IPv4 and IPv6"));
         }
@@ -688,7 +768,7 @@ impl Topology {
     pub fn parse(text: &str, origin: &Path) -> Result<Topology> {
         let t: Topology = toml::from_str(text).map_err(|e| Error::Parse {
             path: origin.to_owned(),
-            source: Box::new(e),
+            error: Box::new(e),
         })?;
         t.validate()?;
         Ok(t)
@@ -696,9 +776,9 @@ impl Topology {
 
     /// Reads, parses and validates a topology file.
     pub fn from_file(path: &Path) -> Result<Topology> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        let text = std::fs::read_to_string(path).map_err(|error| Error::Io {
             what: format!("read {}", path.display()),
-            source,
+            error,
         })?;
         Topology::parse(&text, path)
     }
@@ -716,6 +796,7 @@ impl Topology {
                 self.underlay.encap
             )));
         }
+        check_prefix("underlay cidr", self.underlay.cidr.into()).map_err(Error::Topology)?;
         if !(1280..=9000).contains(&self.underlay.mtu) {
             return Err(Error::Topology(format!(
                 "underlay mtu {} outside 1280..=9000",
@@ -786,6 +867,15 @@ impl Topology {
                 if !subnets.insert(name.clone()) {
                     return Err(Error::Topology(format!("subnet {name} defined twice")));
                 }
+                if let Some(j) = n.subnets[..i].iter().position(|o| overlap(o.cidr, s.cidr)) {
+                    return Err(Error::Topology(format!(
+                        "subnet {name} ({}) overlaps subnet {} ({}) of the same network {}",
+                        s.cidr,
+                        self.subnet_name(n, j),
+                        n.subnets[j].cidr,
+                        n.name
+                    )));
+                }
             }
         }
         let mut groups = BTreeSet::new();
@@ -797,6 +887,10 @@ impl Topology {
                     "address group {} defined twice",
                     a.name
                 )));
+            }
+            for p in &a.addresses {
+                check_prefix("address", *p)
+                    .map_err(|why| Error::Topology(format!("address group {}: {why}", a.name)))?;
             }
         }
         groups.clear();
@@ -839,6 +933,55 @@ impl Topology {
         for (i, f) in self.floating_ips.iter().enumerate() {
             self.validate_floating_ip(i, f)?;
         }
+        self.validate_addresses()
+    }
+
+    /// Checks that no address is given twice on a network: the subnets' gateways (the file's
+    /// or the server's default), the VMs' fixed IPs, the floating IPs and the external hosts
+    /// on a provider network's segment (in its VLAN).
+    fn validate_addresses(&self) -> Result<()> {
+        let mut taken: BTreeMap<(String, IpAddr), String> = BTreeMap::new();
+        let mut claim =
+            |network: &str, ip: IpAddr, who: String| match taken.entry((network.to_owned(), ip)) {
+                Entry::Occupied(owner) => Err(Error::Topology(format!(
+                    "{who}: {ip} is taken by {} on network {network}",
+                    owner.get()
+                ))),
+                Entry::Vacant(free) => {
+                    free.insert(who);
+                    Ok(())
+                }
+            };
+        for n in &self.networks {
+            for (i, s) in n.subnets.iter().enumerate() {
+                if let Some(gw) = s.gateway_address()? {
+                    let who = format!("the gateway of subnet {}", self.subnet_name(n, i));
+                    claim(&n.name, gw, who)?;
+                }
+            }
+            for h in &self.externals {
+                let ip = h.ip.addr().into();
+                if n.on_segment() == Some(h.on_segment())
+                    && n.subnets.iter().any(|s| s.cidr.contains(&ip))
+                {
+                    claim(&n.name, ip, format!("external host {}", h.name))?;
+                }
+            }
+        }
+        for v in &self.vms {
+            if let Some(ip) = v.ip {
+                claim(&v.network, ip, format!("vm {}", v.name))?;
+            }
+        }
+        for f in &self.floating_ips {
+            if let Some(a) = f.address {
+                claim(
+                    &f.network,
+                    a.into(),
+                    format!("the floating IP of vm {}", f.vm),
+                )?;
+            }
+        }
         Ok(())
     }
 
@@ -857,10 +1000,11 @@ impl Topology {
                 "at most one of remote_ip_prefix, remote_group, remote_address_group".into(),
             );
         }
-        if let Some(p) = r.remote_ip_prefix
-            && p.addr().is_ipv4() != (r.ethertype == Ethertype::IPv4)
-        {
-            return Err(format!("remote_ip_prefix {p} is not {:?}", r.ethertype));
+        if let Some(p) = r.remote_ip_prefix {
+            if p.addr().is_ipv4() != (r.ethertype == Ethertype::IPv4) {
+                return Err(format!("remote_ip_prefix {p} is not {:?}", r.ethertype));
+            }
+            check_prefix("remote_ip_prefix", p)?;
         }
         if let Some(name) = &r.remote_group {
             self.group_in_project(name, g.project.as_deref())?;
@@ -956,7 +1100,11 @@ impl Topology {
                         s.cidr
                     ));
                 }
-                Some(_) => {}
+                Some(s) => {
+                    if let Some(why) = host_address_problem(s.cidr, ip) {
+                        return bad(why);
+                    }
+                }
             }
         }
         if v.ipv6 == Ipv6Config::Slaac && !net.subnets.iter().any(SubnetSpec::is_auto_address) {
@@ -1015,11 +1163,8 @@ impl Topology {
                     r.project.as_deref().unwrap_or("admin")
                 ));
             }
-            let cidr = subnet.cidr.trunc();
-            if let Some(other) = connected
-                .iter()
-                .find(|c| c.contains(&cidr.network()) || cidr.contains(&c.network()))
-            {
+            let cidr = subnet.cidr;
+            if let Some(other) = connected.iter().find(|c| overlap(**c, cidr)) {
                 return bad(format!("subnet {name} ({cidr}) overlaps {other}"));
             }
             connected.push(cidr);
@@ -1057,8 +1202,8 @@ impl Topology {
             return bad(format!("vlan {v} outside 1..={VLAN_MAX}"));
         }
         let (addr, net) = (e.ip.addr(), e.ip.trunc());
-        if e.ip.prefix_len() < 31 && (addr == net.network() || addr == net.broadcast()) {
-            return bad(format!("{addr} is no host address of {net}"));
+        if let Some(why) = host_address_problem(net.into(), addr.into()) {
+            return bad(why);
         }
         let on_link = |hop: IpAddr| matches!(hop, IpAddr::V4(h) if net.contains(&h) && h != addr);
         if let Some(gw) = e.gateway
@@ -1169,23 +1314,11 @@ impl Topology {
         let Some(a) = f.address else {
             return Ok(());
         };
-        if !net.subnets.iter().any(|s| s.cidr.contains(&IpAddr::V4(a))) {
-            return bad(format!("{a} is in no subnet of {}", f.network));
+        // Addresses taken by others: see `validate_addresses`.
+        match net.subnets.iter().find(|s| s.cidr.contains(&IpAddr::V4(a))) {
+            None => bad(format!("{a} is in no subnet of {}", f.network)),
+            Some(s) => host_address_problem(s.cidr, a.into()).map_or(Ok(()), bad),
         }
-        if earlier
-            .iter()
-            .any(|o| o.network == f.network && o.address == Some(a))
-        {
-            return bad(format!("{a} is another floating IP's"));
-        }
-        if let Some(h) = self
-            .externals
-            .iter()
-            .find(|h| h.ip.addr() == a && net.on_segment() == Some(h.on_segment()))
-        {
-            return bad(format!("{a} is external host {}'s", h.name));
-        }
-        Ok(())
     }
 
     /// The physical segment called `name`.
@@ -1230,13 +1363,9 @@ impl Topology {
                         .nth(i)
                         .ok_or_else(|| Error::Topology(format!("underlay {cidr} is too small")))?,
                 };
-                if cidr.contains(&ip) && ip != cidr.network() && ip != cidr.broadcast() {
-                    Ok(ip)
-                } else {
-                    Err(Error::Topology(format!(
-                        "chassis {}: {ip} is no host address of {cidr}",
-                        c.name
-                    )))
+                match host_address_problem(cidr.into(), ip.into()) {
+                    None => Ok(ip),
+                    Some(why) => Err(Error::Topology(format!("chassis {}: {why}", c.name))),
                 }
             })
             .collect()
@@ -1410,6 +1539,147 @@ rules = [
             let e = ha(bad).unwrap_err().to_string();
             assert!(e.contains(why), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn server_listen_is_checked_before_anything_starts() {
+        let with = |server: &str| {
+            parse(&GOOD.replace(
+                "name = \"t1\"\n",
+                &format!("name = \"t1\"\n[server]\n{server}\n"),
+            ))
+        };
+        let listen = |server: &str| with(server).unwrap().server.listen().unwrap().to_string();
+        assert_eq!(listen(""), "127.0.0.1:0");
+        assert_eq!(listen("listen = \"127.0.0.2\""), "127.0.0.2:0");
+        assert_eq!(listen("listen = \"127.0.0.1:9797\""), "127.0.0.1:9797");
+        assert_eq!(listen("listen = \"::1\""), "[::1]:0");
+        assert_eq!(listen("listen = \"[::1]:9797\""), "[::1]:9797");
+        for (bad, why) in [
+            ("listen = \"localhost:9696\"", "an IP address"),
+            ("listen = \"127.0.0.1:http\"", "an IP address"),
+            ("listen = \"127.0.0.1:99999\"", "an IP address"),
+            ("listen = \"10.1.2\"", "an IP address"),
+            (
+                "listen = \"127.0.0.1:65535\"\nstore = \"etcd\"\nservers = 2",
+                "server-2 would listen on port 65536",
+            ),
+        ] {
+            let e = with(bad).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn rejects_cut_reserved_and_taken_addresses() {
+        for (text, from, to, why) in [
+            // Prefixes with host bits set are refused, naming the network address.
+            (
+                GOOD,
+                "cidr = \"10.0.0.0/24\"",
+                "cidr = \"10.0.0.77/24\"",
+                "subnet blue-1: cidr 10.0.0.77/24 is not a network address (it has host bits \
+                 set; the network address is 10.0.0.0/24)",
+            ),
+            (
+                GOOD,
+                "name = \"t1\"\n",
+                "name = \"t1\"\n[underlay]\ncidr = \"172.31.0.1/24\"\n",
+                "underlay cidr 172.31.0.1/24 is not a network address",
+            ),
+            (
+                GOOD,
+                "\"10.9.0.0/24\"",
+                "\"10.9.0.7/24\"",
+                "address group admins: address 10.9.0.7/24 is not a network address",
+            ),
+            (
+                GOOD,
+                "remote_ip_prefix = \"10.0.0.0/24\"",
+                "remote_ip_prefix = \"10.0.0.9/24\"",
+                "remote_ip_prefix 10.0.0.9/24 is not a network address",
+            ),
+            // Subnets of a network do not overlap.
+            (
+                GOOD,
+                "[[network.subnet]]\nname = \"green-v6\"",
+                "[[network.subnet]]\ncidr = \"10.1.0.128/25\"\n[[network.subnet]]\nname = \"green-v6\"",
+                "subnet green-2 (10.1.0.128/25) overlaps subnet green-1 (10.1.0.0/24) of the \
+                 same network green",
+            ),
+            // Fixed IPs and gateways: host addresses of their subnet, IPv4's network and
+            // broadcast addresses are not.
+            (
+                GOOD,
+                "ip = \"10.0.0.5\"",
+                "ip = \"10.0.0.255\"",
+                "vm vm1: 10.0.0.255 is the broadcast address of 10.0.0.0/24",
+            ),
+            (
+                GOOD,
+                "ip = \"10.0.0.5\"",
+                "ip = \"10.0.0.0\"",
+                "vm vm1: 10.0.0.0 is the network address of 10.0.0.0/24",
+            ),
+            (
+                GOOD,
+                "gateway = \"10.0.0.254\"",
+                "gateway = \"10.0.0.255\"",
+                "subnet blue-1: gateway 10.0.0.255 is the broadcast address",
+            ),
+            // Each address once on a network: gateways (the file's or the default), VMs,
+            // floating IPs, external hosts in a provider network's VLAN.
+            (
+                GOOD,
+                "ip = \"10.0.0.5\"",
+                "ip = \"10.0.0.254\"",
+                "vm vm1: 10.0.0.254 is taken by the gateway of subnet blue-1 on network blue",
+            ),
+            (
+                GOOD,
+                "chassis = \"c1\"\nipv6",
+                "chassis = \"c1\"\nip = \"10.1.0.1\"\nipv6",
+                "vm vm2: 10.1.0.1 is taken by the gateway of subnet green-1 on network green",
+            ),
+            (
+                GOOD,
+                "chassis = \"c1\"\nsecurity_groups",
+                "chassis = \"c1\"\nip = \"10.0.0.5\"\nsecurity_groups",
+                "vm vm3: 10.0.0.5 is taken by vm vm1 on network blue",
+            ),
+            (
+                OUTSIDE,
+                "address = \"172.24.4.50\"",
+                "address = \"172.24.4.1\"",
+                "172.24.4.1 is taken by the gateway of subnet public-1 on network public",
+            ),
+            (
+                OUTSIDE,
+                "address = \"172.24.4.50\"",
+                "address = \"172.24.4.255\"",
+                "172.24.4.255 is the broadcast address of 172.24.4.0/24",
+            ),
+            (
+                OUTSIDE,
+                "chassis = \"c2\"\n[[floating_ip]]",
+                "chassis = \"c2\"\nip = \"192.168.101.100\"\n[[floating_ip]]",
+                "vm p1: 192.168.101.100 is taken by external host h101 on network vlan101",
+            ),
+        ] {
+            assert!(text.contains(from), "{from}");
+            let bad = text.replacen(from, to, 1);
+            match parse(&bad) {
+                Ok(_) => panic!("accepted {to}"),
+                Err(e) => assert!(e.to_string().contains(why), "{to}: {e}"),
+            }
+        }
+        // The same address on two networks, or an external host in another VLAN: no clash.
+        let other_vlan = OUTSIDE.replacen("vlan = 101", "vlan = 102", 1).replacen(
+            "chassis = \"c2\"\n[[floating_ip]]",
+            "chassis = \"c2\"\nip = \"192.168.101.100\"\n[[floating_ip]]",
+            1,
+        );
+        parse(&other_vlan).unwrap();
     }
 
     #[test]
@@ -1725,7 +1995,7 @@ address = "172.24.4.50"
             (
                 "ip = \"172.24.4.100/24\"",
                 "ip = \"172.24.4.0/24\"",
-                "no host address",
+                "is the network address of 172.24.4.0/24, not a host address",
             ),
             (
                 "gateway = \"172.24.4.254\"",
@@ -1842,7 +2112,7 @@ address = "172.24.4.50"
             (
                 "address = \"172.24.4.50\"",
                 "address = \"172.24.4.100\"",
-                "external host inet's",
+                "taken by external host inet on network public",
             ),
             (
                 "address = \"172.24.4.50\"\n",

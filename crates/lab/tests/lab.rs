@@ -2,8 +2,8 @@
 //! repair, topology changes, routers and VM options (dual stack, SLAAC, forwarding, extra
 //! addresses) converging, security groups, their rules and address groups converging, physical
 //! segments with their uplinks, external hosts (VLANs kept apart by the switch), provider and
-//! external networks, gateways and floating IPs converging, two labs side by side, teardown
-//! after a crash, and a failed up.
+//! external networks, gateways and floating IPs converging, subnets replaced when their CIDR or
+//! IPv6 modes change, two labs side by side, teardown after a crash, and a failed up.
 //!
 //! This test binary has no libtest harness: when the lab runs it as `server --listen ADDR
 //! --store SPEC` it serves the Neutron API (so the lab starts a real server process without
@@ -113,6 +113,10 @@ fn run_tests(args: &[String]) {
             "segments_external_hosts_and_floating_ips_converge",
             segments_external_hosts_and_floating_ips_converge,
         ),
+        (
+            "subnets_whose_cidr_or_modes_change_are_replaced",
+            subnets_whose_cidr_or_modes_change_are_replaced,
+        ),
     ];
     let filter = args.iter().find(|a| !a.starts_with('-'));
     let mut failed = Vec::new();
@@ -210,6 +214,25 @@ fn get(base: &str, path: &str) -> Value {
                 .json::<Value>()
                 .await
                 .expect("JSON")
+        })
+}
+
+/// POST `body` to `path` as admin; the JSON answer (which must be a success).
+fn post(base: &str, path: &str, body: &Value) -> Value {
+    let url = format!("{base}/v2.0/{path}");
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(async {
+            let resp = reqwest::Client::new()
+                .post(&url)
+                .json(body)
+                .send()
+                .await
+                .expect("POST");
+            assert!(resp.status().is_success(), "POST {url}: {}", resp.status());
+            resp.json::<Value>().await.expect("JSON")
         })
 }
 
@@ -1448,6 +1471,149 @@ fn segments_external_hosts_and_floating_ips_converge() {
         agent_args(&lab, "c1")
     );
 
+    lab.down().expect("down");
+    assert_eq!(leftovers(&name), Vec::<String>::new());
+}
+
+/// Network n (IPv4 `cidr`, IPv6 with `v6_mode` as its address mode, if any) and network m, both
+/// on alpha's router r1 with a route through v2 (fixed IP `v2`); v1's addresses are allocated.
+fn subnet_topology(name: &str, cidr: &str, v2: &str, v6_mode: &str) -> Topology {
+    let text = format!(
+        r#"
+name = "{name}"
+[[chassis]]
+name = "c1"
+[[network]]
+name = "n"
+project = "alpha"
+[[network.subnet]]
+cidr = "{cidr}"
+[[network.subnet]]
+cidr = "fd00:9::/64"
+{v6_mode}
+[[network]]
+name = "m"
+project = "alpha"
+[[network.subnet]]
+cidr = "10.7.0.0/24"
+[[router]]
+name = "r1"
+project = "alpha"
+interfaces = ["n-1", "m-1"]
+routes = [{{ destination = "192.168.9.0/24", nexthop = "{v2}" }}]
+[[vm]]
+name = "v1"
+network = "n"
+chassis = "c1"
+[[vm]]
+name = "v2"
+network = "n"
+chassis = "c1"
+ip = "{v2}"
+forwarding = true
+"#
+    );
+    Topology::parse(&text, Path::new("subnets.toml")).expect("valid topology")
+}
+
+fn subnets_whose_cidr_or_modes_change_are_replaced() {
+    let name = lab_name("h");
+    let mut lab = Lab::up(
+        &subnet_topology(&name, "10.9.0.0/24", "10.9.0.20", ""),
+        &opts(),
+    )
+    .expect("lab up");
+    let base = lab.server_url();
+    let net_id = lab.state().networks["n"].id.clone();
+    let router = lab.state().routers["r1"].id.clone();
+    for (cidr, v2, v6_mode) in [
+        // Overlapping the old CIDR: the old subnet must go before the new one is made.
+        ("10.9.0.0/16", "10.9.1.20", ""),
+        // Elsewhere, and the IPv6 subnet with another address mode (fixed once made).
+        (
+            "10.8.0.0/24",
+            "10.8.0.20",
+            "ipv6_address_mode = \"dhcpv6-stateful\"",
+        ),
+    ] {
+        let topo = subnet_topology(&name, cidr, v2, v6_mode);
+        let changes = lab.converge(&topo).expect("converge to the new subnets");
+        assert!(
+            changes.iter().any(|c| c.starts_with("subnet n-1: deleted")),
+            "{changes:?}"
+        );
+        // The network has the file's subnets, each once.
+        let subnets = get(&base, &format!("subnets?network_id={net_id}"));
+        let mut have: Vec<(String, String, String)> = subnets["subnets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                let text = |k: &str| s[k].as_str().unwrap_or("").to_owned();
+                (text("name"), text("cidr"), text("ipv6_address_mode"))
+            })
+            .collect();
+        have.sort();
+        let mode = if v6_mode.is_empty() {
+            ""
+        } else {
+            "dhcpv6-stateful"
+        };
+        let want = [
+            ("n-1".to_owned(), cidr.to_owned(), String::new()),
+            ("n-2".to_owned(), "fd00:9::/64".to_owned(), mode.to_owned()),
+        ];
+        assert_eq!(have, want);
+        let net: ipnet::IpNet = cidr.parse().unwrap();
+        // The VMs have ports with addresses on the new subnets, on their eth0 too.
+        for vm in ["v1", "v2"] {
+            let v = lab.vm(vm).expect("vm").clone();
+            let v4: ipnet::IpNet = v.addresses[0].parse().unwrap();
+            assert_eq!(v4.trunc(), net, "{vm}: {:?}", v.addresses);
+            assert!(v.addresses[1].starts_with("fd00:9::"), "{:?}", v.addresses);
+            let eth0 = sh(&lab, vm, &["ip", "-o", "addr", "show", "dev", "eth0"]);
+            for a in &v.addresses {
+                assert!(eth0.contains(a.as_str()), "{vm}: {a} in {eth0}");
+            }
+        }
+        assert_eq!(
+            lab.vm("v2").unwrap().addresses[0],
+            format!("{v2}/{}", net.prefix_len())
+        );
+        // The router is on the new subnet (at its gateway) and routes through v2 again.
+        let n1 = lab.state().networks["n"].subnets[0].clone();
+        let (ifaces, routes) = router_view(&base, &router);
+        assert!(
+            ifaces
+                .iter()
+                .any(|(s, ip)| *s == n1.id && Some(ip) == n1.gateway.as_ref()),
+            "{ifaces:?} {n1:?}"
+        );
+        assert_eq!(ifaces.len(), 2, "{ifaces:?}");
+        assert_eq!(routes, [format!("192.168.9.0/24 via {v2}")]);
+        // Up again: nothing to change (before, every later up failed: "got no address").
+        assert_eq!(lab.converge(&topo).expect("up again"), Vec::<String>::new());
+    }
+    // A port the lab does not remove (here: one made through the API) stops a replacement
+    // before anything changes (also the IPv6 subnet, which would be replaced as well).
+    let n1 = lab.state().networks["n"].subnets[0].id.clone();
+    let body = serde_json::json!({ "port": { "network_id": net_id, "name": "other",
+        "fixed_ips": [{ "subnet_id": n1 }] } });
+    post(&base, "ports", &body);
+    let e = lab
+        .converge(&subnet_topology(&name, "10.6.0.0/24", "10.6.0.20", ""))
+        .expect_err("a port of someone else's");
+    assert!(
+        e.to_string()
+            .contains("held by what the lab does not remove"),
+        "{e}"
+    );
+    for vm in ["v1", "v2"] {
+        let port = lab.port_id(vm).unwrap();
+        assert_eq!(get(&base, &format!("ports/{port}"))["port"]["id"], port);
+    }
+    let subnets = get(&base, &format!("subnets?network_id={net_id}"));
+    assert_eq!(subnets["subnets"].as_array().unwrap().len(), 2);
     lab.down().expect("down");
     assert_eq!(leftovers(&name), Vec::<String>::new());
 }

@@ -4,7 +4,9 @@
 //! The tables here play the role of Neutron's resource attribute maps: the API server applies them
 //! generically (unknown attributes, read-only attributes, types, defaults), and resource handlers add
 //! the semantics (IPAM, routers, ...). Objects travel as JSON objects in exactly the shape the API shows.
+//! [`quotas`] lists the resources Neutron's quotas limit, with their default limits.
 
+pub mod quotas;
 pub mod resources;
 pub mod validate;
 

@@ -113,13 +113,15 @@ pub async fn before_list(api: &Api, ctx: &Ctx, def: &ResourceDef) -> ApiResult<(
     Ok(())
 }
 
+/// Before objects are created: the projects' `default` groups, as Neutron makes them before a
+/// network, a port or a group of a project that has none.
 pub async fn before_create(
     api: &Api,
     _ctx: &Ctx,
     def: &ResourceDef,
     items: &[Obj],
 ) -> ApiResult<()> {
-    if is(def, &PORT) || is(def, &SECURITY_GROUP) {
+    if is(def, &NETWORK) || is(def, &PORT) || is(def, &SECURITY_GROUP) {
         let projects: HashSet<&str> = items.iter().map(|o| str_field(o, "project_id")).collect();
         for p in projects {
             security_groups::ensure_default(api, p).await?;

@@ -17,7 +17,11 @@ use crate::Api;
 use crate::context::Ctx;
 use crate::error::{ApiError, ApiResult};
 use crate::index::{FLOATING_IPS_BY_ROUTER, PORTS_BY_DEVICE};
+use crate::quota;
 use crate::repo::{Attempts, Obj, Plan, Stored, str_field};
+
+/// The quota on the extra routes of each router.
+const ROUTE_QUOTA: &str = "router_route";
 
 /// The device owner of a router's interface ports.
 pub const INTERFACE_OWNER: &str = "network:router_interface";
@@ -210,16 +214,15 @@ async fn remove_gateway(api: &Api, router: &mut Obj, plan: &mut Plan) -> ApiResu
     Ok(())
 }
 
-/// Most extra routes a router may have (Neutron's `router_route` quota).
-const MAX_ROUTES: usize = 30;
-
+/// Checks a router's new extra routes: at most its project's `router_route` quota (counted before
+/// any route is looked at), each valid, each next hop on a subnet the router has an interface on.
 async fn check_routes(api: &Api, router: &Obj, routes: &Value) -> ApiResult<()> {
-    super::check_count(Some(routes), MAX_ROUTES, || {
-        ApiError::conflict(
-            "OverQuota",
-            "Quota exceeded for resources: ['router_route'].",
-        )
-    })?;
+    let project = str_field(router, "project_id");
+    let store = api.db.store.as_ref();
+    let limit = quota::limit_of(store, &api.db.quotas, project, ROUTE_QUOTA).await?;
+    if let Ok(max) = usize::try_from(limit) {
+        super::check_count(Some(routes), max, || quota::over_quota([ROUTE_QUOTA]))?;
+    }
     let list = routes
         .as_array()
         .ok_or_else(|| ApiError::bad_request("Invalid input for routes. Reason: not a list."))?;

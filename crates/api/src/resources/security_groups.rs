@@ -118,8 +118,11 @@ pub async fn expand(api: &Api, answer: Answer, groups: &mut [Obj]) -> ApiResult<
     Ok(())
 }
 
+/// A new group with its egress rules, which count against the project's rule quota (checked, as
+/// Neutron checks its default rules' number before it creates a group).
 pub async fn plan_create(_api: &Api, mut sg: Obj, plan: &mut Plan) -> ApiResult<Obj> {
     sg.insert("shared".into(), Value::Bool(false));
+    plan.enforce_quota(&SECURITY_GROUP_RULE);
     plan.create(&SECURITY_GROUP, &sg);
     for ethertype in ["IPv4", "IPv6"] {
         plan.create(

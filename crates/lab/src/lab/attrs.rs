@@ -68,7 +68,8 @@ pub fn network_update(have: &Value, net: &NetworkSpec) -> Result<Map<String, Val
     if fixed {
         return Err(Error::Topology(format!(
             "network {}: its segment is {seg} and cannot change to what the file says (it is \
-             fixed when the network is made; take the lab down first)",
+             fixed when the network is made; `wyvern lab up --replace FILE` brings the lab up \
+             afresh)",
             net.name
         )));
     }
@@ -95,12 +96,11 @@ fn dns_value(servers: &[IpAddr]) -> Value {
 
 /// The attributes of a new subnet `name` of network `net_id`.
 pub fn subnet_attrs(s: &SubnetSpec, name: &str, net_id: &str) -> Result<Value> {
-    let cidr = s.cidr.trunc();
     let mut attrs = json!({
         "name": name,
         "network_id": net_id,
-        "ip_version": if cidr.addr().is_ipv4() { 4 } else { 6 },
-        "cidr": cidr.to_string(),
+        "ip_version": if s.cidr.addr().is_ipv4() { 4 } else { 6 },
+        "cidr": s.cidr.to_string(),
     });
     if let Some(gw) = gateway_value(s.gateway()?) {
         attrs["gateway_ip"] = gw;
@@ -119,24 +119,22 @@ pub fn subnet_attrs(s: &SubnetSpec, name: &str, net_id: &str) -> Result<Value> {
     Ok(attrs)
 }
 
-/// What to change on the existing subnet `have` so that it is what `s` asks for; an error if
-/// only a new subnet could be (its IPv6 modes are fixed when it is made).
-pub fn subnet_update(have: &Value, s: &SubnetSpec, name: &str) -> Result<Map<String, Value>> {
-    for (key, mode) in [
+/// Whether the existing subnet `have` is the file's `s` as far as a subnet cannot change once
+/// made: its CIDR and IPv6 modes. If not, it is replaced.
+pub fn same_subnet(have: &Value, s: &SubnetSpec) -> bool {
+    let modes = [
         ("ipv6_ra_mode", s.ipv6_ra_mode),
         ("ipv6_address_mode", s.ipv6_address_mode),
-    ] {
-        let current = have.get(key).and_then(Value::as_str);
-        let wanted = mode.map(Ipv6Mode::as_str);
-        if current != wanted {
-            return Err(Error::Topology(format!(
-                "subnet {name}: {key} is {} and cannot change to {} (it is fixed when the subnet \
-                 is made; take the lab down first)",
-                current.unwrap_or("unset"),
-                wanted.unwrap_or("unset")
-            )));
-        }
-    }
+    ];
+    text(have, "cidr").parse::<IpNet>().ok() == Some(s.cidr)
+        && modes
+            .iter()
+            .all(|(key, mode)| have.get(*key).and_then(Value::as_str) == mode.map(Ipv6Mode::as_str))
+}
+
+/// What to change on the existing subnet `have` (the same, see [`same_subnet`]) so that it is
+/// what `s` asks for.
+pub fn subnet_update(have: &Value, s: &SubnetSpec) -> Result<Map<String, Value>> {
     let mut update = Map::new();
     if let Some(w) = gateway_value(s.gateway()?)
         && w.as_str() != have.get("gateway_ip").and_then(Value::as_str)
@@ -272,17 +270,23 @@ extra_addresses = ["192.168.50.1/24", "192.168.50.2/24", "fd50::1/64"]
         assert!(b.get("gateway_ip").is_none() && b.get("dns_nameservers").is_none());
 
         // As made: nothing to change; other DNS servers and gateway: both updated.
-        let made = json!({ "gateway_ip": null, "dns_nameservers": ["fd00:2::53"] });
-        assert!(subnet_update(&made, &subnets[2], "n-3").unwrap().is_empty());
+        let made = json!({ "cidr": "fd00:2::/64", "gateway_ip": null,
+            "dns_nameservers": ["fd00:2::53"] });
+        assert!(same_subnet(&made, &subnets[2]));
+        assert!(subnet_update(&made, &subnets[2]).unwrap().is_empty());
         let other = json!({ "gateway_ip": "fd00:2::1", "dns_nameservers": [] });
-        let u = subnet_update(&other, &subnets[2], "n-3").unwrap();
+        let u = subnet_update(&other, &subnets[2]).unwrap();
         assert_eq!(
             Value::Object(u),
             json!({ "gateway_ip": null, "dns_nameservers": ["fd00:2::53"] })
         );
-        // A subnet made with another IPv6 mode cannot be changed into this one.
-        let stateful = json!({ "ipv6_address_mode": "dhcpv6-stateful" });
-        assert!(subnet_update(&stateful, &subnets[1], "n-2").is_err());
+        // Another CIDR, or another IPv6 mode: not the same subnet (it is replaced).
+        let moved = json!({ "cidr": "fd00:3::/64" });
+        assert!(!same_subnet(&moved, &subnets[2]));
+        let slaac = json!({ "cidr": "fd00:1::/64", "ipv6_address_mode": "slaac" });
+        assert!(same_subnet(&slaac, &subnets[1]));
+        let stateful = json!({ "cidr": "fd00:1::/64", "ipv6_address_mode": "dhcpv6-stateful" });
+        assert!(!same_subnet(&stateful, &subnets[1]));
     }
 
     #[test]

@@ -103,9 +103,9 @@ impl Lab {
             Service::Server(i) => {
                 let listen = self.state.servers.get(i).ok_or_else(missing)?;
                 // The command line must name the state directory (that is how `down` finds
-                // the process), also with an etcd store: an empty configuration file there does.
+                // the process), also with an etcd store: the configuration file there does.
                 let config = self.dir.join("server.json");
-                std::fs::write(&config, "{}\n")
+                std::fs::write(&config, unlimited_quotas().to_string())
                     .map_err(io(format!("write {}", config.display())))?;
                 let config = config.display().to_string();
                 let store = self.store_spec();
@@ -168,10 +168,10 @@ impl Lab {
         if !self.state.servers.is_empty() && members != self.state.etcd.len() {
             return Err(Error::Topology(format!(
                 "lab {} runs on {} etcd members (0: the embedded store), the file asks for {members}; \
-                 the store of a running lab cannot change: `wyvern lab down {}` first",
+                 the store of a running lab cannot change: `wyvern lab up --replace FILE` brings \
+                 the lab up afresh",
                 self.name,
                 self.state.etcd.len(),
-                self.name
             )));
         }
         if self.state.etcd.len() != members {
@@ -202,7 +202,7 @@ impl Lab {
         for i in 0..count {
             let s = Service::Server(i);
             let listen = listen_addr(
-                topo.server.listen.as_deref(),
+                topo.server.listen()?,
                 i,
                 self.state.servers.get(i).map(String::as_str),
             )?;
@@ -334,4 +334,14 @@ impl Lab {
             .map(|l| format!("http://{l}"))
             .collect()
     }
+}
+
+/// The servers' configuration: no quota limits (a lab is a test bed: tests and benchmarks make
+/// more objects than Neutron's defaults allow; a project's own limits can still be set).
+fn unlimited_quotas() -> serde_json::Value {
+    let quotas: serde_json::Map<String, serde_json::Value> = model::quotas::ALL
+        .iter()
+        .map(|r| (r.name.to_string(), serde_json::Value::from(-1)))
+        .collect();
+    serde_json::json!({ "quotas": quotas })
 }

@@ -16,7 +16,7 @@ use crate::topology::{RouteSpec, RouterSpec, Topology, describe_routes};
 use crate::{Error, Result};
 
 /// `device_owner` of a router's interface ports.
-const INTERFACE_OWNER: &str = "network:router_interface";
+pub(super) const INTERFACE_OWNER: &str = "network:router_interface";
 
 /// Router `id`'s interfaces: (subnet id, port id), one per subnet.
 async fn interfaces(api: &Neutron, id: &str) -> Result<Vec<(String, String)>> {
@@ -70,6 +70,23 @@ async fn remove_interface(api: &Neutron, id: &str, port: &str) -> Result<()> {
     )
     .await?;
     Ok(())
+}
+
+/// Takes router `id`'s interface `port` on subnets `cidrs` off, the extra routes through them
+/// first (the server refuses to remove an interface a route goes through).
+pub(super) async fn detach(api: &Neutron, id: &str, port: &str, cidrs: &[IpNet]) -> Result<()> {
+    if let Some(router) = api.show("routers", "router", id).await? {
+        let routes = routes_of(&router);
+        let staying: BTreeSet<RouteSpec> = routes
+            .iter()
+            .filter(|r| !cidrs.iter().any(|c| c.contains(&r.nexthop)))
+            .copied()
+            .collect();
+        if staying != routes {
+            set_routes(api, id, &staying).await?;
+        }
+    }
+    remove_interface(api, id, port).await
 }
 
 /// Takes router `id`'s routes and interfaces off (the server refuses to delete a router with
@@ -170,14 +187,7 @@ impl Lab {
             .collect::<Result<Vec<(String, String)>>>()?;
         let attached = interfaces(api, &id).await?;
         let have_routes = routes_of(&router);
-        let want_routes: BTreeSet<RouteSpec> = spec
-            .routes
-            .iter()
-            .map(|r| RouteSpec {
-                destination: r.destination.trunc(),
-                nexthop: r.nexthop,
-            })
-            .collect();
+        let want_routes: BTreeSet<RouteSpec> = spec.routes.iter().copied().collect();
         // The server refuses to remove an interface a route goes through: first only the
         // routes that stay (their next hops are on interfaces that stay, see the validation).
         let staying: BTreeSet<RouteSpec> =

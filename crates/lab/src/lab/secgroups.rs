@@ -285,7 +285,7 @@ impl Lab {
         changes: &mut Vec<String>,
     ) -> Result<()> {
         let what = format!("address group {}", spec.name);
-        let want: BTreeSet<IpNet> = spec.addresses.iter().map(IpNet::trunc).collect();
+        let want: BTreeSet<IpNet> = spec.addresses.iter().copied().collect();
         let known = self
             .state
             .address_groups
@@ -429,7 +429,7 @@ impl Lab {
             protocol,
             (r.port_range_min, r.port_range_max),
         );
-        key.remote_ip_prefix = r.remote_ip_prefix.map(|p| p.trunc());
+        key.remote_ip_prefix = r.remote_ip_prefix;
         if let Some(g) = &r.remote_group {
             key.remote_group_id = Some(self.group_id(api, g, spec.project.as_deref()).await?);
         }
