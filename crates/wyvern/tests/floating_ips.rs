@@ -259,10 +259,20 @@ fn stream_survives_agent_restart(
 ) -> Outcome {
     let _server = stream_server(lab, server);
     let mut cmd = lab::exec_command(lab.name(), client).map_err(|e| e.to_string())?;
-    cmd.args(["busybox", "nc", "-w", "8", ip, &STREAM_PORT.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+    // Bounded: a stream cut off without a reset would otherwise hang the test.
+    cmd.args([
+        "timeout",
+        "15",
+        "busybox",
+        "nc",
+        "-w",
+        "8",
+        ip,
+        &STREAM_PORT.to_string(),
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null());
     let reader = cmd.spawn().map_err(|e| e.to_string())?;
     thread::sleep(Duration::from_millis(800));
     lab.kill_agent(chassis).map_err(|e| e.to_string())?;
