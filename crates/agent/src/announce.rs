@@ -159,13 +159,8 @@ impl Announcer {
                 served.push((&fip.id, &fip.network_id, port.mac, fip.address));
             }
         }
-        for port in topo.ports.values() {
-            if port.snat_chassis() == Some(topo.local.chassis.as_str())
-                && topo
-                    .snat_port(&port.network_id, &topo.local.chassis)
-                    .map(|p| &p.id)
-                    == Some(&port.id)
-            {
+        for net in topo.networks.values().filter(|n| n.external) {
+            if let Some(port) = topo.snat_port(&net.id, &topo.local.chassis) {
                 served.extend(
                     v4s(port).map(|ip| (port.id.as_str(), port.network_id.as_str(), port.mac, ip)),
                 );

@@ -46,8 +46,6 @@ pub enum Dep {
     RulesNaming(String),
     AddressGroup(String),
     FloatingIp(String),
-    /// The floating IPs forwarding to a port.
-    FipsOf(String),
     /// This chassis' SNAT address on a network.
     SnatAddress(String),
     /// A router's gateway port.
@@ -77,7 +75,7 @@ impl Dep {
             Dep::SecurityGroup(_) => Kind::SecurityGroup,
             Dep::SgRule(_) | Dep::RulesOf(_) | Dep::RulesNaming(_) => Kind::SecurityGroupRule,
             Dep::AddressGroup(_) => Kind::AddressGroup,
-            Dep::FloatingIp(_) | Dep::FipsOf(_) => Kind::FloatingIp,
+            Dep::FloatingIp(_) => Kind::FloatingIp,
             Dep::Router(_) => Kind::Router,
             Dep::Chassis(_) | Dep::AllChassis => Kind::Chassis,
             Dep::SubnetsOn(_) => Kind::Subnet,
@@ -181,12 +179,6 @@ impl<'t> Ctx<'t> {
     pub fn snat_port(&mut self, network: &str) -> Option<&'t Port> {
         self.read(Dep::SnatAddress(network.to_string()));
         self.topo.snat_port(network, &self.topo.local.chassis)
-    }
-
-    /// The floating IPs forwarding to `port`.
-    pub fn fips_of(&mut self, port: &str) -> impl Iterator<Item = &'t FloatingIp> + 't {
-        self.read(Dep::FipsOf(port.to_string()));
-        self.topo.fips_of(port)
     }
 
     pub fn port(&mut self, id: &str) -> Option<&'t Port> {

@@ -651,8 +651,6 @@ pub struct Topology {
     /// Rules by group, and rules by the group they name as remote.
     rules_of: BTreeMap<String, BTreeSet<String>>,
     remote_rules: BTreeMap<String, BTreeSet<String>>,
-    /// Floating IPs by the port they forward to.
-    fips_of: BTreeMap<String, BTreeSet<String>>,
     /// SNAT address ports by `network chassis` ([`Topology::snat_key`]).
     snat_ports: BTreeMap<String, BTreeSet<String>>,
     /// Gateway ports by router.
@@ -806,9 +804,6 @@ impl Topology {
                 self.address_groups.insert(a.id.clone(), a);
             }
             Object::FloatingIp(f) => {
-                if let Some(t) = &f.target {
-                    index(&mut self.fips_of, &t.port_id, &f.id);
-                }
                 self.floating_ips.insert(f.id.clone(), f);
             }
             Object::Chassis(c) => {
@@ -874,13 +869,7 @@ impl Topology {
                 Some(Object::SgRule(r))
             }
             Kind::AddressGroup => self.address_groups.remove(id).map(Object::AddressGroup),
-            Kind::FloatingIp => {
-                let f = self.floating_ips.remove(id)?;
-                if let Some(t) = &f.target {
-                    unindex(&mut self.fips_of, &t.port_id, id);
-                }
-                Some(Object::FloatingIp(f))
-            }
+            Kind::FloatingIp => self.floating_ips.remove(id).map(Object::FloatingIp),
         }
     }
 
@@ -1090,33 +1079,19 @@ impl Topology {
     }
 
     /// The chassis that hosts `router`'s gateway (its centralized SNAT, and the answers for its
-    /// gateway addresses on the physical network): among the chassis that are up and reach the
-    /// gateway's physical network, the gateway chassis if there are any, the one that wins the
-    /// rendezvous hash of router and chassis ids. Every agent computes the same from the same
-    /// view; when the chosen one goes down, the next takes over, and only its routers move.
+    /// gateway addresses on the physical network): among the gateway chassis that are up and
+    /// reach the gateway's physical network (the only ones that follow every router there, see
+    /// [`Topology::needs`]), the one that wins the rendezvous hash of router and chassis ids.
+    /// Every agent computes the same from the same view; when the chosen one goes down, the next
+    /// takes over, and only its routers move.
     pub fn gateway_host(&self, router: &str) -> Option<&Chassis> {
         let network = &self.routers.get(router)?.gateway.as_ref()?.network_id;
         let physnet = &self.networks.get(network)?.physical.as_ref()?.physnet;
-        let candidates: Vec<&Chassis> = self
-            .chassis_up
+        self.chassis_up
             .iter()
             .filter_map(|id| self.chassis.get(id))
-            .filter(|c| c.physnets.contains(physnet))
-            .collect();
-        let gateways = candidates.iter().any(|c| c.gateway);
-        candidates
-            .into_iter()
-            .filter(|c| c.gateway || !gateways)
+            .filter(|c| c.gateway && c.physnets.contains(physnet))
             .max_by_key(|c| crate::cookie::fnv1a(&format!("{router} {}", c.id)))
-    }
-
-    /// The floating IPs forwarding to `port`, in id order.
-    pub fn fips_of<'a>(&'a self, port: &str) -> impl Iterator<Item = &'a FloatingIp> + 'a {
-        self.fips_of
-            .get(port)
-            .into_iter()
-            .flatten()
-            .filter_map(|id| self.floating_ips.get(id))
     }
 
     /// The interface ports of `router`, in id order.

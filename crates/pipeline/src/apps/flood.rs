@@ -38,9 +38,12 @@ impl App for Flood {
         };
         let mut local: Vec<u32> = Vec::new();
         let mut remotes: Vec<Ipv4Addr> = Vec::new();
+        let tunnelled = matches!(wire, Wire::Tunnel(_));
         for p in ctx.ports_on(id).filter(|p| p.admin_up) {
             local.extend(ctx.ofport(&p.id));
-            remotes.extend(ctx.remote_chassis(p).map(|c| c.tunnel_ip));
+            if tunnelled {
+                remotes.extend(ctx.remote_chassis(p).map(|c| c.tunnel_ip));
+            }
         }
         local.sort_unstable();
         remotes.sort_unstable();
