@@ -7,7 +7,8 @@
 //!
 //! On physical networks: a gratuitous ARP for each address that starts being served here — a
 //! floating IP (its port's VIF is here, or it was just associated), the chassis' own SNAT
-//! address, a router gateway this chassis now hosts (a gateway chassis took over) — out of the
+//! address, a router gateway this chassis now hosts (a gateway chassis took over; for its IPv6
+//! addresses and its link-local one, an unsolicited neighbour advertisement) — out of the
 //! network's patch port, so that the physical network's switches and neighbours learn where it is
 //! now within a packet (repeated a few times, backing off: a switch may briefly learn the old
 //! place again from traffic it forwarded just before).
@@ -30,7 +31,7 @@ pub struct Announcer {
 
 /// An address announced on a physical network: what was announced, how often, and when next.
 struct Outside {
-    state: (Mac, Ipv4Addr, u32),
+    state: (Mac, IpAddr, u32),
     sent: u32,
     next: Instant,
 }
@@ -144,26 +145,32 @@ impl Announcer {
             .min()
     }
 
-    /// The gratuitous ARPs due now for the addresses this chassis answers for on physical
-    /// networks — floating IPs it serves (the pipeline gave them flows), its own SNAT addresses,
-    /// and the gateway addresses of the routers whose gateway it hosts — that are new here or
+    /// The gratuitous ARPs (unsolicited advertisements for IPv6) due now for the addresses this
+    /// chassis answers for on physical networks — floating IPs it serves (the pipeline gave
+    /// them flows), its own SNAT addresses, and the gateway addresses of the routers whose
+    /// gateway it hosts — that are new here or
     /// changed: the port to send each from and the frame.
     pub fn due_outside(&mut self, pipeline: &Pipeline) -> Vec<(u32, Vec<u8>)> {
         let topo = pipeline.topology();
-        let mut served: Vec<(&str, &str, Mac, Ipv4Addr)> = Vec::new();
+        let mut served: Vec<(&str, &str, Mac, IpAddr)> = Vec::new();
         for fip in topo.floating_ips.values() {
             let own = fip.own_port.as_ref().and_then(|p| topo.ports.get(p));
             if let Some(port) = own
                 && pipeline.has_flows(&Owner::FloatingIp(fip.id.clone()))
             {
-                served.push((&fip.id, &fip.network_id, port.mac, fip.address));
+                served.push((&fip.id, &fip.network_id, port.mac, fip.address.into()));
             }
         }
         for net in topo.networks.values().filter(|n| n.external) {
             if let Some(port) = topo.snat_port(&net.id, &topo.local.chassis) {
-                served.extend(
-                    v4s(port).map(|ip| (port.id.as_str(), port.network_id.as_str(), port.mac, ip)),
-                );
+                served.extend(v4s(port).map(|ip| {
+                    (
+                        port.id.as_str(),
+                        port.network_id.as_str(),
+                        port.mac,
+                        ip.into(),
+                    )
+                }));
             }
         }
         for router in topo.routers.values() {
@@ -172,8 +179,17 @@ impl Announcer {
                 .is_some_and(|c| c.id == topo.local.chassis)
                 && let Some(port) = topo.gateway_port(&router.id)
             {
+                let link = port
+                    .ips
+                    .iter()
+                    .any(IpAddr::is_ipv6)
+                    .then(|| IpAddr::V6(link_local(port.mac)));
                 served.extend(
-                    v4s(port).map(|ip| (port.id.as_str(), port.network_id.as_str(), port.mac, ip)),
+                    port.ips
+                        .iter()
+                        .copied()
+                        .chain(link)
+                        .map(|ip| (port.id.as_str(), port.network_id.as_str(), port.mac, ip)),
                 );
             }
         }
@@ -195,10 +211,11 @@ impl Announcer {
                 },
             };
             if entry.sent < ANNOUNCEMENTS && entry.next <= now {
-                out.push((
-                    patch,
-                    tagged(gratuitous_arp(mac_octets(mac), address), vlan),
-                ));
+                let frame = match address {
+                    IpAddr::V4(v4) => gratuitous_arp(mac_octets(mac), v4),
+                    IpAddr::V6(v6) => ndp::unsolicited_advertisement(v6, mac_octets(mac), true),
+                };
+                out.push((patch, tagged(frame, vlan)));
                 entry.next = now + REPEAT_AFTER * (1 << entry.sent);
                 entry.sent += 1;
             }
@@ -219,6 +236,8 @@ fn v4s(port: &Port) -> impl Iterator<Item = Ipv4Addr> + '_ {
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv6Addr;
+
     use super::*;
     use pipeline::{Input, Pipeline};
     use serde_json::json;
@@ -309,5 +328,59 @@ mod tests {
         ));
         assert!(q.topology().ports.contains_key("snat1"));
         assert!(Announcer::default().due_outside(&q).is_empty());
+    }
+
+    #[test]
+    fn the_chassis_hosting_a_gateway_announces_its_ipv6_addresses_by_advertisement() {
+        let ext = "eeeeeeee-0000-4000-8000-0000000000e1";
+        let mut p = Pipeline::new("ch1");
+        p.apply(Input::Object(
+            format!("/r/networks/{ext}"),
+            Some(json!({"id": ext, "provider:network_type": "flat",
+                "provider:physical_network": "physnet1", "router:external": true})),
+        ));
+        p.apply(Input::Patch("physnet1".into(), Some(30)));
+        p.apply(Input::Object(
+            "/chassis/ch1".into(),
+            Some(
+                json!({"id": "ch1", "tunnel_ip": "192.168.9.1", "gateway": true,
+                "physnets": ["physnet1"]}),
+            ),
+        ));
+        p.apply(Input::Object(
+            "/chassis-up/ch1".into(),
+            Some(json!({"lease": 1})),
+        ));
+        p.apply(Input::Object(
+            "/r/routers/r1".into(),
+            Some(
+                json!({"id": "r1", "name": "r1", "admin_state_up": true, "routes": [],
+                "_nat_id": 1, "external_gateway_info": {"network_id": ext, "enable_snat": true,
+                "external_fixed_ips": [{"ip_address": "172.24.4.2"},
+                    {"ip_address": "2001:db8:ee::2"}]}}),
+            ),
+        ));
+        p.apply(Input::Object(
+            "/r/ports/gw1".into(),
+            Some(
+                json!({"id": "gw1", "network_id": ext, "mac_address": "fa:16:3e:00:03:02",
+                "fixed_ips": [{"ip_address": "172.24.4.2"}, {"ip_address": "2001:db8:ee::2"}],
+                "device_owner": "network:router_gateway", "device_id": "r1"}),
+            ),
+        ));
+        let due = Announcer::default().due_outside(&p);
+        let mac = [0xfa, 0x16, 0x3e, 0, 3, 2];
+        let mut advertised: Vec<Ipv6Addr> = due
+            .iter()
+            .filter_map(|(_, f)| ndp::parse_neighbor_advertisement(f).ok())
+            .inspect(|na| assert_eq!(na.target_mac, Some(mac)))
+            .map(|na| na.target)
+            .collect();
+        advertised.sort();
+        let mut want = vec!["2001:db8:ee::2".parse().unwrap(), ndp::link_local(mac)];
+        want.sort();
+        assert_eq!(advertised, want);
+        assert_eq!(due.len(), 3, "and a gratuitous ARP for 172.24.4.2");
+        assert!(due.iter().all(|(port, _)| *port == 30));
     }
 }

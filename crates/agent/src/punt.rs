@@ -6,7 +6,7 @@
 //! the network.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Instant;
 
 use openflow::text::set_field;
@@ -34,8 +34,9 @@ pub struct Punted<'a> {
     pub in_port: u32,
     /// `metadata` when it was sent (the network or router it was in).
     pub metadata: Option<u64>,
-    /// The next hop of a packet routed to an external network (`reg2`).
-    pub next_hop: Option<Ipv4Addr>,
+    /// The next hop of a packet routed to an external network (`reg2` for IPv4, `reg8`..`reg11`
+    /// for IPv6).
+    pub next_hop: Option<IpAddr>,
     pub frame: &'a [u8],
 }
 
@@ -64,14 +65,28 @@ impl<'a> Punted<'a> {
                 .metadata
                 .exact(openflow::Field::Metadata)
                 .and_then(|m| u64::try_from(m).ok()),
-            next_hop: pi
-                .metadata
-                .exact(openflow::Field::Reg(pipeline::tables::REG_NEXT_HOP))
-                .and_then(|r| u32::try_from(r).ok())
-                .map(Ipv4Addr::from),
+            next_hop: next_hop(pi),
             frame: &pi.packet,
         })
     }
+}
+
+/// The next hop a packet-in carries: in the IPv6 next-hop registers for an IPv6 frame (a
+/// register that is zero is left out of the packet-in), in `reg2` for others.
+fn next_hop(pi: &PacketIn2) -> Option<IpAddr> {
+    let reg = |n: u8| {
+        pi.metadata
+            .exact(openflow::Field::Reg(n))
+            .and_then(|r| u32::try_from(r).ok())
+    };
+    if pi.packet.get(12..14) == Some(&[0x86, 0xdd][..]) {
+        let words = pipeline::tables::REG_NEXT_HOP6.map(|n| reg(n).unwrap_or(0));
+        let ip = words
+            .iter()
+            .fold(0u128, |acc, w| (acc << 32) | u128::from(*w));
+        return (ip != 0).then(|| IpAddr::V6(Ipv6Addr::from(ip)));
+    }
+    reg(pipeline::tables::REG_NEXT_HOP).map(|r| IpAddr::V4(Ipv4Addr::from(r)))
 }
 
 type Handler = fn(&mut Handlers, &Pipeline, &Punted<'_>) -> Option<Reply>;
@@ -113,7 +128,7 @@ pub struct Handlers {
     resolve: RateLimit,
     /// Packets waiting for their next hop's MAC, by (network `metadata`, next hop), as Linux
     /// queues packets on an incomplete neighbour entry: sent on when the answer arrives.
-    waiting: BTreeMap<(u64, Ipv4Addr), Vec<Waiting>>,
+    waiting: BTreeMap<(u64, IpAddr), Vec<Waiting>>,
 }
 
 /// A packet waiting for its next hop, and since when.
@@ -147,20 +162,31 @@ impl Handlers {
     }
 
     /// A neighbour solicitation for an address of the port (or router interface) the cookie
-    /// names; a router interface also answers for its link-local address.
+    /// names, or of the gateway of the router it names (from the physical network, on the
+    /// chassis hosting the gateway); routers also answer for their link-local address. An
+    /// answer out of a physical network's patch port is tagged with the network's VLAN id.
     fn solicitation(&mut self, pipeline: &Pipeline, punted: &Punted<'_>) -> Option<Reply> {
-        let port = pipeline.port_of_cookie(punted.cookie)?;
+        let topo = pipeline.topology();
+        let port = match pipeline.owner_of_cookie(punted.cookie)? {
+            Owner::Router(id) => topo.gateway_port(id)?,
+            _ => pipeline.port_of_cookie(punted.cookie)?,
+        };
         let (target, _, _) = nd::solicitation(punted.frame)?;
-        let router = port.router().is_some();
+        let router = port.router().is_some() || port.gateway_of().is_some();
         let ours =
             port.ips.contains(&IpAddr::V6(target)) || (router && target == link_local(port.mac));
         if !ours || !self.nd.allow(&port.id) {
             return None;
         }
-        back(
-            punted,
-            nd::advertisement(punted.frame, mac_octets(port.mac), router),
-        )
+        let answer = nd::advertisement(punted.frame, mac_octets(port.mac), router)?;
+        let vlan = topo
+            .physical_port(&port.network_id)
+            .filter(|(patch, _)| *patch == punted.in_port)
+            .and_then(|(_, vlan)| vlan);
+        Some(Reply::out(
+            punted.in_port,
+            crate::announce::tagged(answer, vlan),
+        ))
     }
 
     /// A DHCP request from the port it came in on (port security has checked its MAC).
@@ -229,25 +255,35 @@ impl Handlers {
     }
 
     /// A packet routed to an external network whose next hop has no learned MAC: an ARP request
-    /// for it, from the packet's (translated) source, out of the network's patch port; the
-    /// packet waits for the answer (which the switch learns by itself, see [`Handlers::learned`]).
+    /// for it, from the packet's (translated) source, or, for IPv6, a neighbour solicitation
+    /// from the link-local address of the packet's source MAC (the router gateway's), out of
+    /// the network's patch port; the packet waits for the answer (which the switch learns by
+    /// itself, see [`Handlers::learned`]).
     fn resolve(&mut self, pipeline: &Pipeline, punted: &Punted<'_>) -> Option<Reply> {
         let next_hop = punted.next_hop?;
         let metadata = punted.metadata?;
         let topo = pipeline.topology();
         let network = topo.network_with_metadata(metadata)?;
         let (patch, vlan) = topo.physical_port(&network.id)?;
-        let (mac, ip) = crate::announce::ipv4_source(punted.frame)?;
+        let request = match next_hop {
+            IpAddr::V4(hop) => {
+                let (mac, ip) = crate::announce::ipv4_source(punted.frame)?;
+                crate::announce::arp_request(mac, ip, hop)
+            }
+            IpAddr::V6(hop) => {
+                let mac: [u8; 6] = punted.frame.get(6..12)?.try_into().ok()?;
+                ndp::neighbor_solicitation(mac, ndp::link_local(mac), hop)
+            }
+        };
         self.wait(metadata, next_hop, punted.frame);
         if !self.resolve.allow(&next_hop.to_string()) {
             return None;
         }
-        let request = crate::announce::arp_request(mac, ip, next_hop);
         Some(Reply::out(patch, crate::announce::tagged(request, vlan)))
     }
 
     /// Keeps a packet until its next hop answers (bounded, and never for long).
-    fn wait(&mut self, metadata: u64, next_hop: Ipv4Addr, frame: &[u8]) {
+    fn wait(&mut self, metadata: u64, next_hop: IpAddr, frame: &[u8]) {
         let now = Instant::now();
         self.waiting.retain(|_, q| {
             q.retain(|(at, _)| now.duration_since(*at) < WAIT_AT_MOST);
@@ -260,27 +296,41 @@ impl Handlers {
         }
     }
 
-    /// An ARP answer to one of this chassis' addresses on an external network, which the switch
-    /// just learned: the packets waiting for that neighbour go back into the pipeline at the
-    /// next-hop lookup, with their network and next hop.
+    /// An answer (ARP, or neighbour advertisement) to one of this chassis' addresses on an
+    /// external network, which the switch just learned: the packets waiting for that neighbour
+    /// go back into the pipeline at the next-hop lookup, with their network and next hop.
     fn learned(&mut self, _: &Pipeline, punted: &Punted<'_>) -> Option<Reply> {
         let metadata = punted.metadata?;
-        let sender = crate::announce::arp_sender(punted.frame)?;
+        let sender = match crate::announce::arp_sender(punted.frame) {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(ndp::parse_neighbor_advertisement(punted.frame).ok()?.target),
+        };
         let waiting = self.waiting.remove(&(metadata, sender))?;
         let again = |frame: Vec<u8>| {
-            let actions = vec![
-                set_field(Field::Metadata, metadata.into(), u128::from(u64::MAX)),
-                set_field(
+            let mut actions = vec![set_field(
+                Field::Metadata,
+                metadata.into(),
+                u128::from(u64::MAX),
+            )];
+            match sender {
+                IpAddr::V4(v4) => actions.push(set_field(
                     Field::Reg(pipeline::tables::REG_NEXT_HOP),
-                    u32::from(sender).into(),
+                    u32::from(v4).into(),
                     0xffff_ffff,
-                ),
-                Action::Resubmit {
-                    port: openflow::field::port::IN_PORT,
-                    table: Some(pipeline::tables::EXTERNAL_OUT),
-                    ct: false,
-                },
-            ];
+                )),
+                IpAddr::V6(v6) => {
+                    let words = u128::from(v6);
+                    for (i, reg) in pipeline::tables::REG_NEXT_HOP6.into_iter().enumerate() {
+                        let word = (words >> (96 - 32 * i)) & 0xffff_ffff;
+                        actions.push(set_field(Field::Reg(reg), word, 0xffff_ffff));
+                    }
+                }
+            }
+            actions.push(Action::Resubmit {
+                port: openflow::field::port::IN_PORT,
+                table: Some(pipeline::tables::EXTERNAL_OUT),
+                ct: false,
+            });
             (actions, frame)
         };
         Some(Reply(waiting.into_iter().map(|(_, f)| again(f)).collect()))
@@ -337,7 +387,7 @@ mod tests {
             cookie: 0,
             in_port: 11,
             metadata: Some(meta),
-            next_hop: Some(Ipv4Addr::new(172, 24, 4, 1)),
+            next_hop: Some(IpAddr::V4(Ipv4Addr::new(172, 24, 4, 1))),
             frame,
         }
     }
@@ -394,6 +444,66 @@ mod tests {
         assert!(
             h.answer(&p, &punted(Punt::NeighbourLearned, meta, &answer))
                 .is_none()
+        );
+    }
+
+    #[test]
+    fn an_ipv6_next_hop_is_solicited_and_its_advertisement_sends_the_packet_on() {
+        let p = pipeline();
+        let meta = metadata(&p);
+        let mut h = Handlers::default();
+        let gw_mac = [0xfa, 0x16, 0x3e, 0, 0, 0x20];
+        let hop: Ipv6Addr = "2001:db8:ee::1".parse().unwrap();
+        let framing = ndp::Ipv6Framing {
+            eth_dst: [0; 6],
+            eth_src: gw_mac,
+            vlan_tci: None,
+            src: "2001:db8:10::11".parse().unwrap(),
+            dst: "2001:db8:ff::7".parse().unwrap(),
+            hop_limit: 63,
+        };
+        let frame = ndp::build_ipv6(&framing, 59, &[]);
+        let mut asking = punted(Punt::ResolveNeighbour, meta, &frame);
+        asking.next_hop = Some(IpAddr::V6(hop));
+        let Reply(asked) = h.answer(&p, &asking).expect("a solicitation");
+        let (actions, request) = &asked[0];
+        assert_eq!(
+            actions,
+            &vec![Action::Output {
+                port: PATCH,
+                max_len: 0
+            }]
+        );
+        let ns = ndp::parse_neighbor_solicitation(request).expect("a valid solicitation");
+        assert_eq!(ns.target, hop);
+        assert_eq!(
+            ns.src,
+            ndp::link_local(gw_mac),
+            "from the gateway's link-local"
+        );
+        assert_eq!(ns.source_mac, Some(gw_mac));
+        // The next hop's answer releases the packet, with the next hop in reg8..reg11.
+        let answer = ndp::neighbor_advertisement(&ns, [2, 0, 0, 0, 0, 1], true).unwrap();
+        let Reply(again) = h
+            .answer(&p, &punted(Punt::NeighbourLearned, meta, &answer))
+            .expect("the waiting packet");
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].1, frame);
+        let loads: Vec<_> = pipeline::tables::REG_NEXT_HOP6
+            .iter()
+            .map(|r| {
+                again[0].0.iter().find_map(|a| match a {
+                    Action::SetField { field, value, .. } if *field == Field::Reg(*r) => {
+                        Some(*value)
+                    }
+                    _ => None,
+                })
+            })
+            .collect();
+        assert_eq!(
+            loads,
+            vec![Some(0x2001_0db8), Some(0x00ee_0000), Some(0), Some(1)],
+            "2001:db8:ee::1, most significant word first"
         );
     }
 

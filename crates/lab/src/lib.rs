@@ -78,9 +78,14 @@
 //! name = "inet"                  # 1-12 of [a-z0-9-], unique among hosts
 //! physical = "physnet1"          # its segment
 //! ip = "172.24.4.100/24"         # IPv4 address with prefix length
+//! ip6 = "2001:db8:ee::100/64"    # optional: IPv6 address with prefix length (added nodad,
+//!                                # router advertisements ignored); without it, no IPv6
 //! vlan = 101                     # optional (1-4094): in this VLAN; default untagged
 //! gateway = "172.24.4.1"         # optional: default route
-//! routes = [{ destination = "10.0.0.0/24", nexthop = "172.24.4.10" }] # optional
+//! gateway6 = "2001:db8:ee::1"    # optional (needs ip6): IPv6 default route
+//! routes = [{ destination = "10.0.0.0/24", nexthop = "172.24.4.10" },
+//!   { destination = "fd00:1::/64", nexthop = "2001:db8:ee::10" }] # optional; next hops
+//!                                # on ip's subnet (IPv4) or ip6's (IPv6)
 //!
 //! [[network]]                    # zero or more
 //! name = "web"                   # unique; [A-Za-z0-9._-]
@@ -111,6 +116,11 @@
 //! routes = [{ destination = "192.168.50.0/24", nexthop = "10.0.0.20" }]
 //!                                # extra routes; each next hop inside an interface's subnet
 //! gateway = "public"             # optional: its external gateway on this external network
+//! gateway_ips = ["172.24.4.10", "2001:db8:ee::10"] # optional (only with a gateway): the
+//!                                # gateway's addresses (external_fixed_ips), in the gateway
+//!                                # network's subnets, one IPv4; default: the server's choice.
+//!                                # New ones replace the gateway port (the router's floating
+//!                                # IPs are associated again)
 //! enable_snat = false            # optional (default true; only with a gateway)
 //! snat_mode = "centralized"      # optional: SNAT on one gateway chassis (default distributed)
 //!

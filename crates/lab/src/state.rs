@@ -2,7 +2,7 @@
 //! commands (`status`, a second `up`, `down`) know it.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -80,12 +80,29 @@ pub struct ExternalState {
     pub vlan: Option<u16>,
     /// Its address with prefix length.
     pub address: String,
+    /// Its IPv6 address with prefix length, if it has IPv6.
+    #[serde(default)]
+    pub address6: Option<String>,
     /// Its default gateway.
     pub gateway: Option<Ipv4Addr>,
-    /// Its further routes.
+    /// Its IPv6 default gateway.
+    #[serde(default)]
+    pub gateway6: Option<Ipv6Addr>,
+    /// Its further routes (IPv4 and IPv6).
     pub routes: Vec<RouteSpec>,
     /// MTU of its `eth0` (the segment's).
     pub mtu: u32,
+}
+
+impl ExternalState {
+    /// Its addresses for people: `172.24.4.100/24`, or with IPv6
+    /// `172.24.4.100/24 2001:db8:ee::100/64`.
+    pub fn addresses(&self) -> String {
+        match &self.address6 {
+            Some(a6) => format!("{} {a6}", self.address),
+            None => self.address.clone(),
+        }
+    }
 }
 
 /// A floating IP.

@@ -247,7 +247,7 @@ impl fmt::Display for Status {
                 f,
                 "  external {:<12} {:<18} on {} {vlan}  netns {}{}",
                 name,
-                e.address,
+                e.addresses(),
                 e.physical,
                 e.netns,
                 missing(*present)

@@ -2,10 +2,10 @@
 
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 use crate::names::{self, CHASSIS_MAX, EXTERNAL_MAX, PHYSICAL_MAX, PHYSICAL_RESERVED, VM_MAX};
@@ -199,11 +199,17 @@ pub struct ExternalSpec {
     pub physical: String,
     /// Its address with prefix length.
     pub ip: Ipv4Net,
+    /// Its IPv6 address with prefix length (`2001:db8:ee::100/64`), if it has IPv6 (usable at
+    /// once: no duplicate address detection); without it the host has no IPv6 at all.
+    pub ip6: Option<Ipv6Net>,
     /// The VLAN its port on the segment is in (an access port); default: untagged.
     pub vlan: Option<u16>,
     /// Default gateway (on its subnet).
     pub gateway: Option<Ipv4Addr>,
-    /// Further routes (next hops on its subnet).
+    /// IPv6 default gateway (on `ip6`'s subnet).
+    pub gateway6: Option<Ipv6Addr>,
+    /// Further routes: IPv4 ones with next hops on `ip`'s subnet, IPv6 ones (which need `ip6`)
+    /// on `ip6`'s.
     #[serde(default)]
     pub routes: Vec<RouteSpec>,
 }
@@ -426,6 +432,11 @@ pub struct RouterSpec {
     pub routes: Vec<RouteSpec>,
     /// The external network its gateway is on.
     pub gateway: Option<String>,
+    /// The gateway's addresses (its `external_fixed_ips`), each in a subnet of the gateway
+    /// network, one of them IPv4: the gateway gets exactly these (and any automatic address
+    /// of a SLAAC subnet). Empty (the default): the server chooses, and whatever it has is kept.
+    #[serde(default)]
+    pub gateway_ips: Vec<IpAddr>,
     /// Whether the gateway translates the inside's addresses (SNAT); default true.
     pub enable_snat: Option<bool>,
     /// Where SNAT happens (the router's `snat_mode`): on every chassis (`distributed`, the
@@ -525,6 +536,45 @@ fn check_routes(
         if routes[..i].contains(route) {
             return Err(format!("route to {dest} via {hop} listed twice"));
         }
+    }
+    Ok(())
+}
+
+/// Checks a router's `gateway_ips` on its gateway network `net`: each a host address of one of
+/// its subnets (not of a SLAAC one, whose addresses come from router advertisements), once; one
+/// of them IPv4, which the gateway needs.
+fn check_gateway_ips(net: &NetworkSpec, ips: &[IpAddr]) -> std::result::Result<(), String> {
+    for (i, &ip) in ips.iter().enumerate() {
+        match net.subnets.iter().find(|s| s.cidr.contains(&ip)) {
+            None => {
+                return Err(format!(
+                    "gateway address {ip} is in no subnet of {}",
+                    net.name
+                ));
+            }
+            Some(s) if s.is_auto_address() => {
+                return Err(format!(
+                    "gateway address {ip} is on {}, whose addresses come from router \
+                     advertisements",
+                    s.cidr
+                ));
+            }
+            Some(s) => {
+                if let Some(why) = host_address_problem(s.cidr, ip) {
+                    return Err(format!("gateway address {why}"));
+                }
+            }
+        }
+        if ips[..i].contains(&ip) {
+            return Err(format!("gateway address {ip} listed twice"));
+        }
+    }
+    if !ips.is_empty() && !ips.iter().any(IpAddr::is_ipv4) {
+        return Err(
+            "gateway_ips has no IPv4 address (the gateway gets exactly these addresses, and \
+             needs an IPv4 one)"
+                .into(),
+        );
     }
     Ok(())
 }
@@ -937,8 +987,8 @@ impl Topology {
     }
 
     /// Checks that no address is given twice on a network: the subnets' gateways (the file's
-    /// or the server's default), the VMs' fixed IPs, the floating IPs and the external hosts
-    /// on a provider network's segment (in its VLAN).
+    /// or the server's default), the VMs' fixed IPs, the routers' gateway addresses, the
+    /// floating IPs and the external hosts on a provider network's segment (in its VLAN).
     fn validate_addresses(&self) -> Result<()> {
         let mut taken: BTreeMap<(String, IpAddr), String> = BTreeMap::new();
         let mut claim =
@@ -953,18 +1003,33 @@ impl Topology {
                 }
             };
         for n in &self.networks {
+            let mut outside = Vec::new();
+            for h in &self.externals {
+                let ip6 = h.ip6.map(|n| IpAddr::V6(n.addr()));
+                for ip in std::iter::once(IpAddr::V4(h.ip.addr())).chain(ip6) {
+                    if n.on_segment() == Some(h.on_segment())
+                        && n.subnets.iter().any(|s| s.cidr.contains(&ip))
+                    {
+                        claim(&n.name, ip, format!("external host {}", h.name))?;
+                        outside.push(ip);
+                    }
+                }
+            }
             for (i, s) in n.subnets.iter().enumerate() {
-                if let Some(gw) = s.gateway_address()? {
+                // An external network's gateway is outside the cloud: an external host may be
+                // it (the upstream router).
+                if let Some(gw) = s.gateway_address()?
+                    && !(n.external && outside.contains(&gw))
+                {
                     let who = format!("the gateway of subnet {}", self.subnet_name(n, i));
                     claim(&n.name, gw, who)?;
                 }
             }
-            for h in &self.externals {
-                let ip = h.ip.addr().into();
-                if n.on_segment() == Some(h.on_segment())
-                    && n.subnets.iter().any(|s| s.cidr.contains(&ip))
-                {
-                    claim(&n.name, ip, format!("external host {}", h.name))?;
+        }
+        for r in &self.routers {
+            if let Some(g) = &r.gateway {
+                for &ip in &r.gateway_ips {
+                    claim(g, ip, format!("the gateway of router {}", r.name))?;
                 }
             }
         }
@@ -1183,10 +1248,15 @@ impl Topology {
             if !net.subnets.iter().any(|s| s.cidr.addr().is_ipv4()) {
                 return bad(format!("gateway network {g} has no IPv4 subnet"));
             }
+            if let Err(why) = check_gateway_ips(net, &r.gateway_ips) {
+                return bad(why);
+            }
         } else if r.enable_snat.is_some() {
             return bad("enable_snat needs a gateway".into());
         } else if r.snat_mode.is_some() {
             return bad("snat_mode needs a gateway".into());
+        } else if !r.gateway_ips.is_empty() {
+            return bad("gateway_ips needs a gateway".into());
         }
         Ok(())
     }
@@ -1205,11 +1275,53 @@ impl Topology {
         if let Some(why) = host_address_problem(net.into(), addr.into()) {
             return bad(why);
         }
-        let on_link = |hop: IpAddr| matches!(hop, IpAddr::V4(h) if net.contains(&h) && h != addr);
+        let v6 = e.ip6.map(|ip6| (ip6.addr(), ip6.trunc()));
+        if let Some((addr6, net6)) = v6 {
+            if addr6.is_unspecified() || addr6.is_loopback() || addr6.is_multicast() {
+                return bad(format!("ip6 {addr6} is not a unicast address"));
+            }
+            if let Some(why) = host_address_problem(net6.into(), addr6.into()) {
+                return bad(format!("ip6 {why}"));
+            }
+        }
+        let on_link = |hop: IpAddr| match hop {
+            IpAddr::V4(h) => net.contains(&h) && h != addr,
+            IpAddr::V6(h) => v6.is_some_and(|(addr6, net6)| net6.contains(&h) && h != addr6),
+        };
         if let Some(gw) = e.gateway
             && !on_link(gw.into())
         {
             return bad(format!("gateway {gw} is not another address of {net}"));
+        }
+        match (e.gateway6, v6) {
+            (Some(_), None) => return bad("gateway6 needs ip6".into()),
+            (Some(gw), Some((_, net6))) if !on_link(gw.into()) => {
+                return bad(format!("gateway6 {gw} is not another address of {net6}"));
+            }
+            _ => {}
+        }
+        if e.ip6.is_none()
+            && let Some(r) = e.routes.iter().find(|r| r.nexthop.is_ipv6())
+        {
+            return bad(format!("route to {r}: an IPv6 route needs ip6"));
+        }
+        for (key, set, default) in [
+            (
+                "gateway",
+                e.gateway.is_some(),
+                IpNet::V4(Ipv4Net::default()),
+            ),
+            (
+                "gateway6",
+                e.gateway6.is_some(),
+                IpNet::V6(Ipv6Net::default()),
+            ),
+        ] {
+            if set && e.routes.iter().any(|r| r.destination == default) {
+                return bad(format!(
+                    "a route to {default} besides {key} (both are the default route)"
+                ));
+            }
         }
         check_routes(&e.routes, on_link)
             .map_err(|why| Error::Topology(format!("external host {}: {why}", e.name)))?;
@@ -1217,10 +1329,17 @@ impl Topology {
             .externals
             .iter()
             .take_while(|o| o.name != e.name)
-            .find(|o| o.physical == e.physical && o.vlan == e.vlan && o.ip.addr() == addr);
-        if let Some(o) = twin {
+            .filter(|o| o.physical == e.physical && o.vlan == e.vlan)
+            .find_map(|o| {
+                if o.ip.addr() == addr {
+                    return Some((o, IpAddr::V4(addr)));
+                }
+                let ours = e.ip6?.addr();
+                (o.ip6.map(|n| n.addr()) == Some(ours)).then_some((o, IpAddr::V6(ours)))
+            });
+        if let Some((o, ip)) = twin {
             return bad(format!(
-                "{addr} is external host {}'s too, on the same segment and VLAN",
+                "{ip} is external host {}'s too, on the same segment and VLAN",
                 o.name
             ));
         }
@@ -1680,6 +1799,25 @@ rules = [
             1,
         );
         parse(&other_vlan).unwrap();
+        // An external host may be an external subnet's gateway (the upstream router), not a
+        // provider network's.
+        let upstream = OUTSIDE.replacen(
+            "gateway = \"2001:db8:ee::1\"",
+            "gateway = \"2001:db8:ee::100\"",
+            1,
+        );
+        assert!(upstream != OUTSIDE);
+        parse(&upstream).unwrap();
+        let provider = OUTSIDE.replacen(
+            "cidr = \"192.168.101.0/24\"",
+            "cidr = \"192.168.101.0/24\"\ngateway = \"192.168.101.100\"",
+            1,
+        );
+        let e = parse(&provider).expect_err("a provider network's gateway is not outside");
+        assert!(
+            e.to_string().contains("is taken by external host h101"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -1881,8 +2019,13 @@ gateway = true
 name = "inet"
 physical = "ext"
 ip = "172.24.4.100/24"
+ip6 = "2001:db8:ee::100/64"
 gateway = "172.24.4.254"
-routes = [{ destination = "198.51.100.0/24", nexthop = "172.24.4.253" }]
+gateway6 = "2001:db8:ee::fe"
+routes = [
+  { destination = "198.51.100.0/24", nexthop = "172.24.4.253" },
+  { destination = "fd00:a::/64", nexthop = "2001:db8:ee::2" },
+]
 [[external]]
 name = "h101"
 physical = "physnet1"
@@ -1896,6 +2039,9 @@ external = true
 [[network.subnet]]
 cidr = "172.24.4.0/24"
 gateway = "172.24.4.1"
+[[network.subnet]]
+cidr = "2001:db8:ee::/64"
+gateway = "2001:db8:ee::1"
 [[network]]
 name = "vlan101"
 network_type = "vlan"
@@ -1917,6 +2063,7 @@ project = "alpha"
 interfaces = ["inside-1"]
 gateway = "public"
 enable_snat = false
+gateway_ips = ["172.24.4.2", "2001:db8:ee::2"]
 [[vm]]
 name = "v1"
 network = "inside"
@@ -1945,6 +2092,10 @@ address = "172.24.4.50"
             inet.routes[0].to_string(),
             "198.51.100.0/24 via 172.24.4.253"
         );
+        assert_eq!(inet.ip6, Some("2001:db8:ee::100/64".parse().unwrap()));
+        assert_eq!(inet.gateway6, Some("2001:db8:ee::fe".parse().unwrap()));
+        assert_eq!(inet.routes[1].to_string(), "fd00:a::/64 via 2001:db8:ee::2");
+        assert_eq!(h101.ip6, None);
         let public = t.network("public").unwrap();
         assert!(public.external);
         assert_eq!(public.on_segment(), Some(("ext", None)));
@@ -1960,6 +2111,11 @@ address = "172.24.4.50"
         );
         assert_eq!(t.routers[0].gateway.as_deref(), Some("public"));
         assert_eq!(t.routers[0].enable_snat, Some(false));
+        let gateway_ips: Vec<IpAddr> = ["172.24.4.2", "2001:db8:ee::2"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        assert_eq!(t.routers[0].gateway_ips, gateway_ips);
         assert_eq!(
             t.floating_ips[0],
             FloatingIpSpec {
@@ -1971,6 +2127,7 @@ address = "172.24.4.50"
         // Without any of it, nothing changes for the other examples' files.
         let plain = parse(GOOD).unwrap();
         assert!(plain.physical.is_empty() && plain.externals.is_empty());
+        assert!(plain.routers[0].gateway_ips.is_empty());
         assert_eq!(plain.networks[0].network_type, None);
     }
 
@@ -2022,6 +2179,66 @@ address = "172.24.4.50"
                 "ip = \"192.168.101.100/24\"\n[[external]]\nname = \"h2\"\nphysical = \"physnet1\"\n\
                  vlan = 101\nip = \"192.168.101.100/16\"",
                 "external host h101's too",
+            ),
+            // Their IPv6: a unicast address, gateway6 and IPv6 routes on its subnet, twins.
+            (
+                "ip6 = \"2001:db8:ee::100/64\"",
+                "ip6 = \"ff02::1/64\"",
+                "external host inet: ip6 ff02::1 is not a unicast address",
+            ),
+            (
+                "gateway6 = \"2001:db8:ee::fe\"",
+                "gateway6 = \"2001:db8:ef::fe\"",
+                "external host inet: gateway6 2001:db8:ef::fe is not another address of \
+                 2001:db8:ee::/64",
+            ),
+            (
+                "gateway6 = \"2001:db8:ee::fe\"",
+                "gateway6 = \"2001:db8:ee::100\"",
+                "not another address",
+            ),
+            (
+                "ip6 = \"2001:db8:ee::100/64\"\n",
+                "",
+                "external host inet: gateway6 needs ip6",
+            ),
+            (
+                "ip6 = \"2001:db8:ee::100/64\"\ngateway = \"172.24.4.254\"\n\
+                 gateway6 = \"2001:db8:ee::fe\"",
+                "gateway = \"172.24.4.254\"",
+                "external host inet: route to fd00:a::/64 via 2001:db8:ee::2: an IPv6 route \
+                 needs ip6",
+            ),
+            (
+                "nexthop = \"2001:db8:ee::2\"",
+                "nexthop = \"2001:db8:ef::2\"",
+                "external host inet: next hop 2001:db8:ef::2 is not on a subnet",
+            ),
+            (
+                "nexthop = \"2001:db8:ee::2\"",
+                "nexthop = \"2001:db8:ee::100\"",
+                "is not on a subnet",
+            ),
+            (
+                "nexthop = \"2001:db8:ee::2\"",
+                "nexthop = \"172.24.4.2\"",
+                "mixes",
+            ),
+            (
+                "\"fd00:a::/64\"",
+                "\"::/0\"",
+                "external host inet: a route to ::/0 besides gateway6",
+            ),
+            (
+                "\"198.51.100.0/24\"",
+                "\"0.0.0.0/0\"",
+                "external host inet: a route to 0.0.0.0/0 besides gateway (both",
+            ),
+            (
+                "ip = \"192.168.101.100/24\"",
+                "ip = \"192.168.101.100/24\"\n[[external]]\nname = \"h2\"\nphysical = \"ext\"\n\
+                 ip = \"172.24.4.101/24\"\nip6 = \"2001:db8:ee::100/64\"",
+                "external host h2: 2001:db8:ee::100 is external host inet's too",
             ),
             // Networks: provider settings that go together, exist, fit, and are not taken.
             ("segmentation_id = 101\n", "", "needs a segmentation_id"),
@@ -2087,6 +2304,49 @@ address = "172.24.4.50"
                 "is not external",
             ),
             ("gateway = \"public\"\n", "", "enable_snat needs a gateway"),
+            // Their addresses: in a subnet of the gateway network, host addresses, once, one
+            // IPv4, none from router advertisements, none of another's.
+            (
+                "gateway = \"public\"\nenable_snat = false\n",
+                "",
+                "router r1: gateway_ips needs a gateway",
+            ),
+            (
+                "\"2001:db8:ee::2\"]",
+                "\"2001:db8:ef::2\"]",
+                "router r1: gateway address 2001:db8:ef::2 is in no subnet of public",
+            ),
+            (
+                "[\"172.24.4.2\",",
+                "[\"172.24.4.255\",",
+                "router r1: gateway address 172.24.4.255 is the broadcast address",
+            ),
+            (
+                "\"2001:db8:ee::2\"]",
+                "\"172.24.4.2\"]",
+                "router r1: gateway address 172.24.4.2 listed twice",
+            ),
+            (
+                "[\"172.24.4.2\", ",
+                "[",
+                "router r1: gateway_ips has no IPv4 address",
+            ),
+            (
+                "cidr = \"2001:db8:ee::/64\"",
+                "cidr = \"2001:db8:ee::/64\"\nipv6_address_mode = \"slaac\"",
+                "router r1: gateway address 2001:db8:ee::2 is on 2001:db8:ee::/64, whose addresses \
+                 come from router advertisements",
+            ),
+            (
+                "[\"172.24.4.2\",",
+                "[\"172.24.4.100\",",
+                "the gateway of router r1: 172.24.4.100 is taken by external host inet",
+            ),
+            (
+                "address = \"172.24.4.50\"",
+                "address = \"172.24.4.2\"",
+                "the floating IP of vm v1: 172.24.4.2 is taken by the gateway of router r1",
+            ),
             // Floating IPs.
             ("vm = \"v1\"", "vm = \"v9\"", "no vm v9"),
             (

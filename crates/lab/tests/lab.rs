@@ -1,9 +1,10 @@
 //! The lab against real Open vSwitch: up (twice), what the API and the namespaces show,
 //! repair, topology changes, routers and VM options (dual stack, SLAAC, forwarding, extra
 //! addresses) converging, security groups, their rules and address groups converging, physical
-//! segments with their uplinks, external hosts (VLANs kept apart by the switch), provider and
-//! external networks, gateways and floating IPs converging, subnets replaced when their CIDR or
-//! IPv6 modes change, two labs side by side, teardown after a crash, and a failed up.
+//! segments with their uplinks, external hosts (VLANs kept apart by the switch, IPv6), provider
+//! and external networks, gateways (at the file's addresses) and floating IPs converging,
+//! subnets replaced when their CIDR or IPv6 modes change, two labs side by side, teardown after
+//! a crash, and a failed up.
 //!
 //! This test binary has no libtest harness: when the lab runs it as `server --listen ADDR
 //! --store SPEC` it serves the Neutron API (so the lab starts a real server process without
@@ -1139,6 +1140,12 @@ fn security_groups_converge() {
 /// external network public with host inet); alpha's router r1 with its gateway on public and v1's
 /// floating IP; `outside` false drops ext, public, inet, the gateway and the floating IP.
 fn outside_topology(name: &str, outside: bool) -> Topology {
+    Topology::parse(&outside_file(name, outside), Path::new("outside.toml"))
+        .expect("valid topology")
+}
+
+/// The text of [`outside_topology`].
+fn outside_file(name: &str, outside: bool) -> String {
     let mut text = format!(
         r#"
 name = "{name}"
@@ -1154,12 +1161,14 @@ name = "h101"
 physical = "physnet1"
 vlan = 101
 ip = "192.168.101.100/24"
+ip6 = "fd00:101::100/64"
 gateway = "192.168.101.1"
 [[external]]
 name = "h101b"
 physical = "physnet1"
 vlan = 101
 ip = "192.168.101.103/24"
+ip6 = "fd00:101::103/64"
 [[external]]
 name = "h102"
 physical = "physnet1"
@@ -1206,7 +1215,11 @@ mtu = 9000
 name = "inet"
 physical = "ext"
 ip = "172.24.4.100/24"
-routes = [{{ destination = "10.0.0.0/24", nexthop = "172.24.4.2" }}]
+ip6 = "2001:db8:ee::100/64"
+routes = [
+  {{ destination = "10.0.0.0/24", nexthop = "172.24.4.2" }},
+  {{ destination = "fd00:a::/64", nexthop = "2001:db8:ee::2" }},
+]
 [[network]]
 name = "public"
 network_type = "flat"
@@ -1215,6 +1228,9 @@ external = true
 [[network.subnet]]
 cidr = "172.24.4.0/24"
 gateway = "172.24.4.1"
+[[network.subnet]]
+cidr = "2001:db8:ee::/64"
+gateway = "2001:db8:ee::1"
 {router}gateway = "public"
 [[floating_ip]]
 vm = "v1"
@@ -1225,7 +1241,7 @@ address = "172.24.4.50"
     } else {
         text.push_str(router);
     }
-    Topology::parse(&text, Path::new("outside.toml")).expect("valid topology")
+    text
 }
 
 /// The arguments chassis `c`'s agent was started with.
@@ -1325,6 +1341,45 @@ fn segments_external_hosts_and_floating_ips_converge() {
     );
     assert!(sh(&lab, "h101", &["ip", "route"]).contains("default via 192.168.101.1"));
     assert!(sh(&lab, "hu", &["ethtool", "-k", "eth0"]).contains("tx-checksumming: off"));
+    // IPv6 where the file gives an address: usable at once, routes only the file's.
+    let inet6 = sh(
+        &lab,
+        "inet",
+        &["ip", "-o", "-6", "addr", "show", "dev", "eth0"],
+    );
+    assert!(
+        inet6
+            .lines()
+            .any(|l| l.contains("2001:db8:ee::100/64") && !l.contains("tentative")),
+        "{inet6}"
+    );
+    assert!(
+        sh(&lab, "inet", &["ip", "-6", "route"])
+            .contains("fd00:a::/64 via 2001:db8:ee::2 dev eth0"),
+        "inet's IPv6 route"
+    );
+    let ipv6_conf = |host: &str, key: &str| {
+        let key = format!("net.ipv6.conf.eth0.{key}");
+        sh(&lab, host, &["sysctl", "-n", &key])
+    };
+    assert_eq!(ipv6_conf("inet", "disable_ipv6"), "0");
+    assert_eq!(ipv6_conf("inet", "accept_ra"), "0");
+    assert_eq!(ipv6_conf("hu", "disable_ipv6"), "1");
+    sh(
+        &lab,
+        "h101",
+        &[
+            "ping",
+            "-6",
+            "-c",
+            "2",
+            "-i",
+            "0.2",
+            "-W",
+            "2",
+            "fd00:101::103",
+        ],
+    );
     // The switch keeps VLANs apart: h101 reaches h101b, not h102 (VLAN 102) nor hu (untagged).
     sh(
         &lab,
@@ -1372,7 +1427,13 @@ fn segments_external_hosts_and_floating_ips_converge() {
     assert_eq!(router["external_gateway_info"]["network_id"], public["id"]);
     assert_eq!(router["external_gateway_info"]["enable_snat"], true);
     let gw = r1.gateway.as_ref().expect("r1's gateway");
-    assert_eq!(gw.addresses.len(), 1, "{gw:?}");
+    assert_eq!(gw.addresses.len(), 2, "{gw:?}");
+    let v4 = gw
+        .addresses
+        .iter()
+        .find(|a| a.is_ipv4())
+        .expect("an IPv4 gateway address")
+        .to_string();
     let fips = get(&base, "floatingips")["floatingips"].clone();
     assert_eq!(fips.as_array().map(Vec::len), Some(1), "{fips}");
     assert_eq!(fips[0]["floating_ip_address"], "172.24.4.50");
@@ -1384,6 +1445,7 @@ fn segments_external_hosts_and_floating_ips_converge() {
     for want in [
         "physical physnet1",
         "external h101",
+        "2001:db8:ee::100/64",
         "vlan 101",
         "fip      172.24.4.50",
         "gateway public",
@@ -1401,6 +1463,61 @@ fn segments_external_hosts_and_floating_ips_converge() {
     assert_eq!(
         lab.converge(&topo).expect("second up"),
         Vec::<String>::new()
+    );
+
+    // The gateway's addresses from the file: the gateway port is replaced (it keeps its IPv4
+    // address, which the old port has to give up first), v1's floating IP associated again; a
+    // new IPv6 address remakes its host.
+
+    let pinned = outside_file(&name, true)
+        .replacen(
+            "gateway = \"public\"",
+            &format!("gateway = \"public\"\ngateway_ips = [\"{v4}\", \"2001:db8:ee::9\"]"),
+            1,
+        )
+        .replacen("2001:db8:ee::100/64", "2001:db8:ee::101/64", 1);
+    let pinned = Topology::parse(&pinned, Path::new("outside.toml")).expect("valid topology");
+    let changes = lab.converge(&pinned).expect("gateway addresses");
+    for want in [
+        "floating ip 172.24.4.50: disassociated",
+        "router r1: gateway removed (new addresses)",
+        &format!("router r1: gateway on public set (snat on, at {v4} 2001:db8:ee::9)"),
+        "floating ip 172.24.4.50: associated with vm v1",
+        "external inet: wired (172.24.4.100/24 2001:db8:ee::101/64",
+    ] {
+        assert!(
+            changes.iter().any(|c| c.starts_with(want)),
+            "{want}: {changes:?}"
+        );
+    }
+    let r1 = &lab.state().routers["r1"];
+    let router = get(&base, &format!("routers/{}", r1.id))["router"].clone();
+    let fixed: Vec<&str> = router["external_gateway_info"]["external_fixed_ips"]
+        .as_array()
+        .expect("external_fixed_ips")
+        .iter()
+        .filter_map(|f| f["ip_address"].as_str())
+        .collect();
+    assert_eq!(fixed, [v4.as_str(), "2001:db8:ee::9"]);
+    let fips = get(&base, "floatingips")["floatingips"].clone();
+    assert_eq!(fips[0]["port_id"], lab.port_id("v1").unwrap());
+    assert_eq!(fips[0]["router_id"], r1.id.as_str());
+    let inet6 = sh(
+        &lab,
+        "inet",
+        &["ip", "-o", "-6", "addr", "show", "dev", "eth0"],
+    );
+    assert!(inet6.contains("2001:db8:ee::101/64"), "{inet6}");
+    assert_eq!(
+        lab.converge(&pinned).expect("pinned again"),
+        Vec::<String>::new()
+    );
+    // Without gateway_ips the server's choice stands: the addresses stay.
+    let changes = lab.converge(&topo).expect("unpinned");
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert!(
+        changes[0].starts_with("external inet: wired"),
+        "{changes:?}"
     );
 
     // A host that vanished is rebuilt alone; a switch that vanished comes back with every

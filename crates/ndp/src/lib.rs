@@ -6,7 +6,8 @@
 //!
 //! * Neighbour solicitations: [`parse_neighbor_solicitation`] and
 //!   [`neighbor_advertisement`] (the answer on behalf of a known address, with the Router flag
-//!   when that address is a router's).
+//!   when that address is a router's); asking for a neighbour ([`neighbor_solicitation`]) and
+//!   reading the answer ([`parse_neighbor_advertisement`]).
 //! * Router solicitations and advertisements: [`parse_router_solicitation`] and
 //!   [`RouterAdvertisement::frame`]; [`neutron`] holds what Neutron's radvd configuration
 //!   advertises per subnet `ipv6_ra_mode`, and its timers.
@@ -37,7 +38,8 @@ pub use frame::{
 };
 pub use ipnet::Ipv6Net;
 pub use neighbor::{
-    NEIGHBOR_ADVERTISEMENT, NEIGHBOR_SOLICITATION, NeighborSolicitation, neighbor_advertisement,
+    NEIGHBOR_ADVERTISEMENT, NEIGHBOR_SOLICITATION, NeighborAdvertisement, NeighborSolicitation,
+    neighbor_advertisement, neighbor_solicitation, parse_neighbor_advertisement,
     parse_neighbor_solicitation, unsolicited_advertisement,
 };
 pub use router::{

@@ -32,14 +32,17 @@ pub struct NeighborSolicitation {
     pub source_mac: Option<[u8; 6]>,
 }
 
-/// Parses and validates (RFC 4861 section 7.1.1) a neighbour solicitation frame. Never panics.
-pub fn parse_neighbor_solicitation(frame: &[u8]) -> Result<NeighborSolicitation, NdpError> {
-    let packet = parse_nd(
-        frame,
-        NEIGHBOR_SOLICITATION,
-        MIN_LEN,
-        "neighbour solicitation",
-    )?;
+/// A neighbour solicitation or advertisement: the packet, its target and its options.
+type Neighbor<'a> = (crate::Ipv6Packet<'a>, Ipv6Addr, Vec<(u8, &'a [u8])>);
+
+/// A validated neighbour solicitation or advertisement (`kind`, named `what` in errors), its
+/// target never multicast.
+fn parse_neighbor<'a>(
+    frame: &'a [u8],
+    kind: u8,
+    what: &'static str,
+) -> Result<Neighbor<'a>, NdpError> {
+    let packet = parse_nd(frame, kind, MIN_LEN, what)?;
     let message = packet.payload;
     let mut target = [0; 16];
     target.copy_from_slice(&message[8..24]);
@@ -48,6 +51,13 @@ pub fn parse_neighbor_solicitation(frame: &[u8]) -> Result<NeighborSolicitation,
         return Err(NdpError::MulticastTarget(target));
     }
     let opts = options::parse(&message[MIN_LEN..])?;
+    Ok((packet, target, opts))
+}
+
+/// Parses and validates (RFC 4861 section 7.1.1) a neighbour solicitation frame. Never panics.
+pub fn parse_neighbor_solicitation(frame: &[u8]) -> Result<NeighborSolicitation, NdpError> {
+    let (packet, target, opts) =
+        parse_neighbor(frame, NEIGHBOR_SOLICITATION, "neighbour solicitation")?;
     let source_mac = options::link_layer(&opts, SOURCE_LINK_LAYER)?;
     if packet.src.is_unspecified() {
         if packet.dst != solicited_node(target) {
@@ -65,6 +75,47 @@ pub fn parse_neighbor_solicitation(frame: &[u8]) -> Result<NeighborSolicitation,
         target,
         source_mac,
     })
+}
+
+/// A valid neighbour advertisement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NeighborAdvertisement {
+    /// The address advertised.
+    pub target: Ipv6Addr,
+    /// The target link-layer address option.
+    pub target_mac: Option<[u8; 6]>,
+    /// Its destination (the solicitor's address, or all nodes).
+    pub dst: Ipv6Addr,
+}
+
+/// Parses and validates (RFC 4861 section 7.1.2) a neighbour advertisement frame. Never panics.
+pub fn parse_neighbor_advertisement(frame: &[u8]) -> Result<NeighborAdvertisement, NdpError> {
+    let (packet, target, opts) =
+        parse_neighbor(frame, NEIGHBOR_ADVERTISEMENT, "neighbour advertisement")?;
+    Ok(NeighborAdvertisement {
+        target,
+        target_mac: options::link_layer(&opts, TARGET_LINK_LAYER)?,
+        dst: packet.dst,
+    })
+}
+
+/// A neighbour solicitation from `src` (at `mac`) for `target`, to the target's solicited-node
+/// group, with the source link-layer address option (RFC 4861 section 7.2.2).
+pub fn neighbor_solicitation(mac: [u8; 6], src: Ipv6Addr, target: Ipv6Addr) -> Vec<u8> {
+    let mut message = Vec::with_capacity(MIN_LEN + 8);
+    message.extend_from_slice(&[NEIGHBOR_SOLICITATION, 0, 0, 0, 0, 0, 0, 0]);
+    message.extend_from_slice(&target.octets());
+    options::put_link_layer(&mut message, SOURCE_LINK_LAYER, mac);
+    let group = solicited_node(target);
+    let framing = Ipv6Framing {
+        eth_dst: multicast_mac(group),
+        eth_src: mac,
+        vlan_tci: None,
+        src,
+        dst: group,
+        hop_limit: ND_HOP_LIMIT,
+    };
+    build_icmpv6(&framing, message)
 }
 
 /// The advertisement answering `ns` on behalf of the owner of its target, whose MAC is

@@ -165,6 +165,20 @@ pub struct Router {
     pub number: Option<u16>,
 }
 
+impl Router {
+    /// Whether the other chassis send some of its packets to the chassis that hosts its gateway
+    /// (through the tunnel with its transit id): those for the outside without a floating IP
+    /// when its SNAT is centralized, and IPv6 to and from the outside, which is routed there
+    /// (one place answers for the gateway's addresses, and no NAT keeps state elsewhere).
+    pub fn transits(&self) -> bool {
+        self.centralized
+            || self
+                .gateway
+                .as_ref()
+                .is_some_and(|g| g.ips.iter().any(IpAddr::is_ipv6))
+    }
+}
+
 /// The highest router number the server allocates.
 pub const MAX_ROUTER_NUMBER: u16 = 0x3fff;
 
@@ -943,8 +957,9 @@ impl Topology {
     /// of its ports (bound ones and `local_ports`), and the remote groups and address groups their
     /// rules name. A gateway chassis (as its registration says) also follows the external
     /// networks on the physical networks it reaches and every router with its gateway there (it
-    /// may be elected to host it: [`Topology::gateway_host`]), and, for the centralized routers
-    /// whose gateway it hosts, their networks.
+    /// may be elected to host it: [`Topology::gateway_host`]), and, for the routers whose
+    /// gateway it hosts and that other chassis send packets to ([`Router::transits`]), their
+    /// networks.
     pub fn needs<'a>(
         &self,
         chassis: &str,
@@ -978,7 +993,7 @@ impl Topology {
             networks.insert(net.id.clone());
             for router in self.ports_on(&net.id).filter_map(Port::gateway_of) {
                 routers.insert(router.to_string());
-                let hosted_here = self.routers.get(router).is_some_and(|r| r.centralized)
+                let hosted_here = self.routers.get(router).is_some_and(Router::transits)
                     && self.gateway_host(router).is_some_and(|c| c.id == chassis);
                 if hosted_here {
                     for other in self.interfaces_of(router) {

@@ -170,7 +170,7 @@ pub const STAGES: [Stage; 21] = [
         app: "nat",
         next: Some(SNAT_CHASSIS),
         miss: Miss::Drop,
-        expects: "metadata = router, reg2 = next hop",
+        expects: "metadata = router, reg2 (IPv4) or reg8-11 (IPv6) = next hop",
     },
     Stage {
         table: SNAT_CHASSIS,
@@ -186,7 +186,7 @@ pub const STAGES: [Stage; 21] = [
         app: "nat",
         next: Some(RESOLVE),
         miss: Miss::Drop,
-        expects: "metadata = external network, reg2 = next hop",
+        expects: "metadata = external network, reg2 (IPv4) or reg8-11 (IPv6) = next hop",
     },
     Stage {
         table: NEIGHBOURS_LEARNED,
@@ -194,7 +194,7 @@ pub const STAGES: [Stage; 21] = [
         app: "nat",
         next: None,
         miss: Miss::Drop,
-        expects: "metadata = external network, reg2 = next hop",
+        expects: "metadata = external network, reg2 (IPv4) or reg8-11 (IPv6) = next hop",
     },
     Stage {
         table: RESOLVE,
@@ -277,6 +277,9 @@ pub enum Register {
     OutPort,
     /// `reg2`: the IPv4 next hop of a packet routed to an external network.
     NextHop,
+    /// `reg8`..`reg11` (OVS's `xxreg2`, most significant word first): the IPv6 next hop of a
+    /// packet routed to an external network.
+    NextHop6,
 }
 
 /// The register number of [`Register::FromTunnel`].
@@ -287,6 +290,8 @@ pub const REG_CT_ZONE: u8 = 3;
 pub const REG_OUT_PORT: u8 = 4;
 /// The register number of [`Register::NextHop`].
 pub const REG_NEXT_HOP: u8 = 2;
+/// The register numbers of [`Register::NextHop6`], most significant word first.
+pub const REG_NEXT_HOP6: [u8; 4] = [8, 9, 10, 11];
 /// The register numbers of [`Register::Scratch`].
 pub const REG_SCRATCH: [u8; 2] = [6, 7];
 /// `metadata` bit that marks a router context (the other 63 bits are a hash of the router's id).

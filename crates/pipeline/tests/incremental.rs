@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashSet};
 use openflow::{Action, Field, Flow};
 use pipeline::apps::APPS;
 use pipeline::tables::{
-    REG_CT_ZONE, REG_FROM_TUNNEL, REG_NEXT_HOP, REG_OUT_PORT, REG_SCRATCH, Register,
+    REG_CT_ZONE, REG_FROM_TUNNEL, REG_NEXT_HOP, REG_NEXT_HOP6, REG_OUT_PORT, REG_SCRATCH, Register,
 };
 use pipeline::{Input, Pipeline};
 use proptest::prelude::*;
@@ -97,9 +97,13 @@ fn input() -> impl Strategy<Value = Input> {
                 .map(|k| json!({"destination": format!("192.168.{k}.0/24"), "nexthop": format!("10.0.{}.{}", k % 2, k + 1)}))
                 .chain((n == 3).then(|| json!({"destination": "2001:db8:9::/64", "nexthop": "2001:db8::2"})))
                 .collect();
-            // A gateway on the fourth network (external or not, carried or not).
+            // A gateway on the fourth network (external or not, carried or not), with an IPv6
+            // address too for some (routed through the chassis hosting the gateway).
+            let gateway_ips: Vec<_> = std::iter::once(json!({"ip_address": format!("172.24.4.{}", r + 2)}))
+                .chain((r == 1 || n == 3).then(|| json!({"ip_address": format!("2001:db8::{}", r + 5)})))
+                .collect();
             let gateway = (n % 2 == 1).then(|| json!({"network_id": NETS[3], "enable_snat": true,
-                "external_fixed_ips": [{"ip_address": format!("172.24.4.{}", r + 2)}]}));
+                "external_fixed_ips": gateway_ips}));
             let routes: Vec<_> = routes.into_iter().chain((r == 1).then(|| json!({"destination": "198.51.100.0/24", "nexthop": "172.24.4.1"}))).collect();
             let value = json!({"id": ROUTERS[r], "name": format!("r{r}"), "admin_state_up": up, "routes": routes,
                 "external_gateway_info": gateway, "_nat_id": r + 1,
@@ -178,6 +182,7 @@ fn written(f: &Flow) -> Vec<Register> {
         Field::Reg(n) if n == REG_CT_ZONE => Some(Register::CtZone),
         Field::Reg(n) if n == REG_OUT_PORT => Some(Register::OutPort),
         Field::Reg(n) if n == REG_NEXT_HOP => Some(Register::NextHop),
+        Field::Reg(n) if REG_NEXT_HOP6.contains(&n) => Some(Register::NextHop6),
         Field::Metadata => Some(Register::Metadata),
         _ => None,
     };

@@ -243,22 +243,34 @@ fn to_agent(inv: &Inventory, built: &Built, trace: &Trace, c: &ControllerPacket)
         ),
         Some(Punt::Dhcpv6) => format!("DHCPv6 request: {}", generic()),
         Some(Punt::ResolveNeighbour) => {
-            let hop = c
-                .packet
-                .get(Field::Reg(pipeline::tables::REG_NEXT_HOP))
-                .and_then(|v| u32::try_from(v).ok())
-                .map(std::net::Ipv4Addr::from);
+            let reg = |r: u8| c.packet.get(Field::Reg(r)).unwrap_or(0);
+            let ipv6 = c.packet.get(Field::EthType) == Some(0x86dd);
+            let hop = if ipv6 {
+                let words = pipeline::tables::REG_NEXT_HOP6.map(reg);
+                let ip = words.iter().fold(0u128, |acc, w| (acc << 32) | w);
+                (ip != 0).then(|| {
+                    (
+                        std::net::Ipv6Addr::from(ip).to_string(),
+                        "neighbour solicitation",
+                    )
+                })
+            } else {
+                u32::try_from(reg(pipeline::tables::REG_NEXT_HOP))
+                    .ok()
+                    .filter(|ip| *ip != 0)
+                    .map(|ip| (std::net::Ipv4Addr::from(ip).to_string(), "ARP"))
+            };
             match hop {
-                Some(ip) => format!(
+                Some((ip, how)) => format!(
                     "the next hop {ip} has no known MAC yet: sent to the agent of this chassis, \
-                     which asks for it by ARP and sends the packet on when it answers"
+                     which asks for it by {how} and sends the packet on when it answers"
                 ),
                 None => format!("unknown next hop: {}", generic()),
             }
         }
         Some(Punt::NeighbourLearned) => format!(
-            "an ARP answer to this chassis on an external network: the switch learned its \
-             sender, and the agent of this chassis sends on the packets that waited for it ({})",
+            "an answer (ARP, or neighbour advertisement) to this chassis on an external \
+             network: the switch learned its sender, and the agent of this chassis sends on the packets that waited for it ({})",
             generic()
         ),
         None if c.reason == reason::INVALID_TTL => format!(

@@ -6,7 +6,8 @@
 //! port's own), a default route via the gateway, router advertisements ignored. IPv6, `slaac`:
 //! nothing but `accept_ra=2`, `autoconf=1` on `eth0`, with IPv6 started afresh once the port
 //! is on `br-int`, so that the router solicitation goes out through it. `forwarding`: IPv4 and
-//! IPv6 forwarding on. Extra addresses: on [`EXTRA_IF`], a dummy interface.
+//! IPv6 forwarding on. Extra addresses: on [`EXTRA_IF`], a dummy interface. The external hosts
+//! (see `physical`) use [`sysctl`] and [`add_address`] too.
 
 use testbed::{HOST_IF, Host, HostOpts, Netns};
 
@@ -40,7 +41,8 @@ fn uses_ipv6(vm: &VmState) -> bool {
         .any(|a| is_v6(a))
 }
 
-fn sysctl(ns: &Netns, settings: &[String]) -> Result<()> {
+/// `sysctl -qw` of `settings` (`key=value`) in `ns`.
+pub(super) fn sysctl(ns: &Netns, settings: &[String]) -> Result<()> {
     if settings.is_empty() {
         return Ok(());
     }
@@ -51,7 +53,7 @@ fn sysctl(ns: &Netns, settings: &[String]) -> Result<()> {
 }
 
 /// `ip addr add` of `address` on `dev`; IPv6 ones without duplicate address detection.
-fn add_address(ns: &Netns, dev: &str, address: &str) -> Result<()> {
+pub(super) fn add_address(ns: &Netns, dev: &str, address: &str) -> Result<()> {
     let mut args = vec!["addr", "add", address, "dev", dev];
     if is_v6(address) {
         args.push("nodad");

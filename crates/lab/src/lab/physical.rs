@@ -11,14 +11,18 @@
 //! switch's port `<host>`: an access port in the host's VLAN (`tag`), or of untagged frames only
 //! (`tag=0`) — the kernel here has no 802.1Q devices, so the switch does the tagging, as a
 //! physical access switch would. Everything carries the segment's MTU; the external hosts send
-//! without TX checksum offload (TCP through the userspace datapath needs it).
+//! without TX checksum offload (TCP through the userspace datapath needs it). A host with an
+//! IPv6 address (`ip6`) has IPv6 on (router advertisements ignored: its routes are the file's)
+//! and the address without duplicate address detection, usable at once; one without has no
+//! IPv6, like every namespace of the lab's.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use chassis::BridgeMapping;
 use testbed::{Chassis, ChassisOpts, HOST_IF, Netns};
 
-use super::{Lab, io};
+use super::{Lab, guest, io};
 use crate::names::{self, host_netns};
 use crate::state::{ExternalState, PhysicalState};
 use crate::topology::{ExternalSpec, PhysicalSpec, Topology};
@@ -291,7 +295,9 @@ impl Lab {
                 physical: spec.physical.clone(),
                 vlan: spec.vlan,
                 address: spec.ip.to_string(),
+                address6: spec.ip6.map(|a| a.to_string()),
                 gateway: spec.gateway,
+                gateway6: spec.gateway6,
                 routes: spec.routes.clone(),
                 mtu,
             };
@@ -305,28 +311,47 @@ impl Lab {
                 Some(v) => format!("{} vlan {v}", spec.physical),
                 None => format!("{} untagged", spec.physical),
             };
+            let addresses = want.addresses();
             if self.external_healthy(spec, &want) {
-                self.say(&what, &format!("ok ({} on {place})", want.address));
+                self.say(&what, &format!("ok ({addresses} on {place})"));
                 continue;
             }
             self.remove_external(&spec.name);
             let ns = Netns::create_named(&want.netns)?;
+            if want.address6.is_some() {
+                // Before `eth0` exists, so that it is born with them.
+                let settings = [
+                    "net.ipv6.conf.all.disable_ipv6=0",
+                    "net.ipv6.conf.default.disable_ipv6=0",
+                    "net.ipv6.conf.default.accept_ra=0",
+                    "net.ipv6.conf.default.autoconf=0",
+                ];
+                guest::sysctl(&ns, &settings.map(String::from))?;
+            }
             let sw = self.switch(&spec.physical)?;
             veth(sw.netns(), &spec.name, &ns, HOST_IF, mtu)?;
             ns.exec(&["ethtool", "-K", HOST_IF, "tx", "off"])?;
-            ns.ip(&["addr", "add", &want.address, "dev", HOST_IF])?;
-            if let Some(gw) = spec.gateway {
-                let gw = gw.to_string();
-                ns.ip(&["route", "add", "default", "via", &gw, "dev", HOST_IF])?;
+            for a in std::iter::once(&want.address).chain(&want.address6) {
+                guest::add_address(&ns, HOST_IF, a)?;
             }
-            for r in &spec.routes {
-                let (dest, hop) = (r.destination.to_string(), r.nexthop.to_string());
-                ns.ip(&["route", "add", &dest, "via", &hop, "dev", HOST_IF])?;
+            let gateways = [spec.gateway.map(IpAddr::V4), spec.gateway6.map(IpAddr::V6)];
+            let defaults = gateways
+                .into_iter()
+                .flatten()
+                .map(|gw| ("default".to_owned(), gw));
+            let routes = spec
+                .routes
+                .iter()
+                .map(|r| (r.destination.to_string(), r.nexthop));
+            for (dest, hop) in defaults.chain(routes) {
+                let family = if hop.is_ipv4() { "-4" } else { "-6" };
+                let hop = hop.to_string();
+                ns.ip(&[family, "route", "add", &dest, "via", &hop, "dev", HOST_IF])?;
             }
             let tag = format!("tag={}", spec.vlan.unwrap_or(0));
             add_port(sw, &spec.physical, &spec.name, mtu, &[&tag])?;
             self.externals.insert(spec.name.clone(), ns);
-            let status = format!("wired ({} on {place}, {})", want.address, want.netns);
+            let status = format!("wired ({addresses} on {place}, {})", want.netns);
             self.state.externals.insert(spec.name.clone(), want);
             self.changed(changes, &what, &status);
         }

@@ -1,10 +1,16 @@
 //! A lab's routers: made as their project, joined to the subnets the file names (an interface
 //! at each subnet's gateway address, `add_router_interface` by subnet), given the file's extra
-//! routes and external gateway (set by an admin, as `enable_snat` needs), and brought back in
-//! line with the file on every `up`: an interface, a route or a gateway the file no longer has
-//! goes, a router the file no longer has is deleted.
+//! routes and external gateway (set by an admin, as `enable_snat` and `gateway_ips` need), and
+//! brought back in line with the file on every `up`: an interface, a route or a gateway the file
+//! no longer has goes, a router the file no longer has is deleted.
+//!
+//! Other gateway addresses need a new gateway port, which the server makes only after the old
+//! one is gone (it refuses addresses the old one still holds, and to take away a gateway that
+//! floating IPs use): the lab's floating IPs through the router are disassociated, the gateway
+//! removed and set again; the floating IPs are associated again later in the same `up`.
 
 use std::collections::BTreeSet;
+use std::net::IpAddr;
 
 use ipnet::IpNet;
 use serde_json::{Value, json};
@@ -49,6 +55,15 @@ fn routes_of(router: &Value) -> BTreeSet<RouteSpec> {
             })
         })
         .collect()
+}
+
+/// The addresses of a router's gateway as the API shows it (`external_gateway_info`).
+fn gateway_addresses(info: Option<&Value>) -> impl Iterator<Item = IpAddr> + '_ {
+    info.and_then(|g| g.get("external_fixed_ips"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|f| text(f, "ip_address").parse().ok())
 }
 
 async fn set_routes(api: &Neutron, id: &str, routes: &BTreeSet<RouteSpec>) -> Result<()> {
@@ -121,7 +136,7 @@ impl Lab {
         changes: &mut Vec<String>,
     ) -> Result<()> {
         for r in &topo.routers {
-            self.ensure_router(api, r, changes).await?;
+            self.ensure_router(api, topo, r, changes).await?;
         }
         for (name, r) in self.state.routers.clone() {
             if !topo.routers.iter().any(|x| x.name == name) {
@@ -158,6 +173,7 @@ impl Lab {
     async fn ensure_router(
         &mut self,
         api: &Neutron,
+        topo: &Topology,
         spec: &RouterSpec,
         changes: &mut Vec<String>,
     ) -> Result<()> {
@@ -225,7 +241,9 @@ impl Lab {
             let status = format!("routes set ({})", describe_routes(&want_routes));
             self.changed(changes, &what, &status);
         }
-        let gateway = self.ensure_gateway(api, spec, &router, changes).await?;
+        let gateway = self
+            .ensure_gateway(api, topo, spec, &router, changes)
+            .await?;
         if changes.len() == before {
             self.say(&what, &format!("ok ({id})"));
         }
@@ -247,6 +265,7 @@ impl Lab {
     async fn ensure_gateway(
         &self,
         api: &Neutron,
+        topo: &Topology,
         spec: &RouterSpec,
         router: &Value,
         changes: &mut Vec<String>,
@@ -272,21 +291,45 @@ impl Lab {
             .map(|n| n.id.clone())
             .ok_or_else(|| Error::NotFound(format!("network {network} was not made")))?;
         let enable_snat = spec.enable_snat.unwrap_or(true);
-        let current = have.as_ref().map(|g| {
-            (
-                text(g, "network_id").to_owned(),
-                g.get("enable_snat").and_then(Value::as_bool),
-            )
-        });
-        let info = if current == Some((net_id.clone(), Some(enable_snat))) {
+        let same_network = have
+            .as_ref()
+            .is_some_and(|g| text(g, "network_id") == net_id);
+        let snat_kept = have
+            .as_ref()
+            .and_then(|g| g.get("enable_snat"))
+            .and_then(Value::as_bool)
+            == Some(enable_snat);
+        // Addresses on SLAAC subnets come with every port: only the others are the file's.
+        let automatic: Vec<IpNet> = topo
+            .network(network)
+            .into_iter()
+            .flat_map(|n| &n.subnets)
+            .filter(|s| s.is_auto_address())
+            .map(|s| s.cidr)
+            .collect();
+        let fixed: BTreeSet<IpAddr> = gateway_addresses(have.as_ref())
+            .filter(|ip| !automatic.iter().any(|c| c.contains(ip)))
+            .collect();
+        let want_ips: BTreeSet<IpAddr> = spec.gateway_ips.iter().copied().collect();
+        let new_ips = !want_ips.is_empty() && (!same_network || fixed != want_ips);
+        let info = if same_network && snat_kept && !new_ips {
             have
         } else {
-            let body = json!({ "external_gateway_info": {
-                "network_id": net_id, "enable_snat": enable_snat } });
-            let r = api.update("routers", "router", id, body).await?;
+            let mut gateway = json!({ "network_id": net_id, "enable_snat": enable_snat });
             let snat = if enable_snat { "on" } else { "off" };
-            let status = format!("gateway on {network} set (snat {snat})");
-            self.changed(changes, &what, &status);
+            let mut status = format!("gateway on {network} set (snat {snat}");
+            if new_ips {
+                if same_network {
+                    self.remove_gateway_port(api, id, &what, changes).await?;
+                }
+                let ips: Vec<String> = want_ips.iter().map(IpAddr::to_string).collect();
+                gateway["external_fixed_ips"] =
+                    ips.iter().map(|ip| json!({ "ip_address": ip })).collect();
+                status = format!("{status}, at {}", ips.join(" "));
+            }
+            let body = json!({ "external_gateway_info": gateway });
+            let r = api.update("routers", "router", id, body).await?;
+            self.changed(changes, &what, &format!("{status})"));
             r.get("external_gateway_info").cloned()
         };
         if let Some(mode) = spec.snat_mode
@@ -296,18 +339,36 @@ impl Lab {
             api.update("routers", "router", id, body).await?;
             self.changed(changes, &what, &format!("snat {}", mode.as_str()));
         }
-        let addresses = info
-            .as_ref()
-            .and_then(|g| g.get("external_fixed_ips"))
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(|f| text(f, "ip_address").parse().ok())
-            .collect();
         Ok(Some(RouterGatewayState {
             network: network.clone(),
             enable_snat,
-            addresses,
+            addresses: gateway_addresses(info.as_ref()).collect(),
         }))
+    }
+
+    /// Takes router `id`'s gateway away so that a new one can be set: the lab's floating IPs
+    /// through the router are disassociated first (see the module documentation).
+    async fn remove_gateway_port(
+        &self,
+        api: &Neutron,
+        id: &str,
+        what: &str,
+        changes: &mut Vec<String>,
+    ) -> Result<()> {
+        for fip in api.list("floatingips", &format!("router_id={id}")).await? {
+            let fip_id = text(&fip, "id");
+            if self.state.floating_ips.iter().any(|f| f.id == fip_id) {
+                let body = json!({ "port_id": null });
+                api.update("floatingips", "floatingip", fip_id, body)
+                    .await?;
+                let address = text(&fip, "floating_ip_address");
+                let status = format!("disassociated ({what}'s gateway is replaced)");
+                self.changed(changes, &format!("floating ip {address}"), &status);
+            }
+        }
+        let none = json!({ "external_gateway_info": null });
+        api.update("routers", "router", id, none).await?;
+        self.changed(changes, what, "gateway removed (new addresses)");
+        Ok(())
     }
 }

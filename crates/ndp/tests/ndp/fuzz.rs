@@ -2,7 +2,10 @@
 //! appended.
 
 use frame_check::mutations;
-use ndp::{parse_ipv6, parse_neighbor_solicitation, parse_router_solicitation};
+use ndp::{
+    parse_ipv6, parse_neighbor_advertisement, parse_neighbor_solicitation,
+    parse_router_solicitation,
+};
 use proptest::prelude::*;
 
 use crate::builder::{ip, ns, rs};
@@ -14,6 +17,7 @@ fn valid_frames() -> Vec<Vec<u8>> {
         rs().frame(),
         ns(ip("fe80::1"), ip("2001:db8::2")).frame(),
         tagged.frame(),
+        ndp::unsolicited_advertisement(ip("2001:db8::2"), [2, 0, 0, 0, 0, 1], false),
     ]
 }
 
@@ -21,6 +25,7 @@ fn parse_all(frame: &[u8]) {
     let _ = parse_ipv6(frame);
     let _ = parse_router_solicitation(frame);
     let _ = parse_neighbor_solicitation(frame);
+    let _ = parse_neighbor_advertisement(frame);
 }
 
 proptest! {
@@ -33,7 +38,7 @@ proptest! {
 
     #[test]
     fn mutated_frames_do_not_panic(
-        which in 0usize..3,
+        which in 0usize..4,
         mutation in mutations(0..6, 0..24),
     ) {
         let mut frame = valid_frames().swap_remove(which);

@@ -1,8 +1,9 @@
 //! Neighbour solicitations parsed and answered; each reason for refusal.
 
 use ndp::{
-    FrameError, NdpError, NeighborSolicitation, neighbor_advertisement,
-    parse_neighbor_solicitation, unsolicited_advertisement,
+    FrameError, NdpError, NeighborAdvertisement, NeighborSolicitation, neighbor_advertisement,
+    neighbor_solicitation, parse_neighbor_advertisement, parse_neighbor_solicitation,
+    unsolicited_advertisement,
 };
 
 use frame_check::{be32, ipv6_addr};
@@ -163,4 +164,47 @@ fn an_unsolicited_advertisement_goes_to_all_nodes_and_overrides() {
     let mut tlla = vec![2, 1];
     tlla.extend_from_slice(&ROUTER_MAC);
     assert_eq!(na.options(24), vec![(2, tlla)]);
+}
+
+#[test]
+fn a_solicitation_asks_the_solicited_node_group_and_its_answer_is_read() {
+    let frame = neighbor_solicitation(ROUTER_MAC, ip("fe80::1"), ip("2001:db8::77"));
+    let asked = Icmp::parse(&frame);
+    assert_eq!(asked.eth.dst, [0x33, 0x33, 0xff, 0, 0, 0x77]);
+    assert_eq!(asked.ip.dst, ip("ff02::1:ff00:77"));
+    assert!(asked.checksum_ok, "ICMPv6 checksum");
+    // What a host parses of it, and its answer, which the asker reads.
+    let ns = parse_neighbor_solicitation(&frame).expect("a valid solicitation");
+    assert_eq!(ns.target, ip("2001:db8::77"));
+    assert_eq!(ns.source_mac, Some(ROUTER_MAC));
+    let na = neighbor_advertisement(&ns, PORT_MAC, false).expect("an answer");
+    assert_eq!(
+        parse_neighbor_advertisement(&na),
+        Ok(NeighborAdvertisement {
+            target: ip("2001:db8::77"),
+            target_mac: Some(PORT_MAC),
+            dst: ip("fe80::1"),
+        })
+    );
+    // An unsolicited one too; a solicitation is not an advertisement.
+    let told = unsolicited_advertisement(ip("2001:db8::5"), HOST_MAC, false);
+    let read = parse_neighbor_advertisement(&told).expect("valid");
+    assert_eq!(
+        (read.target, read.target_mac),
+        (ip("2001:db8::5"), Some(HOST_MAC))
+    );
+    assert_eq!(
+        parse_neighbor_advertisement(&frame),
+        Err(NdpError::WrongType {
+            expected: 136,
+            got: 135
+        })
+    );
+    let mut broken = na.clone();
+    let last = broken.len() - 1;
+    broken[last] ^= 1;
+    assert_eq!(
+        parse_neighbor_advertisement(&broken),
+        Err(NdpError::BadChecksum)
+    );
 }

@@ -6,8 +6,8 @@
 //! goes straight to L2 (it was handled on the chassis it came from). A frame from a physical
 //! network's patch port enters the provider network its VLAN tag (or its lack of one, for a flat
 //! network) names, untagged and marked like a tunnelled one, and goes to the external input
-//! stage (floating IPs, learned neighbours), then L2. On the chassis hosting a centralized
-//! router's gateway, packets with the router's transit id enter the router. Everything else is dropped,
+//! stage (floating IPs, learned neighbours), then L2. On the chassis hosting a router's gateway,
+//! packets with the router's transit id enter the router. Everything else is dropped,
 //! ARP probes (sender 0.0.0.0) from ports with port security included: the API never gives two
 //! ports one address, so a probe can only find a conflict the topology does not have, and a
 //! guest's duplicate address detection that hears no answer goes ahead, as it does on a network
@@ -107,10 +107,11 @@ impl App for Classifier {
     }
 }
 
-/// On the chassis hosting a centralized router's gateway, packets other chassis send it through
-/// the tunnel with the router's transit id enter the router and are routed again.
+/// On the chassis hosting a router's gateway, packets other chassis send it through the tunnel
+/// with the router's transit id ([`crate::model::Router::transits`]) enter the router and are
+/// routed again.
 fn transit_ingress(ctx: &mut Ctx<'_>, owner: &Owner, id: &str, out: &mut Vec<Flow>) {
-    let Some(router) = ctx.router(id).filter(|r| r.admin_up && r.centralized) else {
+    let Some(router) = ctx.router(id).filter(|r| r.admin_up && r.transits()) else {
         return;
     };
     let Some(number) = router.number else {

@@ -13,7 +13,7 @@ mod responder;
 mod routing;
 mod security_groups;
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 use openflow::action::Controller;
@@ -23,7 +23,7 @@ use openflow::{Action, Field, Flow, Instructions, Match, Subfield};
 use crate::cookie::Owner;
 use crate::deps::Ctx;
 use crate::model::{Kind, Mac};
-use crate::tables::Register;
+use crate::tables::{REG_NEXT_HOP6, REG_SCRATCH, Register};
 
 /// The kinds of owner an app computes flows for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,6 +191,49 @@ pub(crate) fn move_field(src: Field, dst: Field) -> Action {
     }
 }
 
+/// The IPv6 next-hop registers, most significant word first, each with the bits of a 128-bit
+/// field it holds.
+fn next_hop6_words(field: Field) -> impl Iterator<Item = (Subfield, Subfield)> {
+    REG_NEXT_HOP6.into_iter().enumerate().map(move |(i, reg)| {
+        let ofs = 96 - 32 * u16::try_from(i).expect("four words");
+        let bits = Subfield {
+            field,
+            ofs,
+            n_bits: 32,
+        };
+        (bits, Subfield::whole(Field::Reg(reg)))
+    })
+}
+
+/// The actions that load `ip` into the IPv6 next-hop registers.
+pub(crate) fn load_next_hop6(ip: Ipv6Addr) -> Vec<Action> {
+    let words = u128::from(ip);
+    next_hop6_words(Field::Ipv6Dst)
+        .map(|(bits, reg)| {
+            let word = (words >> bits.ofs) & 0xffff_ffff;
+            set_field(reg.field, word, 0xffff_ffff)
+        })
+        .collect()
+}
+
+/// The actions that copy the IPv6 address in `field` into the IPv6 next-hop registers.
+pub(crate) fn copy_next_hop6(field: Field) -> Vec<Action> {
+    next_hop6_words(field)
+        .map(|(src, dst)| Action::Move { src, dst })
+        .collect()
+}
+
+/// `learn` specs by which a learned flow matches packets whose IPv6 next hop is the address in
+/// `field` of the packet that teaches it.
+pub(crate) fn match_next_hop6(field: Field) -> Vec<openflow::action::LearnSpec> {
+    next_hop6_words(field)
+        .map(|(src, dst)| openflow::action::LearnSpec::Match {
+            src: openflow::action::LearnSrc::Field(src),
+            dst,
+        })
+        .collect()
+}
+
 /// `m` restricted to packets from (`source`) or to an address in `net`, with the IP ethertype.
 pub(crate) fn ip_match(m: Match, net: &IpNet, source: bool) -> Match {
     let (eth, field, addr, mask) = match (net, source) {
@@ -263,4 +306,60 @@ pub(crate) fn to_tunnel(tunnel: u32, vni: u32, dst: Ipv4Addr, actions: &mut Vec<
     actions.push(set_field(Field::TunDst, u32::from(dst).into(), 0xffff_ffff));
     actions.push(set_field(Field::TunId, vni.into(), u128::from(u64::MAX)));
     actions.push(output(tunnel));
+}
+
+/// Answers an ICMP echo request to a router's address `ip` (`to_router` matches packets to it)
+/// in place: addresses and MACs swapped (the MAC through the scratch registers), type echo
+/// reply, TTL 255, back out of the port it came in on (tagged with `vlan`, if any: from a
+/// physical network).
+pub(crate) fn echo_reply(
+    owner: &Owner,
+    table: u8,
+    priority: u16,
+    to_router: Match,
+    ip: IpAddr,
+    vlan: Option<u16>,
+) -> Flow {
+    let [lo, hi] = REG_SCRATCH;
+    let part = |field, ofs, n_bits| Subfield { field, ofs, n_bits };
+    let mut actions = vec![
+        Action::Move {
+            src: part(Field::EthDst, 0, 32),
+            dst: part(Field::Reg(lo), 0, 32),
+        },
+        Action::Move {
+            src: part(Field::EthDst, 32, 16),
+            dst: part(Field::Reg(hi), 0, 16),
+        },
+        move_field(Field::EthSrc, Field::EthDst),
+        Action::Move {
+            src: part(Field::Reg(lo), 0, 32),
+            dst: part(Field::EthSrc, 0, 32),
+        },
+        Action::Move {
+            src: part(Field::Reg(hi), 0, 16),
+            dst: part(Field::EthSrc, 32, 16),
+        },
+    ];
+    let m = match ip {
+        IpAddr::V4(v4) => {
+            actions.push(move_field(Field::Ipv4Src, Field::Ipv4Dst));
+            actions.push(set_field(Field::Ipv4Src, u32::from(v4).into(), 0xffff_ffff));
+            actions.push(set_field(Field::IcmpType, 0, 0xff));
+            to_router
+                .with(Field::IpProto, IPPROTO_ICMP)
+                .with(Field::IcmpType, 8)
+        }
+        IpAddr::V6(v6) => {
+            actions.push(move_field(Field::Ipv6Src, Field::Ipv6Dst));
+            actions.push(set_field(Field::Ipv6Src, u128::from(v6), u128::MAX));
+            actions.push(set_field(Field::Icmpv6Type, 129, 0xff));
+            to_router
+                .with(Field::IpProto, IPPROTO_ICMPV6)
+                .with(Field::Icmpv6Type, 128)
+        }
+    };
+    actions.push(set_field(Field::IpTtl, 255, 0xff));
+    to_physical(openflow::field::port::IN_PORT, vlan, &mut actions);
+    flow(owner, table, priority, m, Instructions::apply(actions))
 }

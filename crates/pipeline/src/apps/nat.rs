@@ -22,30 +22,41 @@
 //!   ([`Ctx::gateway_host`]), to its gateway address, in the router's zone ([`router_zone`]):
 //!   the other chassis send it packets for the outside (without a floating IP) through the tunnel
 //!   with the router's transit id ([`transit_vni`]), and it routes them again. That chassis also
-//!   answers ARP for the gateway address (for distributed routers too: from one place only).
-//! - On an external network, the next hop's MAC (`reg2` holds its address) comes from
-//!   neighbours the switch learns itself from the ARP packets it sees there (`learn` into
-//!   [`NEIGHBOURS_LEARNED`], cookie [`LEARNED`], idle for five minutes at most): no agent round
-//!   trip, and they survive an agent restart. A next hop not learned yet goes to the agent, which
-//!   asks for it by ARP; the packet is lost, as on a router without an ARP entry.
+//!   answers for the gateway's addresses (for distributed routers too: from one place only):
+//!   ARP, neighbour solicitations (through the agent), pings.
+//! - IPv6 is routed to and from the outside without NAT, through the chassis that hosts the
+//!   router's gateway, as Neutron's DVR and OVN's distributed gateway ports do: the gateway's
+//!   MAC shows on the physical network from that chassis only, and nothing else keeps state.
+//!   Packets from the outside to the gateway's MAC enter the router there; the other chassis
+//!   send the router's IPv6 packets for the outside there with its transit id. The TTL of a
+//!   packet for the outside is decremented where it leaves, so the transit costs no hop.
+//! - On an external network, the next hop's MAC (`reg2` holds its IPv4 address, `reg8`..`reg11`
+//!   its IPv6 one) comes from neighbours the switch learns itself from the ARP replies and
+//!   neighbour advertisements it sees there (`learn` into [`NEIGHBOURS_LEARNED`], cookie
+//!   [`LEARNED`], idle for five minutes at most): no agent round trip, and they survive an
+//!   agent restart. A next hop not learned yet goes to the agent, which asks for it (ARP, or a
+//!   neighbour solicitation from the gateway's link-local address) and keeps the packet until
+//!   the answer comes, for three seconds at most.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
+use ipnet::IpNet;
 use openflow::action::{Ct, CtZone, Learn, LearnSpec, LearnSrc, Nat as NatAction, NatAddr};
 use openflow::text::set_field;
 use openflow::{Action, Field, Flow, Instructions, Match, Subfield};
 
 use super::{
-    App, EST, ETH_ARP, ETH_IPV4, INV, NEW, OwnerKind, Punt, REL, Spec, TRK, VLAN_PRESENT, ct_state,
-    flow, goto, move_field, output, punt, set_mac, to_tunnel,
+    App, EST, ETH_ARP, ETH_IPV4, ETH_IPV6, INV, IPPROTO_ICMPV6, NEW, OwnerKind, Punt, REL, Spec,
+    TRK, VLAN_PRESENT, ct_state, echo_reply, enter, flow, goto, ip_match, match_next_hop6,
+    move_field, nd_punt, output, punt, set_mac, to_tunnel,
 };
 use crate::cookie::{LEARNED, Owner};
 use crate::deps::{Ctx, Wire};
-use crate::model::{FloatingIp, Kind, Mac};
+use crate::model::{FloatingIp, Kind, Mac, link_local};
 use crate::tables::{
     DNAT, EXTERNAL_IN, EXTERNAL_OUT, L2, NEIGHBOURS_LEARNED, REG_FROM_TUNNEL, REG_NEXT_HOP,
-    RESOLVE, ROUTE, Register, SNAT, SNAT_CHASSIS, nat_zone, router_metadata, router_zone,
-    transit_vni,
+    RESOLVE, ROUTE, ROUTER_IN, Register, SNAT, SNAT_CHASSIS, nat_zone, router_metadata,
+    router_zone, transit_vni,
 };
 
 pub struct Nat;
@@ -61,7 +72,7 @@ static SPEC: Spec = Spec {
         NEIGHBOURS_LEARNED,
         RESOLVE,
     ],
-    reads: &[Register::Metadata, Register::NextHop],
+    reads: &[Register::Metadata, Register::NextHop, Register::NextHop6],
     writes: &[Register::Metadata, Register::FromTunnel],
     owners: &[
         OwnerKind::FloatingIp,
@@ -128,34 +139,62 @@ fn external(ctx: &mut Ctx<'_>, network: &str) -> Option<(u64, Option<u16>)> {
 }
 
 /// The action that teaches the switch the sender of an ARP packet on the network in `metadata`:
-/// a flow in [`NEIGHBOURS_LEARNED`] that sets its MAC as the destination of packets whose next
-/// hop (`reg2`) is its address.
+/// a flow in [`NEIGHBOURS_LEARNED`] that sets its MAC as the destination of IPv4 packets whose
+/// next hop (`reg2`) is its address.
 fn learn_sender() -> Action {
+    let next_hop = LearnSpec::Match {
+        src: LearnSrc::Field(Subfield::whole(Field::ArpSpa)),
+        dst: Subfield::whole(Field::Reg(REG_NEXT_HOP)),
+    };
+    learn_neighbour(ETH_IPV4, vec![next_hop], Field::ArpSha)
+}
+
+/// The action that teaches the switch the target of a neighbour advertisement on the network in
+/// `metadata`: a flow in [`NEIGHBOURS_LEARNED`] that sets its link-layer address as the
+/// destination of IPv6 packets whose next hop (`reg8`..`reg11`) is that address.
+fn learn_advertiser() -> Action {
+    learn_neighbour(ETH_IPV6, match_next_hop6(Field::NdTarget), Field::NdTll)
+}
+
+/// A `learn` of a neighbour: packets of `eth_type` in this network whose next hop matches
+/// `next_hop` get the MAC in `mac` as their destination.
+fn learn_neighbour(eth_type: u128, next_hop: Vec<LearnSpec>, mac: Field) -> Action {
+    let mut specs = vec![
+        LearnSpec::Match {
+            src: LearnSrc::Field(Subfield::whole(Field::Metadata)),
+            dst: Subfield::whole(Field::Metadata),
+        },
+        LearnSpec::Match {
+            src: LearnSrc::Imm(eth_type),
+            dst: Subfield::whole(Field::EthType),
+        },
+    ];
+    specs.extend(next_hop);
+    specs.push(LearnSpec::Load {
+        src: LearnSrc::Field(Subfield::whole(mac)),
+        dst: Subfield::whole(Field::EthDst),
+    });
     Action::Learn(Learn {
         table: NEIGHBOURS_LEARNED,
         idle_timeout: NEIGHBOUR_IDLE,
         priority: 100,
         cookie: LEARNED,
-        specs: vec![
-            LearnSpec::Match {
-                src: LearnSrc::Field(Subfield::whole(Field::Metadata)),
-                dst: Subfield::whole(Field::Metadata),
-            },
-            LearnSpec::Match {
-                src: LearnSrc::Field(Subfield::whole(Field::ArpSpa)),
-                dst: Subfield::whole(Field::Reg(REG_NEXT_HOP)),
-            },
-            LearnSpec::Load {
-                src: LearnSrc::Field(Subfield::whole(Field::ArpSha)),
-                dst: Subfield::whole(Field::EthDst),
-            },
-        ],
+        specs,
         ..Learn::default()
     })
 }
 
-/// Flows of an external network on a physical network: neighbours learned from every ARP packet
-/// seen there, the next hop's MAC looked up before L2, and unknown next hops to the agent.
+/// Neighbour advertisements on the network in `metadata`.
+fn advertisements(meta: u64) -> Match {
+    Match::new()
+        .with(Field::Metadata, meta.into())
+        .with(Field::EthType, ETH_IPV6)
+        .with(Field::IpProto, IPPROTO_ICMPV6)
+        .with(Field::Icmpv6Type, 136)
+}
+
+/// Flows of an external network on a physical network: neighbours learned from the ARP replies
+/// and neighbour advertisements seen there, the next hop's MAC looked up before L2, and unknown next hops to the agent.
 fn external_network_flows(ctx: &mut Ctx<'_>, owner: &Owner, id: &str, out: &mut Vec<Flow>) {
     let Some((meta, _)) = external(ctx, id) else {
         return;
@@ -172,6 +211,18 @@ fn external_network_flows(ctx: &mut Ctx<'_>, owner: &Owner, id: &str, out: &mut 
         90,
         here().with(Field::EthType, ETH_ARP).with(Field::ArpOp, 2),
         learn,
+    ));
+    // Neighbour advertisements likewise (those without the target's link-layer address teach
+    // nothing).
+    let mut learn = goto(L2);
+    learn.apply = vec![learn_advertiser()];
+    out.push(flow(owner, EXTERNAL_IN, 90, advertisements(meta), learn));
+    out.push(flow(
+        owner,
+        EXTERNAL_IN,
+        95,
+        advertisements(meta).with(Field::NdTll, 0),
+        goto(L2),
     ));
     let mut lookup = goto(RESOLVE);
     lookup.apply = vec![
@@ -306,11 +357,12 @@ fn to_address(meta: u64, address: Ipv4Addr) -> Match {
         .with(Field::Ipv4Dst, u128::from(u32::from(address)))
 }
 
-/// Leaving a router for an external network (`network`'s `metadata`) with `mac` as the source
-/// and the source address translated to `address` in conntrack `zone` (replies of translated
+/// Leaving a router for an external network (`network`'s `metadata`): TTL decremented, `mac`
+/// as the source and the source address translated to `address` in conntrack `zone` (replies of translated
 /// connections get their translation back instead), on to the next-hop lookup.
 fn leave_as(mac: Mac, network: u64, zone: CtZone, address: Ipv4Addr) -> Instructions {
     Instructions::apply(vec![
+        Action::DecTtl,
         set_mac(Field::EthSrc, mac),
         set_field(Field::Metadata, network.into(), u128::from(u64::MAX)),
         Action::Ct(Ct {
@@ -524,39 +576,57 @@ fn port_flows(ctx: &mut Ctx<'_>, owner: &Owner, id: &str, out: &mut Vec<Flow>) {
     ));
 }
 
-/// A router's gateway on this chassis, if this chassis hosts it ([`Ctx::gateway_host`]): the
-/// network's `metadata` and VLAN id, the gateway's IPv4 address and MAC.
-fn hosted_gateway(ctx: &mut Ctx<'_>, id: &str) -> Option<(u64, Option<u16>, Ipv4Addr, Mac)> {
+/// A router's gateway on the chassis that hosts it ([`Ctx::gateway_host`]).
+struct Hosted {
+    /// The external network's `metadata` and VLAN id.
+    meta: u64,
+    vlan: Option<u16>,
+    ips: Vec<IpAddr>,
+    mac: Mac,
+}
+
+impl Hosted {
+    fn ipv4(&self) -> Option<Ipv4Addr> {
+        self.ips.iter().find_map(|ip| match ip {
+            IpAddr::V4(v4) => Some(*v4),
+            IpAddr::V6(_) => None,
+        })
+    }
+}
+
+fn hosted_gateway(ctx: &mut Ctx<'_>, id: &str) -> Option<Hosted> {
     let router = ctx.router(id).filter(|r| r.admin_up)?;
     let gw = router.gateway.as_ref()?;
-    let address = gw.ips.iter().find_map(|ip| match ip {
-        std::net::IpAddr::V4(v4) => Some(*v4),
-        std::net::IpAddr::V6(_) => None,
-    })?;
     let host = ctx.gateway_host(id)?;
     if host.id != ctx.chassis_id() {
         return None;
     }
     let (meta, vlan) = external(ctx, &gw.network_id)?;
     let mac = ctx.gateway_port(id)?.mac;
-    Some((meta, vlan, address, mac))
+    Some(Hosted {
+        meta,
+        vlan,
+        ips: gw.ips.clone(),
+        mac,
+    })
 }
 
-/// A router's flows: the answers for its gateway address on the chassis that hosts the gateway;
-/// centralized SNAT there (to the gateway address, in the router's zone), and the way to it
-/// through the tunnel from the other chassis; or, distributed, the second stage of SNAT on this
-/// chassis, from the ports' inner addresses to the chassis' address on the router's external
-/// network, with its MAC.
+/// A router's flows: the answers for its gateway addresses on the chassis that hosts the
+/// gateway; IPv6 to and from the outside through that chassis; centralized SNAT there (to the
+/// gateway address, in the router's zone), and the way to it through the tunnel from the other
+/// chassis; or, distributed, the second stage of SNAT on this chassis, from the ports' inner
+/// addresses to the chassis' address on the router's external network, with its MAC.
 fn router_flows(ctx: &mut Ctx<'_>, owner: &Owner, id: &str, out: &mut Vec<Flow>) {
     let hosted = hosted_gateway(ctx, id);
-    if let Some((meta, vlan, address, mac)) = hosted {
-        arp_answer_outside(owner, meta, vlan, address, mac, out);
+    if let Some(h) = &hosted {
+        gateway_answers(owner, h, out);
     }
     let Some(router) = ctx.router(id).filter(|r| r.admin_up) else {
         return;
     };
+    ipv6_outside(ctx, owner, id, hosted.as_ref(), out);
     if router.centralized {
-        centralized_snat(ctx, owner, id, hosted, out);
+        centralized_snat(ctx, owner, id, hosted.as_ref(), out);
         return;
     }
     let Some(exit) = snat_exit(ctx, id) else {
@@ -579,6 +649,107 @@ fn router_flows(ctx: &mut Ctx<'_>, owner: &Owner, id: &str, out: &mut Vec<Flow>)
     ));
 }
 
+/// What the chassis hosting a router's gateway answers on the physical network: ARP for its
+/// IPv4 addresses, neighbour solicitations for its IPv6 ones and its link-local address (to the
+/// agent, with the cookie naming the router), and ICMP echo requests to any of them. Answers
+/// to its own solicitations teach the switch their sender and release the packets waiting
+/// for it.
+fn gateway_answers(owner: &Owner, h: &Hosted, out: &mut Vec<Flow>) {
+    let here = || Match::new().with(Field::Metadata, h.meta.into());
+    let mut v6: Vec<std::net::Ipv6Addr> = Vec::new();
+    for ip in &h.ips {
+        match ip {
+            IpAddr::V4(v4) => arp_answer_outside(owner, h.meta, h.vlan, *v4, h.mac, out),
+            IpAddr::V6(v6addr) => v6.push(*v6addr),
+        }
+        let to_it = ip_match(here(), &IpNet::from(*ip), false);
+        out.push(echo_reply(owner, EXTERNAL_IN, 105, to_it, *ip, h.vlan));
+    }
+    if v6.is_empty() {
+        return;
+    }
+    v6.push(link_local(h.mac));
+    for target in v6 {
+        let mut ns = nd_punt(owner, EXTERNAL_IN, h.meta, target);
+        ns.priority = 110;
+        out.push(ns);
+        let answer_to_it = advertisements(h.meta).with(Field::Ipv6Dst, u128::from(target));
+        out.push(flow(
+            owner,
+            EXTERNAL_IN,
+            115,
+            answer_to_it,
+            Instructions::apply(vec![learn_advertiser(), Punt::NeighbourLearned.action()]),
+        ));
+    }
+}
+
+/// IPv6 between a router with an IPv6 gateway address and the outside, routed without NAT on
+/// the chassis that hosts its gateway: packets to the gateway's MAC from the physical network
+/// enter the router there (and are routed on, through the tunnel to their port's chassis), and
+/// packets the router sends outside leave there with the gateway's MAC; the other chassis send
+/// theirs there through the tunnel with the router's transit id.
+fn ipv6_outside(
+    ctx: &mut Ctx<'_>,
+    owner: &Owner,
+    id: &str,
+    hosted: Option<&Hosted>,
+    out: &mut Vec<Flow>,
+) {
+    if ctx.router(id).is_none_or(|r| !r.transits()) {
+        return;
+    }
+    let meta = router_metadata(id);
+    let from_router = Match::new()
+        .with(Field::Metadata, meta.into())
+        .with(Field::EthType, ETH_IPV6);
+    let Some(h) = hosted else {
+        out.extend(via_gateway_host(ctx, owner, id, from_router));
+        return;
+    };
+    if !h.ips.iter().any(IpAddr::is_ipv6) {
+        return;
+    }
+    let mut leave = enter(h.meta, EXTERNAL_OUT);
+    leave.apply = vec![Action::DecTtl, set_mac(Field::EthSrc, h.mac)];
+    out.push(flow(owner, SNAT, 80, from_router, leave));
+    let to_gateway = Match::new()
+        .with(Field::Metadata, h.meta.into())
+        .with(Field::EthType, ETH_IPV6)
+        .with(Field::EthDst, h.mac.into());
+    let mut enter_router = enter(meta, ROUTER_IN);
+    // Routed on from here: it may go through the tunnel to its port.
+    enter_router.apply = vec![set_field(Field::Reg(REG_FROM_TUNNEL), 0, 0xffff_ffff)];
+    out.push(flow(
+        owner,
+        EXTERNAL_IN,
+        100,
+        to_gateway.clone(),
+        enter_router,
+    ));
+    // Link-local destinations are not routed.
+    let link_local_dst = ip_match(to_gateway, &"fe80::/10".parse().expect("a prefix"), false);
+    out.push(flow(
+        owner,
+        EXTERNAL_IN,
+        101,
+        link_local_dst,
+        Instructions::default(),
+    ));
+}
+
+/// The flow that sends a router's packets `m` matches (at [`SNAT`]) to the chassis hosting its
+/// gateway, through the tunnel with the router's transit id; `None` without a number, host or
+/// tunnel.
+fn via_gateway_host(ctx: &mut Ctx<'_>, owner: &Owner, id: &str, m: Match) -> Option<Flow> {
+    let number = ctx.router(id)?.number?;
+    let host = ctx.gateway_host(id)?;
+    let tunnel = ctx.tunnel()?;
+    let mut actions = Vec::new();
+    to_tunnel(tunnel, transit_vni(number), host.tunnel_ip, &mut actions);
+    Some(flow(owner, SNAT, 80, m, Instructions::apply(actions)))
+}
+
 /// Centralized SNAT of a router with a number and a gateway with SNAT: on the chassis hosting
 /// its gateway, to the gateway address in the router's zone (and replies back into the router,
 /// free to go through the tunnel to the port's chassis); on the others, packets for the outside
@@ -588,7 +759,7 @@ fn centralized_snat(
     ctx: &mut Ctx<'_>,
     owner: &Owner,
     id: &str,
-    hosted: Option<(u64, Option<u16>, Ipv4Addr, Mac)>,
+    hosted: Option<&Hosted>,
     out: &mut Vec<Flow>,
 ) {
     let Some(router) = ctx.router(id) else {
@@ -605,20 +776,23 @@ fn centralized_snat(
         .with(Field::Metadata, meta.into())
         .with(Field::EthType, ETH_IPV4);
     match hosted {
-        Some((network, _, address, mac)) => {
+        Some(h) => {
+            let Some(address) = h.ipv4() else {
+                return;
+            };
             let zone = CtZone::Imm(router_zone(number));
             out.push(flow(
                 owner,
                 SNAT,
                 80,
                 from_router,
-                leave_as(mac, network, zone, address),
+                leave_as(h.mac, h.meta, zone, address),
             ));
             out.push(flow(
                 owner,
                 EXTERNAL_IN,
                 100,
-                to_address(network, address),
+                to_address(h.meta, address),
                 Instructions::apply(vec![
                     set_field(Field::Metadata, meta.into(), u128::from(u64::MAX)),
                     // Routed on from here: a reply may go through the tunnel to its port.
@@ -627,19 +801,6 @@ fn centralized_snat(
                 ]),
             ));
         }
-        None => {
-            let (Some(host), Some(tunnel)) = (ctx.gateway_host(id), ctx.tunnel()) else {
-                return;
-            };
-            let mut actions = Vec::new();
-            to_tunnel(tunnel, transit_vni(number), host.tunnel_ip, &mut actions);
-            out.push(flow(
-                owner,
-                SNAT,
-                80,
-                from_router,
-                Instructions::apply(actions),
-            ));
-        }
+        None => out.extend(via_gateway_host(ctx, owner, id, from_router)),
     }
 }

@@ -12,22 +12,21 @@
 //! - the next-hop stage knows the MAC of every address on a routed network from the topology (no
 //!   ARP on the way) and hands the packet to that network's L2.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use ipnet::IpNet;
 use openflow::text::set_field;
-use openflow::{Action, Field, Flow, Instructions, Match, Subfield};
+use openflow::{Action, Field, Flow, Instructions, Match};
 
 use super::{
-    App, ETH_IPV4, ETH_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, OwnerKind, Punt, Spec, enter, flow,
-    goto, ip_match, move_field, nd_punt, output, punt, set_mac,
+    App, ETH_IPV4, ETH_IPV6, IPPROTO_ICMPV6, OwnerKind, Punt, Spec, copy_next_hop6, echo_reply,
+    enter, flow, goto, ip_match, load_next_hop6, move_field, nd_punt, punt, set_mac,
 };
 use crate::cookie::Owner;
 use crate::deps::Ctx;
 use crate::model::{Kind, Port, Router, link_local};
 use crate::tables::{
-    L3_ENTRY, NEIGHBOUR, REG_NEXT_HOP, REG_SCRATCH, ROUTE, ROUTER_IN, Register, SNAT, next,
-    router_metadata,
+    L3_ENTRY, NEIGHBOUR, REG_NEXT_HOP, ROUTE, ROUTER_IN, Register, SNAT, next, router_metadata,
 };
 
 pub struct Routing;
@@ -36,7 +35,12 @@ static SPEC: Spec = Spec {
     name: "routing",
     tables: &[L3_ENTRY, ROUTER_IN, ROUTE, NEIGHBOUR],
     reads: &[Register::Metadata],
-    writes: &[Register::Metadata, Register::Scratch, Register::NextHop],
+    writes: &[
+        Register::Metadata,
+        Register::Scratch,
+        Register::NextHop,
+        Register::NextHop6,
+    ],
     owners: &[
         OwnerKind::RouterInterface,
         OwnerKind::Router,
@@ -190,7 +194,10 @@ fn router_flows(ctx: &mut Ctx<'_>, owner: &Owner, id: &str, out: &mut Vec<Flow>)
         return;
     }
     let here = || Match::new().with(Field::Metadata, router_metadata(id).into());
-    let mut own: Vec<IpAddr> = ifaces.iter().map(|i| i.ip).collect();
+    // Its addresses: the interfaces', and its gateway's (answered from inside; from outside, by
+    // the chassis that hosts the gateway).
+    let gateway_ips = router.gateway.iter().flat_map(|g| g.ips.iter().copied());
+    let mut own: Vec<IpAddr> = ifaces.iter().map(|i| i.ip).chain(gateway_ips).collect();
     own.sort();
     own.dedup();
     for ip in &own {
@@ -202,7 +209,7 @@ fn router_flows(ctx: &mut Ctx<'_>, owner: &Owner, id: &str, out: &mut Vec<Flow>)
             to_router.clone(),
             Instructions::default(),
         ));
-        out.push(echo_reply(owner, to_router, *ip));
+        out.push(echo_reply(owner, ROUTER_IN, 120, to_router, *ip, None));
     }
     for eth in [ETH_IPV4, ETH_IPV6] {
         for ttl in [0, 1] {
@@ -229,21 +236,25 @@ fn router_flows(ctx: &mut Ctx<'_>, owner: &Owner, id: &str, out: &mut Vec<Flow>)
     }
     let outside = gateway_prefixes(ctx, router);
     for (prefix, gateway) in &outside {
-        out.push(to_outside(owner, here(), *prefix, None, true));
+        // An interface on the gateway's subnet too (the API refuses it) routes it inside.
+        if !prefixes.contains(prefix) {
+            out.push(to_outside(owner, here(), *prefix, None, true));
+        }
         if let Some(gw) = gateway {
-            let default = ipnet::Ipv4Net::default();
+            let default = match gw {
+                IpAddr::V4(_) => IpNet::V4(ipnet::Ipv4Net::default()),
+                IpAddr::V6(_) => IpNet::V6(ipnet::Ipv6Net::default()),
+            };
             out.push(to_outside(owner, here(), default, Some(*gw), true));
         }
     }
     let mut seen: Vec<IpNet> = Vec::new();
     for (dst, via) in &router.routes {
         let dst = dst.trunc();
-        if let (IpAddr::V4(via4), IpNet::V4(dst4)) = (via, dst)
-            && outside.iter().any(|(p, _)| p.contains(via4))
-        {
+        if dst.addr().is_ipv4() == via.is_ipv4() && outside.iter().any(|(p, _)| p.contains(via)) {
             if !seen.contains(&dst) {
                 seen.push(dst);
-                out.push(to_outside(owner, here(), dst4, Some(*via4), false));
+                out.push(to_outside(owner, here(), dst, Some(*via), false));
             }
             continue;
         }
@@ -278,55 +289,59 @@ fn router_flows(ctx: &mut Ctx<'_>, owner: &Owner, id: &str, out: &mut Vec<Flow>)
     }
 }
 
-/// The IPv4 prefixes of the router's gateway on its external network (when this chassis carries
-/// that network), each with its subnet's gateway (the default route's next hop).
-fn gateway_prefixes(ctx: &mut Ctx<'_>, router: &Router) -> Vec<(ipnet::Ipv4Net, Option<Ipv4Addr>)> {
+/// The prefixes of the router's gateway addresses on its external network, each with its
+/// subnet's gateway (the default route's next hop).
+fn gateway_prefixes(ctx: &mut Ctx<'_>, router: &Router) -> Vec<(IpNet, Option<IpAddr>)> {
     let Some(gw) = &router.gateway else {
         return Vec::new();
     };
+    // A chassis that does not reach the network still routes there: its packets may go through
+    // the chassis that hosts the gateway (IPv6, centralized SNAT).
     if ctx
         .network(&gw.network_id)
-        .is_none_or(|n| !n.external || n.physical.is_none())
-        || ctx.carried(&gw.network_id).is_none()
+        .is_none_or(|n| !n.external || n.physical.is_none() || !n.admin_up)
     {
         return Vec::new();
     }
     let subnets: Vec<_> = ctx.subnets_on(&gw.network_id).collect();
-    let mut out = Vec::new();
+    let mut out: Vec<(IpNet, Option<IpAddr>)> = Vec::new();
     for ip in &gw.ips {
-        let IpAddr::V4(ip) = ip else { continue };
         for s in &subnets {
-            if let IpNet::V4(cidr) = s.cidr
-                && cidr.contains(ip)
-                && !out.iter().any(|(p, _)| *p == cidr.trunc())
-            {
-                let gateway = match s.gateway {
-                    Some(IpAddr::V4(g)) => Some(g),
-                    _ => None,
-                };
-                out.push((cidr.trunc(), gateway));
+            let cidr = s.cidr.trunc();
+            if cidr.contains(ip) && !out.iter().any(|(p, _)| *p == cidr) {
+                let gateway = s.gateway.filter(|g| g.is_ipv4() == ip.is_ipv4());
+                out.push((cidr, gateway));
             }
         }
     }
     out
 }
 
-/// A route to the outside: TTL decremented, the next hop (`via`, or the destination itself on
-/// the external subnet) into `reg2`, on to source NAT, still in the router's context.
+/// A route to the outside: the next hop (`via`, or the destination itself on the external
+/// subnet) into `reg2` (IPv4) or `reg8`..`reg11` (IPv6), on to source NAT, still in the
+/// router's context.
 fn to_outside(
     owner: &Owner,
     here: Match,
-    dst: ipnet::Ipv4Net,
-    via: Option<Ipv4Addr>,
+    dst: IpNet,
+    via: Option<IpAddr>,
     connected: bool,
 ) -> Flow {
-    let dst = IpNet::V4(dst);
-    let next_hop = match via {
-        Some(ip) => set_field(Field::Reg(REG_NEXT_HOP), u32::from(ip).into(), 0xffff_ffff),
-        None => move_field(Field::Ipv4Dst, Field::Reg(REG_NEXT_HOP)),
-    };
+    // The TTL is decremented where the packet leaves (see the `nat` app): a packet sent to the
+    // chassis hosting the gateway is routed there again, and counts one hop in all.
     let mut ins = goto(SNAT);
-    ins.apply = vec![Action::DecTtl, next_hop];
+    match (dst, via) {
+        (IpNet::V4(_), Some(IpAddr::V4(ip))) => ins.apply.push(set_field(
+            Field::Reg(REG_NEXT_HOP),
+            u32::from(ip).into(),
+            0xffff_ffff,
+        )),
+        (IpNet::V4(_), _) => ins
+            .apply
+            .push(move_field(Field::Ipv4Dst, Field::Reg(REG_NEXT_HOP))),
+        (IpNet::V6(_), Some(IpAddr::V6(ip))) => ins.apply.extend(load_next_hop6(ip)),
+        (IpNet::V6(_), _) => ins.apply.extend(copy_next_hop6(Field::Ipv6Dst)),
+    }
     flow(
         owner,
         ROUTE,
@@ -334,52 +349,4 @@ fn to_outside(
         ip_match(here, &dst, false),
         ins,
     )
-}
-
-/// Answers an ICMP echo request to the router's address `ip` in place: addresses and MACs
-/// swapped (the MAC through the scratch registers), type echo reply, TTL 255, back out of the
-/// port it came in on.
-fn echo_reply(owner: &Owner, to_router: Match, ip: IpAddr) -> Flow {
-    let [lo, hi] = REG_SCRATCH;
-    let part = |field, ofs, n_bits| Subfield { field, ofs, n_bits };
-    let mut actions = vec![
-        Action::Move {
-            src: part(Field::EthDst, 0, 32),
-            dst: part(Field::Reg(lo), 0, 32),
-        },
-        Action::Move {
-            src: part(Field::EthDst, 32, 16),
-            dst: part(Field::Reg(hi), 0, 16),
-        },
-        move_field(Field::EthSrc, Field::EthDst),
-        Action::Move {
-            src: part(Field::Reg(lo), 0, 32),
-            dst: part(Field::EthSrc, 0, 32),
-        },
-        Action::Move {
-            src: part(Field::Reg(hi), 0, 16),
-            dst: part(Field::EthSrc, 32, 16),
-        },
-    ];
-    let m = match ip {
-        IpAddr::V4(v4) => {
-            actions.push(move_field(Field::Ipv4Src, Field::Ipv4Dst));
-            actions.push(set_field(Field::Ipv4Src, u32::from(v4).into(), 0xffff_ffff));
-            actions.push(set_field(Field::IcmpType, 0, 0xff));
-            to_router
-                .with(Field::IpProto, IPPROTO_ICMP)
-                .with(Field::IcmpType, 8)
-        }
-        IpAddr::V6(v6) => {
-            actions.push(move_field(Field::Ipv6Src, Field::Ipv6Dst));
-            actions.push(set_field(Field::Ipv6Src, u128::from(v6), u128::MAX));
-            actions.push(set_field(Field::Icmpv6Type, 129, 0xff));
-            to_router
-                .with(Field::IpProto, IPPROTO_ICMPV6)
-                .with(Field::Icmpv6Type, 128)
-        }
-    };
-    actions.push(set_field(Field::IpTtl, 255, 0xff));
-    actions.push(output(openflow::field::port::IN_PORT));
-    flow(owner, ROUTER_IN, 120, m, Instructions::apply(actions))
 }

@@ -10,8 +10,8 @@ use serde_json::Value;
 
 use crate::support::{Outcome, api, reply_ttl};
 
-/// The ICMP echo requests for `to` that cross `iface` in `host` (tagged or not) while `from`
-/// pings it, once an answer came: (source address, frame) each.
+/// The ICMP (or ICMPv6) echo requests for `to` that cross `iface` in `host` (tagged or not)
+/// while `from` pings it, once an answer came: (source address, frame) each.
 pub fn echo_requests(
     lab: &Lab,
     host: &str,
@@ -19,17 +19,23 @@ pub fn echo_requests(
     from: &str,
     to: &str,
 ) -> Result<Vec<(String, String)>, String> {
-    let filter = ["icmp", "or", "(", "vlan", "and", "icmp", ")"];
+    let filter = [
+        "icmp", "or", "icmp6", "or", "(", "vlan", "and", "(", "icmp", "or", "icmp6", ")", ")",
+    ];
     let cap = lab::Capture::start(lab.name(), host, iface, &filter).map_err(|e| e.to_string())?;
     let answered = reply_ttl(lab, from, to);
     let frames = cap.stop();
     answered?;
-    let request = format!(" > {to}: ICMP echo request");
+    let requests = [
+        format!(" > {to}: ICMP echo request"),
+        format!(" > {to}: ICMP6, echo request"),
+    ];
     let seen: Vec<(String, String)> = frames
         .iter()
         .filter_map(|f| {
-            let source = f.split(&request).next()?.rsplit(' ').next()?;
-            f.contains(&request).then(|| (source.to_owned(), f.clone()))
+            let request = requests.iter().find(|r| f.contains(r.as_str()))?;
+            let source = f.split(request.as_str()).next()?.rsplit(' ').next()?;
+            Some((source.to_owned(), f.clone()))
         })
         .collect();
     if seen.is_empty() {
