@@ -59,8 +59,8 @@ pub(crate) fn reply(result: ApiResult<Value>) -> Response {
     }
 }
 
-pub(crate) fn admin(api: &Api, headers: &HeaderMap) -> ApiResult<()> {
-    if api.ctx(headers)?.is_admin {
+pub(crate) async fn admin(api: &Api, headers: &HeaderMap) -> ApiResult<()> {
+    if api.ctx(headers).await?.is_admin {
         Ok(())
     } else {
         Err(ApiError::forbidden(
@@ -70,13 +70,13 @@ pub(crate) fn admin(api: &Api, headers: &HeaderMap) -> ApiResult<()> {
 }
 
 /// An agent's request body, once the caller is known to be allowed to write chassis state.
-fn agent_body<T: serde::de::DeserializeOwned>(
+async fn agent_body<T: serde::de::DeserializeOwned>(
     api: &Api,
     headers: &HeaderMap,
     body: &[u8],
     what: &str,
 ) -> ApiResult<T> {
-    admin(api, headers)?;
+    admin(api, headers).await?;
     serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("Malformed {what}: {e}")))
 }
@@ -106,7 +106,7 @@ pub async fn register(
 ) -> Response {
     reply(
         async {
-            let reg: Registration = agent_body(&api, &headers, &body, "chassis registration")?;
+            let reg: Registration = agent_body(&api, &headers, &body, "chassis registration").await?;
             valid_chassis_id(&id)?;
             if reg.encaps.iter().any(|e| e != "geneve" && e != "vxlan") {
                 return Err(ApiError::bad_request("encaps must be geneve and/or vxlan"));
@@ -160,7 +160,7 @@ pub async fn heartbeat(
 ) -> Response {
     reply(
         async {
-            let hb: Heartbeat = agent_body(&api, &headers, &body, "heartbeat")?;
+            let hb: Heartbeat = agent_body(&api, &headers, &body, "heartbeat").await?;
             match api.db.store.lease_keep_alive(hb.lease).await {
                 Ok(ttl) => Ok(json!({"chassis": id, "ttl_seconds": ttl.as_secs()})),
                 Err(StoreError::LeaseNotFound(_)) => Err(ApiError::not_found(
@@ -194,7 +194,7 @@ pub async fn bind(
 ) -> Response {
     reply(
         async {
-            let b: Binding = agent_body(&api, &headers, &body, "binding")?;
+            let b: Binding = agent_body(&api, &headers, &body, "binding").await?;
             valid_chassis_id(&b.chassis)?;
             let mut attempts = Attempts::new();
             loop {

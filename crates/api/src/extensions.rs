@@ -211,6 +211,12 @@ fn extensions() -> impl Iterator<Item = Value> {
         })
 }
 
+/// The alias of every extension.
+pub fn aliases() -> impl Iterator<Item = &'static str> {
+    let neutron = NEUTRON_EXTENSIONS.iter().map(|e| e.0);
+    neutron.chain(WYVERN_EXTENSIONS.iter().map(|e| e.0))
+}
+
 pub async fn list() -> Response {
     let all: Vec<Value> = extensions().collect();
     axum::Json(json!({ "extensions": all })).into_response()

@@ -102,7 +102,7 @@ pub fn prepare_create(def: &ResourceDef, ctx: &Ctx, given: Obj) -> ApiResult<Obj
                 )));
             }
             Some(v) => {
-                let v = (attr.validate)(v).map_err(|r| invalid(attr.name, r))?;
+                let v = (attr.validate.check)(v).map_err(|r| invalid(attr.name, r))?;
                 obj.insert(attr.name.to_string(), v);
             }
             None => match attr.default {
@@ -155,7 +155,7 @@ pub fn prepare_update(def: &ResourceDef, given: Obj) -> ApiResult<Obj> {
                 "Cannot update read-only attribute {name}"
             )));
         }
-        let v = (attr.validate)(&v).map_err(|r| invalid(&name, r))?;
+        let v = (attr.validate.check)(&v).map_err(|r| invalid(&name, r))?;
         out.insert(name, v);
     }
     Ok(out)

@@ -2,7 +2,8 @@
 //!
 //! Requests are routed generically by collection name; [`input`] checks bodies against the attribute
 //! maps of the `model` crate, [`query`] applies list filters, sorting and paging, and the modules under
-//! [`resources`] hold each resource's semantics. Every write is one store transaction.
+//! [`resources`] hold each resource's semantics. Every write is one store transaction. [`openapi`]
+//! describes the API from the same attribute maps, at `GET /wyvern/v1/openapi.json`.
 
 mod chassis;
 mod connections;
@@ -11,8 +12,10 @@ pub mod error;
 mod extensions;
 pub mod index;
 mod input;
+pub mod keystone;
 mod limits;
 mod metrics;
+pub mod openapi;
 pub mod query;
 pub mod quota;
 pub mod repo;
@@ -63,6 +66,8 @@ pub struct Api {
     /// The one store watch every sync watcher shares.
     watches: store::SharedWatch,
     metrics: Arc<metrics::Metrics>,
+    /// The token validator of `config.auth.keystone`.
+    keystone: Option<Arc<keystone::Keystone>>,
 }
 
 /// Serves the API on `listener` until the process ends, within `config.limits`. First brings the
@@ -97,6 +102,11 @@ impl Api {
                 store,
                 quotas: Arc::new(config.quotas.clone()),
             },
+            keystone: config
+                .auth
+                .keystone
+                .as_ref()
+                .map(|k| Arc::new(keystone::Keystone::new(k))),
             config: Arc::new(config),
             ipam_cursors: Arc::default(),
             metrics,
@@ -139,6 +149,7 @@ pub fn router(api: Api) -> Router {
             "/v2.0/{collection}/{id}/tags/{tag}",
             get(tag_get).put(tag_put).delete(tag_delete),
         )
+        .route(openapi::PATH, get(openapi::serve))
         .route("/wyvern/v1/sync/snapshot", get(sync::snapshot))
         .route("/wyvern/v1/sync/watch", get(sync::watch))
         .route(
@@ -249,8 +260,8 @@ fn check_if_match(headers: &HeaderMap, obj: &repo::Obj) -> ApiResult<()> {
 }
 
 impl Api {
-    fn ctx(&self, headers: &HeaderMap) -> ApiResult<Ctx> {
-        Ctx::from_headers(&self.config.auth, headers)
+    async fn ctx(&self, headers: &HeaderMap) -> ApiResult<Ctx> {
+        Ctx::authenticate(&self.config.auth, self.keystone.as_deref(), headers).await
     }
 
     /// An object the caller may see, or `<Kind>NotFound`.
@@ -294,6 +305,9 @@ impl Api {
 
     async fn create(&self, ctx: &Ctx, def: &ResourceDef, body: Value) -> ApiResult<Value> {
         let (items, bulk) = input::create_items(def, &body)?;
+        if ctx.read_only {
+            return Err(ApiError::policy(&format!("create_{}", def.singular)));
+        }
         // The items of a bulk request are checked and planned one at a time, letting other requests
         // run in between: a large request shares the async workers instead of holding one.
         let mut prepared = Vec::with_capacity(items.len());
@@ -389,7 +403,7 @@ async fn list(
     reply(
         async {
             let def = resource(&collection)?;
-            let ctx = api.ctx(&headers)?;
+            let ctx = api.ctx(&headers).await?;
             let q = Query::parse(q.as_deref());
             Ok((
                 StatusCode::OK,
@@ -409,7 +423,7 @@ async fn create(
     reply(
         async {
             let def = resource(&collection)?;
-            let ctx = api.ctx(&headers)?;
+            let ctx = api.ctx(&headers).await?;
             let body = parse_body(&body)?;
             Ok((StatusCode::CREATED, api.create(&ctx, def, body).await?))
         }
@@ -426,7 +440,7 @@ async fn show(
     reply(
         async {
             let def = resource(&collection)?;
-            let ctx = api.ctx(&headers)?;
+            let ctx = api.ctx(&headers).await?;
             let q = Query::parse(q.as_deref());
             Ok((StatusCode::OK, api.show(&ctx, def, &id, &q).await?))
         }
@@ -443,7 +457,7 @@ async fn update(
     reply(
         async {
             let def = resource(&collection)?;
-            let ctx = api.ctx(&headers)?;
+            let ctx = api.ctx(&headers).await?;
             let body = parse_body(&body)?;
             Ok((
                 StatusCode::OK,
@@ -462,7 +476,7 @@ async fn delete(
     reply(
         async {
             let def = resource(&collection)?;
-            let ctx = api.ctx(&headers)?;
+            let ctx = api.ctx(&headers).await?;
             api.delete(&ctx, def, &id, &headers).await?;
             Ok((StatusCode::NO_CONTENT, Value::Null))
         }
@@ -479,7 +493,7 @@ async fn sub_get(
     reply(
         async {
             let def = resource(&collection)?;
-            let ctx = api.ctx(&headers)?;
+            let ctx = api.ctx(&headers).await?;
             match action.as_str() {
                 "tags" if def.taggable => {
                     let stored = api.visible(&ctx, def, &id).await?;
@@ -508,7 +522,7 @@ async fn sub_put(
     reply(
         async {
             let def = resource(&collection)?;
-            let ctx = api.ctx(&headers)?;
+            let ctx = api.ctx(&headers).await?;
             let body = parse_body(&body)?;
             match action.as_str() {
                 "tags" if def.taggable => {
@@ -541,7 +555,7 @@ async fn sub_delete(
     reply(
         async {
             let def = resource(&collection)?;
-            let ctx = api.ctx(&headers)?;
+            let ctx = api.ctx(&headers).await?;
             match action.as_str() {
                 "tags" if def.taggable => {
                     api.change_tags(&ctx, def, &id, |_| vec![]).await?;
@@ -678,7 +692,7 @@ async fn tag_get(
     reply(
         async {
             let def = resource(&collection)?;
-            let ctx = api.ctx(&headers)?;
+            let ctx = api.ctx(&headers).await?;
             api.require_tag(&ctx, def, &id, &tag).await?;
             Ok((StatusCode::NO_CONTENT, Value::Null))
         }
@@ -694,7 +708,7 @@ async fn tag_put(
     reply(
         async {
             let def = resource(&collection)?;
-            let ctx = api.ctx(&headers)?;
+            let ctx = api.ctx(&headers).await?;
             let tag = validate_tag(&tag)?;
             api.change_tags(&ctx, def, &id, |mut t| {
                 t.push(tag.clone());
@@ -715,7 +729,7 @@ async fn tag_delete(
     reply(
         async {
             let def = resource(&collection)?;
-            let ctx = api.ctx(&headers)?;
+            let ctx = api.ctx(&headers).await?;
             api.require_tag(&ctx, def, &id, &tag).await?;
             api.change_tags(&ctx, def, &id, |t| {
                 t.into_iter().filter(|x| *x != tag).collect()

@@ -110,6 +110,7 @@ fn resource_of(path: &str) -> &'static str {
         }
         (Some("wyvern"), Some("v1"), Some("sync"), Some("snapshot")) => "sync_snapshot",
         (Some("wyvern"), Some("v1"), Some("sync"), Some("watch")) => "sync_watch",
+        (Some("wyvern"), Some("v1"), Some("openapi.json"), None) => "openapi",
         (Some("wyvern"), Some("v1"), Some("chassis"), _) => "chassis",
         (Some("wyvern"), Some("v1"), Some("ports"), _) => "port_bindings",
         (Some("healthz"), None, ..) => "healthz",
@@ -410,6 +411,7 @@ mod tests {
         assert_eq!(resource_of("/v2.0/no-such-thing/x"), "unknown");
         assert_eq!(resource_of("/wyvern/v1/sync/watch"), "sync_watch");
         assert_eq!(resource_of("/wyvern/v1/chassis/c1/heartbeat"), "chassis");
+        assert_eq!(resource_of("/wyvern/v1/openapi.json"), "openapi");
         assert_eq!(resource_of("/"), "index");
         assert_eq!(resource_of("/etc/passwd"), "unknown");
     }

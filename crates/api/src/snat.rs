@@ -37,7 +37,7 @@ pub async fn address(
 ) -> Response {
     reply(
         async {
-            admin(&api, &headers)?;
+            admin(&api, &headers).await?;
             valid_chassis_id(&chassis)?;
             let mut attempts = Attempts::new();
             loop {

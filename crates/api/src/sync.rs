@@ -115,8 +115,8 @@ fn event_json(e: &Event, value: Option<Value>) -> Value {
     }
 }
 
-fn admin(api: &Api, headers: &HeaderMap) -> ApiResult<()> {
-    if api.ctx(headers)?.is_admin {
+async fn admin(api: &Api, headers: &HeaderMap) -> ApiResult<()> {
+    if api.ctx(headers).await?.is_admin {
         Ok(())
     } else {
         Err(ApiError::forbidden("the sync API is for agents (admin)"))
@@ -130,7 +130,7 @@ pub async fn snapshot(
     RawQuery(q): RawQuery,
 ) -> Response {
     let result: ApiResult<Value> = async {
-        admin(&api, &headers)?;
+        admin(&api, &headers).await?;
         let topics = Asked::from_query(&Query::parse(q.as_deref()))?.all();
         // One range over the common prefix gives a consistent snapshot at one revision.
         let (kvs, revision) = api.db.store.range("/").await?;
@@ -162,7 +162,7 @@ fn line(v: &Value) -> Result<Bytes, Infallible> {
 /// `GET /wyvern/v1/sync/watch?after=R`.
 pub async fn watch(State(api): State<Api>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
     let setup: ApiResult<_> = async {
-        admin(&api, &headers)?;
+        admin(&api, &headers).await?;
         let q = Query::parse(q.as_deref());
         let after: u64 = q
             .first("after")

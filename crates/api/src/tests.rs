@@ -97,6 +97,7 @@ fn member(project: &str) -> Ctx {
     Ctx {
         project_id: project.to_string(),
         is_admin: false,
+        read_only: false,
     }
 }
 
@@ -104,6 +105,7 @@ fn admin(project: &str) -> Ctx {
     Ctx {
         project_id: project.to_string(),
         is_admin: true,
+        read_only: false,
     }
 }
 

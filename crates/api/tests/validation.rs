@@ -189,6 +189,28 @@ async fn ipv6_allocation_never_wraps_past_the_last_address() {
     }
 }
 
+/// Subnets at the very end of the address space: working out the default pools of
+/// `ffff:...:ffff/128` once added one past the last address, and the server panicked (the
+/// connection closed without an answer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subnets_at_the_last_address_have_their_pools() {
+    let server = support::Server::start();
+    let c = Client::new(&server);
+    let top = "ffff:ffff:ffff:ffff:ffff:ffff:ffff";
+    let last = json!([{"start": format!("{top}:ffff"), "end": format!("{top}:ffff")}]);
+    let broadcast = json!([{"start": "255.255.255.255", "end": "255.255.255.255"}]);
+    for (version, cidr, pools) in [
+        (6, format!("{top}:ffff/128"), json!([])),
+        (6, format!("{top}:fffe/127"), last),
+        (4, "255.255.255.255/32".to_string(), broadcast),
+    ] {
+        let attrs = json!({"network_id": c.network().await, "ip_version": version, "cidr": cidr,
+            "gateway_ip": null});
+        let subnet = c.create("subnets", "subnet", attrs).await;
+        assert_eq!(subnet["allocation_pools"], pools, "{cidr}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_routes_are_valid_unique_and_exact() {
     let server = support::Server::start();

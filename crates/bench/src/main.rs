@@ -26,6 +26,9 @@
 //! host's ping gets through, and new connections per second through distributed SNAT against
 //! plain routing.
 //!
+//! `soak` runs a `wyvern server` under a long mixed API load from several projects while slow
+//! sockets trickle bytes at it, and reports latency, RSS and store size (see [`soak`]).
+//!
 //! `throughput` runs iperf3 between two VMs on two chassis through the whole pipeline with
 //! security groups, then through the same switches reduced to `actions=NORMAL` (see
 //! [`throughput`]).
@@ -41,6 +44,7 @@ use tokio::sync::mpsc;
 
 mod port_add;
 mod slice;
+mod soak;
 mod throughput;
 
 #[derive(Parser)]
@@ -159,6 +163,21 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         seconds: u32,
     },
+    /// The API server under a long mixed load from several projects while slow sockets trickle
+    /// bytes at it: small GET latency, RSS and store size before and after, no 5xx.
+    Soak {
+        /// The `wyvern` binary to run as server (use a release build for figures).
+        #[arg(long, default_value = "target/release/wyvern")]
+        wyvern: std::path::PathBuf,
+        #[arg(long, default_value_t = 600)]
+        seconds: u64,
+        /// Clients, spread over three projects.
+        #[arg(long, default_value_t = 10)]
+        clients: usize,
+        /// Connections that trickle a request head one byte a second.
+        #[arg(long, default_value_t = 300)]
+        slow_sockets: usize,
+    },
     /// Open vSwitch's own cost of adding a VIF to a loaded `br-int`: insert to OpenFlow port
     /// (PORT_STATUS, OVSDB) and to a flow confirmed for it (no Wyvern parts).
     OvsPortAdd {
@@ -268,6 +287,17 @@ fn main() -> anyhow::Result<()> {
             wyvern,
             runs: runs.max(1),
             seconds: seconds.max(1),
+        }))?,
+        Command::Soak {
+            wyvern,
+            seconds,
+            clients,
+            slow_sockets,
+        } => runtime.block_on(soak::run(soak::Params {
+            wyvern,
+            seconds: seconds.max(1),
+            clients: clients.max(1),
+            slow_sockets,
         }))?,
         Command::OvsPortAdd { existing, samples } => {
             runtime.block_on(port_add::run(port_add::Params { existing, samples }))?

@@ -4,10 +4,12 @@
 //! The tables here play the role of Neutron's resource attribute maps: the API server applies them
 //! generically (unknown attributes, read-only attributes, types, defaults), and resource handlers add
 //! the semantics (IPAM, routers, ...). Objects travel as JSON objects in exactly the shape the API shows.
-//! [`quotas`] lists the resources Neutron's quotas limit, with their default limits.
+//! [`quotas`] lists the resources Neutron's quotas limit, with their default limits; [`shape`]
+//! describes what each validator accepts, for descriptions of the API.
 
 pub mod quotas;
 pub mod resources;
+pub mod shape;
 pub mod validate;
 
 pub use resources::{Attr, Default, ResourceDef, resource_by_path};

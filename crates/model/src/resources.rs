@@ -2,6 +2,7 @@
 
 use serde_json::Value;
 
+use crate::shape::Shape;
 use crate::validate::{self as v, Validator};
 
 /// Where an attribute's value comes from when a create request leaves it out.
@@ -37,6 +38,14 @@ pub struct Attr {
     pub validate: Validator,
 }
 
+/// An action on one object, `PUT /v2.0/<path>/<id>/<name>` (Neutron's `member_actions`).
+#[derive(Debug)]
+pub struct Action {
+    pub name: &'static str,
+    /// The shape of the request body.
+    pub body: Shape,
+}
+
 /// A resource kind as the API exposes it.
 #[derive(Debug)]
 pub struct ResourceDef {
@@ -54,6 +63,8 @@ pub struct ResourceDef {
     pub taggable: bool,
     /// Whether objects carry `description`.
     pub described: bool,
+    /// The actions on its objects.
+    pub actions: &'static [Action],
 }
 
 const fn attr(
@@ -81,7 +92,7 @@ const fn create_only(name: &'static str, default: Default, validate: Validator) 
 }
 /// Read-only, computed by the server.
 const fn computed(name: &'static str) -> Attr {
-    attr(name, false, false, Default::Computed, v::any)
+    attr(name, false, false, Default::Computed, v::ANY)
 }
 
 use self::Default::{Computed, Json, Required};
@@ -89,17 +100,17 @@ use self::Default::{Computed, Json, Required};
 /// Attributes every resource has.
 pub const STANDARD: &[Attr] = &[
     computed("id"),
-    create_only("tenant_id", Computed, v::project_id),
-    create_only("project_id", Computed, v::project_id),
+    create_only("tenant_id", Computed, v::PROJECT_ID),
+    create_only("project_id", Computed, v::PROJECT_ID),
     computed("created_at"),
     computed("updated_at"),
     computed("revision_number"),
 ];
 /// The `description` attribute, on resources that have one.
-pub const DESCRIPTION: Attr = rw("description", Json("\"\""), v::description);
+pub const DESCRIPTION: Attr = rw("description", Json("\"\""), v::DESCRIPTION);
 /// The `tags` attribute: shown on every taggable object, changed only through the tags sub-resource (as
 /// in a Neutron without `tag-ports-during-bulk-creation`, a create body may not carry tags).
-pub const TAGS: Attr = attr("tags", false, false, Json("[]"), v::string_list);
+pub const TAGS: Attr = attr("tags", false, false, Json("[]"), v::STRING_LIST);
 
 pub static NETWORK: ResourceDef = ResourceDef {
     singular: "network",
@@ -108,19 +119,20 @@ pub static NETWORK: ResourceDef = ResourceDef {
     error_name: "Network",
     taggable: true,
     described: true,
+    actions: &[],
     attrs: &[
-        rw("name", Json("\"\""), v::name),
-        rw("admin_state_up", Json("true"), v::boolean),
+        rw("name", Json("\"\""), v::NAME),
+        rw("admin_state_up", Json("true"), v::BOOLEAN),
         computed("status"),
         computed("subnets"),
-        rw("shared", Json("false"), v::boolean),
-        rw("mtu", Computed, v::mtu_or_null),
-        rw("router:external", Json("false"), v::boolean),
-        rw("port_security_enabled", Json("true"), v::boolean),
-        create_only("provider:network_type", Computed, v::network_type),
-        create_only("provider:physical_network", Computed, v::physical_network),
-        create_only("provider:segmentation_id", Computed, v::int_or_null),
-        create_only("availability_zone_hints", Json("[]"), v::string_list),
+        rw("shared", Json("false"), v::BOOLEAN),
+        rw("mtu", Computed, v::MTU_OR_NULL),
+        rw("router:external", Json("false"), v::BOOLEAN),
+        rw("port_security_enabled", Json("true"), v::BOOLEAN),
+        create_only("provider:network_type", Computed, v::NETWORK_TYPE),
+        create_only("provider:physical_network", Computed, v::PHYSICAL_NETWORK),
+        create_only("provider:segmentation_id", Computed, v::INT_OR_NULL),
+        create_only("availability_zone_hints", Json("[]"), v::STRING_LIST),
         computed("availability_zones"),
         computed("ipv4_address_scope"),
         computed("ipv6_address_scope"),
@@ -135,20 +147,21 @@ pub static SUBNET: ResourceDef = ResourceDef {
     error_name: "Subnet",
     taggable: true,
     described: true,
+    actions: &[],
     attrs: &[
-        rw("name", Json("\"\""), v::name),
-        create_only("network_id", Required, v::uuid),
-        create_only("ip_version", Required, v::ip_version),
-        create_only("cidr", Computed, v::cidr),
-        create_only("subnetpool_id", Computed, v::uuid_or_null),
-        rw("gateway_ip", Computed, v::ip_or_null),
-        rw("allocation_pools", Computed, v::list),
-        rw("dns_nameservers", Json("[]"), v::list),
-        rw("host_routes", Json("[]"), v::list),
-        rw("enable_dhcp", Json("true"), v::boolean),
-        create_only("ipv6_ra_mode", Json("null"), v::ipv6_mode),
-        create_only("ipv6_address_mode", Json("null"), v::ipv6_mode),
-        rw("service_types", Json("[]"), v::string_list),
+        rw("name", Json("\"\""), v::NAME),
+        create_only("network_id", Required, v::UUID),
+        create_only("ip_version", Required, v::IP_VERSION),
+        create_only("cidr", Computed, v::CIDR),
+        create_only("subnetpool_id", Computed, v::UUID_OR_NULL),
+        rw("gateway_ip", Computed, v::IP_OR_NULL),
+        rw("allocation_pools", Computed, v::ALLOCATION_POOLS),
+        rw("dns_nameservers", Json("[]"), v::NAMESERVERS),
+        rw("host_routes", Json("[]"), v::ROUTES),
+        rw("enable_dhcp", Json("true"), v::BOOLEAN),
+        create_only("ipv6_ra_mode", Json("null"), v::IPV6_MODE),
+        create_only("ipv6_address_mode", Json("null"), v::IPV6_MODE),
+        rw("service_types", Json("[]"), v::STRING_LIST),
         computed("router:external"),
     ],
 };
@@ -160,22 +173,23 @@ pub static PORT: ResourceDef = ResourceDef {
     error_name: "Port",
     taggable: true,
     described: true,
+    actions: &[],
     attrs: &[
-        rw("name", Json("\"\""), v::name),
-        create_only("network_id", Required, v::uuid),
-        rw("admin_state_up", Json("true"), v::boolean),
-        rw("mac_address", Computed, v::mac),
-        rw("fixed_ips", Computed, v::list),
-        rw("device_id", Json("\"\""), v::name),
-        rw("device_owner", Json("\"\""), v::name),
+        rw("name", Json("\"\""), v::NAME),
+        create_only("network_id", Required, v::UUID),
+        rw("admin_state_up", Json("true"), v::BOOLEAN),
+        rw("mac_address", Computed, v::MAC),
+        rw("fixed_ips", Computed, v::FIXED_IPS),
+        rw("device_id", Json("\"\""), v::NAME),
+        rw("device_owner", Json("\"\""), v::NAME),
         computed("status"),
-        rw("allowed_address_pairs", Json("[]"), v::list),
-        rw("extra_dhcp_opts", Json("[]"), v::list),
-        rw("security_groups", Computed, v::uuid_list),
-        rw("port_security_enabled", Computed, v::boolean),
-        rw("binding:host_id", Json("\"\""), v::name),
-        rw("binding:profile", Json("{}"), v::dict_or_null),
-        rw("binding:vnic_type", Json("\"normal\""), v::vnic_type),
+        rw("allowed_address_pairs", Json("[]"), v::ADDRESS_PAIRS),
+        rw("extra_dhcp_opts", Json("[]"), v::DHCP_OPTIONS),
+        rw("security_groups", Computed, v::UUID_LIST),
+        rw("port_security_enabled", Computed, v::BOOLEAN),
+        rw("binding:host_id", Json("\"\""), v::NAME),
+        rw("binding:profile", Json("{}"), v::DICT_OR_NULL),
+        rw("binding:vnic_type", Json("\"normal\""), v::VNIC_TYPE),
         computed("binding:vif_type"),
         computed("binding:vif_details"),
     ],
@@ -188,9 +202,10 @@ pub static SECURITY_GROUP: ResourceDef = ResourceDef {
     error_name: "SecurityGroup",
     taggable: true,
     described: true,
+    actions: &[],
     attrs: &[
-        rw("name", Json("\"\""), v::group_name),
-        rw("stateful", Json("true"), v::boolean),
+        rw("name", Json("\"\""), v::GROUP_NAME),
+        rw("stateful", Json("true"), v::BOOLEAN),
         computed("shared"),
         computed("security_group_rules"),
     ],
@@ -203,21 +218,25 @@ pub static SECURITY_GROUP_RULE: ResourceDef = ResourceDef {
     error_name: "SecurityGroupRule",
     taggable: false,
     described: true,
+    actions: &[],
     attrs: &[
-        create_only("security_group_id", Required, v::uuid),
-        create_only("direction", Required, v::direction),
-        create_only("ethertype", Json("\"IPv4\""), v::ethertype),
-        create_only("protocol", Json("null"), v::protocol),
-        create_only("port_range_min", Json("null"), v::port_number_or_null),
-        create_only("port_range_max", Json("null"), v::port_number_or_null),
-        create_only("remote_ip_prefix", Json("null"), v::prefix_or_null),
-        create_only("remote_group_id", Json("null"), v::uuid_or_null),
+        create_only("security_group_id", Required, v::UUID),
+        create_only("direction", Required, v::DIRECTION),
+        create_only("ethertype", Json("\"IPv4\""), v::ETHERTYPE),
+        create_only("protocol", Json("null"), v::PROTOCOL),
+        create_only("port_range_min", Json("null"), v::PORT_NUMBER_OR_NULL),
+        create_only("port_range_max", Json("null"), v::PORT_NUMBER_OR_NULL),
+        create_only("remote_ip_prefix", Json("null"), v::PREFIX_OR_NULL),
+        create_only("remote_group_id", Json("null"), v::UUID_OR_NULL),
         // Neutron does not validate it: an unknown value is an address group not found (404).
-        create_only("remote_address_group_id", Json("null"), v::string_or_null),
+        create_only("remote_address_group_id", Json("null"), v::STRING_OR_NULL),
         computed("normalized_cidr"),
         computed("belongs_to_default_sg"),
     ],
 };
+
+/// The body of `add_addresses` and `remove_addresses`.
+const ADDRESSES: Shape = Shape::Object(&[("addresses", Shape::ListOf(&Shape::CIDR))]);
 
 /// An address group: a named set of CIDRs that security group rules refer to
 /// (`remote_address_group_id`). Its addresses change through the `add_addresses` and
@@ -229,11 +248,24 @@ pub static ADDRESS_GROUP: ResourceDef = ResourceDef {
     error_name: "AddressGroup",
     taggable: false,
     described: true,
+    actions: &[
+        Action {
+            name: "add_addresses",
+            body: ADDRESSES,
+        },
+        Action {
+            name: "remove_addresses",
+            body: ADDRESSES,
+        },
+    ],
     attrs: &[
-        rw("name", Json("\"\""), v::name),
-        create_only("addresses", Json("[]"), v::subnet_list),
+        rw("name", Json("\"\""), v::NAME),
+        create_only("addresses", Json("[]"), v::SUBNET_LIST),
     ],
 };
+
+/// The body of `add_router_interface` and `remove_router_interface`: a subnet or a port.
+const INTERFACE: Shape = Shape::Object(&[("subnet_id", Shape::UUID), ("port_id", Shape::UUID)]);
 
 pub static ROUTER: ResourceDef = ResourceDef {
     singular: "router",
@@ -242,19 +274,29 @@ pub static ROUTER: ResourceDef = ResourceDef {
     error_name: "Router",
     taggable: true,
     described: true,
+    actions: &[
+        Action {
+            name: "add_router_interface",
+            body: INTERFACE,
+        },
+        Action {
+            name: "remove_router_interface",
+            body: INTERFACE,
+        },
+    ],
     attrs: &[
-        rw("name", Json("\"\""), v::name),
-        rw("admin_state_up", Json("true"), v::boolean),
+        rw("name", Json("\"\""), v::NAME),
+        rw("admin_state_up", Json("true"), v::BOOLEAN),
         computed("status"),
-        rw("external_gateway_info", Json("null"), v::dict_or_null),
-        rw("routes", Json("[]"), v::list),
-        create_only("availability_zone_hints", Json("[]"), v::string_list),
+        rw("external_gateway_info", Json("null"), v::GATEWAY_INFO),
+        rw("routes", Json("[]"), v::ROUTES),
+        create_only("availability_zone_hints", Json("[]"), v::STRING_LIST),
         computed("availability_zones"),
-        create_only("flavor_id", Json("null"), v::uuid_or_null),
+        create_only("flavor_id", Json("null"), v::UUID_OR_NULL),
         computed("distributed"),
         computed("ha"),
         // Wyvern's `snat-mode` extension: how ports without a floating IP reach the outside.
-        rw("snat_mode", Json("\"distributed\""), v::snat_mode),
+        rw("snat_mode", Json("\"distributed\""), v::SNAT_MODE),
     ],
 };
 
@@ -265,12 +307,13 @@ pub static FLOATING_IP: ResourceDef = ResourceDef {
     error_name: "FloatingIP",
     taggable: true,
     described: true,
+    actions: &[],
     attrs: &[
-        create_only("floating_network_id", Required, v::uuid),
-        create_only("floating_ip_address", Computed, v::ip),
-        create_only("subnet_id", Json("null"), v::uuid_or_null),
-        rw("port_id", Json("null"), v::uuid_or_null),
-        rw("fixed_ip_address", Json("null"), v::ip_or_null),
+        create_only("floating_network_id", Required, v::UUID),
+        create_only("floating_ip_address", Computed, v::IP),
+        create_only("subnet_id", Json("null"), v::UUID_OR_NULL),
+        rw("port_id", Json("null"), v::UUID_OR_NULL),
+        rw("fixed_ip_address", Json("null"), v::IP_OR_NULL),
         computed("router_id"),
         computed("status"),
         computed("port_details"),
@@ -306,5 +349,92 @@ impl ResourceDef {
 
     pub fn attr(&self, name: &str) -> Option<&Attr> {
         self.all_attrs().find(|a| a.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::shape::Format;
+
+    /// Values of `shape`: one per enumerated value and per alternative.
+    fn samples(shape: &Shape) -> Vec<Value> {
+        match shape {
+            Shape::Any => vec![Value::Null],
+            Shape::Boolean => vec![json!(true), json!(false)],
+            Shape::Text(_) => vec![json!("x")],
+            Shape::Formatted(Format::Uuid) => vec![json!("6f1b0c1e-2a3b-4c5d-8e9f-0a1b2c3d4e5f")],
+            Shape::Formatted(Format::IpAddress) => vec![json!("10.0.0.1"), json!("2001:db8::1")],
+            Shape::Formatted(Format::Cidr) => vec![json!("10.0.0.0/24"), json!("2001:db8::/64")],
+            Shape::Formatted(Format::MacAddress) => vec![json!("fa:16:3e:00:00:01")],
+            Shape::OneOf(names) => names.iter().map(|n| json!(n)).collect(),
+            Shape::Integer { min, max } => [*min, *max, Some(min.unwrap_or(0))]
+                .into_iter()
+                .flatten()
+                .map(|n| json!(n))
+                .collect(),
+            Shape::IntegerOneOf(values) => values.iter().map(|n| json!(n)).collect(),
+            Shape::Either(shapes) => shapes.iter().flat_map(samples).collect(),
+            Shape::ListOf(item) => samples(item).into_iter().map(|v| json!([v])).collect(),
+            Shape::Dict => vec![json!({})],
+            Shape::Object(fields) => {
+                let first = |shape| samples(shape).swap_remove(0);
+                let obj: serde_json::Map<String, Value> = fields
+                    .iter()
+                    .map(|(name, shape)| (name.to_string(), first(shape)))
+                    .collect();
+                vec![Value::Object(obj)]
+            }
+            Shape::OrNull(shape) => [Value::Null].into_iter().chain(samples(shape)).collect(),
+        }
+    }
+
+    /// Values just outside `shape`, where its check alone decides (not the items of a list, whose
+    /// checks the resource handlers make).
+    fn outside(shape: &Shape) -> Vec<Value> {
+        match shape {
+            Shape::Text(Some(max)) => vec![json!("x".repeat(max + 1))],
+            Shape::OneOf(_) => vec![json!("no-such-value")],
+            Shape::Integer { min, max } => [min.map(|n| n - 1), max.map(|n| n + 1)]
+                .into_iter()
+                .flatten()
+                .map(|n| json!(n))
+                .collect(),
+            Shape::IntegerOneOf(_) => vec![json!(5)],
+            Shape::Formatted(_) => vec![json!("no-such-value")],
+            Shape::OrNull(shape) => outside(shape),
+            _ => vec![],
+        }
+    }
+
+    /// What a description of the API says of an attribute is what its check accepts.
+    #[test]
+    fn shapes_agree_with_checks() {
+        for def in ALL {
+            for attr in def.all_attrs() {
+                let Validator { check, shape } = attr.validate;
+                for value in samples(&shape) {
+                    assert!(
+                        check(&value).is_ok(),
+                        "{}.{}: {value}",
+                        def.singular,
+                        attr.name
+                    );
+                }
+                for value in outside(&shape) {
+                    assert!(
+                        check(&value).is_err(),
+                        "{}.{}: {value}",
+                        def.singular,
+                        attr.name
+                    );
+                }
+            }
+            for action in def.actions {
+                assert!(matches!(action.body, Shape::Object(_)), "{}", action.name);
+            }
+        }
     }
 }

@@ -5,6 +5,9 @@
 //! *converter* gives `InvalidInput` "Invalid input for operation: ...", and some converters raise an
 //! error type of their own (`SecurityGroupRuleInvalidProtocol`, ...). [`Refusal`] keeps that distinction
 //! so the API can answer with the same type.
+//!
+//! The attribute maps use the [`Validator`]s at the end of this module: each pairs a check with the
+//! [`Shape`] of the values it accepts, which the API's description shows.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -12,6 +15,8 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use serde_json::Value;
+
+use crate::shape::Shape;
 
 /// Why a value was refused, and how Neutron reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,8 +39,20 @@ impl fmt::Display for Refusal {
     }
 }
 
-/// A validator takes the value a client sent and returns the value to store, or why it is refused.
-pub type Validator = fn(&Value) -> Result<Value, Refusal>;
+/// A check takes the value a client sent and returns the value to store, or why it is refused.
+pub type Check = fn(&Value) -> Result<Value, Refusal>;
+
+/// The validator of an attribute: its check, and the [`Shape`] of the values the check accepts. The
+/// attribute maps use the validators at the end of this module.
+#[derive(Debug, Clone, Copy)]
+pub struct Validator {
+    pub check: Check,
+    pub shape: Shape,
+}
+
+const fn validator(check: Check, shape: Shape) -> Validator {
+    Validator { check, shape }
+}
 
 fn invalid(why: String) -> Refusal {
     Refusal::Invalid(why)
@@ -447,13 +464,22 @@ fn one_of_or_null(v: &Value, allowed: &[&str]) -> Result<Value, Refusal> {
     }
 }
 
+/// A subnet's IPv6 modes (`ipv6_ra_mode`, `ipv6_address_mode`).
+pub const IPV6_MODES: &[&str] = &["dhcpv6-stateful", "dhcpv6-stateless", "slaac"];
+
 pub fn ipv6_mode(v: &Value) -> Result<Value, Refusal> {
-    one_of_or_null(v, &["dhcpv6-stateful", "dhcpv6-stateless", "slaac"])
+    one_of_or_null(v, IPV6_MODES)
 }
 
+/// A security group rule's directions.
+pub const DIRECTIONS: &[&str] = &["ingress", "egress"];
+
 pub fn direction(v: &Value) -> Result<Value, Refusal> {
-    one_of(v, &["ingress", "egress"])
+    one_of(v, DIRECTIONS)
 }
+
+/// A security group rule's ethertypes, as shown (any case is accepted).
+pub const ETHERTYPES: &[&str] = &["IPv4", "IPv6"];
 
 pub fn ethertype(v: &Value) -> Result<Value, Refusal> {
     match v {
@@ -470,33 +496,39 @@ pub fn ethertype(v: &Value) -> Result<Value, Refusal> {
     }
 }
 
+/// A port's VNIC types (`binding:vnic_type`).
+pub const VNIC_TYPES: &[&str] = &[
+    "normal",
+    "direct",
+    "macvtap",
+    "baremetal",
+    "direct-physical",
+    "virtio-forwarder",
+    "smart-nic",
+    "vdpa",
+    "remote-managed",
+];
+
 pub fn vnic_type(v: &Value) -> Result<Value, Refusal> {
-    one_of(
-        v,
-        &[
-            "normal",
-            "direct",
-            "macvtap",
-            "baremetal",
-            "direct-physical",
-            "virtio-forwarder",
-            "smart-nic",
-            "vdpa",
-            "remote-managed",
-        ],
-    )
+    one_of(v, VNIC_TYPES)
 }
+
+/// A router's SNAT modes, see [`snat_mode`].
+pub const SNAT_MODES: &[&str] = &["distributed", "centralized"];
 
 /// A router's SNAT mode (Wyvern's `snat-mode` extension): `distributed`, every chassis translating
 /// its own ports' connections to its own address, or `centralized`, through the router's gateway
 /// address on one gateway chassis.
 pub fn snat_mode(v: &Value) -> Result<Value, Refusal> {
-    one_of(v, &["distributed", "centralized"])
+    one_of(v, SNAT_MODES)
 }
+
+/// The provider network types Wyvern supports.
+pub const NETWORK_TYPES: &[&str] = &["flat", "vlan", "vxlan", "geneve", "local"];
 
 /// A provider network type Wyvern supports (the ML2 type drivers answer `InvalidInput` for others).
 pub fn network_type(v: &Value) -> Result<Value, Refusal> {
-    one_of_or_null(v, &["flat", "vlan", "vxlan", "geneve", "local"]).map_err(|_| {
+    one_of_or_null(v, NETWORK_TYPES).map_err(|_| {
         Refusal::Unconvertible(format!("network_type value '{}' not supported", show(v)))
     })
 }
@@ -585,6 +617,137 @@ pub fn mtu_or_null(v: &Value) -> Result<Value, Refusal> {
         ))),
     }
 }
+
+/// The names of [`PROTOCOLS`].
+const PROTOCOL_NAMES: [&str; PROTOCOLS.len()] = {
+    let mut names = [""; PROTOCOLS.len()];
+    let mut i = 0;
+    while i < PROTOCOLS.len() {
+        names[i] = PROTOCOLS[i].0;
+        i += 1;
+    }
+    names
+};
+
+// The validators of the attribute maps.
+
+/// One of a port's `fixed_ips`.
+const FIXED_IP_SHAPE: Shape = Shape::Object(&[
+    ("subnet_id", Shape::UUID),
+    ("ip_address", Shape::IP_ADDRESS),
+]);
+
+pub const ANY: Validator = validator(any, Shape::Any);
+pub const NAME: Validator = validator(name, Shape::Text(Some(255)));
+pub const GROUP_NAME: Validator = validator(group_name, Shape::Text(Some(255)));
+pub const DESCRIPTION: Validator = validator(description, Shape::Text(Some(255)));
+pub const PROJECT_ID: Validator = validator(project_id, Shape::Text(Some(255)));
+pub const PHYSICAL_NETWORK: Validator = validator(physical_network, Shape::Text(Some(64)));
+pub const STRING_OR_NULL: Validator = validator(string_or_null, Shape::OrNull(&Shape::Text(None)));
+pub const STRING_LIST: Validator = validator(string_list, Shape::ListOf(&Shape::Text(Some(255))));
+pub const BOOLEAN: Validator = validator(boolean, Shape::Boolean);
+pub const UUID: Validator = validator(uuid, Shape::UUID);
+pub const UUID_OR_NULL: Validator = validator(uuid_or_null, Shape::OrNull(&Shape::UUID));
+pub const UUID_LIST: Validator = validator(uuid_list, Shape::ListOf(&Shape::UUID));
+pub const IP: Validator = validator(ip, Shape::IP_ADDRESS);
+pub const IP_OR_NULL: Validator = validator(ip_or_null, Shape::OrNull(&Shape::IP_ADDRESS));
+pub const CIDR: Validator = validator(cidr, Shape::CIDR);
+pub const PREFIX_OR_NULL: Validator = validator(prefix_or_null, Shape::OrNull(&Shape::CIDR));
+pub const SUBNET_LIST: Validator = validator(subnet_list, Shape::ListOf(&Shape::CIDR));
+pub const MAC: Validator = validator(mac, Shape::MAC_ADDRESS);
+pub const DICT_OR_NULL: Validator = validator(dict_or_null, Shape::OrNull(&Shape::Dict));
+pub const INT_OR_NULL: Validator = validator(
+    int_or_null,
+    Shape::OrNull(&Shape::Integer {
+        min: None,
+        max: None,
+    }),
+);
+pub const MTU_OR_NULL: Validator = validator(
+    mtu_or_null,
+    Shape::OrNull(&Shape::Integer {
+        min: Some(68),
+        max: None,
+    }),
+);
+pub const PORT_NUMBER_OR_NULL: Validator = validator(
+    port_number_or_null,
+    Shape::OrNull(&Shape::Integer {
+        min: Some(0),
+        max: Some(65535),
+    }),
+);
+pub const IP_VERSION: Validator = validator(ip_version, Shape::IntegerOneOf(&[4, 6]));
+pub const IPV6_MODE: Validator = validator(ipv6_mode, Shape::OrNull(&Shape::OneOf(IPV6_MODES)));
+pub const DIRECTION: Validator = validator(direction, Shape::OneOf(DIRECTIONS));
+pub const ETHERTYPE: Validator = validator(ethertype, Shape::OneOf(ETHERTYPES));
+pub const VNIC_TYPE: Validator = validator(vnic_type, Shape::OneOf(VNIC_TYPES));
+pub const SNAT_MODE: Validator = validator(snat_mode, Shape::OneOf(SNAT_MODES));
+pub const NETWORK_TYPE: Validator =
+    validator(network_type, Shape::OrNull(&Shape::OneOf(NETWORK_TYPES)));
+pub const PROTOCOL: Validator = validator(
+    protocol,
+    Shape::OrNull(&Shape::Either(&[
+        Shape::OneOf(&PROTOCOL_NAMES),
+        Shape::Integer {
+            min: Some(0),
+            max: Some(255),
+        },
+    ])),
+);
+
+// Lists whose items the resource handlers check: their validators check only that they are lists,
+// their shapes tell what the items look like.
+
+/// A port's `fixed_ips`.
+pub const FIXED_IPS: Validator = validator(list, Shape::ListOf(&FIXED_IP_SHAPE));
+/// A subnet's `allocation_pools`.
+pub const ALLOCATION_POOLS: Validator = validator(
+    list,
+    Shape::ListOf(&Shape::Object(&[
+        ("start", Shape::IP_ADDRESS),
+        ("end", Shape::IP_ADDRESS),
+    ])),
+);
+/// A subnet's `host_routes` and a router's `routes`.
+pub const ROUTES: Validator = validator(
+    list,
+    Shape::ListOf(&Shape::Object(&[
+        ("destination", Shape::CIDR),
+        ("nexthop", Shape::IP_ADDRESS),
+    ])),
+);
+/// A subnet's `dns_nameservers`.
+pub const NAMESERVERS: Validator = validator(list, Shape::ListOf(&Shape::IP_ADDRESS));
+/// A port's `allowed_address_pairs`.
+pub const ADDRESS_PAIRS: Validator = validator(
+    list,
+    Shape::ListOf(&Shape::Object(&[
+        (
+            "ip_address",
+            Shape::Either(&[Shape::IP_ADDRESS, Shape::CIDR]),
+        ),
+        ("mac_address", Shape::MAC_ADDRESS),
+    ])),
+);
+/// A port's `extra_dhcp_opts`.
+pub const DHCP_OPTIONS: Validator = validator(
+    list,
+    Shape::ListOf(&Shape::Object(&[
+        ("opt_name", Shape::Text(Some(255))),
+        ("opt_value", Shape::OrNull(&Shape::Text(Some(255)))),
+        ("ip_version", Shape::IntegerOneOf(&[4, 6])),
+    ])),
+);
+/// A router's `external_gateway_info`.
+pub const GATEWAY_INFO: Validator = validator(
+    dict_or_null,
+    Shape::OrNull(&Shape::Object(&[
+        ("network_id", Shape::UUID),
+        ("enable_snat", Shape::Boolean),
+        ("external_fixed_ips", Shape::ListOf(&FIXED_IP_SHAPE)),
+    ])),
+);
 
 #[cfg(test)]
 mod tests {

@@ -28,7 +28,7 @@ enum Command {
         #[arg(long, default_value = "embedded:wyvern.redb")]
         store: String,
         /// Server configuration file (JSON): `{"auth": {"tokens": {"TOKEN": {"project_id": "...",
-        /// "roles": ["admin"]}}}}`.
+        /// "roles": ["admin"]}}, "keystone": {"url": "http://HOST:5000/v3", "cache_seconds": 60}}}`.
         #[arg(long)]
         config: Option<PathBuf>,
     },

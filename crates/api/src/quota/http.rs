@@ -36,7 +36,7 @@ fn may_read(ctx: &Ctx, project: &str) -> bool {
 pub async fn list(State(api): State<Api>, headers: HeaderMap) -> Response {
     reply(
         async {
-            let ctx = api.ctx(&headers)?;
+            let ctx = api.ctx(&headers).await?;
             if !ctx.is_admin {
                 return Err(ApiError::policy("get_quota"));
             }
@@ -79,7 +79,7 @@ pub async fn show(
 ) -> Response {
     reply(
         async {
-            let ctx = api.ctx(&headers)?;
+            let ctx = api.ctx(&headers).await?;
             if let "project" | "tenant" = project.as_str() {
                 let id = format!("{project}_id");
                 return Ok((StatusCode::OK, json!({ project: { id: ctx.project_id } })));
@@ -102,7 +102,7 @@ pub async fn action(
 ) -> Response {
     reply(
         async {
-            let ctx = api.ctx(&headers)?;
+            let ctx = api.ctx(&headers).await?;
             let quota = match action.as_str() {
                 "details" => details(&api, &ctx, &project).await?,
                 "default" if may_read(&ctx, &project) => {
@@ -155,7 +155,7 @@ pub async fn update(
 ) -> Response {
     reply(
         async {
-            let ctx = api.ctx(&headers)?;
+            let ctx = api.ctx(&headers).await?;
             if !ctx.is_admin {
                 return Err(ApiError::policy("update_quota"));
             }
@@ -264,7 +264,7 @@ pub async fn delete(
 ) -> Response {
     reply(
         async {
-            let ctx = api.ctx(&headers)?;
+            let ctx = api.ctx(&headers).await?;
             if !ctx.is_admin {
                 return Err(ApiError::policy("delete_quota"));
             }

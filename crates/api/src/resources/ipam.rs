@@ -88,20 +88,15 @@ pub fn pools(subnet: &Obj) -> Vec<(u128, u128)> {
 }
 
 /// The usable host range of a CIDR: IPv4 leaves out the network and broadcast addresses (for prefixes
-/// up to /30), IPv6 the subnet-router anycast address.
+/// up to /30), IPv6 the subnet-router anycast address (a /128 has none). No sum passes the last
+/// address (`ffff:...:ffff/128` is a CIDR too).
 pub fn host_range(net: &IpNet) -> Option<(u128, u128)> {
     let first = to_u128(net.network());
     let last = to_u128(net.broadcast());
     match net {
         IpNet::V4(n) if n.prefix_len() >= 31 => Some((first, last)),
-        _ if last > first + 1 || matches!(net, IpNet::V6(_)) && last > first => {
-            let end = if matches!(net, IpNet::V4(_)) {
-                last - 1
-            } else {
-                last
-            };
-            Some((first + 1, end))
-        }
+        IpNet::V4(_) if last - first > 1 => Some((first + 1, last - 1)),
+        IpNet::V6(_) if last > first => Some((first + 1, last)),
         _ => None,
     }
 }
@@ -291,6 +286,23 @@ mod tests {
             pools,
             vec![json!({"start": "2001:db8::2", "end": "2001:db8::ffff:ffff:ffff:ffff"})]
         );
+    }
+
+    #[test]
+    fn host_ranges_end_at_the_last_address() {
+        let range = |cidr: &str| host_range(&cidr.parse().unwrap());
+        assert_eq!(range("10.0.0.0/30"), Some((0x0a00_0001, 0x0a00_0002)));
+        assert_eq!(range("10.0.0.4/31"), Some((0x0a00_0004, 0x0a00_0005)));
+        assert_eq!(
+            range("255.255.255.255/32"),
+            Some((0xffff_ffff, 0xffff_ffff))
+        );
+        assert_eq!(
+            range("ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe/127"),
+            Some((u128::MAX, u128::MAX))
+        );
+        assert_eq!(range("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128"), None);
+        assert_eq!(range("2001:db8::1/128"), None);
     }
 
     #[test]

@@ -75,9 +75,10 @@ pub async fn can_see(api: &Api, ctx: &Ctx, def: &ResourceDef, obj: &Obj) -> ApiR
     Ok(false)
 }
 
-/// Changing (`action` "update") or deleting needs ownership; seeing a shared object is not enough.
+/// Changing (`action` "update") or deleting needs ownership, and a role that may write; seeing a
+/// shared object is not enough.
 pub fn check_owner(ctx: &Ctx, def: &ResourceDef, obj: &Obj, action: &str) -> ApiResult<()> {
-    if ctx.owns(obj) {
+    if ctx.owns(obj) && !ctx.read_only {
         Ok(())
     } else {
         Err(ApiError::policy(&format!("{action}_{}", def.singular)))
@@ -331,6 +332,7 @@ pub(crate) async fn plan_internal_port(api: &Api, body: Obj, plan: &mut Plan) ->
     let admin = Ctx {
         project_id: String::new(),
         is_admin: true,
+        read_only: false,
     };
     let obj = input::prepare_create(&PORT, &admin, body)?;
     ports::plan_create(api, &admin, ports::Requester::Service, obj, plan).await

@@ -381,6 +381,7 @@ mod tests {
         let admin = Ctx {
             project_id: "admin".into(),
             is_admin: true,
+            read_only: false,
         };
         api.ipam_cursors.set_past(TUNNEL_IDS.cursor, 0xff_bffe);
         let mut vnis = Vec::new();

@@ -49,6 +49,7 @@ pub async fn ensure_default(api: &Api, project: &str) -> ApiResult<()> {
     let admin = Ctx {
         project_id: project.to_string(),
         is_admin: true,
+        read_only: false,
     };
     let body = json!({"description": "Default security group"});
     let mut sg = crate::input::prepare_create(

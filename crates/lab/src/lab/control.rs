@@ -105,7 +105,11 @@ impl Lab {
                 // The command line must name the state directory (that is how `down` finds
                 // the process), also with an etcd store: the configuration file there does.
                 let config = self.dir.join("server.json");
-                std::fs::write(&config, unlimited_quotas().to_string())
+                // Written aside and renamed: another server starting meanwhile reads the whole
+                // file, never a truncated one.
+                let aside = self.dir.join(format!("server.json.{i}"));
+                std::fs::write(&aside, unlimited_quotas().to_string())
+                    .and_then(|()| std::fs::rename(&aside, &config))
                     .map_err(io(format!("write {}", config.display())))?;
                 let config = config.display().to_string();
                 let store = self.store_spec();

@@ -13,7 +13,16 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// `wyvern server` on `store` (`embedded:PATH`), on a free loopback port, with `extra`
     /// arguments.
+    #[allow(
+        dead_code,
+        reason = "the tests that read the server's log start it otherwise"
+    )]
     pub fn start(store: &str, extra: &[&str]) -> Self {
+        Self::start_logging(store, extra, Stdio::null())
+    }
+
+    /// Like [`ServerProcess::start`], the server's log (its standard error) going to `log`.
+    pub fn start_logging(store: &str, extra: &[&str], log: impl Into<Stdio>) -> Self {
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_wyvern"))
             .args([
@@ -25,7 +34,7 @@ impl ServerProcess {
             ])
             .args(extra)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("start wyvern server");
         Self {
@@ -46,6 +55,18 @@ impl ServerProcess {
         panic!("server did not come up");
     }
 
+    /// The server's process id.
+    #[allow(dead_code, reason = "only the tests that watch the process read it")]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the process still runs.
+    #[allow(dead_code, reason = "only the tests that watch the process ask")]
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// Kills the server with SIGKILL.
     pub fn kill9(&mut self) {
         // SIGKILL by PID: no chance to flush anything.
@@ -60,7 +81,8 @@ impl Drop for ServerProcess {
     }
 }
 
-fn free_port() -> u16 {
+/// A loopback TCP port that was free a moment ago.
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
