@@ -3,7 +3,8 @@
 //! Requests are routed generically by collection name; [`input`] checks bodies against the attribute
 //! maps of the `model` crate, [`query`] applies list filters, sorting and paging, and the modules under
 //! [`resources`] hold each resource's semantics. Every write is one store transaction. [`openapi`]
-//! describes the API from the same attribute maps, at `GET /wyvern/v1/openapi.json`.
+//! describes the API from the same attribute maps, at `GET /wyvern/v1/openapi.json`. [`lbaas`] serves
+//! the OpenStack Load Balancer API (Octavia v2) under `/v2.0/lbaas/`.
 
 mod chassis;
 mod connections;
@@ -13,6 +14,7 @@ mod extensions;
 pub mod index;
 mod input;
 pub mod keystone;
+mod lbaas;
 mod limits;
 mod metrics;
 pub mod openapi;
@@ -117,7 +119,7 @@ impl Api {
 /// The HTTP routes.
 pub fn router(api: Api) -> Router {
     let tracked = axum::middleware::from_fn_with_state(api.metrics.clone(), metrics::track);
-    Router::new()
+    let neutron = Router::new()
         .route("/", get(versions))
         .route("/healthz", get(metrics::healthz))
         .route("/readyz", get(metrics::readyz))
@@ -167,7 +169,8 @@ pub fn router(api: Api) -> Router {
         .route(
             "/wyvern/v1/ports/{id}/binding",
             axum::routing::put(chassis::bind),
-        )
+        );
+    lbaas::routes(neutron)
         .fallback(not_found)
         .layer(tracked)
         .with_state(api)
@@ -286,7 +289,8 @@ impl Api {
             }
         }
         resources::present(self, ctx, def, resources::Answer::Listed, &mut items).await?;
-        let (rendered, links) = query::page(def, q, base, items)?;
+        let url = format!("{base}/v2.0/{}", def.path);
+        let (rendered, links) = query::page(def, q, &url, items)?;
         let mut out = serde_json::Map::new();
         out.insert(def.collection.to_string(), Value::Array(rendered));
         if let Some(links) = links {

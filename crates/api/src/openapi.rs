@@ -5,7 +5,9 @@
 //! attribute, `fields`, `limit`, `marker`, `page_reverse`, sorting and, on taggable resources, the
 //! tag filters; create, of one object or of several at once, as Neutron allows on every resource),
 //! its members (show with `fields`, update, delete), its member actions (`add_router_interface`,
-//! ...) and, if taggable, its tags. The quotas ([`model::quotas`]), the extensions, the availability
+//! ...) and, if taggable, its tags. The load-balancer resources ([`model::lbaas::ALL`]) get the same
+//! under `/v2.0/lbaas/` (members under their pool), without bulk creates, with Octavia's faults as
+//! errors, and the status tree of a load balancer. The quotas ([`model::quotas`]), the extensions, the availability
 //! zones and the version documents have their paths too; the server's own `/wyvern/v1` routes (the
 //! agents' sync, chassis and bindings) are not described.
 //!
@@ -46,6 +48,15 @@ pub fn document() -> Value {
         schemas.insert(def.error_name.to_string(), object_schema(def));
     }
     quota_paths(&mut paths);
+    for def in model::lbaas::ALL {
+        lbaas_paths(def, &mut paths);
+        schemas.insert(lbaas_schema_name(def), object_schema(def));
+    }
+    schemas.insert(
+        "OctaviaFault".into(),
+        json!({"type": "object", "properties": {"faultcode": {"type": "string"},
+            "faultstring": {"type": "string"}, "debuginfo": {}}}),
+    );
     schemas.insert(
         "NeutronError".into(),
         json!({"type": "object", "properties": {"NeutronError": {"type": "object",
@@ -438,6 +449,84 @@ fn referring(
     }
 }
 
+/// The name of the schema of an Octavia object (`Octavialoadbalancer`).
+fn lbaas_schema_name(def: &ResourceDef) -> String {
+    format!("Octavia{}", def.singular)
+}
+
+/// The paths of one load-balancer resource: its collection and members under `/v2.0/lbaas/`
+/// (members of a pool under the pool), and a load balancer's status tree. Errors are Octavia's
+/// faults.
+fn lbaas_paths(def: &ResourceDef, paths: &mut Map<String, Value>) {
+    let octavia = |mut op: Value| {
+        op["responses"]["default"]["content"]["application/json"]["schema"] =
+            json!({"$ref": "#/components/schemas/OctaviaFault"});
+        op
+    };
+    let reference = json!({"$ref": format!("#/components/schemas/{}", lbaas_schema_name(def))});
+    let one = json!({"type": "object", "properties": {def.singular: reference.clone()}});
+    let many = json!({"type": "object",
+        "properties": {def.collection: {"type": "array", "items": reference}}});
+    let uuid = |name: &str| path_parameter(name, schema(&Shape::UUID));
+    let (collection, mut parents) = if def.collection == "members" {
+        (
+            "/v2.0/lbaas/pools/{pool_id}/members".to_string(),
+            vec![uuid("pool_id")],
+        )
+    } else {
+        (format!("/v2.0/lbaas/{}", def.path), vec![])
+    };
+    let ids = || {
+        parents
+            .iter()
+            .cloned()
+            .chain([uuid(&id_parameter_name(def))])
+    };
+    let required: Vec<&str> = def
+        .all_attrs()
+        .filter(|a| a.post && a.default == model::Default::Required)
+        .map(|a| a.name)
+        .collect();
+    let body = |attrs: &mut dyn Iterator<Item = &model::Attr>, required: &[&str]| {
+        json!({"type": "object", "properties": {def.singular: body_object(attrs, required)},
+            "required": [def.singular], "additionalProperties": false})
+    };
+    let create = body(&mut def.all_attrs().filter(|a| a.post), &required);
+    let update = body(&mut def.all_attrs().filter(|a| a.put), &[]);
+    let name = |verb: &str| format!("{verb}_lbaas_{}", def.singular);
+    let mut list = parents.clone();
+    list.extend(list_parameters(def));
+    let mut show = ids().collect::<Vec<_>>();
+    show.push(fields_parameter(def));
+    paths.insert(
+        collection.clone(),
+        json!({
+            "get": octavia(operation(&name("list"), list, None,
+                json!({"200": answer("The objects", many)}))),
+            "post": octavia(operation(&name("create"), parents.clone(), Some(create),
+                json!({"201": answer("Created", one.clone())}))),
+        }),
+    );
+    paths.insert(
+        format!("{collection}/{{{}}}", id_parameter_name(def)),
+        json!({
+            "get": octavia(operation(&name("show"), show, None,
+                json!({"200": answer("The object", one.clone())}))),
+            "put": octavia(operation(&name("update"), ids().collect(), Some(update),
+                json!({"200": answer("The object", one)}))),
+            "delete": octavia(operation(&name("delete"), ids().collect(), None, no_content())),
+        }),
+    );
+    if def.collection == "loadbalancers" {
+        parents.push(uuid(&id_parameter_name(def)));
+        paths.insert(
+            format!("{collection}/{{{}}}/status", id_parameter_name(def)),
+            json!({"get": octavia(operation("show_lbaas_loadbalancer_status", parents, None,
+                json!({"200": answer("The status tree", json!({"type": "object"}))})))}),
+        );
+    }
+}
+
 /// The quotas: the list, a project's limits (show, update, delete), its details and defaults.
 fn quota_paths(paths: &mut Map<String, Value>) {
     let limits: Map<String, Value> = quotas::ALL
@@ -547,6 +636,27 @@ mod tests {
                 .collect();
             assert!(doc["components"]["schemas"][&name].is_object(), "{name}");
         }
+    }
+
+    #[test]
+    fn the_load_balancer_api_is_described() {
+        let doc = document();
+        let paths = doc["paths"].as_object().unwrap();
+        let members = &paths["/v2.0/lbaas/pools/{pool_id}/members/{member_id}"];
+        assert!(members["put"].is_object());
+        for def in model::lbaas::ALL
+            .iter()
+            .filter(|d| d.collection != "members")
+        {
+            let collection = &paths[&format!("/v2.0/lbaas/{}", def.path)];
+            let create = &collection["post"]["requestBody"]["content"]["application/json"];
+            let body = &create["schema"]["properties"][def.singular];
+            assert!(body["properties"]["name"].is_object(), "{}", def.path);
+            assert!(body["properties"].get("id").is_none(), "{}", def.path);
+            let fault = &collection["get"]["responses"]["default"]["content"]["application/json"];
+            assert_eq!(fault["schema"]["$ref"], "#/components/schemas/OctaviaFault");
+        }
+        assert!(paths["/v2.0/lbaas/loadbalancers/{loadbalancer_id}/status"]["get"].is_object());
     }
 
     #[test]

@@ -89,7 +89,7 @@ fn decode_component(s: &str) -> String {
 }
 
 /// Parameters that are not attribute filters.
-const CONTROL: &[&str] = &[
+pub(crate) const CONTROL: &[&str] = &[
     "fields",
     "sort_key",
     "sort_dir",
@@ -238,14 +238,15 @@ fn page_link(base: &str, q: &Query, marker: Option<&str>, reverse: bool) -> Stri
     format!("{base}?{}", query.join("&"))
 }
 
-/// Sorts, pages and renders a filtered list. Returns the items and the `<collection>_links`, if any.
+/// Sorts, pages and renders a filtered list whose URL is `collection_url`. Returns the items and
+/// the `<collection>_links`, if any.
 ///
 /// Links follow Neutron: with a `limit`, a `next` link unless a forward page came back short, and a
 /// `previous` link unless a reverse page came back short; each link repeats the request's query.
 pub fn page(
     def: &ResourceDef,
     q: &Query,
-    base_url: &str,
+    collection_url: &str,
     mut items: Vec<Obj>,
 ) -> ApiResult<(Vec<Value>, Option<Value>)> {
     let keys = list_args(q, "sort_key");
@@ -338,18 +339,18 @@ pub fn page(
     if reverse {
         page.reverse();
     }
-    let base = format!("{base_url}/v2.0/{}", def.path);
+    let base = collection_url;
     let short = page.len() < limit;
     fn id(o: Option<&Obj>) -> Option<&str> {
         o.map(|o| crate::repo::str_field(o, "id"))
     }
     let mut links = Vec::new();
     if !short || reverse {
-        let href = page_link(&base, q, id(page.last()), false);
+        let href = page_link(base, q, id(page.last()), false);
         links.push(json!({"rel": "next", "href": href}));
     }
     if !short || !reverse {
-        let href = page_link(&base, q, id(page.first()), true);
+        let href = page_link(base, q, id(page.first()), true);
         links.push(json!({"rel": "previous", "href": href}));
     }
     let rendered = page.into_iter().map(|o| render(o, &fields)).collect();

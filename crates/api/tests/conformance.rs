@@ -1,6 +1,11 @@
 //! Conformance with the real Neutron: replays `reference/scenario.json` against Wyvern and compares every
 //! answer with the reference Neutron's recorded answer (`reference/neutron-recording.json`, made by
-//! `reference/record.py`).
+//! `reference/record.py`). The same for the load-balancer API and the real Octavia:
+//! `reference/octavia-scenario.json` and `reference/octavia-recording.json`. A scenario's `setup`
+//! steps run against Wyvern only, before the others (the reference Octavia's no-op network needs no
+//! subnet; `reference_bound` gives the recording the values they bind), and its top-level
+//! `volatile` keys are volatile in every step (the Octavia scenario's statuses: Wyvern documents its
+//! own, see `api::lbaas`).
 //!
 //! The comparison rules, all of them:
 //! 1. The status codes are equal.
@@ -8,7 +13,7 @@
 //!    - a UUID that a step bound (scenario `bind`) becomes `{name}`, any other UUID `<uuid>`, also inside
 //!      strings such as pagination links; so ids must be consistent, not equal;
 //!    - the server's own base URL becomes `{base}`, and the query parameters of a link are sorted;
-//!    - `created_at`/`updated_at` must be `YYYY-MM-DDTHH:MM:SSZ`, `revision_number` and
+//!    - `created_at`/`updated_at` must be `YYYY-MM-DDTHH:MM:SSZ` (Octavia's `YYYY-MM-DDTHH:MM:SS.ffffff`), `revision_number` and
 //!      `standard_attr_id` integers, `mac_address` a lower-case MAC, `provider:segmentation_id` an
 //!      integer or null;
 //!    - `NeutronError.message` may be any string (its `type` and `detail` are compared);
@@ -46,6 +51,8 @@ use serde_json::{Map, Value, json};
 
 const SCENARIO: &str = include_str!("reference/scenario.json");
 const RECORDING: &str = include_str!("reference/neutron-recording.json");
+const OCTAVIA_SCENARIO: &str = include_str!("reference/octavia-scenario.json");
+const OCTAVIA_RECORDING: &str = include_str!("reference/octavia-recording.json");
 
 /// What one step got back.
 struct Answer {
@@ -55,15 +62,25 @@ struct Answer {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wyvern_answers_like_the_reference_neutron() {
-    let scenario: Value = serde_json::from_str(SCENARIO).expect("scenario.json is JSON");
-    let recording: Value = serde_json::from_str(RECORDING).expect("neutron-recording.json is JSON");
+    conforms(SCENARIO, RECORDING, "Neutron").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wyvern_answers_like_the_reference_octavia() {
+    conforms(OCTAVIA_SCENARIO, OCTAVIA_RECORDING, "Octavia").await;
+}
+
+/// Replays a scenario against Wyvern and compares every answer with the reference's recorded one.
+async fn conforms(scenario: &str, recording: &str, reference: &str) {
+    let scenario: Value = serde_json::from_str(scenario).expect("the scenario is JSON");
+    let recording: Value = serde_json::from_str(recording).expect("the recording is JSON");
     let steps = scenario["steps"].as_array().expect("scenario steps");
     let recorded = recording["steps"].as_array().expect("recorded steps");
     let recorded_names: Vec<&Value> = recorded.iter().map(|s| &s["name"]).collect();
     let scenario_names: Vec<&Value> = steps.iter().map(|s| &s["name"]).collect();
     assert_eq!(
         scenario_names, recorded_names,
-        "the recording is stale: run tests/reference/record.py against the reference Neutron"
+        "the recording is stale: run tests/reference/record.py against the reference {reference}"
     );
 
     let local;
@@ -80,8 +97,19 @@ async fn wyvern_answers_like_the_reference_neutron() {
         .build()
         .expect("HTTP client");
 
-    // Replay everything first, so that ids bound late still read as their names in earlier steps.
+    // Set up what only Wyvern needs (its bindings stand for the recording's `reference_bound`), then
+    // replay everything, so that ids bound late still read as their names in earlier steps.
     let mut bound: HashMap<String, Value> = HashMap::new();
+    let identities = &scenario["identities"];
+    for step in scenario["setup"].as_array().into_iter().flatten() {
+        let answer = replay(&client, &base, identities, step, &bound).await;
+        let answer = answer.unwrap_or_else(|e| panic!("setup {}: {e}", step["name"]));
+        for (name, path) in step["bind"].as_object().into_iter().flatten() {
+            let value = lookup(&answer.body, path.as_str().unwrap_or_default());
+            let value = value.unwrap_or_else(|| panic!("setup {}: {}", step["name"], answer.body));
+            bound.insert(name.clone(), value.clone());
+        }
+    }
     let mut answers: Vec<Result<Answer, String>> = Vec::new();
     for step in steps {
         let answer = replay(&client, &base, &scenario["identities"], step, &bound).await;
@@ -97,10 +125,15 @@ async fn wyvern_answers_like_the_reference_neutron() {
     }
 
     let ours = symbols(bound.iter());
+    let reference_bound = scenario["reference_bound"]
+        .as_object()
+        .into_iter()
+        .flatten();
     let theirs = symbols(
         recorded
             .iter()
-            .flat_map(|s| s["bound"].as_object().into_iter().flatten()),
+            .flat_map(|s| s["bound"].as_object().into_iter().flatten())
+            .chain(reference_bound),
     );
     let their_base = recording["base_url"].as_str().expect("recorded base_url");
     let mut failures = Vec::new();
@@ -124,7 +157,7 @@ async fn wyvern_answers_like_the_reference_neutron() {
         let their_status = record["response"]["status"].as_u64().unwrap_or(0);
         if u64::from(answer.status) != their_status {
             diffs.push(format!(
-                "status: Neutron {their_status}, Wyvern {}",
+                "status: {reference} {their_status}, Wyvern {}",
                 answer.status
             ));
         }
@@ -139,7 +172,7 @@ async fn wyvern_answers_like_the_reference_neutron() {
             let shape = RuleShape::of(method, &expected);
             add_deployed_default_rules(&mut expected, shape);
         }
-        let rules = Rules::of(step);
+        let rules = Rules::of(&scenario, step);
         let expected = rules.normalize(&expected, &theirs, their_base);
         let actual = rules.normalize(&answer.body, &ours, &base);
         diff("$", &expected, &actual, &mut diffs);
@@ -149,7 +182,7 @@ async fn wyvern_answers_like_the_reference_neutron() {
     }
     assert!(
         failures.is_empty(),
-        "{} of {} steps differ from the reference Neutron:\n\n{}\n",
+        "{} of {} steps differ from the reference {reference}:\n\n{}\n",
         failures.len(),
         steps.len(),
         failures.join("\n\n")
@@ -379,11 +412,12 @@ struct Rules<'a> {
 }
 
 impl<'a> Rules<'a> {
-    fn of(step: &'a Value) -> Rules<'a> {
+    fn of(scenario: &'a Value, step: &'a Value) -> Rules<'a> {
         Rules {
             volatile: step["volatile"]
                 .as_array()
                 .into_iter()
+                .chain(scenario["volatile"].as_array())
                 .flatten()
                 .filter_map(Value::as_str)
                 .collect(),
@@ -530,14 +564,21 @@ fn is_uuid(s: &str) -> bool {
 
 /// Neutron's timestamp format, `2026-11-26T19:48:01Z`.
 fn is_timestamp(s: &str) -> bool {
-    s.len() == 20
-        && s.bytes().enumerate().all(|(i, b)| match i {
+    let seconds = |t: &str| {
+        t.bytes().enumerate().all(|(i, b)| match i {
             4 | 7 => b == b'-',
             10 => b == b'T',
             13 | 16 => b == b':',
-            19 => b == b'Z',
             _ => b.is_ascii_digit(),
         })
+    };
+    match (s.len(), s.split_at_checked(19)) {
+        (20, Some((t, "Z"))) => seconds(t),
+        (26, Some((t, micros))) => {
+            seconds(t) && micros.starts_with('.') && micros[1..].bytes().all(|b| b.is_ascii_digit())
+        }
+        _ => false,
+    }
 }
 
 /// A lower-case colon-separated MAC such as `fa:16:3e:12:34:56`.

@@ -57,7 +57,9 @@ pub struct ResourceDef {
     pub path: &'static str,
     /// Prefix of the `NeutronError` type when an id is unknown, e.g. `Network` → `NetworkNotFound`.
     pub error_name: &'static str,
-    /// The resource-specific attributes; the standard ones ([`STANDARD`]) come on top.
+    /// The attributes every object of the kind has: [`STANDARD`] for Neutron's resources.
+    pub standard: &'static [Attr],
+    /// The resource-specific attributes; the standard ones come on top.
     pub attrs: &'static [Attr],
     /// Whether objects carry `tags`.
     pub taggable: bool,
@@ -67,7 +69,7 @@ pub struct ResourceDef {
     pub actions: &'static [Action],
 }
 
-const fn attr(
+pub(crate) const fn attr(
     name: &'static str,
     post: bool,
     put: bool,
@@ -113,6 +115,7 @@ pub const DESCRIPTION: Attr = rw("description", Json("\"\""), v::DESCRIPTION);
 pub const TAGS: Attr = attr("tags", false, false, Json("[]"), v::STRING_LIST);
 
 pub static NETWORK: ResourceDef = ResourceDef {
+    standard: STANDARD,
     singular: "network",
     collection: "networks",
     path: "networks",
@@ -141,6 +144,7 @@ pub static NETWORK: ResourceDef = ResourceDef {
 };
 
 pub static SUBNET: ResourceDef = ResourceDef {
+    standard: STANDARD,
     singular: "subnet",
     collection: "subnets",
     path: "subnets",
@@ -167,6 +171,7 @@ pub static SUBNET: ResourceDef = ResourceDef {
 };
 
 pub static PORT: ResourceDef = ResourceDef {
+    standard: STANDARD,
     singular: "port",
     collection: "ports",
     path: "ports",
@@ -196,6 +201,7 @@ pub static PORT: ResourceDef = ResourceDef {
 };
 
 pub static SECURITY_GROUP: ResourceDef = ResourceDef {
+    standard: STANDARD,
     singular: "security_group",
     collection: "security_groups",
     path: "security-groups",
@@ -212,6 +218,7 @@ pub static SECURITY_GROUP: ResourceDef = ResourceDef {
 };
 
 pub static SECURITY_GROUP_RULE: ResourceDef = ResourceDef {
+    standard: STANDARD,
     singular: "security_group_rule",
     collection: "security_group_rules",
     path: "security-group-rules",
@@ -242,6 +249,7 @@ const ADDRESSES: Shape = Shape::Object(&[("addresses", Shape::ListOf(&Shape::CID
 /// (`remote_address_group_id`). Its addresses change through the `add_addresses` and
 /// `remove_addresses` actions only.
 pub static ADDRESS_GROUP: ResourceDef = ResourceDef {
+    standard: STANDARD,
     singular: "address_group",
     collection: "address_groups",
     path: "address-groups",
@@ -268,6 +276,7 @@ pub static ADDRESS_GROUP: ResourceDef = ResourceDef {
 const INTERFACE: Shape = Shape::Object(&[("subnet_id", Shape::UUID), ("port_id", Shape::UUID)]);
 
 pub static ROUTER: ResourceDef = ResourceDef {
+    standard: STANDARD,
     singular: "router",
     collection: "routers",
     path: "routers",
@@ -301,6 +310,7 @@ pub static ROUTER: ResourceDef = ResourceDef {
 };
 
 pub static FLOATING_IP: ResourceDef = ResourceDef {
+    standard: STANDARD,
     singular: "floatingip",
     collection: "floatingips",
     path: "floatingips",
@@ -340,7 +350,7 @@ pub fn resource_by_path(path: &str) -> Option<&'static ResourceDef> {
 impl ResourceDef {
     /// All attributes of this resource, standard ones included.
     pub fn all_attrs(&self) -> impl Iterator<Item = &Attr> {
-        STANDARD
+        self.standard
             .iter()
             .chain(self.described.then_some(&DESCRIPTION))
             .chain(self.taggable.then_some(&TAGS))
@@ -412,7 +422,7 @@ mod tests {
     /// What a description of the API says of an attribute is what its check accepts.
     #[test]
     fn shapes_agree_with_checks() {
-        for def in ALL {
+        for def in ALL.iter().chain(crate::lbaas::ALL) {
             for attr in def.all_attrs() {
                 let Validator { check, shape } = attr.validate;
                 for value in samples(&shape) {

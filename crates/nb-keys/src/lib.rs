@@ -32,6 +32,19 @@ pub const SECURITY_GROUP_RULES: &str = "/r/security_group_rules/";
 /// Address groups: `/r/address_groups/<id>`.
 pub const ADDRESS_GROUPS: &str = "/r/address_groups/";
 pub const FLOATING_IPS: &str = "/r/floatingips/";
+/// Load balancers (Octavia's API): `/r/loadbalancers/<id>`, on the network named by
+/// `vip_network_id`. Their listeners, pools, members and health monitors follow, each carrying its
+/// load balancer's VIP network in the internal field `_vip_network_id` (and the load balancer's id
+/// in `_loadbalancer_id`; a member its pool's in `_pool_id`, a monitor in `_pool_id` too).
+pub const LOADBALANCERS: &str = "/r/loadbalancers/";
+/// Listeners: `/r/listeners/<id>`.
+pub const LISTENERS: &str = "/r/listeners/";
+/// Pools: `/r/pools/<id>`.
+pub const POOLS: &str = "/r/pools/";
+/// Pool members: `/r/members/<id>`; `_health` holds what a health check found, once agents report it.
+pub const MEMBERS: &str = "/r/members/";
+/// Health monitors: `/r/healthmonitors/<id>`.
+pub const HEALTHMONITORS: &str = "/r/healthmonitors/";
 /// What a chassis is (tunnel IP, encapsulations): `/chassis/<id>`.
 pub const CHASSIS: &str = "/chassis/";
 /// That a chassis is alive, on a store lease: `/chassis-up/<id>`.
@@ -48,12 +61,17 @@ pub enum Kind {
     SecurityGroupRule,
     AddressGroup,
     FloatingIp,
+    LoadBalancer,
+    Listener,
+    Pool,
+    Member,
+    HealthMonitor,
     Chassis,
     ChassisUp,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 15] = [
         Kind::Network,
         Kind::Subnet,
         Kind::Port,
@@ -62,6 +80,11 @@ impl Kind {
         Kind::SecurityGroupRule,
         Kind::AddressGroup,
         Kind::FloatingIp,
+        Kind::LoadBalancer,
+        Kind::Listener,
+        Kind::Pool,
+        Kind::Member,
+        Kind::HealthMonitor,
         Kind::Chassis,
         Kind::ChassisUp,
     ];
@@ -77,6 +100,11 @@ impl Kind {
             Kind::SecurityGroupRule => SECURITY_GROUP_RULES,
             Kind::AddressGroup => ADDRESS_GROUPS,
             Kind::FloatingIp => FLOATING_IPS,
+            Kind::LoadBalancer => LOADBALANCERS,
+            Kind::Listener => LISTENERS,
+            Kind::Pool => POOLS,
+            Kind::Member => MEMBERS,
+            Kind::HealthMonitor => HEALTHMONITORS,
             Kind::Chassis => CHASSIS,
             Kind::ChassisUp => CHASSIS_UP,
         }
@@ -205,7 +233,8 @@ impl Topics {
     /// object is wanted when a topic names it: a network, router, security group or address group
     /// by its id, a subnet by its `network_id`, a security group rule by its `security_group_id`, a
     /// port by its `network_id`, its `device_id` (a router), any of its `security_groups` or its
-    /// `binding:host_id` (the chassis).
+    /// `binding:host_id` (the chassis); a load balancer by its `vip_network_id`, its listeners,
+    /// pools, members and monitors by their load balancer's (`_vip_network_id`).
     pub fn wants(&self, key: &str, value: Option<&Value>) -> bool {
         let Some((kind, id)) = parse(key) else {
             return false;
@@ -234,6 +263,12 @@ impl Topics {
             // with a router gateway there, it never leaves the topic by being re-associated.
             Kind::FloatingIp => {
                 field("floating_network_id").is_some_and(|n| self.networks.contains(n))
+            }
+            Kind::LoadBalancer => {
+                field("vip_network_id").is_some_and(|n| self.networks.contains(n))
+            }
+            Kind::Listener | Kind::Pool | Kind::Member | Kind::HealthMonitor => {
+                field("_vip_network_id").is_some_and(|n| self.networks.contains(n))
             }
             Kind::SecurityGroupRule => {
                 field("security_group_id").is_some_and(|g| self.security_groups.contains(g))
@@ -380,6 +415,14 @@ mod tests {
         let fip = |n: &str| json!({"floating_network_id": n, "router_id": "r1"});
         assert!(t.wants("/r/floatingips/f1", Some(&fip("n1"))));
         assert!(!t.wants("/r/floatingips/f2", Some(&fip("n2"))));
+        let lb = |n: &str| json!({"vip_network_id": n});
+        assert!(t.wants("/r/loadbalancers/l1", Some(&lb("n1"))));
+        assert!(!t.wants("/r/loadbalancers/l2", Some(&lb("n2"))));
+        let child = |n: &str| json!({"_vip_network_id": n, "_loadbalancer_id": "l1"});
+        for prefix in [LISTENERS, POOLS, MEMBERS, HEALTHMONITORS] {
+            assert!(t.wants(&format!("{prefix}c1"), Some(&child("n1"))));
+            assert!(!t.wants(&format!("{prefix}c2"), Some(&child("n2"))));
+        }
     }
 
     #[test]

@@ -714,6 +714,14 @@ impl Object {
             Kind::SecurityGroupRule => Object::SgRule(SgRule::from_json(v)?),
             Kind::AddressGroup => Object::AddressGroup(AddressGroup::from_json(v)?),
             Kind::FloatingIp => Object::FloatingIp(FloatingIp::from_json(v)?),
+            // Load balancing has no datapath yet: its objects are not part of the topology.
+            Kind::LoadBalancer
+            | Kind::Listener
+            | Kind::Pool
+            | Kind::Member
+            | Kind::HealthMonitor => {
+                return None;
+            }
         };
         (obj.id() == id).then_some(obj)
     }
@@ -884,6 +892,11 @@ impl Topology {
             }
             Kind::AddressGroup => self.address_groups.remove(id).map(Object::AddressGroup),
             Kind::FloatingIp => self.floating_ips.remove(id).map(Object::FloatingIp),
+            Kind::LoadBalancer
+            | Kind::Listener
+            | Kind::Pool
+            | Kind::Member
+            | Kind::HealthMonitor => None,
         }
     }
 

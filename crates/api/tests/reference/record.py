@@ -7,7 +7,12 @@ values the step bound for later steps. Python standard library only.
 
     record.py [--base-url http://127.0.0.1:19697] [--scenario scenario.json] [--out neutron-recording.json]
 
-Start the reference first with run-reference.sh (it makes the X-Project-Id/X-Roles headers the request
+With --scenario octavia-scenario.json --out octavia-recording.json --base-url http://127.0.0.1:19876 it
+records the reference Octavia (../shared/tools/reference-octavia/run.sh, a fresh one): the scenario's
+'reference_bound' values stand for what its Wyvern-only 'setup' steps bind, and 'pause_after_writes'
+lets Octavia's worker finish after each write.
+
+Start the reference Neutron first with run-reference.sh (it makes the X-Project-Id/X-Roles headers the request
 context). Steps whose status differs from the scenario's 'expect' are listed on stderr; they are recorded
 all the same, since the recording states what Neutron does, not what the scenario author guessed.
 """
@@ -17,6 +22,7 @@ import json
 import os
 import re
 import sys
+import time
 import urllib.error
 import urllib.request
 
@@ -90,7 +96,7 @@ def send(base_url, method, path, headers, data):
 def run(scenario, base_url):
     """Runs every step in order; returns the recorded steps and the names of surprising ones."""
     identities = scenario["identities"]
-    bound = {}
+    bound = dict(scenario.get("reference_bound", {}))
     recorded, surprises = [], []
     for step in scenario["steps"]:
         headers = dict(identities[step.get("as", "admin")])
@@ -107,6 +113,8 @@ def run(scenario, base_url):
         headers["Accept"] = "application/json"
         path = substitute_text(step["path"], bound)
         status, answer, raw_text = send(base_url, step["method"], path, headers, data)
+        if step["method"] != "GET":
+            time.sleep(scenario.get("pause_after_writes", 0))
         entry = {
             "name": step["name"],
             "request": {"method": step["method"], "path": path, "headers": headers},
