@@ -6,7 +6,7 @@
 //! the network.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
 use openflow::text::set_field;
@@ -81,10 +81,8 @@ fn next_hop(pi: &PacketIn2) -> Option<IpAddr> {
     };
     if pi.packet.get(12..14) == Some(&[0x86, 0xdd][..]) {
         let words = pipeline::tables::REG_NEXT_HOP6.map(|n| reg(n).unwrap_or(0));
-        let ip = words
-            .iter()
-            .fold(0u128, |acc, w| (acc << 32) | u128::from(*w));
-        return (ip != 0).then(|| IpAddr::V6(Ipv6Addr::from(ip)));
+        let ip = pipeline::tables::next_hop6_from_words(words);
+        return (!ip.is_unspecified()).then_some(IpAddr::V6(ip));
     }
     reg(pipeline::tables::REG_NEXT_HOP).map(|r| IpAddr::V4(Ipv4Addr::from(r)))
 }
@@ -319,10 +317,9 @@ impl Handlers {
                     0xffff_ffff,
                 )),
                 IpAddr::V6(v6) => {
-                    let words = u128::from(v6);
-                    for (i, reg) in pipeline::tables::REG_NEXT_HOP6.into_iter().enumerate() {
-                        let word = (words >> (96 - 32 * i)) & 0xffff_ffff;
-                        actions.push(set_field(Field::Reg(reg), word, 0xffff_ffff));
+                    let words = pipeline::tables::next_hop6_words(v6);
+                    for (reg, word) in pipeline::tables::REG_NEXT_HOP6.into_iter().zip(words) {
+                        actions.push(set_field(Field::Reg(reg), word.into(), 0xffff_ffff));
                     }
                 }
             }
@@ -344,6 +341,8 @@ fn back(punted: &Punted<'_>, frame: Option<Vec<u8>>) -> Option<Reply> {
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv6Addr;
+
     use pipeline::Input;
     use serde_json::json;
 

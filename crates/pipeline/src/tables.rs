@@ -292,6 +292,22 @@ pub const REG_OUT_PORT: u8 = 4;
 pub const REG_NEXT_HOP: u8 = 2;
 /// The register numbers of [`Register::NextHop6`], most significant word first.
 pub const REG_NEXT_HOP6: [u8; 4] = [8, 9, 10, 11];
+/// `ip` as the values of the [`REG_NEXT_HOP6`] registers, in their order.
+pub fn next_hop6_words(ip: std::net::Ipv6Addr) -> [u32; 4] {
+    let b = ip.octets();
+    std::array::from_fn(|i| {
+        u32::from_be_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]])
+    })
+}
+
+/// The IPv6 address that the [`REG_NEXT_HOP6`] registers hold (their values in their order).
+pub fn next_hop6_from_words(words: [u32; 4]) -> std::net::Ipv6Addr {
+    let ip = words
+        .iter()
+        .fold(0u128, |acc, w| (acc << 32) | u128::from(*w));
+    std::net::Ipv6Addr::from(ip)
+}
+
 /// The register numbers of [`Register::Scratch`].
 pub const REG_SCRATCH: [u8; 2] = [6, 7];
 /// `metadata` bit that marks a router context (the other 63 bits are a hash of the router's id).
@@ -377,5 +393,8 @@ mod tests {
         assert_eq!(nat_zone(MAX_OFPORT), None);
         assert_eq!(router_zone(5), 0xc005);
         assert_eq!(transit_vni(5), 0xffc005);
+        let ip: std::net::Ipv6Addr = "2001:db8:ee::1".parse().unwrap();
+        assert_eq!(next_hop6_words(ip), [0x2001_0db8, 0x00ee_0000, 0, 1]);
+        assert_eq!(next_hop6_from_words(next_hop6_words(ip)), ip);
     }
 }

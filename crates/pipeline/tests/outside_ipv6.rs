@@ -13,7 +13,7 @@ use flowsim::{FlowTables, Mac, Packet, Simulator, Trace, Tunnel, trace};
 use openflow::Field;
 use pipeline::apps::Punt;
 use pipeline::cookie::Owner;
-use pipeline::tables::{REG_NEXT_HOP6, transit_vni};
+use pipeline::tables::{REG_NEXT_HOP6, next_hop6_from_words, transit_vni};
 use pipeline::{Input, Pipeline};
 use serde_json::{Value, json};
 
@@ -199,8 +199,11 @@ fn transit() -> Tunnel {
 
 /// The IPv6 next hop a punted packet carries in `reg8`..`reg11`.
 fn next_hop6(packet: &Packet) -> Ipv6Addr {
-    let words = REG_NEXT_HOP6.map(|r| packet.get(Field::Reg(r)).unwrap_or(0));
-    Ipv6Addr::from(words.iter().fold(0u128, |acc, w| (acc << 32) | w))
+    let words = REG_NEXT_HOP6.map(|r| {
+        let value = packet.get(Field::Reg(r)).unwrap_or(0);
+        u32::try_from(value).expect("a 32-bit register")
+    });
+    next_hop6_from_words(words)
 }
 
 #[test]

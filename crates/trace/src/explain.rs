@@ -243,20 +243,17 @@ fn to_agent(inv: &Inventory, built: &Built, trace: &Trace, c: &ControllerPacket)
         ),
         Some(Punt::Dhcpv6) => format!("DHCPv6 request: {}", generic()),
         Some(Punt::ResolveNeighbour) => {
-            let reg = |r: u8| c.packet.get(Field::Reg(r)).unwrap_or(0);
+            let reg = |r: u8| {
+                let value = c.packet.get(Field::Reg(r)).unwrap_or(0);
+                u32::try_from(value).unwrap_or(0)
+            };
             let ipv6 = c.packet.get(Field::EthType) == Some(0x86dd);
             let hop = if ipv6 {
                 let words = pipeline::tables::REG_NEXT_HOP6.map(reg);
-                let ip = words.iter().fold(0u128, |acc, w| (acc << 32) | w);
-                (ip != 0).then(|| {
-                    (
-                        std::net::Ipv6Addr::from(ip).to_string(),
-                        "neighbour solicitation",
-                    )
-                })
+                let ip = pipeline::tables::next_hop6_from_words(words);
+                (!ip.is_unspecified()).then(|| (ip.to_string(), "neighbour solicitation"))
             } else {
-                u32::try_from(reg(pipeline::tables::REG_NEXT_HOP))
-                    .ok()
+                Some(reg(pipeline::tables::REG_NEXT_HOP))
                     .filter(|ip| *ip != 0)
                     .map(|ip| (std::net::Ipv4Addr::from(ip).to_string(), "ARP"))
             };

@@ -23,7 +23,7 @@ use openflow::{Action, Field, Flow, Instructions, Match, Subfield};
 use crate::cookie::Owner;
 use crate::deps::Ctx;
 use crate::model::{Kind, Mac};
-use crate::tables::{REG_NEXT_HOP6, REG_SCRATCH, Register};
+use crate::tables::{REG_NEXT_HOP6, REG_SCRATCH, Register, next_hop6_words};
 
 /// The kinds of owner an app computes flows for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,7 +193,7 @@ pub(crate) fn move_field(src: Field, dst: Field) -> Action {
 
 /// The IPv6 next-hop registers, most significant word first, each with the bits of a 128-bit
 /// field it holds.
-fn next_hop6_words(field: Field) -> impl Iterator<Item = (Subfield, Subfield)> {
+fn next_hop6_bits(field: Field) -> impl Iterator<Item = (Subfield, Subfield)> {
     REG_NEXT_HOP6.into_iter().enumerate().map(move |(i, reg)| {
         let ofs = 96 - 32 * u16::try_from(i).expect("four words");
         let bits = Subfield {
@@ -207,18 +207,16 @@ fn next_hop6_words(field: Field) -> impl Iterator<Item = (Subfield, Subfield)> {
 
 /// The actions that load `ip` into the IPv6 next-hop registers.
 pub(crate) fn load_next_hop6(ip: Ipv6Addr) -> Vec<Action> {
-    let words = u128::from(ip);
-    next_hop6_words(Field::Ipv6Dst)
-        .map(|(bits, reg)| {
-            let word = (words >> bits.ofs) & 0xffff_ffff;
-            set_field(reg.field, word, 0xffff_ffff)
-        })
+    REG_NEXT_HOP6
+        .into_iter()
+        .zip(next_hop6_words(ip))
+        .map(|(reg, word)| set_field(Field::Reg(reg), word.into(), 0xffff_ffff))
         .collect()
 }
 
 /// The actions that copy the IPv6 address in `field` into the IPv6 next-hop registers.
 pub(crate) fn copy_next_hop6(field: Field) -> Vec<Action> {
-    next_hop6_words(field)
+    next_hop6_bits(field)
         .map(|(src, dst)| Action::Move { src, dst })
         .collect()
 }
@@ -226,7 +224,7 @@ pub(crate) fn copy_next_hop6(field: Field) -> Vec<Action> {
 /// `learn` specs by which a learned flow matches packets whose IPv6 next hop is the address in
 /// `field` of the packet that teaches it.
 pub(crate) fn match_next_hop6(field: Field) -> Vec<openflow::action::LearnSpec> {
-    next_hop6_words(field)
+    next_hop6_bits(field)
         .map(|(src, dst)| openflow::action::LearnSpec::Match {
             src: openflow::action::LearnSrc::Field(src),
             dst,
