@@ -1,7 +1,9 @@
-//! ICMP errors a router sends, built in software: "time exceeded in transit" (ICMPv4 type 11,
-//! ICMPv6 type 3) for a routed packet whose TTL or hop limit ran out. The pipeline sends such a
-//! packet to the agent of the chassis it entered on, which answers from the router interface the
-//! sender used, back out of the port it came in on.
+//! ICMP errors built in software: "time exceeded in transit" (ICMPv4 type 11, ICMPv6 type 3) for
+//! a routed packet whose TTL or hop limit ran out, which a router sends from the interface the
+//! sender used; "port unreachable" (ICMPv4 type 3 code 3, ICMPv6 type 1 code 4) for a datagram to
+//! a load-balancer listener with no member available, sent from the VIP. The pipeline sends such
+//! a packet to the agent of the chassis it entered on, which answers back out of the port it came
+//! in on.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -49,12 +51,50 @@ fn is_icmpv6_error(ip: &[u8]) -> bool {
     ip[6] == 58 && ip.get(IPV6_HLEN).is_some_and(|t| *t < 128)
 }
 
+/// An ICMP error's type and code: for ICMPv4, and for ICMPv6.
+struct Kind {
+    v4: [u8; 2],
+    v6: [u8; 2],
+}
+
+const TIME_EXCEEDED: Kind = Kind {
+    v4: [11, 0],
+    v6: [3, 0],
+};
+const PORT_UNREACHABLE: Kind = Kind {
+    v4: [3, 3],
+    v6: [1, 4],
+};
+
 /// The "time exceeded in transit" answer to `frame` from a router interface with `mac` and
 /// address `from` (same family as the packet). `None` for frames that get no answer: too short,
 /// another family, or an ICMP error themselves.
 pub fn time_exceeded(frame: &[u8], mac: [u8; 6], from: IpAddr) -> Option<Vec<u8>> {
+    error(frame, mac, from, &TIME_EXCEEDED)
+}
+
+/// The "port unreachable" answer to `frame` from `mac` and address `from` (same family as the
+/// packet; `None` as for [`time_exceeded`]).
+pub fn port_unreachable(frame: &[u8], mac: [u8; 6], from: IpAddr) -> Option<Vec<u8>> {
+    error(frame, mac, from, &PORT_UNREACHABLE)
+}
+
+/// The IP packet a frame carries, without the Ethernet padding after it (as far as its header's
+/// length says; all that the frame holds if that is more).
+fn packet(frame: &[u8]) -> Option<&[u8]> {
+    let ip = frame.get(ETH_HLEN..)?;
+    let len = match frame.get(12..14)? {
+        [0x08, 0x00] => usize::from(u16::from_be_bytes(ip.get(2..4)?.try_into().ok()?)),
+        [0x86, 0xdd] => IPV6_HLEN + usize::from(u16::from_be_bytes(ip.get(4..6)?.try_into().ok()?)),
+        _ => return None,
+    };
+    Some(&ip[..len.min(ip.len())])
+}
+
+/// The ICMP error `kind` answering `frame`, from `mac` and `from`.
+fn error(frame: &[u8], mac: [u8; 6], from: IpAddr, kind: &Kind) -> Option<Vec<u8>> {
     let (dst_mac, to) = sender(frame)?;
-    let original = frame.get(ETH_HLEN..)?;
+    let original = packet(frame)?;
     let mut out = Vec::with_capacity(ICMPV6_MAX + ETH_HLEN);
     out.extend_from_slice(&dst_mac);
     out.extend_from_slice(&mac);
@@ -72,7 +112,7 @@ pub fn time_exceeded(frame: &[u8], mac: [u8; 6], from: IpAddr) -> Option<Vec<u8>
             ip.extend_from_slice(&dst.octets());
             let sum = checksum(&[&ip]);
             ip[10..12].copy_from_slice(&sum.to_be_bytes());
-            let mut icmp = vec![11, 0, 0, 0, 0, 0, 0, 0];
+            let mut icmp = vec![kind.v4[0], kind.v4[1], 0, 0, 0, 0, 0, 0];
             let sum = checksum(&[&icmp, quoted]);
             icmp[2..4].copy_from_slice(&sum.to_be_bytes());
             out.extend_from_slice(&ip);
@@ -91,7 +131,7 @@ pub fn time_exceeded(frame: &[u8], mac: [u8; 6], from: IpAddr) -> Option<Vec<u8>
             out.extend_from_slice(&[58, 255]);
             out.extend_from_slice(&src.octets());
             out.extend_from_slice(&dst.octets());
-            let mut icmp = vec![3, 0, 0, 0, 0, 0, 0, 0];
+            let mut icmp = vec![kind.v6[0], kind.v6[1], 0, 0, 0, 0, 0, 0];
             let pseudo_len = len.to_be_bytes();
             let sum = checksum(&[
                 &src.octets(),

@@ -9,14 +9,15 @@
 //!
 //! This module holds the agent's state (local VIFs, what it follows) and its event loop; the jobs
 //! around it have modules of their own: [`bridge`] (OVSDB set-up), [`registration`] (chassis lease
-//! and binding reports), [`switch`] and [`reconcile`] (the switch's flows), [`punt`] (packets the
-//! pipeline sends up, with [`nd`], [`dhcp_server`], [`dhcpv6_server`], [`ra`], [`icmp`]),
-//! [`announce`] (router interfaces announced to the VMs next to them).
+//! and binding reports), [`switch`] and [`reconcile`] (the switch's flows and groups), [`punt`]
+//! (packets the pipeline sends up, with [`nd`], [`dhcp_server`], [`dhcpv6_server`], [`ra`],
+//! [`icmp`], [`reject`]), [`announce`] (router interfaces announced to the VMs next to them).
 
 mod announce;
 mod bridge;
 mod dhcp_server;
 mod dhcpv6_server;
+mod health;
 mod icmp;
 mod limit;
 mod metrics;
@@ -25,6 +26,7 @@ mod punt;
 mod ra;
 mod reconcile;
 mod registration;
+mod reject;
 mod server;
 mod switch;
 
@@ -441,6 +443,10 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         metrics: metrics.clone(),
         announce_needed: true,
     };
+    // Health checks of local load-balancer members: their probes go out from here.
+    let (probe_frames_tx, mut probe_frames) = mpsc::channel(health::FRAMES);
+    let mut checker = health::Checker::start(server.clone(), probe_frames_tx);
+    sw.handlers.health = Some(checker.inbox());
     let mut retry = tokio::time::interval(UNKNOWN_PORT_RETRY);
     let mut sync_stats = agent.sync.subscribe();
     // Unsolicited router advertisements, on Neutron's (radvd's) schedule.
@@ -473,6 +479,10 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
                 sw.advertise(&agent).await;
                 advertised = advertised.saturating_add(1);
                 advertise.as_mut().reset(next_advertisement(advertised));
+                pipeline::Delta::default()
+            }
+            Some((actions, frame)) = probe_frames.recv() => {
+                sw.reconciler.packet_out_with(actions, frame).await;
                 pipeline::Delta::default()
             }
             Some((iface, network)) = looked_up.recv() => {
@@ -512,6 +522,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
             agent.request_snat_addresses();
         }
         sw.send(&agent, delta).await;
+        checker.follow(&agent.pipeline, agent.revision, changed, sw.in_sync);
         sw.announce(&mut agent, changed).await;
     }
 }

@@ -19,7 +19,7 @@ use pipeline::cookie::Owner;
 use pipeline::model::{Port, link_local, mac_octets};
 
 use crate::limit::RateLimit;
-use crate::{dhcp_server, dhcpv6_server, icmp, nd, ra};
+use crate::{dhcp_server, dhcpv6_server, icmp, nd, ra, reject};
 
 /// Answers each port may get per second, by kind.
 const ND_ANSWERS_PER_SECOND: u32 = 50;
@@ -90,7 +90,7 @@ fn next_hop(pi: &PacketIn2) -> Option<IpAddr> {
 type Handler = fn(&mut Handlers, &Pipeline, &Punted<'_>) -> Option<Reply>;
 
 /// The handler of each reason.
-const HANDLERS: [(Punt, Handler); 7] = [
+const HANDLERS: &[(Punt, Handler)] = &[
     (Punt::NeighbourSolicitation, Handlers::solicitation),
     (Punt::Dhcp, Handlers::dhcp),
     (Punt::RouterSolicitation, Handlers::router_solicitation),
@@ -98,6 +98,8 @@ const HANDLERS: [(Punt, Handler); 7] = [
     (Punt::TtlExceeded, Handlers::ttl_exceeded),
     (Punt::ResolveNeighbour, Handlers::resolve),
     (Punt::NeighbourLearned, Handlers::learned),
+    (Punt::Reject, Handlers::reject),
+    (Punt::HealthReply, Handlers::health_reply),
 ];
 
 /// Packets kept while their next hop is being resolved: per next hop, in all, and how long.
@@ -127,6 +129,8 @@ pub struct Handlers {
     /// Packets waiting for their next hop's MAC, by (network `metadata`, next hop), as Linux
     /// queues packets on an incomplete neighbour entry: sent on when the answer arrives.
     waiting: BTreeMap<(u64, IpAddr), Vec<Waiting>>,
+    /// Where members' answers to health probes go (the health checker's inbox).
+    pub health: Option<crate::health::Inbox>,
 }
 
 /// A packet waiting for its next hop, and since when.
@@ -140,6 +144,7 @@ impl Default for Handlers {
             icmp: RateLimit::new(ICMP_ERRORS_PER_SECOND),
             resolve: RateLimit::new(RESOLUTIONS_PER_SECOND),
             waiting: BTreeMap::new(),
+            health: None,
         }
     }
 }
@@ -331,6 +336,41 @@ impl Handlers {
             (actions, frame)
         };
         Some(Reply(waiting.into_iter().map(|(_, f)| again(f)).collect()))
+    }
+}
+
+impl Handlers {
+    /// A member's answer to a health probe: handed to the health checker; never answered.
+    fn health_reply(&mut self, _: &Pipeline, punted: &Punted<'_>) -> Option<Reply> {
+        if let Some(inbox) = &self.health {
+            inbox.deliver(punted.in_port, punted.frame);
+        }
+        None
+    }
+}
+
+impl Handlers {
+    /// A new connection to a load-balancer listener with no member available (the cookie names
+    /// the listener): refused from the VIP as a host without a listening socket would, with a
+    /// TCP reset or, for UDP, an ICMP port unreachable ([`reject`]), back out of the port it came
+    /// in on, within the sender's budget for ICMP errors. IPv4 only.
+    fn reject(&mut self, pipeline: &Pipeline, punted: &Punted<'_>) -> Option<Reply> {
+        let Owner::Listener(id) = pipeline.owner_of_cookie(punted.cookie)? else {
+            return None;
+        };
+        let topo = pipeline.topology();
+        let listener = topo.listeners.get(id)?;
+        let vip = topo.load_balancers.get(&listener.loadbalancer_id)?.vip;
+        if reject::destination(punted.frame)? != (vip, listener.protocol, listener.port) {
+            return None;
+        }
+        let answer = reject::answer(punted.frame)?;
+        let budget = Self::sender(pipeline, punted)
+            .map_or_else(|| format!("ofport {}", punted.in_port), |p| p.id.clone());
+        if !self.icmp.allow(&budget) {
+            return None;
+        }
+        back(punted, Some(answer))
     }
 }
 

@@ -118,6 +118,22 @@ impl Server {
         }
     }
 
+    /// Reports a health check's verdict on a load-balancer member (`ONLINE` or `ERROR`); a member
+    /// that no longer exists needs no report.
+    pub async fn member_health(&self, member: &str, health: &str) -> Result<(), AgentError> {
+        let path = format!("/wyvern/v1/members/{member}/health");
+        let body = json!({"health": health});
+        match self
+            .send(|base| self.http.put(format!("{base}{path}")).json(&body))
+            .await?
+        {
+            (200, _) | (404, _) => Ok(()),
+            (s, v) => Err(AgentError::Server(format!(
+                "member health report answered {s}: {v}"
+            ))),
+        }
+    }
+
     /// The network of a port, if the port exists.
     pub async fn port_network(&self, port: &str) -> Result<Option<String>, AgentError> {
         let path = format!("/v2.0/ports/{port}?fields=network_id");

@@ -94,7 +94,11 @@ impl Switch {
             .resyncs
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.in_flight.clear();
-        match self.reconciler.resync(agent.pipeline.flows()).await {
+        match self
+            .reconciler
+            .resync(agent.pipeline.flows(), agent.pipeline.groups())
+            .await
+        {
             Ok(()) => {
                 self.in_sync = true;
                 self.announce_needed = true;

@@ -16,6 +16,7 @@ mod input;
 pub mod keystone;
 mod lbaas;
 mod limits;
+mod member_health;
 mod metrics;
 pub mod openapi;
 pub mod query;
@@ -169,6 +170,10 @@ pub fn router(api: Api) -> Router {
         .route(
             "/wyvern/v1/ports/{id}/binding",
             axum::routing::put(chassis::bind),
+        )
+        .route(
+            "/wyvern/v1/members/{id}/health",
+            axum::routing::put(member_health::report),
         );
     lbaas::routes(neutron)
         .fallback(not_found)

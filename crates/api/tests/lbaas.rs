@@ -388,6 +388,68 @@ async fn the_status_tree_and_health_reports() {
     assert_eq!(fault(&missing), "Load Balancer nope not found.");
 }
 
+/// Agents report a member's health through `PUT /wyvern/v1/members/<id>/health` (as admins, like
+/// every agent endpoint); the member shows it as its `operating_status` while its pool has a
+/// monitor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_report_members_health() {
+    let server = support::Server::start();
+    let c = Client::new(&server, ADMIN);
+    let subnet = subnet(&c, "10.9.0.0/24").await;
+    let t = tree(&c, &subnet).await;
+    let member = id(&t.member);
+    let shown = format!("/v2.0/lbaas/pools/{}/members/{member}", id(&t.pool));
+    let report = format!("/wyvern/v1/members/{member}/health");
+    let status = |v: Value| v["member"]["operating_status"].clone();
+    assert_eq!(
+        status(c.get(&shown).await),
+        "OFFLINE",
+        "before the first report"
+    );
+
+    c.expect(200, "PUT", &report, Some(json!({"health": "ERROR"})))
+        .await;
+    assert_eq!(status(c.get(&shown).await), "ERROR");
+    // The same verdict again writes nothing.
+    let key = format!("/r/members/{member}");
+    let before = server.store.get(&key).await.unwrap().unwrap().mod_revision;
+    c.expect(200, "PUT", &report, Some(json!({"health": "ERROR"})))
+        .await;
+    let after = server.store.get(&key).await.unwrap().unwrap().mod_revision;
+    assert_eq!(before, after, "an unchanged verdict is not written");
+
+    c.expect(200, "PUT", &report, Some(json!({"health": "ONLINE"})))
+        .await;
+    assert_eq!(status(c.get(&shown).await), "ONLINE");
+
+    // Bad bodies, unknown members, callers that are not agents.
+    for body in [json!({"health": "OFFLINE"}), json!({}), json!("ERROR")] {
+        c.expect(400, "PUT", &report, Some(body)).await;
+    }
+    c.expect(
+        404,
+        "PUT",
+        "/wyvern/v1/members/nope/health",
+        Some(json!({"health": "ERROR"})),
+    )
+    .await;
+    let alice = Client::new(&server, ALICE);
+    alice
+        .expect(403, "PUT", &report, Some(json!({"health": "ERROR"})))
+        .await;
+    assert_eq!(status(c.get(&shown).await), "ONLINE");
+
+    // Without a monitor the member shows NO_MONITOR, whatever was reported.
+    c.expect(
+        204,
+        "DELETE",
+        &format!("/v2.0/lbaas/healthmonitors/{}", id(&t.monitor)),
+        None,
+    )
+    .await;
+    assert_eq!(status(c.get(&shown).await), "NO_MONITOR");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_are_octavias() {
     let server = support::Server::start();

@@ -29,6 +29,11 @@
 //! `soak` runs a `wyvern server` under a long mixed API load from several projects while slow
 //! sockets trickle bytes at it, and reports latency, RSS and store size (see [`soak`]).
 //!
+//! `lb` is issue 13's distributed load balancing on a lab: 100 load balancers × 3 listeners × 10
+//! members made through the Octavia v2 API until every chassis holds their flows and groups, one
+//! member added until a client's connection reaches it, and new connections per second through a
+//! VIP against the member directly (see [`lb`]).
+//!
 //! `throughput` runs iperf3 between two VMs on two chassis through the whole pipeline with
 //! security groups, then through the same switches reduced to `actions=NORMAL` (see
 //! [`throughput`]).
@@ -42,6 +47,7 @@ use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+mod lb;
 mod port_add;
 mod slice;
 mod soak;
@@ -162,6 +168,44 @@ enum Command {
         /// Seconds per run.
         #[arg(long, default_value_t = 5)]
         seconds: u32,
+    },
+    /// Distributed load balancing (issue 13) on a lab of 3 chassis: load balancers, listeners
+    /// and members made through the Octavia v2 API until every chassis holds their flows and
+    /// groups; one member added until it is used; new connections per second through a VIP
+    /// against the member directly.
+    Lb {
+        /// The `wyvern` binary to run as server and agents (use a release build for figures).
+        #[arg(long, default_value = "target/release/wyvern")]
+        wyvern: std::path::PathBuf,
+        #[arg(long, default_value_t = 100)]
+        load_balancers: usize,
+        /// TCP listeners per load balancer (ports 80, 81, ...), each with its own pool.
+        #[arg(long, default_value_t = 3)]
+        listeners: usize,
+        /// Members per pool (at most --vms).
+        #[arg(long, default_value_t = 10)]
+        members: usize,
+        /// Member VMs, spread round robin over the chassis.
+        #[arg(long, default_value_t = 30)]
+        vms: usize,
+        /// Load balancers made at once (each one's requests in order: that many in flight).
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// How often one member is added (and deleted again).
+        #[arg(long, default_value_t = 20)]
+        samples: usize,
+        /// Seconds per connection-rate run.
+        #[arg(long, default_value_t = 5)]
+        connection_seconds: u32,
+        /// Connection-rate runs per path (VIP and direct alternate).
+        #[arg(long, default_value_t = 3)]
+        connection_runs: usize,
+        /// Connections in flight at once.
+        #[arg(long, default_value_t = 4)]
+        connection_parallel: usize,
+        /// Server ports the connections go to, round robin (a listener each on the VIP).
+        #[arg(long, default_value_t = 16)]
+        connection_ports: u16,
     },
     /// The API server under a long mixed load from several projects while slow sockets trickle
     /// bytes at it: small GET latency, RSS and store size before and after, no 5xx.
@@ -287,6 +331,33 @@ fn main() -> anyhow::Result<()> {
             wyvern,
             runs: runs.max(1),
             seconds: seconds.max(1),
+        }))?,
+        Command::Lb {
+            wyvern,
+            load_balancers,
+            listeners,
+            members,
+            vms,
+            concurrency,
+            samples,
+            connection_seconds,
+            connection_runs,
+            connection_parallel,
+            connection_ports,
+        } => runtime.block_on(lb::run(lb::Params {
+            wyvern,
+            load_balancers,
+            listeners,
+            members,
+            vms,
+            concurrency: concurrency.max(1),
+            samples,
+            connections: slice::ConnectionOptions {
+                seconds: connection_seconds.max(1),
+                runs: connection_runs.max(1),
+                parallel: connection_parallel.max(1),
+                ports: connection_ports.clamp(1, 1000),
+            },
         }))?,
         Command::Soak {
             wyvern,

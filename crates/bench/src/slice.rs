@@ -48,7 +48,7 @@ use serde_json::{Value, json};
 
 use crate::{percentile, post, put};
 
-mod connections;
+pub(crate) mod connections;
 mod floating;
 mod groups;
 mod interface;
@@ -294,7 +294,7 @@ struct MadePort {
 }
 
 /// Resident set size (KiB) and CPU seconds (user + system) of a process, from `/proc`.
-fn proc_usage(pid: u32) -> Option<(u64, f64)> {
+pub(crate) fn proc_usage(pid: u32) -> Option<(u64, f64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let rss = status
         .lines()

@@ -29,8 +29,9 @@
 //!   of our own that is *not* OVS' — so a trace through a select group shows one bucket OVS
 //!   may pick, not the one it will. Ours: each live bucket scores
 //!   `(hash(packet, bucket index) & 0xffff) * weight` and the highest score wins, ties going to
-//!   the later bucket, where the hash is FNV-1a over the IP addresses, protocol and L4 ports
-//!   (Ethernet addresses for non-IP): deterministic per 5-tuple, spread by weight, always the
+//!   the later bucket, where the hash is FNV-1a over the fields of OVS' datapath hash (IP
+//!   addresses and protocol, TCP and SCTP ports — not UDP's; Ethernet addresses for non-IP):
+//!   deterministic per connection, spread by weight, always the
 //!   last live bucket when every weight is 0. That is the shape of OVS' fallback method
 //!   (`group_best_live_bucket`, which scores with `hash_int(bucket_id,
 //!   flow_hash_symmetric_l4(flow))`), but OVS 2.10 and later use that only when a group without
@@ -350,9 +351,13 @@ fn changes(before: &Packet, after: &Packet) -> String {
     }
 }
 
-/// FNV-1a over the 5-tuple (or the Ethernet addresses), mixed with `basis`.
+/// FNV-1a over the fields of the hash Open vSwitch's datapath computes for a select group
+/// (`hash(sym_l4(0))`: `flow_hash_symmetric_l3l4` without UDP), mixed with `basis`: for IP, the
+/// addresses, the protocol and the ports of TCP and SCTP only — UDP ports are not part of it, so
+/// all datagrams between two hosts hash alike, as in OVS; for other packets the Ethernet
+/// addresses and type.
 fn flow_hash(p: &Packet, basis: u64) -> u64 {
-    const FIELDS: [Field; 11] = [
+    const IP: [Field; 9] = [
         Field::Ipv4Src,
         Field::Ipv4Dst,
         Field::Ipv6Src,
@@ -360,14 +365,12 @@ fn flow_hash(p: &Packet, basis: u64) -> u64 {
         Field::IpProto,
         Field::TcpSrc,
         Field::TcpDst,
-        Field::UdpSrc,
-        Field::UdpDst,
         Field::SctpSrc,
         Field::SctpDst,
     ];
-    let mut fields: Vec<u128> = FIELDS.iter().filter_map(|f| p.get(*f)).collect();
+    let mut fields: Vec<u128> = IP.iter().filter_map(|f| p.get(*f)).collect();
     if fields.is_empty() {
-        fields = [Field::EthSrc, Field::EthDst]
+        fields = [Field::EthSrc, Field::EthDst, Field::EthType]
             .iter()
             .filter_map(|f| p.get(*f))
             .collect();

@@ -141,6 +141,14 @@ impl FlowTables {
                 why: "goto_table must go to a later table",
             });
         }
+        if !ct_tuple_prerequisite(&f.match_) {
+            return Err(Error::BadFlow {
+                flow: text(),
+                why: "a match on the connection's original tuple (ct_nw_*, ct_ipv6_*, ct_tp_*) \
+                      needs ct_state to say the connection is tracked and valid (+trk with \
+                      -inv, +new, +est, +rel, +rpl, +snat or +dnat)",
+            });
+        }
         if is_conjunctive(f) {
             let only_conj = ins
                 .apply
@@ -307,4 +315,34 @@ impl FlowTables {
             conjunction: None,
         })
     }
+}
+
+/// Whether a match on the original tuple of the packet's connection has what Open vSwitch 3.1
+/// requires with it (found by trying: `ct_state=+trk` alone is refused with `OFPBMC_BAD_PREREQ`,
+/// `+trk-inv`, `+trk+new` or `+trk+dnat` are accepted): `ct_state` must say the packet is tracked
+/// and its connection valid.
+fn ct_tuple_prerequisite(m: &openflow::Match) -> bool {
+    use openflow::Field;
+    const TRK: u128 = 0x20;
+    const INV: u128 = 0x10;
+    // new, est, rel, rpl, snat, dnat: each says the connection is valid.
+    const VALID: u128 = 0x01 | 0x02 | 0x04 | 0x08 | 0x40 | 0x80;
+    let tuple = [
+        Field::CtNwSrc,
+        Field::CtNwDst,
+        Field::CtIpv6Src,
+        Field::CtIpv6Dst,
+        Field::CtNwProto,
+        Field::CtTpSrc,
+        Field::CtTpDst,
+    ];
+    if !tuple.iter().any(|f| m.get(*f).is_some()) {
+        return true;
+    }
+    let Some((value, mask)) = m.get(Field::CtState) else {
+        return false;
+    };
+    let tracked = mask & value & TRK != 0;
+    let valid = (mask & INV != 0 && value & INV == 0) || mask & value & VALID != 0;
+    tracked && valid
 }

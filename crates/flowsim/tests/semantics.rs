@@ -643,6 +643,19 @@ fn bad_tables_are_refused() {
         [],
     );
     assert!(matches!(conj, Err(Error::BadFlow { .. })));
+    // A connection's original tuple only with a tracked, valid connection (as OVS 3.1 refuses).
+    let tuple = |state: &str| {
+        FlowTables::new(
+            flows(&[&format!(
+                "priority=1,ip,ct_state={state},ct_nw_dst=10.0.0.1 actions=drop"
+            )]),
+            [],
+        )
+    };
+    assert!(matches!(tuple("+trk"), Err(Error::BadFlow { .. })));
+    for ok in ["+trk-inv", "+new+trk", "+trk+dnat"] {
+        assert!(tuple(ok).is_ok(), "{ok}");
+    }
     assert!("00:11".parse::<Mac>().is_err());
 }
 

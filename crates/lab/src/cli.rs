@@ -19,7 +19,8 @@ pub enum LabCommand {
         replace: bool,
     },
     /// Show what runs: etcd members and servers (up or DOWN), chassis, agents, physical
-    /// segments, external hosts, networks, routers, VMs with IP and MAC, floating IPs.
+    /// segments, external hosts, networks, routers, VMs with IP and MAC (and their servers),
+    /// floating IPs, load balancers with their listeners.
     Status {
         /// The lab (default: every lab).
         name: Option<String>,

@@ -1,6 +1,7 @@
 //! A running lab: bringing it in line with a topology (`up`), acting on it (exec, agents) and
-//! tearing it down (`down`, also by name after a crash). Routers, floating IPs, the physical
-//! segments with their external hosts and the inside of VMs have modules of their own.
+//! tearing it down (`down`, also by name after a crash). Routers, floating IPs, load balancers,
+//! the physical segments with their external hosts, the inside of VMs and their tiny servers have
+//! modules of their own.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -26,9 +27,11 @@ mod attrs;
 pub(crate) mod control;
 mod floating;
 mod guest;
+mod lbaas;
 mod physical;
 mod routers;
 mod secgroups;
+mod serve;
 mod subnets;
 
 use attrs::{
@@ -269,6 +272,7 @@ impl Lab {
         self.ensure_control_plane(topo, changes).await?;
         let api = Neutron::new(&self.server_url())?;
         self.remove_floating_ips(&api, topo, changes).await?;
+        self.remove_load_balancers(&api, topo, changes).await?;
         for vm in self.state.vms.keys().cloned().collect::<Vec<_>>() {
             if !topo.vms.iter().any(|v| v.name == vm) {
                 self.remove_vm(&api, &vm).await?;
@@ -305,6 +309,8 @@ impl Lab {
             self.ensure_vm(&api, topo, vm, changes).await?;
         }
         self.ensure_floating_ips(&api, topo, changes).await?;
+        self.ensure_servers(topo, changes)?;
+        self.ensure_load_balancers(&api, topo, changes).await?;
         self.remove_groups(&api, topo, changes).await?;
         self.warm_underlay();
         for (name, net) in self.state.networks.clone() {
@@ -1180,9 +1186,9 @@ pub fn down(name: &str, progress: bool) -> Result<Vec<String>> {
     if let Ok(rd) = std::fs::read_dir(&dir) {
         let mut entries: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
         entries.sort();
-        // Agents first, then the servers, the etcd members, then each chassis' vswitchd and
-        // ovsdb-server.
-        for kind in ["agent-", "server-", "etcd-"] {
+        // The VMs' tiny servers and the agents first, then the servers, the etcd members, then
+        // each chassis' vswitchd and ovsdb-server.
+        for kind in ["serve-", "agent-", "server-", "etcd-"] {
             pidfiles.extend(
                 entries
                     .iter()

@@ -43,6 +43,13 @@
 //! networks (flat, vlan), external networks, routers' gateways and floating IPs are made through
 //! the API as an admin. Gateway chassis run their agent with `--gateway`.
 //!
+//! Load balancers are made through the Octavia v2 API once the VMs are wired (members are VMs'
+//! addresses), each listener with its own pool, members and health monitor, brought in line
+//! with the file on every `up` (one whose VIP, VIP subnet or project changed is deleted with
+//! `cascade=true` and made again). VMs may run a tiny server (`serve`) that answers with their
+//! name, so that load balancing can be seen with `curl` alone; it is a process of the lab like
+//! the others (`down` stops it).
+//!
 //! # Topology file (TOML)
 //!
 //! ```toml
@@ -144,12 +151,37 @@
 //!                                # (`default`: the project's own); default: the project's
 //!                                # `default` group, as Neutron
 //! port_security = false          # optional (default true): no anti-spoofing, no groups
+//! serve = [{ protocol = "http", port = 8080 }, { protocol = "udp", port = 5353 }]
+//!                                # optional: a tiny server in the VM (python3, PID in
+//!                                # serve-<vm>.pid) answering every HTTP request (200) and every
+//!                                # UDP datagram with the VM's name and a newline
 //!
 //! [[floating_ip]]                # zero or more
 //! vm = "web1"                    # the VM whose port it is associated with (first IPv4)
 //! network = "public"             # an external network; a router must join the VM's network
 //!                                # (interface on an IPv4 subnet) to it (gateway)
 //! address = "172.24.4.50"        # optional; default: allocated
+//!
+//! [[load_balancer]]              # zero or more, through the Octavia v2 API (/v2.0/lbaas/)
+//! name = "web"                   # unique; [A-Za-z0-9._-]
+//! network = "web"                # the VIP's network: the subnet holding vip, else its first
+//!                                # IPv4 subnet (file order) ...
+//! # subnet = "web-1"             # ... or a subnet by name (one of network and subnet)
+//! vip = "10.0.0.100"             # optional: the VIP address; default: allocated
+//! project = "alpha"              # optional; default: the VIP network's project (admin may
+//!                                # use any project's networks and VMs, a project its own)
+//!
+//! [[load_balancer.listener]]     # zero or more; each with its own pool
+//! protocol = "HTTP"              # TCP | UDP | HTTP (TCP and HTTP share a port space)
+//! port = 80                      # 1-65535
+//! algorithm = "ROUND_ROBIN"      # optional: ROUND_ROBIN (default) | SOURCE_IP | LEAST_CONNECTIONS
+//! persistence = "SOURCE_IP"      # optional: session persistence
+//! members = [{ vm = "web1", port = 8080, weight = 2 }, { vm = "web2", port = 8080, backup = true }]
+//!                                # the VM's first address (IPv4 first) on its subnet; weight
+//!                                # 0-256 (default 1); backup (default false)
+//! monitor = { type = "HTTP", delay = 1, timeout = 1, max_retries = 2, max_retries_down = 2,
+//!   url_path = "/", expected_codes = "200" } # optional: PING | TCP | HTTP; max_retries(_down)
+//!                                # 1-10 (down default 3); url_path, expected_codes: HTTP only
 //!
 //! [[address_group]]              # zero or more
 //! name = "office"                # unique; [A-Za-z0-9._-]
@@ -213,13 +245,15 @@ pub use cli::{LabCommand, run};
 pub use error::{Error, Result};
 pub use lab::{Lab, LabOptions, down, exec_command};
 pub use state::{
-    ChassisState, EtcdMemberState, ExternalState, FloatingIpState, GroupState, NetworkState,
-    PhysicalState, RouterGatewayState, RouterState, SegmentState, State, SubnetState, VmState,
+    ChassisState, EtcdMemberState, ExternalState, FloatingIpState, GroupState, ListenerState,
+    LoadBalancerState, NetworkState, PhysicalState, RouterGatewayState, RouterState, SegmentState,
+    State, SubnetState, VmState,
 };
 pub use status::{ChassisStatus, ServiceStatus, Status, status};
 pub use topology::{
     AddressGroupSpec, ChassisSpec, DEFAULT_GROUP, Direction, Ethertype, ExternalSpec,
-    FloatingIpSpec, Gateway, Ipv6Config, Ipv6Mode, NetworkSpec, NetworkType, PhysicalSpec,
-    Protocol, RouteSpec, RouterSpec, RuleSpec, SecurityGroupSpec, ServerSpec, StoreKind,
-    SubnetSpec, Topology, UnderlaySpec, VmSpec,
+    FloatingIpSpec, Gateway, Ipv6Config, Ipv6Mode, LbAlgorithm, LbProtocol, ListenerSpec,
+    LoadBalancerSpec, MemberSpec, MonitorSpec, MonitorType, NetworkSpec, NetworkType, Persistence,
+    PhysicalSpec, Protocol, RouteSpec, RouterSpec, RuleSpec, SecurityGroupSpec, ServeProtocol,
+    ServeSpec, ServerSpec, StoreKind, SubnetSpec, Topology, UnderlaySpec, VmSpec,
 };

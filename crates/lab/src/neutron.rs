@@ -1,7 +1,9 @@
 //! A small client of the server's Neutron API: what the lab needs to create and find
 //! networks, subnets, ports, routers, security groups and address groups, acting as admin or
 //! as a project. Collections are named as in JSON bodies (`security_groups`); their URL segment
-//! has dashes instead (`security-groups`), as Neutron's.
+//! has dashes instead (`security-groups`), as Neutron's. The load-balancer API's collections are
+//! paths below `/v2.0/` (`lbaas/loadbalancers`, `lbaas/pools/<id>/members`) whose last segment
+//! names the list in JSON bodies.
 
 use std::time::{Duration, Instant};
 
@@ -111,7 +113,8 @@ impl Neutron {
     ) -> Result<Vec<Value>> {
         let path = format!("{}?{query}", segment(collection));
         let v = self.call(Method::GET, &path, project, None).await?;
-        Ok(v.get(collection)
+        let key = collection.rsplit('/').next().unwrap_or(collection);
+        Ok(v.get(key)
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default())
@@ -216,10 +219,20 @@ impl Neutron {
 
     /// Deletes an object as admin; a missing one is no error.
     pub(crate) async fn delete(&self, collection: &str, id: &str) -> Result<()> {
+        self.delete_with(collection, id, "").await
+    }
+
+    /// Like [`Neutron::delete`], with `query` (`cascade=true`; empty: none).
+    pub(crate) async fn delete_with(&self, collection: &str, id: &str, query: &str) -> Result<()> {
+        let query = if query.is_empty() {
+            String::new()
+        } else {
+            format!("?{query}")
+        };
         match self
             .call(
                 Method::DELETE,
-                &format!("{}/{id}", segment(collection)),
+                &format!("{}/{id}{query}", segment(collection)),
                 None,
                 None,
             )

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::topology::{Ipv6Config, RouteSpec};
+use crate::topology::{Ipv6Config, LbProtocol, MonitorType, RouteSpec, ServeSpec};
 use crate::{Error, Result};
 
 /// The state of one lab.
@@ -54,6 +54,46 @@ pub struct State {
     /// Floating IPs, in the file's order.
     #[serde(default)]
     pub floating_ips: Vec<FloatingIpState>,
+    /// Load balancers by name.
+    #[serde(default)]
+    pub load_balancers: BTreeMap<String, LoadBalancerState>,
+    /// The tiny servers each VM runs (`serve` in the file), by VM name; a VM without is absent.
+    #[serde(default)]
+    pub serve: BTreeMap<String, Vec<ServeSpec>>,
+}
+
+/// A load balancer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadBalancerState {
+    /// API id.
+    pub id: String,
+    /// Owning project (`None`: admin).
+    pub project: Option<String>,
+    /// Its VIP address.
+    pub vip: String,
+    /// The VIP's network by name.
+    pub network: String,
+    /// The VIP's subnet by name.
+    pub subnet: String,
+    /// Its listeners, in the file's order.
+    pub listeners: Vec<ListenerState>,
+}
+
+/// A listener of a load balancer, with its pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenerState {
+    /// API id.
+    pub id: String,
+    /// `TCP`, `UDP` or `HTTP`.
+    pub protocol: LbProtocol,
+    /// Its port.
+    pub port: u16,
+    /// Its pool's API id.
+    pub pool: String,
+    /// The pool's members: `vm address:port`.
+    pub members: Vec<String>,
+    /// The pool's health monitor's type, if it has one.
+    pub monitor: Option<MonitorType>,
 }
 
 /// A physical segment: an Open vSwitch bridge in a namespace of its own.

@@ -1,6 +1,7 @@
 //! `wyvern lab status`: what of a lab runs, read from its state file and checked against the
 //! processes and namespaces that exist.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
@@ -29,6 +30,8 @@ pub struct Status {
     pub physical: Vec<ChassisStatus>,
     /// Per external host: whether its namespace exists.
     pub externals: Vec<(String, ExternalState, bool)>,
+    /// Per VM with tiny servers (`serve`): the PID of its server, if it runs.
+    pub serving: BTreeMap<String, Option<u32>>,
 }
 
 /// An etcd member or a server as it is now.
@@ -102,6 +105,14 @@ pub fn status(name: &str) -> Result<Status> {
         .iter()
         .map(|(n, e)| (n.clone(), e.clone(), Netns::exists(&e.netns)))
         .collect();
+    let serving = state
+        .serve
+        .keys()
+        .map(|vm| {
+            let pid = Daemon::running(&dir.join(format!("serve-{vm}.pid")), &marker);
+            (vm.clone(), pid)
+        })
+        .collect();
     let service = |name: String, address: String| ServiceStatus {
         pid: Daemon::running(&dir.join(format!("{name}.pid")), &marker),
         name,
@@ -126,6 +137,7 @@ pub fn status(name: &str) -> Result<Status> {
         vms,
         physical,
         externals,
+        serving,
         state,
     })
 }
@@ -166,6 +178,7 @@ impl Status {
             ("vms", listed(self.vms.iter().filter(|v| v.2).map(|v| &v.0))),
             ("networks", listed(s.networks.keys())),
             ("routers", listed(s.routers.keys())),
+            ("load balancers", listed(s.load_balancers.keys())),
         ];
         let parts: Vec<String> = parts
             .into_iter()
@@ -288,9 +301,14 @@ impl fmt::Display for Status {
             )?;
         }
         for (name, v, present) in &self.vms {
+            let serving = s.serve.get(name).map_or_else(String::new, |serve| {
+                let each: Vec<String> = serve.iter().map(ToString::to_string).collect();
+                let running = self.serving.get(name).copied().flatten();
+                format!("  serves {} ({})", each.join(" "), pid(running))
+            });
             writeln!(
                 f,
-                "  vm       {:<12} {:<18} {}  on {}  network {}  port {}{}",
+                "  vm       {:<12} {:<18} {}  on {}  network {}  port {}{serving}{}",
                 name,
                 v.addresses.join(" "),
                 v.mac,
@@ -306,6 +324,36 @@ impl fmt::Display for Status {
                 "  fip      {:<12} -> vm {} ({})  network {}  id {}",
                 fip.address, fip.vm, fip.fixed_ip, fip.network, fip.id
             )?;
+        }
+        for (name, lb) in &s.load_balancers {
+            writeln!(
+                f,
+                "  lb       {:<12} vip {}  network {} (subnet {})  project {}  id {}",
+                name,
+                lb.vip,
+                lb.network,
+                lb.subnet,
+                lb.project.as_deref().unwrap_or("admin"),
+                lb.id
+            )?;
+            for l in &lb.listeners {
+                let members = if l.members.is_empty() {
+                    "none".to_owned()
+                } else {
+                    l.members.join(", ")
+                };
+                let monitor = l
+                    .monitor
+                    .map_or_else(String::new, |m| format!("  monitor {}", m.as_str()));
+                writeln!(
+                    f,
+                    "  listener {:<12} {} {}  members {members}{monitor}  id {}",
+                    name,
+                    l.protocol.as_str(),
+                    l.port,
+                    l.id
+                )?;
+            }
         }
         Ok(())
     }

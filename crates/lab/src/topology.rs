@@ -8,6 +8,13 @@ use std::path::Path;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
+mod lbaas;
+
+pub use lbaas::{
+    LbAlgorithm, LbProtocol, ListenerSpec, LoadBalancerSpec, MemberSpec, MonitorSpec, MonitorType,
+    Persistence, ServeProtocol, ServeSpec,
+};
+
 use crate::names::{self, CHASSIS_MAX, EXTERNAL_MAX, PHYSICAL_MAX, PHYSICAL_RESERVED, VM_MAX};
 use crate::{Error, Result};
 
@@ -50,6 +57,9 @@ pub struct Topology {
     /// Floating IPs of VMs.
     #[serde(default, rename = "floating_ip")]
     pub floating_ips: Vec<FloatingIpSpec>,
+    /// Load balancers (Octavia's API) with their listeners, pools, members and monitors.
+    #[serde(default, rename = "load_balancer")]
+    pub load_balancers: Vec<LoadBalancerSpec>,
 }
 
 /// `[server]`.
@@ -667,6 +677,9 @@ pub struct VmSpec {
     /// Whether its port has port security (anti-spoofing and security groups).
     #[serde(default = "yes")]
     pub port_security: bool,
+    /// Tiny servers the VM runs (answering with its name), to show load balancing.
+    #[serde(default)]
+    pub serve: Vec<ServeSpec>,
 }
 
 fn yes() -> bool {
@@ -971,6 +984,7 @@ impl Topology {
                 return Err(Error::Topology(format!("name {} used twice", v.name)));
             }
             self.validate_vm(v)?;
+            lbaas::validate_serve(v)?;
         }
         let mut routers = BTreeSet::new();
         for r in &self.routers {
@@ -983,6 +997,7 @@ impl Topology {
         for (i, f) in self.floating_ips.iter().enumerate() {
             self.validate_floating_ip(i, f)?;
         }
+        self.validate_load_balancers()?;
         self.validate_addresses()
     }
 
@@ -1044,6 +1059,15 @@ impl Topology {
                     &f.network,
                     a.into(),
                     format!("the floating IP of vm {}", f.vm),
+                )?;
+            }
+        }
+        for lb in &self.load_balancers {
+            if let (Some(ip), Some((net, _, _))) = (lb.vip, self.vip_subnet(lb)) {
+                claim(
+                    &net.name,
+                    ip,
+                    format!("the VIP of load balancer {}", lb.name),
                 )?;
             }
         }
@@ -1619,6 +1643,7 @@ rules = [
             include_str!("../../../examples/secgroups.toml"),
             include_str!("../../../examples/ha.toml"),
             include_str!("../../../examples/outside.toml"),
+            include_str!("../../../examples/loadbalancer.toml"),
         ] {
             parse(example).unwrap();
         }
@@ -2127,6 +2152,7 @@ address = "172.24.4.50"
         // Without any of it, nothing changes for the other examples' files.
         let plain = parse(GOOD).unwrap();
         assert!(plain.physical.is_empty() && plain.externals.is_empty());
+        assert!(plain.load_balancers.is_empty() && plain.vms.iter().all(|v| v.serve.is_empty()));
         assert!(plain.routers[0].gateway_ips.is_empty());
         assert_eq!(plain.networks[0].network_type, None);
     }

@@ -593,7 +593,6 @@ impl Field {
                 | Field::CtTpDst
                 | Field::ConjId
                 | Field::TcpFlags
-                | Field::InPort
         )
     }
 

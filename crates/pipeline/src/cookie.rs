@@ -5,8 +5,7 @@
 //! back to API objects.
 
 /// What produced a flow: the API object whose existence and attributes the flow expresses.
-/// Every kind has its own cookie kind byte (the next issues add load balancers and chains as
-/// kinds `0x08` on). Kind `0x0f` marks flows the switch learned itself (`learn` actions): they
+/// Every kind has its own cookie kind byte (chains will take kinds from `0x0b` on). Kind `0x0f` marks flows the switch learned itself (`learn` actions): they
 /// are the switch's state, never the agent's to remove.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Owner {
@@ -20,6 +19,12 @@ pub enum Owner {
     /// A security group rule.
     SgRule(String),
     FloatingIp(String),
+    /// A load balancer (its VIP's address).
+    LoadBalancer(String),
+    /// A load-balancer listener (its VIP flows and member group).
+    Listener(String),
+    /// A pool member (its health check's answers).
+    Member(String),
 }
 
 /// The cookie of flows added by the switch's `learn` actions (learned neighbours).
@@ -61,6 +66,9 @@ impl Owner {
             Owner::RouterInterface(_) => 0x05,
             Owner::SgRule(_) => 0x06,
             Owner::FloatingIp(_) => 0x07,
+            Owner::LoadBalancer(_) => 0x08,
+            Owner::Listener(_) => 0x09,
+            Owner::Member(_) => 0x0a,
         }
     }
 
@@ -73,7 +81,10 @@ impl Owner {
             | Owner::Router(id)
             | Owner::RouterInterface(id)
             | Owner::SgRule(id)
-            | Owner::FloatingIp(id) => id,
+            | Owner::FloatingIp(id)
+            | Owner::LoadBalancer(id)
+            | Owner::Listener(id)
+            | Owner::Member(id) => id,
         }
     }
 
@@ -87,6 +98,9 @@ impl Owner {
             Owner::RouterInterface(_) => "router interface",
             Owner::SgRule(_) => "security group rule",
             Owner::FloatingIp(_) => "floating IP",
+            Owner::LoadBalancer(_) => "load balancer",
+            Owner::Listener(_) => "listener",
+            Owner::Member(_) => "pool member",
         }
     }
 
@@ -109,7 +123,7 @@ impl Owner {
 
     /// Whether a cookie is one of ours at all (anything else on the bridge is foreign).
     pub fn is_ours(cookie: u64) -> bool {
-        matches!(cookie >> KIND_SHIFT, 0x01..=0x07)
+        matches!(cookie >> KIND_SHIFT, 0x01..=0x0a)
     }
 }
 

@@ -6,9 +6,11 @@
 
 use std::net::IpAddr;
 
+use openflow::message::Group;
+
 use crate::model::{
-    AddressGroup, Chassis, FloatingIp, Kind, Network, Physical, Port, Router, SecurityGroup,
-    SgRule, Subnet, Topology,
+    AddressGroup, Chassis, FloatingIp, HealthMonitor, Kind, Listener, LoadBalancer, Member,
+    Network, Physical, Pool, Port, Router, SecurityGroup, SgRule, Subnet, Topology,
 };
 
 /// How a carried network's frames leave the chassis.
@@ -32,6 +34,8 @@ pub enum Dep {
     PortsOn(String),
     /// The subnets of a network.
     SubnetsOn(String),
+    /// A subnet.
+    Subnet(String),
     /// The router interfaces on a network.
     InterfacesOn(String),
     /// A router's interfaces.
@@ -52,6 +56,14 @@ pub enum Dep {
     GatewayOf(String),
     /// Every chassis, their registrations and liveness (an election over them).
     AllChassis,
+    /// A load balancer, listener, pool, member or health monitor (by id).
+    LoadBalancer(String),
+    Listener(String),
+    Pool(String),
+    Member(String),
+    HealthMonitor(String),
+    /// The members of a pool (membership and contents).
+    MembersOf(String),
     /// The local OpenFlow port of a port's VIF.
     Vif(String),
     /// The local tunnel port.
@@ -78,7 +90,12 @@ impl Dep {
             Dep::FloatingIp(_) => Kind::FloatingIp,
             Dep::Router(_) => Kind::Router,
             Dep::Chassis(_) | Dep::AllChassis => Kind::Chassis,
-            Dep::SubnetsOn(_) => Kind::Subnet,
+            Dep::SubnetsOn(_) | Dep::Subnet(_) => Kind::Subnet,
+            Dep::LoadBalancer(_) => Kind::LoadBalancer,
+            Dep::Listener(_) => Kind::Listener,
+            Dep::Pool(_) => Kind::Pool,
+            Dep::Member(_) | Dep::MembersOf(_) => Kind::Member,
+            Dep::HealthMonitor(_) => Kind::HealthMonitor,
             Dep::Vif(_) | Dep::Tunnel | Dep::Patch(_) => return None,
         })
     }
@@ -88,6 +105,7 @@ impl Dep {
 pub struct Ctx<'t> {
     topo: &'t Topology,
     reads: Vec<Dep>,
+    groups: Vec<Group>,
 }
 
 impl<'t> Ctx<'t> {
@@ -95,14 +113,15 @@ impl<'t> Ctx<'t> {
         Self {
             topo,
             reads: Vec::new(),
+            groups: Vec::new(),
         }
     }
 
-    /// What was read, each once.
-    pub fn into_reads(mut self) -> Vec<Dep> {
+    /// What was read, each once, and the groups emitted.
+    pub fn finish(mut self) -> (Vec<Dep>, Vec<Group>) {
         self.reads.sort();
         self.reads.dedup();
-        self.reads
+        (self.reads, self.groups)
     }
 
     fn read(&mut self, dep: Dep) {
@@ -214,6 +233,56 @@ impl<'t> Ctx<'t> {
     pub fn address_group(&mut self, id: &str) -> Option<&'t AddressGroup> {
         self.read(Dep::AddressGroup(id.to_string()));
         self.topo.address_groups.get(id)
+    }
+
+    pub fn load_balancer(&mut self, id: &str) -> Option<&'t LoadBalancer> {
+        self.read(Dep::LoadBalancer(id.to_string()));
+        self.topo.load_balancers.get(id)
+    }
+
+    pub fn listener(&mut self, id: &str) -> Option<&'t Listener> {
+        self.read(Dep::Listener(id.to_string()));
+        self.topo.listeners.get(id)
+    }
+
+    pub fn pool(&mut self, id: &str) -> Option<&'t Pool> {
+        self.read(Dep::Pool(id.to_string()));
+        self.topo.pools.get(id)
+    }
+
+    pub fn member(&mut self, id: &str) -> Option<&'t Member> {
+        self.read(Dep::Member(id.to_string()));
+        self.topo.members.get(id)
+    }
+
+    pub fn health_monitor(&mut self, id: &str) -> Option<&'t HealthMonitor> {
+        self.read(Dep::HealthMonitor(id.to_string()));
+        self.topo.health_monitors.get(id)
+    }
+
+    /// The members of `pool`, in id order.
+    pub fn members_of(&mut self, pool: &str) -> impl Iterator<Item = &'t Member> + 't {
+        self.read(Dep::MembersOf(pool.to_string()));
+        self.topo.members_of(pool)
+    }
+
+    pub fn subnet(&mut self, id: &str) -> Option<&'t Subnet> {
+        self.read(Dep::Subnet(id.to_string()));
+        self.topo.subnets.get(id)
+    }
+
+    /// The port that alone holds `ip` on `network`.
+    pub fn port_with_ip(&mut self, network: &str, ip: IpAddr) -> Option<&'t Port> {
+        self.read(Dep::Claim(Topology::ip_claim(network, ip)));
+        let port = self.topo.port_with_ip(network, ip)?;
+        self.read(Dep::Port(port.id.clone()));
+        Some(port)
+    }
+
+    /// Emits a group: the owner's flows refer to it by id (it is installed before them and
+    /// removed after them).
+    pub fn group(&mut self, group: Group) {
+        self.groups.push(group);
     }
 
     pub fn ports_on(&mut self, network: &str) -> impl Iterator<Item = &'t Port> + 't {

@@ -10,6 +10,7 @@
 //! are in [`tables`]. No I/O happens here.
 
 pub mod apps;
+pub mod balancers;
 pub mod cookie;
 pub mod deps;
 pub mod model;
@@ -18,6 +19,7 @@ pub mod tables;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use openflow::flow::FlowKey;
+use openflow::message::Group;
 use openflow::{Action, Flow, Instructions, Match};
 use serde_json::Value;
 
@@ -49,15 +51,23 @@ pub enum Input {
 pub struct Delta {
     /// +1: to add, -1: to remove (never anything else, nor 0).
     balance: HashMap<Flow, i8>,
+    /// Groups whose desired state changed: what they are to be (`None`: gone). A group is
+    /// installed (or modified) before the flows of its delta and deleted after them.
+    groups: BTreeMap<u32, Option<Group>>,
 }
 
 impl Delta {
     pub fn is_empty(&self) -> bool {
-        self.balance.is_empty()
+        self.balance.is_empty() && self.groups.is_empty()
     }
 
     pub fn len(&self) -> usize {
-        self.balance.len()
+        self.balance.len() + self.groups.len()
+    }
+
+    /// Groups to install or modify (`Some`) and to delete (`None`), by id.
+    pub fn groups(&self) -> impl Iterator<Item = (u32, Option<&Group>)> {
+        self.groups.iter().map(|(id, g)| (*id, g.as_ref()))
     }
 
     /// Flows to add.
@@ -99,6 +109,7 @@ impl Delta {
         for (f, n) in other.balance {
             self.change(f, n);
         }
+        self.groups.extend(other.groups);
     }
 }
 
@@ -111,10 +122,11 @@ pub struct Pipeline {
     topo: Topology,
     static_flows: Vec<Flow>,
     owned: BTreeMap<Slot, Vec<Flow>>,
-    /// Conjunctive contributions (flows whose actions are only `conjunction`s) by flow identity:
-    /// several owners' contributions to one (table, priority, match) become one flow with all
-    /// their actions ([`merge`]), as OVN's ofctrl does.
-    conj: HashMap<FlowKey, BTreeMap<Slot, Vec<Action>>>,
+    /// Flows several owners may compute with one identity, by that identity: conjunctive
+    /// contributions (flows whose actions are only `conjunction`s) become one flow with all
+    /// their actions, as OVN's ofctrl does, and flows of the shared stages
+    /// ([`tables::SHARED`]) one flow with the first owner's ([`merge`]).
+    conj: HashMap<FlowKey, BTreeMap<Slot, Instructions>>,
     merged: HashMap<FlowKey, Flow>,
     /// What each slot's flows were computed from.
     reads: HashMap<Slot, Vec<Dep>>,
@@ -127,6 +139,9 @@ pub struct Pipeline {
     /// How many owned flows are not conjunctive contributions (kept as slots change, so that
     /// counting the flows costs nothing).
     plain: usize,
+    /// Each slot's groups, and the desired groups by id.
+    owned_groups: BTreeMap<Slot, Vec<Group>>,
+    groups: BTreeMap<u32, Group>,
 }
 
 /// The fixed part: each stage's miss behaviour, and the apps' flows that depend on no input.
@@ -149,7 +164,10 @@ fn touched(obj: &Object, deps: &mut Vec<Dep>, owners: &mut Vec<Owner>) {
             deps.extend(Topology::segment_claim(n).map(Dep::Claim));
             owners.push(Owner::Network(n.id.clone()));
         }
-        Object::Subnet(s) => deps.push(Dep::SubnetsOn(s.network_id.clone())),
+        Object::Subnet(s) => {
+            deps.push(Dep::SubnetsOn(s.network_id.clone()));
+            deps.push(Dep::Subnet(s.id.clone()));
+        }
         Object::Port(p) => {
             deps.push(Dep::Port(p.id.clone()));
             deps.push(Dep::PortsOn(p.network_id.clone()));
@@ -185,6 +203,21 @@ fn touched(obj: &Object, deps: &mut Vec<Dep>, owners: &mut Vec<Owner>) {
             deps.push(Dep::FloatingIp(f.id.clone()));
             owners.push(Owner::FloatingIp(f.id.clone()));
         }
+        Object::LoadBalancer(o) => {
+            deps.push(Dep::LoadBalancer(o.id.clone()));
+            owners.push(Owner::LoadBalancer(o.id.clone()));
+        }
+        Object::Listener(o) => {
+            deps.push(Dep::Listener(o.id.clone()));
+            owners.push(Owner::Listener(o.id.clone()));
+        }
+        Object::Pool(o) => deps.push(Dep::Pool(o.id.clone())),
+        Object::Member(o) => {
+            deps.push(Dep::Member(o.id.clone()));
+            deps.push(Dep::MembersOf(o.pool_id.clone()));
+            owners.push(Owner::Member(o.id.clone()));
+        }
+        Object::HealthMonitor(o) => deps.push(Dep::HealthMonitor(o.id.clone())),
         Object::Chassis(c) => {
             deps.push(Dep::Chassis(c.id.clone()));
             deps.push(Dep::AllChassis);
@@ -212,7 +245,14 @@ impl Pipeline {
             cookies: HashMap::new(),
             malformed: Vec::new(),
             plain: 0,
+            owned_groups: BTreeMap::new(),
+            groups: BTreeMap::new(),
         }
+    }
+
+    /// Every desired group.
+    pub fn groups(&self) -> impl Iterator<Item = &Group> {
+        self.groups.values()
     }
 
     pub fn topology(&self) -> &Topology {
@@ -226,7 +266,7 @@ impl Pipeline {
 
     /// Every desired flow.
     pub fn flows(&self) -> impl Iterator<Item = &Flow> {
-        let plain = self.owned.values().flatten().filter(|f| !is_conjunctive(f));
+        let plain = self.owned.values().flatten().filter(|f| !is_merged(f));
         self.static_flows
             .iter()
             .chain(plain)
@@ -307,6 +347,30 @@ impl Pipeline {
                     named(name)
                 )
             }
+            Owner::LoadBalancer(id) => {
+                let lb = topo.load_balancers.get(id)?;
+                format!("load balancer {id}{} (VIP {})", named(&lb.name), lb.vip)
+            }
+            Owner::Listener(id) => {
+                let l = topo.listeners.get(id)?;
+                let proto = if l.protocol == 17 { "UDP" } else { "TCP" };
+                let vip = topo
+                    .load_balancers
+                    .get(&l.loadbalancer_id)
+                    .map(|lb| format!(" of load balancer {} (VIP {})", lb.id, lb.vip))
+                    .unwrap_or_default();
+                format!("listener {id}{} ({proto} {}){vip}", named(&l.name), l.port)
+            }
+            Owner::Member(id) => {
+                let m = topo.members.get(id)?;
+                format!(
+                    "member {id}{} ({}:{}) of pool {}",
+                    named(&m.name),
+                    m.address,
+                    m.port,
+                    m.pool_id
+                )
+            }
             Owner::FloatingIp(id) => {
                 let f = topo.floating_ips.get(id)?;
                 match &f.target {
@@ -346,6 +410,13 @@ impl Pipeline {
             .chain(topo.routers.keys().map(|id| Owner::Router(id.clone())))
             .chain(topo.rules.keys().map(|id| Owner::SgRule(id.clone())))
             .chain(
+                topo.load_balancers
+                    .keys()
+                    .map(|id| Owner::LoadBalancer(id.clone())),
+            )
+            .chain(topo.listeners.keys().map(|id| Owner::Listener(id.clone())))
+            .chain(topo.members.keys().map(|id| Owner::Member(id.clone())))
+            .chain(
                 topo.ports
                     .values()
                     .filter(|p| p.router().is_some())
@@ -354,25 +425,29 @@ impl Pipeline {
         owners.flat_map(slots_of).collect()
     }
 
-    /// Recomputes everything from scratch (what the incremental result must always equal).
-    pub fn full(&self) -> HashSet<Flow> {
+    /// Recomputes everything from scratch (what the incremental result must always equal):
+    /// the flows and the groups.
+    pub fn full(&self) -> (HashSet<Flow>, BTreeMap<u32, Group>) {
         let mut out: HashSet<Flow> = self.static_flows.iter().cloned().collect();
-        let mut conj: HashMap<FlowKey, BTreeMap<Slot, Vec<Action>>> = HashMap::new();
+        let mut groups = BTreeMap::new();
+        let mut conj: HashMap<FlowKey, BTreeMap<Slot, Instructions>> = HashMap::new();
         for slot in self.all_slots() {
             let mut flows = Vec::new();
-            APPS[slot.0].flows(&mut Ctx::new(&self.topo), &slot.1, &mut flows);
+            let mut ctx = Ctx::new(&self.topo);
+            APPS[slot.0].flows(&mut ctx, &slot.1, &mut flows);
+            groups.extend(ctx.finish().1.into_iter().map(|g| (g.group_id, g)));
             for f in flows {
-                if is_conjunctive(&f) {
+                if is_merged(&f) {
                     conj.entry(f.key())
                         .or_default()
-                        .insert(slot.clone(), f.instructions.apply);
+                        .insert(slot.clone(), f.instructions);
                 } else {
                     out.insert(f);
                 }
             }
         }
         out.extend(conj.iter().filter_map(|(k, parts)| merge(k, parts)));
-        out
+        (out, groups)
     }
 
     /// Applies one input change and returns what changed in the desired flows.
@@ -442,6 +517,30 @@ impl Pipeline {
         delta
     }
 
+    /// Replaces a slot's groups, noting in `delta` the groups whose desired state changed. (Two
+    /// owners never emit one group id: ids are derived from the owner's id, as cookies are.)
+    fn regroup(&mut self, slot: &Slot, new: Vec<Group>, delta: &mut Delta) {
+        let old = if new.is_empty() {
+            self.owned_groups.remove(slot).unwrap_or_default()
+        } else {
+            self.owned_groups
+                .insert(slot.clone(), new.clone())
+                .unwrap_or_default()
+        };
+        for g in &old {
+            if !new.iter().any(|n| n.group_id == g.group_id) {
+                self.groups.remove(&g.group_id);
+                delta.groups.insert(g.group_id, None);
+            }
+        }
+        for g in new {
+            if self.groups.get(&g.group_id) != Some(&g) {
+                self.groups.insert(g.group_id, g.clone());
+                delta.groups.insert(g.group_id, Some(g));
+            }
+        }
+    }
+
     fn owner_exists(&self, owner: &Owner) -> bool {
         let topo = &self.topo;
         match owner {
@@ -452,6 +551,9 @@ impl Pipeline {
             Owner::RouterInterface(id) => topo.ports.get(id).is_some_and(|p| p.router().is_some()),
             Owner::SgRule(id) => topo.rules.contains_key(id),
             Owner::FloatingIp(id) => topo.floating_ips.contains_key(id),
+            Owner::LoadBalancer(id) => topo.load_balancers.contains_key(id),
+            Owner::Listener(id) => topo.listeners.contains_key(id),
+            Owner::Member(id) => topo.members.contains_key(id),
         }
     }
 
@@ -460,7 +562,8 @@ impl Pipeline {
         let mut new = Vec::new();
         let mut ctx = Ctx::new(&self.topo);
         APPS[*app].flows(&mut ctx, owner, &mut new);
-        let reads = ctx.into_reads();
+        let (reads, new_groups) = ctx.finish();
+        self.regroup(&slot, new_groups, delta);
         if let Some(old_reads) = self.reads.remove(&slot) {
             for dep in old_reads {
                 if let Some(set) = self.readers.get_mut(&dep) {
@@ -503,13 +606,13 @@ impl Pipeline {
                 self.cookies.remove(&cookie);
             }
         }
-        self.plain -= old.iter().filter(|f| !is_conjunctive(f)).count();
-        self.plain += new.iter().filter(|f| !is_conjunctive(f)).count();
+        self.plain -= old.iter().filter(|f| !is_merged(f)).count();
+        self.plain += new.iter().filter(|f| !is_merged(f)).count();
         let old_set: HashSet<&Flow> = old.iter().collect();
         let new_set: HashSet<&Flow> = new.iter().collect();
         let mut conj_keys: Vec<FlowKey> = Vec::new();
         for f in old.iter().filter(|f| !new_set.contains(f)) {
-            if is_conjunctive(f) {
+            if is_merged(f) {
                 if let Some(parts) = self.conj.get_mut(&f.key()) {
                     parts.remove(&slot);
                 }
@@ -519,11 +622,11 @@ impl Pipeline {
             }
         }
         for f in new.iter().filter(|f| !old_set.contains(f)) {
-            if is_conjunctive(f) {
+            if is_merged(f) {
                 self.conj
                     .entry(f.key())
                     .or_default()
-                    .insert(slot.clone(), f.instructions.apply.clone());
+                    .insert(slot.clone(), f.instructions.clone());
                 conj_keys.push(f.key());
             } else {
                 delta.change(f.clone(), 1);
@@ -550,6 +653,12 @@ impl Pipeline {
     }
 }
 
+/// Whether a flow is merged with others of its identity: a conjunctive contribution, or a flow
+/// of a shared stage.
+fn is_merged(f: &Flow) -> bool {
+    is_conjunctive(f) || tables::SHARED.contains(&f.table)
+}
+
 /// Whether a flow is a conjunctive contribution: its only actions are `conjunction`s.
 fn is_conjunctive(f: &Flow) -> bool {
     let ins = &f.instructions;
@@ -562,9 +671,16 @@ fn is_conjunctive(f: &Flow) -> bool {
         && ins.write_metadata.is_none()
 }
 
-/// The one flow the conjunctive contributions to `key` make (`None` when there are none).
-fn merge(key: &FlowKey, parts: &BTreeMap<Slot, Vec<Action>>) -> Option<Flow> {
-    let mut actions: Vec<Action> = parts.values().flatten().cloned().collect();
+/// The one flow the contributions to `key` make (`None` when there are none): a shared stage's
+/// flow as its first owner computed it (all compute the same), or the conjunctive
+/// contributions' actions together.
+fn merge(key: &FlowKey, parts: &BTreeMap<Slot, Instructions>) -> Option<Flow> {
+    let (table, priority, m) = key.clone();
+    if tables::SHARED.contains(&table) {
+        let ((_, owner), ins) = parts.iter().next()?;
+        return Some(apps::flow(owner, table, priority, m, ins.clone()));
+    }
+    let mut actions: Vec<Action> = parts.values().flat_map(|i| i.apply.clone()).collect();
     if actions.is_empty() {
         return None;
     }
@@ -581,7 +697,6 @@ fn merge(key: &FlowKey, parts: &BTreeMap<Slot, Vec<Action>>) -> Option<Flow> {
     } else {
         &Owner::Static
     };
-    let (table, priority, m) = key.clone();
     Some(apps::flow(
         owner,
         table,

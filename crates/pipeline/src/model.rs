@@ -7,6 +7,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use ipnet::IpNet;
 use serde_json::Value;
 
+pub use crate::balancers::{
+    Health, HealthMonitor, Listener, LoadBalancer, Member, MonitorKind, Pool,
+};
+
 /// A MAC address as a number (the low 48 bits).
 pub type Mac = u64;
 
@@ -122,6 +126,8 @@ pub struct Port {
 
 /// `device_owner` of a router's interface ports.
 pub const ROUTER_INTERFACE: &str = "network:router_interface";
+/// `device_owner` of a load balancer's VIP port, as Octavia sets it.
+pub const LOAD_BALANCER_VIP: &str = "Octavia";
 /// `device_owner` of a chassis' own address on an external network (its distributed SNAT
 /// address), as Neutron's DVR names the per-host port of that network.
 pub const SNAT_ADDRESS: &str = "network:floatingip_agent_gateway";
@@ -650,6 +656,11 @@ pub struct Topology {
     pub rules: BTreeMap<String, SgRule>,
     pub address_groups: BTreeMap<String, AddressGroup>,
     pub floating_ips: BTreeMap<String, FloatingIp>,
+    pub load_balancers: BTreeMap<String, LoadBalancer>,
+    pub listeners: BTreeMap<String, Listener>,
+    pub pools: BTreeMap<String, Pool>,
+    pub members: BTreeMap<String, Member>,
+    pub health_monitors: BTreeMap<String, HealthMonitor>,
     /// Registered chassis.
     pub chassis: BTreeMap<String, Chassis>,
     /// Chassis whose liveness lease is current.
@@ -669,6 +680,8 @@ pub struct Topology {
     snat_ports: BTreeMap<String, BTreeSet<String>>,
     /// Gateway ports by router.
     gateway_ports: BTreeMap<String, BTreeSet<String>>,
+    /// Members by pool.
+    members_of: BTreeMap<String, BTreeSet<String>>,
 }
 
 /// What a chassis follows of the northbound topology ([`Topology::needs`]).
@@ -693,6 +706,11 @@ pub enum Object {
     SgRule(SgRule),
     AddressGroup(AddressGroup),
     FloatingIp(FloatingIp),
+    LoadBalancer(LoadBalancer),
+    Listener(Listener),
+    Pool(Pool),
+    Member(Member),
+    HealthMonitor(HealthMonitor),
     Chassis(Chassis),
     /// A chassis whose liveness lease is current.
     ChassisUp(String),
@@ -714,14 +732,11 @@ impl Object {
             Kind::SecurityGroupRule => Object::SgRule(SgRule::from_json(v)?),
             Kind::AddressGroup => Object::AddressGroup(AddressGroup::from_json(v)?),
             Kind::FloatingIp => Object::FloatingIp(FloatingIp::from_json(v)?),
-            // Load balancing has no datapath yet: its objects are not part of the topology.
-            Kind::LoadBalancer
-            | Kind::Listener
-            | Kind::Pool
-            | Kind::Member
-            | Kind::HealthMonitor => {
-                return None;
-            }
+            Kind::LoadBalancer => Object::LoadBalancer(LoadBalancer::from_json(v)?),
+            Kind::Listener => Object::Listener(Listener::from_json(v)?),
+            Kind::Pool => Object::Pool(Pool::from_json(v)?),
+            Kind::Member => Object::Member(Member::from_json(v)?),
+            Kind::HealthMonitor => Object::HealthMonitor(HealthMonitor::from_json(v)?),
         };
         (obj.id() == id).then_some(obj)
     }
@@ -736,6 +751,11 @@ impl Object {
             Object::SgRule(_) => Kind::SecurityGroupRule,
             Object::AddressGroup(_) => Kind::AddressGroup,
             Object::FloatingIp(_) => Kind::FloatingIp,
+            Object::LoadBalancer(_) => Kind::LoadBalancer,
+            Object::Listener(_) => Kind::Listener,
+            Object::Pool(_) => Kind::Pool,
+            Object::Member(_) => Kind::Member,
+            Object::HealthMonitor(_) => Kind::HealthMonitor,
             Object::Chassis(_) => Kind::Chassis,
             Object::ChassisUp(_) => Kind::ChassisUp,
         }
@@ -751,6 +771,11 @@ impl Object {
             Object::SgRule(o) => &o.id,
             Object::AddressGroup(o) => &o.id,
             Object::FloatingIp(o) => &o.id,
+            Object::LoadBalancer(o) => &o.id,
+            Object::Listener(o) => &o.id,
+            Object::Pool(o) => &o.id,
+            Object::Member(o) => &o.id,
+            Object::HealthMonitor(o) => &o.id,
             Object::Chassis(o) => &o.id,
             Object::ChassisUp(id) => id,
         }
@@ -828,6 +853,22 @@ impl Topology {
             Object::FloatingIp(f) => {
                 self.floating_ips.insert(f.id.clone(), f);
             }
+            Object::LoadBalancer(o) => {
+                self.load_balancers.insert(o.id.clone(), o);
+            }
+            Object::Listener(o) => {
+                self.listeners.insert(o.id.clone(), o);
+            }
+            Object::Pool(o) => {
+                self.pools.insert(o.id.clone(), o);
+            }
+            Object::Member(o) => {
+                index(&mut self.members_of, &o.pool_id, &o.id);
+                self.members.insert(o.id.clone(), o);
+            }
+            Object::HealthMonitor(o) => {
+                self.health_monitors.insert(o.id.clone(), o);
+            }
             Object::Chassis(c) => {
                 self.chassis.insert(c.id.clone(), c);
             }
@@ -892,11 +933,15 @@ impl Topology {
             }
             Kind::AddressGroup => self.address_groups.remove(id).map(Object::AddressGroup),
             Kind::FloatingIp => self.floating_ips.remove(id).map(Object::FloatingIp),
-            Kind::LoadBalancer
-            | Kind::Listener
-            | Kind::Pool
-            | Kind::Member
-            | Kind::HealthMonitor => None,
+            Kind::LoadBalancer => self.load_balancers.remove(id).map(Object::LoadBalancer),
+            Kind::Listener => self.listeners.remove(id).map(Object::Listener),
+            Kind::Pool => self.pools.remove(id).map(Object::Pool),
+            Kind::Member => {
+                let m = self.members.remove(id)?;
+                unindex(&mut self.members_of, &m.pool_id, id);
+                Some(Object::Member(m))
+            }
+            Kind::HealthMonitor => self.health_monitors.remove(id).map(Object::HealthMonitor),
         }
     }
 
@@ -935,6 +980,25 @@ impl Topology {
     /// clash, so no packet is taken for the wrong port's.
     pub fn sole_claim(&self, key: &str) -> bool {
         self.claims.get(key).is_some_and(|s| s.len() == 1)
+    }
+
+    /// The port that alone holds `ip` on `network`, if one does.
+    pub fn port_with_ip(&self, network: &str, ip: IpAddr) -> Option<&Port> {
+        let holders = self.claims.get(&Topology::ip_claim(network, ip))?;
+        let mut it = holders.iter();
+        match (it.next(), it.next()) {
+            (Some(id), None) => self.ports.get(id),
+            _ => None,
+        }
+    }
+
+    /// The members of `pool`, in id order.
+    pub fn members_of<'a>(&'a self, pool: &str) -> impl Iterator<Item = &'a Member> + 'a {
+        self.members_of
+            .get(pool)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.members.get(id))
     }
 
     /// The ports on `network`, in id order.

@@ -18,12 +18,25 @@ pub const DHCP: u8 = 11;
 pub const EXTERNAL_IN: u8 = 15;
 /// Inside a router, after conntrack: new connections to a floating IP translated to its fixed IP.
 pub const DNAT: u8 = 16;
+/// Load balancing: the VIPs' addresses answered; connections to a listener go through
+/// conntrack (with NAT) in the client port's load-balancing zone; health checks' answers to the
+/// agent.
+pub const LB_VIP: u8 = 17;
+/// Load balancing: a new connection to a listener gets a member from the listener's group
+/// (conntrack NAT to it); a translated one goes on.
+pub const LB_SELECT: u8 = 18;
+/// Load balancing: a connection translated to a member is sent on to it, on the client's network
+/// or through its router.
+pub const LB_FORWARD: u8 = 19;
 /// Frames addressed to a router interface's MAC enter that router.
 pub const L3_ENTRY: u8 = 20;
 /// Destination MAC lookup: local delivery or the tunnel to the chassis of a remote port.
 pub const L2: u8 = 30;
 /// Broadcast, multicast and unknown unicast.
 pub const FLOOD: u8 = 31;
+/// Load balancing: a member's answer to a local client is translated back (from the VIP) in the
+/// client's load-balancing zone.
+pub const LB_REPLY: u8 = 39;
 /// Security groups, ingress: IP to a filtered local port goes through conntrack in its zone.
 pub const ACL_INGRESS: u8 = 40;
 /// Security groups, ingress: the connection state and the rules decide.
@@ -75,7 +88,7 @@ pub struct Stage {
 
 /// The pipeline in table order, which is the order a packet meets it (OpenFlow only goes
 /// forward): a packet that is not for a router skips the router stages.
-pub const STAGES: [Stage; 21] = [
+pub const STAGES: [Stage; 25] = [
     Stage {
         table: INGRESS,
         name: "ingress",
@@ -112,8 +125,8 @@ pub const STAGES: [Stage; 21] = [
         table: DHCP,
         name: "dhcp",
         app: "dhcp",
-        next: Some(L3_ENTRY),
-        miss: Miss::Continue(L3_ENTRY),
+        next: Some(LB_VIP),
+        miss: Miss::Continue(LB_VIP),
         expects: "metadata = network",
     },
     Stage {
@@ -131,6 +144,30 @@ pub const STAGES: [Stage; 21] = [
         next: Some(ROUTE),
         miss: Miss::Drop,
         expects: "metadata = router, conntrack state of the NAT zone",
+    },
+    Stage {
+        table: LB_VIP,
+        name: "lb-vip",
+        app: "load-balancing",
+        next: Some(LB_SELECT),
+        miss: Miss::Continue(L3_ENTRY),
+        expects: "metadata = network, reg5 = came from a tunnel",
+    },
+    Stage {
+        table: LB_SELECT,
+        name: "lb-select",
+        app: "load-balancing",
+        next: Some(LB_FORWARD),
+        miss: Miss::Drop,
+        expects: "metadata = network, reg3 = load-balancing zone, its conntrack state",
+    },
+    Stage {
+        table: LB_FORWARD,
+        name: "lb-forward",
+        app: "load-balancing",
+        next: Some(L3_ENTRY),
+        miss: Miss::Drop,
+        expects: "metadata = network, ct_label = the member's MAC",
     },
     Stage {
         table: L3_ENTRY,
@@ -221,6 +258,14 @@ pub const STAGES: [Stage; 21] = [
         expects: "metadata = network, reg5 = came from a tunnel",
     },
     Stage {
+        table: LB_REPLY,
+        name: "lb-reply",
+        app: "load-balancing",
+        next: Some(ACL_INGRESS),
+        miss: Miss::Continue(ACL_INGRESS),
+        expects: "reg4 = local output port",
+    },
+    Stage {
         table: ACL_INGRESS,
         name: "acl-ingress",
         app: "security-groups",
@@ -307,6 +352,14 @@ pub fn next_hop6_from_words(words: [u32; 4]) -> std::net::Ipv6Addr {
         .fold(0u128, |acc, w| (acc << 32) | u128::from(*w));
     std::net::Ipv6Addr::from(ip)
 }
+
+/// Stages whose flows several owners may compute identically (two listeners' members at one
+/// address, two listeners reached from one network): the pipeline installs one of them.
+pub const SHARED: [u8; 4] = [LB_VIP, LB_SELECT, LB_FORWARD, LB_REPLY];
+
+/// The conntrack zone of a local port's connections to load balancers: bit 14 plus its OpenFlow
+/// port number (below [`MAX_OFPORT`]), next to its security-group and NAT zones.
+pub const LB_ZONE: u16 = 0x4000;
 
 /// The register numbers of [`Register::Scratch`].
 pub const REG_SCRATCH: [u8; 2] = [6, 7];

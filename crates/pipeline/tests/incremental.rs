@@ -7,10 +7,14 @@
 //! network must leave neither port with clashing flows), move chassis between tunnel addresses,
 //! mix VXLAN, Geneve, VLAN and flat networks (external or not, on physical networks the chassis
 //! reaches or not), and bring security groups (stateful or not), rules with every kind of remote
-//! and address groups, routers with gateways and floating IPs.
+//! and address groups, routers with gateways and floating IPs, and load balancers (listeners,
+//! pools with and without source-IP persistence and monitors, members on any subnet with every
+//! weight, backup flag and health): the groups, too, equal a full recomputation and what the
+//! deltas built.
 
 use std::collections::{BTreeMap, HashSet};
 
+use openflow::message::Group;
 use openflow::{Action, Field, Flow};
 use pipeline::apps::APPS;
 use pipeline::tables::{
@@ -38,6 +42,24 @@ const ADDRESS_GROUP: &str = "77777777-0000-4000-8000-000000000001";
 const ROUTERS: [&str; 2] = [
     "44444444-0000-4000-8000-000000000001",
     "44444444-0000-4000-8000-000000000002",
+];
+
+const LBS: [&str; 2] = [
+    "aaaaaaaa-0000-4000-8000-000000000001",
+    "aaaaaaab-0000-4000-8000-000000000002",
+];
+const LISTENERS: [&str; 3] = [
+    "bbbbbbbb-0000-4000-8000-000000000001",
+    "bbbbbbbc-0000-4000-8000-000000000002",
+    "bbbbbbbd-0000-4000-8000-000000000003",
+];
+const POOLS: [&str; 2] = [
+    "cccccccc-0000-4000-8000-000000000001",
+    "cccccccd-0000-4000-8000-000000000002",
+];
+const MONITORS: [&str; 2] = [
+    "eeeeeeee-0000-4000-8000-000000000001",
+    "eeeeeeef-0000-4000-8000-000000000002",
 ];
 
 fn port_id(i: usize) -> String {
@@ -142,6 +164,38 @@ fn input() -> impl Strategy<Value = Input> {
             let value = json!({"id": ADDRESS_GROUP, "addresses": addresses});
             Input::Object(format!("/r/address_groups/{ADDRESS_GROUP}"), (!delete).then_some(value))
         }),
+        // Load balancers on two networks, their VIPs held by ports or not.
+        (0..2usize, 0..2usize, 0..PORTS, 1..5usize, any::<bool>(), any::<bool>()).prop_map(|(l, n, port, h, up, delete)| {
+            let value = json!({"id": LBS[l], "vip_address": format!("10.0.{n}.{h}"), "vip_network_id": NETS[n],
+                "vip_subnet_id": format!("33333333-0000-4000-8000-00000000000{n}"), "vip_port_id": port_id(port),
+                "admin_state_up": up});
+            Input::Object(format!("/r/loadbalancers/{}", LBS[l]), (!delete).then_some(value))
+        }),
+        (0..3usize, 0..2usize, 0..3usize, any::<bool>(), any::<bool>()).prop_map(|(l, lb, pool, udp, delete)| {
+            let value = json!({"id": LISTENERS[l], "_loadbalancer_id": LBS[lb], "protocol": if udp { "UDP" } else { "HTTP" },
+                "protocol_port": 80 + l, "default_pool_id": POOLS.get(pool), "admin_state_up": l != 2 || lb == 0});
+            Input::Object(format!("/r/listeners/{}", LISTENERS[l]), (!delete).then_some(value))
+        }),
+        (0..2usize, any::<bool>(), 0..3usize, any::<bool>()).prop_map(|(p, source_ip, monitor, delete)| {
+            let value = json!({"id": POOLS[p], "lb_algorithm": if source_ip { "SOURCE_IP" } else { "ROUND_ROBIN" },
+                "healthmonitor_id": MONITORS.get(monitor), "admin_state_up": true});
+            Input::Object(format!("/r/pools/{}", POOLS[p]), (!delete).then_some(value))
+        }),
+        (0..2usize, 0..2usize, any::<bool>(), any::<bool>()).prop_map(|(h, pool, up, delete)| {
+            let value = json!({"id": MONITORS[h], "_pool_id": POOLS[pool], "type": (["TCP", "HTTP"][h]),
+                "delay": 1, "timeout": 1, "max_retries": 2, "admin_state_up": up});
+            Input::Object(format!("/r/healthmonitors/{}", MONITORS[h]), (!delete).then_some(value))
+        }),
+        (0..5usize, 0..2usize, 0..3usize, 1..5usize, 0..3u16, any::<bool>(), 0..3usize, any::<bool>(), any::<bool>())
+            .prop_map(|(m, pool, s, h, weight, backup, health, up, delete)| {
+                let id = format!("dddddddd-0000-4000-8000-00000000000{m}");
+                let value = json!({"id": id, "_pool_id": POOLS[pool], "_loadbalancer_id": LBS[pool],
+                    "address": format!("10.0.{s}.{h}"), "protocol_port": 8080,
+                    "subnet_id": (s < 2).then(|| format!("33333333-0000-4000-8000-00000000000{s}")),
+                    "weight": weight, "backup": backup, "admin_state_up": up,
+                    "_health": (["", "ONLINE", "ERROR"][health])});
+                Input::Object(format!("/r/members/{id}"), (!delete).then_some(value))
+            }),
         // Malformed values are ignored, never taken for deletions.
         (0..PORTS).prop_map(|p| Input::Object(format!("/r/ports/{}", port_id(p)), Some(json!({"id": port_id(p), "mac_address": "bad"})))),
         // Subnets move between networks and switch DHCP on and off.
@@ -242,7 +296,7 @@ impl Finals {
         }
     }
 
-    fn flows(&self) -> HashSet<Flow> {
+    fn pipeline(&self) -> Pipeline {
         let mut fresh = Pipeline::new("ch1");
         for (k, v) in self.objects.iter().rev() {
             fresh.apply(Input::Object(k.clone(), Some(v.clone())));
@@ -254,7 +308,7 @@ impl Finals {
         for (physnet, o) in &self.patches {
             fresh.apply(Input::Patch(physnet.clone(), Some(*o)));
         }
-        fresh.flows().cloned().collect()
+        fresh
     }
 }
 
@@ -265,6 +319,7 @@ proptest! {
     fn incremental_equals_full(inputs in prop::collection::vec(input(), 1..60)) {
         let mut pipeline = Pipeline::new("ch1");
         let mut installed: HashSet<openflow::Flow> = pipeline.flows().cloned().collect();
+        let mut groups: BTreeMap<u32, Group> = BTreeMap::new();
         let mut finals = Finals::default();
         for i in inputs {
             finals.record(&i);
@@ -275,6 +330,12 @@ proptest! {
             }
             for f in delta.added() {
                 prop_assert!(installed.insert(f.clone()), "added a flow twice: {f}");
+            }
+            for (id, g) in delta.groups() {
+                match g {
+                    Some(g) => groups.insert(id, g.clone()),
+                    None => groups.remove(&id),
+                };
             }
             for (app, owner, f) in pipeline.flows_by_app() {
                 let stage = pipeline::tables::stage(f.table);
@@ -295,9 +356,25 @@ proptest! {
             }
             let incremental: HashSet<openflow::Flow> = pipeline.flows().cloned().collect();
             prop_assert_eq!(pipeline.flow_count(), pipeline.flows().count(), "the kept count");
-            prop_assert_eq!(&incremental, &pipeline.full());
+            let desired: BTreeMap<u32, Group> = pipeline.groups().map(|g| (g.group_id, g.clone())).collect();
+            let (full, full_groups) = pipeline.full();
+            prop_assert_eq!(&incremental, &full);
+            prop_assert_eq!(&desired, &full_groups);
             prop_assert_eq!(&incremental, &installed);
-            prop_assert_eq!(&incremental, &finals.flows(), "a fresh pipeline fed the final values differs");
+            prop_assert_eq!(&desired, &groups, "the deltas' groups differ");
+            let fresh = finals.pipeline();
+            let fresh_flows: HashSet<Flow> = fresh.flows().cloned().collect();
+            prop_assert_eq!(&incremental, &fresh_flows, "a fresh pipeline fed the final values differs");
+            let fresh_groups: BTreeMap<u32, Group> = fresh.groups().map(|g| (g.group_id, g.clone())).collect();
+            prop_assert_eq!(&desired, &fresh_groups, "a fresh pipeline's groups differ");
+            // Every group a flow sends to exists.
+            for f in &incremental {
+                for a in &f.instructions.apply {
+                    if let Action::Group(id) = a {
+                        prop_assert!(desired.contains_key(id), "{f} sends to missing group {id}");
+                    }
+                }
+            }
             let keys: HashSet<_> = incremental.iter().map(|f| f.key()).collect();
             prop_assert_eq!(keys.len(), incremental.len(), "two flows share table, priority and match");
         }

@@ -105,9 +105,11 @@ pub fn verdict(inv: &Inventory, local: &Local, built: &Built, trace: &Trace) -> 
     if let Some(reason) = &v.drop {
         lines.push(dropped(inv, local, built, trace, flooded, reason));
     }
-    // A router's interface is no destination of its own: the router's verdict says it all.
+    // A router's interface is no destination of its own: the router's verdict says it all; nor
+    // is a load balancer's VIP port (the path says which member the packet went to).
     if let Some(t) = &built.target
         && t.router().is_none()
+        && t.device_owner != pipeline::model::LOAD_BALANCER_VIP
         && !answered(inv, trace)
         && !reached(inv, local, trace, t)
     {
@@ -269,6 +271,16 @@ fn to_agent(inv: &Inventory, built: &Built, trace: &Trace, c: &ControllerPacket)
             "an answer (ARP, or neighbour advertisement) to this chassis on an external \
              network: the switch learned its sender, and the agent of this chassis sends on the packets that waited for it ({})",
             generic()
+        ),
+        Some(Punt::Reject) => format!(
+            "a new connection to {}, which has no member available: the agent of this chassis \
+             answers it with a TCP reset (ICMP port unreachable for UDP)",
+            inv.describe_cookie(c.cookie)
+        ),
+        Some(Punt::HealthReply) => format!(
+            "an answer to a health check of {}: sent to the agent of this chassis, which probes \
+             the member",
+            inv.describe_cookie(c.cookie)
         ),
         None if c.reason == reason::INVALID_TTL => format!(
             "TTL expired at a dec_ttl: {} with reason invalid_ttl; the agent answers only the \

@@ -377,12 +377,20 @@ impl Inventory {
             .map(|p| Owner::RouterInterface(p.id.clone()));
         let routers = topo.routers.keys().cloned().map(Owner::Router);
         let rules = topo.rules.keys().cloned().map(Owner::SgRule);
+        let fips = topo.floating_ips.keys().cloned().map(Owner::FloatingIp);
+        let lbs = topo.load_balancers.keys().cloned().map(Owner::LoadBalancer);
+        let listeners = topo.listeners.keys().cloned().map(Owner::Listener);
+        let members = topo.members.keys().cloned().map(Owner::Member);
         std::iter::once(Owner::Static)
             .chain(networks)
             .chain(ports)
             .chain(interfaces)
             .chain(routers)
             .chain(rules)
+            .chain(fips)
+            .chain(lbs)
+            .chain(listeners)
+            .chain(members)
             .find(|o| o.owns(cookie))
     }
 
@@ -513,7 +521,49 @@ impl Inventory {
                     None => format!("floating IP {} ({}), not associated", f.address, short(id)),
                 },
             },
+            Owner::LoadBalancer(id) => match topo.load_balancers.get(id) {
+                None => gone(),
+                Some(lb) => self.load_balancer_label(lb),
+            },
+            Owner::Listener(id) => match topo.listeners.get(id) {
+                None => gone(),
+                Some(l) => {
+                    let proto = if l.protocol == 17 { "UDP" } else { "TCP" };
+                    let of = topo
+                        .load_balancers
+                        .get(&l.loadbalancer_id)
+                        .map(|lb| format!(" of {}", self.load_balancer_label(lb)))
+                        .unwrap_or_default();
+                    format!(
+                        "listener {}{} ({proto} port {}){of}",
+                        short(id),
+                        named(&l.name),
+                        l.port
+                    )
+                }
+            },
+            Owner::Member(id) => match topo.members.get(id) {
+                None => gone(),
+                Some(m) => format!(
+                    "member {}{} ({}:{}) of pool {}",
+                    short(id),
+                    named(&m.name),
+                    m.address,
+                    m.port,
+                    short(&m.pool_id)
+                ),
+            },
         }
+    }
+
+    /// A load balancer in words: `load balancer 3f2a51c0… (web), VIP 10.0.0.100`.
+    pub fn load_balancer_label(&self, lb: &pipeline::model::LoadBalancer) -> String {
+        format!(
+            "load balancer {}{}, VIP {}",
+            short(&lb.id),
+            named(&lb.name),
+            lb.vip
+        )
     }
 
     /// The API object a flow cookie names, for operators.
@@ -525,6 +575,15 @@ impl Inventory {
             ),
             None => format!("not a Wyvern flow (cookie {cookie:#x})"),
         }
+    }
+}
+
+/// ` (name)`, or nothing for an empty name.
+fn named(name: &str) -> String {
+    if name.is_empty() {
+        String::new()
+    } else {
+        format!(" ({name})")
     }
 }
 

@@ -4,16 +4,18 @@
 //! ([`pipeline::tables`]) and owner (the cookie) — and the server's topology.
 
 use flowsim::{Step, Trace};
+use openflow::Field;
 use openflow::Flow;
 use pipeline::cookie::Owner;
 use pipeline::model::Port;
-use pipeline::tables::{L3_ENTRY, NEIGHBOUR, ROUTE};
+use pipeline::tables::{L3_ENTRY, LB_FORWARD, LB_SELECT, LB_VIP, NEIGHBOUR, ROUTE};
 
 use crate::inventory::{Inventory, Route, dst_prefix};
 
-/// The steps through routers, one sentence each (empty for a packet no router handled).
+/// The steps through load balancers and routers, one sentence each (empty for a packet neither
+/// handled).
 pub fn path(inv: &Inventory, trace: &Trace) -> Vec<String> {
-    let mut lines = Vec::new();
+    let mut lines: Vec<String> = balanced(inv, trace).into_iter().collect();
     for step in trace.steps() {
         if let Some(rif) = entry(inv, step) {
             let router = rif.router().unwrap_or_default();
@@ -99,4 +101,60 @@ fn next_hop(inv: &Inventory, id: &str, flow: &Flow) -> Option<String> {
     let ip = dst_prefix(&flow.match_)?.addr();
     let port = inv.topology.ports.get(id)?;
     Some(format!("next hop {ip} is {}", inv.port_label(port)))
+}
+
+/// `ct_state` bit: the destination was translated.
+const DNAT: u128 = 0x80;
+
+/// What a load balancer did with the packet: the listener it reached and the member conntrack
+/// sent it to, chosen by the listener's group (a new connection) or kept (a known one).
+fn balanced(inv: &Inventory, trace: &Trace) -> Option<String> {
+    let listener = trace.steps().into_iter().find_map(|s| {
+        let flow = s.flow.as_ref().filter(|_| s.table == LB_VIP)?;
+        match inv.owner_of(flow.cookie)? {
+            Owner::Listener(id) => inv.topology.listeners.get(&id),
+            _ => None,
+        }
+    })?;
+    let (pass, new) = trace.passes.iter().find_map(|p| {
+        let translated = p.packet.get(Field::CtState).unwrap_or(0) & DNAT != 0;
+        match p.root.table {
+            LB_FORWARD => Some((p, true)),
+            LB_SELECT if translated => Some((p, false)),
+            _ => None,
+        }
+    })?;
+    let (address, port) = destination(&pass.packet)?;
+    let member = listener
+        .default_pool_id
+        .as_deref()
+        .into_iter()
+        .flat_map(|pool| inv.topology.members_of(pool))
+        .find(|m| m.address == address && m.port == port);
+    let to = match member {
+        Some(m) => inv.describe_owner(&Owner::Member(m.id.clone())),
+        None => format!("{address}:{port} (no member of its pool now)"),
+    };
+    let how = if new {
+        "a new connection: the listener's group chose"
+    } else {
+        "a connection conntrack knows: it stays on"
+    };
+    Some(format!(
+        "reaches {}; {how} {to}, and conntrack translates its destination to it",
+        inv.describe_owner(&Owner::Listener(listener.id.clone()))
+    ))
+}
+
+/// A packet's destination address and transport port.
+fn destination(p: &flowsim::Packet) -> Option<(std::net::IpAddr, u16)> {
+    let address = match p.get(Field::Ipv4Dst) {
+        Some(v) => std::net::IpAddr::V4(std::net::Ipv4Addr::from(u32::try_from(v).ok()?)),
+        None => std::net::IpAddr::V6(std::net::Ipv6Addr::from(p.get(Field::Ipv6Dst)?)),
+    };
+    let port = p
+        .get(Field::TcpDst)
+        .or_else(|| p.get(Field::UdpDst))
+        .and_then(|v| u16::try_from(v).ok())?;
+    Some((address, port))
 }

@@ -417,25 +417,27 @@ async fn status_tree(
                         .iter()
                         .any(|l| l == listener.id())
                 }) {
-                    let mut entry = status_entry(&shown(pool.obj.clone()), &[]);
+                    let members = plans::children(&api, &pool.obj, "members", &MEMBER).await?;
+                    let members = present_members(&pool.obj, members);
+                    let mut entry =
+                        status_entry(&with_members(shown(pool.obj.clone()), &members), &[]);
                     let monitor = str_field(&pool.obj, "healthmonitor_id");
                     if let Some(hm) = api.db.load(&HEALTHMONITOR, monitor).await? {
                         let hm = status_entry(&shown(hm.obj), &["type"]);
                         entry.insert("health_monitor".into(), Value::Object(hm));
                     }
-                    let members = plans::children(&api, &pool.obj, "members", &MEMBER).await?;
-                    let members: Vec<Value> = present_members(&pool.obj, members)
+                    let members: Vec<Value> = members
                         .iter()
                         .map(|m| Value::Object(status_entry(m, &["address", "protocol_port"])))
                         .collect();
                     entry.insert("members".into(), Value::Array(members));
                     entries.push(Value::Object(entry));
                 }
-                let mut entry = status_entry(&shown(listener.obj), &[]);
+                let mut entry = status_entry(&rolled_up(shown(listener.obj), &entries), &[]);
                 entry.insert("pools".into(), Value::Array(entries));
                 listeners.push(Value::Object(entry));
             }
-            let mut tree = status_entry(&lb, &[]);
+            let mut tree = status_entry(&rolled_up(lb, &listeners), &[]);
             tree.insert("listeners".into(), Value::Array(listeners));
             Ok((StatusCode::OK, json!({"statuses": {"loadbalancer": tree}})))
         }
@@ -462,6 +464,39 @@ fn shown(mut obj: Obj) -> Obj {
     let up = obj.get("admin_state_up") != Some(&Value::Bool(false));
     let status = if up { "ONLINE" } else { "OFFLINE" };
     obj.insert("operating_status".into(), json!(status));
+    obj
+}
+
+/// A pool as shown with its members' health: `ERROR` when every member that is up was found
+/// failing, `DEGRADED` when some were (Octavia's roll-up); otherwise as it was.
+fn with_members(mut pool: Obj, members: &[Obj]) -> Obj {
+    if pool.get("operating_status") != Some(&json!("ONLINE")) {
+        return pool;
+    }
+    let up: Vec<&str> = members
+        .iter()
+        .map(|m| str_field(m, "operating_status"))
+        .filter(|s| *s != "OFFLINE")
+        .collect();
+    let failing = up.iter().filter(|s| **s == "ERROR").count();
+    let status = match failing {
+        0 => return pool,
+        n if n == up.len() => "ERROR",
+        _ => "DEGRADED",
+    };
+    pool.insert("operating_status".into(), json!(status));
+    pool
+}
+
+/// A listener or load balancer as shown with its children's statuses (entries of the status
+/// tree): `DEGRADED` when one of them is not `ONLINE` (nor `OFFLINE`, which is their own choice).
+fn rolled_up(mut obj: Obj, children: &[Value]) -> Obj {
+    let degraded = children
+        .iter()
+        .any(|c| matches!(c["operating_status"].as_str(), Some("ERROR" | "DEGRADED")));
+    if degraded && obj.get("operating_status") == Some(&json!("ONLINE")) {
+        obj.insert("operating_status".into(), json!("DEGRADED"));
+    }
     obj
 }
 
@@ -543,6 +578,11 @@ impl Api {
             }
             None => self.octavia_visible(ctx, def, id).await?,
         };
+        if def.collection == POOL.collection {
+            let members = plans::children(self, &stored.obj, "members", &MEMBER).await?;
+            let members = present_members(&stored.obj, members);
+            return Ok(with_members(shown(stored.obj), &members));
+        }
         Ok(shown(stored.obj))
     }
 }

@@ -177,6 +177,15 @@ async fn create_loadbalancer(api: &Api, ctx: &Ctx, mut lb: Obj, plan: &mut Plan)
         if let Some(address) = lb.get("vip_address") {
             fixed_ip["ip_address"] = address.clone();
         }
+        // In its project's default group: the VIP is then a member of it, which the members'
+        // default rules admit — health checks and hairpinned connections come from the VIP.
+        let project = str_field(&lb, "project_id").to_string();
+        crate::resources::security_groups::ensure_default(api, &project).await?;
+        let groups: Vec<String> =
+            crate::resources::security_groups::default_group_id(api, &project)
+                .await?
+                .into_iter()
+                .collect();
         let body = json!({
             "network_id": str_field(&subnet.obj, "network_id"),
             "fixed_ips": [fixed_ip],
@@ -184,7 +193,8 @@ async fn create_loadbalancer(api: &Api, ctx: &Ctx, mut lb: Obj, plan: &mut Plan)
             "device_owner": VIP_OWNER,
             "device_id": format!("lb-{id}"),
             "admin_state_up": false,
-            "project_id": str_field(&lb, "project_id"),
+            "project_id": project,
+            "security_groups": groups,
         });
         lb.insert("_vip_port_owned".into(), json!(true));
         plan_internal_port(api, body.as_object().cloned().unwrap_or_default(), plan).await?

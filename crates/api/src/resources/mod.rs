@@ -10,7 +10,7 @@ mod ipam;
 mod networks;
 mod ports;
 mod routers;
-mod security_groups;
+pub(crate) mod security_groups;
 mod subnets;
 
 use std::collections::HashSet;

@@ -30,7 +30,7 @@ use super::{proc_usage, secs, stats_json};
 use crate::median;
 
 /// The first port the servers listen on.
-const PORT: u16 = 5300;
+pub(crate) const PORT: u16 = 5300;
 /// Longest time one connection may take before it counts as failed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long the first connection to a target may take to work (the path's first packets wait
@@ -51,7 +51,7 @@ pub struct Options {
 }
 
 /// Runs `f` on a new thread inside network namespace `netns` (by its name under `/run/netns`).
-fn in_netns<T: Send + 'static>(
+pub(crate) fn in_netns<T: Send + 'static>(
     netns: &str,
     f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
 ) -> std::thread::JoinHandle<anyhow::Result<T>> {
@@ -67,7 +67,9 @@ fn in_netns<T: Send + 'static>(
 }
 
 /// Runs `fut` on a fresh single-threaded runtime (in the calling thread's namespace).
-fn block_on<T>(fut: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+pub(crate) fn block_on<T>(
+    fut: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
@@ -75,20 +77,20 @@ fn block_on<T>(fut: impl std::future::Future<Output = anyhow::Result<T>>) -> any
 }
 
 /// Waits for a thread of [`in_netns`] without blocking the runtime's other tasks.
-fn join<T>(t: std::thread::JoinHandle<anyhow::Result<T>>) -> anyhow::Result<T> {
+pub(crate) fn join<T>(t: std::thread::JoinHandle<anyhow::Result<T>>) -> anyhow::Result<T> {
     tokio::task::block_in_place(|| t.join()).map_err(|_| anyhow!("a namespace thread panicked"))?
 }
 
 /// A server in a host's namespace, on several ports: accepts, sends one byte, closes; counts the
 /// connections by source address. Stopped (and its counts returned) by [`Server::stop`].
-pub(super) struct Server {
+pub(crate) struct Server {
     stop: oneshot::Sender<()>,
     thread: std::thread::JoinHandle<anyhow::Result<BTreeMap<IpAddr, u64>>>,
 }
 
 impl Server {
     /// Listens on `ports` ports from [`PORT`] in `netns`; returns once it listens.
-    pub(super) fn start(netns: &str, ports: u16) -> anyhow::Result<Server> {
+    pub(crate) fn start(netns: &str, ports: u16) -> anyhow::Result<Server> {
         let (stop, mut stopped) = oneshot::channel();
         let (ready_tx, ready) = std::sync::mpsc::channel();
         let thread = in_netns(netns, move || {
@@ -129,7 +131,7 @@ impl Server {
     }
 
     /// Stops the server; returns the connections it accepted, by source address.
-    pub(super) fn stop(self) -> anyhow::Result<BTreeMap<IpAddr, u64>> {
+    pub(crate) fn stop(self) -> anyhow::Result<BTreeMap<IpAddr, u64>> {
         let _ = self.stop.send(());
         join(self.thread)
     }
@@ -210,7 +212,7 @@ fn warm_up(netns: &str, to: SocketAddr) -> anyhow::Result<()> {
 }
 
 /// A destination of the client: a name for the report, the host's namespace and address.
-pub(super) struct Target {
+pub(crate) struct Target {
     pub name: &'static str,
     pub netns: String,
     pub ip: IpAddr,
@@ -219,7 +221,7 @@ pub(super) struct Target {
 /// Runs the client in `from` against every target, `o.runs` times each, alternating (so that
 /// the shared machine's ups and downs fall on all of them), with the CPU time that each of the
 /// named `processes` (the switches on the paths) spent during each run.
-pub(super) fn compare(
+pub(crate) fn compare(
     from: &str,
     targets: &[Target],
     o: &Options,

@@ -149,7 +149,7 @@ impl Lab {
     }
 
     /// The API id of the lab's subnet `name`.
-    fn subnet_id(&self, name: &str) -> Result<String> {
+    pub(super) fn subnet_id(&self, name: &str) -> Result<String> {
         self.state
             .networks
             .values()

@@ -12,7 +12,7 @@ use super::{App, OwnerKind, Spec, flow, goto, to_physical, to_tunnel};
 use crate::cookie::Owner;
 use crate::deps::{Ctx, Wire};
 use crate::model::Kind;
-use crate::tables::{ACL_INGRESS, DELIVER, FLOOD, L2, REG_FROM_TUNNEL, REG_OUT_PORT, Register};
+use crate::tables::{DELIVER, FLOOD, L2, LB_REPLY, REG_FROM_TUNNEL, REG_OUT_PORT, Register};
 
 pub struct L2Lookup;
 
@@ -64,7 +64,7 @@ impl App for L2Lookup {
                     .with(Field::EthDst, port.mac.into());
                 if let Some(ofport) = ctx.ofport(id) {
                     // Delivered through the ingress security groups.
-                    let mut deliver = goto(ACL_INGRESS);
+                    let mut deliver = goto(LB_REPLY);
                     deliver.apply = vec![set_field(
                         Field::Reg(REG_OUT_PORT),
                         ofport.into(),

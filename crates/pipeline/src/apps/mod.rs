@@ -8,6 +8,7 @@ mod classifier;
 mod dhcp;
 mod flood;
 mod l2;
+pub mod load_balancing;
 mod nat;
 mod responder;
 mod routing;
@@ -34,6 +35,9 @@ pub enum OwnerKind {
     RouterInterface,
     SgRule,
     FloatingIp,
+    LoadBalancer,
+    Listener,
+    Member,
 }
 
 impl OwnerKind {
@@ -46,6 +50,9 @@ impl OwnerKind {
             Owner::RouterInterface(_) => Some(OwnerKind::RouterInterface),
             Owner::SgRule(_) => Some(OwnerKind::SgRule),
             Owner::FloatingIp(_) => Some(OwnerKind::FloatingIp),
+            Owner::LoadBalancer(_) => Some(OwnerKind::LoadBalancer),
+            Owner::Listener(_) => Some(OwnerKind::Listener),
+            Owner::Member(_) => Some(OwnerKind::Member),
         }
     }
 }
@@ -76,11 +83,12 @@ pub trait App: Sync {
 }
 
 /// Every app, in pipeline order.
-pub static APPS: [&dyn App; 8] = [
+pub static APPS: [&dyn App; 9] = [
     &classifier::Classifier,
     &security_groups::SecurityGroups,
     &responder::Responder,
     &dhcp::Dhcp,
+    &load_balancing::LoadBalancing,
     &nat::Nat,
     &routing::Routing,
     &l2::L2Lookup,
@@ -109,6 +117,11 @@ pub enum Punt {
     /// An ARP answer to one of this chassis' addresses on an external network (the switch
     /// learned its sender): the agent sends on the packets that waited for it.
     NeighbourLearned = 7,
+    /// A new connection to a listener with no member available: the agent answers with a TCP
+    /// reset (an ICMP port unreachable for UDP).
+    Reject = 8,
+    /// A local member's answer to a health check (to the VIP, from the port probed).
+    HealthReply = 9,
 }
 
 impl Punt {
@@ -121,6 +134,8 @@ impl Punt {
             [5] => Punt::TtlExceeded,
             [6] => Punt::ResolveNeighbour,
             [7] => Punt::NeighbourLearned,
+            [8] => Punt::Reject,
+            [9] => Punt::HealthReply,
             _ => return None,
         })
     }

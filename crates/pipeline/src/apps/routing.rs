@@ -69,7 +69,7 @@ impl App for Routing {
             Owner::Router(id) => router_flows(ctx, owner, id, out),
             Owner::Port(id) => neighbour_flows(ctx, owner, id, out),
             Owner::Network(id) => solicitation_flow(ctx, owner, id, out),
-            Owner::Static | Owner::SgRule(_) | Owner::FloatingIp(_) => {}
+            _ => {}
         }
     }
 }
