@@ -363,14 +363,16 @@ async fn the_status_tree_and_health_reports() {
     let status = c
         .get(&format!("/v2.0/lbaas/loadbalancers/{}/status", id(&t.lb)))
         .await;
+    // The pool's only member failing: the pool is ERROR, its listener and load balancer
+    // DEGRADED (Octavia's roll-up).
     let expected = json!({"statuses": {"loadbalancer": {
-        "id": id(&t.lb), "name": "lb1", "provisioning_status": "ACTIVE", "operating_status": "ONLINE",
+        "id": id(&t.lb), "name": "lb1", "provisioning_status": "ACTIVE", "operating_status": "DEGRADED",
         "listeners": [{
             "id": id(&t.listener), "name": "l1", "provisioning_status": "ACTIVE",
-            "operating_status": "ONLINE",
+            "operating_status": "DEGRADED",
             "pools": [{
                 "id": id(&t.pool), "name": "p1", "provisioning_status": "ACTIVE",
-                "operating_status": "ONLINE",
+                "operating_status": "ERROR",
                 "health_monitor": {"id": id(&t.monitor), "name": "", "type": "HTTP",
                     "provisioning_status": "ACTIVE", "operating_status": "ONLINE"},
                 "members": [{"id": id(&t.member), "name": "", "provisioning_status": "ACTIVE",

@@ -38,8 +38,9 @@
 //!   `selection_method` cannot get a `dp_hash` table; by default the datapath hashes the packet
 //!   (symmetric L4 hash), recirculates, and one of 64 hash values, shared among the buckets by
 //!   weight, picks the bucket — `ofproto/trace` then shows `hash(sym_l4(0)),recirc(…)` and
-//!   no bucket. A bucket is live when it watches nothing, or its watch port is up, or its watch
-//!   group has a live bucket (OVS' rule).
+//!   no bucket. That recirculation counts against [`MAX_RECIRCULATIONS`] here too. A bucket is
+//!   live when it watches nothing, or its watch port is up, or its watch group has a live
+//!   bucket (OVS' rule).
 //! * `ct`: see [`crate::conntrack`] for the connection tracker and its NAT. With `table=N` the
 //!   packet forks (OVS semantics): a copy with the conntrack fields set is recirculated to
 //!   table N after the current pass (at most [`MAX_RECIRCULATIONS`] deep); without, `ct` only
@@ -804,6 +805,22 @@ impl Xlate<'_, '_> {
         if chosen.is_empty() {
             self.run.last_drop = Some(DropReason::NoLiveBucket { group: id });
         }
+        // OVS hashes the packet for a select group in the datapath and recirculates: one
+        // recirculation more for whatever the bucket does.
+        let hashed = g.group_type == GroupType::Select;
+        if hashed && self.recirc_depth >= MAX_RECIRCULATIONS {
+            self.run.last_drop = Some(DropReason::RecirculationDepth);
+            ops.push(Op::Group {
+                group: id,
+                group_type: Some(g.group_type),
+                buckets: Vec::new(),
+                effect: "recirculation for the datapath's hash refused: too deep".into(),
+            });
+            return Control::Stop;
+        }
+        if hashed {
+            self.recirc_depth += 1;
+        }
         let mut buckets = Vec::new();
         for i in chosen {
             let mut copy = pkt.clone();
@@ -813,6 +830,9 @@ impl Xlate<'_, '_> {
             if self.halted {
                 break;
             }
+        }
+        if hashed {
+            self.recirc_depth -= 1;
         }
         ops.push(Op::Group {
             group: id,

@@ -50,6 +50,8 @@ pub enum Dep {
     RulesNaming(String),
     AddressGroup(String),
     FloatingIp(String),
+    /// The floating IPs forwarding to a port.
+    FloatingIpsOf(String),
     /// This chassis' SNAT address on a network.
     SnatAddress(String),
     /// A router's gateway port.
@@ -87,7 +89,7 @@ impl Dep {
             Dep::SecurityGroup(_) => Kind::SecurityGroup,
             Dep::SgRule(_) | Dep::RulesOf(_) | Dep::RulesNaming(_) => Kind::SecurityGroupRule,
             Dep::AddressGroup(_) => Kind::AddressGroup,
-            Dep::FloatingIp(_) => Kind::FloatingIp,
+            Dep::FloatingIp(_) | Dep::FloatingIpsOf(_) => Kind::FloatingIp,
             Dep::Router(_) => Kind::Router,
             Dep::Chassis(_) | Dep::AllChassis => Kind::Chassis,
             Dep::SubnetsOn(_) | Dep::Subnet(_) => Kind::Subnet,
@@ -174,6 +176,12 @@ impl<'t> Ctx<'t> {
     }
 
     /// `router`'s gateway port.
+    /// The floating IPs forwarding to `port`, in id order.
+    pub fn floating_ips_of(&mut self, port: &str) -> impl Iterator<Item = &'t FloatingIp> + 't {
+        self.read(Dep::FloatingIpsOf(port.to_string()));
+        self.topo.floating_ips_of(port)
+    }
+
     pub fn gateway_port(&mut self, router: &str) -> Option<&'t Port> {
         self.read(Dep::GatewayOf(router.to_string()));
         self.topo.gateway_port(router)

@@ -201,6 +201,9 @@ fn touched(obj: &Object, deps: &mut Vec<Dep>, owners: &mut Vec<Owner>) {
         Object::AddressGroup(a) => deps.push(Dep::AddressGroup(a.id.clone())),
         Object::FloatingIp(f) => {
             deps.push(Dep::FloatingIp(f.id.clone()));
+            if let Some(t) = &f.target {
+                deps.push(Dep::FloatingIpsOf(t.port_id.clone()));
+            }
             owners.push(Owner::FloatingIp(f.id.clone()));
         }
         Object::LoadBalancer(o) => {

@@ -682,6 +682,8 @@ pub struct Topology {
     gateway_ports: BTreeMap<String, BTreeSet<String>>,
     /// Members by pool.
     members_of: BTreeMap<String, BTreeSet<String>>,
+    /// Floating IPs by the port they forward to.
+    fips_of: BTreeMap<String, BTreeSet<String>>,
 }
 
 /// What a chassis follows of the northbound topology ([`Topology::needs`]).
@@ -851,6 +853,9 @@ impl Topology {
                 self.address_groups.insert(a.id.clone(), a);
             }
             Object::FloatingIp(f) => {
+                if let Some(t) = &f.target {
+                    index(&mut self.fips_of, &t.port_id, &f.id);
+                }
                 self.floating_ips.insert(f.id.clone(), f);
             }
             Object::LoadBalancer(o) => {
@@ -932,7 +937,13 @@ impl Topology {
                 Some(Object::SgRule(r))
             }
             Kind::AddressGroup => self.address_groups.remove(id).map(Object::AddressGroup),
-            Kind::FloatingIp => self.floating_ips.remove(id).map(Object::FloatingIp),
+            Kind::FloatingIp => {
+                let f = self.floating_ips.remove(id)?;
+                if let Some(t) = &f.target {
+                    unindex(&mut self.fips_of, &t.port_id, id);
+                }
+                Some(Object::FloatingIp(f))
+            }
             Kind::LoadBalancer => self.load_balancers.remove(id).map(Object::LoadBalancer),
             Kind::Listener => self.listeners.remove(id).map(Object::Listener),
             Kind::Pool => self.pools.remove(id).map(Object::Pool),
@@ -990,6 +1001,15 @@ impl Topology {
             (Some(id), None) => self.ports.get(id),
             _ => None,
         }
+    }
+
+    /// The floating IPs forwarding to `port`, in id order.
+    pub fn floating_ips_of<'a>(&'a self, port: &str) -> impl Iterator<Item = &'a FloatingIp> + 'a {
+        self.fips_of
+            .get(port)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.floating_ips.get(id))
     }
 
     /// The members of `pool`, in id order.

@@ -89,7 +89,7 @@ fn input() -> impl Strategy<Value = Input> {
                 "fixed_ip_address": fixed, "router_id": router});
             Input::Object(format!("/r/floatingips/{id}"), (!delete).then_some(value))
         }),
-        (0..PORTS, 0..4usize, 0..4usize, 0..4usize, any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>(), 0..6usize, (0..MACS, 1..5usize))
+        (0..PORTS, 0..4usize, 0..4usize, 0..4usize, any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>(), 0..7usize, (0..MACS, 1..5usize))
             .prop_map(|(p, n, host, ips, secure, active, up, delete, router, (mac, h))| {
                 let id = port_id(p);
                 let fixed: Vec<_> = (0..ips)
@@ -102,6 +102,8 @@ fn input() -> impl Strategy<Value = Input> {
                     // A chassis' SNAT address (on the external network or not).
                     3 => ("network:floatingip_agent_gateway", CHASSIS[host % 3].to_string()),
                     4 => ("network:router_gateway", ROUTERS[host % 2].to_string()),
+                    // A load balancer's VIP port (floating IPs may forward to it).
+                    6 => ("Octavia", format!("lb-{}", LBS[host % 2])),
                     _ => ("compute:nova", String::new()),
                 };
                 let value = json!({"id": id, "network_id": NETS[n], "mac_address": format!("fa:16:3e:00:00:0{mac}"),

@@ -624,3 +624,222 @@ fn a_member_reaching_its_own_vip_is_answered_by_itself_from_the_vip() {
     assert_eq!(back.get(Field::TcpDst), Some(40000));
     assert_eq!(back.get(Field::Ipv4Dst), Some(v4(M1.ip)));
 }
+
+const EXT: &str = "eeeeeeee-0000-4000-8000-0000000000e1";
+const FIP: &str = "f1f1f1f1-0000-4000-8000-000000000001";
+const FIP_ADDRESS: &str = "172.24.4.50";
+const FIP_MAC: &str = "fa:16:3e:00:04:50";
+const OUTSIDE_MAC: &str = "02:00:00:00:99:01";
+const OUTSIDE: &str = "198.51.100.7";
+const PATCH: u32 = 30;
+
+/// The VIP reached from outside: R's gateway on the flat external network EXT (`physnet1`, patch
+/// port 30 here), `ch1` the gateway chassis, the floating IP 172.24.4.50 on the VIP port.
+fn with_floating_ip(p: &mut Pipeline) {
+    put(
+        p,
+        format!("/r/networks/{EXT}"),
+        json!({"id": EXT, "provider:network_type": "flat", "provider:physical_network": "physnet1",
+            "router:external": true}),
+    );
+    put(
+        p,
+        "/r/subnets/5e".into(),
+        json!({"id": "5e", "network_id": EXT, "cidr": "172.24.4.0/24", "gateway_ip": "172.24.4.1",
+            "enable_dhcp": false}),
+    );
+    put(
+        p,
+        "/chassis/ch1".into(),
+        json!({"id": "ch1", "tunnel_ip": "192.168.9.1", "gateway": true, "physnets": ["physnet1"]}),
+    );
+    put(p, "/chassis-up/ch1".into(), json!({"lease": 1}));
+    put(
+        p,
+        format!("/r/routers/{R}"),
+        json!({"id": R, "name": "r", "admin_state_up": true, "_nat_id": 1,
+            "external_gateway_info": {"network_id": EXT, "enable_snat": true,
+                "external_fixed_ips": [{"ip_address": "172.24.4.2"}]}}),
+    );
+    let own = "f0000000-0000-4000-8000-0000000000f0";
+    put(
+        p,
+        format!("/r/ports/{own}"),
+        json!({"id": own, "network_id": EXT, "mac_address": FIP_MAC,
+            "fixed_ips": [{"ip_address": FIP_ADDRESS}], "admin_state_up": true,
+            "device_owner": "network:floatingip", "device_id": FIP}),
+    );
+    put(
+        p,
+        format!("/r/floatingips/{FIP}"),
+        json!({"id": FIP, "floating_ip_address": FIP_ADDRESS, "floating_network_id": EXT,
+            "_port": own, "port_id": VIP_PORT.id, "fixed_ip_address": VIP, "router_id": R}),
+    );
+    p.apply(Input::Patch("physnet1".into(), Some(PATCH)));
+}
+
+/// A TCP segment from the outside host to the floating IP.
+fn from_outside(sport: u16, flags: u16) -> Packet {
+    Packet::tcp(
+        mac(OUTSIDE_MAC),
+        mac(FIP_MAC),
+        ip(OUTSIDE),
+        ip(FIP_ADDRESS),
+        sport,
+        80,
+        flags,
+    )
+    .with(Field::IpTtl, 64)
+}
+
+/// The packet that leaves for the outside (to the agent first: the next hop is not learned yet)
+/// is the member's answer from the floating IP's port 80.
+fn leaves_from_the_floating_ip(p: &Pipeline, t: &Trace, sport: u16) {
+    assert_eq!(t.verdict.controller.len(), 1, "{}", shown(p, t));
+    let c = &t.verdict.controller[0];
+    assert_eq!(
+        Punt::from_userdata(&c.userdata),
+        Some(Punt::ResolveNeighbour),
+        "{}",
+        shown(p, t)
+    );
+    assert_eq!(
+        c.packet.get(Field::Ipv4Src),
+        Some(v4(FIP_ADDRESS)),
+        "{}",
+        shown(p, t)
+    );
+    assert_eq!(c.packet.get(Field::TcpSrc), Some(80));
+    assert_eq!(c.packet.get(Field::Ipv4Dst), Some(v4(OUTSIDE)));
+    assert_eq!(c.packet.get(Field::TcpDst), Some(u128::from(sport)));
+}
+
+#[test]
+fn a_vip_with_a_floating_ip_is_balanced_for_the_outside_on_the_gateway_chassis() {
+    let mut p = pipeline();
+    with_floating_ip(&mut p);
+    let tables = tables(&p);
+    let mut sim = Simulator::new(&tables);
+    // The floating IP's address is answered here.
+    let arp = Packet::arp_request(
+        mac(OUTSIDE_MAC),
+        "172.24.4.7".parse().unwrap(),
+        FIP_ADDRESS.parse().unwrap(),
+    );
+    let t = flowsim::trace(&tables, PATCH, arp);
+    assert_eq!(t.verdict.ports(), vec![PATCH], "{}", shown(&p, &t));
+    // Connections from outside reach every member, from the VIP.
+    let mut first: BTreeMap<usize, (u16, u16)> = BTreeMap::new();
+    for sport in 5000..5090 {
+        let t = sim.trace(PATCH, from_outside(sport, SYN));
+        assert_eq!(t.verdict.outputs.len(), 1, "{}", shown(&p, &t));
+        let out = &t.verdict.outputs[0].packet;
+        assert_eq!(out.get(Field::Ipv4Src), Some(v4(VIP)), "{}", shown(&p, &t));
+        assert_eq!(out.get(Field::TcpDst), Some(8080));
+        // At the member's port, or through the tunnel to its chassis.
+        let i = member_of(&p, &t, 8080);
+        let translated = u16::try_from(out.get(Field::TcpSrc).unwrap()).unwrap();
+        first.entry(i).or_insert((sport, translated));
+    }
+    assert_eq!(first.len(), 3, "{first:?}");
+    // A local member's answer leaves from the floating IP.
+    let (sport, translated) = first[&0];
+    let answer = Packet::tcp(
+        mac(M1.mac),
+        mac(VIP_PORT.mac),
+        ip(M1.ip),
+        ip(VIP),
+        8080,
+        translated,
+        SYN | ACK,
+    )
+    .with(Field::IpTtl, 64);
+    let t = sim.trace(11, answer);
+    leaves_from_the_floating_ip(&p, &t, sport);
+    // So does the answer of a member on another chassis, which comes through the tunnel.
+    let (sport, translated) = first[&1];
+    let tun = Tunnel::new(
+        100,
+        "192.168.9.2".parse().unwrap(),
+        "192.168.9.1".parse().unwrap(),
+    );
+    let answer = Packet::tcp(
+        mac(M2.mac),
+        mac(VIP_PORT.mac),
+        ip(M2.ip),
+        ip(VIP),
+        8080,
+        translated,
+        SYN | ACK,
+    )
+    .with(Field::IpTtl, 63)
+    .with_tunnel(&tun);
+    let t = sim.trace(TUNNEL, answer);
+    leaves_from_the_floating_ip(&p, &t, sport);
+    // Later packets from outside follow their connection.
+    let (sport, _) = first[&2];
+    let t = sim.trace(PATCH, from_outside(sport, ACK));
+    assert_eq!(t.verdict.outputs.len(), 1, "{}", shown(&p, &t));
+    assert_eq!(
+        t.verdict.outputs[0].packet.get(Field::Ipv4Dst),
+        Some(v4(M3.ip))
+    );
+}
+
+#[test]
+fn members_elsewhere_send_their_answers_to_outside_clients_to_the_gateway_chassis() {
+    // As ch1 sees it when ch2 hosts the gateway: M1's answers to the VIP go there.
+    let mut p = pipeline();
+    with_floating_ip(&mut p);
+    put(
+        &mut p,
+        "/chassis/ch1".into(),
+        json!({"id": "ch1", "tunnel_ip": "192.168.9.1", "gateway": false, "physnets": ["physnet1"]}),
+    );
+    put(
+        &mut p,
+        "/chassis/ch2".into(),
+        json!({"id": "ch2", "tunnel_ip": "192.168.9.2", "gateway": true, "physnets": ["physnet1"]}),
+    );
+    // Without security groups on M1, its answer needs no connection before it.
+    put(
+        &mut p,
+        format!("/r/ports/{}", M1.id),
+        json!({"id": M1.id, "network_id": M1.net, "mac_address": M1.mac,
+            "fixed_ips": [{"ip_address": M1.ip}], "binding:host_id": "ch1",
+            "admin_state_up": true, "device_owner": "compute:nova",
+            "port_security_enabled": false}),
+    );
+    let tables = tables(&p);
+    let answer = Packet::tcp(
+        mac(M1.mac),
+        mac(VIP_PORT.mac),
+        ip(M1.ip),
+        ip(VIP),
+        8080,
+        40000,
+        SYN | ACK,
+    )
+    .with(Field::IpTtl, 64);
+    let t = Simulator::new(&tables).trace(11, answer);
+    assert_eq!(t.verdict.ports(), vec![TUNNEL], "{}", shown(&p, &t));
+    let out = &t.verdict.outputs[0];
+    let tun = out.tunnel.as_ref().expect("tunnelled");
+    assert_eq!((tun.id, tun.dst), (100, "192.168.9.2".parse().unwrap()));
+    assert_eq!(
+        out.packet.get(Field::EthDst),
+        Some(mac(VIP_PORT.mac).value())
+    );
+    // Nothing from outside is balanced here.
+    let t = flowsim::trace(&tables, PATCH, from_outside(5000, SYN));
+    let to_member = |o: &flowsim::Output| {
+        MEMBERS
+            .iter()
+            .any(|m| o.packet.get(Field::Ipv4Dst) == Some(v4(m.ip)))
+    };
+    assert!(
+        !t.verdict.outputs.iter().any(to_member),
+        "{}",
+        shown(&p, &t)
+    );
+}

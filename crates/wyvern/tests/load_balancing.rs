@@ -12,7 +12,9 @@
 //! member whose server is killed is reported ERROR (the time is
 //! printed) and, from then on, no request fails and none reaches it; it is ONLINE again and
 //! gets requests once its server is back; with every member disabled, a connection is refused at
-//! once (a reset, not silence); a member reaching its own VIP gets an answer (hairpin).
+//! once (a reset, not silence); a member reaching its own VIP gets an answer (hairpin); an
+//! external host (on the flat external network `public`, where r1 has its gateway and c2 is the
+//! gateway chassis) reaches every member through a floating IP of the VIP.
 //!
 //! Every check runs even when an earlier one failed; the lab is torn down in any case.
 
@@ -39,12 +41,27 @@ fn topology(name: &str) -> Topology {
         r#"name = "{name}"
 [underlay]
 cidr = "172.31.49.0/24"
+[[physical]]
+name = "extnet"
 [[chassis]]
 name = "c1"
 [[chassis]]
 name = "c2"
+gateway = true
 [[chassis]]
 name = "c3"
+[[external]]
+name = "inet"
+physical = "extnet"
+ip = "172.24.4.100/24"
+[[network]]
+name = "public"
+network_type = "flat"
+physical_network = "extnet"
+external = true
+[[network.subnet]]
+cidr = "172.24.4.0/24"
+gateway = "172.24.4.1"
 [[network]]
 name = "web"
 project = "alpha"
@@ -63,6 +80,7 @@ gateway = "10.0.1.1"
 name = "r1"
 project = "alpha"
 interfaces = ["web-v4", "back-v4"]
+gateway = "public"
 [[vm]]
 name = "web1"
 network = "web"
@@ -415,6 +433,24 @@ fn load_balancing() {
         }
         Ok(())
     });
+    checks.run(
+        "the VIP is reached from outside through a floating IP",
+        || {
+            let lb = openstack(&lab, "loadbalancer show web")?;
+            let port = lb["vip_port_id"].as_str().ok_or("no VIP port")?.to_owned();
+            let fip = openstack(&lab, &format!("floating ip create --port {port} public"))?;
+            let address = fip["floating_ip_address"]
+                .as_str()
+                .ok_or(format!("no address: {fip}"))?
+                .to_owned();
+            let (counts, failed) = http_requests(&lab, "inet", &format!("http://{address}/"), 60)?;
+            println!("HTTP from outside through {address}: {counts}, {failed} failed");
+            if failed > 0 || WEB.iter().any(|vm| count(&counts, vm) == 0) {
+                return Err(format!("{failed} failed: {counts}"));
+            }
+            Ok(())
+        },
+    );
     checks.run(
         "with every member disabled a connection is refused at once",
         || {

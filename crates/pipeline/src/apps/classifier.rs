@@ -19,15 +19,17 @@ use ipnet::IpNet;
 use openflow::text::set_field;
 use openflow::{Action, Field, Flow, Match};
 
+use super::load_balancing;
 use super::{
     App, ETH_ARP, ETH_IPV4, ETH_IPV6, IPPROTO_ICMPV6, IPPROTO_UDP, OwnerKind, Spec, VLAN_PRESENT,
     enter, flow, ip_match,
 };
 use crate::cookie::Owner;
 use crate::deps::{Ctx, Wire};
-use crate::model::{Kind, Mac, Port};
+use crate::model::{Kind, LOAD_BALANCER_VIP, Mac, Port};
 use crate::tables::{
-    EXTERNAL_IN, INGRESS, L2, REG_FROM_TUNNEL, ROUTE, Register, next, router_metadata, transit_vni,
+    EXTERNAL_IN, INGRESS, L2, LB_VIP, REG_FROM_TUNNEL, ROUTE, Register, next, router_metadata,
+    transit_vni,
 };
 
 pub struct Classifier;
@@ -37,11 +39,17 @@ static SPEC: Spec = Spec {
     tables: &[INGRESS],
     reads: &[],
     writes: &[Register::Metadata, Register::FromTunnel],
-    owners: &[OwnerKind::Port, OwnerKind::Network, OwnerKind::Router],
+    owners: &[
+        OwnerKind::Port,
+        OwnerKind::Network,
+        OwnerKind::Router,
+        OwnerKind::FloatingIp,
+    ],
     inputs: &[
         Kind::Network,
         Kind::Port,
         Kind::Router,
+        Kind::FloatingIp,
         Kind::Chassis,
         Kind::ChassisUp,
     ],
@@ -65,6 +73,7 @@ impl App for Classifier {
                 vif_ingress(owner, port, meta, ofport, out);
             }
             Owner::Router(id) => transit_ingress(ctx, owner, id, out),
+            Owner::FloatingIp(id) => vip_arrivals(ctx, owner, id, out),
             Owner::Network(id) => {
                 let (Some(meta), Some(wire)) = (ctx.carried(id), ctx.wire(id)) else {
                     return;
@@ -105,6 +114,38 @@ impl App for Classifier {
             _ => {}
         }
     }
+}
+
+/// On the chassis hosting a load balancer VIP's floating IP ([`load_balancing::outside`]): the
+/// members' answers to the VIP, which their chassis send here through the tunnel on the VIP's
+/// network to the VIP port's MAC, go to the load balancer ([`LB_VIP`]) instead of L2.
+fn vip_arrivals(ctx: &mut Ctx<'_>, owner: &Owner, id: &str, out: &mut Vec<Flow>) {
+    let Some(target) = ctx.floating_ip(id).and_then(|f| f.target.as_ref()) else {
+        return;
+    };
+    let Some(port) = ctx
+        .port(&target.port_id)
+        .filter(|p| p.device_owner == LOAD_BALANCER_VIP)
+    else {
+        return;
+    };
+    if !load_balancing::outside(ctx, &port.id).is_some_and(|o| o.here && o.fip.id == id) {
+        return;
+    }
+    let (Some(meta), Some(Wire::Tunnel(vni)), Some(tunnel)) = (
+        ctx.carried(&port.network_id),
+        ctx.wire(&port.network_id),
+        ctx.tunnel(),
+    ) else {
+        return;
+    };
+    let m = Match::new()
+        .with(Field::InPort, tunnel.into())
+        .with(Field::TunId, vni.into())
+        .with(Field::EthDst, port.mac.into());
+    let mut ins = enter(meta, LB_VIP);
+    ins.apply = vec![set_field(Field::Reg(REG_FROM_TUNNEL), 1, 0xffff_ffff)];
+    out.push(flow(owner, INGRESS, 110, m, ins));
 }
 
 /// On the chassis hosting a router's gateway, packets other chassis send it through the tunnel

@@ -41,12 +41,14 @@ use super::{
 };
 use crate::cookie::{Owner, fnv1a};
 use crate::deps::Ctx;
+use crate::deps::Wire;
 use crate::model::{
-    Health, HealthMonitor, Kind, Listener, LoadBalancer, Mac, Member, MonitorKind, Topology,
+    Chassis, FloatingIp, Health, HealthMonitor, Kind, Listener, LoadBalancer, Mac, Member,
+    MonitorKind, Topology,
 };
 use crate::tables::{
     ACL_INGRESS, L3_ENTRY, LB_FORWARD, LB_REPLY, LB_SELECT, LB_VIP, LB_ZONE, REG_CT_ZONE,
-    REG_FROM_TUNNEL, REG_OUT_PORT, REG_SCRATCH, Register, nat_zone, next,
+    REG_FROM_TUNNEL, REG_OUT_PORT, REG_SCRATCH, ROUTE, Register, nat_zone, next, router_metadata,
 };
 
 pub struct LoadBalancing;
@@ -55,7 +57,13 @@ static SPEC: Spec = Spec {
     name: "load-balancing",
     tables: &[LB_VIP, LB_SELECT, LB_FORWARD, LB_REPLY],
     reads: &[Register::FromTunnel, Register::OutPort, Register::Scratch],
-    writes: &[Register::CtZone, Register::Scratch, Register::OutPort],
+    writes: &[
+        Register::CtZone,
+        Register::Scratch,
+        Register::OutPort,
+        Register::Metadata,
+        Register::FromTunnel,
+    ],
     owners: &[
         OwnerKind::LoadBalancer,
         OwnerKind::Listener,
@@ -65,6 +73,10 @@ static SPEC: Spec = Spec {
         Kind::Network,
         Kind::Subnet,
         Kind::Port,
+        Kind::Router,
+        Kind::FloatingIp,
+        Kind::Chassis,
+        Kind::ChassisUp,
         Kind::LoadBalancer,
         Kind::Listener,
         Kind::Pool,
@@ -154,6 +166,48 @@ fn client_networks(ctx: &mut Ctx<'_>, lb: &LoadBalancer) -> Vec<(String, u64)> {
     nets.into_iter()
         .filter_map(|n| ctx.carried(&n).map(|m| (n, m)))
         .collect()
+}
+
+/// A VIP reached from outside, through a floating IP of its port: served on the chassis that
+/// hosts the gateway of the floating IP's router.
+pub(crate) struct Outside<'t> {
+    pub fip: &'t FloatingIp,
+    /// The floating IP's router: its `metadata` and number.
+    pub router: u64,
+    pub number: u16,
+    pub host: &'t Chassis,
+    /// Whether this chassis is the host.
+    pub here: bool,
+}
+
+/// How the VIP held by `vip_port` is reached from outside, if a floating IP forwards to it (the
+/// first, by id, whose router has its gateway on the floating IP's network and a number).
+pub(crate) fn outside<'t>(ctx: &mut Ctx<'t>, vip_port: &str) -> Option<Outside<'t>> {
+    let fips: Vec<&FloatingIp> = ctx.floating_ips_of(vip_port).collect();
+    for fip in fips {
+        let Some(t) = fip.target.as_ref() else {
+            continue;
+        };
+        let Some(router) = ctx.router(&t.router_id).filter(|r| r.admin_up) else {
+            continue;
+        };
+        let gateway_there = router
+            .gateway
+            .as_ref()
+            .is_some_and(|g| g.network_id == fip.network_id);
+        let (true, Some(number)) = (gateway_there, router.number) else {
+            continue;
+        };
+        let host = ctx.gateway_host(&t.router_id)?;
+        return Some(Outside {
+            fip,
+            router: router_metadata(&t.router_id),
+            number,
+            host,
+            here: host.id == ctx.chassis_id(),
+        });
+    }
+    None
 }
 
 /// The network a member is on: its subnet's, or the VIP's.
@@ -294,8 +348,18 @@ fn listener_flows(ctx: &mut Ctx<'_>, owner: &Owner, id: &str, out: &mut Vec<Flow
         out.push(flow(owner, LB_SELECT, 100, new, select.clone()));
         forward_flows(ctx, owner, net, *meta, lb.vip, out);
     }
+    let outside = lb
+        .vip_port_id
+        .as_deref()
+        .and_then(|p| outside(ctx, p))
+        .and_then(|o| from_outside(ctx, lb, o));
+    if let Some(o) = &outside
+        && o.here
+    {
+        outside_flows(owner, l, lb, o, &members, &select, out);
+    }
     for m in &members {
-        hairpin_flows(ctx, owner, l, lb, m, &clients, out);
+        hairpin_flows(ctx, owner, l, lb, m, &clients, outside.as_ref(), out);
     }
     for m in &members {
         let (src, _) = transport(l.protocol);
@@ -318,6 +382,7 @@ fn listener_flows(ctx: &mut Ctx<'_>, owner: &Owner, id: &str, out: &mut Vec<Flow
 /// besides the destination, their source is translated, to the VIP, in the member port's NAT
 /// zone, so the member sees them come from the VIP (not from itself) and answers to it; its
 /// answers are translated back in both zones and delivered to it from the VIP.
+#[allow(clippy::too_many_arguments)]
 fn hairpin_flows(
     ctx: &mut Ctx<'_>,
     owner: &Owner,
@@ -325,6 +390,7 @@ fn hairpin_flows(
     lb: &LoadBalancer,
     m: &Member,
     clients: &[(String, u64)],
+    outside: Option<&FromOutside>,
     out: &mut Vec<Flow>,
 ) {
     let net = member_network(ctx, m, lb);
@@ -431,6 +497,170 @@ fn hairpin_flows(
         from_port(&vip, &member).with(src_port, l.port.into()),
         Instructions::apply(deliver.to_vec()).goto(ACL_INGRESS),
     ));
+    // Its answers to the VIP that are no hairpin's: to clients outside, whose connections the
+    // chassis hosting the floating IP translated to come from the VIP. They go there.
+    if let Some(o) = outside {
+        let to_host = if o.here {
+            vec![
+                set_field(Field::Reg(REG_CT_ZONE), o.proxy_zone.into(), 0xffff_ffff),
+                untranslate(LB_FORWARD),
+            ]
+        } else {
+            let mut a = vec![super::set_mac(Field::EthDst, o.vip_mac)];
+            super::to_tunnel(o.tunnel, o.vni, o.host_ip, &mut a);
+            a
+        };
+        out.push(flow(
+            owner,
+            LB_SELECT,
+            115,
+            from_port(&member, &vip).with(src_port, m.port.into()),
+            Instructions::apply(to_host),
+        ));
+    }
+}
+
+/// What a listener needs of a VIP reached from outside ([`Outside`]), on an overlay VIP network.
+struct FromOutside {
+    here: bool,
+    router: u64,
+    /// On the host: the external network's patch port, and the zone where the outside clients'
+    /// connections are translated to come from the VIP (the external network's SNAT zone).
+    patch: Option<u32>,
+    proxy_zone: u16,
+    /// The VIP network's `metadata` and VNI, and the VIP port's MAC: the members' answers travel
+    /// to the host on that network, to that MAC.
+    vip_meta: u64,
+    vni: u32,
+    vip_mac: Mac,
+    tunnel: u32,
+    host_ip: std::net::Ipv4Addr,
+}
+
+fn from_outside(ctx: &mut Ctx<'_>, lb: &LoadBalancer, o: Outside<'_>) -> Option<FromOutside> {
+    let Wire::Tunnel(vni) = ctx.wire(&lb.vip_network_id)? else {
+        return None;
+    };
+    let vip_meta = ctx.carried(&lb.vip_network_id)?;
+    let vip_mac = ctx.port(lb.vip_port_id.as_deref()?)?.mac;
+    let tunnel = ctx.tunnel()?;
+    let patch = match ctx.wire(&o.fip.network_id) {
+        Some(Wire::Physical { patch, .. }) => Some(patch),
+        _ => None,
+    };
+    if o.here && patch.is_none() {
+        return None;
+    }
+    Some(FromOutside {
+        here: o.here,
+        router: o.router,
+        patch,
+        proxy_zone: patch.and_then(nat_zone).unwrap_or(0),
+        vip_meta,
+        vni,
+        vip_mac,
+        tunnel,
+        host_ip: o.host.tunnel_ip,
+    })
+}
+
+/// On the chassis hosting a VIP's floating IP: connections from outside (translated to the VIP
+/// by the floating IP, in the router) are balanced in the router and translated to come from
+/// the VIP, so the members answer the VIP; those answers (from the members' chassis through the
+/// tunnel, or from local members) are translated back in both zones and routed out, where the
+/// floating IP takes them.
+fn outside_flows(
+    owner: &Owner,
+    l: &Listener,
+    lb: &LoadBalancer,
+    o: &FromOutside,
+    members: &[&Member],
+    select: &Instructions,
+    out: &mut Vec<Flow>,
+) {
+    let Some(patch) = o.patch.and_then(|p| u16::try_from(p).ok()) else {
+        return;
+    };
+    let listener = to_listener(o.router, lb.vip, l.protocol, l.port);
+    let mut enter = load_zone(Field::InPort).to_vec();
+    enter.push(untranslate(LB_SELECT));
+    out.push(flow(
+        owner,
+        LB_VIP,
+        100,
+        listener.clone(),
+        Instructions::apply(enter),
+    ));
+    let new = listener.with_masked(Field::CtState, TRK | NEW, TRK | NEW | DNAT);
+    out.push(flow(owner, LB_SELECT, 100, new, select.clone()));
+    let (ct_dst, vip) = match lb.vip {
+        IpAddr::V4(v4) => (Field::CtNwDst, u128::from(u32::from(v4))),
+        IpAddr::V6(v6) => (Field::CtIpv6Dst, u128::from(v6)),
+    };
+    let set_zone = |zone: u16| set_field(Field::Reg(REG_CT_ZONE), zone.into(), 0xffff_ffff);
+    let eth = if lb.vip.is_ipv6() { ETH_IPV6 } else { ETH_IPV4 };
+    out.push(flow(
+        owner,
+        LB_FORWARD,
+        10,
+        Match::new()
+            .with(Field::Metadata, o.router.into())
+            .with_masked(Field::CtState, TRK | DNAT, TRK | DNAT)
+            .with(Field::EthType, eth)
+            .with(ct_dst, vip),
+        Instructions::apply(vec![
+            set_zone(o.proxy_zone),
+            // Sent on from here as the VIP's own: through the tunnel to a member elsewhere.
+            set_field(Field::Reg(REG_FROM_TUNNEL), 0, 0xffff_ffff),
+            Action::Ct(Ct {
+                commit: true,
+                zone: ct_zone(),
+                table: Some(ROUTE),
+                nat: Some(Nat {
+                    src: Some(true),
+                    addr: Some(nat_addr(lb.vip)),
+                    ..Nat::default()
+                }),
+                ..Ct::default()
+            }),
+        ]),
+    ));
+    // The members' answers arriving through the tunnel.
+    out.push(flow(
+        owner,
+        LB_VIP,
+        115,
+        ip_match(
+            Match::new()
+                .with(Field::Metadata, o.vip_meta.into())
+                .with(Field::Reg(REG_FROM_TUNNEL), 1),
+            &IpNet::from(lb.vip),
+            false,
+        ),
+        Instructions::apply(vec![set_zone(o.proxy_zone), untranslate(LB_FORWARD)]),
+    ));
+    let (src_port, _) = transport(l.protocol);
+    for m in members {
+        let answer = ip_match(
+            Match::new().with(Field::Reg(REG_CT_ZONE), o.proxy_zone.into()),
+            &IpNet::from(m.address),
+            true,
+        )
+        .with(Field::IpProto, l.protocol.into())
+        .with(src_port, m.port.into());
+        out.push(flow(
+            owner,
+            LB_FORWARD,
+            40,
+            answer,
+            Instructions::apply(vec![
+                set_field(Field::Metadata, o.router.into(), u128::from(u64::MAX)),
+                set_field(Field::Reg(REG_FROM_TUNNEL), 0, 0xffff_ffff),
+                set_zone(LB_ZONE | patch),
+                untranslate(ROUTE),
+            ]),
+        ));
+    }
 }
 
 fn nat_addr(ip: IpAddr) -> NatAddr {

@@ -45,6 +45,7 @@ use openflow::action::{Ct, CtZone, Learn, LearnSpec, LearnSrc, Nat as NatAction,
 use openflow::text::set_field;
 use openflow::{Action, Field, Flow, Instructions, Match, Subfield};
 
+use super::load_balancing;
 use super::{
     App, EST, ETH_ARP, ETH_IPV4, ETH_IPV6, INV, IPPROTO_ICMPV6, NEW, OwnerKind, Punt, REL, Spec,
     TRK, VLAN_PRESENT, ct_state, echo_reply, enter, flow, goto, ip_match, match_next_hop6,
@@ -52,9 +53,9 @@ use super::{
 };
 use crate::cookie::{LEARNED, Owner};
 use crate::deps::{Ctx, Wire};
-use crate::model::{FloatingIp, Kind, Mac, link_local};
+use crate::model::{FloatingIp, Kind, LOAD_BALANCER_VIP, Mac, link_local};
 use crate::tables::{
-    DNAT, EXTERNAL_IN, EXTERNAL_OUT, L2, NEIGHBOURS_LEARNED, REG_FROM_TUNNEL, REG_NEXT_HOP,
+    DNAT, EXTERNAL_IN, EXTERNAL_OUT, L2, LB_VIP, NEIGHBOURS_LEARNED, REG_FROM_TUNNEL, REG_NEXT_HOP,
     RESOLVE, ROUTE, ROUTER_IN, Register, SNAT, SNAT_CHASSIS, nat_zone, router_metadata,
     router_zone, transit_vni,
 };
@@ -282,7 +283,7 @@ fn local<'t>(ctx: &mut Ctx<'t>, id: &str) -> Option<Local<'t>> {
 
 fn floating_ip_flows(ctx: &mut Ctx<'_>, owner: &Owner, id: &str, out: &mut Vec<Flow>) {
     let Some(l) = local(ctx, id) else {
-        return;
+        return vip_floating_ip_flows(ctx, owner, id, out);
     };
     let address = u128::from(u32::from(l.fip.address));
     let fixed = u128::from(u32::from(l.fixed));
@@ -335,6 +336,79 @@ fn floating_ip_flows(ctx: &mut Ctx<'_>, owner: &Owner, id: &str, out: &mut Vec<F
         100,
         from_fixed,
         leave_as(l.mac, l.network, zone, l.fip.address),
+    ));
+}
+
+/// A floating IP of a load balancer's VIP (a port without a VIF anywhere), served on the chassis
+/// hosting the gateway of its router ([`load_balancing::outside`]), in the router's zone:
+/// packets to it are translated to the VIP and go to the load balancer's listeners in the
+/// router ([`LB_VIP`]); the answers, which the load balancer routes out from the VIP, leave with
+/// the floating IP.
+fn vip_floating_ip_flows(ctx: &mut Ctx<'_>, owner: &Owner, id: &str, out: &mut Vec<Flow>) {
+    let Some(fip) = ctx.floating_ip(id) else {
+        return;
+    };
+    let Some(target) = fip.target.as_ref() else {
+        return;
+    };
+    if ctx
+        .port(&target.port_id)
+        .is_none_or(|p| p.device_owner != LOAD_BALANCER_VIP)
+    {
+        return;
+    }
+    let Some(o) =
+        load_balancing::outside(ctx, &target.port_id).filter(|o| o.here && o.fip.id == fip.id)
+    else {
+        return;
+    };
+    let (Some((network, vlan)), Some(mac)) = (
+        external(ctx, &fip.network_id),
+        fip.own_port
+            .as_deref()
+            .and_then(|p| ctx.port(p))
+            .map(|p| p.mac),
+    ) else {
+        return;
+    };
+    let zone = CtZone::Imm(router_zone(o.number));
+    let in_router = || {
+        Match::new()
+            .with(Field::Metadata, o.router.into())
+            .with(Field::EthType, ETH_IPV4)
+    };
+    let vip = u128::from(u32::from(target.fixed_ip));
+    arp_answer_outside(owner, network, vlan, fip.address, mac, out);
+    // One conntrack pass for new and known connections alike (a commit with a translation on a
+    // known connection translates as it was): the way in goes through five more (the load
+    // balancer's three, its translation from the VIP, the member's security groups), and Open
+    // vSwitch's userspace datapath drops a packet after six recirculations.
+    out.push(flow(
+        owner,
+        EXTERNAL_IN,
+        100,
+        to_address(network, fip.address),
+        Instructions::apply(vec![
+            set_field(Field::Metadata, o.router.into(), u128::from(u64::MAX)),
+            Action::Ct(Ct {
+                commit: true,
+                zone,
+                table: Some(LB_VIP),
+                nat: Some(NatAction {
+                    src: Some(false),
+                    addr: Some(NatAddr::V4(target.fixed_ip, None)),
+                    ..NatAction::default()
+                }),
+                ..Ct::default()
+            }),
+        ]),
+    ));
+    out.push(flow(
+        owner,
+        SNAT,
+        100,
+        in_router().with(Field::Ipv4Src, vip),
+        leave_as(mac, network, zone, fip.address),
     ));
 }
 
