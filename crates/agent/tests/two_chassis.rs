@@ -86,6 +86,101 @@ async fn vm(chassis: &Chassis, port: &Value, configured: bool) -> Host {
     host
 }
 
+/// `tcpdump` on a VM's `eth0`, started and ready (it said "listening on"): what it sees
+/// arrive, line by line.
+struct Capture {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Capture {
+    fn start(host: &Host, filter: &str) -> Capture {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new("ip")
+            .args(["netns", "exec", host.netns().name()])
+            .args(["tcpdump", "-i", "eth0", "-n", "-l", "-p", filter])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("tcpdump");
+        let (out, lines) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = out.send(line);
+            }
+        });
+        let (said, heard) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = said.send(line);
+            }
+        });
+        let mut stderr = Vec::new();
+        loop {
+            match heard.recv_timeout(Duration::from_secs(20)) {
+                Ok(l) if l.contains("listening on") => break,
+                Ok(l) => stderr.push(l),
+                Err(_) => panic!("tcpdump did not start listening: {stderr:?}"),
+            }
+        }
+        Capture { child, lines }
+    }
+
+    /// The lines seen so far.
+    fn seen(&self) -> Vec<String> {
+        self.lines.try_iter().collect()
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Pings `ip` from `from` out of `host`, with the neighbour entry for `ip` fixed to `mac` first
+/// (no ARP: a spoofed ping must not fail for want of an ARP answer); returns the lines
+/// `capture` (on the target) saw of echo requests from `from`, after the target's answers
+/// could have come back.
+fn spoofed_pings(host: &Host, from: &str, ip: &str, mac: &str, capture: &Capture) -> Vec<String> {
+    host.exec(&[
+        "ip",
+        "neigh",
+        "replace",
+        ip,
+        "lladdr",
+        mac,
+        "dev",
+        "eth0",
+        "nud",
+        "permanent",
+    ])
+    .unwrap();
+    let answered = host
+        .exec(&["ping", "-c", "3", "-i", "0.2", "-W", "1", "-I", from, ip])
+        .is_ok();
+    let seen: Vec<String> = capture
+        .seen()
+        .into_iter()
+        .filter(|l| l.contains(&format!("{from} > {ip}")) && l.contains("echo request"))
+        .collect();
+    if answered {
+        // An answer came back, so its request had arrived: tcpdump printed it before.
+        assert!(!seen.is_empty(), "answered, yet the capture saw nothing");
+    }
+    seen
+}
+
 fn pings(host: &Host, ip: &str, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
@@ -242,14 +337,14 @@ async fn vms_on_two_chassis_talk_and_spoofing_is_dropped() {
         "vm3 cannot reach vm1 with its DHCP address"
     );
 
-    // A spoofed source address from vm1 is dropped.
+    // A spoofed source address from vm1 is dropped: vm2 never sees its echo requests (seen
+    // on vm2 itself; vm1 knows vm2's MAC already, so an ARP failure cannot pass for the drop).
     h1.exec(&["ip", "addr", "add", "10.77.0.222/24", "dev", "eth0"])
         .unwrap();
-    assert!(
-        h1.exec(&["ping", "-c", "2", "-W", "1", "-I", "10.77.0.222", &ip2])
-            .is_err(),
-        "spoofed source got through"
-    );
+    let mac2 = p2["mac_address"].as_str().unwrap();
+    let capture = Capture::start(&h2, "icmp");
+    let seen = spoofed_pings(&h1, "10.77.0.222", &ip2, mac2, &capture);
+    assert!(seen.is_empty(), "spoofed source got through: {seen:?}");
 
     // An allowed address pair admits that source: the datapath follows the port's update.
     let pair = json!({"port": {"allowed_address_pairs": [{"ip_address": "10.77.0.222"}]}});
@@ -268,6 +363,11 @@ async fn vms_on_two_chassis_talk_and_spoofing_is_dropped() {
             .is_ok()
     });
     assert!(paired, "the allowed address pair's source is still dropped");
+    // The same capture sees the same pings once they are allowed: its silence above meant a
+    // drop.
+    let seen = spoofed_pings(&h1, "10.77.0.222", &ip2, mac2, &capture);
+    assert!(!seen.is_empty(), "the capture on vm2 sees nothing");
+    drop(capture);
 
     // Open vSwitch restarts (its flows are gone with it): the agent reconnects, reads the empty
     // switch and installs the pipeline again.

@@ -73,6 +73,9 @@ impl ApiError {
     }
     /// The `<Kind>NotFound` error for an unknown id.
     pub fn object_not_found(error_name: &str, singular: &str, id: &str) -> Self {
+        if let Some(message) = crate::sfc::not_found_message(error_name, id) {
+            return Self::not_found(&format!("{error_name}NotFound"), message);
+        }
         let noun = match error_name {
             "FloatingIP" => "Floating IP",
             "AddressGroup" => "Address group",

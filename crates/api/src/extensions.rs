@@ -198,12 +198,35 @@ const WYVERN_EXTENSIONS: &[(&str, &str, &str, &str)] = &[(
     "2026-12-06T00:00:00-00:00",
 )];
 
+/// (alias, name, description, updated) of networking-sfc's extensions, as it announces them.
+const SFC_EXTENSIONS: &[(&str, &str, &str, &str)] = &[
+    (
+        "flow_classifier",
+        "Flow Classifier",
+        "Flow Classifier Extension.",
+        "2015-10-05T10:00:00-00:00",
+    ),
+    (
+        "sfc",
+        "Service Function Chaining",
+        "Service Function Chain extension.",
+        "2015-10-05T10:00:00-00:00",
+    ),
+    (
+        "networking-sfc-tap",
+        "Networking SFC Passive Tap Service Function support",
+        "Extension for Passive TAP Service Function support",
+        "2017-10-20T10:00:00-00:00",
+    ),
+];
+
 /// Every extension, as `/v2.0/extensions` shows it.
 fn extensions() -> impl Iterator<Item = Value> {
     let neutron = NEUTRON_EXTENSIONS
         .iter()
         .map(|&(alias, name, description)| (alias, name, description, NEUTRON_UPDATED));
     neutron
+        .chain(SFC_EXTENSIONS.iter().copied())
         .chain(WYVERN_EXTENSIONS.iter().copied())
         .map(|(alias, name, description, updated)| {
             json!({"alias": alias, "name": name, "description": description,
@@ -214,7 +237,9 @@ fn extensions() -> impl Iterator<Item = Value> {
 /// The alias of every extension.
 pub fn aliases() -> impl Iterator<Item = &'static str> {
     let neutron = NEUTRON_EXTENSIONS.iter().map(|e| e.0);
-    neutron.chain(WYVERN_EXTENSIONS.iter().map(|e| e.0))
+    neutron
+        .chain(SFC_EXTENSIONS.iter().map(|e| e.0))
+        .chain(WYVERN_EXTENSIONS.iter().map(|e| e.0))
 }
 
 pub async fn list() -> Response {

@@ -137,10 +137,13 @@ pub fn prepare_create(def: &ResourceDef, ctx: &Ctx, given: Obj) -> ApiResult<Obj
     obj.insert("id".into(), new_id().into());
     obj.insert("tenant_id".into(), project.clone().into());
     obj.insert("project_id".into(), project.into());
-    let ts = now();
-    obj.insert("created_at".into(), ts.clone().into());
-    obj.insert("updated_at".into(), ts.into());
-    obj.insert("revision_number".into(), 0.into());
+    // Resources without Neutron's standard attributes (networking-sfc's) have no timestamps.
+    if def.attr("created_at").is_some() {
+        let ts = now();
+        obj.insert("created_at".into(), ts.clone().into());
+        obj.insert("updated_at".into(), ts.into());
+        obj.insert("revision_number".into(), 0.into());
+    }
     Ok(obj)
 }
 

@@ -4,7 +4,8 @@
 //! maps of the `model` crate, [`query`] applies list filters, sorting and paging, and the modules under
 //! [`resources`] hold each resource's semantics. Every write is one store transaction. [`openapi`]
 //! describes the API from the same attribute maps, at `GET /wyvern/v1/openapi.json`. [`lbaas`] serves
-//! the OpenStack Load Balancer API (Octavia v2) under `/v2.0/lbaas/`.
+//! the OpenStack Load Balancer API (Octavia v2) under `/v2.0/lbaas/`; [`sfc`] service function
+//! chaining (networking-sfc) under `/v2.0/sfc/`, through the generic flow.
 
 mod chassis;
 mod connections;
@@ -23,6 +24,7 @@ pub mod query;
 pub mod quota;
 pub mod repo;
 mod resources;
+mod sfc;
 mod snat;
 mod sync;
 #[cfg(test)]
@@ -175,7 +177,7 @@ pub fn router(api: Api) -> Router {
             "/wyvern/v1/members/{id}/health",
             axum::routing::put(member_health::report),
         );
-    lbaas::routes(neutron)
+    sfc::routes(lbaas::routes(neutron))
         .fallback(not_found)
         .layer(tracked)
         .with_state(api)
@@ -227,13 +229,15 @@ fn reply(result: ApiResult<(StatusCode, Value)>) -> Response {
 
 fn resource(collection: &str) -> ApiResult<&'static ResourceDef> {
     let name = collection.strip_suffix(".json").unwrap_or(collection);
-    model::resource_by_path(name).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "HTTPNotFound",
-            "The resource could not be found.",
-        )
-    })
+    model::resource_by_path(name)
+        .or_else(|| model::sfc::resource_by_path(name))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "HTTPNotFound",
+                "The resource could not be found.",
+            )
+        })
 }
 
 fn parse_body(body: &[u8]) -> ApiResult<Value> {
@@ -283,7 +287,14 @@ impl Api {
     }
 
     async fn list(&self, ctx: &Ctx, def: &ResourceDef, q: &Query, base: &str) -> ApiResult<Value> {
-        query::validate_filters(def, q)?;
+        let sfc_query;
+        let q = if sfc::is_sfc(def) {
+            sfc_query = sfc::list_query(def, q)?;
+            &sfc_query
+        } else {
+            query::validate_filters(def, q)?;
+            q
+        };
         resources::before_list(self, ctx, def).await?;
         let all = self.db.list(def).await?;
         let mut items = Vec::with_capacity(all.len());

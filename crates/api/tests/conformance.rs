@@ -5,7 +5,8 @@
 //! steps run against Wyvern only, before the others (the reference Octavia's no-op network needs no
 //! subnet; `reference_bound` gives the recording the values they bind), and its top-level
 //! `volatile` keys are volatile in every step (the Octavia scenario's statuses: Wyvern documents its
-//! own, see `api::lbaas`).
+//! own, see `api::lbaas`). And for service function chaining and the real networking-sfc (in the
+//! reference Neutron): `reference/sfc-scenario.json` and `reference/sfc-recording.json`.
 //!
 //! The comparison rules, all of them:
 //! 1. The status codes are equal.
@@ -53,6 +54,8 @@ const SCENARIO: &str = include_str!("reference/scenario.json");
 const RECORDING: &str = include_str!("reference/neutron-recording.json");
 const OCTAVIA_SCENARIO: &str = include_str!("reference/octavia-scenario.json");
 const OCTAVIA_RECORDING: &str = include_str!("reference/octavia-recording.json");
+const SFC_SCENARIO: &str = include_str!("reference/sfc-scenario.json");
+const SFC_RECORDING: &str = include_str!("reference/sfc-recording.json");
 
 /// What one step got back.
 struct Answer {
@@ -68,6 +71,11 @@ async fn wyvern_answers_like_the_reference_neutron() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wyvern_answers_like_the_reference_octavia() {
     conforms(OCTAVIA_SCENARIO, OCTAVIA_RECORDING, "Octavia").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wyvern_answers_like_the_reference_networking_sfc() {
+    conforms(SFC_SCENARIO, SFC_RECORDING, "Neutron with networking-sfc").await;
 }
 
 /// Replays a scenario against Wyvern and compares every answer with the reference's recorded one.

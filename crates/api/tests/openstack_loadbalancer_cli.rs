@@ -9,48 +9,12 @@
 //! CLI process, which the test waits for.
 
 mod support;
-
-use std::path::PathBuf;
-use std::process::Command;
+// Shared by the CLI tests; this one needs no failing command.
+#[allow(dead_code)]
+mod cli;
+use cli::run;
 
 use serde_json::Value;
-
-fn cli_path() -> PathBuf {
-    if let Some(path) = std::env::var_os("WYVERN_OPENSTACK_CLI") {
-        return PathBuf::from(path);
-    }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/openstack")
-}
-
-/// Runs `openstack <line>` against `url` (split on whitespace); its standard output, parsed as
-/// JSON when `json`, else as text. Panics with the CLI's output on failure.
-fn run(url: &str, line: &str, json: bool) -> Value {
-    let mut command = Command::new(cli_path());
-    for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("OS_")) {
-        command.env_remove(name);
-    }
-    command
-        .env("OS_AUTH_TYPE", "none")
-        .env("OS_ENDPOINT", url)
-        .args(line.split_whitespace());
-    if json {
-        command.args(["-f", "json"]);
-    }
-    let output = command.output().expect("run the openstack CLI");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "`openstack {line}` failed ({}):\n{stdout}{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    if json {
-        serde_json::from_str(&stdout)
-            .unwrap_or_else(|e| panic!("`openstack {line}` printed no JSON ({e}): {stdout}"))
-    } else {
-        Value::String(stdout.into_owned())
-    }
-}
 
 #[test]
 fn openstack_loadbalancer_commands() {

@@ -4,12 +4,14 @@
 //! The tables here play the role of Neutron's resource attribute maps: the API server applies them
 //! generically (unknown attributes, read-only attributes, types, defaults), and resource handlers add
 //! the semantics (IPAM, routers, ...). Objects travel as JSON objects in exactly the shape the API shows.
-//! [`lbaas`] holds the Octavia (load balancer) resources' maps, in Octavia's terms. [`quotas`] lists the resources Neutron's quotas limit, with their default limits; [`shape`]
+//! [`lbaas`] holds the Octavia (load balancer) resources' maps, in Octavia's terms; [`sfc`] those of
+//! service function chaining (networking-sfc). [`quotas`] lists the resources Neutron's quotas limit, with their default limits; [`shape`]
 //! describes what each validator accepts, for descriptions of the API.
 
 pub mod lbaas;
 pub mod quotas;
 pub mod resources;
+pub mod sfc;
 pub mod shape;
 pub mod validate;
 

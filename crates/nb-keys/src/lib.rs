@@ -45,6 +45,17 @@ pub const POOLS: &str = "/r/pools/";
 pub const MEMBERS: &str = "/r/members/";
 /// Health monitors: `/r/healthmonitors/<id>`.
 pub const HEALTHMONITORS: &str = "/r/healthmonitors/";
+/// Port pairs (networking-sfc's API): `/r/port_pairs/<id>`. Each service function chaining object
+/// carries the networks it touches in the internal field `_network_ids` (a list): a port pair its
+/// ingress and egress ports' networks, a port pair group its pairs', a flow classifier its logical
+/// source and destination ports', a port chain its groups' and classifiers' together.
+pub const PORT_PAIRS: &str = "/r/port_pairs/";
+/// Port pair groups: `/r/port_pair_groups/<id>`.
+pub const PORT_PAIR_GROUPS: &str = "/r/port_pair_groups/";
+/// Flow classifiers: `/r/flow_classifiers/<id>`.
+pub const FLOW_CLASSIFIERS: &str = "/r/flow_classifiers/";
+/// Port chains: `/r/port_chains/<id>`.
+pub const PORT_CHAINS: &str = "/r/port_chains/";
 /// What a chassis is (tunnel IP, encapsulations): `/chassis/<id>`.
 pub const CHASSIS: &str = "/chassis/";
 /// That a chassis is alive, on a store lease: `/chassis-up/<id>`.
@@ -66,12 +77,16 @@ pub enum Kind {
     Pool,
     Member,
     HealthMonitor,
+    PortPair,
+    PortPairGroup,
+    FlowClassifier,
+    PortChain,
     Chassis,
     ChassisUp,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 15] = [
+    pub const ALL: [Kind; 19] = [
         Kind::Network,
         Kind::Subnet,
         Kind::Port,
@@ -85,6 +100,10 @@ impl Kind {
         Kind::Pool,
         Kind::Member,
         Kind::HealthMonitor,
+        Kind::PortPair,
+        Kind::PortPairGroup,
+        Kind::FlowClassifier,
+        Kind::PortChain,
         Kind::Chassis,
         Kind::ChassisUp,
     ];
@@ -105,6 +124,10 @@ impl Kind {
             Kind::Pool => POOLS,
             Kind::Member => MEMBERS,
             Kind::HealthMonitor => HEALTHMONITORS,
+            Kind::PortPair => PORT_PAIRS,
+            Kind::PortPairGroup => PORT_PAIR_GROUPS,
+            Kind::FlowClassifier => FLOW_CLASSIFIERS,
+            Kind::PortChain => PORT_CHAINS,
             Kind::Chassis => CHASSIS,
             Kind::ChassisUp => CHASSIS_UP,
         }
@@ -234,7 +257,8 @@ impl Topics {
     /// by its id, a subnet by its `network_id`, a security group rule by its `security_group_id`, a
     /// port by its `network_id`, its `device_id` (a router), any of its `security_groups` or its
     /// `binding:host_id` (the chassis); a load balancer by its `vip_network_id`, its listeners,
-    /// pools, members and monitors by their load balancer's (`_vip_network_id`).
+    /// pools, members and monitors by their load balancer's (`_vip_network_id`); a port pair, port
+    /// pair group, flow classifier or port chain by any of the networks it touches (`_network_ids`).
     pub fn wants(&self, key: &str, value: Option<&Value>) -> bool {
         let Some((kind, id)) = parse(key) else {
             return false;
@@ -270,6 +294,13 @@ impl Topics {
             Kind::Listener | Kind::Pool | Kind::Member | Kind::HealthMonitor => {
                 field("_vip_network_id").is_some_and(|n| self.networks.contains(n))
             }
+            Kind::PortPair | Kind::PortPairGroup | Kind::FlowClassifier | Kind::PortChain => value
+                .get("_network_ids")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .any(|n| self.networks.contains(n)),
             Kind::SecurityGroupRule => {
                 field("security_group_id").is_some_and(|g| self.security_groups.contains(g))
             }
@@ -381,6 +412,19 @@ mod tests {
             security_groups: set(security_groups),
             address_groups: set(address_groups),
             ..Topics::default()
+        }
+    }
+
+    #[test]
+    fn sfc_objects_follow_the_networks_they_touch() {
+        let t = topics(&["n1"], &[], None);
+        let chain = json!({"id": "c", "_network_ids": ["n0", "n1"]});
+        for prefix in [PORT_PAIRS, PORT_PAIR_GROUPS, FLOW_CLASSIFIERS, PORT_CHAINS] {
+            let key = format!("{prefix}c");
+            assert!(t.wants(&key, Some(&chain)), "{key}");
+            assert!(!t.wants(&key, Some(&json!({"_network_ids": ["n2"]}))));
+            assert!(!t.wants(&key, Some(&json!({"_network_ids": []}))));
+            assert!(t.wants(&key, None), "deletions always");
         }
     }
 

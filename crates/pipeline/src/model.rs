@@ -739,6 +739,10 @@ impl Object {
             Kind::Pool => Object::Pool(Pool::from_json(v)?),
             Kind::Member => Object::Member(Member::from_json(v)?),
             Kind::HealthMonitor => Object::HealthMonitor(HealthMonitor::from_json(v)?),
+            // Service function chaining is not part of the topology yet: its datapath comes later.
+            Kind::PortPair | Kind::PortPairGroup | Kind::FlowClassifier | Kind::PortChain => {
+                return None;
+            }
         };
         (obj.id() == id).then_some(obj)
     }
@@ -953,6 +957,8 @@ impl Topology {
                 Some(Object::Member(m))
             }
             Kind::HealthMonitor => self.health_monitors.remove(id).map(Object::HealthMonitor),
+            // Service function chaining is not part of the topology yet: its datapath comes later.
+            Kind::PortPair | Kind::PortPairGroup | Kind::FlowClassifier | Kind::PortChain => None,
         }
     }
 

@@ -38,6 +38,10 @@ impl Default for ChassisOpts {
 /// A running chassis. Dropping it stops both daemons by PID, deletes the namespace (and with
 /// it every port of the userspace datapath) and removes the run directory, unless it was
 /// [detached](Chassis::detach).
+///
+/// The daemons of a chassis made by [`Chassis::start`] (tests) are children of this process
+/// that the kernel kills when the process ends, however it ends (see [`Chassis::start`]); those
+/// of [`Chassis::start_in`] and [`Chassis::adopt`] (`wyvern lab`) are detached and outlive it.
 #[derive(Debug)]
 pub struct Chassis {
     name: String,
@@ -45,14 +49,23 @@ pub struct Chassis {
     // Declared after `rundir` but dropped explicitly in `Drop` (daemons first).
     netns: Option<Netns>,
     keep: bool,
+    /// The daemons die with this process (`PR_SET_PDEATHSIG`) instead of detaching.
+    tied: bool,
 }
 
 impl Chassis {
     /// Starts a chassis whose OVS `system-id` and `hostname` are `name`.
+    ///
+    /// Its `ovsdb-server` and `ovs-vswitchd` (also when started again) are children of this
+    /// process, not detached daemons, started with `PR_SET_PDEATHSIG` = SIGKILL from a thread
+    /// that lives as long as the process: a test run killed with SIGKILL leaves no OVS daemon
+    /// behind (its namespace and run directory stay, for [`crate::leftovers`]). Such a chassis
+    /// cannot outlive the process, [detached](Chassis::detach) or not: use
+    /// [`Chassis::start_in`] for that.
     pub fn start(name: &str, opts: &ChassisOpts) -> Result<Chassis> {
         let netns = Netns::create('c')?;
         let rundir = opts.base_dir.join(netns.name());
-        Chassis::start_in(name, netns, rundir, opts)
+        Chassis::launch(name, netns, rundir, opts, true)
     }
 
     /// Starts a chassis in the given namespace with run directory `rundir`, which must not
@@ -64,12 +77,23 @@ impl Chassis {
         rundir: PathBuf,
         opts: &ChassisOpts,
     ) -> Result<Chassis> {
+        Chassis::launch(name, netns, rundir, opts, false)
+    }
+
+    fn launch(
+        name: &str,
+        netns: Netns,
+        rundir: PathBuf,
+        opts: &ChassisOpts,
+        tied: bool,
+    ) -> Result<Chassis> {
         cmd::become_subreaper();
         let chassis = Chassis {
             name: name.to_owned(),
             rundir,
             netns: Some(netns),
             keep: false,
+            tied,
         };
         chassis.init(opts)?;
         Ok(chassis)
@@ -85,6 +109,7 @@ impl Chassis {
             rundir,
             netns: Some(netns),
             keep: false,
+            tied: false,
         }
     }
 
@@ -174,9 +199,14 @@ impl Chassis {
         self.rundir.join(format!("{bridge}.mgmt"))
     }
 
-    fn daemon(&self, program: &str, args: &[String]) -> Result<()> {
+    /// Starts `program` in the namespace: detached (it returns once the daemon is up), or, for
+    /// a tied chassis, as a child of this process that dies with it; then the caller waits
+    /// until it is up ([`Chassis::start_ovsdb`], [`Chassis::start_vswitchd`]). Returns the
+    /// tied child's PID.
+    fn daemon(&self, program: &str, args: &[String]) -> Result<Option<u32>> {
         let d = self.rundir.display().to_string();
         let mut c = Command::new("ip");
+        // `ip netns exec` and `env` exec in place: the daemon keeps the child's PID.
         c.args(["netns", "exec", self.netns().name(), "env"])
             .arg(format!("OVS_RUNDIR={d}"))
             .arg(format!("OVS_LOGDIR={d}"))
@@ -186,8 +216,52 @@ impl Chassis {
             .args(args)
             .arg(format!("--pidfile={d}/{program}.pid"))
             .arg(format!("--log-file={d}/{program}.log"))
-            .args(["-vconsole:off", "--detach", "--no-chdir"]);
-        output(&mut c).map(drop)
+            .args(["-vconsole:off", "--no-chdir"]);
+        if !self.tied {
+            c.arg("--detach");
+            return output(&mut c).map(|_| None);
+        }
+        use std::os::unix::process::CommandExt;
+        let console = self.rundir.join(format!("{program}.console"));
+        let io = |what: String| move |source| Error::Io { what, source };
+        let out = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(&console)
+            .map_err(io(format!("open {}", console.display())))?;
+        let err = out
+            .try_clone()
+            .map_err(io(format!("dup {}", console.display())))?;
+        c.stdin(std::process::Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .process_group(0);
+        let line = format!("{c:?}");
+        let child = cmd::spawn_tied(c).map_err(|source| Error::Spawn { cmd: line, source })?;
+        // Reaped when stopped (`cmd::kill_pid`), like the detached daemons this process
+        // is the subreaper of.
+        Ok(Some(child.id()))
+    }
+
+    /// Waits until `ready` holds for the tied daemon `pid`, or fails if it exits first.
+    fn wait_up(&self, program: &str, pid: u32, mut ready: impl FnMut() -> bool) -> Result<()> {
+        let mut died = false;
+        let up = cmd::wait_until(Duration::from_secs(30), || {
+            died = !cmd::alive(pid);
+            died || ready()
+        });
+        if up && !died {
+            return Ok(());
+        }
+        let log =
+            std::fs::read_to_string(self.rundir.join(format!("{program}.log"))).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(10).collect();
+        Err(Error::Timeout(format!(
+            "{program} of chassis {} {}; its log ends: {}",
+            self.name,
+            if died { "exited" } else { "did not come up" },
+            tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+        )))
     }
 
     fn pid_of(&self, program: &str) -> Option<u32> {
@@ -214,14 +288,21 @@ impl Chassis {
     /// Starts `ovsdb-server` on the existing database (also after [`Chassis::stop_ovsdb`]).
     pub fn start_ovsdb(&self) -> Result<()> {
         let d = self.rundir.display();
-        self.daemon(
+        let tied = self.daemon(
             "ovsdb-server",
             &[
                 format!("{d}/conf.db"),
                 format!("--remote=punix:{d}/db.sock"),
                 "--remote=db:Open_vSwitch,Open_vSwitch,manager_options".to_owned(),
             ],
-        )
+        )?;
+        match tied {
+            // Up once its socket accepts connections (a stale socket file refuses them).
+            Some(pid) => self.wait_up("ovsdb-server", pid, || {
+                std::os::unix::net::UnixStream::connect(self.db_socket()).is_ok()
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Kills `ovsdb-server` (SIGTERM, then SIGKILL) and waits until it is gone.
@@ -231,7 +312,29 @@ impl Chassis {
 
     /// Starts `ovs-vswitchd`; returns once it is up.
     pub fn start_vswitchd(&self) -> Result<()> {
-        self.daemon("ovs-vswitchd", &[self.db_endpoint()])
+        let Some(pid) = self.daemon("ovs-vswitchd", &[self.db_endpoint()])? else {
+            return Ok(());
+        };
+        // Up, as `--detach` would have said, once it applied the database's configuration (its
+        // bridges and their OpenFlow sockets exist): `ovs-vsctl` without `--no-wait` returns
+        // when ovs-vswitchd has reconfigured after a change, here one that names this process
+        // and the attempt (an unchanged value would not wait).
+        let mut attempt = 0;
+        self.wait_up("ovs-vswitchd", pid, || {
+            attempt += 1;
+            cmd::run(
+                "ovs-vsctl",
+                [
+                    format!("--db={}", self.db_endpoint()),
+                    "--timeout=5".to_owned(),
+                    "set".to_owned(),
+                    "Open_vSwitch".to_owned(),
+                    ".".to_owned(),
+                    format!("external_ids:testbed-vswitchd={pid}.{attempt}"),
+                ],
+            )
+            .is_ok()
+        })
     }
 
     /// Stops `ovs-vswitchd` by PID.

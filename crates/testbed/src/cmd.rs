@@ -170,3 +170,67 @@ pub(crate) fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool
         sleep(Duration::from_millis(10));
     }
 }
+
+/// A request to the spawner thread: the command, and where its answer goes.
+type SpawnRequest = (
+    Command,
+    std::sync::mpsc::Sender<std::io::Result<std::process::Child>>,
+);
+
+/// Starts `cmd` as a child that the kernel kills (SIGKILL) as soon as this process ends, however
+/// it ends (a test run killed with SIGKILL included): `PR_SET_PDEATHSIG` in the child.
+///
+/// The kernel sends that signal when the *thread* that forked the child exits, not the process,
+/// so the fork happens on a thread of the test bed's own that lives as long as the process (a
+/// test's thread, or a tokio worker, may end while the fixture it made lives on). The signal
+/// survives `execve` (`ip netns exec` and `env` exec in place, so it reaches the daemon).
+pub(crate) fn spawn_tied(cmd: Command) -> std::io::Result<std::process::Child> {
+    use std::sync::mpsc;
+    static SPAWNER: std::sync::OnceLock<std::sync::Mutex<mpsc::Sender<SpawnRequest>>> =
+        std::sync::OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<SpawnRequest>();
+        std::thread::Builder::new()
+            .name("testbed-spawner".into())
+            .spawn(move || {
+                // The sender lives in a static: this loop (and the thread) ends only with the
+                // process.
+                for (mut cmd, answer) in rx {
+                    let _ = answer.send(spawn_dying_with_parent(&mut cmd));
+                }
+            })
+            .expect("spawn the test bed's spawner thread");
+        std::sync::Mutex::new(tx)
+    });
+    let (tx, rx) = mpsc::channel();
+    let sent = spawner
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .send((cmd, tx));
+    let gone = || std::io::Error::other("the test bed's spawner thread is gone");
+    sent.map_err(|_| gone())?;
+    rx.recv().map_err(|_| gone())?
+}
+
+/// Spawns `cmd` with `PR_SET_PDEATHSIG` = SIGKILL (from the calling thread, see
+/// [`spawn_tied`]).
+pub(crate) fn spawn_dying_with_parent(cmd: &mut Command) -> std::io::Result<std::process::Child> {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: getpid(2) has no preconditions.
+    let parent = unsafe { libc::getpid() };
+    // SAFETY: the hook only calls prctl(2), getppid(2) and reads errno, which are
+    // async-signal-safe, and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent died between fork and prctl: the signal will never come.
+            if libc::getppid() != parent {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}

@@ -183,6 +183,9 @@ pub async fn plan_create(
         "address_groups" => address_groups::plan_create(obj, plan),
         "routers" => routers::plan_create(api, ctx, obj, plan).await,
         "floatingips" => floatingips::plan_create(api, ctx, obj, plan).await,
+        _ if crate::sfc::is_sfc(def) => {
+            crate::sfc::plans::plan_create(api, ctx, def, obj, plan).await
+        }
         _ => Err(ApiError::bad_request("unsupported resource")),
     }
 }
@@ -202,6 +205,9 @@ pub async fn plan_update(
         "routers" => routers::plan_update(api, ctx, stored, changes, plan).await,
         "security_groups" => security_groups::plan_update(api, stored, changes, plan).await,
         "floatingips" => floatingips::plan_update(api, ctx, stored, changes, plan).await,
+        _ if crate::sfc::is_sfc(def) => {
+            crate::sfc::plans::plan_update(api, ctx, def, stored, changes, plan).await
+        }
         _ => Ok(apply_changes(def, stored, changes, plan)),
     }
 }
@@ -240,6 +246,9 @@ pub async fn plan_delete(
         "floatingips" => floatingips::plan_delete(api, stored, plan)
             .await
             .map(|()| Deletion::Planned),
+        _ if crate::sfc::is_sfc(def) => {
+            crate::sfc::plans::plan_delete(api, def, stored, plan).await
+        }
         _ => Err(ApiError::bad_request("unsupported resource")),
     }
 }
