@@ -32,6 +32,7 @@ mod physical;
 mod routers;
 mod secgroups;
 mod serve;
+mod sfc;
 mod subnets;
 
 use attrs::{
@@ -273,6 +274,7 @@ impl Lab {
         let api = Neutron::new(&self.server_url())?;
         self.remove_floating_ips(&api, topo, changes).await?;
         self.remove_load_balancers(&api, topo, changes).await?;
+        self.remove_port_chains(&api, topo, changes).await?;
         for vm in self.state.vms.keys().cloned().collect::<Vec<_>>() {
             if !topo.vms.iter().any(|v| v.name == vm) {
                 self.remove_vm(&api, &vm).await?;
@@ -311,6 +313,7 @@ impl Lab {
         self.ensure_floating_ips(&api, topo, changes).await?;
         self.ensure_servers(topo, changes)?;
         self.ensure_load_balancers(&api, topo, changes).await?;
+        self.ensure_port_chains(&api, topo, changes).await?;
         self.remove_groups(&api, topo, changes).await?;
         self.warm_underlay();
         for (name, net) in self.state.networks.clone() {
@@ -738,6 +741,7 @@ impl Lab {
 
     /// Finds or creates the VM's port and makes its binding, fixed IPs, allowed address
     /// pairs, port security and security groups what `vm` asks for.
+    #[allow(clippy::too_many_arguments)]
     async fn ensure_port(
         &self,
         api: &Neutron,
@@ -745,6 +749,7 @@ impl Lab {
         spec: &NetworkSpec,
         net: &NetworkState,
         project: Option<&str>,
+        device_id: &str,
         changes: &mut Vec<String>,
     ) -> Result<Value> {
         let what = format!("port {}", vm.name);
@@ -776,7 +781,7 @@ impl Lab {
                 "name": vm.name,
                 "network_id": net.id,
                 "device_owner": VM_OWNER,
-                "device_id": vm.name,
+                "device_id": device_id,
             });
             if let Some(f) = fixed_ips {
                 attrs["fixed_ips"] = f.into();
@@ -907,8 +912,22 @@ impl Lab {
             .network(&vm.network)
             .ok_or_else(|| Error::NotFound(format!("network {} is not in the file", vm.network)))?;
         let project = vm.project.clone().or_else(|| spec.project.clone());
+        // A service function's ports have no port security: it forwards others' packets.
+        let unsecured;
+        let vm = if vm.sf.is_some() {
+            unsecured = VmSpec {
+                port_security: false,
+                ..vm.clone()
+            };
+            &unsecured
+        } else {
+            vm
+        };
         let port = self
-            .ensure_port(api, vm, spec, &net, project.as_deref(), changes)
+            .ensure_port(api, vm, spec, &net, project.as_deref(), &vm.name, changes)
+            .await?;
+        let sf = self
+            .ensure_egress_port(api, topo, vm, project.as_deref(), changes)
             .await?;
         let want = self.vm_state(vm, &net, &port, project);
         if want.addresses.is_empty() {
@@ -917,7 +936,7 @@ impl Lab {
                 want.port_id
             )));
         }
-        if self.vm_healthy(&vm.name, &want) {
+        if self.vm_healthy(&vm.name, &want) && self.sf_healthy(&vm.name, sf.as_ref()) {
             if !self.vms.contains_key(&vm.name) {
                 let h = Host::adopt(Netns::adopt(&want.netns)?, &want.tap)?;
                 self.vms.insert(vm.name.clone(), h);
@@ -939,22 +958,58 @@ impl Lab {
             .get(&want.chassis)
             .ok_or_else(|| Error::NotFound(format!("chassis {} is not running", want.chassis)))?;
         let ns = Netns::create_named(&want.netns)?;
-        guest::prepare(&ns, &want)?;
-        let host = Host::create_in(ch, ns, &want.tap, &guest::host_opts(&want))?;
-        guest::configure(&host, &want)?;
         let client =
             Client::connect(&Endpoint::Unix(ch.db_socket()), ClientOptions::default()).await?;
-        chassis::plug_vif(&client, BR_INT, &want.tap, &want.port_id, Some(&want.mac)).await?;
-        guest::start_slaac(&host, &want)?;
+        let host = match &sf {
+            Some(sf) => {
+                let host = sfc::wire(ch, ns, &want, sf)?;
+                chassis::plug_vif(&client, BR_INT, &want.tap, &want.port_id, Some(&want.mac))
+                    .await?;
+                chassis::plug_vif(
+                    &client,
+                    BR_INT,
+                    &sf.egress_tap,
+                    &sf.egress_port_id,
+                    Some(&sf.egress_mac),
+                )
+                .await?;
+                host
+            }
+            None => {
+                guest::prepare(&ns, &want)?;
+                let host = Host::create_in(ch, ns, &want.tap, &guest::host_opts(&want))?;
+                guest::configure(&host, &want)?;
+                chassis::plug_vif(&client, BR_INT, &want.tap, &want.port_id, Some(&want.mac))
+                    .await?;
+                guest::start_slaac(&host, &want)?;
+                host
+            }
+        };
         self.vms.insert(vm.name.clone(), host);
-        let status = format!(
-            "wired ({} {} on {}, {})",
-            want.addresses.join(" "),
-            want.mac,
-            want.chassis,
-            want.netns
-        );
+        let status = match &sf {
+            Some(sf) => format!(
+                "wired as a service function (ingress {} {}, egress {} {}, bridged by {} on {}, \
+                 {})",
+                want.addresses.join(" "),
+                want.mac,
+                sf.egress_addresses.join(" "),
+                sf.egress_mac,
+                sfc::BRIDGE,
+                want.chassis,
+                want.netns
+            ),
+            None => format!(
+                "wired ({} {} on {}, {})",
+                want.addresses.join(" "),
+                want.mac,
+                want.chassis,
+                want.netns
+            ),
+        };
         self.state.vms.insert(vm.name.clone(), want);
+        if let Some(sf) = sf {
+            self.state.service_functions.insert(vm.name.clone(), sf);
+        }
         self.changed(changes, &what, &status);
         Ok(())
     }
@@ -968,6 +1023,12 @@ impl Lab {
             {
                 self.warn(&format!("cannot unplug {}: {e}", old.tap));
             }
+            if let Some(sf) = self.state.service_functions.remove(name)
+                && let Some(ch) = self.chassis.get(&old.chassis)
+                && let Err(e) = ch.ovs_vsctl(&["--if-exists", "del-port", BR_INT, &sf.egress_tap])
+            {
+                self.warn(&format!("cannot unplug {}: {e}", sf.egress_tap));
+            }
             testbed::leftovers::destroy_netns(&old.netns);
         }
     }
@@ -975,6 +1036,9 @@ impl Lab {
     async fn remove_vm(&mut self, api: &Neutron, name: &str) -> Result<()> {
         if let Some(port) = self.state.vms.get(name).map(|v| v.port_id.clone()) {
             api.delete("ports", &port).await?;
+        }
+        if let Some(sf) = self.state.service_functions.get(name) {
+            api.delete("ports", &sf.egress_port_id).await?;
         }
         self.unwire_vm(name);
         Ok(())

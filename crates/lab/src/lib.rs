@@ -50,6 +50,20 @@
 //! name, so that load balancing can be seen with `curl` alone; it is a process of the lab like
 //! the others (`down` stops it).
 //!
+//! Service function chaining: a VM with `sf = { ... }` is a service function with two ports
+//! (ingress: the VM's own; egress: `<vm>-egress`, same `device_id`), both without port security,
+//! whose interfaces `eth0` and `eth1` are the ports of a Linux bridge `br0` without addresses in
+//! its namespace (neither learning nor ageing, IPv6 off): a bump in the wire that passes every
+//! unicast frame unchanged, MPLS-labelled ones too (not broadcast or multicast, nor frames to its
+//! own MACs: two legs on one network make no loop) and sends nothing of its own: the TX
+//! counters of `ip -s link` count the frames it passed on (eth1's from eth0, eth0's from eth1).
+//! Port chains (`[[port_chain]]`) are made through networking-sfc's API (`/v2.0/sfc/`) as admin
+//! once the VMs are wired: a port pair per service function (named after its VM), groups
+//! `<chain>-<n>`, flow classifiers `<chain>-fc<n>`, then the chain. A chain is
+//! kept while its entry, its service functions and its classifiers' VMs (and their ports) stay
+//! as they were; otherwise it is made again, and one the file no longer has is deleted (chain,
+//! then groups, then pairs and classifiers) before the VMs are brought in line.
+//!
 //! # Topology file (TOML)
 //!
 //! ```toml
@@ -155,6 +169,31 @@
 //!                                # optional: a tiny server in the VM (python3, PID in
 //!                                # serve-<vm>.pid) answering every HTTP request (200) and every
 //!                                # UDP datagram with the VM's name and a newline
+//! sf = { network = "net2", mpls = true } # optional: a service function (`sf = {}`: both
+//!                                # ports on `network`). Its port is the ingress, a second
+//!                                # port `<vm>-egress` on sf.network (default: `network`) the
+//!                                # egress; no port security on either, bridged inside the VM
+//!                                # (`br0`); mpls: MPLS-aware (port pair correlation mpls,
+//!                                # default none). Not with security_groups, extra_addresses,
+//!                                # serve, forwarding
+//!
+//! [[port_chain]]                 # zero or more, through networking-sfc's API (/v2.0/sfc/)
+//! name = "web"                   # unique; [A-Za-z0-9._-]
+//! groups = [["fw"], ["ids1", "ids2"]] # port pair groups in order, each of service-function
+//!                                # VMs' port pairs; a VM in one group of one chain only
+//! classifiers = [                # optional: flow classifiers
+//!   { source_vm = "a",           # logical_source_port: the VM's port (not a service function)
+//!     destination_vm = "b",      # optional: logical_destination_port
+//!     ethertype = "IPv4",        # optional: IPv4 (default) | IPv6
+//!     protocol = "tcp",          # optional (any): tcp | udp | icmp
+//!     destination_port = 80,     # optional (tcp, udp): 1-65535 ...
+//!     destination_port_max = 80, # ... up to this one (default: destination_port)
+//!     source_prefix = "10.0.0.0/24", destination_prefix = "10.0.1.0/24" }, # optional
+//! ]
+//! symmetric = false              # optional (default false): the reverse traffic too
+//! correlation = "mpls"           # optional: mpls (default) | nsh (networking-sfc has no
+//!                                # chain without one; service functions unaware of it get
+//!                                # plain frames). An MPLS-aware one needs mpls
 //!
 //! [[floating_ip]]                # zero or more
 //! vm = "web1"                    # the VM whose port it is associated with (first IPv4)
@@ -249,6 +288,7 @@ pub use state::{
     LoadBalancerState, NetworkState, PhysicalState, RouterGatewayState, RouterState, SegmentState,
     State, SubnetState, VmState,
 };
+pub use state::{ClassifierState, PortChainState, PortPairGroupState, SfState};
 pub use status::{ChassisStatus, ServiceStatus, Status, status};
 pub use topology::{
     AddressGroupSpec, ChassisSpec, DEFAULT_GROUP, Direction, Ethertype, ExternalSpec,
@@ -257,3 +297,4 @@ pub use topology::{
     PhysicalSpec, Protocol, RouteSpec, RouterSpec, RuleSpec, SecurityGroupSpec, ServeProtocol,
     ServeSpec, ServerSpec, StoreKind, SubnetSpec, Topology, UnderlaySpec, VmSpec,
 };
+pub use topology::{ClassifierSpec, Correlation, PortChainSpec, SfSpec, egress_port_name};

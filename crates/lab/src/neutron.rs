@@ -244,9 +244,14 @@ impl Neutron {
     }
 }
 
-/// The URL segment of `collection`.
+/// The URL segment of `collection` (Neutron's have dashes, networking-sfc's under `sfc/`
+/// underscores).
 fn segment(collection: &str) -> String {
-    collection.replace('_', "-")
+    if collection.starts_with("sfc/") {
+        collection.to_owned()
+    } else {
+        collection.replace('_', "-")
+    }
 }
 
 /// `v[key]` as a string.

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::topology::{Ipv6Config, LbProtocol, MonitorType, RouteSpec, ServeSpec};
+use crate::topology::{Correlation, Ipv6Config, LbProtocol, MonitorType, RouteSpec, ServeSpec};
 use crate::{Error, Result};
 
 /// The state of one lab.
@@ -60,6 +60,77 @@ pub struct State {
     /// The tiny servers each VM runs (`serve` in the file), by VM name; a VM without is absent.
     #[serde(default)]
     pub serve: BTreeMap<String, Vec<ServeSpec>>,
+    /// The service-function VMs' egress ports and bridges, by VM name (their ingress port is
+    /// the VM's, in `vms`).
+    #[serde(default)]
+    pub service_functions: BTreeMap<String, SfState>,
+    /// Port chains by name, with the port pairs, groups and classifiers made for them.
+    #[serde(default)]
+    pub port_chains: BTreeMap<String, PortChainState>,
+}
+
+/// A service-function VM's second port and its bridge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SfState {
+    /// The egress port's API id.
+    pub egress_port_id: String,
+    /// Its network's name.
+    pub egress_network: String,
+    /// The chassis-side interface of `eth1` on `br-int`.
+    pub egress_tap: String,
+    /// The egress port's MAC address.
+    pub egress_mac: String,
+    /// The egress port's addresses (unused inside the VM: the bridge has none).
+    pub egress_addresses: Vec<String>,
+    /// MTU of `eth1` (its network's).
+    pub egress_mtu: u32,
+    /// Whether it is MPLS-aware (its port pair's correlation `mpls`).
+    pub mpls: bool,
+}
+
+/// A port chain and what the lab made for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortChainState {
+    /// API id.
+    pub id: String,
+    /// What the file said of it when the lab made it (the chain, its service functions and
+    /// the classifiers' VMs): another means it is made again.
+    pub made_from: String,
+    /// The ports it uses (pairs' and classifiers'), as the lab made it: other ones mean it is
+    /// made again.
+    pub ports: Vec<String>,
+    /// The port pairs by service-function VM: API ids.
+    pub pairs: BTreeMap<String, String>,
+    /// Its port pair groups in order.
+    pub groups: Vec<PortPairGroupState>,
+    /// Its flow classifiers in order.
+    pub classifiers: Vec<ClassifierState>,
+    /// `chain_parameters.correlation`.
+    pub correlation: Correlation,
+    /// `chain_parameters.symmetric`.
+    pub symmetric: bool,
+}
+
+/// A port pair group of a chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortPairGroupState {
+    /// API id.
+    pub id: String,
+    /// Its name (`<chain>-<n>`).
+    pub name: String,
+    /// The service-function VMs whose port pairs it has.
+    pub vms: Vec<String>,
+}
+
+/// A flow classifier of a chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClassifierState {
+    /// API id.
+    pub id: String,
+    /// Its name (`<chain>-fc<n>`).
+    pub name: String,
+    /// What it matches, for people (`a -> b tcp 80`).
+    pub label: String,
 }
 
 /// A load balancer.

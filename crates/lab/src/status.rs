@@ -179,6 +179,7 @@ impl Status {
             ("networks", listed(s.networks.keys())),
             ("routers", listed(s.routers.keys())),
             ("load balancers", listed(s.load_balancers.keys())),
+            ("port chains", listed(s.port_chains.keys())),
         ];
         let parts: Vec<String> = parts
             .into_iter()
@@ -306,9 +307,22 @@ impl fmt::Display for Status {
                 let running = self.serving.get(name).copied().flatten();
                 format!("  serves {} ({})", each.join(" "), pid(running))
             });
+            let sf = s
+                .service_functions
+                .get(name)
+                .map_or_else(String::new, |sf| {
+                    format!(
+                        "  service function{}: egress {} {} network {} port {}",
+                        if sf.mpls { " (MPLS-aware)" } else { "" },
+                        sf.egress_addresses.join(" "),
+                        sf.egress_mac,
+                        sf.egress_network,
+                        sf.egress_port_id
+                    )
+                });
             writeln!(
                 f,
-                "  vm       {:<12} {:<18} {}  on {}  network {}  port {}{serving}{}",
+                "  vm       {:<12} {:<18} {}  on {}  network {}  port {}{serving}{sf}{}",
                 name,
                 v.addresses.join(" "),
                 v.mac,
@@ -353,6 +367,25 @@ impl fmt::Display for Status {
                     l.port,
                     l.id
                 )?;
+            }
+        }
+        for (name, c) in &s.port_chains {
+            let groups: Vec<String> = c
+                .groups
+                .iter()
+                .map(|g| format!("{} [{}]", g.name, g.vms.join(" ")))
+                .collect();
+            writeln!(
+                f,
+                "  chain    {:<12} through {}  correlation {}{}  id {}",
+                name,
+                groups.join(" -> "),
+                c.correlation.as_str(),
+                if c.symmetric { ", symmetric" } else { "" },
+                c.id
+            )?;
+            for fc in &c.classifiers {
+                writeln!(f, "  classifier {:<10} {}  id {}", fc.name, fc.label, fc.id)?;
             }
         }
         Ok(())

@@ -9,11 +9,13 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 mod lbaas;
+mod sfc;
 
 pub use lbaas::{
     LbAlgorithm, LbProtocol, ListenerSpec, LoadBalancerSpec, MemberSpec, MonitorSpec, MonitorType,
     Persistence, ServeProtocol, ServeSpec,
 };
+pub use sfc::{ClassifierSpec, Correlation, PortChainSpec, SfSpec, egress_port_name};
 
 use crate::names::{self, CHASSIS_MAX, EXTERNAL_MAX, PHYSICAL_MAX, PHYSICAL_RESERVED, VM_MAX};
 use crate::{Error, Result};
@@ -60,6 +62,9 @@ pub struct Topology {
     /// Load balancers (Octavia's API) with their listeners, pools, members and monitors.
     #[serde(default, rename = "load_balancer")]
     pub load_balancers: Vec<LoadBalancerSpec>,
+    /// Port chains (networking-sfc's API) through the service-function VMs.
+    #[serde(default, rename = "port_chain")]
+    pub port_chains: Vec<PortChainSpec>,
 }
 
 /// `[server]`.
@@ -680,6 +685,9 @@ pub struct VmSpec {
     /// Tiny servers the VM runs (answering with its name), to show load balancing.
     #[serde(default)]
     pub serve: Vec<ServeSpec>,
+    /// Makes the VM a service function (`sf = { network = "net2", mpls = false }`): a second
+    /// port, the egress, and the two bridged inside the VM; see [`SfSpec`].
+    pub sf: Option<SfSpec>,
 }
 
 fn yes() -> bool {
@@ -985,6 +993,7 @@ impl Topology {
             }
             self.validate_vm(v)?;
             lbaas::validate_serve(v)?;
+            sfc::validate_sf(self, v)?;
         }
         let mut routers = BTreeSet::new();
         for r in &self.routers {
@@ -998,6 +1007,7 @@ impl Topology {
             self.validate_floating_ip(i, f)?;
         }
         self.validate_load_balancers()?;
+        self.validate_port_chains()?;
         self.validate_addresses()
     }
 
@@ -1644,6 +1654,7 @@ rules = [
             include_str!("../../../examples/ha.toml"),
             include_str!("../../../examples/outside.toml"),
             include_str!("../../../examples/loadbalancer.toml"),
+            include_str!("../../../examples/chain.toml"),
         ] {
             parse(example).unwrap();
         }

@@ -5,7 +5,7 @@
 //! back to API objects.
 
 /// What produced a flow: the API object whose existence and attributes the flow expresses.
-/// Every kind has its own cookie kind byte (chains will take kinds from `0x0b` on). Kind `0x0f` marks flows the switch learned itself (`learn` actions): they
+/// Every kind has its own cookie kind byte. Kind `0x0f` marks flows the switch learned itself (`learn` actions): they
 /// are the switch's state, never the agent's to remove.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Owner {
@@ -25,6 +25,8 @@ pub enum Owner {
     Listener(String),
     /// A pool member (its health check's answers).
     Member(String),
+    /// A service function chain (its classification and steering).
+    PortChain(String),
 }
 
 /// The cookie of flows added by the switch's `learn` actions (learned neighbours).
@@ -69,6 +71,7 @@ impl Owner {
             Owner::LoadBalancer(_) => 0x08,
             Owner::Listener(_) => 0x09,
             Owner::Member(_) => 0x0a,
+            Owner::PortChain(_) => 0x0b,
         }
     }
 
@@ -84,7 +87,8 @@ impl Owner {
             | Owner::FloatingIp(id)
             | Owner::LoadBalancer(id)
             | Owner::Listener(id)
-            | Owner::Member(id) => id,
+            | Owner::Member(id)
+            | Owner::PortChain(id) => id,
         }
     }
 
@@ -101,6 +105,7 @@ impl Owner {
             Owner::LoadBalancer(_) => "load balancer",
             Owner::Listener(_) => "listener",
             Owner::Member(_) => "pool member",
+            Owner::PortChain(_) => "port chain",
         }
     }
 
@@ -123,7 +128,7 @@ impl Owner {
 
     /// Whether a cookie is one of ours at all (anything else on the bridge is foreign).
     pub fn is_ours(cookie: u64) -> bool {
-        matches!(cookie >> KIND_SHIFT, 0x01..=0x0a)
+        matches!(cookie >> KIND_SHIFT, 0x01..=0x0b)
     }
 }
 

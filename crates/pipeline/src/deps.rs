@@ -9,8 +9,9 @@ use std::net::IpAddr;
 use openflow::message::Group;
 
 use crate::model::{
-    AddressGroup, Chassis, FloatingIp, HealthMonitor, Kind, Listener, LoadBalancer, Member,
-    Network, Physical, Pool, Port, Router, SecurityGroup, SgRule, Subnet, Topology,
+    AddressGroup, Chassis, FloatingIp, FlowClassifier, HealthMonitor, Kind, Listener, LoadBalancer,
+    Member, Network, Physical, Pool, Port, PortChain, PortPair, PortPairGroup, Router,
+    SecurityGroup, SgRule, Subnet, Topology,
 };
 
 /// How a carried network's frames leave the chassis.
@@ -66,6 +67,11 @@ pub enum Dep {
     HealthMonitor(String),
     /// The members of a pool (membership and contents).
     MembersOf(String),
+    /// A port pair, port pair group, flow classifier or port chain (by id).
+    PortPair(String),
+    PortPairGroup(String),
+    FlowClassifier(String),
+    PortChain(String),
     /// The local OpenFlow port of a port's VIF.
     Vif(String),
     /// The local tunnel port.
@@ -98,6 +104,10 @@ impl Dep {
             Dep::Pool(_) => Kind::Pool,
             Dep::Member(_) | Dep::MembersOf(_) => Kind::Member,
             Dep::HealthMonitor(_) => Kind::HealthMonitor,
+            Dep::PortPair(_) => Kind::PortPair,
+            Dep::PortPairGroup(_) => Kind::PortPairGroup,
+            Dep::FlowClassifier(_) => Kind::FlowClassifier,
+            Dep::PortChain(_) => Kind::PortChain,
             Dep::Vif(_) | Dep::Tunnel | Dep::Patch(_) => return None,
         })
     }
@@ -266,6 +276,26 @@ impl<'t> Ctx<'t> {
     pub fn health_monitor(&mut self, id: &str) -> Option<&'t HealthMonitor> {
         self.read(Dep::HealthMonitor(id.to_string()));
         self.topo.health_monitors.get(id)
+    }
+
+    pub fn port_pair(&mut self, id: &str) -> Option<&'t PortPair> {
+        self.read(Dep::PortPair(id.to_string()));
+        self.topo.port_pairs.get(id)
+    }
+
+    pub fn port_pair_group(&mut self, id: &str) -> Option<&'t PortPairGroup> {
+        self.read(Dep::PortPairGroup(id.to_string()));
+        self.topo.port_pair_groups.get(id)
+    }
+
+    pub fn flow_classifier(&mut self, id: &str) -> Option<&'t FlowClassifier> {
+        self.read(Dep::FlowClassifier(id.to_string()));
+        self.topo.flow_classifiers.get(id)
+    }
+
+    pub fn port_chain(&mut self, id: &str) -> Option<&'t PortChain> {
+        self.read(Dep::PortChain(id.to_string()));
+        self.topo.port_chains.get(id)
     }
 
     /// The members of `pool`, in id order.

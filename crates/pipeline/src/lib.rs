@@ -11,6 +11,7 @@
 
 pub mod apps;
 pub mod balancers;
+pub mod chains;
 pub mod cookie;
 pub mod deps;
 pub mod model;
@@ -221,6 +222,13 @@ fn touched(obj: &Object, deps: &mut Vec<Dep>, owners: &mut Vec<Owner>) {
             owners.push(Owner::Member(o.id.clone()));
         }
         Object::HealthMonitor(o) => deps.push(Dep::HealthMonitor(o.id.clone())),
+        Object::PortPair(o) => deps.push(Dep::PortPair(o.id.clone())),
+        Object::PortPairGroup(o) => deps.push(Dep::PortPairGroup(o.id.clone())),
+        Object::FlowClassifier(o) => deps.push(Dep::FlowClassifier(o.id.clone())),
+        Object::PortChain(o) => {
+            deps.push(Dep::PortChain(o.id.clone()));
+            owners.push(Owner::PortChain(o.id.clone()));
+        }
         Object::Chassis(c) => {
             deps.push(Dep::Chassis(c.id.clone()));
             deps.push(Dep::AllChassis);
@@ -374,6 +382,10 @@ impl Pipeline {
                     m.pool_id
                 )
             }
+            Owner::PortChain(id) => {
+                let c = topo.port_chains.get(id)?;
+                format!("port chain {id}{} (chain id {})", named(&c.name), c.number)
+            }
             Owner::FloatingIp(id) => {
                 let f = topo.floating_ips.get(id)?;
                 match &f.target {
@@ -419,6 +431,11 @@ impl Pipeline {
             )
             .chain(topo.listeners.keys().map(|id| Owner::Listener(id.clone())))
             .chain(topo.members.keys().map(|id| Owner::Member(id.clone())))
+            .chain(
+                topo.port_chains
+                    .keys()
+                    .map(|id| Owner::PortChain(id.clone())),
+            )
             .chain(
                 topo.ports
                     .values()
@@ -557,6 +574,7 @@ impl Pipeline {
             Owner::LoadBalancer(id) => topo.load_balancers.contains_key(id),
             Owner::Listener(id) => topo.listeners.contains_key(id),
             Owner::Member(id) => topo.members.contains_key(id),
+            Owner::PortChain(id) => topo.port_chains.contains_key(id),
         }
     }
 

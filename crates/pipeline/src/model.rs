@@ -10,6 +10,7 @@ use serde_json::Value;
 pub use crate::balancers::{
     Health, HealthMonitor, Listener, LoadBalancer, Member, MonitorKind, Pool,
 };
+pub use crate::chains::{FlowClassifier, PortChain, PortPair, PortPairGroup};
 
 /// A MAC address as a number (the low 48 bits).
 pub type Mac = u64;
@@ -661,6 +662,10 @@ pub struct Topology {
     pub pools: BTreeMap<String, Pool>,
     pub members: BTreeMap<String, Member>,
     pub health_monitors: BTreeMap<String, HealthMonitor>,
+    pub port_pairs: BTreeMap<String, PortPair>,
+    pub port_pair_groups: BTreeMap<String, PortPairGroup>,
+    pub flow_classifiers: BTreeMap<String, FlowClassifier>,
+    pub port_chains: BTreeMap<String, PortChain>,
     /// Registered chassis.
     pub chassis: BTreeMap<String, Chassis>,
     /// Chassis whose liveness lease is current.
@@ -713,6 +718,10 @@ pub enum Object {
     Pool(Pool),
     Member(Member),
     HealthMonitor(HealthMonitor),
+    PortPair(PortPair),
+    PortPairGroup(PortPairGroup),
+    FlowClassifier(FlowClassifier),
+    PortChain(PortChain),
     Chassis(Chassis),
     /// A chassis whose liveness lease is current.
     ChassisUp(String),
@@ -739,10 +748,10 @@ impl Object {
             Kind::Pool => Object::Pool(Pool::from_json(v)?),
             Kind::Member => Object::Member(Member::from_json(v)?),
             Kind::HealthMonitor => Object::HealthMonitor(HealthMonitor::from_json(v)?),
-            // Service function chaining is not part of the topology yet: its datapath comes later.
-            Kind::PortPair | Kind::PortPairGroup | Kind::FlowClassifier | Kind::PortChain => {
-                return None;
-            }
+            Kind::PortPair => Object::PortPair(PortPair::from_json(v)?),
+            Kind::PortPairGroup => Object::PortPairGroup(PortPairGroup::from_json(v)?),
+            Kind::FlowClassifier => Object::FlowClassifier(FlowClassifier::from_json(v)?),
+            Kind::PortChain => Object::PortChain(PortChain::from_json(v)?),
         };
         (obj.id() == id).then_some(obj)
     }
@@ -762,6 +771,10 @@ impl Object {
             Object::Pool(_) => Kind::Pool,
             Object::Member(_) => Kind::Member,
             Object::HealthMonitor(_) => Kind::HealthMonitor,
+            Object::PortPair(_) => Kind::PortPair,
+            Object::PortPairGroup(_) => Kind::PortPairGroup,
+            Object::FlowClassifier(_) => Kind::FlowClassifier,
+            Object::PortChain(_) => Kind::PortChain,
             Object::Chassis(_) => Kind::Chassis,
             Object::ChassisUp(_) => Kind::ChassisUp,
         }
@@ -782,6 +795,10 @@ impl Object {
             Object::Pool(o) => &o.id,
             Object::Member(o) => &o.id,
             Object::HealthMonitor(o) => &o.id,
+            Object::PortPair(o) => &o.id,
+            Object::PortPairGroup(o) => &o.id,
+            Object::FlowClassifier(o) => &o.id,
+            Object::PortChain(o) => &o.id,
             Object::Chassis(o) => &o.id,
             Object::ChassisUp(id) => id,
         }
@@ -878,6 +895,18 @@ impl Topology {
             Object::HealthMonitor(o) => {
                 self.health_monitors.insert(o.id.clone(), o);
             }
+            Object::PortPair(o) => {
+                self.port_pairs.insert(o.id.clone(), o);
+            }
+            Object::PortPairGroup(o) => {
+                self.port_pair_groups.insert(o.id.clone(), o);
+            }
+            Object::FlowClassifier(o) => {
+                self.flow_classifiers.insert(o.id.clone(), o);
+            }
+            Object::PortChain(o) => {
+                self.port_chains.insert(o.id.clone(), o);
+            }
             Object::Chassis(c) => {
                 self.chassis.insert(c.id.clone(), c);
             }
@@ -957,8 +986,10 @@ impl Topology {
                 Some(Object::Member(m))
             }
             Kind::HealthMonitor => self.health_monitors.remove(id).map(Object::HealthMonitor),
-            // Service function chaining is not part of the topology yet: its datapath comes later.
-            Kind::PortPair | Kind::PortPairGroup | Kind::FlowClassifier | Kind::PortChain => None,
+            Kind::PortPair => self.port_pairs.remove(id).map(Object::PortPair),
+            Kind::PortPairGroup => self.port_pair_groups.remove(id).map(Object::PortPairGroup),
+            Kind::FlowClassifier => self.flow_classifiers.remove(id).map(Object::FlowClassifier),
+            Kind::PortChain => self.port_chains.remove(id).map(Object::PortChain),
         }
     }
 

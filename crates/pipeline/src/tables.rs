@@ -9,6 +9,11 @@ pub const INGRESS: u8 = 0;
 pub const ACL_EGRESS: u8 = 2;
 /// Security groups, egress: the connection state and the rules decide.
 pub const ACL_EGRESS_STATE: u8 = 3;
+/// Service function chaining: classified traffic from its source port, and traffic back from a
+/// function, to the next hop's function (or on its way after the last).
+pub const SFC: u8 = 5;
+/// Service function chaining: chained traffic from other chassis to a function here.
+pub const SFC_ARRIVAL: u8 = 6;
 /// ARP and neighbour-discovery answers for known addresses.
 pub const RESPOND: u8 = 10;
 /// DHCP requests to the agent.
@@ -88,7 +93,7 @@ pub struct Stage {
 
 /// The pipeline in table order, which is the order a packet meets it (OpenFlow only goes
 /// forward): a packet that is not for a router skips the router stages.
-pub const STAGES: [Stage; 25] = [
+pub const STAGES: [Stage; 27] = [
     Stage {
         table: INGRESS,
         name: "ingress",
@@ -102,16 +107,32 @@ pub const STAGES: [Stage; 25] = [
         name: "acl-egress",
         app: "security-groups",
         next: Some(ACL_EGRESS_STATE),
-        miss: Miss::Continue(RESPOND),
+        miss: Miss::Continue(SFC),
         expects: "in_port, metadata = network",
     },
     Stage {
         table: ACL_EGRESS_STATE,
         name: "acl-egress-state",
         app: "security-groups",
-        next: Some(RESPOND),
+        next: Some(SFC),
         miss: Miss::Drop,
         expects: "in_port, reg3 = conntrack zone",
+    },
+    Stage {
+        table: SFC,
+        name: "sfc",
+        app: "chaining",
+        next: Some(RESPOND),
+        miss: Miss::Continue(RESPOND),
+        expects: "in_port, metadata = network",
+    },
+    Stage {
+        table: SFC_ARRIVAL,
+        name: "sfc-arrival",
+        app: "chaining",
+        next: None,
+        miss: Miss::Drop,
+        expects: "tun_id = the chaining tunnel id, an MPLS label",
     },
     Stage {
         table: RESPOND,
@@ -355,7 +376,11 @@ pub fn next_hop6_from_words(words: [u32; 4]) -> std::net::Ipv6Addr {
 
 /// Stages whose flows several owners may compute identically (two listeners' members at one
 /// address, two listeners reached from one network): the pipeline installs one of them.
-pub const SHARED: [u8; 4] = [LB_VIP, LB_SELECT, LB_FORWARD, LB_REPLY];
+pub const SHARED: [u8; 5] = [SFC, LB_VIP, LB_SELECT, LB_FORWARD, LB_REPLY];
+
+/// The tunnel id of chained traffic between chassis (below the routers' transit ids; the server
+/// never gives a network it).
+pub const SFC_VNI: u32 = 0x00ff_bfff;
 
 /// The conntrack zone of a local port's connections to load balancers: bit 14 plus its OpenFlow
 /// port number (below [`MAX_OFPORT`]), next to its security-group and NAT zones.

@@ -198,6 +198,34 @@ fn input() -> impl Strategy<Value = Input> {
                     "_health": (["", "ONLINE", "ERROR"][health])});
                 Input::Object(format!("/r/members/{id}"), (!delete).then_some(value))
             }),
+        // Service function chains: pairs of ports (SF-aware or not), groups of them, classifiers
+        // from ports, chains (symmetric or not) over the groups.
+        (0..3usize, 0..PORTS, 0..PORTS, any::<bool>(), any::<bool>()).prop_map(|(i, a, b, mpls, delete)| {
+            let id = format!("9a000000-0000-4000-8000-00000000000{i}");
+            let value = json!({"id": id, "ingress": port_id(a), "egress": port_id(b),
+                "service_function_parameters": {"correlation": if mpls { json!("mpls") } else { json!(null) }, "weight": 1}});
+            Input::Object(format!("/r/port_pairs/{id}"), (!delete).then_some(value))
+        }),
+        (0..2usize, 0..4usize, any::<bool>()).prop_map(|(g, pairs, delete)| {
+            let id = format!("9b000000-0000-4000-8000-00000000000{g}");
+            let pairs: Vec<String> = (0..pairs).map(|i| format!("9a000000-0000-4000-8000-00000000000{}", (g + i) % 3)).collect();
+            Input::Object(format!("/r/port_pair_groups/{id}"), (!delete).then_some(json!({"id": id, "port_pairs": pairs})))
+        }),
+        (0..2usize, 0..PORTS, 0..PORTS, any::<bool>(), any::<bool>()).prop_map(|(f, src, dst, v6, delete)| {
+            let id = format!("9c000000-0000-4000-8000-00000000000{f}");
+            let value = json!({"id": id, "ethertype": if v6 { "IPv6" } else { "IPv4" }, "protocol": "tcp",
+                "destination_port_range_min": 80 + f, "destination_port_range_max": 90,
+                "logical_source_port": port_id(src), "logical_destination_port": port_id(dst)});
+            Input::Object(format!("/r/flow_classifiers/{id}"), (!delete).then_some(value))
+        }),
+        (0..2usize, 0..3usize, any::<bool>(), any::<bool>()).prop_map(|(c, groups, symmetric, delete)| {
+            let id = format!("9d000000-0000-4000-8000-00000000000{c}");
+            let groups: Vec<String> = (0..groups).map(|g| format!("9b000000-0000-4000-8000-00000000000{}", (c + g) % 2)).collect();
+            let value = json!({"id": id, "chain_id": c + 1, "port_pair_groups": groups,
+                "flow_classifiers": [format!("9c000000-0000-4000-8000-00000000000{c}")],
+                "chain_parameters": {"correlation": "mpls", "symmetric": symmetric}});
+            Input::Object(format!("/r/port_chains/{id}"), (!delete).then_some(value))
+        }),
         // Malformed values are ignored, never taken for deletions.
         (0..PORTS).prop_map(|p| Input::Object(format!("/r/ports/{}", port_id(p)), Some(json!({"id": port_id(p), "mac_address": "bad"})))),
         // Subnets move between networks and switch DHCP on and off.

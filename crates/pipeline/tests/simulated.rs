@@ -332,8 +332,9 @@ fn flow_count_matches_the_documented_costs() {
     // and the DHCP server's ARP answer when it serves DHCP; a rule two (its protocol clause and
     // its verdict; a remote adds one per remote address); the fixed flows: one miss per stage,
     // the delivery from `reg4`, the security groups' 22 (bypasses and connection states),
-    // NAT's two (connections the NAT zone knows continue to routing) and load balancing's one
-    // (translated connections go on to their member).
+    // NAT's two (connections the NAT zone knows continue to routing), load balancing's one
+    // (translated connections go on to their member) and the classifier's one (chained traffic
+    // from other chassis).
     let p = pipeline();
     let count = |owner: Owner| p.flows().filter(|f| f.cookie == owner.cookie()).count();
     for (port, expected) in [(A1, 11), (A2, 11), (B1, 11), (A3, 2), (OPEN, 3)] {
@@ -357,7 +358,7 @@ fn flow_count_matches_the_documented_costs() {
         .map(|id| count(Owner::SgRule(id.clone())))
         .sum();
     assert_eq!(rules, 4 * 2, "the open group's four rules");
-    let fixed = pipeline::tables::STAGES.len() + 1 + 22 + 2 + 1;
+    let fixed = pipeline::tables::STAGES.len() + 1 + 22 + 2 + 1 + 1;
     assert_eq!(count(Owner::Static), fixed);
     assert_eq!(p.flow_count(), 11 * 3 + 2 + 3 + 8 + 6 + rules + fixed);
 }

@@ -110,6 +110,7 @@ pub fn verdict(inv: &Inventory, local: &Local, built: &Built, trace: &Trace) -> 
     if let Some(t) = &built.target
         && t.router().is_none()
         && t.device_owner != pipeline::model::LOAD_BALANCER_VIP
+        && !chained(inv, trace)
         && !answered(inv, trace)
         && !reached(inv, local, trace, t)
     {
@@ -335,6 +336,12 @@ fn output(inv: &Inventory, local: &Local, trace: &Trace, o: &Output) -> String {
             Some(c) => format!("chassis {} ({})", c.id, tun.dst),
             None => format!("{} (no registered chassis)", tun.dst),
         };
+        if tun.id == u64::from(pipeline::tables::SFC_VNI) {
+            return format!(
+                "sent over the tunnel to {chassis} with the chaining tunnel id, for a service \
+                 function there (path: the chain's hop)"
+            );
+        }
         let dst = p.get(Field::EthDst).unwrap_or_default();
         let network = inv.network_with_vni(tun.id);
         let what = match network {
@@ -634,6 +641,17 @@ fn not_allowed(port: &Port, label: &str, ip: IpAddr, mac: u128) -> String {
 fn allowed(port: &Port, ip: IpAddr, mac: u128) -> bool {
     // Unspecified sources (DHCP discovery, duplicate address detection) have flows of their own.
     ip.is_unspecified() || allowed_with(port, mac).iter().any(|n| n.contains(&ip))
+}
+
+/// Whether a service function chain steered the packet (it goes to a function, not to its
+/// destination, from here).
+fn chained(inv: &Inventory, trace: &Trace) -> bool {
+    trace.steps().iter().any(|s| {
+        s.table == pipeline::tables::SFC
+            && s.flow
+                .as_ref()
+                .is_some_and(|f| matches!(inv.owner_of(f.cookie), Some(Owner::PortChain(_))))
+    })
 }
 
 #[cfg(test)]

@@ -381,6 +381,7 @@ impl Inventory {
         let lbs = topo.load_balancers.keys().cloned().map(Owner::LoadBalancer);
         let listeners = topo.listeners.keys().cloned().map(Owner::Listener);
         let members = topo.members.keys().cloned().map(Owner::Member);
+        let chains = topo.port_chains.keys().cloned().map(Owner::PortChain);
         std::iter::once(Owner::Static)
             .chain(networks)
             .chain(ports)
@@ -391,6 +392,7 @@ impl Inventory {
             .chain(lbs)
             .chain(listeners)
             .chain(members)
+            .chain(chains)
             .find(|o| o.owns(cookie))
     }
 
@@ -541,6 +543,15 @@ impl Inventory {
                         l.port
                     )
                 }
+            },
+            Owner::PortChain(id) => match topo.port_chains.get(id) {
+                None => gone(),
+                Some(c) => format!(
+                    "port chain {}{} (chain id {})",
+                    short(id),
+                    named(&c.name),
+                    c.number
+                ),
             },
             Owner::Member(id) => match topo.members.get(id) {
                 None => gone(),

@@ -8,14 +8,15 @@ use openflow::Field;
 use openflow::Flow;
 use pipeline::cookie::Owner;
 use pipeline::model::Port;
-use pipeline::tables::{L3_ENTRY, LB_FORWARD, LB_SELECT, LB_VIP, NEIGHBOUR, ROUTE};
+use pipeline::tables::{L3_ENTRY, LB_FORWARD, LB_SELECT, LB_VIP, NEIGHBOUR, ROUTE, SFC};
 
 use crate::inventory::{Inventory, Route, dst_prefix};
 
 /// The steps through load balancers and routers, one sentence each (empty for a packet neither
 /// handled).
 pub fn path(inv: &Inventory, trace: &Trace) -> Vec<String> {
-    let mut lines: Vec<String> = balanced(inv, trace).into_iter().collect();
+    let mut lines: Vec<String> = chained(inv, trace);
+    lines.extend(balanced(inv, trace));
     for step in trace.steps() {
         if let Some(rif) = entry(inv, step) {
             let router = rif.router().unwrap_or_default();
@@ -157,4 +158,78 @@ fn destination(p: &flowsim::Packet) -> Option<(std::net::IpAddr, u16)> {
         .or_else(|| p.get(Field::UdpDst))
         .and_then(|v| u16::try_from(v).ok())?;
     Some((address, port))
+}
+
+/// The hops of service function chains the packet took here: the chain, the hop's port pair
+/// group and the pair its group chose (with the port the packet goes in at), or its way on after
+/// the last hop.
+fn chained(inv: &Inventory, trace: &Trace) -> Vec<String> {
+    let mut lines = Vec::new();
+    for step in trace.steps() {
+        let Some(flow) = step.flow.as_ref().filter(|_| step.table == SFC) else {
+            continue;
+        };
+        let Some(Owner::PortChain(id)) = inv.owner_of(flow.cookie) else {
+            continue;
+        };
+        let Some(chain) = inv.topology.port_chains.get(&id) else {
+            continue;
+        };
+        let label = inv.describe_owner(&Owner::PortChain(id.clone()));
+        let group = flow.instructions.apply.iter().find_map(|a| match a {
+            openflow::Action::Group(g) => Some(*g),
+            _ => None,
+        });
+        let Some(g) = group else {
+            lines.push(format!(
+                "back from the last function of {label}: on its way"
+            ));
+            continue;
+        };
+        // The group id's low bits: the direction and the hop (see the chaining app).
+        let hop = (g & 0xf) as usize;
+        let reverse = g & 0x10 != 0;
+        let index = if reverse {
+            chain.groups.len().checked_sub(hop)
+        } else {
+            hop.checked_sub(1)
+        };
+        let Some(ppg) = index
+            .and_then(|i| chain.groups.get(i))
+            .and_then(|g| inv.topology.port_pair_groups.get(g))
+        else {
+            continue;
+        };
+        let chosen = step.ops.iter().find_map(|op| match op {
+            flowsim::Op::Group { buckets, .. } => buckets.first().map(|(i, _)| *i),
+            _ => None,
+        });
+        let pair = chosen
+            .and_then(|i| ppg.port_pairs.get(i))
+            .and_then(|p| inv.topology.port_pairs.get(p));
+        let to = match pair {
+            Some(p) => {
+                let port = if reverse { &p.egress } else { &p.ingress };
+                let name = inv
+                    .topology
+                    .ports
+                    .get(port)
+                    .map(|q| inv.port_label(q))
+                    .unwrap_or_else(|| port.clone());
+                format!("its pair {} ({}), in at {name}", short_id(&p.id), p.name)
+            }
+            None => "one of its pairs".into(),
+        };
+        let way = if reverse { ", the reverse way" } else { "" };
+        lines.push(format!(
+            "{label}: hop {hop}{way}, port pair group {} ({}): {to}",
+            short_id(&ppg.id),
+            ppg.name
+        ));
+    }
+    lines
+}
+
+fn short_id(id: &str) -> String {
+    id.chars().take(8).collect::<String>() + "…"
 }

@@ -14,8 +14,11 @@ use crate::repo::{Attempts, Obj, Plan, STEP_BUDGET, Stored, ipam_prefix, str_fie
 /// The first of the top 16 384 VNIs (0xFFC000), which are routers' transit tunnel ids
 /// (`0xFFC000 | n` for router number n, see `routers`): never a network's, allocated or requested.
 const FIRST_TRANSIT_VNI: u64 = (1 << 24) - 1 - super::routers::MAX_ROUTER_NUMBER;
+/// The tunnel id of chained traffic between chassis (service function chaining, the datapath's
+/// `pipeline::tables::SFC_VNI`): just below the transit ids, never a network's either.
+const CHAINING_VNI: u64 = FIRST_TRANSIT_VNI - 1;
 /// Largest tunnel id a network may have.
-const MAX_NETWORK_VNI: u64 = FIRST_TRANSIT_VNI - 1;
+const MAX_NETWORK_VNI: u64 = CHAINING_VNI - 1;
 /// Networks' tunnel ids (VXLAN and Geneve share them).
 const TUNNEL_IDS: NumberSpace = NumberSpace {
     cursor: "seg:tunnel",
@@ -104,7 +107,7 @@ pub async fn plan_create(api: &Api, ctx: &Ctx, mut net: Obj, plan: &mut Plan) ->
                 Some(s) if !(1..=MAX_NETWORK_VNI as i64).contains(&s) => {
                     return Err(ApiError::invalid_input(format!(
                         "{k} network segmentation_id {s} out of range 1-{MAX_NETWORK_VNI} (the \
-                         VNIs above are router transit tunnels)"
+                         VNIs above carry chained traffic and router transits)"
                     )));
                 }
                 Some(s) => s,
@@ -383,13 +386,13 @@ mod tests {
             is_admin: true,
             read_only: false,
         };
-        api.ipam_cursors.set_past(TUNNEL_IDS.cursor, 0xff_bffe);
+        api.ipam_cursors.set_past(TUNNEL_IDS.cursor, 0xff_bffd);
         let mut vnis = Vec::new();
         for _ in 0..2 {
             let body = json!({"network": {"name": "n"}});
             let answer = api.create(&admin, &NETWORK, body).await.unwrap();
             vnis.push(answer["network"]["provider:segmentation_id"].clone());
         }
-        assert_eq!(vnis, vec![json!(0xff_bfff), json!(1)]);
+        assert_eq!(vnis, vec![json!(0xff_bffe), json!(1)]);
     }
 }

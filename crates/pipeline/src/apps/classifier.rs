@@ -22,14 +22,14 @@ use openflow::{Action, Field, Flow, Match};
 use super::load_balancing;
 use super::{
     App, ETH_ARP, ETH_IPV4, ETH_IPV6, IPPROTO_ICMPV6, IPPROTO_UDP, OwnerKind, Spec, VLAN_PRESENT,
-    enter, flow, ip_match,
+    enter, flow, goto, ip_match,
 };
 use crate::cookie::Owner;
 use crate::deps::{Ctx, Wire};
 use crate::model::{Kind, LOAD_BALANCER_VIP, Mac, Port};
 use crate::tables::{
-    EXTERNAL_IN, INGRESS, L2, LB_VIP, REG_FROM_TUNNEL, ROUTE, Register, next, router_metadata,
-    transit_vni,
+    EXTERNAL_IN, INGRESS, L2, LB_VIP, REG_FROM_TUNNEL, ROUTE, Register, SFC_ARRIVAL, SFC_VNI, next,
+    router_metadata, transit_vni,
 };
 
 pub struct Classifier;
@@ -58,6 +58,12 @@ static SPEC: Spec = Spec {
 impl App for Classifier {
     fn spec(&self) -> &'static Spec {
         &SPEC
+    }
+
+    /// Chained traffic from other chassis (the chaining tunnel id) goes to the chaining app.
+    fn fixed(&self) -> Vec<Flow> {
+        let m = Match::new().with(Field::TunId, SFC_VNI.into());
+        vec![flow(&Owner::Static, INGRESS, 110, m, goto(SFC_ARRIVAL))]
     }
 
     fn flows(&self, ctx: &mut Ctx<'_>, owner: &Owner, out: &mut Vec<Flow>) {

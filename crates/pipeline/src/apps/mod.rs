@@ -4,6 +4,8 @@
 //! what it read. Adding a feature means adding an app to [`APPS`] (and its stages to
 //! [`crate::tables`]), not editing the others.
 
+mod chaining;
+pub use chaining::label as chaining_label;
 mod classifier;
 mod dhcp;
 mod flood;
@@ -38,6 +40,7 @@ pub enum OwnerKind {
     LoadBalancer,
     Listener,
     Member,
+    PortChain,
 }
 
 impl OwnerKind {
@@ -53,6 +56,7 @@ impl OwnerKind {
             Owner::LoadBalancer(_) => Some(OwnerKind::LoadBalancer),
             Owner::Listener(_) => Some(OwnerKind::Listener),
             Owner::Member(_) => Some(OwnerKind::Member),
+            Owner::PortChain(_) => Some(OwnerKind::PortChain),
         }
     }
 }
@@ -83,9 +87,10 @@ pub trait App: Sync {
 }
 
 /// Every app, in pipeline order.
-pub static APPS: [&dyn App; 9] = [
+pub static APPS: [&dyn App; 10] = [
     &classifier::Classifier,
     &security_groups::SecurityGroups,
+    &chaining::Chaining,
     &responder::Responder,
     &dhcp::Dhcp,
     &load_balancing::LoadBalancing,
@@ -245,6 +250,25 @@ pub(crate) fn match_next_hop6(field: Field) -> Vec<openflow::action::LearnSpec> 
             dst,
         })
         .collect()
+}
+
+/// `lo..=hi` as (value, mask) prefixes.
+pub(crate) fn port_ranges(lo: u16, hi: u16) -> Vec<(u16, u16)> {
+    let mut out = Vec::new();
+    let (mut lo, hi) = (u32::from(lo), u32::from(hi));
+    while lo <= hi {
+        let mut size = if lo == 0 {
+            1 << 16
+        } else {
+            lo & lo.wrapping_neg()
+        };
+        while lo + size - 1 > hi {
+            size /= 2;
+        }
+        out.push((lo as u16, (0xffff_u32 & !(size - 1)) as u16));
+        lo += size;
+    }
+    out
 }
 
 /// `m` restricted to packets from (`source`) or to an address in `net`, with the IP ethertype.

@@ -29,14 +29,14 @@ use openflow::{Action, Field, Flow, Instructions, Match, Subfield};
 
 use super::{
     App, EST, ETH_IPV4, ETH_IPV6, INV, IPPROTO_ICMPV6, IPPROTO_UDP, NEW, OwnerKind, REL, RPL, Spec,
-    TRK, ct_state, flow, goto, ip_match,
+    TRK, ct_state, flow, goto, ip_match, port_ranges,
 };
 use crate::cookie::{Owner, fnv1a};
 use crate::deps::Ctx;
 use crate::model::{Kind, Port, Remote, SgRule};
 use crate::tables::{
     ACL_EGRESS, ACL_EGRESS_STATE, ACL_INGRESS, ACL_INGRESS_STATE, DELIVER, REG_CT_ZONE,
-    REG_OUT_PORT, RESPOND, Register,
+    REG_OUT_PORT, Register, SFC,
 };
 
 pub struct SecurityGroups;
@@ -76,7 +76,7 @@ struct Side {
 const EGRESS: Side = Side {
     entry: ACL_EGRESS,
     state: ACL_EGRESS_STATE,
-    next: RESPOND,
+    next: SFC,
     port: Field::InPort,
     remote_is_source: false,
 };
@@ -113,25 +113,6 @@ fn conjunction(rule: &SgRule, clause: u8) -> Action {
         clause,
         n_clauses: clauses(rule),
     }
-}
-
-/// `lo..=hi` as (value, mask) prefixes.
-fn port_ranges(lo: u16, hi: u16) -> Vec<(u16, u16)> {
-    let mut out = Vec::new();
-    let (mut lo, hi) = (u32::from(lo), u32::from(hi));
-    while lo <= hi {
-        let mut size = if lo == 0 {
-            1 << 16
-        } else {
-            lo & lo.wrapping_neg()
-        };
-        while lo + size - 1 > hi {
-            size /= 2;
-        }
-        out.push((lo as u16, (0xffff_u32 & !(size - 1)) as u16));
-        lo += size;
-    }
-    out
 }
 
 /// The matches of a rule's protocol clause.
