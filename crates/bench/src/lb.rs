@@ -100,7 +100,7 @@ fn progress(what: &str) {
     eprintln!("[lb {:.3}] {what}", now.as_secs_f64());
 }
 
-fn secs(d: Duration) -> f64 {
+pub(crate) fn secs(d: Duration) -> f64 {
     (d.as_secs_f64() * 1000.0).round() / 1000.0
 }
 
@@ -110,7 +110,6 @@ fn ms(d: Duration) -> f64 {
 
 /// Runs the benchmark; SIGINT and SIGTERM end it early (and tear the lab down).
 pub async fn run(p: Params) -> anyhow::Result<Value> {
-    use tokio::signal::unix::{SignalKind, signal};
     if p.members > p.vms {
         bail!(
             "--members {} needs as many member VMs (--vms {})",
@@ -121,12 +120,7 @@ pub async fn run(p: Params) -> anyhow::Result<Value> {
     if p.listeners == 0 || p.members == 0 {
         bail!("--listeners and --members must be at least 1");
     }
-    let mut term = signal(SignalKind::terminate())?;
-    tokio::select! {
-        r = bench(p) => r,
-        _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted (SIGINT)")),
-        _ = term.recv() => Err(anyhow!("terminated (SIGTERM)")),
-    }
+    crate::until_signal(bench(p)).await
 }
 
 fn vm_name(j: usize) -> String {
@@ -182,7 +176,7 @@ async fn bench(p: Params) -> anyhow::Result<Value> {
 }
 
 /// The first IPv4 address of VM `vm`.
-fn vm_ip(lab: &Lab, vm: &str) -> anyhow::Result<IpAddr> {
+pub(crate) fn vm_ip(lab: &Lab, vm: &str) -> anyhow::Result<IpAddr> {
     lab.vm(vm)
         .and_then(|v| v.addresses.first())
         .and_then(|a| a.split('/').next())
@@ -192,7 +186,7 @@ fn vm_ip(lab: &Lab, vm: &str) -> anyhow::Result<IpAddr> {
 }
 
 /// The network namespace of lab host `host`.
-fn netns(lab: &Lab, host: &str) -> String {
+pub(crate) fn netns(lab: &Lab, host: &str) -> String {
     lab::names::host_netns(lab.name(), host)
 }
 
@@ -265,10 +259,10 @@ fn group_id(listener: &str) -> Option<u32> {
 
 /// What a chassis' agent says about itself.
 #[derive(Debug, Default, Clone, Copy)]
-struct Agent {
-    desired: u64,
-    installed: u64,
-    in_sync: bool,
+pub(crate) struct Agent {
+    pub(crate) desired: u64,
+    pub(crate) installed: u64,
+    pub(crate) in_sync: bool,
 }
 
 impl Agent {
@@ -291,29 +285,29 @@ impl Agent {
         a
     }
 
-    fn settled(&self) -> bool {
+    pub(crate) fn settled(&self) -> bool {
         self.in_sync && self.installed == self.desired
     }
 }
 
 /// One chassis as the bench polls it.
 #[derive(Clone)]
-struct Node {
-    name: String,
+pub(crate) struct Node {
+    pub(crate) name: String,
     metrics: String,
-    rundir: PathBuf,
-    agent_pid: Option<u32>,
+    pub(crate) rundir: PathBuf,
+    pub(crate) agent_pid: Option<u32>,
     vswitchd_pid: Option<u32>,
 }
 
 impl Node {
-    async fn agent(&self, http: &reqwest::Client) -> anyhow::Result<Agent> {
+    pub(crate) async fn agent(&self, http: &reqwest::Client) -> anyhow::Result<Agent> {
         let text = http.get(&self.metrics).send().await?.text().await?;
         Ok(Agent::parse(&text))
     }
 }
 
-fn nodes(lab: &Lab) -> anyhow::Result<Vec<Node>> {
+pub(crate) fn nodes(lab: &Lab) -> anyhow::Result<Vec<Node>> {
     CHASSIS
         .iter()
         .map(|c| {
@@ -353,13 +347,13 @@ async fn ofctl(rundir: &Path, args: &[&str]) -> anyhow::Result<String> {
 
 /// The groups on a switch.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-struct Groups {
+pub(crate) struct Groups {
     /// All groups.
-    groups: usize,
+    pub(crate) groups: usize,
     /// `select` groups, their buckets, and those of them with at least one bucket.
-    select: usize,
-    buckets: usize,
-    with_buckets: usize,
+    pub(crate) select: usize,
+    pub(crate) buckets: usize,
+    pub(crate) with_buckets: usize,
 }
 
 impl Groups {
@@ -377,20 +371,20 @@ impl Groups {
         g
     }
 
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         json!({"groups": self.groups, "select_groups": self.select, "buckets": self.buckets,
                "select_groups_with_buckets": self.with_buckets})
     }
 }
 
-async fn groups(rundir: &Path) -> anyhow::Result<Groups> {
+pub(crate) async fn groups(rundir: &Path) -> anyhow::Result<Groups> {
     Ok(Groups::parse(
         &ofctl(rundir, &["dump-groups", BR_INT]).await?,
     ))
 }
 
 /// The switch's flows, by table.
-async fn flows_by_table(rundir: &Path) -> anyhow::Result<BTreeMap<u8, usize>> {
+pub(crate) async fn flows_by_table(rundir: &Path) -> anyhow::Result<BTreeMap<u8, usize>> {
     let text = ofctl(rundir, &["dump-flows", BR_INT]).await?;
     let mut by_table = BTreeMap::new();
     for line in text.lines().filter(|l| l.contains("cookie=")) {
@@ -405,7 +399,7 @@ async fn flows_by_table(rundir: &Path) -> anyhow::Result<BTreeMap<u8, usize>> {
 }
 
 /// Flows added per table from `before` to `after` (tables that changed).
-fn added_by_table(before: &BTreeMap<u8, usize>, after: &BTreeMap<u8, usize>) -> Value {
+pub(crate) fn added_by_table(before: &BTreeMap<u8, usize>, after: &BTreeMap<u8, usize>) -> Value {
     let tables: BTreeSet<u8> = before.keys().chain(after.keys()).copied().collect();
     tables
         .into_iter()
@@ -421,7 +415,7 @@ fn added_by_table(before: &BTreeMap<u8, usize>, after: &BTreeMap<u8, usize>) -> 
 }
 
 /// RSS (MiB) and CPU seconds of a process.
-fn usage(pid: Option<u32>) -> (Option<f64>, Option<f64>) {
+pub(crate) fn usage(pid: Option<u32>) -> (Option<f64>, Option<f64>) {
     match pid.and_then(proc_usage) {
         Some((rss, cpu)) => (Some((rss as f64 / 1024.0 * 10.0).round() / 10.0), Some(cpu)),
         None => (None, None),
@@ -429,7 +423,7 @@ fn usage(pid: Option<u32>) -> (Option<f64>, Option<f64>) {
 }
 
 /// Waits until every agent is in sync with installed == desired (the lab's own objects).
-async fn settle(http: &reqwest::Client, nodes: &[Node]) -> anyhow::Result<Vec<Agent>> {
+pub(crate) async fn settle(http: &reqwest::Client, nodes: &[Node]) -> anyhow::Result<Vec<Agent>> {
     let t0 = Instant::now();
     loop {
         let mut all = Vec::new();
@@ -537,63 +531,13 @@ async fn bulk(
             anyhow::Ok((latencies, Instant::now()))
         }
     };
-    let t0 = Instant::now();
-    let mut made = futures::stream::iter(0..p.load_balancers)
-        .map(one)
-        .buffer_unordered(p.concurrency.max(1));
-    let (mut latencies, mut last) = (Vec::with_capacity(requests), t0);
-    while let Some(r) = made.next().await {
-        let (l, at) = r?;
-        latencies.extend(l);
-        last = last.max(at);
-    }
-    drop(made);
-    let writes = last - t0;
-    progress(&format!(
-        "bulk written in {:.1} s; waiting for every chassis",
-        writes.as_secs_f64()
-    ));
+    let (mut latencies, last, writes) =
+        crate::lb::write_bulk(p.load_balancers, p.concurrency, requests, one).await?;
 
     // Every chassis until it holds all of it, each polled on its own.
     let want_buckets = listeners * p.members;
     let base = before.iter().map(|b| b.2).collect::<Vec<_>>();
-    let polls = nodes.iter().zip(base).map(|(n, base)| async move {
-        let mut polls = 0u64;
-        let mut seen = Groups::default();
-        loop {
-            polls += 1;
-            let a = n.agent(http).await.unwrap_or_default();
-            if a.settled() {
-                let g = groups(&n.rundir).await?;
-                seen = g;
-                let complete =
-                    g.select >= base.select + listeners && g.buckets >= base.buckets + want_buckets;
-                if complete && n.agent(http).await.unwrap_or_default().settled() {
-                    return anyhow::Ok((Instant::now(), polls));
-                }
-            }
-            if last.elapsed() > CONVERGE_TIMEOUT {
-                bail!(
-                    "chassis {} does not hold the bulk {CONVERGE_TIMEOUT:?} after the last write: \
-                     agent {a:?}, groups {seen:?} (want {listeners} more select groups and \
-                     {want_buckets} more buckets than {base:?})",
-                    n.name
-                );
-            }
-            tokio::time::sleep(POLL_EVERY).await;
-        }
-    });
-    let done = futures::future::try_join_all(polls).await?;
-    let converged = done
-        .iter()
-        .map(|(at, _)| *at)
-        .max()
-        .unwrap_or(last)
-        .saturating_duration_since(last);
-    progress(&format!(
-        "all chassis complete {:.3} s after the last write",
-        converged.as_secs_f64()
-    ));
+    let (done, converged) = converge(nodes, base, http, last, listeners, want_buckets).await?;
 
     let mut per_chassis = Vec::new();
     for ((n, (a0, f0_tables, g0, rss0, cpu0)), (at, polls)) in nodes.iter().zip(&before).zip(&done)
@@ -909,4 +853,87 @@ async fn rate(p: &Params, lab: &Lab, api: &Api, nodes: &[Node]) -> anyhow::Resul
         "connection": "TCP handshake, one byte from the server, the server's close, then the client's",
     });
     Ok(report)
+}
+
+/// Runs `one(i)` for every `i` below `n`, `concurrency` at a time, each answering its requests'
+/// latencies and when it ended: all the latencies, when the last one ended, and how long they all
+/// took.
+pub(crate) async fn write_bulk<F, Fut>(
+    n: usize,
+    concurrency: usize,
+    requests: usize,
+    one: F,
+) -> anyhow::Result<(Vec<Duration>, Instant, Duration)>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<(Vec<Duration>, Instant)>>,
+{
+    let t0 = Instant::now();
+    let mut made = futures::stream::iter(0..n)
+        .map(one)
+        .buffer_unordered(concurrency.max(1));
+    let (mut latencies, mut last) = (Vec::with_capacity(requests), t0);
+    while let Some(r) = made.next().await {
+        let (l, at) = r?;
+        latencies.extend(l);
+        last = last.max(at);
+    }
+    drop(made);
+    let writes = last - t0;
+    progress(&format!(
+        "bulk written in {:.1} s; waiting for every chassis",
+        writes.as_secs_f64()
+    ));
+    Ok((latencies, last, writes))
+}
+
+/// Polls every chassis (each on its own, every [`POLL_EVERY`]) until its agent is settled and its
+/// switch holds `want_groups` more select groups and `want_buckets` more buckets than `base`;
+/// when each got there (and after how many polls), and how long after `last` the slowest did.
+pub(crate) async fn converge(
+    nodes: &[Node],
+    base: Vec<Groups>,
+    http: &reqwest::Client,
+    last: Instant,
+    want_groups: usize,
+    want_buckets: usize,
+) -> anyhow::Result<(Vec<(Instant, u64)>, Duration)> {
+    let polls = nodes.iter().zip(base).map(|(n, base)| async move {
+        let mut polls = 0u64;
+        let mut seen = Groups::default();
+        loop {
+            polls += 1;
+            let a = n.agent(http).await.unwrap_or_default();
+            if a.settled() {
+                let g = groups(&n.rundir).await?;
+                seen = g;
+                let complete = g.select >= base.select + want_groups
+                    && g.buckets >= base.buckets + want_buckets;
+                if complete && n.agent(http).await.unwrap_or_default().settled() {
+                    return anyhow::Ok((Instant::now(), polls));
+                }
+            }
+            if last.elapsed() > CONVERGE_TIMEOUT {
+                bail!(
+                    "chassis {} does not hold the bulk {CONVERGE_TIMEOUT:?} after the last write: \
+                     agent {a:?}, groups {seen:?} (want {want_groups} more select groups and \
+                     {want_buckets} more buckets than {base:?})",
+                    n.name
+                );
+            }
+            tokio::time::sleep(POLL_EVERY).await;
+        }
+    });
+    let done = futures::future::try_join_all(polls).await?;
+    let converged = done
+        .iter()
+        .map(|(at, _)| *at)
+        .max()
+        .unwrap_or(last)
+        .saturating_duration_since(last);
+    progress(&format!(
+        "all chassis complete {:.3} s after the last write",
+        converged.as_secs_f64()
+    ));
+    Ok((done, converged))
 }

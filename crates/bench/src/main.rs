@@ -34,6 +34,11 @@
 //! member added until a client's connection reaches it, and new connections per second through a
 //! VIP against the member directly (see [`lb`]).
 //!
+//! `sfc` is issue 14's service function chaining on a lab: 100 chains of 3 port pair groups × 2
+//! port pairs made through networking-sfc's API until every chassis holds their flows and groups,
+//! and iperf3 through a 2-hop chain of service-function VMs against the same VMs directly (see
+//! [`sfc`]).
+//!
 //! `throughput` runs iperf3 between two VMs on two chassis through the whole pipeline with
 //! security groups, then through the same switches reduced to `actions=NORMAL` (see
 //! [`throughput`]).
@@ -48,7 +53,22 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 mod lb;
+
+/// Runs a bench until it ends, or until SIGINT or SIGTERM ends it early (its lab is torn down
+/// as it is dropped).
+pub(crate) async fn until_signal(
+    bench: impl std::future::Future<Output = anyhow::Result<Value>>,
+) -> anyhow::Result<Value> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        r = bench => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted (SIGINT)")),
+        _ = term.recv() => Err(anyhow::anyhow!("terminated (SIGTERM)")),
+    }
+}
 mod port_add;
+mod sfc;
 mod slice;
 mod soak;
 mod throughput;
@@ -207,6 +227,34 @@ enum Command {
         #[arg(long, default_value_t = 16)]
         connection_ports: u16,
     },
+    /// Issue 14's service function chaining on a lab: chains of port pair groups made through
+    /// networking-sfc's API until every chassis holds their flows and groups; iperf3 between two
+    /// VMs through a 2-hop chain of service-function VMs against the same VMs directly.
+    Sfc {
+        /// The `wyvern` binary to run as server and agents (use a release build for figures).
+        #[arg(long, default_value = "target/release/wyvern")]
+        wyvern: std::path::PathBuf,
+        #[arg(long, default_value_t = 100)]
+        chains: usize,
+        /// Port pair groups (hops) per chain.
+        #[arg(long, default_value_t = 3)]
+        groups: usize,
+        /// Port pairs per group.
+        #[arg(long, default_value_t = 2)]
+        pairs: usize,
+        /// Classifier source VMs, spread round robin over the chassis.
+        #[arg(long, default_value_t = 10)]
+        sources: usize,
+        /// Chains made at once (each one's requests in order).
+        #[arg(long, default_value_t = 1)]
+        concurrency: usize,
+        /// iperf3 runs per path (chained and direct alternate).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Seconds per iperf3 run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u32,
+    },
     /// The API server under a long mixed load from several projects while slow sockets trickle
     /// bytes at it: small GET latency, RSS and store size before and after, no 5xx.
     Soak {
@@ -358,6 +406,25 @@ fn main() -> anyhow::Result<()> {
                 parallel: connection_parallel.max(1),
                 ports: connection_ports.clamp(1, 1000),
             },
+        }))?,
+        Command::Sfc {
+            wyvern,
+            chains,
+            groups,
+            pairs,
+            sources,
+            concurrency,
+            runs,
+            seconds,
+        } => runtime.block_on(sfc::run(sfc::Params {
+            wyvern,
+            chains,
+            groups,
+            pairs,
+            sources,
+            concurrency: concurrency.max(1),
+            runs: runs.max(1),
+            seconds: seconds.max(1),
         }))?,
         Command::Soak {
             wyvern,

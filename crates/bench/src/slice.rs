@@ -119,19 +119,13 @@ impl Params {
 
 /// Runs the benchmark; SIGINT and SIGTERM end it early (and tear the lab down).
 pub async fn run(p: Params) -> anyhow::Result<Value> {
-    use tokio::signal::unix::{SignalKind, signal};
     if p.chassis == 0 || p.networks == 0 || p.ports == 0 || p.servers == 0 {
         bail!("--chassis, --networks, --ports and --servers must be at least 1");
     }
     if p.floating_ips.is_some() && (!p.router || p.networks < 2) {
         bail!("floating IPs need the router and two networks behind it");
     }
-    let mut term = signal(SignalKind::terminate())?;
-    tokio::select! {
-        r = bench(p) => r,
-        _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted (SIGINT)")),
-        _ = term.recv() => Err(anyhow!("terminated (SIGTERM)")),
-    }
+    crate::until_signal(bench(p)).await
 }
 
 /// A progress line on stderr, with the Unix time (to line it up with logs and captures).

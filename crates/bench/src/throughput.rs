@@ -49,13 +49,7 @@ fn progress(what: &str) {
 
 /// Runs the benchmark; SIGINT and SIGTERM end it early (and tear the lab down).
 pub async fn run(p: Params) -> anyhow::Result<Value> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    tokio::select! {
-        r = bench(p) => r,
-        _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted (SIGINT)")),
-        _ = term.recv() => Err(anyhow!("terminated (SIGTERM)")),
-    }
+    crate::until_signal(bench(p)).await
 }
 
 fn topology(name: &str) -> anyhow::Result<Topology> {
@@ -126,8 +120,15 @@ fn exec(lab: &Lab, host: &str, args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// One iperf3 run to `port`: received Gbit/s and the sender's retransmits.
-fn iperf(lab: &Lab, to_ip: &str, port: u16, seconds: u32) -> anyhow::Result<(f64, u64)> {
+/// One iperf3 run from VM `from` to `to_ip`:`port`: received Gbit/s and the sender's
+/// retransmits.
+pub(crate) fn iperf(
+    lab: &Lab,
+    from: &str,
+    to_ip: &str,
+    port: u16,
+    seconds: u32,
+) -> anyhow::Result<(f64, u64)> {
     let port = port.to_string();
     let t = seconds.to_string();
     let args = [
@@ -145,7 +146,7 @@ fn iperf(lab: &Lab, to_ip: &str, port: u16, seconds: u32) -> anyhow::Result<(f64
         "1000",
     ];
     // iperf3 -J reports its errors in the JSON, with a failure status.
-    let out = lab.exec(FROM_VM, &args)?;
+    let out = lab.exec(from, &args)?;
     let text = String::from_utf8_lossy(&out.stdout);
     let v: Value = serde_json::from_str(&text).context("iperf3's JSON")?;
     let bps = v["end"]["sum_received"]["bits_per_second"]
@@ -159,7 +160,7 @@ fn runs(lab: &Lab, p: &Params, to_ip: &str, what: &str) -> anyhow::Result<(Vec<f
     let (mut gbps, mut retransmits) = (Vec::new(), Vec::new());
     for r in 0..p.runs {
         std::thread::sleep(Duration::from_millis(500));
-        let (g, re) = iperf(lab, to_ip, IPERF_PORT, p.seconds)?;
+        let (g, re) = iperf(lab, FROM_VM, to_ip, IPERF_PORT, p.seconds)?;
         progress(&format!(
             "{what} run {}: {g} Gbit/s, {re} retransmits",
             r + 1
@@ -186,14 +187,14 @@ fn measure(p: &Params, lab: &mut Lab) -> anyhow::Result<Value> {
     // A one-second run until one works (the agents converged, the server listens; the group
     // admits no ICMP, so no ping).
     let t0 = Instant::now();
-    while let Err(e) = iperf(lab, &to_ip, IPERF_PORT, 1) {
+    while let Err(e) = iperf(lab, FROM_VM, &to_ip, IPERF_PORT, 1) {
         if t0.elapsed() > Duration::from_secs(60) {
             bail!("no iperf3 from {FROM_VM} to {TO_VM} ({to_ip}) after 60 s: {e:#}");
         }
         std::thread::sleep(Duration::from_millis(200));
     }
     // A port no rule admits: the connection times out (filtered, not refused).
-    let closed_port_filtered = iperf(lab, &to_ip, IPERF_PORT + 1, 1)
+    let closed_port_filtered = iperf(lab, FROM_VM, &to_ip, IPERF_PORT + 1, 1)
         .err()
         .is_some_and(|e| format!("{e:#}").contains("timed out"));
     let mtu = exec(lab, FROM_VM, &["cat", "/sys/class/net/eth0/mtu"])
