@@ -1,15 +1,15 @@
 //! Service function chaining end to end, with real packets through the lab: 3 chassis with Open
 //! vSwitch and agents; network net1 with VM a on c1 and VM b on c2 (b answers HTTP on 8080 and
 //! 8081 with its name); service-function VMs (a Linux bridge between their two ports, a bump in
-//! the wire) fw on c2, ids1 on c3 and ids2 on c1 (a group of two pairs), and lbl on c3, an
-//! MPLS-aware one. Chain `web`: a's TCP to b's port 8080 through fw, then ids1 or ids2; chain
-//! `tagged` (symmetric): a's TCP to b's port 8081 through lbl.
+//! the wire) fw on c2, ids1 on c3 and ids2 on c1 (a group of two pairs), lbl on c3, an
+//! MPLS-aware one, and rev on c2. Chain `web`: a's TCP to b's port 8080 through fw, then ids1 or
+//! ids2; chain `tagged` (symmetric): a's TCP to b's port 8081 through lbl, then rev.
 //!
 //! Checked: a's requests to 8080 are answered and pass fw before ids (capture timestamps of one
 //! SYN on both), `wyvern trace` names the chain, the hop and fw's pair, other traffic (ping, port 9999 closed: refused at once) passes no function; twenty
 //! connections spread over ids1 and ids2, each answered (a connection split over both would not
-//! be); the MPLS-aware function sees the label on its wire and the symmetric chain's replies pass
-//! it too (in at its egress); updating the chain (ids dropped) redirects only classified traffic,
+//! be); the MPLS-aware function sees the label on its wire; the symmetric chain's replies pass
+//! rev, then lbl (capture timestamps of one reply, in at their egress legs); updating the chain (ids dropped) redirects only classified traffic,
 //! and deleting it restores direct traffic.
 
 use std::process::{Child, Command, Stdio};
@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 mod support;
 use support::{Checks, Outcome, api, lab_options, run};
 
-const FUNCTIONS: [&str; 4] = ["fw", "ids1", "ids2", "lbl"];
+const FUNCTIONS: [&str; 5] = ["fw", "ids1", "ids2", "lbl", "rev"];
 
 fn topology(name: &str) -> Topology {
     let text = format!(
@@ -73,13 +73,18 @@ name = "lbl"
 network = "net1"
 chassis = "c3"
 sf = {{ mpls = true }}
+[[vm]]
+name = "rev"
+network = "net1"
+chassis = "c2"
+sf = {{}}
 [[port_chain]]
 name = "web"
 groups = [["fw"], ["ids1", "ids2"]]
 classifiers = [{{ source_vm = "a", destination_vm = "b", protocol = "tcp", destination_port = 8080 }}]
 [[port_chain]]
 name = "tagged"
-groups = [["lbl"]]
+groups = [["lbl"], ["rev"]]
 classifiers = [{{ source_vm = "a", destination_vm = "b", protocol = "tcp", destination_port = 8081 }}]
 symmetric = true
 "#
@@ -338,6 +343,40 @@ fn chaining() {
                 Ok(())
             } else {
                 Err(format!("functions {before:?} -> {after:?}"))
+            }
+        },
+    );
+    checks.run(
+        "the symmetric chain's replies pass its functions in reverse order",
+        || {
+            // Replies go in at the functions' egress legs: rev (the last hop) first, then lbl.
+            let rev = Capture::start(&lab, "rev", "eth1", "tcp src port 8081")?;
+            let lbl = Capture::start(&lab, "lbl", "eth1", "tcp src port 8081 or mpls")?;
+            let (ok, _) = run(
+                &lab,
+                "a",
+                &[
+                    "curl",
+                    "-s",
+                    "-m",
+                    "3",
+                    "--local-port",
+                    "41235",
+                    "http://10.0.0.12:8081/",
+                ],
+            );
+            let (rev, lbl) = (
+                rev.lines(Duration::from_millis(500)),
+                lbl.lines(Duration::ZERO),
+            );
+            let at_rev = first_time(&rev, ".41235:").ok_or(format!("rev saw no reply: {rev:?}"))?;
+            let at_lbl = first_time(&lbl, ".41235:").ok_or(format!("lbl saw no reply: {lbl:?}"))?;
+            if ok && at_rev < at_lbl {
+                Ok(())
+            } else {
+                Err(format!(
+                    "answered {ok}; reply at rev {at_rev}, at lbl {at_lbl}"
+                ))
             }
         },
     );
