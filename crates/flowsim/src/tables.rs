@@ -322,11 +322,11 @@ impl FlowTables {
 /// `+trk-inv`, `+trk+new` or `+trk+dnat` are accepted): `ct_state` must say the packet is tracked
 /// and its connection valid.
 fn ct_tuple_prerequisite(m: &openflow::Match) -> bool {
+    use crate::conntrack::ct_state::{DNAT, EST, INV, NEW, REL, RPL, SNAT, TRK};
     use openflow::Field;
-    const TRK: u128 = 0x20;
-    const INV: u128 = 0x10;
-    // new, est, rel, rpl, snat, dnat: each says the connection is valid.
-    const VALID: u128 = 0x01 | 0x02 | 0x04 | 0x08 | 0x40 | 0x80;
+    let (trk, inv) = (u128::from(TRK), u128::from(INV));
+    // Each of these says the connection is valid.
+    let valid = u128::from(NEW | EST | REL | RPL | SNAT | DNAT);
     let tuple = [
         Field::CtNwSrc,
         Field::CtNwDst,
@@ -342,7 +342,7 @@ fn ct_tuple_prerequisite(m: &openflow::Match) -> bool {
     let Some((value, mask)) = m.get(Field::CtState) else {
         return false;
     };
-    let tracked = mask & value & TRK != 0;
-    let valid = (mask & INV != 0 && value & INV == 0) || mask & value & VALID != 0;
+    let tracked = mask & value & trk != 0;
+    let valid = (mask & inv != 0 && value & inv == 0) || mask & value & valid != 0;
     tracked && valid
 }

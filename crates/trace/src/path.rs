@@ -104,9 +104,6 @@ fn next_hop(inv: &Inventory, id: &str, flow: &Flow) -> Option<String> {
     Some(format!("next hop {ip} is {}", inv.port_label(port)))
 }
 
-/// `ct_state` bit: the destination was translated.
-const DNAT: u128 = 0x80;
-
 /// What a load balancer did with the packet: the listener it reached and the member conntrack
 /// sent it to, chosen by the listener's group (a new connection) or kept (a known one).
 fn balanced(inv: &Inventory, trace: &Trace) -> Option<String> {
@@ -118,7 +115,9 @@ fn balanced(inv: &Inventory, trace: &Trace) -> Option<String> {
         }
     })?;
     let (pass, new) = trace.passes.iter().find_map(|p| {
-        let translated = p.packet.get(Field::CtState).unwrap_or(0) & DNAT != 0;
+        let translated = p.packet.get(Field::CtState).unwrap_or(0)
+            & u128::from(flowsim::conntrack::ct_state::DNAT)
+            != 0;
         match p.root.table {
             LB_FORWARD => Some((p, true)),
             LB_SELECT if translated => Some((p, false)),

@@ -37,14 +37,14 @@ use openflow::{Action, Field, Flow, Instructions, Match, Subfield};
 
 use super::{
     App, ETH_IPV4, ETH_IPV6, IPPROTO_ICMP, NEW, OwnerKind, Punt, Spec, TRK, arp_answer, ct_state,
-    echo_reply, flow, goto, ip_match, punt,
+    echo_reply, flow, goto, ip_match, punt, translated_back,
 };
 use crate::cookie::{Owner, fnv1a};
 use crate::deps::Ctx;
 use crate::deps::Wire;
 use crate::model::{
     Chassis, FloatingIp, Health, HealthMonitor, Kind, Listener, LoadBalancer, Mac, Member,
-    MonitorKind, Topology,
+    MonitorKind, Port, Topology,
 };
 use crate::tables::{
     ACL_INGRESS, L3_ENTRY, LB_FORWARD, LB_REPLY, LB_SELECT, LB_VIP, LB_ZONE, REG_CT_ZONE,
@@ -121,16 +121,6 @@ fn load_zone(port: Field) -> [Action; 2] {
             dst: Subfield::range(Field::Reg(REG_CT_ZONE), 0, 13),
         },
     ]
-}
-
-/// `ct(zone=reg3, nat, table=…)`: the packet translated as its connection was.
-fn untranslate(table: u8) -> Action {
-    Action::Ct(Ct {
-        zone: ct_zone(),
-        table: Some(table),
-        nat: Some(Nat::default()),
-        ..Ct::default()
-    })
 }
 
 fn transport(proto: u8) -> (Field, Field) {
@@ -336,7 +326,7 @@ fn listener_flows(ctx: &mut Ctx<'_>, owner: &Owner, id: &str, out: &mut Vec<Flow
     for (net, meta) in &clients {
         let listener = to_listener(*meta, lb.vip, l.protocol, l.port);
         let mut enter = load_zone(Field::InPort).to_vec();
-        enter.push(untranslate(LB_SELECT));
+        enter.push(translated_back(ct_zone(), LB_SELECT));
         out.push(flow(
             owner,
             LB_VIP,
@@ -367,7 +357,7 @@ fn listener_flows(ctx: &mut Ctx<'_>, owner: &Owner, id: &str, out: &mut Vec<Flow
             .with(Field::IpProto, l.protocol.into())
             .with(src, m.port.into());
         let mut actions = load_zone(Field::Reg(REG_OUT_PORT)).to_vec();
-        actions.push(untranslate(ACL_INGRESS));
+        actions.push(translated_back(ct_zone(), ACL_INGRESS));
         out.push(flow(
             owner,
             LB_REPLY,
@@ -407,15 +397,7 @@ fn hairpin_flows(
         return;
     };
     // The MAC the member sees the VIP behind: the VIP port's on its network, else its router's.
-    let vip_mac = if net == lb.vip_network_id {
-        lb.vip_port_id
-            .as_deref()
-            .and_then(|p| ctx.port(p))
-            .map(|p| p.mac)
-    } else {
-        ctx.interfaces_on(&net).map(|i| i.mac).min()
-    };
-    let Some(vip_mac) = vip_mac else {
+    let Some(vip_mac) = vip_side_mac(ctx, lb, &net) else {
         return;
     };
     let (src_port, dst_port) = transport(l.protocol);
@@ -477,10 +459,10 @@ fn hairpin_flows(
         LB_VIP,
         150,
         from_port(&member, &vip).with(src_port, m.port.into()),
-        Instructions::apply(vec![set_zone, untranslate(LB_SELECT)]),
+        Instructions::apply(vec![set_zone, translated_back(ct_zone(), LB_SELECT)]),
     ));
     let mut back = load_zone(Field::InPort).to_vec();
-    back.push(untranslate(LB_FORWARD));
+    back.push(translated_back(ct_zone(), LB_FORWARD));
     out.push(flow(
         owner,
         LB_SELECT,
@@ -503,7 +485,7 @@ fn hairpin_flows(
         let to_host = if o.here {
             vec![
                 set_field(Field::Reg(REG_CT_ZONE), o.proxy_zone.into(), 0xffff_ffff),
-                untranslate(LB_FORWARD),
+                translated_back(ct_zone(), LB_FORWARD),
             ]
         } else {
             let mut a = vec![super::set_mac(Field::EthDst, o.vip_mac)];
@@ -583,7 +565,7 @@ fn outside_flows(
     };
     let listener = to_listener(o.router, lb.vip, l.protocol, l.port);
     let mut enter = load_zone(Field::InPort).to_vec();
-    enter.push(untranslate(LB_SELECT));
+    enter.push(translated_back(ct_zone(), LB_SELECT));
     out.push(flow(
         owner,
         LB_VIP,
@@ -637,7 +619,10 @@ fn outside_flows(
             &IpNet::from(lb.vip),
             false,
         ),
-        Instructions::apply(vec![set_zone(o.proxy_zone), untranslate(LB_FORWARD)]),
+        Instructions::apply(vec![
+            set_zone(o.proxy_zone),
+            translated_back(ct_zone(), LB_FORWARD),
+        ]),
     ));
     let (src_port, _) = transport(l.protocol);
     for m in members {
@@ -657,7 +642,7 @@ fn outside_flows(
                 set_field(Field::Metadata, o.router.into(), u128::from(u64::MAX)),
                 set_field(Field::Reg(REG_FROM_TUNNEL), 0, 0xffff_ffff),
                 set_zone(LB_ZONE | patch),
-                untranslate(ROUTE),
+                translated_back(ct_zone(), ROUTE),
             ]),
         ));
     }
@@ -789,33 +774,18 @@ fn probe_answers(ctx: &mut Ctx<'_>, owner: &Owner, id: &str, out: &mut Vec<Flow>
     let Some(m) = ctx.member(id) else {
         return;
     };
-    let Some(monitor) = ctx
-        .pool(&m.pool_id)
-        .and_then(|p| p.healthmonitor_id.as_deref())
-        .and_then(|h| ctx.health_monitor(h))
-        .filter(|h| h.admin_up)
-    else {
+    let Some(p) = probed(ctx, m) else {
         return;
     };
-    let Some(lb) = ctx.load_balancer(&m.loadbalancer_id) else {
-        return;
-    };
-    let net = member_network(ctx, m, lb);
-    let Some(port) = ctx.port_with_ip(&net, m.address) else {
-        return;
-    };
-    let Some(ofport) = ctx.ofport(&port.id) else {
-        return;
-    };
-    let (IpAddr::V4(addr), IpAddr::V4(vip)) = (m.address, lb.vip) else {
+    let (IpAddr::V4(addr), IpAddr::V4(vip)) = (m.address, p.lb.vip) else {
         return;
     };
     let from_member = Match::new()
-        .with(Field::InPort, ofport.into())
+        .with(Field::InPort, p.ofport.into())
         .with(Field::EthType, ETH_IPV4)
         .with(Field::Ipv4Src, u32::from(addr).into())
         .with(Field::Ipv4Dst, u32::from(vip).into());
-    let answers = match monitor.kind {
+    let answers = match p.monitor.kind {
         MonitorKind::Ping => from_member
             .with(Field::IpProto, IPPROTO_ICMP)
             .with(Field::IcmpType, 0),
@@ -847,58 +817,74 @@ pub struct HealthCheck {
 /// The health checks this chassis runs: for every member on a local port whose pool has a
 /// monitor (administratively up), of an IPv4 load balancer.
 pub fn health_checks(topo: &Topology) -> Vec<HealthCheck> {
+    let mut ctx = Ctx::new(topo);
     let mut out = Vec::new();
     for m in topo.members.values() {
-        let Some(monitor) = topo
-            .pools
-            .get(&m.pool_id)
-            .and_then(|p| p.healthmonitor_id.as_deref())
-            .and_then(|h| topo.health_monitors.get(h))
-            .filter(|h| h.admin_up)
-        else {
+        let Some(p) = probed(&mut ctx, m) else {
             continue;
         };
-        let Some(lb) = topo.load_balancers.get(&m.loadbalancer_id) else {
+        let (IpAddr::V4(member_ip), IpAddr::V4(source_ip)) = (m.address, p.lb.vip) else {
             continue;
         };
-        let net = m
-            .subnet_id
-            .as_deref()
-            .and_then(|s| topo.subnets.get(s))
-            .map_or(lb.vip_network_id.as_str(), |s| s.network_id.as_str());
-        let (IpAddr::V4(member_ip), IpAddr::V4(source_ip)) = (m.address, lb.vip) else {
-            continue;
-        };
-        let Some(port) = topo.port_with_ip(net, m.address) else {
-            continue;
-        };
-        let Some(ofport) = topo.local.ofport(&port.id) else {
-            continue;
-        };
-        let source_mac = if net == lb.vip_network_id {
-            lb.vip_port_id
-                .as_deref()
-                .and_then(|p| topo.ports.get(p))
-                .map(|p| p.mac)
-        } else {
-            topo.interfaces_on(net).map(|i| i.mac).min()
-        };
-        let Some(source_mac) = source_mac else {
+        let Some(source_mac) = vip_side_mac(&mut ctx, p.lb, &p.net) else {
             continue;
         };
         out.push(HealthCheck {
             member_id: m.id.clone(),
             pool_id: m.pool_id.clone(),
-            ofport,
-            member_mac: port.mac,
+            ofport: p.ofport,
+            member_mac: p.port.mac,
             member_ip,
             member_port: m.port,
             source_ip,
             source_mac,
-            monitor: monitor.clone(),
+            monitor: p.monitor.clone(),
         });
     }
     out
+}
+
+/// A member probed from this chassis: its pool's monitor (administratively up), its load
+/// balancer, its network, and the port here that holds its address, with its OpenFlow port.
+struct Probed<'t> {
+    monitor: &'t HealthMonitor,
+    lb: &'t LoadBalancer,
+    net: String,
+    port: &'t Port,
+    ofport: u32,
+}
+
+fn probed<'t>(ctx: &mut Ctx<'t>, m: &Member) -> Option<Probed<'t>> {
+    let monitor = ctx
+        .pool(&m.pool_id)?
+        .healthmonitor_id
+        .as_deref()
+        .and_then(|h| ctx.health_monitor(h))
+        .filter(|h| h.admin_up)?;
+    let lb = ctx.load_balancer(&m.loadbalancer_id)?;
+    let net = member_network(ctx, m, lb);
+    let port = ctx.port_with_ip(&net, m.address)?;
+    let ofport = ctx.ofport(&port.id)?;
+    Some(Probed {
+        monitor,
+        lb,
+        net,
+        port,
+        ofport,
+    })
+}
+
+/// The MAC a member on `net` sees the VIP behind: the VIP port's on the VIP's network, else its
+/// network's router's.
+fn vip_side_mac(ctx: &mut Ctx<'_>, lb: &LoadBalancer, net: &str) -> Option<Mac> {
+    if net == lb.vip_network_id {
+        lb.vip_port_id
+            .as_deref()
+            .and_then(|p| ctx.port(p))
+            .map(|p| p.mac)
+    } else {
+        ctx.interfaces_on(net).map(|i| i.mac).min()
+    }
 }
 
 /// The actions that send a probe (a frame built by the agent) to a local member's port through

@@ -49,7 +49,7 @@ use super::load_balancing;
 use super::{
     App, EST, ETH_ARP, ETH_IPV4, ETH_IPV6, INV, IPPROTO_ICMPV6, NEW, OwnerKind, Punt, REL, Spec,
     TRK, VLAN_PRESENT, ct_state, echo_reply, enter, flow, goto, ip_match, match_next_hop6,
-    move_field, nd_punt, output, punt, set_mac, to_tunnel,
+    move_field, nd_punt, output, punt, set_mac, to_tunnel, translated_back,
 };
 use crate::cookie::{LEARNED, Owner};
 use crate::deps::{Ctx, Wire};
@@ -410,17 +410,6 @@ fn vip_floating_ip_flows(ctx: &mut Ctx<'_>, owner: &Owner, id: &str, out: &mut V
         in_router().with(Field::Ipv4Src, vip),
         leave_as(mac, network, zone, fip.address),
     ));
-}
-
-/// Packets of a connection conntrack `zone` knows, translated back (as the connection was
-/// translated, in the other direction), continuing at `table`.
-fn translated_back(zone: CtZone, table: u8) -> Action {
-    Action::Ct(Ct {
-        zone,
-        table: Some(table),
-        nat: Some(NatAction::default()),
-        ..Ct::default()
-    })
 }
 
 /// IPv4 packets to `address` on the network (or in the router) `meta`.
