@@ -11,7 +11,8 @@
 //! around it have modules of their own: [`bridge`] (OVSDB set-up), [`registration`] (chassis lease
 //! and binding reports), [`switch`] and [`reconcile`] (the switch's flows and groups), [`punt`]
 //! (packets the pipeline sends up, with [`nd`], [`dhcp_server`], [`dhcpv6_server`], [`ra`],
-//! [`icmp`], [`reject`]), [`announce`] (router interfaces announced to the VMs next to them).
+//! [`icmp`], [`reject`]), [`announce`] (router interfaces announced to the VMs next to them),
+//! [`trunks`] (trunk subports' ports on `br-int`).
 
 mod announce;
 mod bridge;
@@ -29,6 +30,7 @@ mod registration;
 mod reject;
 mod server;
 mod switch;
+mod trunks;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -118,6 +120,8 @@ pub(crate) struct Agent {
     announcer: announce::Announcer,
     /// SNAT addresses asked for, by external network, and when.
     snat_requests: BTreeMap<String, std::time::Instant>,
+    /// The subports' patch pairs wanted on `br-int` ([`trunks::keep_converged`] makes them so).
+    pairs: tokio::sync::watch::Sender<BTreeMap<String, trunks::Pair>>,
 }
 
 /// How long before an unanswered SNAT address request is repeated.
@@ -159,6 +163,22 @@ impl Agent {
             physnets: needs.physnets,
         });
         true
+    }
+
+    /// The subports' patch pairs the topology and the local VIFs call for; returns them when
+    /// they changed.
+    fn want_pairs(&mut self) -> Option<BTreeMap<String, trunks::Pair>> {
+        let want = trunks::desired(self.pipeline.topology(), |p| self.vifs.contains_key(p));
+        let mut changed = None;
+        self.pairs.send_if_modified(|held| {
+            if *held == want {
+                return false;
+            }
+            *held = want.clone();
+            changed = Some(want);
+            true
+        });
+        changed
     }
 
     /// The network of a local VIF's port, if the agent knows it already.
@@ -353,7 +373,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         .ovsdb
         .parse()
         .map_err(|e: ovsdb::Error| AgentError::Config(e.to_string()))?;
-    let mut watcher = VifWatcher::spawn(endpoint, ReplicaOptions::default());
+    let mut watcher = VifWatcher::spawn(endpoint.clone(), ReplicaOptions::default());
     let mut initial: BTreeMap<String, u32> = BTreeMap::new();
     loop {
         match watcher.next().await {
@@ -392,6 +412,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         looking_up: BTreeSet::new(),
         snat_requests: BTreeMap::new(),
         announcer: announce::Announcer::default(),
+        pairs: tokio::sync::watch::channel(BTreeMap::new()).0,
     };
     agent.pipeline.apply(Input::Tunnel(Some(plumbed.tunnel)));
     for (physnet, ofport) in plumbed.patches {
@@ -412,6 +433,22 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     while agent.follow() {
         await_snapshot(&mut agent, &mut updates).await?;
     }
+    // The trunks' subports: their patch pairs as the complete topology wants them (adopted as
+    // they are after a restart), and the inner ends' OpenFlow ports, before the comparison.
+    let want = agent.want_pairs().unwrap_or_default();
+    trunks::converge(&trunks::connect(&endpoint).await?, &cfg.bridge, &want).await?;
+    let mut inner = trunks::InnerWatcher::spawn(endpoint.clone());
+    trunks::await_inner(&mut inner, &want, Duration::from_secs(10), |e| {
+        if let trunks::InnerEvent::Port(subport, ofport) = e {
+            agent.pipeline.apply(Input::Inner(subport, ofport));
+        }
+    })
+    .await;
+    trunks::keep_converged(
+        endpoint.clone(),
+        cfg.bridge.clone(),
+        agent.pairs.subscribe(),
+    );
 
     // 3. Only now compare with the switch.
     let metrics = Arc::new(Metrics::default());
@@ -493,6 +530,12 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
             // The sync counters changed (a resume, a failover): published at once.
             Ok(()) = sync_stats.changed() => pipeline::Delta::default(),
             event = sw.watcher.next() => agent.vif_event(event)?,
+            Some(event) = inner.next() => match event {
+                trunks::InnerEvent::Port(subport, ofport) => {
+                    agent.pipeline.apply(Input::Inner(subport, ofport))
+                }
+                trunks::InnerEvent::Synced => pipeline::Delta::default(),
+            },
             event = of_events.recv() => sw.event(&mut agent, event).await?.unwrap_or_default(),
             Some(outcome) = sw.in_flight.next(), if !sw.in_flight.is_empty() => {
                 sw.settle(&agent, outcome).await;
@@ -517,6 +560,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
             }
         }
         agent.follow();
+        agent.want_pairs();
         let changed = !delta.is_empty();
         if changed {
             agent.request_snat_addresses();

@@ -14,7 +14,7 @@
 //! flow (match, priority, cookie, actions), groups by their normalized description.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use agent::Reconciler;
@@ -23,86 +23,10 @@ use openflow::conn::Connection;
 use openflow::flow::FlowKey;
 use openflow::message::Group;
 use serde_json::{Value, json};
-use testbed::{Chassis, ChassisOpts, Host, HostOpts};
+use testbed::{Chassis, ChassisOpts, Host};
 
-async fn server() -> (String, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = store::open(&format!(
-        "embedded:{}",
-        dir.path().join("nb.redb").display()
-    ))
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(api::serve(listener, store, api::ApiConfig::default()));
-    (base, dir)
-}
-
-async fn call(method: reqwest::Method, url: String, body: Value) -> Value {
-    let resp = reqwest::Client::new()
-        .request(method, &url)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status();
-    let answer: Value = resp.json().await.unwrap_or(Value::Null);
-    assert!(status.is_success(), "{url}: {status} {answer}");
-    answer
-}
-
-async fn post(base: &str, path: &str, key: &str, body: Value) -> Value {
-    let url = format!("{base}{path}");
-    call(reqwest::Method::POST, url, json!({ key: body })).await[key].clone()
-}
-
-fn id(v: &Value) -> String {
-    v["id"].as_str().unwrap().to_string()
-}
-
-/// Starts the agent of `chassis`; returns where it serves its metrics.
-fn start_agent(base: &str, chassis: &Chassis) -> SocketAddr {
-    // A free port for the metrics (closed again before the agent binds it).
-    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let cfg = agent::AgentConfig {
-        server: base.to_string(),
-        chassis: chassis.name().to_string(),
-        ovsdb: chassis.db_endpoint(),
-        ovs_rundir: chassis.rundir().to_path_buf(),
-        tunnel_ip: "172.31.9.1".parse::<IpAddr>().unwrap(),
-        encap: chassis::Encap::Geneve,
-        bridge: "br-int".into(),
-        datapath_type: "netdev".into(),
-        metrics_listen: Some(metrics),
-        bridge_mappings: Vec::new(),
-        gateway: false,
-    };
-    tokio::spawn(async move {
-        if let Err(e) = agent::run(cfg).await {
-            eprintln!("agent stopped: {e}");
-        }
-    });
-    metrics
-}
-
-/// The agent's metrics, by name (without labels).
-async fn metrics(addr: SocketAddr) -> HashMap<String, u64> {
-    let Ok(resp) = reqwest::get(format!("http://{addr}/metrics")).await else {
-        return HashMap::new();
-    };
-    let text = resp.text().await.unwrap_or_default();
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (name, value) = l.rsplit_once(' ')?;
-            let name = name.split('{').next()?.to_string();
-            Some((name, value.trim().parse().ok()?))
-        })
-        .collect()
-}
+mod support;
+use support::{call, id, metrics, post, server, start_agent, vm, wait_for};
 
 /// What br-int holds: the flows the agent owns (not those the switch learned itself), by
 /// identity, and the groups, normalized, by id. Empty while the switch does not answer.
@@ -127,26 +51,6 @@ async fn held(chassis: &Chassis) -> (HashMap<FlowKey, Flow>, HashMap<u32, Group>
         .map(|g| (g.group_id, Reconciler::normalized(g)))
         .collect();
     (flows, groups)
-}
-
-/// Polls `f` every 100 ms until it holds; panics with `what` and the last state after `timeout`.
-async fn wait_for<T: std::fmt::Debug>(
-    what: &str,
-    timeout: Duration,
-    mut f: impl AsyncFnMut() -> (bool, T),
-) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let (ok, state) = f().await;
-        if ok {
-            return state;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: not within {timeout:?}; last state: {state:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Waits until the agent is in sync and the switch holds exactly the flows it wants; returns
@@ -204,32 +108,6 @@ async fn restored(
     .await;
 }
 
-/// A VM for `port` on `chassis`, with the port's address, plugged into br-int.
-async fn vm(chassis: &Chassis, port: &Value) -> Host {
-    let ip = port["fixed_ips"][0]["ip_address"].as_str().unwrap();
-    let mac = port["mac_address"].as_str().unwrap();
-    let host = Host::create(
-        chassis,
-        &HostOpts {
-            ip: Some(format!("{ip}/24")),
-            mac: Some(mac.into()),
-            mtu: Some(1400),
-            ..HostOpts::default()
-        },
-    )
-    .unwrap();
-    let client = ovsdb::Client::connect(
-        &chassis.db_endpoint().parse().unwrap(),
-        ovsdb::ClientOptions::default(),
-    )
-    .await
-    .unwrap();
-    chassis::plug_vif(&client, "br-int", host.port(), &id(port), Some(mac))
-        .await
-        .unwrap();
-    host
-}
-
 fn pings(host: &Host, ip: &str, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
@@ -255,7 +133,7 @@ struct Bed {
 async fn bed(name: &str) -> Bed {
     let (base, dir) = server().await;
     let chassis = Chassis::start(name, &ChassisOpts::default()).unwrap();
-    let metrics = start_agent(&base, &chassis);
+    let metrics = start_agent(&base, &chassis).1;
     let net = post(&base, "/v2.0/networks", "network", json!({"name": "n"})).await;
     let subnet = post(
         &base,

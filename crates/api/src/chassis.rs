@@ -218,6 +218,8 @@ pub async fn bind(
                 }
                 let mut plan = Plan::default();
                 plan.update(&PORT, &stored, &mut port);
+                // The subports of a trunk whose parent this is are bound where it is.
+                crate::trunks::follow_parent(&api, &mut plan, &stored.obj, &port).await?;
                 // The floating IPs of the port show its new status.
                 for fip in api.db.find(&FLOATING_IPS_BY_PORT, &port_id).await? {
                     let mut shown = fip.obj.clone();

@@ -220,12 +220,29 @@ const SFC_EXTENSIONS: &[(&str, &str, &str, &str)] = &[
     ),
 ];
 
+/// (alias, name, description, updated) of Neutron's trunk service plugin's extensions, with its dates.
+const TRUNK_EXTENSIONS: &[(&str, &str, &str, &str)] = &[
+    (
+        "trunk",
+        "Trunk Extension",
+        "Provides support for trunk ports",
+        "2016-01-01T10:00:00-00:00",
+    ),
+    (
+        "trunk-details",
+        "Trunk port details",
+        "Expose trunk port details",
+        "2016-01-01T10:00:00-00:00",
+    ),
+];
+
 /// Every extension, as `/v2.0/extensions` shows it.
 fn extensions() -> impl Iterator<Item = Value> {
     let neutron = NEUTRON_EXTENSIONS
         .iter()
         .map(|&(alias, name, description)| (alias, name, description, NEUTRON_UPDATED));
     neutron
+        .chain(TRUNK_EXTENSIONS.iter().copied())
         .chain(SFC_EXTENSIONS.iter().copied())
         .chain(WYVERN_EXTENSIONS.iter().copied())
         .map(|(alias, name, description, updated)| {
@@ -238,6 +255,7 @@ fn extensions() -> impl Iterator<Item = Value> {
 pub fn aliases() -> impl Iterator<Item = &'static str> {
     let neutron = NEUTRON_EXTENSIONS.iter().map(|e| e.0);
     neutron
+        .chain(TRUNK_EXTENSIONS.iter().map(|e| e.0))
         .chain(SFC_EXTENSIONS.iter().map(|e| e.0))
         .chain(WYVERN_EXTENSIONS.iter().map(|e| e.0))
 }

@@ -5,7 +5,8 @@
 //! [`resources`] hold each resource's semantics. Every write is one store transaction. [`openapi`]
 //! describes the API from the same attribute maps, at `GET /wyvern/v1/openapi.json`. [`lbaas`] serves
 //! the OpenStack Load Balancer API (Octavia v2) under `/v2.0/lbaas/`; [`sfc`] service function
-//! chaining (networking-sfc) under `/v2.0/sfc/`, through the generic flow.
+//! chaining (networking-sfc) under `/v2.0/sfc/`, through the generic flow; [`trunks`] Neutron's
+//! trunks (VLAN-aware VMs).
 
 mod chassis;
 mod connections;
@@ -29,6 +30,7 @@ mod snat;
 mod sync;
 #[cfg(test)]
 mod tests;
+mod trunks;
 
 use std::sync::Arc;
 
@@ -291,6 +293,9 @@ impl Api {
         let q = if sfc::is_sfc(def) {
             sfc_query = sfc::list_query(def, q)?;
             &sfc_query
+        } else if trunks::is_trunk(def) {
+            trunks::validate_filters(q)?;
+            q
         } else {
             query::validate_filters(def, q)?;
             q
@@ -377,8 +382,14 @@ impl Api {
             resources::check_owner(ctx, def, &stored.obj, "update")?;
             check_if_match(headers, &stored.obj)?;
             let mut plan = Plan::default();
+            let before = stored.obj.clone();
             let obj =
                 resources::plan_update(self, ctx, def, stored, changes.clone(), &mut plan).await?;
+            // An update that changes nothing writes nothing and keeps the revision number, as in
+            // Neutron (whose revision plugin bumps only what the session modified).
+            if unchanged(&before, &obj) {
+                break vec![before];
+            }
             if self.db.commit(plan).await? {
                 break vec![obj];
             }
@@ -412,6 +423,16 @@ impl Api {
             }
         }
     }
+}
+
+/// Whether an updated object differs from the stored one only by what planning its write gave it
+/// (the next revision number, a new update time).
+fn unchanged(before: &repo::Obj, after: &repo::Obj) -> bool {
+    let planned = |k: &str| matches!(k, "revision_number" | "updated_at");
+    before.len() == after.len()
+        && before
+            .iter()
+            .all(|(k, v)| planned(k) || after.get(k) == Some(v))
 }
 
 async fn list(
@@ -504,7 +525,7 @@ async fn delete(
     )
 }
 
-/// `GET /v2.0/<collection>/<id>/tags`.
+/// `GET /v2.0/<collection>/<id>/tags` and a trunk's `get_subports`.
 async fn sub_get(
     State(api): State<Api>,
     Path((collection, id, action)): Path<(String, String, String)>,
@@ -521,6 +542,9 @@ async fn sub_get(
                         StatusCode::OK,
                         json!({"tags": stored.obj.get("tags").cloned().unwrap_or(json!([]))}),
                     ))
+                }
+                "get_subports" if trunks::is_trunk(def) => {
+                    Ok((StatusCode::OK, trunks::get_subports(&api, &ctx, &id).await?))
                 }
                 _ => Err(ApiError::not_found(
                     "HTTPNotFound",

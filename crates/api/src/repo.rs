@@ -37,7 +37,18 @@ impl Stored {
     pub fn id(&self) -> &str {
         str_field(&self.obj, "id")
     }
+
+    /// Neutron's `standard_attr_id`: unique among all objects and fixed for the object's lifetime.
+    /// Objects created by one commit share `created`; their place among its creations (`_seq`, see
+    /// [`Plan::create`]) tells them apart.
+    pub fn standard_attr_id(&self) -> u64 {
+        let seq = self.obj.get("_seq").and_then(Value::as_u64).unwrap_or(0);
+        self.created * SEQ_PER_COMMIT + seq
+    }
 }
+
+/// The room for the creations of one commit in [`Stored::standard_attr_id`].
+const SEQ_PER_COMMIT: u64 = 1 << 16;
 
 /// A string field of an object, or "" when absent or not a string.
 pub fn str_field<'a>(obj: &'a Obj, name: &str) -> &'a str {
@@ -291,6 +302,8 @@ pub struct Plan {
     indexed: HashMap<String, IndexKeys>,
     /// The objects the plan creates and deletes, for the quotas' usage counters.
     quota: Ledger,
+    /// The place of each object the plan creates among its creations, by key (`_seq`).
+    seqs: HashMap<String, u64>,
 }
 
 /// An object's index keys as it was read (none when the plan creates it), and as the plan leaves
@@ -400,7 +413,14 @@ impl Plan {
     }
     /// Writes `obj` under `key`, in place of an earlier write of the same key.
     fn write(&mut self, key: String, obj: &Obj) {
-        let op = store::Op::Put(key.clone(), encode(obj));
+        let op = match self.seqs.get(&key) {
+            Some(&seq) if seq > 0 => {
+                let mut obj = obj.clone();
+                obj.insert("_seq".into(), seq.into());
+                store::Op::Put(key.clone(), encode(&obj))
+            }
+            _ => store::Op::Put(key.clone(), encode(obj)),
+        };
         match self.writes.get(&key) {
             Some(&i) => self.txn.ops[i] = op,
             None => {
@@ -438,6 +458,8 @@ impl Plan {
             .push(store::Compare::ModRevision(key.clone(), 0));
         self.reindex(def, &key, None, Some(obj));
         self.quota.count(def, obj, 1);
+        let seq = self.seqs.len() as u64;
+        self.seqs.entry(key.clone()).or_insert(seq);
         self.write(key, obj);
     }
     /// Writes `obj`, a changed copy of the object as `read`; bumps its revision number and update

@@ -253,7 +253,7 @@ impl Api {
 }
 
 /// The group id of listener `id`: the first 32 bits of its UUID.
-fn group_id(listener: &str) -> Option<u32> {
+pub(crate) fn group_id(listener: &str) -> Option<u32> {
     u32::from_str_radix(listener.get(..8)?, 16).ok()
 }
 
@@ -378,9 +378,12 @@ impl Groups {
 }
 
 pub(crate) async fn groups(rundir: &Path) -> anyhow::Result<Groups> {
-    Ok(Groups::parse(
-        &ofctl(rundir, &["dump-groups", BR_INT]).await?,
-    ))
+    Ok(Groups::parse(&dump_groups(rundir).await?))
+}
+
+/// `ovs-ofctl dump-groups br-int` on the switch whose run directory is `rundir`.
+pub(crate) async fn dump_groups(rundir: &Path) -> anyhow::Result<String> {
+    ofctl(rundir, &["dump-groups", BR_INT]).await
 }
 
 /// The switch's flows, by table.

@@ -39,6 +39,11 @@
 //! and iperf3 through a 2-hop chain of service-function VMs against the same VMs directly (see
 //! [`sfc`]).
 //!
+//! `k8s` is issue 15's Kubernetes figures on a lab whose 3 chassis are Kubernetes nodes: pods
+//! started as a kubelet would (Pod create → the controller's port → CNI ADD → first ping), an
+//! endpoint change of a Service until every chassis balances to it, and the controller's and the
+//! Kubernetes API server's CPU and memory (see [`k8s`]).
+//!
 //! `throughput` runs iperf3 between two VMs on two chassis through the whole pipeline with
 //! security groups, then through the same switches reduced to `actions=NORMAL` (see
 //! [`throughput`]).
@@ -67,6 +72,7 @@ pub(crate) async fn until_signal(
         _ = term.recv() => Err(anyhow::anyhow!("terminated (SIGTERM)")),
     }
 }
+mod k8s;
 mod port_add;
 mod sfc;
 mod slice;
@@ -255,6 +261,29 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         seconds: u32,
     },
+    /// Issue 15's Kubernetes figures on a lab of 3 node chassis: pods started as a kubelet would
+    /// (Pod create → port → CNI ADD → first ping), endpoint changes of a Service until every
+    /// chassis balances to them, and the controller's and API server's CPU and memory.
+    K8s {
+        /// The `wyvern` binary to run as server, agents and controller (use a release build for
+        /// figures); `wyvern-cni` and `wyvern-kube-apiserver` are taken from next to it.
+        #[arg(long, default_value = "target/release/wyvern")]
+        wyvern: std::path::PathBuf,
+        #[arg(long, default_value_t = 300)]
+        pods: usize,
+        /// Kubernetes nodes (the lab's chassis; 3).
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        /// Pods started at once per node (a kubelet's parallel pod workers).
+        #[arg(long, default_value_t = 4)]
+        parallel: usize,
+        /// Pods behind the Service (the first ones started).
+        #[arg(long, default_value_t = 100)]
+        endpoints: usize,
+        /// Endpoint changes (a pod leaving the Service, then joining it again, alternately).
+        #[arg(long, default_value_t = 20)]
+        changes: usize,
+    },
     /// The API server under a long mixed load from several projects while slow sockets trickle
     /// bytes at it: small GET latency, RSS and store size before and after, no 5xx.
     Soak {
@@ -425,6 +454,21 @@ fn main() -> anyhow::Result<()> {
             concurrency: concurrency.max(1),
             runs: runs.max(1),
             seconds: seconds.max(1),
+        }))?,
+        Command::K8s {
+            wyvern,
+            pods,
+            nodes,
+            parallel,
+            endpoints,
+            changes,
+        } => runtime.block_on(k8s::run(k8s::Params {
+            wyvern,
+            pods,
+            nodes,
+            parallel: parallel.max(1),
+            endpoints,
+            changes,
         }))?,
         Command::Soak {
             wyvern,

@@ -20,8 +20,9 @@ use etcd_client::{Client, CompactionOptions, ConnectOptions};
 
 /// The etcd binary, overridable with `WYVERN_ETCD_BIN`.
 const DEFAULT_ETCD: &str = "/usr/bin/etcd";
-/// How long a (re)started cluster may take to elect a leader and answer.
-const HEALTHY_WITHIN: Duration = Duration::from_secs(30);
+/// How long a (re)started cluster may take to elect a leader and answer: a hang guard (the wait
+/// ends as soon as the cluster is healthy), minutes so that a loaded machine never trips it.
+const HEALTHY_WITHIN: Duration = Duration::from_secs(120);
 
 /// Fixture failures.
 #[derive(Debug, thiserror::Error)]

@@ -12,6 +12,11 @@
 //!   are recorded as outputs to that pseudo-port (not expanded). An output to a port declared
 //!   with [`FlowTables::with_tunnel_port`] records the tunnel fields (`tun_src` is the port's
 //!   `local_ip` when declared with [`FlowTables::with_tunnel_local_ip`]).
+//! * An output to a patch port whose peer is on the same bridge
+//!   ([`FlowTables::with_patch_pair`]) is not an output: the packet comes back in at the peer,
+//!   at table 0, with what OVS' `patch_port_output` resets reset (`in_port` the peer;
+//!   `metadata`, registers and tunnel fields zero; conntrack fields cleared; an action set of
+//!   its own), one level deeper; then the caller's actions go on with their own packet.
 //! * `resubmit` (to any table, earlier ones included): `in_port` is replaced for the nested
 //!   lookup only. Limits, per pass (OVS translates each recirculation on its own): a
 //!   resubmit to the same or an earlier table, and a group bucket, nest one level deeper
@@ -523,6 +528,19 @@ impl Xlate<'_, '_> {
 
     fn action(&mut self, pkt: &mut Packet, a: &Action, depth: usize, ops: &mut Vec<Op>) -> Control {
         let mut control = Control::Continue;
+        let to = match a {
+            Action::Output { port: p, .. } => Some(*p),
+            Action::OutputReg { src, .. } => read_subfield(pkt, src).map(|p| p as u32),
+            _ => None,
+        };
+        let in_port = pkt.in_port();
+        let target = to.map(|p| if p == port::IN_PORT { in_port } else { p });
+        if let Some(peer) = target
+            .filter(|p| *p != in_port || to == Some(port::IN_PORT))
+            .and_then(|p| Some((p, self.tables.patch_peer(p)?)))
+        {
+            return self.patch(pkt, a, peer, depth, ops);
+        }
         let effect = match a {
             Action::Output { port: p, .. } => self.output(pkt, *p),
             Action::OutputReg { src, .. } => match read_subfield(pkt, src) {
@@ -708,6 +726,82 @@ impl Xlate<'_, '_> {
             tunnel,
         });
         effect
+    }
+
+    /// An output to patch port `port`, whose peer `peer` is on this bridge: the packet comes
+    /// back in at the peer and goes through the tables from 0, with what Open vSwitch's
+    /// `patch_port_output` (ofproto-dpif-xlate.c) resets: `in_port` is the peer, `metadata`,
+    /// the registers and the tunnel fields are zero, the conntrack fields are cleared, and the
+    /// peer's pipeline has an action set of its own, executed at its end. The lookup from table
+    /// 0 nests one level deeper, as OVS' does. Afterwards the caller's actions go on with the
+    /// packet and action set as they were (OVS translates the peer's part as a clone). Limits:
+    /// a translation error in the peer's part drops the whole packet here (OVS keeps what was
+    /// output before it); the datapath's NAT state is carried over as it is.
+    fn patch(
+        &mut self,
+        pkt: &Packet,
+        a: &Action,
+        (port, peer): (u32, u32),
+        depth: usize,
+        ops: &mut Vec<Op>,
+    ) -> Control {
+        let op = |step, action_set, effect| Op::Patch {
+            action: a.clone(),
+            port,
+            peer,
+            step,
+            action_set,
+            effect,
+        };
+        if self.halted || !self.resources(depth) {
+            ops.push(op(None, Vec::new(), self.refusal()));
+            return Control::Stop;
+        }
+        let mut crossed = pkt.clone();
+        crossed.set(Field::InPort, u128::from(peer));
+        let reset = [Field::Metadata, Field::TunId, Field::TunSrc, Field::TunDst]
+            .into_iter()
+            .chain((0..openflow::field::N_REGS).map(Field::Reg))
+            .chain((0..openflow::field::N_TUN_METADATA).map(Field::TunMetadata));
+        for f in reset {
+            crossed.clear(f);
+        }
+        clear_conntrack(&mut crossed);
+        let saved = (
+            std::mem::take(&mut self.action_set),
+            self.table,
+            self.cookie,
+        );
+        let step = self.lookup(&mut crossed, 0, depth + 1);
+        let mut action_set = Vec::new();
+        if !self.halted && !self.action_set.slots.is_empty() {
+            let acts = self.action_set.actions();
+            action_set.push(Op::Instruction(format!(
+                "executing the peer's action set: {}",
+                acts.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )));
+            self.actions(&mut crossed, &acts, depth + 1, &mut action_set);
+        }
+        (self.action_set, self.table, self.cookie) = saved;
+        // A paused controller action in the peer's part stops only that part.
+        if self.run.error.is_none() {
+            self.halted = false;
+        }
+        let effect = format!(
+            "patch port {} to its peer {}: in again there at table 0, metadata, registers, \
+             tunnel and conntrack fields cleared",
+            openflow::field::port_name(port),
+            openflow::field::port_name(peer)
+        );
+        ops.push(op(Some(Box::new(step)), action_set, effect));
+        if self.halted {
+            Control::Stop
+        } else {
+            Control::Continue
+        }
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -26,6 +26,8 @@ pub struct FlowTables {
     /// Tunnel ports, with their `options:local_ip` if they have one.
     tunnel_ports: BTreeMap<u32, Option<Ipv4Addr>>,
     down_ports: BTreeSet<u32>,
+    /// Patch ports on this bridge, each with its peer (both ends are here).
+    patches: BTreeMap<u32, u32>,
 }
 
 /// The clauses of one conjunction matched at one priority: its `n` and the clause numbers.
@@ -222,6 +224,19 @@ impl FlowTables {
     pub fn with_tunnel_local_ip(mut self, port: u32, local_ip: Ipv4Addr) -> FlowTables {
         self.tunnel_ports.insert(port, Some(local_ip));
         self
+    }
+
+    /// Builder: `a` and `b` are a patch-port pair with both ends on this bridge: a packet output
+    /// to one comes back in at the other (see [`crate::sim`]).
+    pub fn with_patch_pair(mut self, a: u32, b: u32) -> FlowTables {
+        self.patches.insert(a, b);
+        self.patches.insert(b, a);
+        self
+    }
+
+    /// The peer of `port`, if it is one end of a patch-port pair on this bridge.
+    pub fn patch_peer(&self, port: u32) -> Option<u32> {
+        self.patches.get(&port).copied()
     }
 
     /// Builder: `port` is down (fast-failover and select groups skip buckets watching it).

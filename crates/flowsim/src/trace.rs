@@ -56,6 +56,22 @@ pub enum Op {
         /// How the buckets were chosen.
         effect: String,
     },
+    /// An output to a patch port whose peer is on this bridge: the packet comes back in at the
+    /// peer, in table 0, with what Open vSwitch resets when crossing a patch port reset.
+    Patch {
+        /// The output action.
+        action: Action,
+        /// The patch port output to.
+        port: u32,
+        /// Its peer, where the packet came back in.
+        peer: u32,
+        /// The lookup from table 0 (`None` when it was refused, see `effect`).
+        step: Option<Box<Step>>,
+        /// The action set of the peer's pipeline, executed at its end.
+        action_set: Vec<Op>,
+        /// A note: what was reset, or why the lookup was refused.
+        effect: String,
+    },
     /// `clear_actions`, `write_actions(...)`, `write_metadata`, or the start of the action set.
     Instruction(String),
 }
@@ -210,6 +226,14 @@ impl Trace {
             for op in ops {
                 match op {
                     Op::Resubmit { step: Some(s), .. } => walk(s, out),
+                    Op::Patch {
+                        step, action_set, ..
+                    } => {
+                        if let Some(s) = step {
+                            walk(s, out);
+                        }
+                        walk_ops(action_set, out);
+                    }
                     Op::Goto(s) => walk(s, out),
                     Op::Group { buckets, .. } => {
                         for (_, ops) in buckets {
@@ -311,6 +335,22 @@ impl<F: Fn(u64) -> Option<String>, G: Fn(u8) -> Option<String>> TraceDisplay<'_,
                     writeln!(f, "{pad}{action}  -> {effect}")?;
                     if let Some(s) = step {
                         self.step(f, s, depth + 1)?;
+                    }
+                }
+                Op::Patch {
+                    action,
+                    step,
+                    action_set,
+                    effect,
+                    ..
+                } => {
+                    writeln!(f, "{pad}{action}  -> {effect}")?;
+                    if let Some(s) = step {
+                        self.step(f, s, depth + 1)?;
+                    }
+                    if !action_set.is_empty() {
+                        writeln!(f, "{pad}{INDENT}action set:")?;
+                        self.ops(f, action_set, depth + 2)?;
                     }
                 }
                 // A goto continues the same chain: same indentation as the flow's table line.

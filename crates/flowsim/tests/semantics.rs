@@ -756,3 +756,46 @@ fn conntrack_icmpv6_echo_reply_is_established_reply() {
     sim.conntrack_mut().clear();
     assert!(sim.conntrack().connections().is_empty());
 }
+
+#[test]
+fn a_patch_port_leads_back_in_at_its_peer_with_what_ovs_resets_reset() {
+    // 5 and 6 are a patch pair on this bridge. From port 1: registers, metadata and a tunnel
+    // id set, a tag popped, an action set written, conntrack run, then out to 5.
+    let t = tables(&[
+        "table=0,priority=10,in_port=1,dl_vlan=7 actions=pop_vlan,load:0x2a->NXM_NX_REG3[],set_field:99->tun_id,write_metadata:0x5,goto_table:1",
+        "table=1,priority=10,ip actions=write_actions(output:4),ct(zone=3,table=2)",
+        "table=2,priority=10,ct_state=+trk actions=output:5,output:3",
+        // In again at 6: everything reset, a fresh action set; it leaves tagged to 2.
+        "table=0,priority=10,in_port=6,reg3=0,metadata=0,tun_id=0,ct_state=-trk,vlan_tci=0/0x1fff actions=push_vlan:0x8100,set_field:4196->vlan_vid,write_actions(output:2)",
+        "table=0,priority=5,in_port=6 actions=output:9",
+    ])
+    .with_patch_pair(5, 6);
+    let tr = trace(&t, 1, icmp("10.0.0.1", "10.0.0.2").with_vlan(7, 0));
+    // The first pass ends with its action set (output:4); after the recirculation the peer's
+    // part sends to 2, tagged 100, from its own action set, then the caller goes on with its
+    // packet (untagged) to 3.
+    assert_eq!(tr.verdict.ports(), [4, 2, 3], "{tr}");
+    assert_eq!(tr.verdict.outputs[1].packet.vlans()[0].vid, 100, "{tr}");
+    assert!(tr.verdict.outputs[2].packet.vlans().is_empty(), "{tr}");
+    let shown = tr.to_string();
+    assert!(shown.contains("patch port 5 to its peer 6"), "{shown}");
+    assert!(
+        tr.steps().iter().any(|s| s.table == 0
+            && s.flow
+                .as_ref()
+                .is_some_and(|f| f.priority == 10 && f.instructions.apply.len() == 2)),
+        "{shown}"
+    );
+    // Output to the patch port the packet came in at is skipped, as for any port.
+    let t = tables(&["table=0,priority=10,in_port=5 actions=output:5"]).with_patch_pair(5, 6);
+    let tr = trace(&t, 5, icmp("10.0.0.1", "10.0.0.2"));
+    assert!(tr.verdict.is_drop(), "{tr}");
+    // A pair that outputs to itself forever runs out of depth, as OVS' translation does.
+    let t = tables(&[
+        "table=0,priority=10,in_port=5 actions=output:6",
+        "table=0,priority=10,in_port=6 actions=output:5",
+    ])
+    .with_patch_pair(5, 6);
+    let tr = trace(&t, 5, icmp("10.0.0.1", "10.0.0.2"));
+    assert_eq!(tr.verdict.drop, Some(DropReason::ResubmitDepth), "{tr}");
+}

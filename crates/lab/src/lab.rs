@@ -27,6 +27,7 @@ mod attrs;
 pub(crate) mod control;
 mod floating;
 mod guest;
+pub(crate) mod kubernetes;
 mod lbaas;
 mod physical;
 mod routers;
@@ -34,6 +35,9 @@ mod secgroups;
 mod serve;
 mod sfc;
 mod subnets;
+mod trunks;
+
+pub use kubernetes::{KubeState, PodState, Relay, cni_run, sibling};
 
 use attrs::{
     has_fixed_ips, network_attrs, network_update, port_groups, port_pairs, segment_of,
@@ -314,6 +318,7 @@ impl Lab {
         self.ensure_servers(topo, changes)?;
         self.ensure_load_balancers(&api, topo, changes).await?;
         self.ensure_port_chains(&api, topo, changes).await?;
+        self.ensure_kubernetes(&api, topo, changes).await?;
         self.remove_groups(&api, topo, changes).await?;
         self.warm_underlay();
         for (name, net) in self.state.networks.clone() {
@@ -739,7 +744,8 @@ impl Lab {
         Ok(())
     }
 
-    /// Finds or creates the VM's port and makes its binding, fixed IPs, allowed address
+    /// Finds or creates the VM's port and makes its binding (with `bind`; a trunk's parent is
+    /// bound once its trunk exists, a subport where its parent is), fixed IPs, allowed address
     /// pairs, port security and security groups what `vm` asks for.
     #[allow(clippy::too_many_arguments)]
     async fn ensure_port(
@@ -750,6 +756,7 @@ impl Lab {
         net: &NetworkState,
         project: Option<&str>,
         device_id: &str,
+        bind: bool,
         changes: &mut Vec<String>,
     ) -> Result<Value> {
         let what = format!("port {}", vm.name);
@@ -793,15 +800,21 @@ impl Lab {
                 attrs["port_security_enabled"] = false.into();
             }
             attrs["security_groups"] = groups.into();
+            if device_id.is_empty() {
+                // A subport: the trunk gives it its owner.
+                attrs.as_object_mut().map(|a| a.remove("device_owner"));
+            }
             let created = api.create("ports", "port", project, attrs).await?;
             let id = text(&created, "id").to_owned();
-            let binding = json!({ "binding:host_id": vm.chassis });
-            let p = api.update("ports", "port", &id, binding).await?;
             self.changed(changes, &what, &format!("created ({id})"));
-            return Ok(p);
+            if !bind {
+                return Ok(created);
+            }
+            let binding = json!({ "binding:host_id": vm.chassis });
+            return api.update("ports", "port", &id, binding).await;
         };
         let mut update = serde_json::Map::new();
-        if text(&port, "binding:host_id") != vm.chassis {
+        if bind && text(&port, "binding:host_id") != vm.chassis {
             update.insert("binding:host_id".into(), vm.chassis.clone().into());
         }
         if let Some(f) = fixed_ips
@@ -924,10 +937,22 @@ impl Lab {
             vm
         };
         let port = self
-            .ensure_port(api, vm, spec, &net, project.as_deref(), &vm.name, changes)
+            .ensure_port(
+                api,
+                vm,
+                spec,
+                &net,
+                project.as_deref(),
+                &vm.name,
+                !topo.is_trunk_parent(vm),
+                changes,
+            )
             .await?;
         let sf = self
             .ensure_egress_port(api, topo, vm, project.as_deref(), changes)
+            .await?;
+        let trunk = self
+            .ensure_trunk(api, topo, vm, &port, project.as_deref(), changes)
             .await?;
         let want = self.vm_state(vm, &net, &port, project);
         if want.addresses.is_empty() {
@@ -936,7 +961,10 @@ impl Lab {
                 want.port_id
             )));
         }
-        if self.vm_healthy(&vm.name, &want) && self.sf_healthy(&vm.name, sf.as_ref()) {
+        if self.vm_healthy(&vm.name, &want)
+            && self.sf_healthy(&vm.name, sf.as_ref())
+            && self.trunk_healthy(&vm.name, trunk.as_ref())
+        {
             if !self.vms.contains_key(&vm.name) {
                 let h = Host::adopt(Netns::adopt(&want.netns)?, &want.tap)?;
                 self.vms.insert(vm.name.clone(), h);
@@ -960,8 +988,14 @@ impl Lab {
         let ns = Netns::create_named(&want.netns)?;
         let client =
             Client::connect(&Endpoint::Unix(ch.db_socket()), ClientOptions::default()).await?;
-        let host = match &sf {
-            Some(sf) => {
+        let host = match (&sf, &trunk) {
+            (_, Some(trunk)) => {
+                let host = trunks::wire(ch, ns, &want, trunk)?;
+                chassis::plug_vif(&client, BR_INT, &want.tap, &want.port_id, Some(&want.mac))
+                    .await?;
+                host
+            }
+            (Some(sf), None) => {
                 let host = sfc::wire(ch, ns, &want, sf)?;
                 chassis::plug_vif(&client, BR_INT, &want.tap, &want.port_id, Some(&want.mac))
                     .await?;
@@ -975,7 +1009,7 @@ impl Lab {
                 .await?;
                 host
             }
-            None => {
+            (None, None) => {
                 guest::prepare(&ns, &want)?;
                 let host = Host::create_in(ch, ns, &want.tap, &guest::host_opts(&want))?;
                 guest::configure(&host, &want)?;
@@ -987,6 +1021,24 @@ impl Lab {
         };
         self.vms.insert(vm.name.clone(), host);
         let status = match &sf {
+            None if let Some(t) = &trunk => format!(
+                "wired as a trunk ({} {} untagged on {}{}; on {}, {})",
+                want.addresses.join(" "),
+                want.mac,
+                trunks::PARENT_IF,
+                t.subports
+                    .iter()
+                    .map(|s| format!(
+                        ", VLAN {} {} {} on {}",
+                        s.vlan,
+                        s.addresses.join(" "),
+                        s.mac,
+                        trunks::subport_if(s.vlan)
+                    ))
+                    .collect::<String>(),
+                want.chassis,
+                want.netns
+            ),
             Some(sf) => format!(
                 "wired as a service function (ingress {} {}, egress {} {}, bridged by {} on {}, \
                  {})",
@@ -1010,6 +1062,10 @@ impl Lab {
         if let Some(sf) = sf {
             self.state.service_functions.insert(vm.name.clone(), sf);
         }
+        match trunk {
+            Some(t) => self.state.trunks.insert(vm.name.clone(), t),
+            None => self.state.trunks.remove(&vm.name),
+        };
         self.changed(changes, &what, &status);
         Ok(())
     }
@@ -1034,6 +1090,13 @@ impl Lab {
     }
 
     async fn remove_vm(&mut self, api: &Neutron, name: &str) -> Result<()> {
+        if let (Some(vm), Some(trunk)) = (
+            self.state.vms.get(name).cloned(),
+            self.state.trunks.get(name).cloned(),
+        ) {
+            self.remove_trunk(api, &vm.port_id, &trunk, false).await?;
+            self.state.trunks.remove(name);
+        }
         if let Some(port) = self.state.vms.get(name).map(|v| v.port_id.clone()) {
             api.delete("ports", &port).await?;
         }
@@ -1097,8 +1160,9 @@ impl Lab {
     }
 
     /// Runs `args` in the namespace of VM, chassis, external host or physical segment `host`
-    /// (for a chassis or a segment with `OVS_RUNDIR` set, so `ovs-vsctl`, `ovs-ofctl` and
-    /// `ovs-appctl` find its OVS) and returns its output, whatever its exit status.
+    /// (for a chassis, a segment or a trunk VM with `OVS_RUNDIR` set, so `ovs-vsctl`,
+    /// `ovs-ofctl` and `ovs-appctl` find its OVS) and returns its output, whatever its exit
+    /// status.
     pub fn exec(&self, host: &str, args: &[&str]) -> Result<Output> {
         let mut cmd = exec_command(&self.name, host)?;
         cmd.args(args);
@@ -1203,7 +1267,8 @@ fn iface_id(ch: &Chassis, tap: &str) -> Option<String> {
 }
 
 /// A command prefix that runs in the namespace of VM, chassis, external host or physical
-/// segment `host` of lab `lab` (with `OVS_RUNDIR` set for a chassis or a segment).
+/// segment `host` of lab `lab` (with `OVS_RUNDIR` set for a chassis or a segment, and for a
+/// trunk VM its own Open vSwitch's).
 pub fn exec_command(lab: &str, host: &str) -> Result<Command> {
     names::check_lab_name(lab)?;
     let ns = host_netns(lab, host);
@@ -1228,8 +1293,12 @@ pub fn exec_command(lab: &str, host: &str) -> Result<Command> {
     }
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", &ns]);
-    let rundir = names::state_dir(lab).join(host);
-    if rundir.join("db.sock").exists() {
+    // A chassis' or segment's Open vSwitch, or a trunk VM's own (`<vm>.ovs`).
+    let dir = names::state_dir(lab);
+    if let Some(rundir) = [dir.join(host), dir.join(format!("{host}.ovs"))]
+        .into_iter()
+        .find(|d| d.join("db.sock").exists())
+    {
         cmd.arg("env")
             .arg(format!("OVS_RUNDIR={}", rundir.display()));
     }
@@ -1250,9 +1319,10 @@ pub fn down(name: &str, progress: bool) -> Result<Vec<String>> {
     if let Ok(rd) = std::fs::read_dir(&dir) {
         let mut entries: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
         entries.sort();
-        // The VMs' tiny servers and the agents first, then the servers, the etcd members, then
+        // The VMs' (and pods') tiny servers, the Kubernetes controller and the agents first, then
+        // the Kubernetes API server, the servers, the etcd members, then
         // each chassis' vswitchd and ovsdb-server.
-        for kind in ["serve-", "agent-", "server-", "etcd-"] {
+        for kind in ["serve-", "k8s-", "agent-", "kube-", "server-", "etcd-"] {
             pidfiles.extend(
                 entries
                     .iter()

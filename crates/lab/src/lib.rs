@@ -64,6 +64,15 @@
 //! as they were; otherwise it is made again, and one the file no longer has is deleted (chain,
 //! then groups, then pairs and classifiers) before the VMs are brought in line.
 //!
+//! Trunk ports (VLAN-aware VMs): a VM with `subports = [...]` gets a port per subport
+//! (`<vm>.<vlan>`, bound by the server where its parent is) and a trunk (Neutron's trunk
+//! extension) on its own port with them; its port is bound once the trunk exists. The kernels
+//! here have no 802.1Q support, so the VM tags with an Open vSwitch of its own (its own
+//! `ovsdb-server` and `ovs-vswitchd` in the VM's namespace, run directory `<vm>.ovs` in the lab's
+//! directory): bridge `br-trunk` with `eth0` as its trunk port, the VM's own addresses and routes
+//! untagged on the internal port `vm0`, each subport's MAC and addresses on the internal port
+//! `vlan<id>` (`tag=<id>`). `up` again adds and removes subports to match the file.
+//!
 //! # Topology file (TOML)
 //!
 //! ```toml
@@ -176,6 +185,13 @@
 //!                                # (`br0`); mpls: MPLS-aware (port pair correlation mpls,
 //!                                # default none). Not with security_groups, extra_addresses,
 //!                                # serve, forwarding
+//! subports = [{ network = "net2", vlan = 101 }, { network = "net3", vlan = 102,
+//!   ip = "10.3.0.5", security_groups = ["ssh"], port_security = true }]
+//!                                # optional: the VM's port is a trunk's parent with these
+//!                                # subports (VLAN 1-4094, each once; ip, security_groups,
+//!                                # port_security as for the VM's own port), tagged inside the
+//!                                # VM on `vlan<id>`, its own addresses on `vm0`. Not with sf,
+//!                                # ipv6 = "slaac", extra_addresses
 //!
 //! [[port_chain]]                 # zero or more, through networking-sfc's API (/v2.0/sfc/)
 //! name = "web"                   # unique; [A-Za-z0-9._-]
@@ -282,7 +298,7 @@ mod topology;
 pub use capture::Capture;
 pub use cli::{LabCommand, run};
 pub use error::{Error, Result};
-pub use lab::{Lab, LabOptions, down, exec_command};
+pub use lab::{KubeState, Lab, LabOptions, PodState, Relay, cni_run, down, exec_command, sibling};
 pub use state::{
     ChassisState, EtcdMemberState, ExternalState, FloatingIpState, GroupState, ListenerState,
     LoadBalancerState, NetworkState, PhysicalState, RouterGatewayState, RouterState, SegmentState,
@@ -298,3 +314,7 @@ pub use topology::{
     ServeSpec, ServerSpec, StoreKind, SubnetSpec, Topology, UnderlaySpec, VmSpec,
 };
 pub use topology::{ClassifierSpec, Correlation, PortChainSpec, SfSpec, egress_port_name};
+pub use topology::{
+    ContainerPortSpec, KubeServiceSpec, KubernetesSpec, NetworkPolicySpec, PodSpec,
+    ServicePortSpec, TargetPort,
+};

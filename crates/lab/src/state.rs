@@ -67,6 +67,37 @@ pub struct State {
     /// Port chains by name, with the port pairs, groups and classifiers made for them.
     #[serde(default)]
     pub port_chains: BTreeMap<String, PortChainState>,
+    /// The trunks of VMs with subports, by VM name (the parent port is the VM's, in `vms`).
+    #[serde(default)]
+    pub trunks: BTreeMap<String, TrunkState>,
+}
+
+/// A VM's trunk: the trunk, its subports, and the Open vSwitch inside the VM that tags them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrunkState {
+    /// The trunk's API id.
+    pub trunk_id: String,
+    /// The subports, in the file's order.
+    pub subports: Vec<SubportState>,
+    /// The run directory of the VM's Open vSwitch.
+    pub rundir: PathBuf,
+}
+
+/// A subport as the VM carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubportState {
+    /// The subport port's API id.
+    pub port_id: String,
+    /// Its network's name.
+    pub network: String,
+    /// The VLAN id that carries it.
+    pub vlan: u16,
+    /// Its MAC (the port's).
+    pub mac: String,
+    /// Its addresses with prefix length (the port's fixed IPs).
+    pub addresses: Vec<String>,
+    /// Its network's MTU.
+    pub mtu: u32,
 }
 
 /// A service-function VM's second port and its bridge.

@@ -388,6 +388,9 @@ impl fmt::Display for Status {
                 writeln!(f, "  classifier {:<10} {}  id {}", fc.name, fc.label, fc.id)?;
             }
         }
+        for line in crate::lab::kubernetes::status_lines(&self.dir, &names::marker(&s.name)) {
+            writeln!(f, "{line}")?;
+        }
         Ok(())
     }
 }

@@ -8,14 +8,21 @@ use std::path::Path;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
+mod kubernetes;
 mod lbaas;
 mod sfc;
+mod trunks;
 
+pub use kubernetes::{
+    ContainerPortSpec, KubeServiceSpec, KubernetesSpec, NetworkPolicySpec, PodSpec,
+    ServicePortSpec, TargetPort,
+};
 pub use lbaas::{
     LbAlgorithm, LbProtocol, ListenerSpec, LoadBalancerSpec, MemberSpec, MonitorSpec, MonitorType,
     Persistence, ServeProtocol, ServeSpec,
 };
 pub use sfc::{ClassifierSpec, Correlation, PortChainSpec, SfSpec, egress_port_name};
+pub use trunks::{SubportSpec, subport_port_name};
 
 use crate::names::{self, CHASSIS_MAX, EXTERNAL_MAX, PHYSICAL_MAX, PHYSICAL_RESERVED, VM_MAX};
 use crate::{Error, Result};
@@ -65,6 +72,8 @@ pub struct Topology {
     /// Port chains (networking-sfc's API) through the service-function VMs.
     #[serde(default, rename = "port_chain")]
     pub port_chains: Vec<PortChainSpec>,
+    /// A Kubernetes cluster: its nodes, pods, services and network policies.
+    pub kubernetes: Option<KubernetesSpec>,
 }
 
 /// `[server]`.
@@ -688,6 +697,11 @@ pub struct VmSpec {
     /// Makes the VM a service function (`sf = { network = "net2", mpls = false }`): a second
     /// port, the egress, and the two bridged inside the VM; see [`SfSpec`].
     pub sf: Option<SfSpec>,
+    /// Makes the VM's port the parent of a trunk with these subports
+    /// (`subports = [{ network = "net2", vlan = 101 }]`), tagged inside the VM; see
+    /// [`SubportSpec`].
+    #[serde(default)]
+    pub subports: Vec<SubportSpec>,
 }
 
 fn yes() -> bool {
@@ -994,7 +1008,9 @@ impl Topology {
             self.validate_vm(v)?;
             lbaas::validate_serve(v)?;
             sfc::validate_sf(self, v)?;
+            trunks::validate_subports(self, v)?;
         }
+        kubernetes::validate(self)?;
         let mut routers = BTreeSet::new();
         for r in &self.routers {
             check_api_name("router", &r.name)?;
@@ -1061,6 +1077,12 @@ impl Topology {
         for v in &self.vms {
             if let Some(ip) = v.ip {
                 claim(&v.network, ip, format!("vm {}", v.name))?;
+            }
+            for s in &v.subports {
+                if let Some(ip) = s.ip {
+                    let who = format!("subport {}", subport_port_name(&v.name, s.vlan));
+                    claim(&s.network, ip, who)?;
+                }
             }
         }
         for f in &self.floating_ips {
@@ -1655,6 +1677,7 @@ rules = [
             include_str!("../../../examples/outside.toml"),
             include_str!("../../../examples/loadbalancer.toml"),
             include_str!("../../../examples/chain.toml"),
+            include_str!("../../../examples/trunk.toml"),
         ] {
             parse(example).unwrap();
         }

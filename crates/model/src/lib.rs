@@ -5,7 +5,8 @@
 //! generically (unknown attributes, read-only attributes, types, defaults), and resource handlers add
 //! the semantics (IPAM, routers, ...). Objects travel as JSON objects in exactly the shape the API shows.
 //! [`lbaas`] holds the Octavia (load balancer) resources' maps, in Octavia's terms; [`sfc`] those of
-//! service function chaining (networking-sfc). [`quotas`] lists the resources Neutron's quotas limit, with their default limits; [`shape`]
+//! service function chaining (networking-sfc); [`trunks`] the trunk extension's (VLAN-aware VMs),
+//! with the trunk the datapath reads from a parent port. [`quotas`] lists the resources Neutron's quotas limit, with their default limits; [`shape`]
 //! describes what each validator accepts, for descriptions of the API.
 
 pub mod lbaas;
@@ -13,6 +14,7 @@ pub mod quotas;
 pub mod resources;
 pub mod sfc;
 pub mod shape;
+pub mod trunks;
 pub mod validate;
 
 pub use resources::{Attr, Default, ResourceDef, resource_by_path};

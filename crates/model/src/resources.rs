@@ -340,6 +340,7 @@ pub static ALL: &[&ResourceDef] = &[
     &ADDRESS_GROUP,
     &ROUTER,
     &FLOATING_IP,
+    &crate::trunks::TRUNK,
 ];
 
 /// The resource served under a URL segment (`security-groups`).

@@ -56,6 +56,10 @@ pub const PORT_PAIR_GROUPS: &str = "/r/port_pair_groups/";
 pub const FLOW_CLASSIFIERS: &str = "/r/flow_classifiers/";
 /// Port chains: `/r/port_chains/<id>`.
 pub const PORT_CHAINS: &str = "/r/port_chains/";
+/// Trunks (VLAN-aware VMs): `/r/trunks/<id>`, the trunk as the API shows it (`port_id`: the
+/// parent port, `sub_ports`: each subport's `port_id`, `segmentation_type`, `segmentation_id`),
+/// plus the internal field `_network_ids`: the networks of its parent and subports.
+pub const TRUNKS: &str = "/r/trunks/";
 /// What a chassis is (tunnel IP, encapsulations): `/chassis/<id>`.
 pub const CHASSIS: &str = "/chassis/";
 /// That a chassis is alive, on a store lease: `/chassis-up/<id>`.
@@ -81,12 +85,13 @@ pub enum Kind {
     PortPairGroup,
     FlowClassifier,
     PortChain,
+    Trunk,
     Chassis,
     ChassisUp,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 19] = [
+    pub const ALL: [Kind; 20] = [
         Kind::Network,
         Kind::Subnet,
         Kind::Port,
@@ -104,6 +109,7 @@ impl Kind {
         Kind::PortPairGroup,
         Kind::FlowClassifier,
         Kind::PortChain,
+        Kind::Trunk,
         Kind::Chassis,
         Kind::ChassisUp,
     ];
@@ -128,6 +134,7 @@ impl Kind {
             Kind::PortPairGroup => PORT_PAIR_GROUPS,
             Kind::FlowClassifier => FLOW_CLASSIFIERS,
             Kind::PortChain => PORT_CHAINS,
+            Kind::Trunk => TRUNKS,
             Kind::Chassis => CHASSIS,
             Kind::ChassisUp => CHASSIS_UP,
         }
@@ -258,7 +265,8 @@ impl Topics {
     /// port by its `network_id`, its `device_id` (a router), any of its `security_groups` or its
     /// `binding:host_id` (the chassis); a load balancer by its `vip_network_id`, its listeners,
     /// pools, members and monitors by their load balancer's (`_vip_network_id`); a port pair, port
-    /// pair group, flow classifier or port chain by any of the networks it touches (`_network_ids`).
+    /// pair group, flow classifier, port chain or trunk by any of the networks it touches
+    /// (`_network_ids`).
     pub fn wants(&self, key: &str, value: Option<&Value>) -> bool {
         let Some((kind, id)) = parse(key) else {
             return false;
@@ -294,7 +302,11 @@ impl Topics {
             Kind::Listener | Kind::Pool | Kind::Member | Kind::HealthMonitor => {
                 field("_vip_network_id").is_some_and(|n| self.networks.contains(n))
             }
-            Kind::PortPair | Kind::PortPairGroup | Kind::FlowClassifier | Kind::PortChain => value
+            Kind::PortPair
+            | Kind::PortPairGroup
+            | Kind::FlowClassifier
+            | Kind::PortChain
+            | Kind::Trunk => value
                 .get("_network_ids")
                 .and_then(Value::as_array)
                 .into_iter()
@@ -419,7 +431,13 @@ mod tests {
     fn sfc_objects_follow_the_networks_they_touch() {
         let t = topics(&["n1"], &[], None);
         let chain = json!({"id": "c", "_network_ids": ["n0", "n1"]});
-        for prefix in [PORT_PAIRS, PORT_PAIR_GROUPS, FLOW_CLASSIFIERS, PORT_CHAINS] {
+        for prefix in [
+            PORT_PAIRS,
+            PORT_PAIR_GROUPS,
+            FLOW_CLASSIFIERS,
+            PORT_CHAINS,
+            TRUNKS,
+        ] {
             let key = format!("{prefix}c");
             assert!(t.wants(&key, Some(&chain)), "{key}");
             assert!(!t.wants(&key, Some(&json!({"_network_ids": ["n2"]}))));

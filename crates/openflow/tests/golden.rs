@@ -41,9 +41,7 @@ fn report(failures: Vec<String>, n: usize) {
 
 #[test]
 fn flow_mods_match_ofctl() {
-    if !common::have_ofctl("flow_mods_match_ofctl") {
-        return;
-    }
+    common::require_ofctl("flow_mods_match_ofctl");
     let mut failures = Vec::new();
     let mut n = 0;
     for (i, text) in common::cases::FLOWS.iter().enumerate() {
@@ -513,9 +511,7 @@ pub fn sample_messages() -> Vec<(Message, Option<usize>)> {
 
 #[test]
 fn messages_match_ofctl() {
-    if !common::have_ofctl("messages_match_ofctl") {
-        return;
-    }
+    common::require_ofctl("messages_match_ofctl");
     let mut failures = Vec::new();
     let msgs = sample_messages();
     for (i, (m, lines)) in msgs.iter().enumerate() {

@@ -27,6 +27,8 @@ pub enum Owner {
     Member(String),
     /// A service function chain (its classification and steering).
     PortChain(String),
+    /// A trunk (its subports' VLANs on the parent's VIF).
+    Trunk(String),
 }
 
 /// The cookie of flows added by the switch's `learn` actions (learned neighbours).
@@ -72,6 +74,7 @@ impl Owner {
             Owner::Listener(_) => 0x09,
             Owner::Member(_) => 0x0a,
             Owner::PortChain(_) => 0x0b,
+            Owner::Trunk(_) => 0x0c,
         }
     }
 
@@ -88,7 +91,8 @@ impl Owner {
             | Owner::LoadBalancer(id)
             | Owner::Listener(id)
             | Owner::Member(id)
-            | Owner::PortChain(id) => id,
+            | Owner::PortChain(id)
+            | Owner::Trunk(id) => id,
         }
     }
 
@@ -106,6 +110,7 @@ impl Owner {
             Owner::Listener(_) => "listener",
             Owner::Member(_) => "pool member",
             Owner::PortChain(_) => "port chain",
+            Owner::Trunk(_) => "trunk",
         }
     }
 
@@ -128,7 +133,7 @@ impl Owner {
 
     /// Whether a cookie is one of ours at all (anything else on the bridge is foreign).
     pub fn is_ours(cookie: u64) -> bool {
-        matches!(cookie >> KIND_SHIFT, 0x01..=0x0b)
+        matches!(cookie >> KIND_SHIFT, 0x01..=0x0c)
     }
 }
 

@@ -11,7 +11,7 @@ use openflow::message::Group;
 use crate::model::{
     AddressGroup, Chassis, FloatingIp, FlowClassifier, HealthMonitor, Kind, Listener, LoadBalancer,
     Member, Network, Physical, Pool, Port, PortChain, PortPair, PortPairGroup, Router,
-    SecurityGroup, SgRule, Subnet, Topology,
+    SecurityGroup, SgRule, Subnet, Topology, Trunk,
 };
 
 /// How a carried network's frames leave the chassis.
@@ -72,8 +72,13 @@ pub enum Dep {
     PortPairGroup(String),
     FlowClassifier(String),
     PortChain(String),
+    Trunk(String),
+    /// The trunks naming a port (as their parent or a subport).
+    TrunksNaming(String),
     /// The local OpenFlow port of a port's VIF.
     Vif(String),
+    /// The local OpenFlow port of the inner end of a subport's patch pair.
+    Inner(String),
     /// The local tunnel port.
     Tunnel,
     /// The local patch port to a physical network's bridge.
@@ -108,7 +113,8 @@ impl Dep {
             Dep::PortPairGroup(_) => Kind::PortPairGroup,
             Dep::FlowClassifier(_) => Kind::FlowClassifier,
             Dep::PortChain(_) => Kind::PortChain,
-            Dep::Vif(_) | Dep::Tunnel | Dep::Patch(_) => return None,
+            Dep::Trunk(_) | Dep::TrunksNaming(_) => Kind::Trunk,
+            Dep::Vif(_) | Dep::Inner(_) | Dep::Tunnel | Dep::Patch(_) => return None,
         })
     }
 }
@@ -296,6 +302,26 @@ impl<'t> Ctx<'t> {
     pub fn port_chain(&mut self, id: &str) -> Option<&'t PortChain> {
         self.read(Dep::PortChain(id.to_string()));
         self.topo.port_chains.get(id)
+    }
+
+    pub fn trunk(&mut self, id: &str) -> Option<&'t Trunk> {
+        self.read(Dep::Trunk(id.to_string()));
+        self.topo.trunks.get(id)
+    }
+
+    /// Whether `trunk` alone names `port` (as its parent or a subport).
+    pub fn sole_trunk(&mut self, port: &str, trunk: &str) -> bool {
+        self.read(Dep::TrunksNaming(port.to_string()));
+        let mut naming = self.topo.trunks_naming(port);
+        naming.next().is_some_and(|t| t.id == trunk) && naming.next().is_none()
+    }
+
+    /// The OpenFlow port of the inner end of a local subport's patch pair, if it alone claims
+    /// it (as [`Ctx::ofport`]).
+    pub fn inner_port(&mut self, subport: &str) -> Option<u32> {
+        self.read(Dep::Inner(subport.to_string()));
+        self.read(Dep::Tunnel);
+        self.topo.local.inner_port(subport)
     }
 
     /// The members of `pool`, in id order.

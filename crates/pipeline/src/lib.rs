@@ -16,6 +16,7 @@ pub mod cookie;
 pub mod deps;
 pub mod model;
 pub mod tables;
+pub mod trunks;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -43,6 +44,9 @@ pub enum Input {
     /// The patch port to the bridge of a physical network has this OpenFlow port (`None`: the
     /// chassis does not reach that physical network).
     Patch(String, Option<u32>),
+    /// The inner end of the patch pair of the subport with this id has this OpenFlow port
+    /// (`None`: gone).
+    Inner(String, Option<u32>),
 }
 
 /// What changed in the desired flows. Extending a delta with a later one costs the size of the
@@ -229,6 +233,11 @@ fn touched(obj: &Object, deps: &mut Vec<Dep>, owners: &mut Vec<Owner>) {
             deps.push(Dep::PortChain(o.id.clone()));
             owners.push(Owner::PortChain(o.id.clone()));
         }
+        Object::Trunk(o) => {
+            deps.push(Dep::Trunk(o.id.clone()));
+            deps.extend(o.ports().map(|p| Dep::TrunksNaming(p.to_string())));
+            owners.push(Owner::Trunk(o.id.clone()));
+        }
         Object::Chassis(c) => {
             deps.push(Dep::Chassis(c.id.clone()));
             deps.push(Dep::AllChassis);
@@ -386,6 +395,10 @@ impl Pipeline {
                 let c = topo.port_chains.get(id)?;
                 format!("port chain {id}{} (chain id {})", named(&c.name), c.number)
             }
+            Owner::Trunk(id) => {
+                let t = topo.trunks.get(id)?;
+                format!("trunk {id}{} of parent port {}", named(&t.name), t.parent)
+            }
             Owner::FloatingIp(id) => {
                 let f = topo.floating_ips.get(id)?;
                 match &f.target {
@@ -436,6 +449,7 @@ impl Pipeline {
                     .keys()
                     .map(|id| Owner::PortChain(id.clone())),
             )
+            .chain(topo.trunks.keys().map(|id| Owner::Trunk(id.clone())))
             .chain(
                 topo.ports
                     .values()
@@ -502,10 +516,14 @@ impl Pipeline {
                 let old = self.topo.local.set_vif(&iface, ofport);
                 if old != ofport {
                     changed.push(Dep::Vif(iface));
-                    // Other VIFs sharing the old or the new number gain or lose their claim.
-                    for o in [old, ofport].into_iter().flatten() {
-                        changed.extend(self.topo.local.claimants(o).cloned().map(Dep::Vif));
-                    }
+                    self.claims_moved(old, ofport, &mut changed);
+                }
+            }
+            Input::Inner(subport, ofport) => {
+                let old = self.topo.local.set_inner(&subport, ofport);
+                if old != ofport {
+                    changed.push(Dep::Inner(subport));
+                    self.claims_moved(old, ofport, &mut changed);
                 }
             }
             Input::Tunnel(ofport) => {
@@ -535,6 +553,15 @@ impl Pipeline {
             self.recompute(slot, &mut delta);
         }
         delta
+    }
+
+    /// The VIFs and inner ends sharing a number a claim moved from or to gain or lose theirs.
+    fn claims_moved(&self, old: Option<u32>, new: Option<u32>, changed: &mut Vec<Dep>) {
+        let local = &self.topo.local;
+        for o in [old, new].into_iter().flatten() {
+            changed.extend(local.claimants(o).cloned().map(Dep::Vif));
+            changed.extend(local.inner_claimants(o).cloned().map(Dep::Inner));
+        }
     }
 
     /// Replaces a slot's groups, noting in `delta` the groups whose desired state changed. (Two
@@ -575,6 +602,7 @@ impl Pipeline {
             Owner::Listener(id) => topo.listeners.contains_key(id),
             Owner::Member(id) => topo.members.contains_key(id),
             Owner::PortChain(id) => topo.port_chains.contains_key(id),
+            Owner::Trunk(id) => topo.trunks.contains_key(id),
         }
     }
 

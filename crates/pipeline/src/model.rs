@@ -11,6 +11,7 @@ pub use crate::balancers::{
     Health, HealthMonitor, Listener, LoadBalancer, Member, MonitorKind, Pool,
 };
 pub use crate::chains::{FlowClassifier, PortChain, PortPair, PortPairGroup};
+pub use crate::trunks::{Subport, Trunk};
 
 /// A MAC address as a number (the low 48 bits).
 pub type Mac = u64;
@@ -666,6 +667,7 @@ pub struct Topology {
     pub port_pair_groups: BTreeMap<String, PortPairGroup>,
     pub flow_classifiers: BTreeMap<String, FlowClassifier>,
     pub port_chains: BTreeMap<String, PortChain>,
+    pub trunks: BTreeMap<String, Trunk>,
     /// Registered chassis.
     pub chassis: BTreeMap<String, Chassis>,
     /// Chassis whose liveness lease is current.
@@ -689,6 +691,8 @@ pub struct Topology {
     members_of: BTreeMap<String, BTreeSet<String>>,
     /// Floating IPs by the port they forward to.
     fips_of: BTreeMap<String, BTreeSet<String>>,
+    /// Trunks by the ports they name (parent and subports).
+    trunks_naming: BTreeMap<String, BTreeSet<String>>,
 }
 
 /// What a chassis follows of the northbound topology ([`Topology::needs`]).
@@ -722,6 +726,7 @@ pub enum Object {
     PortPairGroup(PortPairGroup),
     FlowClassifier(FlowClassifier),
     PortChain(PortChain),
+    Trunk(Trunk),
     Chassis(Chassis),
     /// A chassis whose liveness lease is current.
     ChassisUp(String),
@@ -752,6 +757,7 @@ impl Object {
             Kind::PortPairGroup => Object::PortPairGroup(PortPairGroup::from_json(v)?),
             Kind::FlowClassifier => Object::FlowClassifier(FlowClassifier::from_json(v)?),
             Kind::PortChain => Object::PortChain(PortChain::from_json(v)?),
+            Kind::Trunk => Object::Trunk(Trunk::from_json(v)?),
         };
         (obj.id() == id).then_some(obj)
     }
@@ -775,6 +781,7 @@ impl Object {
             Object::PortPairGroup(_) => Kind::PortPairGroup,
             Object::FlowClassifier(_) => Kind::FlowClassifier,
             Object::PortChain(_) => Kind::PortChain,
+            Object::Trunk(_) => Kind::Trunk,
             Object::Chassis(_) => Kind::Chassis,
             Object::ChassisUp(_) => Kind::ChassisUp,
         }
@@ -799,6 +806,7 @@ impl Object {
             Object::PortPairGroup(o) => &o.id,
             Object::FlowClassifier(o) => &o.id,
             Object::PortChain(o) => &o.id,
+            Object::Trunk(o) => &o.id,
             Object::Chassis(o) => &o.id,
             Object::ChassisUp(id) => id,
         }
@@ -907,6 +915,12 @@ impl Topology {
             Object::PortChain(o) => {
                 self.port_chains.insert(o.id.clone(), o);
             }
+            Object::Trunk(o) => {
+                for port in o.ports() {
+                    index(&mut self.trunks_naming, port, &o.id);
+                }
+                self.trunks.insert(o.id.clone(), o);
+            }
             Object::Chassis(c) => {
                 self.chassis.insert(c.id.clone(), c);
             }
@@ -990,6 +1004,13 @@ impl Topology {
             Kind::PortPairGroup => self.port_pair_groups.remove(id).map(Object::PortPairGroup),
             Kind::FlowClassifier => self.flow_classifiers.remove(id).map(Object::FlowClassifier),
             Kind::PortChain => self.port_chains.remove(id).map(Object::PortChain),
+            Kind::Trunk => {
+                let t = self.trunks.remove(id)?;
+                for port in t.ports() {
+                    unindex(&mut self.trunks_naming, port, id);
+                }
+                Some(Object::Trunk(t))
+            }
         }
     }
 
@@ -1243,6 +1264,16 @@ impl Topology {
             .max_by_key(|c| crate::cookie::fnv1a(&format!("{router} {}", c.id)))
     }
 
+    /// The trunks that name `port` (as their parent or a subport), in id order. One is the
+    /// API's rule; two are a passing state of the replica, while which neither gets flows.
+    pub fn trunks_naming<'a>(&'a self, port: &str) -> impl Iterator<Item = &'a Trunk> + 'a {
+        self.trunks_naming
+            .get(port)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.trunks.get(id))
+    }
+
     /// The interface ports of `router`, in id order.
     pub fn interfaces_of<'a>(&'a self, router: &str) -> impl Iterator<Item = &'a Port> + 'a {
         self.interfaces
@@ -1260,7 +1291,9 @@ pub struct Local {
     pub chassis: String,
     /// OpenFlow port of each local VIF, by `iface-id` (= port id).
     vifs: BTreeMap<String, u32>,
-    /// How many VIFs claim each OpenFlow port.
+    /// OpenFlow port of the inner end of each local subport's patch pair, by subport id.
+    inner: BTreeMap<String, u32>,
+    /// How many VIFs and inner ends claim each OpenFlow port.
     claims: BTreeMap<u32, usize>,
     /// OpenFlow port of the tunnel port used for overlay traffic.
     pub tunnel: Option<u32>,
@@ -1275,6 +1308,24 @@ impl Local {
             Some(o) => self.vifs.insert(port_id.to_owned(), o),
             None => self.vifs.remove(port_id),
         };
+        self.reclaim(old, ofport);
+        old
+    }
+
+    /// Sets (`None`: removes) the OpenFlow port of the inner end of `subport`'s patch pair;
+    /// returns the previous one. Inner ends and VIFs share one space of claims: a number two of
+    /// them claim belongs to neither.
+    pub fn set_inner(&mut self, subport: &str, ofport: Option<u32>) -> Option<u32> {
+        let old = match ofport {
+            Some(o) => self.inner.insert(subport.to_owned(), o),
+            None => self.inner.remove(subport),
+        };
+        self.reclaim(old, ofport);
+        old
+    }
+
+    /// Moves a claim from `old` to `new`.
+    fn reclaim(&mut self, old: Option<u32>, new: Option<u32>) {
         if let Some(o) = old
             && let Some(n) = self.claims.get_mut(&o)
         {
@@ -1283,10 +1334,39 @@ impl Local {
                 self.claims.remove(&o);
             }
         }
-        if let Some(o) = ofport {
+        if let Some(o) = new {
             *self.claims.entry(o).or_default() += 1;
         }
-        old
+    }
+
+    /// Whether `ofport` is one the pipeline may serve for a VIF or an inner end: claimed once,
+    /// not the tunnel's, below [`crate::tables::MAX_OFPORT`].
+    fn sole(&self, ofport: u32) -> bool {
+        self.claims.get(&ofport) == Some(&1)
+            && self.tunnel != Some(ofport)
+            && ofport < crate::tables::MAX_OFPORT
+    }
+
+    /// The OpenFlow port of the inner end of `subport`'s patch pair, if it alone claims it
+    /// (as [`Local::ofport`]).
+    pub fn inner_port(&self, subport: &str) -> Option<u32> {
+        let ofport = *self.inner.get(subport)?;
+        self.sole(ofport).then_some(ofport)
+    }
+
+    /// The subports whose inner ends claim `ofport`.
+    pub fn inner_claimants(&self, ofport: u32) -> impl Iterator<Item = &String> {
+        self.inner
+            .iter()
+            .filter(move |(_, o)| **o == ofport)
+            .map(|(id, _)| id)
+    }
+
+    /// The subport whose inner end alone claims `ofport`.
+    pub fn inner_at(&self, ofport: u32) -> Option<&String> {
+        self.inner_claimants(ofport)
+            .next()
+            .filter(|_| self.sole(ofport))
     }
 
     /// The OpenFlow port of `port_id`'s local VIF, if it has one that no other VIF (nor the
@@ -1295,17 +1375,15 @@ impl Local {
     /// so no packet is ever taken for the wrong port's.
     pub fn ofport(&self, port_id: &str) -> Option<u32> {
         let ofport = *self.vifs.get(port_id)?;
-        (self.claims.get(&ofport) == Some(&1)
-            && self.tunnel != Some(ofport)
-            && ofport < crate::tables::MAX_OFPORT)
-            .then_some(ofport)
+        self.sole(ofport).then_some(ofport)
     }
 
     /// The local VIF (by `iface-id`) that alone claims `ofport`.
     pub fn vif_at(&self, ofport: u32) -> Option<&String> {
-        let mut claimants = self.claimants(ofport);
-        let first = claimants.next()?;
-        claimants.next().is_none().then_some(first)
+        // One claim in all: no other VIF, nor a subport's inner end, has the number.
+        self.claimants(ofport)
+            .next()
+            .filter(|_| self.claims.get(&ofport) == Some(&1))
     }
 
     /// The local VIFs (by `iface-id`) that claim `ofport`.

@@ -312,6 +312,16 @@ pub const STAGES: [Stage; 27] = [
     },
 ];
 
+/// Apps that write into a stage another app owns, each at priorities above all of the owner's
+/// flows there: the trunks app takes a trunk parent's tagged frames, and its subports' frames on
+/// their way back, in [`INGRESS`] before the classifier would see them.
+pub const GUESTS: [(u8, &str); 1] = [(INGRESS, "trunks")];
+
+/// Whether `app` may write into `table`: it owns the stage, or is a guest there ([`GUESTS`]).
+pub fn writes(app: &str, table: u8) -> bool {
+    stage(table).is_some_and(|s| s.app == app) || GUESTS.contains(&(table, app))
+}
+
 /// The stage of `table`.
 pub fn stage(table: u8) -> Option<&'static Stage> {
     STAGES.iter().find(|s| s.table == table)

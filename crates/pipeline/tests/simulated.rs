@@ -266,6 +266,30 @@ fn port_security_disabled_lets_anything_through() {
 }
 
 #[test]
+fn tagged_frames_from_a_vif_are_dropped_with_or_without_port_security() {
+    let p = pipeline();
+    // A1's own addresses, but 802.1Q-tagged: a VIF is an access port, not a trunk.
+    let tagged =
+        Packet::echo_request(mac(A1.mac), mac(A2.mac), ip(A1.ip), ip(A2.ip)).with_vlan(5, 0);
+    let t = trace(&tables(&p), 10, tagged);
+    assert!(
+        t.verdict.ports().is_empty(),
+        "{}",
+        t.display(|c| p.describe_cookie(c))
+    );
+    let untagged = Packet::echo_request(mac(A1.mac), mac(A2.mac), ip(A1.ip), ip(A2.ip));
+    assert_eq!(trace(&tables(&p), 10, untagged).verdict.ports(), vec![11]);
+    let open =
+        Packet::echo_request(mac(OPEN.mac), mac(A1.mac), ip(OPEN.ip), ip(A1.ip)).with_vlan(5, 0);
+    let t = trace(&tables(&p), 13, open);
+    assert!(
+        t.verdict.ports().is_empty(),
+        "{}",
+        t.display(|c| p.describe_cookie(c))
+    );
+}
+
+#[test]
 fn the_arp_responder_answers_for_known_addresses() {
     let p = pipeline();
     let req = Packet::arp_request(mac(A1.mac), A1.ip.parse().unwrap(), A3.ip.parse().unwrap());

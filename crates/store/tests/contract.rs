@@ -9,7 +9,9 @@ use std::time::Duration;
 use store::{Event, SharedWatch, StoreError, Txn, TxnOutcome};
 use support::{Backend, collect_until, commit, expect_compacted};
 
-const WAIT: Duration = Duration::from_secs(10);
+/// A hang guard, not a time limit: how long a watch may take to deliver what it must before the
+/// test gives up (minutes: a loaded machine never trips it).
+const WAIT: Duration = Duration::from_secs(180);
 
 /// Instantiates each contract test once per backend.
 macro_rules! contract {
@@ -201,9 +203,18 @@ async fn watch_delivers_every_later_event_once_in_order(b: Backend) {
         .cloned()
         .collect();
     assert_eq!(got, want);
-    // Nothing more is pending.
-    let extra = tokio::time::timeout(Duration::from_millis(300), watch.next()).await;
-    assert!(extra.is_err(), "unexpected {extra:?}");
+    // Nothing more is pending: a write made now is the very next event, whenever it comes (no
+    // window of time to guess).
+    let marker = commit(s, Txn::new().put("w/marker", vec![99])).await;
+    let next = collect_until(&mut *watch, marker, WAIT).await;
+    assert_eq!(
+        next,
+        [Event {
+            revision: marker,
+            key: "w/marker".into(),
+            value: Some(vec![99]),
+        }]
+    );
 }
 
 async fn watch_follows_live_writes(b: Backend) {
@@ -293,7 +304,9 @@ async fn concurrent_create_if_absent_has_one_winner_per_key(b: Backend) {
 
 async fn leased_keys_live_while_kept_alive_and_go_on_expiry(b: Backend) {
     let s = &*b.store;
-    let ttl = Duration::from_secs(2);
+    // Keep-alives every 100 ms against a 3 s TTL: a stall of 30 periods would be needed to lose
+    // the lease while it is kept alive.
+    let ttl = Duration::from_secs(3);
     let lease = s.lease_grant(ttl).await.unwrap();
     let mut watch = s
         .watch("chassis/", s.revision().await.unwrap())
@@ -303,9 +316,11 @@ async fn leased_keys_live_while_kept_alive_and_go_on_expiry(b: Backend) {
         .put_leased("chassis/a", b"up".to_vec(), lease)
         .put_leased("chassis/b", b"up".to_vec(), lease);
     let put = commit(s, txn).await;
-    // Kept alive for twice the TTL, the keys stay.
-    for _ in 0..8 {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+    // Kept alive for twice the TTL (by the clock, however many keep-alives that takes), the keys
+    // stay.
+    let kept = std::time::Instant::now();
+    while kept.elapsed() < 2 * ttl {
+        tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(s.lease_keep_alive(lease).await.unwrap() >= ttl);
     }
     assert!(s.get("chassis/a").await.unwrap().is_some());

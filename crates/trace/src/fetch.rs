@@ -114,8 +114,14 @@ pub async fn local(endpoint: &str, chassis: &str, tunnel_port: &str) -> Result<L
             .get("external_ids")
             .and_then(|v| v.map_get(&Atom::from("iface-id")))
             .and_then(|a| a.as_str());
+        let subport = row
+            .get("external_ids")
+            .and_then(|v| v.map_get(&Atom::from(pipeline::trunks::SUBPORT_KEY)))
+            .and_then(|a| a.as_str());
         if let Some(id) = iface_id {
             out.vifs.insert(id.to_string(), ofport);
+        } else if let Some(id) = subport {
+            out.inner.insert(id.to_string(), ofport);
         } else if let Some(m) = mappings.iter().find(|m| m.int_patch() == name) {
             out.patches.insert(m.physnet.clone(), ofport);
         } else if name == tunnel_port {

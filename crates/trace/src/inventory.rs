@@ -382,6 +382,7 @@ impl Inventory {
         let listeners = topo.listeners.keys().cloned().map(Owner::Listener);
         let members = topo.members.keys().cloned().map(Owner::Member);
         let chains = topo.port_chains.keys().cloned().map(Owner::PortChain);
+        let trunks = topo.trunks.keys().cloned().map(Owner::Trunk);
         std::iter::once(Owner::Static)
             .chain(networks)
             .chain(ports)
@@ -393,7 +394,17 @@ impl Inventory {
             .chain(listeners)
             .chain(members)
             .chain(chains)
+            .chain(trunks)
             .find(|o| o.owns(cookie))
+    }
+
+    /// [`Inventory::port_label`] of the port with this id, or `port <short id>` when the server
+    /// does not have it.
+    pub fn port_id_label(&self, id: &str) -> String {
+        match self.topology.ports.get(id) {
+            Some(p) => self.port_label(p),
+            None => format!("port {}", short(id)),
+        }
     }
 
     /// `port web2 (VM web2)`, `port web2`, `port 3f2a51c0…` for an unnamed port, or
@@ -543,6 +554,15 @@ impl Inventory {
                         l.port
                     )
                 }
+            },
+            Owner::Trunk(id) => match topo.trunks.get(id) {
+                None => gone(),
+                Some(t) => format!(
+                    "trunk {}{} of parent {}",
+                    short(id),
+                    named(&t.name),
+                    self.port_id_label(&t.parent)
+                ),
             },
             Owner::PortChain(id) => match topo.port_chains.get(id) {
                 None => gone(),

@@ -146,14 +146,22 @@ impl fmt::Display for Report {
 }
 
 /// The simulator's tables for `flows` on the chassis `local`: outputs to its tunnel port carry
-/// the tunnel fields, sent from its tunnel address.
+/// the tunnel fields, sent from its tunnel address; its subports' patch pairs lead back in.
 pub fn tables(flows: &FlowSet, local: &Local) -> Result<flowsim::FlowTables, Error> {
-    let tables = flowsim::FlowTables::new(flows.flows.iter().cloned(), flows.groups.clone())?;
+    let mut tables = flowsim::FlowTables::new(flows.flows.iter().cloned(), flows.groups.clone())?;
+    for (outer, inner) in local.patch_pairs() {
+        tables = tables.with_patch_pair(outer, inner);
+    }
     Ok(match (local.tunnel, local.tunnel_ip) {
         (Some(t), Some(ip)) => tables.with_tunnel_local_ip(t, ip),
         (Some(t), None) => tables.with_tunnel_port(t),
         (None, _) => tables,
     })
+}
+
+/// The VLAN id the traced packet came in with, if it was tagged.
+fn packet_vlan(trace: &flowsim::Trace) -> Option<u16> {
+    trace.packet.vlans().first().map(|t| t.vid)
 }
 
 /// Traces the packet `req` describes through `flows` on the chassis `local`, naming things
@@ -200,9 +208,14 @@ pub fn report(
             inv.malformed.join(", ")
         ));
     }
-    let through = match &built.arrival {
-        Some(a) => format!("the tunnel port, from chassis {}", a.chassis.id),
-        None => inv.port_label(&built.source),
+    let through = match (&built.arrival, packet_vlan(&trace)) {
+        (Some(a), _) => format!("the tunnel port, from chassis {}", a.chassis.id),
+        // A subport's packets come in through its trunk's parent, tagged.
+        (None, Some(vid)) if local.vifs.get(&built.source.id) != Some(&in_port) => format!(
+            "the parent port of {}'s trunk, tagged with VLAN {vid}",
+            inv.port_label(&built.source)
+        ),
+        (None, _) => inv.port_label(&built.source),
     };
     header.push(format!(
         "It enters br-int on OpenFlow port {in_port} ({through})."

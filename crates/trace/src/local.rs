@@ -23,6 +23,9 @@ pub struct Local {
     pub tunnel_ip: Option<Ipv4Addr>,
     /// OpenFlow port of the patch to each physical network's bridge, by physical network.
     pub patches: BTreeMap<String, u32>,
+    /// OpenFlow port of the inner end of each local subport's patch pair, by subport id (the
+    /// outer end is the subport's VIF).
+    pub inner: BTreeMap<String, u32>,
     /// Where the port numbers come from (for the report).
     pub origin: String,
 }
@@ -40,15 +43,49 @@ impl Local {
             .map(|p| p.id.clone())
             .zip(2..)
             .collect();
-        Local {
+        let mut local = Local {
             chassis: chassis.to_string(),
             vifs,
             tunnel: Some(1),
             tunnel_ip: inv.topology.chassis.get(chassis).map(|c| c.tunnel_ip),
             patches: BTreeMap::new(),
+            inner: BTreeMap::new(),
             origin: "assumed from the port bindings (no OVSDB: OpenFlow port numbers made up)"
                 .into(),
+        };
+        local.assume_subports(inv);
+        local
+    }
+
+    /// Gives every subport of a trunk whose parent is a local VIF the patch pair its agent
+    /// makes (the subport's VIF and the inner end), with the next free numbers, where it has
+    /// none yet.
+    pub fn assume_subports(&mut self, inv: &Inventory) {
+        for trunk in inv.topology.trunks.values() {
+            if !self.vifs.contains_key(&trunk.parent) {
+                continue;
+            }
+            for sub in trunk.distinct_subports() {
+                self.assume_vif(&sub.port_id);
+                if !self.inner.contains_key(&sub.port_id) {
+                    let next = self.next_free();
+                    self.inner.insert(sub.port_id.clone(), next);
+                }
+            }
         }
+    }
+
+    /// The number after the highest one used.
+    fn next_free(&self) -> u32 {
+        let used = self.vifs.values().chain(self.inner.values());
+        used.chain(self.tunnel.iter()).max().map_or(1, |m| m + 1)
+    }
+
+    /// The patch pairs on `br-int`: each local subport's VIF (the outer end) and inner end.
+    pub fn patch_pairs(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+        self.inner
+            .iter()
+            .filter_map(|(sub, inner)| Some((*self.vifs.get(sub)?, *inner)))
     }
 
     /// Adds `port_id` as a VIF (with the next free number) if it is not one yet; whether it
@@ -57,8 +94,7 @@ impl Local {
         if self.vifs.contains_key(port_id) {
             return false;
         }
-        let used = self.vifs.values().chain(self.tunnel.iter());
-        let next = used.max().map_or(1, |m| m + 1);
+        let next = self.next_free();
         self.vifs.insert(port_id.to_string(), next);
         true
     }
@@ -105,6 +141,9 @@ pub fn compute_flows(inv: &Inventory, local: &Local) -> Vec<Flow> {
     }
     for (id, ofport) in &local.vifs {
         p.apply(Input::Vif(id.clone(), Some(*ofport)));
+    }
+    for (id, ofport) in &local.inner {
+        p.apply(Input::Inner(id.clone(), Some(*ofport)));
     }
     p.flows().cloned().collect()
 }

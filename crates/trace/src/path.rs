@@ -8,7 +8,7 @@ use openflow::Field;
 use openflow::Flow;
 use pipeline::cookie::Owner;
 use pipeline::model::Port;
-use pipeline::tables::{L3_ENTRY, LB_FORWARD, LB_SELECT, LB_VIP, NEIGHBOUR, ROUTE, SFC};
+use pipeline::tables::{INGRESS, L3_ENTRY, LB_FORWARD, LB_SELECT, LB_VIP, NEIGHBOUR, ROUTE, SFC};
 
 use crate::inventory::{Inventory, Route, dst_prefix};
 
@@ -29,6 +29,7 @@ pub fn path(inv: &Inventory, trace: &Trace) -> Vec<String> {
         }
         let Some(flow) = &step.flow else { continue };
         let line = match (step.table, inv.owner_of(flow.cookie)) {
+            (INGRESS, Some(Owner::Trunk(id))) => trunked(inv, &id, trace, flow),
             (ROUTE, Some(Owner::Router(id))) if !flow.instructions.is_drop() => {
                 Some(routed(inv, &id, flow))
             }
@@ -49,6 +50,54 @@ fn entry<'i>(inv: &'i Inventory, step: &Step) -> Option<&'i Port> {
     match inv.owner_of(flow.cookie)? {
         Owner::RouterInterface(id) => inv.topology.ports.get(&id),
         _ => None,
+    }
+}
+
+/// What a trunk's flow did with the packet: a frame from the parent's VIF tagged with a
+/// subport's VLAN id is that subport's (untagged, it comes back in at the subport's own port),
+/// one with a VLAN id no subport has is dropped, and a subport's frame leaves through the
+/// parent's VIF tagged.
+fn trunked(inv: &Inventory, id: &str, trace: &Trace, flow: &Flow) -> Option<String> {
+    let trunk = inv.topology.trunks.get(id)?;
+    let label = inv.describe_owner(&Owner::Trunk(id.to_string()));
+    let subport = |vlan: u16| {
+        trunk
+            .subport_on(vlan)
+            .map(|s| inv.port_id_label(&s.port_id))
+            .unwrap_or_else(|| "no subport".into())
+    };
+    let vlan_of = |v: u128| (v & 0xfff) as u16;
+    if flow.instructions.is_drop() {
+        // Only a frame from the parent's VIF meets this flow: the one traced in.
+        let tag = trace
+            .packet
+            .vlans()
+            .first()
+            .map_or_else(|| "a VLAN".into(), |t| format!("VLAN {}", t.vid));
+        return Some(format!(
+            "tagged with {tag} on {label}, which none of its subports has: dropped"
+        ));
+    }
+    match flow.match_.get(Field::VlanVid) {
+        Some((v, _)) => Some(format!(
+            "VLAN {} on {label}: {}, untagged, in again at its own port",
+            vlan_of(v),
+            subport(vlan_of(v))
+        )),
+        None => {
+            let v = flow.instructions.apply.iter().find_map(|a| match a {
+                openflow::Action::SetField {
+                    field: Field::VlanVid,
+                    value,
+                    ..
+                } => Some(vlan_of(*value)),
+                _ => None,
+            })?;
+            Some(format!(
+                "from {} of {label}: out through the parent's port tagged with VLAN {v}",
+                subport(v)
+            ))
+        }
     }
 }
 

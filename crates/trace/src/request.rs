@@ -212,7 +212,17 @@ impl Built {
                     local.chassis
                 ))
             })?;
-            return Ok((*vif, self.packet.clone()));
+            // A subport's frames come from the VM through its trunk's parent, tagged.
+            let trunked = inv.topology.trunks_naming(&self.source.id).find_map(|t| {
+                let sub = t
+                    .distinct_subports()
+                    .find(|s| s.port_id == self.source.id)?;
+                Some((*local.vifs.get(&t.parent)?, sub.vlan))
+            });
+            return Ok(match trunked {
+                Some((parent, vlan)) => (parent, self.packet.clone().with_vlan(vlan, 0)),
+                None => (*vif, self.packet.clone()),
+            });
         };
         let port = local
             .tunnel

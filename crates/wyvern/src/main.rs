@@ -1,4 +1,4 @@
-//! The `wyvern` command: one binary with a subcommand per role (`server`, `agent`, `lab`, `trace`).
+//! The `wyvern` command: one binary with a subcommand per role (`server`, `agent`, `lab`, `trace`, `k8s`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,6 +41,9 @@ enum Command {
     },
     /// Explain what happens to a packet on a chassis, step by step, in API terms.
     Trace(trace::TraceArgs),
+    /// Run the Kubernetes controller: pods, services and network policies as ports, load
+    /// balancers and security groups.
+    K8s(k8s::K8sArgs),
 }
 
 /// Runs the command; an error is the user's to fix (a bad argument, an unreachable server, a
@@ -85,6 +88,7 @@ fn run() -> anyhow::Result<()> {
             print!("{}", trace::run(&args)?);
             Ok(())
         }
+        Command::K8s(args) => Ok(k8s::run_cli(&args)?),
     }
 }
 

@@ -153,10 +153,18 @@ pub async fn change_addresses(
                 addresses.retain(|a| !removed.contains(a));
             }
         }
-        let created = stored.created;
+        let standard_attr_id = stored.standard_attr_id();
         let mut group = stored.obj.clone();
         if !requested.is_empty() {
             group.insert("addresses".into(), json!(addresses));
+            // Neutron keeps each address in a row of its own that revises the group: one revision
+            // per address added or removed (the update below makes the last).
+            let revision = group.get("revision_number").and_then(Value::as_u64);
+            let more = requested.len() as u64 - 1;
+            group.insert(
+                "revision_number".into(),
+                (revision.unwrap_or(0) + more).into(),
+            );
             let mut plan = Plan::default();
             plan.update(&ADDRESS_GROUP, &stored, &mut group);
             if !api.db.commit(plan).await? {
@@ -164,7 +172,7 @@ pub async fn change_addresses(
             }
         }
         group.insert("shared".into(), Value::Bool(false));
-        group.insert("standard_attr_id".into(), created.into());
+        group.insert("standard_attr_id".into(), standard_attr_id.into());
         return Ok(json!({"address_group": crate::query::render(group, &[])}));
     }
 }

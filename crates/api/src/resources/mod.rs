@@ -158,7 +158,12 @@ pub async fn present(
                 networks::present(ctx, answer, net);
             }
         }
-        "ports" if !ctx.is_admin => items.iter_mut().for_each(ports::hide_binding),
+        "ports" => {
+            crate::trunks::present_ports(api, items).await?;
+            if !ctx.is_admin {
+                items.iter_mut().for_each(ports::hide_binding);
+            }
+        }
         "routers" => items
             .iter_mut()
             .for_each(|router| routers::present(ctx, router)),
@@ -183,6 +188,7 @@ pub async fn plan_create(
         "address_groups" => address_groups::plan_create(obj, plan),
         "routers" => routers::plan_create(api, ctx, obj, plan).await,
         "floatingips" => floatingips::plan_create(api, ctx, obj, plan).await,
+        "trunks" => crate::trunks::plan_create(api, ctx, obj, plan).await,
         _ if crate::sfc::is_sfc(def) => {
             crate::sfc::plans::plan_create(api, ctx, def, obj, plan).await
         }
@@ -205,6 +211,7 @@ pub async fn plan_update(
         "routers" => routers::plan_update(api, ctx, stored, changes, plan).await,
         "security_groups" => security_groups::plan_update(api, stored, changes, plan).await,
         "floatingips" => floatingips::plan_update(api, ctx, stored, changes, plan).await,
+        "trunks" => crate::trunks::plan_update(api, stored, changes, plan).await,
         _ if crate::sfc::is_sfc(def) => {
             crate::sfc::plans::plan_update(api, ctx, def, stored, changes, plan).await
         }
@@ -246,6 +253,9 @@ pub async fn plan_delete(
         "floatingips" => floatingips::plan_delete(api, stored, plan)
             .await
             .map(|()| Deletion::Planned),
+        "trunks" => crate::trunks::plan_delete(api, stored, plan)
+            .await
+            .map(|()| Deletion::Planned),
         _ if crate::sfc::is_sfc(def) => {
             crate::sfc::plans::plan_delete(api, def, stored, plan).await
         }
@@ -274,6 +284,7 @@ pub async fn action(
             let change = address_groups::Change::Remove;
             address_groups::change_addresses(api, ctx, id, change, body).await
         }
+        ("trunks", _) => crate::trunks::action(api, ctx, id, action, body).await,
         _ => Err(ApiError::not_found(
             "HTTPNotFound",
             "The resource could not be found.",
@@ -349,5 +360,5 @@ pub(crate) async fn plan_internal_port(api: &Api, body: Obj, plan: &mut Plan) ->
 
 pub(crate) use self::floatingips::follow_port;
 pub(crate) use self::ipam::Cursors;
-pub(crate) use self::ports::{ipv4_address, release_port};
+pub(crate) use self::ports::{ipv4_address, release_port, set_binding};
 pub(crate) use self::routers::INTERFACE_OWNER;

@@ -609,7 +609,8 @@ pub fn hide_binding(port: &mut Obj) {
     }
 }
 
-fn set_binding(port: &mut Obj) {
+/// A port's `binding:vif_type` and `binding:vif_details` as its `binding:host_id` makes them.
+pub(crate) fn set_binding(port: &mut Obj) {
     if str_field(port, "binding:host_id").is_empty() {
         port.insert("binding:vif_type".into(), "unbound".into());
         port.insert("binding:vif_details".into(), json!({}));
@@ -760,6 +761,7 @@ pub async fn plan_update(
     check_security(api, ctx, &port, &changes, plan).await?;
     set_binding(&mut port);
     plan.update(&PORT, &stored, &mut port);
+    crate::trunks::follow_parent(api, plan, &stored.obj, &port).await?;
     Ok(port)
 }
 
@@ -789,6 +791,7 @@ pub fn release_port(plan: &mut Plan, port: &Stored) {
 }
 
 pub async fn plan_delete(api: &Api, stored: Stored, plan: &mut Plan) -> ApiResult<()> {
+    crate::trunks::check_port_delete(&stored.obj)?;
     let owner = str_field(&stored.obj, "device_owner");
     if SERVICE_OWNERS.contains(&owner) {
         return Err(ApiError::conflict(

@@ -312,9 +312,23 @@ pub async fn plan_update(
             .get("external_gateway_info")
             .and_then(|g| g.get("network_id"))
             .cloned();
+        // Neutron revises the router once more when it removes a gateway (its port goes first).
+        let had_gateway = current_net.is_some();
+        let removed = |router: &mut Obj| {
+            if had_gateway {
+                let revision = router.get("revision_number").and_then(Value::as_u64);
+                router.insert("revision_number".into(), (revision.unwrap_or(0) + 1).into());
+            }
+        };
         match info {
-            Value::Null => remove_gateway(api, &mut router, plan).await?,
-            Value::Object(o) if o.is_empty() => remove_gateway(api, &mut router, plan).await?,
+            Value::Null => {
+                remove_gateway(api, &mut router, plan).await?;
+                removed(&mut router);
+            }
+            Value::Object(o) if o.is_empty() => {
+                remove_gateway(api, &mut router, plan).await?;
+                removed(&mut router);
+            }
             Value::Object(o)
                 if o.get("network_id") == current_net.as_ref()
                     && !o.contains_key("external_fixed_ips") =>

@@ -99,9 +99,10 @@ pub async fn expand(api: &Api, answer: Answer, groups: &mut [Obj]) -> ApiResult<
     let mut by_group: HashMap<String, Vec<Value>> = HashMap::new();
     for rule in rules {
         let sg = str_field(&rule.obj, "security_group_id").to_string();
+        let standard_attr_id = rule.standard_attr_id();
         let mut obj = rule.obj;
         if answer != Answer::Created {
-            obj.insert("standard_attr_id".into(), rule.created.into());
+            obj.insert("standard_attr_id".into(), standard_attr_id.into());
             obj.insert("tags".into(), json!([]));
         }
         if answer == Answer::Listed {

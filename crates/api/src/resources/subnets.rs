@@ -353,7 +353,7 @@ pub async fn plan_create(api: &Api, ctx: &Ctx, mut subnet: Obj, plan: &mut Plan)
 }
 
 pub async fn plan_update(
-    _api: &Api,
+    api: &Api,
     stored: Stored,
     changes: Obj,
     plan: &mut Plan,
@@ -371,6 +371,15 @@ pub async fn plan_update(
         .and_then(Value::as_u64)
         .unwrap_or(4);
     check_ipv6_modes(&net, &subnet, version)?;
+    if subnet != stored.obj {
+        // A changed subnet revises its network, as in Neutron (`Subnet.revises_on_change`).
+        let network = api
+            .db
+            .require(&NETWORK, str_field(&stored.obj, "network_id"))
+            .await?;
+        let mut revised = network.obj.clone();
+        plan.update(&NETWORK, &network, &mut revised);
+    }
     plan.update(&SUBNET, &stored, &mut subnet);
     Ok(subnet)
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Replays scenario.json against a Neutron-compatible server and records every exchange.
 
-The recording (neutron-recording.json next to this file) is the test data of tests/conformance.rs: for each
+The recording (neutron-recording.json next to this file) is the test data of tests/suite/conformance.rs: for each
 step the request as sent (method, path, headers, body) and the answer (status and JSON body), plus the
 values the step bound for later steps. Python standard library only.
 
@@ -161,7 +161,7 @@ def main():
         versions = json.load(response)
     recording = {
         "about": "Answers of the reference Neutron (neutron 29, ml2/openvswitch, SQLite, no agents) to "
-        "scenario.json, recorded by record.py. Test data for tests/conformance.rs; do not edit by hand.",
+        "scenario.json, recorded by record.py. Test data for tests/suite/conformance.rs; do not edit by hand.",
         "base_url": base_url,
         "versions": versions,
         "steps": steps,

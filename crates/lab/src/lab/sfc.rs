@@ -261,10 +261,11 @@ impl Lab {
             extra_addresses: Vec::new(),
             serve: Vec::new(),
             sf: None,
+            subports: Vec::new(),
             ..vm.clone()
         };
         let port = self
-            .ensure_port(api, &egress, spec, &net, project, &vm.name, changes)
+            .ensure_port(api, &egress, spec, &net, project, &vm.name, true, changes)
             .await?;
         let shown = self.vm_state(&egress, &net, &port, None);
         Ok(Some(SfState {

@@ -7,17 +7,17 @@ pub mod strategies;
 
 use std::process::Command;
 
-/// Whether `ovs-ofctl` is installed; prints a skip notice if not.
-pub fn have_ofctl(test: &str) -> bool {
+/// Asserts that `ovs-ofctl` is installed: a test that needs it fails rather than skips unseen
+/// (CI installs everything with scripts/install-deps).
+pub fn require_ofctl(test: &str) {
     let ok = Command::new("ovs-ofctl")
         .arg("--version")
         .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !ok {
-        println!("SKIP {test}: ovs-ofctl is not installed");
-    }
-    ok
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "{test} needs ovs-ofctl (Open vSwitch), which is not installed: scripts/install-deps installs it"
+    );
 }
 
 /// Hex string of bytes.

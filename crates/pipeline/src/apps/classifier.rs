@@ -2,6 +2,8 @@
 //! with the port's MAC and one of its fixed IPs or allowed address pairs (ARP sender fields too;
 //! DHCP discovery from 0.0.0.0, IPv6 link-local and duplicate address detection from `::`), and
 //! enters its network (the VNI in `metadata`); a port without port security admits everything.
+//! Only untagged frames: a VIF is an access port, as Neutron's are (a trunk parent's tagged
+//! frames are the trunks app's, for its subports).
 //! A packet from the tunnel port enters the network its `tun_id` names, marked as tunnelled, and
 //! goes straight to L2 (it was handled on the chassis it came from). A frame from a physical
 //! network's patch port enters the provider network its VLAN tag (or its lack of one, for a flat
@@ -186,7 +188,11 @@ fn transit_ingress(ctx: &mut Ctx<'_>, owner: &Owner, id: &str, out: &mut Vec<Flo
 /// Ingress flows of a local VIF.
 fn vif_ingress(owner: &Owner, port: &Port, meta: u64, ofport: u32, out: &mut Vec<Flow>) {
     let admit = || enter(meta, next(INGRESS));
-    let from_vif = Match::new().with(Field::InPort, ofport.into());
+    // Untagged frames only: a VIF is an access port, as Neutron's are (a trunk's subports come in
+    // through their own ports, see the trunks app).
+    let from_vif = Match::new()
+        .with(Field::InPort, ofport.into())
+        .with(Field::VlanVid, 0);
     if !port.port_security {
         out.push(flow(owner, INGRESS, 100, from_vif, admit()));
         return;

@@ -15,6 +15,7 @@ mod nat;
 mod responder;
 mod routing;
 mod security_groups;
+mod trunks;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -41,6 +42,7 @@ pub enum OwnerKind {
     Listener,
     Member,
     PortChain,
+    Trunk,
 }
 
 impl OwnerKind {
@@ -57,6 +59,7 @@ impl OwnerKind {
             Owner::Listener(_) => Some(OwnerKind::Listener),
             Owner::Member(_) => Some(OwnerKind::Member),
             Owner::PortChain(_) => Some(OwnerKind::PortChain),
+            Owner::Trunk(_) => Some(OwnerKind::Trunk),
         }
     }
 }
@@ -65,7 +68,8 @@ impl OwnerKind {
 #[derive(Debug)]
 pub struct Spec {
     pub name: &'static str,
-    /// The tables its flows go into (each owned by it in [`crate::tables::STAGES`]).
+    /// The tables its flows go into (each owned by it in [`crate::tables::STAGES`], or one it
+    /// is a guest of, [`crate::tables::GUESTS`]).
     pub tables: &'static [u8],
     pub reads: &'static [Register],
     pub writes: &'static [Register],
@@ -87,7 +91,8 @@ pub trait App: Sync {
 }
 
 /// Every app, in pipeline order.
-pub static APPS: [&dyn App; 10] = [
+pub static APPS: [&dyn App; 11] = [
+    &trunks::Trunks,
     &classifier::Classifier,
     &security_groups::SecurityGroups,
     &chaining::Chaining,

@@ -9,7 +9,8 @@
 //!   TTL expiry, missing routes, isolation of another project's router, and a network on a physical
 //!   network the chassis does not reach;
 //! - [`security_groups`]: the rules that admit a packet (remote group, prefix, address group),
-//!   none, connection states, a stateless group, the bypasses.
+//!   none, connection states, a stateless group, the bypasses;
+//! - [`trunks`]: a trunk's subport, entering tagged at the parent's port, and back.
 //!
 //! Every port [`port`] makes is in a security group that admits everything ([`open_group`]).
 
@@ -17,6 +18,7 @@ mod l2;
 mod packets;
 mod routed;
 mod security_groups;
+mod trunks;
 
 use serde_json::{Value, json};
 use trace::{FlowSet, Inventory, Local, Probe, Request, compute_flows};

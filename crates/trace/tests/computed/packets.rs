@@ -224,9 +224,13 @@ fn vlan_tags_and_any_destination_mac() {
         rep.header
     );
     assert!(rep.steps.contains("vlan(vid=100,pcp=0)"), "{}", rep.steps);
+    // web1 is no trunk's parent: its VIF is an access port, a tagged frame goes nowhere.
     assert_eq!(
         rep.verdict,
-        ["delivered to port web3 (VM web3) on this chassis"]
+        [
+            "dropped at ingress: no flow of table 0 (ingress, app classifier) admits this packet from port web1 (VM web1)",
+            "port web3 (VM web3) did not get it"
+        ]
     );
     let mut r = req("web1", Some("web3"), Probe::Echo);
     r.dst_mac = Some("fa:16:3e:00:00:12".parse().unwrap());

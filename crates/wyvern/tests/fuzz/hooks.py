@@ -1,4 +1,4 @@
-"""Schemathesis hooks of Wyvern's API fuzz test (crates/wyvern/tests/fuzz_api.rs): the ids the
+"""Schemathesis hooks of Wyvern's API fuzz test (crates/wyvern/tests/suite/fuzz_api.rs): the ids the
 server hands out, for the requests that follow to refer to.
 
 Schemathesis fills an id (a path parameter `<resource>_id`, or a body field `<resource>_id` or

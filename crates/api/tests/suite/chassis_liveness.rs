@@ -1,0 +1,261 @@
+//! Chassis liveness and port bindings, the server's side of what agents write: a registered chassis
+//! is up (its `chassis-up` key, leased) while heartbeats renew its lease, past the lease's TTL; when
+//! they stop the lease runs out and the key goes (every chassis withdraws its flows towards it); a
+//! heartbeat on an ended lease answers 404 `ChassisLeaseNotFound` (the agent then registers again,
+//! which `agent/tests/liveness.rs` checks end to end). A port is bound where its VIF last appeared:
+//! a late "gone" report from the chassis a port moved away from changes neither the port nor its
+//! floating IP, while the same report from the port's chassis marks both `DOWN`.
+
+use crate::support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// A hang guard for what the store does by itself (a lease running out), far above the TTL: the
+/// test waits for the condition, this only ends a test that would otherwise wait forever.
+const HANG_GUARD: Duration = Duration::from_secs(180);
+
+async fn call(
+    server: &support::Server,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut req = reqwest::Client::new().request(method, format!("{}{path}", server.base));
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// Registers `chassis`; its lease and the lease's TTL.
+async fn register_ttl(server: &support::Server, chassis: &str) -> (i64, Duration) {
+    let body = json!({"tunnel_ip": "192.0.2.1", "encaps": ["geneve"]});
+    let (status, v) = call(
+        server,
+        "PUT",
+        &format!("/wyvern/v1/chassis/{chassis}"),
+        Some(body),
+    )
+    .await;
+    assert_eq!(status, 200, "registering {chassis}: {v}");
+    let ttl = Duration::from_secs(v["ttl_seconds"].as_u64().expect("a TTL"));
+    (v["lease"].as_i64().expect("a lease"), ttl)
+}
+
+async fn register(server: &support::Server, chassis: &str) -> i64 {
+    register_ttl(server, chassis).await.0
+}
+
+async fn heartbeat(server: &support::Server, chassis: &str, lease: i64) -> (u16, Value) {
+    let path = format!("/wyvern/v1/chassis/{chassis}/heartbeat");
+    call(server, "POST", &path, Some(json!({"lease": lease}))).await
+}
+
+async fn is_up(server: &support::Server, chassis: &str) -> bool {
+    let key = nb_keys::Kind::ChassisUp.key(chassis);
+    server.store.get(&key).await.expect("store get").is_some()
+}
+
+fn assert_lease_not_found(status: u16, body: &Value, what: &str) {
+    assert_eq!(status, 404, "{what}: {body}");
+    assert_eq!(
+        body["NeutronError"]["type"], "ChassisLeaseNotFound",
+        "{what}: {body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_keep_a_chassis_up_and_its_lease_runs_out_without_them() {
+    let server = support::Server::start();
+    let (lease, ttl) = register_ttl(&server, "c1").await;
+    assert!(is_up(&server, "c1").await, "a registered chassis is up");
+
+    // Heartbeats keep it up for longer than the lease's TTL.
+    let started = Instant::now();
+    while started.elapsed() < ttl + ttl / 2 {
+        let (status, v) = heartbeat(&server, "c1", lease).await;
+        assert_eq!(status, 200, "a heartbeat on a live lease: {v}");
+        assert!(is_up(&server, "c1").await, "up while heartbeats come");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // Without them the lease runs out and the chassis is down; what it is stays registered.
+    let stopped = Instant::now();
+    while is_up(&server, "c1").await {
+        assert!(
+            stopped.elapsed() < HANG_GUARD,
+            "c1 still up {:?} after its last heartbeat",
+            stopped.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!(
+        "c1 went down {:?} after its last heartbeat",
+        stopped.elapsed()
+    );
+    let registered = nb_keys::Kind::Chassis.key("c1");
+    assert!(server.store.get(&registered).await.unwrap().is_some());
+
+    // A heartbeat now answers 404: the agent must register again, and then it is up again.
+    let (status, v) = heartbeat(&server, "c1", lease).await;
+    assert_lease_not_found(status, &v, "a heartbeat after the lease ran out");
+    let again = register(&server, "c1").await;
+    assert_ne!(again, lease, "a new registration takes a new lease");
+    assert!(is_up(&server, "c1").await);
+    let (status, v) = heartbeat(&server, "c1", again).await;
+    assert_eq!(status, 200, "a heartbeat on the new lease: {v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heartbeat_on_an_ended_lease_answers_404() {
+    let server = support::Server::start();
+    let lease = register(&server, "c2").await;
+    // The lease ended behind the chassis' back (as when the store lost it).
+    server.store.lease_revoke(lease).await.expect("revoke");
+    assert!(
+        !is_up(&server, "c2").await,
+        "the revoked lease took chassis-up with it"
+    );
+    let (status, v) = heartbeat(&server, "c2", lease).await;
+    assert_lease_not_found(status, &v, "a heartbeat on a revoked lease");
+    let (status, v) = heartbeat(&server, "c2", 987_654_321).await;
+    assert_lease_not_found(status, &v, "a heartbeat on a lease never granted");
+    // Another chassis' lease is not disturbed.
+    let other = register(&server, "c3").await;
+    let (status, v) = heartbeat(&server, "c3", other).await;
+    assert_eq!(status, 200, "{v}");
+}
+
+async fn create(server: &support::Server, path: &str, singular: &str, body: Value) -> Value {
+    let (status, v) = call(
+        server,
+        "POST",
+        &format!("/v2.0/{path}"),
+        Some(json!({ singular: body })),
+    )
+    .await;
+    assert_eq!(status, 201, "creating a {singular}: {v}");
+    v[singular].clone()
+}
+
+async fn show(server: &support::Server, path: &str, singular: &str, id: &str) -> Value {
+    let (status, v) = call(server, "GET", &format!("/v2.0/{path}/{id}"), None).await;
+    assert_eq!(status, 200, "{v}");
+    v[singular].clone()
+}
+
+async fn report(server: &support::Server, port: &str, chassis: &str, up: bool) {
+    let path = format!("/wyvern/v1/ports/{port}/binding");
+    let (status, v) = call(
+        server,
+        "PUT",
+        &path,
+        Some(json!({"chassis": chassis, "up": up})),
+    )
+    .await;
+    assert_eq!(status, 200, "binding report ({chassis}, up {up}): {v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_down_report_after_a_move_changes_nothing() {
+    let server = support::Server::start();
+    let public = create(
+        &server,
+        "networks",
+        "network",
+        json!({"name": "public", "router:external": true}),
+    )
+    .await;
+    create(
+        &server,
+        "subnets",
+        "subnet",
+        json!({"network_id": public["id"], "ip_version": 4, "cidr": "203.0.113.0/24"}),
+    )
+    .await;
+    let net = create(&server, "networks", "network", json!({"name": "n"})).await;
+    let subnet = create(
+        &server,
+        "subnets",
+        "subnet",
+        json!({"network_id": net["id"], "ip_version": 4, "cidr": "10.40.0.0/24"}),
+    )
+    .await;
+    let router = create(
+        &server,
+        "routers",
+        "router",
+        json!({"name": "r", "external_gateway_info": {"network_id": public["id"]}}),
+    )
+    .await;
+    let path = format!(
+        "/v2.0/routers/{}/add_router_interface",
+        router["id"].as_str().unwrap()
+    );
+    let (status, v) = call(
+        &server,
+        "PUT",
+        &path,
+        Some(json!({"subnet_id": subnet["id"]})),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let port = create(&server, "ports", "port", json!({"network_id": net["id"]})).await;
+    let port_id = port["id"].as_str().unwrap();
+    let fip = create(
+        &server,
+        "floatingips",
+        "floatingip",
+        json!({"floating_network_id": public["id"], "port_id": port_id}),
+    )
+    .await;
+    let fip_id = fip["id"].as_str().unwrap();
+
+    // Up on c1, then its VM moves: up on c2.
+    report(&server, port_id, "c1", true).await;
+    let on_c1 = show(&server, "ports", "port", port_id).await;
+    assert_eq!(
+        (&on_c1["status"], &on_c1["binding:host_id"]),
+        (&json!("ACTIVE"), &json!("c1"))
+    );
+    report(&server, port_id, "c2", true).await;
+    let moved = show(&server, "ports", "port", port_id).await;
+    assert_eq!(
+        (&moved["status"], &moved["binding:host_id"]),
+        (&json!("ACTIVE"), &json!("c2"))
+    );
+    let fip_moved = show(&server, "floatingips", "floatingip", fip_id).await;
+    assert_eq!(fip_moved["status"], "ACTIVE", "{fip_moved}");
+
+    // c1's report that the VIF left comes late: nothing changes, not even the revision.
+    report(&server, port_id, "c1", false).await;
+    let after = show(&server, "ports", "port", port_id).await;
+    assert_eq!(
+        after, moved,
+        "a late DOWN from the old chassis changed the port"
+    );
+    let fip_after = show(&server, "floatingips", "floatingip", fip_id).await;
+    assert_eq!(
+        fip_after, fip_moved,
+        "a late DOWN from the old chassis changed the floating IP"
+    );
+
+    // The same report from the port's chassis does count.
+    report(&server, port_id, "c2", false).await;
+    let down = show(&server, "ports", "port", port_id).await;
+    assert_eq!(
+        (&down["status"], &down["binding:host_id"]),
+        (&json!("DOWN"), &json!("c2"))
+    );
+    assert_eq!(
+        down["revision_number"].as_u64().unwrap(),
+        moved["revision_number"].as_u64().unwrap() + 1
+    );
+    let fip_down = show(&server, "floatingips", "floatingip", fip_id).await;
+    assert_eq!(fip_down["status"], "DOWN", "{fip_down}");
+}
