@@ -12,7 +12,8 @@
 //! and binding reports), [`switch`] and [`reconcile`] (the switch's flows and groups), [`punt`]
 //! (packets the pipeline sends up, with [`nd`], [`dhcp_server`], [`dhcpv6_server`], [`ra`],
 //! [`icmp`], [`reject`]), [`announce`] (router interfaces announced to the VMs next to them),
-//! [`trunks`] (trunk subports' ports on `br-int`).
+//! [`trunks`] (trunk subports' ports on `br-int`), [`installed`] (`external_ids:wyvern-installed` on
+//! the VIFs whose flows are in the switch).
 
 mod announce;
 mod bridge;
@@ -20,6 +21,7 @@ mod dhcp_server;
 mod dhcpv6_server;
 mod health;
 mod icmp;
+mod installed;
 mod limit;
 mod metrics;
 mod nd;
@@ -43,7 +45,7 @@ use futures::{FutureExt, StreamExt};
 use nb_sync::{Replica, Servers, Topics, Update};
 use openflow::Message;
 use openflow::conn::{Connection, Options};
-use ovsdb::{Endpoint, ReplicaOptions};
+use ovsdb::{Endpoint, ReplicaOptions, Uuid};
 use pipeline::{Input, Pipeline};
 use tokio::sync::mpsc;
 
@@ -107,6 +109,12 @@ pub(crate) struct Agent {
     server: Server,
     pipeline: Pipeline,
     vifs: Vifs,
+    /// Each local VIF's `Interface` row.
+    vif_rows: BTreeMap<String, Uuid>,
+    /// Counts changes of the local VIFs (for [`installed::Installed::update`]).
+    vif_changes: u64,
+    /// A change of the followed topics awaits its answer from the replica.
+    awaiting_topics: bool,
     sync: nb_sync::Handle,
     /// The networks and routers the replica follows.
     followed: pipeline::model::Needs,
@@ -155,6 +163,7 @@ impl Agent {
             return false;
         }
         self.followed = needs.clone();
+        self.awaiting_topics = true;
         self.sync.set_topics(nb_sync::Follow {
             networks: needs.networks,
             routers: needs.routers,
@@ -273,6 +282,31 @@ impl Agent {
         }
     }
 
+    /// Whether local VIF `iface` on `ofport` is served: its port is in the topology, bound to
+    /// that OpenFlow port, on a network the topology has.
+    fn served(&self, iface: &str, ofport: u32) -> bool {
+        let topo = self.pipeline.topology();
+        topo.ports.get(iface).is_some_and(|port| {
+            topo.local.ofport(iface) == Some(ofport) && topo.networks.contains_key(&port.network_id)
+        })
+    }
+
+    /// Whether the pipeline has everything it computes for served VIF `iface`: with port
+    /// security its security groups, and no change of the followed topics (which brings routers
+    /// and remote groups) awaits its answer.
+    fn flows_complete(&self, iface: &str) -> bool {
+        let topo = self.pipeline.topology();
+        let Some(port) = topo.ports.get(iface) else {
+            return false;
+        };
+        !self.awaiting_topics
+            && (!port.port_security
+                || port
+                    .security_groups
+                    .iter()
+                    .all(|g| topo.security_groups.contains_key(g)))
+    }
+
     fn vif_up(&mut self, iface: String, ofport: u32, network: Option<String>) -> pipeline::Delta {
         let network = network.or_else(|| self.known_network(&iface));
         if network.is_some() {
@@ -281,11 +315,14 @@ impl Agent {
             self.look_up(&iface);
         }
         self.vifs.insert(iface.clone(), (ofport, network));
+        self.vif_changes += 1;
         self.pipeline.apply(Input::Vif(iface, Some(ofport)))
     }
 
     fn vif_down(&mut self, iface: String) -> pipeline::Delta {
         self.vifs.remove(&iface);
+        self.vif_rows.remove(&iface);
+        self.vif_changes += 1;
         self.bindings.report(iface.clone(), false);
         self.pipeline.apply(Input::Vif(iface, None))
     }
@@ -293,12 +330,16 @@ impl Agent {
     /// Applies one VIF event.
     fn vif_event(&mut self, event: Option<VifEvent>) -> Result<pipeline::Delta, AgentError> {
         Ok(match event {
-            Some(VifEvent::Added(v)) => self.vif_up(v.iface_id, v.ofport, None),
+            Some(VifEvent::Added(v)) => {
+                self.vif_rows.insert(v.iface_id.clone(), v.uuid);
+                self.vif_up(v.iface_id, v.ofport, None)
+            }
             Some(VifEvent::Changed { old, new }) => {
                 let mut d = pipeline::Delta::default();
                 if old.iface_id != new.iface_id {
                     d = self.vif_down(old.iface_id);
                 }
+                self.vif_rows.insert(new.iface_id.clone(), new.uuid);
                 d.extend(self.vif_up(new.iface_id, new.ofport, None));
                 d
             }
@@ -310,6 +351,11 @@ impl Agent {
 
     fn apply_update(&mut self, update: Update) -> pipeline::Delta {
         self.revision = update.revision;
+        if update.from_snapshot {
+            // The answer to the last change of topics (a later change, if any, sets this again
+            // once the loop follows it).
+            self.awaiting_topics = false;
+        }
         let mut delta = pipeline::Delta::default();
         for change in update.changes {
             if let nb_sync::Change::Put(key, value) = &change
@@ -374,14 +420,17 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         .parse()
         .map_err(|e: ovsdb::Error| AgentError::Config(e.to_string()))?;
     let mut watcher = VifWatcher::spawn(endpoint.clone(), ReplicaOptions::default());
-    let mut initial: BTreeMap<String, u32> = BTreeMap::new();
+    let mut initial: BTreeMap<String, (u32, Uuid)> = BTreeMap::new();
     loop {
         match watcher.next().await {
             Some(VifEvent::Added(v)) => {
-                initial.insert(v.iface_id, v.ofport);
+                initial.insert(v.iface_id, (v.ofport, v.uuid));
             }
-            Some(VifEvent::Changed { new, .. }) => {
-                initial.insert(new.iface_id, new.ofport);
+            Some(VifEvent::Changed { old, new }) => {
+                if old.iface_id != new.iface_id {
+                    initial.remove(&old.iface_id);
+                }
+                initial.insert(new.iface_id, (new.ofport, new.uuid));
             }
             Some(VifEvent::Removed(v)) => {
                 initial.remove(&v.iface_id);
@@ -404,6 +453,9 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         server: server.clone(),
         pipeline: Pipeline::new(&cfg.chassis),
         vifs: BTreeMap::new(),
+        vif_rows: BTreeMap::new(),
+        vif_changes: 0,
+        awaiting_topics: false,
         sync,
         followed: Default::default(),
         revision: 0,
@@ -421,13 +473,14 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     let (updates_tx, mut updates) = mpsc::channel(64);
     tokio::spawn(replica.run(updates_tx));
     await_snapshot(&mut agent, &mut updates).await?;
-    for (iface, ofport) in initial {
+    for (iface, (ofport, row)) in initial {
         // Before the first comparison with the switch the topology must be complete: here the
         // agent waits for the server's answer.
         let network = match agent.known_network(&iface) {
             Some(n) => Some(n),
             None => server.port_network(&iface).await.unwrap_or(None),
         };
+        agent.vif_rows.insert(iface.clone(), row);
         agent.vif_up(iface, ofport, network);
     }
     while agent.follow() {
@@ -479,7 +532,11 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         handlers: punt::Handlers::default(),
         metrics: metrics.clone(),
         announce_needed: true,
+        sent_bundles: 0,
+        acked_bundles: 0,
+        resyncs_done: 0,
     };
+    let mut installed = installed::Installed::start(endpoint.clone());
     // Health checks of local load-balancer members: their probes go out from here.
     let (probe_frames_tx, mut probe_frames) = mpsc::channel(health::FRAMES);
     let mut checker = health::Checker::start(server.clone(), probe_frames_tx);
@@ -566,6 +623,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
             agent.request_snat_addresses();
         }
         sw.send(&agent, delta).await;
+        installed.update(&agent, &sw);
         checker.follow(&agent.pipeline, agent.revision, changed, sw.in_sync);
         sw.announce(&mut agent, changed).await;
     }

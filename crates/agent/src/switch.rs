@@ -3,12 +3,13 @@
 
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
 use futures::{FutureExt, StreamExt};
 use openflow::conn::{ConnError, Event};
 
 use crate::punt::{Handlers, Punted};
-use crate::reconcile::{self, Reconciler};
+use crate::reconcile::Reconciler;
 use crate::{Agent, AgentError, Metrics};
 use chassis::VifWatcher;
 
@@ -37,14 +38,23 @@ pub struct Switch {
     /// The reconciler holds the switch's flows (false while disconnected or after a failed
     /// resync).
     pub in_sync: bool,
-    /// Bundles sent and not yet confirmed, oldest first.
-    pub in_flight: FuturesOrdered<reconcile::Confirmation>,
+    /// Bundles sent and not yet confirmed, oldest first, with their sequence numbers.
+    pub in_flight: FuturesOrdered<BoxFuture<'static, Outcome>>,
     /// Answers to packets the pipeline sends up.
     pub handlers: Handlers,
     pub metrics: Arc<Metrics>,
     /// Flows changed (or the switch was resynchronised) since the last announcements.
     pub announce_needed: bool,
+    /// Bundles sent so far: the sequence number of the last one.
+    pub sent_bundles: u64,
+    /// Every bundle up to this one is in the switch (acknowledged, or covered by a resync).
+    pub acked_bundles: u64,
+    /// Successful resyncs (the first one makes the switch hold the whole pipeline).
+    pub resyncs_done: u64,
 }
+
+/// A bundle's sequence number and the switch's answer to it.
+pub type Outcome = (u64, Result<(), ConnError>);
 
 impl Switch {
     /// Sends a delta as one bundle without waiting for earlier ones to be confirmed. Out of
@@ -64,7 +74,12 @@ impl Switch {
             }
         }
         match self.reconciler.apply(delta).await {
-            Ok(confirmation) => self.in_flight.push_back(confirmation),
+            Ok(confirmation) => {
+                self.sent_bundles += 1;
+                let seq = self.sent_bundles;
+                self.in_flight
+                    .push_back(confirmation.map(move |r| (seq, r)).boxed());
+            }
             Err(e) => {
                 tracing::warn!("{e}; resynchronising when the switch answers again");
                 self.in_sync = false;
@@ -76,9 +91,13 @@ impl Switch {
     /// Takes the switch's answer to the oldest bundle in flight: a refusal means the switch
     /// holds something else than the reconciler thinks, so it reads the switch again (a lost
     /// connection is left to the reconnection). Returns whether it resynchronised.
-    pub async fn settle(&mut self, agent: &Agent, outcome: Result<(), ConnError>) -> bool {
+    pub async fn settle(&mut self, agent: &Agent, (seq, outcome): Outcome) -> bool {
         match outcome {
-            Ok(()) | Err(ConnError::Disconnected) => false,
+            Ok(()) => {
+                self.acked_bundles = self.acked_bundles.max(seq);
+                false
+            }
+            Err(ConnError::Disconnected) => false,
             Err(e) => {
                 tracing::warn!("the switch did not apply a bundle: {e}; resynchronising");
                 self.resync(agent).await;
@@ -102,6 +121,9 @@ impl Switch {
             Ok(()) => {
                 self.in_sync = true;
                 self.announce_needed = true;
+                // The switch holds the whole pipeline now, whatever was in flight.
+                self.acked_bundles = self.sent_bundles;
+                self.resyncs_done += 1;
                 // The snapshot and the switch's flow dump were the big allocations; what
                 // they left free goes back to the system.
                 release_free_memory();

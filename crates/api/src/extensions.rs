@@ -187,6 +187,22 @@ const NEUTRON_EXTENSIONS: &[(&str, &str, &str)] = &[
 /// The `updated` date Wyvern shows for Neutron's extensions.
 const NEUTRON_UPDATED: &str = "2013-01-01T10:00:00-00:00";
 
+/// (alias, name, description, updated) of Neutron's tag extensions, with neutron-lib's dates.
+const TAG_EXTENSIONS: &[(&str, &str, &str, &str)] = &[
+    (
+        "tag-creation",
+        "Tag creation extension",
+        "Allow to create multiple tags for a resource",
+        "2024-23-07T10:00:00-00:00",
+    ),
+    (
+        "tag-ports-during-bulk-creation",
+        "Tag Ports During Bulk Creation",
+        "Allow to tag ports during bulk creation",
+        "2019-12-29T19:00:00-00:00",
+    ),
+];
+
 /// (alias, name, description, updated) of Wyvern's own extensions.
 const WYVERN_EXTENSIONS: &[(&str, &str, &str, &str)] = &[(
     "snat-mode",
@@ -242,6 +258,7 @@ fn extensions() -> impl Iterator<Item = Value> {
         .iter()
         .map(|&(alias, name, description)| (alias, name, description, NEUTRON_UPDATED));
     neutron
+        .chain(TAG_EXTENSIONS.iter().copied())
         .chain(TRUNK_EXTENSIONS.iter().copied())
         .chain(SFC_EXTENSIONS.iter().copied())
         .chain(WYVERN_EXTENSIONS.iter().copied())
@@ -255,6 +272,7 @@ fn extensions() -> impl Iterator<Item = Value> {
 pub fn aliases() -> impl Iterator<Item = &'static str> {
     let neutron = NEUTRON_EXTENSIONS.iter().map(|e| e.0);
     neutron
+        .chain(TAG_EXTENSIONS.iter().map(|e| e.0))
         .chain(TRUNK_EXTENSIONS.iter().map(|e| e.0))
         .chain(SFC_EXTENSIONS.iter().map(|e| e.0))
         .chain(WYVERN_EXTENSIONS.iter().map(|e| e.0))

@@ -150,7 +150,7 @@ pub fn router(api: Api) -> Router {
         )
         .route(
             "/v2.0/{collection}/{id}/{action}",
-            get(sub_get).put(sub_put).delete(sub_delete),
+            get(sub_get).post(sub_post).put(sub_put).delete(sub_delete),
         )
         .route(
             "/v2.0/{collection}/{id}/tags/{tag}",
@@ -337,7 +337,9 @@ impl Api {
         // run in between: a large request shares the async workers instead of holding one.
         let mut prepared = Vec::with_capacity(items.len());
         for item in items {
-            prepared.push(input::prepare_create(def, ctx, item)?);
+            let mut item = input::prepare_create(def, ctx, item)?;
+            created_tags(def, &mut item)?;
+            prepared.push(item);
             tokio::task::yield_now().await;
         }
         quota::precheck(&self.db, def, &prepared).await?;
@@ -613,6 +615,73 @@ async fn sub_delete(
         }
         .await,
     )
+}
+
+/// `POST /v2.0/<collection>/<id>/tags` (`tag-creation`): adds the body's tags to those the object
+/// has (none twice; validated and limited as `PUT .../tags` is); answers the request's tags.
+async fn sub_post(
+    State(api): State<Api>,
+    Path((collection, id, action)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    RequestBody(body): RequestBody,
+) -> Response {
+    reply(
+        async {
+            let def = resource(&collection)?;
+            let ctx = api.ctx(&headers).await?;
+            match action.as_str() {
+                "tags" if def.taggable => {
+                    let body = parse_body(&body)?;
+                    // As Neutron's `validate_tags`: any refusal is `InvalidInput`.
+                    let tags = body
+                        .get("tags")
+                        .filter(|_| body.is_object())
+                        .ok_or_else(|| ApiError::invalid_input("Invalid tags body"))?;
+                    model::validate::unique_string_list(tags).map_err(|r| match r {
+                        model::validate::Refusal::Invalid(why) => ApiError::invalid_input(why),
+                        other => input::invalid("tags", other),
+                    })?;
+                    let tags = tags_of_list(tags);
+                    if tags.len() > MAX_TAGS {
+                        return Err(too_many_tags(def));
+                    }
+                    api.change_tags(&ctx, def, &id, |mut t| {
+                        t.extend(tags.iter().cloned());
+                        t
+                    })
+                    .await?;
+                    Ok((StatusCode::OK, json!({"tags": tags})))
+                }
+                _ => Err(ApiError::not_found(
+                    "HTTPNotFound",
+                    "The resource could not be found.",
+                )),
+            }
+        }
+        .await,
+    )
+}
+
+/// The strings of a validated list of tags.
+fn tags_of_list(tags: &Value) -> Vec<String> {
+    tags.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(String::from)
+        .collect()
+}
+
+/// The tags of a create body (a port's, `tag-ports-during-bulk-creation`; validated by the
+/// attribute map): at most [`MAX_TAGS`], kept sorted as every object's tags are.
+fn created_tags(def: &ResourceDef, obj: &mut repo::Obj) -> ApiResult<()> {
+    if let Some(Value::Array(tags)) = obj.get_mut("tags") {
+        if tags.len() > MAX_TAGS {
+            return Err(too_many_tags(def));
+        }
+        tags.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
+    }
+    Ok(())
 }
 
 /// Most tags an object may carry (Neutron's `MAX_TAGS_COUNT`).

@@ -306,6 +306,10 @@ fn resource_paths(def: &ResourceDef, paths: &mut Map<String, Value>) {
             json!({
                 "get": operation(&format!("list_{}_tags", def.singular), vec![id()], None,
                     tags_answer()),
+                "post": operation(&format!("add_{}_tags", def.singular), vec![id()],
+                    Some(json!({"type": "object", "properties": tags["properties"].clone(),
+                        "required": ["tags"]})),
+                    json!({"200": answer("The tags added", tags.clone())})),
                 "put": operation(&format!("replace_{}_tags", def.singular), vec![id()],
                     Some(json!({"type": "object", "properties": tags["properties"].clone(),
                         "required": ["tags"]})),

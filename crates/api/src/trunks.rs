@@ -354,11 +354,12 @@ pub async fn plan_create(api: &Api, ctx: &Ctx, mut obj: Obj, plan: &mut Plan) ->
         .cloned()
         .unwrap_or_default();
     let subs = check_sub_ports_of(api, ctx, plan, &parent.obj, &requested).await?;
+    let mut all = Vec::with_capacity(subs.len());
+    for (sub, _) in &subs {
+        add_unique(&mut all, sub, &id)?;
+    }
     obj.insert("status".into(), "DOWN".into());
-    set_sub_ports(
-        &mut obj,
-        &subs.iter().map(|(s, _)| s.clone()).collect::<Vec<_>>(),
-    );
+    set_sub_ports(&mut obj, &all);
     for (sub, port) in &subs {
         join(plan, port, sub, &id, &parent.obj);
     }
@@ -494,21 +495,33 @@ async fn plan_add(
     }
     let mut all = sub_ports_of(&stored.obj);
     for (sub, port) in &subs {
-        if all.iter().any(|s| {
-            s.segmentation_type == sub.segmentation_type && s.segmentation_id == sub.segmentation_id
-        }) {
-            return Err(ApiError::conflict(
-                "DuplicateSubPort",
-                format!(
-                    "segmentation_type {} and segmentation_id {} already in use on trunk {id}.",
-                    sub.segmentation_type, sub.segmentation_id
-                ),
-            ));
-        }
-        all.push(sub.clone());
+        add_unique(&mut all, sub, &id)?;
         join(plan, port, sub, &id, &parent.obj);
     }
     rewrite(api, plan, stored, &parent, &all).await
+}
+
+/// Adds `sub` to `all`, the subports of trunk `trunk_id`, unless its port or its segmentation
+/// is there already: 409 `DuplicateSubPort`, as Neutron answers when its subports' unique keys
+/// (the port; the trunk and segmentation) refuse a row. neutron-lib's validator stops at the
+/// first `inherit` and an `inherit` is resolved only later, so a request can still name a port
+/// or a VLAN twice here.
+fn add_unique(all: &mut Vec<SubPort>, sub: &SubPort, trunk_id: &str) -> ApiResult<()> {
+    if all.iter().any(|s| {
+        s.port_id == sub.port_id
+            || (s.segmentation_type == sub.segmentation_type
+                && s.segmentation_id == sub.segmentation_id)
+    }) {
+        return Err(ApiError::conflict(
+            "DuplicateSubPort",
+            format!(
+                "segmentation_type {} and segmentation_id {} already in use on trunk {trunk_id}.",
+                sub.segmentation_type, sub.segmentation_id
+            ),
+        ));
+    }
+    all.push(sub.clone());
+    Ok(())
 }
 
 /// Writes the trunk with these subports, `DOWN` (Neutron keeps its `revision_number`: the

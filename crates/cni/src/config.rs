@@ -24,6 +24,9 @@ pub const DEFAULT_OVSDB: &str = "unix:/var/run/openvswitch/db.sock";
 pub const DEFAULT_VM_BRIDGE: &str = "br-trunk";
 /// How long `ADD` waits for the pod's port unless the configuration says otherwise.
 pub const DEFAULT_PORT_WAIT: Duration = Duration::from_secs(10);
+/// How long host mode's `ADD` waits for the agent to install the pod's flows unless the
+/// configuration says otherwise.
+pub const DEFAULT_INSTALL_WAIT: Duration = Duration::from_secs(10);
 /// Linux's longest interface name (IFNAMSIZ - 1).
 pub const IFNAME_MAX: usize = 15;
 
@@ -243,6 +246,10 @@ pub struct Config {
     pub mode: Mode,
     /// How long `ADD` waits for the pod's port to appear.
     pub port_wait: Duration,
+    /// How long host mode's `ADD` waits, after plugging, for the Wyvern agent to mark the
+    /// interface `external_ids:wyvern-installed=true` (its flows are in the switch); zero: no
+    /// wait, for a runtime without a Wyvern agent on the host.
+    pub install_wait: Duration,
     /// The pod namespace assumed when `CNI_ARGS` has no `K8S_POD_NAMESPACE`.
     pub pod_namespace: Option<String>,
     /// The previous plugin's result (chained `ADD`) or the result of the `ADD` (`CHECK`, `DEL`).
@@ -265,6 +272,7 @@ struct Raw {
     vm_bridge: Option<String>,
     vm_ovsdb: Option<String>,
     port_wait: Option<f64>,
+    install_wait: Option<f64>,
     pod_namespace: Option<String>,
     ipam: Option<Value>,
     #[serde(rename = "prevResult")]
@@ -350,13 +358,15 @@ impl Config {
                 )));
             }
         };
-        let port_wait = match raw.port_wait {
-            None => DEFAULT_PORT_WAIT,
-            Some(s) if s.is_finite() && (0.0..=3600.0).contains(&s) => Duration::from_secs_f64(s),
-            Some(s) => {
-                return Err(Error::Config(format!("port_wait {s} (seconds, 0 to 3600)")));
+        let seconds = |key: &str, v: Option<f64>, default: Duration| match v {
+            None => Ok(default),
+            Some(s) if s.is_finite() && (0.0..=3600.0).contains(&s) => {
+                Ok(Duration::from_secs_f64(s))
             }
+            Some(s) => Err(Error::Config(format!("{key} {s} (seconds, 0 to 3600)"))),
         };
+        let port_wait = seconds("port_wait", raw.port_wait, DEFAULT_PORT_WAIT)?;
+        let install_wait = seconds("install_wait", raw.install_wait, DEFAULT_INSTALL_WAIT)?;
         let prev_result = raw
             .prev_result
             .map(serde_json::from_value::<Success>)
@@ -371,6 +381,7 @@ impl Config {
             ovsdb,
             mode,
             port_wait,
+            install_wait,
             pod_namespace: raw.pod_namespace.filter(|s| !s.is_empty()),
             prev_result,
         })
@@ -631,6 +642,7 @@ mod tests {
             })
         );
         assert_eq!(c.port_wait, Duration::from_secs(10));
+        assert_eq!(c.install_wait, Duration::from_secs(10));
         assert_eq!(
             c.auth,
             Auth::Headers {
@@ -646,7 +658,7 @@ mod tests {
         let c = Config::from_json(&conf(json!({
             "project_id": "p1", "roles": ["member", "reader"], "bridge": "br-pods",
             "ovsdb": "tcp:127.0.0.1:6640", "mode": "nested", "trunk_interface": "eth0",
-            "port_wait": 0.5, "pod_namespace": "podman",
+            "port_wait": 0.5, "install_wait": 0, "pod_namespace": "podman",
             "runtimeConfig": {"portMappings": []}, "args": {"cni": {"x": 1}},
             "prevResult": {"cniVersion": "1.0.0", "interfaces": [{"name": "eth0", "sandbox": "/x"}],
                            "ips": [{"address": "10.1.0.5/16", "interface": 0}]}
@@ -668,6 +680,7 @@ mod tests {
         );
         assert_eq!(c.vswitch(), None);
         assert_eq!(c.port_wait, Duration::from_millis(500));
+        assert_eq!(c.install_wait, Duration::ZERO);
         assert_eq!(c.pod_namespace.as_deref(), Some("podman"));
         assert_eq!(c.prev_result.unwrap().ips[0].address, "10.1.0.5/16");
         let o = Config::from_json(&conf(json!({
@@ -764,6 +777,7 @@ mod tests {
             ),
             (conf(json!({"vlan": "ovs"})), 7),
             (conf(json!({"port_wait": -1})), 7),
+            (conf(json!({"install_wait": 1e9})), 7),
             (conf(json!({"port_wait": "10"})), 7),
             (conf(json!({"ovsdb": "/var/run/db.sock"})), 7),
             (conf(json!({"bridge": ""})), 7),

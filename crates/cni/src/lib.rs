@@ -21,6 +21,7 @@
 //! | `vm_bridge` | nested, `vlan` `ovs`: the VM's bridge whose trunk port carries the VLANs | `br-trunk` |
 //! | `vm_ovsdb` | nested, `vlan` `ovs`: the VM's OVSDB, e.g. `unix:<rundir>/db.sock` | `unix:/var/run/openvswitch/db.sock` |
 //! | `port_wait` | seconds `ADD` waits for the pod's port | 10 |
+//! | `install_wait` | host mode: seconds `ADD` waits, after plugging, for the agent to mark the interface `wyvern-installed=true`; 0: no wait (no Wyvern agent on the host) | 10 |
 //! | `pod_namespace` | the namespace assumed when `CNI_ARGS` has no `K8S_POD_NAMESPACE` | none |
 //!
 //! An `ipam` section is refused (code 2): Neutron assigns the addresses.
@@ -44,7 +45,17 @@
 //! The host end joins the bridge with `external_ids` `iface-id`, `attached-mac`,
 //! `iface-status=active`, and [`ovs::OWNER_KEY`] naming the attachment. The result lists both
 //! interfaces, the addresses (on the container's), routes, and the subnets'
-//! `dns_nameservers`.
+//! `dns_nameservers`. All of it takes five processes (two `ip -batch -`, one `ethtool`, two
+//! lookups; see [`link`]).
+//!
+//! Then `ADD` waits, up to `install_wait`, until the chassis' Wyvern agent marks the interface
+//! `external_ids:wyvern-installed=true` — the port's flows are in the switch, as
+//! `ovn-installed` says for OVN — with one OVSDB `wait` operation ([`ovs::Ovs::await_installed`]).
+//! A pod reported ready before that could send its first ARP into a switch without its flows
+//! and wait for the kernel's retry a second later. Not marked in time: `ADD` removes what it
+//! made and answers code 11 (try again later; the kubelet retries `ADD`). `install_wait: 0`
+//! skips the wait, for hosts without a Wyvern agent. Nested mode never waits: no agent runs in
+//! the VM, and the subport's flows are on the parent's chassis since it joined the trunk.
 //!
 //! # Nested mode
 //!

@@ -4,7 +4,14 @@
 //!
 //! Links are read with `ip -json`, so nothing depends on `/sys` (which `nsenter` does not
 //! remount). Removing a link that does not exist is not an error: `DEL` is idempotent.
+//!
+//! Each process costs (a fork and an exec, two under `nsenter`, on a busy node tens of
+//! milliseconds), so `ADD` runs few: the veth pair is created and its host end brought up by one
+//! `ip -batch -`, the pod's end is configured by one more (name, MAC, MTU, up, addresses,
+//! routes) after a single `ethtool` (and, with IPv6 addresses, a single `sysctl`), and links
+//! are looked up by name (`ip -json addr show dev NAME`), not by listing every link.
 
+use std::io::Write;
 use std::net::IpAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -25,6 +32,12 @@ pub enum Ns<'a> {
 
 /// Runs `program args` in `ns`; its stdout, or an error with its stderr.
 pub fn run(ns: Ns<'_>, program: &str, args: &[&str]) -> Result<String> {
+    run_with(ns, program, args, None)
+}
+
+/// Runs `program args` in `ns` with `input` on its stdin (none: `/dev/null`); its stdout, or an
+/// error with its stderr.
+fn run_with(ns: Ns<'_>, program: &str, args: &[&str], input: Option<&str>) -> Result<String> {
     let mut c = match ns {
         Ns::Here => Command::new(program),
         Ns::At(path) => {
@@ -35,20 +48,47 @@ pub fn run(ns: Ns<'_>, program: &str, args: &[&str]) -> Result<String> {
             c
         }
     };
-    c.args(args).stdin(Stdio::null());
+    c.args(args);
     let line = format!("{c:?}");
-    let out = c
-        .output()
-        .map_err(|e| Error::Datapath(format!("running {line}: {e}")))?;
+    let out = match input {
+        None => c.stdin(Stdio::null()).output(),
+        Some(text) => c
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                if let Some(mut stdin) = child.stdin.take() {
+                    // Small: fits the pipe, so writing before reading cannot block.
+                    stdin.write_all(text.as_bytes())?;
+                }
+                child.wait_with_output()
+            }),
+    }
+    .map_err(|e| Error::Datapath(format!("running {line}: {e}")))?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
+        let input = input
+            .map(|i| format!(" (stdin: {:?})", i.trim()))
+            .unwrap_or_default();
         Err(Error::Datapath(format!(
-            "{line} failed ({}): {}",
+            "{line} failed ({}): {}{input}",
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
         )))
     }
+}
+
+/// `ip -batch -` in `ns`: every command of `commands` (one `ip` command line each, without the
+/// `ip`), in one process; stops at the first that fails.
+pub fn ip_batch(ns: Ns<'_>, commands: &[String]) -> Result<()> {
+    if commands.is_empty() {
+        return Ok(());
+    }
+    let mut input = commands.join("\n");
+    input.push('\n');
+    run_with(ns, "ip", &["-batch", "-"], Some(&input)).map(drop)
 }
 
 /// `ip args` in `ns`.
@@ -114,7 +154,24 @@ fn parse_link(v: &Value) -> Link {
 
 /// The link called `name` in `ns`, if any.
 pub fn find(ns: Ns<'_>, name: &str) -> Result<Option<Link>> {
-    Ok(links(ns)?.into_iter().find(|l| l.name == name))
+    let out = match ip(ns, &["-json", "addr", "show", "dev", name]) {
+        Ok(out) => out,
+        // `Device "NAME" does not exist.`
+        Err(Error::Datapath(e)) if e.contains("does not exist") => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let all: Vec<Value> = serde_json::from_str(out.trim())
+        .map_err(|e| Error::Datapath(format!("ip -json addr show dev {name}: {e}: {out}")))?;
+    Ok(all.iter().map(parse_link).find(|l| l.name == name))
+}
+
+/// The MAC of link `name` here: from `/sys/class/net` when that shows it (no process), else
+/// from `ip`.
+pub fn mac_here(name: &str) -> Result<Option<String>> {
+    if let Ok(mac) = std::fs::read_to_string(format!("/sys/class/net/{name}/address")) {
+        return Ok(Some(mac.trim().to_owned()));
+    }
+    Ok(find(Ns::Here, name)?.map(|l| l.mac))
 }
 
 /// Deletes link `name` in `ns` if it exists; true if it did.
@@ -130,20 +187,20 @@ pub fn delete(ns: Ns<'_>, name: &str) -> Result<bool> {
     }
 }
 
-/// Creates a veth pair: `host` here, `peer` born in the namespace at `netns`, both with `mtu`.
+/// Creates a veth pair: `host` here, up, `peer` born in the namespace at `netns`, both with
+/// `mtu` (one process).
 pub fn create_veth(host: &str, peer: &str, netns: &Path, mtu: Option<u32>) -> Result<()> {
-    let netns = netns.display().to_string();
-    let mtu = mtu.map(|m| m.to_string());
-    let mut args = vec!["link", "add", host];
-    if let Some(m) = &mtu {
-        args.extend(["mtu", m]);
-    }
-    args.extend(["type", "veth", "peer", "name", peer]);
-    if let Some(m) = &mtu {
-        args.extend(["mtu", m]);
-    }
-    args.extend(["netns", &netns]);
-    ip(Ns::Here, &args).map(drop)
+    let mtu = mtu.map(|m| format!(" mtu {m}")).unwrap_or_default();
+    ip_batch(
+        Ns::Here,
+        &[
+            format!(
+                "link add {host}{mtu} type veth peer name {peer}{mtu} netns {}",
+                netns.display()
+            ),
+            format!("link set {host} up"),
+        ],
+    )
 }
 
 /// Creates VLAN interface `name` (id `vid`) on `lower` here, then moves it into the namespace
@@ -173,14 +230,22 @@ pub fn configure(
     tx_off: bool,
 ) -> Result<()> {
     let ns = Ns::At(netns);
+    let v6 = att.addresses.iter().any(|a| a.ip.is_ipv6());
+    let mut batch = Vec::new();
     if current != ifname {
-        ip(ns, &["link", "set", current, "name", ifname])?;
+        let rename = format!("link set {current} name {ifname}");
+        if v6 || tx_off {
+            // What runs before the batch needs the final name.
+            ip_batch(ns, &[rename])?;
+        } else {
+            batch.push(rename);
+        }
     }
-    ip(ns, &["link", "set", ifname, "address", &att.mac])?;
+    batch.push(format!("link set {ifname} address {}", att.mac));
     if let Some(mtu) = att.mtu {
-        ip(ns, &["link", "set", ifname, "mtu", &mtu.to_string()])?;
+        batch.push(format!("link set {ifname} mtu {mtu}"));
     }
-    if att.addresses.iter().any(|a| a.ip.is_ipv6()) {
+    if v6 {
         let conf = format!("net.ipv6.conf.{ifname}");
         run(
             ns,
@@ -195,32 +260,26 @@ pub fn configure(
     if tx_off {
         run(ns, "ethtool", &["-K", ifname, "tx", "off"])?;
     }
-    ip(ns, &["link", "set", ifname, "up"])?;
+    batch.push(format!("link set {ifname} up"));
     for a in &att.addresses {
-        let cidr = a.cidr();
-        let mut args = vec!["addr", "add", cidr.as_str(), "dev", ifname];
-        if a.ip.is_ipv6() {
-            args.push("nodad");
-        }
-        ip(ns, &args)?;
+        let nodad = if a.ip.is_ipv6() { " nodad" } else { "" };
+        batch.push(format!("addr add {} dev {ifname}{nodad}", a.cidr()));
     }
-    for r in &att.routes {
-        let v6 = r.dst.contains(':');
-        let family = if v6 { "-6" } else { "-4" };
-        let via = r.via.map(|v| v.to_string());
-        let mut args = vec![family, "route", "replace", r.dst.as_str()];
-        if let Some(v) = &via {
-            args.extend(["via", v.as_str()]);
-        }
-        args.extend(["dev", ifname]);
-        ip(ns, &args)?;
-    }
-    Ok(())
+    batch.extend(att.routes.iter().map(|r| route_command(r, ifname)));
+    ip_batch(ns, &batch)
 }
 
-/// Brings link `name` here up.
-pub fn set_up(name: &str) -> Result<()> {
-    ip(Ns::Here, &["link", "set", name, "up"]).map(drop)
+/// The `ip -batch` line for route `r` through `ifname`. A batch line takes no `-4`/`-6`, so
+/// the family comes from the destination: `default` (IPv4, as Neutron never names an IPv6
+/// default so) is written `0.0.0.0/0`.
+fn route_command(r: &crate::neutron::RouteSpec, ifname: &str) -> String {
+    let dst = if r.dst == "default" {
+        "0.0.0.0/0"
+    } else {
+        r.dst.as_str()
+    };
+    let via = r.via.map(|v| format!(" via {v}")).unwrap_or_default();
+    format!("route replace {dst}{via} dev {ifname}")
 }
 
 /// True if `a` and `b` name the same address (`fd00::5/64` and `fd00:0::5/64`).

@@ -7,10 +7,17 @@
 //! Neutron identity ([`PortKind`]). Either way it carries [`OWNER_KEY`] =
 //! `<CNI_CONTAINERID>/<CNI_IFNAME>`, by which `DEL` finds the port again with nothing else to go
 //! on (no `prevResult`, the namespace and the Neutron port both gone).
+//!
+//! A VIF is ready for traffic once the Wyvern agent has installed its flows and marked the
+//! `Interface` `external_ids:` [`INSTALLED_KEY`]`=true` (as ovn-controller marks
+//! `ovn-installed`): [`Ovs::await_installed`] waits for that inside `ovsdb-server`, with one
+//! `wait` operation — no polling.
 
 use std::time::Duration;
 
-use ovsdb::{Atom, Client, ClientOptions, Condition, Endpoint, Mutation, Operation, Row, Value};
+use ovsdb::{
+    Atom, Client, ClientOptions, Condition, Endpoint, Mutation, Operation, Row, Value, WaitUntil,
+};
 
 use crate::error::{Error, Result};
 
@@ -20,6 +27,8 @@ const DB: &str = "Open_vSwitch";
 pub const OWNER_KEY: &str = "wyvern-cni-owner";
 /// How long connecting and each transaction may take.
 const TIMEOUT: Duration = Duration::from_secs(10);
+/// `external_ids` key the Wyvern agent sets to `true` once a VIF's flows are in the switch.
+pub const INSTALLED_KEY: &str = "wyvern-installed";
 
 /// What a plugged port is on its bridge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,11 +69,17 @@ impl Ovs {
     /// Connects to `endpoint` (`unix:PATH`, `tcp:HOST:PORT`). A database that does not answer
     /// is a transient condition.
     pub async fn connect(endpoint: &str) -> Result<Ovs> {
+        Self::connect_waiting(endpoint, Duration::ZERO).await
+    }
+
+    /// Like [`Ovs::connect`], for a connection that also waits up to `wait` inside the database
+    /// ([`Ovs::await_installed`]).
+    pub async fn connect_waiting(endpoint: &str, wait: Duration) -> Result<Ovs> {
         let ep: Endpoint = endpoint
             .parse()
             .map_err(|e| Error::Config(format!("ovsdb {endpoint:?}: {e}")))?;
         let opts = ClientOptions {
-            request_timeout: TIMEOUT,
+            request_timeout: TIMEOUT + wait,
             ..ClientOptions::default()
         };
         let client = tokio::time::timeout(TIMEOUT, Client::connect(&ep, opts))
@@ -127,6 +142,45 @@ impl Ovs {
             )));
         }
         Ok(())
+    }
+
+    /// Waits up to `timeout` until interface `name` carries [`INSTALLED_KEY`]`=true` (the agent
+    /// installed the flows of its port `iface_id`): a `wait` operation, which ovsdb-server
+    /// holds until the row matches or the time is up. Not in time (no agent, or one that
+    /// cannot serve the port yet) is a transient condition: try again later.
+    pub async fn await_installed(
+        &self,
+        name: &str,
+        iface_id: &str,
+        timeout: Duration,
+    ) -> Result<()> {
+        let wait = Operation::Wait {
+            table: "Interface".into(),
+            conditions: vec![
+                named(name),
+                Condition::includes(
+                    "external_ids",
+                    Value::map([("iface-id", iface_id), (INSTALLED_KEY, "true")]),
+                ),
+            ],
+            columns: vec!["name".into()],
+            until: WaitUntil::Equal,
+            rows: vec![Row::new().with("name", Value::atom(name))],
+            timeout_ms: Some(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)),
+        };
+        match self.client.transact(DB, &[wait]).await {
+            Ok(_) => Ok(()),
+            Err(ovsdb::Error::Transaction { error, .. }) if error == "timed out" => {
+                Err(Error::TryAgain(format!(
+                    "the Wyvern agent did not install the flows of port {iface_id} ({name}) \
+                     within {timeout:?} (no {INSTALLED_KEY}=true)"
+                )))
+            }
+            Err(ovsdb::Error::Timeout(_)) => Err(Error::TryAgain(format!(
+                "OVSDB did not answer while waiting for {INSTALLED_KEY} on {name}"
+            ))),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The interfaces recorded as `owner`'s.

@@ -18,6 +18,7 @@
 //!   as its `tag` (nested).
 
 use std::path::Path;
+use std::time::Duration;
 
 use crate::config::{Config, Env, Mode, Pod, Tagging, Vswitch};
 use crate::error::{Error, Result};
@@ -69,13 +70,15 @@ pub async fn add(cfg: &Config, env: &Env) -> Result<Success> {
                 port_id: &att.port_id,
                 mac: &att.mac,
             };
-            add_veth(sw, vif, env, netns, &att).await?
+            add_veth(sw, vif, env, netns, &att, cfg.install_wait).await?
         }
+        // No Wyvern agent in the VM: nothing marks the access port (the parent's chassis
+        // programs the subport, as soon as it is on the trunk — before the pod exists).
         (Mode::Nested(Tagging::Ovs { .. }), Some(sw)) => {
             let access = PortKind::Access {
                 tag: vlan_of(&att)?,
             };
-            add_veth(sw, access, env, netns, &att).await?
+            add_veth(sw, access, env, netns, &att, Duration::ZERO).await?
         }
     };
     let sandbox_index = ours.interfaces.len() - 1;
@@ -127,16 +130,23 @@ fn vlan_of(att: &Attachment) -> Result<u16> {
 }
 
 /// Host mode, and nested mode with `"vlan": "ovs"`: the veth pair and its outer end on `sw`
-/// as `kind`; the interfaces of the result.
+/// as `kind`; the interfaces of the result. A VIF is ready once the agent has marked it
+/// installed (its flows are in the switch): `ADD` waits up to `install_wait` for that (zero:
+/// not at all), and rolls back and asks to try again later if it does not come.
 async fn add_veth(
     sw: Vswitch<'_>,
     kind: PortKind<'_>,
     env: &Env,
     netns: &Path,
     att: &Attachment,
+    install_wait: Duration,
 ) -> Result<Success> {
     let tap = tap_name(&att.port_id);
-    let ovs = Ovs::connect(sw.ovsdb).await?;
+    let wait = match kind {
+        PortKind::Vif { .. } => install_wait,
+        PortKind::Access { .. } => Duration::ZERO,
+    };
+    let ovs = Ovs::connect_waiting(sw.ovsdb, wait).await?;
     // What an attachment of this port that never saw its DEL left behind: the port can be
     // in one place only.
     ovs.unplug(&tap).await?;
@@ -144,11 +154,13 @@ async fn add_veth(
     link::create_veth(&tap, &env.ifname, netns, att.mtu)?;
     let made = async {
         link::configure(netns, &env.ifname, &env.ifname, att, true)?;
-        link::set_up(&tap)?;
         ovs.plug(sw.bridge, &tap, kind, &env.owner()).await?;
-        let host = link::find(Ns::Here, &tap)?
-            .ok_or_else(|| Error::Datapath(format!("{tap} vanished")))?;
-        Ok(host.mac)
+        let host_mac =
+            link::mac_here(&tap)?.ok_or_else(|| Error::Datapath(format!("{tap} vanished")))?;
+        if !wait.is_zero() {
+            ovs.await_installed(&tap, &att.port_id, wait).await?;
+        }
+        Ok(host_mac)
     }
     .await;
     match made {

@@ -16,7 +16,9 @@
 //!   ([`FlowTables::with_patch_pair`]) is not an output: the packet comes back in at the peer,
 //!   at table 0, with what OVS' `patch_port_output` resets reset (`in_port` the peer;
 //!   `metadata`, registers and tunnel fields zero; conntrack fields cleared; an action set of
-//!   its own), one level deeper; then the caller's actions go on with their own packet.
+//!   its own), one level deeper; then the caller's actions go on with their own packet. A
+//!   translation error in the peer's part (too deep, too many resubmits) ends that part only:
+//!   as OVS', its error does not reach the caller, whose outputs stand.
 //! * `resubmit` (to any table, earlier ones included): `in_port` is replaced for the nested
 //!   lookup only. Limits, per pass (OVS translates each recirculation on its own): a
 //!   resubmit to the same or an earlier table, and a group bucket, nest one level deeper
@@ -734,9 +736,11 @@ impl Xlate<'_, '_> {
     /// the registers and the tunnel fields are zero, the conntrack fields are cleared, and the
     /// peer's pipeline has an action set of its own, executed at its end. The lookup from table
     /// 0 nests one level deeper, as OVS' does. Afterwards the caller's actions go on with the
-    /// packet and action set as they were (OVS translates the peer's part as a clone). Limits:
-    /// a translation error in the peer's part drops the whole packet here (OVS keeps what was
-    /// output before it); the datapath's NAT state is carried over as it is.
+    /// packet and action set as they were (OVS translates the peer's part as a clone), whatever
+    /// became of the peer's part: as in OVS, neither its translation error (the depth or
+    /// resubmit limit, checked as it starts or within it; the packet's drop reason if nothing
+    /// is output) nor a paused controller action in it reaches the caller. Limit: the
+    /// datapath's NAT state is carried over as it is.
     fn patch(
         &mut self,
         pkt: &Packet,
@@ -753,9 +757,19 @@ impl Xlate<'_, '_> {
             action_set,
             effect,
         };
-        if self.halted || !self.resources(depth) {
+        if self.halted {
             ops.push(op(None, Vec::new(), self.refusal()));
             return Control::Stop;
+        }
+        if !self.resources(depth) {
+            let refused = self.refusal();
+            self.forgive_peer_error();
+            ops.push(op(
+                None,
+                Vec::new(),
+                format!("{refused} (the caller goes on)"),
+            ));
+            return Control::Continue;
         }
         let mut crossed = pkt.clone();
         crossed.set(Field::InPort, u128::from(peer));
@@ -786,22 +800,29 @@ impl Xlate<'_, '_> {
             self.actions(&mut crossed, &acts, depth + 1, &mut action_set);
         }
         (self.action_set, self.table, self.cookie) = saved;
-        // A paused controller action in the peer's part stops only that part.
-        if self.run.error.is_none() {
-            self.halted = false;
-        }
-        let effect = format!(
+        let mut effect = format!(
             "patch port {} to its peer {}: in again there at table 0, metadata, registers, \
              tunnel and conntrack fields cleared",
             openflow::field::port_name(port),
             openflow::field::port_name(peer)
         );
-        ops.push(op(Some(Box::new(step)), action_set, effect));
-        if self.halted {
-            Control::Stop
-        } else {
-            Control::Continue
+        if let Some(e) = self.forgive_peer_error() {
+            effect.push_str(&format!(
+                "; the peer's part failed ({e}), the caller goes on"
+            ));
         }
+        ops.push(op(Some(Box::new(step)), action_set, effect));
+        Control::Continue
+    }
+
+    /// Ends what the peer's part of a patch-port crossing halted, as OVS' `patch_port_output`
+    /// does ("out bridge errors do not propagate back"): the pass goes on, and a translation
+    /// error becomes the reason the packet went nowhere (if it does). Returns that error.
+    fn forgive_peer_error(&mut self) -> Option<DropReason> {
+        self.halted = false;
+        let e = self.run.error.take()?;
+        self.run.last_drop = Some(e.clone());
+        Some(e)
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -798,4 +798,14 @@ fn a_patch_port_leads_back_in_at_its_peer_with_what_ovs_resets_reset() {
     .with_patch_pair(5, 6);
     let tr = trace(&t, 5, icmp("10.0.0.1", "10.0.0.2"));
     assert_eq!(tr.verdict.drop, Some(DropReason::ResubmitDepth), "{tr}");
+    // An error in the peer's part ends that part only ("out bridge errors do not propagate
+    // back"): the caller's outputs, before and after, stand.
+    let t = tables(&[
+        "table=0,priority=10,in_port=1 actions=output:2,output:5,output:3",
+        "table=0,priority=10,in_port=6 actions=resubmit(,0)",
+    ])
+    .with_patch_pair(5, 6);
+    let tr = trace(&t, 1, icmp("10.0.0.1", "10.0.0.2"));
+    assert_eq!(tr.verdict.ports(), [2, 3], "{tr}");
+    assert!(tr.to_string().contains("the peer's part failed"), "{tr}");
 }

@@ -5,9 +5,13 @@
 //! the end of that list, so a re-list never shows a half cache); every event wakes the loop.
 //! Nothing is reconciled before every store has completed its first list: deletions need the
 //! whole picture. A pass runs on a snapshot of the stores; events that arrive meanwhile wake the
-//! next pass, so bursts coalesce. Failed objects are retried on their own backoff.
+//! next pass, so bursts coalesce. Events of pods alone run a pod pass (those pods' ports and
+//! annotations, see `Reconciler::pods_pass`); any other event, a re-list, a failed write, a
+//! backoff or the resync falling due runs a full pass. Failed objects are retried on their own
+//! backoff.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -66,6 +70,32 @@ impl Stores {
     }
 }
 
+/// What changed since the last pass: the uids of pods with an event, or anything else (another
+/// kind's event, a re-list) that asks for a full pass.
+#[derive(Debug, Default)]
+struct Changes {
+    full: bool,
+    pods: HashSet<String>,
+}
+
+type SharedChanges = Arc<Mutex<Changes>>;
+
+/// Records a watch event: a pod's own event names the pod, anything else asks for a full pass.
+fn record<K: kube::Resource>(changes: &SharedChanges, event: &watcher::Event<K>, pods: bool) {
+    let mut c = changes.lock().unwrap_or_else(|e| e.into_inner());
+    match event {
+        watcher::Event::Apply(o) | watcher::Event::Delete(o) if pods => {
+            match o.meta().uid.clone() {
+                Some(uid) => {
+                    c.pods.insert(uid);
+                }
+                None => c.full = true,
+            }
+        }
+        _ => c.full = true,
+    }
+}
+
 /// Aborts the watcher tasks when the controller stops (or its future is dropped).
 struct Tasks(Vec<tokio::task::JoinHandle<()>>);
 
@@ -77,49 +107,81 @@ impl Drop for Tasks {
     }
 }
 
-fn watch<K>(api: Api<K>, notify: Arc<Notify>, tasks: &mut Tasks) -> Store<K>
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let kind = K::kind(&()).to_string();
-    let stream = reflector::reflector(
-        writer,
-        watcher::watcher(api, watcher::Config::default()).default_backoff(),
-    );
-    tasks.0.push(tokio::spawn(async move {
-        stream
-            .for_each(|event| {
-                if let Err(e) = &event {
-                    tracing::warn!("watching {kind}: {e}");
-                }
-                notify.notify_one();
-                futures::future::ready(())
-            })
-            .await;
-    }));
-    reader
+/// What each watcher needs: the client, the loop's wake-up and change record, and the task
+/// list it joins.
+struct Watchers {
+    client: kube::Client,
+    notify: Arc<Notify>,
+    changes: SharedChanges,
+    tasks: Tasks,
+}
+
+impl Watchers {
+    /// Starts the watcher of every `K` in the cluster; returns its store.
+    fn watch<K>(&mut self) -> Store<K>
+    where
+        K: kube::Resource<DynamicType = ()>
+            + Clone
+            + std::fmt::Debug
+            + serde::de::DeserializeOwned
+            + Send
+            + Sync
+            + 'static,
+    {
+        let (reader, writer) = reflector::store();
+        let kind = K::kind(&()).to_string();
+        let pods = kind == "Pod";
+        let stream = reflector::reflector(
+            writer,
+            watcher::watcher(
+                Api::<K>::all(self.client.clone()),
+                watcher::Config::default(),
+            )
+            .default_backoff(),
+        );
+        let (notify, changes) = (self.notify.clone(), self.changes.clone());
+        self.tasks.0.push(tokio::spawn(async move {
+            stream
+                .for_each(|event| {
+                    match &event {
+                        Ok(ev) => record(&changes, ev, pods),
+                        Err(e) => {
+                            tracing::warn!("watching {kind}: {e}");
+                            changes.lock().unwrap_or_else(|e| e.into_inner()).full = true;
+                        }
+                    }
+                    notify.notify_one();
+                    futures::future::ready(())
+                })
+                .await;
+        }));
+        reader
+    }
 }
 
 /// Runs the controller with `client` until the future is dropped (or fails to start).
 pub async fn run(config: Config, client: kube::Client) -> Result<(), Error> {
     config.check()?;
-    let notify = Arc::new(Notify::new());
-    let mut tasks = Tasks(Vec::new());
-    let stores = Stores {
-        namespaces: watch(Api::all(client.clone()), notify.clone(), &mut tasks),
-        nodes: watch(Api::all(client.clone()), notify.clone(), &mut tasks),
-        pods: watch(Api::all(client.clone()), notify.clone(), &mut tasks),
-        services: watch(Api::all(client.clone()), notify.clone(), &mut tasks),
-        slices: watch(Api::all(client.clone()), notify.clone(), &mut tasks),
-        policies: watch(Api::all(client.clone()), notify.clone(), &mut tasks),
+    let mut watchers = Watchers {
+        client: client.clone(),
+        notify: Arc::new(Notify::new()),
+        changes: SharedChanges::default(),
+        tasks: Tasks(Vec::new()),
     };
+    let stores = Stores {
+        namespaces: watchers.watch(),
+        nodes: watchers.watch(),
+        pods: watchers.watch(),
+        services: watchers.watch(),
+        slices: watchers.watch(),
+        policies: watchers.watch(),
+    };
+    let Watchers {
+        notify,
+        changes,
+        tasks: _tasks,
+        ..
+    } = watchers;
     let mut rec = Reconciler::new(config, client)?;
     // The Neutron side first (it does not need the caches), then the initial lists.
     let mut delay = Duration::from_millis(200);
@@ -137,15 +199,26 @@ pub async fn run(config: Config, client: kube::Client) -> Result<(), Error> {
     }
     stores.ready().await?;
     tracing::info!("initial lists complete; reconciling");
+    // The first pass is a full one; then a wake-up by pod events alone reconciles those pods,
+    // anything else (another kind's event, a re-list, a failed write, a backoff or the resync
+    // falling due) a full pass.
+    let mut full = true;
+    let mut wait = Duration::ZERO;
     loop {
+        let taken = std::mem::take(&mut *changes.lock().unwrap_or_else(|e| e.into_inner()));
         let snapshot = stores.snapshot();
-        let wait = rec.pass(&snapshot).await;
+        if full || taken.full || rec.needs_full_pass() {
+            wait = rec.pass(&snapshot).await;
+        } else if !taken.pods.is_empty() {
+            rec.pods_pass(&snapshot, &taken.pods).await;
+        }
         tokio::select! {
             _ = notify.notified() => {
+                full = false;
                 // Let a burst of events land before the next pass.
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            _ = tokio::time::sleep(wait) => {}
+            _ = tokio::time::sleep(wait) => full = true,
         }
     }
 }

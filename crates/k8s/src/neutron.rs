@@ -147,6 +147,28 @@ impl Neutron {
         Ok(v.get(singular).cloned().unwrap_or(v))
     }
 
+    /// Creates several objects in one bulk request (`{"<plural>": [...]}`, all or none);
+    /// returns them in order.
+    pub async fn create_many(
+        &self,
+        collection: &str,
+        plural: &str,
+        bodies: Vec<Value>,
+    ) -> Result<Vec<Value>, Error> {
+        let v = self
+            .call(
+                Method::POST,
+                collection,
+                &[],
+                Some(&json!({ plural: bodies })),
+            )
+            .await?;
+        Ok(v.get(plural)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default())
+    }
+
     /// Updates `id`; returns it.
     pub async fn update(
         &self,

@@ -215,11 +215,14 @@ impl ClusterView {
         self.namespaces.get(ns).unwrap_or(&EMPTY)
     }
 
+    /// Whether a peer selector matches `pod`.
+    pub fn selects(&self, peer: &PeerKey, pod: &PodView) -> bool {
+        peer.matches(&pod.namespace, self.ns_labels(&pod.namespace), &pod.labels)
+    }
+
     /// The pods a peer selector matches.
     pub fn members<'a>(&'a self, peer: &'a PeerKey) -> impl Iterator<Item = &'a PodView> + 'a {
-        self.pods
-            .iter()
-            .filter(move |p| peer.matches(&p.namespace, self.ns_labels(&p.namespace), &p.labels))
+        self.pods.iter().filter(move |p| self.selects(peer, p))
     }
 }
 
@@ -255,8 +258,19 @@ pub fn map_policy(
         namespaces: NsScope::Name(ns.clone()),
         pods: Selector::parse(&spec.pod_selector.unwrap_or_default())?,
     };
-    let ingress_rules = spec.ingress.unwrap_or_default();
-    let egress_rules = spec.egress.unwrap_or_default();
+    // Each direction's rules as (peers, ports).
+    let ingress_rules: Vec<_> = spec
+        .ingress
+        .into_iter()
+        .flatten()
+        .map(|r| (r.from, r.ports))
+        .collect();
+    let egress_rules: Vec<_> = spec
+        .egress
+        .into_iter()
+        .flatten()
+        .map(|r| (r.to, r.ports))
+        .collect();
     let (ingress, egress) = match spec.policy_types.as_deref() {
         Some(types) if !types.is_empty() => (
             types.iter().any(|t| t == "Ingress"),
@@ -271,32 +285,20 @@ pub fn map_policy(
         ..PolicyRules::default()
     };
     let selected: Vec<&PodView> = cluster.members(&selects).collect();
-    if ingress {
-        for rule in &ingress_rules {
-            let peers = rule.from.clone().unwrap_or_default();
-            let ports = rule.ports.clone().unwrap_or_default();
-            add_rule(
-                &mut out,
-                Direction::Ingress,
-                &ns,
-                &peers,
-                &ports,
-                cluster,
-                &selected,
-                pod_families,
-            );
+    for (direction, governed, rules) in [
+        (Direction::Ingress, ingress, ingress_rules),
+        (Direction::Egress, egress, egress_rules),
+    ] {
+        if !governed {
+            continue;
         }
-    }
-    if egress {
-        for rule in &egress_rules {
-            let peers = rule.to.clone().unwrap_or_default();
-            let ports = rule.ports.clone().unwrap_or_default();
+        for (peers, ports) in rules {
             add_rule(
                 &mut out,
-                Direction::Egress,
+                direction,
                 &ns,
-                &peers,
-                &ports,
+                &peers.unwrap_or_default(),
+                &ports.unwrap_or_default(),
                 cluster,
                 &selected,
                 pod_families,

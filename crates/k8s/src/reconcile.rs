@@ -10,13 +10,16 @@
 //! gone pods, load balancers (listeners, pools and members by diff), then what lost its owner:
 //! groups, namespace networks, trunks, half-made objects.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
 
@@ -42,6 +45,11 @@ const LBS: &str = "lbaas/loadbalancers";
 const LISTENERS: &str = "lbaas/listeners";
 const POOLS: &str = "lbaas/pools";
 const TRUNKS: &str = "trunks";
+
+/// The query of a load balancer's deletion: with its listeners, pools and members.
+fn cascade() -> [(&'static str, String); 1] {
+    [("cascade", "true".into())]
+}
 
 /// A network (and its one subnet) the controller made.
 #[derive(Debug, Clone)]
@@ -148,6 +156,21 @@ struct SgState {
     rules: HashMap<RuleKey, String>,
 }
 
+impl SgState {
+    fn of(g: &Value) -> SgState {
+        SgState {
+            id: str_of(g, "id"),
+            rules: g
+                .get("security_group_rules")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|r| (RuleKey::of(r), str_of(r, "id")))
+                .collect(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct PortState {
     id: String,
@@ -157,11 +180,10 @@ struct PortState {
     security_groups: BTreeSet<String>,
     host: String,
     name: String,
-    tagged: bool,
 }
 
 impl PortState {
-    fn of(p: &Value, tagged: bool) -> PortState {
+    fn of(p: &Value) -> PortState {
         let s = |k: &str| {
             p.get(k)
                 .and_then(Value::as_str)
@@ -194,7 +216,6 @@ impl PortState {
                 .collect(),
             host: s("binding:host_id"),
             name: s("name"),
-            tagged,
         }
     }
 }
@@ -270,6 +291,17 @@ struct WantPod {
     trunk_parent: Option<String>,
     sgs: BTreeSet<SgKey>,
     annotation: Option<String>,
+}
+
+impl WantPod {
+    /// `<namespace>/<name>`: its port's name.
+    fn full_name(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+
+    fn backoff_key(&self) -> String {
+        format!("pod:{}", self.full_name())
+    }
 }
 
 /// What a pass wants.
@@ -369,6 +401,62 @@ impl Reconciler {
         self.backoff.remove(key);
     }
 
+    /// Books the outcome of `key`'s write: its backoff cleared, or (logged) lengthened.
+    /// Whether the write succeeded.
+    fn settle(&mut self, key: &str, r: Result<(), Error>) -> bool {
+        match r {
+            Ok(()) => {
+                self.ok(key);
+                true
+            }
+            Err(e) => {
+                self.failed(key, &e);
+                false
+            }
+        }
+    }
+
+    /// Deletes `id` from `collection` (with `query`) if `key`'s backoff is due, and books the
+    /// outcome. Whether it is gone.
+    async fn delete_when_due(
+        &mut self,
+        key: &str,
+        collection: &str,
+        id: &str,
+        query: &[(&str, String)],
+    ) -> bool {
+        if !self.due(key) {
+            return false;
+        }
+        let r = self.neutron.delete(collection, id, query).await;
+        self.settle(key, r)
+    }
+
+    /// Creates an object of a kind Neutron tags only after its creation: with the marker
+    /// description (so a crash before the tagging leaves it recognisable as half-made), then
+    /// tagged with `tags`. The create response is returned (without the tags); a failed tagging
+    /// gives the error with the untagged object's id.
+    async fn create_then_tag(
+        &self,
+        collection: &str,
+        singular: &str,
+        mut body: Value,
+        tags: &[String],
+    ) -> Result<Value, (Error, Option<String>)> {
+        body["description"] = json!(self.marker());
+        let obj = self
+            .neutron
+            .create(collection, singular, body)
+            .await
+            .map_err(|e| (e, None))?;
+        let id = str_of(&obj, "id");
+        self.neutron
+            .set_tags(collection, &id, tags)
+            .await
+            .map_err(|e| (e, Some(id)))?;
+        Ok(obj)
+    }
+
     // ---- set-up: networks, subnets, router ----
 
     /// Ensures the pod network (cluster-wide mode), the service network and the router with
@@ -466,17 +554,18 @@ impl Reconciler {
                 &[("name", name.clone()), ("description", self.marker())],
             )
             .await?;
-        let obj = match half.into_iter().find(|o| tags::of(o).is_empty()) {
-            Some(o) => o,
-            None => {
-                let mut body = body;
-                body["description"] = json!(self.marker());
-                self.neutron.create(collection, singular, body).await?
+        match half.into_iter().find(|o| tags::of(o).is_empty()) {
+            Some(obj) => {
+                self.neutron
+                    .set_tags(collection, &str_of(&obj, "id"), &want)
+                    .await?;
+                Ok(obj)
             }
-        };
-        let id = str_of(&obj, "id");
-        self.neutron.set_tags(collection, &id, &want).await?;
-        Ok(obj)
+            None => self
+                .create_then_tag(collection, singular, body, &want)
+                .await
+                .map_err(|(e, _)| e),
+        }
     }
 
     /// A network with one subnet, plugged into the router.
@@ -513,13 +602,10 @@ impl Reconciler {
             .neutron
             .list(PORTS, &[("device_id", self.router_id.clone())])
             .await?;
-        let plugged = ifaces.iter().any(|p| {
-            p.get("fixed_ips")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .any(|f| f.get("subnet_id").and_then(Value::as_str) == Some(&subnet_id))
-        });
+        let plugged = ifaces
+            .iter()
+            .flat_map(fixed_ips)
+            .any(|(s, _)| s == subnet_id);
         if !plugged {
             self.neutron
                 .action(
@@ -577,19 +663,11 @@ impl Reconciler {
                 Err(e) => return Err(e),
             };
         }
-        let net = match nets.as_slice() {
-            [n] => n.clone(),
-            [] => {
-                return Err(Error::Invalid(format!(
-                    "--pod-network {wanted}: no such network (yet)"
-                )));
-            }
-            _ => {
-                return Err(Error::Config(format!(
-                    "--pod-network {wanted}: several networks have that name; give its id"
-                )));
-            }
-        };
+        let net = only_one(
+            nets,
+            format!("--pod-network {wanted}: no such network (yet)"),
+            format!("--pod-network {wanted}: several networks have that name; give its id"),
+        )?;
         let network_id = str_of(&net, "id");
         let subnets: Vec<Value> = self
             .neutron
@@ -609,19 +687,13 @@ impl Reconciler {
                         "--pod-subnet {w}: no IPv4 subnet of that name or id on network {wanted}"
                     ))
                 })?,
-            None => match subnets.as_slice() {
-                [s] => s.clone(),
-                [] => {
-                    return Err(Error::Invalid(format!(
-                        "--pod-network {wanted} has no IPv4 subnet (yet)"
-                    )));
-                }
-                _ => {
-                    return Err(Error::Config(format!(
-                        "--pod-network {wanted} has several IPv4 subnets: name one with --pod-subnet"
-                    )));
-                }
-            },
+            None => only_one(
+                subnets,
+                format!("--pod-network {wanted} has no IPv4 subnet (yet)"),
+                format!(
+                    "--pod-network {wanted} has several IPv4 subnets: name one with --pod-subnet"
+                ),
+            )?,
         };
         let subnet_id = str_of(&subnet, "id");
         let cidr: IpNet = str_of(&subnet, "cidr")
@@ -634,104 +706,9 @@ impl Reconciler {
             )));
         }
         let gateway: Option<IpAddr> = str_of(&subnet, "gateway_ip").parse().ok();
-        let fixed = |p: &Value| -> Vec<(String, Option<IpAddr>)> {
-            p.get("fixed_ips")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .map(|f| (str_of(f, "subnet_id"), str_of(f, "ip_address").parse().ok()))
-                .collect()
-        };
-        let ifaces = self
-            .neutron
-            .list(PORTS, &[("device_id", self.router_id.clone())])
+        let router_ip = self
+            .join_shared_subnet(&network_id, &subnet_id, cidr, gateway)
             .await?;
-        let mut router_ip = ifaces
-            .iter()
-            .flat_map(&fixed)
-            .find(|(s, _)| *s == subnet_id)
-            .and_then(|(_, ip)| ip);
-        if router_ip.is_none() {
-            let on_net = self
-                .neutron
-                .list(PORTS, &[("network_id", network_id.clone())])
-                .await?;
-            let holder = gateway.and_then(|g| {
-                on_net
-                    .iter()
-                    .find(|p| fixed(p).iter().any(|(_, ip)| *ip == Some(g)))
-            });
-            let info = match (gateway, holder) {
-                (Some(g), None) => {
-                    tracing::info!(
-                        "router k8s-{} joins the pod subnet {cidr} at its gateway {g}",
-                        self.cfg.cluster_name
-                    );
-                    self.neutron
-                        .action(
-                            "routers",
-                            &self.router_id,
-                            "add_router_interface",
-                            json!({"subnet_id": subnet_id}),
-                        )
-                        .await?
-                }
-                (_, holder) => {
-                    // A port of the router's own (one left by a crash before it was plugged
-                    // is reused).
-                    let name = format!("k8s-{}-router", self.cfg.cluster_name);
-                    let port = match on_net.iter().find(|p| {
-                        str_of(p, "name") == name
-                            && str_of(p, "device_id").is_empty()
-                            && fixed(p).iter().any(|(s, _)| *s == subnet_id)
-                    }) {
-                        Some(p) => p.clone(),
-                        None => {
-                            self.neutron
-                                .create(
-                                    PORTS,
-                                    "port",
-                                    json!({"network_id": network_id, "name": name,
-                                        "fixed_ips": [{"subnet_id": subnet_id}]}),
-                                )
-                                .await?
-                        }
-                    };
-                    let port_id = str_of(&port, "id");
-                    let by = holder.map_or_else(
-                        || "the subnet has no gateway".to_string(),
-                        |h| {
-                            format!(
-                                "its gateway {} is held by {} {}",
-                                gateway.map(|g| g.to_string()).unwrap_or_default(),
-                                str_of(h, "device_owner"),
-                                str_of(h, "device_id")
-                            )
-                        },
-                    );
-                    tracing::info!(
-                        "router k8s-{} joins the pod subnet {cidr} through port {port_id} ({by}); \
-                         the network's ports keep their gateway and reach cluster IPs all the same",
-                        self.cfg.cluster_name
-                    );
-                    self.neutron
-                        .action(
-                            "routers",
-                            &self.router_id,
-                            "add_router_interface",
-                            json!({"port_id": port_id}),
-                        )
-                        .await?
-                }
-            };
-            let port_id = str_of(&info, "port_id");
-            let ports = self.neutron.list(PORTS, &[("id", port_id.clone())]).await?;
-            router_ip = ports
-                .iter()
-                .flat_map(&fixed)
-                .find(|(s, _)| *s == subnet_id)
-                .and_then(|(_, ip)| ip);
-        }
         Ok(NetInfo {
             network_id,
             subnet_id,
@@ -740,6 +717,95 @@ impl Reconciler {
             mtu: net.get("mtu").and_then(Value::as_u64),
             owner: None,
         })
+    }
+
+    /// Plugs the router into the shared pod subnet (`subnet_id` of `network_id`) unless it
+    /// is plugged already: at the subnet's gateway if no port holds it, else through a port of
+    /// its own (see [`Reconciler::shared_pod_net`]). Returns the router's address there.
+    async fn join_shared_subnet(
+        &self,
+        network_id: &str,
+        subnet_id: &str,
+        cidr: IpNet,
+        gateway: Option<IpAddr>,
+    ) -> Result<Option<IpAddr>, Error> {
+        let ifaces = self
+            .neutron
+            .list(PORTS, &[("device_id", self.router_id.clone())])
+            .await?;
+        if let Some(ip) = address_on(&ifaces, subnet_id) {
+            return Ok(Some(ip));
+        }
+        let on_net = self
+            .neutron
+            .list(PORTS, &[("network_id", network_id.to_string())])
+            .await?;
+        let holder = gateway.and_then(|g| {
+            on_net
+                .iter()
+                .find(|p| fixed_ips(p).iter().any(|(_, ip)| *ip == Some(g)))
+        });
+        let interface = match (gateway, holder) {
+            (Some(g), None) => {
+                tracing::info!(
+                    "router k8s-{} joins the pod subnet {cidr} at its gateway {g}",
+                    self.cfg.cluster_name
+                );
+                json!({"subnet_id": subnet_id})
+            }
+            (_, holder) => {
+                // A port of the router's own (one left by a crash before it was plugged
+                // is reused).
+                let name = format!("k8s-{}-router", self.cfg.cluster_name);
+                let port = match on_net.iter().find(|p| {
+                    str_of(p, "name") == name
+                        && str_of(p, "device_id").is_empty()
+                        && fixed_ips(p).iter().any(|(s, _)| *s == subnet_id)
+                }) {
+                    Some(p) => p.clone(),
+                    None => {
+                        self.neutron
+                            .create(
+                                PORTS,
+                                "port",
+                                json!({"network_id": network_id, "name": name,
+                                    "fixed_ips": [{"subnet_id": subnet_id}]}),
+                            )
+                            .await?
+                    }
+                };
+                let port_id = str_of(&port, "id");
+                let by = holder.map_or_else(
+                    || "the subnet has no gateway".to_string(),
+                    |h| {
+                        format!(
+                            "its gateway {} is held by {} {}",
+                            gateway.map(|g| g.to_string()).unwrap_or_default(),
+                            str_of(h, "device_owner"),
+                            str_of(h, "device_id")
+                        )
+                    },
+                );
+                tracing::info!(
+                    "router k8s-{} joins the pod subnet {cidr} through port {port_id} ({by}); \
+                     the network's ports keep their gateway and reach cluster IPs all the same",
+                    self.cfg.cluster_name
+                );
+                json!({"port_id": port_id})
+            }
+        };
+        let info = self
+            .neutron
+            .action(
+                "routers",
+                &self.router_id,
+                "add_router_interface",
+                interface,
+            )
+            .await?;
+        let port_id = str_of(&info, "port_id");
+        let ports = self.neutron.list(PORTS, &[("id", port_id)]).await?;
+        Ok(address_on(&ports, subnet_id))
     }
 
     /// The namespace networks that exist (network-per-namespace mode).
@@ -795,9 +861,7 @@ impl Reconciler {
             if actual.ports.contains_key(uid) {
                 actual.strays.push((PORTS, str_of(&p, "id")));
             } else {
-                actual
-                    .ports
-                    .insert(uid.to_string(), PortState::of(&p, true));
+                actual.ports.insert(uid.to_string(), PortState::of(&p));
             }
         }
         // Security groups with their rules.
@@ -805,26 +869,17 @@ impl Reconciler {
             let Some(key) = SgKey::from_tags(&tags::of(&g)) else {
                 continue;
             };
-            if actual.sgs.contains_key(&key) {
-                actual.strays.push((SGS, str_of(&g, "id")));
-                continue;
+            match actual.sgs.entry(key) {
+                Entry::Occupied(_) => actual.strays.push((SGS, str_of(&g, "id"))),
+                Entry::Vacant(e) => {
+                    e.insert(SgState::of(&g));
+                }
             }
-            let rules = g
-                .get("security_group_rules")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .map(|r| (RuleKey::of(r), str_of(r, "id")))
-                .collect();
-            actual.sgs.insert(
-                key,
-                SgState {
-                    id: str_of(&g, "id"),
-                    rules,
-                },
-            );
         }
-        // Half-made (created, never tagged) ports and groups.
+
+        // Half-made (created, never tagged) groups, and ports of a controller from before ports
+        // took their tags in the create request (it gave them the marker description; a port
+        // made now has no description, so this lists only such leftovers).
         for (collection, kind) in [(PORTS, PORTS), (SGS, SGS)] {
             for o in self.neutron.list(collection, &by_marker).await? {
                 if !tags::of(&o).contains(&cluster) {
@@ -980,7 +1035,7 @@ impl Reconciler {
             self.sync_ns_nets(&wanted).await;
         }
         self.sync_sgs(&wanted).await;
-        self.sync_ports(&wanted).await;
+        self.sync_ports(&wanted, None).await;
         self.sync_lbs(&wanted).await;
         self.delete_sgs(&wanted).await;
         if self.cfg.network_per_namespace {
@@ -1001,40 +1056,40 @@ impl Reconciler {
         next.min(resync).max(Duration::from_millis(50))
     }
 
+    /// Whether the next pass must be a full one: the view is to be listed again (a write
+    /// failed, or the resync interval is over).
+    pub(crate) fn needs_full_pass(&self) -> bool {
+        self.dirty || self.listed.is_none_or(|at| at.elapsed() >= self.cfg.resync)
+    }
+
+    /// The reconcile of pod events: the ports (create, update, annotation, deletion) of the pods
+    /// with these uids only, after the groups (a pod's labels or named ports can change a
+    /// policy's rules: a diff that costs no request when nothing changed). Load balancers
+    /// follow endpoint slices (their own events), leftovers wait for the next full pass.
+    pub(crate) async fn pods_pass(&mut self, snap: &Snapshot, uids: &HashSet<String>) {
+        let wanted = self.wanted(snap);
+        self.sync_sgs(&wanted).await;
+        self.sync_ports(&wanted, Some(uids)).await;
+    }
+
     /// The wanted state.
     fn wanted(&mut self, snap: &Snapshot) -> Wanted {
         let mut w = Wanted::default();
-        for ns in &snap.namespaces {
-            if let (Some(name), Some(uid)) = (&ns.metadata.name, &ns.metadata.uid) {
-                w.namespaces.insert(name.clone(), uid.clone());
-            }
-        }
-        let mut nodes: HashMap<&str, (String, Option<String>)> = HashMap::new();
-        for n in &snap.nodes {
-            let Some(name) = n.metadata.name.as_deref() else {
-                continue;
-            };
-            let ann = n.metadata.annotations.as_ref();
-            let chassis = ann
-                .and_then(|a| a.get(CHASSIS_ANNOTATION))
-                .cloned()
-                .unwrap_or_else(|| name.to_string());
-            let trunk = ann.and_then(|a| a.get(TRUNK_PORT_ANNOTATION)).cloned();
-            if let Some(parent) = &trunk {
-                w.trunk_parents.insert(parent.clone());
-            }
-            nodes.insert(name, (chassis, trunk));
-        }
-        // The pods that get ports.
         let mut cluster = ClusterView::default();
         for ns in &snap.namespaces {
-            if let Some(name) = &ns.metadata.name {
-                cluster
-                    .namespaces
-                    .insert(name.clone(), ns.metadata.labels.clone().unwrap_or_default());
+            let Some(name) = &ns.metadata.name else {
+                continue;
+            };
+            if let Some(uid) = &ns.metadata.uid {
+                w.namespaces.insert(name.clone(), uid.clone());
             }
+            cluster
+                .namespaces
+                .insert(name.clone(), ns.metadata.labels.clone().unwrap_or_default());
         }
-        let mut pods: Vec<(&Arc<Pod>, WantPod)> = Vec::new();
+        let nodes = placements(&snap.nodes);
+        w.trunk_parents = nodes.values().filter_map(|(_, t)| t.clone()).collect();
+        // The pods that get ports.
         for pod in &snap.pods {
             let Some(node) = wants_port(pod) else {
                 continue;
@@ -1044,37 +1099,49 @@ impl Reconciler {
                 .cloned()
                 .unwrap_or_else(|| (node.to_string(), None));
             let m = &pod.metadata;
-            pods.push((
-                pod,
-                WantPod {
-                    uid: m.uid.clone().unwrap_or_default(),
-                    namespace: m.namespace.clone().unwrap_or_default(),
-                    name: m.name.clone().unwrap_or_default(),
-                    chassis,
-                    trunk_parent,
-                    sgs: BTreeSet::new(),
-                    annotation: m
-                        .annotations
-                        .as_ref()
-                        .and_then(|a| a.get(PORT_ANNOTATION))
-                        .cloned(),
-                },
-            ));
+            w.pods.push(WantPod {
+                uid: m.uid.clone().unwrap_or_default(),
+                namespace: m.namespace.clone().unwrap_or_default(),
+                name: m.name.clone().unwrap_or_default(),
+                chassis,
+                trunk_parent,
+                sgs: BTreeSet::new(),
+                annotation: m
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(PORT_ANNOTATION))
+                    .cloned(),
+            });
             cluster.pods.push(pod_view(pod));
         }
-        // Policies.
+        w.sgs = self.wanted_sgs(&snap.policies, &cluster, &mut w.pods);
+        w.lbs = self.wanted_lbs(snap);
+        w
+    }
+
+    /// The security groups `policies` need, each pod of `pods` (seen by the policies as the
+    /// same index of `cluster.pods`) given the groups it is to be in: the groups of the
+    /// policies that select it, the membership groups of the peers it matches, and the
+    /// allow-all group of each direction no policy governs for it.
+    fn wanted_sgs(
+        &mut self,
+        policies: &[Arc<NetworkPolicy>],
+        cluster: &ClusterView,
+        pods: &mut [WantPod],
+    ) -> BTreeMap<SgKey, (String, BTreeSet<policy::RuleSpec>)> {
+        let mut sgs = BTreeMap::new();
         let families: BTreeSet<Family> = [Family::of(&self.cfg.pod_cidr)].into_iter().collect();
         let mut selected_in = vec![false; pods.len()];
         let mut selected_out = vec![false; pods.len()];
         let mut peers: BTreeSet<PeerKey> = BTreeSet::new();
-        for np in &snap.policies {
+        for np in policies {
             let uid = np.metadata.uid.clone().unwrap_or_default();
             let what = format!(
                 "networkpolicy {}/{}",
                 np.metadata.namespace.as_deref().unwrap_or_default(),
                 np.metadata.name.as_deref().unwrap_or_default()
             );
-            let rules = match policy::map_policy(np, &cluster, &families) {
+            let rules = match policy::map_policy(np, cluster, &families) {
                 Ok(r) => r,
                 Err(e) => {
                     self.say_once(format!("{what} skipped: {e}"));
@@ -1084,18 +1151,10 @@ impl Reconciler {
             for s in &rules.skipped {
                 self.say_once(format!("{what}: {s}"));
             }
-            let key = SgKey::Policy(uid.clone());
+            let key = SgKey::Policy(uid);
             if let Some(sel) = &rules.selects {
-                for (i, (_, want)) in pods.iter_mut().enumerate() {
-                    let view = &cluster.pods[i];
-                    if sel.matches(
-                        &view.namespace,
-                        cluster
-                            .namespaces
-                            .get(&view.namespace)
-                            .unwrap_or(&BTreeMap::new()),
-                        &view.labels,
-                    ) {
+                for (i, want) in pods.iter_mut().enumerate() {
+                    if cluster.selects(sel, &cluster.pods[i]) {
                         want.sgs.insert(key.clone());
                         selected_in[i] |= rules.ingress;
                         selected_out[i] |= rules.egress;
@@ -1103,21 +1162,12 @@ impl Reconciler {
                 }
             }
             peers.extend(rules.peers.iter().cloned());
-            w.sgs
-                .insert(key, (format!("k8s-policy {what}"), rules.rules));
+            sgs.insert(key, (format!("k8s-policy {what}"), rules.rules));
         }
         for peer in &peers {
             let key = SgKey::Peer(peer.id());
-            for (i, (_, want)) in pods.iter_mut().enumerate() {
-                let view = &cluster.pods[i];
-                if peer.matches(
-                    &view.namespace,
-                    cluster
-                        .namespaces
-                        .get(&view.namespace)
-                        .unwrap_or(&BTreeMap::new()),
-                    &view.labels,
-                ) {
+            for (i, want) in pods.iter_mut().enumerate() {
+                if cluster.selects(peer, &cluster.pods[i]) {
                     want.sgs.insert(key.clone());
                 }
             }
@@ -1125,7 +1175,7 @@ impl Reconciler {
                 .chars()
                 .take(255)
                 .collect();
-            w.sgs.insert(key, (name, BTreeSet::new()));
+            sgs.insert(key, (name, BTreeSet::new()));
         }
         let any = |direction| -> BTreeSet<policy::RuleSpec> {
             [Family::V4, Family::V6]
@@ -1139,45 +1189,49 @@ impl Reconciler {
                 })
                 .collect()
         };
-        w.sgs.insert(
+        sgs.insert(
             SgKey::AllowIngress,
             ("k8s-allow-all-ingress".into(), any(Direction::Ingress)),
         );
-        w.sgs.insert(
+        sgs.insert(
             SgKey::AllowEgress,
             ("k8s-allow-all-egress".into(), any(Direction::Egress)),
         );
-        for (i, (_, mut want)) in pods.into_iter().enumerate() {
+        for (i, want) in pods.iter_mut().enumerate() {
             if !selected_in[i] {
                 want.sgs.insert(SgKey::AllowIngress);
             }
             if !selected_out[i] {
                 want.sgs.insert(SgKey::AllowEgress);
             }
-            w.pods.push(want);
         }
-        // Services.
-        let slices: Vec<&k8s_openapi::api::discovery::v1::EndpointSlice> =
-            snap.slices.iter().map(AsRef::as_ref).collect();
+        sgs
+    }
+
+    /// The load balancers of the services (by service uid).
+    fn wanted_lbs(&mut self, snap: &Snapshot) -> BTreeMap<String, LbSpec> {
+        let mut lbs = BTreeMap::new();
+        let slices: Vec<&EndpointSlice> = snap.slices.iter().map(AsRef::as_ref).collect();
         for svc in &snap.services {
             let Some(uid) = svc.metadata.uid.clone() else {
                 continue;
             };
-            if let Some(lb) = service::map_service(svc, &slices) {
-                for s in &lb.skipped {
-                    self.say_once(format!("service {}: {s}", lb.name));
-                }
-                if !self.cfg.service_cidr.contains(&lb.vip) {
-                    self.say_once(format!(
-                        "service {}: cluster IP {} is outside --service-cidr {}, skipped",
-                        lb.name, lb.vip, self.cfg.service_cidr
-                    ));
-                    continue;
-                }
-                w.lbs.insert(uid, lb);
+            let Some(lb) = service::map_service(svc, &slices) else {
+                continue;
+            };
+            for s in &lb.skipped {
+                self.say_once(format!("service {}: {s}", lb.name));
             }
+            if !self.cfg.service_cidr.contains(&lb.vip) {
+                self.say_once(format!(
+                    "service {}: cluster IP {} is outside --service-cidr {}, skipped",
+                    lb.name, lb.vip, self.cfg.service_cidr
+                ));
+                continue;
+            }
+            lbs.insert(uid, lb);
         }
-        w
+        lbs
     }
 
     // ---- namespace networks ----
@@ -1270,13 +1324,9 @@ impl Reconciler {
                 self.neutron.delete("networks", &net.network_id, &[]).await
             }
             .await;
-            match r {
-                Ok(()) => {
-                    self.ok(&key);
-                    tracing::info!("deleted the network of namespace {ns}");
-                    self.ns_nets.remove(&ns);
-                }
-                Err(e) => self.failed(&key, &e),
+            if self.settle(&key, r) {
+                tracing::info!("deleted the network of namespace {ns}");
+                self.ns_nets.remove(&ns);
             }
         }
     }
@@ -1320,7 +1370,7 @@ impl Reconciler {
             if !self.due(&bkey) {
                 continue;
             }
-            let mut want: HashSet<RuleKey> = HashSet::new();
+            let mut want: BTreeSet<RuleKey> = BTreeSet::new();
             let mut complete = true;
             for r in rules {
                 let (prefix, group) = match &r.remote {
@@ -1348,48 +1398,23 @@ impl Reconciler {
                     group,
                 });
             }
-            let mut result: Result<(), Error> = Ok(());
-            // Removals first (a shrinking rule set never allows more than either).
-            let extra: Vec<(RuleKey, String)> = st
-                .rules
-                .iter()
-                .filter(|(k, _)| !want.contains(*k))
-                .map(|(k, id)| (k.clone(), id.clone()))
-                .collect();
-            for (k, id) in extra {
-                match self.neutron.delete(RULES, &id, &[]).await {
-                    Ok(()) => {
-                        if let Some(s) = self.actual.sgs.get_mut(key) {
-                            s.rules.remove(&k);
-                        }
+            let mut rules = st.rules;
+            let neutron = &self.neutron;
+            let result = apply_diff(
+                &mut rules,
+                &want,
+                |id| async move { neutron.delete(RULES, &id, &[]).await },
+                |k| {
+                    let body = k.body(&st.id);
+                    async move {
+                        let rule = neutron.create(RULES, "security_group_rule", body).await?;
+                        Ok(str_of(&rule, "id"))
                     }
-                    Err(e) => {
-                        result = Err(e);
-                        break;
-                    }
-                }
-            }
-            if result.is_ok() {
-                let mut missing: Vec<&RuleKey> =
-                    want.iter().filter(|k| !st.rules.contains_key(*k)).collect();
-                missing.sort();
-                for k in missing {
-                    match self
-                        .neutron
-                        .create(RULES, "security_group_rule", k.body(&st.id))
-                        .await
-                    {
-                        Ok(rule) => {
-                            if let Some(s) = self.actual.sgs.get_mut(key) {
-                                s.rules.insert(k.clone(), str_of(&rule, "id"));
-                            }
-                        }
-                        Err(e) => {
-                            result = Err(e);
-                            break;
-                        }
-                    }
-                }
+                },
+            )
+            .await;
+            if let Some(s) = self.actual.sgs.get_mut(key) {
+                s.rules = rules;
             }
             match result {
                 Ok(()) if complete => self.ok(&bkey),
@@ -1402,29 +1427,14 @@ impl Reconciler {
     /// A new group, tagged; on a failed tagging the group's id with the error.
     async fn create_sg(&self, key: &SgKey, name: &str) -> Result<SgState, (Error, Option<String>)> {
         let g = self
-            .neutron
-            .create(
+            .create_then_tag(
                 SGS,
                 "security_group",
-                json!({"name": name, "description": self.marker()}),
+                json!({"name": name}),
+                &key.tags(&self.cfg.cluster_name),
             )
-            .await
-            .map_err(|e| (e, None))?;
-        let id = str_of(&g, "id");
-        self.neutron
-            .set_tags(SGS, &id, &key.tags(&self.cfg.cluster_name))
-            .await
-            .map_err(|e| (e, Some(id.clone())))?;
-        Ok(SgState {
-            id,
-            rules: g
-                .get("security_group_rules")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .map(|r| (RuleKey::of(r), str_of(r, "id")))
-                .collect(),
-        })
+            .await?;
+        Ok(SgState::of(&g))
     }
 
     async fn delete_sgs(&mut self, w: &Wanted) {
@@ -1447,40 +1457,37 @@ impl Reconciler {
             {
                 continue;
             }
-            let bkey = key.backoff_key();
-            if !self.due(&bkey) {
-                continue;
-            }
-            match self.neutron.delete(SGS, &id, &[]).await {
-                Ok(()) => {
-                    tracing::info!("deleted security group {id} ({key:?})");
-                    self.ok(&bkey);
-                    self.actual.sgs.remove(&key);
-                }
-                Err(e) => self.failed(&bkey, &e),
+            if self
+                .delete_when_due(&key.backoff_key(), SGS, &id, &[])
+                .await
+            {
+                tracing::info!("deleted security group {id} ({key:?})");
+                self.actual.sgs.remove(&key);
             }
         }
     }
 
     // ---- ports ----
 
-    async fn sync_ports(&mut self, w: &Wanted) {
+    /// The ports of the wanted pods, and the deletion of those of gone pods; with `only`,
+    /// just those of the pods with these uids (a pod event's reconcile).
+    async fn sync_ports(&mut self, w: &Wanted, only: Option<&HashSet<String>>) {
         let wanted: HashSet<&str> = w.pods.iter().map(|p| p.uid.as_str()).collect();
-        for pod in &w.pods {
-            let key = format!("pod:{}/{}", pod.namespace, pod.name);
-            if !self.due(&key) {
-                continue;
-            }
-            match self.sync_port(pod).await {
-                Ok(()) => self.ok(&key),
-                Err(e) => self.failed(&key, &e),
+        let in_scope = |uid: &str| only.is_none_or(|o| o.contains(uid));
+        let pods: Vec<&WantPod> = w.pods.iter().filter(|p| in_scope(&p.uid)).collect();
+        self.create_ports(&pods).await;
+        for pod in pods {
+            let key = pod.backoff_key();
+            if self.due(&key) {
+                let r = self.sync_port(pod).await;
+                self.settle(&key, r);
             }
         }
         let gone: Vec<(String, PortState)> = self
             .actual
             .ports
             .iter()
-            .filter(|(uid, _)| !wanted.contains(uid.as_str()))
+            .filter(|(uid, _)| !wanted.contains(uid.as_str()) && in_scope(uid))
             .map(|(u, p)| (u.clone(), p.clone()))
             .collect();
         for (uid, port) in gone {
@@ -1488,13 +1495,10 @@ impl Reconciler {
             if !self.due(&key) {
                 continue;
             }
-            match self.delete_port(&port).await {
-                Ok(()) => {
-                    tracing::info!("deleted port {} of pod {}", port.id, port.name);
-                    self.ok(&key);
-                    self.actual.ports.remove(&uid);
-                }
-                Err(e) => self.failed(&key, &e),
+            let r = self.delete_port(&port).await;
+            if self.settle(&key, r) {
+                tracing::info!("deleted port {} of pod {}", port.id, port.name);
+                self.actual.ports.remove(&uid);
             }
         }
     }
@@ -1528,6 +1532,71 @@ impl Reconciler {
         self.neutron.delete(PORTS, &port.id, &[]).await
     }
 
+    /// The create body of a pod's port on `net`, with its tags: one request makes the port
+    /// whole (`tag-ports-during-bulk-creation`), so there is no half-made port to collect.
+    fn port_body(&self, pod: &WantPod, net: &NetInfo) -> Value {
+        let mut body = json!({
+            "network_id": net.network_id,
+            "name": pod.full_name(),
+            "fixed_ips": [{"subnet_id": net.subnet_id}],
+            "security_groups": self.sg_ids(pod),
+            "device_owner": DEVICE_OWNER,
+            "tags": [
+                self.cluster_tag(),
+                tags::kind(tags::POD),
+                tags::pod_uid(&pod.uid),
+                tags::pod(&pod.namespace, &pod.name),
+            ],
+        });
+        if pod.trunk_parent.is_none() {
+            body["device_id"] = json!(pod.uid);
+            body["binding:host_id"] = json!(pod.chassis);
+        } else {
+            // A subport may have no device id (the trunk plugin's rule); the trunk gives it
+            // its owner and host.
+            body.as_object_mut().map(|o| o.remove("device_owner"));
+        }
+        body
+    }
+
+    /// The ids of the groups `pod` is to be in that exist, in order.
+    fn sg_ids(&self, pod: &WantPod) -> BTreeSet<String> {
+        pod.sgs
+            .iter()
+            .filter_map(|k| self.actual.sgs.get(k).map(|s| s.id.clone()))
+            .collect()
+    }
+
+    /// Creates the missing ports of `pods` (those due, whose network is known) in one bulk
+    /// request; when it is refused (all or none) the pods' own passes create them one by one,
+    /// so that a failure stays the failing pod's.
+    async fn create_ports(&mut self, pods: &[&WantPod]) {
+        let mut todo: Vec<(&WantPod, Value)> = Vec::new();
+        for pod in pods {
+            if self.actual.ports.contains_key(&pod.uid) || !self.due(&pod.backoff_key()) {
+                continue;
+            }
+            if let Some(net) = self.net_for(&pod.namespace).cloned() {
+                todo.push((pod, self.port_body(pod, &net)));
+            }
+        }
+        if todo.len() < 2 {
+            return;
+        }
+        let bodies = todo.iter().map(|(_, b)| b.clone()).collect();
+        match self.neutron.create_many(PORTS, "ports", bodies).await {
+            Ok(created) if created.len() == todo.len() => {
+                for ((pod, _), p) in todo.iter().zip(created) {
+                    let st = PortState::of(&p);
+                    tracing::info!("created port {} for pod {}", st.id, pod.full_name());
+                    self.actual.ports.insert(pod.uid.clone(), st);
+                }
+            }
+            Ok(_) => self.dirty = true,
+            Err(e) => tracing::debug!("creating {} ports at once: {e}", todo.len()),
+        }
+    }
+
     async fn sync_port(&mut self, pod: &WantPod) -> Result<(), Error> {
         let Some(net) = self.net_for(&pod.namespace).cloned() else {
             return Err(Error::Invalid(format!(
@@ -1535,88 +1604,73 @@ impl Reconciler {
                 pod.namespace
             )));
         };
-        let sg_ids: BTreeSet<String> = pod
-            .sgs
-            .iter()
-            .filter_map(|k| self.actual.sgs.get(k).map(|s| s.id.clone()))
-            .collect();
-        let nested = pod.trunk_parent.is_some();
-        let port_tags = vec![
-            self.cluster_tag(),
-            tags::kind(tags::POD),
-            tags::pod_uid(&pod.uid),
-            tags::pod(&pod.namespace, &pod.name),
-        ];
-        let name = format!("{}/{}", pod.namespace, pod.name);
-        let mut port = match self.actual.ports.get(&pod.uid).cloned() {
-            Some(p) if p.network_id != net.network_id => {
-                // The pod's network changed (the mode did): a new port.
-                self.delete_port(&p).await?;
-                self.actual.ports.remove(&pod.uid);
-                None
-            }
-            other => other,
+        let port = self.ensure_port(pod, &net).await?;
+        let vlan = match &pod.trunk_parent {
+            Some(parent) => Some(self.ensure_subport(parent, &port.id).await?),
+            None => None,
         };
-        if port.is_none() {
-            let mut body = json!({
-                "network_id": net.network_id,
-                "name": name,
-                "description": self.marker(),
-                "fixed_ips": [{"subnet_id": net.subnet_id}],
-                "security_groups": sg_ids.iter().collect::<Vec<_>>(),
-                "device_owner": DEVICE_OWNER,
-            });
-            if !nested {
-                body["device_id"] = json!(pod.uid);
-                body["binding:host_id"] = json!(pod.chassis);
-            } else {
-                // A subport may have no device id (the trunk plugin's rule); the trunk gives it
-                // its owner and host.
-                body.as_object_mut().map(|o| o.remove("device_owner"));
+        self.annotate(pod, &net, &port, vlan).await
+    }
+
+    /// The pod's port on `net`: made if missing (made again if the pod's network changed),
+    /// its groups, host and name updated if they differ.
+    async fn ensure_port(&mut self, pod: &WantPod, net: &NetInfo) -> Result<PortState, Error> {
+        let name = pod.full_name();
+        let st = match self.actual.ports.get(&pod.uid).cloned() {
+            Some(p) if p.network_id == net.network_id => p,
+            stale => {
+                if let Some(p) = stale {
+                    // The pod's network changed (the mode did): a new port.
+                    self.delete_port(&p).await?;
+                    self.actual.ports.remove(&pod.uid);
+                }
+                let created = self
+                    .neutron
+                    .create(PORTS, "port", self.port_body(pod, net))
+                    .await?;
+                let st = PortState::of(&created);
+                tracing::info!("created port {} for pod {name}", st.id);
+                self.actual.ports.insert(pod.uid.clone(), st.clone());
+                st
             }
-            let created = self.neutron.create(PORTS, "port", body).await?;
-            let st = PortState::of(&created, false);
-            tracing::info!("created port {} for pod {name}", st.id);
-            self.actual.ports.insert(pod.uid.clone(), st.clone());
-            port = Some(st);
-        }
-        let Some(mut st) = port else {
-            return Ok(());
         };
-        if !st.tagged {
-            self.neutron.set_tags(PORTS, &st.id, &port_tags).await?;
-            st.tagged = true;
-        }
+        let sg_ids = self.sg_ids(pod);
         let mut update = serde_json::Map::new();
         if st.security_groups != sg_ids {
-            update.insert(
-                "security_groups".into(),
-                json!(sg_ids.iter().collect::<Vec<_>>()),
-            );
+            update.insert("security_groups".into(), json!(sg_ids));
         }
-        if !nested && st.host != pod.chassis {
+        // A subport's host is the trunk's.
+        if pod.trunk_parent.is_none() && st.host != pod.chassis {
             update.insert("binding:host_id".into(), json!(pod.chassis));
         }
         if st.name != name {
             update.insert("name".into(), json!(name));
         }
-        if !update.is_empty() {
-            let updated = self
-                .neutron
-                .update(PORTS, "port", &st.id, Value::Object(update))
-                .await?;
-            st = PortState::of(&updated, true);
+        if update.is_empty() {
+            return Ok(st);
         }
+        let updated = self
+            .neutron
+            .update(PORTS, "port", &st.id, Value::Object(update))
+            .await?;
+        let st = PortState::of(&updated);
         self.actual.ports.insert(pod.uid.clone(), st.clone());
-        let vlan = match &pod.trunk_parent {
-            Some(parent) => Some(self.ensure_subport(parent, &st.id).await?),
-            None => None,
-        };
-        // The annotation.
+        Ok(st)
+    }
+
+    /// Writes the port's details (`vlan`: its subport's) into the pod's annotation, unless
+    /// it holds them already.
+    async fn annotate(
+        &self,
+        pod: &WantPod,
+        net: &NetInfo,
+        port: &PortState,
+        vlan: Option<u16>,
+    ) -> Result<(), Error> {
         let ann = PortAnnotation {
-            port_id: st.id.clone(),
-            mac_address: st.mac.clone(),
-            ips: st
+            port_id: port.id.clone(),
+            mac_address: port.mac.clone(),
+            ips: port
                 .ips
                 .iter()
                 .map(|(ip, _)| format!("{ip}/{}", net.cidr.prefix_len()))
@@ -1626,68 +1680,72 @@ impl Reconciler {
             vlan,
         };
         let text = serde_json::to_string(&ann).map_err(|e| Error::Invalid(e.to_string()))?;
-        if pod.annotation.as_deref() != Some(text.as_str()) {
-            let pods: kube::Api<Pod> = kube::Api::namespaced(self.kube.clone(), &pod.namespace);
-            let patch = json!({"metadata": {"annotations": {PORT_ANNOTATION: text}}});
-            match pods
-                .patch(&pod.name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
-                Ok(_) => {}
-                // Deleted meanwhile: its port goes with the next pass.
-                Err(kube::Error::Api(s)) if s.code == 404 => {}
-                Err(e) => return Err(Error::Kube(format!("annotating pod {name}: {e}"))),
-            }
+        if pod.annotation.as_deref() == Some(text.as_str()) {
+            return Ok(());
         }
-        Ok(())
+        let pods: kube::Api<Pod> = kube::Api::namespaced(self.kube.clone(), &pod.namespace);
+        let patch = json!({"metadata": {"annotations": {PORT_ANNOTATION: text}}});
+        match pods
+            .patch(&pod.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => Ok(()),
+            // Deleted meanwhile: its port goes with the next pass.
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(Error::Kube(format!(
+                "annotating pod {}: {e}",
+                pod.full_name()
+            ))),
+        }
+    }
+
+    /// The trunk of `parent`: the one recorded, else the one the API has, else a new one
+    /// (tagged as the controller's, owned by the VM port the node names: it goes when no node
+    /// names that port and it has no subports).
+    async fn trunk_of(&mut self, parent: &str) -> Result<TrunkState, Error> {
+        if let Some(t) = self.actual.trunks.get(parent) {
+            return Ok(t.clone());
+        }
+        let owner = format!("port-{parent}");
+        let found = self
+            .neutron
+            .list(TRUNKS, &[("port_id", parent.to_string())])
+            .await?;
+        let (t, ours) = match found.into_iter().next() {
+            Some(t) => {
+                let ours = tags::of(&t).contains(&self.cluster_tag());
+                (t, ours)
+            }
+            None => {
+                let tg = [
+                    self.cluster_tag(),
+                    tags::kind(tags::TRUNK),
+                    tags::uid(&owner),
+                ];
+                let t = self
+                    .create_then_tag(
+                        TRUNKS,
+                        "trunk",
+                        json!({"port_id": parent, "name": format!("k8s-{parent}")}),
+                        &tg,
+                    )
+                    .await
+                    .map_err(|(e, _)| e)?;
+                (t, true)
+            }
+        };
+        let trunk = TrunkState {
+            id: str_of(&t, "id"),
+            owner: ours.then_some(owner),
+            sub_ports: sub_ports_of(&t),
+        };
+        self.actual.trunks.insert(parent.to_string(), trunk.clone());
+        Ok(trunk)
     }
 
     /// Puts `port_id` into the trunk of `parent` (made if missing); returns its VLAN.
     async fn ensure_subport(&mut self, parent: &str, port_id: &str) -> Result<u16, Error> {
-        if !self.actual.trunks.contains_key(parent) {
-            let found = self
-                .neutron
-                .list(TRUNKS, &[("port_id", parent.to_string())])
-                .await?;
-            let t = match found.into_iter().next() {
-                Some(t) => t,
-                None => {
-                    let t = self
-                        .neutron
-                        .create(
-                            TRUNKS,
-                            "trunk",
-                            json!({"port_id": parent, "name": format!("k8s-{parent}"),
-                                   "description": self.marker()}),
-                        )
-                        .await?;
-                    let mut tg = vec![self.cluster_tag(), tags::kind(tags::TRUNK)];
-                    tg.push(tags::uid(&format!("port-{parent}")));
-                    // (The owner is the VM port the node names; the trunk goes when no node
-                    // names it and it has no subports.)
-                    self.neutron
-                        .set_tags(TRUNKS, &str_of(&t, "id"), &tg)
-                        .await?;
-                    t
-                }
-            };
-            self.actual.trunks.insert(
-                parent.to_string(),
-                TrunkState {
-                    id: str_of(&t, "id"),
-                    owner: tags::of(&t)
-                        .contains(&self.cluster_tag())
-                        .then(|| format!("port-{parent}")),
-                    sub_ports: sub_ports_of(&t),
-                },
-            );
-        }
-        let trunk = self
-            .actual
-            .trunks
-            .get(parent)
-            .cloned()
-            .unwrap_or_else(|| unreachable!("the trunk was just recorded"));
+        let trunk = self.trunk_of(parent).await?;
         if let Some(vlan) = trunk.sub_ports.get(port_id) {
             return Ok(*vlan);
         }
@@ -1730,17 +1788,12 @@ impl Reconciler {
             .map(|(p, t)| (p.clone(), t.id.clone()))
             .collect();
         for (parent, id) in gone {
-            let key = format!("trunk:{id}");
-            if !self.due(&key) {
-                continue;
-            }
-            match self.neutron.delete(TRUNKS, &id, &[]).await {
-                Ok(()) => {
-                    tracing::info!("deleted trunk {id} of port {parent}");
-                    self.ok(&key);
-                    self.actual.trunks.remove(&parent);
-                }
-                Err(e) => self.failed(&key, &e),
+            if self
+                .delete_when_due(&format!("trunk:{id}"), TRUNKS, &id, &[])
+                .await
+            {
+                tracing::info!("deleted trunk {id} of port {parent}");
+                self.actual.trunks.remove(&parent);
             }
         }
     }
@@ -1750,12 +1803,9 @@ impl Reconciler {
     async fn sync_lbs(&mut self, w: &Wanted) {
         for (uid, spec) in &w.lbs {
             let key = format!("service:{}", spec.name);
-            if !self.due(&key) {
-                continue;
-            }
-            match self.sync_lb(uid, spec).await {
-                Ok(()) => self.ok(&key),
-                Err(e) => self.failed(&key, &e),
+            if self.due(&key) {
+                let r = self.sync_lb(uid, spec).await;
+                self.settle(&key, r);
             }
         }
         let gone: Vec<(String, String)> = self
@@ -1767,20 +1817,9 @@ impl Reconciler {
             .collect();
         for (uid, id) in gone {
             let key = format!("loadbalancer:{id}");
-            if !self.due(&key) {
-                continue;
-            }
-            match self
-                .neutron
-                .delete(LBS, &id, &[("cascade", "true".into())])
-                .await
-            {
-                Ok(()) => {
-                    tracing::info!("deleted load balancer {id}");
-                    self.ok(&key);
-                    self.actual.lbs.remove(&uid);
-                }
-                Err(e) => self.failed(&key, &e),
+            if self.delete_when_due(&key, LBS, &id, &cascade()).await {
+                tracing::info!("deleted load balancer {id}");
+                self.actual.lbs.remove(&uid);
             }
         }
     }
@@ -1800,9 +1839,7 @@ impl Reconciler {
         {
             // The cluster IP changed (the service was replaced in place): a new load balancer.
             let id = lb.id.clone();
-            self.neutron
-                .delete(LBS, &id, &[("cascade", "true".into())])
-                .await?;
+            self.neutron.delete(LBS, &id, &cascade()).await?;
             self.actual.lbs.remove(uid);
         }
         if !self.actual.lbs.contains_key(uid) {
@@ -1816,7 +1853,7 @@ impl Reconciler {
                 .create(
                     LBS,
                     "loadbalancer",
-                    json!({"name": spec.name, "description": self.marker(),
+                    json!({"name": spec.name,
                            "vip_subnet_id": svc_subnet, "vip_address": spec.vip.to_string(),
                            "tags": tg}),
                 )
@@ -1919,44 +1956,24 @@ impl Reconciler {
             // Members by diff.
             let members_path = format!("{POOLS}/{}/members", pool.id);
             let mut members = pool.members.clone();
-            let extra: Vec<((IpAddr, u16), String)> = members
-                .iter()
-                .filter(|(k, _)| !want.members.contains(*k))
-                .map(|(k, id)| (*k, id.clone()))
-                .collect();
-            let mut result = Ok(());
-            for (k, id) in extra {
-                match self.neutron.delete(&members_path, &id, &[]).await {
-                    Ok(()) => {
-                        members.remove(&k);
-                    }
-                    Err(e) => {
-                        result = Err(e);
-                        break;
-                    }
-                }
-            }
-            if result.is_ok() {
-                for (ip, p) in &want.members {
-                    if members.contains_key(&(*ip, *p)) {
-                        continue;
-                    }
+            let (neutron, path) = (&self.neutron, members_path.as_str());
+            let result = apply_diff(
+                &mut members,
+                &want.members,
+                |id| async move { neutron.delete(path, &id, &[]).await },
+                |(ip, p)| {
                     let mut body = json!({"address": ip.to_string(), "protocol_port": p,
                                           "tags": tg});
-                    if let Some(subnet) = self.subnet_containing(ip) {
+                    if let Some(subnet) = self.subnet_containing(&ip) {
                         body["subnet_id"] = json!(subnet);
                     }
-                    match self.neutron.create(&members_path, "member", body).await {
-                        Ok(m) => {
-                            members.insert((*ip, *p), str_of(&m, "id"));
-                        }
-                        Err(e) => {
-                            result = Err(e);
-                            break;
-                        }
+                    async move {
+                        let m = neutron.create(path, "member", body).await?;
+                        Ok(str_of(&m, "id"))
                     }
-                }
-            }
+                },
+            )
+            .await;
             self.set_pool(uid, at, PoolState { members, ..pool });
             result?;
         }
@@ -1988,21 +2005,75 @@ impl Reconciler {
         let strays = std::mem::take(&mut self.actual.strays);
         for (collection, id) in strays {
             let key = format!("stray:{collection}/{id}");
-            if !self.due(&key) {
+            if self.delete_when_due(&key, collection, &id, &[]).await {
+                tracing::info!("deleted leftover {collection} {id}");
+            } else {
                 self.actual.strays.push((collection, id));
-                continue;
-            }
-            match self.neutron.delete(collection, &id, &[]).await {
-                Ok(()) => {
-                    tracing::info!("deleted leftover {collection} {id}");
-                    self.ok(&key);
-                }
-                Err(e) => {
-                    self.failed(&key, &e);
-                    self.actual.strays.push((collection, id));
-                }
             }
         }
+    }
+}
+
+/// Brings `have` (object by key → its id) to `want`: the extra objects deleted first (a
+/// shrinking set of rules or members never allows more than either), then the missing ones
+/// created in order. `have` follows each call that succeeds; the first failure ends the diff.
+/// (The calls take owned arguments: futures of closures over borrowed ones would not be `Send`.)
+async fn apply_diff<K, D, C>(
+    have: &mut HashMap<K, String>,
+    want: &BTreeSet<K>,
+    delete: impl Fn(String) -> D,
+    create: impl Fn(K) -> C,
+) -> Result<(), Error>
+where
+    K: Clone + Ord + std::hash::Hash,
+    D: Future<Output = Result<(), Error>>,
+    C: Future<Output = Result<String, Error>>,
+{
+    let extra: Vec<(K, String)> = have
+        .iter()
+        .filter(|(k, _)| !want.contains(*k))
+        .map(|(k, id)| (k.clone(), id.clone()))
+        .collect();
+    for (k, id) in extra {
+        delete(id).await?;
+        have.remove(&k);
+    }
+    for k in want {
+        if !have.contains_key(k) {
+            let id = create(k.clone()).await?;
+            have.insert(k.clone(), id);
+        }
+    }
+    Ok(())
+}
+
+/// The subnet and address of each of a port's fixed IPs.
+fn fixed_ips(p: &Value) -> Vec<(String, Option<IpAddr>)> {
+    p.get("fixed_ips")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|f| (str_of(f, "subnet_id"), str_of(f, "ip_address").parse().ok()))
+        .collect()
+}
+
+/// The address on `subnet_id` of the first of `ports` with one there.
+fn address_on(ports: &[Value], subnet_id: &str) -> Option<IpAddr> {
+    ports
+        .iter()
+        .flat_map(fixed_ips)
+        .find(|(s, _)| s == subnet_id)
+        .and_then(|(_, ip)| ip)
+}
+
+/// The one object of `found`: none is `Error::Invalid` with `none` (it may come: retried),
+/// several `Error::Config` with `several` (the configuration cannot work).
+fn only_one(found: Vec<Value>, none: String, several: String) -> Result<Value, Error> {
+    let mut found = found.into_iter();
+    match (found.next(), found.next()) {
+        (Some(one), None) => Ok(one),
+        (None, _) => Err(Error::Invalid(none)),
+        (Some(_), Some(_)) => Err(Error::Config(several)),
     }
 }
 
@@ -2017,6 +2088,24 @@ fn sub_ports_of(t: &Value) -> BTreeMap<String, u16> {
                 str_of(s, "port_id"),
                 u16::try_from(s.get("segmentation_id")?.as_u64()?).ok()?,
             ))
+        })
+        .collect()
+}
+
+/// Where the pods of each node go (by node name): the node's chassis (its annotation, else its
+/// name) and, for a node that is a VM, the VM's port whose trunk takes its pods' ports.
+fn placements(nodes: &[Arc<Node>]) -> HashMap<&str, (String, Option<String>)> {
+    nodes
+        .iter()
+        .filter_map(|n| {
+            let name = n.metadata.name.as_deref()?;
+            let ann = n.metadata.annotations.as_ref();
+            let chassis = ann
+                .and_then(|a| a.get(CHASSIS_ANNOTATION))
+                .cloned()
+                .unwrap_or_else(|| name.to_string());
+            let trunk = ann.and_then(|a| a.get(TRUNK_PORT_ANNOTATION)).cloned();
+            Some((name, (chassis, trunk)))
         })
         .collect()
 }

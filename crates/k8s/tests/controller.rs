@@ -149,6 +149,25 @@ impl Env {
         serde_json::from_str(&text).unwrap_or(Value::Null)
     }
 
+    /// Creates a `singular` in `collection` as an admin of `project`; its id.
+    async fn create(&self, collection: &str, singular: &str, project: &str, body: Value) -> String {
+        let made = self
+            .call(
+                reqwest::Method::POST,
+                collection,
+                project,
+                json!({ singular: body }),
+            )
+            .await;
+        s(&made[singular], "id")
+    }
+
+    /// The controller's router.
+    async fn router(&self) -> String {
+        let routers = self.list("routers?tags=k8s-cluster:test", "routers").await;
+        s(&routers[0], "id")
+    }
+
     async fn list(&self, path: &str, key: &str) -> Vec<Value> {
         self.get(path)
             .await
@@ -168,6 +187,22 @@ impl Env {
             .await;
         assert!(p.len() <= 1, "two ports for {ns}/{name}");
         p.into_iter().next()
+    }
+
+    /// The port of pod `ns`/`name`, once there is one.
+    async fn wait_port(&self, ns: &str, name: &str) -> Value {
+        eventually(&format!("{ns}/{name}'s port"), || self.port_of(ns, name)).await
+    }
+
+    /// The port annotation of pod `ns`/`name`, once it has one.
+    async fn annotation(&self, ns: &str, name: &str) -> Value {
+        eventually(&format!("{ns}/{name}'s annotation"), || async {
+            let pod = self.kube.get("v1", "Pod", ns, name).unwrap();
+            pod.pointer("/metadata/annotations/wyvern.io~1port")
+                .and_then(Value::as_str)
+                .map(|t| serde_json::from_str::<Value>(t).unwrap())
+        })
+        .await
     }
 
     async fn sgs(&self) -> Vec<Value> {
@@ -379,14 +414,8 @@ async fn pods_on_two_nodes_get_bound_tagged_annotated_ports() {
         .unwrap();
     env.start();
 
-    let a = eventually("web-0's port", || async {
-        env.port_of("default", "web-0").await
-    })
-    .await;
-    let b = eventually("web-1's port", || async {
-        env.port_of("default", "web-1").await
-    })
-    .await;
+    let a = env.wait_port("default", "web-0").await;
+    let b = env.wait_port("default", "web-1").await;
     assert_eq!(s(&a, "binding:host_id"), "node-a");
     assert_eq!(s(&b, "binding:host_id"), "chassis-b");
     assert_eq!(s(&a, "device_owner"), "compute:kubernetes");
@@ -407,13 +436,7 @@ async fn pods_on_two_nodes_get_bound_tagged_annotated_ports() {
         .await;
     assert_eq!(by_uid.len(), 1);
     // The annotation.
-    let ann: Value = eventually("web-0's annotation", || async {
-        let pod = env.kube.get("v1", "Pod", "default", "web-0").unwrap();
-        pod.pointer("/metadata/annotations/wyvern.io~1port")
-            .and_then(Value::as_str)
-            .map(|t| serde_json::from_str::<Value>(t).unwrap())
-    })
-    .await;
+    let ann: Value = env.annotation("default", "web-0").await;
     assert_eq!(ann["port_id"], a["id"]);
     assert_eq!(ann["mac_address"], a["mac_address"]);
     let ip = &ips_of(&a)[0];
@@ -902,8 +925,8 @@ async fn network_per_namespace_gives_each_namespace_its_subnet() {
     env.pod("team-a", "x", "n1", json!({}));
     env.pod("default", "y", "n1", json!({}));
     env.start();
-    let x = eventually("x's port", || async { env.port_of("team-a", "x").await }).await;
-    let y = eventually("y's port", || async { env.port_of("default", "y").await }).await;
+    let x = env.wait_port("team-a", "x").await;
+    let y = env.wait_port("default", "y").await;
     assert_ne!(x["network_id"], y["network_id"]);
     let subnets = env
         .list(
@@ -1001,13 +1024,7 @@ async fn nested_pods_become_subports_of_the_vm_trunk() {
         .find(|s| s["port_id"] == p0["id"])
         .unwrap()["segmentation_id"]
         .clone();
-    let ann: Value = eventually("n0's annotation", || async {
-        let pod = env.kube.get("v1", "Pod", "default", "n0").unwrap();
-        pod.pointer("/metadata/annotations/wyvern.io~1port")
-            .and_then(Value::as_str)
-            .map(|t| serde_json::from_str::<Value>(t).unwrap())
-    })
-    .await;
+    let ann: Value = env.annotation("default", "n0").await;
     assert!(ann["vlan"].as_u64().is_some());
     // A pod deleted: removed from the trunk, then its port deleted; its VLAN is reused.
     env.kube.delete("v1", "Pod", "default", "n0").unwrap();
@@ -1047,48 +1064,25 @@ async fn router_ips_on(env: &Env, router: &str, subnet: &str) -> Vec<String> {
         .collect()
 }
 
-async fn annotation(env: &Env, ns: &str, name: &str) -> Value {
-    eventually("the annotation", || async {
-        let pod = env.kube.get("v1", "Pod", ns, name).unwrap();
-        pod.pointer("/metadata/annotations/wyvern.io~1port")
-            .and_then(Value::as_str)
-            .map(|t| serde_json::from_str::<Value>(t).unwrap())
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pods_on_an_existing_network_share_it_and_never_own_it() {
     use reqwest::Method;
     let mut env = Env::new();
     // Someone else's network, whose gateway another router holds, with a VM on it.
-    let net = env
-        .call(
-            Method::POST,
-            "networks",
-            INFRA,
-            json!({"network": {"name": "shared"}}),
-        )
+    let net_id = env
+        .create("networks", "network", INFRA, json!({"name": "shared"}))
         .await;
-    let net_id = s(&net["network"], "id");
-    let subnet = env
-        .call(
-            Method::POST,
+    let subnet_id = env
+        .create(
             "subnets",
+            "subnet",
             INFRA,
-            json!({"subnet": {"network_id": net_id, "cidr": "192.168.60.0/24", "ip_version": 4}}),
+            json!({"network_id": net_id, "cidr": "192.168.60.0/24", "ip_version": 4}),
         )
         .await;
-    let subnet_id = s(&subnet["subnet"], "id");
-    let edge = env
-        .call(
-            Method::POST,
-            "routers",
-            INFRA,
-            json!({"router": {"name": "edge"}}),
-        )
+    let edge_id = env
+        .create("routers", "router", INFRA, json!({"name": "edge"}))
         .await;
-    let edge_id = s(&edge["router"], "id");
     env.call(
         Method::PUT,
         &format!("routers/{edge_id}/add_router_interface"),
@@ -1096,15 +1090,14 @@ async fn pods_on_an_existing_network_share_it_and_never_own_it() {
         json!({"subnet_id": subnet_id}),
     )
     .await;
-    let vm = env
-        .call(
-            Method::POST,
+    let vm_id = env
+        .create(
             "ports",
+            "port",
             INFRA,
-            json!({"port": {"network_id": net_id, "name": "vm"}}),
+            json!({"network_id": net_id, "name": "vm"}),
         )
         .await;
-    let vm_id = s(&vm["port"], "id");
     env.pod_network = Some(("shared".into(), None));
     env.node("n1", json!({}));
     env.node("n2", json!({}));
@@ -1119,30 +1112,18 @@ async fn pods_on_an_existing_network_share_it_and_never_own_it() {
     env.start();
 
     // The pods' ports are on the shared network, with its gateway.
-    let p0 = eventually("web-0's port", || async {
-        env.port_of("default", "web-0").await
-    })
-    .await;
-    let p1 = eventually("web-1's port", || async {
-        env.port_of("default", "web-1").await
-    })
-    .await;
+    let p0 = env.wait_port("default", "web-0").await;
+    let p1 = env.wait_port("default", "web-1").await;
     for p in [&p0, &p1] {
         assert_eq!(s(p, "network_id"), net_id);
         assert!(ips_of(p)[0].starts_with("192.168.60."), "{p}");
     }
-    let ann = annotation(&env, "default", "web-0").await;
+    let ann = env.annotation("default", "web-0").await;
     assert_eq!(ann["ips"], json!([format!("{}/24", ips_of(&p0)[0])]));
     assert_eq!(ann["gateway"], "192.168.60.1", "the subnet's gateway");
     // The controller's router joined the subnet through a port of its own (the gateway is
     // edge's), and the service subnet as before.
-    let router = env
-        .list("routers?tags=k8s-cluster:test", "routers")
-        .await
-        .into_iter()
-        .next()
-        .unwrap();
-    let router_id = s(&router, "id");
+    let router_id = env.router().await;
     let ours = eventually("the router on the shared subnet", || async {
         let ips = router_ips_on(&env, &router_id, &subnet_id).await;
         (!ips.is_empty()).then_some(ips)
@@ -1208,50 +1189,104 @@ async fn pods_on_an_existing_network_share_it_and_never_own_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_router_takes_a_free_gateway_of_the_chosen_pod_subnet() {
-    use reqwest::Method;
     let mut env = Env::new();
-    let net = env
-        .call(
-            Method::POST,
-            "networks",
-            INFRA,
-            json!({"network": {"name": "lan"}}),
-        )
+    let net_id = env
+        .create("networks", "network", INFRA, json!({"name": "lan"}))
         .await;
-    let net_id = s(&net["network"], "id");
     let mut ids = Vec::new();
     for (name, cidr) in [("lan-a", "192.168.70.0/24"), ("lan-b", "192.168.71.0/24")] {
-        let sub = env
-            .call(Method::POST, "subnets", INFRA,
-                json!({"subnet": {"network_id": net_id, "name": name, "cidr": cidr, "ip_version": 4}}))
-            .await;
-        ids.push(s(&sub["subnet"], "id"));
+        ids.push(
+            env.create(
+                "subnets",
+                "subnet",
+                INFRA,
+                json!({"network_id": net_id, "name": name, "cidr": cidr, "ip_version": 4}),
+            )
+            .await,
+        );
     }
     // By id, and the second subnet by name.
     env.pod_network = Some((net_id.clone(), Some("lan-b".into())));
     env.node("n1", json!({}));
     env.pod("default", "a", "n1", json!({}));
     env.start();
-    let p = eventually("a's port", || async { env.port_of("default", "a").await }).await;
+    let p = env.wait_port("default", "a").await;
     assert_eq!(s(&p, "network_id"), net_id);
     assert_eq!(s(&p["fixed_ips"][0], "subnet_id"), ids[1]);
-    let ann = annotation(&env, "default", "a").await;
+    let ann = env.annotation("default", "a").await;
     assert_eq!(ann["gateway"], "192.168.71.1");
-    let router = env
-        .list("routers?tags=k8s-cluster:test", "routers")
-        .await
-        .into_iter()
-        .next()
-        .unwrap();
+    let router_id = env.router().await;
     assert_eq!(
-        router_ips_on(&env, &s(&router, "id"), &ids[1]).await,
+        router_ips_on(&env, &router_id, &ids[1]).await,
         ["192.168.71.1"],
         "the router is the pods' (and the VMs') gateway"
     );
-    assert!(
-        router_ips_on(&env, &s(&router, "id"), &ids[0])
-            .await
-            .is_empty()
-    );
+    assert!(router_ips_on(&env, &router_id, &ids[0]).await.is_empty());
     env.stop().await;
+}
+
+/// A micro-measure, not a timed assertion: 12 pods created at once in the fixture, the time from
+/// each pod's create to its port being listable in the API (by its `k8s-pod-uid` tag). Printed
+/// as `pod→port 12 pods: p50 … p99 … max …`; run with `--nocapture` to see it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twelve_pods_at_once_time_to_port() {
+    let mut env = Env::new();
+    env.node("n1", json!({}));
+    env.start();
+    // The controller is set up and idle: its pod network exists and the counts are settled.
+    eventually("the pod network", || async {
+        let n = env
+            .list(
+                "networks?tags=k8s-cluster:test,k8s-kind:pod-network",
+                "networks",
+            )
+            .await;
+        (!n.is_empty()).then_some(())
+    })
+    .await;
+    settled(&env).await;
+    let mut created: Vec<(String, Instant)> = Vec::new();
+    for i in 0..12 {
+        let uid = env.pod(
+            "default",
+            &format!("burst-{i}"),
+            "n1",
+            json!({"app": "burst"}),
+        );
+        created.push((uid, Instant::now()));
+    }
+    let mut seen: std::collections::HashMap<String, Instant> = std::collections::HashMap::new();
+    let end = Instant::now() + Duration::from_secs(30);
+    while seen.len() < created.len() {
+        assert!(
+            Instant::now() < end,
+            "ports missing: {} of 12",
+            12 - seen.len()
+        );
+        for p in env.list("ports?tags=k8s-kind:pod", "ports").await {
+            let t: Vec<String> = p["tags"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect();
+            if let Some(uid) = t.iter().find_map(|t| t.strip_prefix("k8s-pod-uid:")) {
+                seen.entry(uid.to_string()).or_insert_with(Instant::now);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let mut ms: Vec<f64> = created
+        .iter()
+        .map(|(uid, at)| (seen[uid] - *at).as_secs_f64() * 1000.0)
+        .collect();
+    ms.sort_by(f64::total_cmp);
+    let pct = |p: f64| ms[((ms.len() as f64 * p).ceil() as usize).clamp(1, ms.len()) - 1];
+    println!(
+        "pod→port 12 pods: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms, min {:.0} ms",
+        pct(0.5),
+        pct(0.99),
+        ms[ms.len() - 1],
+        ms[0]
+    );
 }

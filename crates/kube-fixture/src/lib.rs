@@ -420,6 +420,17 @@ impl KubeApi {
             .ok_or_else(|| FixtureError::UnknownType(format!("{api_version} {kind}")))
     }
 
+    /// The type of `api_version` `kind` and the namespace its objects are stored under: `ns`,
+    /// or none for a cluster-scoped type.
+    fn locate<'a>(
+        api_version: &str,
+        kind: &str,
+        ns: &'a str,
+    ) -> Result<(&'static resources::ResourceType, &'a str), FixtureError> {
+        let rt = Self::resource_type(api_version, kind)?;
+        Ok((rt, if rt.namespaced { ns } else { "" }))
+    }
+
     /// Creates `object` (its `apiVersion`, `kind` and `metadata.namespace` say where) as a POST
     /// would, and returns it as stored.
     pub fn create(&self, object: Value) -> Result<Value, FixtureError> {
@@ -441,8 +452,7 @@ impl KubeApi {
         ns: &str,
         name: &str,
     ) -> Result<Value, FixtureError> {
-        let rt = Self::resource_type(api_version, kind)?;
-        let ns = if rt.namespaced { ns } else { "" };
+        let (rt, ns) = Self::locate(api_version, kind, ns)?;
         Ok(self.shared.read(|s| s.get(rt, ns, name))?)
     }
 
@@ -456,8 +466,7 @@ impl KubeApi {
         name: &str,
         status: Value,
     ) -> Result<Value, FixtureError> {
-        let rt = Self::resource_type(api_version, kind)?;
-        let ns = if rt.namespaced { ns } else { "" };
+        let (rt, ns) = Self::locate(api_version, kind, ns)?;
         Ok(self.shared.write(|s| -> Result<Value, ApiError> {
             let mut obj = s.get(rt, ns, name)?;
             obj["status"] = status;
@@ -476,8 +485,7 @@ impl KubeApi {
         ns: &str,
         name: &str,
     ) -> Result<Value, FixtureError> {
-        let rt = Self::resource_type(api_version, kind)?;
-        let ns = if rt.namespaced { ns } else { "" };
+        let (rt, ns) = Self::locate(api_version, kind, ns)?;
         Ok(self.shared.write(|s| s.delete(rt, ns, name, None))?)
     }
 }

@@ -33,6 +33,11 @@ struct Args {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
+    // On stderr, so that a log with nothing else still shows the process got this far.
+    eprintln!(
+        "wyvern-kube-apiserver: pid {}, starting",
+        std::process::id()
+    );
     let api = KubeApi::start_with(Config {
         listen: args.listen,
         service_cidr: args.service_cidr,
@@ -49,10 +54,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build()?;
     runtime.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r,
-            _ = term.recv() => Ok(()),
-        }
+        let signal = tokio::select! {
+            r = tokio::signal::ctrl_c() => r.map(|()| "SIGINT"),
+            _ = term.recv() => Ok("SIGTERM"),
+        }?;
+        eprintln!("wyvern-kube-apiserver: {signal}, stopping");
+        Ok::<_, std::io::Error>(())
     })?;
     drop(api);
     Ok(())

@@ -397,8 +397,10 @@ async fn list(
         None => selected,
     };
     let mut metadata = json!({"resourceVersion": rv.to_string()});
-    if page.len() < total {
-        let (ns, name) = key(page.last().expect("a non-empty page"));
+    if page.len() < total
+        && let Some(last) = page.last()
+    {
+        let (ns, name) = key(last);
         metadata["continue"] = json!(encode_continue(rv, &ns, &name));
         if sel.labels.is_empty() && sel.fields.is_empty() {
             metadata["remainingItemCount"] = json!(total - page.len());

@@ -71,7 +71,10 @@
 //! `ovsdb-server` and `ovs-vswitchd` in the VM's namespace, run directory `<vm>.ovs` in the lab's
 //! directory): bridge `br-trunk` with `eth0` as its trunk port, the VM's own addresses and routes
 //! untagged on the internal port `vm0`, each subport's MAC and addresses on the internal port
-//! `vlan<id>` (`tag=<id>`). `up` again adds and removes subports to match the file.
+//! `vlan<id>` (`tag=<id>`). `up` again adds and removes subports to match the file (not the
+//! Kubernetes controller's). A VM listed in `[kubernetes] vm_nodes` is a trunk's parent too,
+//! with or without subports of the file: a Kubernetes node in nested mode, whose pods the lab
+//! plugs with `wyvern-cni` run inside the VM as access ports of their VLANs on `br-trunk`.
 //!
 //! # Topology file (TOML)
 //!

@@ -11,7 +11,7 @@
 
 use serde_json::Value;
 
-use crate::resources::{Attr, Default, ResourceDef, attr};
+use crate::resources::{Attr, Default, ResourceDef, attr, create_only, rw};
 use crate::shape::{Format, Shape};
 use crate::validate::{Refusal, Validator, is_uuid, parse_cidr, parse_ip};
 
@@ -152,12 +152,6 @@ macro_rules! shaped {
     };
 }
 
-const fn rw(name: &'static str, default: Default, validate: Validator) -> Attr {
-    attr(name, true, true, default, validate)
-}
-const fn create_only(name: &'static str, default: Default, validate: Validator) -> Attr {
-    attr(name, true, false, default, validate)
-}
 /// Shown, never given: computed by the API, or a feature Wyvern does not implement, at Octavia's
 /// default.
 const fn shown(name: &'static str, default: Default) -> Attr {

@@ -85,15 +85,15 @@ pub(crate) const fn attr(
     }
 }
 /// Settable on create and update.
-const fn rw(name: &'static str, default: Default, validate: Validator) -> Attr {
+pub(crate) const fn rw(name: &'static str, default: Default, validate: Validator) -> Attr {
     attr(name, true, true, default, validate)
 }
 /// Settable on create only.
-const fn create_only(name: &'static str, default: Default, validate: Validator) -> Attr {
+pub(crate) const fn create_only(name: &'static str, default: Default, validate: Validator) -> Attr {
     attr(name, true, false, default, validate)
 }
 /// Read-only, computed by the server.
-const fn computed(name: &'static str) -> Attr {
+pub(crate) const fn computed(name: &'static str) -> Attr {
     attr(name, false, false, Default::Computed, v::ANY)
 }
 
@@ -110,9 +110,13 @@ pub const STANDARD: &[Attr] = &[
 ];
 /// The `description` attribute, on resources that have one.
 pub const DESCRIPTION: Attr = rw("description", Json("\"\""), v::DESCRIPTION);
-/// The `tags` attribute: shown on every taggable object, changed only through the tags sub-resource (as
-/// in a Neutron without `tag-ports-during-bulk-creation`, a create body may not carry tags).
+/// The `tags` attribute: shown on every taggable object, changed only through the tags sub-resource
+/// (as in Neutron, a create body may not carry tags, but a port's: [`PORT_TAGS`]).
 pub const TAGS: Attr = attr("tags", false, false, Json("[]"), v::STRING_LIST);
+/// A port's `tags`: also given in its create body, single or bulk, stored with the port (Neutron's
+/// `tag-ports-during-bulk-creation`, validated as Neutron's `type:list_of_unique_strings` of at
+/// most 255 characters).
+pub const PORT_TAGS: Attr = attr("tags", true, false, Json("[]"), v::UNIQUE_STRING_LIST);
 
 pub static NETWORK: ResourceDef = ResourceDef {
     standard: STANDARD,
@@ -354,8 +358,17 @@ impl ResourceDef {
         self.standard
             .iter()
             .chain(self.described.then_some(&DESCRIPTION))
-            .chain(self.taggable.then_some(&TAGS))
+            .chain(self.taggable.then_some(self.tags_attr()))
             .chain(self.attrs.iter())
+    }
+
+    /// Its `tags` attribute (if taggable): [`PORT_TAGS`] for ports, else [`TAGS`].
+    fn tags_attr(&self) -> &'static Attr {
+        if std::ptr::eq(self, &PORT) {
+            &PORT_TAGS
+        } else {
+            &TAGS
+        }
     }
 
     pub fn attr(&self, name: &str) -> Option<&Attr> {

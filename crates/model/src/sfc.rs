@@ -9,21 +9,11 @@
 use ipnet::IpNet;
 use serde_json::{Map, Value, json};
 
-use crate::resources::{Attr, Default, ResourceDef, attr};
+use crate::resources::{Attr, Default, ResourceDef, computed, create_only, rw};
 use crate::shape::Shape;
 use crate::validate::{self as v, Refusal, Validator, echo};
 
 use self::Default::{Computed, Json, Required};
-
-const fn rw(name: &'static str, default: Default, validate: Validator) -> Attr {
-    attr(name, true, true, default, validate)
-}
-const fn create_only(name: &'static str, default: Default, validate: Validator) -> Attr {
-    attr(name, true, false, default, validate)
-}
-const fn computed(name: &'static str) -> Attr {
-    attr(name, false, false, Computed, v::ANY)
-}
 
 /// The attributes every SFC object has.
 pub const STANDARD: &[Attr] = &[

@@ -4,21 +4,21 @@
 //!
 //! [`TRUNK`] is the attribute map, as neutron-lib's; [`sub_ports`] is neutron-lib's
 //! `type:subports` validator (the checks the API layer makes on a create's `sub_ports`). [`Trunk`]
-//! and [`SubPort`] are what the datapath needs of a trunk ([`Trunk::from_json`] reads a synced
-//! `/r/trunks/<id>`); the API server also keeps one, as `_trunk`, in the parent port (see
+//! and [`SubPort`] are a trunk as its parent port carries it, in `_trunk` (see
 //! [`Trunk::of_port`]), and each subport carries its trunk, parent and VLAN in `_subport` (see
-//! [`SubPortOf::of_port`]).
+//! [`SubPortOf::of_port`]); the API server writes both in the trunk's transaction. (The pipeline
+//! decodes the synced `/r/trunks/<id>` itself, `pipeline::trunks`.)
 
 use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::resources::{Action, Attr, Default, ResourceDef, STANDARD, attr};
+use crate::resources::{Action, Default, ResourceDef, STANDARD, computed, create_only, rw};
 use crate::shape::Shape;
 use crate::validate::{self as v, Refusal, Validator, echo};
 
-use self::Default::{Computed, Json, Required};
+use self::Default::{Json, Required};
 
 /// The device owner Neutron gives a trunk's subports.
 pub const SUBPORT_OWNER: &str = "trunk:subport";
@@ -29,9 +29,6 @@ pub const INHERIT: &str = "inherit";
 /// The lowest and highest VLAN id of a subport.
 pub const MIN_VLAN: i64 = 1;
 pub const MAX_VLAN: i64 = 4094;
-/// A trunk's statuses, as Neutron names them. A trunk is `DOWN` when created and after every
-/// change of its subports; drivers take it to `BUILD`, `ACTIVE`, `DEGRADED` or `ERROR`.
-pub const STATUSES: &[&str] = &["DOWN", "BUILD", "ACTIVE", "DEGRADED", "ERROR"];
 
 /// One subport as a request names it.
 const SUB_PORT_SHAPE: Shape = Shape::Object(&[
@@ -166,16 +163,6 @@ pub const SUB_PORTS: Validator = Validator {
     shape: Shape::ListOf(&SUB_PORT_SHAPE),
 };
 
-const fn rw(name: &'static str, default: Default, validate: Validator) -> Attr {
-    attr(name, true, true, default, validate)
-}
-const fn create_only(name: &'static str, default: Default, validate: Validator) -> Attr {
-    attr(name, true, false, default, validate)
-}
-const fn computed(name: &'static str) -> Attr {
-    attr(name, false, false, Computed, v::ANY)
-}
-
 /// `/v2.0/trunks`: Neutron's standard attributes (timestamps, `revision_number`, tags,
 /// `description`) and the trunk's own. `sub_ports` is set on create and then changed only through
 /// the `add_subports` and `remove_subports` actions.
@@ -217,9 +204,10 @@ pub struct SubPort {
     pub segmentation_id: u16,
 }
 
-/// What the datapath needs of a trunk. The API server writes it into the parent port's internal
-/// field `_trunk` in the same transaction as every change of the trunk, so an agent that has the
-/// parent port (its network's or its chassis' topic) has its trunk, as of the same revision.
+/// A trunk as its parent port carries it (the internal field `_trunk`). The API server writes it
+/// in the same transaction as every change of the trunk, so whoever has the parent port (an
+/// agent: its network's or its chassis' topic) has its trunk, as of the same revision; the API
+/// server reads it for the port's `trunk_details` and to refuse the port's deletion.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Trunk {
     pub id: String,
@@ -232,16 +220,6 @@ pub struct Trunk {
 }
 
 impl Trunk {
-    /// The trunk of a trunk object as the API stores it.
-    pub fn from_json(obj: &Value) -> Option<Trunk> {
-        Some(Trunk {
-            id: obj.get("id")?.as_str()?.to_string(),
-            port_id: obj.get("port_id")?.as_str()?.to_string(),
-            admin_state_up: obj.get("admin_state_up")?.as_bool()?,
-            sub_ports: serde_json::from_value(obj.get("sub_ports")?.clone()).ok()?,
-        })
-    }
-
     /// The trunk whose parent `port` (a port object as synced) is, if it is one.
     pub fn of_port(port: &Value) -> Option<Trunk> {
         serde_json::from_value(port.get("_trunk")?.clone()).ok()

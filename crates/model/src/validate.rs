@@ -351,6 +351,33 @@ pub fn string_list(v: &Value) -> Result<Value, Refusal> {
     }
 }
 
+/// Neutron's `type:list_of_unique_strings` with strings of at most 255 characters (a port's
+/// `tags` in a create body, `tag-ports-during-bulk-creation`): a list, no item twice (all the
+/// repeated items named, as Neutron names them), every item a string within the length.
+pub fn unique_string_list(v: &Value) -> Result<Value, Refusal> {
+    let Value::Array(items) = v else {
+        return Err(invalid(format!("'{}' is not a list", show(v))));
+    };
+    let mut seen = std::collections::HashSet::new();
+    let mut dups: Vec<&Value> = Vec::new();
+    for i in items {
+        if !seen.insert(i.to_string()) && !dups.contains(&i) {
+            dups.push(i);
+        }
+    }
+    if !dups.is_empty() {
+        let named: Vec<String> = dups.iter().map(|d| show(d)).collect();
+        return Err(invalid(format!(
+            "Duplicate items in the list: '{}'",
+            named.join(", ")
+        )));
+    }
+    for i in items {
+        string_max(i, 255)?;
+    }
+    Ok(v.clone())
+}
+
 /// A physical network name (`provider:physical_network`): a string of at most 64 characters.
 pub fn physical_network(v: &Value) -> Result<Value, Refusal> {
     string_max(v, 64)
@@ -645,6 +672,8 @@ pub const PROJECT_ID: Validator = validator(project_id, Shape::Text(Some(255)));
 pub const PHYSICAL_NETWORK: Validator = validator(physical_network, Shape::Text(Some(64)));
 pub const STRING_OR_NULL: Validator = validator(string_or_null, Shape::OrNull(&Shape::Text(None)));
 pub const STRING_LIST: Validator = validator(string_list, Shape::ListOf(&Shape::Text(Some(255))));
+pub const UNIQUE_STRING_LIST: Validator =
+    validator(unique_string_list, Shape::ListOf(&Shape::Text(Some(255))));
 pub const BOOLEAN: Validator = validator(boolean, Shape::Boolean);
 pub const UUID: Validator = validator(uuid, Shape::UUID);
 pub const UUID_OR_NULL: Validator = validator(uuid_or_null, Shape::OrNull(&Shape::UUID));

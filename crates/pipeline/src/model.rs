@@ -1362,13 +1362,6 @@ impl Local {
             .map(|(id, _)| id)
     }
 
-    /// The subport whose inner end alone claims `ofport`.
-    pub fn inner_at(&self, ofport: u32) -> Option<&String> {
-        self.inner_claimants(ofport)
-            .next()
-            .filter(|_| self.sole(ofport))
-    }
-
     /// The OpenFlow port of `port_id`'s local VIF, if it has one that no other VIF (nor the
     /// tunnel) claims too, below [`crate::tables::MAX_OFPORT`]. Two claims on one number are a passing state of the local view (a
     /// port renumbered before another's removal is seen); while it lasts neither VIF gets flows,

@@ -22,8 +22,13 @@
 //! revision it delivered, so a consumer sees every revision once and in order across member failures.
 //! When etcd has compacted the history the watch needs, it fails with [`StoreError::Compacted`].
 
+mod bulk;
+
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+pub use bulk::{BulkFault, BulkHook};
 
 use etcd_client::{
     Client, Compare as EtcdCompare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions,
@@ -92,6 +97,12 @@ pub struct EtcdStore {
     /// `prefix` + `/`: prepended to every store key.
     root: String,
     client: OnceCell<Client>,
+    /// Bulks known to have ended (see [`bulk`]), shared with the store's watches.
+    statuses: Arc<bulk::Statuses>,
+    /// Fault injection between the lock steps of a bulk (tests).
+    hook: Arc<Mutex<Option<BulkHook>>>,
+    /// Held while the store lives: its sweeper stops when it goes. `None` in the sweeper's own.
+    alive: Option<Arc<()>>,
 }
 
 /// What a failed request tells about its effect.
@@ -140,6 +151,8 @@ impl CallError {
 
 /// What etcd says when a transaction has more operations than `--max-txn-ops`.
 const TXN_TOO_LARGE: &str = "too many operations in txn request";
+/// What etcd says when a request is larger than `--max-request-bytes`.
+const REQUEST_TOO_LARGE: &str = "request is too large";
 
 /// Sorts an etcd error into [`Failure`] classes.
 fn classify(e: &etcd_client::Error) -> Failure {
@@ -189,6 +202,18 @@ fn connection_refused(e: &(dyn std::error::Error + 'static)) -> bool {
         cause = c.source();
     }
     false
+}
+
+/// A failed read at revision `at`: [`StoreError::Compacted`] when that revision is gone.
+fn read_error(e: etcd_client::Error, at: Revision) -> StoreError {
+    if e.to_string().contains(COMPACTED) {
+        StoreError::Compacted {
+            requested: at,
+            oldest: at,
+        }
+    } else {
+        backend(e)
+    }
 }
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
@@ -243,7 +268,37 @@ impl EtcdStore {
             options,
             root,
             client: OnceCell::new(),
+            statuses: Arc::default(),
+            hook: Arc::default(),
+            alive: Some(Arc::new(())),
         }
+    }
+
+    /// Calls `hook` after each lock step of a transaction too large for one etcd transaction
+    /// (fault injection for tests: [`BulkFault::Die`] stops the bulk there as a killed process
+    /// would).
+    pub fn set_bulk_hook(&self, hook: Option<BulkHook>) {
+        *self.hook.lock().unwrap_or_else(|e| e.into_inner()) = hook;
+    }
+
+    /// Finishes now the large transactions whose owner died (rolled back) or whose cleanup was
+    /// cut short (rolled forward). The store also does this when it connects and every 2 s.
+    pub async fn sweep_bulks(&self) -> Result<(), StoreError> {
+        self.sweep().await
+    }
+
+    /// How many stored keys belong to unfinished large transactions (bulk and redo records,
+    /// intents): 0 when none is under way and none was left behind.
+    pub async fn bulk_residue(&self) -> Result<usize, StoreError> {
+        let start = self.root.clone().into_bytes();
+        let (kvs, _) = self
+            .call(Resend::Always, |c| Self::read_range(c, start.clone(), 0))
+            .await?;
+        let internal = self.full_key(bulk::INTERNAL).into_bytes();
+        Ok(kvs
+            .iter()
+            .filter(|kv| kv.key().starts_with(&internal) || kv.value().starts_with(&[0, 1]))
+            .count())
     }
 
     /// The options this store was opened with.
@@ -262,9 +317,21 @@ impl EtcdStore {
                     // A member cut off from the leader rejects requests and ends watches, so they are
                     // retried on a member that is still part of the cluster.
                     .with_require_leader(true);
-                Client::connect(&self.options.endpoints, Some(options))
+                let client = Client::connect(&self.options.endpoints, Some(options))
                     .await
-                    .map_err(backend)
+                    .map_err(backend)?;
+                if let Some(alive) = &self.alive {
+                    let sweeper = Self {
+                        options: self.options.clone(),
+                        root: self.root.clone(),
+                        client: OnceCell::new_with(Some(client.clone())),
+                        statuses: self.statuses.clone(),
+                        hook: Arc::default(),
+                        alive: None,
+                    };
+                    bulk::start_sweeper(Arc::downgrade(alive), sweeper);
+                }
+                Ok::<_, StoreError>(client)
             })
             .await?;
         Ok(client.clone())
@@ -282,13 +349,48 @@ impl EtcdStore {
             .ok_or_else(corrupt)
     }
 
-    fn key_value(&self, kv: &etcd_client::KeyValue) -> Result<KeyValue, StoreError> {
-        Ok(KeyValue {
-            key: self.store_key(kv.key())?,
-            value: kv.value().to_vec(),
-            create_revision: revision_of(kv.create_revision()),
-            mod_revision: revision_of(kv.mod_revision()),
-        })
+    /// The key as readers see it, read at revision `at`: an intent of a large transaction reads
+    /// as the value it writes once that has committed, as the value before otherwise (`None`:
+    /// absent). `bulks` caches whether each bulk had committed at `at`.
+    async fn key_value(
+        &self,
+        kv: &etcd_client::KeyValue,
+        at: i64,
+        bulks: &mut std::collections::HashMap<String, bool>,
+    ) -> Result<Option<KeyValue>, StoreError> {
+        let key = self.store_key(kv.key())?;
+        let (value, create, modr) = match bulk::decode(kv.value())? {
+            bulk::Raw::Plain(v) => (v, kv.create_revision(), kv.mod_revision()),
+            bulk::Raw::Intent(intent) => {
+                let committed = match bulks.get(&intent.bulk) {
+                    Some(c) => *c,
+                    None => {
+                        let client = self.client().await?;
+                        let c = bulk::committed_at(
+                            &client,
+                            &self.root,
+                            &self.statuses,
+                            &intent.bulk,
+                            at,
+                        )
+                        .await?
+                        .unwrap_or(false);
+                        bulks.insert(intent.bulk.clone(), c);
+                        c
+                    }
+                };
+                match bulk::resolve(intent, committed, kv.create_revision(), kv.mod_revision()) {
+                    Some(seen) => seen,
+                    None => return Ok(None),
+                }
+            }
+        };
+        Ok(Some(KeyValue {
+            key,
+            value,
+            create_revision: revision_of(create),
+            mod_revision: revision_of(modr),
+        }))
     }
 
     /// Runs `request` with a timeout, sending it again as the failure and `resend` allow.
@@ -307,7 +409,10 @@ impl EtcdStore {
                 Err(_) => CallError::TimedOut(timeout),
             };
             match (error.failure(), resend) {
-                (Failure::Fatal, _) if error.to_string().contains(TXN_TOO_LARGE) => {
+                (Failure::Fatal, _)
+                    if error.to_string().contains(TXN_TOO_LARGE)
+                        || error.to_string().contains(REQUEST_TOO_LARGE) =>
+                {
                     return Err(StoreError::TxnTooLarge(error.to_string()));
                 }
                 (Failure::Fatal, _) => return Err(backend(error)),
@@ -331,10 +436,11 @@ impl EtcdStore {
     async fn read_range(
         mut client: Client,
         start: Vec<u8>,
+        at: i64,
     ) -> Result<(Vec<etcd_client::KeyValue>, i64), etcd_client::Error> {
         let end = prefix_end(&start);
         let mut from = start;
-        let mut revision = 0;
+        let mut revision = at;
         let mut out = Vec::new();
         loop {
             let mut options = GetOptions::new()
@@ -380,10 +486,12 @@ impl EtcdStore {
         let writes: Vec<TxnOp> = last_op_per_key(&txn.ops)
             .into_iter()
             .map(|op| match op {
-                Op::Put(key, value) => TxnOp::put(self.full_key(key), value.clone(), None),
+                Op::Put(key, value) => {
+                    TxnOp::put(self.full_key(key), bulk::encode_plain(value), None)
+                }
                 Op::PutLeased(key, value, lease) => TxnOp::put(
                     self.full_key(key),
-                    value.clone(),
+                    bulk::encode_plain(value),
                     Some(PutOptions::new().with_lease(*lease)),
                 ),
                 Op::Delete(key) => TxnOp::delete(self.full_key(key), None),
@@ -460,6 +568,9 @@ impl Store for EtcdStore {
 
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<KeyValue>, StoreError>> {
         Box::pin(async move {
+            if key.starts_with(bulk::INTERNAL) {
+                return Ok(None);
+            }
             let full = self.full_key(key);
             let response = self
                 .call(Resend::Always, |mut c| {
@@ -467,11 +578,11 @@ impl Store for EtcdStore {
                     async move { c.get(full, None).await }
                 })
                 .await?;
-            response
-                .kvs()
-                .first()
-                .map(|kv| self.key_value(kv))
-                .transpose()
+            let at = response.header().map_or(0, |h| h.revision());
+            match response.kvs().first() {
+                Some(kv) => self.key_value(kv, at, &mut Default::default()).await,
+                None => Ok(None),
+            }
         })
     }
 
@@ -482,25 +593,44 @@ impl Store for EtcdStore {
         Box::pin(async move {
             let start = self.full_key(prefix).into_bytes();
             let (kvs, revision) = self
-                .call(Resend::Always, |c| Self::read_range(c, start.clone()))
+                .call(Resend::Always, |c| Self::read_range(c, start.clone(), 0))
                 .await?;
-            let kvs = kvs
-                .iter()
-                .map(|kv| self.key_value(kv))
-                .collect::<Result<_, _>>()?;
-            Ok((kvs, revision_of(revision)))
+            let internal = self.full_key(bulk::INTERNAL).into_bytes();
+            let mut bulks = std::collections::HashMap::new();
+            let mut out = Vec::with_capacity(kvs.len());
+            for kv in &kvs {
+                if kv.key().starts_with(&internal) {
+                    continue;
+                }
+                if let Some(kv) = self.key_value(kv, revision, &mut bulks).await? {
+                    out.push(kv);
+                }
+            }
+            Ok((out, revision_of(revision)))
         })
     }
 
     fn txn(&self, txn: Txn) -> BoxFuture<'_, Result<TxnOutcome, StoreError>> {
         Box::pin(async move {
+            if !bulk::fits(&txn) {
+                return self.bulk_txn(txn).await;
+            }
             let request = self.etcd_txn(&txn);
-            let response = self
+            let response = match self
                 .call(Resend::IfNotApplied, |mut c| {
                     let request = request.clone();
                     async move { unless_lease_not_found(c.txn(request).await) }
                 })
-                .await?;
+                .await
+            {
+                // etcd's limits are lower than assumed: nothing was written; go in steps.
+                Err(StoreError::TxnTooLarge(_))
+                    if !txn.ops.iter().any(|op| matches!(op, Op::PutLeased(..))) =>
+                {
+                    return self.bulk_txn(txn).await;
+                }
+                other => other?,
+            };
             let Some(response) = response else {
                 let lease = txn.ops.iter().find_map(|op| match op {
                     Op::PutLeased(_, _, lease) => Some(*lease),
@@ -512,10 +642,10 @@ impl Store for EtcdStore {
                 let revision = response.header().map(|h| h.revision()).unwrap_or(0);
                 Ok(TxnOutcome::Committed(revision_of(revision)))
             } else {
-                Ok(TxnOutcome::Conflict(conflicting_key(
-                    &txn,
-                    &response.op_responses(),
-                )))
+                let key = conflicting_key(&txn, &response.op_responses());
+                // A large transaction may hold the key: wait until it has ended.
+                self.settle(&key).await?;
+                Ok(TxnOutcome::Conflict(key))
             }
         })
     }
@@ -526,10 +656,17 @@ impl Store for EtcdStore {
         after: Revision,
     ) -> BoxFuture<'a, Result<Box<dyn Watch>, StoreError>> {
         Box::pin(async move {
+            // The watch also covers the bulk records, whose commits it turns into events.
+            let user = self.full_key(prefix).into_bytes();
+            let internal = self.full_key(bulk::INTERNAL).into_bytes();
+            let end = prefix_end(&user).max(prefix_end(&internal));
             let mut watch = EtcdWatch {
                 client: self.client().await?,
-                key: self.full_key(prefix),
-                root_len: self.root.len(),
+                key: user.clone().min(internal),
+                end,
+                root: self.root.clone(),
+                prefix: prefix.to_string(),
+                statuses: self.statuses.clone(),
                 last: after,
                 stream: None,
                 pending: Vec::new(),
@@ -602,15 +739,19 @@ fn unless_lease_not_found<T>(
 /// A watch that survives member failures by reconnecting after its last delivered revision.
 struct EtcdWatch {
     client: Client,
-    /// The watched etcd key prefix.
-    key: String,
-    /// Length of the store's root prefix, stripped from event keys.
-    root_len: usize,
+    /// The watched etcd key range: the store prefix and the bulk records.
+    key: Vec<u8>,
+    end: Vec<u8>,
+    /// The store's root prefix, stripped from event keys.
+    root: String,
+    /// The watched store prefix.
+    prefix: String,
+    statuses: Arc<bulk::Statuses>,
     /// The last revision delivered (or the starting point).
     last: Revision,
     stream: Option<WatchStream>,
     /// Events received but not yet delivered.
-    pending: Vec<Event>,
+    pending: Vec<bulk::RawEvent>,
     timeout: Duration,
     retry_for: Duration,
 }
@@ -626,7 +767,10 @@ impl EtcdWatch {
                 Ok(Err(e)) => e.to_string(),
                 Err(_) => format!("no answer within {:?}", self.timeout),
             };
-            tracing::debug!("etcd watch on {} failed, reconnecting: {error}", self.key);
+            tracing::debug!(
+                "etcd watch on {} failed, reconnecting: {error}",
+                self.prefix
+            );
             if !backoff.wait().await {
                 return Err(StoreError::Backend(format!(
                     "etcd watch unavailable for {:?}: {error}",
@@ -639,7 +783,10 @@ impl EtcdWatch {
     /// One attempt: creates the watch and waits for etcd to confirm it.
     async fn open(&mut self) -> Result<(), StoreError> {
         let start = i64::try_from(self.last.saturating_add(1)).map_err(backend)?;
-        let options = WatchOptions::new().with_prefix().with_start_revision(start);
+        let options = WatchOptions::new()
+            .with_range(self.end.clone())
+            .with_prev_key()
+            .with_start_revision(start);
         let mut stream = self
             .client
             .watch(self.key.clone(), Some(options))
@@ -689,7 +836,7 @@ impl EtcdWatch {
             }
             tracing::debug!(
                 "etcd canceled watch on {}: {}",
-                self.key,
+                self.prefix,
                 response.cancel_reason()
             );
             return Ok(false);
@@ -703,15 +850,16 @@ impl EtcdWatch {
             }
             let key = std::str::from_utf8(kv.key())
                 .ok()
-                .and_then(|k| k.get(self.root_len..))
+                .and_then(|k| k.strip_prefix(self.root.as_str()))
                 .ok_or_else(|| StoreError::Corrupt(String::from_utf8_lossy(kv.key()).into()))?;
-            self.pending.push(Event {
-                revision,
+            self.pending.push(bulk::RawEvent {
+                revision: kv.mod_revision(),
                 key: key.to_string(),
                 value: match event.event_type() {
                     EventType::Put => Some(kv.value().to_vec()),
                     EventType::Delete => None,
                 },
+                prev: event.prev_kv().map(|p| p.value().to_vec()),
             });
         }
         Ok(true)
@@ -722,9 +870,21 @@ impl Watch for EtcdWatch {
     fn next(&mut self) -> BoxFuture<'_, Result<Vec<Event>, StoreError>> {
         Box::pin(async move {
             loop {
-                if let Some(event) = self.pending.last() {
-                    self.last = event.revision;
-                    return Ok(std::mem::take(&mut self.pending));
+                if let Some(last) = self.pending.last().map(|e| e.revision) {
+                    let raws = std::mem::take(&mut self.pending);
+                    let events = bulk::visible_events(
+                        &self.client,
+                        &self.root,
+                        &self.statuses,
+                        &self.prefix,
+                        raws,
+                    )
+                    .await?;
+                    self.last = revision_of(last);
+                    if events.is_empty() {
+                        continue;
+                    }
+                    return Ok(events);
                 }
                 let Some(stream) = self.stream.as_mut() else {
                     self.reconnect().await?;
@@ -738,7 +898,7 @@ impl Watch for EtcdWatch {
                     }
                     Ok(None) => self.stream = None,
                     Err(e) => {
-                        tracing::debug!("etcd watch on {} broke: {e}", self.key);
+                        tracing::debug!("etcd watch on {} broke: {e}", self.prefix);
                         self.stream = None;
                     }
                 }

@@ -112,8 +112,9 @@ pub enum StoreError {
     /// The lease was never granted, was revoked, or expired.
     #[error("lease {0} not found (expired or revoked)")]
     LeaseNotFound(LeaseId),
-    /// The backend refused the transaction as too large (etcd: more operations than its
-    /// `--max-txn-ops`); nothing was written.
+    /// The backend refused the transaction as too large; nothing was written. etcd applies larger
+    /// transactions in steps behind a commit record (all or nothing still), so this happens only
+    /// when its `--max-txn-ops` is below the default 128, or for such a transaction with leased keys.
     #[error("transaction too large for the store: {0}")]
     TxnTooLarge(String),
 }

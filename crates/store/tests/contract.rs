@@ -50,6 +50,8 @@ contract!(
     revoking_a_lease_deletes_only_its_keys,
     shared_watchers_each_get_every_revision_once,
     shared_watch_behind_compaction_fails,
+    large_txn_is_all_or_nothing,
+    large_txn_reaches_watchers_as_one_revision,
 );
 
 async fn get_put_delete(b: Backend) {
@@ -449,4 +451,107 @@ async fn shared_watch_behind_compaction_fails(b: Backend) {
     let got = collect_until(&mut *watch, last, WAIT).await;
     assert!(got[0].revision > oldest);
     assert_eq!(got.last().unwrap().revision, last);
+}
+
+/// A transaction of `n` creates under `prefix` (each key required absent), plus `extra`.
+fn creates(prefix: &str, n: usize) -> Txn {
+    let mut txn = Txn::new();
+    for i in 0..n {
+        let key = format!("{prefix}{i:04}");
+        txn = txn
+            .when(key.clone(), 0)
+            .put(key, format!("v{i}").into_bytes());
+    }
+    txn
+}
+
+/// Far more compares and writes than one etcd transaction takes (issue 17): applied whole, or
+/// not at all when one condition fails.
+async fn large_txn_is_all_or_nothing(b: Backend) {
+    let s = b.store.as_ref();
+    commit(s, Txn::new().put("big/taken", b"x".to_vec())).await;
+    let rev = match s.txn(creates("big/a/", 700)).await.unwrap() {
+        TxnOutcome::Committed(rev) => rev,
+        other => panic!("{other:?}"),
+    };
+    let (kvs, at) = s.range("big/a/").await.unwrap();
+    assert_eq!(kvs.len(), 700);
+    assert!(at >= rev);
+    assert_eq!(kvs[699].value, b"v699");
+    assert_eq!(s.get("big/a/0001").await.unwrap().unwrap().value, b"v1");
+    // One taken key among many: nothing of the transaction is written.
+    let txn = creates("big/b/", 400)
+        .when("big/taken", 0)
+        .put("big/taken", b"y".to_vec());
+    match s.txn(txn).await.unwrap() {
+        TxnOutcome::Conflict(key) => assert_eq!(key, "big/taken"),
+        other => panic!("{other:?}"),
+    }
+    assert!(s.range("big/b/").await.unwrap().0.is_empty());
+    assert_eq!(s.get("big/taken").await.unwrap().unwrap().value, b"x");
+    // The keys it would have created are free again.
+    assert!(matches!(
+        s.txn(creates("big/b/", 3)).await.unwrap(),
+        TxnOutcome::Committed(_)
+    ));
+    // A large transaction pinning an existing key, and a value starting with a zero byte.
+    let pinned = s.get("big/taken").await.unwrap().unwrap().mod_revision;
+    let txn = creates("big/c/", 300)
+        .when("big/taken", pinned)
+        .put("big/zero", vec![0, 1, 2]);
+    assert!(matches!(
+        s.txn(txn).await.unwrap(),
+        TxnOutcome::Committed(_)
+    ));
+    assert_eq!(s.get("big/zero").await.unwrap().unwrap().value, [0, 1, 2]);
+    // Updating and deleting many keys at once.
+    let mut txn = Txn::new();
+    for kv in s.range("big/a/").await.unwrap().0 {
+        txn = txn.when(kv.key.clone(), kv.mod_revision).delete(kv.key);
+    }
+    assert!(matches!(
+        s.txn(txn).await.unwrap(),
+        TxnOutcome::Committed(_)
+    ));
+    assert!(s.range("big/a/").await.unwrap().0.is_empty());
+}
+
+/// A watcher gets a large transaction whole, in one batch, at one revision.
+async fn large_txn_reaches_watchers_as_one_revision(b: Backend) {
+    let s = b.store.as_ref();
+    let start = commit(s, Txn::new().put("/w/before", b"1".to_vec())).await;
+    let mut watch = s.watch("/w/", start).await.unwrap();
+    let shared = SharedWatch::new(b.store.clone());
+    let mut through_shared = shared.watch(start).await.unwrap();
+    let rev = match s.txn(creates("/w/bulk/", 500)).await.unwrap() {
+        TxnOutcome::Committed(rev) => rev,
+        other => panic!("{other:?}"),
+    };
+    let after = commit(s, Txn::new().put("/w/after", b"2".to_vec())).await;
+    for w in [&mut watch, &mut through_shared] {
+        let batch = tokio::time::timeout(WAIT, w.next()).await.unwrap().unwrap();
+        let bulk: Vec<_> = batch
+            .iter()
+            .filter(|e| e.key.starts_with("/w/bulk/"))
+            .collect();
+        assert_eq!(
+            bulk.len(),
+            500,
+            "the first batch after the bulk has all of it"
+        );
+        assert!(bulk.iter().all(|e| e.revision == rev && e.value.is_some()));
+        let reached = batch.last().map_or(0, |e| e.revision);
+        let rest = if reached >= after {
+            batch.iter().filter(|e| e.revision > rev).cloned().collect()
+        } else {
+            collect_until(w.as_mut(), after, WAIT).await
+        };
+        let keys: Vec<&str> = rest.iter().map(|e| e.key.as_str()).collect();
+        assert!(
+            keys.iter()
+                .all(|k| k.starts_with("/w/after") || !k.starts_with("/w/bulk")),
+            "after the bulk's batch only later writes arrive, no cleanup: {keys:?}"
+        );
+        assert_eq!(rest.last().map(|e| e.key.as_str()), Some("/w/after"));
+    }
 }

@@ -20,7 +20,7 @@ pub enum Leftover {
     Netns(String),
     /// A link in the root namespace.
     Link(String),
-    /// A run directory.
+    /// A run directory (or a file) in `/tmp`.
     Dir(PathBuf),
     /// A process (PID and command line).
     Process(u32, String),
@@ -129,7 +129,13 @@ pub fn cleanup(prefix: &str) -> Vec<Leftover> {
                 }
             }
             Leftover::Dir(d) => {
-                if let Err(e) = std::fs::remove_dir_all(d) {
+                // A plain file with the prefix (a log someone wrote there) goes too.
+                let removed = if d.is_dir() {
+                    std::fs::remove_dir_all(d)
+                } else {
+                    std::fs::remove_file(d)
+                };
+                if let Err(e) = removed {
                     tracing::warn!("cannot remove {}: {e}", d.display());
                 }
             }

@@ -192,6 +192,9 @@ fn leftovers_are_found_and_cleaned_by_prefix() {
     let name = format!("{}lo{:x}", testbed::PREFIX, std::process::id());
     let dir = PathBuf::from("/tmp").join(&name);
     std::fs::create_dir(&dir).unwrap();
+    // A plain file with the prefix (a log someone left) is a leftover too.
+    let file = PathBuf::from("/tmp").join(format!("{name}.log"));
+    std::fs::write(&file, "left behind").unwrap();
     let status = std::process::Command::new("ip")
         .args(["netns", "add", &name])
         .status()
@@ -209,7 +212,7 @@ fn leftovers_are_found_and_cleaned_by_prefix() {
     );
     testbed::leftovers::cleanup(&name);
     assert!(testbed::leftovers::find(&name).is_empty());
-    assert!(!netns_exists(&name) && !dir.exists());
+    assert!(!netns_exists(&name) && !dir.exists() && !file.exists());
     assert!(
         netns_exists(other.netns().name()),
         "other tests' namespaces stay"

@@ -33,7 +33,7 @@ connection = sqlite:///$DIR/neutron.db
 type_drivers = flat,vlan,vxlan,local
 tenant_network_types = vxlan
 mechanism_drivers = openvswitch
-extension_drivers = port_security
+extension_drivers = port_security,tag_ports_during_bulk_creation
 [ml2_type_vxlan]
 vni_ranges = 1:1000
 [ml2_type_flat]

@@ -1409,7 +1409,6 @@ const NEUTRON_ONLY_EXTENSIONS: &[(&str, &str)] = &[
     ("security-groups-default-statefulness", NOT_IMPLEMENTED),
     ("security-groups-shared-filtering", NOT_IMPLEMENTED),
     ("subnet-service-types", NOT_IMPLEMENTED),
-    ("tag-creation", NOT_IMPLEMENTED),
 ];
 
 /// A list of documented deviations: (alias, reason).

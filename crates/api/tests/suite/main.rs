@@ -18,6 +18,7 @@ mod chassis_liveness;
 mod concurrency;
 mod conformance;
 mod delete_races;
+mod etcd_bulk;
 mod etcd_two_servers;
 mod etcd_txn_limit;
 mod health_metrics;

@@ -282,3 +282,70 @@ async fn concurrent_trunks_take_a_port_once() {
     let (_, list) = c.call(ADMIN, "GET", "/v2.0/trunks", None).await;
     assert_eq!(list["trunks"].as_array().unwrap().len(), 1, "{list}");
 }
+
+/// neutron-lib's validator stops at the first `inherit`, and an `inherit` takes its network's
+/// VLAN only later: a request naming a VLAN or a port twice that way still gets Neutron's 409
+/// `DuplicateSubPort` (its subports' unique keys), on create and in `add_subports`, and nothing
+/// is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vlan_or_port_named_twice_through_inherit_is_a_duplicate() {
+    let server = support::Server::start();
+    let c = Client::new(&server);
+    let body = json!({"network": {"name": "vlan-net", "provider:network_type": "vlan",
+        "provider:physical_network": "physnet1", "provider:segmentation_id": 150}});
+    let (s, net) = c.call(ADMIN, "POST", "/v2.0/networks", Some(body)).await;
+    assert_eq!(s, 201, "{net}");
+    let net = net["network"]["id"].as_str().unwrap().to_string();
+    let mut ids = Vec::new();
+    for name in ["parent", "a", "b"] {
+        let body = json!({"port": {"network_id": net, "name": name}});
+        let (s, port) = c.call(ADMIN, "POST", "/v2.0/ports", Some(body)).await;
+        assert_eq!(s, 201, "{port}");
+        ids.push(port["port"]["id"].as_str().unwrap().to_string());
+    }
+    let (parent, a, b) = (&ids[0], &ids[1], &ids[2]);
+    let inherit = |p: &str| json!({"port_id": p, "segmentation_type": "inherit"});
+    let duplicate = |(s, body): (u16, Value)| {
+        assert_eq!(s, 409, "{body}");
+        assert_eq!(body["NeutronError"]["type"], "DuplicateSubPort", "{body}");
+    };
+    // VLAN 150 given, then inherited; one port inherited, then given.
+    for subs in [
+        json!([sub(a, 150), inherit(b)]),
+        json!([inherit(a), sub(a, 151)]),
+    ] {
+        let body = json!({"trunk": {"port_id": parent, "sub_ports": subs}});
+        duplicate(c.call(ADMIN, "POST", "/v2.0/trunks", Some(body)).await);
+    }
+    let (_, list) = c.call(ADMIN, "GET", "/v2.0/trunks", None).await;
+    assert_eq!(list, json!({"trunks": []}));
+    assert!(
+        port(&c, a).await["device_owner"] == "",
+        "no subport written"
+    );
+
+    let body = json!({"trunk": {"port_id": parent}});
+    let (s, trunk) = c.call(ADMIN, "POST", "/v2.0/trunks", Some(body)).await;
+    assert_eq!(s, 201, "{trunk}");
+    let path = format!(
+        "/v2.0/trunks/{}/add_subports",
+        trunk["trunk"]["id"].as_str().unwrap()
+    );
+    for subs in [
+        json!([sub(a, 150), inherit(b)]),
+        json!([inherit(a), sub(a, 151)]),
+    ] {
+        let body = json!({ "sub_ports": subs });
+        duplicate(c.call(ADMIN, "PUT", &path, Some(body)).await);
+    }
+    let body = json!({"sub_ports": [inherit(a), sub(b, 151)]});
+    let (s, body) = c.call(ADMIN, "PUT", &path, Some(body)).await;
+    assert_eq!(s, 200, "{body}");
+    let vlans: Vec<&Value> = body["sub_ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| &s["segmentation_id"])
+        .collect();
+    assert_eq!(vlans, [&json!(150), &json!(151)], "{body}");
+}

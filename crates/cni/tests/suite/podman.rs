@@ -1,7 +1,11 @@
 //! Podman (Debian's 4.3, its CNI network backend) runs a container on a network whose only
-//! plugin is `wyvern-cni`: the container gets the Neutron port's MAC and address, the port's
-//! host end sits on the chassis' `br-int` with the port's `iface-id`, and removing the
-//! container (podman's DEL) removes it again.
+//! plugin is `wyvern-cni`, and the address it gets works: the container gets the Neutron
+//! port's MAC, address and routes (static, no DHCP), the port's host end sits on the
+//! chassis' `br-int` with the port's `iface-id`, and the chassis' Wyvern agent (in this
+//! process) binds the port and programs the bridge, so from inside the container (`podman
+//! exec`) a testbed host with its own port on the same network answers pings and a TCP
+//! exchange (busybox `nc` both ends). Removing the container (podman's DEL) removes the VIF;
+//! the agent reports the port DOWN and its flows leave `br-int`, the host's stay.
 //!
 //! Everything podman uses is private to the test: a `containers.conf` (through
 //! `CONTAINERS_CONF`) selecting the CNI backend with a plugin directory holding `wyvern-cni`,
@@ -28,7 +32,7 @@ use std::time::Duration;
 use serde_json::json;
 use testbed::{Chassis, ChassisOpts};
 
-use crate::support::{BIN, Forward, Rest, Server, link_in};
+use crate::support::{Agent, BIN, Forward, Rest, Server, link_in};
 
 /// Podman with the test's private configuration and storage; removes its container (and any
 /// mount left under its directory) when dropped.
@@ -104,7 +108,7 @@ fn busybox_rootfs(root: &Path) {
         "/bin/busybox must be the static build (apt-get install busybox-static; scripts/install-deps)"
     );
     std::fs::copy(busybox, bin.join("busybox")).unwrap();
-    for applet in ["sh", "ip", "cat", "sleep"] {
+    for applet in ["sh", "ip", "cat", "sleep", "ping", "nc"] {
         std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
     }
     for d in ["proc", "sys", "dev", "etc", "tmp"] {
@@ -112,22 +116,109 @@ fn busybox_rootfs(root: &Path) {
     }
 }
 
+/// A process started here (a listener in a testbed host), killed and reaped when dropped.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The flows of `br-int` that match on or output to OpenFlow port `ofport` (port numbers,
+/// not names: `--no-names`).
+fn flows_of(chassis: &Chassis, ofport: &str) -> Vec<String> {
+    let dump = chassis
+        .ovs_ofctl(&["--no-names", "dump-flows", "br-int"])
+        .unwrap_or_default();
+    let (matching, output) = (format!("in_port={ofport}"), format!("output:{ofport}"));
+    dump.lines()
+        .filter(|l| l.split([',', ' ']).any(|t| t == matching || t == output))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Polls `f` (every 200 ms) until it holds or `timeout` passes; whether it held.
+fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 #[test]
 fn podman_runs_a_container_on_a_wyvern_port() {
     let server = Server::start();
     let chassis = Chassis::start("cnipod", &ChassisOpts::default()).expect("start a chassis");
-    chassis.add_bridge("br-int").expect("br-int");
+    // The chassis' agent makes br-int and programs it (dropped before the chassis).
+    let agent = Agent::start(&server.base, &chassis);
+    chassis
+        .wait_until(Duration::from_secs(20), || {
+            chassis.ovs_vsctl(&["br-exists", "br-int"]).is_ok()
+        })
+        .expect("the agent made br-int");
     let fwd = Forward::start(chassis.netns().name(), server.addr());
     let api = Rest::new(&server.base);
     let (net, _) = api.network(75, 1400, false);
     let name = format!("{}-box", testbed::unique_name('k'));
     let port = api.port(&net, &[&format!("k8s-pod:podman:{name}")]);
+    let port_id = port["id"].as_str().unwrap().to_owned();
     let mac = port["mac_address"].as_str().unwrap().to_owned();
     let ip = port["fixed_ips"][0]["ip_address"]
         .as_str()
         .unwrap()
         .to_owned();
-    let tap = format!("tap{}", &port["id"].as_str().unwrap()[..11]);
+    let tap = format!("tap{}", &port_id[..11]);
+    let show =
+        |id: &str| api.call(reqwest::Method::GET, &format!("ports/{id}"), None)["port"].clone();
+    let bound_here =
+        |p: &serde_json::Value| p["status"] == "ACTIVE" && p["binding:host_id"] == chassis.name();
+
+    // The other end: a testbed host with its own port on the same network, plugged into the
+    // same br-int as a VIF (TX checksum offload off on its side, as Host does).
+    let peer_port = api.port(&net, &[]);
+    let peer_id = peer_port["id"].as_str().unwrap().to_owned();
+    let peer_mac = peer_port["mac_address"].as_str().unwrap().to_owned();
+    let peer_ip = peer_port["fixed_ips"][0]["ip_address"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let peer = testbed::Host::create(
+        &chassis,
+        &testbed::HostOpts {
+            ip: Some(format!("{peer_ip}/24")),
+            mac: Some(peer_mac.clone()),
+            mtu: Some(1400),
+            ..testbed::HostOpts::default()
+        },
+    )
+    .expect("the peer host");
+    chassis
+        .ovs_vsctl(&[
+            "add-port",
+            "br-int",
+            peer.port(),
+            "--",
+            "set",
+            "Interface",
+            peer.port(),
+            &format!("external_ids:iface-id={peer_id}"),
+            "external_ids:iface-status=active",
+            &format!("external_ids:attached-mac={peer_mac}"),
+        ])
+        .expect("plug the peer into br-int");
+    assert!(
+        eventually(Duration::from_secs(20), || bound_here(&show(&peer_id))),
+        "the agent did not bind the peer's port: {}",
+        show(&peer_id)
+    );
 
     let podman = Podman {
         dir: tempfile::tempdir().expect("a temporary directory"),
@@ -194,22 +285,44 @@ fn podman_runs_a_container_on_a_wyvern_port() {
         &name,
         "--network",
         &network,
+        // busybox ping sends from a raw socket.
+        "--cap-add",
+        "NET_RAW",
         "--rootfs",
         &rootfs,
         "/bin/sleep",
         "300",
     ]);
     assert!(ok, "podman run failed: {err}");
+    let exec = |args: &[&str]| {
+        let mut all = vec!["exec", name.as_str()];
+        all.extend_from_slice(args);
+        podman.run(&all)
+    };
 
-    // Inside the container: the port's MAC and address, the subnet's gateway as default route.
+    // Inside the container, without DHCP: the port's MAC and address (static: no lease
+    // lifetime), the network's MTU, and exactly the subnet's routes — its prefix, the
+    // gateway as default route, the subnet's host route.
     let addr = podman.ok(&["exec", &name, "/bin/ip", "addr", "show", "eth0"]);
     assert!(addr.contains(&format!("link/ether {mac}")), "{addr}");
     assert!(addr.contains(&format!("inet {ip}/24")), "{addr}");
+    assert!(addr.contains("valid_lft forever"), "{addr}");
+    assert!(!addr.contains("dynamic"), "{addr}");
     assert!(addr.contains("mtu 1400"), "{addr}");
-    let routes = podman.ok(&["exec", &name, "/bin/ip", "route"]);
-    assert!(
-        routes.contains("default via 10.75.0.1 dev eth0"),
-        "{routes}"
+    let routes = podman.ok(&["exec", &name, "/bin/ip", "-4", "route"]);
+    let mut routes: Vec<String> = routes
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    routes.sort();
+    assert_eq!(
+        routes,
+        [
+            "10.75.0.0/24 dev eth0 scope link src ".to_owned() + &ip,
+            "192.168.75.0/24 via 10.75.0.254 dev eth0".to_owned(),
+            "default via 10.75.0.1 dev eth0".to_owned(),
+        ],
+        "the container's IPv4 routes"
     );
     // Podman read the plugin's result.
     let inspect: serde_json::Value =
@@ -217,7 +330,7 @@ fn podman_runs_a_container_on_a_wyvern_port() {
     let seen = &inspect[0]["NetworkSettings"]["Networks"][&network];
     assert_eq!(seen["IPAddress"], ip.as_str(), "{seen}");
     assert_eq!(seen["MacAddress"], mac.as_str(), "{seen}");
-    // On the chassis: the host end on br-int as the port's VIF.
+    // On the chassis: the host end on br-int as the port's VIF, which the agent binds.
     assert_eq!(
         chassis.ovs_vsctl(&["port-to-br", &tap]).unwrap().trim(),
         "br-int"
@@ -225,19 +338,100 @@ fn podman_runs_a_container_on_a_wyvern_port() {
     let iface_id = chassis
         .ovs_vsctl(&["get", "Interface", &tap, "external_ids:iface-id"])
         .unwrap();
-    assert_eq!(
-        iface_id.trim().trim_matches('"'),
-        port["id"].as_str().unwrap()
+    assert_eq!(iface_id.trim().trim_matches('"'), port_id);
+    assert!(
+        eventually(Duration::from_secs(20), || bound_here(&show(&port_id))),
+        "the agent did not bind the container's port: {}",
+        show(&port_id)
+    );
+    let ofport = chassis
+        .ovs_vsctl(&["get", "Interface", &tap, "ofport"])
+        .unwrap()
+        .trim()
+        .to_owned();
+    let peer_ofport = chassis
+        .ovs_vsctl(&["get", "Interface", peer.port(), "ofport"])
+        .unwrap()
+        .trim()
+        .to_owned();
+
+    // The address works: the peer answers pings from the container, and back.
+    let pinged = eventually(Duration::from_secs(20), || {
+        exec(&["/bin/ping", "-c", "1", "-W", "1", &peer_ip]).0
+    });
+    assert!(
+        pinged,
+        "the container cannot ping the peer {peer_ip}: {:?}\n{}",
+        exec(&["/bin/ping", "-c", "1", "-W", "1", &peer_ip]),
+        chassis
+            .ovs_ofctl(&["--no-names", "dump-flows", "br-int"])
+            .unwrap_or_default()
+    );
+    let (ok, out, err) = exec(&["/bin/ping", "-c", "3", "-i", "0.2", "-W", "2", &peer_ip]);
+    assert!(ok && out.contains("3 packets received"), "{out}{err}");
+    peer.ping(&ip, 3).expect("the peer pings the container");
+
+    // TCP: a listener on the peer (busybox nc, one connection) whose shell reads a line and
+    // answers it; the client in the container sends a line and must get the answer back —
+    // both directions, in order (no race between the two ends' closes).
+    let tcp_port = "7075";
+    let mut listener = Child(
+        Command::new("timeout")
+            .args(["60", "ip", "netns", "exec", peer.netns().name()])
+            .args(["busybox", "nc", "-l", "-p", tcp_port, "-e"])
+            .args(["sh", "-c", "read line; echo \"peer-got:$line\""])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start the peer's listener"),
+    );
+    let client = format!("echo from-the-container | /bin/nc -w 5 {peer_ip} {tcp_port}");
+    let mut answer = (false, String::new(), String::new());
+    // Until the listener listens (a refused connection ends the client at once); a
+    // connection ends the listener.
+    let connected = eventually(Duration::from_secs(20), || {
+        answer = exec(&["/bin/sh", "-c", &client]);
+        answer.0 || !matches!(listener.0.try_wait(), Ok(None))
+    });
+    drop(listener);
+    assert!(
+        connected && answer.0 && answer.1.contains("peer-got:from-the-container"),
+        "no TCP exchange with the peer: the container's client: {answer:?}"
     );
 
-    // Removing the container detaches it.
+    // The agent programmed the container's VIF; removing the container (podman's DEL)
+    // detaches it, and the agent reports the port DOWN and removes its flows — the peer's
+    // stay.
+    assert!(
+        !flows_of(&chassis, &ofport).is_empty(),
+        "no flows of the container's OpenFlow port {ofport}"
+    );
     podman.ok(&["rm", "--force", "--time", "0", &name]);
     chassis
         .wait_until(Duration::from_secs(10), || {
             link_in(chassis.netns().name(), &tap).is_none()
                 && chassis
                     .ovs_vsctl(&["list-ports", "br-int"])
-                    .is_ok_and(|p| p.trim().is_empty())
+                    .is_ok_and(|p| p.lines().all(|l| l.trim() != tap))
         })
         .expect("podman's DEL removed the port and its link");
+    assert!(
+        eventually(Duration::from_secs(20), || show(&port_id)["status"]
+            == "DOWN"),
+        "the agent did not report the container's port DOWN: {}",
+        show(&port_id)
+    );
+    assert!(
+        eventually(Duration::from_secs(20), || flows_of(&chassis, &ofport)
+            .is_empty()),
+        "flows of the removed VIF (OpenFlow port {ofport}) remain: {:#?}",
+        flows_of(&chassis, &ofport)
+    );
+    assert!(
+        !flows_of(&chassis, &peer_ofport).is_empty(),
+        "the peer's flows went too"
+    );
+    assert!(bound_here(&show(&peer_id)), "{}", show(&peer_id));
+    assert!(agent.running(), "the agent stopped");
 }

@@ -96,6 +96,16 @@ pub fn host_opts(vm: &VmState) -> HostOpts {
     }
 }
 
+/// [`host_opts`] without addresses or routes: `eth0` of a VM whose addresses live elsewhere (a
+/// service function's bridge, a trunk VM's own switch).
+pub fn bare_opts(vm: &VmState) -> HostOpts {
+    HostOpts {
+        ip: None,
+        gateway: None,
+        ..host_opts(vm)
+    }
+}
+
 /// Once `eth0` exists: its other addresses, the IPv6 default route, [`EXTRA_IF`] with the
 /// extra addresses.
 pub fn configure(host: &Host, vm: &VmState) -> Result<()> {

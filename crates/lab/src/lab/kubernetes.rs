@@ -12,7 +12,10 @@
 //! status (`Running`, `podIP`, `Ready`, one ready container). With `network` in the file the
 //! controller puts the pods on that network of the file (`--pod-network`, `--pod-subnet`: its
 //! first IPv4 subnet), which VMs share. A pod the file no longer has (or whose node or
-//! namespace changed) gets `CNI DEL`, loses its namespace and its Pod object. Labels are
+//! namespace changed) gets `CNI DEL`, loses its namespace and its Pod object. A VM node
+//! (`vm_nodes`, nested mode) is a trunk VM with its own Open vSwitch (see `trunks.rs`): its Node
+//! is annotated `wyvern.io/trunk-port=<its port>`, and its pods' `wyvern-cni` runs inside the VM
+//! (relay on the VM's loopback) with `"mode": "nested", "vlan": "ovs"` on `br-trunk`. Labels are
 //! patched in place. The binaries are found next to the `wyvern` binary the lab runs (or by
 //! `WYVERN_KUBE_APISERVER`, `WYVERN_CNI`). The lab's Kubernetes state is `kubernetes.json`.
 
@@ -624,44 +627,34 @@ impl Lab {
                 );
             }
         }
+        // The lab's services and policies the file no longer has.
         let selector = format!("labelSelector={LAB_LABEL}%3D{lab_label}");
-        for svc in kube.list(&format!("/api/v1/services?{selector}")).await? {
-            let (ns, name) = (
-                text(&svc["metadata"], "namespace"),
-                text(&svc["metadata"], "name"),
-            );
-            if !k
-                .services
-                .iter()
-                .any(|s| s.namespace == ns && s.name == name)
-            {
-                kube.delete(&format!("/api/v1/namespaces/{ns}/services/{name}"))
-                    .await?;
-                self.changed(changes, &format!("service {ns}/{name}"), "deleted");
-            }
-        }
-        for pol in kube
-            .list(&format!(
-                "/apis/networking.k8s.io/v1/networkpolicies?{selector}"
-            ))
-            .await?
-        {
-            let (ns, name) = (
-                text(&pol["metadata"], "namespace"),
-                text(&pol["metadata"], "name"),
-            );
-            if !k
-                .network_policies
-                .iter()
-                .any(|p| p.namespace == ns && p.name == name)
-            {
-                kube.delete(&format!(
-                    "/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies/{name}"
-                ))
-                .await?;
-                self.changed(changes, &format!("network policy {ns}/{name}"), "deleted");
-            }
-        }
+        self.delete_dropped(
+            &kube,
+            changes,
+            "service",
+            &format!("/api/v1/services?{selector}"),
+            |ns, name| format!("/api/v1/namespaces/{ns}/services/{name}"),
+            |ns, name| {
+                k.services
+                    .iter()
+                    .any(|s| s.namespace == ns && s.name == name)
+            },
+        )
+        .await?;
+        self.delete_dropped(
+            &kube,
+            changes,
+            "network policy",
+            &format!("/apis/networking.k8s.io/v1/networkpolicies?{selector}"),
+            |ns, name| format!("/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies/{name}"),
+            |ns, name| {
+                k.network_policies
+                    .iter()
+                    .any(|p| p.namespace == ns && p.name == name)
+            },
+        )
+        .await?;
         // Pods: first those that go (or move), then the file's.
         for name in st.pods.keys().cloned().collect::<Vec<_>>() {
             let keep = k.pods.iter().any(|p| {
@@ -687,6 +680,31 @@ impl Lab {
         Ok(())
     }
 
+    /// Deletes the lab's objects of one kind (`what`, listed at `list`, the lab's label
+    /// selecting them) that `keep(namespace, name)` says the file no longer has; `path(namespace,
+    /// name)` is an object's path.
+    async fn delete_dropped(
+        &self,
+        kube: &Kube,
+        changes: &mut Vec<String>,
+        what: &str,
+        list: &str,
+        path: impl Fn(&str, &str) -> String,
+        keep: impl Fn(&str, &str) -> bool,
+    ) -> Result<()> {
+        for obj in kube.list(list).await? {
+            let (ns, name) = (
+                text(&obj["metadata"], "namespace"),
+                text(&obj["metadata"], "name"),
+            );
+            if !keep(ns, name) {
+                kube.delete(&path(ns, name)).await?;
+                self.changed(changes, &format!("{what} {ns}/{name}"), "deleted");
+            }
+        }
+        Ok(())
+    }
+
     async fn ensure_apiserver(
         &mut self,
         k: &KubernetesSpec,
@@ -708,41 +726,50 @@ impl Lab {
         for pod in st.pods.keys().cloned().collect::<Vec<_>>() {
             self.unplug_pod(st, &pod, None).await;
         }
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(io("find a free port for the kubernetes api".into()))?
-            .port();
         let kubeconfig = self.kubeconfig();
         let bin = sibling(
             &self.opts.wyvern,
             "wyvern-kube-apiserver",
             "WYVERN_KUBE_APISERVER",
         );
+        // The server picks its own free port and prints its URL first thing: no port is chosen
+        // here and then lost to another process before the server binds it.
         let mut cmd = Command::new(&bin);
-        cmd.args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--service-cidr",
-            &cidr,
-        ])
-        .arg("--kubeconfig")
-        .arg(&kubeconfig);
+        cmd.args(["--listen", "127.0.0.1:0", "--service-cidr", &cidr])
+            .arg("--kubeconfig")
+            .arg(&kubeconfig);
         let log = self.dir.join("kube-apiserver.log");
+        // Earlier runs' lines would be read as this one's URL.
+        let _ = std::fs::remove_file(&log);
         let d = Daemon::spawn(cmd, &pidfile, &log, &marker)?;
         let pid = d.detach();
-        let url = format!("http://127.0.0.1:{port}");
-        let kube = Kube::new(&url)?;
-        let until = Instant::now() + Duration::from_secs(15);
-        while kube.get("/version").await.is_err() {
-            if Instant::now() > until || Daemon::running(&pidfile, &marker).is_none() {
-                return Err(kube_err(format!(
-                    "{} did not start; {}",
-                    bin.display(),
-                    log_tail(&log)
-                )));
+        let failed = |why: &str| {
+            kube_err(format!(
+                "{} (pid {pid}) {why}; {}",
+                bin.display(),
+                log_tail(&log)
+            ))
+        };
+        // A hang guard, not an expectation: a loaded machine may take seconds.
+        let until = Instant::now() + Duration::from_secs(120);
+        let (url, kube) = loop {
+            let printed = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(url) = printed.lines().find(|l| l.starts_with("http://")) {
+                let kube = Kube::new(url)?;
+                if kube.get("/version").await.is_ok() {
+                    break (url.to_owned(), kube);
+                }
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            if Daemon::running(&pidfile, &marker).is_none() {
+                let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .map_or_else(|_| "gone".to_owned(), |s| s.trim().to_owned());
+                return Err(failed(&format!("is not running (/proc: {state})")));
+            }
+            if Instant::now() > until {
+                return Err(failed("did not answer within 120 s"));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
         st.api = Some(url.clone());
         st.service_cidr = Some(cidr);
         st.controller_args = None;

@@ -22,9 +22,9 @@ use std::collections::BTreeSet;
 use std::process::Command;
 
 use serde_json::{Value, json};
-use testbed::{Chassis, HOST_IF, Host, HostOpts, Netns};
+use testbed::{Chassis, HOST_IF, Host, Netns};
 
-use super::{Lab, iface_id};
+use super::{Lab, guest, iface_id};
 use crate::neutron::{Neutron, text};
 use crate::state::{ClassifierState, PortChainState, PortPairGroupState, SfState, VmState};
 use crate::topology::{ClassifierSpec, PortChainSpec, Topology, VmSpec, egress_port_name};
@@ -50,13 +50,7 @@ pub(super) fn wire(ch: &Chassis, ns: Netns, vm: &VmState, sf: &SfState) -> Resul
             "net.ipv6.conf.default.disable_ipv6=1".to_owned(),
         ],
     )?;
-    let opts = HostOpts {
-        ip: None,
-        mac: Some(vm.mac.clone()),
-        mtu: Some(vm.mtu),
-        gateway: None,
-    };
-    let host = Host::create_in(ch, ns, &vm.tap, &opts)?;
+    let host = Host::create_in(ch, ns, &vm.tap, &guest::bare_opts(vm))?;
     let ns = host.netns();
     // Made inside the VM, its peer moved to the chassis (the namespace guard removes both).
     ns.ip(&[

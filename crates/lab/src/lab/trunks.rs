@@ -1,7 +1,8 @@
 //! A lab's trunk ports (VLAN-aware VMs). A VM with `subports` gets, through the API, a port per
 //! subport (`<vm>.<vlan>`, not bound: the server binds subports where their parent is) and a
 //! trunk on its own port with them; the VM's port is bound only once the trunk exists (Neutron
-//! refuses a trunk on a bound port). `up` again adds and removes subports to match the file,
+//! refuses a trunk on a bound port; a port bound before its VM became a trunk's parent is
+//! unbound for that). `up` again adds and removes subports to match the file,
 //! leaving the Kubernetes controller's alone. A Kubernetes node VM (`[kubernetes] vm_nodes`)
 //! is a trunk's parent even without subports of the file: the controller adds its pods'.
 //!
@@ -16,7 +17,7 @@
 //! VM's namespace (deleting it kills every process in it).
 
 use serde_json::{Value, json};
-use testbed::{Chassis, ChassisOpts, HOST_IF, Host, HostOpts, Netns};
+use testbed::{Chassis, ChassisOpts, HOST_IF, Host, Netns};
 
 use super::{Lab, guest};
 use crate::neutron::{Neutron, text};
@@ -72,13 +73,7 @@ fn internal_port(
 /// Open vSwitch, the VM's addresses on [`PARENT_IF`], its subports on their VLAN interfaces.
 pub(super) fn wire(ch: &Chassis, ns: Netns, vm: &VmState, trunk: &TrunkState) -> Result<Host> {
     guest::prepare(&ns, vm)?;
-    let opts = HostOpts {
-        ip: None,
-        mac: Some(vm.mac.clone()),
-        mtu: Some(vm.mtu),
-        gateway: None,
-    };
-    let host = Host::create_in(ch, ns, &vm.tap, &opts)?;
+    let host = Host::create_in(ch, ns, &vm.tap, &guest::bare_opts(vm))?;
     if trunk.rundir.exists() {
         std::fs::remove_dir_all(&trunk.rundir)
             .map_err(|e| Error::Start(format!("rm {}: {e}", trunk.rundir.display())))?;
@@ -192,8 +187,17 @@ impl Lab {
             .await?
             .into_iter()
             .next();
+        // Where the parent is bound; bound last (below), once the trunk is what the file says.
+        let mut parent_host = text(parent, "binding:host_id").to_owned();
         let trunk_id = match found {
             None => {
+                // Neutron refuses a trunk on a bound port: a VM whose port was bound before it
+                // became a trunk's parent is unbound first.
+                if !parent_host.is_empty() {
+                    api.update("ports", "port", &parent_id, json!({"binding:host_id": ""}))
+                        .await?;
+                    parent_host.clear();
+                }
                 let attrs =
                     json!({"name": vm.name, "port_id": parent_id, "sub_ports": sub_ports(&wanted)});
                 let t = api.create("trunks", "trunk", project, attrs).await?;
@@ -210,7 +214,8 @@ impl Lab {
                     .flatten()
                     .map(|s| {
                         let vlan = s.get("segmentation_id").and_then(Value::as_u64);
-                        (text(s, "port_id").to_owned(), vlan.unwrap_or(0) as u16)
+                        let vlan = vlan.and_then(|v| u16::try_from(v).ok()).unwrap_or(0);
+                        (text(s, "port_id").to_owned(), vlan)
                     })
                     .collect();
                 let mut gone: Vec<(String, u16)> = Vec::new();
@@ -256,7 +261,7 @@ impl Lab {
                 self.changed(changes, &format!("port {port}"), "deleted");
             }
         }
-        if text(parent, "binding:host_id") != vm.chassis {
+        if parent_host != vm.chassis {
             let binding = json!({ "binding:host_id": vm.chassis });
             api.update("ports", "port", &parent_id, binding).await?;
         }

@@ -189,6 +189,25 @@ pub struct NetworkPolicySpec {
     pub spec: String,
 }
 
+/// Checks the names of a namespaced object of the file, and that `seen` (the objects of its
+/// kind before it) has none with the same; adds it there.
+fn check_unique<'a>(
+    what: &str,
+    namespace: &'a str,
+    name: &'a str,
+    seen: &mut BTreeSet<(&'a str, &'a str)>,
+) -> Result<()> {
+    check_k8s_name(what, name)?;
+    check_k8s_name("namespace", namespace)?;
+    if seen.insert((namespace, name)) {
+        Ok(())
+    } else {
+        Err(Error::Topology(format!(
+            "kubernetes: {what} {namespace}/{name} twice"
+        )))
+    }
+}
+
 fn check_k8s_name(what: &str, name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 63
@@ -295,11 +314,7 @@ pub(super) fn validate(topo: &Topology) -> Result<()> {
     }
     let mut services = BTreeSet::new();
     for s in &k.services {
-        check_k8s_name("service", &s.name)?;
-        check_k8s_name("namespace", &s.namespace)?;
-        if !services.insert((s.namespace.as_str(), s.name.as_str())) {
-            return bad(format!("service {}/{} twice", s.namespace, s.name));
-        }
+        check_unique("service", &s.namespace, &s.name, &mut services)?;
         if s.ports.is_empty() || (s.ports.len() > 1 && s.ports.iter().any(|p| p.name.is_none())) {
             return bad(format!(
                 "service {}: one port, or several each with a name",
@@ -309,11 +324,7 @@ pub(super) fn validate(topo: &Topology) -> Result<()> {
     }
     let mut policies = BTreeSet::new();
     for p in &k.network_policies {
-        check_k8s_name("network policy", &p.name)?;
-        check_k8s_name("namespace", &p.namespace)?;
-        if !policies.insert((p.namespace.as_str(), p.name.as_str())) {
-            return bad(format!("network policy {}/{} twice", p.namespace, p.name));
-        }
+        check_unique("network policy", &p.namespace, &p.name, &mut policies)?;
         match serde_json::from_str::<serde_json::Value>(&p.spec) {
             Ok(v) if v.is_object() => {}
             _ => return bad(format!("network policy {}: spec is no JSON object", p.name)),

@@ -31,10 +31,11 @@ use crate::support;
 use support::{api, lab_options, run};
 
 fn pod(name: &str, node: &str, labels: &str, web: bool) -> String {
+    // Every pod answers on 9090, which the policy never admits; web pods on 8080 too.
     let serve = if web {
-        "ports = [{ name = \"http\", port = 8080 }]\nserve = [{ protocol = \"http\", port = 8080 }]\n"
+        "ports = [{ name = \"http\", port = 8080 }]\nserve = [{ protocol = \"http\", port = 8080 }, { protocol = \"http\", port = 9090 }]\n"
     } else {
-        ""
+        "serve = [{ protocol = \"http\", port = 9090 }]\n"
     };
     format!(
         "[[kubernetes.pod]]\nname = \"{name}\"\nnode = \"{node}\"\nlabels = {{ {labels} }}\n{serve}"
@@ -214,6 +215,16 @@ fn pods_services_and_policies_end_to_end() {
     .unwrap();
     let (ok, out) = run(&lab, "other", &["curl", "-s", "-m", "2", &web2]);
     assert!(!ok, "the policy refuses other -> web-2, got {out:?}");
+    // Only its port: the client's TCP to web-2's 9090 is refused too.
+    let web2_other_port = format!("http://{}:9090/", ip(&lab, "web-2"));
+    let (ok, out) = run(&lab, "client", &["curl", "-s", "-m", "2", &web2_other_port]);
+    assert!(
+        !ok,
+        "the policy admits 8080 only: client -> web-2:9090 got {out:?}"
+    );
+    // Pods no policy selects stay open both ways: other -> client, web-2 -> other.
+    http_from(&lab, "other", &format!("http://{client}:9090/"), "client");
+    http_from(&lab, "web-2", &format!("http://{other}:9090/"), "other");
 
     // The ClusterIP balances over both pods.
     until(30, || {

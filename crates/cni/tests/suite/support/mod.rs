@@ -1,6 +1,7 @@
 //! Shared helpers of the plugin's integration tests: Wyvern's API in-process on a fresh
 //! embedded store, a TCP forwarder that makes it reachable from inside a test namespace, a
-//! small Neutron client, and running the real `wyvern-cni` binary.
+//! small Neutron client, running the real `wyvern-cni` binary, and a chassis' Wyvern agent
+//! in-process ([`Agent`]) for tests whose traffic must flow.
 //!
 //! The plugin runs where the chassis' Open vSwitch runs (its host end must be a link OVS can
 //! open), which in these tests is a testbed chassis namespace: it is started with
@@ -378,4 +379,59 @@ pub fn links_in(netns: &str) -> Vec<Value> {
 /// The link called `name` in `netns`, if any.
 pub fn link_in(netns: &str, name: &str) -> Option<Value> {
     links_in(netns).into_iter().find(|l| l["ifname"] == name)
+}
+
+/// A Wyvern agent for a chassis, in this process on its own runtime (as the agent's own
+/// end-to-end tests run it): it creates the chassis' `br-int`, registers the chassis with
+/// the API at `server` and programs the bridge for the VIFs on it. Stops when dropped.
+pub struct Agent {
+    rt: Option<tokio::runtime::Runtime>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Agent {
+    /// Starts the agent of `chassis` (chassis id: its name), talking to the API at `server`
+    /// (`http://…` in this process' namespace); OVSDB and OpenFlow through the chassis' unix
+    /// sockets.
+    pub fn start(server: &str, chassis: &testbed::Chassis) -> Agent {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("agent runtime");
+        let cfg = agent::AgentConfig {
+            server: server.to_owned(),
+            chassis: chassis.name().to_owned(),
+            ovsdb: chassis.db_endpoint(),
+            ovs_rundir: chassis.rundir().to_path_buf(),
+            // No underlay: the tunnel port exists, nothing uses it.
+            tunnel_ip: std::net::Ipv4Addr::new(172, 31, 9, 1).into(),
+            encap: chassis::Encap::Geneve,
+            bridge: "br-int".into(),
+            datapath_type: "netdev".into(),
+            metrics_listen: None,
+            bridge_mappings: Vec::new(),
+            gateway: false,
+        };
+        let task = rt.spawn(async move {
+            if let Err(e) = agent::run(cfg).await {
+                eprintln!("agent stopped: {e}");
+            }
+        });
+        Agent { rt: Some(rt), task }
+    }
+
+    /// False once the agent has stopped (it runs until dropped unless it fails).
+    pub fn running(&self) -> bool {
+        !self.task.is_finished()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            // Ends the agent's tasks (and their connections); nothing of it outlives this.
+            rt.shutdown_timeout(Duration::from_secs(5));
+        }
+    }
 }
