@@ -52,6 +52,11 @@ impl ApiError {
     pub fn not_found(kind: &str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, kind, message)
     }
+    /// 404 `HTTPNotFound`: no such path (collection, sub-resource or action), as Neutron's router
+    /// answers it.
+    pub fn no_such_resource() -> Self {
+        Self::not_found("HTTPNotFound", "The resource could not be found.")
+    }
     pub fn conflict(kind: &str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, kind, message)
     }

@@ -213,12 +213,7 @@ async fn resource_index(headers: HeaderMap) -> Response {
 }
 
 async fn not_found() -> Response {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "HTTPNotFound",
-        "The resource could not be found.",
-    )
-    .into_response()
+    ApiError::no_such_resource().into_response()
 }
 
 fn reply(result: ApiResult<(StatusCode, Value)>) -> Response {
@@ -233,13 +228,7 @@ fn resource(collection: &str) -> ApiResult<&'static ResourceDef> {
     let name = collection.strip_suffix(".json").unwrap_or(collection);
     model::resource_by_path(name)
         .or_else(|| model::sfc::resource_by_path(name))
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "HTTPNotFound",
-                "The resource could not be found.",
-            )
-        })
+        .ok_or_else(ApiError::no_such_resource)
 }
 
 fn parse_body(body: &[u8]) -> ApiResult<Value> {
@@ -540,18 +529,12 @@ async fn sub_get(
             match action.as_str() {
                 "tags" if def.taggable => {
                     let stored = api.visible(&ctx, def, &id).await?;
-                    Ok((
-                        StatusCode::OK,
-                        json!({"tags": stored.obj.get("tags").cloned().unwrap_or(json!([]))}),
-                    ))
+                    Ok((StatusCode::OK, tags_answer(&stored.obj)))
                 }
                 "get_subports" if trunks::is_trunk(def) => {
                     Ok((StatusCode::OK, trunks::get_subports(&api, &ctx, &id).await?))
                 }
-                _ => Err(ApiError::not_found(
-                    "HTTPNotFound",
-                    "The resource could not be found.",
-                )),
+                _ => Err(ApiError::no_such_resource()),
             }
         }
         .await,
@@ -578,10 +561,7 @@ async fn sub_put(
                         .ok_or_else(|| ApiError::bad_request("Invalid tags body"))?;
                     let tags = validate_tags(def, &tags)?;
                     let obj = api.change_tags(&ctx, def, &id, |_| tags.clone()).await?;
-                    Ok((
-                        StatusCode::OK,
-                        json!({"tags": obj.get("tags").cloned().unwrap_or(json!([]))}),
-                    ))
+                    Ok((StatusCode::OK, tags_answer(&obj)))
                 }
                 _ => Ok((
                     StatusCode::OK,
@@ -607,10 +587,7 @@ async fn sub_delete(
                     api.change_tags(&ctx, def, &id, |_| vec![]).await?;
                     Ok((StatusCode::NO_CONTENT, Value::Null))
                 }
-                _ => Err(ApiError::not_found(
-                    "HTTPNotFound",
-                    "The resource could not be found.",
-                )),
+                _ => Err(ApiError::no_such_resource()),
             }
         }
         .await,
@@ -652,14 +629,16 @@ async fn sub_post(
                     .await?;
                     Ok((StatusCode::OK, json!({"tags": tags})))
                 }
-                _ => Err(ApiError::not_found(
-                    "HTTPNotFound",
-                    "The resource could not be found.",
-                )),
+                _ => Err(ApiError::no_such_resource()),
             }
         }
         .await,
     )
+}
+
+/// `{"tags": [...]}`: an object's tags as the tags sub-resource answers them.
+fn tags_answer(obj: &repo::Obj) -> Value {
+    json!({"tags": obj.get("tags").cloned().unwrap_or(json!([]))})
 }
 
 /// The strings of a validated list of tags.

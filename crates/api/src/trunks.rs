@@ -440,10 +440,7 @@ pub async fn action(api: &Api, ctx: &Ctx, id: &str, action: &str, body: Value) -
         "add_subports" => true,
         "remove_subports" => false,
         _ => {
-            return Err(ApiError::not_found(
-                "HTTPNotFound",
-                "The resource could not be found.",
-            ));
+            return Err(ApiError::no_such_resource());
         }
     };
     let mut attempts = Attempts::new();

@@ -37,7 +37,8 @@ mod sfc;
 mod subnets;
 mod trunks;
 
-pub use kubernetes::{KubeState, PodState, Relay, cni_run, sibling};
+pub use kubernetes::{KubeState, PodState, cni_run, sibling};
+pub use testbed::Relay;
 
 use attrs::{
     has_fixed_ips, network_attrs, network_update, port_groups, port_pairs, segment_of,

@@ -51,6 +51,7 @@ mod host;
 pub mod leftovers;
 mod names;
 mod netns;
+mod relay;
 mod underlay;
 
 pub use chassis::{Chassis, ChassisOpts};
@@ -59,4 +60,5 @@ pub use error::{Error, Result};
 pub use host::{HOST_IF, Host, HostOpts};
 pub use names::{PREFIX, unique_name};
 pub use netns::{Netns, list as list_netns};
+pub use relay::Relay;
 pub use underlay::{PHY_BRIDGE, Underlay};

@@ -110,10 +110,7 @@ pub async fn action(
                 }
                 "default" => return Err(ApiError::policy("get_quota")),
                 _ => {
-                    return Err(ApiError::not_found(
-                        "HTTPNotFound",
-                        "The resource could not be found.",
-                    ));
+                    return Err(ApiError::no_such_resource());
                 }
             };
             Ok((StatusCode::OK, json!({ "quota": quota })))

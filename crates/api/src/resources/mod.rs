@@ -285,10 +285,7 @@ pub async fn action(
             address_groups::change_addresses(api, ctx, id, change, body).await
         }
         ("trunks", _) => crate::trunks::action(api, ctx, id, action, body).await,
-        _ => Err(ApiError::not_found(
-            "HTTPNotFound",
-            "The resource could not be found.",
-        )),
+        _ => Err(ApiError::no_such_resource()),
     }
 }
 

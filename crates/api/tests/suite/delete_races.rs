@@ -178,6 +178,24 @@ async fn delete_ports(http: &reqwest::Client, base: &str, created: &[(u16, Value
     }
 }
 
+/// The end of a round: the ports it made go, then the raced object `url` (if its delete lost),
+/// and the store must be consistent after each step.
+async fn clean_round(
+    server: &support::Server,
+    http: &reqwest::Client,
+    results: &[(u16, Value)],
+    url: String,
+    what: &str,
+) {
+    delete_ports(http, &server.base, results).await;
+    let (s, v) = call(http, reqwest::Method::DELETE, url.clone(), None).await;
+    assert!(
+        matches!(s, 204 | 404),
+        "{what}: deleting {url} afterwards: {s} {v}"
+    );
+    check_store(server, what).await;
+}
+
 fn created(results: &[(u16, Value)]) -> usize {
     results.iter().filter(|(s, _)| *s == 201).count()
 }
@@ -223,19 +241,14 @@ async fn a_network_delete_racing_port_creates_leaves_no_port_behind() {
         }
         outcomes.push((deleted, created(&results)));
         // Clean up for the next round: the network goes once its ports are gone.
-        delete_ports(&http, &base, &results).await;
-        let (s, v) = call(
+        clean_round(
+            &server,
             &http,
-            reqwest::Method::DELETE,
+            &results,
             format!("{base}/v2.0/networks/{net}"),
-            None,
+            &what,
         )
         .await;
-        assert!(
-            matches!(s, 204 | 404),
-            "{what}: deleting the network afterwards: {s} {v}"
-        );
-        check_store(&server, &what).await;
     }
     println!("network delete races (delete status, ports created): {outcomes:?}");
 }
@@ -277,19 +290,14 @@ async fn a_subnet_delete_racing_port_creates_leaves_no_address_behind() {
         );
         check_store(&server, &what).await;
         outcomes.push((deleted, created(&results)));
-        delete_ports(&http, &base, &results).await;
-        let (s, v) = call(
+        clean_round(
+            &server,
             &http,
-            reqwest::Method::DELETE,
+            &results,
             format!("{base}/v2.0/subnets/{subnet}"),
-            None,
+            &what,
         )
         .await;
-        assert!(
-            matches!(s, 204 | 404),
-            "{what}: deleting the subnet afterwards: {s} {v}"
-        );
-        check_store(&server, &what).await;
     }
     println!("subnet delete races (delete status, ports created): {outcomes:?}");
 }
@@ -334,19 +342,14 @@ async fn a_security_group_delete_racing_port_creates_leaves_no_member_behind() {
         );
         check_store(&server, &what).await;
         outcomes.push((deleted, created(&results)));
-        delete_ports(&http, &base, &results).await;
-        let (s, v) = call(
+        clean_round(
+            &server,
             &http,
-            reqwest::Method::DELETE,
+            &results,
             format!("{base}/v2.0/security-groups/{group}"),
-            None,
+            &what,
         )
         .await;
-        assert!(
-            matches!(s, 204 | 404),
-            "{what}: deleting the group afterwards: {s} {v}"
-        );
-        check_store(&server, &what).await;
     }
     println!("security group delete races (delete status, ports created): {outcomes:?}");
 }

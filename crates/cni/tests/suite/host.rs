@@ -6,15 +6,15 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use testbed::{Chassis, ChassisOpts, Netns};
+use testbed::{Chassis, ChassisOpts, Netns, Relay};
 
-use crate::support::{Agent, Answer, Forward, Rest, Server, invoke, link_in, links_in};
+use crate::support::{Agent, Answer, Rest, Server, invoke, link_in, links_in};
 
 /// A chassis with `br-int`, the API (forwarded into the chassis' namespace) and a client.
 struct Bed {
     chassis: Chassis,
     api: Rest,
-    fwd: Forward,
+    fwd: Relay,
     _server: Server,
 }
 
@@ -23,7 +23,8 @@ impl Bed {
         let server = Server::start();
         let chassis = Chassis::start("cni1", &ChassisOpts::default()).expect("start a chassis");
         chassis.add_bridge("br-int").expect("br-int");
-        let fwd = Forward::start(chassis.netns().name(), server.addr());
+        let fwd = Relay::start(chassis.netns().name(), server.addr())
+            .expect("relay the API into the namespace");
         Bed {
             api: Rest::new(&server.base),
             chassis,
@@ -38,7 +39,7 @@ impl Bed {
             "cniVersion": "1.0.0",
             "name": "wyvern",
             "type": "wyvern-cni",
-            "api_url": self.fwd.base,
+            "api_url": self.fwd.url(),
             "ovsdb": self.chassis.db_endpoint(),
             "port_wait": 2,
             // No Wyvern agent on this chassis unless a test starts one: nothing would mark the

@@ -16,9 +16,9 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::IntoResponse;
 use cni::neutron::Neutron;
 use serde_json::{Value, json};
-use testbed::{Chassis, ChassisOpts, Host, HostOpts, Netns};
+use testbed::{Chassis, ChassisOpts, Host, HostOpts, Netns, Relay};
 
-use crate::support::{Answer, Forward, Rest, Server, invoke, link_in, links_in};
+use crate::support::{Answer, Rest, Server, invoke, link_in, links_in};
 
 const NET: &str = "6e700000-0000-4000-8000-000000000001";
 const SUBNET: &str = "5b000000-0000-4000-8000-000000000001";
@@ -276,12 +276,12 @@ fn nested_add_and_del_through_the_binary() {
     .unwrap();
     vm.ip(&["link", "set", "eth0", "up"]).unwrap();
     vm.ip(&["link", "set", "eth0p", "up"]).unwrap();
-    let fwd = Forward::start(vm.name(), server.addr);
+    let fwd = Relay::start(vm.name(), server.addr).expect("relay the API into the namespace");
     let pod = Netns::create('p').expect("pod namespace");
     let netns = format!("/var/run/netns/{}", pod.name());
     let conf = json!({
         "cniVersion": "1.0.0", "name": "nested", "type": "wyvern-cni",
-        "api_url": fwd.base, "mode": "nested", "trunk_interface": "eth0",
+        "api_url": fwd.url(), "mode": "nested", "trunk_interface": "eth0",
         "project_id": "p-vm", "roles": "member", "port_wait": 1
     });
     let env = |command: &'static str| {
@@ -503,11 +503,12 @@ fn nested_pods_tag_through_the_vms_open_vswitch() {
     );
 
     // The plugin runs in the VM (the chassis' namespace), the API forwarded into it.
-    let fwd = Forward::start(vm.netns().name(), server.addr());
+    let fwd =
+        Relay::start(vm.netns().name(), server.addr()).expect("relay the API into the namespace");
     let conf = |bridge: &str| {
         json!({
             "cniVersion": "1.0.0", "name": "nested", "type": "wyvern-cni",
-            "api_url": fwd.base, "mode": "nested", "vlan": "ovs",
+            "api_url": fwd.url(), "mode": "nested", "vlan": "ovs",
             "vm_bridge": bridge, "vm_ovsdb": vm.db_endpoint(), "port_wait": 2
         })
     };

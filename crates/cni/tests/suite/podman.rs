@@ -30,9 +30,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::json;
-use testbed::{Chassis, ChassisOpts};
+use testbed::{Chassis, ChassisOpts, Relay};
 
-use crate::support::{Agent, BIN, Forward, Rest, Server, link_in};
+use crate::support::{Agent, BIN, Rest, Server, link_in};
 
 /// Podman with the test's private configuration and storage; removes its container (and any
 /// mount left under its directory) when dropped.
@@ -164,7 +164,8 @@ fn podman_runs_a_container_on_a_wyvern_port() {
             chassis.ovs_vsctl(&["br-exists", "br-int"]).is_ok()
         })
         .expect("the agent made br-int");
-    let fwd = Forward::start(chassis.netns().name(), server.addr());
+    let fwd = Relay::start(chassis.netns().name(), server.addr())
+        .expect("relay the API into the namespace");
     let api = Rest::new(&server.base);
     let (net, _) = api.network(75, 1400, false);
     let name = format!("{}-box", testbed::unique_name('k'));
@@ -263,7 +264,7 @@ fn podman_runs_a_container_on_a_wyvern_port() {
         "name": network,
         "plugins": [{
             "type": "wyvern-cni",
-            "api_url": fwd.base,
+            "api_url": fwd.url(),
             "ovsdb": chassis.db_endpoint(),
             "pod_namespace": "podman",
             "port_wait": 5

@@ -20,20 +20,16 @@
 //! `WYVERN_KUBE_APISERVER`, `WYVERN_CNI`). The lab's Kubernetes state is `kubernetes.json`.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
+use std::io::Write;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use testbed::{Daemon, Netns};
+use testbed::{Daemon, Netns, Relay};
 
 use super::{Lab, io, log_tail, trunks};
 use crate::names;
@@ -255,92 +251,6 @@ impl Kube {
         match self.call(Method::DELETE, path, None).await? {
             (200 | 202 | 404, _) => Ok(()),
             (c, v) => Err(kube_err(format!("DELETE {path}: {c} {v}"))),
-        }
-    }
-}
-
-/// Relays connections to `127.0.0.1:<port>` inside a namespace to `target`, while it lives: how
-/// `wyvern-cni`, run in a node's chassis namespace, reaches the lab's API (public for benchmarks
-/// that act as the kubelet).
-pub struct Relay {
-    /// The port it listens on, on the namespace's loopback.
-    pub port: u16,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Relay {
-    /// Listens on a free port of `netns`' loopback (a thread bound there with `setns`) and
-    /// relays every connection to `target`.
-    pub fn start(netns: &str, target: SocketAddr) -> Result<Relay> {
-        let path = format!("/var/run/netns/{netns}");
-        let listener = std::thread::spawn(move || -> std::io::Result<TcpListener> {
-            let f = std::fs::File::open(&path)?;
-            // SAFETY: setns(2) on a valid descriptor; it moves only this thread, which ends
-            // right after binding (the socket stays in the namespace).
-            if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            TcpListener::bind("127.0.0.1:0")
-        })
-        .join()
-        .map_err(|_| kube_err("the relay thread panicked"))?
-        .map_err(io(format!("listen in {netns}")))?;
-        let port = listener
-            .local_addr()
-            .map_err(io("relay address".into()))?
-            .port();
-        listener
-            .set_nonblocking(true)
-            .map_err(io("relay non-blocking".into()))?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            while !flag.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((inside, _)) => relay(inside, target),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
-                    Err(_) => break,
-                }
-            }
-        });
-        Ok(Relay {
-            port,
-            stop,
-            thread: Some(thread),
-        })
-    }
-}
-
-fn relay(inside: TcpStream, target: SocketAddr) {
-    let _ = inside.set_nonblocking(false);
-    let Ok(outside) = TcpStream::connect(target) else {
-        return;
-    };
-    let pipe = |mut from: TcpStream, mut to: TcpStream| {
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 16384];
-            while let Ok(n) = from.read(&mut buf) {
-                if n == 0 || to.write_all(&buf[..n]).is_err() {
-                    break;
-                }
-            }
-            let _ = to.shutdown(Shutdown::Write);
-        });
-    };
-    if let (Ok(a), Ok(b)) = (inside.try_clone(), outside.try_clone()) {
-        pipe(a, outside);
-        pipe(b, inside);
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
         }
     }
 }

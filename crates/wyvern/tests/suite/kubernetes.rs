@@ -20,7 +20,6 @@
 //! (`cargo build -p kube-fixture -p cni --bins`).
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use serde_json::Value;
@@ -28,6 +27,7 @@ use serde_json::Value;
 use lab::{Lab, Topology};
 
 use crate::support;
+use support::kube::{http_from, kube_get, need_binaries, pings, until};
 use support::{api, lab_options, run};
 
 fn pod(name: &str, node: &str, labels: &str, web: bool) -> String {
@@ -99,18 +99,6 @@ spec = '''{{"podSelector": {{"matchLabels": {{"app": "web"}}}}, "policyTypes": [
     Topology::parse(&text, std::path::Path::new("kubernetes.toml")).expect("topology")
 }
 
-/// Polls `check` for up to `secs`; its last error otherwise.
-fn until(secs: u64, mut check: impl FnMut() -> Result<(), String>) -> Result<(), String> {
-    let end = Instant::now() + Duration::from_secs(secs);
-    loop {
-        match check() {
-            Ok(()) => return Ok(()),
-            Err(e) if Instant::now() > end => return Err(e),
-            Err(_) => std::thread::sleep(Duration::from_millis(500)),
-        }
-    }
-}
-
 /// The pods answering `n` HTTP requests from `from` to `url`.
 fn answers(lab: &Lab, from: &str, url: &str, n: usize) -> BTreeSet<String> {
     (0..n)
@@ -150,48 +138,10 @@ fn ip(lab: &Lab, pod: &str) -> String {
     lab.pods()[pod].ip.clone()
 }
 
-/// `GET <path>` on the lab's Kubernetes API.
-fn kube_get(lab: &Lab, path: &str) -> Value {
-    let url = format!("{}{path}", lab.kube_api_url().expect("a cluster"));
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-        .block_on(async {
-            let r = reqwest::get(&url).await.expect("kubernetes API");
-            assert!(r.status().is_success(), "GET {path}: {}", r.status());
-            r.json().await.expect("JSON")
-        })
-}
-
-/// `from` reaches `to` (ICMP).
-fn pings(lab: &Lab, from: &str, to: &str) {
-    let (ok, out) = run(lab, from, &["ping", "-c", "2", "-W", "2", to]);
-    assert!(ok, "{from} -> {to}: {out}");
-}
-
-/// `from`'s HTTP request to `url` is answered by `want`.
-fn http_from(lab: &Lab, from: &str, url: &str, want: &str) {
-    until(20, || {
-        let (_, out) = run(lab, from, &["curl", "-s", "-m", "2", url]);
-        (out.trim() == want)
-            .then_some(())
-            .ok_or(format!("{from} -> {url}: {out:?}, want {want}"))
-    })
-    .unwrap();
-}
-
 #[test]
 fn pods_services_and_policies_end_to_end() {
     let _alone = support::alone();
-    let wyvern = std::path::PathBuf::from(env!("CARGO_BIN_EXE_wyvern"));
-    for bin in ["wyvern-kube-apiserver", "wyvern-cni"] {
-        assert!(
-            wyvern.with_file_name(bin).exists(),
-            "{bin} is missing next to {}: cargo build -p kube-fixture -p cni --bins",
-            wyvern.display()
-        );
-    }
+    need_binaries();
     let name = format!("k8{}", std::process::id());
     let topo = topology(&name, &[("web-1", "c1"), ("web-2", "c2")]);
     let mut lab = Lab::up(&topo, &lab_options()).expect("lab up");

@@ -16,14 +16,13 @@
 //! Needs the binaries `wyvern-kube-apiserver` and `wyvern-cni` next to `wyvern`
 //! (`cargo build -p kube-fixture -p cni --bins`).
 
-use std::time::{Duration, Instant};
-
 use reqwest::Method;
 use serde_json::Value;
 
 use lab::{Lab, Topology};
 
 use crate::support;
+use support::kube::{http_from, kube_get, need_binaries, pings, until};
 use support::{api, lab_options, run};
 
 /// The VM on the pods' network (c2).
@@ -97,18 +96,6 @@ serve = [{ protocol = "http", port = 8080 }]
     Topology::parse(&text, std::path::Path::new("nested.toml")).expect("topology")
 }
 
-/// Polls `check` for up to `secs`; its last error otherwise.
-fn until(secs: u64, mut check: impl FnMut() -> Result<(), String>) -> Result<(), String> {
-    let end = Instant::now() + Duration::from_secs(secs);
-    loop {
-        match check() {
-            Ok(()) => return Ok(()),
-            Err(e) if Instant::now() > end => return Err(e),
-            Err(_) => std::thread::sleep(Duration::from_millis(500)),
-        }
-    }
-}
-
 fn get(lab: &Lab, path: &str) -> (u16, Value) {
     let (code, body) = api(lab, Method::GET, path, &Value::Null);
     (code, serde_json::from_str(&body).unwrap_or(Value::Null))
@@ -143,51 +130,10 @@ fn bridge_ports(lab: &Lab, vm: &str) -> Vec<String> {
     out.lines().map(str::to_owned).collect()
 }
 
-/// `GET <path>` on the lab's Kubernetes API.
-fn kube_get(lab: &Lab, path: &str) -> Value {
-    let url = format!("{}{path}", lab.kube_api_url().expect("a cluster"));
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-        .block_on(async {
-            let r = reqwest::get(&url).await.expect("kubernetes API");
-            assert!(r.status().is_success(), "GET {path}: {}", r.status());
-            r.json().await.expect("JSON")
-        })
-}
-
-/// `from` reaches `to` (ICMP).
-fn pings(lab: &Lab, from: &str, to: &str) {
-    until(20, || {
-        let (ok, out) = run(lab, from, &["ping", "-c", "2", "-W", "2", to]);
-        ok.then_some(()).ok_or(format!("{from} -> {to}: {out}"))
-    })
-    .unwrap();
-}
-
-/// `from`'s HTTP request to `url` is answered by `want`.
-fn http_from(lab: &Lab, from: &str, url: &str, want: &str) {
-    until(20, || {
-        let (_, out) = run(lab, from, &["curl", "-s", "-m", "2", url]);
-        (out.trim() == want)
-            .then_some(())
-            .ok_or(format!("{from} -> {url}: {out:?}, want {want}"))
-    })
-    .unwrap();
-}
-
 #[test]
 fn a_nested_pod_in_a_vm_reaches_pods_vms_and_services() {
     let _alone = support::alone();
-    let wyvern = std::path::PathBuf::from(env!("CARGO_BIN_EXE_wyvern"));
-    for bin in ["wyvern-kube-apiserver", "wyvern-cni"] {
-        assert!(
-            wyvern.with_file_name(bin).exists(),
-            "{bin} is missing next to {}: cargo build -p kube-fixture -p cni --bins",
-            wyvern.display()
-        );
-    }
+    need_binaries();
     let name = format!("np{}", std::process::id());
     let mut lab = Lab::up(&topology(&name, true), &lab_options()).expect("lab up");
     let vm_port = lab.port_id("kvm1").expect("kvm1's port").to_owned();

@@ -1,23 +1,17 @@
 //! Shared helpers of the plugin's integration tests: Wyvern's API in-process on a fresh
-//! embedded store, a TCP forwarder that makes it reachable from inside a test namespace, a
+//! embedded store, a relay that makes it reachable from inside a test namespace, a
 //! small Neutron client, running the real `wyvern-cni` binary, and a chassis' Wyvern agent
 //! in-process ([`Agent`]) for tests whose traffic must flow.
 //!
 //! The plugin runs where the chassis' Open vSwitch runs (its host end must be a link OVS can
 //! open), which in these tests is a testbed chassis namespace: it is started with
 //! `ip netns exec <chassis> wyvern-cni`. That namespace has its own loopback, so the API —
-//! listening on the test's loopback — is forwarded into it ([`Forward`]): a listener made
-//! inside the namespace (by a thread that enters it just to create the socket) whose
-//! connections are relayed to the API. Nothing touches the host's own interfaces.
+//! listening on the test's loopback — is relayed into it ([`testbed::Relay`], as the lab does
+//! for the plugin). Nothing touches the host's own interfaces.
 
-#![allow(dead_code)]
-
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
+use std::io::Write;
+use std::net::TcpListener;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -86,94 +80,6 @@ impl Drop for Server {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// Binds `127.0.0.1:0` inside network namespace `netns` (by name): a thread enters the
-/// namespace, creates the socket and ends; the socket stays in the namespace.
-pub fn listen_in(netns: &str) -> TcpListener {
-    let path = format!("/var/run/netns/{netns}");
-    std::thread::spawn(move || {
-        let f = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-        // SAFETY: setns(2) on a valid descriptor; it changes only this thread, which ends
-        // right after binding.
-        let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(r, 0, "setns {path}: {}", std::io::Error::last_os_error());
-        TcpListener::bind("127.0.0.1:0").expect("bind inside the namespace")
-    })
-    .join()
-    .expect("the binding thread")
-}
-
-/// Relays connections made to a listener inside a namespace to `target` (in this process'
-/// namespace). Stops when dropped.
-pub struct Forward {
-    /// `http://127.0.0.1:PORT` as seen inside the namespace.
-    pub base: String,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Forward {
-    /// Forwards `127.0.0.1:<new port>` in `netns` to `target`.
-    pub fn start(netns: &str, target: std::net::SocketAddr) -> Forward {
-        let listener = listen_in(netns);
-        let port = listener.local_addr().expect("address").port();
-        listener.set_nonblocking(true).expect("non-blocking");
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            while !flag.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((inside, _)) => relay(inside, target),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
-                    Err(e) => panic!("forwarder accept: {e}"),
-                }
-            }
-        });
-        Forward {
-            base: format!("http://127.0.0.1:{port}"),
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-fn relay(inside: TcpStream, target: std::net::SocketAddr) {
-    let _ = inside.set_nonblocking(false);
-    let Ok(outside) = TcpStream::connect(target) else {
-        return;
-    };
-    let pipe = |mut from: TcpStream, mut to: TcpStream| {
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 16384];
-            loop {
-                match from.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if to.write_all(&buf[..n]).is_err() {
-                            break;
-                        }
-                    }
-                }
-            }
-            let _ = to.shutdown(Shutdown::Write);
-        });
-    };
-    if let (Ok(a), Ok(b)) = (inside.try_clone(), outside.try_clone()) {
-        pipe(a, outside);
-        pipe(b, inside);
-    }
-}
-
-impl Drop for Forward {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

@@ -2,6 +2,8 @@
 //! commands in VMs, pings, TCP servers and clients (busybox nc), the lab's API; and the lock that
 //! runs the suite's tests one at a time ([`alone`]).
 
+pub mod kube;
+
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::process::{Child, Stdio};
 use std::thread;
