@@ -4,6 +4,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use crate::cmd;
 use crate::{Error, Result};
@@ -59,6 +60,13 @@ impl Daemon {
         };
         std::fs::write(pidfile, format!("{}\n", d.pid))
             .map_err(io(format!("write {}", pidfile.display())))?;
+        // `spawn` returns once the child has let go of this process' memory, which is before
+        // its exec has finished: until then its command line reads empty, and the process
+        // could not be recognised as this daemon (by `find`, `running`, or when stopping it).
+        // A hang guard, not an expectation: exec of a large binary on a loaded machine is slow.
+        cmd::wait_until(Duration::from_secs(60), || {
+            !cmd::alive(d.pid) || cmd::cmdline(d.pid).is_some_and(|c| c.contains(marker))
+        });
         Ok(d)
     }
 
