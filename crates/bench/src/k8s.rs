@@ -112,10 +112,7 @@ fn anchor(node: &str) -> String {
 }
 
 fn topology(name: &str) -> anyhow::Result<Topology> {
-    let mut text = format!("name = \"{name}\"\n[underlay]\nencap = \"geneve\"\n");
-    for c in CHASSIS {
-        text.push_str(&format!("[[chassis]]\nname = \"{c}\"\n"));
-    }
+    let mut text = crate::geneve_lab(name, &CHASSIS);
     let nodes: Vec<String> = CHASSIS.iter().map(|c| format!("\"{c}\"")).collect();
     text.push_str(&format!(
         "[kubernetes]\nnodes = [{}]\n[[kubernetes.service]]\nname = \"{SERVICE}\"\n\

@@ -128,10 +128,7 @@ fn vm_name(j: usize) -> String {
 }
 
 fn topology(name: &str, p: &Params) -> anyhow::Result<Topology> {
-    let mut text = format!("name = \"{name}\"\n[underlay]\nencap = \"geneve\"\n");
-    for c in CHASSIS {
-        text.push_str(&format!("[[chassis]]\nname = \"{c}\"\n"));
-    }
+    let mut text = crate::geneve_lab(name, &CHASSIS);
     text.push_str(&format!(
         "[[network]]\nname = \"{NETWORK}\"\n[[network.subnet]]\nname = \"{SUBNET}\"\ncidr = \"{CIDR}\"\n"
     ));

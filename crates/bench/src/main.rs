@@ -574,6 +574,15 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 }
 
 /// The median of `v` (0 when empty).
+/// The start of a bench lab's topology file: lab `name` on a Geneve underlay with `chassis`.
+pub(crate) fn geneve_lab(name: &str, chassis: &[&str]) -> String {
+    let mut text = format!("name = \"{name}\"\n[underlay]\nencap = \"geneve\"\n");
+    for c in chassis {
+        text.push_str(&format!("[[chassis]]\nname = \"{c}\"\n"));
+    }
+    text
+}
+
 pub(crate) fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);

@@ -64,10 +64,7 @@ fn topology(name: &str) -> anyhow::Result<Topology> {
         .collect();
     rules.insert(0, "rules = [".into());
     rules.push("]".into());
-    let mut text = format!("name = \"{name}\"\n[underlay]\nencap = \"geneve\"\n");
-    for c in CHASSIS {
-        text.push_str(&format!("[[chassis]]\nname = \"{c}\"\n"));
-    }
+    let mut text = crate::geneve_lab(name, &CHASSIS);
     text.push_str(&format!(
         "[[network]]\nname = \"tp\"\n[[network.subnet]]\ncidr = \"10.77.0.0/24\"\n\
          [[security_group]]\nname = \"bench\"\n{}\n\
