@@ -306,15 +306,24 @@ async fn converged(
     chassis: &Chassis,
     agent: &AgentProcess,
 ) -> std::collections::HashMap<FlowKey, Flow> {
+    // In sync with what it has heard so far is not enough: topology still on its way (a
+    // subnet's, a neighbour port's) changes the flows again. Settled = in sync, and the same
+    // flows a second later.
+    let mut last: Option<std::collections::HashMap<FlowKey, Flow>> = None;
     wait_for("the agent converges", HANG_GUARD, async || {
         let m = metrics(agent.metrics).await;
         let flows = held(chassis).await.unwrap_or_default();
         let desired = m.get("wyvern_agent_flows_desired").copied();
-        let ok = m.get("wyvern_agent_in_sync") == Some(&1)
+        let in_sync = m.get("wyvern_agent_in_sync") == Some(&1)
             && desired.is_some_and(|d| d > 0)
             && desired == m.get("wyvern_agent_flows_installed").copied()
             && desired == Some(flows.len() as u64);
-        (ok, (flows, m))
+        let settled = in_sync && last.as_ref() == Some(&flows);
+        last = in_sync.then(|| flows.clone());
+        if !settled {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        (settled, (flows, m))
     })
     .await
     .0
