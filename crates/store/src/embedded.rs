@@ -9,15 +9,21 @@
 //! Each committed revision is also appended to a change log table, which watchers read from; the log
 //! keeps the last [`LOG_RETAIN`] revisions (or [`EmbeddedOptions::log_retain`]), older ones are compacted
 //! away.
+//!
+//! The store normally lives in a file ([`EmbeddedStore::open`]); [`EmbeddedStore::open_on`] opens it on
+//! any redb storage backend instead, which is how the crash tests run it on a simulated disk that
+//! loses everything not yet synced.
 
 mod writer;
 
+use std::fs::OpenOptions;
 use std::path::Path;
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::backends::FileBackend;
+use redb::{Builder, Database, ReadableDatabase, ReadableTable, StorageBackend, TableDefinition};
 use tokio::sync::{oneshot, watch};
 
 use crate::{Event, KeyValue, LeaseId, Revision, Store, StoreError, Txn, TxnOutcome, Watch};
@@ -73,8 +79,29 @@ impl EmbeddedStore {
 
     /// Opens (creating if needed) the store file at `path` with non-default options.
     pub fn open_with(path: impl AsRef<Path>, options: EmbeddedOptions) -> Result<Self, StoreError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path.as_ref())
+            .map_err(backend)?;
+        Self::open_on(FileBackend::new(file).map_err(backend)?, options)
+    }
+
+    /// Opens (creating if needed) the store on `storage`, any redb storage backend: a file (what
+    /// [`Self::open_with`] does) or, in tests, a simulated disk. Acknowledged writes are as durable as
+    /// the backend's `sync_data` makes them.
+    pub fn open_on(
+        storage: impl StorageBackend,
+        options: EmbeddedOptions,
+    ) -> Result<Self, StoreError> {
         let retain = options.log_retain.max(1);
-        let db = Arc::new(Database::create(path.as_ref()).map_err(backend)?);
+        let db = Arc::new(
+            Builder::new()
+                .create_with_backend(storage)
+                .map_err(backend)?,
+        );
         let tx = db.begin_write().map_err(backend)?;
         tx.open_table(KV).map_err(backend)?;
         tx.open_table(LOG).map_err(backend)?;

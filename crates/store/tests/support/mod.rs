@@ -1,7 +1,10 @@
 //! Shared test support: one [`Backend`] type that runs the same tests on the embedded store and on a
-//! real etcd cluster, keeping the temp dir or the etcd processes alive for as long as the store.
+//! real etcd cluster, keeping the temp dir or the etcd processes alive for as long as the store; and
+//! [`crash_disk`], a simulated disk that loses unsynced writes in a power cut.
 
 #![allow(dead_code)] // each test binary uses a different part of this module
+
+pub mod crash_disk;
 
 use std::sync::Arc;
 use std::time::Duration;
