@@ -6,7 +6,8 @@
 //! vSwitch per chassis (userspace datapath, each in its own network namespace, joined by one
 //! underlay L2 segment), runs [`chassis::ensure`] for `br-int` with Geneve and VXLAN tunnel
 //! ports, starts one `wyvern agent` per chassis (if the binary has that subcommand; otherwise
-//! it warns and goes on), creates networks, subnets, routers (interfaces, extra routes) and one
+//! it warns and goes on) under a supervisor, `wyvern supervise` ([`supervise`]), that starts it
+//! again when it dies (`status` shows its restarts and how it last ended), creates networks, subnets, routers (interfaces, extra routes) and one
 //! port per VM through the Neutron API (with its security groups, made from the file with their
 //! rules, and address groups), and gives every VM a namespace wired into its chassis'
 //! `br-int` ([`chassis::plug_vif`] with the port's id, MAC, `iface-status=active`) whose `eth0`
@@ -23,11 +24,13 @@
 //!
 //! `wyvern lab up FILE` checks the whole file before it starts anything ([`Topology::validate`]:
 //! names and references; every address a host address of its subnet and given once on its
-//! network, the subnets' gateways included; subnets of a network apart; prefixes without host
-//! bits, `10.9.0.77/24` is refused naming `10.9.0.0/24`; `[server] listen`). A lab runs from one
-//! topology file: `up` records the file's canonical path in the lab's state ([`State::file`])
-//! and refuses another file with the same lab name ([`Error::OtherFile`]) — the path, not the
-//! content, is what makes a file the same one, since an edited file is what `up` converges to.
+//! network, the subnets' gateways included, and each chassis' tunnel address once; a subnet's
+//! gateway the interface of one router at most; subnets of a network apart; prefixes without
+//! host bits, `10.9.0.77/24` is refused naming `10.9.0.0/24`; `[server] listen`). A lab runs
+//! from one topology file: `up` records the file's canonical path in the lab's state
+//! ([`State::file`]) and refuses another file with the same lab name ([`Error::OtherFile`]) —
+//! the path, not the content, is what makes a file the same one, since an edited file is what
+//! `up` converges to.
 //! `up --replace FILE` takes the lab down first, whatever file it ran from, and brings it up
 //! from FILE (also what changes that cannot converge need: the store, a network's segment). A
 //! failed `up` removes a lab it was making afresh; a lab that ran before is left as it is, and
@@ -145,7 +148,8 @@
 //! project = "alpha"              # optional; default: admin (which may join any project's
 //!                                # subnets; another project only its own)
 //! interfaces = ["web-v4", "web-v6"] # subnets by name (each needs a gateway): an interface
-//!                                # at each gateway address (add_router_interface)
+//!                                # at each gateway address (add_router_interface); a subnet
+//!                                # is one router's interface at most
 //! routes = [{ destination = "192.168.50.0/24", nexthop = "10.0.0.20" }]
 //!                                # extra routes; each next hop inside an interface's subnet
 //! gateway = "public"             # optional: its external gateway on this external network
@@ -277,7 +281,9 @@
 //! let mut lab = Lab::up(&topo, &opts)?;           // Drop tears it down again
 //! let out = lab.exec("web1", &["ping", "-c1", "10.0.0.12"])?;
 //! println!("{} {:?}", lab.port_id("web1").unwrap(), out.status);
-//! lab.kill_agent("c1")?;                          // SIGKILL, like a crash
+//! lab.crash_agent("c1")?;                         // SIGKILL to the agent alone: its
+//!                                                 // supervisor starts it again
+//! lab.kill_agent("c1")?;                          // the agent and its supervisor: stays down
 //! lab.stop("server-1")?;                          // the same for a server or etcd member
 //! lab.start("server-1")?;
 //! lab.restart_agent("c1")?;
@@ -296,6 +302,7 @@ mod neutron;
 mod output;
 mod state;
 mod status;
+pub mod supervise;
 mod topology;
 
 pub use capture::Capture;

@@ -895,10 +895,7 @@ impl Topology {
                 return Err(Error::Topology(format!("name {} used twice", c.name)));
             }
         }
-        let ips = self.tunnel_ips()?;
-        if ips.iter().collect::<BTreeSet<_>>().len() != ips.len() {
-            return Err(Error::Topology("two chassis share a tunnel address".into()));
-        }
+        self.validate_tunnel_ips()?;
         for p in &self.physical {
             names::check_host_name("physical segment", &p.name, PHYSICAL_MAX)?;
             if PHYSICAL_RESERVED.contains(&p.name.as_str()) {
@@ -952,16 +949,8 @@ impl Topology {
                 if !subnets.insert(name.clone()) {
                     return Err(Error::Topology(format!("subnet {name} defined twice")));
                 }
-                if let Some(j) = n.subnets[..i].iter().position(|o| overlap(o.cidr, s.cidr)) {
-                    return Err(Error::Topology(format!(
-                        "subnet {name} ({}) overlaps subnet {} ({}) of the same network {}",
-                        s.cidr,
-                        self.subnet_name(n, j),
-                        n.subnets[j].cidr,
-                        n.name
-                    )));
-                }
             }
+            self.validate_subnets_apart(n)?;
         }
         let mut groups = BTreeSet::new();
         for a in &self.address_groups {
@@ -1019,12 +1008,67 @@ impl Topology {
             }
             self.validate_router(r)?;
         }
+        self.validate_interfaces_once()?;
         for (i, f) in self.floating_ips.iter().enumerate() {
             self.validate_floating_ip(i, f)?;
         }
         self.validate_load_balancers()?;
         self.validate_port_chains()?;
         self.validate_addresses()
+    }
+
+    /// Checks that no two chassis have the same tunnel address (the file's `ip`, or the
+    /// default one), naming both.
+    fn validate_tunnel_ips(&self) -> Result<()> {
+        let mut owners: BTreeMap<Ipv4Addr, &str> = BTreeMap::new();
+        for (c, ip) in self.chassis.iter().zip(self.tunnel_ips()?) {
+            if let Some(other) = owners.insert(ip, &c.name) {
+                return Err(Error::Topology(format!(
+                    "chassis {}: tunnel address {ip} is chassis {other}'s too",
+                    c.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that the subnets of network `n` share no address (the server refuses
+    /// overlapping subnets on a network), naming both.
+    fn validate_subnets_apart(&self, n: &NetworkSpec) -> Result<()> {
+        for (i, s) in n.subnets.iter().enumerate() {
+            if let Some(j) = n.subnets[..i].iter().position(|o| overlap(o.cidr, s.cidr)) {
+                return Err(Error::Topology(format!(
+                    "subnet {} ({}) overlaps subnet {} ({}) of the same network {}",
+                    self.subnet_name(n, i),
+                    s.cidr,
+                    self.subnet_name(n, j),
+                    n.subnets[j].cidr,
+                    n.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that no subnet has interfaces of two routers: an interface is at the subnet's
+    /// gateway address, which only one port can have (the server refuses the second).
+    fn validate_interfaces_once(&self) -> Result<()> {
+        let mut owners: BTreeMap<&str, &str> = BTreeMap::new();
+        for r in &self.routers {
+            for subnet in &r.interfaces {
+                if let Some(other) = owners.insert(subnet, &r.name)
+                    && other != r.name
+                {
+                    return Err(Error::Topology(format!(
+                        "router {}: subnet {subnet} has an interface of router {other} already \
+                         (an interface is at the subnet's gateway address, and one router can \
+                         have it)",
+                        r.name
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Checks that no address is given twice on a network: the subnets' gateways (the file's
@@ -1806,7 +1850,15 @@ rules = [
                 "subnet blue-1: gateway 10.0.0.255 is the broadcast address",
             ),
             // Each address once on a network: gateways (the file's or the default), VMs,
-            // floating IPs, external hosts in a provider network's VLAN.
+            // floating IPs, external hosts in a provider network's VLAN; a subnet's gateway
+            // address is one router's interface.
+            (
+                GOOD,
+                "nexthop = \"10.0.0.5\" }]\n",
+                "nexthop = \"10.0.0.5\" }]\n[[router]]\nname = \"r2\"\nproject = \"alpha\"\n\
+                 interfaces = [\"green-1\"]\n",
+                "router r2: subnet green-1 has an interface of router r1 already",
+            ),
             (
                 GOOD,
                 "ip = \"10.0.0.5\"",
@@ -1894,7 +1946,7 @@ rules = [
             (
                 "ip = \"172.31.0.20\"",
                 "ip = \"172.31.0.1\"",
-                "share a tunnel",
+                "chassis c2: tunnel address 172.31.0.1 is chassis c1's too",
             ),
             ("name = \"vm1\"", "name = \"c1\"", "used twice"),
             (

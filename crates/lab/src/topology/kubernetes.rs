@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use super::{NetworkSpec, ServeSpec, SubnetSpec, Topology};
+use super::{NetworkSpec, ServeSpec, SubnetSpec, Topology, check_prefix};
 use crate::names::{self, VM_MAX};
 use crate::{Error, Result};
 
@@ -231,6 +231,11 @@ pub(super) fn validate(topo: &Topology) -> Result<()> {
         return Ok(());
     };
     let bad = |s: String| Err(Error::Topology(format!("kubernetes: {s}")));
+    for (key, prefix) in [("pod_cidr", k.pod_cidr), ("service_cidr", k.service_cidr)] {
+        if let Err(why) = check_prefix(key, prefix) {
+            return bad(why);
+        }
+    }
     let pod_cidr = match &k.network {
         None => k.pod_cidr,
         Some(name) => {
@@ -252,9 +257,6 @@ pub(super) fn validate(topo: &Topology) -> Result<()> {
             "the pods' {pod_cidr} and service_cidr {} overlap",
             k.service_cidr
         ));
-    }
-    if k.pod_cidr != k.pod_cidr.trunc() || k.service_cidr != k.service_cidr.trunc() {
-        return bad("pod_cidr and service_cidr without host bits".into());
     }
     check_k8s_name("kubernetes cluster_name", &k.cluster(&topo.name))?;
     if k.nodes.is_empty() && k.vm_nodes.is_empty() {
@@ -378,6 +380,17 @@ nodes = ["c1"]
             (
                 "network = \"pods\"\nservice_cidr = \"10.0.0.0/16\"",
                 "overlap",
+            ),
+            // Prefixes with host bits are refused, naming the network address meant (before
+            // an overlap that the cut prefix would make).
+            (
+                "pod_cidr = \"10.96.0.5/12\"",
+                "kubernetes: pod_cidr 10.96.0.5/12 is not a network address (it has host bits \
+                 set; the network address is 10.96.0.0/12)",
+            ),
+            (
+                "service_cidr = \"10.0.0.1/24\"",
+                "kubernetes: service_cidr 10.0.0.1/24 is not a network address",
             ),
         ] {
             let e = parse(kube).unwrap_err().to_string();

@@ -1,5 +1,6 @@
 //! `wyvern lab` as a user runs it, through the built binary: a lab that does not exist is said
-//! so in one line, every error once; output into a closed pipe (`wyvern lab status | head -1`)
+//! so in one line, every error once; a file that is not valid is refused in one line naming what
+//! is wrong, before anything starts; output into a closed pipe (`wyvern lab status | head -1`)
 //! ends quietly from every command that prints (status, up's progress, exec, down); `up` refuses
 //! a lab of the same name that runs from another file unless `--replace`; a failed `up` removes
 //! a lab it made afresh and leaves one that ran before, saying how to remove it.
@@ -127,6 +128,35 @@ fn a_missing_lab_is_said_in_one_line_and_errors_once() {
     assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
     // Nothing was made for the missing lab.
     assert!(!lab::names::state_dir(&name).exists());
+}
+
+#[test]
+fn an_invalid_file_is_refused_before_anything_starts() {
+    let _alone = crate::support::alone();
+    let name = lab_name("v");
+    let _down = Down(name.clone());
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let file = dir.path().join("cut.toml");
+    let text = format!(
+        "name = \"{name}\"\n[[chassis]]\nname = \"c1\"\n[[network]]\nname = \"n\"\n\
+         [[network.subnet]]\ncidr = \"10.9.0.77/24\"\n"
+    );
+    std::fs::write(&file, text).expect("write the topology");
+    let out = wyvern_lab(&["up", file.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert!(!out.status.success());
+    assert_eq!(stdout(&out), "");
+    // One line, naming the subnet and the network address it probably meant.
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("subnet n-1: cidr 10.9.0.77/24 is not a network address")
+            && err.contains("the network address is 10.9.0.0/24"),
+        "{err}"
+    );
+    // Nothing was started or written.
+    assert!(!lab::names::state_dir(&name).exists());
+    let prefix = format!("wyl-{name}.");
+    assert!(!testbed::list_netns().iter().any(|n| n.starts_with(&prefix)));
 }
 
 #[test]
