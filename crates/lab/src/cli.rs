@@ -18,7 +18,8 @@ pub enum LabCommand {
         #[arg(long)]
         replace: bool,
     },
-    /// Show what runs: etcd members and servers (up or DOWN), chassis, agents, physical
+    /// Show what runs: etcd members and servers (up or DOWN), chassis, agents (with their
+    /// restarts by their supervisor and how they last ended), physical
     /// segments, external hosts, networks, routers, VMs with IP and MAC (and their servers),
     /// floating IPs, load balancers with their listeners.
     Status {

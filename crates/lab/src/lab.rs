@@ -20,6 +20,7 @@ use crate::names::{self, host_netns};
 use crate::neutron::{Neutron, text};
 use crate::output;
 use crate::state::{ChassisState, NetworkState, State, VmState};
+use crate::supervise::Supervision;
 use crate::topology::{ChassisSpec, Ipv6Config, NetworkSpec, Topology, VmSpec};
 use crate::{Error, Result};
 
@@ -88,6 +89,7 @@ pub struct Lab {
     services: BTreeMap<String, Daemon>,
     underlay: Option<Underlay>,
     chassis: BTreeMap<String, Chassis>,
+    /// The agents' supervisors (`wyvern supervise`), by chassis.
     agents: BTreeMap<String, Daemon>,
     vms: BTreeMap<String, Host>,
     /// The physical segments' switches by segment name (see [`physical`]).
@@ -123,6 +125,30 @@ fn log_tail(path: &Path) -> String {
     let lines: Vec<&str> = text.lines().collect();
     let tail = lines[lines.len().saturating_sub(5)..].join("\n  ");
     format!("{} says:\n  {tail}", path.display())
+}
+
+/// PID file of chassis `chassis`'s agent supervisor in state directory `dir`.
+fn agent_pidfile(dir: &Path, chassis: &str) -> PathBuf {
+    dir.join(format!("agent-{chassis}.pid"))
+}
+
+/// Status file of chassis `chassis`'s agent supervisor (see [`Supervision`]).
+fn agent_status_file(dir: &Path, chassis: &str) -> PathBuf {
+    dir.join(format!("agent-{chassis}.supervise.json"))
+}
+
+/// What the supervisor of chassis `chassis`'s agent recorded, if that supervisor runs.
+pub(crate) fn agent_supervision(dir: &Path, chassis: &str, marker: &str) -> Option<Supervision> {
+    let supervisor = Daemon::running(&agent_pidfile(dir, chassis), marker)?;
+    Supervision::load(&agent_status_file(dir, chassis)).filter(|s| s.supervisor == supervisor)
+}
+
+/// PID of the agent that `supervision` names, if it runs (and is ours: `marker` is on its
+/// command line, which it is once its exec finished).
+pub(crate) fn supervised_agent(supervision: &Supervision, marker: &str) -> Option<u32> {
+    supervision
+        .pid
+        .filter(|p| testbed::alive_with_marker(*p, marker))
 }
 
 /// `ADDR:PORT` for the `nth` server (from 0) of a lab whose `[server] listen` is `base`: its
@@ -197,7 +223,7 @@ impl Lab {
             self.underlay = Some(Underlay::adopt(ns));
         }
         for (name, c) in &self.state.chassis {
-            if let Some(d) = Daemon::find(&self.agent_pidfile(name), &marker) {
+            if let Some(d) = Daemon::find(&agent_pidfile(&self.dir, name), &marker) {
                 self.agents.insert(name.clone(), d);
             }
             if let Ok(ns) = Netns::adopt(&c.netns) {
@@ -225,10 +251,6 @@ impl Lab {
 
     fn marker(&self) -> String {
         names::marker(&self.name)
-    }
-
-    fn agent_pidfile(&self, chassis: &str) -> PathBuf {
-        self.dir.join(format!("agent-{chassis}.pid"))
     }
 
     fn say(&self, what: &str, status: &str) {
@@ -507,7 +529,7 @@ impl Lab {
     fn remove_chassis(&mut self, name: &str) {
         self.unplug_uplinks(name);
         drop(self.agents.remove(name));
-        Daemon::stop_pidfile(&self.agent_pidfile(name), &self.marker());
+        Daemon::stop_pidfile(&agent_pidfile(&self.dir, name), &self.marker());
         drop(self.chassis.remove(name));
         if let Some(c) = self.state.chassis.remove(name) {
             testbed::leftovers::destroy_netns(&c.netns);
@@ -621,16 +643,54 @@ impl Lab {
             c.metrics_port = Some(port);
         }
         let args = self.agent_args(name)?;
+        // Stops the running supervisor, which stops its agent.
         drop(self.agents.remove(name));
-        let cmd = self.wyvern(&args);
+        let status = agent_status_file(&self.dir, name);
+        match std::fs::remove_file(&status) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(io(format!("rm {}", status.display()))(e));
+            }
+            _ => {}
+        }
+        let mut cmd = self.wyvern(&["supervise", "--status"]);
+        cmd.arg(&status)
+            .arg("--")
+            .arg(&self.opts.wyvern)
+            .args(&args);
         let log = self.dir.join(format!("agent-{name}.log"));
-        let d = Daemon::spawn(cmd, &self.agent_pidfile(name), &log, &self.marker())?;
-        let pid = d.pid();
+        let d = Daemon::spawn(cmd, &agent_pidfile(&self.dir, name), &log, &self.marker())?;
         self.agents.insert(name.to_owned(), d);
         if let Some(c) = self.state.chassis.get_mut(name) {
             c.agent_args = Some(args);
         }
-        Ok(pid)
+        self.wait_agent_started(name)
+    }
+
+    /// Waits until the supervisor just started for chassis `name` has its agent running, or
+    /// ran it and saw it end (the supervisor starts it again); returns that agent's PID.
+    fn wait_agent_started(&self, name: &str) -> Result<u32> {
+        // A hang guard, not an expectation: the exec of a large binary on a loaded machine is
+        // slow.
+        let end = std::time::Instant::now() + Duration::from_secs(60);
+        let marker = self.marker();
+        loop {
+            let s = agent_supervision(&self.dir, name, &marker);
+            if let Some(pid) = s.as_ref().and_then(|s| supervised_agent(s, &marker)) {
+                return Ok(pid);
+            }
+            if let Some(exit) = s.and_then(|s| s.last_exit) {
+                return Ok(exit.pid);
+            }
+            let supervised = self.agents.get(name).is_some_and(Daemon::is_alive);
+            if !supervised || std::time::Instant::now() >= end {
+                let log = self.dir.join(format!("agent-{name}.log"));
+                return Err(Error::Start(format!(
+                    "the agent of chassis {name} did not start under its supervisor; {}",
+                    log_tail(&log)
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     fn ensure_agents(&mut self, topo: &Topology, changes: &mut Vec<String>) -> Result<()> {
@@ -640,7 +700,7 @@ impl Lab {
             let what = format!("agent {name}");
             let want = self.agent_args(name)?;
             if !self.agents.contains_key(name)
-                && let Some(d) = Daemon::find(&self.agent_pidfile(name), &self.marker())
+                && let Some(d) = Daemon::find(&agent_pidfile(&self.dir, name), &self.marker())
             {
                 self.agents.insert(name.to_owned(), d);
             }
@@ -649,9 +709,18 @@ impl Lab {
                 .chassis
                 .get(name)
                 .and_then(|c| c.agent_args.as_ref());
+            // A process in the PID file without a supervisor's status is a bare agent (of a
+            // lab from before agents were supervised): replaced by a supervised one.
+            let supervised = self.agent_supervision(name).is_some();
             match self.agents.get(name) {
-                Some(d) if d.is_alive() && current == Some(&want) => {
-                    self.say(&what, &format!("running (pid {})", d.pid()));
+                Some(d) if d.is_alive() && supervised && current == Some(&want) => {
+                    let running = self
+                        .agent_pid(name)
+                        .map_or_else(|| "being started again".to_owned(), |p| format!("pid {p}"));
+                    self.say(
+                        &what,
+                        &format!("running ({running}, supervisor pid {})", d.pid()),
+                    );
                 }
                 _ => {
                     let pid = self.spawn_agent(name)?;
@@ -663,9 +732,12 @@ impl Lab {
         if !started.is_empty() {
             std::thread::sleep(Duration::from_millis(300));
             for name in started {
-                if !self.agents.get(&name).is_some_and(Daemon::is_alive) {
+                if let Some(exit) = self.agent_supervision(&name).and_then(|s| s.last_exit) {
                     let log = self.dir.join(format!("agent-{name}.log"));
-                    self.warn(&format!("agent {name} exited at once; {}", log_tail(&log)));
+                    self.warn(&format!(
+                        "agent {name} {exit} at once (its supervisor starts it again); {}",
+                        log_tail(&log)
+                    ));
                 }
             }
         }
@@ -1170,25 +1242,48 @@ impl Lab {
         cmd.output().map_err(io(format!("run {args:?} in {host}")))
     }
 
-    /// PID of chassis `name`'s agent, if it runs.
+    /// PID of chassis `name`'s agent (not its supervisor's), if it runs.
     pub fn agent_pid(&self, name: &str) -> Option<u32> {
-        self.agents
-            .get(name)
-            .filter(|d| d.is_alive())
-            .map(Daemon::pid)
+        supervised_agent(&self.agent_supervision(name)?, &self.marker())
     }
 
-    /// Kills chassis `name`'s agent with SIGKILL (like a crash) and waits until it is dead.
+    /// What the supervisor of chassis `name`'s agent recorded (the agent's PID, its restarts,
+    /// how it last ended), if that supervisor runs.
+    pub fn agent_supervision(&self, name: &str) -> Option<Supervision> {
+        agent_supervision(&self.dir, name, &self.marker())
+    }
+
+    /// Kills chassis `name`'s agent alone with SIGKILL, like a crash, and waits until it is
+    /// dead; its supervisor starts it again (a new [`Lab::agent_pid`]). Returns the PID it
+    /// killed.
+    pub fn crash_agent(&mut self, name: &str) -> Result<u32> {
+        let pid = self
+            .agent_pid(name)
+            .ok_or_else(|| Error::NotFound(format!("no agent runs on chassis {name}")))?;
+        testbed::kill_pid_now(pid, &self.marker());
+        Ok(pid)
+    }
+
+    /// Kills chassis `name`'s agent and its supervisor with SIGKILL (like a crash of the
+    /// chassis' services) and waits until both are dead: the agent stays down until
+    /// [`Lab::restart_agent`] or `up`.
     pub fn kill_agent(&mut self, name: &str) -> Result<()> {
+        let agent = self.agent_pid(name);
         let d = self
             .agents
             .remove(name)
             .ok_or_else(|| Error::NotFound(format!("no agent runs on chassis {name}")))?;
+        // The supervisor first, so that nothing starts the agent again; the kernel then kills
+        // the agent too (it dies with its supervisor), which is waited for here.
         d.kill();
+        if let Some(pid) = agent {
+            testbed::kill_pid_now(pid, &self.marker());
+        }
         Ok(())
     }
 
-    /// (Re)starts chassis `name`'s agent (stopping a running one first); returns its PID.
+    /// (Re)starts chassis `name`'s agent under a new supervisor (stopping a running one and
+    /// its agent first); returns the agent's PID.
     pub fn restart_agent(&mut self, name: &str) -> Result<u32> {
         if self.state.agents_available == Some(false) {
             return Err(Error::Start(format!(
@@ -1307,7 +1402,8 @@ pub fn exec_command(lab: &str, host: &str) -> Result<Command> {
 }
 
 /// Tears lab `name` down by name, also after a crash of `up` half way and without a state
-/// file: stops the agents, the servers and the etcd members by PID file, then the OVS daemons
+/// file: stops the agents' supervisors (each stops its agent), the servers and the etcd members
+/// by PID file, then the OVS daemons
 /// of every chassis and segment,
 /// then any other process whose command line mentions the state directory, deletes every
 /// namespace of the lab and the state directory. Idempotent; returns what it removed.
@@ -1320,7 +1416,8 @@ pub fn down(name: &str, progress: bool) -> Result<Vec<String>> {
     if let Ok(rd) = std::fs::read_dir(&dir) {
         let mut entries: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
         entries.sort();
-        // The VMs' (and pods') tiny servers, the Kubernetes controller and the agents first, then
+        // The VMs' (and pods') tiny servers, the Kubernetes controller and the agents'
+        // supervisors (`agent-<chassis>.pid`, each stopping its agent) first, then
         // the Kubernetes API server, the servers, the etcd members, then
         // each chassis' vswitchd and ovsdb-server.
         for kind in ["serve-", "k8s-", "agent-", "kube-", "server-", "etcd-"] {

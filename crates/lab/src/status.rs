@@ -8,8 +8,10 @@ use std::path::PathBuf;
 use testbed::{Daemon, Netns};
 
 use crate::lab::control::Service;
+use crate::lab::{agent_supervision, supervised_agent};
 use crate::names;
 use crate::state::{ExternalState, State, VmState};
+use crate::supervise::Supervision;
 use crate::topology::describe_routes;
 use crate::{Error, Result};
 
@@ -56,6 +58,9 @@ pub struct ChassisStatus {
     pub vswitchd: Option<u32>,
     /// PID of the agent (none for a segment).
     pub agent: Option<u32>,
+    /// What the agent's supervisor recorded (restarts, how the agent last ended), if the
+    /// supervisor runs (none for a segment).
+    pub supervision: Option<Supervision>,
 }
 
 /// The state of lab `name`; an error that says there is no such lab if it has none.
@@ -78,11 +83,17 @@ pub fn status(name: &str) -> Result<Status> {
     let chassis = state
         .chassis
         .iter()
-        .map(|(c, s)| ChassisStatus {
-            name: c.clone(),
-            ovsdb: Daemon::running(&s.rundir.join("ovsdb-server.pid"), &marker),
-            vswitchd: Daemon::running(&s.rundir.join("ovs-vswitchd.pid"), &marker),
-            agent: Daemon::running(&dir.join(format!("agent-{c}.pid")), &marker),
+        .map(|(c, s)| {
+            let supervision = agent_supervision(&dir, c, &marker);
+            ChassisStatus {
+                name: c.clone(),
+                ovsdb: Daemon::running(&s.rundir.join("ovsdb-server.pid"), &marker),
+                vswitchd: Daemon::running(&s.rundir.join("ovs-vswitchd.pid"), &marker),
+                agent: supervision
+                    .as_ref()
+                    .and_then(|s| supervised_agent(s, &marker)),
+                supervision,
+            }
         })
         .collect();
     let vms = state
@@ -98,6 +109,7 @@ pub fn status(name: &str) -> Result<Status> {
             ovsdb: Daemon::running(&s.rundir.join("ovsdb-server.pid"), &marker),
             vswitchd: Daemon::running(&s.rundir.join("ovs-vswitchd.pid"), &marker),
             agent: None,
+            supervision: None,
         })
         .collect();
     let externals = state
@@ -203,6 +215,16 @@ fn pid(p: Option<u32>) -> String {
     p.map_or_else(|| "DOWN".to_owned(), |p| format!("pid {p}"))
 }
 
+/// A supervised agent: `pid 12 (restarts 1, last: pid 9 killed by signal 9 (SIGKILL) 3 s
+/// ago)`, `restarting (...)` while its supervisor waits to start it again.
+fn supervised(agent: Option<u32>, s: &Supervision) -> String {
+    let running = agent.map_or_else(|| "restarting".to_owned(), |p| format!("pid {p}"));
+    let last = s.last_exit.as_ref().map_or_else(String::new, |e| {
+        format!(", last: pid {} {e} {} s ago", e.pid, e.ago().as_secs())
+    });
+    format!("{running} (restarts {}{last})", s.restarts)
+}
+
 fn missing(present: bool) -> &'static str {
     if present { "" } else { "  NAMESPACE MISSING" }
 }
@@ -224,9 +246,10 @@ impl fmt::Display for Status {
         }
         for c in &self.chassis {
             let st = &s.chassis[&c.name];
-            let agent = match (s.agents_available, c.agent) {
+            let agent = match (s.agents_available, &c.supervision) {
                 (Some(false), _) => "none (no agent subcommand)".to_owned(),
-                (_, p) => pid(p),
+                (_, None) => pid(None),
+                (_, Some(sup)) => supervised(c.agent, sup),
             };
             writeln!(
                 f,

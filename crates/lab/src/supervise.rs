@@ -7,7 +7,7 @@
 //!   0.1 s the first time (a crashed agent must be back fast: its chassis' flows stay, but
 //!   nothing follows the topology while it is away), doubling with every end in a row up to
 //!   `--backoff-max` (default 30 s); a child that ran 60 s counts as healthy, and its end starts
-//!   the series again ([`Backoff`]).
+//!   the series again.
 //! * Every start and end is recorded in the status file ([`Supervision`], JSON, replaced
 //!   atomically: written beside it, then renamed) and told on stderr (the lab's agent log).
 //! * SIGTERM or SIGINT is passed on to the child; once the child has ended the supervisor exits
@@ -132,7 +132,11 @@ impl Supervision {
             error,
         })?;
         std::fs::write(&tmp, text).map_err(io(format!("write {}", tmp.display())))?;
-        std::fs::rename(&tmp, path).map_err(io(format!("rename {} to {}", tmp.display(), path.display())))
+        std::fs::rename(&tmp, path).map_err(io(format!(
+            "rename {} to {}",
+            tmp.display(),
+            path.display()
+        )))
     }
 }
 
@@ -395,7 +399,11 @@ mod tests {
         s.pid = None;
         s.save(&path).unwrap();
         assert_eq!(Supervision::load(&path), Some(s));
-        let names: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name()).collect();
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
         assert_eq!(names, ["status.json"], "no temporary file left");
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(Supervision::load(&path), None);

@@ -8,8 +8,9 @@
 //!
 //! This test binary has no libtest harness: when the lab runs it as `server --listen ADDR
 //! --store SPEC` it serves the Neutron API (so the lab starts a real server process without
-//! needing the `wyvern` binary, which lives in another crate), and as `agent` it answers like
-//! a `wyvern` without that subcommand. Otherwise it runs the tests below, one after the other
+//! needing the `wyvern` binary, which lives in another crate), as `supervise` it is `wyvern
+//! supervise` (which the lab runs agents under), and as `agent` it answers like a `wyvern`
+//! without that subcommand. Otherwise it runs the tests below, one after the other
 //! (`cargo test -p lab --test lab -- NAME` runs those whose name contains NAME).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -28,7 +29,22 @@ fn main() {
             eprintln!("error: unrecognized subcommand 'agent'");
             std::process::exit(2);
         }
+        Some("supervise") => supervise(&args),
         _ => run_tests(&args[1..]),
+    }
+}
+
+/// `supervise ...`: `wyvern supervise`, which the lab runs its agents under.
+fn supervise(args: &[String]) {
+    #[derive(clap::Parser)]
+    struct Supervise {
+        #[command(flatten)]
+        args: lab::supervise::SuperviseArgs,
+    }
+    let cli = <Supervise as clap::Parser>::parse_from(args.iter().skip(1));
+    if let Err(e) = lab::supervise::run(&cli.args) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
     }
 }
 
@@ -550,8 +566,35 @@ fn agents_are_started_killed_and_restarted() {
     assert!(p2b != p2 && !alive(p2) && alive(p2b));
     assert!(lab.converge(&topo).expect("up again").is_empty());
     let st = lab::status(&name).unwrap().to_string();
-    assert!(st.contains(&format!("agent pid {p2b}")), "{st}");
-    let agents = [lab.agent_pid("c1").unwrap(), p2b];
+    assert!(
+        st.contains(&format!("agent pid {p2b} (restarts 0)")),
+        "{st}"
+    );
+
+    // A crash of the agent alone: its supervisor starts it again, and says so.
+    let crashed = lab.crash_agent("c2").expect("crash");
+    assert_eq!(crashed, p2b);
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let p2c = loop {
+        match lab.agent_pid("c2") {
+            Some(p) if p != crashed => break p,
+            _ if std::time::Instant::now() > end => panic!("c2's agent not started again"),
+            _ => std::thread::sleep(std::time::Duration::from_millis(10)),
+        }
+    };
+    let sup = lab.agent_supervision("c2").expect("supervised");
+    let exit = sup.last_exit.clone().expect("last exit");
+    assert_eq!((sup.restarts, exit.pid, exit.signal), (1, crashed, Some(9)));
+    let st = lab::status(&name).unwrap().to_string();
+    let want =
+        format!("agent pid {p2c} (restarts 1, last: pid {crashed} killed by signal 9 (SIGKILL)");
+    assert!(st.contains(&want), "{st}");
+    assert!(
+        lab.converge(&topo).expect("up again").is_empty(),
+        "the restarted agent is left alone"
+    );
+
+    let agents = [lab.agent_pid("c1").unwrap(), p2c];
     drop(lab);
     assert!(agents.iter().all(|p| !alive(*p)));
     assert_eq!(leftovers(&name), Vec::<String>::new());

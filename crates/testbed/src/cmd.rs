@@ -92,14 +92,21 @@ pub(crate) fn wait_dead(pid: u32, timeout: Duration) -> bool {
     true
 }
 
+/// True if `pid` runs (not a zombie) and its command line contains `marker`: a process of
+/// ours, not another that got a recycled PID.
+pub fn alive_with_marker(pid: u32, marker: &str) -> bool {
+    alive(pid) && cmdline(pid).is_some_and(|c| c.contains(marker))
+}
+
 /// Stops `pid` with SIGTERM, then SIGKILL, but only while its command line contains `marker`
 /// (guards against a recycled PID). Returns once the process is dead, and reaped if it is
 /// our child (see [`become_subreaper`]).
 pub(crate) fn kill_pid(pid: u32, marker: &str) {
-    let ours = |pid| cmdline(pid).is_some_and(|c| c.contains(marker));
-    if alive(pid) && ours(pid) {
+    if alive_with_marker(pid, marker) {
         signal(pid, libc::SIGTERM);
-        if !wait_dead(pid, Duration::from_secs(3)) && ours(pid) {
+        if !wait_dead(pid, Duration::from_secs(3))
+            && cmdline(pid).is_some_and(|c| c.contains(marker))
+        {
             signal(pid, libc::SIGKILL);
             wait_dead(pid, Duration::from_secs(3));
         }
@@ -107,10 +114,10 @@ pub(crate) fn kill_pid(pid: u32, marker: &str) {
     reap(pid);
 }
 
-/// Kills `pid` with SIGKILL at once if its command line contains `marker`, waits until it
-/// is dead and reaps it if it is our child.
-pub(crate) fn kill_pid_now(pid: u32, marker: &str) {
-    if alive(pid) && cmdline(pid).is_some_and(|c| c.contains(marker)) {
+/// Kills `pid` with SIGKILL at once if its command line contains `marker` (like a crash),
+/// waits until it is dead and reaps it if it is our child.
+pub fn kill_pid_now(pid: u32, marker: &str) {
+    if alive_with_marker(pid, marker) {
         signal(pid, libc::SIGKILL);
         wait_dead(pid, Duration::from_secs(3));
     }
@@ -196,7 +203,8 @@ pub(crate) fn spawn_tied(cmd: Command) -> std::io::Result<std::process::Child> {
                 // The sender lives in a static: this loop (and the thread) ends only with the
                 // process.
                 for (mut cmd, answer) in rx {
-                    let _ = answer.send(spawn_dying_with_parent(&mut cmd));
+                    die_with_parent(&mut cmd);
+                    let _ = answer.send(cmd.spawn());
                 }
             })
             .expect("spawn the test bed's spawner thread");
@@ -212,9 +220,11 @@ pub(crate) fn spawn_tied(cmd: Command) -> std::io::Result<std::process::Child> {
     rx.recv().map_err(|_| gone())?
 }
 
-/// Spawns `cmd` with `PR_SET_PDEATHSIG` = SIGKILL (from the calling thread, see
-/// [`spawn_tied`]).
-pub(crate) fn spawn_dying_with_parent(cmd: &mut Command) -> std::io::Result<std::process::Child> {
+/// Makes the process `cmd` starts die (SIGKILL) when the thread that starts it ends, however
+/// it ends (`PR_SET_PDEATHSIG`, kept across `execve`); a child whose parent died before the
+/// hook ran fails to start. Start it from a thread that lives as long as its process (the
+/// signal comes when the *thread* that forked the child exits).
+pub fn die_with_parent(cmd: &mut Command) {
     use std::os::unix::process::CommandExt;
     // SAFETY: getpid(2) has no preconditions.
     let parent = unsafe { libc::getpid() };
@@ -232,5 +242,4 @@ pub(crate) fn spawn_dying_with_parent(cmd: &mut Command) -> std::io::Result<std:
             Ok(())
         });
     }
-    cmd.spawn()
 }

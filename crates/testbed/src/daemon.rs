@@ -74,8 +74,7 @@ impl Daemon {
     /// contains `marker`. Dropping the value stops it.
     pub fn find(pidfile: &Path, marker: &str) -> Option<Daemon> {
         let pid = cmd::read_pidfile(pidfile)?;
-        let ours = cmd::alive(pid) && cmd::cmdline(pid).is_some_and(|c| c.contains(marker));
-        ours.then(|| Daemon {
+        cmd::alive_with_marker(pid, marker).then(|| Daemon {
             pid,
             pidfile: pidfile.to_owned(),
             marker: marker.to_owned(),

@@ -1,4 +1,5 @@
-//! The `wyvern` command: one binary with a subcommand per role (`server`, `agent`, `lab`, `trace`, `k8s`).
+//! The `wyvern` command: one binary with a subcommand per role (`server`, `agent`, `lab`, `trace`,
+//! `k8s`, and `supervise`, which the lab runs its agents under).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -44,6 +45,9 @@ enum Command {
     /// Run the Kubernetes controller: pods, services and network policies as ports, load
     /// balancers and security groups.
     K8s(k8s::K8sArgs),
+    /// Run a program and start it again whenever it ends, after a backoff (what the lab runs
+    /// each agent under; on a host, the systemd units in dist/ do this).
+    Supervise(lab::supervise::SuperviseArgs),
 }
 
 /// Runs the command; an error is the user's to fix (a bad argument, an unreachable server, a
@@ -89,6 +93,8 @@ fn run() -> anyhow::Result<()> {
             Ok(())
         }
         Command::K8s(args) => Ok(k8s::run_cli(&args)?),
+        // On the main thread: the child dies with the thread that started it.
+        Command::Supervise(args) => Ok(lab::supervise::run(&args)?),
     }
 }
 

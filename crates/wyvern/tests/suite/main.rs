@@ -12,8 +12,10 @@ mod outside;
 mod server;
 mod support;
 
+mod agent_supervision;
 mod chaining;
 mod crash_recovery;
+mod dist_units;
 mod floating_ips;
 mod fuzz_api;
 mod ha;
@@ -29,6 +31,7 @@ mod provider;
 mod routing;
 mod security_groups;
 mod slice;
+mod supervise;
 mod tokens;
 mod trace;
 mod trace_differential;

@@ -3,6 +3,7 @@
 //! runs the suite's tests one at a time ([`alone`]).
 
 pub mod kube;
+pub mod restarts;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::process::{Child, Stdio};
