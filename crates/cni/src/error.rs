@@ -100,7 +100,7 @@ pub enum Error {
         /// Their ids.
         ids: String,
     },
-    /// A command (`ip`, `ethtool`, `nsenter`) or an OVSDB transaction failed.
+    /// A command (`ip`), a system call on a link or an OVSDB transaction failed.
     #[error("{0}")]
     Datapath(String),
     /// `CHECK` found a difference.

@@ -45,8 +45,8 @@
 //! The host end joins the bridge with `external_ids` `iface-id`, `attached-mac`,
 //! `iface-status=active`, and [`ovs::OWNER_KEY`] naming the attachment. The result lists both
 //! interfaces, the addresses (on the container's), routes, and the subnets'
-//! `dns_nameservers`. All of it takes five processes (two `ip -batch -`, one `ethtool`, two
-//! lookups; see [`link`]).
+//! `dns_nameservers`. All of it takes two processes (two `ip -batch -`; the rest from a thread
+//! in the pod's namespace, see [`link`]).
 //!
 //! Then `ADD` waits, up to `install_wait`, until the chassis' Wyvern agent marks the interface
 //! `external_ids:wyvern-installed=true` — the port's flows are in the switch, as

@@ -1,18 +1,23 @@
-//! Links, addresses and routes, through iproute2's `ip` (and `ethtool`), run in the plugin's
-//! own network namespace or, with `nsenter --net=<path>`, in the container's: `CNI_NETNS` is
-//! a path (`/var/run/netns/NAME`, `/proc/PID/ns/net`), which `nsenter` takes as it is.
+//! Links, addresses and routes, through iproute2's `ip`, run in the plugin's own network
+//! namespace or in the container's: `CNI_NETNS` is a path (`/var/run/netns/NAME`,
+//! `/proc/PID/ns/net`), which a thread of the plugin enters (`setns(2)`, [`within`]); what it
+//! runs from there (a process, an `ioctl`, a sysctl write) acts in that namespace.
 //!
-//! Links are read with `ip -json`, so nothing depends on `/sys` (which `nsenter` does not
-//! remount). Removing a link that does not exist is not an error: `DEL` is idempotent.
+//! Links are read with `ip -json`, so nothing depends on `/sys` (which entering a network
+//! namespace does not remount). Removing a link that does not exist is not an error: `DEL` is
+//! idempotent.
 //!
-//! Each process costs (a fork and an exec, two under `nsenter`, on a busy node tens of
-//! milliseconds), so `ADD` runs few: the veth pair is created and its host end brought up by one
-//! `ip -batch -`, the pod's end is configured by one more (name, MAC, MTU, up, addresses,
-//! routes) after a single `ethtool` (and, with IPv6 addresses, a single `sysctl`), and links
-//! are looked up by name (`ip -json addr show dev NAME`), not by listing every link.
+//! Each process costs (a fork and an exec, on a busy node milliseconds to tens of
+//! milliseconds), so `ADD` runs two: the veth pair is created and its host end brought up by
+//! one `ip -batch -`, the pod's end is configured by one more (name, MAC, MTU, up, addresses,
+//! routes). Whether a link exists is asked of the kernel directly (`if_nametoindex`), TX
+//! checksum offload is turned off by the ethtool `ioctl` and IPv6 settings are written to
+//! `/proc/sys`, all from the thread in the namespace.
 
+use std::ffi::CString;
 use std::io::Write;
 use std::net::IpAddr;
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -30,6 +35,39 @@ pub enum Ns<'a> {
     At(&'a Path),
 }
 
+/// Runs `f` in `ns`: for [`Ns::At`] on a thread of its own that entered the namespace (and
+/// ends with `f`), so that the sockets `f` opens and the processes it starts are there.
+pub fn within<T: Send>(ns: Ns<'_>, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    let Ns::At(path) = ns else {
+        return f();
+    };
+    let file = std::fs::File::open(path).map_err(|e| {
+        Error::Datapath(format!("opening network namespace {}: {e}", path.display()))
+    })?;
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                // SAFETY: setns(2) on a descriptor that stays open for the call; it moves only
+                // this thread, which ends when `f` returns.
+                if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    return Err(Error::Datapath(format!(
+                        "entering network namespace {}: {}",
+                        path.display(),
+                        std::io::Error::last_os_error()
+                    )));
+                }
+                f()
+            })
+            .join()
+            .unwrap_or_else(|_| {
+                Err(Error::Datapath(format!(
+                    "the thread in network namespace {} panicked",
+                    path.display()
+                )))
+            })
+    })
+}
+
 /// Runs `program args` in `ns`; its stdout, or an error with its stderr.
 pub fn run(ns: Ns<'_>, program: &str, args: &[&str]) -> Result<String> {
     run_with(ns, program, args, None)
@@ -38,16 +76,17 @@ pub fn run(ns: Ns<'_>, program: &str, args: &[&str]) -> Result<String> {
 /// Runs `program args` in `ns` with `input` on its stdin (none: `/dev/null`); its stdout, or an
 /// error with its stderr.
 fn run_with(ns: Ns<'_>, program: &str, args: &[&str], input: Option<&str>) -> Result<String> {
-    let mut c = match ns {
-        Ns::Here => Command::new(program),
-        Ns::At(path) => {
-            let mut c = Command::new("nsenter");
-            c.arg(format!("--net={}", path.display()))
-                .arg("--")
-                .arg(program);
-            c
+    within(ns, || spawn_here(program, args, input)).map_err(|e| match (ns, e) {
+        (Ns::At(path), Error::Datapath(m)) => {
+            Error::Datapath(format!("{m} (in {})", path.display()))
         }
-    };
+        (_, e) => e,
+    })
+}
+
+/// Runs `program args` from the calling thread (in its namespace), `input` on its stdin.
+fn spawn_here(program: &str, args: &[&str], input: Option<&str>) -> Result<String> {
+    let mut c = Command::new(program);
     c.args(args);
     let line = format!("{c:?}");
     let out = match input {
@@ -80,15 +119,20 @@ fn run_with(ns: Ns<'_>, program: &str, args: &[&str], input: Option<&str>) -> Re
     }
 }
 
+/// The standard input of `ip -batch -` for `commands`.
+fn batch_input(commands: &[String]) -> String {
+    let mut input = commands.join("\n");
+    input.push('\n');
+    input
+}
+
 /// `ip -batch -` in `ns`: every command of `commands` (one `ip` command line each, without the
 /// `ip`), in one process; stops at the first that fails.
 pub fn ip_batch(ns: Ns<'_>, commands: &[String]) -> Result<()> {
     if commands.is_empty() {
         return Ok(());
     }
-    let mut input = commands.join("\n");
-    input.push('\n');
-    run_with(ns, "ip", &["-batch", "-"], Some(&input)).map(drop)
+    run_with(ns, "ip", &["-batch", "-"], Some(&batch_input(commands))).map(drop)
 }
 
 /// `ip args` in `ns`.
@@ -152,6 +196,68 @@ fn parse_link(v: &Value) -> Link {
     }
 }
 
+/// Whether a link called `name` exists in `ns` (no process: `if_nametoindex(3)` in the
+/// namespace).
+pub fn exists(ns: Ns<'_>, name: &str) -> Result<bool> {
+    let c = CString::new(name)
+        .map_err(|_| Error::Datapath(format!("interface name {name:?} has a NUL byte")))?;
+    // SAFETY: a valid NUL-terminated string; the call only reads it.
+    within(ns, || Ok(unsafe { libc::if_nametoindex(c.as_ptr()) } != 0))
+}
+
+/// Turns TX checksum offload of link `name` off, as `ethtool -K NAME tx off` does (the
+/// `ETHTOOL_STXCSUM` request, the kernel clearing what depends on it), in the calling thread's
+/// namespace.
+fn tx_checksum_off(name: &str) -> Result<()> {
+    /// `ETHTOOL_STXCSUM` (linux/ethtool.h).
+    const ETHTOOL_STXCSUM: u32 = 0x17;
+    /// `struct ethtool_value`.
+    #[repr(C)]
+    struct EthtoolValue {
+        cmd: u32,
+        data: u32,
+    }
+    let fail = |what: &str, e: std::io::Error| {
+        Error::Datapath(format!(
+            "turning TX checksum offload of {name} off: {what}: {e}"
+        ))
+    };
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes.len() >= libc::IFNAMSIZ || bytes.contains(&0) {
+        return Err(Error::Datapath(format!("bad interface name {name:?}")));
+    }
+    // SAFETY: a plain socket(2) call; the descriptor is owned below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(fail("socket", std::io::Error::last_os_error()));
+    }
+    // SAFETY: `fd` is a new descriptor nothing else owns.
+    let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let mut value = EthtoolValue {
+        cmd: ETHTOOL_STXCSUM,
+        data: 0,
+    };
+    // SAFETY: all-zero is a valid `ifreq` (a name of NULs and a union of plain data).
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(bytes) {
+        *dst = *src as libc::c_char;
+    }
+    req.ifr_ifru.ifru_data = (&raw mut value).cast();
+    // SAFETY: SIOCETHTOOL with an `ifreq` naming the link and pointing at an `ethtool_value`
+    // that outlives the call.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCETHTOOL, &mut req) } != 0 {
+        return Err(fail("SIOCETHTOOL", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// Writes `value` to the IPv6 setting `key` of link `name`
+/// (`/proc/sys/net/ipv6/conf/NAME/KEY`), in the calling thread's namespace.
+fn ipv6_setting(name: &str, key: &str, value: &str) -> Result<()> {
+    let path = format!("/proc/sys/net/ipv6/conf/{name}/{key}");
+    std::fs::write(&path, value).map_err(|e| Error::Datapath(format!("writing {path}: {e}")))
+}
+
 /// The link called `name` in `ns`, if any.
 pub fn find(ns: Ns<'_>, name: &str) -> Result<Option<Link>> {
     let out = match ip(ns, &["-json", "addr", "show", "dev", name]) {
@@ -176,13 +282,13 @@ pub fn mac_here(name: &str) -> Result<Option<String>> {
 
 /// Deletes link `name` in `ns` if it exists; true if it did.
 pub fn delete(ns: Ns<'_>, name: &str) -> Result<bool> {
-    if find(ns, name)?.is_none() {
+    if !exists(ns, name)? {
         return Ok(false);
     }
     match ip(ns, &["link", "del", name]) {
         Ok(_) => Ok(true),
         // Gone meanwhile (its peer's deletion took it along).
-        Err(_) if find(ns, name)?.is_none() => Ok(true),
+        Err(_) if !exists(ns, name)? => Ok(true),
         Err(e) => Err(e),
     }
 }
@@ -229,36 +335,14 @@ pub fn configure(
     att: &Attachment,
     tx_off: bool,
 ) -> Result<()> {
-    let ns = Ns::At(netns);
     let v6 = att.addresses.iter().any(|a| a.ip.is_ipv6());
     let mut batch = Vec::new();
     if current != ifname {
-        let rename = format!("link set {current} name {ifname}");
-        if v6 || tx_off {
-            // What runs before the batch needs the final name.
-            ip_batch(ns, &[rename])?;
-        } else {
-            batch.push(rename);
-        }
+        batch.push(format!("link set {current} name {ifname}"));
     }
     batch.push(format!("link set {ifname} address {}", att.mac));
     if let Some(mtu) = att.mtu {
         batch.push(format!("link set {ifname} mtu {mtu}"));
-    }
-    if v6 {
-        let conf = format!("net.ipv6.conf.{ifname}");
-        run(
-            ns,
-            "sysctl",
-            &[
-                "-qw",
-                &format!("{conf}.disable_ipv6=0"),
-                &format!("{conf}.accept_ra=0"),
-            ],
-        )?;
-    }
-    if tx_off {
-        run(ns, "ethtool", &["-K", ifname, "tx", "off"])?;
     }
     batch.push(format!("link set {ifname} up"));
     for a in &att.addresses {
@@ -266,7 +350,18 @@ pub fn configure(
         batch.push(format!("addr add {} dev {ifname}{nodad}", a.cidr()));
     }
     batch.extend(att.routes.iter().map(|r| route_command(r, ifname)));
-    ip_batch(ns, &batch)
+    let input = batch_input(&batch);
+    // Settings by the link's current name (a rename keeps them), then the batch.
+    within(Ns::At(netns), || {
+        if v6 {
+            ipv6_setting(current, "disable_ipv6", "0")?;
+            ipv6_setting(current, "accept_ra", "0")?;
+        }
+        if tx_off {
+            tx_checksum_off(current)?;
+        }
+        spawn_here("ip", &["-batch", "-"], Some(&input)).map(drop)
+    })
 }
 
 /// The `ip -batch` line for route `r` through `ifname`. A batch line takes no `-4`/`-6`, so

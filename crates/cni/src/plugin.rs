@@ -48,7 +48,7 @@ pub fn vlan_temp_name(owner: &str) -> String {
 /// `ADD`: the result to print.
 pub async fn add(cfg: &Config, env: &Env) -> Result<Success> {
     let netns = existing_netns(env)?;
-    if link::find(Ns::At(netns), &env.ifname)?.is_some() {
+    if link::exists(Ns::At(netns), &env.ifname)? {
         return Err(Error::Datapath(format!(
             "interface {} exists already in {}",
             env.ifname,

@@ -16,6 +16,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -45,6 +46,8 @@ const LBS: &str = "lbaas/loadbalancers";
 const LISTENERS: &str = "lbaas/listeners";
 const POOLS: &str = "lbaas/pools";
 const TRUNKS: &str = "trunks";
+/// At most this many pod annotations are written at once.
+const ANNOTATIONS_AT_ONCE: usize = 16;
 
 /// The query of a load balancer's deletion: with its listeners, pools and members.
 fn cascade() -> [(&'static str, String); 1] {
@@ -1476,12 +1479,32 @@ impl Reconciler {
         let in_scope = |uid: &str| only.is_none_or(|o| o.contains(uid));
         let pods: Vec<&WantPod> = w.pods.iter().filter(|p| in_scope(&p.uid)).collect();
         self.create_ports(&pods).await;
+        // Ports first, one at a time (they change what the controller holds), then the pods'
+        // annotations side by side: a burst of new pods is not held up by one annotation
+        // round trip per pod.
+        let mut annotations = Vec::new();
         for pod in pods {
             let key = pod.backoff_key();
             if self.due(&key) {
-                let r = self.sync_port(pod).await;
-                self.settle(&key, r);
+                match self.sync_port(pod).await {
+                    Ok(attached) => annotations.push((key, pod, attached)),
+                    Err(e) => self.failed(&key, &e),
+                }
             }
+        }
+        let this = &*self;
+        let mut writes = Vec::with_capacity(annotations.len());
+        for (key, pod, (net, port, vlan)) in &annotations {
+            writes.push(async move { (key, this.annotate(pod, net, port, *vlan).await) });
+        }
+        let annotated: Vec<(&String, Result<(), Error>)> = futures::stream::iter(writes)
+            .buffer_unordered(ANNOTATIONS_AT_ONCE)
+            .collect()
+            .await;
+        let annotated: Vec<(String, Result<(), Error>)> =
+            annotated.into_iter().map(|(k, r)| (k.clone(), r)).collect();
+        for (key, r) in annotated {
+            self.settle(&key, r);
         }
         let gone: Vec<(String, PortState)> = self
             .actual
@@ -1597,7 +1620,12 @@ impl Reconciler {
         }
     }
 
-    async fn sync_port(&mut self, pod: &WantPod) -> Result<(), Error> {
+    /// Makes `pod`'s port as it should be (and, nested, its subport); returns what the pod's
+    /// annotation is written from: the network, the port and the subport's VLAN.
+    async fn sync_port(
+        &mut self,
+        pod: &WantPod,
+    ) -> Result<(NetInfo, PortState, Option<u16>), Error> {
         let Some(net) = self.net_for(&pod.namespace).cloned() else {
             return Err(Error::Invalid(format!(
                 "no pod network for namespace {} yet",
@@ -1609,7 +1637,7 @@ impl Reconciler {
             Some(parent) => Some(self.ensure_subport(parent, &port.id).await?),
             None => None,
         };
-        self.annotate(pod, &net, &port, vlan).await
+        Ok((net, port, vlan))
     }
 
     /// The pod's port on `net`: made if missing (made again if the pod's network changed),

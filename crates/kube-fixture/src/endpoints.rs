@@ -161,30 +161,57 @@ fn desired(service: &Value, pods: &[&Value]) -> Vec<(Vec<Value>, Vec<Value>)> {
     groups.into_values().collect()
 }
 
-/// Makes the EndpointSlices match the services and pods (see the module's documentation).
+/// A write [`reconcile`] decided on, made once the store is no longer borrowed.
+enum Write {
+    Update {
+        ns: String,
+        name: String,
+        slice: Value,
+    },
+    Create {
+        ns: String,
+        slice: Value,
+    },
+    Delete {
+        ns: String,
+        name: String,
+    },
+}
+
+/// Makes the EndpointSlices match the services and pods (see the module's documentation). The
+/// store is read in place (nothing cloned but what is written), as this runs after every write
+/// to pods, services or namespaces.
 pub fn reconcile(store: &mut Store) {
+    let writes = plan(store);
+    let slices = resources::find("discovery.k8s.io", "v1", "endpointslices").expect("slices");
+    for w in writes {
+        // A write refused here (a conflict with a concurrent change) is redone by the next
+        // reconciliation, which follows that change.
+        let _ = match w {
+            Write::Update { ns, name, slice } => {
+                store.update(slices, &ns, &name, slice, false).map(drop)
+            }
+            Write::Create { ns, slice } => store.create(slices, &ns, slice).map(drop),
+            Write::Delete { ns, name } => store.delete(slices, &ns, &name, None).map(drop),
+        };
+    }
+}
+
+/// The writes that make the slices match.
+fn plan(store: &Store) -> Vec<Write> {
     let services = resources::find("", "v1", "services").expect("services");
     let pods = resources::find("", "v1", "pods").expect("pods");
     let slices = resources::find("discovery.k8s.io", "v1", "endpointslices").expect("slices");
-    let Ok((_, services_now)) = store.list(services, None, None) else {
-        return;
-    };
-    let Ok((_, pods_now)) = store.list(pods, None, None) else {
-        return;
-    };
-    let Ok((_, slices_now)) = store.list(slices, None, None) else {
-        return;
-    };
     let mut pods_by_ns: BTreeMap<&str, Vec<&Value>> = BTreeMap::new();
-    for pod in &pods_now {
+    for pod in store.current(pods) {
         pods_by_ns
             .entry(str_at(pod, "/metadata/namespace").unwrap_or(""))
             .or_default()
             .push(pod);
     }
     // The managed slices by (namespace, service name), in name order (lists are sorted).
-    let mut existing: BTreeMap<(String, String), Vec<Value>> = BTreeMap::new();
-    for slice in slices_now {
+    let mut existing: BTreeMap<(&str, &str), Vec<&Value>> = BTreeMap::new();
+    for slice in store.current(slices) {
         let labels = slice.pointer("/metadata/labels");
         let label = |k: &str| labels.and_then(|l| l.get(k)).and_then(Value::as_str);
         if label(MANAGED_BY_LABEL) != Some(MANAGED_BY) {
@@ -193,13 +220,11 @@ pub fn reconcile(store: &mut Store) {
         let Some(service) = label(SERVICE_NAME_LABEL) else {
             continue;
         };
-        let ns = str_at(&slice, "/metadata/namespace").unwrap_or("");
-        existing
-            .entry((ns.to_string(), service.to_string()))
-            .or_default()
-            .push(slice);
+        let ns = str_at(slice, "/metadata/namespace").unwrap_or("");
+        existing.entry((ns, service)).or_default().push(slice);
     }
-    for service in &services_now {
+    let mut writes = Vec::new();
+    for service in store.current(services) {
         let ns = str_at(service, "/metadata/namespace").unwrap_or("");
         let name = str_at(service, "/metadata/name").unwrap_or("");
         let want = if str_at(service, "/spec/type") == Some("ExternalName") {
@@ -207,9 +232,7 @@ pub fn reconcile(store: &mut Store) {
         } else {
             desired(service, pods_by_ns.get(ns).map_or(&[][..], Vec::as_slice))
         };
-        let have = existing
-            .remove(&(ns.to_string(), name.to_string()))
-            .unwrap_or_default();
+        let have = existing.remove(&(ns, name)).unwrap_or_default();
         let mut labels = service
             .pointer("/metadata/labels")
             .cloned()
@@ -228,52 +251,58 @@ pub fn reconcile(store: &mut Store) {
         let mut have = have.into_iter();
         for (ports, endpoints) in want {
             match have.next() {
-                Some(mut slice) => {
-                    let before = slice.clone();
+                Some(before) => {
+                    let mut slice = before.clone();
                     slice["addressType"] = json!("IPv4");
                     slice["ports"] = json!(ports);
                     slice["endpoints"] = json!(endpoints);
                     slice["metadata"]["labels"] = labels.clone();
                     slice["metadata"]["ownerReferences"] = owner.clone();
-                    if slice != before {
+                    if slice != *before {
                         let slice_name = str_at(&slice, "/metadata/name").unwrap_or("").to_string();
                         if let Some(m) = slice["metadata"].as_object_mut() {
                             m.remove("resourceVersion");
                         }
-                        let _ = store.update(slices, ns, &slice_name, slice, false);
+                        writes.push(Write::Update {
+                            ns: ns.to_string(),
+                            name: slice_name,
+                            slice,
+                        });
                     }
                 }
-                None => {
-                    let _ = store.create(
-                        slices,
-                        ns,
-                        json!({
-                            "apiVersion": "discovery.k8s.io/v1",
-                            "kind": "EndpointSlice",
-                            "metadata": {
-                                "generateName": format!("{name}-"),
-                                "namespace": ns,
-                                "labels": labels,
-                                "ownerReferences": owner,
-                            },
-                            "addressType": "IPv4",
-                            "ports": ports,
-                            "endpoints": endpoints,
-                        }),
-                    );
-                }
+                None => writes.push(Write::Create {
+                    ns: ns.to_string(),
+                    slice: json!({
+                        "apiVersion": "discovery.k8s.io/v1",
+                        "kind": "EndpointSlice",
+                        "metadata": {
+                            "generateName": format!("{name}-"),
+                            "namespace": ns,
+                            "labels": labels,
+                            "ownerReferences": owner,
+                        },
+                        "addressType": "IPv4",
+                        "ports": ports,
+                        "endpoints": endpoints,
+                    }),
+                }),
             }
         }
         for extra in have {
-            let slice_name = str_at(&extra, "/metadata/name").unwrap_or("");
-            let _ = store.delete(slices, ns, slice_name, None);
+            writes.push(Write::Delete {
+                ns: ns.to_string(),
+                name: str_at(extra, "/metadata/name").unwrap_or("").to_string(),
+            });
         }
     }
     // Slices of services that are gone.
     for ((ns, _), stale) in existing {
         for slice in stale {
-            let slice_name = str_at(&slice, "/metadata/name").unwrap_or("");
-            let _ = store.delete(slices, &ns, slice_name, None);
+            writes.push(Write::Delete {
+                ns: ns.to_string(),
+                name: str_at(slice, "/metadata/name").unwrap_or("").to_string(),
+            });
         }
     }
+    writes
 }

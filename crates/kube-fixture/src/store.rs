@@ -166,6 +166,15 @@ impl Store {
             .ok_or_else(|| ApiError::not_found(rt.group, rt.plural, name))
     }
 
+    /// The objects of type `rt` now, in key order (namespace, name), borrowed.
+    pub fn current<'a>(&'a self, rt: &ResourceType) -> impl Iterator<Item = &'a Value> + 'a {
+        let plural = rt.plural;
+        self.objects
+            .range((plural, String::new(), String::new())..)
+            .take_while(move |((p, _, _), _)| *p == plural)
+            .map(|(_, v)| v)
+    }
+
     /// The objects of type `rt` (in namespace `ns`, or all) as they were at resourceVersion
     /// `at` (now if `None`), in key order, with the resourceVersion they are served at.
     pub fn list(
@@ -189,7 +198,8 @@ impl Store {
         };
         let mut objects: BTreeMap<(String, String), Value> = self
             .objects
-            .iter()
+            .range((rt.plural, String::new(), String::new())..)
+            .take_while(|((p, _, _), _)| *p == rt.plural)
             .filter(|((p, n, _), _)| in_scope(p, n))
             .map(|((_, n, name), v)| ((n.clone(), name.clone()), v.clone()))
             .collect();
