@@ -29,7 +29,7 @@ use testbed::{Chassis, ChassisOpts, Host, Underlay};
 // The agents here are processes, not tasks: `start_agent` is not used.
 #[allow(dead_code)]
 mod support;
-use support::{call, id, metrics, post, server, vm, wait_for};
+use support::{Settling, call, id, metrics, post, server, vm, wait_for};
 
 /// Generous: what is waited for takes seconds (a lease runs out within 10 s).
 const HANG_GUARD: Duration = Duration::from_secs(180);
@@ -306,10 +306,7 @@ async fn converged(
     chassis: &Chassis,
     agent: &AgentProcess,
 ) -> std::collections::HashMap<FlowKey, Flow> {
-    // In sync with what it has heard so far is not enough: topology still on its way (a
-    // subnet's, a neighbour port's) changes the flows again. Settled = in sync, and the same
-    // flows a second later.
-    let mut last: Option<std::collections::HashMap<FlowKey, Flow>> = None;
+    let mut settling = Settling::new();
     wait_for("the agent converges", HANG_GUARD, async || {
         let m = metrics(agent.metrics).await;
         let flows = held(chassis).await.unwrap_or_default();
@@ -318,11 +315,7 @@ async fn converged(
             && desired.is_some_and(|d| d > 0)
             && desired == m.get("wyvern_agent_flows_installed").copied()
             && desired == Some(flows.len() as u64);
-        let settled = in_sync && last.as_ref() == Some(&flows);
-        last = in_sync.then(|| flows.clone());
-        if !settled {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
+        let settled = settling.settled(in_sync, &flows).await;
         (settled, (flows, m))
     })
     .await

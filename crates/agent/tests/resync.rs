@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 use testbed::{Chassis, ChassisOpts, Host};
 
 mod support;
-use support::{call, id, metrics, post, server, start_agent, vm, wait_for};
+use support::{Settling, call, id, metrics, post, server, start_agent, vm, wait_for};
 
 /// What br-int holds: the flows the agent owns (not those the switch learned itself), by
 /// identity, and the groups, normalized, by id. Empty while the switch does not answer.
@@ -59,19 +59,22 @@ async fn converged(
     chassis: &Chassis,
     metrics_at: SocketAddr,
 ) -> (HashMap<FlowKey, Flow>, HashMap<u32, Group>) {
-    let (flows, groups, _) = wait_for("the agent converges", Duration::from_secs(60), async || {
+    let mut settling = Settling::new();
+    let (held, _) = wait_for("the agent converges", Duration::from_secs(60), async || {
         let m = metrics(metrics_at).await;
         let (flows, groups) = held(chassis).await;
         let desired = m.get("wyvern_agent_flows_desired").copied();
-        let ok = m.get("wyvern_agent_in_sync") == Some(&1)
+        let in_sync = m.get("wyvern_agent_in_sync") == Some(&1)
             && desired.is_some_and(|d| d > 0)
             && desired == m.get("wyvern_agent_flows_installed").copied()
             && desired == Some(flows.len() as u64)
             && groups.len() == 1;
-        (ok, (flows, groups, m))
+        let now = (flows, groups);
+        let settled = settling.settled(in_sync, &now).await;
+        (settled, (now, m))
     })
     .await;
-    (flows, groups)
+    held
 }
 
 /// Waits until the switch holds exactly `flows` and its groups satisfy `groups_ok`.

@@ -505,21 +505,26 @@ async fn services_become_load_balancers_following_their_endpoints() {
     })
     .await;
     assert_eq!(s(&lb, "vip_address"), vip);
-    let listeners = env
-        .list(
-            &format!("lbaas/listeners?loadbalancer_id={}", s(&lb, "id")),
-            "listeners",
-        )
-        .await;
+    // The controller makes the load balancer first, then its listener and pool: wait for them.
+    let (listeners, pools) = eventually("the listener and the pool", || async {
+        let listeners = env
+            .list(
+                &format!("lbaas/listeners?loadbalancer_id={}", s(&lb, "id")),
+                "listeners",
+            )
+            .await;
+        let pools = env
+            .list(
+                &format!("lbaas/pools?loadbalancer_id={}", s(&lb, "id")),
+                "pools",
+            )
+            .await;
+        (!listeners.is_empty() && !pools.is_empty()).then_some((listeners, pools))
+    })
+    .await;
     assert_eq!(listeners.len(), 1);
     assert_eq!(listeners[0]["protocol"], "TCP");
     assert_eq!(listeners[0]["protocol_port"], 80);
-    let pools = env
-        .list(
-            &format!("lbaas/pools?loadbalancer_id={}", s(&lb, "id")),
-            "pools",
-        )
-        .await;
     assert_eq!(pools.len(), 1);
     assert_eq!(pools[0]["lb_algorithm"], "ROUND_ROBIN");
     assert_eq!(pools[0]["session_persistence"]["type"], "SOURCE_IP");

@@ -108,6 +108,33 @@ pub async fn wait_for<T: std::fmt::Debug>(
     }
 }
 
+/// Tells when an agent has settled: in sync with what it has heard so far is not enough, as
+/// topology still on its way (a subnet's, a neighbour port's) changes the switch again. Settled
+/// means in sync, and the switch state the same as at the previous look, a second earlier.
+// Not every test binary that includes this module waits for a settled agent.
+#[allow(dead_code)]
+pub struct Settling<T> {
+    last: Option<T>,
+}
+
+#[allow(dead_code)]
+impl<T: PartialEq + Clone> Settling<T> {
+    pub fn new() -> Self {
+        Self { last: None }
+    }
+
+    /// Whether the agent has settled, given whether it is in sync now and the switch state `now`;
+    /// waits a second before answering no (the caller looks again).
+    pub async fn settled(&mut self, in_sync: bool, now: &T) -> bool {
+        let settled = in_sync && self.last.as_ref() == Some(now);
+        self.last = in_sync.then(|| now.clone());
+        if !settled {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        settled
+    }
+}
+
 /// A VM for `port` on `chassis`, with the port's address, plugged into br-int.
 pub async fn vm(chassis: &Chassis, port: &Value) -> Host {
     let ip = port["fixed_ips"][0]["ip_address"].as_str().unwrap();
