@@ -13,7 +13,8 @@
 //! (packets the pipeline sends up, with [`nd`], [`dhcp_server`], [`dhcpv6_server`], [`ra`],
 //! [`icmp`], [`reject`]), [`announce`] (router interfaces announced to the VMs next to them),
 //! [`trunks`] (trunk subports' ports on `br-int`), [`installed`] (`external_ids:wyvern-installed` on
-//! the VIFs whose flows are in the switch).
+//! the VIFs whose flows are in the switch), [`peers`] (BFD monitor ports towards the other chassis,
+//! whose sessions say whether their data plane is alive).
 
 mod announce;
 mod bridge;
@@ -25,6 +26,7 @@ mod installed;
 mod limit;
 mod metrics;
 mod nd;
+mod peers;
 mod punt;
 mod ra;
 mod reconcile;
@@ -118,6 +120,8 @@ pub(crate) struct Agent {
     sync: nb_sync::Handle,
     /// The networks and routers the replica follows.
     followed: pipeline::model::Needs,
+    /// The pipeline's needs epoch and the VIF change count when `followed` was last computed.
+    follow_stamp: Option<(u64, u64)>,
     /// Last northbound revision applied.
     revision: u64,
     bindings: Bindings,
@@ -130,6 +134,11 @@ pub(crate) struct Agent {
     snat_requests: BTreeMap<String, std::time::Instant>,
     /// The subports' patch pairs wanted on `br-int` ([`trunks::keep_converged`] makes them so).
     pairs: tokio::sync::watch::Sender<BTreeMap<String, trunks::Pair>>,
+    /// The BFD monitor ports wanted on `br-int` ([`peers::keep_converged`] makes them so).
+    monitors: tokio::sync::watch::Sender<BTreeMap<String, peers::Monitor>>,
+    /// The data plane of the other chassis as BFD sees it (known verdicts only), reported to
+    /// the server with the heartbeats.
+    data_plane: tokio::sync::watch::Sender<BTreeMap<String, bool>>,
 }
 
 /// How long before an unanswered SNAT address request is repeated.
@@ -153,6 +162,13 @@ impl Agent {
     /// Follows exactly the networks and routers this chassis needs (see
     /// [`pipeline::model::Topology::needs`]); returns whether that changed anything.
     fn follow(&mut self) -> bool {
+        // Nothing that decides what the chassis follows changed since the last look: the
+        // pipeline's inputs (its epoch) and the VIFs with their networks.
+        let stamp = (self.pipeline.needs_epoch(), self.vif_changes);
+        if self.follow_stamp == Some(stamp) {
+            return false;
+        }
+        self.follow_stamp = Some(stamp);
         let vif_networks = self.vifs.values().filter_map(|(_, n)| n.clone());
         let needs = self.pipeline.topology().needs(
             &self.cfg.chassis,
@@ -190,6 +206,30 @@ impl Agent {
         changed
     }
 
+    /// Keeps the wanted BFD monitor ports at the registered chassis.
+    fn want_monitors(&mut self) {
+        let want = peers::desired(self.pipeline.topology(), self.cfg.tunnel_ip);
+        self.monitors.send_if_modified(|held| {
+            let changed = *held != want;
+            if changed {
+                *held = want;
+            }
+            changed
+        });
+    }
+
+    /// Applies what BFD says about a remote chassis' data plane.
+    fn peer_event(&mut self, event: peers::PeerEvent) -> pipeline::Delta {
+        let peers::PeerEvent::DataPlane(chassis, state) = event else {
+            return pipeline::Delta::default();
+        };
+        self.data_plane.send_if_modified(|known| match state {
+            Some(up) => known.insert(chassis.clone(), up) != Some(up),
+            None => known.remove(&chassis).is_some(),
+        });
+        self.pipeline.apply(Input::PeerDataPlane(chassis, state))
+    }
+
     /// The network of a local VIF's port, if the agent knows it already.
     fn known_network(&self, iface: &str) -> Option<String> {
         if let Some((_, Some(n))) = self.vifs.get(iface) {
@@ -222,6 +262,7 @@ impl Agent {
             && entry.1.is_none()
         {
             entry.1 = Some(network);
+            self.vif_changes += 1;
             self.bindings.report(iface, true);
         }
     }
@@ -412,7 +453,12 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     tracing::info!(chassis = %cfg.chassis, tunnel = plumbed.tunnel, patches = ?plumbed.patches, "bridge ready");
     let servers = Servers::parse(&cfg.server);
     let server = Server::new(servers.clone());
-    tokio::spawn(keep_registered(server.clone(), cfg.clone()));
+    let data_plane = tokio::sync::watch::channel(BTreeMap::new()).0;
+    tokio::spawn(keep_registered(
+        server.clone(),
+        cfg.clone(),
+        data_plane.subscribe(),
+    ));
 
     // 1. The complete local VIF set, and the networks it needs.
     let endpoint: Endpoint = cfg
@@ -458,6 +504,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         awaiting_topics: false,
         sync,
         followed: Default::default(),
+        follow_stamp: None,
         revision: 0,
         bindings: Bindings::new(server.clone(), cfg.chassis.clone()),
         lookups,
@@ -465,6 +512,8 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         snat_requests: BTreeMap::new(),
         announcer: announce::Announcer::default(),
         pairs: tokio::sync::watch::channel(BTreeMap::new()).0,
+        monitors: tokio::sync::watch::channel(BTreeMap::new()).0,
+        data_plane,
     };
     agent.pipeline.apply(Input::Tunnel(Some(plumbed.tunnel)));
     for (physnet, ofport) in plumbed.patches {
@@ -502,6 +551,22 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         cfg.bridge.clone(),
         agent.pairs.subscribe(),
     );
+    // BFD monitor ports towards the registered chassis (adopted as they are after a restart),
+    // and what their sessions say, before the comparison: a chassis whose agent is down but whose
+    // data plane is up keeps its flows across this agent's restart.
+    agent.want_monitors();
+    peers::keep_converged(
+        endpoint.clone(),
+        cfg.bridge.clone(),
+        cfg.encap.ovs_type(),
+        cfg.tunnel_ip,
+        agent.monitors.subscribe(),
+    );
+    let mut bfd = peers::BfdWatcher::spawn(endpoint.clone());
+    peers::await_synced(&mut bfd, Duration::from_secs(2), |e| {
+        agent.peer_event(e);
+    })
+    .await;
 
     // 3. Only now compare with the switch.
     let metrics = Arc::new(Metrics::default());
@@ -587,6 +652,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
             // The sync counters changed (a resume, a failover): published at once.
             Ok(()) = sync_stats.changed() => pipeline::Delta::default(),
             event = sw.watcher.next() => agent.vif_event(event)?,
+            Some(event) = bfd.next() => agent.peer_event(event),
             Some(event) = inner.next() => match event {
                 trunks::InnerEvent::Port(subport, ofport) => {
                     agent.pipeline.apply(Input::Inner(subport, ofport))
@@ -618,6 +684,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         }
         agent.follow();
         agent.want_pairs();
+        agent.want_monitors();
         let changed = !delta.is_empty();
         if changed {
             agent.request_snat_addresses();

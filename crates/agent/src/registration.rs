@@ -13,8 +13,15 @@ use crate::server::Server;
 /// How often the agent renews its chassis lease.
 const HEARTBEAT: Duration = Duration::from_secs(3);
 
-/// Keeps the chassis registered and its lease alive, forever.
-pub async fn keep_registered(server: Server, cfg: AgentConfig) {
+/// Keeps the chassis registered and its lease alive, forever. The heartbeats also carry the data
+/// plane of the other chassis as this chassis' BFD sees it (`data_plane`), whenever it changed
+/// since the server last took it (at once on a change; after a new registration with the next
+/// heartbeat).
+pub async fn keep_registered(
+    server: Server,
+    cfg: AgentConfig,
+    mut data_plane: tokio::sync::watch::Receiver<BTreeMap<String, bool>>,
+) {
     let encap = cfg.encap.ovs_type();
     let physnets: Vec<&str> = cfg
         .bridge_mappings
@@ -23,21 +30,34 @@ pub async fn keep_registered(server: Server, cfg: AgentConfig) {
         .collect();
     let mut lease = None;
     let mut backoff = Backoff::default();
+    // What the server holds of the data plane (`None`: nothing yet, or a new lease).
+    let mut reported: Option<BTreeMap<String, bool>> = None;
+    let mut watching = true;
     loop {
         let mut failed = false;
+        let peers = data_plane.borrow_and_update().clone();
+        let report = (reported.as_ref() != Some(&peers)).then_some(&peers);
         lease = match lease {
             None => match server
                 .register(&cfg.chassis, cfg.tunnel_ip, encap, &physnets, cfg.gateway)
                 .await
             {
-                Ok(l) => Some(l),
+                Ok(l) => {
+                    reported = None;
+                    Some(l)
+                }
                 Err(e) => {
                     tracing::warn!("registration failed: {e}");
                     None
                 }
             },
-            Some(l) => match server.heartbeat(&cfg.chassis, l).await {
-                Ok(true) => Some(l),
+            Some(l) => match server.heartbeat_with(&cfg.chassis, l, report).await {
+                Ok(true) => {
+                    if report.is_some() {
+                        reported = Some(peers.clone());
+                    }
+                    Some(l)
+                }
                 Ok(false) => None,
                 Err(e) => {
                     tracing::warn!("heartbeat failed: {e}");
@@ -53,7 +73,14 @@ pub async fn keep_registered(server: Server, cfg: AgentConfig) {
             // Another server (the failed one was left) is tried soon, but not by every agent at once.
             backoff.delay()
         };
-        tokio::time::sleep(pause).await;
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            changed = data_plane.changed(), if watching && lease.is_some() && !failed => {
+                watching = changed.is_ok();
+                // A burst of changes (a chassis' sessions going down together) is one report.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
     }
 }
 

@@ -79,8 +79,27 @@ impl Server {
 
     /// Keeps the lease alive; `false` when it already ended.
     pub async fn heartbeat(&self, chassis: &str, lease: i64) -> Result<bool, AgentError> {
+        self.heartbeat_with(chassis, lease, None).await
+    }
+
+    /// Keeps the lease alive and, with `peers`, reports the data plane of the other chassis as
+    /// this chassis' BFD sees it (`{"<chassis>": "up" | "down"}`, known verdicts only); `false`
+    /// when the lease already ended.
+    pub async fn heartbeat_with(
+        &self,
+        chassis: &str,
+        lease: i64,
+        peers: Option<&std::collections::BTreeMap<String, bool>>,
+    ) -> Result<bool, AgentError> {
         let path = format!("/wyvern/v1/chassis/{chassis}/heartbeat");
-        let body = json!({"lease": lease});
+        let mut body = json!({"lease": lease});
+        if let Some(peers) = peers {
+            let shown: serde_json::Map<String, serde_json::Value> = peers
+                .iter()
+                .map(|(c, up)| (c.clone(), json!(if *up { "up" } else { "down" })))
+                .collect();
+            body["peers"] = serde_json::Value::Object(shown);
+        }
         match self
             .send(|base| self.http.post(format!("{base}{path}")).json(&body))
             .await?

@@ -4,8 +4,15 @@
 //!
 //! `/chassis/<id>` holds what a chassis is (tunnel IP, encapsulations, external IP, the physical
 //! networks it reaches, whether it may be a gateway chassis); `/chassis-up/<id>` is written with a
-//! store lease that the agent's heartbeats keep alive. When an agent stops, its lease runs out, the
-//! `chassis-up` key disappears, and every other chassis withdraws the flows towards it.
+//! store lease that the agent's heartbeats keep alive. When an agent stops, its lease runs out and
+//! the `chassis-up` key disappears; the other chassis keep sending to it as long as BFD between
+//! the switches says its data plane is up (they withdraw their flows towards a chassis whose BFD
+//! session went down, or that has neither a lease nor a session that ever came up).
+//!
+//! Heartbeats may carry the data plane of the other chassis as the agent's BFD sees it
+//! (`peers: {"<chassis>": "up" | "down"}`), stored in `/chassis-peers/<id>` under the same lease
+//! (a key the sync never sends to agents). `GET /wyvern/v1/chassis` shows each chassis with its
+//! agent (`up` while the lease lasts) and its data plane as its peers see it.
 
 use std::time::Duration;
 
@@ -148,6 +155,17 @@ pub async fn register(
 #[derive(Debug, Deserialize)]
 struct Heartbeat {
     lease: store::LeaseId,
+    /// The data plane of other chassis as this one's BFD sees it, when it changed.
+    #[serde(default)]
+    peers: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// Most peers a heartbeat may report on.
+const MAX_PEERS: usize = 10_000;
+
+/// Where the data plane a chassis reports about its peers is kept.
+fn peers_key(id: &str) -> String {
+    format!("/chassis-peers/{id}")
 }
 
 /// `POST /wyvern/v1/chassis/<id>/heartbeat`: keeps the chassis up; 404 when its lease already ran
@@ -161,8 +179,30 @@ pub async fn heartbeat(
     reply(
         async {
             let hb: Heartbeat = agent_body(&api, &headers, &body, "heartbeat").await?;
+            if let Some(peers) = &hb.peers {
+                valid_chassis_id(&id)?;
+                if peers.len() > MAX_PEERS
+                    || peers
+                        .iter()
+                        .any(|(c, s)| valid_chassis_id(c).is_err() || (s != "up" && s != "down"))
+                {
+                    return Err(ApiError::bad_request(format!(
+                        "peers must map at most {MAX_PEERS} chassis ids to \"up\" or \"down\""
+                    )));
+                }
+            }
             match api.db.store.lease_keep_alive(hb.lease).await {
-                Ok(ttl) => Ok(json!({"chassis": id, "ttl_seconds": ttl.as_secs()})),
+                Ok(ttl) => {
+                    if let Some(peers) = &hb.peers {
+                        let txn = Txn::new().put_leased(
+                            peers_key(&id),
+                            json!(peers).to_string().into_bytes(),
+                            hb.lease,
+                        );
+                        api.db.store.txn(txn).await?;
+                    }
+                    Ok(json!({"chassis": id, "ttl_seconds": ttl.as_secs()}))
+                }
                 Err(StoreError::LeaseNotFound(_)) => Err(ApiError::not_found(
                     "ChassisLeaseNotFound",
                     format!(
@@ -172,6 +212,67 @@ pub async fn heartbeat(
                 )),
                 Err(e) => Err(e.into()),
             }
+        }
+        .await,
+    )
+}
+
+/// `GET /wyvern/v1/chassis` (admin): every registered chassis as registered, with `agent`
+/// (`up` while its lease lasts, else `down`) and `data_plane` as the other chassis' BFD sees it:
+/// `up` or `down` when every peer that knows agrees, `partial` when they disagree, `unknown` when
+/// none knows; `data_plane_peers` counts them (`{"up": n, "down": m}`).
+pub async fn list(State(api): State<Api>, headers: HeaderMap) -> Response {
+    reply(
+        async {
+            admin(&api, &headers).await?;
+            let store = &api.db.store;
+            let (registered, _) = store.range(&nb_keys::Kind::Chassis.key("")).await?;
+            let (up, _) = store.range(&nb_keys::Kind::ChassisUp.key("")).await?;
+            let (reports, _) = store.range(&peers_key("")).await?;
+            let tail = |key: &str| key.rsplit('/').next().unwrap_or_default().to_string();
+            let up: std::collections::BTreeSet<String> =
+                up.iter().map(|kv| tail(&kv.key)).collect();
+            // (up, down) counts of peers' verdicts, by chassis.
+            let mut seen: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+            for kv in &reports {
+                let reporter = tail(&kv.key);
+                let map: std::collections::BTreeMap<String, String> =
+                    serde_json::from_slice(&kv.value).unwrap_or_default();
+                for (c, state) in map.into_iter().filter(|(c, _)| *c != reporter) {
+                    let n = seen.entry(c).or_default();
+                    if state == "up" {
+                        n.0 += 1;
+                    } else {
+                        n.1 += 1;
+                    }
+                }
+            }
+            let chassis: Vec<Value> = registered
+                .iter()
+                .filter_map(|kv| {
+                    let mut v: Value = serde_json::from_slice(&kv.value).ok()?;
+                    let id = tail(&kv.key);
+                    let (n_up, n_down) = seen.get(&id).copied().unwrap_or_default();
+                    let data_plane = match (n_up, n_down) {
+                        (0, 0) => "unknown",
+                        (_, 0) => "up",
+                        (0, _) => "down",
+                        _ => "partial",
+                    };
+                    let obj = v.as_object_mut()?;
+                    obj.insert(
+                        "agent".into(),
+                        json!(if up.contains(&id) { "up" } else { "down" }),
+                    );
+                    obj.insert("data_plane".into(), json!(data_plane));
+                    obj.insert(
+                        "data_plane_peers".into(),
+                        json!({"up": n_up, "down": n_down}),
+                    );
+                    Some(v)
+                })
+                .collect();
+            Ok(json!({ "chassis": chassis }))
         }
         .await,
     )

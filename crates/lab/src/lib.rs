@@ -315,7 +315,7 @@ pub use state::{
     State, SubnetState, VmState,
 };
 pub use state::{ClassifierState, PortChainState, PortPairGroupState, SfState};
-pub use status::{ChassisStatus, ServiceStatus, Status, status};
+pub use status::{ChassisStatus, DataPlane, ServiceStatus, Status, status};
 pub use topology::{
     AddressGroupSpec, ChassisSpec, DEFAULT_GROUP, Direction, Ethertype, ExternalSpec,
     FloatingIpSpec, Gateway, Ipv6Config, Ipv6Mode, LbAlgorithm, LbProtocol, ListenerSpec,

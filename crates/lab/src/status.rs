@@ -61,7 +61,93 @@ pub struct ChassisStatus {
     /// What the agent's supervisor recorded (restarts, how the agent last ended), if the
     /// supervisor runs (none for a segment).
     pub supervision: Option<Supervision>,
+    /// Its data plane as the other chassis' BFD sessions see it (none for a segment).
+    pub data_plane: DataPlane,
 }
+
+/// A chassis' data plane as the BFD sessions of the other chassis' monitor ports see it
+/// (`forwarding` in their `bfd_status`), by the names of those chassis.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DataPlane {
+    /// Chassis whose session with it forwards.
+    pub up: Vec<String>,
+    /// Chassis whose session with it does not (down, or not up yet).
+    pub down: Vec<String>,
+}
+
+impl fmt::Display for DataPlane {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.up.len(), self.down.len()) {
+            (0, 0) => write!(f, "unknown (no BFD session)"),
+            (n, 0) => write!(f, "up (BFD: {n} peers)"),
+            (0, _) => write!(f, "DOWN (BFD: down at {})", self.down.join(",")),
+            (_, _) => write!(
+                f,
+                "partial (BFD: up at {}, down at {})",
+                self.up.join(","),
+                self.down.join(",")
+            ),
+        }
+    }
+}
+
+/// What chassis `name`'s switch says of its BFD sessions: by peer chassis id (its monitor
+/// port's `external_ids:wyvern-peer`), whether the session forwards. Empty when the switch
+/// cannot be asked.
+fn bfd_sessions(rundir: &std::path::Path) -> BTreeMap<String, bool> {
+    let db = format!("--db=unix:{}", rundir.join("db.sock").display());
+    let out = std::process::Command::new("ovs-vsctl")
+        .args([
+            db.as_str(),
+            "--timeout=2",
+            "--format=json",
+            "--columns=external_ids,bfd_status",
+            "list",
+            "Interface",
+        ])
+        .output();
+    let out = match out {
+        Ok(out) if out.status.success() => out,
+        _ => return BTreeMap::new(),
+    };
+    serde_json::from_slice(&out.stdout)
+        .map(|table| sessions_in(&table))
+        .unwrap_or_default()
+}
+
+/// The BFD sessions in `ovs-vsctl --format=json --columns=external_ids,bfd_status list
+/// Interface` output: by peer chassis, whether each forwards.
+fn sessions_in(table: &serde_json::Value) -> BTreeMap<String, bool> {
+    // An OVSDB map in ovs-vsctl's JSON: ["map", [[key, value], ...]].
+    let map = |v: &serde_json::Value| -> BTreeMap<String, String> {
+        v.get(1)
+            .and_then(serde_json::Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|kv| {
+                Some((
+                    kv.get(0)?.as_str()?.to_owned(),
+                    kv.get(1)?.as_str()?.to_owned(),
+                ))
+            })
+            .collect()
+    };
+    table["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|row| {
+            let ids = map(row.get(0)?);
+            let peer = ids.get(PEER_KEY)?.clone();
+            let forwarding = map(row.get(1)?).get("forwarding").map(String::as_str) == Some("true");
+            Some((peer, forwarding))
+        })
+        .collect()
+}
+
+/// The key on a BFD monitor port naming the chassis at its other end (the agent's
+/// `peers::PEER_KEY`).
+const PEER_KEY: &str = "wyvern-peer";
 
 /// The state of lab `name`; an error that says there is no such lab if it has none.
 pub(crate) fn existing(name: &str) -> Result<State> {
@@ -80,6 +166,23 @@ pub fn status(name: &str) -> Result<Status> {
     let state = existing(name)?;
     let dir = names::state_dir(name);
     let marker = names::marker(name);
+    // Every chassis' BFD sessions, then each chassis as the others see it.
+    let sessions: BTreeMap<&String, BTreeMap<String, bool>> = state
+        .chassis
+        .iter()
+        .map(|(c, s)| (c, bfd_sessions(&s.rundir)))
+        .collect();
+    let seen = |c: &str| {
+        let mut dp = DataPlane::default();
+        for (peer, view) in &sessions {
+            match view.get(c) {
+                Some(true) => dp.up.push((*peer).clone()),
+                Some(false) => dp.down.push((*peer).clone()),
+                None => {}
+            }
+        }
+        dp
+    };
     let chassis = state
         .chassis
         .iter()
@@ -93,6 +196,7 @@ pub fn status(name: &str) -> Result<Status> {
                     .as_ref()
                     .and_then(|s| supervised_agent(s, &marker)),
                 supervision,
+                data_plane: seen(c),
             }
         })
         .collect();
@@ -110,6 +214,7 @@ pub fn status(name: &str) -> Result<Status> {
             vswitchd: Daemon::running(&s.rundir.join("ovs-vswitchd.pid"), &marker),
             agent: None,
             supervision: None,
+            data_plane: DataPlane::default(),
         })
         .collect();
     let externals = state
@@ -253,13 +358,14 @@ impl fmt::Display for Status {
             };
             writeln!(
                 f,
-                "  chassis  {:<12} tunnel {:<15} netns {}  ovsdb {}  vswitchd {}  agent {}{}",
+                "  chassis  {:<12} tunnel {:<15} netns {}  ovsdb {}  vswitchd {}  agent {}  data plane {}{}",
                 c.name,
                 st.tunnel_ip,
                 st.netns,
                 pid(c.ovsdb),
                 pid(c.vswitchd),
                 agent,
+                c.data_plane,
                 if st.gateway { "  gateway" } else { "" }
             )?;
         }
@@ -415,5 +521,43 @@ impl fmt::Display for Status {
             writeln!(f, "{line}")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bfd_sessions_are_read_from_monitor_ports_only() {
+        let table = serde_json::json!({
+            "headings": ["external_ids", "bfd_status"],
+            "data": [
+                [["map", [["wyvern-peer", "c2"]]],
+                 ["map", [["forwarding", "true"], ["state", "up"]]]],
+                [["map", [["wyvern-peer", "c3"]]],
+                 ["map", [["forwarding", "false"], ["state", "down"]]]],
+                [["map", [["iface-id", "p1"]]], ["map", []]],
+            ]
+        });
+        let got = sessions_in(&table);
+        let want: BTreeMap<String, bool> =
+            [("c2".to_owned(), true), ("c3".to_owned(), false)].into();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn data_plane_says_who_sees_what() {
+        let dp = |up: &[&str], down: &[&str]| DataPlane {
+            up: up.iter().map(|s| s.to_string()).collect(),
+            down: down.iter().map(|s| s.to_string()).collect(),
+        };
+        assert_eq!(dp(&[], &[]).to_string(), "unknown (no BFD session)");
+        assert_eq!(dp(&["c2", "c3"], &[]).to_string(), "up (BFD: 2 peers)");
+        assert_eq!(dp(&[], &["c2"]).to_string(), "DOWN (BFD: down at c2)");
+        assert_eq!(
+            dp(&["c2"], &["c3"]).to_string(),
+            "partial (BFD: up at c2, down at c3)"
+        );
     }
 }

@@ -29,7 +29,7 @@ pub enum Dep {
     Network(String),
     Port(String),
     Router(String),
-    /// A chassis: its registration and its liveness.
+    /// A chassis: its registration, its lease and its data plane as seen from here.
     Chassis(String),
     /// The ports on a network (membership and contents).
     PortsOn(String),
@@ -343,6 +343,14 @@ impl<'t> Ctx<'t> {
         Some(port)
     }
 
+    /// Whether an administratively up port on `network` holds `ip` (two claiming it or not).
+    pub fn ip_held(&mut self, network: &str, ip: IpAddr) -> bool {
+        let key = Topology::ip_claim(network, ip);
+        let held = self.topo.claimants(&key).any(|p| p.admin_up);
+        self.read(Dep::Claim(key));
+        held
+    }
+
     /// Emits a group: the owner's flows refer to it by id (it is installed before them and
     /// removed after them).
     pub fn group(&mut self, group: Group) {
@@ -408,8 +416,8 @@ impl<'t> Ctx<'t> {
         self.topo.local.tunnel
     }
 
-    /// The chassis a port is reachable through, if it is bound to another chassis that is up
-    /// (see [`Topology::remote_chassis`]).
+    /// The chassis a port is reachable through, if it is bound to another chassis that is
+    /// reachable (see [`Topology::remote_chassis`]).
     pub fn remote_chassis(&mut self, port: &Port) -> Option<&'t Chassis> {
         if let Some(host) = &port.host {
             self.read(Dep::Chassis(host.clone()));

@@ -19,13 +19,14 @@ pub mod tables;
 pub mod trunks;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use openflow::flow::FlowKey;
 use openflow::message::Group;
 use openflow::{Action, Flow, Instructions, Match};
 use serde_json::Value;
 
-use apps::{APPS, OwnerKind};
+use apps::{APPS, Collected, OwnerKind};
 use cookie::Owner;
 use deps::{Ctx, Dep};
 use model::{Object, Port, Remote, Topology};
@@ -47,6 +48,10 @@ pub enum Input {
     /// The inner end of the patch pair of the subport with this id has this OpenFlow port
     /// (`None`: gone).
     Inner(String, Option<u32>),
+    /// The data plane of the remote chassis with this id, as BFD on this chassis' monitor port
+    /// towards it sees it: `Some(true)` up, `Some(false)` down after having been up, `None` not
+    /// known (no monitor port, or its session never came up). See [`model::Topology::reachable`].
+    PeerDataPlane(String, Option<bool>),
 }
 
 /// What changed in the desired flows. Extending a delta with a later one costs the size of the
@@ -55,7 +60,7 @@ pub enum Input {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Delta {
     /// +1: to add, -1: to remove (never anything else, nor 0).
-    balance: HashMap<Flow, i8>,
+    balance: FastMap<Flow, i8>,
     /// Groups whose desired state changed: what they are to be (`None`: gone). A group is
     /// installed (or modified) before the flows of its delta and deleted after them.
     groups: BTreeMap<u32, Option<Group>>,
@@ -121,6 +126,60 @@ impl Delta {
 /// One app's flows for one owner.
 type Slot = (usize, Owner);
 
+/// The pipeline's own maps: its keys (flows, store ids) come from its own server and switch,
+/// so a fast hash without flooding protection does ([`Fx`]).
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<Fx>>;
+type FastSet<K> = HashSet<K, BuildHasherDefault<Fx>>;
+
+/// The Fx hash (Firefox's, rustc's): a rotate, a xor and a multiply per word.
+#[derive(Default, Clone, Copy)]
+struct Fx(u64);
+
+impl Fx {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for Fx {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.add(u64::from_le_bytes(c.try_into().unwrap_or_default()));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut word = [0u8; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u8(&mut self, n: u8) {
+        self.add(u64::from(n));
+    }
+
+    fn write_u16(&mut self, n: u16) {
+        self.add(u64::from(n));
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.add(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.add(n);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 /// The incremental pipeline of one chassis.
 #[derive(Debug, Clone)]
 pub struct Pipeline {
@@ -131,16 +190,21 @@ pub struct Pipeline {
     /// contributions (flows whose actions are only `conjunction`s) become one flow with all
     /// their actions, as OVN's ofctrl does, and flows of the shared stages
     /// ([`tables::SHARED`]) one flow with the first owner's ([`merge`]).
-    conj: HashMap<FlowKey, BTreeMap<Slot, Instructions>>,
-    merged: HashMap<FlowKey, Flow>,
+    conj: FastMap<FlowKey, BTreeMap<Slot, Instructions>>,
+    /// Flood flows, from their network's and ports' contributions ([`Collected`]), merged as
+    /// they come and go: a port costs its own part, whatever the network's size.
+    collected: FastMap<FlowKey, Collected>,
+    merged: FastMap<FlowKey, Flow>,
     /// What each slot's flows were computed from.
-    reads: HashMap<Slot, Vec<Dep>>,
+    reads: FastMap<Slot, Vec<Dep>>,
     /// The slots that read each dependency.
-    readers: HashMap<Dep, HashSet<Slot>>,
+    readers: FastMap<Dep, FastSet<Slot>>,
     /// Owners with flows, by cookie, with the number of apps that gave them flows.
-    cookies: HashMap<u64, (Owner, usize)>,
+    cookies: FastMap<u64, (Owner, usize)>,
     /// Store keys whose values could not be decoded since the last [`Pipeline::take_malformed`].
     malformed: Vec<String>,
+    /// Counts the inputs that may have changed what this chassis follows ([`Pipeline::needs_epoch`]).
+    needs_epoch: u64,
     /// How many owned flows are not conjunctive contributions (kept as slots change, so that
     /// counting the flows costs nothing).
     plain: usize,
@@ -258,12 +322,14 @@ impl Pipeline {
             topo,
             static_flows: static_flows(),
             owned: BTreeMap::new(),
-            conj: HashMap::new(),
-            merged: HashMap::new(),
-            reads: HashMap::new(),
-            readers: HashMap::new(),
-            cookies: HashMap::new(),
+            conj: FastMap::default(),
+            collected: FastMap::default(),
+            merged: FastMap::default(),
+            reads: FastMap::default(),
+            readers: FastMap::default(),
+            cookies: FastMap::default(),
             malformed: Vec::new(),
+            needs_epoch: 0,
             plain: 0,
             owned_groups: BTreeMap::new(),
             groups: BTreeMap::new(),
@@ -314,6 +380,29 @@ impl Pipeline {
     /// last call.
     pub fn take_malformed(&mut self) -> Vec<String> {
         std::mem::take(&mut self.malformed)
+    }
+
+    /// A number that changes whenever an input may have changed what this chassis follows
+    /// ([`Topology::needs`] with the local VIFs): any object but a subnet or a port that is
+    /// neither bound here, nor a local VIF's, nor a router's; a VIF. While it stays (and the
+    /// caller's own VIF list too), `needs` would answer the same: a port created on another
+    /// chassis costs no recomputation of it.
+    pub fn needs_epoch(&self) -> u64 {
+        self.needs_epoch
+    }
+
+    /// Whether `obj` may be read by [`Topology::needs`] for this chassis.
+    fn followed(&self, obj: &Object) -> bool {
+        match obj {
+            Object::Port(p) => {
+                p.host.as_deref() == Some(self.topo.local.chassis.as_str())
+                    || self.topo.local.has_vif(&p.id)
+                    || p.router().is_some()
+                    || p.gateway_of().is_some()
+            }
+            Object::Subnet(_) => false,
+            _ => true,
+        }
     }
 
     /// The owner a cookie names, if it has flows here.
@@ -465,13 +554,19 @@ impl Pipeline {
         let mut out: HashSet<Flow> = self.static_flows.iter().cloned().collect();
         let mut groups = BTreeMap::new();
         let mut conj: HashMap<FlowKey, BTreeMap<Slot, Instructions>> = HashMap::new();
+        let mut collected: HashMap<FlowKey, Collected> = HashMap::new();
         for slot in self.all_slots() {
             let mut flows = Vec::new();
             let mut ctx = Ctx::new(&self.topo);
             APPS[slot.0].flows(&mut ctx, &slot.1, &mut flows);
             groups.extend(ctx.finish().1.into_iter().map(|g| (g.group_id, g)));
             for f in flows {
-                if is_merged(&f) {
+                if f.table == tables::FLOOD {
+                    collected
+                        .entry(f.key())
+                        .or_default()
+                        .add(&slot.1, &f.instructions.apply);
+                } else if is_merged(&f) {
                     conj.entry(f.key())
                         .or_default()
                         .insert(slot.clone(), f.instructions);
@@ -481,11 +576,48 @@ impl Pipeline {
             }
         }
         out.extend(conj.iter().filter_map(|(k, parts)| merge(k, parts)));
+        out.extend(
+            collected
+                .into_iter()
+                .filter_map(|((table, priority, m), c)| c.flow(table, priority, m)),
+        );
         (out, groups)
     }
 
     /// Applies one input change and returns what changed in the desired flows.
     pub fn apply(&mut self, input: Input) -> Delta {
+        self.apply_all([input])
+    }
+
+    /// Applies input changes in order and returns what changed in the desired flows over all of
+    /// them. Each (app, owner) pair they affect is recomputed once, from the final state, and
+    /// each flood flow merged once: a snapshot of thousands of objects costs one computation of
+    /// each flow, not one per object that touches it.
+    pub fn apply_all(&mut self, inputs: impl IntoIterator<Item = Input>) -> Delta {
+        let mut dirty: BTreeSet<Slot> = BTreeSet::new();
+        for input in inputs {
+            self.note(input, &mut dirty);
+        }
+        let mut delta = Delta::default();
+        let mut floods: FastSet<FlowKey> = FastSet::default();
+        for slot in dirty {
+            self.recompute(slot, &mut delta, &mut floods);
+        }
+        for key in floods {
+            let after = self.collected.get(&key).and_then(|c| {
+                let (table, priority, m) = key.clone();
+                c.flow(table, priority, m)
+            });
+            if self.collected.get(&key).is_some_and(Collected::is_empty) {
+                self.collected.remove(&key);
+            }
+            self.remerge(key, after, &mut delta);
+        }
+        delta
+    }
+
+    /// Applies one input change to the topology and adds the slots it affects to `dirty`.
+    fn note(&mut self, input: Input, dirty: &mut BTreeSet<Slot>) {
         let mut changed: Vec<Dep> = Vec::new();
         let mut owners: Vec<Owner> = Vec::new();
         match input {
@@ -493,28 +625,38 @@ impl Pipeline {
                 let Some((kind, id)) =
                     nb_keys::parse(&key).filter(|(_, id)| !id.is_empty() && !id.contains('/'))
                 else {
-                    return Delta::default();
+                    return;
                 };
                 let old = match value {
                     None => self.topo.remove(kind, id),
                     Some(v) => match Object::decode(kind, id, &v) {
+                        // Nothing the pipeline reads changed (a port's status, its VIF type): no
+                        // recomputation.
+                        Some(obj) if self.topo.holds(&obj) => return,
                         Some(obj) => {
                             touched(&obj, &mut changed, &mut owners);
+                            if self.followed(&obj) {
+                                self.needs_epoch += 1;
+                            }
                             self.topo.put(obj)
                         }
                         None => {
                             self.malformed.push(key);
-                            return Delta::default();
+                            return;
                         }
                     },
                 };
                 if let Some(old) = &old {
                     touched(old, &mut changed, &mut owners);
+                    if self.followed(old) {
+                        self.needs_epoch += 1;
+                    }
                 }
             }
             Input::Vif(iface, ofport) => {
                 let old = self.topo.local.set_vif(&iface, ofport);
                 if old != ofport {
+                    self.needs_epoch += 1;
                     changed.push(Dep::Vif(iface));
                     self.claims_moved(old, ofport, &mut changed);
                 }
@@ -532,6 +674,15 @@ impl Pipeline {
                     changed.push(Dep::Tunnel);
                 }
             }
+            Input::PeerDataPlane(chassis, state) => {
+                let old = match state {
+                    Some(up) => self.topo.local.data_plane.insert(chassis.clone(), up),
+                    None => self.topo.local.data_plane.remove(&chassis),
+                };
+                if old != state {
+                    changed.push(Dep::Chassis(chassis));
+                }
+            }
             Input::Patch(physnet, ofport) => {
                 let old = match ofport {
                     Some(o) => self.topo.local.patches.insert(physnet.clone(), o),
@@ -542,17 +693,12 @@ impl Pipeline {
                 }
             }
         }
-        let mut dirty: BTreeSet<Slot> = owners.into_iter().flat_map(slots_of).collect();
+        dirty.extend(owners.into_iter().flat_map(slots_of));
         for dep in &changed {
             if let Some(slots) = self.readers.get(dep) {
                 dirty.extend(slots.iter().cloned());
             }
         }
-        let mut delta = Delta::default();
-        for slot in dirty {
-            self.recompute(slot, &mut delta);
-        }
-        delta
     }
 
     /// The VIFs and inner ends sharing a number a claim moved from or to gain or lose theirs.
@@ -606,31 +752,37 @@ impl Pipeline {
         }
     }
 
-    fn recompute(&mut self, slot: Slot, delta: &mut Delta) {
+    /// Recomputes one slot's flows, noting in `delta` what changed, except flood flows: their
+    /// keys go to `floods`, to be merged once all slots are recomputed.
+    fn recompute(&mut self, slot: Slot, delta: &mut Delta, floods: &mut FastSet<FlowKey>) {
         let (app, owner) = &slot;
         let mut new = Vec::new();
         let mut ctx = Ctx::new(&self.topo);
         APPS[*app].flows(&mut ctx, owner, &mut new);
         let (reads, new_groups) = ctx.finish();
         self.regroup(&slot, new_groups, delta);
-        if let Some(old_reads) = self.reads.remove(&slot) {
-            for dep in old_reads {
-                if let Some(set) = self.readers.get_mut(&dep) {
-                    set.remove(&slot);
-                    if set.is_empty() {
-                        self.readers.remove(&dep);
+        let exists = self.owner_exists(owner);
+        // Most recomputations read what they read before: the index stays as it is.
+        if !(exists && self.reads.get(&slot) == Some(&reads)) {
+            if let Some(old_reads) = self.reads.remove(&slot) {
+                for dep in old_reads {
+                    if let Some(set) = self.readers.get_mut(&dep) {
+                        set.remove(&slot);
+                        if set.is_empty() {
+                            self.readers.remove(&dep);
+                        }
                     }
                 }
             }
-        }
-        if self.owner_exists(owner) {
-            for dep in &reads {
-                self.readers
-                    .entry(dep.clone())
-                    .or_default()
-                    .insert(slot.clone());
+            if exists {
+                for dep in &reads {
+                    self.readers
+                        .entry(dep.clone())
+                        .or_default()
+                        .insert(slot.clone());
+                }
+                self.reads.insert(slot.clone(), reads);
             }
-            self.reads.insert(slot.clone(), reads);
         }
         let cookie = owner.cookie();
         let old = if new.is_empty() {
@@ -657,11 +809,17 @@ impl Pipeline {
         }
         self.plain -= old.iter().filter(|f| !is_merged(f)).count();
         self.plain += new.iter().filter(|f| !is_merged(f)).count();
-        let old_set: HashSet<&Flow> = old.iter().collect();
-        let new_set: HashSet<&Flow> = new.iter().collect();
+        let old_set: FastSet<&Flow> = old.iter().collect();
+        let new_set: FastSet<&Flow> = new.iter().collect();
         let mut conj_keys: Vec<FlowKey> = Vec::new();
         for f in old.iter().filter(|f| !new_set.contains(f)) {
-            if is_merged(f) {
+            if f.table == tables::FLOOD {
+                let key = f.key();
+                let c = self.collected.entry(key.clone()).or_default();
+                if c.remove(owner, &f.instructions.apply) {
+                    floods.insert(key);
+                }
+            } else if is_merged(f) {
                 if let Some(parts) = self.conj.get_mut(&f.key()) {
                     parts.remove(&slot);
                 }
@@ -671,7 +829,13 @@ impl Pipeline {
             }
         }
         for f in new.iter().filter(|f| !old_set.contains(f)) {
-            if is_merged(f) {
+            if f.table == tables::FLOOD {
+                let key = f.key();
+                let c = self.collected.entry(key.clone()).or_default();
+                if c.add(owner, &f.instructions.apply) {
+                    floods.insert(key);
+                }
+            } else if is_merged(f) {
                 self.conj
                     .entry(f.key())
                     .or_default()
@@ -686,26 +850,31 @@ impl Pipeline {
             if self.conj.get(&key).is_some_and(BTreeMap::is_empty) {
                 self.conj.remove(&key);
             }
-            let before = match &after {
-                Some(f) => self.merged.insert(key, f.clone()),
-                None => self.merged.remove(&key),
-            };
-            if before != after {
-                if let Some(b) = before {
-                    delta.change(b, -1);
-                }
-                if let Some(a) = after {
-                    delta.change(a, 1);
-                }
+            self.remerge(key, after, delta);
+        }
+    }
+
+    /// Replaces the merged flow of `key` with `after`, noting the change in `delta`.
+    fn remerge(&mut self, key: FlowKey, after: Option<Flow>, delta: &mut Delta) {
+        let before = match &after {
+            Some(f) => self.merged.insert(key, f.clone()),
+            None => self.merged.remove(&key),
+        };
+        if before != after {
+            if let Some(b) = before {
+                delta.change(b, -1);
+            }
+            if let Some(a) = after {
+                delta.change(a, 1);
             }
         }
     }
 }
 
-/// Whether a flow is merged with others of its identity: a conjunctive contribution, or a flow
-/// of a shared stage.
+/// Whether a flow is merged with others of its identity: a conjunctive contribution, a flow of
+/// a shared stage, or a contribution to a flood flow.
 fn is_merged(f: &Flow) -> bool {
-    is_conjunctive(f) || tables::SHARED.contains(&f.table)
+    f.table == tables::FLOOD || is_conjunctive(f) || tables::SHARED.contains(&f.table)
 }
 
 /// Whether a flow is a conjunctive contribution: its only actions are `conjunction`s.

@@ -670,7 +670,9 @@ pub struct Topology {
     pub trunks: BTreeMap<String, Trunk>,
     /// Registered chassis.
     pub chassis: BTreeMap<String, Chassis>,
-    /// Chassis whose liveness lease is current.
+    /// Chassis whose liveness lease is current (their agent is alive). Flows towards a chassis
+    /// follow its data plane instead when this chassis' BFD knows it ([`Topology::reachable`]);
+    /// elections (the gateway chassis) still follow the lease.
     pub chassis_up: BTreeSet<String>,
     /// This chassis.
     pub local: Local,
@@ -687,6 +689,8 @@ pub struct Topology {
     snat_ports: BTreeMap<String, BTreeSet<String>>,
     /// Gateway ports by router.
     gateway_ports: BTreeMap<String, BTreeSet<String>>,
+    /// Ports by the chassis they are bound to (`binding:host_id`).
+    bound: BTreeMap<String, BTreeSet<String>>,
     /// Members by pool.
     members_of: BTreeMap<String, BTreeSet<String>>,
     /// Floating IPs by the port they forward to.
@@ -830,6 +834,36 @@ fn index(index: &mut BTreeMap<String, BTreeSet<String>>, key: &str, id: &str) {
 }
 
 impl Topology {
+    /// Whether the topology holds `obj` exactly as it is (putting it again would change
+    /// nothing).
+    pub fn holds(&self, obj: &Object) -> bool {
+        fn same<T: PartialEq>(map: &BTreeMap<String, T>, id: &str, v: &T) -> bool {
+            map.get(id) == Some(v)
+        }
+        match obj {
+            Object::Network(o) => same(&self.networks, &o.id, o),
+            Object::Subnet(o) => same(&self.subnets, &o.id, o),
+            Object::Port(o) => same(&self.ports, &o.id, o),
+            Object::Router(o) => same(&self.routers, &o.id, o),
+            Object::SecurityGroup(o) => same(&self.security_groups, &o.id, o),
+            Object::SgRule(o) => same(&self.rules, &o.id, o),
+            Object::AddressGroup(o) => same(&self.address_groups, &o.id, o),
+            Object::FloatingIp(o) => same(&self.floating_ips, &o.id, o),
+            Object::LoadBalancer(o) => same(&self.load_balancers, &o.id, o),
+            Object::Listener(o) => same(&self.listeners, &o.id, o),
+            Object::Pool(o) => same(&self.pools, &o.id, o),
+            Object::Member(o) => same(&self.members, &o.id, o),
+            Object::HealthMonitor(o) => same(&self.health_monitors, &o.id, o),
+            Object::PortPair(o) => same(&self.port_pairs, &o.id, o),
+            Object::PortPairGroup(o) => same(&self.port_pair_groups, &o.id, o),
+            Object::FlowClassifier(o) => same(&self.flow_classifiers, &o.id, o),
+            Object::PortChain(o) => same(&self.port_chains, &o.id, o),
+            Object::Trunk(o) => same(&self.trunks, &o.id, o),
+            Object::Chassis(o) => same(&self.chassis, &o.id, o),
+            Object::ChassisUp(id) => self.chassis_up.contains(id),
+        }
+    }
+
     /// Stores an object (replacing the one with its id); returns the object it replaced.
     pub fn put(&mut self, obj: Object) -> Option<Object> {
         let old = self.remove(obj.kind(), obj.id());
@@ -862,6 +896,9 @@ impl Topology {
                 }
                 if let Some(r) = p.gateway_of() {
                     index(&mut self.gateway_ports, r, &p.id);
+                }
+                if let Some(host) = &p.host {
+                    index(&mut self.bound, host, &p.id);
                 }
                 self.ports.insert(p.id.clone(), p);
             }
@@ -966,6 +1003,9 @@ impl Topology {
                 if let Some(r) = p.gateway_of() {
                     unindex(&mut self.gateway_ports, r, id);
                 }
+                if let Some(host) = &p.host {
+                    unindex(&mut self.bound, host, id);
+                }
                 Some(Object::Port(p))
             }
             Kind::Router => self.routers.remove(id).map(Object::Router),
@@ -1051,6 +1091,15 @@ impl Topology {
         self.claims.get(key).is_some_and(|s| s.len() == 1)
     }
 
+    /// The ports claiming `key` ([`Topology::claim_keys`]), in id order.
+    pub fn claimants<'a>(&'a self, key: &str) -> impl Iterator<Item = &'a Port> + 'a {
+        self.claims
+            .get(key)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.ports.get(id))
+    }
+
     /// The port that alone holds `ip` on `network`, if one does.
     pub fn port_with_ip(&self, network: &str, ip: IpAddr) -> Option<&Port> {
         let holders = self.claims.get(&Topology::ip_claim(network, ip))?;
@@ -1121,12 +1170,23 @@ impl Topology {
         local_ports: impl IntoIterator<Item = &'a str>,
         vif_networks: impl IntoIterator<Item = String>,
     ) -> Needs {
-        let local: BTreeSet<&str> = local_ports.into_iter().collect();
-        let mine: Vec<&Port> = self
-            .ports
-            .values()
-            .filter(|p| p.host.as_deref() == Some(chassis) || local.contains(p.id.as_str()))
+        // The ports bound here, then the local ones bound elsewhere (or nowhere): each once,
+        // without going through every port.
+        let mut mine: Vec<&Port> = self
+            .bound
+            .get(chassis)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.ports.get(id))
             .collect();
+        mine.extend(
+            local_ports
+                .into_iter()
+                .filter_map(|id| self.ports.get(id))
+                .filter(|p| p.host.as_deref() != Some(chassis)),
+        );
+        mine.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        mine.dedup_by(|a, b| a.id == b.id);
         let mut networks: BTreeSet<String> = vif_networks
             .into_iter()
             .chain(mine.iter().map(|p| p.network_id.clone()))
@@ -1299,6 +1359,10 @@ pub struct Local {
     pub tunnel: Option<u32>,
     /// OpenFlow port of the patch to each physical network's bridge, by physical network.
     pub patches: BTreeMap<String, u32>,
+    /// The data plane of remote chassis as this chassis' BFD monitor ports see it, by chassis
+    /// id: `true` up, `false` down after having been up. A chassis without an entry is not known
+    /// either way (no monitor port yet, or its session never came up since the port was made).
+    pub data_plane: BTreeMap<String, bool>,
 }
 
 impl Local {
@@ -1362,6 +1426,11 @@ impl Local {
             .map(|(id, _)| id)
     }
 
+    /// Whether a local VIF names `port_id` (whatever OpenFlow port it has).
+    pub fn has_vif(&self, port_id: &str) -> bool {
+        self.vifs.contains_key(port_id)
+    }
+
     /// The OpenFlow port of `port_id`'s local VIF, if it has one that no other VIF (nor the
     /// tunnel) claims too, below [`crate::tables::MAX_OFPORT`]. Two claims on one number are a passing state of the local view (a
     /// port renumbered before another's removal is seen); while it lasts neither VIF gets flows,
@@ -1415,15 +1484,64 @@ impl Topology {
     }
 
     /// The remote chassis a port is reachable through, if it is bound to another chassis that
-    /// is up. Binding, not the port's status, decides: a port bound to a chassis is reachable
+    /// is [reachable](Topology::reachable). Binding, not the port's status, decides: a port bound to a chassis is reachable
     /// there as soon as its VIF is plugged, without waiting for that chassis' report to go
     /// round through the server (until then packets for it are dropped there, as they would be
     /// anywhere).
     pub fn remote_chassis(&self, port: &Port) -> Option<&Chassis> {
         let host = port.host.as_ref()?;
-        if *host == self.local.chassis || !self.chassis_up.contains(host) {
+        if *host == self.local.chassis || !self.reachable(host) {
             return None;
         }
         self.chassis.get(host)
+    }
+
+    /// Whether flows may go towards remote chassis `id` (it must be registered too): its data
+    /// plane is not known to be dead. BFD decides when it knows (up, or down after having been
+    /// up); otherwise the liveness lease does, which covers a chassis whose data plane never came
+    /// up (dead from the start). So an agent that stops while its switch forwards keeps its
+    /// chassis reachable, and a chassis whose underlay is cut stops being a destination as soon
+    /// as BFD says so, lease or not.
+    pub fn reachable(&self, id: &str) -> bool {
+        match self.local.data_plane.get(id) {
+            Some(up) => *up,
+            None => self.chassis_up.contains(id),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topo_with_ch2(lease: bool, data_plane: Option<bool>) -> Topology {
+        let mut t = Topology::default();
+        t.local.chassis = "ch1".into();
+        t.put(Object::Chassis(Chassis {
+            id: "ch2".into(),
+            tunnel_ip: "192.168.50.2".parse().unwrap(),
+            gateway: false,
+            physnets: Vec::new(),
+        }));
+        if lease {
+            t.put(Object::ChassisUp("ch2".into()));
+        }
+        if let Some(up) = data_plane {
+            t.local.data_plane.insert("ch2".into(), up);
+        }
+        t
+    }
+
+    #[test]
+    fn data_plane_liveness_rule() {
+        // BFD up keeps a chassis whose lease is gone (agent down, switch forwarding).
+        assert!(topo_with_ch2(false, Some(true)).reachable("ch2"));
+        assert!(topo_with_ch2(true, Some(true)).reachable("ch2"));
+        // BFD down after having been up withdraws, lease or not.
+        assert!(!topo_with_ch2(true, Some(false)).reachable("ch2"));
+        assert!(!topo_with_ch2(false, Some(false)).reachable("ch2"));
+        // Never seen up: the lease decides (dead from the start when it is gone).
+        assert!(topo_with_ch2(true, None).reachable("ch2"));
+        assert!(!topo_with_ch2(false, None).reachable("ch2"));
     }
 }

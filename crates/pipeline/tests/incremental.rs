@@ -13,7 +13,7 @@
 //! deltas built. Trunks name parents and subports among the ports (two trunks on one port, one
 //! VLAN id twice), and their subports' inner ends take numbers the VIFs and the tunnel use too.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use openflow::message::Group;
 use openflow::{Action, Field, Flow};
@@ -251,6 +251,8 @@ fn input() -> impl Strategy<Value = Input> {
         (0..3usize, any::<bool>()).prop_map(|(c, delete)| {
             Input::Object(format!("/chassis-up/{}", CHASSIS[c]), (!delete).then_some(json!("up")))
         }),
+        // The data plane of chassis as BFD sees it (up, down, not known), with or without a lease.
+        (0..3usize, prop::option::of(any::<bool>())).prop_map(|(c, state)| Input::PeerDataPlane(CHASSIS[c].to_string(), state)),
         // VIF and tunnel numbers overlap: claims on one number by two VIFs, or by a VIF and
         // the tunnel, must leave no flows behind either.
         (0..PORTS, prop::option::of(1u32..7)).prop_map(|(p, ofport)| Input::Vif(port_id(p), ofport)),
@@ -304,6 +306,7 @@ struct Finals {
     inner: BTreeMap<String, u32>,
     tunnel: Option<u32>,
     patches: BTreeMap<String, u32>,
+    data_plane: BTreeMap<String, bool>,
 }
 
 impl Finals {
@@ -340,6 +343,12 @@ impl Finals {
             Input::Patch(physnet, None) => {
                 self.patches.remove(physnet);
             }
+            Input::PeerDataPlane(c, Some(up)) => {
+                self.data_plane.insert(c.clone(), *up);
+            }
+            Input::PeerDataPlane(c, None) => {
+                self.data_plane.remove(c);
+            }
         }
     }
 
@@ -357,6 +366,9 @@ impl Finals {
         fresh.apply(Input::Tunnel(self.tunnel));
         for (physnet, o) in &self.patches {
             fresh.apply(Input::Patch(physnet.clone(), Some(*o)));
+        }
+        for (c, up) in self.data_plane.iter().rev() {
+            fresh.apply(Input::PeerDataPlane(c.clone(), Some(*up)));
         }
         fresh
     }
@@ -426,6 +438,67 @@ proptest! {
             }
             let keys: HashSet<_> = incremental.iter().map(|f| f.key()).collect();
             prop_assert_eq!(keys.len(), incremental.len(), "two flows share table, priority and match");
+        }
+    }
+
+    /// While `needs_epoch` stays, what the chassis follows stays.
+    #[test]
+    fn needs_change_only_with_the_epoch(inputs in prop::collection::vec(input(), 1..80)) {
+        let mut pipeline = Pipeline::new("ch1");
+        let mut vifs: BTreeSet<String> = BTreeSet::new();
+        let needs = |p: &Pipeline, vifs: &BTreeSet<String>| {
+            p.topology().needs("ch1", vifs.iter().map(String::as_str), std::iter::empty())
+        };
+        let mut before = needs(&pipeline, &vifs);
+        for i in inputs {
+            let epoch = pipeline.needs_epoch();
+            if let Input::Vif(id, ofport) = &i {
+                match ofport {
+                    Some(_) => vifs.insert(id.clone()),
+                    None => vifs.remove(id),
+                };
+            }
+            pipeline.apply(i.clone());
+            let after = needs(&pipeline, &vifs);
+            if pipeline.needs_epoch() == epoch {
+                prop_assert_eq!(&after, &before, "{:?} changed what is followed, epoch unchanged", i);
+            }
+            before = after;
+        }
+    }
+
+    /// Inputs applied in batches (`apply_all`: each affected pair recomputed once) give what
+    /// they give one at a time, and the batches' deltas take a switch there.
+    #[test]
+    fn batches_equal_one_at_a_time(inputs in prop::collection::vec(input(), 1..60), size in 1usize..12) {
+        let mut single = Pipeline::new("ch1");
+        let mut batched = Pipeline::new("ch1");
+        let mut installed: HashSet<openflow::Flow> = batched.flows().cloned().collect();
+        let mut groups: BTreeMap<u32, Group> = BTreeMap::new();
+        for batch in inputs.chunks(size) {
+            for i in batch {
+                single.apply(i.clone());
+            }
+            let delta = batched.apply_all(batch.iter().cloned());
+            for f in delta.removed() {
+                prop_assert!(installed.remove(f), "removed a flow that was not installed: {f}");
+            }
+            for f in delta.added() {
+                prop_assert!(installed.insert(f.clone()), "added a flow twice: {f}");
+            }
+            for (id, g) in delta.groups() {
+                match g {
+                    Some(g) => groups.insert(id, g.clone()),
+                    None => groups.remove(&id),
+                };
+            }
+            let want: HashSet<openflow::Flow> = single.flows().cloned().collect();
+            let got: HashSet<openflow::Flow> = batched.flows().cloned().collect();
+            prop_assert_eq!(&got, &want);
+            prop_assert_eq!(&installed, &want);
+            let want_groups: BTreeMap<u32, Group> = single.groups().map(|g| (g.group_id, g.clone())).collect();
+            prop_assert_eq!(&groups, &want_groups);
+            prop_assert_eq!(batched.flow_count(), single.flow_count());
         }
     }
 }

@@ -387,8 +387,65 @@ fn flow_count_matches_the_documented_costs() {
     assert_eq!(p.flow_count(), 11 * 3 + 2 + 3 + 8 + 6 + rules + fixed);
 }
 
+/// Whether a ping from A1 to A3 (on ch2) leaves through the tunnel.
+fn a3_reached(p: &Pipeline) -> bool {
+    let t = trace(&tables(p), 10, ping(&A1, A3.mac, A3.ip));
+    t.verdict.ports().contains(&TUNNEL)
+}
+
+#[test]
+fn a_lease_alone_does_not_withdraw_flows_from_a_chassis_whose_data_plane_is_up() {
+    let mut p = pipeline();
+    p.apply(Input::PeerDataPlane("ch2".into(), Some(true)));
+    // Its agent stops: the lease runs out, BFD still sees the switch forward.
+    let delta = p.apply(Input::Object("/chassis-up/ch2".into(), None));
+    assert!(delta.is_empty(), "nothing withdrawn: {delta:?}");
+    assert!(a3_reached(&p));
+    // Then its data plane goes too: withdrawn at once.
+    let delta = p.apply(Input::PeerDataPlane("ch2".into(), Some(false)));
+    assert!(delta.removed().next().is_some());
+    assert!(!a3_reached(&p));
+}
+
+#[test]
+fn a_data_plane_that_went_down_withdraws_flows_even_with_a_lease() {
+    let mut p = pipeline();
+    p.apply(Input::PeerDataPlane("ch2".into(), Some(true)));
+    assert!(a3_reached(&p));
+    // The underlay link of ch2 is cut: its agent still renews the lease, BFD says down.
+    let delta = p.apply(Input::PeerDataPlane("ch2".into(), Some(false)));
+    assert!(
+        delta.removed().next().is_some(),
+        "flows towards ch2 are withdrawn"
+    );
+    assert!(!a3_reached(&p));
+    // The link returns: BFD up again, traffic returns.
+    p.apply(Input::PeerDataPlane("ch2".into(), Some(true)));
+    assert!(a3_reached(&p));
+}
+
+#[test]
+fn a_data_plane_never_seen_up_follows_the_lease() {
+    let mut p = pipeline();
+    // No BFD verdict (the monitor port is new, or its session never came up): the lease decides.
+    p.apply(Input::PeerDataPlane("ch2".into(), None));
+    assert!(a3_reached(&p), "a chassis with a lease is a destination");
+    let delta = p.apply(Input::Object("/chassis-up/ch2".into(), None));
+    assert!(
+        delta.removed().next().is_some(),
+        "dead from the start: withdrawn"
+    );
+    assert!(!a3_reached(&p));
+    // A deregistered chassis is no destination, whatever BFD says.
+    p.apply(Input::PeerDataPlane("ch2".into(), Some(true)));
+    assert!(a3_reached(&p));
+    p.apply(Input::Object("/chassis/ch2".into(), None));
+    assert!(!a3_reached(&p));
+}
+
 #[test]
 fn a_chassis_whose_lease_ran_out_gets_no_more_traffic() {
+    // Without a BFD verdict about ch2 (see the tests above for the data plane).
     let mut p = pipeline();
     let delta = p.apply(Input::Object("/chassis-up/ch2".into(), None));
     assert!(

@@ -1,6 +1,7 @@
 //! Chassis liveness and port bindings, the server's side of what agents write: a registered chassis
 //! is up (its `chassis-up` key, leased) while heartbeats renew its lease, past the lease's TTL; when
-//! they stop the lease runs out and the key goes (every chassis withdraws its flows towards it); a
+//! they stop the lease runs out and the key goes (the other chassis then follow its data plane, as
+//! their BFD sees it: `GET /wyvern/v1/chassis` shows both, from what heartbeats report); a
 //! heartbeat on an ended lease answers 404 `ChassisLeaseNotFound` (the agent then registers again,
 //! which `agent/tests/liveness.rs` checks end to end). A port is bound where its VIF last appeared:
 //! a late "gone" report from the chassis a port moved away from changes neither the port nor its
@@ -258,4 +259,72 @@ async fn a_late_down_report_after_a_move_changes_nothing() {
     );
     let fip_down = show(&server, "floatingips", "floatingip", fip_id).await;
     assert_eq!(fip_down["status"], "DOWN", "{fip_down}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_report_the_data_plane_of_peers_and_the_list_shows_it() {
+    let server = support::Server::start();
+    let l1 = register(&server, "dp1").await;
+    let l2 = register(&server, "dp2").await;
+    let l3 = register(&server, "dp3").await;
+    let beat = |chassis: &'static str, lease: i64, peers: Value| {
+        let server = &server;
+        async move {
+            let path = format!("/wyvern/v1/chassis/{chassis}/heartbeat");
+            call(
+                server,
+                "POST",
+                &path,
+                Some(json!({"lease": lease, "peers": peers})),
+            )
+            .await
+        }
+    };
+    // dp1 and dp2 see dp3 down, dp3 sees both up; nobody reports on dp3's own behalf.
+    assert_eq!(
+        beat("dp1", l1, json!({"dp2": "up", "dp3": "down"})).await.0,
+        200
+    );
+    assert_eq!(
+        beat("dp2", l2, json!({"dp1": "up", "dp3": "down"})).await.0,
+        200
+    );
+    assert_eq!(
+        beat("dp3", l3, json!({"dp1": "up", "dp2": "up", "dp3": "up"}))
+            .await
+            .0,
+        200
+    );
+    let (status, v) = beat("dp1", l1, json!({"dp2": "sideways"})).await;
+    assert_eq!(status, 400, "only up or down: {v}");
+    // dp2's agent stops: its lease goes; its data plane stays as its peers saw it.
+    server.store.lease_revoke(l2).await.expect("revoke");
+    let (status, v) = call(&server, "GET", "/wyvern/v1/chassis", None).await;
+    assert_eq!(status, 200, "{v}");
+    let by_id = |id: &str| {
+        v["chassis"]
+            .as_array()
+            .expect("a list")
+            .iter()
+            .find(|c| c["id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("{id} listed: {v}"))
+    };
+    let (c1, c2, c3) = (by_id("dp1"), by_id("dp2"), by_id("dp3"));
+    assert_eq!(
+        (&c1["agent"], &c1["data_plane"]),
+        (&json!("up"), &json!("up"))
+    );
+    // dp2's own report went with its lease; dp1's and dp3's remain.
+    assert_eq!(c1["data_plane_peers"], json!({"up": 1, "down": 0}));
+    assert_eq!(
+        (&c2["agent"], &c2["data_plane"]),
+        (&json!("down"), &json!("up"))
+    );
+    assert_eq!(c2["data_plane_peers"], json!({"up": 2, "down": 0}));
+    assert_eq!(
+        (&c3["agent"], &c3["data_plane"]),
+        (&json!("up"), &json!("down"))
+    );
+    assert_eq!(c3["data_plane_peers"], json!({"up": 0, "down": 1}));
 }

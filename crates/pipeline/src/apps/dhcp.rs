@@ -69,12 +69,7 @@ impl App for Dhcp {
             .with(Field::UdpSrc, 68)
             .with(Field::UdpDst, 67);
         out.push(flow(owner, DHCP, 100, request, punt(Punt::Dhcp)));
-        let held: Vec<IpAddr> = ctx
-            .ports_on(id)
-            .filter(|p| p.admin_up)
-            .flat_map(|p| p.ips.iter().copied())
-            .collect();
-        server_ips.retain(|ip| !held.contains(&IpAddr::V4(*ip)));
+        server_ips.retain(|ip| !ctx.ip_held(id, IpAddr::V4(*ip)));
         server_ips.sort();
         server_ips.dedup();
         for ip in server_ips {

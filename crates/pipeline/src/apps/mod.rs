@@ -9,6 +9,7 @@ pub use chaining::label as chaining_label;
 mod classifier;
 mod dhcp;
 mod flood;
+pub(crate) use flood::Collected;
 mod l2;
 pub mod load_balancing;
 mod nat;

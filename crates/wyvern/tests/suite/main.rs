@@ -15,6 +15,7 @@ mod support;
 mod agent_supervision;
 mod chaining;
 mod crash_recovery;
+mod data_plane;
 mod dist_units;
 mod floating_ips;
 mod fuzz_api;

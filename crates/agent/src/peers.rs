@@ -1,0 +1,580 @@
+//! Data-plane liveness of the other chassis: one BFD *monitor* port per remote chassis on
+//! `br-int`, and what their sessions say (issue 17; measurements in
+//! `docs/research/bfd-on-userspace-ovs.md`).
+//!
+//! BFD cannot run on the flow-based tunnel port (`remote_ip=flow`: Open vSwitch's BFD packets
+//! have no tunnel destination), so every remote chassis with an IPv4 tunnel address gets a port
+//! of the chassis' encapsulation with `options:remote_ip=<its address>` and `options:key=0`,
+//! named `wyb-` + 8 hex digits of a hash of its id ([`port_name`]), marked with
+//! `external_ids:wyvern-peer=<chassis id>`. It carries BFD only: data keeps going out of and
+//! coming in through the flow-based port, because an exact `key=0` port only matches packets
+//! with VNI 0, which no network uses (the API gives networks 1 and up; transit and chaining
+//! VNIs are at the top of the range), so `tnl_find` hands every data packet to the flow-based
+//! port. BFD packets have VNI 0 and are consumed by the switch before the OpenFlow tables
+//! (`check_tnl_key=true`: only VNI 0 counts as BFD). No flow is needed for these ports.
+//!
+//! [`desired`] says which ports the topology's registered chassis call for; [`converge`] brings
+//! OVSDB there in one transaction (missing ports created, ports of chassis gone removed, changed
+//! addresses or settings corrected in place), leaving right ones alone: an agent restart adopts
+//! the ports and their running sessions. [`BfdWatcher`] follows the ports' `bfd_status` and
+//! reports each chassis' data plane ([`verdict`]): up (`forwarding=true`), down after having
+//! been up (`forwarding=false` with a nonzero `flap_count`, which Open vSwitch keeps across agent
+//! restarts), or unknown (a new session that never came up). The pipeline turns that into
+//! whether flows go towards the chassis ([`pipeline::model::Topology::reachable`]).
+//!
+//! Timers: `min_rx=min_tx=300` ms, `mult=3`: a cut underlay is seen in about 0.65–0.85 s (the 3 s
+//! budget of the issue leaves room for the flow update), at a third of the CPU of 100 ms sessions
+//! (about 0.07 % of a core per session per switch; a 100-chassis full mesh costs each switch
+//! about 7 % of a core). Open vSwitch's defaults (1000/100/3) detect only after 2.2–3.0 s.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use ovsdb::tables::{Bridge, Interface, Port, Table, string_map};
+use ovsdb::{
+    Atom, Client, Condition, Endpoint, MonitorRequest, Mutation, Mutator, Operation, Replica,
+    ReplicaEvent, ReplicaOptions, ReplicaSpec, Row, Uuid, Value,
+};
+use pipeline::model::Topology;
+use tokio::sync::watch;
+
+use crate::AgentError;
+
+const DB: &str = "Open_vSwitch";
+
+/// Prefix of the monitor ports' names.
+pub const PORT_PREFIX: &str = "wyb-";
+/// `Interface.external_ids` key naming the chassis a monitor port watches.
+pub const PEER_KEY: &str = "wyvern-peer";
+/// BFD transmit and receive interval, in milliseconds.
+pub const BFD_INTERVAL_MS: u32 = 300;
+/// Missed BFD packets before a session is declared down.
+pub const BFD_MULT: u32 = 3;
+
+/// The monitor port's name for `chassis`: `wyb-` and 8 hex digits of a hash of its id (12
+/// characters, within the 15 of a Linux interface name).
+pub fn port_name(chassis: &str) -> String {
+    // 32-bit FNV-1a: stable across versions and machines.
+    let hash = chassis.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    format!("{PORT_PREFIX}{hash:08x}")
+}
+
+/// One monitor port, as wanted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Monitor {
+    pub chassis: String,
+    pub remote_ip: Ipv4Addr,
+}
+
+/// The monitor ports wanted, by port name: one per registered remote chassis with an IPv4
+/// tunnel address other than ours, when ours is IPv4. Of chassis whose names or addresses would
+/// clash, the first in id order only (Open vSwitch refuses two ports of one address and key).
+pub fn desired(topo: &Topology, local_ip: IpAddr) -> BTreeMap<String, Monitor> {
+    let mut out = BTreeMap::new();
+    let IpAddr::V4(local_ip) = local_ip else {
+        return out;
+    };
+    let mut addresses = BTreeSet::new();
+    for c in topo.chassis.values() {
+        if c.id == topo.local.chassis || c.tunnel_ip == local_ip || c.tunnel_ip.is_unspecified() {
+            continue;
+        }
+        let name = port_name(&c.id);
+        if out.contains_key(&name) || !addresses.insert(c.tunnel_ip) {
+            tracing::warn!(
+                chassis = c.id,
+                "monitor port name or address taken: no BFD towards it"
+            );
+            continue;
+        }
+        out.insert(
+            name,
+            Monitor {
+                chassis: c.id.clone(),
+                remote_ip: c.tunnel_ip,
+            },
+        );
+    }
+    out
+}
+
+/// The data plane a monitor port's `bfd_status` shows: `Some(true)` forwarding, `Some(false)`
+/// not forwarding after having been (a nonzero `flap_count`), `None` not known (no session, or
+/// one that never came up since the port, or the switch, was made).
+pub fn verdict(bfd_status: &BTreeMap<String, String>) -> Option<bool> {
+    match bfd_status.get("forwarding").map(String::as_str) {
+        Some("true") => Some(true),
+        Some("false")
+            if bfd_status
+                .get("flap_count")
+                .and_then(|n| n.parse::<u64>().ok())
+                .is_some_and(|n| n > 0) =>
+        {
+            Some(false)
+        }
+        _ => None,
+    }
+}
+
+fn ovsdb_error(e: impl std::fmt::Display) -> AgentError {
+    AgentError::Ovsdb(e.to_string())
+}
+
+fn map_value(m: &BTreeMap<String, String>) -> Value {
+    Value::map(m.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+}
+
+/// The columns a monitor port's interface should have.
+struct Wanted {
+    kind: &'static str,
+    options: BTreeMap<String, String>,
+    bfd: BTreeMap<String, String>,
+    external_ids: BTreeMap<String, String>,
+}
+
+fn wanted(m: &Monitor, kind: &'static str, local_ip: IpAddr) -> Wanted {
+    let pairs =
+        |kv: &[(&str, String)]| kv.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    Wanted {
+        kind,
+        options: pairs(&[
+            ("remote_ip", m.remote_ip.to_string()),
+            ("local_ip", local_ip.to_string()),
+            ("key", "0".into()),
+        ]),
+        bfd: pairs(&[
+            ("enable", "true".into()),
+            ("min_rx", BFD_INTERVAL_MS.to_string()),
+            ("min_tx", BFD_INTERVAL_MS.to_string()),
+            ("mult", BFD_MULT.to_string()),
+            ("decay_min_rx", "0".into()),
+            ("check_tnl_key", "true".into()),
+        ]),
+        external_ids: pairs(&[(PEER_KEY, m.chassis.clone())]),
+    }
+}
+
+/// What the database holds of the bridge's ports (the interfaces with their raw rows, for the
+/// `bfd` column the typed row lacks).
+struct Held {
+    bridge: Uuid,
+    ports: BTreeMap<String, Port>,
+    ifaces: BTreeMap<Uuid, (Interface, Row)>,
+}
+
+impl Held {
+    async fn read(client: &Client, bridge: &str) -> Result<Held, AgentError> {
+        let select = |table: &str, conditions| Operation::Select {
+            table: table.into(),
+            conditions,
+            columns: None,
+        };
+        let res = client
+            .transact(
+                DB,
+                &[
+                    select(
+                        Bridge::NAME,
+                        vec![Condition::eq("name", Value::atom(bridge))],
+                    ),
+                    select(Port::NAME, vec![]),
+                    select(Interface::NAME, vec![]),
+                ],
+            )
+            .await
+            .map_err(ovsdb_error)?;
+        let rows = |i: usize| -> Vec<(Uuid, Row)> {
+            res.get(i)
+                .and_then(|r| r.rows.as_ref())
+                .into_iter()
+                .flatten()
+                .filter_map(|row| {
+                    let uuid = row.get("_uuid")?.as_atom()?.as_uuid()?;
+                    Some((uuid, row.clone()))
+                })
+                .collect()
+        };
+        let (uuid, row) = rows(0)
+            .into_iter()
+            .next()
+            .ok_or_else(|| ovsdb_error(format!("no bridge {bridge}")))?;
+        let bridge = Bridge::from_row(uuid, &row).map_err(ovsdb_error)?;
+        let ports = rows(1)
+            .into_iter()
+            .filter(|(u, _)| bridge.ports.contains(u))
+            .map(|(u, r)| Port::from_row(u, &r).map(|p| (p.name.clone(), p)))
+            .collect::<Result<_, _>>()
+            .map_err(ovsdb_error)?;
+        let ifaces = rows(2)
+            .into_iter()
+            .map(|(u, r)| Interface::from_row(u, &r).map(|i| (u, (i, r))))
+            .collect::<Result<_, _>>()
+            .map_err(ovsdb_error)?;
+        Ok(Held {
+            bridge: bridge.uuid,
+            ports,
+            ifaces,
+        })
+    }
+
+    /// The single interface of the bridge's port `name`.
+    fn iface(&self, name: &str) -> Option<&(Interface, Row)> {
+        let [iface] = self.ports.get(name)?.interfaces.as_slice() else {
+            return None;
+        };
+        self.ifaces.get(iface)
+    }
+}
+
+/// Brings the monitor ports on `bridge` to `want` in one transaction (ports of encapsulation
+/// `kind`, `geneve` or `vxlan`, from `local_ip`); returns whether it changed anything. Safe to
+/// call again: ports already right are not touched.
+pub async fn converge(
+    client: &Client,
+    bridge: &str,
+    kind: &'static str,
+    local_ip: IpAddr,
+    want: &BTreeMap<String, Monitor>,
+) -> Result<bool, AgentError> {
+    let held = Held::read(client, bridge).await?;
+    let mut ops = Vec::new();
+    let mut add: Vec<Atom> = Vec::new();
+    let mut remove: BTreeSet<Uuid> = BTreeSet::new();
+    for (n, (name, m)) in want.iter().enumerate() {
+        let w = wanted(m, kind, local_ip);
+        match held.iface(name) {
+            Some((iface, row)) if iface.external_ids.get(PEER_KEY) == Some(&m.chassis) => {
+                let bfd = string_map(Interface::NAME, row, "bfd").unwrap_or_default();
+                if iface.kind != w.kind || iface.options != w.options || bfd != w.bfd {
+                    ops.push(Operation::Update {
+                        table: Interface::NAME.into(),
+                        conditions: vec![Condition::uuid(iface.uuid)],
+                        row: Row::new()
+                            .with("type", Value::atom(w.kind))
+                            .with("options", map_value(&w.options))
+                            .with("bfd", map_value(&w.bfd)),
+                    });
+                }
+                continue;
+            }
+            // Not ours, or another chassis' (a clash of names): replaced.
+            Some(_) => {
+                remove.extend(held.ports.get(name.as_str()).map(|p| p.uuid));
+            }
+            None => {
+                remove.extend(held.ports.get(name.as_str()).map(|p| p.uuid));
+            }
+        }
+        let (i, p) = (format!("iface{n}"), format!("port{n}"));
+        ops.push(Operation::Insert {
+            table: Interface::NAME.into(),
+            row: Row::new()
+                .with("name", Value::atom(name.as_str()))
+                .with("type", Value::atom(w.kind))
+                .with("options", map_value(&w.options))
+                .with("bfd", map_value(&w.bfd))
+                .with("external_ids", map_value(&w.external_ids)),
+            uuid_name: Some(i.clone()),
+        });
+        ops.push(Operation::Insert {
+            table: Port::NAME.into(),
+            row: Row::new()
+                .with("name", Value::atom(name.as_str()))
+                .with("interfaces", Value::atom(Atom::NamedUuid(i))),
+            uuid_name: Some(p.clone()),
+        });
+        add.push(Atom::NamedUuid(p));
+    }
+    // Monitor ports of chassis no longer wanted.
+    for port in held.ports.values() {
+        let ours = port.interfaces.iter().any(|u| {
+            held.ifaces
+                .get(u)
+                .is_some_and(|(i, _)| i.external_ids.contains_key(PEER_KEY))
+        });
+        if ours && !want.contains_key(&port.name) {
+            remove.insert(port.uuid);
+        }
+    }
+    let bridge_ports = |mutator, ports: Vec<Atom>| Operation::Mutate {
+        table: Bridge::NAME.into(),
+        conditions: vec![Condition::uuid(held.bridge)],
+        mutations: vec![Mutation {
+            column: "ports".into(),
+            mutator,
+            value: Value::set(ports),
+        }],
+    };
+    if !remove.is_empty() {
+        let gone = remove.iter().map(|u| Atom::Uuid(*u)).collect();
+        ops.push(bridge_ports(Mutator::Delete, gone));
+    }
+    if !add.is_empty() {
+        ops.push(bridge_ports(Mutator::Insert, add));
+    }
+    if ops.is_empty() {
+        return Ok(false);
+    }
+    client.transact(DB, &ops).await.map_err(ovsdb_error)?;
+    Ok(true)
+}
+
+/// Keeps OVSDB at the latest wanted monitor ports, in the background (the event loop never
+/// waits on OVSDB): each change is converged; a failure is retried every second, on a new
+/// connection.
+pub fn keep_converged(
+    endpoint: Endpoint,
+    bridge: String,
+    kind: &'static str,
+    local_ip: IpAddr,
+    mut wanted: watch::Receiver<BTreeMap<String, Monitor>>,
+) {
+    tokio::spawn(async move {
+        let mut client: Option<Client> = None;
+        loop {
+            let want = wanted.borrow_and_update().clone();
+            let c = match client.take() {
+                Some(c) => Ok(c),
+                None => crate::trunks::connect(&endpoint).await,
+            };
+            let outcome = match c {
+                Ok(c) => {
+                    let outcome = converge(&c, &bridge, kind, local_ip, &want).await;
+                    client = Some(c);
+                    outcome
+                }
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok(true) => tracing::info!(peers = want.len(), "BFD monitor ports converged"),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!("BFD monitor ports: {e}; retrying");
+                    client = None;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            }
+            if wanted.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
+/// A change of what BFD says about a remote chassis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerEvent {
+    /// The data plane of this chassis ([`verdict`]; `None`: not known, or its port is gone).
+    DataPlane(String, Option<bool>),
+    /// The events so far describe every monitor port the database has (after each connection).
+    Synced,
+}
+
+/// Follows the monitor ports' `bfd_status`. Dropping it stops the monitor.
+pub struct BfdWatcher {
+    replica: Replica,
+    known: BTreeMap<String, bool>,
+    queue: VecDeque<PeerEvent>,
+}
+
+impl BfdWatcher {
+    pub fn spawn(endpoint: Endpoint) -> BfdWatcher {
+        let tables = BTreeMap::from([(
+            Interface::NAME.to_owned(),
+            MonitorRequest::columns(&["name", "external_ids", "bfd_status"]),
+        )]);
+        let spec = ReplicaSpec {
+            db: DB.into(),
+            tables,
+        };
+        BfdWatcher {
+            replica: Replica::spawn(endpoint, spec, ReplicaOptions::default()),
+            known: BTreeMap::new(),
+            queue: VecDeque::new(),
+        }
+    }
+
+    /// The next event; `None` only if the monitor stopped.
+    pub async fn next(&mut self) -> Option<PeerEvent> {
+        loop {
+            if let Some(e) = self.queue.pop_front() {
+                return Some(e);
+            }
+            let synced = match self.replica.next().await? {
+                ReplicaEvent::Changes(_) => false,
+                ReplicaEvent::Connected { .. } => true,
+                ReplicaEvent::Disconnected(why) => {
+                    tracing::info!("BFD monitor lost OVSDB: {why}");
+                    continue;
+                }
+            };
+            self.refresh();
+            if synced {
+                self.queue.push_back(PeerEvent::Synced);
+            }
+        }
+    }
+
+    /// Reports the difference between what was reported and what the database has now.
+    fn refresh(&mut self) {
+        let now = verdicts(self.replica.snapshot().table(Interface::NAME));
+        for chassis in self.known.keys() {
+            if !now.contains_key(chassis) {
+                self.queue
+                    .push_back(PeerEvent::DataPlane(chassis.clone(), None));
+            }
+        }
+        for (chassis, up) in &now {
+            if self.known.get(chassis) != Some(up) {
+                tracing::info!(chassis, up, "data plane of chassis changed (BFD)");
+                self.queue
+                    .push_back(PeerEvent::DataPlane(chassis.clone(), Some(*up)));
+            }
+        }
+        self.known = now;
+    }
+}
+
+/// The known verdicts of the monitor ports among `rows` (`Interface` rows), by chassis.
+fn verdicts<'a>(rows: impl Iterator<Item = (&'a Uuid, &'a Row)>) -> BTreeMap<String, bool> {
+    rows.filter_map(|(_, row)| {
+        let name = row.get("name")?.as_atom()?.as_str()?;
+        let ids = string_map(Interface::NAME, row, "external_ids").ok()?;
+        let chassis = ids.get(PEER_KEY)?;
+        if name != port_name(chassis) {
+            return None;
+        }
+        let status = string_map(Interface::NAME, row, "bfd_status").ok()?;
+        Some((chassis.clone(), verdict(&status)?))
+    })
+    .collect()
+}
+
+/// Waits (up to `timeout`) for `watcher`'s first full report, passing each event to `report`:
+/// the first comparison with the switch then knows the data plane of the chassis whose ports an
+/// earlier agent left running.
+pub async fn await_synced(
+    watcher: &mut BfdWatcher,
+    timeout: Duration,
+    mut report: impl FnMut(PeerEvent),
+) {
+    let _ = tokio::time::timeout(timeout, async {
+        while let Some(event) = watcher.next().await {
+            let done = event == PeerEvent::Synced;
+            report(event);
+            if done {
+                return;
+            }
+        }
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn status(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn verdict_from_bfd_status() {
+        let up = status(&[("forwarding", "true"), ("state", "up"), ("flap_count", "1")]);
+        assert_eq!(verdict(&up), Some(true));
+        let down = status(&[
+            ("forwarding", "false"),
+            ("state", "down"),
+            ("flap_count", "2"),
+        ]);
+        assert_eq!(verdict(&down), Some(false));
+        // Never up since the port was made: not known (the lease decides).
+        let new = status(&[
+            ("forwarding", "false"),
+            ("state", "down"),
+            ("flap_count", "0"),
+        ]);
+        assert_eq!(verdict(&new), None);
+        assert_eq!(verdict(&status(&[("forwarding", "false")])), None);
+        assert_eq!(verdict(&BTreeMap::new()), None);
+    }
+
+    #[test]
+    fn names_fit_an_interface_name() {
+        let n = port_name("a-rather-long-chassis-name.example.org");
+        assert!(n.starts_with(PORT_PREFIX) && n.len() == 12, "{n}");
+        assert_eq!(n, port_name("a-rather-long-chassis-name.example.org"));
+        assert_ne!(port_name("ch1"), port_name("ch2"));
+    }
+
+    #[test]
+    fn one_port_per_remote_chassis() {
+        let mut t = Topology::default();
+        t.local.chassis = "ch1".into();
+        for (id, ip) in [
+            ("ch1", "192.168.50.1"),
+            ("ch2", "192.168.50.2"),
+            ("ch3", "192.168.50.3"),
+            // Claims ch3's address: no second port for it.
+            ("ch4", "192.168.50.3"),
+        ] {
+            let v = json!({"id": id, "tunnel_ip": ip});
+            t.put(pipeline::model::Object::decode(pipeline::model::Kind::Chassis, id, &v).unwrap());
+        }
+        let want = desired(&t, "192.168.50.1".parse().unwrap());
+        let chassis: Vec<_> = want.values().map(|m| m.chassis.as_str()).collect();
+        assert_eq!(chassis.len(), 2);
+        assert!(chassis.contains(&"ch2") && chassis.contains(&"ch3"));
+        assert_eq!(
+            want[&port_name("ch2")].remote_ip,
+            Ipv4Addr::new(192, 168, 50, 2)
+        );
+        assert!(desired(&t, "2001:db8::1".parse().unwrap()).is_empty());
+    }
+
+    #[test]
+    fn verdicts_only_from_monitor_ports() {
+        let row = |name: &str, ids: &[(&str, &str)], st: &[(&str, &str)]| {
+            Row::new()
+                .with("name", Value::atom(name))
+                .with("external_ids", Value::map(ids.iter().copied()))
+                .with("bfd_status", Value::map(st.iter().copied()))
+        };
+        let p2 = port_name("ch2");
+        let p3 = port_name("ch3");
+        let rows = [
+            (
+                Uuid::from_u128(1),
+                row(&p2, &[(PEER_KEY, "ch2")], &[("forwarding", "true")]),
+            ),
+            (
+                Uuid::from_u128(2),
+                row(
+                    &p3,
+                    &[(PEER_KEY, "ch3")],
+                    &[("forwarding", "false"), ("flap_count", "0")],
+                ),
+            ),
+            // Names another chassis than its name says: ignored.
+            (
+                Uuid::from_u128(3),
+                row(
+                    "wyb-00000000",
+                    &[(PEER_KEY, "ch4")],
+                    &[("forwarding", "true")],
+                ),
+            ),
+            (Uuid::from_u128(4), row("tap1", &[("iface-id", "p1")], &[])),
+        ];
+        let got = verdicts(rows.iter().map(|(u, r)| (u, r)));
+        assert_eq!(got, BTreeMap::from([("ch2".to_string(), true)]));
+    }
+}
