@@ -29,6 +29,10 @@
 //! `soak` runs a `wyvern server` under a long mixed API load from several projects while slow
 //! sockets trickle bytes at it, and reports latency, RSS and store size (see [`soak`]).
 //!
+//! `api-growth` is issue 17's figure: port creates per second on a `wyvern server` with 100 000
+//! ports stored against the same creates on an empty store, with list and show latencies (see
+//! [`api_growth`]).
+//!
 //! `lb` is issue 13's distributed load balancing on a lab: 100 load balancers × 3 listeners × 10
 //! members made through the Octavia v2 API until every chassis holds their flows and groups, one
 //! member added until a client's connection reaches it, and new connections per second through a
@@ -72,6 +76,9 @@ pub(crate) async fn until_signal(
         _ = term.recv() => Err(anyhow::anyhow!("terminated (SIGTERM)")),
     }
 }
+mod agent_cpu;
+mod api_growth;
+mod cpu;
 mod k8s;
 mod port_add;
 mod sfc;
@@ -299,6 +306,48 @@ enum Command {
         #[arg(long, default_value_t = 300)]
         slow_sockets: usize,
     },
+    /// Issue 17: port creates per second with many ports stored against an empty store (same
+    /// networks), list and show latency, server RSS and store size (see `api_growth`).
+    ApiGrowth {
+        /// The `wyvern` binary to run as server (use a release build for figures).
+        #[arg(long, default_value = "target/release/wyvern")]
+        wyvern: std::path::PathBuf,
+        /// Ports stored before the second measurement (default 100 000; 5 000 with --quick).
+        #[arg(long)]
+        ports: Option<usize>,
+        /// Networks, each with one /16 subnet (at most 256).
+        #[arg(long, default_value_t = 100)]
+        networks: usize,
+        /// Single creates per measurement (default 2 000; 300 with --quick).
+        #[arg(long)]
+        samples: Option<usize>,
+        /// Single creates in flight at once.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// Ports per bulk create of the fill.
+        #[arg(long, default_value_t = 500)]
+        bulk: usize,
+        /// Lists and shows per measurement (default 100; 20 with --quick).
+        #[arg(long)]
+        reads: Option<usize>,
+        /// A short run to check the bench itself (fewer ports, creates and reads).
+        #[arg(long)]
+        quick: bool,
+    },
+    /// One agent's pipeline CPU on the slice's workload, in process (no Open vSwitch): per
+    /// port for growing port counts, and a restart's full computation.
+    AgentCpu {
+        /// Port counts, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1000,5000,10000")]
+        ports: Vec<usize>,
+        /// Network counts, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "10,100")]
+        networks: Vec<usize>,
+        /// When what the agent follows (`Topology::needs`) is recomputed: after every event (as
+        /// the agent does), only when the pipeline's `needs_epoch` or the VIFs changed, never.
+        #[arg(long, value_enum, default_value = "always")]
+        follow: agent_cpu::Follow,
+    },
     /// Open vSwitch's own cost of adding a VIF to a loaded `br-int`: insert to OpenFlow port
     /// (PORT_STATUS, OVSDB) and to a flow confirmed for it (no Wyvern parts).
     OvsPortAdd {
@@ -481,6 +530,29 @@ fn main() -> anyhow::Result<()> {
             clients: clients.max(1),
             slow_sockets,
         }))?,
+        Command::ApiGrowth {
+            wyvern,
+            ports,
+            networks,
+            samples,
+            concurrency,
+            bulk,
+            reads,
+            quick,
+        } => runtime.block_on(api_growth::run(api_growth::Params {
+            wyvern,
+            ports: ports.unwrap_or(if quick { 5_000 } else { 100_000 }),
+            networks,
+            samples: samples.unwrap_or(if quick { 300 } else { 2_000 }).max(1),
+            concurrency: concurrency.max(1),
+            bulk: bulk.max(1),
+            reads: reads.unwrap_or(if quick { 20 } else { 100 }).max(1),
+        }))?,
+        Command::AgentCpu {
+            ports,
+            networks,
+            follow,
+        } => agent_cpu::run(&ports, &networks, follow),
         Command::OvsPortAdd { existing, samples } => {
             runtime.block_on(port_add::run(port_add::Params { existing, samples }))?
         }

@@ -36,18 +36,19 @@ pub struct Params {
 
 const PROJECTS: [&str; 3] = ["soak-a", "soak-b", "soak-c"];
 
-/// The server process, killed (by PID) when dropped.
-struct ServerProcess {
+/// A `wyvern server` process on a fresh embedded store in a temporary directory (named after
+/// `name`, as its store file is), killed (by PID) when dropped.
+pub(crate) struct ServerProcess {
     child: Child,
-    base: String,
+    pub(crate) base: String,
     store: PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl ServerProcess {
-    fn start(wyvern: &PathBuf) -> anyhow::Result<Self> {
-        let dir = tempfile::tempdir()?;
-        let store = dir.path().join("soak.redb");
+    pub(crate) fn start(wyvern: &PathBuf, name: &str) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new().prefix(name).tempdir()?;
+        let store = dir.path().join(format!("{name}.redb"));
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
@@ -67,8 +68,24 @@ impl ServerProcess {
         })
     }
 
+    /// Waits until the server answers HTTP (at most 20 s).
+    pub(crate) async fn wait_ready(&self, http: &reqwest::Client) -> anyhow::Result<()> {
+        let ready = Instant::now() + Duration::from_secs(20);
+        while http.get(&self.base).send().await.is_err() {
+            if Instant::now() > ready {
+                bail!("the server did not come up");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Resident set size in bytes (from `/proc`).
-    fn rss(&self) -> u64 {
+    pub(crate) fn rss(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .unwrap_or_default();
         status
@@ -78,11 +95,11 @@ impl ServerProcess {
             .map_or(0, |kib| kib * 1024)
     }
 
-    fn store_bytes(&self) -> u64 {
+    pub(crate) fn store_bytes(&self) -> u64 {
         std::fs::metadata(&self.store).map_or(0, |m| m.len())
     }
 
-    fn alive(&mut self) -> bool {
+    pub(crate) fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
 }
@@ -288,17 +305,11 @@ async fn slow_socket(
 
 /// Runs the soak.
 pub async fn run(p: Params) -> anyhow::Result<Value> {
-    let mut server = ServerProcess::start(&p.wyvern)?;
+    let mut server = ServerProcess::start(&p.wyvern, "soak")?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()?;
-    let ready = Instant::now() + Duration::from_secs(20);
-    while http.get(&server.base).send().await.is_err() {
-        if Instant::now() > ready {
-            bail!("the server did not come up");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    server.wait_ready(&http).await?;
     let tally = Arc::new(Mutex::new(Tally::default()));
     let admin = Client {
         http: http.clone(),

@@ -205,6 +205,41 @@ pub fn exists(ns: Ns<'_>, name: &str) -> Result<bool> {
     within(ns, || Ok(unsafe { libc::if_nametoindex(c.as_ptr()) } != 0))
 }
 
+/// Runs interface `ioctl` `request` on link `name` in the calling thread's namespace, with
+/// `fill` setting the request's data first; the `ifreq` as the kernel left it.
+fn link_ioctl(
+    name: &str,
+    request: libc::c_ulong,
+    fill: impl FnOnce(&mut libc::ifreq),
+) -> std::io::Result<libc::ifreq> {
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes.len() >= libc::IFNAMSIZ || bytes.contains(&0) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("bad interface name {name:?}"),
+        ));
+    }
+    // SAFETY: a plain socket(2) call; the descriptor is owned below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a new descriptor nothing else owns.
+    let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    // SAFETY: all-zero is a valid `ifreq` (a name of NULs and a union of plain data).
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(bytes) {
+        *dst = *src as libc::c_char;
+    }
+    fill(&mut req);
+    // SAFETY: an interface request with an `ifreq` naming the link; whatever `fill` pointed
+    // it at outlives the call.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), request, &mut req) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(req)
+}
+
 /// Turns TX checksum offload of link `name` off, as `ethtool -K NAME tx off` does (the
 /// `ETHTOOL_STXCSUM` request, the kernel clearing what depends on it), in the calling thread's
 /// namespace.
@@ -217,38 +252,33 @@ fn tx_checksum_off(name: &str) -> Result<()> {
         cmd: u32,
         data: u32,
     }
-    let fail = |what: &str, e: std::io::Error| {
-        Error::Datapath(format!(
-            "turning TX checksum offload of {name} off: {what}: {e}"
-        ))
-    };
-    let bytes = name.as_bytes();
-    if bytes.is_empty() || bytes.len() >= libc::IFNAMSIZ || bytes.contains(&0) {
-        return Err(Error::Datapath(format!("bad interface name {name:?}")));
-    }
-    // SAFETY: a plain socket(2) call; the descriptor is owned below.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(fail("socket", std::io::Error::last_os_error()));
-    }
-    // SAFETY: `fd` is a new descriptor nothing else owns.
-    let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
     let mut value = EthtoolValue {
         cmd: ETHTOOL_STXCSUM,
         data: 0,
     };
-    // SAFETY: all-zero is a valid `ifreq` (a name of NULs and a union of plain data).
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in req.ifr_name.iter_mut().zip(bytes) {
-        *dst = *src as libc::c_char;
+    link_ioctl(name, libc::SIOCETHTOOL, |req| {
+        req.ifr_ifru.ifru_data = (&raw mut value).cast();
+    })
+    .map(drop)
+    .map_err(|e| Error::Datapath(format!("turning TX checksum offload of {name} off: {e}")))
+}
+
+/// The MAC of link `name` here, `None` if there is no such link (`SIOCGIFHWADDR`: no process,
+/// and right whatever `/sys` shows).
+pub fn mac_here(name: &str) -> Result<Option<String>> {
+    match link_ioctl(name, libc::SIOCGIFHWADDR, |_| {}) {
+        Ok(req) => {
+            // SAFETY: SIOCGIFHWADDR answered in `ifru_hwaddr`.
+            let data = unsafe { req.ifr_ifru.ifru_hwaddr }.sa_data;
+            let mac: Vec<String> = data[..6]
+                .iter()
+                .map(|b| format!("{:02x}", *b as u8))
+                .collect();
+            Ok(Some(mac.join(":")))
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
+        Err(e) => Err(Error::Datapath(format!("reading the MAC of {name}: {e}"))),
     }
-    req.ifr_ifru.ifru_data = (&raw mut value).cast();
-    // SAFETY: SIOCETHTOOL with an `ifreq` naming the link and pointing at an `ethtool_value`
-    // that outlives the call.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCETHTOOL, &mut req) } != 0 {
-        return Err(fail("SIOCETHTOOL", std::io::Error::last_os_error()));
-    }
-    Ok(())
 }
 
 /// Writes `value` to the IPv6 setting `key` of link `name`
@@ -269,15 +299,6 @@ pub fn find(ns: Ns<'_>, name: &str) -> Result<Option<Link>> {
     let all: Vec<Value> = serde_json::from_str(out.trim())
         .map_err(|e| Error::Datapath(format!("ip -json addr show dev {name}: {e}: {out}")))?;
     Ok(all.iter().map(parse_link).find(|l| l.name == name))
-}
-
-/// The MAC of link `name` here: from `/sys/class/net` when that shows it (no process), else
-/// from `ip`.
-pub fn mac_here(name: &str) -> Result<Option<String>> {
-    if let Ok(mac) = std::fs::read_to_string(format!("/sys/class/net/{name}/address")) {
-        return Ok(Some(mac.trim().to_owned()));
-    }
-    Ok(find(Ns::Here, name)?.map(|l| l.mac))
 }
 
 /// Deletes link `name` in `ns` if it exists; true if it did.

@@ -60,6 +60,6 @@ pub use daemon::Daemon;
 pub use error::{Error, Result};
 pub use host::{HOST_IF, Host, HostOpts};
 pub use names::{PREFIX, unique_name};
-pub use netns::{Netns, list as list_netns};
+pub use netns::{Netns, list as list_netns, within as within_netns};
 pub use relay::Relay;
 pub use underlay::{PHY_BRIDGE, Underlay};

@@ -4,7 +4,6 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -25,24 +24,13 @@ impl Relay {
     /// Listens on a free port of `netns`' loopback (a thread that enters the namespace with
     /// `setns`, binds and ends: the socket stays in the namespace) and relays to `target`.
     pub fn start(netns: &str, target: SocketAddr) -> Result<Relay> {
-        let path = format!("/var/run/netns/{netns}");
         let what = format!("listen on the loopback of {netns}");
-        let listener = std::thread::spawn(move || -> std::io::Result<TcpListener> {
-            let f = std::fs::File::open(&path)?;
-            // SAFETY: setns(2) on a valid descriptor; it moves only this thread, which ends
-            // right after binding.
-            if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            TcpListener::bind("127.0.0.1:0")
-        })
-        .join()
-        .map_err(|_| Error::Invalid(format!("{what}: the thread panicked")))?
-        .and_then(|l| l.set_nonblocking(true).map(|()| l))
-        .map_err(|source| Error::Io {
-            what: what.clone(),
-            source,
-        })?;
+        let listener = crate::netns::within(netns, || TcpListener::bind("127.0.0.1:0"))
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .map_err(|source| Error::Io {
+                what: what.clone(),
+                source,
+            })?;
         let port = listener
             .local_addr()
             .map_err(|source| Error::Io { what, source })?

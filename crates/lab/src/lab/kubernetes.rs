@@ -1043,31 +1043,29 @@ pub fn cni_run(
     uid: &str,
     conf: &Value,
 ) -> Result<Vec<u8>> {
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", chassis_ns])
-        .arg(bin)
-        .env("CNI_COMMAND", command)
-        .env("CNI_CONTAINERID", uid)
-        .env("CNI_NETNS", format!("/var/run/netns/{pod_ns}"))
-        .env("CNI_IFNAME", "eth0")
-        .env(
-            "CNI_ARGS",
-            format!("K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={name};K8S_POD_UID={uid}"),
-        )
-        .env("CNI_PATH", "/opt/cni/bin")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(io(format!("run {}", bin.display())))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(conf.to_string().as_bytes())
-            .map_err(io("write to wyvern-cni".into()))?;
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(io(format!("wait for {}", bin.display())))?;
+    // Started from a thread in the chassis' namespace, as a container runtime runs plugins in
+    // the host's: no `ip netns exec` process, mount namespace and `/sys` remount per call.
+    let out = testbed::within_netns(chassis_ns, || {
+        let mut child = Command::new(bin)
+            .env("CNI_COMMAND", command)
+            .env("CNI_CONTAINERID", uid)
+            .env("CNI_NETNS", format!("/var/run/netns/{pod_ns}"))
+            .env("CNI_IFNAME", "eth0")
+            .env(
+                "CNI_ARGS",
+                format!("K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={name};K8S_POD_UID={uid}"),
+            )
+            .env("CNI_PATH", "/opt/cni/bin")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(conf.to_string().as_bytes())?;
+        }
+        child.wait_with_output()
+    })
+    .map_err(io(format!("run {} in {chassis_ns}", bin.display())))?;
     if !out.status.success() {
         return Err(kube_err(format!(
             "wyvern-cni {command} for {namespace}/{name} failed: {} {}",
