@@ -527,6 +527,11 @@ impl Pipeline {
             .chain(topo.routers.keys().map(|id| Owner::Router(id.clone())))
             .chain(topo.rules.keys().map(|id| Owner::SgRule(id.clone())))
             .chain(
+                topo.floating_ips
+                    .keys()
+                    .map(|id| Owner::FloatingIp(id.clone())),
+            )
+            .chain(
                 topo.load_balancers
                     .keys()
                     .map(|id| Owner::LoadBalancer(id.clone())),

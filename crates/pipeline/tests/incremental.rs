@@ -502,3 +502,73 @@ proptest! {
         }
     }
 }
+
+/// A case the property test found (two router interfaces of one router on one network with
+/// the same MAC, one of them down, a floating IP through the router, a VIF): the pipeline kept
+/// incrementally must equal the one computed in full.
+#[test]
+fn router_interfaces_sharing_a_mac_with_a_floating_ip() {
+    let port = |id: &str, up: bool| {
+        Input::Object(
+            format!("/r/ports/{id}"),
+            Some(json!({
+                "admin_state_up": up, "allowed_address_pairs": [],
+                "binding:host_id": "ch1", "device_id": "44444444-0000-4000-8000-000000000001",
+                "device_owner": "network:router_interface", "fixed_ips": [], "id": id,
+                "mac_address": "fa:16:3e:00:00:00",
+                "network_id": "11111111-0000-4000-8000-000000000001",
+                "port_security_enabled": false,
+                "security_groups": ["66666666-0000-4000-8000-000000000001"], "status": "DOWN",
+            })),
+        )
+    };
+    let inputs = vec![
+        Input::Object(
+            "/r/routers/44444444-0000-4000-8000-000000000001".into(),
+            Some(json!({
+                "_nat_id": 1, "admin_state_up": true,
+                "external_gateway_info": {"enable_snat": true,
+                    "external_fixed_ips": [{"ip_address": "172.24.4.2"}],
+                    "network_id": "11111111-0000-4000-8000-000000000004"},
+                "id": "44444444-0000-4000-8000-000000000001", "name": "r0",
+                "routes": [{"destination": "192.168.0.0/24", "nexthop": "10.0.0.1"}],
+                "snat_mode": "distributed",
+            })),
+        ),
+        Input::Object(
+            "/r/floatingips/99999999-0000-4000-8000-000000000000".into(),
+            Some(json!({
+                "_port": "22222222-0000-4000-8000-000000000009",
+                "fixed_ip_address": "10.0.0.1", "floating_ip_address": "172.24.4.10",
+                "floating_network_id": "11111111-0000-4000-8000-000000000004",
+                "id": "99999999-0000-4000-8000-000000000000",
+                "port_id": "22222222-0000-4000-8000-000000000003",
+                "router_id": "44444444-0000-4000-8000-000000000001",
+            })),
+        ),
+        Input::Patch("physnet2".into(), Some(20)),
+        Input::Object(
+            "/r/networks/11111111-0000-4000-8000-000000000004".into(),
+            Some(json!({
+                "admin_state_up": true, "id": "11111111-0000-4000-8000-000000000004",
+                "provider:network_type": "flat", "provider:physical_network": "physnet2",
+                "provider:segmentation_id": null, "router:external": true,
+            })),
+        ),
+        port("22222222-0000-4000-8000-000000000003", true),
+        port("22222222-0000-4000-8000-000000000009", false),
+        Input::Vif("22222222-0000-4000-8000-000000000003".into(), Some(1)),
+    ];
+    let mut pipeline = Pipeline::new("ch1");
+    for (step, i) in inputs.into_iter().enumerate() {
+        pipeline.apply(i);
+        let incremental: BTreeSet<String> = pipeline.flows().map(|f| f.to_string()).collect();
+        let full: BTreeSet<String> = pipeline.full().0.iter().map(|f| f.to_string()).collect();
+        let only_incremental: Vec<_> = incremental.difference(&full).collect();
+        let only_full: Vec<_> = full.difference(&incremental).collect();
+        assert!(
+            only_incremental.is_empty() && only_full.is_empty(),
+            "after input {step}: kept only: {only_incremental:#?}\nfull only: {only_full:#?}"
+        );
+    }
+}

@@ -380,7 +380,9 @@ fn datapath_actions(
     Ok(headers)
 }
 
-/// br-int's datapath ports and their OpenFlow numbers, from `dpif/show`.
+/// br-int's datapath ports and their OpenFlow numbers, from `dpif/show`. The agent's BFD
+/// monitor ports (`wyb-…`, one per peer) share the tunnel's datapath port but carry no data:
+/// a tunnel's datapath port is the flow-based tunnel port's.
 fn ofports(dpif: &str) -> HashMap<u32, u32> {
     let mut bridge = "";
     let mut map = HashMap::new();
@@ -391,6 +393,7 @@ fn ofports(dpif: &str) -> HashMap<u32, u32> {
             bridge = l.trim_end_matches(':');
         } else if indent == 4
             && bridge == "br-int"
+            && !l.starts_with("wyb-")
             && let Some((of, dp)) = l
                 .split_whitespace()
                 .nth(1)
