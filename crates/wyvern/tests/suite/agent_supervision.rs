@@ -3,13 +3,12 @@
 //! status says one restart, after SIGKILL), the new agent converges without a flow-mod (the
 //! flows of c1 are the same ones, none younger), and of 60 s of pings none is lost.
 
-use std::path::Path;
 use std::thread;
 use std::time::Duration;
 
-use lab::{Lab, Topology};
+use lab::Lab;
 
-use crate::support::restarts::{Pinger, flows_with_age, wait_for};
+use crate::support::restarts::{Pinger, flows_with_age, in_sync, three_chassis, wait_for};
 
 const CHASSIS: [&str; 3] = ["c1", "c2", "c3"];
 /// From a VM on another chassis to a VM on c1, whose agent crashes.
@@ -18,35 +17,20 @@ const PINGS: [(&str, &str); 2] = [("y2", "10.0.0.11"), ("y3", "10.0.0.12")];
 const REPLIES: usize = 1200;
 /// Of those, the ones before the crash.
 const BEFORE: usize = 20;
-
-fn topology(name: &str) -> Topology {
-    let mut text = format!(
-        "name = \"{name}\"\n\
-         [[chassis]]\nname = \"c1\"\n[[chassis]]\nname = \"c2\"\n[[chassis]]\nname = \"c3\"\n\
-         [[network]]\nname = \"net\"\nproject = \"alpha\"\n[[network.subnet]]\ncidr = \"10.0.0.0/24\"\n"
-    );
-    for (vm, chassis, ip) in [
-        ("x1", "c1", "10.0.0.11"),
-        ("x2", "c1", "10.0.0.12"),
-        ("y2", "c2", "10.0.0.21"),
-        ("y3", "c3", "10.0.0.31"),
-    ] {
-        text.push_str(&format!(
-            "[[vm]]\nname = \"{vm}\"\nnetwork = \"net\"\nchassis = \"{chassis}\"\nip = \"{ip}\"\n"
-        ));
-    }
-    Topology::parse(&text, Path::new("supervised.toml")).expect("valid topology")
-}
-
-fn in_sync(lab: &Lab, c: &str) -> bool {
-    lab.agent_metric(c, "wyvern_agent_in_sync") == Some(1.0)
-}
+/// The VMs: two on c1, one on each other chassis.
+const VMS: [(&str, &str, &str); 4] = [
+    ("x1", "c1", "10.0.0.11"),
+    ("x2", "c1", "10.0.0.12"),
+    ("y2", "c2", "10.0.0.21"),
+    ("y3", "c3", "10.0.0.31"),
+];
 
 #[test]
 fn a_killed_agent_is_started_again_without_loss_or_flow_mods() {
     let _alone = crate::support::alone();
     let name = format!("sv{}", std::process::id() % 100_000);
-    let mut lab = Lab::up(&topology(&name), &crate::support::lab_options()).expect("lab up");
+    let mut lab =
+        Lab::up(&three_chassis(&name, &VMS), &crate::support::lab_options()).expect("lab up");
     for c in CHASSIS {
         wait_for(&format!("{c}'s agent in sync"), || in_sync(&lab, c));
     }

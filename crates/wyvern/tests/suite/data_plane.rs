@@ -9,42 +9,25 @@
 //!   (those that set c1's address as the tunnel destination) are gone; the link back up: BFD up
 //!   again, the flows and the pings return.
 
-use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use lab::{Lab, Topology};
+use lab::Lab;
 use serde_json::Value;
 
-use crate::support::restarts::{Pinger, wait_for};
+use crate::support::restarts::{Pinger, in_sync, three_chassis, wait_for};
 
 const CHASSIS: [&str; 3] = ["c1", "c2", "c3"];
 /// From a VM on another chassis to the VM on c1.
 const PINGS: [(&str, &str); 2] = [("y2", "10.0.0.11"), ("y3", "10.0.0.11")];
+/// The VMs: one on each chassis.
+const VMS: [(&str, &str, &str); 3] = [
+    ("x1", "c1", "10.0.0.11"),
+    ("y2", "c2", "10.0.0.21"),
+    ("y3", "c3", "10.0.0.31"),
+];
 /// The issue's budget from the cut to the peers no longer sending to c1.
 const DETECTION: Duration = Duration::from_secs(3);
-
-fn topology(name: &str) -> Topology {
-    let mut text = format!(
-        "name = \"{name}\"\n\
-         [[chassis]]\nname = \"c1\"\n[[chassis]]\nname = \"c2\"\n[[chassis]]\nname = \"c3\"\n\
-         [[network]]\nname = \"net\"\nproject = \"alpha\"\n[[network.subnet]]\ncidr = \"10.0.0.0/24\"\n"
-    );
-    for (vm, chassis, ip) in [
-        ("x1", "c1", "10.0.0.11"),
-        ("y2", "c2", "10.0.0.21"),
-        ("y3", "c3", "10.0.0.31"),
-    ] {
-        text.push_str(&format!(
-            "[[vm]]\nname = \"{vm}\"\nnetwork = \"net\"\nchassis = \"{chassis}\"\nip = \"{ip}\"\n"
-        ));
-    }
-    Topology::parse(&text, Path::new("data_plane.toml")).expect("valid topology")
-}
-
-fn in_sync(lab: &Lab, c: &str) -> bool {
-    lab.agent_metric(c, "wyvern_agent_in_sync") == Some(1.0)
-}
 
 /// `column` of the monitor port on chassis `on` towards chassis `peer` (`ovs-vsctl --bare`,
 /// quotes removed).
@@ -113,11 +96,24 @@ fn signal(pid: u32, sig: &str) {
     assert!(ok, "kill {sig} {pid}");
 }
 
+/// c1's data plane as `lab status` shows it, and the whole status as printed.
+fn c1_in_lab_status(name: &str) -> (lab::DataPlane, String) {
+    let status = lab::status(name).expect("lab status");
+    let c1 = status
+        .chassis
+        .iter()
+        .find(|c| c.name == "c1")
+        .expect("c1 in lab status")
+        .data_plane
+        .clone();
+    (c1, status.to_string())
+}
+
 #[test]
 fn a_frozen_agent_keeps_its_chassis_reachable_and_a_cut_underlay_is_detected() {
     let _alone = crate::support::alone();
     let name = format!("dp{}", std::process::id() % 100_000);
-    let lab = Lab::up(&topology(&name), &crate::support::lab_options()).expect("lab up");
+    let lab = Lab::up(&three_chassis(&name, &VMS), &crate::support::lab_options()).expect("lab up");
     for c in CHASSIS {
         wait_for(&format!("{c}'s agent in sync"), || in_sync(&lab, c));
     }
@@ -155,13 +151,8 @@ fn a_frozen_agent_keeps_its_chassis_reachable_and_a_cut_underlay_is_detected() {
         flows_towards(&lab, "c2", &c1_ip) > 0,
         "c2 still sends to c1"
     );
-    let status = lab::status(&name).expect("lab status");
-    let c1 = status
-        .chassis
-        .iter()
-        .find(|c| c.name == "c1")
-        .expect("c1 in lab status");
-    assert_eq!(c1.data_plane.up, ["c2", "c3"], "{}", c1.data_plane);
+    let (c1, _) = c1_in_lab_status(&name);
+    assert_eq!(c1.up, ["c2", "c3"], "{c1}");
     let left = Duration::from_secs(15).saturating_sub(frozen.elapsed());
     thread::sleep(left);
     signal(agent, "-CONT");
@@ -198,14 +189,9 @@ fn a_frozen_agent_keeps_its_chassis_reachable_and_a_cut_underlay_is_detected() {
     // c1 stays registered and its agent up (its lease goes through the management network).
     assert_eq!(listed(&lab, "c1")["agent"], "up");
     // `lab status` shows it: c1's data plane down as both peers' BFD sees it.
-    let status = lab::status(&name).expect("lab status");
-    let c1 = status
-        .chassis
-        .iter()
-        .find(|c| c.name == "c1")
-        .expect("c1 in lab status");
-    assert_eq!(c1.data_plane.down, ["c2", "c3"], "{}", c1.data_plane);
-    assert!(status.to_string().contains("data plane DOWN"), "{status}");
+    let (c1, shown) = c1_in_lab_status(&name);
+    assert_eq!(c1.down, ["c2", "c3"], "{c1}");
+    assert!(shown.contains("data plane DOWN"), "{shown}");
 
     lab.exec("c1", &["ip", "link", "set", link, "up"])
         .expect("restore c1's underlay");

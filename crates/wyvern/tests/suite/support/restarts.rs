@@ -1,12 +1,33 @@
-//! What the tests of agent restarts share: a steady ping whose lost requests are counted, the
-//! flows of a chassis with their age (a flow deleted and added again is younger), and waiting
-//! for a condition under a hang guard.
+//! What the tests of agent restarts share: a lab of three chassis on one network, a steady ping
+//! whose lost requests are counted, the flows of a chassis with their age (a flow deleted and
+//! added again is younger), and waiting for a condition under a hang guard.
 
 use std::collections::BTreeMap;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use lab::Lab;
+use lab::{Lab, Topology};
+
+/// Lab `name`: chassis `c1`..`c3`, network `net` (10.0.0.0/24), and `vms` on it as
+/// (name, chassis, address).
+pub fn three_chassis(name: &str, vms: &[(&str, &str, &str)]) -> Topology {
+    let mut text = format!(
+        "name = \"{name}\"\n\
+         [[chassis]]\nname = \"c1\"\n[[chassis]]\nname = \"c2\"\n[[chassis]]\nname = \"c3\"\n\
+         [[network]]\nname = \"net\"\nproject = \"alpha\"\n[[network.subnet]]\ncidr = \"10.0.0.0/24\"\n"
+    );
+    for (vm, chassis, ip) in vms {
+        text.push_str(&format!(
+            "[[vm]]\nname = \"{vm}\"\nnetwork = \"net\"\nchassis = \"{chassis}\"\nip = \"{ip}\"\n"
+        ));
+    }
+    Topology::parse(&text, std::path::Path::new(&format!("{name}.toml"))).expect("valid topology")
+}
+
+/// Whether chassis `c`'s agent says it is in sync.
+pub fn in_sync(lab: &Lab, c: &str) -> bool {
+    lab.agent_metric(c, "wyvern_agent_in_sync") == Some(1.0)
+}
 
 /// A hang guard, not a time limit: how long the test waits for something that must happen (an
 /// agent in sync, connectivity after a change) before it gives up.
