@@ -56,19 +56,20 @@ pub struct Installed {
     pending: BTreeMap<String, (Uuid, u64)>,
     /// VIFs whose flows are in the switch, with their row.
     installed: BTreeMap<String, Uuid>,
-    /// What the state was last computed from (see [`Installed::update`]).
+    /// What the served and complete VIFs were last computed from (see [`Installed::update`]).
     stamp: Option<Stamp>,
+    /// `installed` changed since it was last published.
+    unpublished: bool,
     wanted: watch::Sender<Wanted>,
 }
 
-/// Whatever, changed, may change which VIFs are complete or installed.
+/// Whatever, changed, may change which VIFs are served or complete.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Stamp {
     revision: u64,
     vifs: u64,
     awaiting_topics: bool,
     in_sync: bool,
-    acked: u64,
     resyncs: u64,
 }
 
@@ -81,6 +82,7 @@ impl Installed {
             pending: BTreeMap::new(),
             installed: BTreeMap::new(),
             stamp: None,
+            unpublished: true,
             wanted,
         }
     }
@@ -89,19 +91,57 @@ impl Installed {
     /// became complete wait for the bundle sent last (it carried the change, or came after the
     /// one that did), those whose bundle was acknowledged are installed, those no longer
     /// complete are not. Publishes the rows to mark once the switch was synchronised once.
+    ///
+    /// The local VIFs are looked at only when something that decides serving or completeness
+    /// changed; otherwise only pending VIFs move. The rows are published only when the
+    /// installed set changed.
     pub fn update(&mut self, agent: &Agent, sw: &Switch) {
         let stamp = Stamp {
             revision: agent.revision,
             vifs: agent.vif_changes,
             awaiting_topics: agent.awaiting_topics,
             in_sync: sw.in_sync,
-            acked: sw.acked_bundles,
             resyncs: sw.resyncs_done,
         };
-        if self.stamp.as_ref() == Some(&stamp) {
+        if self.stamp.as_ref() != Some(&stamp) {
+            self.stamp = Some(stamp);
+            self.serve(agent, sw);
+        }
+        // Pending VIFs are few (those whose bundle is on its way): looked at every time.
+        let acked = sw.acked_bundles;
+        let done: Vec<String> = self
+            .pending
+            .iter()
+            .filter(|(_, (_, seq))| *seq <= acked)
+            .map(|(i, _)| i.clone())
+            .collect();
+        for iface in done {
+            if let Some((row, _)) = self.pending.remove(&iface) {
+                self.installed.insert(iface, row);
+                self.unpublished = true;
+            }
+        }
+        if sw.resyncs_done == 0 || !self.unpublished {
             return;
         }
-        self.stamp = Some(stamp);
+        self.unpublished = false;
+        let want: BTreeMap<Uuid, String> = self
+            .installed
+            .iter()
+            .map(|(i, row)| (*row, i.clone()))
+            .collect();
+        self.wanted.send_if_modified(|held| {
+            if held.as_ref() == Some(&want) {
+                return false;
+            }
+            *held = Some(want);
+            true
+        });
+    }
+
+    /// Drops the VIFs no longer served and makes those whose flows became complete wait for
+    /// the bundle sent last.
+    fn serve(&mut self, agent: &Agent, sw: &Switch) {
         // Served VIFs, with their rows (a VIF that moved to another row starts again). Only
         // serving decides whether a VIF stays installed: a change of topics elsewhere (another
         // VIF's network followed) must not take keys away.
@@ -113,8 +153,10 @@ impl Installed {
                 served.insert(iface.as_str(), *row);
             }
         }
+        let before = self.installed.len();
         self.installed
             .retain(|i, row| served.get(i.as_str()) == Some(row));
+        self.unpublished |= self.installed.len() != before;
         self.pending
             .retain(|i, (row, _)| served.get(i.as_str()) == Some(row));
         if sw.in_sync {
@@ -129,34 +171,6 @@ impl Installed {
                 }
             }
         }
-
-        let acked = sw.acked_bundles;
-        let done: Vec<String> = self
-            .pending
-            .iter()
-            .filter(|(_, (_, seq))| *seq <= acked)
-            .map(|(i, _)| i.clone())
-            .collect();
-        for iface in done {
-            if let Some((row, _)) = self.pending.remove(&iface) {
-                self.installed.insert(iface, row);
-            }
-        }
-        if sw.resyncs_done == 0 {
-            return;
-        }
-        let want: BTreeMap<Uuid, String> = self
-            .installed
-            .iter()
-            .map(|(i, row)| (*row, i.clone()))
-            .collect();
-        self.wanted.send_if_modified(|held| {
-            if held.as_ref() == Some(&want) {
-                return false;
-            }
-            *held = Some(want);
-            true
-        });
     }
 }
 
@@ -238,13 +252,14 @@ async fn keep_marked(endpoint: Endpoint, mut wanted: watch::Receiver<Wanted>) {
         let ops = {
             let want = wanted.borrow_and_update();
             let Some(want) = want.as_ref() else { continue };
-            let cache = replica.snapshot();
-            marking(
-                cache
-                    .table("Interface")
-                    .map(|(u, row)| (u, row.get("external_ids"))),
-                want,
-            )
+            replica.read(|cache| {
+                marking(
+                    cache
+                        .table("Interface")
+                        .map(|(u, row)| (u, row.get("external_ids"))),
+                    want,
+                )
+            })
         };
         if ops.is_empty() {
             continue;

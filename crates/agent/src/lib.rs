@@ -34,6 +34,7 @@ mod registration;
 mod reject;
 mod server;
 mod switch;
+mod switch_db;
 mod trunks;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -53,6 +54,7 @@ use tokio::sync::mpsc;
 
 use registration::{Bindings, keep_registered};
 use switch::Switch;
+use switch_db::RowEvent;
 
 pub use metrics::Metrics;
 pub use reconcile::Reconciler;
@@ -132,9 +134,11 @@ pub(crate) struct Agent {
     announcer: announce::Announcer,
     /// SNAT addresses asked for, by external network, and when.
     snat_requests: BTreeMap<String, std::time::Instant>,
-    /// The subports' patch pairs wanted on `br-int` ([`trunks::keep_converged`] makes them so).
+    /// The subports' patch pairs wanted on `br-int` ([`switch_db::keep_converged`] makes them
+    /// so).
     pairs: tokio::sync::watch::Sender<BTreeMap<String, trunks::Pair>>,
-    /// The BFD monitor ports wanted on `br-int` ([`peers::keep_converged`] makes them so).
+    /// The BFD monitor ports wanted on `br-int` ([`switch_db::keep_converged`] makes them
+    /// so).
     monitors: tokio::sync::watch::Sender<BTreeMap<String, peers::Monitor>>,
     /// The data plane of the other chassis as BFD sees it (known verdicts only), reported to
     /// the server with the heartbeats.
@@ -219,10 +223,11 @@ impl Agent {
     }
 
     /// Applies what BFD says about a remote chassis' data plane.
-    fn peer_event(&mut self, event: peers::PeerEvent) -> pipeline::Delta {
-        let peers::PeerEvent::DataPlane(chassis, state) = event else {
+    fn peer_event(&mut self, event: RowEvent<bool>) -> pipeline::Delta {
+        let RowEvent::Changed(chassis, state) = event else {
             return pipeline::Delta::default();
         };
+        tracing::info!(chassis, ?state, "data plane of chassis changed (BFD)");
         self.data_plane.send_if_modified(|known| match state {
             Some(up) => known.insert(chassis.clone(), up) != Some(up),
             None => known.remove(&chassis).is_some(),
@@ -538,31 +543,39 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     // The trunks' subports: their patch pairs as the complete topology wants them (adopted as
     // they are after a restart), and the inner ends' OpenFlow ports, before the comparison.
     let want = agent.want_pairs().unwrap_or_default();
-    trunks::converge(&trunks::connect(&endpoint).await?, &cfg.bridge, &want).await?;
-    let mut inner = trunks::InnerWatcher::spawn(endpoint.clone());
+    trunks::converge(&switch_db::connect(&endpoint).await?, &cfg.bridge, &want).await?;
+    let mut inner = trunks::watch_inner(endpoint.clone());
     trunks::await_inner(&mut inner, &want, Duration::from_secs(10), |e| {
-        if let trunks::InnerEvent::Port(subport, ofport) = e {
+        if let RowEvent::Changed(subport, ofport) = e {
             agent.pipeline.apply(Input::Inner(subport, ofport));
         }
     })
     .await;
-    trunks::keep_converged(
+    let bridge = cfg.bridge.clone();
+    switch_db::keep_converged(
         endpoint.clone(),
-        cfg.bridge.clone(),
+        "subport ports",
         agent.pairs.subscribe(),
+        move |client, want| {
+            let bridge = bridge.clone();
+            async move { trunks::converge(&client, &bridge, &want).await }
+        },
     );
     // BFD monitor ports towards the registered chassis (adopted as they are after a restart),
     // and what their sessions say, before the comparison: a chassis whose agent is down but whose
     // data plane is up keeps its flows across this agent's restart.
     agent.want_monitors();
-    peers::keep_converged(
+    let (bridge, kind, local_ip) = (cfg.bridge.clone(), cfg.encap.ovs_type(), cfg.tunnel_ip);
+    switch_db::keep_converged(
         endpoint.clone(),
-        cfg.bridge.clone(),
-        cfg.encap.ovs_type(),
-        cfg.tunnel_ip,
+        "BFD monitor ports",
         agent.monitors.subscribe(),
+        move |client, want| {
+            let bridge = bridge.clone();
+            async move { peers::converge(&client, &bridge, kind, local_ip, &want).await }
+        },
     );
-    let mut bfd = peers::BfdWatcher::spawn(endpoint.clone());
+    let mut bfd = peers::watch_bfd(endpoint.clone());
     peers::await_synced(&mut bfd, Duration::from_secs(2), |e| {
         agent.peer_event(e);
     })
@@ -654,10 +667,10 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
             event = sw.watcher.next() => agent.vif_event(event)?,
             Some(event) = bfd.next() => agent.peer_event(event),
             Some(event) = inner.next() => match event {
-                trunks::InnerEvent::Port(subport, ofport) => {
+                RowEvent::Changed(subport, ofport) => {
                     agent.pipeline.apply(Input::Inner(subport, ofport))
                 }
-                trunks::InnerEvent::Synced => pipeline::Delta::default(),
+                RowEvent::Synced => pipeline::Delta::default(),
             },
             event = of_events.recv() => sw.event(&mut agent, event).await?.unwrap_or_default(),
             Some(outcome) = sw.in_flight.next(), if !sw.in_flight.is_empty() => {

@@ -16,7 +16,7 @@
 //! [`desired`] says which ports the topology's registered chassis call for; [`converge`] brings
 //! OVSDB there in one transaction (missing ports created, ports of chassis gone removed, changed
 //! addresses or settings corrected in place), leaving right ones alone: an agent restart adopts
-//! the ports and their running sessions. [`BfdWatcher`] follows the ports' `bfd_status` and
+//! the ports and their running sessions. [`watch_bfd`] follows the ports' `bfd_status` and
 //! reports each chassis' data plane ([`verdict`]): up (`forwarding=true`), down after having
 //! been up (`forwarding=false` with a nonzero `flap_count`, which Open vSwitch keeps across agent
 //! restarts), or unknown (a new session that never came up). The pipeline turns that into
@@ -27,21 +27,16 @@
 //! (about 0.07 % of a core per session per switch; a 100-chassis full mesh costs each switch
 //! about 7 % of a core). Open vSwitch's defaults (1000/100/3) detect only after 2.2–3.0 s.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use ovsdb::tables::{Bridge, Interface, Port, Table, string_map};
-use ovsdb::{
-    Atom, Client, Condition, Endpoint, MonitorRequest, Mutation, Mutator, Operation, Replica,
-    ReplicaEvent, ReplicaOptions, ReplicaSpec, Row, Uuid, Value,
-};
+use ovsdb::{Atom, Client, Condition, Endpoint, Mutation, Mutator, Operation, Row, Uuid, Value};
 use pipeline::model::Topology;
-use tokio::sync::watch;
 
 use crate::AgentError;
-
-const DB: &str = "Open_vSwitch";
+use crate::switch_db::{DB, InterfaceFollower, RowEvent, map_value, ovsdb_error};
 
 /// Prefix of the monitor ports' names.
 pub const PORT_PREFIX: &str = "wyb-";
@@ -70,8 +65,13 @@ pub struct Monitor {
 }
 
 /// The monitor ports wanted, by port name: one per registered remote chassis with an IPv4
-/// tunnel address other than ours, when ours is IPv4. Of chassis whose names or addresses would
-/// clash, the first in id order only (Open vSwitch refuses two ports of one address and key).
+/// tunnel address other than ours, when ours is IPv4, that this chassis may send to: one a
+/// port of its topology is bound to (the topology holds only the networks this chassis
+/// needs), or a gateway chassis. Of chassis whose names or addresses would clash, the first in
+/// id order only (Open vSwitch refuses two ports of one address and key).
+///
+/// Only those: a full mesh costs every switch a session per chassis of the deployment, most of
+/// which it never sends to.
 pub fn desired(topo: &Topology, local_ip: IpAddr) -> BTreeMap<String, Monitor> {
     let mut out = BTreeMap::new();
     let IpAddr::V4(local_ip) = local_ip else {
@@ -80,6 +80,9 @@ pub fn desired(topo: &Topology, local_ip: IpAddr) -> BTreeMap<String, Monitor> {
     let mut addresses = BTreeSet::new();
     for c in topo.chassis.values() {
         if c.id == topo.local.chassis || c.tunnel_ip == local_ip || c.tunnel_ip.is_unspecified() {
+            continue;
+        }
+        if !c.gateway && !topo.hosts_ports(&c.id) {
             continue;
         }
         let name = port_name(&c.id);
@@ -117,14 +120,6 @@ pub fn verdict(bfd_status: &BTreeMap<String, String>) -> Option<bool> {
         }
         _ => None,
     }
-}
-
-fn ovsdb_error(e: impl std::fmt::Display) -> AgentError {
-    AgentError::Ovsdb(e.to_string())
-}
-
-fn map_value(m: &BTreeMap<String, String>) -> Value {
-    Value::map(m.iter().map(|(k, v)| (k.as_str(), v.as_str())))
 }
 
 /// The columns a monitor port's interface should have.
@@ -322,149 +317,39 @@ pub async fn converge(
     Ok(true)
 }
 
-/// Keeps OVSDB at the latest wanted monitor ports, in the background (the event loop never
-/// waits on OVSDB): each change is converged; a failure is retried every second, on a new
-/// connection.
-pub fn keep_converged(
-    endpoint: Endpoint,
-    bridge: String,
-    kind: &'static str,
-    local_ip: IpAddr,
-    mut wanted: watch::Receiver<BTreeMap<String, Monitor>>,
-) {
-    tokio::spawn(async move {
-        let mut client: Option<Client> = None;
-        loop {
-            let want = wanted.borrow_and_update().clone();
-            let c = match client.take() {
-                Some(c) => Ok(c),
-                None => crate::trunks::connect(&endpoint).await,
-            };
-            let outcome = match c {
-                Ok(c) => {
-                    let outcome = converge(&c, &bridge, kind, local_ip, &want).await;
-                    client = Some(c);
-                    outcome
-                }
-                Err(e) => Err(e),
-            };
-            match outcome {
-                Ok(true) => tracing::info!(peers = want.len(), "BFD monitor ports converged"),
-                Ok(false) => {}
-                Err(e) => {
-                    tracing::warn!("BFD monitor ports: {e}; retrying");
-                    client = None;
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-            }
-            if wanted.changed().await.is_err() {
-                return;
-            }
-        }
-    });
+/// Starts following the monitor ports' BFD verdicts.
+pub fn watch_bfd(endpoint: Endpoint) -> InterfaceFollower<bool> {
+    InterfaceFollower::spawn(
+        endpoint,
+        &["name", "external_ids", "bfd_status"],
+        peer_verdict,
+        "BFD monitor",
+    )
 }
 
-/// A change of what BFD says about a remote chassis.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PeerEvent {
-    /// The data plane of this chassis ([`verdict`]; `None`: not known, or its port is gone).
-    DataPlane(String, Option<bool>),
-    /// The events so far describe every monitor port the database has (after each connection).
-    Synced,
-}
-
-/// Follows the monitor ports' `bfd_status`. Dropping it stops the monitor.
-pub struct BfdWatcher {
-    replica: Replica,
-    known: BTreeMap<String, bool>,
-    queue: VecDeque<PeerEvent>,
-}
-
-impl BfdWatcher {
-    pub fn spawn(endpoint: Endpoint) -> BfdWatcher {
-        let tables = BTreeMap::from([(
-            Interface::NAME.to_owned(),
-            MonitorRequest::columns(&["name", "external_ids", "bfd_status"]),
-        )]);
-        let spec = ReplicaSpec {
-            db: DB.into(),
-            tables,
-        };
-        BfdWatcher {
-            replica: Replica::spawn(endpoint, spec, ReplicaOptions::default()),
-            known: BTreeMap::new(),
-            queue: VecDeque::new(),
-        }
+/// The chassis a monitor port (an `Interface` row) watches, with its known verdict.
+fn peer_verdict(_: &Uuid, row: &Row) -> Option<(String, bool)> {
+    let name = row.get("name")?.as_atom()?.as_str()?;
+    let ids = string_map(Interface::NAME, row, "external_ids").ok()?;
+    let chassis = ids.get(PEER_KEY)?;
+    if name != port_name(chassis) {
+        return None;
     }
-
-    /// The next event; `None` only if the monitor stopped.
-    pub async fn next(&mut self) -> Option<PeerEvent> {
-        loop {
-            if let Some(e) = self.queue.pop_front() {
-                return Some(e);
-            }
-            let synced = match self.replica.next().await? {
-                ReplicaEvent::Changes(_) => false,
-                ReplicaEvent::Connected { .. } => true,
-                ReplicaEvent::Disconnected(why) => {
-                    tracing::info!("BFD monitor lost OVSDB: {why}");
-                    continue;
-                }
-            };
-            self.refresh();
-            if synced {
-                self.queue.push_back(PeerEvent::Synced);
-            }
-        }
-    }
-
-    /// Reports the difference between what was reported and what the database has now.
-    fn refresh(&mut self) {
-        let now = verdicts(self.replica.snapshot().table(Interface::NAME));
-        for chassis in self.known.keys() {
-            if !now.contains_key(chassis) {
-                self.queue
-                    .push_back(PeerEvent::DataPlane(chassis.clone(), None));
-            }
-        }
-        for (chassis, up) in &now {
-            if self.known.get(chassis) != Some(up) {
-                tracing::info!(chassis, up, "data plane of chassis changed (BFD)");
-                self.queue
-                    .push_back(PeerEvent::DataPlane(chassis.clone(), Some(*up)));
-            }
-        }
-        self.known = now;
-    }
-}
-
-/// The known verdicts of the monitor ports among `rows` (`Interface` rows), by chassis.
-fn verdicts<'a>(rows: impl Iterator<Item = (&'a Uuid, &'a Row)>) -> BTreeMap<String, bool> {
-    rows.filter_map(|(_, row)| {
-        let name = row.get("name")?.as_atom()?.as_str()?;
-        let ids = string_map(Interface::NAME, row, "external_ids").ok()?;
-        let chassis = ids.get(PEER_KEY)?;
-        if name != port_name(chassis) {
-            return None;
-        }
-        let status = string_map(Interface::NAME, row, "bfd_status").ok()?;
-        Some((chassis.clone(), verdict(&status)?))
-    })
-    .collect()
+    let status = string_map(Interface::NAME, row, "bfd_status").ok()?;
+    Some((chassis.clone(), verdict(&status)?))
 }
 
 /// Waits (up to `timeout`) for `watcher`'s first full report, passing each event to `report`:
 /// the first comparison with the switch then knows the data plane of the chassis whose ports an
 /// earlier agent left running.
 pub async fn await_synced(
-    watcher: &mut BfdWatcher,
+    watcher: &mut InterfaceFollower<bool>,
     timeout: Duration,
-    mut report: impl FnMut(PeerEvent),
+    mut report: impl FnMut(RowEvent<bool>),
 ) {
     let _ = tokio::time::timeout(timeout, async {
         while let Some(event) = watcher.next().await {
-            let done = event == PeerEvent::Synced;
+            let done = event == RowEvent::Synced;
             report(event);
             if done {
                 return;
@@ -515,8 +400,17 @@ mod tests {
         assert_ne!(port_name("ch1"), port_name("ch2"));
     }
 
+    fn put(t: &mut Topology, kind: pipeline::model::Kind, id: &str, v: serde_json::Value) {
+        t.put(pipeline::model::Object::decode(kind, id, &v).unwrap());
+    }
+
+    fn monitored(want: &BTreeMap<String, Monitor>) -> BTreeSet<&str> {
+        want.values().map(|m| m.chassis.as_str()).collect()
+    }
+
     #[test]
-    fn one_port_per_remote_chassis() {
+    fn one_port_per_remote_chassis_it_may_send_to() {
+        use pipeline::model::Kind;
         let mut t = Topology::default();
         t.local.chassis = "ch1".into();
         for (id, ip) in [
@@ -525,18 +419,48 @@ mod tests {
             ("ch3", "192.168.50.3"),
             // Claims ch3's address: no second port for it.
             ("ch4", "192.168.50.3"),
+            // Hosts no port of this chassis' networks.
+            ("ch5", "192.168.50.5"),
         ] {
-            let v = json!({"id": id, "tunnel_ip": ip});
-            t.put(pipeline::model::Object::decode(pipeline::model::Kind::Chassis, id, &v).unwrap());
+            put(
+                &mut t,
+                Kind::Chassis,
+                id,
+                json!({"id": id, "tunnel_ip": ip}),
+            );
+        }
+        put(
+            &mut t,
+            Kind::Chassis,
+            "gw",
+            json!({"id": "gw", "tunnel_ip": "192.168.50.9", "gateway": true}),
+        );
+        let port = |id: &str, host: &str, n: u8| {
+            json!({"id": id, "network_id": "n1", "binding:host_id": host,
+                   "mac_address": format!("fa:16:3e:00:00:{n:02x}")})
+        };
+        for (id, host, n) in [
+            ("p1", "ch1", 1),
+            ("p2", "ch2", 2),
+            ("p3", "ch3", 3),
+            ("p4", "ch4", 4),
+        ] {
+            put(&mut t, Kind::Port, id, port(id, host, n));
         }
         let want = desired(&t, "192.168.50.1".parse().unwrap());
-        let chassis: Vec<_> = want.values().map(|m| m.chassis.as_str()).collect();
-        assert_eq!(chassis.len(), 2);
-        assert!(chassis.contains(&"ch2") && chassis.contains(&"ch3"));
+        assert_eq!(monitored(&want), BTreeSet::from(["ch2", "ch3", "gw"]));
         assert_eq!(
             want[&port_name("ch2")].remote_ip,
             Ipv4Addr::new(192, 168, 50, 2)
         );
+        // A port bound to ch5 (a network of this chassis grew there) adds it; the port gone,
+        // the monitor goes.
+        put(&mut t, Kind::Port, "p5", port("p5", "ch5", 5));
+        let want = desired(&t, "192.168.50.1".parse().unwrap());
+        assert!(monitored(&want).contains("ch5"));
+        t.remove(Kind::Port, "p5");
+        let want = desired(&t, "192.168.50.1".parse().unwrap());
+        assert!(!monitored(&want).contains("ch5"));
         assert!(desired(&t, "2001:db8::1".parse().unwrap()).is_empty());
     }
 
@@ -574,7 +498,10 @@ mod tests {
             ),
             (Uuid::from_u128(4), row("tap1", &[("iface-id", "p1")], &[])),
         ];
-        let got = verdicts(rows.iter().map(|(u, r)| (u, r)));
+        let got: BTreeMap<String, bool> = rows
+            .iter()
+            .filter_map(|(u, r)| peer_verdict(u, r))
+            .collect();
         assert_eq!(got, BTreeMap::from([("ch2".to_string(), true)]));
     }
 }

@@ -6,7 +6,7 @@
 //! `attached-mac`), the inner end (`spi` + 11 characters) names the subport, the trunk's parent
 //! and the VLAN id for the agent ([`pipeline::trunks::SUBPORT_KEY`] and its neighbours). The
 //! agent learns the outer end like any VIF, and the inner end's OpenFlow port from its own
-//! monitor ([`InnerWatcher`]).
+//! monitor ([`watch_inner`]).
 //!
 //! [`desired`] says which pairs the topology and the local VIFs call for; [`converge`] brings
 //! OVSDB there in one transaction: it creates the missing pairs, removes those no trunk wants
@@ -15,21 +15,16 @@
 //! names). A pair that is already right is left alone, so an agent restart adopts the pairs it
 //! finds: no port is re-created, no OpenFlow port renumbered, no flow removed.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use ovsdb::tables::{Bridge, Interface, Port, Table};
-use ovsdb::{
-    Atom, Client, Condition, Endpoint, MonitorRequest, Mutation, Mutator, Operation, Replica,
-    ReplicaEvent, ReplicaOptions, ReplicaSpec, Row, Uuid, Value,
-};
+use ovsdb::{Atom, Client, Condition, Endpoint, Mutation, Mutator, Operation, Row, Uuid, Value};
 use pipeline::model::{Topology, mac_octets};
 use pipeline::trunks::{PARENT_KEY, SUBPORT_KEY, VLAN_KEY, inner_port_name, outer_port_name};
-use tokio::sync::watch;
 
 use crate::AgentError;
-
-const DB: &str = "Open_vSwitch";
+use crate::switch_db::{DB, InterfaceFollower, RowEvent, map_value, ovsdb_error};
 
 /// One subport's patch pair, as wanted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,14 +113,6 @@ pub fn desired(topo: &Topology, is_local: impl Fn(&str) -> bool) -> BTreeMap<Str
         }
     }
     out
-}
-
-fn ovsdb_error(e: impl std::fmt::Display) -> AgentError {
-    AgentError::Ovsdb(e.to_string())
-}
-
-fn string_map(m: &BTreeMap<String, String>) -> Value {
-    Value::map(m.iter().map(|(k, v)| (k.as_str(), v.as_str())))
 }
 
 /// What the database holds of the bridge and its ports.
@@ -283,7 +270,7 @@ pub async fn converge(
                     ops.push(Operation::Update {
                         table: Interface::NAME.into(),
                         conditions: vec![Condition::uuid(uuid)],
-                        row: Row::new().with("external_ids", string_map(ids)),
+                        row: Row::new().with("external_ids", map_value(ids)),
                     });
                 }
             }
@@ -304,7 +291,7 @@ pub async fn converge(
                     .with("name", Value::atom(name.as_str()))
                     .with("type", Value::atom("patch"))
                     .with("options", Value::map([("peer", peer.as_str())]))
-                    .with("external_ids", string_map(ids)),
+                    .with("external_ids", map_value(ids)),
                 uuid_name: Some(i.clone()),
             });
             ops.push(Operation::Insert {
@@ -345,150 +332,37 @@ pub async fn converge(
     Ok(true)
 }
 
-/// Connects to OVSDB at `endpoint`.
-pub async fn connect(endpoint: &Endpoint) -> Result<Client, AgentError> {
-    Client::connect(endpoint, ovsdb::ClientOptions::default())
-        .await
-        .map_err(ovsdb_error)
+/// Starts following the inner ends' OpenFlow ports (the `ofport` column of `Interface` rows
+/// that name a subport and are not its VIF).
+pub fn watch_inner(endpoint: Endpoint) -> InterfaceFollower<u32> {
+    InterfaceFollower::spawn(
+        endpoint,
+        &["name", "ofport", "external_ids"],
+        inner_port,
+        "inner port monitor",
+    )
 }
 
-/// Keeps OVSDB at the latest wanted pairs, in the background (the event loop never waits on
-/// OVSDB): each change is converged; a failure is retried every second, on a new connection.
-pub fn keep_converged(
-    endpoint: Endpoint,
-    bridge: String,
-    mut wanted: watch::Receiver<BTreeMap<String, Pair>>,
-) {
-    tokio::spawn(async move {
-        let mut client: Option<Client> = None;
-        loop {
-            let want = wanted.borrow_and_update().clone();
-            let outcome = match &client {
-                Some(c) => converge(c, &bridge, &want).await,
-                None => match connect(&endpoint).await {
-                    Ok(c) => {
-                        let outcome = converge(&c, &bridge, &want).await;
-                        client = Some(c);
-                        outcome
-                    }
-                    Err(e) => Err(e),
-                },
-            };
-            match outcome {
-                Ok(true) => tracing::info!(pairs = want.len(), "subport ports converged"),
-                Ok(false) => {}
-                Err(e) => {
-                    tracing::warn!("subport ports: {e}; retrying");
-                    client = None;
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-            }
-            if wanted.changed().await.is_err() {
-                return;
-            }
-        }
-    });
-}
-
-/// A change of the inner end of a local subport's patch pair.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum InnerEvent {
-    /// The inner end of this subport's pair has this OpenFlow port (`None`: gone).
-    Port(String, Option<u32>),
-    /// The events so far describe every inner end the database has (after each connection).
-    Synced,
-}
-
-/// Follows the inner ends' OpenFlow ports (the `ofport` column of `Interface` rows that name a
-/// subport and are not its VIF). Dropping it stops the monitor.
-pub struct InnerWatcher {
-    replica: Replica,
-    known: BTreeMap<String, u32>,
-    queue: VecDeque<InnerEvent>,
-}
-
-impl InnerWatcher {
-    pub fn spawn(endpoint: Endpoint) -> InnerWatcher {
-        let tables = BTreeMap::from([(
-            Interface::NAME.to_owned(),
-            MonitorRequest::columns(&["name", "ofport", "external_ids"]),
-        )]);
-        let spec = ReplicaSpec {
-            db: DB.into(),
-            tables,
-        };
-        InnerWatcher {
-            replica: Replica::spawn(endpoint, spec, ReplicaOptions::default()),
-            known: BTreeMap::new(),
-            queue: VecDeque::new(),
-        }
+/// The subport whose inner end an `Interface` row is, with its valid OpenFlow port.
+fn inner_port(uuid: &Uuid, row: &Row) -> Option<(String, u32)> {
+    let i = Interface::from_row(*uuid, row).ok()?;
+    if i.external_ids.contains_key("iface-id") {
+        return None;
     }
-
-    /// The next event; `None` only if the monitor stopped.
-    pub async fn next(&mut self) -> Option<InnerEvent> {
-        loop {
-            if let Some(e) = self.queue.pop_front() {
-                return Some(e);
-            }
-            let synced = match self.replica.next().await? {
-                ReplicaEvent::Changes(_) => false,
-                ReplicaEvent::Connected { .. } => true,
-                ReplicaEvent::Disconnected(why) => {
-                    tracing::info!("inner port monitor lost OVSDB: {why}");
-                    continue;
-                }
-            };
-            self.refresh();
-            if synced {
-                self.queue.push_back(InnerEvent::Synced);
-            }
-        }
-    }
-
-    /// Reports the difference between what was reported and what the database has now.
-    fn refresh(&mut self) {
-        let now = inner_ports(self.replica.snapshot().table(Interface::NAME));
-        for (subport, old) in &self.known {
-            if !now.contains_key(subport) {
-                tracing::debug!(subport, old, "inner port gone");
-                self.queue
-                    .push_back(InnerEvent::Port(subport.clone(), None));
-            }
-        }
-        for (subport, ofport) in &now {
-            if self.known.get(subport) != Some(ofport) {
-                self.queue
-                    .push_back(InnerEvent::Port(subport.clone(), Some(*ofport)));
-            }
-        }
-        self.known = now;
-    }
-}
-
-/// The inner ends among `rows` (`Interface` rows) with a valid OpenFlow port, by subport.
-fn inner_ports<'a>(rows: impl Iterator<Item = (&'a Uuid, &'a Row)>) -> BTreeMap<String, u32> {
-    rows.filter_map(|(uuid, row)| {
-        let i = Interface::from_row(*uuid, row).ok()?;
-        if i.external_ids.contains_key("iface-id") {
-            return None;
-        }
-        let subport = i.external_ids.get(SUBPORT_KEY)?;
-        let ofport = u32::try_from(i.ofport?)
-            .ok()
-            .filter(|p| (1..0xff00).contains(p))?;
-        (i.name == inner_port_name(subport)).then(|| (subport.clone(), ofport))
-    })
-    .collect()
+    let subport = i.external_ids.get(SUBPORT_KEY)?;
+    let ofport = u32::try_from(i.ofport?)
+        .ok()
+        .filter(|p| (1..0xff00).contains(p))?;
+    (i.name == inner_port_name(subport)).then(|| (subport.clone(), ofport))
 }
 
 /// Waits (up to `timeout`) until `watcher` has reported the inner ends of every pair in `want`,
 /// passing each event it reports to `report`.
 pub async fn await_inner(
-    watcher: &mut InnerWatcher,
+    watcher: &mut InterfaceFollower<u32>,
     want: &BTreeMap<String, Pair>,
     timeout: Duration,
-    mut report: impl FnMut(InnerEvent),
+    mut report: impl FnMut(RowEvent<u32>),
 ) {
     let mut synced = false;
     let mut seen: BTreeSet<String> = BTreeSet::new();
@@ -500,11 +374,11 @@ pub async fn await_inner(
                 return;
             };
             match &event {
-                InnerEvent::Synced => synced = true,
-                InnerEvent::Port(s, Some(_)) => {
+                RowEvent::Synced => synced = true,
+                RowEvent::Changed(s, Some(_)) => {
                     seen.insert(s.clone());
                 }
-                InnerEvent::Port(s, None) => {
+                RowEvent::Changed(s, None) => {
                     seen.remove(s);
                 }
             }
@@ -596,7 +470,8 @@ mod tests {
             (Uuid::from_u128(4), row("tap1", 9, &[("iface-id", "p1")])),
             (Uuid::from_u128(5), row("other", 10, &[(SUBPORT_KEY, "s3")])),
         ];
-        let got = inner_ports(rows.iter().map(|(u, r)| (u, r)));
+        let got: BTreeMap<String, u32> =
+            rows.iter().filter_map(|(u, r)| inner_port(u, r)).collect();
         assert_eq!(got, BTreeMap::from([("s1".to_string(), 7)]));
     }
 }

@@ -1,7 +1,7 @@
 //! Monitors: requests, the `update`/`update2`/`update3` table-update formats, and a local
 //! replica of monitored rows that turns updates into row changes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use serde_json::{Value as Json, json};
 use uuid::Uuid;
@@ -192,18 +192,56 @@ impl Cache {
 
     /// Applies `updates`; returns the resulting changes (no-op updates give none).
     /// On error the cache is unchanged.
+    ///
+    /// The rows are changed in place, the first old value of each touched row kept aside: the
+    /// cost follows the size of the update, not of the cache (an agent's replicas of a switch
+    /// with thousands of interfaces see one small update per port).
     pub fn apply(
         &mut self,
         schema: &DatabaseSchema,
         updates: &TableUpdates,
     ) -> Result<Vec<RowChange>> {
-        let mut next = self.clone();
         let mut touched: Vec<(String, Uuid, Option<Row>)> = Vec::new();
+        if let Err(e) = self.apply_rows(schema, updates, &mut touched) {
+            for (table, uuid, old) in touched {
+                let rows = self.tables.entry(table).or_default();
+                match old {
+                    Some(row) => rows.insert(uuid, row),
+                    None => rows.remove(&uuid),
+                };
+            }
+            self.tables.retain(|_, rows| !rows.is_empty());
+            return Err(e);
+        }
+        let changes = touched
+            .into_iter()
+            .filter_map(|(table, uuid, old)| {
+                let new = self.row(&table, &uuid).cloned();
+                (old != new).then_some(RowChange {
+                    table,
+                    uuid,
+                    old,
+                    new,
+                })
+            })
+            .collect();
+        self.tables.retain(|_, rows| !rows.is_empty());
+        Ok(changes)
+    }
+
+    /// Applies `updates` in place, recording in `touched` each row's value before its first
+    /// change (in the order first touched).
+    fn apply_rows(
+        &mut self,
+        schema: &DatabaseSchema,
+        updates: &TableUpdates,
+        touched: &mut Vec<(String, Uuid, Option<Row>)>,
+    ) -> Result<()> {
+        let mut seen: HashSet<(&str, Uuid)> = HashSet::new();
         for (table, uuid, op) in &updates.0 {
-            let rows = next.tables.entry(table.clone()).or_default();
-            let old = rows.get(uuid).cloned();
-            if !touched.iter().any(|(t, u, _)| t == table && u == uuid) {
-                touched.push((table.clone(), *uuid, old.clone()));
+            let rows = self.tables.entry(table.clone()).or_default();
+            if seen.insert((table.as_str(), *uuid)) {
+                touched.push((table.clone(), *uuid, rows.get(uuid).cloned()));
             }
             match op {
                 // Both carry every monitored column.
@@ -214,41 +252,30 @@ impl Cache {
                     rows.remove(uuid);
                 }
                 RowOp::Modify(diff) => {
-                    let mut row = old.ok_or_else(|| {
-                        Error::protocol(format!("modify of unknown row {table} {uuid}"))
-                    })?;
+                    let Some(row) = rows.get_mut(uuid) else {
+                        return Err(Error::protocol(format!(
+                            "modify of unknown row {table} {uuid}"
+                        )));
+                    };
+                    let mut next = row.clone();
                     for (col, d) in &diff.0 {
                         let new = match schema.column_kind(table, col)? {
                             ColumnKind::Scalar => d.clone(),
                             ColumnKind::Set => {
-                                row.get(col).unwrap_or(&Value::empty()).apply_diff(d)?
+                                next.get(col).unwrap_or(&Value::empty()).apply_diff(d)?
                             }
-                            ColumnKind::Map => row
+                            ColumnKind::Map => next
                                 .get(col)
                                 .unwrap_or(&Value::Map(Vec::new()))
                                 .apply_diff(d)?,
                         };
-                        row.set(col, new);
+                        next.set(col, new);
                     }
-                    rows.insert(*uuid, strip_defaults(schema, table, row)?);
+                    *row = strip_defaults(schema, table, next)?;
                 }
             }
         }
-        let changes = touched
-            .into_iter()
-            .filter_map(|(table, uuid, old)| {
-                let new = next.row(&table, &uuid).cloned();
-                (old != new).then_some(RowChange {
-                    table,
-                    uuid,
-                    old,
-                    new,
-                })
-            })
-            .collect();
-        next.tables.retain(|_, rows| !rows.is_empty());
-        *self = next;
-        Ok(changes)
+        Ok(())
     }
 
     /// The changes that turn `self` into `other` (inserts, modifications, deletions).
@@ -277,5 +304,113 @@ impl Cache {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn schema() -> DatabaseSchema {
+        DatabaseSchema::from_json(&json!({"name": "d", "tables": {"T": {"columns": {
+            "name": {"type": "string"},
+            "ids": {"type": {"key": "string", "value": "string", "min": 0, "max": "unlimited"}}}}}}))
+        .unwrap()
+    }
+
+    fn row(name: &str, ids: &[(&str, &str)]) -> Row {
+        Row::new()
+            .with("name", Value::atom(name))
+            .with("ids", Value::map(ids.iter().copied()))
+    }
+
+    fn update(ops: Vec<(u128, RowOp)>) -> TableUpdates {
+        TableUpdates(
+            ops.into_iter()
+                .map(|(u, op)| ("T".to_owned(), Uuid::from_u128(u), op))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn changes_report_each_touched_row_once_with_its_first_and_last_value() {
+        let s = schema();
+        let mut c = Cache::new();
+        c.apply(
+            &s,
+            &update(vec![(1, RowOp::Insert(row("a", &[("k", "1")])))]),
+        )
+        .unwrap();
+        let modify = Row::new().with("ids", Value::map([("k", "2")]));
+        let changes = c
+            .apply(
+                &s,
+                &update(vec![
+                    (1, RowOp::Modify(modify)),
+                    (2, RowOp::Insert(row("b", &[]))),
+                    (1, RowOp::Replace(row("a", &[("k", "3")]))),
+                    (3, RowOp::Insert(row("c", &[]))),
+                    (3, RowOp::Delete),
+                ]),
+            )
+            .unwrap();
+        assert_eq!(
+            changes,
+            vec![
+                RowChange {
+                    table: "T".into(),
+                    uuid: Uuid::from_u128(1),
+                    old: Some(row("a", &[("k", "1")])),
+                    new: Some(row("a", &[("k", "3")])),
+                },
+                RowChange {
+                    table: "T".into(),
+                    uuid: Uuid::from_u128(2),
+                    old: None,
+                    new: Some(strip_defaults(&s, "T", row("b", &[])).unwrap()),
+                },
+            ],
+            "row 3 came and went within the update: no change"
+        );
+        assert_eq!(c.table("T").count(), 2);
+    }
+
+    #[test]
+    fn a_failing_update_leaves_the_cache_as_it_was() {
+        let s = schema();
+        let mut c = Cache::new();
+        c.apply(
+            &s,
+            &update(vec![
+                (1, RowOp::Insert(row("a", &[("k", "1")]))),
+                (2, RowOp::Insert(row("b", &[]))),
+            ]),
+        )
+        .unwrap();
+        let before = c.clone();
+        let err = c.apply(
+            &s,
+            &update(vec![
+                (3, RowOp::Insert(row("c", &[]))),
+                (1, RowOp::Replace(row("a", &[("k", "9")]))),
+                (2, RowOp::Delete),
+                (7, RowOp::Modify(Row::new().with("name", Value::atom("x")))),
+            ]),
+        );
+        assert!(err.is_err(), "a modify of an unknown row is refused");
+        assert_eq!(c, before);
+        // An update into a table the cache did not hold leaves no empty table behind either.
+        let other = TableUpdates(vec![
+            ("U".to_owned(), Uuid::from_u128(8), RowOp::Delete),
+            (
+                "T".to_owned(),
+                Uuid::from_u128(9),
+                RowOp::Modify(Row::new()),
+            ),
+        ]);
+        assert!(c.apply(&s, &other).is_err());
+        assert_eq!(c, before);
     }
 }

@@ -95,7 +95,13 @@ impl Replica {
 
     /// A copy of the rows known right now.
     pub fn snapshot(&self) -> Cache {
-        self.cache.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.read(Cache::clone)
+    }
+
+    /// Reads the rows known right now in place, without copying them (the replica's task
+    /// waits for `f`: keep it short).
+    pub fn read<R>(&self, f: impl FnOnce(&Cache) -> R) -> R {
+        f(&self.cache.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
 

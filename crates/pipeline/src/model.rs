@@ -1496,6 +1496,14 @@ impl Topology {
         self.chassis.get(host)
     }
 
+    /// Whether a port of the topology is bound to `chassis` (`binding:host_id`): traffic of
+    /// this chassis may go there.
+    pub fn hosts_ports(&self, chassis: &str) -> bool {
+        self.bound
+            .get(chassis)
+            .is_some_and(|ports| !ports.is_empty())
+    }
+
     /// Whether flows may go towards remote chassis `id` (it must be registered too): its data
     /// plane is not known to be dead. BFD decides when it knows (up, or down after having been
     /// up); otherwise the liveness lease does, which covers a chassis whose data plane never came
