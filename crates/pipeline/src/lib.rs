@@ -15,6 +15,7 @@ pub mod chains;
 pub mod cookie;
 pub mod deps;
 pub mod model;
+mod reads;
 pub mod tables;
 pub mod trunks;
 
@@ -128,8 +129,8 @@ type Slot = (usize, Owner);
 
 /// The pipeline's own maps: its keys (flows, store ids) come from its own server and switch,
 /// so a fast hash without flooding protection does ([`Fx`]).
-type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<Fx>>;
-type FastSet<K> = HashSet<K, BuildHasherDefault<Fx>>;
+pub(crate) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<Fx>>;
+pub(crate) type FastSet<K> = HashSet<K, BuildHasherDefault<Fx>>;
 
 /// The Fx hash (Firefox's, rustc's): a rotate, a xor and a multiply per word.
 #[derive(Default, Clone, Copy)]
@@ -195,10 +196,8 @@ pub struct Pipeline {
     /// they come and go: a port costs its own part, whatever the network's size.
     collected: FastMap<FlowKey, Collected>,
     merged: FastMap<FlowKey, Flow>,
-    /// What each slot's flows were computed from.
-    reads: FastMap<Slot, Vec<Dep>>,
-    /// The slots that read each dependency.
-    readers: FastMap<Dep, FastSet<Slot>>,
+    /// What each slot's flows were computed from, and the slots that read each dependency.
+    reads: reads::ReadIndex<Slot, Dep>,
     /// Owners with flows, by cookie, with the number of apps that gave them flows.
     cookies: FastMap<u64, (Owner, usize)>,
     /// Store keys whose values could not be decoded since the last [`Pipeline::take_malformed`].
@@ -325,8 +324,7 @@ impl Pipeline {
             conj: FastMap::default(),
             collected: FastMap::default(),
             merged: FastMap::default(),
-            reads: FastMap::default(),
-            readers: FastMap::default(),
+            reads: reads::ReadIndex::default(),
             cookies: FastMap::default(),
             malformed: Vec::new(),
             needs_epoch: 0,
@@ -370,10 +368,10 @@ impl Pipeline {
 
     /// What each (app, owner) pair's flows were computed from (for tests: an app reads only the
     /// inputs it declares).
-    pub fn dependencies(&self) -> impl Iterator<Item = (&'static str, &Owner, &[Dep])> {
+    pub fn dependencies(&self) -> impl Iterator<Item = (&'static str, &Owner, Vec<&Dep>)> {
         self.reads
             .iter()
-            .map(|((app, owner), deps)| (APPS[*app].spec().name, owner, deps.as_slice()))
+            .map(|((app, owner), deps)| (APPS[*app].spec().name, owner, deps))
     }
 
     /// Store keys whose values were malformed (ignored, the object kept as it was) since the
@@ -700,9 +698,7 @@ impl Pipeline {
         }
         dirty.extend(owners.into_iter().flat_map(slots_of));
         for dep in &changed {
-            if let Some(slots) = self.readers.get(dep) {
-                dirty.extend(slots.iter().cloned());
-            }
+            dirty.extend(self.reads.readers(dep).cloned());
         }
     }
 
@@ -768,25 +764,11 @@ impl Pipeline {
         self.regroup(&slot, new_groups, delta);
         let exists = self.owner_exists(owner);
         // Most recomputations read what they read before: the index stays as it is.
-        if !(exists && self.reads.get(&slot) == Some(&reads)) {
-            if let Some(old_reads) = self.reads.remove(&slot) {
-                for dep in old_reads {
-                    if let Some(set) = self.readers.get_mut(&dep) {
-                        set.remove(&slot);
-                        if set.is_empty() {
-                            self.readers.remove(&dep);
-                        }
-                    }
-                }
-            }
+        if !(exists && self.reads.reads_exactly(&slot, &reads)) {
             if exists {
-                for dep in &reads {
-                    self.readers
-                        .entry(dep.clone())
-                        .or_default()
-                        .insert(slot.clone());
-                }
-                self.reads.insert(slot.clone(), reads);
+                self.reads.set(&slot, &reads);
+            } else {
+                self.reads.remove(&slot);
             }
         }
         let cookie = owner.cookie();
