@@ -10,7 +10,6 @@
 //! the same command line ([`MemberSpec`]) and free ports ([`free_port`]), as daemons of its own.
 
 use std::net::TcpListener;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -152,7 +151,8 @@ impl EtcdCluster {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
-        let child = spawn_tied(command)?;
+        // Dies with this process, however it ends (a killed test run included).
+        let child = testbed::spawn_tied(command)?;
         m.process = Some(child);
         Ok(())
     }
@@ -426,67 +426,4 @@ impl Drop for EtcdCluster {
             }
         }
     }
-}
-
-/// A request to the spawner thread: the command, and where its answer goes.
-type SpawnRequest = (
-    std::process::Command,
-    std::sync::mpsc::Sender<std::io::Result<std::process::Child>>,
-);
-
-/// Starts `command` as a child that the kernel kills (SIGKILL) as soon as this process ends,
-/// however it ends (a test run killed with SIGKILL included): `PR_SET_PDEATHSIG` in the child.
-///
-/// The kernel sends that signal when the *thread* that forked the child exits, not the process,
-/// so the fork happens on a thread of the fixture's own that lives as long as the process: a
-/// member started from a tokio worker or a `spawn_blocking` thread, which may end while the
-/// cluster lives on, is not killed with that thread.
-fn spawn_tied(command: std::process::Command) -> std::io::Result<std::process::Child> {
-    use std::sync::mpsc;
-    static SPAWNER: std::sync::OnceLock<std::sync::Mutex<mpsc::Sender<SpawnRequest>>> =
-        std::sync::OnceLock::new();
-    let spawner = SPAWNER.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<SpawnRequest>();
-        std::thread::Builder::new()
-            .name("etcd-fixture-spawner".into())
-            .spawn(move || {
-                // The sender lives in a static: the thread ends only with the process.
-                for (mut command, answer) in rx {
-                    let _ = answer.send(spawn_dying_with_parent(&mut command));
-                }
-            })
-            .expect("spawn the etcd fixture's spawner thread");
-        std::sync::Mutex::new(tx)
-    });
-    let (tx, rx) = mpsc::channel();
-    let gone = || std::io::Error::other("the etcd fixture's spawner thread is gone");
-    spawner
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .send((command, tx))
-        .map_err(|_| gone())?;
-    rx.recv().map_err(|_| gone())?
-}
-
-/// Spawns `command` with `PR_SET_PDEATHSIG` = SIGKILL (from the calling thread).
-fn spawn_dying_with_parent(
-    command: &mut std::process::Command,
-) -> std::io::Result<std::process::Child> {
-    // SAFETY: getpid(2) has no preconditions.
-    let parent = unsafe { libc::getpid() };
-    // SAFETY: the hook only calls prctl(2) and getppid(2) and reads errno, all
-    // async-signal-safe, and allocates nothing.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) == -1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // The parent died between fork and prctl: the signal will never come.
-            if libc::getppid() != parent {
-                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
-            }
-            Ok(())
-        });
-    }
-    command.spawn()
 }

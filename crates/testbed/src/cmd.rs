@@ -191,7 +191,7 @@ type SpawnRequest = (
 /// so the fork happens on a thread of the test bed's own that lives as long as the process (a
 /// test's thread, or a tokio worker, may end while the fixture it made lives on). The signal
 /// survives `execve` (`ip netns exec` and `env` exec in place, so it reaches the daemon).
-pub(crate) fn spawn_tied(cmd: Command) -> std::io::Result<std::process::Child> {
+pub fn spawn_tied(cmd: Command) -> std::io::Result<std::process::Child> {
     use std::sync::mpsc;
     static SPAWNER: std::sync::OnceLock<std::sync::Mutex<mpsc::Sender<SpawnRequest>>> =
         std::sync::OnceLock::new();

@@ -55,7 +55,7 @@ mod relay;
 mod underlay;
 
 pub use chassis::{Chassis, ChassisOpts};
-pub use cmd::{alive_with_marker, die_with_parent, kill_pid_now};
+pub use cmd::{alive_with_marker, die_with_parent, kill_pid_now, spawn_tied};
 pub use daemon::Daemon;
 pub use error::{Error, Result};
 pub use host::{HOST_IF, Host, HostOpts};

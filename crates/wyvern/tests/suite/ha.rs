@@ -139,6 +139,24 @@ fn lost_pings(lab: &Lab, vm: &str, ip: &str) -> String {
         .to_owned()
 }
 
+/// The agents' log lines saying that BFD changed its mind about a chassis (evidence for a
+/// failure: a datapath that stalled long enough for BFD to call a chassis down).
+fn bfd_changes(lab: &Lab) -> Vec<String> {
+    CHASSIS
+        .iter()
+        .flat_map(|c| {
+            let log = std::fs::read_to_string(lab.dir().join(format!("agent-{c}.log")));
+            let lines: Vec<String> = log
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.contains("data plane of chassis changed"))
+                .map(|l| format!("{c}: {l}"))
+                .collect();
+            lines
+        })
+        .collect()
+}
+
 /// A write a server acknowledged: which server, what was made (`networks` or `ports`), its id,
 /// and when the request was sent.
 struct Ack {
@@ -478,7 +496,11 @@ fn agents_fail_over_and_traffic_survives_the_servers() {
         (a.join().unwrap(), b.join().unwrap())
     });
     for loss in [a, b] {
-        assert!(loss.contains(" 0% packet loss"), "{loss}");
+        assert!(
+            loss.contains(" 0% packet loss"),
+            "{loss}; what BFD told the agents meanwhile: {:?}",
+            bfd_changes(&lab)
+        );
     }
 
     // server-1 returns: every agent resumes its watch there (no snapshot) and follows a change.

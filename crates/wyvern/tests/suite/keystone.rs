@@ -122,15 +122,16 @@ impl KeystoneProcess {
         ];
         succeeded(&bootstrap, manage(&bootstrap).wait_with_output().unwrap());
         let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
-        let child = Command::new(bin.join("python"))
+        let mut command = Command::new(bin.join("python"));
+        command
             .arg("-c")
             .arg(SERVE)
             .arg(port.to_string())
             .env("OS_KEYSTONE_CONFIG_FILES", &conf)
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start Keystone");
+            .stderr(log);
+        // Dies with the test process, however it ends (a killed test run included).
+        let child = testbed::spawn_tied(command).expect("start Keystone");
         Self { child, url, dir }
     }
 

@@ -1,5 +1,5 @@
 //! A `wyvern server` process for end-to-end tests: started on a free loopback port, killed (by
-//! its PID) when dropped.
+//! its PID) when dropped, and by the kernel if the test process dies first.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,7 +20,8 @@ impl ServerProcess {
     /// Like [`ServerProcess::start`], the server's log (its standard error) going to `log`.
     pub fn start_logging(store: &str, extra: &[&str], log: impl Into<Stdio>) -> Self {
         let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_wyvern"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_wyvern"));
+        command
             .args([
                 "server",
                 "--listen",
@@ -30,9 +31,9 @@ impl ServerProcess {
             ])
             .args(extra)
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start wyvern server");
+            .stderr(log);
+        // Dies with the test process, however it ends (a killed test run included).
+        let child = testbed::spawn_tied(command).expect("start wyvern server");
         Self {
             child,
             base: format!("http://127.0.0.1:{port}"),
