@@ -143,6 +143,8 @@ pub(crate) struct Agent {
     /// The data plane of the other chassis as BFD sees it (known verdicts only), reported to
     /// the server with the heartbeats.
     data_plane: tokio::sync::watch::Sender<BTreeMap<String, bool>>,
+    /// BFD verdicts of *down* waiting to count.
+    hold_down: peers::HoldDown,
 }
 
 /// How long before an unanswered SNAT address request is repeated.
@@ -222,11 +224,37 @@ impl Agent {
         });
     }
 
-    /// Applies what BFD says about a remote chassis' data plane.
-    fn peer_event(&mut self, event: RowEvent<bool>) -> pipeline::Delta {
+    /// Applies what BFD says about a remote chassis' data plane: at once (`hold` false: the
+    /// state found at start), or, a *down* while running, once it has lasted the hold-down
+    /// ([`peers::HoldDown`]).
+    fn peer_event(&mut self, event: RowEvent<bool>, hold: bool) -> pipeline::Delta {
         let RowEvent::Changed(chassis, state) = event else {
             return pipeline::Delta::default();
         };
+        tracing::info!(chassis, ?state, "BFD verdict on the data plane of chassis");
+        if !hold {
+            return self.data_plane_changed(chassis, state);
+        }
+        match self
+            .hold_down
+            .verdict(&chassis, state, std::time::Instant::now())
+        {
+            Some(state) => self.data_plane_changed(chassis, state),
+            None => pipeline::Delta::default(),
+        }
+    }
+
+    /// Applies the *down* verdicts whose hold-down is over.
+    fn peers_down_due(&mut self) -> pipeline::Delta {
+        let mut delta = pipeline::Delta::default();
+        for chassis in self.hold_down.due(std::time::Instant::now()) {
+            delta.extend(self.data_plane_changed(chassis, Some(false)));
+        }
+        delta
+    }
+
+    /// Takes a chassis' data plane as changed: into the heartbeats and the pipeline.
+    fn data_plane_changed(&mut self, chassis: String, state: Option<bool>) -> pipeline::Delta {
         tracing::info!(chassis, ?state, "data plane of chassis changed (BFD)");
         self.data_plane.send_if_modified(|known| match state {
             Some(up) => known.insert(chassis.clone(), up) != Some(up),
@@ -519,6 +547,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         pairs: tokio::sync::watch::channel(BTreeMap::new()).0,
         monitors: tokio::sync::watch::channel(BTreeMap::new()).0,
         data_plane,
+        hold_down: peers::HoldDown::default(),
     };
     agent.pipeline.apply(Input::Tunnel(Some(plumbed.tunnel)));
     for (physnet, ofport) in plumbed.patches {
@@ -577,7 +606,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     );
     let mut bfd = peers::watch_bfd(endpoint.clone());
     peers::await_synced(&mut bfd, Duration::from_secs(2), |e| {
-        agent.peer_event(e);
+        agent.peer_event(e, false);
     })
     .await;
 
@@ -633,6 +662,9 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         let next_announcement = agent.announcer.next_due();
         let announcing = next_announcement.is_some();
         let announce_at = next_announcement.unwrap_or_else(std::time::Instant::now);
+        let next_hold = agent.hold_down.next_due();
+        let holding = next_hold.is_some();
+        let hold_at = next_hold.unwrap_or_else(std::time::Instant::now);
         let mut delta = tokio::select! {
             _ = retry.tick() => {
                 agent.retry_unknown();
@@ -665,7 +697,8 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
             // The sync counters changed (a resume, a failover): published at once.
             Ok(()) = sync_stats.changed() => pipeline::Delta::default(),
             event = sw.watcher.next() => agent.vif_event(event)?,
-            Some(event) = bfd.next() => agent.peer_event(event),
+            Some(event) = bfd.next() => agent.peer_event(event, true),
+            () = tokio::time::sleep_until(hold_at.into()), if holding => agent.peers_down_due(),
             Some(event) = inner.next() => match event {
                 RowEvent::Changed(subport, ofport) => {
                     agent.pipeline.apply(Input::Inner(subport, ofport))

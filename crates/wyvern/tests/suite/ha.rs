@@ -149,7 +149,7 @@ fn bfd_changes(lab: &Lab) -> Vec<String> {
             let lines: Vec<String> = log
                 .unwrap_or_default()
                 .lines()
-                .filter(|l| l.contains("data plane of chassis changed"))
+                .filter(|l| l.contains("data plane of chassis"))
                 .map(|l| format!("{c}: {l}"))
                 .collect();
             lines
