@@ -22,6 +22,7 @@ use serde_json::Value;
 use store::{Revision, Store, StoreError, Txn, TxnOutcome};
 
 use crate::error::ApiResult;
+use crate::query::Query;
 use crate::repo::{Attempts, Obj, STEP_BUDGET, decode, obj_key, str_field};
 
 /// One index of a collection.
@@ -119,6 +120,40 @@ pub static ALL: [&Index; 9] = [
     &RULES_BY_REMOTE_GROUP,
     &RULES_BY_ADDRESS_GROUP,
 ];
+
+/// The indexes that answer a list's filter on the attribute they are named after: each finds an
+/// object under `v` exactly when the object passes the filter `<name>=v` (a string attribute equal
+/// to `v`, or a list attribute holding it), for any `v` but the empty value and the spellings of
+/// null (`None`, `null`), which also match objects without the attribute.
+static FILTERS: [&Index; 8] = [
+    &PORTS_BY_DEVICE,
+    &PORTS_BY_NETWORK,
+    &PORTS_BY_SECURITY_GROUP,
+    &FLOATING_IPS_BY_PORT,
+    &FLOATING_IPS_BY_ROUTER,
+    &RULES_BY_GROUP,
+    &RULES_BY_REMOTE_GROUP,
+    &RULES_BY_ADDRESS_GROUP,
+];
+
+/// An index that finds every object of kind `def` that can pass the filters of `q`, and the
+/// values to look up in it (those of the filter, without repeats): a list reads those objects
+/// instead of the whole collection, and still applies every filter to them.
+pub fn answering<'q>(def: &ResourceDef, q: &'q Query) -> Option<(&'static Index, Vec<&'q str>)> {
+    FILTERS
+        .iter()
+        .copied()
+        .filter(|i| i.def.collection == def.collection)
+        .find_map(|index| {
+            let mut values: Vec<&str> = q.all(index.name).collect();
+            if values.is_empty() || values.iter().any(|v| matches!(*v, "" | "None" | "null")) {
+                return None;
+            }
+            values.sort_unstable();
+            values.dedup();
+            Some((index, values))
+        })
+}
 
 /// The strings in a list field.
 fn strings(list: Option<&Value>) -> Vec<&str> {

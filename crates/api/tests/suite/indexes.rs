@@ -258,7 +258,12 @@ async fn a_starting_server_rebuilds_the_indexes_while_another_serves() {
     assert!(repairs.len() > 12, "{repairs:#?}");
 
     // Another server starting on the store meanwhile rebuilds them before it answers, while the
-    // first one serves new users.
+    // first one serves new users. (Their networks, router and group are new, their index keys
+    // written by the first server: a serving server trusts its index, which only a server that
+    // keeps no indexes, running beside it, could leave incomplete; what is tested is that the
+    // rebuild and the writes racing with it leave every key right.)
+    let (external, internal, _, group) = world(&c).await;
+    let names = (external.as_str(), internal.as_str(), group.as_str());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let second = Client {
         http: reqwest::Client::new(),
