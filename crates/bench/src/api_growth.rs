@@ -65,7 +65,7 @@ fn mib(bytes: u64) -> f64 {
 }
 
 /// The 1-minute load average (from `/proc`).
-fn load_average() -> f64 {
+pub(crate) fn load_average() -> f64 {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|l| l.split_whitespace().next()?.parse().ok())

@@ -6,7 +6,11 @@
 //!
 //! `sync-watchers` opens many sync watch streams (`/wyvern/v1/sync/watch`, what an agent follows,
 //! without OVS) on an in-process server, then makes one write per round and reports how long the
-//! streams took to deliver it (p50/p99 over all streams and rounds).
+//! streams took to deliver it (p50/p99 over all streams and rounds). With `--servers N` it runs N
+//! `wyvern server` processes on the store instead (several need etcd), spreads the streams over
+//! them round robin, makes each write through the next server in turn, and reports each server's
+//! CPU time while the streams opened and during the rounds, and its RSS before, with the streams
+//! open and at the end (issue 17's fan-out).
 //!
 //! The in-process server runs on a fresh embedded store, on the store given with `--store SPEC`, or on
 //! an etcd cluster of `--etcd-members N` that the benchmark starts itself (etcd-fixture: private data
@@ -117,6 +121,15 @@ enum Command {
         /// Writes, one after the other, each awaited by every stream.
         #[arg(long, default_value_t = 10)]
         rounds: usize,
+        /// Run this many `wyvern server` processes (the binary `--wyvern`) on the store instead
+        /// of one server in process: the streams spread over them round robin, the writes go
+        /// through each in turn; reports each server's CPU time and RSS. More than one needs a
+        /// store they can share (`--etcd-members N` or `--store etcd://...`).
+        #[arg(long)]
+        servers: Option<usize>,
+        /// With --servers: the `wyvern` binary (use a release build for figures).
+        #[arg(long, default_value = "target/release/wyvern")]
+        wyvern: std::path::PathBuf,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -392,8 +405,21 @@ fn main() -> anyhow::Result<()> {
         Command::SyncWatchers {
             watchers,
             rounds,
+            servers,
+            wyvern,
             store,
-        } => runtime.block_on(sync_watchers(watchers.max(1), rounds.max(1), store))?,
+        } => {
+            let servers = servers.map(|count| ServerProcesses {
+                count: count.max(1),
+                wyvern,
+            });
+            runtime.block_on(until_signal(sync_watchers(
+                watchers.max(1),
+                rounds.max(1),
+                servers,
+                store,
+            )))?
+        }
         Command::Slice {
             wyvern,
             chassis,
@@ -561,17 +587,20 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// An in-process server and what keeps its store alive.
-struct LocalServer {
-    base: String,
+/// The store a bench's servers use, and what keeps it alive: a temporary directory (the
+/// embedded store's file), an etcd cluster the bench started (stopped, its data removed, when
+/// this is dropped).
+struct BenchStore {
+    /// `store::open`'s spelling (also `wyvern server --store`'s).
+    spec: String,
     /// What the store is, for the report (`embedded`, `etcd://...`, `etcd-fixture:3`).
-    store: String,
-    _dir: tempfile::TempDir,
+    label: String,
     _cluster: Option<etcd_fixture::EtcdCluster>,
+    _dir: tempfile::TempDir,
 }
 
-impl LocalServer {
-    /// Opens the store `args` ask for and serves the API on it.
+impl BenchStore {
+    /// Starts or names the store `args` ask for.
     async fn start(args: StoreArgs) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let (spec, label, cluster) = match (args.store, args.etcd_members) {
@@ -591,7 +620,31 @@ impl LocalServer {
                 (spec, "embedded".to_string(), None)
             }
         };
-        let store = store::open(&spec)?;
+        Ok(Self {
+            spec,
+            label,
+            _cluster: cluster,
+            _dir: dir,
+        })
+    }
+
+    /// Whether several server processes can share the store (an embedded store is one process').
+    fn shareable(&self) -> bool {
+        !self.spec.starts_with("embedded:")
+    }
+}
+
+/// An in-process server and what keeps its store alive.
+struct LocalServer {
+    base: String,
+    store: BenchStore,
+}
+
+impl LocalServer {
+    /// Opens the store `args` ask for and serves the API on it.
+    async fn start(args: StoreArgs) -> anyhow::Result<Self> {
+        let bench_store = BenchStore::start(args).await?;
+        let store = store::open(&bench_store.spec)?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base = format!("http://{}", listener.local_addr()?);
         let config = api::ApiConfig {
@@ -601,9 +654,7 @@ impl LocalServer {
         tokio::spawn(api::serve(listener, store, config));
         Ok(Self {
             base,
-            store: label,
-            _dir: dir,
-            _cluster: cluster,
+            store: bench_store,
         })
     }
 }
@@ -679,7 +730,7 @@ async fn api_ports(
         ),
         None => {
             let server = LocalServer::start(store).await?;
-            let target = format!("wyvern on {}", server.store);
+            let target = format!("wyvern on {}", server.store.label);
             (server.base.clone(), target, Some(server))
         }
     };
@@ -758,18 +809,28 @@ async fn bench_network(client: &reqwest::Client, base: &str) -> anyhow::Result<S
     Ok(net_id)
 }
 
-/// Follows one sync watch stream after `after`; reports when each port key first arrives.
+/// Follows one sync watch stream (on server `server`, an index into the bench's servers):
+/// reports on `ready` when it is open (or why it could not be opened), then when each port key
+/// first arrives.
 async fn watcher(
     client: reqwest::Client,
     url: String,
-    ready: mpsc::UnboundedSender<()>,
-    seen: mpsc::UnboundedSender<(String, Instant)>,
+    server: usize,
+    ready: mpsc::UnboundedSender<anyhow::Result<()>>,
+    seen: mpsc::UnboundedSender<(usize, String, Instant)>,
 ) -> anyhow::Result<()> {
-    let mut resp = client.get(&url).send().await?;
-    if !resp.status().is_success() {
-        bail!("GET {url}: {}", resp.status());
-    }
-    let _ = ready.send(());
+    let mut resp = match client.get(&url).send().await {
+        Ok(resp) if resp.status().is_success() => resp,
+        Ok(resp) => {
+            let _ = ready.send(Err(anyhow::anyhow!("GET {url}: {}", resp.status())));
+            return Ok(());
+        }
+        Err(e) => {
+            let _ = ready.send(Err(anyhow::Error::new(e).context(format!("GET {url}"))));
+            return Ok(());
+        }
+    };
+    let _ = ready.send(Ok(()));
     let mut buf: Vec<u8> = Vec::new();
     while let Some(chunk) = resp.chunk().await? {
         let now = Instant::now();
@@ -782,7 +843,7 @@ async fn watcher(
                     .as_str()
                     .filter(|k| k.starts_with(nb_keys::PORTS))
                 {
-                    let _ = seen.send((key.to_string(), now));
+                    let _ = seen.send((server, key.to_string(), now));
                 }
             }
         }
@@ -790,12 +851,192 @@ async fn watcher(
     bail!("watch stream ended")
 }
 
-async fn sync_watchers(watchers: usize, rounds: usize, store: StoreArgs) -> anyhow::Result<Value> {
+/// `sync-watchers --servers N`: how many `wyvern server` processes, and their binary.
+struct ServerProcesses {
+    count: usize,
+    wyvern: std::path::PathBuf,
+}
+
+/// The servers `sync-watchers` runs against.
+enum WatchServers {
+    /// One server in the bench's own process.
+    Local(LocalServer),
+    /// `wyvern server` processes on one store. Fields drop in order: the processes are killed
+    /// (by PID) and reaped, also when the bench fails or is interrupted, before the store (an
+    /// etcd cluster the bench started) stops.
+    Processes(Vec<soak::ServerProcess>, BenchStore),
+}
+
+impl WatchServers {
+    /// Starts the servers (`None`: one in process) on the store `args` ask for, and waits until
+    /// each is ready (`/readyz`: its store reachable, its shared watch current).
+    async fn start(
+        servers: Option<ServerProcesses>,
+        args: StoreArgs,
+        http: &reqwest::Client,
+    ) -> anyhow::Result<Self> {
+        /// How long a server may take to become ready.
+        const READY_WITHIN: Duration = Duration::from_secs(30);
+        let Some(p) = servers else {
+            return Ok(Self::Local(LocalServer::start(args).await?));
+        };
+        let store = BenchStore::start(args).await?;
+        if p.count > 1 && !store.shareable() {
+            bail!(
+                "{} servers cannot share an embedded store: use --etcd-members N or --store etcd://...",
+                p.count
+            );
+        }
+        let processes = (1..=p.count)
+            .map(|i| {
+                let name = format!("sync-watchers-server-{i}-");
+                soak::ServerProcess::start_on(&p.wyvern, &name, Some(&store.spec))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let servers = Self::Processes(processes, store);
+        for (i, server) in servers.processes().iter().enumerate() {
+            server.wait_ready(http).await?;
+            let deadline = Instant::now() + READY_WITHIN;
+            loop {
+                let url = format!("{}/readyz", server.base);
+                match http.get(&url).send().await {
+                    Ok(r) if r.status().is_success() => break,
+                    _ if Instant::now() > deadline => bail!("server {} is not ready", i + 1),
+                    _ => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        }
+        Ok(servers)
+    }
+
+    fn bases(&self) -> Vec<String> {
+        match self {
+            Self::Local(s) => vec![s.base.clone()],
+            Self::Processes(ps, _) => ps.iter().map(|p| p.base.clone()).collect(),
+        }
+    }
+
+    /// The server processes (none for the in-process server).
+    fn processes(&self) -> &[soak::ServerProcess] {
+        match self {
+            Self::Local(_) => &[],
+            Self::Processes(ps, _) => ps,
+        }
+    }
+
+    fn store(&self) -> &str {
+        match self {
+            Self::Local(s) => &s.store.label,
+            Self::Processes(_, store) => &store.label,
+        }
+    }
+}
+
+/// Raises this process' soft limit on open files to its hard limit (thousands of streams are
+/// thousands of sockets, twice as many with the server in process; server processes inherit the
+/// limit); returns the soft limit now in force.
+fn raise_fd_limit() -> anyhow::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("getrlimit(RLIMIT_NOFILE)");
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: setrlimit only reads the struct it is given.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("setrlimit(RLIMIT_NOFILE)");
+        }
+    }
+    Ok(limit.rlim_cur)
+}
+
+/// Tasks aborted when this is dropped (the watch streams, also when the bench fails).
+struct AbortOnDrop<T>(Vec<tokio::task::JoinHandle<T>>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// VmRSS (KiB) and CPU seconds (user + system) of each process (`None`: it is gone).
+fn usage_of(processes: &[soak::ServerProcess]) -> Vec<Option<(u64, f64)>> {
+    processes
+        .iter()
+        .map(|p| slice::proc_usage(p.pid()))
+        .collect()
+}
+
+/// The CPU the machine spent since `before`, all programs together, and that of the programs of
+/// the bench: the servers, etcd, the bench itself (its streams' client side).
+fn machine_cpu(before: &cpu::Snapshot) -> Value {
+    const PROGRAMS: [&str; 3] = ["wyvern server", "etcd", "wyvern-bench"];
+    let mut used = cpu::since(before, 1);
+    let programs: serde_json::Map<String, Value> = used["by_program"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| {
+            let name = p["program"].as_str().filter(|n| PROGRAMS.contains(n))?;
+            Some((name.to_string(), p["cpu_seconds"].clone()))
+        })
+        .collect();
+    json!({
+        "window_seconds": used["window_seconds"].take(),
+        "busy_cpu_seconds": used["machine_busy_cpu_seconds"].take(),
+        "cpu_seconds_by_program": programs,
+    })
+}
+
+fn latency_json(sorted: &[Duration]) -> Value {
+    json!({
+        "p50": percentile(sorted, 0.50),
+        "p99": percentile(sorted, 0.99),
+        "max": percentile(sorted, 1.0),
+    })
+}
+
+async fn sync_watchers(
+    watchers: usize,
+    rounds: usize,
+    processes: Option<ServerProcesses>,
+    store: StoreArgs,
+) -> anyhow::Result<Value> {
     /// How long one write may take to reach every stream.
     const DELIVERY_WITHIN: Duration = Duration::from_secs(30);
-    let server = LocalServer::start(store).await?;
-    let base = server.base.clone();
+    /// Descriptors for everything but the streams' sockets.
+    const OTHER_FDS: u64 = 256;
+    // Before the servers start, so that they inherit it.
+    let fd_limit = raise_fd_limit()?;
+    let sockets_per_stream = if processes.is_none() { 2 } else { 1 };
+    let needed = watchers as u64 * sockets_per_stream + OTHER_FDS;
+    if fd_limit < needed {
+        bail!(
+            "{watchers} streams need about {needed} open files, the hard limit is {fd_limit} \
+             (raise it: ulimit -Hn)"
+        );
+    }
+    let load_at_start = api_growth::load_average();
     let client = reqwest::Client::new();
+    let servers = WatchServers::start(processes, store, &client).await?;
+    let bases = servers.bases();
+    let base = bases[0].clone();
+    if !servers.processes().is_empty() {
+        // As the in-process server's unlimited quotas: any number of rounds.
+        put(
+            &client,
+            &format!("{base}/v2.0/quotas/admin"),
+            json!({"quota": {"network": -1, "subnet": -1, "port": -1}}),
+        )
+        .await
+        .context("lifting the admin project's quotas")?;
+    }
     let net_id = bench_network(&client, &base).await?;
     let snapshot: Value = client
         .get(format!("{base}/wyvern/v1/sync/snapshot"))
@@ -805,38 +1046,57 @@ async fn sync_watchers(watchers: usize, rounds: usize, store: StoreArgs) -> anyh
         .await?;
     let after = snapshot["revision"].as_u64().context("snapshot revision")?;
 
+    let before_streams = usage_of(servers.processes());
+    let machine_before_streams = cpu::snapshot();
     let (ready_tx, mut ready) = mpsc::unbounded_channel();
     let (seen_tx, mut seen) = mpsc::unbounded_channel();
-    let url = format!("{base}/wyvern/v1/sync/watch?after={after}&network={net_id}");
-    let streams: Vec<_> = (0..watchers)
-        .map(|_| {
-            let task = watcher(
-                client.clone(),
-                url.clone(),
-                ready_tx.clone(),
-                seen_tx.clone(),
-            );
-            tokio::spawn(task)
-        })
-        .collect();
-    drop((ready_tx, seen_tx));
+    let mut watchers_on = vec![0usize; bases.len()];
     let opening = Instant::now();
+    let streams = AbortOnDrop(
+        (0..watchers)
+            .map(|i| {
+                let server = i % bases.len();
+                watchers_on[server] += 1;
+                let url = format!(
+                    "{}/wyvern/v1/sync/watch?after={after}&network={net_id}",
+                    bases[server]
+                );
+                let task = watcher(
+                    client.clone(),
+                    url,
+                    server,
+                    ready_tx.clone(),
+                    seen_tx.clone(),
+                );
+                tokio::spawn(task)
+            })
+            .collect(),
+    );
+    drop((ready_tx, seen_tx));
     for _ in 0..watchers {
         ready
             .recv()
             .await
-            .context("a watch stream failed to open")?;
+            .context("a watch stream failed to open")??;
     }
     let opened_in = opening.elapsed();
+    let streams_open = usage_of(servers.processes());
+    let machine_opening = machine_cpu(&machine_before_streams);
 
+    let machine_before_rounds = cpu::snapshot();
+    let rounds_started = Instant::now();
     let mut delivery = Vec::with_capacity(watchers * rounds);
+    let mut delivery_on: Vec<Vec<Duration>> = vec![Vec::new(); bases.len()];
+    let mut writes_via = vec![0usize; bases.len()];
     let mut writes = Vec::with_capacity(rounds);
     let mut round_p99 = Vec::with_capacity(rounds);
-    for _ in 0..rounds {
+    for round in 0..rounds {
+        let via = round % bases.len();
+        writes_via[via] += 1;
         let start = Instant::now();
         let port = post(
             &client,
-            &format!("{base}/v2.0/ports"),
+            &format!("{}/v2.0/ports", bases[via]),
             json!({"port": {"network_id": net_id}}),
         )
         .await?;
@@ -844,14 +1104,16 @@ async fn sync_watchers(watchers: usize, rounds: usize, store: StoreArgs) -> anyh
         let key = nb_keys::Kind::Port.key(port["port"]["id"].as_str().unwrap_or_default());
         let mut this_round = Vec::with_capacity(watchers);
         while this_round.len() < watchers {
-            let (k, at) = tokio::time::timeout(DELIVERY_WITHIN, seen.recv())
+            let (server, k, at) = tokio::time::timeout(DELIVERY_WITHIN, seen.recv())
                 .await
                 .with_context(|| {
                     format!("{} of {watchers} streams got the write", this_round.len())
                 })?
                 .context("every watch stream ended")?;
             if k == key {
-                this_round.push(at.saturating_duration_since(start));
+                let took = at.saturating_duration_since(start);
+                this_round.push(took);
+                delivery_on[server].push(took);
             }
         }
         this_round.sort();
@@ -859,23 +1121,61 @@ async fn sync_watchers(watchers: usize, rounds: usize, store: StoreArgs) -> anyh
         delivery.extend(this_round);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    for s in streams {
-        s.abort();
-    }
+    let rounds_took = rounds_started.elapsed();
+    let at_end = usage_of(servers.processes());
+    let machine_rounds = machine_cpu(&machine_before_rounds);
+    drop(streams);
     delivery.sort();
     writes.sort();
-    Ok(json!({
+
+    let mib = |kib: u64| (kib as f64 / 1024.0 * 10.0).round() / 10.0;
+    let cpu = |from: Option<(u64, f64)>, to: Option<(u64, f64)>| match (from, to) {
+        (Some((_, a)), Some((_, b))) => json!(((b - a) * 100.0).round() / 100.0),
+        _ => Value::Null,
+    };
+    let rss = |u: Option<(u64, f64)>| u.map_or(Value::Null, |(kib, _)| json!(mib(kib)));
+    let per_server: Vec<Value> = servers
+        .processes()
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            delivery_on[i].sort();
+            json!({
+                "server": i + 1,
+                "pid": p.pid(),
+                "url": p.base,
+                "watchers": watchers_on[i],
+                "writes_through": writes_via[i],
+                "cpu_seconds": {
+                    "opening_streams": cpu(before_streams[i], streams_open[i]),
+                    "rounds": cpu(streams_open[i], at_end[i]),
+                },
+                "rss_mib": {
+                    "before_streams": rss(before_streams[i]),
+                    "streams_open": rss(streams_open[i]),
+                    "end": rss(at_end[i]),
+                },
+                "delivery_latency_ms": latency_json(&delivery_on[i]),
+            })
+        })
+        .collect();
+    let mut report = json!({
         "benchmark": "sync-watchers",
-        "store": server.store,
+        "store": servers.store(),
+        "server_processes": per_server.len(),
         "watchers": watchers,
         "rounds": rounds,
+        "open_files_limit": fd_limit,
         "streams_opened_seconds": opened_in.as_secs_f64(),
+        "rounds_seconds": rounds_took.as_secs_f64(),
         "write_latency_ms": {"p50": percentile(&writes, 0.50), "max": percentile(&writes, 1.0)},
-        "delivery_latency_ms": {
-            "p50": percentile(&delivery, 0.50),
-            "p99": percentile(&delivery, 0.99),
-            "max": percentile(&delivery, 1.0),
-        },
+        "delivery_latency_ms": latency_json(&delivery),
         "delivery_p99_per_round_ms": round_p99,
-    }))
+        "machine_cpu": {"opening_streams": machine_opening, "rounds": machine_rounds},
+        "load_average_1m": {"start": load_at_start, "end": api_growth::load_average()},
+    });
+    if !per_server.is_empty() {
+        report["servers"] = Value::Array(per_server);
+    }
+    Ok(report)
 }

@@ -13,7 +13,7 @@
 //! start and at the end after everything was deleted, both every minute, and what the slow
 //! sockets saw (connections opened, closed by the server).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -36,29 +36,46 @@ pub struct Params {
 
 const PROJECTS: [&str; 3] = ["soak-a", "soak-b", "soak-c"];
 
-/// A `wyvern server` process on a fresh embedded store in a temporary directory (named after
-/// `name`, as its store file is), killed (by PID) when dropped.
+/// A `wyvern server` process, killed (by PID) and reaped when dropped (and killed by the kernel
+/// when the bench dies without dropping it): on a fresh embedded store
+/// in a temporary directory (named after `name`, as its store file is), or on a store given by
+/// its spec ([`ServerProcess::start_on`]).
 pub(crate) struct ServerProcess {
     child: Child,
     pub(crate) base: String,
-    store: PathBuf,
+    /// The embedded store's file (`None`: a store the server was given).
+    store: Option<PathBuf>,
     _dir: tempfile::TempDir,
 }
 
 impl ServerProcess {
-    pub(crate) fn start(wyvern: &PathBuf, name: &str) -> anyhow::Result<Self> {
+    pub(crate) fn start(wyvern: &Path, name: &str) -> anyhow::Result<Self> {
+        Self::start_on(wyvern, name, None)
+    }
+
+    /// Starts `wyvern server` on a free loopback port, on the store `spec` names (e.g.
+    /// `etcd://HOST:PORT,...`, which several servers may share), or on a fresh embedded store.
+    pub(crate) fn start_on(wyvern: &Path, name: &str, spec: Option<&str>) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix(name).tempdir()?;
-        let store = dir.path().join(format!("{name}.redb"));
+        let (store, spec) = match spec {
+            Some(spec) => (None, spec.to_string()),
+            None => {
+                let file = dir.path().join(format!("{name}.redb"));
+                let spec = format!("embedded:{}", file.display());
+                (Some(file), spec)
+            }
+        };
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
-        let child = Command::new(wyvern)
+        let mut command = Command::new(wyvern);
+        command
             .args(["server", "--listen", &format!("127.0.0.1:{port}")])
-            .arg("--store")
-            .arg(format!("embedded:{}", store.display()))
+            .args(["--store", &spec])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
+            .stderr(Stdio::null());
+        // Killed with the bench however it ends (SIGKILL included), else when dropped.
+        let child = testbed::spawn_tied(command)
             .with_context(|| format!("starting {}", wyvern.display()))?;
         Ok(Self {
             child,
@@ -96,7 +113,10 @@ impl ServerProcess {
     }
 
     pub(crate) fn store_bytes(&self) -> u64 {
-        std::fs::metadata(&self.store).map_or(0, |m| m.len())
+        self.store
+            .as_ref()
+            .and_then(|f| std::fs::metadata(f).ok())
+            .map_or(0, |m| m.len())
     }
 
     pub(crate) fn alive(&mut self) -> bool {
