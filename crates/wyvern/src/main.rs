@@ -158,6 +158,36 @@ impl AgentArgs {
     }
 }
 
+/// Connections the kernel queues for the server before it accepts them (the kernel caps it at
+/// `net.core.somaxconn`): agents reconnecting all at once after a failover overflowed the 128 of
+/// `TcpListener::bind`, and each connection dropped so waits a second before it tries again (the
+/// fan-out bench, docs/benchmarks.md).
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listening socket on the first address `listen` names that can be bound.
+async fn listen_on(listen: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    let mut failed = None;
+    for addr in tokio::net::lookup_host(listen).await? {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        match socket
+            .bind(addr)
+            .and_then(|()| socket.listen(LISTEN_BACKLOG))
+        {
+            Ok(listener) => return Ok(listener),
+            Err(e) => failed = Some(e),
+        }
+    }
+    match failed {
+        Some(e) => Err(e.into()),
+        None => anyhow::bail!("{listen} names no address"),
+    }
+}
+
 fn run_server(listen: &str, store: &str, config: Option<&std::path::Path>) -> anyhow::Result<()> {
     let config: api::ApiConfig = match config {
         Some(path) => {
@@ -170,7 +200,7 @@ fn run_server(listen: &str, store: &str, config: Option<&std::path::Path>) -> an
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let store = store::open(store).with_context(|| format!("opening store {store}"))?;
-        let listener = tokio::net::TcpListener::bind(listen)
+        let listener = listen_on(listen)
             .await
             .with_context(|| format!("listening on {listen}"))?;
         tracing::info!(

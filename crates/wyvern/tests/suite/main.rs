@@ -25,6 +25,7 @@ mod kubernetes;
 mod lab_cli;
 mod lab_load_balancers;
 mod lab_port_chains;
+mod listen;
 mod load_balancing;
 mod nested_pods;
 mod outside_ipv6;
