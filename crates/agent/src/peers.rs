@@ -1,9 +1,12 @@
-//! Data-plane liveness of the other chassis: one BFD *monitor* port per remote chassis on
-//! `br-int`, and what their sessions say (issue 17; measurements in
-//! `docs/research/bfd-on-userspace-ovs.md`).
+//! Data-plane liveness of the other chassis: BFD *monitor* ports on `br-int` towards the chassis
+//! this one watches ([`desired`]: its neighbours on a ring of all chassis, and the gateways),
+//! and what their sessions say (issue 17; measurements in `docs/research/bfd-on-userspace-ovs.md`).
+//! What an agent's sessions say goes to the server with its heartbeats and from there to every
+//! agent, which follows its own sessions where it has them and the watchers' reports elsewhere
+//! ([`pipeline::model::Topology::reachable`]).
 //!
 //! BFD cannot run on the flow-based tunnel port (`remote_ip=flow`: Open vSwitch's BFD packets
-//! have no tunnel destination), so every remote chassis with an IPv4 tunnel address gets a port
+//! have no tunnel destination), so every watched chassis with an IPv4 tunnel address gets a port
 //! of the chassis' encapsulation with `options:remote_ip=<its address>` and `options:key=0`,
 //! named `wyb-` + 8 hex digits of a hash of its id ([`port_name`]), marked with
 //! `external_ids:wyvern-peer=<chassis id>`. It carries BFD only: data keeps going out of and
@@ -29,8 +32,9 @@
 //!
 //! Timers: `min_rx=min_tx=300` ms, `mult=3`: a cut underlay is seen in about 0.65–0.85 s, plus the
 //! hold-down (the 3 s budget of the issue leaves room for the flow update), at a third of the CPU of 100 ms sessions
-//! (about 0.07 % of a core per session per switch; a 100-chassis full mesh costs each switch
-//! about 7 % of a core). Open vSwitch's defaults (1000/100/3) detect only after 2.2–3.0 s.
+//! (about 0.07 % of a core per session per switch). Open vSwitch's defaults (1000/100/3) detect
+//! only after 2.2–3.0 s. A chassis that does not watch the failed one learns it from the
+//! watchers' reports: their heartbeat (at most 0.2 s after the verdict), the store, the sync.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
@@ -54,14 +58,17 @@ pub const BFD_MULT: u32 = 3;
 /// How long a chassis' data plane must stay down before flows towards it are withdrawn.
 pub const HOLD_DOWN: Duration = Duration::from_secs(1);
 
+/// 32-bit FNV-1a of a chassis id: stable across versions and machines.
+fn id_hash(chassis: &str) -> u32 {
+    chassis.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
+}
+
 /// The monitor port's name for `chassis`: `wyb-` and 8 hex digits of a hash of its id (12
 /// characters, within the 15 of a Linux interface name).
 pub fn port_name(chassis: &str) -> String {
-    // 32-bit FNV-1a: stable across versions and machines.
-    let hash = chassis.bytes().fold(0x811c_9dc5u32, |h, b| {
-        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-    });
-    format!("{PORT_PREFIX}{hash:08x}")
+    format!("{PORT_PREFIX}{:08x}", id_hash(chassis))
 }
 
 /// One monitor port, as wanted.
@@ -71,28 +78,57 @@ pub struct Monitor {
     pub remote_ip: Ipv4Addr,
 }
 
-/// The monitor ports wanted, by port name: one per registered remote chassis with an IPv4
-/// tunnel address other than ours, when ours is IPv4, that this chassis may send to: one a
-/// port of its topology is bound to (the topology holds only the networks this chassis
-/// needs), or a gateway chassis. Of chassis whose names or addresses would clash, the first in
-/// id order only (Open vSwitch refuses two ports of one address and key).
+/// How many chassis on each side of a chassis on the ring it runs BFD sessions with (when
+/// there are that many).
+pub const RING_NEIGHBOURS: usize = 2;
+
+/// The monitor ports wanted, by port name: towards this chassis' *neighbours*, the
+/// [`RING_NEIGHBOURS`] chassis after it and the [`RING_NEIGHBOURS`] before it on the ring of
+/// registered chassis (their ids ordered by [`id_hash`]), and towards every gateway chassis
+/// (a gateway chassis: towards every chassis, as OVN's gateways do); only chassis with an IPv4
+/// tunnel address other than ours, when ours is IPv4. Of chassis whose port names or addresses
+/// would clash, the first only (Open vSwitch refuses two ports of one address and key). Both
+/// ends of a BFD session need a monitor port towards each other, which these rules give.
 ///
-/// Only those: a full mesh costs every switch a session per chassis of the deployment, most of
-/// which it never sends to.
+/// Every chassis learns the data plane of the chassis it has no session with from what their
+/// neighbours report (the agent's heartbeats carry its verdicts; a majority of down reports
+/// counts, [`pipeline::model::DOWN_QUORUM`]). So a deployment runs 2 × [`RING_NEIGHBOURS`]
+/// sessions per chassis plus the gateways', not one per pair of chassis that share a network: a
+/// full mesh of 100 chassis on one network cost this machine's 100 userspace switches 1.2 cores
+/// at idle, and each chassis joining it a reconfiguration of every other switch. Up to
+/// 2 × [`RING_NEIGHBOURS`] + 1 chassis it is the full mesh.
 pub fn desired(topo: &Topology, local_ip: IpAddr) -> BTreeMap<String, Monitor> {
     let mut out = BTreeMap::new();
     let IpAddr::V4(local_ip) = local_ip else {
         return out;
     };
+    let me = topo.local.chassis.as_str();
+    let usable = |c: &&pipeline::model::Chassis| {
+        c.id != me && c.tunnel_ip != local_ip && !c.tunnel_ip.is_unspecified()
+    };
+    let mut ring: Vec<(u32, &pipeline::model::Chassis)> = topo
+        .chassis
+        .values()
+        .filter(usable)
+        .map(|c| (id_hash(&c.id), c))
+        .collect();
+    ring.sort_by(|(h, c), (g, d)| (h, &c.id).cmp(&(g, &d.id)));
+    // Where this chassis is (or would be) on the ring: the chassis after it, the ones before.
+    let at = ring.partition_point(|(h, c)| (*h, c.id.as_str()) < (id_hash(me), me));
+    let n = ring.len();
+    let after = RING_NEIGHBOURS.min(n);
+    let before = RING_NEIGHBOURS.min(n - after);
+    let neighbours = (0..after)
+        .map(|i| &ring[(at + i) % n])
+        .chain((1..=before).map(|i| &ring[(at + n - i) % n]));
+    let gateway_here = topo.chassis.get(me).is_some_and(|c| c.gateway);
+    let gateways = ring.iter().filter(|(_, c)| gateway_here || c.gateway);
     let mut addresses = BTreeSet::new();
-    for c in topo.chassis.values() {
-        if c.id == topo.local.chassis || c.tunnel_ip == local_ip || c.tunnel_ip.is_unspecified() {
-            continue;
-        }
-        if !c.gateway && !topo.hosts_ports(&c.id) {
-            continue;
-        }
+    for (_, c) in neighbours.chain(gateways) {
         let name = port_name(&c.id);
+        if out.get(&name).is_some_and(|m: &Monitor| m.chassis == c.id) {
+            continue;
+        }
         if out.contains_key(&name) || !addresses.insert(c.tunnel_ip) {
             tracing::warn!(
                 chassis = c.id,
@@ -463,60 +499,87 @@ mod tests {
         want.values().map(|m| m.chassis.as_str()).collect()
     }
 
-    #[test]
-    fn one_port_per_remote_chassis_it_may_send_to() {
-        use pipeline::model::Kind;
+    /// A topology of registered chassis `(id, tunnel address, gateway)` seen from `local`.
+    fn registered(local: &str, chassis: &[(&str, &str, bool)]) -> Topology {
         let mut t = Topology::default();
-        t.local.chassis = "ch1".into();
-        for (id, ip) in [
-            ("ch1", "192.168.50.1"),
-            ("ch2", "192.168.50.2"),
-            ("ch3", "192.168.50.3"),
-            // Claims ch3's address: no second port for it.
-            ("ch4", "192.168.50.3"),
-            // Hosts no port of this chassis' networks.
-            ("ch5", "192.168.50.5"),
-        ] {
-            put(
-                &mut t,
-                Kind::Chassis,
-                id,
-                json!({"id": id, "tunnel_ip": ip}),
-            );
+        t.local.chassis = local.into();
+        for (id, ip, gateway) in chassis {
+            let v = json!({"id": id, "tunnel_ip": ip, "gateway": gateway});
+            put(&mut t, pipeline::model::Kind::Chassis, id, v);
         }
-        put(
-            &mut t,
-            Kind::Chassis,
-            "gw",
-            json!({"id": "gw", "tunnel_ip": "192.168.50.9", "gateway": true}),
+        t
+    }
+
+    #[test]
+    fn sessions_pair_up_with_the_neighbours_on_the_ring() {
+        for n in [1usize, 2, 3, 4, 5, 8, 20, 100] {
+            let chassis: Vec<(String, String)> = (1..=n)
+                .map(|i| (format!("c{i}"), format!("10.{}.{}.1", i / 200, i % 200)))
+                .collect();
+            let list: Vec<(&str, &str, bool)> = chassis
+                .iter()
+                .map(|(id, ip)| (id.as_str(), ip.as_str(), false))
+                .collect();
+            let sessions = (2 * RING_NEIGHBOURS).min(n - 1);
+            let mut wanted = BTreeSet::new();
+            for (id, ip) in &chassis {
+                let want = desired(&registered(id, &list), ip.parse().unwrap());
+                assert_eq!(want.len(), sessions, "{id} of {n}");
+                assert!(
+                    !monitored(&want).contains(id.as_str()),
+                    "{id} watches itself"
+                );
+                for m in want.values() {
+                    assert_eq!(want[&port_name(&m.chassis)], *m);
+                    wanted.insert((id.clone(), m.chassis.clone()));
+                }
+            }
+            // Each session has both ends (BFD needs them), so every chassis is watched by as
+            // many as it watches.
+            for (a, b) in &wanted {
+                assert!(
+                    wanted.contains(&(b.clone(), a.clone())),
+                    "{a} -> {b} of {n}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn gateways_are_watched_by_all_and_clashes_are_left_out() {
+        let mut list = vec![("ch1", "192.168.50.1", false)];
+        let ids: Vec<String> = (2..=9).map(|i| format!("ch{i}")).collect();
+        let ips: Vec<String> = (2..=9).map(|i| format!("192.168.50.{i}")).collect();
+        list.extend(
+            ids.iter()
+                .zip(&ips)
+                .map(|(i, a)| (i.as_str(), a.as_str(), false)),
         );
-        let port = |id: &str, host: &str, n: u8| {
-            json!({"id": id, "network_id": "n1", "binding:host_id": host,
-                   "mac_address": format!("fa:16:3e:00:00:{n:02x}")})
-        };
-        for (id, host, n) in [
-            ("p1", "ch1", 1),
-            ("p2", "ch2", 2),
-            ("p3", "ch3", 3),
-            ("p4", "ch4", 4),
-        ] {
-            put(&mut t, Kind::Port, id, port(id, host, n));
-        }
+        list.push(("gw", "192.168.50.99", true));
+        let t = registered("ch1", &list);
         let want = desired(&t, "192.168.50.1".parse().unwrap());
-        assert_eq!(monitored(&want), BTreeSet::from(["ch2", "ch3", "gw"]));
+        assert!(monitored(&want).contains("gw"), "{want:?}");
+        assert_eq!(want.len(), 2 * RING_NEIGHBOURS + 1, "{want:?}");
         assert_eq!(
-            want[&port_name("ch2")].remote_ip,
-            Ipv4Addr::new(192, 168, 50, 2)
+            want[&port_name("gw")].remote_ip,
+            Ipv4Addr::new(192, 168, 50, 99)
         );
-        // A port bound to ch5 (a network of this chassis grew there) adds it; the port gone,
-        // the monitor goes.
-        put(&mut t, Kind::Port, "p5", port("p5", "ch5", 5));
-        let want = desired(&t, "192.168.50.1".parse().unwrap());
-        assert!(monitored(&want).contains("ch5"));
-        t.remove(Kind::Port, "p5");
-        let want = desired(&t, "192.168.50.1".parse().unwrap());
-        assert!(!monitored(&want).contains("ch5"));
+        // A chassis claiming our address, or one unregistered, is never watched; a second
+        // chassis on an address already watched neither.
+        let mut clash = list.clone();
+        clash.push(("twin", "192.168.50.1", false));
+        let want = desired(&registered("ch1", &clash), "192.168.50.1".parse().unwrap());
+        assert!(!monitored(&want).contains("twin"));
+        let all: Vec<(&str, &str, bool)> = list
+            .iter()
+            .map(|&(id, _, gw)| (id, "192.168.50.7", gw))
+            .collect();
+        let want = desired(&registered("x", &all), "192.168.50.1".parse().unwrap());
+        assert_eq!(want.len(), 1, "one address: one port {want:?}");
         assert!(desired(&t, "2001:db8::1".parse().unwrap()).is_empty());
+        // The gateway has a session with every chassis (each has one with it).
+        let want = desired(&registered("gw", &list), "192.168.50.99".parse().unwrap());
+        assert_eq!(want.len(), list.len() - 1, "{want:?}");
     }
 
     #[test]

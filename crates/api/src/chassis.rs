@@ -9,10 +9,11 @@
 //! the switches says its data plane is up (they withdraw their flows towards a chassis whose BFD
 //! session went down, or that has neither a lease nor a session that ever came up).
 //!
-//! Heartbeats may carry the data plane of the other chassis as the agent's BFD sees it
+//! Heartbeats may carry the data plane of the chassis the agent watches as its BFD sees it
 //! (`peers: {"<chassis>": "up" | "down"}`), stored in `/chassis-peers/<id>` under the same lease
-//! (a key the sync never sends to agents). `GET /wyvern/v1/chassis` shows each chassis with its
-//! agent (`up` while the lease lasts) and its data plane as its peers see it.
+//! and synced to every agent: a chassis without a session of its own towards another follows
+//! what that chassis' watchers report. `GET /wyvern/v1/chassis` shows each chassis with its agent
+//! (`up` while the lease lasts) and its data plane as its watchers see it.
 
 use std::time::Duration;
 
@@ -163,9 +164,9 @@ struct Heartbeat {
 /// Most peers a heartbeat may report on.
 const MAX_PEERS: usize = 10_000;
 
-/// Where the data plane a chassis reports about its peers is kept.
+/// Where the data plane a chassis reports about its peers is kept (synced to every agent).
 fn peers_key(id: &str) -> String {
-    format!("/chassis-peers/{id}")
+    nb_keys::Kind::ChassisPeers.key(id)
 }
 
 /// `POST /wyvern/v1/chassis/<id>/heartbeat`: keeps the chassis up; 404 when its lease already ran

@@ -17,7 +17,8 @@
 //! interfaces and gateway port) for each `router=ID`, a security group (the group, its rules and
 //! every port whose `security_groups` name it) for each `security_group=ID`, an address group for
 //! each `address_group=ID`, the ports bound to a chassis for `chassis=ID`, and always the chassis
-//! list (`/chassis/`, `/chassis-up/`); `all=1` asks for everything. Deletions
+//! list with liveness and what each chassis reports of the data plane of those it watches
+//! (`/chassis/`, `/chassis-up/`, `/chassis-peers/`); `all=1` asks for everything. Deletions
 //! are always sent (a deleted object has no network to filter on; deleting an unknown key is a no-op
 //! for a client).
 //!

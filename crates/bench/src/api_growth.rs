@@ -54,10 +54,7 @@ const LIST_LIMIT: usize = 100;
 const SUBNET_ADDRESSES: usize = 65_533;
 
 fn progress(what: &str) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    eprintln!("[api-growth {:.3}] {what}", now.as_secs_f64());
+    crate::progress("api-growth", what);
 }
 
 fn mib(bytes: u64) -> f64 {

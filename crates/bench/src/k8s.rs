@@ -77,10 +77,7 @@ pub struct Params {
 }
 
 fn progress(what: &str) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    eprintln!("[k8s {:.3}] {what}", now.as_secs_f64());
+    crate::progress("k8s", what);
 }
 
 fn ms(d: Duration) -> f64 {

@@ -94,10 +94,7 @@ pub struct Params {
 }
 
 fn progress(what: &str) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    eprintln!("[lb {:.3}] {what}", now.as_secs_f64());
+    crate::progress("lb", what);
 }
 
 pub(crate) fn secs(d: Duration) -> f64 {

@@ -52,6 +52,10 @@
 //! endpoint change of a Service until every chassis balances to it, and the controller's and the
 //! Kubernetes API server's CPU and memory (see [`k8s`]).
 //!
+//! `lab-scale` brings up a lab of many chassis and VMs (issue 17: 100 chassis, 200 VMs) and reports
+//! how long `lab up` and `lab down` take, when the agents are in sync and a ping crosses the lab,
+//! and the idle lab's CPU (see [`lab_scale`]).
+//!
 //! `throughput` runs iperf3 between two VMs on two chassis through the whole pipeline with
 //! security groups, then through the same switches reduced to `actions=NORMAL` (see
 //! [`throughput`]).
@@ -66,6 +70,14 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 mod lb;
+
+/// A progress line of bench `bench` on stderr, with the Unix time.
+pub(crate) fn progress(bench: &str, what: &str) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    eprintln!("[{bench} {:.3}] {what}", now.as_secs_f64());
+}
 
 /// Runs a bench until it ends, or until SIGINT or SIGTERM ends it early (its lab is torn down
 /// as it is dropped).
@@ -84,6 +96,7 @@ mod agent_cpu;
 mod api_growth;
 mod cpu;
 mod k8s;
+mod lab_scale;
 mod port_add;
 mod sfc;
 mod slice;
@@ -201,6 +214,22 @@ enum Command {
         /// out of source ports for one destination port sooner).
         #[arg(long, default_value_t = 16, requires = "floating_ips")]
         connection_ports: u16,
+    },
+    /// `lab up` of many chassis and VMs on this machine until the agents are in sync and a VM on
+    /// the first chassis reaches one on the last, the idle lab's CPU, and `lab down`.
+    LabScale {
+        /// The `wyvern` binary to run as server and agents (use a release build for figures).
+        #[arg(long, default_value = "target/release/wyvern")]
+        wyvern: std::path::PathBuf,
+        #[arg(long, default_value_t = 100)]
+        chassis: usize,
+        #[arg(long, default_value_t = 200)]
+        vms: usize,
+        #[arg(long, default_value_t = 1)]
+        networks: usize,
+        /// Seconds the idle lab's CPU is measured for.
+        #[arg(long, default_value_t = 10)]
+        idle_seconds: u64,
     },
     /// iperf3 TCP between two VMs on two chassis through the full pipeline with security groups,
     /// against the same two VMs with each `br-int` reduced to `actions=NORMAL`.
@@ -475,6 +504,19 @@ fn main() -> anyhow::Result<()> {
                 floating_ips,
             }))?
         }
+        Command::LabScale {
+            wyvern,
+            chassis,
+            vms,
+            networks,
+            idle_seconds,
+        } => runtime.block_on(lab_scale::run(lab_scale::Params {
+            wyvern,
+            chassis,
+            vms,
+            networks,
+            idle_seconds,
+        }))?,
         Command::Throughput {
             wyvern,
             runs,

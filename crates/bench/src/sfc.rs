@@ -80,10 +80,7 @@ pub struct Params {
 }
 
 fn progress(what: &str) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    eprintln!("[sfc {:.3}] {what}", now.as_secs_f64());
+    crate::progress("sfc", what);
 }
 
 /// Runs the benchmark; SIGINT and SIGTERM end it early (and tear the lab down).

@@ -130,10 +130,7 @@ pub async fn run(p: Params) -> anyhow::Result<Value> {
 
 /// A progress line on stderr, with the Unix time (to line it up with logs and captures).
 fn progress(what: &str) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    eprintln!("[slice {:.3}] {what}", now.as_secs_f64());
+    crate::progress("slice", what);
 }
 
 /// Seconds with millisecond precision.

@@ -3,7 +3,7 @@
 //! the physical segments with their external hosts, the inside of VMs and their tiny servers have
 //! modules of their own.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -149,6 +149,33 @@ pub(crate) fn supervised_agent(supervision: &Supervision, marker: &str) -> Optio
     supervision
         .pid
         .filter(|p| testbed::alive_with_marker(*p, marker))
+}
+
+/// How many chassis [`Lab::start_chassis`] starts at once.
+const START_WORKERS: usize = 8;
+
+/// `f` of every item, on up to `workers` threads; the results in the items' order.
+fn parallel<T: Sync, R: Send>(items: &[T], workers: usize, f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results = std::sync::Mutex::new(Vec::with_capacity(items.len()));
+    std::thread::scope(|s| {
+        for _ in 0..workers.clamp(1, items.len().max(1)) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(item) = items.get(i) else { break };
+                    let r = f(item);
+                    results
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push((i, r));
+                }
+            });
+        }
+    });
+    let mut results = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    results.sort_by_key(|(i, _)| *i);
+    results.into_iter().map(|(_, r)| r).collect()
 }
 
 /// `ADDR:PORT` for the `nth` server (from 0) of a lab whose `[server] listen` is `base`: its
@@ -311,8 +338,11 @@ impl Lab {
         self.ensure_underlay(changes)?;
         self.ensure_segments(topo, changes)?;
         let ips = topo.tunnel_ips()?;
+        let fresh = self.start_chassis(topo, &ips, changes)?;
         for (spec, ip) in topo.chassis.iter().zip(ips) {
-            self.ensure_chassis(topo, spec, ip, changes).await?;
+            let is_fresh = fresh.contains(&spec.name);
+            self.ensure_chassis(topo, spec, ip, is_fresh, changes)
+                .await?;
         }
         for c in self.state.chassis.keys().cloned().collect::<Vec<_>>() {
             if !topo.chassis.iter().any(|s| s.name == c) {
@@ -322,13 +352,6 @@ impl Lab {
         }
         self.ensure_externals(topo, changes)?;
         self.remove_segments(topo, changes);
-        match agents {
-            Ok(()) => self.ensure_agents(topo, changes)?,
-            Err(why) => self.warn(&format!(
-                "{} has no usable `agent` subcommand ({why}); the chassis run without agents",
-                self.opts.wyvern.display()
-            )),
-        }
         for net in &topo.networks {
             self.ensure_network(&api, topo, net, changes).await?;
         }
@@ -336,6 +359,13 @@ impl Lab {
         self.ensure_groups(&api, topo, changes).await?;
         for vm in &topo.vms {
             self.ensure_vm(&api, topo, vm, changes).await?;
+        }
+        match agents {
+            Ok(()) => self.ensure_agents(topo, changes)?,
+            Err(why) => self.warn(&format!(
+                "{} has no usable `agent` subcommand ({why}); the chassis run without agents",
+                self.opts.wyvern.display()
+            )),
         }
         self.ensure_floating_ips(&api, topo, changes).await?;
         self.ensure_servers(topo, changes)?;
@@ -381,26 +411,27 @@ impl Lab {
         Ok(())
     }
 
-    /// Has every chassis ping every other over the underlay: vswitchd learns a tunnel peer's MAC
-    /// from the ARP exchange, so that a VM's first packet to that peer is not spent on resolving it.
+    /// Has every chassis announce its tunnel address on the underlay (one gratuitous ARP reply
+    /// each, several chassis at once): vswitchd learns a tunnel peer's MAC from it, so that a
+    /// VM's first packet to that peer is not spent on resolving it. (It was a ping from every
+    /// chassis to every other: 9 900 pings one after the other for 100 chassis.)
     fn warm_underlay(&self) {
-        let peers: Vec<(String, Ipv4Addr)> = self
-            .state
+        let announce: Vec<(&Chassis, Ipv4Addr)> = self
             .chassis
             .iter()
-            .map(|(name, c)| (name.clone(), c.tunnel_ip))
+            .filter_map(|(name, ch)| Some((ch, self.state.chassis.get(name)?.tunnel_ip)))
             .collect();
-        for (name, ch) in &self.chassis {
-            for (peer, ip) in &peers {
-                if peer != name {
-                    // A peer not answering yet is no error here: the first packet just waits.
-                    let _ = ch
-                        .netns()
-                        .exec(&["ping", "-c", "1", "-W", "1", &ip.to_string()]);
-                }
-            }
-        }
-        self.say("underlay", "tunnel peers resolved");
+        parallel(&announce, START_WORKERS, |(ch, ip)| {
+            let ip = ip.to_string();
+            // Open vSwitch learns from ARP replies and gratuitous ARPs; busybox's `-A` sends a
+            // reply whose sender and target are the chassis' address. A chassis not announced
+            // is no error here: the first packet to it just waits.
+            let arping = ["busybox", "arping", "-A", "-c", "1", "-w", "1", "-I"];
+            let _ = ch
+                .netns()
+                .exec(&[&arping[..], &[testbed::PHY_BRIDGE, &ip]].concat());
+        });
+        self.say("underlay", "tunnel addresses announced");
     }
 
     fn chassis_healthy(&self, name: &str, ip: Ipv4Addr, prefix_len: u8) -> bool {
@@ -421,28 +452,31 @@ impl Lab {
                 .is_ok()
     }
 
-    async fn ensure_chassis(
+    /// Starts the chassis of `topo` that do not run healthy where the file puts them, after
+    /// removing what is left of them, several at once (a start mostly waits for its daemons);
+    /// returns the names of those started. The chassis started are recorded also when another
+    /// failed to start (the first error is returned), so that they are torn down with the lab.
+    fn start_chassis(
         &mut self,
         topo: &Topology,
-        spec: &ChassisSpec,
-        ip: Ipv4Addr,
+        ips: &[Ipv4Addr],
         changes: &mut Vec<String>,
-    ) -> Result<()> {
-        let name = spec.name.as_str();
-        let what = format!("chassis {name}");
+    ) -> Result<BTreeSet<String>> {
         let prefix_len = topo.underlay.cidr.prefix_len();
-        let netns = host_netns(&self.name, name);
-        let rundir = self.dir.join(name);
-        if !self.chassis.contains_key(name)
-            && let Ok(ns) = Netns::adopt(&netns)
-        {
-            let ch = Chassis::adopt(name, ns, rundir.clone());
-            self.chassis.insert(name.to_owned(), ch);
-        }
-        let fresh = !self.chassis_healthy(name, ip, prefix_len);
-        if !fresh {
-            self.say(&what, &format!("running (netns {netns}, tunnel ip {ip})"));
-        } else {
+        let mut fresh = Vec::new();
+        for (spec, &ip) in topo.chassis.iter().zip(ips) {
+            let name = spec.name.as_str();
+            let netns = host_netns(&self.name, name);
+            let rundir = self.dir.join(name);
+            if !self.chassis.contains_key(name)
+                && let Ok(ns) = Netns::adopt(&netns)
+            {
+                let ch = Chassis::adopt(name, ns, rundir.clone());
+                self.chassis.insert(name.to_owned(), ch);
+            }
+            if self.chassis_healthy(name, ip, prefix_len) {
+                continue;
+            }
             // Whatever is left of it goes first (daemons, namespace, run directory).
             drop(self.chassis.remove(name));
             if let Ok(ns) = Netns::adopt(&netns) {
@@ -451,22 +485,35 @@ impl Lab {
             if rundir.exists() {
                 std::fs::remove_dir_all(&rundir).map_err(io(format!("rm {}", rundir.display())))?;
             }
-            let underlay = self
-                .underlay
-                .as_ref()
-                .ok_or_else(|| Error::NotFound("the underlay is missing".into()))?;
-            let ch = Chassis::start_in(
-                name,
-                Netns::create_named(&netns)?,
-                rundir.clone(),
-                &ChassisOpts::default(),
-            )?;
-            underlay.attach_named(
-                &ch,
-                &format!("{ip}/{prefix_len}"),
-                &names::underlay_link(name),
-                Some(topo.underlay.mtu),
-            )?;
+            fresh.push((spec, ip, netns, rundir));
+        }
+        if fresh.is_empty() {
+            return Ok(BTreeSet::new());
+        }
+        let underlay = self
+            .underlay
+            .as_ref()
+            .ok_or_else(|| Error::NotFound("the underlay is missing".into()))?;
+        let mtu = topo.underlay.mtu;
+        let started = parallel(&fresh, START_WORKERS, |(spec, ip, netns, rundir)| {
+            let name = spec.name.as_str();
+            let opts = ChassisOpts::default();
+            let ch = Chassis::start_in(name, Netns::create_named(netns)?, rundir.clone(), &opts)?;
+            let link = names::underlay_link(name);
+            underlay.attach_named(&ch, &format!("{ip}/{prefix_len}"), &link, Some(mtu))?;
+            Ok::<_, Error>(ch)
+        });
+        let mut done = BTreeSet::new();
+        let mut failed = None;
+        for ((spec, ip, netns, rundir), started) in fresh.into_iter().zip(started) {
+            let name = spec.name.as_str();
+            let ch = match started {
+                Ok(ch) => ch,
+                Err(e) => {
+                    failed.get_or_insert(e);
+                    continue;
+                }
+            };
             self.chassis.insert(name.to_owned(), ch);
             let previous = self.state.chassis.get(name);
             let agent_args = previous.and_then(|c| c.agent_args.clone());
@@ -485,9 +532,32 @@ impl Lab {
             );
             self.changed(
                 changes,
-                &what,
+                &format!("chassis {name}"),
                 &format!("started (netns {netns}, tunnel ip {ip})"),
             );
+            done.insert(name.to_owned());
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(done),
+        }
+    }
+
+    /// Completes chassis `spec` (started by [`Lab::start_chassis`] if `fresh`, else found
+    /// running): its provider bridges and, for a fresh one, `br-int`.
+    async fn ensure_chassis(
+        &mut self,
+        topo: &Topology,
+        spec: &ChassisSpec,
+        ip: Ipv4Addr,
+        fresh: bool,
+        changes: &mut Vec<String>,
+    ) -> Result<()> {
+        let name = spec.name.as_str();
+        let what = format!("chassis {name}");
+        if !fresh {
+            let netns = host_netns(&self.name, name);
+            self.say(&what, &format!("running (netns {netns}, tunnel ip {ip})"));
         }
         if let Some(c) = self.state.chassis.get_mut(name) {
             c.gateway = spec.gateway;

@@ -64,6 +64,9 @@ pub const TRUNKS: &str = "/r/trunks/";
 pub const CHASSIS: &str = "/chassis/";
 /// That a chassis is alive, on a store lease: `/chassis-up/<id>`.
 pub const CHASSIS_UP: &str = "/chassis-up/";
+/// The data plane of the chassis a chassis watches over BFD, as it reports them, on its store
+/// lease: `/chassis-peers/<reporter>` holding `{"<chassis id>": "up" | "down", ...}`.
+pub const CHASSIS_PEERS: &str = "/chassis-peers/";
 
 /// The kinds of keys the sync API serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -88,10 +91,11 @@ pub enum Kind {
     Trunk,
     Chassis,
     ChassisUp,
+    ChassisPeers,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 20] = [
+    pub const ALL: [Kind; 21] = [
         Kind::Network,
         Kind::Subnet,
         Kind::Port,
@@ -112,6 +116,7 @@ impl Kind {
         Kind::Trunk,
         Kind::Chassis,
         Kind::ChassisUp,
+        Kind::ChassisPeers,
     ];
 
     /// The prefix of this kind's keys (ends with `/`).
@@ -137,6 +142,7 @@ impl Kind {
             Kind::Trunk => TRUNKS,
             Kind::Chassis => CHASSIS,
             Kind::ChassisUp => CHASSIS_UP,
+            Kind::ChassisPeers => CHASSIS_PEERS,
         }
     }
 
@@ -280,7 +286,7 @@ impl Topics {
         let field = |name: &str| value.get(name).and_then(Value::as_str);
         let on_network = || field("network_id").is_some_and(|n| self.networks.contains(n));
         match kind {
-            Kind::Chassis | Kind::ChassisUp => true,
+            Kind::Chassis | Kind::ChassisUp | Kind::ChassisPeers => true,
             Kind::Network => {
                 self.networks.contains(id)
                     || (value.get("router:external") == Some(&Value::Bool(true))
@@ -452,6 +458,7 @@ mod tests {
             assert_eq!(parse(&kind.key("x1")), Some((kind, "x1")));
         }
         assert_eq!(parse("/chassis-up/c1"), Some((Kind::ChassisUp, "c1")));
+        assert_eq!(parse("/chassis-peers/c1"), Some((Kind::ChassisPeers, "c1")));
         assert_eq!(parse("/chassis/c1"), Some((Kind::Chassis, "c1")));
         assert_eq!(
             parse("/r/security_groups/s1"),

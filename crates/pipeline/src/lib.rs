@@ -309,6 +309,9 @@ fn touched(obj: &Object, deps: &mut Vec<Dep>, owners: &mut Vec<Owner>) {
             deps.push(Dep::Chassis(id.clone()));
             deps.push(Dep::AllChassis);
         }
+        // What reaches a chassis may change with what its watchers report (never the chassis
+        // set itself).
+        Object::ChassisPeers(r) => deps.extend(r.verdicts.keys().cloned().map(Dep::Chassis)),
     }
 }
 
@@ -398,7 +401,7 @@ impl Pipeline {
                     || p.router().is_some()
                     || p.gateway_of().is_some()
             }
-            Object::Subnet(_) => false,
+            Object::Subnet(_) | Object::ChassisPeers(_) => false,
             _ => true,
         }
     }

@@ -314,6 +314,42 @@ pub struct Chassis {
     pub physnets: Vec<String>,
 }
 
+/// What a chassis reports of the data plane of the chassis it watches over BFD: `true` up,
+/// `false` down after having been up (chassis its sessions know nothing of are not in it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerReport {
+    /// The reporting chassis.
+    pub reporter: String,
+    pub verdicts: BTreeMap<String, bool>,
+}
+
+impl PeerReport {
+    /// From `{"<chassis>": "up" | "down", ...}` stored for `reporter`; a report about the
+    /// reporter itself is left out.
+    pub fn from_json(reporter: &str, v: &Value) -> Option<Self> {
+        let verdicts = v
+            .as_object()?
+            .iter()
+            .filter(|(c, _)| c.as_str() != reporter)
+            .map(|(c, s)| match s.as_str()? {
+                "up" => Some((c.clone(), true)),
+                "down" => Some((c.clone(), false)),
+                _ => None,
+            })
+            .collect::<Option<_>>()?;
+        Some(Self {
+            reporter: reporter.to_owned(),
+            verdicts,
+        })
+    }
+}
+
+/// How many reports of *down* make a chassis' data plane down for chassis that do not watch
+/// it themselves (a majority of its watchers, see the agent's `peers` module), provided they
+/// outnumber the reports of *up*: one watcher whose own underlay is cut, seeing every session
+/// fail, withdraws nobody.
+pub const DOWN_QUORUM: u32 = 2;
+
 fn str_of<'a>(v: &'a Value, k: &str) -> &'a str {
     v.get(k).and_then(Value::as_str).unwrap_or_default()
 }
@@ -674,6 +710,10 @@ pub struct Topology {
     /// follow its data plane instead when this chassis' BFD knows it ([`Topology::reachable`]);
     /// elections (the gateway chassis) still follow the lease.
     pub chassis_up: BTreeSet<String>,
+    /// What each chassis reports of the data plane of the chassis it watches, by reporter.
+    pub peer_reports: BTreeMap<String, PeerReport>,
+    /// The reports' (up, down) counts by watched chassis.
+    reported: BTreeMap<String, (u32, u32)>,
     /// This chassis.
     pub local: Local,
     ports_on: BTreeMap<String, BTreeSet<String>>,
@@ -734,6 +774,7 @@ pub enum Object {
     Chassis(Chassis),
     /// A chassis whose liveness lease is current.
     ChassisUp(String),
+    ChassisPeers(PeerReport),
 }
 
 pub use nb_keys::Kind;
@@ -748,6 +789,7 @@ impl Object {
             Kind::Router => Object::Router(Router::from_json(v)?),
             Kind::Chassis => Object::Chassis(Chassis::from_json(v)?),
             Kind::ChassisUp => return Some(Object::ChassisUp(id.to_string())),
+            Kind::ChassisPeers => Object::ChassisPeers(PeerReport::from_json(id, v)?),
             Kind::SecurityGroup => Object::SecurityGroup(SecurityGroup::from_json(v)?),
             Kind::SecurityGroupRule => Object::SgRule(SgRule::from_json(v)?),
             Kind::AddressGroup => Object::AddressGroup(AddressGroup::from_json(v)?),
@@ -788,6 +830,7 @@ impl Object {
             Object::Trunk(_) => Kind::Trunk,
             Object::Chassis(_) => Kind::Chassis,
             Object::ChassisUp(_) => Kind::ChassisUp,
+            Object::ChassisPeers(_) => Kind::ChassisPeers,
         }
     }
 
@@ -813,6 +856,7 @@ impl Object {
             Object::Trunk(o) => &o.id,
             Object::Chassis(o) => &o.id,
             Object::ChassisUp(id) => id,
+            Object::ChassisPeers(o) => &o.reporter,
         }
     }
 }
@@ -861,6 +905,7 @@ impl Topology {
             Object::Trunk(o) => same(&self.trunks, &o.id, o),
             Object::Chassis(o) => same(&self.chassis, &o.id, o),
             Object::ChassisUp(id) => self.chassis_up.contains(id),
+            Object::ChassisPeers(o) => same(&self.peer_reports, &o.reporter, o),
         }
     }
 
@@ -964,6 +1009,10 @@ impl Topology {
             Object::ChassisUp(id) => {
                 self.chassis_up.insert(id);
             }
+            Object::ChassisPeers(o) => {
+                self.count_report(&o, true);
+                self.peer_reports.insert(o.reporter.clone(), o);
+            }
         }
         old
     }
@@ -1014,6 +1063,11 @@ impl Topology {
                 .chassis_up
                 .remove(id)
                 .then(|| Object::ChassisUp(id.to_string())),
+            Kind::ChassisPeers => {
+                let o = self.peer_reports.remove(id)?;
+                self.count_report(&o, false);
+                Some(Object::ChassisPeers(o))
+            }
             Kind::SecurityGroup => self.security_groups.remove(id).map(Object::SecurityGroup),
             Kind::SecurityGroupRule => {
                 let r = self.rules.remove(id)?;
@@ -1496,24 +1550,47 @@ impl Topology {
         self.chassis.get(host)
     }
 
-    /// Whether a port of the topology is bound to `chassis` (`binding:host_id`): traffic of
-    /// this chassis may go there.
-    pub fn hosts_ports(&self, chassis: &str) -> bool {
-        self.bound
-            .get(chassis)
-            .is_some_and(|ports| !ports.is_empty())
-    }
-
     /// Whether flows may go towards remote chassis `id` (it must be registered too): its data
     /// plane is not known to be dead. BFD decides when it knows (up, or down after having been
-    /// up); otherwise the liveness lease does, which covers a chassis whose data plane never came
-    /// up (dead from the start). So an agent that stops while its switch forwards keeps its
-    /// chassis reachable, and a chassis whose underlay is cut stops being a destination as soon
-    /// as BFD says so, lease or not.
+    /// up): this chassis' own session towards it if it has one, else what the chassis that
+    /// watch it report ([`Topology::reported_data_plane`]); otherwise the liveness lease does,
+    /// which covers a chassis whose data plane never came up (dead from the start). So an agent
+    /// that stops while its switch forwards keeps its chassis reachable, and a chassis whose
+    /// underlay is cut stops being a destination as soon as BFD says so, lease or not.
     pub fn reachable(&self, id: &str) -> bool {
         match self.local.data_plane.get(id) {
             Some(up) => *up,
-            None => self.chassis_up.contains(id),
+            None => self
+                .reported_data_plane(id)
+                .unwrap_or_else(|| self.chassis_up.contains(id)),
+        }
+    }
+
+    /// Chassis `id`'s data plane as the chassis watching it report it: down when at least
+    /// [`DOWN_QUORUM`] reports say so and they outnumber those saying up, up when any says up
+    /// otherwise, not known when none says up and too few say down.
+    pub fn reported_data_plane(&self, id: &str) -> Option<bool> {
+        let (up, down) = self.reported.get(id).copied()?;
+        if down >= DOWN_QUORUM && down > up {
+            Some(false)
+        } else {
+            (up > 0).then_some(true)
+        }
+    }
+
+    /// Adds (`add`) or takes away the verdicts of `report` from the counts.
+    fn count_report(&mut self, report: &PeerReport, add: bool) {
+        for (chassis, up) in &report.verdicts {
+            let n = self.reported.entry(chassis.clone()).or_default();
+            let count = if *up { &mut n.0 } else { &mut n.1 };
+            *count = if add {
+                *count + 1
+            } else {
+                count.saturating_sub(1)
+            };
+            if *n == (0, 0) {
+                self.reported.remove(chassis);
+            }
         }
     }
 }
@@ -1521,6 +1598,7 @@ impl Topology {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn topo_with_ch2(lease: bool, data_plane: Option<bool>) -> Topology {
         let mut t = Topology::default();
@@ -1551,5 +1629,57 @@ mod tests {
         // Never seen up: the lease decides (dead from the start when it is gone).
         assert!(topo_with_ch2(true, None).reachable("ch2"));
         assert!(!topo_with_ch2(false, None).reachable("ch2"));
+    }
+
+    fn report(t: &mut Topology, reporter: &str, verdicts: &[(&str, &str)]) {
+        let v: serde_json::Map<String, Value> = verdicts
+            .iter()
+            .map(|(c, s)| (c.to_string(), json!(s)))
+            .collect();
+        let o = Object::decode(Kind::ChassisPeers, reporter, &Value::Object(v)).unwrap();
+        t.put(o);
+    }
+
+    #[test]
+    fn watchers_reports_decide_where_this_chassis_has_no_session() {
+        // No session here towards ch2, lease current.
+        let mut t = topo_with_ch2(true, None);
+        report(&mut t, "w1", &[("ch2", "down"), ("ch9", "up")]);
+        // One watcher saying down is not enough (its own underlay may be the one cut).
+        assert_eq!(t.reported_data_plane("ch2"), None);
+        assert!(t.reachable("ch2"));
+        report(&mut t, "w2", &[("ch2", "down")]);
+        assert_eq!(t.reported_data_plane("ch2"), Some(false));
+        assert!(!t.reachable("ch2"));
+        // Outnumbered by ups: up.
+        report(&mut t, "w3", &[("ch2", "up")]);
+        report(&mut t, "w4", &[("ch2", "up")]);
+        assert_eq!(t.reported_data_plane("ch2"), Some(true));
+        // A watcher changing its mind replaces its report; a report whose lease ended goes.
+        report(&mut t, "w3", &[("ch2", "down")]);
+        assert_eq!(t.reported_data_plane("ch2"), Some(false));
+        t.remove(Kind::ChassisPeers, "w3");
+        t.remove(Kind::ChassisPeers, "w4");
+        assert_eq!(t.reported_data_plane("ch2"), Some(false));
+        t.remove(Kind::ChassisPeers, "w2");
+        assert_eq!(t.reported_data_plane("ch2"), None);
+        assert_eq!(t.reported_data_plane("ch9"), Some(true));
+        t.remove(Kind::ChassisPeers, "w1");
+        assert!(t.reported.is_empty(), "{:?}", t.reported);
+        // Reports of up keep a chassis whose lease is gone reachable; this chassis' own session
+        // wins over reports.
+        let mut t = topo_with_ch2(false, None);
+        report(&mut t, "w1", &[("ch2", "up")]);
+        assert!(t.reachable("ch2"));
+        report(&mut t, "w2", &[("ch2", "down")]);
+        report(&mut t, "w3", &[("ch2", "down")]);
+        assert!(!t.reachable("ch2"));
+        t.local.data_plane.insert("ch2".into(), true);
+        assert!(t.reachable("ch2"));
+        // A chassis' report on itself is left out; a malformed report is no report.
+        report(&mut t, "ch2", &[("ch2", "up")]);
+        assert_eq!(t.peer_reports["ch2"].verdicts.len(), 0);
+        assert!(Object::decode(Kind::ChassisPeers, "w5", &json!({"ch2": "maybe"})).is_none());
+        assert!(Object::decode(Kind::ChassisPeers, "w5", &json!(["ch2"])).is_none());
     }
 }

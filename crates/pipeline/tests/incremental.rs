@@ -251,6 +251,13 @@ fn input() -> impl Strategy<Value = Input> {
         (0..3usize, any::<bool>()).prop_map(|(c, delete)| {
             Input::Object(format!("/chassis-up/{}", CHASSIS[c]), (!delete).then_some(json!("up")))
         }),
+        // What watchers report of the chassis' data plane (the reporters among them and beyond).
+        (0..5usize, prop::collection::btree_map(0..3usize, any::<bool>(), 0..3), any::<bool>()).prop_map(|(w, verdicts, delete)| {
+            let reporter = ["ch1", "ch2", "ch3", "w4", "w5"][w];
+            let value: serde_json::Map<String, serde_json::Value> = verdicts.iter()
+                .map(|(c, up)| (CHASSIS[*c].to_string(), json!(if *up { "up" } else { "down" }))).collect();
+            Input::Object(format!("/chassis-peers/{reporter}"), (!delete).then_some(serde_json::Value::Object(value)))
+        }),
         // The data plane of chassis as BFD sees it (up, down, not known), with or without a lease.
         (0..3usize, prop::option::of(any::<bool>())).prop_map(|(c, state)| Input::PeerDataPlane(CHASSIS[c].to_string(), state)),
         // VIF and tunnel numbers overlap: claims on one number by two VIFs, or by a VIF and

@@ -746,3 +746,33 @@ fn a_stateless_group_needs_a_rule_for_the_replies_too() {
     guard_a2(&mut p, false, &[web, out]);
     assert_eq!(trace(&tables(&p), 11, reply).verdict.ports(), vec![13]);
 }
+
+#[test]
+fn chassis_without_a_session_follow_what_the_watchers_report() {
+    let mut p = pipeline();
+    let peers = |p: &mut Pipeline, reporter: &str, state: &str| {
+        let key = format!("/chassis-peers/{reporter}");
+        p.apply(Input::Object(
+            key,
+            Some(serde_json::json!({ "ch2": state })),
+        ))
+    };
+    // No session of ch1 towards ch2: its watchers' reports decide, a majority of them.
+    peers(&mut p, "w1", "down");
+    assert!(a3_reached(&p), "one watcher saying down withdraws nothing");
+    let delta = peers(&mut p, "w2", "down");
+    assert!(delta.removed().next().is_some(), "withdrawn: {delta:?}");
+    assert!(!a3_reached(&p));
+    // The link returns: the watchers report up again.
+    peers(&mut p, "w1", "up");
+    peers(&mut p, "w2", "up");
+    assert!(a3_reached(&p));
+    // Reports of up keep ch2 reachable when its lease is gone (agent down, switch forwarding).
+    let delta = p.apply(Input::Object("/chassis-up/ch2".into(), None));
+    assert!(delta.is_empty(), "nothing withdrawn: {delta:?}");
+    assert!(a3_reached(&p));
+    // The reports gone too (the watchers' own leases ended): the lease decides, and it is gone.
+    p.apply(Input::Object("/chassis-peers/w1".into(), None));
+    p.apply(Input::Object("/chassis-peers/w2".into(), None));
+    assert!(!a3_reached(&p));
+}

@@ -1,4 +1,4 @@
-//! What the tests of agent restarts share: a lab of three chassis on one network, a steady ping
+//! What the tests of agent restarts share: a lab of three (or more) chassis on one network, a steady ping
 //! whose lost requests are counted, the flows of a chassis with their age (a flow deleted and
 //! added again is younger), and waiting for a condition under a hang guard.
 
@@ -11,10 +11,18 @@ use lab::{Lab, Topology};
 /// Lab `name`: chassis `c1`..`c3`, network `net` (10.0.0.0/24), and `vms` on it as
 /// (name, chassis, address).
 pub fn three_chassis(name: &str, vms: &[(&str, &str, &str)]) -> Topology {
-    let mut text = format!(
-        "name = \"{name}\"\n\
-         [[chassis]]\nname = \"c1\"\n[[chassis]]\nname = \"c2\"\n[[chassis]]\nname = \"c3\"\n\
-         [[network]]\nname = \"net\"\nproject = \"alpha\"\n[[network.subnet]]\ncidr = \"10.0.0.0/24\"\n"
+    chassis_lab(name, 3, vms)
+}
+
+/// Lab `name`: chassis `c1`..`c<chassis>`, network `net` (10.0.0.0/24), and `vms` on it as
+/// (name, chassis, address).
+pub fn chassis_lab(name: &str, chassis: usize, vms: &[(&str, &str, &str)]) -> Topology {
+    let mut text = format!("name = \"{name}\"\n");
+    for c in 1..=chassis {
+        text.push_str(&format!("[[chassis]]\nname = \"c{c}\"\n"));
+    }
+    text.push_str(
+        "[[network]]\nname = \"net\"\nproject = \"alpha\"\n[[network.subnet]]\ncidr = \"10.0.0.0/24\"\n",
     );
     for (vm, chassis, ip) in vms {
         text.push_str(&format!(
