@@ -1,7 +1,7 @@
 //! The chassis' own state on the server: its registration with a liveness lease kept alive by
 //! heartbeats, and the binding reports of its VIFs.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -84,9 +84,14 @@ pub async fn keep_registered(
     }
 }
 
-/// Reports VIF bindings to the server in the background: concurrently across ports, but for each port
-/// the last state wins (a port that comes and goes quickly ends up DOWN, never ACTIVE), and each report
-/// is retried until the server answers.
+/// Most VIFs one binding report carries.
+const BATCH: usize = 500;
+
+/// Reports VIF bindings to the server in the background, many ports per request: one request at a
+/// time carries every port whose state changed since the last (up to [`BATCH`]), so a burst of
+/// VIFs (thousands plugged at once) costs a few requests and store transactions, not one each.
+/// For each port the last state wins (a port that comes and goes quickly ends up DOWN, never
+/// ACTIVE); a failed report is sent again, after a backoff, until the server takes it.
 #[derive(Clone)]
 pub struct Bindings {
     server: Server,
@@ -96,10 +101,10 @@ pub struct Bindings {
 
 #[derive(Default)]
 struct BindingState {
-    /// The state each port should be reported in.
+    /// The state each port should be reported in, for the ports not reported so yet.
     wanted: BTreeMap<String, bool>,
-    /// Ports with a report in flight.
-    busy: BTreeSet<String>,
+    /// Whether the reporting task runs.
+    delivering: bool,
 }
 
 impl Bindings {
@@ -118,37 +123,45 @@ impl Bindings {
     pub fn report(&self, port: String, up: bool) {
         let start = {
             let mut st = self.lock();
-            st.wanted.insert(port.clone(), up);
-            st.busy.insert(port.clone())
+            st.wanted.insert(port, up);
+            !std::mem::replace(&mut st.delivering, true)
         };
         if start {
-            tokio::spawn(self.clone().deliver(port));
+            tokio::spawn(self.clone().deliver());
         }
     }
 
-    /// Reports `port` until the state reported is the one wanted.
-    async fn deliver(self, port: String) {
+    /// Reports what is wanted until nothing is left.
+    async fn deliver(self) {
+        let mut backoff = Backoff::default();
         loop {
-            let Some(up) = self.lock().wanted.get(&port).copied() else {
-                return;
+            let batch: Vec<(String, bool)> = {
+                let mut st = self.lock();
+                if st.wanted.is_empty() {
+                    st.delivering = false;
+                    return;
+                }
+                st.wanted
+                    .iter()
+                    .take(BATCH)
+                    .map(|(p, up)| (p.clone(), *up))
+                    .collect()
             };
-            let mut backoff = Backoff::default();
-            for attempt in 0..20u32 {
-                match self.server.bind(&port, &self.chassis, up).await {
-                    Ok(()) => break,
-                    Err(e) => {
-                        tracing::debug!(
-                            "binding report for {port} failed ({e}), attempt {attempt}"
-                        );
-                        tokio::time::sleep(backoff.delay()).await;
+            match self.server.bind_many(&self.chassis, &batch).await {
+                Ok(()) => {
+                    backoff.reset();
+                    let mut st = self.lock();
+                    for (port, up) in &batch {
+                        // Reported as wanted, unless it changed meanwhile (then again).
+                        if st.wanted.get(port) == Some(up) {
+                            st.wanted.remove(port);
+                        }
                     }
                 }
-            }
-            let mut st = self.lock();
-            if st.wanted.get(&port) == Some(&up) {
-                st.wanted.remove(&port);
-                st.busy.remove(&port);
-                return;
+                Err(e) => {
+                    tracing::debug!("binding report of {} ports failed ({e})", batch.len());
+                    tokio::time::sleep(backoff.delay()).await;
+                }
             }
         }
     }

@@ -123,6 +123,34 @@ impl Server {
         }
     }
 
+    /// Reports many VIFs of `chassis` at once (`(port, up)`), in one request; a server without
+    /// the batch endpoint (an older one, during an upgrade) gets them one by one.
+    pub async fn bind_many(
+        &self,
+        chassis: &str,
+        batch: &[(String, bool)],
+    ) -> Result<(), AgentError> {
+        let path = format!("/wyvern/v1/chassis/{chassis}/bindings");
+        let bindings: Vec<Value> = batch
+            .iter()
+            .map(|(port, up)| json!({"port_id": port, "up": up}))
+            .collect();
+        let body = json!({ "bindings": bindings });
+        match self
+            .send(|base| self.http.post(format!("{base}{path}")).json(&body))
+            .await?
+        {
+            (200, _) => Ok(()),
+            (404, _) => {
+                for (port, up) in batch {
+                    self.bind(port, chassis, *up).await?;
+                }
+                Ok(())
+            }
+            (s, v) => Err(AgentError::Server(format!("bindings answered {s}: {v}"))),
+        }
+    }
+
     /// Asks for this chassis' SNAT address on an external network (allocated on first use).
     pub async fn snat_address(&self, chassis: &str, network: &str) -> Result<(), AgentError> {
         let path = format!("/wyvern/v1/chassis/{chassis}/snat/{network}");

@@ -537,7 +537,7 @@ async fn a_late_down_report_from_the_old_chassis_changes_nothing() {
         .await
         .unwrap();
     drop(on_a);
-    let reports = answered(&base, "port_bindings", "PUT", 200).await;
+    let reports = answered(&base, "port_bindings", "POST", 200).await;
     call(
         reqwest::Method::PUT,
         format!("{base}/v2.0/ports/{moving_id}"),
@@ -547,7 +547,7 @@ async fn a_late_down_report_from_the_old_chassis_changes_nothing() {
     let on_b = vm(&cb, &moving).await;
     // B's report that the VIF appeared there.
     wait_for("B reports the moved VIF", HANG_GUARD, async || {
-        let n = answered(&base, "port_bindings", "PUT", 200).await;
+        let n = answered(&base, "port_bindings", "POST", 200).await;
         let vifs = agent_b.metric("wyvern_agent_local_vifs").await;
         (n > reports && vifs == Some(1), (n, vifs))
     })
@@ -556,10 +556,10 @@ async fn a_late_down_report_from_the_old_chassis_changes_nothing() {
     assert_eq!(state(agent_a.pid()), Some('T'), "A ran during the move");
 
     // A resumes: it sees the VIF gone and reports it DOWN, late.
-    let reports = answered(&base, "port_bindings", "PUT", 200).await;
+    let reports = answered(&base, "port_bindings", "POST", 200).await;
     agent_a.resume();
     wait_for("A's late DOWN report arrives", HANG_GUARD, async || {
-        let n = answered(&base, "port_bindings", "PUT", 200).await;
+        let n = answered(&base, "port_bindings", "POST", 200).await;
         let vifs = agent_a.metric("wyvern_agent_local_vifs").await;
         (n > reports && vifs == Some(1), (n, vifs))
     })

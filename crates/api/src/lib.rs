@@ -177,6 +177,10 @@ pub fn router(api: Api) -> Router {
             axum::routing::put(chassis::bind),
         )
         .route(
+            "/wyvern/v1/chassis/{id}/bindings",
+            axum::routing::post(chassis::bind_many),
+        )
+        .route(
             "/wyvern/v1/members/{id}/health",
             axum::routing::put(member_health::report),
         );

@@ -111,6 +111,12 @@ fn resource_of(path: &str) -> &'static str {
         (Some("wyvern"), Some("v1"), Some("sync"), Some("snapshot")) => "sync_snapshot",
         (Some("wyvern"), Some("v1"), Some("sync"), Some("watch")) => "sync_watch",
         (Some("wyvern"), Some("v1"), Some("openapi.json"), None) => "openapi",
+        // A chassis' batch of binding reports counts with the single ones.
+        (Some("wyvern"), Some("v1"), Some("chassis"), Some(_))
+            if parts.next() == Some("bindings") =>
+        {
+            "port_bindings"
+        }
         (Some("wyvern"), Some("v1"), Some("chassis"), _) => "chassis",
         (Some("wyvern"), Some("v1"), Some("ports"), _) => "port_bindings",
         (Some("healthz"), None, ..) => "healthz",
@@ -411,6 +417,11 @@ mod tests {
         assert_eq!(resource_of("/v2.0/no-such-thing/x"), "unknown");
         assert_eq!(resource_of("/wyvern/v1/sync/watch"), "sync_watch");
         assert_eq!(resource_of("/wyvern/v1/chassis/c1/heartbeat"), "chassis");
+        assert_eq!(
+            resource_of("/wyvern/v1/chassis/c1/bindings"),
+            "port_bindings"
+        );
+        assert_eq!(resource_of("/wyvern/v1/ports/p1/binding"), "port_bindings");
         assert_eq!(resource_of("/wyvern/v1/openapi.json"), "openapi");
         assert_eq!(resource_of("/"), "index");
         assert_eq!(resource_of("/etc/passwd"), "unknown");

@@ -330,6 +330,10 @@ impl Plan {
     pub fn is_claimed(&self, key: &str) -> bool {
         self.claimed.contains(key)
     }
+    /// Whether `other` writes an object that this plan writes too.
+    pub fn overlaps(&self, other: &Plan) -> bool {
+        other.writes.keys().any(|k| self.writes.contains_key(k))
+    }
     /// The larger of the plan's condition and write counts, index keys and (at most) usage
     /// counters included (etcd limits both per transaction).
     pub fn size(&self) -> usize {

@@ -5,7 +5,8 @@
 //! heartbeat on an ended lease answers 404 `ChassisLeaseNotFound` (the agent then registers again,
 //! which `agent/tests/liveness.rs` checks end to end). A port is bound where its VIF last appeared:
 //! a late "gone" report from the chassis a port moved away from changes neither the port nor its
-//! floating IP, while the same report from the port's chassis marks both `DOWN`.
+//! floating IP, while the same report from the port's chassis marks both `DOWN`; many bindings
+//! go in one request (`POST /wyvern/v1/chassis/<id>/bindings`) with the same meaning.
 
 use crate::support;
 
@@ -327,4 +328,102 @@ async fn heartbeats_report_the_data_plane_of_peers_and_the_list_shows_it() {
         (&json!("up"), &json!("down"))
     );
     assert_eq!(c3["data_plane_peers"], json!({"up": 0, "down": 1}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_bindings_in_one_request() {
+    let server = support::Server::start();
+    let net = create(&server, "networks", "network", json!({"name": "n"})).await;
+    create(
+        &server,
+        "subnets",
+        "subnet",
+        json!({"network_id": net["id"], "ip_version": 4, "cidr": "10.41.0.0/22"}),
+    )
+    .await;
+    // More ports than one commit takes, so the request spans several.
+    let bulk: Vec<Value> = (0..250).map(|_| json!({"network_id": net["id"]})).collect();
+    let (status, v) = call(
+        &server,
+        "POST",
+        "/v2.0/ports",
+        Some(json!({ "ports": bulk })),
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
+    let ids: Vec<String> = v["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap().to_string())
+        .collect();
+    // A trunk: binding its parent binds its subport too, which the same request reports.
+    let (parent, sub) = (&ids[0], &ids[1]);
+    let trunk = json!({"port_id": parent, "sub_ports": [
+        {"port_id": sub, "segmentation_type": "vlan", "segmentation_id": 100}]});
+    let (status, v) = call(
+        &server,
+        "POST",
+        "/v2.0/trunks",
+        Some(json!({ "trunk": trunk })),
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
+
+    let path = "/wyvern/v1/chassis/c1/bindings";
+    let mut bindings: Vec<Value> = ids
+        .iter()
+        .map(|id| json!({"port_id": id, "up": true}))
+        .collect();
+    // Named twice: the last report counts (port 2 gone again: a chassis it is not bound to
+    // says so, which changes nothing).
+    bindings.push(json!({"port_id": ids[2], "up": false}));
+    bindings.push(json!({"port_id": "0b0e8a8c-0000-4000-8000-000000000000", "up": true}));
+    let (status, v) = call(&server, "POST", path, Some(json!({ "bindings": bindings }))).await;
+    assert_eq!(status, 200, "{v}");
+    let answers = v["bindings"].as_array().unwrap();
+    assert_eq!(answers.len(), 251, "one answer per port named: {v}");
+    let missing: Vec<&Value> = answers.iter().filter(|a| a["found"] == false).collect();
+    assert_eq!(missing.len(), 1, "{missing:?}");
+    for id in &ids {
+        let p = show(&server, "ports", "port", id).await;
+        let want = if *id == ids[2] {
+            ("", "DOWN")
+        } else {
+            ("c1", "ACTIVE")
+        };
+        assert_eq!(
+            (&p["binding:host_id"], &p["status"]),
+            (&json!(want.0), &json!(want.1)),
+            "{p}"
+        );
+    }
+
+    // The same reports again change nothing.
+    let before = show(&server, "ports", "port", &ids[7]).await;
+    let (status, _) = call(&server, "POST", path, Some(json!({ "bindings": bindings }))).await;
+    assert_eq!(status, 200);
+    assert_eq!(show(&server, "ports", "port", &ids[7]).await, before);
+
+    // Too many at once, or a malformed body: 400, nothing written.
+    let many: Vec<Value> = (0..1001)
+        .map(|_| json!({"port_id": ids[3], "up": false}))
+        .collect();
+    let (status, v) = call(&server, "POST", path, Some(json!({ "bindings": many }))).await;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["NeutronError"]["type"], "HTTPBadRequest", "{v}");
+    let (status, _) = call(&server, "POST", path, Some(json!({ "bindings": "all" }))).await;
+    assert_eq!(status, 400);
+    let (status, _) = call(
+        &server,
+        "POST",
+        "/wyvern/v1/chassis/bad%20id/bindings",
+        Some(json!({ "bindings": [] })),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        show(&server, "ports", "port", &ids[3]).await["status"],
+        "ACTIVE"
+    );
 }
