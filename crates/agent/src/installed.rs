@@ -12,6 +12,11 @@
 //! the whole pipeline, the VIF is *installed* and the key is written: one OVSDB transaction for
 //! every row that needs it at that moment, none for a row that has it already.
 //!
+//! **Cost.** The work grows with the change, not with the chassis' VIFs: the loop sends the
+//! writer what changed in the installed set ([`Mark`]), and the writer looks only at the rows
+//! that changed, in the database or in what it wants (every row after a (re)connection, the
+//! first wanted set, or a failed write).
+//!
 //! **When it is removed.** When the row stops being served: the VIF leaves (`iface-id` removed
 //! or changed to another port, interface deleted, OpenFlow port lost), or its port or the
 //! port's network leaves the topology (deleted in the API). Completeness is asked only of VIFs
@@ -28,14 +33,14 @@
 //! the switch is disconnected, keys stay (the switch keeps its flows); VIFs that appear
 //! meanwhile wait for the resync after the reconnection.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use ovsdb::{
     Atom, Client, ClientOptions, Condition, Endpoint, MonitorRequest, Mutation, Operation, Replica,
     ReplicaEvent, ReplicaOptions, ReplicaSpec, Uuid, Value,
 };
-use tokio::sync::watch;
+use tokio::sync::mpsc;
 
 use crate::Agent;
 use crate::switch::Switch;
@@ -45,9 +50,18 @@ pub const KEY: &str = "wyvern-installed";
 /// How long before a failed transaction is tried again.
 const RETRY: Duration = Duration::from_secs(1);
 
-/// The rows that should carry the key, by row, with the `iface-id` each was installed for;
-/// `None` until the agent's first resync (nothing is written before).
-pub type Wanted = Option<BTreeMap<Uuid, String>>;
+/// What changed in the rows that should carry the key (with the `iface-id` each was installed
+/// for), as the loop tells the writer: nothing before the agent's first resync, then the whole
+/// set once, then each change.
+#[derive(Debug)]
+enum Mark {
+    /// The rows to mark, all of them; the rest are to be unmarked.
+    All(HashMap<Uuid, String>),
+    /// This row is to carry the key for this `iface-id`.
+    Set(Uuid, String),
+    /// This row is not to carry the key.
+    Clear(Uuid),
+}
 
 /// Which local VIFs are installed, and which wait for a bundle's acknowledgement.
 pub struct Installed {
@@ -58,9 +72,10 @@ pub struct Installed {
     installed: BTreeMap<String, Uuid>,
     /// What the served and complete VIFs were last computed from (see [`Installed::update`]).
     stamp: Option<Stamp>,
-    /// `installed` changed since it was last published.
-    unpublished: bool,
-    wanted: watch::Sender<Wanted>,
+    /// The writer has been given the installed set (after the first resync); from then on it
+    /// is told every change.
+    published: bool,
+    writer: mpsc::UnboundedSender<Mark>,
 }
 
 /// Whatever, changed, may change which VIFs are served or complete.
@@ -76,25 +91,34 @@ struct Stamp {
 impl Installed {
     /// Starts the task that keeps the rows' keys as wanted ([`keep_marked`]).
     pub fn start(endpoint: Endpoint) -> Installed {
-        let (wanted, rx) = watch::channel(None);
+        let (writer, rx) = mpsc::unbounded_channel();
         tokio::spawn(keep_marked(endpoint, rx));
         Installed {
             pending: BTreeMap::new(),
             installed: BTreeMap::new(),
             stamp: None,
-            unpublished: true,
-            wanted,
+            published: false,
+            writer,
+        }
+    }
+
+    /// Tells the writer, once it has the installed set, that `row` is (or is no longer) to be
+    /// marked for `iface`.
+    fn tell(&self, mark: Mark) {
+        if self.published {
+            // The writer ends only with the runtime.
+            let _ = self.writer.send(mark);
         }
     }
 
     /// Brings the installed set up to date after the loop sent its bundle: VIFs whose flows
     /// became complete wait for the bundle sent last (it carried the change, or came after the
     /// one that did), those whose bundle was acknowledged are installed, those no longer
-    /// complete are not. Publishes the rows to mark once the switch was synchronised once.
+    /// complete are not. Gives the writer the rows to mark once the switch was synchronised
+    /// once, then each change.
     ///
     /// The local VIFs are looked at only when something that decides serving or completeness
-    /// changed; otherwise only pending VIFs move. The rows are published only when the
-    /// installed set changed.
+    /// changed; otherwise only pending VIFs move.
     pub fn update(&mut self, agent: &Agent, sw: &Switch) {
         let stamp = Stamp {
             revision: agent.revision,
@@ -117,26 +141,19 @@ impl Installed {
             .collect();
         for iface in done {
             if let Some((row, _)) = self.pending.remove(&iface) {
+                self.tell(Mark::Set(row, iface.clone()));
                 self.installed.insert(iface, row);
-                self.unpublished = true;
             }
         }
-        if sw.resyncs_done == 0 || !self.unpublished {
-            return;
+        if sw.resyncs_done > 0 && !self.published {
+            self.published = true;
+            let all = self
+                .installed
+                .iter()
+                .map(|(i, row)| (*row, i.clone()))
+                .collect();
+            let _ = self.writer.send(Mark::All(all));
         }
-        self.unpublished = false;
-        let want: BTreeMap<Uuid, String> = self
-            .installed
-            .iter()
-            .map(|(i, row)| (*row, i.clone()))
-            .collect();
-        self.wanted.send_if_modified(|held| {
-            if held.as_ref() == Some(&want) {
-                return false;
-            }
-            *held = Some(want);
-            true
-        });
     }
 
     /// Drops the VIFs no longer served and makes those whose flows became complete wait for
@@ -153,10 +170,19 @@ impl Installed {
                 served.insert(iface.as_str(), *row);
             }
         }
-        let before = self.installed.len();
-        self.installed
-            .retain(|i, row| served.get(i.as_str()) == Some(row));
-        self.unpublished |= self.installed.len() != before;
+        let gone: Vec<(String, Uuid)> = self
+            .installed
+            .iter()
+            .filter(|(i, row)| served.get(i.as_str()) != Some(*row))
+            .map(|(i, row)| (i.clone(), *row))
+            .collect();
+        for (iface, row) in gone {
+            self.installed.remove(&iface);
+            // Another VIF may have been installed on the same row since (its iface-id changed).
+            if !self.installed.values().any(|r| *r == row) {
+                self.tell(Mark::Clear(row));
+            }
+        }
         self.pending
             .retain(|i, (row, _)| served.get(i.as_str()) == Some(row));
         if sw.in_sync {
@@ -178,7 +204,7 @@ impl Installed {
 /// exactly where `want` says.
 fn marking<'a>(
     rows: impl Iterator<Item = (&'a Uuid, Option<&'a Value>)>,
-    want: &BTreeMap<Uuid, String>,
+    want: &HashMap<Uuid, String>,
 ) -> Vec<Operation> {
     let key = Atom::from(KEY);
     let mut ops = Vec::new();
@@ -212,9 +238,84 @@ fn marking<'a>(
     ops
 }
 
-/// Keeps the key on exactly the rows `wanted` names, from its first value on: follows the
-/// `Interface` rows' `external_ids` and writes, in one transaction, whatever differs.
-async fn keep_marked(endpoint: Endpoint, mut wanted: watch::Receiver<Wanted>) {
+/// What the writer wants and which rows it must look at again.
+#[derive(Debug, Default)]
+struct Writer {
+    /// The rows to mark, with their `iface-id`; `None` until the loop's first set.
+    want: Option<HashMap<Uuid, String>>,
+    /// Rows that changed (in the database or in `want`) since they were last looked at.
+    dirty: BTreeSet<Uuid>,
+    /// Every row is to be looked at (a (re)connection, the first set, a failed write).
+    all_dirty: bool,
+}
+
+impl Writer {
+    fn take(&mut self, mark: Mark) {
+        match mark {
+            Mark::All(all) => {
+                self.want = Some(all);
+                self.all_dirty = true;
+            }
+            Mark::Set(row, iface) => {
+                self.want.get_or_insert_default().insert(row, iface);
+                self.dirty.insert(row);
+            }
+            Mark::Clear(row) => {
+                self.want.get_or_insert_default().remove(&row);
+                self.dirty.insert(row);
+            }
+        }
+    }
+
+    /// The rows to look at now, which are then no longer dirty: none before the first wanted
+    /// set.
+    fn look(&mut self) -> Option<Look> {
+        self.want.as_ref()?;
+        if std::mem::take(&mut self.all_dirty) {
+            self.dirty.clear();
+            Some(Look::All)
+        } else {
+            Some(Look::Rows(std::mem::take(&mut self.dirty)))
+        }
+    }
+
+    /// The operations that bring the rows to look at in `cache` to what is wanted.
+    fn operations(&mut self, cache: &ovsdb::Cache) -> Vec<Operation> {
+        let Some(look) = self.look() else {
+            return Vec::new();
+        };
+        let Some(want) = &self.want else {
+            return Vec::new();
+        };
+        match look {
+            Look::All => marking(
+                cache
+                    .table("Interface")
+                    .map(|(u, row)| (u, row.get("external_ids"))),
+                want,
+            ),
+            Look::Rows(rows) => marking(
+                rows.iter().filter_map(|u| {
+                    let row = cache.row("Interface", u)?;
+                    Some((u, row.get("external_ids")))
+                }),
+                want,
+            ),
+        }
+    }
+}
+
+/// The rows a look covers.
+#[derive(Debug, PartialEq, Eq)]
+enum Look {
+    All,
+    Rows(BTreeSet<Uuid>),
+}
+
+/// Keeps the key on exactly the rows the loop wants marked, from its first set on: follows the
+/// `Interface` rows' `external_ids` and writes, in one transaction, whatever differs among the
+/// rows that changed.
+async fn keep_marked(endpoint: Endpoint, mut marks: mpsc::UnboundedReceiver<Mark>) {
     let mut tables = BTreeMap::new();
     tables.insert(
         "Interface".to_owned(),
@@ -229,38 +330,36 @@ async fn keep_marked(endpoint: Endpoint, mut wanted: watch::Receiver<Wanted>) {
     // The replica holds the database's rows (after its first snapshot, until a disconnection).
     let mut current = false;
     let mut failed = false;
+    let mut writer = Writer::default();
     loop {
         tokio::select! {
             event = replica.next() => match event {
                 None => return,
                 // The snapshot's rows come with the next event.
-                Some(ReplicaEvent::Connected { .. }) => {}
-                Some(ReplicaEvent::Changes(_)) => current = true,
+                Some(ReplicaEvent::Connected { .. }) => writer.all_dirty = true,
+                Some(ReplicaEvent::Changes(changes)) => {
+                    current = true;
+                    writer.dirty.extend(changes.iter().map(|c| c.uuid));
+                }
                 Some(ReplicaEvent::Disconnected(_)) => current = false,
             },
-            changed = wanted.changed() => {
-                if changed.is_err() {
-                    return;
+            mark = marks.recv() => match mark {
+                None => return,
+                Some(mark) => {
+                    writer.take(mark);
+                    // Whatever else the loop said meanwhile goes into the same look.
+                    while let Ok(mark) = marks.try_recv() {
+                        writer.take(mark);
+                    }
                 }
-            }
+            },
             () = tokio::time::sleep(RETRY), if failed => {}
         }
         failed = false;
         if !current {
             continue;
         }
-        let ops = {
-            let want = wanted.borrow_and_update();
-            let Some(want) = want.as_ref() else { continue };
-            replica.read(|cache| {
-                marking(
-                    cache
-                        .table("Interface")
-                        .map(|(u, row)| (u, row.get("external_ids"))),
-                    want,
-                )
-            })
-        };
+        let ops = replica.read(|cache| writer.operations(cache));
         if ops.is_empty() {
             continue;
         }
@@ -271,6 +370,7 @@ async fn keep_marked(endpoint: Endpoint, mut wanted: watch::Receiver<Wanted>) {
         }
         let Some(c) = &client else {
             failed = true;
+            writer.all_dirty = true;
             continue;
         };
         match c.transact("Open_vSwitch", &ops).await {
@@ -281,6 +381,7 @@ async fn keep_marked(endpoint: Endpoint, mut wanted: watch::Receiver<Wanted>) {
                     client = None;
                 }
                 failed = true;
+                writer.all_dirty = true;
             }
         }
     }
@@ -312,7 +413,7 @@ mod tests {
             // Its iface-id changed to a port not installed: the key goes.
             (d, ids(&[("iface-id", "p9"), (KEY, "true")])),
         ];
-        let want = BTreeMap::from([(a, "p1".into()), (b, "p2".into()), (d, "p4".into())]);
+        let want = HashMap::from([(a, "p1".into()), (b, "p2".into()), (d, "p4".into())]);
         let ops = marking(rows.iter().map(|(u, v)| (u, Some(v))), &want);
         let targets: Vec<(Uuid, usize)> = ops
             .iter()
@@ -329,5 +430,29 @@ mod tests {
             })
             .collect();
         assert_eq!(targets, [(b, 2), (c, 1), (d, 1)]);
+    }
+
+    #[test]
+    fn the_writer_looks_only_at_rows_that_changed() {
+        let (a, b, c) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
+        let mut w = Writer::default();
+        // Nothing before the loop's first set, whatever changed in the database.
+        w.dirty.insert(a);
+        w.all_dirty = true;
+        assert_eq!(w.look(), None);
+        w.take(Mark::All(HashMap::from([(a, "p1".into())])));
+        assert_eq!(w.look(), Some(Look::All));
+        // Then only what changed since: in what is wanted, and rows the database changed.
+        assert_eq!(w.look(), Some(Look::Rows(BTreeSet::new())));
+        w.take(Mark::Set(b, "p2".into()));
+        w.take(Mark::Clear(a));
+        w.dirty.insert(c);
+        assert_eq!(w.look(), Some(Look::Rows(BTreeSet::from([a, b, c]))));
+        assert_eq!(w.want, Some(HashMap::from([(b, "p2".into())])));
+        // A (re)connection or a failed write: every row again.
+        w.all_dirty = true;
+        w.dirty.insert(a);
+        assert_eq!(w.look(), Some(Look::All));
+        assert_eq!(w.look(), Some(Look::Rows(BTreeSet::new())));
     }
 }
