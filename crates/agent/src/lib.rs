@@ -175,7 +175,7 @@ impl Agent {
             return false;
         }
         self.follow_stamp = Some(stamp);
-        let vif_networks = self.vifs.values().filter_map(|(_, n)| n.clone());
+        let vif_networks = self.vifs.values().filter_map(|(_, n)| n.as_deref());
         let needs = self.pipeline.topology().needs(
             &self.cfg.chassis,
             self.vifs.keys().map(String::as_str),

@@ -162,7 +162,7 @@ fn follow(p: &Pipeline, vifs: &[String], vif_networks: &[String]) -> usize {
     let needs = p.topology().needs(
         LOCAL,
         vifs.iter().map(String::as_str),
-        vif_networks.iter().cloned(),
+        vif_networks.iter().map(String::as_str),
     );
     needs.networks.len()
 }

@@ -492,7 +492,7 @@ impl Replica {
         line: &[u8],
         updates: &mpsc::Sender<Update>,
     ) -> Result<(), SyncError> {
-        let msg: Value =
+        let mut msg: Value =
             serde_json::from_slice(line).map_err(|e| SyncError::Malformed(e.to_string()))?;
         if msg.get("heartbeat").is_some() {
             return Ok(());
@@ -507,17 +507,19 @@ impl Replica {
             .as_u64()
             .ok_or_else(|| SyncError::Malformed("batch without revision".into()))?;
         let mut changes = Vec::new();
-        for e in msg["events"].as_array().into_iter().flatten() {
-            let key = e["key"]
-                .as_str()
-                .ok_or_else(|| SyncError::Malformed("event without key".into()))?;
+        for e in msg["events"].as_array_mut().into_iter().flatten() {
+            let key = match e["key"].take() {
+                Value::String(key) => key,
+                _ => return Err(SyncError::Malformed("event without key".into())),
+            };
+            let key = key.as_str();
             let at = e["revision"]
                 .as_u64()
                 .ok_or_else(|| SyncError::Malformed("event without revision".into()))?;
             if self.ahead.get(key).is_some_and(|start| at <= *start) {
                 continue;
             }
-            match &e["value"] {
+            match e["value"].take() {
                 Value::Null => {
                     if self.held.remove(key).is_some() {
                         changes.push(Change::Delete(key.to_string()));
@@ -525,7 +527,7 @@ impl Replica {
                 }
                 v => {
                     self.held.insert(key.to_string(), v.clone());
-                    changes.push(Change::Put(key.to_string(), v.clone()));
+                    changes.push(Change::Put(key.to_string(), v));
                 }
             }
         }

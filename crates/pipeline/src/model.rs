@@ -1218,33 +1218,36 @@ impl Topology {
     /// may be elected to host it: [`Topology::gateway_host`]), and, for the routers whose
     /// gateway it hosts and that other chassis send packets to ([`Router::transits`]), their
     /// networks.
+    ///
+    /// The cost is one look-up per port of the chassis and no allocation per port: the agent
+    /// asks after every batch of changes.
     pub fn needs<'a>(
-        &self,
+        &'a self,
         chassis: &str,
         local_ports: impl IntoIterator<Item = &'a str>,
-        vif_networks: impl IntoIterator<Item = String>,
+        vif_networks: impl IntoIterator<Item = &'a str>,
     ) -> Needs {
-        // The ports bound here, then the local ones bound elsewhere (or nowhere): each once,
-        // without going through every port.
-        let mut mine: Vec<&Port> = self
+        // The ports bound here, then the local ones bound elsewhere (or nowhere): a port met
+        // twice only inserts into the sets again.
+        let bound = self
             .bound
             .get(chassis)
             .into_iter()
             .flatten()
-            .filter_map(|id| self.ports.get(id))
-            .collect();
-        mine.extend(
-            local_ports
-                .into_iter()
-                .filter_map(|id| self.ports.get(id))
-                .filter(|p| p.host.as_deref() != Some(chassis)),
-        );
-        mine.sort_unstable_by(|a, b| a.id.cmp(&b.id));
-        mine.dedup_by(|a, b| a.id == b.id);
-        let mut networks: BTreeSet<String> = vif_networks
+            .filter_map(|id| self.ports.get(id));
+        let elsewhere = local_ports
             .into_iter()
-            .chain(mine.iter().map(|p| p.network_id.clone()))
-            .collect();
+            .filter_map(|id| self.ports.get(id))
+            .filter(|p| p.host.as_deref() != Some(chassis));
+        let mut port_networks: BTreeSet<&str> = vif_networks.into_iter().collect();
+        let mut port_groups: BTreeSet<&str> = BTreeSet::new();
+        for port in bound.chain(elsewhere) {
+            port_networks.insert(&port.network_id);
+            if port.port_security {
+                port_groups.extend(port.security_groups.iter().map(String::as_str));
+            }
+        }
+        let mut networks: BTreeSet<String> = port_networks.into_iter().map(str::to_owned).collect();
         let mut routers: BTreeSet<String> = BTreeSet::new();
         let mut todo: Vec<String> = networks.iter().cloned().collect();
         let physnets: BTreeSet<String> = self
@@ -1295,11 +1298,7 @@ impl Topology {
                 }
             }
         }
-        let groups: BTreeSet<String> = mine
-            .iter()
-            .filter(|p| p.port_security)
-            .flat_map(|p| p.security_groups.iter().cloned())
-            .collect();
+        let groups: BTreeSet<String> = port_groups.into_iter().map(str::to_owned).collect();
         let mut security_groups = groups.clone();
         let mut address_groups = BTreeSet::new();
         for rule in groups.iter().flat_map(|g| self.rules_of(g)) {

@@ -116,7 +116,7 @@ pub fn compute_flows(inv: &Inventory, local: &Local) -> Vec<Flow> {
         .vifs
         .keys()
         .filter_map(|id| topo.ports.get(id))
-        .map(|p| p.network_id.clone());
+        .map(|p| p.network_id.as_str());
     let needs = topo.needs(
         &local.chassis,
         local.vifs.keys().map(String::as_str),
