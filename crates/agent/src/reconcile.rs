@@ -18,8 +18,16 @@
 //! not exist, and deleting a group deletes the flows that name it. Groups are compared
 //! normalized ([`normalized`]), so that what the switch reports back for a group we sent
 //! compares equal to it and a resync sends nothing for it.
+//!
+//! **What it keeps of a flow.** Its identity (table, priority, match: what a strict delete
+//! needs) and a 128-bit fingerprint of the whole flow, not the flow: the pipeline holds the
+//! flows, and a second copy of every flow was a fifth of an agent's memory. A changed flow goes
+//! unnoticed only if its fingerprint collides with the old one's (two keyed SipHash values,
+//! keys drawn at start). The groups an installed flow sends to are kept apart (few flows do),
+//! since deleting a group deletes those flows.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, RandomState};
 
 use futures::future::BoxFuture;
 use openflow::conn::{ConnError, Connection};
@@ -36,7 +44,11 @@ pub type Confirmation = BoxFuture<'static, Result<(), ConnError>>;
 /// What the switch holds, as far as we know.
 pub struct Reconciler {
     conn: Connection,
-    installed: HashMap<FlowKey, Flow>,
+    /// The flows the switch holds: identity → fingerprint ([`Fingerprints`]).
+    installed: HashMap<FlowKey, u128>,
+    /// The installed flows that send to groups, with those groups.
+    naming_groups: HashMap<FlowKey, Vec<u32>>,
+    fingerprints: Fingerprints,
     /// The switch's groups, by id, [`normalized`].
     groups: HashMap<u32, Group>,
     /// Statistics: flow-mods and group-mods sent since start.
@@ -48,7 +60,8 @@ pub struct Reconciler {
 struct Changes {
     /// Groups to add or modify (normalized), before the flows.
     group_installs: Vec<GroupMod>,
-    removes: Vec<Flow>,
+    /// Flows to delete, by identity.
+    removes: Vec<FlowKey>,
     adds: Vec<Flow>,
     /// Groups to delete, after the flows.
     group_deletes: Vec<Group>,
@@ -85,13 +98,40 @@ fn normalized(group: &Group) -> Group {
     g
 }
 
-/// Whether `flow` sends to one of `groups` (the switch deletes it with the group).
-fn names_group(flow: &Flow, groups: &HashSet<u32>) -> bool {
+/// The groups `flow` sends to (the switch deletes it with any of them).
+fn named_groups(flow: &Flow) -> Vec<u32> {
     let i = &flow.instructions;
     i.apply
         .iter()
         .chain(i.write.iter().flatten())
-        .any(|a| matches!(a, Action::Group(g) if groups.contains(g)))
+        .filter_map(|a| match a {
+            Action::Group(g) => Some(*g),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Two independently keyed hashers: a flow's fingerprint is both its hashes, 128 bits.
+struct Fingerprints(RandomState, RandomState);
+
+impl Fingerprints {
+    fn new() -> Self {
+        Fingerprints(RandomState::new(), RandomState::new())
+    }
+
+    fn of(&self, flow: &Flow) -> u128 {
+        (u128::from(self.0.hash_one(flow)) << 64) | u128::from(self.1.hash_one(flow))
+    }
+}
+
+/// The strict delete of the flow with identity `key`.
+fn delete_of((table, priority, match_): &FlowKey) -> FlowMod {
+    FlowMod::delete_strict(&Flow {
+        table: *table,
+        priority: *priority,
+        match_: match_.clone(),
+        ..Flow::default()
+    })
 }
 
 impl Reconciler {
@@ -99,6 +139,8 @@ impl Reconciler {
         Self {
             conn,
             installed: HashMap::new(),
+            naming_groups: HashMap::new(),
+            fingerprints: Fingerprints::new(),
             groups: HashMap::new(),
             sent: 0,
         }
@@ -129,6 +171,24 @@ impl Reconciler {
         Some(GroupMod { command, group })
     }
 
+    /// Counts `flow` as held by the switch (replacing what had its identity).
+    fn remember(&mut self, flow: &Flow) {
+        let key = flow.key();
+        let groups = named_groups(flow);
+        if groups.is_empty() {
+            self.naming_groups.remove(&key);
+        } else {
+            self.naming_groups.insert(key.clone(), groups);
+        }
+        self.installed.insert(key, self.fingerprints.of(flow));
+    }
+
+    /// Counts the flow with identity `key` as gone from the switch.
+    fn forget(&mut self, key: &FlowKey) {
+        self.installed.remove(key);
+        self.naming_groups.remove(key);
+    }
+
     /// Puts one bundle on the wire and counts its changes as installed; the returned
     /// confirmation says whether the switch applied it.
     async fn send(&mut self, changes: Changes) -> Result<Confirmation, AgentError> {
@@ -139,8 +199,8 @@ impl Reconciler {
         for gm in &changes.group_installs {
             msgs.push(Message::GroupMod(gm.clone()));
         }
-        for f in &changes.removes {
-            msgs.push(Message::FlowMod(FlowMod::delete_strict(f)));
+        for key in &changes.removes {
+            msgs.push(Message::FlowMod(delete_of(key)));
         }
         for f in &changes.adds {
             msgs.push(Message::FlowMod(FlowMod::add(f.clone())));
@@ -164,11 +224,11 @@ impl Reconciler {
         for gm in changes.group_installs {
             self.groups.insert(gm.group.group_id, gm.group);
         }
-        for f in changes.removes {
-            self.installed.remove(&f.key());
+        for key in changes.removes {
+            self.forget(&key);
         }
-        for f in changes.adds {
-            self.installed.insert(f.key(), f);
+        for f in &changes.adds {
+            self.remember(f);
         }
         if !changes.group_deletes.is_empty() {
             let gone: HashSet<u32> = changes.group_deletes.iter().map(|g| g.group_id).collect();
@@ -176,7 +236,15 @@ impl Reconciler {
                 self.groups.remove(id);
             }
             // The switch deletes the flows that name a deleted group.
-            self.installed.retain(|_, f| !names_group(f, &gone));
+            let deleted: Vec<FlowKey> = self
+                .naming_groups
+                .iter()
+                .filter(|(_, groups)| groups.iter().any(|g| gone.contains(g)))
+                .map(|(key, _)| key.clone())
+                .collect();
+            for key in deleted {
+                self.forget(&key);
+            }
         }
         Ok(Box::pin(sent.confirmed()))
     }
@@ -203,11 +271,13 @@ impl Reconciler {
             .map(|g| (g.group_id, normalized(g)))
             .collect();
         // Flows the switch learned itself (neighbours) are its state, not ours.
-        self.installed = held
-            .into_iter()
-            .filter(|s| !pipeline::cookie::is_learned(s.flow.cookie))
-            .map(|s| (s.flow.key(), s.flow))
-            .collect();
+        self.installed.clear();
+        self.naming_groups.clear();
+        for stats in held {
+            if !pipeline::cookie::is_learned(stats.flow.cookie) {
+                self.remember(&stats.flow);
+            }
+        }
         let desired: HashMap<FlowKey, &Flow> = desired.map(|f| (f.key(), f)).collect();
         let desired_groups: HashMap<u32, &Group> =
             desired_groups.map(|g| (g.group_id, g)).collect();
@@ -219,16 +289,16 @@ impl Reconciler {
             .collect();
         // Flows whose identity is not desired go; desired flows not held exactly are added (an add
         // replaces a held flow with the same identity in place).
-        let removes: Vec<Flow> = self
+        let removes: Vec<FlowKey> = self
             .installed
-            .iter()
-            .filter(|(k, _)| !desired.contains_key(*k))
-            .map(|(_, f)| f.clone())
+            .keys()
+            .filter(|k| !desired.contains_key(*k))
+            .cloned()
             .collect();
         let adds: Vec<Flow> = desired
-            .values()
-            .filter(|f| self.installed.get(&f.key()) != Some(**f))
-            .map(|f| (*f).clone())
+            .iter()
+            .filter(|(k, f)| self.installed.get(*k) != Some(&self.fingerprints.of(f)))
+            .map(|(_, f)| (*f).clone())
             .collect();
         let group_deletes: Vec<Group> = self
             .groups
@@ -265,7 +335,7 @@ impl Reconciler {
                     match &e.request {
                         Some(Message::FlowMod(fm)) => {
                             tracing::error!("the switch refuses a flow: {e}");
-                            self.installed.remove(&fm.flow.key());
+                            self.forget(&fm.flow.key());
                         }
                         Some(Message::GroupMod(gm)) => {
                             tracing::error!("the switch refuses a group: {e}");
@@ -335,7 +405,8 @@ impl Reconciler {
         let keys: HashSet<FlowKey> = adds.iter().map(Flow::key).collect();
         let removes = removed
             .into_iter()
-            .filter(|f| !keys.contains(&f.key()))
+            .map(|f| f.key())
+            .filter(|k| !keys.contains(k))
             .collect();
         self.send(Changes {
             group_installs,
@@ -382,12 +453,60 @@ mod tests {
     }
 
     #[test]
-    fn a_flow_naming_a_group_is_found() {
+    fn the_groups_a_flow_names_are_found() {
         let flow = Flow {
-            instructions: openflow::Instructions::apply(vec![Action::Group(7)]),
+            instructions: openflow::Instructions {
+                apply: vec![Action::Group(7)],
+                write: Some(vec![Action::Group(9)]),
+                ..openflow::Instructions::default()
+            },
             ..Flow::default()
         };
-        assert!(names_group(&flow, &HashSet::from([7])));
-        assert!(!names_group(&flow, &HashSet::from([8])));
+        assert_eq!(named_groups(&flow), [7, 9]);
+        assert!(named_groups(&Flow::default()).is_empty());
+    }
+
+    #[test]
+    fn fingerprints_tell_flows_apart_and_equal_flows_alike() {
+        let prints = Fingerprints::new();
+        let flow = Flow {
+            cookie: 5,
+            instructions: openflow::Instructions::apply(vec![Action::Output {
+                port: 1,
+                max_len: 0,
+            }]),
+            ..Flow::default()
+        };
+        assert_eq!(prints.of(&flow), prints.of(&flow.clone()));
+        for other in [
+            Flow {
+                cookie: 6,
+                ..flow.clone()
+            },
+            Flow {
+                instructions: openflow::Instructions::apply(vec![Action::Output {
+                    port: 2,
+                    max_len: 0,
+                }]),
+                ..flow.clone()
+            },
+            Flow {
+                idle_timeout: 1,
+                ..flow.clone()
+            },
+        ] {
+            assert_ne!(prints.of(&flow), prints.of(&other), "{other:?}");
+        }
+    }
+
+    #[test]
+    fn a_strict_delete_carries_the_identity_only() {
+        let flow = Flow {
+            table: 3,
+            priority: 7,
+            cookie: 5,
+            ..Flow::default()
+        };
+        assert_eq!(delete_of(&flow.key()), FlowMod::delete_strict(&flow));
     }
 }

@@ -339,6 +339,37 @@ impl Topics {
         }
     }
 
+    /// The fields of an object that [`Topics::wants`] reads.
+    pub const MEMBERSHIP_FIELDS: &'static [&'static str] = &[
+        "network_id",
+        "router:external",
+        "provider:physical_network",
+        "floating_network_id",
+        "vip_network_id",
+        "_vip_network_id",
+        "_network_ids",
+        "security_group_id",
+        "device_id",
+        "security_groups",
+        "binding:host_id",
+    ];
+
+    /// `value` cut down to what decides which topics want it ([`Topics::MEMBERSHIP_FIELDS`]):
+    /// `wants` answers the same on it, for any topics, and a replica that keeps it instead of
+    /// the whole object holds a small part of its size.
+    pub fn membership(value: &Value) -> Value {
+        match value {
+            Value::Object(fields) => Value::Object(
+                Self::MEMBERSHIP_FIELDS
+                    .iter()
+                    .filter_map(|f| Some(((*f).to_owned(), fields.get(*f)?.clone())))
+                    .collect(),
+            ),
+            // Not an object: nothing to cut.
+            other => other.clone(),
+        }
+    }
+
     /// The named topics (not [`Topics::everything`]).
     pub fn iter(&self) -> impl Iterator<Item = Topic> + '_ {
         let networks = self.networks.iter().cloned().map(Topic::Network);
@@ -636,5 +667,83 @@ mod tests {
         assert!(!Topics::everything().is_empty());
         assert!(Topics::everything().minus(&old).everything);
         assert!(!old.minus(&Topics::everything()).everything);
+    }
+
+    #[test]
+    fn membership_keeps_what_wants_reads() {
+        let net = "11111111-1111-4111-8111-111111111111";
+        let other = "22222222-2222-4222-8222-222222222222";
+        let group = "33333333-3333-4333-8333-333333333333";
+        let router = "44444444-4444-4444-8444-444444444444";
+        let objects = [
+            (
+                format!("{PORTS}{other}"),
+                json!({"id": other, "name": "p", "network_id": net, "device_id": router,
+                       "security_groups": [group], "binding:host_id": "c1",
+                       "fixed_ips": [{"ip_address": "10.0.0.5"}], "mac_address": "fa:16:3e:00:00:01"}),
+            ),
+            (
+                format!("{NETWORKS}{other}"),
+                json!({"id": other, "router:external": true, "provider:physical_network": "ext",
+                       "mtu": 1500}),
+            ),
+            (
+                format!("{SUBNETS}{other}"),
+                json!({"id": other, "network_id": net, "cidr": "10.0.0.0/24"}),
+            ),
+            (
+                format!("{SECURITY_GROUP_RULES}{other}"),
+                json!({"id": other, "security_group_id": group, "protocol": "tcp"}),
+            ),
+            (
+                format!("{FLOATING_IPS}{other}"),
+                json!({"id": other, "floating_network_id": net}),
+            ),
+            (
+                format!("{LOADBALANCERS}{other}"),
+                json!({"id": other, "vip_network_id": net}),
+            ),
+            (
+                format!("{POOLS}{other}"),
+                json!({"id": other, "_vip_network_id": net}),
+            ),
+            (
+                format!("{TRUNKS}{other}"),
+                json!({"id": other, "_network_ids": [other, net]}),
+            ),
+        ];
+        let topic_sets = [
+            Topics::default(),
+            Topics::networks([net.to_owned()].into()),
+            Topics {
+                security_groups: [group.to_owned()].into(),
+                ..Topics::default()
+            },
+            Topics {
+                routers: [router.to_owned()].into(),
+                ..Topics::default()
+            },
+            Topics {
+                chassis: Some("c1".into()),
+                physnets: ["ext".to_owned()].into(),
+                ..Topics::default()
+            },
+        ];
+        let mut wanted = 0;
+        for (key, value) in &objects {
+            assert!(parse(key).is_some(), "{key}");
+            let cut = Topics::membership(value);
+            assert!(
+                cut.as_object().unwrap().len() < value.as_object().unwrap().len(),
+                "{key}"
+            );
+            for topics in &topic_sets {
+                let wants = topics.wants(key, Some(value));
+                assert_eq!(wants, topics.wants(key, Some(&cut)), "{key} {topics:?}");
+                wanted += usize::from(wants);
+            }
+        }
+        // The objects are each wanted by some topics (the test would not show a field dropped).
+        assert!(wanted >= objects.len(), "{wanted}");
     }
 }

@@ -28,11 +28,16 @@
 //! may be taken up together) is answered by exactly one Update marked [`Update::from_snapshot`], even
 //! an empty one, so that a consumer can wait for it.
 //!
+//! What the replica holds of an object is not the object (the consumer has it) but what decides
+//! its topics ([`Topics::membership`]) and a 128-bit fingerprint of its encoding, to tell a fresh
+//! copy from the one held: a changed object is taken for the same one only if the two collide.
+//!
 //! A limit of filtering on values: the server cannot tell that an object left a topic by a change of
 //! its own (a port re-bound elsewhere, or given another `device_id`), so the replica keeps the last
 //! value its topics wanted until the object is deleted, or a topic change or a full snapshot drops it.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{BuildHasher, RandomState};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -110,6 +115,15 @@ const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// Longest wait for a whole snapshot.
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// What the replica keeps of an object it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Held {
+    /// What decides which topics want it ([`Topics::membership`]).
+    membership: Value,
+    /// Two keyed hashes of its encoding.
+    fingerprint: u128,
+}
+
 /// Configuration and state of one replica.
 pub struct Replica {
     /// The servers to follow through, and the base URL of the one the current attempt uses.
@@ -122,7 +136,9 @@ pub struct Replica {
     /// The topics `held` replicates; `None` until the first snapshot and after a compaction, when a
     /// full snapshot comes next.
     following: Option<Topics>,
-    held: BTreeMap<String, Value>,
+    /// What is held, by key (see [`Held`]).
+    held: BTreeMap<String, Held>,
+    fingerprints: (RandomState, RandomState),
     /// The stream's revision: every change up to it is applied.
     revision: u64,
     /// Topics a partial snapshot at a revision after [`Replica::revision`] added, with that revision:
@@ -243,6 +259,7 @@ impl Replica {
             topics,
             following: None,
             held: BTreeMap::new(),
+            fingerprints: (RandomState::new(), RandomState::new()),
             revision: 0,
             late: BTreeMap::new(),
             ahead: BTreeMap::new(),
@@ -255,6 +272,18 @@ impl Replica {
                 stats: stats_rx,
             },
         )
+    }
+
+    /// What is kept of `value` while it is held.
+    fn hold(&self, value: &Value) -> Held {
+        // The encoding of a value is one string whatever path it came by (objects are read
+        // into ordered maps): equal values have equal fingerprints.
+        let bytes = serde_json::to_vec(value).unwrap_or_default();
+        let (a, b) = &self.fingerprints;
+        Held {
+            membership: Topics::membership(value),
+            fingerprint: (u128::from(a.hash_one(&bytes)) << 64) | u128::from(b.hash_one(&bytes)),
+        }
     }
 
     /// Runs until the receiver of `updates` is dropped.
@@ -342,17 +371,20 @@ impl Replica {
     ) -> Result<(), SyncError> {
         let (revision, fresh) = self.fetch(&topics).await?;
         let mut changes = Vec::new();
-        for (k, v) in &fresh {
-            if self.held.get(k) != Some(v) {
-                changes.push(Change::Put(k.clone(), v.clone()));
+        let mut held = BTreeMap::new();
+        for (k, v) in fresh {
+            let h = self.hold(&v);
+            if self.held.get(&k) != Some(&h) {
+                changes.push(Change::Put(k.clone(), v));
             }
+            held.insert(k, h);
         }
         for k in self.held.keys() {
-            if !fresh.contains_key(k) {
+            if !held.contains_key(k) {
                 changes.push(Change::Delete(k.clone()));
             }
         }
-        self.held = fresh;
+        self.held = held;
         self.revision = revision;
         self.following = Some(topics);
         self.late.clear();
@@ -396,8 +428,8 @@ impl Replica {
         let dropped: Vec<String> = self
             .held
             .iter()
-            .filter(|(k, v)| {
-                !remaining.wants(k, Some(v))
+            .filter(|(k, h)| {
+                !remaining.wants(k, Some(&h.membership))
                     && !partial
                         .as_ref()
                         .is_some_and(|(_, items)| items.contains_key(*k))
@@ -422,8 +454,9 @@ impl Replica {
                 if start > self.revision {
                     self.ahead.insert(key.clone(), start);
                 }
-                if self.held.get(&key) != Some(&value) {
-                    self.held.insert(key.clone(), value.clone());
+                let h = self.hold(&value);
+                if self.held.get(&key) != Some(&h) {
+                    self.held.insert(key.clone(), h);
                     changes.push(Change::Put(key, value));
                 }
             }
@@ -526,7 +559,7 @@ impl Replica {
                     }
                 }
                 v => {
-                    self.held.insert(key.to_string(), v.clone());
+                    self.held.insert(key.to_string(), self.hold(&v));
                     changes.push(Change::Put(key.to_string(), v));
                 }
             }
