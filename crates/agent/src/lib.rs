@@ -494,6 +494,19 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         data_plane.subscribe(),
     ));
 
+    // The switch's flows are read meanwhile, for the first comparison (nothing is sent before
+    // it): at 10 000 ports, reading 60 000 flows took 0.6 s after the topology.
+    let mgmt = format!("unix:{}/{}.mgmt", cfg.ovs_rundir.display(), cfg.bridge);
+    let mut options = Options::default();
+    // Packet-ins carry the reason the pipeline sent them for (userdata): Nicira's format.
+    options
+        .on_connect
+        .push(Message::SetPacketInFormat(switch::PACKET_IN2));
+    let (conn, mut of_events) =
+        Connection::start_with(&mgmt, options).map_err(|e| AgentError::Switch(e.to_string()))?;
+    let reconciler = Reconciler::new(conn);
+    let read_ahead = reconciler.read_ahead();
+
     // 1. The complete local VIF set, and the networks it needs.
     let endpoint: Endpoint = cfg
         .ovsdb
@@ -505,6 +518,14 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     // them after the topology cost a restart at 5 000 ports 0.6 s.
     let mut inner = trunks::watch_inner(endpoint.clone());
     let mut bfd = peers::watch_bfd(endpoint.clone());
+    // The ports bound here are asked for meanwhile too.
+    let topics = Topics {
+        chassis: Some(cfg.chassis.clone()),
+        ..Topics::default()
+    };
+    let (replica, sync) = Replica::with_servers(servers.clone(), topics);
+    let (updates_tx, mut updates) = mpsc::channel(64);
+    tokio::spawn(replica.run(updates_tx));
     let mut initial: BTreeMap<String, (u32, Uuid)> = BTreeMap::new();
     loop {
         match watcher.next().await {
@@ -525,13 +546,9 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         }
     }
     tracing::info!(vifs = initial.len(), after = ?started.elapsed(), "local VIFs read");
-    // 2. The ports bound to this chassis, then the topology of the networks (and, through
-    //    routers, the networks behind them) that they and the VIFs need.
-    let topics = Topics {
-        chassis: Some(cfg.chassis.clone()),
-        ..Topics::default()
-    };
-    let (replica, sync) = Replica::with_servers(servers.clone(), topics);
+    // 2. The ports bound to this chassis (asked for while the VIFs were read), then the
+    //    topology of the networks (and, through routers, the networks behind them) that they
+    //    and the VIFs need.
     let (lookups, mut looked_up) = mpsc::channel(64);
     let mut agent = Agent {
         cfg: cfg.clone(),
@@ -560,9 +577,8 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     for (physnet, ofport) in plumbed.patches {
         agent.pipeline.apply(Input::Patch(physnet, Some(ofport)));
     }
-    let (updates_tx, mut updates) = mpsc::channel(64);
-    tokio::spawn(replica.run(updates_tx));
     await_snapshot(&mut agent, &mut updates).await?;
+    tracing::info!(after = ?started.elapsed(), "ports bound here read");
     for (iface, (ofport, row)) in initial {
         // Before the first comparison with the switch the topology must be complete: here the
         // agent waits for the server's answer.
@@ -573,6 +589,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         agent.vif_rows.insert(iface.clone(), row);
         agent.vif_up(iface, ofport, network);
     }
+    tracing::info!(after = ?started.elapsed(), "local VIFs in the pipeline");
     while agent.follow() {
         await_snapshot(&mut agent, &mut updates).await?;
     }
@@ -585,6 +602,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     // they are after a restart), and the inner ends' OpenFlow ports, before the comparison.
     let want = agent.want_pairs().unwrap_or_default();
     trunks::converge(&switch_db::connect(&endpoint).await?, &cfg.bridge, &want).await?;
+    tracing::info!(after = ?started.elapsed(), "subports' patch pairs in place");
     trunks::await_inner(&mut inner, &want, Duration::from_secs(10), |e| {
         if let RowEvent::Changed(subport, ofport) = e {
             agent.pipeline.apply(Input::Inner(subport, ofport));
@@ -633,16 +651,9 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
             cfg.chassis.clone(),
         ));
     }
-    let mgmt = format!("unix:{}/{}.mgmt", cfg.ovs_rundir.display(), cfg.bridge);
-    let mut options = Options::default();
-    // Packet-ins carry the reason the pipeline sent them for (userdata): Nicira's format.
-    options
-        .on_connect
-        .push(Message::SetPacketInFormat(switch::PACKET_IN2));
-    let (conn, mut of_events) =
-        Connection::start_with(&mgmt, options).map_err(|e| AgentError::Switch(e.to_string()))?;
     let mut sw = Switch {
-        reconciler: Reconciler::new(conn),
+        reconciler,
+        read_ahead: Some(read_ahead),
         watcher,
         connected: false,
         in_sync: false,

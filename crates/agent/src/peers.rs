@@ -40,7 +40,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
-use ovsdb::tables::{Bridge, Interface, Port, Table, string_map};
+use ovsdb::tables::{Bridge, Interface, Port, Table, select, string_map};
 use ovsdb::{Atom, Client, Condition, Endpoint, Mutation, Mutator, Operation, Row, Uuid, Value};
 use pipeline::model::Topology;
 
@@ -205,21 +205,13 @@ struct Held {
 
 impl Held {
     async fn read(client: &Client, bridge: &str) -> Result<Held, AgentError> {
-        let select = |table: &str, conditions| Operation::Select {
-            table: table.into(),
-            conditions,
-            columns: None,
-        };
         let res = client
             .transact(
                 DB,
                 &[
-                    select(
-                        Bridge::NAME,
-                        vec![Condition::eq("name", Value::atom(bridge))],
-                    ),
-                    select(Port::NAME, vec![]),
-                    select(Interface::NAME, vec![]),
+                    select::<Bridge>(vec![Condition::eq("name", Value::atom(bridge))], &[]),
+                    select::<Port>(vec![], &[]),
+                    select::<Interface>(vec![], &["bfd"]),
                 ],
             )
             .await

@@ -19,22 +19,26 @@
 //! normalized ([`normalized`]), so that what the switch reports back for a group we sent
 //! compares equal to it and a resync sends nothing for it.
 //!
-//! **What it keeps of a flow.** Its identity (table, priority, match: what a strict delete
-//! needs) and a 128-bit fingerprint of the whole flow, not the flow: the pipeline holds the
-//! flows, and a second copy of every flow was a fifth of an agent's memory. A changed flow goes
-//! unnoticed only if its fingerprint collides with the old one's (two keyed SipHash values,
-//! keys drawn at start). The groups an installed flow sends to are kept apart (few flows do),
-//! since deleting a group deletes those flows.
+//! **Reading ahead.** A restarted agent reads the switch while it reads the topology
+//! ([`Reconciler::read_ahead`]): the first resync uses that read if it was made in the
+//! connection's current session (nothing else writes the switch's flows meanwhile; the only
+//! flows that expire are the learned ones, which are the switch's own).
+//!
+//! **What it keeps of a flow.** Its identity only (table, priority, match: what a strict delete
+//! needs), not the flow: the pipeline holds the flows, and a second copy of every flow was a
+//! fifth of an agent's memory. Between resyncs only identities matter (a delta says what to
+//! add and remove); a resync compares the flows it reads from the switch with the desired ones.
+//! The groups an installed flow sends to are kept apart (few flows do), since deleting a group
+//! deletes those flows.
 
 use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasher, RandomState};
 
 use futures::future::BoxFuture;
 use openflow::conn::{ConnError, Connection};
 use openflow::flow::FlowKey;
-use openflow::message::{FlowStatsRequest, Group, GroupMod, GroupModCommand, GroupType};
+use openflow::message::{FlowStats, FlowStatsRequest, Group, GroupMod, GroupModCommand, GroupType};
 use openflow::{Action, Flow, FlowMod, Message};
-use pipeline::Delta;
+use pipeline::{Delta, FastMap, FastSet};
 
 use crate::AgentError;
 
@@ -44,15 +48,47 @@ pub type Confirmation = BoxFuture<'static, Result<(), ConnError>>;
 /// What the switch holds, as far as we know.
 pub struct Reconciler {
     conn: Connection,
-    /// The flows the switch holds: identity → fingerprint ([`Fingerprints`]).
-    installed: HashMap<FlowKey, u128>,
+    /// The identities of the flows the switch holds.
+    installed: FastSet<FlowKey>,
     /// The installed flows that send to groups, with those groups.
-    naming_groups: HashMap<FlowKey, Vec<u32>>,
-    fingerprints: Fingerprints,
+    naming_groups: FastMap<FlowKey, Vec<u32>>,
     /// The switch's groups, by id, [`normalized`].
     groups: HashMap<u32, Group>,
     /// Statistics: flow-mods and group-mods sent since start.
     pub sent: u64,
+}
+
+/// The switch's groups and flows as read in one session of the connection.
+pub struct Held {
+    session: u64,
+    groups: Vec<Group>,
+    flows: Vec<FlowStats>,
+}
+
+/// How long a read ahead keeps trying to reach the switch.
+const READ_AHEAD_FOR: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Reads what the switch holds, in one session of `conn`.
+async fn read_switch(conn: &Connection) -> Result<Held, AgentError> {
+    let session = conn.session();
+    let groups = conn
+        .dump_groups()
+        .await
+        .map_err(|e| AgentError::Switch(e.to_string()))?;
+    let flows = conn
+        .dump_flows(FlowStatsRequest::default())
+        .await
+        .map_err(|e| AgentError::Switch(e.to_string()))?;
+    if conn.session() != session {
+        return Err(AgentError::Switch(
+            "reconnected while reading the switch".into(),
+        ));
+    }
+    Ok(Held {
+        session,
+        groups,
+        flows,
+    })
 }
 
 /// One bundle's worth of changes, in the order they go out.
@@ -111,19 +147,6 @@ fn named_groups(flow: &Flow) -> Vec<u32> {
         .collect()
 }
 
-/// Two independently keyed hashers: a flow's fingerprint is both its hashes, 128 bits.
-struct Fingerprints(RandomState, RandomState);
-
-impl Fingerprints {
-    fn new() -> Self {
-        Fingerprints(RandomState::new(), RandomState::new())
-    }
-
-    fn of(&self, flow: &Flow) -> u128 {
-        (u128::from(self.0.hash_one(flow)) << 64) | u128::from(self.1.hash_one(flow))
-    }
-}
-
 /// The strict delete of the flow with identity `key`.
 fn delete_of((table, priority, match_): &FlowKey) -> FlowMod {
     FlowMod::delete_strict(&Flow {
@@ -138,9 +161,8 @@ impl Reconciler {
     pub fn new(conn: Connection) -> Self {
         Self {
             conn,
-            installed: HashMap::new(),
-            naming_groups: HashMap::new(),
-            fingerprints: Fingerprints::new(),
+            installed: FastSet::default(),
+            naming_groups: FastMap::default(),
             groups: HashMap::new(),
             sent: 0,
         }
@@ -180,7 +202,7 @@ impl Reconciler {
         } else {
             self.naming_groups.insert(key.clone(), groups);
         }
-        self.installed.insert(key, self.fingerprints.of(flow));
+        self.installed.insert(key);
     }
 
     /// Counts the flow with identity `key` as gone from the switch.
@@ -249,36 +271,60 @@ impl Reconciler {
         Ok(Box::pin(sent.confirmed()))
     }
 
-    /// Reads the switch's flows and groups and sends the difference from `desired` and
-    /// `desired_groups`.
+    /// Starts reading the switch for the first resync, in the background, as soon as the
+    /// connection is up (given up after [`READ_AHEAD_FOR`]).
+    pub fn read_ahead(&self) -> tokio::task::JoinHandle<Option<Held>> {
+        let conn = self.conn.clone();
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + READ_AHEAD_FOR;
+            while tokio::time::Instant::now() < deadline {
+                if conn.session() > 0
+                    && let Ok(held) = read_switch(&conn).await
+                {
+                    return Some(held);
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            None
+        })
+    }
+
+    /// Reads the switch's flows and groups (or takes `ahead`, if read in the connection's
+    /// current session) and sends the difference from `desired` and `desired_groups`.
     pub async fn resync<'a, 'g>(
         &mut self,
         desired: impl Iterator<Item = &'a Flow>,
         desired_groups: impl Iterator<Item = &'g Group>,
+        ahead: Option<Held>,
     ) -> Result<(), AgentError> {
-        let held_groups = self
-            .conn
-            .dump_groups()
-            .await
-            .map_err(|e| AgentError::Switch(e.to_string()))?;
-        let held = self
-            .conn
-            .dump_flows(FlowStatsRequest::default())
-            .await
-            .map_err(|e| AgentError::Switch(e.to_string()))?;
+        let started = std::time::Instant::now();
+        let ahead = ahead.filter(|h| h.session == self.conn.session());
+        let read_ahead = ahead.is_some();
+        let held = match ahead {
+            Some(held) => held,
+            None => read_switch(&self.conn).await?,
+        };
+        let Held {
+            groups: held_groups,
+            flows: held,
+            ..
+        } = held;
         self.groups = held_groups
             .iter()
             .map(|g| (g.group_id, normalized(g)))
             .collect();
         // Flows the switch learned itself (neighbours) are its state, not ours.
+        let held: FastMap<FlowKey, Flow> = held
+            .into_iter()
+            .filter(|s| !pipeline::cookie::is_learned(s.flow.cookie))
+            .map(|s| (s.flow.key(), s.flow))
+            .collect();
         self.installed.clear();
         self.naming_groups.clear();
-        for stats in held {
-            if !pipeline::cookie::is_learned(stats.flow.cookie) {
-                self.remember(&stats.flow);
-            }
+        for flow in held.values() {
+            self.remember(flow);
         }
-        let desired: HashMap<FlowKey, &Flow> = desired.map(|f| (f.key(), f)).collect();
+        let desired: FastMap<FlowKey, &Flow> = desired.map(|f| (f.key(), f)).collect();
         let desired_groups: HashMap<u32, &Group> =
             desired_groups.map(|g| (g.group_id, g)).collect();
         // Desired groups not held exactly are added or modified in place (never deleted and
@@ -289,15 +335,14 @@ impl Reconciler {
             .collect();
         // Flows whose identity is not desired go; desired flows not held exactly are added (an add
         // replaces a held flow with the same identity in place).
-        let removes: Vec<FlowKey> = self
-            .installed
+        let removes: Vec<FlowKey> = held
             .keys()
             .filter(|k| !desired.contains_key(*k))
             .cloned()
             .collect();
         let adds: Vec<Flow> = desired
             .iter()
-            .filter(|(k, f)| self.installed.get(*k) != Some(&self.fingerprints.of(f)))
+            .filter(|(k, f)| held.get(*k) != Some(**f))
             .map(|(_, f)| (*f).clone())
             .collect();
         let group_deletes: Vec<Group> = self
@@ -313,6 +358,8 @@ impl Reconciler {
             adds = adds.len(),
             group_installs = group_installs.len(),
             group_deletes = group_deletes.len(),
+            read_ahead,
+            compared_after = ?started.elapsed(),
             "resync with br-int"
         );
         let changes = Changes {
@@ -402,7 +449,7 @@ impl Reconciler {
         // A flow whose identity stays but whose actions change is re-added (an add replaces it);
         // deleting it first would open a gap.
         let (removed, adds) = delta.into_parts();
-        let keys: HashSet<FlowKey> = adds.iter().map(Flow::key).collect();
+        let keys: FastSet<FlowKey> = adds.iter().map(Flow::key).collect();
         let removes = removed
             .into_iter()
             .map(|f| f.key())
@@ -464,39 +511,6 @@ mod tests {
         };
         assert_eq!(named_groups(&flow), [7, 9]);
         assert!(named_groups(&Flow::default()).is_empty());
-    }
-
-    #[test]
-    fn fingerprints_tell_flows_apart_and_equal_flows_alike() {
-        let prints = Fingerprints::new();
-        let flow = Flow {
-            cookie: 5,
-            instructions: openflow::Instructions::apply(vec![Action::Output {
-                port: 1,
-                max_len: 0,
-            }]),
-            ..Flow::default()
-        };
-        assert_eq!(prints.of(&flow), prints.of(&flow.clone()));
-        for other in [
-            Flow {
-                cookie: 6,
-                ..flow.clone()
-            },
-            Flow {
-                instructions: openflow::Instructions::apply(vec![Action::Output {
-                    port: 2,
-                    max_len: 0,
-                }]),
-                ..flow.clone()
-            },
-            Flow {
-                idle_timeout: 1,
-                ..flow.clone()
-            },
-        ] {
-            assert_ne!(prints.of(&flow), prints.of(&other), "{other:?}");
-        }
     }
 
     #[test]

@@ -51,6 +51,9 @@ pub struct Switch {
     pub acked_bundles: u64,
     /// Successful resyncs (the first one makes the switch hold the whole pipeline).
     pub resyncs_done: u64,
+    /// The switch read while the agent started ([`Reconciler::read_ahead`]), for the first
+    /// resync.
+    pub read_ahead: Option<tokio::task::JoinHandle<Option<crate::reconcile::Held>>>,
 }
 
 /// A bundle's sequence number and the switch's answer to it.
@@ -113,9 +116,14 @@ impl Switch {
             .resyncs
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.in_flight.clear();
+        // The first resync uses the read made while the agent started, if still good.
+        let ahead = match self.read_ahead.take() {
+            Some(reading) => reading.await.ok().flatten(),
+            None => None,
+        };
         match self
             .reconciler
-            .resync(agent.pipeline.flows(), agent.pipeline.groups())
+            .resync(agent.pipeline.flows(), agent.pipeline.groups(), ahead)
             .await
         {
             Ok(()) => {

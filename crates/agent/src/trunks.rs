@@ -18,7 +18,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use ovsdb::tables::{Bridge, Interface, Port, Table};
+use ovsdb::tables::{Bridge, Interface, Port, Table, select};
 use ovsdb::{Atom, Client, Condition, Endpoint, Mutation, Mutator, Operation, Row, Uuid, Value};
 use pipeline::model::{Topology, mac_octets};
 use pipeline::trunks::{PARENT_KEY, SUBPORT_KEY, VLAN_KEY, inner_port_name, outer_port_name};
@@ -124,21 +124,13 @@ struct Held {
 
 impl Held {
     async fn read(client: &Client, bridge: &str) -> Result<Held, AgentError> {
-        let select = |table: &str, conditions| Operation::Select {
-            table: table.into(),
-            conditions,
-            columns: None,
-        };
         let res = client
             .transact(
                 DB,
                 &[
-                    select(
-                        Bridge::NAME,
-                        vec![Condition::eq("name", Value::atom(bridge))],
-                    ),
-                    select(Port::NAME, vec![]),
-                    select(Interface::NAME, vec![]),
+                    select::<Bridge>(vec![Condition::eq("name", Value::atom(bridge))], &[]),
+                    select::<Port>(vec![], &[]),
+                    select::<Interface>(vec![], &[]),
                 ],
             )
             .await

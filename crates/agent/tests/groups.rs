@@ -162,7 +162,7 @@ async fn held(conn: &Connection, group: u32) -> (Vec<Group>, Vec<Flow>) {
 /// A fresh reconciler (as after an agent restart) compares with the switch and sends nothing.
 async fn restart_sends_nothing(conn: &Connection, p: &Pipeline) {
     let mut fresh = Reconciler::new(conn.clone());
-    fresh.resync(p.flows(), p.groups()).await.unwrap();
+    fresh.resync(p.flows(), p.groups(), None).await.unwrap();
     assert_eq!(fresh.sent, 0, "a restart sends nothing");
     assert_eq!(fresh.installed(), p.flow_count());
     assert_eq!(fresh.installed_groups(), p.groups().count());
@@ -183,7 +183,7 @@ async fn groups_are_installed_kept_modified_and_deleted_with_their_flows() {
     assert_eq!(group.group_type, GroupType::Select);
     assert_eq!(group.buckets.len(), 2);
     let mut r = Reconciler::new(conn.clone());
-    r.resync(p.flows(), p.groups()).await.unwrap();
+    r.resync(p.flows(), p.groups(), None).await.unwrap();
     assert_eq!(
         r.sent as usize,
         p.flow_count() + 1,
@@ -299,11 +299,13 @@ async fn groups_of_every_type_are_found_as_sent() {
         },
     ];
     let mut r = Reconciler::new(conn.clone());
-    r.resync(std::iter::empty(), desired.iter()).await.unwrap();
+    r.resync(std::iter::empty(), desired.iter(), None)
+        .await
+        .unwrap();
     assert_eq!(r.sent as usize, desired.len());
     let mut fresh = Reconciler::new(conn.clone());
     fresh
-        .resync(std::iter::empty(), desired.iter())
+        .resync(std::iter::empty(), desired.iter(), None)
         .await
         .unwrap();
     assert_eq!(fresh.sent, 0, "a restart sends nothing");
@@ -342,7 +344,9 @@ async fn a_resync_adds_keeps_modifies_and_deletes_a_group() {
     let flows = [flow.clone()];
 
     let mut r = Reconciler::new(conn.clone());
-    r.resync(flows.iter(), [&group].into_iter()).await.unwrap();
+    r.resync(flows.iter(), [&group].into_iter(), None)
+        .await
+        .unwrap();
     assert_eq!(r.sent, 2, "the group and its flow");
     assert_eq!(
         held(&conn, group.group_id).await,
@@ -350,7 +354,7 @@ async fn a_resync_adds_keeps_modifies_and_deletes_a_group() {
     );
     let mut fresh = Reconciler::new(conn.clone());
     fresh
-        .resync(flows.iter(), [&group].into_iter())
+        .resync(flows.iter(), [&group].into_iter(), None)
         .await
         .unwrap();
     assert_eq!(fresh.sent, 0, "a restart sends nothing");
@@ -358,7 +362,9 @@ async fn a_resync_adds_keeps_modifies_and_deletes_a_group() {
     // The buckets change: one group-mod (a modify), and the flow stays.
     group.buckets = vec![bucket("10.0.1.21", 2), bucket("10.0.1.23", 5)];
     let mut r = Reconciler::new(conn.clone());
-    r.resync(flows.iter(), [&group].into_iter()).await.unwrap();
+    r.resync(flows.iter(), [&group].into_iter(), None)
+        .await
+        .unwrap();
     assert_eq!(r.sent, 1, "the group only");
     assert_eq!(
         held(&conn, group.group_id).await,
@@ -372,7 +378,7 @@ async fn a_resync_adds_keeps_modifies_and_deletes_a_group() {
 
     // Neither is desired any more: both go.
     let mut r = Reconciler::new(conn.clone());
-    r.resync(std::iter::empty(), std::iter::empty())
+    r.resync(std::iter::empty(), std::iter::empty(), None)
         .await
         .unwrap();
     assert_eq!(r.sent, 2, "the flow, then the group");

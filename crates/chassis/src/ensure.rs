@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use ovsdb::tables::{Bridge, Interface, OpenVSwitch, Port, Table};
+use ovsdb::tables::{Bridge, Interface, OpenVSwitch, Port, Table, select};
 use ovsdb::{Atom, Client, Condition, Mutation, Mutator, Operation, Row, Uuid, Value};
 
 use crate::config::check_ifname;
@@ -59,19 +59,14 @@ struct State {
 
 impl State {
     async fn read(client: &Client) -> Result<State> {
-        let sel = |t: &str| Operation::Select {
-            table: t.into(),
-            conditions: vec![],
-            columns: None,
-        };
         let r = client
             .transact(
                 DB,
                 &[
-                    sel(OpenVSwitch::NAME),
-                    sel(Bridge::NAME),
-                    sel(Port::NAME),
-                    sel(Interface::NAME),
+                    select::<OpenVSwitch>(vec![], &[]),
+                    select::<Bridge>(vec![], &[]),
+                    select::<Port>(vec![], &[]),
+                    select::<Interface>(vec![], &[]),
                 ],
             )
             .await?;

@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -215,6 +215,8 @@ struct Inner {
     target: String,
     opts: Options,
     xid: AtomicU32,
+    /// Handshakes completed so far (see [`Connection::session`]).
+    sessions: AtomicU64,
     state: Mutex<State>,
 }
 
@@ -312,6 +314,7 @@ impl Connection {
             target: target.to_string(),
             opts,
             xid: AtomicU32::new(1),
+            sessions: AtomicU64::new(0),
             state: Mutex::new(State::default()),
         });
         let task = tokio::spawn(supervise(inner.clone(), etx));
@@ -346,6 +349,13 @@ impl Connection {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The number of the current (or last) session with the switch: each completed handshake
+    /// starts the next one, so two reads in the same session saw one connection (0: never
+    /// connected yet).
+    pub fn session(&self) -> u64 {
+        self.inner.sessions.load(Ordering::SeqCst)
     }
 
     /// A fresh transaction id.
@@ -764,6 +774,7 @@ async fn run_once(inner: &Arc<Inner>, events: &mpsc::Sender<Event>, delay: &mut 
     *delay = None;
     let (wtx, wrx) = mpsc::channel::<Vec<u8>>(4096);
     inner.state.lock().unwrap_or_else(|p| p.into_inner()).writer = Some(wtx.clone());
+    inner.sessions.fetch_add(1, Ordering::SeqCst);
     let _ = events.send(Event::Connected(features)).await;
     let writer = tokio::spawn(write_loop(w, wrx));
     let why = read_loop(inner, &mut r, &wtx, events).await;

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use uuid::Uuid;
 
-use crate::{Atom, Error, Result, Row, Value};
+use crate::{Atom, Condition, Error, Operation, Result, Row, Value};
 
 /// A table with a typed row.
 pub trait Table: Sized {
@@ -18,6 +18,23 @@ pub trait Table: Sized {
     const COLUMNS: &'static [&'static str];
     /// Reads the typed row.
     fn from_row(uuid: Uuid, row: &Row) -> Result<Self>;
+}
+
+/// The select of the columns `T` reads, `_uuid` and `extra`, of the rows meeting `conditions`:
+/// a bridge with thousands of VIFs has thousands of `Interface` rows, whose statistics and status
+/// columns make most of their size.
+pub fn select<T: Table>(conditions: Vec<Condition>, extra: &[&str]) -> Operation {
+    Operation::Select {
+        table: T::NAME.into(),
+        conditions,
+        columns: Some(
+            std::iter::once("_uuid")
+                .chain(T::COLUMNS.iter().copied())
+                .chain(extra.iter().copied())
+                .map(str::to_owned)
+                .collect(),
+        ),
+    }
 }
 
 fn wrong(table: &str, col: &str, want: &str, v: &Value) -> Error {

@@ -127,14 +127,14 @@ impl Delta {
 /// One app's flows for one owner.
 type Slot = (usize, Owner);
 
-/// The pipeline's own maps: its keys (flows, store ids) come from its own server and switch,
-/// so a fast hash without flooding protection does ([`Fx`]).
-pub(crate) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<Fx>>;
-pub(crate) type FastSet<K> = HashSet<K, BuildHasherDefault<Fx>>;
+/// The pipeline's own maps, and the agent's of flows: their keys (flows, store ids) come from
+/// their own server and switch, so a fast hash without flooding protection does ([`Fx`]).
+pub type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<Fx>>;
+pub type FastSet<K> = HashSet<K, BuildHasherDefault<Fx>>;
 
 /// The Fx hash (Firefox's, rustc's): a rotate, a xor and a multiply per word.
 #[derive(Default, Clone, Copy)]
-struct Fx(u64);
+pub struct Fx(u64);
 
 impl Fx {
     fn add(&mut self, word: u64) {
