@@ -349,16 +349,16 @@ impl Replica {
         if !resp.status().is_success() {
             return Err(SyncError::Status(resp.status().as_u16()));
         }
-        let body: Value = resp.json().await?;
+        let mut body: Value = resp.json().await?;
         let revision = body["revision"]
             .as_u64()
             .ok_or_else(|| SyncError::Malformed("snapshot without revision".into()))?;
         let mut items = BTreeMap::new();
-        for item in body["items"].as_array().into_iter().flatten() {
-            let key = item["key"]
-                .as_str()
-                .ok_or_else(|| SyncError::Malformed("item without key".into()))?;
-            items.insert(key.to_string(), item["value"].clone());
+        for item in body["items"].as_array_mut().into_iter().flatten() {
+            let Value::String(key) = item["key"].take() else {
+                return Err(SyncError::Malformed("item without key".into()));
+            };
+            items.insert(key, item["value"].take());
         }
         Ok((revision, items))
     }
