@@ -59,8 +59,9 @@ enum Mark {
     All(HashMap<Uuid, String>),
     /// This row is to carry the key for this `iface-id`.
     Set(Uuid, String),
-    /// This row is not to carry the key.
-    Clear(Uuid),
+    /// This row is not to carry the key for this `iface-id` (any more): a row since wanted for
+    /// another `iface-id` stays wanted.
+    Clear(Uuid, String),
 }
 
 /// Which local VIFs are installed, and which wait for a bundle's acknowledgement.
@@ -178,10 +179,7 @@ impl Installed {
             .collect();
         for (iface, row) in gone {
             self.installed.remove(&iface);
-            // Another VIF may have been installed on the same row since (its iface-id changed).
-            if !self.installed.values().any(|r| *r == row) {
-                self.tell(Mark::Clear(row));
-            }
+            self.tell(Mark::Clear(row, iface));
         }
         self.pending
             .retain(|i, (row, _)| served.get(i.as_str()) == Some(row));
@@ -260,8 +258,11 @@ impl Writer {
                 self.want.get_or_insert_default().insert(row, iface);
                 self.dirty.insert(row);
             }
-            Mark::Clear(row) => {
-                self.want.get_or_insert_default().remove(&row);
+            Mark::Clear(row, iface) => {
+                let want = self.want.get_or_insert_default();
+                if want.get(&row) == Some(&iface) {
+                    want.remove(&row);
+                }
                 self.dirty.insert(row);
             }
         }
@@ -445,10 +446,18 @@ mod tests {
         // Then only what changed since: in what is wanted, and rows the database changed.
         assert_eq!(w.look(), Some(Look::Rows(BTreeSet::new())));
         w.take(Mark::Set(b, "p2".into()));
-        w.take(Mark::Clear(a));
+        w.take(Mark::Clear(a, "p1".into()));
         w.dirty.insert(c);
         assert_eq!(w.look(), Some(Look::Rows(BTreeSet::from([a, b, c]))));
         assert_eq!(w.want, Some(HashMap::from([(b, "p2".into())])));
+        // A row wanted for another iface-id since is not cleared for the old one.
+        w.take(Mark::Set(c, "p4".into()));
+        w.take(Mark::Clear(c, "p3".into()));
+        assert_eq!(
+            w.want.as_ref().and_then(|m| m.get(&c)),
+            Some(&"p4".to_owned())
+        );
+        assert_eq!(w.look(), Some(Look::Rows(BTreeSet::from([c]))));
         // A (re)connection or a failed write: every row again.
         w.all_dirty = true;
         w.dirty.insert(a);

@@ -541,26 +541,24 @@ impl Replica {
             .ok_or_else(|| SyncError::Malformed("batch without revision".into()))?;
         let mut changes = Vec::new();
         for e in msg["events"].as_array_mut().into_iter().flatten() {
-            let key = match e["key"].take() {
-                Value::String(key) => key,
-                _ => return Err(SyncError::Malformed("event without key".into())),
+            let Value::String(key) = e["key"].take() else {
+                return Err(SyncError::Malformed("event without key".into()));
             };
-            let key = key.as_str();
             let at = e["revision"]
                 .as_u64()
                 .ok_or_else(|| SyncError::Malformed("event without revision".into()))?;
-            if self.ahead.get(key).is_some_and(|start| at <= *start) {
+            if self.ahead.get(&key).is_some_and(|start| at <= *start) {
                 continue;
             }
             match e["value"].take() {
                 Value::Null => {
-                    if self.held.remove(key).is_some() {
-                        changes.push(Change::Delete(key.to_string()));
+                    if self.held.remove(&key).is_some() {
+                        changes.push(Change::Delete(key));
                     }
                 }
                 v => {
-                    self.held.insert(key.to_string(), self.hold(&v));
-                    changes.push(Change::Put(key.to_string(), v));
+                    self.held.insert(key.clone(), self.hold(&v));
+                    changes.push(Change::Put(key, v));
                 }
             }
         }
