@@ -24,10 +24,12 @@
 //! connection's current session (nothing else writes the switch's flows meanwhile; the only
 //! flows that expire are the learned ones, which are the switch's own).
 //!
-//! **What it keeps of a flow.** Its identity only (table, priority, match: what a strict delete
-//! needs), not the flow: the pipeline holds the flows, and a second copy of every flow was a
-//! fifth of an agent's memory. Between resyncs only identities matter (a delta says what to
-//! add and remove); a resync compares the flows it reads from the switch with the desired ones.
+//! **What it keeps of a flow.** A 64-bit hash of its identity (table, priority, match), to count
+//! the flows the switch holds: the pipeline holds the flows, and a second copy of every flow was
+//! a fifth of an agent's memory (then its identity, a tenth). Between resyncs only identities
+//! matter, and a delta brings them (what to add and remove, in full); a resync compares the
+//! flows it reads from the switch with the desired ones. Two identities with one hash would make
+//! the count one short, nothing else.
 //! The groups an installed flow sends to are kept apart (few flows do), since deleting a group
 //! deletes those flows.
 
@@ -48,8 +50,8 @@ pub type Confirmation = BoxFuture<'static, Result<(), ConnError>>;
 /// What the switch holds, as far as we know.
 pub struct Reconciler {
     conn: Connection,
-    /// The identities of the flows the switch holds.
-    installed: FastSet<FlowKey>,
+    /// The hashes of the identities of the flows the switch holds ([`identity`]).
+    installed: FastSet<u64>,
     /// The installed flows that send to groups, with those groups.
     naming_groups: FastMap<FlowKey, Vec<u32>>,
     /// The switch's groups, by id, [`normalized`].
@@ -134,6 +136,14 @@ fn normalized(group: &Group) -> Group {
     g
 }
 
+/// A hash of a flow's identity (SipHash with fixed keys: well spread, the same in every run).
+fn identity(key: &FlowKey) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    key.hash(&mut h);
+    h.finish()
+}
+
 /// The groups `flow` sends to (the switch deletes it with any of them).
 fn named_groups(flow: &Flow) -> Vec<u32> {
     let i = &flow.instructions;
@@ -202,12 +212,12 @@ impl Reconciler {
         } else {
             self.naming_groups.insert(key.clone(), groups);
         }
-        self.installed.insert(key);
+        self.installed.insert(identity(&key));
     }
 
     /// Counts the flow with identity `key` as gone from the switch.
     fn forget(&mut self, key: &FlowKey) {
-        self.installed.remove(key);
+        self.installed.remove(&identity(key));
         self.naming_groups.remove(key);
     }
 

@@ -74,7 +74,6 @@ pub(crate) fn is_conjunctive(flow: &Flow) -> bool {
 pub(crate) fn matches(flow: &Flow, packet: &Packet) -> bool {
     flow.match_
         .fields()
-        .iter()
         .all(|m| packet.get(m.field).is_some_and(|v| v & m.mask == m.value))
 }
 

@@ -6,16 +6,20 @@
 //! numbers naming them. (Holding the slots and dependencies themselves in both directions, as
 //! before, cost a copy of an owner's id per edge: 145 000 of them per pipeline at 5 000 ports,
 //! most of an agent's memory; issue 17.) Numbers of slots and dependencies that are gone are
-//! reused.
+//! reused. A slot itself is held once, in its number's entry: the map from slots to numbers
+//! holds only the numbers and finds a slot by hashing it and comparing with that entry.
 
-use std::hash::Hash;
+use std::hash::{BuildHasher, BuildHasherDefault, Hash};
 
-use crate::{FastMap, FastSet};
+use hashbrown::HashTable;
+
+use crate::{FastMap, FastSet, Fx};
 
 /// Slots and the dependencies they read, both ways.
 #[derive(Debug, Clone)]
 pub(crate) struct ReadIndex<S, D> {
-    slot_ids: FastMap<S, u32>,
+    /// Slot numbers, hashed by their slots.
+    slot_ids: HashTable<u32>,
     /// By slot number: the slot and the numbers of what it read, in the order read.
     slots: Vec<Option<(S, Vec<u32>)>>,
     free_slots: Vec<u32>,
@@ -32,7 +36,7 @@ pub(crate) struct ReadIndex<S, D> {
 impl<S, D> Default for ReadIndex<S, D> {
     fn default() -> Self {
         ReadIndex {
-            slot_ids: FastMap::default(),
+            slot_ids: HashTable::new(),
             slots: Vec::new(),
             free_slots: Vec::new(),
             dep_ids: FastMap::default(),
@@ -72,15 +76,35 @@ impl<S: Clone + Eq + Hash, D: Clone + Eq + Hash> ReadIndex<S, D> {
             self.readers[d as usize].insert(id);
             deps.push(d);
         }
-        self.slot_ids.insert(slot.clone(), id);
         self.slots[id as usize] = Some((slot.clone(), deps));
+        let slots = &self.slots;
+        self.slot_ids
+            .insert_unique(hash(slot), id, |id| match &slots[*id as usize] {
+                Some((s, _)) => hash(s),
+                None => 0,
+            });
+    }
+
+    /// The number of `slot`, if it is indexed.
+    fn slot_id(&self, slot: &S) -> Option<u32> {
+        let slots = &self.slots;
+        self.slot_ids
+            .find(hash(slot), |id| {
+                slots[*id as usize].as_ref().is_some_and(|(s, _)| s == slot)
+            })
+            .copied()
     }
 
     /// Forgets `slot` and what it read.
     pub fn remove(&mut self, slot: &S) {
-        let Some(id) = self.slot_ids.remove(slot) else {
+        let slots = &self.slots;
+        let found = self.slot_ids.find_entry(hash(slot), |id| {
+            slots[*id as usize].as_ref().is_some_and(|(s, _)| s == slot)
+        });
+        let Ok(entry) = found else {
             return;
         };
+        let id = entry.remove().0;
         let Some((_, deps)) = self.slots[id as usize].take() else {
             return;
         };
@@ -138,8 +162,8 @@ impl<S: Clone + Eq + Hash, D: Clone + Eq + Hash> ReadIndex<S, D> {
     }
 
     fn entry(&self, slot: &S) -> Option<&(S, Vec<u32>)> {
-        let id = self.slot_ids.get(slot)?;
-        self.slots[*id as usize].as_ref()
+        let id = self.slot_id(slot)?;
+        self.slots[id as usize].as_ref()
     }
 
     /// Forgets the dependencies nobody reads any more, freeing their numbers.
@@ -155,6 +179,10 @@ impl<S: Clone + Eq + Hash, D: Clone + Eq + Hash> ReadIndex<S, D> {
                 .filter_map(|d| u32::try_from(d).ok()),
         );
     }
+}
+
+fn hash<T: Hash>(value: &T) -> u64 {
+    BuildHasherDefault::<Fx>::default().hash_one(value)
 }
 
 #[cfg(test)]
