@@ -517,6 +517,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     // monitor): they are needed before the first comparison with the switch, and waiting for
     // them after the topology cost a restart at 5 000 ports 0.6 s.
     let mut inner = trunks::watch_inner(endpoint.clone());
+    let pairs_ahead = trunks::read_ahead(endpoint.clone(), cfg.bridge.clone());
     let mut bfd = peers::watch_bfd(endpoint.clone());
     // The ports bound here are asked for meanwhile too.
     let topics = Topics {
@@ -573,6 +574,9 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         data_plane,
         hold_down: peers::HoldDown::default(),
     };
+    // Nothing is sent before the first comparison with the switch, which reads the desired
+    // flows whole: until then, no deltas.
+    agent.pipeline.set_quiet(true);
     agent.pipeline.apply(Input::Tunnel(Some(plumbed.tunnel)));
     for (physnet, ofport) in plumbed.patches {
         agent.pipeline.apply(Input::Patch(physnet, Some(ofport)));
@@ -601,7 +605,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     // The trunks' subports: their patch pairs as the complete topology wants them (adopted as
     // they are after a restart), and the inner ends' OpenFlow ports, before the comparison.
     let want = agent.want_pairs().unwrap_or_default();
-    trunks::converge(&switch_db::connect(&endpoint).await?, &cfg.bridge, &want).await?;
+    trunks::converge_ahead(pairs_ahead, &endpoint, &cfg.bridge, &want).await?;
     tracing::info!(after = ?started.elapsed(), "subports' patch pairs in place");
     trunks::await_inner(&mut inner, &want, Duration::from_secs(10), |e| {
         if let RowEvent::Changed(subport, ofport) = e {
@@ -640,6 +644,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     tracing::info!(after = ?started.elapsed(), "subports and BFD read; comparing with the switch");
 
     // 3. Only now compare with the switch.
+    agent.pipeline.set_quiet(false);
     let metrics = Arc::new(Metrics::default());
     if let Some(addr) = cfg.metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr)

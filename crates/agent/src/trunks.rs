@@ -245,6 +245,56 @@ pub async fn converge(
     want: &BTreeMap<String, Pair>,
 ) -> Result<bool, AgentError> {
     let held = Held::read(client, bridge).await?;
+    converge_from(client, want, &held).await
+}
+
+/// The bridge's ports and interfaces, read while the agent starts ([`read_ahead`]).
+pub struct ReadAhead(tokio::task::JoinHandle<Result<(Client, Held), AgentError>>);
+
+/// Starts reading the bridge's ports and interfaces for the first [`converge_ahead`], so that
+/// the read (3 333 ports and their interfaces took 0.25-0.4 s at 10 000 ports) overlaps the wait
+/// for the topology.
+pub fn read_ahead(endpoint: Endpoint, bridge: String) -> ReadAhead {
+    ReadAhead(tokio::spawn(async move {
+        let client = crate::switch_db::connect(&endpoint).await?;
+        let held = Held::read(&client, &bridge).await?;
+        Ok((client, held))
+    }))
+}
+
+/// [`converge`] from what was read ahead. Only this agent makes or removes pairs, so what was
+/// read of them still holds; the transaction only adds and removes its own ports (mutations of
+/// the bridge's set), so ports plugged meanwhile stay. Should the database have changed under a
+/// pair's name anyway (the transaction fails), it reads again and converges from that.
+pub async fn converge_ahead(
+    ahead: ReadAhead,
+    endpoint: &Endpoint,
+    bridge: &str,
+    want: &BTreeMap<String, Pair>,
+) -> Result<bool, AgentError> {
+    let read = ahead
+        .0
+        .await
+        .map_err(|e| AgentError::Ovsdb(format!("reading the bridge's ports: {e}")))
+        .and_then(|r| r);
+    if let Ok((client, held)) = &read {
+        match converge_from(client, want, held).await {
+            Ok(wrote) => return Ok(wrote),
+            Err(e) => {
+                tracing::info!(error = %e, "subports' pairs changed since read; reading again")
+            }
+        }
+    }
+    let client = crate::switch_db::connect(endpoint).await?;
+    converge(&client, bridge, want).await
+}
+
+/// Brings the pairs to `want` from `held`, what the database holds.
+async fn converge_from(
+    client: &Client,
+    want: &BTreeMap<String, Pair>,
+    held: &Held,
+) -> Result<bool, AgentError> {
     let mut ops = Vec::new();
     let mut add: Vec<Atom> = Vec::new();
     let mut remove: BTreeSet<Uuid> = BTreeSet::new();
@@ -253,8 +303,8 @@ pub async fn converge(
         let (outer, inner) = (pair.outer(), pair.inner());
         let (outer_ids, inner_ids) = (pair.outer_ids(), pair.inner_ids());
         let ends = (
-            end_state(&held, &outer, &inner, &outer_ids),
-            end_state(&held, &inner, &outer, &inner_ids),
+            end_state(held, &outer, &inner, &outer_ids),
+            end_state(held, &inner, &outer, &inner_ids),
         );
         if let (Some(o), Some(i)) = ends {
             for (state, ids) in [(o, &outer_ids), (i, &inner_ids)] {

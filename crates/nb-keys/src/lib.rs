@@ -370,6 +370,18 @@ impl Topics {
         }
     }
 
+    /// [`Topics::membership`] of an object given encoded (JSON), read without decoding its
+    /// other fields (they are skipped, not built): a server answering a snapshot decides on
+    /// every object of its store. `None` when `encoded` is not one JSON object.
+    pub fn membership_of_encoded(encoded: &[u8]) -> Option<Value> {
+        // Valid UTF-8 throughout, skipped strings included: the encoding is passed on as it is.
+        let text = std::str::from_utf8(encoded).ok()?;
+        let mut de = serde_json::Deserializer::from_str(text);
+        let fields = serde::Deserializer::deserialize_map(&mut de, membership::Cut).ok()?;
+        de.end().ok()?;
+        Some(Value::Object(fields))
+    }
+
     /// The named topics (not [`Topics::everything`]).
     pub fn iter(&self) -> impl Iterator<Item = Topic> + '_ {
         let networks = self.networks.iter().cloned().map(Topic::Network);
@@ -434,6 +446,65 @@ impl Topics {
     /// No topic at all: only the chassis keys (and deletions) are wanted.
     pub fn is_empty(&self) -> bool {
         !self.everything && self.iter().next().is_none()
+    }
+}
+
+/// Reading [`Topics::MEMBERSHIP_FIELDS`] out of an encoded object.
+mod membership {
+    use std::fmt;
+
+    use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+    use serde_json::{Map, Value};
+
+    use super::Topics;
+
+    /// Keeps the membership fields of a map and skips the rest.
+    pub(super) struct Cut;
+
+    impl<'de> Visitor<'de> for Cut {
+        type Value = Map<String, Value>;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("an object")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = Map::new();
+            while let Some(field) = map.next_key_seed(Field)? {
+                match field {
+                    Some(name) => {
+                        out.insert(name.to_owned(), map.next_value()?);
+                    }
+                    None => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            Ok(out)
+        }
+    }
+
+    /// A key: the membership field it names, if any (no allocation either way).
+    struct Field;
+
+    impl<'de> DeserializeSeed<'de> for Field {
+        type Value = Option<&'static str>;
+
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_str(self)
+        }
+    }
+
+    impl Visitor<'_> for Field {
+        type Value = Option<&'static str>;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a field name")
+        }
+
+        fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Topics::MEMBERSHIP_FIELDS.iter().copied().find(|f| *f == v))
+        }
     }
 }
 
@@ -733,6 +804,12 @@ mod tests {
         for (key, value) in &objects {
             assert!(parse(key).is_some(), "{key}");
             let cut = Topics::membership(value);
+            let encoded = serde_json::to_vec(value).unwrap();
+            assert_eq!(
+                Topics::membership_of_encoded(&encoded),
+                Some(cut.clone()),
+                "{key}"
+            );
             assert!(
                 cut.as_object().unwrap().len() < value.as_object().unwrap().len(),
                 "{key}"
@@ -745,5 +822,21 @@ mod tests {
         }
         // The objects are each wanted by some topics (the test would not show a field dropped).
         assert!(wanted >= objects.len(), "{wanted}");
+        // Only one JSON object has a membership read from its encoding.
+        for bad in [
+            &b"[1]"[..],
+            b"\"text\"",
+            b"{\"network_id\": ",
+            b"{} {}",
+            b"not json",
+            b"{\"x\": \"\xff\"}",
+        ] {
+            assert_eq!(Topics::membership_of_encoded(bad), None, "{bad:?}");
+        }
+        let escaped = br#"{"network\u005fid": "n", "x": {"network_id": "inner"}}"#;
+        assert_eq!(
+            Topics::membership_of_encoded(escaped),
+            Some(json!({"network_id": "n"}))
+        );
     }
 }

@@ -345,11 +345,23 @@ impl Replica {
             self.base,
             query(topics, &BTreeMap::new())
         );
+        let asked = std::time::Instant::now();
         let resp = self.http.get(url).timeout(SNAPSHOT_TIMEOUT).send().await?;
         if !resp.status().is_success() {
             return Err(SyncError::Status(resp.status().as_u16()));
         }
-        let mut body: Value = resp.json().await?;
+        let answered = asked.elapsed();
+        let bytes = resp.bytes().await?;
+        let read = asked.elapsed();
+        let mut body: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| SyncError::Malformed(format!("snapshot: {e}")))?;
+        tracing::debug!(
+            bytes = bytes.len(),
+            ?answered,
+            ?read,
+            parsed = ?asked.elapsed(),
+            "snapshot fetched"
+        );
         let revision = body["revision"]
             .as_u64()
             .ok_or_else(|| SyncError::Malformed("snapshot without revision".into()))?;

@@ -390,8 +390,12 @@ proptest! {
         let mut installed: HashSet<openflow::Flow> = pipeline.flows().cloned().collect();
         let mut groups: BTreeMap<u32, Group> = BTreeMap::new();
         let mut finals = Finals::default();
+        // A quiet twin: the same flows, no deltas.
+        let mut quiet = Pipeline::new("ch1");
+        quiet.set_quiet(true);
         for i in inputs {
             finals.record(&i);
+            prop_assert!(quiet.apply(i.clone()).is_empty(), "a quiet pipeline gave a delta");
             let delta = pipeline.apply(i);
             // The deltas, applied to what a switch holds, give the desired set too.
             for f in delta.removed() {
@@ -433,6 +437,10 @@ proptest! {
             let fresh = finals.pipeline();
             let fresh_flows: HashSet<Flow> = fresh.flows().cloned().collect();
             prop_assert_eq!(&incremental, &fresh_flows, "a fresh pipeline fed the final values differs");
+            let quiet_flows: HashSet<Flow> = quiet.flows().cloned().collect();
+            prop_assert_eq!(&incremental, &quiet_flows, "the quiet pipeline's flows differ");
+            let quiet_groups: BTreeMap<u32, Group> = quiet.groups().map(|g| (g.group_id, g.clone())).collect();
+            prop_assert_eq!(&desired, &quiet_groups, "the quiet pipeline's groups differ");
             let fresh_groups: BTreeMap<u32, Group> = fresh.groups().map(|g| (g.group_id, g.clone())).collect();
             prop_assert_eq!(&desired, &fresh_groups, "a fresh pipeline's groups differ");
             // Every group a flow sends to exists.
