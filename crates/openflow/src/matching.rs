@@ -27,11 +27,11 @@ pub struct MatchField {
 
 /// A flow match in canonical form (see the module docs).
 ///
-/// Held packed, as the entries' bytes: a field's number ([`code`]), whether it is masked, its
-/// value in its wire width and, if masked, its mask. An agent holds a match for each of tens of
+/// Held packed, as the entries' bytes: a field's number (its place among the fields in their
+/// order), whether it is masked, its value in its wire width and, if masked, its mask. An agent holds a match for each of tens of
 /// thousands of flows, several times over (the desired flows, merged flows' identities, deltas):
 /// at 48 bytes per entry as [`MatchField`]s they were a large share of its memory (issue 17);
-/// packed, a typical entry takes 3 to 10 bytes.
+/// packed, most entries take 6 to 10 bytes (a port, a register, an address), none more than 34.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Match {
     packed: Box<[u8]>,
