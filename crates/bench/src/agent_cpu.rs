@@ -8,14 +8,15 @@
 //! to its chassis (status `DOWN`), its VIF if it is local (`Input::Vif`), and its status
 //! `ACTIVE` once bound. Besides the pipeline, each delta goes through what the agent does with
 //! it short of the switch: the reconciler's bookkeeping (removes whose identity is re-added are
-//! dropped, the set of installed identities updated) and the encoding of every flow-mod; and each event
-//! recomputes what the agent follows ([`pipeline::model::Topology::needs`]), as the agent's loop
-//! does after every batch. The reconciler itself needs a live OpenFlow connection, so its steps
+//! dropped, the set of installed identities updated) and the encoding of every flow-mod; and
+//! each event recomputes what the agent follows ([`pipeline::model::Topology::needs`]), as the
+//! agent's loop does after every batch. The reconciler itself needs a live OpenFlow connection, so its steps
 //! are reproduced here rather than called.
 //!
 //! "Restart" is a fresh pipeline fed the final state as a restarted agent gets it (the snapshot,
 //! then its VIFs, then what it follows), and the comparison with a switch holding exactly the
-//! desired flows (those of the bulk's pipeline, which the bulk's bookkeeping shows installed); `full` is [`pipeline::Pipeline::full`] on the final state.
+//! desired flows (those of the bulk's pipeline, which the bulk's bookkeeping shows installed);
+//! `full` is [`pipeline::Pipeline::full`] on the final state.
 
 use std::time::Instant;
 
@@ -122,7 +123,8 @@ fn base(networks: usize) -> Vec<Input> {
 /// What the agent does with a delta short of the switch (see `agent::Reconciler::apply`).
 #[derive(Default)]
 struct Switch {
-    /// The identities of the installed flows (all the reconciler keeps, see `agent::Reconciler`).
+    /// The identities of the installed flows (the reconciler keeps a 64-bit hash of each, see
+    /// `agent::Reconciler`).
     installed: FastSet<FlowKey>,
     flow_mods: u64,
     bytes: u64,

@@ -14,13 +14,14 @@ pub mod balancers;
 pub mod chains;
 pub mod cookie;
 pub mod deps;
+mod few;
 pub mod model;
 mod reads;
 pub mod tables;
 pub mod trunks;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 
 use openflow::flow::FlowKey;
 use openflow::message::Group;
@@ -134,7 +135,7 @@ struct ByKey(hashbrown::HashTable<Flow>);
 
 impl ByKey {
     fn hash(table: u8, priority: u16, m: &Match) -> u64 {
-        BuildHasherDefault::<Fx>::default().hash_one((table, priority, m))
+        fx_hash(&(table, priority, m))
     }
 
     fn hash_flow(f: &Flow) -> u64 {
@@ -171,39 +172,18 @@ impl ByKey {
     }
 }
 
-/// The contributions of slots to one merged flow, ordered by slot. Nearly always one: a vector
-/// (one allocation of one entry) rather than a B-tree, whose first node holds room for eleven
-/// (1.4 KB per merged flow, 12 MB of an agent's 88 at 5 000 ports; issue 17).
-#[derive(Debug, Clone, Default)]
-struct Parts(Vec<(Slot, Instructions)>);
-
-impl Parts {
-    fn insert(&mut self, slot: Slot, ins: Instructions) {
-        match self.0.binary_search_by(|(s, _)| s.cmp(&slot)) {
-            Ok(i) => self.0[i].1 = ins,
-            Err(i) => self.0.insert(i, (slot, ins)),
-        }
-    }
-
-    fn remove(&mut self, slot: &Slot) {
-        if let Ok(i) = self.0.binary_search_by(|(s, _)| s.cmp(slot)) {
-            self.0.remove(i);
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    fn iter(&self) -> impl Iterator<Item = &(Slot, Instructions)> {
-        self.0.iter()
-    }
-}
+/// The contributions of slots to one merged flow, by slot (nearly always one).
+type Parts = few::Few<Slot, Instructions>;
 
 /// The pipeline's own maps, and the agent's of flows: their keys (flows, store ids) come from
 /// their own server and switch, so a fast hash without flooding protection does ([`Fx`]).
 pub type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<Fx>>;
 pub type FastSet<K> = HashSet<K, BuildHasherDefault<Fx>>;
+
+/// `value`'s [`Fx`] hash.
+fn fx_hash<T: Hash>(value: &T) -> u64 {
+    BuildHasherDefault::<Fx>::default().hash_one(value)
+}
 
 /// The Fx hash (Firefox's, rustc's): a rotate, a xor and a multiply per word.
 #[derive(Default, Clone, Copy)]
@@ -986,7 +966,7 @@ fn merge(key: &FlowKey, parts: &Parts) -> Option<Flow> {
     });
     actions.dedup();
     // One owner's contributions keep its cookie; several owners' share the fixed one.
-    let mut owners = parts.iter().map(|((_, owner), _)| owner);
+    let mut owners = parts.keys().map(|(_, owner)| owner);
     let first = owners.next()?;
     let owner = if owners.all(|o| o == first) {
         first

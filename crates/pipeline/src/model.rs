@@ -870,33 +870,20 @@ fn unindex(index: &mut BTreeMap<String, BTreeSet<String>>, key: &str, id: &str) 
     }
 }
 
-/// The ids holding one claim, in order: nearly always one, so a vector (a B-tree set's first node
-/// has room for eleven: 280 bytes per claim, 11 MB of a pipeline at 10 000 ports; issue 17).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct Claimants(Vec<String>);
-
-impl Claimants {
-    fn insert(&mut self, id: &str) {
-        if let Err(i) = self.0.binary_search_by(|held| held.as_str().cmp(id)) {
-            self.0.insert(i, id.to_string());
-        }
-    }
-
-    fn remove(&mut self, id: &str) {
-        if let Ok(i) = self.0.binary_search_by(|held| held.as_str().cmp(id)) {
-            self.0.remove(i);
-        }
-    }
-}
+/// The ids holding one claim, in order (nearly always one).
+type Claimants = crate::few::Few<String, ()>;
 
 fn claim(claims: &mut BTreeMap<String, Claimants>, key: &str, id: &str) {
-    claims.entry(key.to_string()).or_default().insert(id);
+    claims
+        .entry(key.to_string())
+        .or_default()
+        .insert(id.to_string(), ());
 }
 
 fn unclaim(claims: &mut BTreeMap<String, Claimants>, key: &str, id: &str) {
     if let Some(holders) = claims.get_mut(key) {
         holders.remove(id);
-        if holders.0.is_empty() {
+        if holders.is_empty() {
             claims.remove(key);
         }
     }
@@ -1174,7 +1161,7 @@ impl Topology {
     /// and its successor for a moment): while it lasts, neither port gets the flows that would
     /// clash, so no packet is taken for the wrong port's.
     pub fn sole_claim(&self, key: &str) -> bool {
-        self.claims.get(key).is_some_and(|s| s.0.len() == 1)
+        self.claims.get(key).is_some_and(|s| s.len() == 1)
     }
 
     /// The ports claiming `key` ([`Topology::claim_keys`]), in id order.
@@ -1182,14 +1169,14 @@ impl Topology {
         self.claims
             .get(key)
             .into_iter()
-            .flat_map(|holders| &holders.0)
+            .flat_map(Claimants::keys)
             .filter_map(|id| self.ports.get(id))
     }
 
     /// The port that alone holds `ip` on `network`, if one does.
     pub fn port_with_ip(&self, network: &str, ip: IpAddr) -> Option<&Port> {
         let holders = self.claims.get(&Topology::ip_claim(network, ip))?;
-        let mut it = holders.0.iter();
+        let mut it = holders.keys();
         match (it.next(), it.next()) {
             (Some(id), None) => self.ports.get(id),
             _ => None,

@@ -9,11 +9,11 @@
 //! reused. A slot itself is held once, in its number's entry: the map from slots to numbers
 //! holds only the numbers and finds a slot by hashing it and comparing with that entry.
 
-use std::hash::{BuildHasher, BuildHasherDefault, Hash};
+use std::hash::Hash;
 
 use hashbrown::HashTable;
 
-use crate::{FastMap, FastSet, Fx};
+use crate::{FastMap, FastSet, fx_hash as hash};
 
 /// Slots and the dependencies they read, both ways.
 #[derive(Debug, Clone)]
@@ -179,10 +179,6 @@ impl<S: Clone + Eq + Hash, D: Clone + Eq + Hash> ReadIndex<S, D> {
                 .filter_map(|d| u32::try_from(d).ok()),
         );
     }
-}
-
-fn hash<T: Hash>(value: &T) -> u64 {
-    BuildHasherDefault::<Fx>::default().hash_one(value)
 }
 
 #[cfg(test)]
