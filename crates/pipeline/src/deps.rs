@@ -215,6 +215,11 @@ impl<'t> Ctx<'t> {
         {
             self.read(Dep::Network(g.network_id.clone()));
         }
+        // The candidates' data planes (this chassis among them: whether it is isolated, a
+        // change of which is noted on its own id).
+        for c in self.topo.gateway_candidates(router) {
+            self.read(Dep::Chassis(c.id.clone()));
+        }
         self.topo.gateway_host(router)
     }
 

@@ -457,9 +457,19 @@ impl Pipeline {
                     || p.router().is_some()
                     || p.gateway_of().is_some()
             }
-            Object::Subnet(_) | Object::ChassisPeers(_) => false,
+            Object::Subnet(_) => false,
+            // Reports elect gateways, which only a gateway chassis' needs read.
+            Object::ChassisPeers(_) => self.is_gateway(),
             _ => true,
         }
+    }
+
+    /// Whether this chassis is registered as a gateway chassis.
+    fn is_gateway(&self) -> bool {
+        self.topo
+            .chassis
+            .get(&self.topo.local.chassis)
+            .is_some_and(|c| c.gateway)
     }
 
     /// The owner a cookie names, if it has flows here.
@@ -745,12 +755,21 @@ impl Pipeline {
                 }
             }
             Input::PeerDataPlane(chassis, state) => {
+                let was_isolated = self.topo.isolated();
                 let old = match state {
                     Some(up) => self.topo.local.data_plane.insert(chassis.clone(), up),
                     None => self.topo.local.data_plane.remove(&chassis),
                 };
                 if old != state {
                     changed.push(Dep::Chassis(chassis));
+                    if self.topo.isolated() != was_isolated {
+                        changed.push(Dep::Chassis(self.topo.local.chassis.clone()));
+                    }
+                    // A gateway chassis follows the networks of the routers it hosts, which
+                    // data planes elect.
+                    if self.is_gateway() {
+                        self.needs_epoch += 1;
+                    }
                 }
             }
             Input::Patch(physnet, ofport) => {

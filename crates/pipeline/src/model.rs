@@ -706,9 +706,9 @@ pub struct Topology {
     pub trunks: BTreeMap<String, Trunk>,
     /// Registered chassis.
     pub chassis: BTreeMap<String, Chassis>,
-    /// Chassis whose liveness lease is current (their agent is alive). Flows towards a chassis
-    /// follow its data plane instead when this chassis' BFD knows it ([`Topology::reachable`]);
-    /// elections (the gateway chassis) still follow the lease.
+    /// Chassis whose liveness lease is current (their agent is alive). Flows towards a chassis,
+    /// and the election of gateway chassis, follow its data plane instead when BFD knows it
+    /// ([`Topology::reachable`], [`Topology::gateway_host`]).
     pub chassis_up: BTreeSet<String>,
     /// What each chassis reports of the data plane of the chassis it watches, by reporter.
     pub peer_reports: BTreeMap<String, PeerReport>,
@@ -1381,19 +1381,68 @@ impl Topology {
     }
 
     /// The chassis that hosts `router`'s gateway (its centralized SNAT, and the answers for its
-    /// gateway addresses on the physical network): among the gateway chassis that are up and
-    /// reach the gateway's physical network (the only ones that follow every router there, see
-    /// [`Topology::needs`]), the one that wins the rendezvous hash of router and chassis ids.
-    /// Every agent computes the same from the same view; when the chosen one goes down, the next
-    /// takes over, and only its routers move.
+    /// gateway addresses on the physical network): the first of the router's gateway candidates
+    /// ([`Topology::gateway_candidates`]) that is alive as this chassis sees it
+    /// ([`Topology::gateway_alive`]). Every agent ranks the candidates alike; when the chosen one's
+    /// data plane dies, the next takes over, and only its routers move. An agent that dies while
+    /// its switch forwards moves nothing: its chassis keeps translating with its connections'
+    /// state.
     pub fn gateway_host(&self, router: &str) -> Option<&Chassis> {
-        let network = &self.routers.get(router)?.gateway.as_ref()?.network_id;
-        let physnet = &self.networks.get(network)?.physical.as_ref()?.physnet;
-        self.chassis_up
-            .iter()
-            .filter_map(|id| self.chassis.get(id))
+        let candidates = self.gateway_candidates(router);
+        let only = candidates.len() == 1;
+        candidates
+            .into_iter()
+            .find(|c| (only && c.id == self.local.chassis) || self.gateway_alive(&c.id))
+    }
+
+    /// The chassis that may host `router`'s gateway, best first: the gateway chassis that reach
+    /// its gateway's physical network (the only ones that follow every router there, see
+    /// [`Topology::needs`]), ranked by a rendezvous hash of router and chassis ids.
+    pub fn gateway_candidates(&self, router: &str) -> Vec<&Chassis> {
+        let Some(physnet) = self
+            .routers
+            .get(router)
+            .and_then(|r| r.gateway.as_ref())
+            .and_then(|g| self.networks.get(&g.network_id))
+            .and_then(|n| n.physical.as_ref())
+            .map(|p| &p.physnet)
+        else {
+            return Vec::new();
+        };
+        let mut ranked: Vec<(u64, &Chassis)> = self
+            .chassis
+            .values()
             .filter(|c| c.gateway && c.physnets.contains(physnet))
-            .max_by_key(|c| crate::cookie::fnv1a(&format!("{router} {}", c.id)))
+            .map(|c| (crate::cookie::fnv1a(&format!("{router} {}", c.id)), c))
+            .collect();
+        ranked.sort_by(|(h, c), (g, d)| (g, &d.id).cmp(&(h, &c.id)));
+        ranked.into_iter().map(|(_, c)| c).collect()
+    }
+
+    /// Whether gateway chassis `id` may host router gateways, as this chassis sees it. Another
+    /// chassis: while it is [`Topology::reachable`] (its data plane as BFD knows it, else its
+    /// lease). This chassis: unless it is [`Topology::isolated`], as OVN's gateways judge
+    /// themselves: a gateway cut off from the others must not keep answering for addresses that
+    /// another gateway now serves.
+    pub fn gateway_alive(&self, id: &str) -> bool {
+        if id == self.local.chassis {
+            !self.isolated()
+        } else {
+            self.reachable(id)
+        }
+    }
+
+    /// Whether this chassis has lost every BFD session it had: it has sessions that came up, and
+    /// all of them are down now (its underlay is cut). A chassis whose sessions never came up is
+    /// not isolated: it may run without BFD (no IPv4 underlay) or have just started.
+    pub fn isolated(&self) -> bool {
+        let mut sessions = self
+            .local
+            .data_plane
+            .iter()
+            .filter(|(id, _)| **id != self.local.chassis)
+            .peekable();
+        sessions.peek().is_some() && sessions.all(|(_, up)| !up)
     }
 
     /// The trunks that name `port` (as their parent or a subport), in id order. One is the

@@ -705,3 +705,85 @@ fn a_gratuitous_arp_for_a_floating_ip_is_never_answered() {
     let t = trace(&tables(&p), PATCH, garp);
     assert!(!t.verdict.ports().contains(&PATCH), "{}", shown(&p, &t));
 }
+
+/// Registers `ch3` as a second gateway chassis on `physnet1`, its agent up.
+fn with_second_gateway(mut p: Pipeline) -> Pipeline {
+    put(
+        &mut p,
+        "/chassis/ch3".into(),
+        json!({"id": "ch3", "tunnel_ip": "192.168.9.3", "gateway": true, "physnets": ["physnet1"]}),
+    );
+    put(&mut p, "/chassis-up/ch3".into(), json!({"lease": 1}));
+    p
+}
+
+/// The tunnel address `p` sends R3's packets for the outside to (from w1), if any.
+fn r3_sent_to(p: &Pipeline) -> Option<Ipv4Addr> {
+    let t = trace(&tables(p), W1.3, ping_out(W1, RW_MAC, 9));
+    let tun = t.verdict.outputs.first()?.tunnel.as_ref()?;
+    Some(tun.dst)
+}
+
+/// Whether `p` answers ARP for R3's gateway address on the physical network (it hosts R3).
+fn hosts_r3(p: &Pipeline) -> bool {
+    let ask = Packet::arp_request(mac(OUTSIDE_MAC), v4("172.24.4.1"), v4("172.24.4.4"));
+    trace(&tables(p), PATCH, ask).verdict.ports() == vec![PATCH]
+}
+
+fn tunnel_ip(chassis: &str) -> Ipv4Addr {
+    v4(&format!("192.168.9.{}", &chassis[2..]))
+}
+
+#[test]
+fn the_gateway_chassis_follows_its_data_plane_not_its_agents_lease() {
+    let mut p = with_second_gateway(pipeline());
+    let first = r3_sent_to(&p).expect("R3's packets go to a gateway chassis");
+    let (top, next) = if first == tunnel_ip("ch2") {
+        ("ch2", "ch3")
+    } else {
+        ("ch3", "ch2")
+    };
+    // The top one's agent dies (its lease runs out) while BFD sees its switch forward: nothing
+    // moves, its connections' state stays where it is.
+    p.apply(Input::PeerDataPlane(top.into(), Some(true)));
+    p.apply(Input::Object(format!("/chassis-up/{top}"), None));
+    assert_eq!(r3_sent_to(&p), Some(tunnel_ip(top)));
+    // Its data plane dies: the next one takes over; back up, back to it.
+    p.apply(Input::PeerDataPlane(top.into(), Some(false)));
+    assert_eq!(r3_sent_to(&p), Some(tunnel_ip(next)));
+    p.apply(Input::PeerDataPlane(top.into(), Some(true)));
+    assert_eq!(r3_sent_to(&p), Some(tunnel_ip(top)));
+    // Without BFD's word, the lease decides (a chassis dead from the start).
+    p.apply(Input::PeerDataPlane(top.into(), None));
+    assert_eq!(r3_sent_to(&p), Some(tunnel_ip(next)));
+
+    // On the gateway chassis themselves.
+    let mut on_top = with_second_gateway(pipeline_on(top));
+    let mut on_next = with_second_gateway(pipeline_on(next));
+    assert!(hosts_r3(&on_top) && !hosts_r3(&on_next));
+    for peer in ["ch1", next] {
+        on_top.apply(Input::PeerDataPlane(peer.into(), Some(true)));
+    }
+    for peer in ["ch1", top] {
+        on_next.apply(Input::PeerDataPlane(peer.into(), Some(true)));
+    }
+    assert!(hosts_r3(&on_top) && !hosts_r3(&on_next));
+    // One session down is a peer's trouble, not this chassis'.
+    on_top.apply(Input::PeerDataPlane(next.into(), Some(false)));
+    assert!(hosts_r3(&on_top));
+    // Every session down (the last one towards a chassis that is no candidate): its underlay is
+    // cut, and it stops answering for R3's address, which the next one now serves, as it sees
+    // the top one's data plane down.
+    on_top.apply(Input::PeerDataPlane("ch1".into(), Some(false)));
+    on_next.apply(Input::PeerDataPlane(top.into(), Some(false)));
+    assert!(!hosts_r3(&on_top) && hosts_r3(&on_next));
+    // A session back: it serves again, and the next one lets go once it sees that.
+    on_top.apply(Input::PeerDataPlane(next.into(), Some(true)));
+    on_next.apply(Input::PeerDataPlane(top.into(), Some(true)));
+    assert!(hosts_r3(&on_top) && !hosts_r3(&on_next));
+    // The only gateway chassis left hosts whatever its sessions say: nobody else would.
+    on_top.apply(Input::PeerDataPlane(next.into(), Some(false)));
+    assert!(!hosts_r3(&on_top));
+    on_top.apply(Input::Object(format!("/chassis/{next}"), None));
+    assert!(hosts_r3(&on_top));
+}

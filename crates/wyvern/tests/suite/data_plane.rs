@@ -23,6 +23,7 @@ use lab::Lab;
 use serde_json::Value;
 
 use crate::support::restarts::{Pinger, chassis_lab, in_sync, three_chassis, wait_for};
+use crate::support::{forwarding, monitor};
 
 const CHASSIS: [&str; 3] = ["c1", "c2", "c3"];
 /// From a VM on another chassis to the VM on c1.
@@ -35,34 +36,6 @@ const VMS: [(&str, &str, &str); 3] = [
 ];
 /// The issue's budget from the cut to the peers no longer sending to c1.
 const DETECTION: Duration = Duration::from_secs(3);
-
-/// `column` of the monitor port on chassis `on` towards chassis `peer` (`ovs-vsctl --bare`,
-/// quotes removed).
-fn monitor(lab: &Lab, on: &str, peer: &str, column: &str) -> String {
-    lab.chassis(on)
-        .unwrap()
-        .ovs_vsctl(&[
-            "--bare",
-            &format!("--columns={column}"),
-            "find",
-            "Interface",
-            &format!("external_ids:wyvern-peer={peer}"),
-        ])
-        .unwrap_or_default()
-        .replace('"', "")
-}
-
-/// Whether the BFD session of `on`'s monitor port towards `peer` is forwarding.
-fn forwarding(lab: &Lab, on: &str, peer: &str) -> Option<bool> {
-    let status = monitor(lab, on, peer, "bfd_status");
-    if status.contains("forwarding=true") {
-        Some(true)
-    } else if status.contains("forwarding=false") {
-        Some(false)
-    } else {
-        None
-    }
-}
 
 /// The flows of chassis `on` that send to tunnel address `ip`.
 fn flows_towards(lab: &Lab, on: &str, ip: &str) -> usize {

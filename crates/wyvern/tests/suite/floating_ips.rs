@@ -12,8 +12,10 @@
 //! floating IP moved to a2 (another chassis) through the API answers from a2, and again when a2
 //! moves to c3 (the time each took is printed; the benchmark measures it); TCP connections through
 //! a floating IP and through SNAT survive a `kill -9` and restart of the agents on their path;
-//! centralized SNAT leaves from rg's gateway address, and when the agent of the chassis hosting it
-//! is killed, the other gateway chassis takes over within the lease time (printed).
+//! centralized SNAT leaves from rg's gateway address; when the agent of the chassis hosting it is
+//! killed it stays there and loses no ping (the switch forwards on: data-plane liveness, not the
+//! agent's lease, elects gateways); when that chassis' underlay is cut, the other gateway chassis
+//! takes over within 3 s, and the first takes it back when the link returns.
 //!
 //! Every check runs even when an earlier one failed; the test prints each outcome and fails at the
 //! end if any check did. The lab is torn down in any case (dropping it does, also on a panic).
@@ -30,9 +32,10 @@ use serde_json::{Value, json};
 use crate::outside;
 use crate::support;
 use outside::{chassis_snat_address, ports_active, reaches_from};
+use support::restarts::{PING_INTERVAL, Pinger};
 use support::{
     Checks, Outcome, Servers, TCP_BYTES, agents_in_sync, all, api, in_parallel, lab_options, need,
-    run, silent, tcp_reaches,
+    run, sessions_up, silent, tcp_reaches,
 };
 
 const CHASSIS: [&str; 3] = ["c1", "c2", "c3"];
@@ -45,6 +48,9 @@ const FIP: &str = "172.24.4.50";
 const INET: &str = "172.24.4.100";
 /// How long a moved floating IP may take before the check gives up (the benchmark measures).
 const MOVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The issue's budget from a chassis' underlay cut to its peers no longer sending to it, for a
+/// gateway chassis: until g1's pings through the other one are answered.
+const GATEWAY_FAILOVER: Duration = Duration::from_secs(3);
 
 /// The topology, with a1's floating IP on `fip_vm` and a2 on `a2_chassis`.
 fn topology(name: &str, fip_vm: &str, a2_chassis: &str) -> Topology {
@@ -332,6 +338,53 @@ fn gateway_address(lab: &Lab, router: &str) -> Option<String> {
         .map(ToString::to_string)
 }
 
+/// The gateway chassis that is not `host`.
+fn other_gateway(host: &str) -> &'static str {
+    if host == "c2" { "c3" } else { "c2" }
+}
+
+/// Cuts `host`'s underlay link while g1 pings inet through rg's centralized SNAT there: the
+/// other gateway chassis takes over within [`GATEWAY_FAILOVER`] (counted in lost pings), `host`
+/// (isolated) lets go of its SNAT; the link back up, `host` serves again.
+fn gateway_follows_the_underlay(lab: &Lab, host: &str) -> Outcome {
+    let other = other_gateway(host);
+    sessions_up(lab, &CHASSIS)?;
+    let link = format!("ul-{host}");
+    let mut pings = Pinger::start(lab.name(), "g1", INET);
+    pings.more_replies(5, "g1 -> inet before the cut");
+    lab.exec(host, &["ip", "link", "set", &link, "down"])
+        .map_err(|e| e.to_string())?;
+    pings.more_replies(40, "g1 -> inet after the cut");
+    let lost = pings.stop();
+    let outage = PING_INTERVAL * u32::try_from(lost.len()).unwrap_or(u32::MAX);
+    println!("    centralized SNAT through {other} after {outage:?} of lost pings");
+    let moved = translates_to_router_zone(lab, other);
+    let held = translates_to_router_zone(lab, host);
+    lab.exec(host, &["ip", "link", "set", &link, "up"])
+        .map_err(|e| e.to_string())?;
+    if !moved || held {
+        return Err(format!(
+            "after the cut: SNAT flows on {other}: {moved}, still on {host}: {held}"
+        ));
+    }
+    if outage > GATEWAY_FAILOVER {
+        return Err(format!("SNAT back after {outage:?}"));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !translates_to_router_zone(lab, host) || translates_to_router_zone(lab, other) {
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{host} did not take rg's SNAT back 30 s after the link returned"
+            ));
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    let mut again = Pinger::start(lab.name(), "g1", INET);
+    again.more_replies(10, "g1 -> inet after the link returned");
+    again.stop();
+    Ok(())
+}
+
 #[test]
 fn floating_ips_and_snat() {
     let _alone = support::alone();
@@ -444,36 +497,39 @@ fn floating_ips_and_snat() {
         let rg = rg.clone().ok_or("rg has no gateway address")?;
         reaches_from(&lab, "g1", "inet", INET, &[rg])
     });
+    let host = ["c2", "c3"]
+        .into_iter()
+        .find(|c| translates_to_router_zone(&lab, c));
     checks.run(
-        "centralized SNAT moves to the other gateway chassis when its host's agent dies",
+        "centralized SNAT stays on its gateway chassis, losing nothing, while that chassis' agent \
+         is dead beyond its lease (its switch forwards)",
         || {
-            let host = ["c2", "c3"]
-                .into_iter()
-                .find(|c| translates_to_router_zone(&lab, c))
-                .ok_or("no gateway chassis holds rg's centralized SNAT flow")?;
+            let host = host.ok_or("no gateway chassis holds rg's centralized SNAT flow")?;
+            let other = other_gateway(host);
+            let mut pings = Pinger::start(lab.name(), "g1", INET);
+            pings.more_replies(5, "g1 -> inet before the kill");
             lab.kill_agent(host).map_err(|e| e.to_string())?;
-            let started = Instant::now();
-            let deadline = started + Duration::from_secs(30);
-            loop {
-                let (ok, _) = run(&lab, "g1", &["ping", "-c", "1", "-W", "1", INET]);
-                let other = if host == "c2" { "c3" } else { "c2" };
-                let moved = translates_to_router_zone(&lab, other);
-                if ok && moved {
-                    println!(
-                        "    centralized SNAT back through {other} after {:?}",
-                        started.elapsed()
-                    );
-                    break;
-                }
-                if Instant::now() > deadline {
-                    return Err(format!(
-                        "no SNAT through the other gateway chassis 30 s after {host}'s agent died"
-                    ));
-                }
-                thread::sleep(Duration::from_millis(100));
-            }
+            // 15 s at 20 pings a second: beyond the 10 s lease and a second of hold-down.
+            pings.more_replies(300, "g1 -> inet while the gateway's agent is dead");
+            let moved = translates_to_router_zone(&lab, other);
+            let lost = pings.stop();
             lab.restart_agent(host).map_err(|e| e.to_string())?;
-            agents_in_sync(&lab, &CHASSIS)
+            agents_in_sync(&lab, &CHASSIS)?;
+            if moved {
+                return Err(format!("{other} took rg's SNAT over from {host}"));
+            }
+            match lost.is_empty() {
+                true => Ok(()),
+                false => Err(format!("lost (icmp_seq) {lost:?}")),
+            }
+        },
+    );
+    checks.run(
+        "centralized SNAT moves to the other gateway chassis when its host's underlay is cut, \
+         and back when the link returns",
+        || {
+            let host = host.ok_or("no gateway chassis holds rg's centralized SNAT flow")?;
+            gateway_follows_the_underlay(&lab, host)
         },
     );
 

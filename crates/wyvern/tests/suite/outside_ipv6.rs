@@ -9,8 +9,9 @@
 //! Checked: a1 and a2 reach inet's address on the external subnet and the far one behind it
 //! (the default route through the subnet's gateway), and inet sees their own addresses (no NAT);
 //! inet reaches both (ping, TCP); the physical switch learned the gateway's MAC on the uplink of
-//! one chassis only, the one hosting it; when that chassis' agent is killed, IPv6 works again
-//! through the other gateway chassis within the lease time (the time is printed).
+//! one chassis only, the one hosting it; when that chassis' underlay link is cut, IPv6 works
+//! again through the other gateway chassis, whose announcements moved the gateway's MAC on the
+//! physical switch (the time is printed).
 //!
 //! Every check runs even when an earlier one failed; the test prints each outcome and fails at the
 //! end if any check did. The lab is torn down in any case (dropping it does, also on a panic).
@@ -27,7 +28,8 @@ use crate::outside;
 use crate::support;
 use outside::{ports_active, reaches_from};
 use support::{
-    Checks, Servers, agents_in_sync, all, api, lab_options, need, reply_ttl, run, tcp_reaches, v6,
+    Checks, Servers, agents_in_sync, all, api, lab_options, need, reply_ttl, run, sessions_up,
+    tcp_reaches, v6,
 };
 
 const CHASSIS: [&str; 3] = ["c1", "c2", "c3"];
@@ -178,7 +180,7 @@ fn ipv6_to_and_from_the_outside() {
     let _alone = support::alone();
     let name = format!("o6{}", std::process::id() % 100_000);
     // Dropping the lab tears it down, also when the test panics.
-    let mut lab = Lab::up(&topology(&name), &lab_options()).expect("lab up");
+    let lab = Lab::up(&topology(&name), &lab_options()).expect("lab up");
     let mut checks = Checks::new("ipv6 outside");
     // inet holds a far address, reached through the default route.
     let far = format!("{FAR}/128");
@@ -233,25 +235,31 @@ fn ipv6_to_and_from_the_outside() {
         },
     );
     checks.run(
-        "IPv6 works again through the other gateway chassis when its host's agent dies",
+        "IPv6 works again through the other gateway chassis when its host's underlay is cut",
         || {
             let mac = mac.as_deref().ok_or("ra has no gateway port")?;
             let [host] = hosting(&lab, mac)[..] else {
                 return Err("not hosted on exactly one chassis".into());
             };
-            lab.kill_agent(host).map_err(|e| e.to_string())?;
-            // The dead agent's flows stay in its switch: wait for the other chassis to take
-            // over, and to forward.
+            sessions_up(&lab, &CHASSIS)?;
+            let link = format!("ul-{host}");
+            lab.exec(host, &["ip", "link", "set", &link, "down"])
+                .map_err(|e| e.to_string())?;
+            // Its peers' BFD sessions see its data plane die, and it sees itself cut off: the
+            // other gateway chassis takes over, and forwards.
             let other = GATEWAYS.into_iter().find(|c| *c != host).unwrap_or(host);
             let started = Instant::now();
             let moved = loop {
-                if hosting(&lab, mac).contains(&other)
+                if hosting(&lab, mac) == [other]
                     && run(&lab, "a1", &["ping", "-c", "1", "-W", "1", INET]).0
                 {
                     break Ok(started.elapsed());
                 }
                 if started.elapsed() > Duration::from_secs(30) {
-                    break Err(format!("{other} did not take over within 30 s"));
+                    break Err(format!(
+                        "{other} did not take over within 30 s (hosted on {:?})",
+                        hosting(&lab, mac)
+                    ));
                 }
                 thread::sleep(Duration::from_millis(100));
             };
@@ -264,11 +272,13 @@ fn ipv6_to_and_from_the_outside() {
                 Ok(ports) => Err(format!("the switch has {mac} on {ports:?}, not {other}")),
                 Err(e) => Err(e),
             };
-            lab.restart_agent(host).map_err(|e| e.to_string())?;
+            let reply = reply_ttl(&lab, "inet", &v6(&lab, "a1")).map(drop);
+            lab.exec(host, &["ip", "link", "set", &link, "up"])
+                .map_err(|e| e.to_string())?;
             all([
                 moved.map(drop),
                 learned,
-                reply_ttl(&lab, "inet", &v6(&lab, "a1")).map(drop),
+                reply,
                 agents_in_sync(&lab, &CHASSIS),
             ])
         },

@@ -208,6 +208,58 @@ pub fn agents_in_sync(lab: &Lab, chassis: &[&str]) -> Outcome {
     }
 }
 
+/// `column` of the monitor port on chassis `on` towards chassis `peer` (`ovs-vsctl --bare`,
+/// quotes removed).
+pub fn monitor(lab: &Lab, on: &str, peer: &str, column: &str) -> String {
+    lab.chassis(on)
+        .unwrap()
+        .ovs_vsctl(&[
+            "--bare",
+            &format!("--columns={column}"),
+            "find",
+            "Interface",
+            &format!("external_ids:wyvern-peer={peer}"),
+        ])
+        .unwrap_or_default()
+        .replace('"', "")
+}
+
+/// Whether the BFD session of `on`'s monitor port towards `peer` is forwarding.
+pub fn forwarding(lab: &Lab, on: &str, peer: &str) -> Option<bool> {
+    let status = monitor(lab, on, peer, "bfd_status");
+    if status.contains("forwarding=true") {
+        Some(true)
+    } else if status.contains("forwarding=false") {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// Waits (up to 30 s) until the BFD session of every pair of `chassis` is forwarding on both
+/// ends: the steady state a test of a failure starts from.
+pub fn sessions_up(lab: &Lab, chassis: &[&str]) -> Outcome {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let down = || {
+        let mut down = Vec::new();
+        for on in chassis {
+            for peer in chassis.iter().filter(|p| *p != on) {
+                if forwarding(lab, on, peer) != Some(true) {
+                    down.push(format!("{on} -> {peer}"));
+                }
+            }
+        }
+        down
+    };
+    while !down().is_empty() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(200));
+    }
+    match down().as_slice() {
+        [] => Ok(()),
+        late => Err(format!("BFD sessions not forwarding after 30 s: {late:?}")),
+    }
+}
+
 /// TCP servers in VMs: each answers every connection with its VM's name and [`TCP_BYTES`]
 /// bytes. Dropping the value stops them (tearing the lab down would, too).
 pub struct Servers(Vec<Child>);

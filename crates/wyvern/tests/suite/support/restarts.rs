@@ -82,6 +82,9 @@ pub fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
     panic!("no {what} after {HANG_GUARD:?}");
 }
 
+/// How often a [`Pinger`] pings.
+pub const PING_INTERVAL: Duration = Duration::from_millis(50);
+
 /// A `ping` running in a VM until stopped, its output read as it comes.
 pub struct Pinger {
     child: std::process::Child,
@@ -90,11 +93,12 @@ pub struct Pinger {
 }
 
 impl Pinger {
-    /// Pings `ip` from `vm` every 50 ms.
+    /// Pings `ip` from `vm` every [`PING_INTERVAL`].
     pub fn start(lab: &str, vm: &str, ip: &str) -> Pinger {
         use std::io::BufRead;
         let mut cmd = lab::exec_command(lab, vm).unwrap();
-        cmd.args(["ping", "-i", "0.05", ip]);
+        let interval = format!("{:.3}", PING_INTERVAL.as_secs_f64());
+        cmd.args(["ping", "-i", &interval, ip]);
         let mut child = cmd
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
