@@ -14,7 +14,8 @@
 //! [`icmp`], [`reject`]), [`announce`] (router interfaces announced to the VMs next to them),
 //! [`trunks`] (trunk subports' ports on `br-int`), [`installed`] (`external_ids:wyvern-installed` on
 //! the VIFs whose flows are in the switch), [`peers`] (BFD monitor ports towards the other chassis,
-//! whose sessions say whether their data plane is alive).
+//! whose sessions say whether their data plane is alive), [`trim`] (freed memory returned to the
+//! system after a burst of work).
 
 mod announce;
 mod bridge;
@@ -35,6 +36,7 @@ mod reject;
 mod server;
 mod switch;
 mod switch_db;
+mod trim;
 mod trunks;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -684,8 +686,12 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     };
     let advertise = tokio::time::sleep_until(next_advertisement(advertised));
     tokio::pin!(advertise);
+    // The start-up (snapshot, comparison) was the largest burst of all.
+    let mut trimmer = trim::Trimmer::default();
+    trimmer.worked(trim::WORTH_IT, std::time::Instant::now());
     loop {
         publish(&metrics, &agent, &sw.reconciler, sw.in_sync);
+        let trim_at = trimmer.due();
         let next_announcement = agent.announcer.next_due();
         let announcing = next_announcement.is_some();
         let announce_at = next_announcement.unwrap_or_else(std::time::Instant::now);
@@ -726,6 +732,11 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
             event = sw.watcher.next() => agent.vif_event(event)?,
             Some(event) = bfd.next() => agent.peer_event(event, true),
             () = tokio::time::sleep_until(hold_at.into()), if holding => agent.peers_down_due(),
+            () = tokio::time::sleep_until(trim_at.unwrap_or_else(std::time::Instant::now).into()),
+                if trim_at.is_some() => {
+                trimmer.trim_if_due(std::time::Instant::now());
+                pipeline::Delta::default()
+            }
             Some(event) = inner.next() => match event {
                 RowEvent::Changed(subport, ofport) => {
                     agent.pipeline.apply(Input::Inner(subport, ofport))
@@ -762,6 +773,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         if changed {
             agent.request_snat_addresses();
         }
+        trimmer.worked(delta.len(), std::time::Instant::now());
         sw.send(&agent, delta).await;
         installed.update(&agent, &sw);
         checker.follow(&agent.pipeline, agent.revision, changed, sw.in_sync);

@@ -81,6 +81,9 @@ pub enum Dep {
     Inner(String),
     /// The local tunnel port.
     Tunnel,
+    /// Whether this chassis is cut off from every chassis it had BFD sessions with
+    /// ([`Topology::isolated`]): read by its own candidacy as a gateway chassis.
+    Isolated,
     /// The local patch port to a physical network's bridge.
     Patch(String),
 }
@@ -114,7 +117,9 @@ impl Dep {
             Dep::FlowClassifier(_) => Kind::FlowClassifier,
             Dep::PortChain(_) => Kind::PortChain,
             Dep::Trunk(_) | Dep::TrunksNaming(_) => Kind::Trunk,
-            Dep::Vif(_) | Dep::Inner(_) | Dep::Tunnel | Dep::Patch(_) => return None,
+            Dep::Vif(_) | Dep::Inner(_) | Dep::Tunnel | Dep::Isolated | Dep::Patch(_) => {
+                return None;
+            }
         })
     }
 }
@@ -215,10 +220,13 @@ impl<'t> Ctx<'t> {
         {
             self.read(Dep::Network(g.network_id.clone()));
         }
-        // The candidates' data planes (this chassis among them: whether it is isolated, a
-        // change of which is noted on its own id).
+        // The candidates' data planes, and for this chassis among them whether it is isolated.
         for c in self.topo.gateway_candidates(router) {
-            self.read(Dep::Chassis(c.id.clone()));
+            self.read(if c.id == self.topo.local.chassis {
+                Dep::Isolated
+            } else {
+                Dep::Chassis(c.id.clone())
+            });
         }
         self.topo.gateway_host(router)
     }

@@ -763,7 +763,7 @@ impl Pipeline {
                 if old != state {
                     changed.push(Dep::Chassis(chassis));
                     if self.topo.isolated() != was_isolated {
-                        changed.push(Dep::Chassis(self.topo.local.chassis.clone()));
+                        changed.push(Dep::Isolated);
                     }
                     // A gateway chassis follows the networks of the routers it hosts, which
                     // data planes elect.
