@@ -119,7 +119,7 @@ const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Held {
     /// What decides which topics want it ([`Topics::membership`]), encoded: read back only when
-    /// the topics change, and a tenth of the size of the decoded map (a port's is ~1 KB decoded).
+    /// the topics change, and much smaller than the decoded map (heaptrack: ~1 KB a port).
     membership: Box<str>,
     /// Two keyed hashes of its encoding.
     fingerprint: u128,

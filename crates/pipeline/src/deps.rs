@@ -221,14 +221,15 @@ impl<'t> Ctx<'t> {
             self.read(Dep::Network(g.network_id.clone()));
         }
         // The candidates' data planes, and for this chassis among them whether it is isolated.
-        for c in self.topo.gateway_candidates(router) {
+        let candidates = self.topo.gateway_candidates(router);
+        for c in &candidates {
             self.read(if c.id == self.topo.local.chassis {
                 Dep::Isolated
             } else {
                 Dep::Chassis(c.id.clone())
             });
         }
-        self.topo.gateway_host(router)
+        self.topo.elect(candidates)
     }
 
     /// This chassis' SNAT address port on `network`.

@@ -1388,7 +1388,12 @@ impl Topology {
     /// its switch forwards moves nothing: its chassis keeps translating with its connections'
     /// state.
     pub fn gateway_host(&self, router: &str) -> Option<&Chassis> {
-        let candidates = self.gateway_candidates(router);
+        self.elect(self.gateway_candidates(router))
+    }
+
+    /// The first of `candidates` (a router's, [`Topology::gateway_candidates`]) alive as this
+    /// chassis sees it; the only candidate, when it is this chassis, whatever its sessions say.
+    pub fn elect<'a>(&'a self, candidates: Vec<&'a Chassis>) -> Option<&'a Chassis> {
         let only = candidates.len() == 1;
         candidates
             .into_iter()
