@@ -17,7 +17,10 @@ use tokio::sync::mpsc;
 
 /// An embedded store that keeps only `retain` revisions of history.
 fn open_store(dir: &tempfile::TempDir, retain: u64) -> Arc<dyn store::Store> {
-    let options = store::embedded::EmbeddedOptions { log_retain: retain };
+    let options = store::embedded::EmbeddedOptions {
+        log_retain: retain,
+        ..Default::default()
+    };
     Arc::new(
         store::embedded::EmbeddedStore::open_with(dir.path().join("nb.redb"), options).unwrap(),
     )

@@ -2,22 +2,26 @@
 //!
 //! Every transaction is queued to a single writer thread ([`writer`]), which takes all queued
 //! transactions at once, checks and applies each in order inside one redb write transaction (each
-//! committed one gets its own revision), commits once with an fsync, and only then answers the callers.
-//! That keeps every acknowledged write durable while many concurrent writers share the cost of one
-//! fsync. The writer thread also keeps the leases and ends the expired ones.
+//! committed one gets its own revision), makes the batch durable with one append to a write-ahead log
+//! and its fsync ([`wal`]), commits it to redb, and only then answers the callers. That keeps every
+//! acknowledged write durable while many concurrent writers share the cost of one fsync, and keeps that
+//! cost the same however much the store holds. The writer thread also keeps the leases and ends the
+//! expired ones.
 //!
 //! Each committed revision is also appended to a change log table, which watchers read from; the log
 //! keeps the last [`LOG_RETAIN`] revisions (or [`EmbeddedOptions::log_retain`]), older ones are compacted
 //! away.
 //!
-//! The store normally lives in a file ([`EmbeddedStore::open`]); [`EmbeddedStore::open_on`] opens it on
-//! any redb storage backend instead, which is how the crash tests run it on a simulated disk that
-//! loses everything not yet synced.
+//! The store normally lives in a file and its log next to it, named after it with `-wal` appended
+//! ([`EmbeddedStore::open`]); [`EmbeddedStore::open_on`] opens it on any redb storage backends instead,
+//! which is how the crash tests run it on a simulated disk that loses everything not yet synced.
 
+mod wal;
 mod writer;
 
-use std::fs::OpenOptions;
-use std::path::Path;
+use std::ffi::OsString;
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
@@ -48,12 +52,15 @@ const MAX_WATCH_REVISIONS: u64 = 1024;
 pub struct EmbeddedOptions {
     /// How many revisions of history the change log keeps (at least 1).
     pub log_retain: u64,
+    /// The write-ahead log's size at which the next batch commits to redb durably and empties it.
+    pub checkpoint_bytes: u64,
 }
 
 impl Default for EmbeddedOptions {
     fn default() -> Self {
         Self {
             log_retain: LOG_RETAIN,
+            checkpoint_bytes: wal::CHECKPOINT_BYTES,
         }
     }
 }
@@ -79,50 +86,58 @@ impl EmbeddedStore {
 
     /// Opens (creating if needed) the store file at `path` with non-default options.
     pub fn open_with(path: impl AsRef<Path>, options: EmbeddedOptions) -> Result<Self, StoreError> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path.as_ref())
-            .map_err(backend)?;
-        Self::open_on(FileBackend::new(file).map_err(backend)?, options)
+        let path = path.as_ref();
+        let open = |path: &Path| -> Result<FileBackend, StoreError> {
+            let file: File = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)
+                .map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))?;
+            FileBackend::new(file)
+                .map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))
+        };
+        let store = open(path)?;
+        Self::open_on(store, open(&wal_path(path))?, options)
     }
 
-    /// Opens (creating if needed) the store on `storage`, any redb storage backend: a file (what
-    /// [`Self::open_with`] does) or, in tests, a simulated disk. Acknowledged writes are as durable as
-    /// the backend's `sync_data` makes them.
+    /// Opens (creating if needed) the store on `storage` and its write-ahead log on `wal`, any redb
+    /// storage backends: files (what [`Self::open_with`] does) or, in tests, a simulated disk.
+    /// Acknowledged writes are as durable as the backends' `sync_data` makes them.
     pub fn open_on(
         storage: impl StorageBackend,
+        wal: impl StorageBackend,
         options: EmbeddedOptions,
     ) -> Result<Self, StoreError> {
         let retain = options.log_retain.max(1);
+        let checkpoint = options.checkpoint_bytes;
         let db = Arc::new(
             Builder::new()
                 .create_with_backend(storage)
                 .map_err(backend)?,
         );
+        let mut wal = wal::Wal::new(Box::new(wal))?;
         let tx = db.begin_write().map_err(backend)?;
         tx.open_table(KV).map_err(backend)?;
         tx.open_table(LOG).map_err(backend)?;
         tx.open_table(writer::LEASES).map_err(backend)?;
         tx.open_table(writer::KEY_LEASE).map_err(backend)?;
         tx.open_table(writer::LEASE_KEYS).map_err(backend)?;
-        let current = {
-            let meta = tx.open_table(META).map_err(backend)?;
-            meta.get(META_REVISION)
-                .map_err(backend)?
-                .map(|v| v.value())
-                .unwrap_or(0)
-        };
+        tx.open_table(META).map_err(backend)?;
         tx.commit().map_err(backend)?;
+        writer::replay(&db, &mut wal)?;
+        let current = {
+            let tx = db.begin_read().map_err(backend)?;
+            read_meta(&tx.open_table(META).map_err(backend)?, META_REVISION)?
+        };
         let leases = writer::Leases::load(&db)?;
         let (rev_tx, revision) = watch::channel(current);
         let (writer, queue) = mpsc::channel();
         let wdb = db.clone();
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer::run(&wdb, &queue, &rev_tx, retain, leases))
+            .spawn(move || writer::run(&wdb, wal, &queue, &rev_tx, (retain, checkpoint), leases))
             .map_err(backend)?;
         Ok(Self {
             db,
@@ -177,6 +192,13 @@ impl Drop for EmbeddedStore {
             let _ = thread.join();
         }
     }
+}
+
+/// Where the write-ahead log of the store file at `path` lives: next to it, `-wal` appended.
+pub fn wal_path(path: &Path) -> PathBuf {
+    let mut name: OsString = path.as_os_str().to_owned();
+    name.push("-wal");
+    PathBuf::from(name)
 }
 
 /// The writer answered a request with an answer of another kind (a bug, reported rather than panicking).

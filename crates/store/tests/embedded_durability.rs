@@ -84,22 +84,41 @@ async fn leases_survive_reopen() {
 /// Concurrent writers, each waiting for its commit before sending the next transaction.
 const WRITERS: usize = 8;
 const TXNS_PER_WRITER: usize = 40;
-/// The power is cut when this sync starts, counted from when the writers start. Each batch commits
-/// with at least one sync and holds at most one transaction per writer, so at least
-/// [`TXNS_PER_WRITER`] syncs follow: the cut always falls while writers are still in flight.
-const CUT_AT_SYNC: u64 = 15;
+/// The power is cut when one of these syncs starts (one run each), counted over the store's file and
+/// its log's from when the writers start. Each batch commits with at least one sync and holds at most
+/// one transaction per writer, so at least [`TXNS_PER_WRITER`] syncs follow: the cut always falls
+/// while writers are still in flight.
+const CUT_AT_SYNCS: [u64; 3] = [6, 15, 23];
+/// The write-ahead log sizes at which the store checkpoints, one run each: the default (no
+/// checkpoint during a run: each batch is made durable by its log record alone) and a small one (a
+/// checkpoint, redb's own durable commit and the log emptied, every few batches).
+const CHECKPOINTS: [Option<u64>; 2] = [None, Some(2048)];
 /// Lease TTL: far longer than any test, so that no lease expires while one runs.
 const LEASE_TTL: Duration = Duration::from_secs(3600);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_and_leases_survive_a_power_cut_that_drops_unsynced_writes() {
-    power_cut_during_concurrent_writes(Cut::Clean).await;
+    for checkpoint in CHECKPOINTS {
+        for at in CUT_AT_SYNCS {
+            power_cut_during_concurrent_writes(Cut::Clean, at, options(checkpoint)).await;
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_and_leases_survive_a_power_cut_that_tears_unsynced_writes() {
-    for seed in 1..=4 {
-        power_cut_during_concurrent_writes(Cut::Torn(seed)).await;
+    for checkpoint in CHECKPOINTS {
+        for (seed, at) in (1..=4).zip(CUT_AT_SYNCS.into_iter().cycle()) {
+            power_cut_during_concurrent_writes(Cut::Torn(seed), at, options(checkpoint)).await;
+        }
+    }
+}
+
+fn options(checkpoint: Option<u64>) -> EmbeddedOptions {
+    let default = EmbeddedOptions::default();
+    EmbeddedOptions {
+        checkpoint_bytes: checkpoint.unwrap_or(default.checkpoint_bytes),
+        ..default
     }
 }
 
@@ -132,11 +151,11 @@ fn txn_value(writer: usize, n: usize) -> Vec<u8> {
 /// Writers commit three-key transactions (one key leased) while the power is cut in the middle of a
 /// commit; the store reopened from what the disk kept must hold every transaction acknowledged before
 /// the cut, and of all the others each one whole or not at all.
-async fn power_cut_during_concurrent_writes(cut: Cut) {
+async fn power_cut_during_concurrent_writes(cut: Cut, at: u64, options: EmbeddedOptions) {
     let disk = CrashDisk::new();
-    let store =
-        Arc::new(EmbeddedStore::open_on(disk.backend(), EmbeddedOptions::default()).unwrap());
-    disk.cut_power_at_sync(CUT_AT_SYNC, cut);
+    let (file, log) = disk.store_files();
+    let store = Arc::new(EmbeddedStore::open_on(file, log, options).unwrap());
+    disk.cut_power_at_sync(at, cut);
     let writers: Vec<_> = (0..WRITERS)
         .map(|writer| {
             let (store, disk) = (store.clone(), disk.clone());
@@ -151,7 +170,11 @@ async fn power_cut_during_concurrent_writes(cut: Cut) {
     // A store that never syncs never trips the wire: then the power goes now, and every write
     // counts as acknowledged before the cut.
     let image = disk.cut_image().unwrap_or_else(|| disk.power_cut(cut));
-    check_after_power_cut(image, &acks, cut).await;
+    let what = format!(
+        "{cut:?} at sync {at}, checkpoint at {}",
+        options.checkpoint_bytes
+    );
+    check_after_power_cut(image, &acks, &what, options).await;
 }
 
 /// Writer `writer`'s work: a lease, then [`TXNS_PER_WRITER`] transactions, each recorded once
@@ -185,12 +208,15 @@ async fn write(store: &dyn Store, disk: &CrashDisk, writer: usize) -> WriterAcks
     }
 }
 
-async fn check_after_power_cut(image: DiskImage, acks: &[WriterAcks], cut: Cut) {
-    let store = EmbeddedStore::open_on(
-        CrashDisk::from_image(image).backend(),
-        EmbeddedOptions::default(),
-    )
-    .unwrap_or_else(|e| panic!("reopen after {cut:?}: {e}"));
+async fn check_after_power_cut(
+    image: DiskImage,
+    acks: &[WriterAcks],
+    cut: &str,
+    options: EmbeddedOptions,
+) {
+    let (file, log) = CrashDisk::from_image(image).store_files();
+    let store = EmbeddedStore::open_on(file, log, options)
+        .unwrap_or_else(|e| panic!("reopen after {cut}: {e}"));
     let (kvs, revision) = store.range("w/").await.unwrap();
     assert_eq!(store.revision().await.unwrap(), revision);
     let mut kept: BTreeMap<String, KeyValue> =
@@ -204,11 +230,11 @@ async fn check_after_power_cut(image: DiskImage, acks: &[WriterAcks], cut: Cut) 
         .unwrap_or(0);
     assert!(
         revision >= highest,
-        "{cut:?}: reopened at revision {revision}, below the acknowledged {highest}"
+        "{cut}: reopened at revision {revision}, below the acknowledged {highest}"
     );
     assert!(
         all.iter().any(|a| !a.before_cut),
-        "{cut:?}: the cut came after every commit, not during the writes"
+        "{cut}: the cut came after every commit, not during the writes"
     );
     // Commits are durable in revision order, so the store kept exactly the transactions up to its
     // revision, each with all its keys (the acknowledged-before-the-cut ones among them).
@@ -220,19 +246,19 @@ async fn check_after_power_cut(image: DiskImage, acks: &[WriterAcks], cut: Cut) 
         if ack.revision <= revision {
             for kv in &found {
                 let kv = kv.as_ref().unwrap_or_else(|| {
-                    panic!("{cut:?}: {ack:?} is at or below revision {revision} but lost a key")
+                    panic!("{cut}: {ack:?} is at or below revision {revision} but lost a key")
                 });
-                assert_eq!(kv.value, txn_value(ack.writer, ack.n), "{cut:?}: {ack:?}");
-                assert_eq!(kv.mod_revision, ack.revision, "{cut:?}: {ack:?}");
+                assert_eq!(kv.value, txn_value(ack.writer, ack.n), "{cut}: {ack:?}");
+                assert_eq!(kv.mod_revision, ack.revision, "{cut}: {ack:?}");
             }
         } else {
             assert!(
                 found.iter().all(Option::is_none),
-                "{cut:?}: {ack:?} is above revision {revision} but left keys: {found:?}"
+                "{cut}: {ack:?} is above revision {revision} but left keys: {found:?}"
             );
         }
     }
-    assert!(kept.is_empty(), "{cut:?}: keys nobody wrote: {kept:?}");
+    assert!(kept.is_empty(), "{cut}: keys nobody wrote: {kept:?}");
     // A lease granted before the cut, or used by a kept transaction, is still there; revoking it
     // deletes its kept keys and only those.
     for writer in acks {
@@ -243,7 +269,7 @@ async fn check_after_power_cut(image: DiskImage, acks: &[WriterAcks], cut: Cut) 
         assert_eq!(
             store.lease_keep_alive(writer.lease).await.unwrap(),
             LEASE_TTL,
-            "{cut:?}: lease {} lost",
+            "{cut}: lease {} lost",
             writer.lease
         );
         store.lease_revoke(writer.lease).await.unwrap();
@@ -257,12 +283,12 @@ async fn check_after_power_cut(image: DiskImage, acks: &[WriterAcks], cut: Cut) 
         .into_iter()
         .collect();
     let left: Vec<String> = after_revoke.into_iter().map(|kv| kv.key).collect();
-    assert_eq!(left, expected, "{cut:?}: revoking the leases");
+    assert_eq!(left, expected, "{cut}: revoking the leases");
     // History goes on after the kept revision (and the revokes).
     let current = store.revision().await.unwrap();
     assert!(current >= revision);
     let next = store.txn(Txn::new().put("after", vec![1])).await.unwrap();
-    assert_eq!(next, TxnOutcome::Committed(current + 1), "{cut:?}");
+    assert_eq!(next, TxnOutcome::Committed(current + 1), "{cut}");
 }
 
 const PROBE: TableDefinition<&str, &str> = TableDefinition::new("probe");
@@ -273,7 +299,7 @@ const PROBE: TableDefinition<&str, &str> = TableDefinition::new("probe");
 fn power_cut_loses_a_redb_commit_made_without_fsync() {
     let disk = CrashDisk::new();
     let db = redb::Builder::new()
-        .create_with_backend(disk.backend())
+        .create_with_backend(disk.file(0))
         .unwrap();
     let tx = db.begin_write().unwrap();
     tx.open_table(PROBE).unwrap().insert("synced", "1").unwrap();
@@ -298,7 +324,7 @@ fn power_cut_loses_a_redb_commit_made_without_fsync() {
     let image = disk.power_cut(Cut::Clean);
     drop(db);
     let db = redb::Builder::new()
-        .create_with_backend(CrashDisk::from_image(image).backend())
+        .create_with_backend(CrashDisk::from_image(image).file(0))
         .unwrap();
     let read = db.begin_read().unwrap();
     let table = read.open_table(PROBE).unwrap();
@@ -315,8 +341,12 @@ fn power_cut_loses_a_redb_commit_made_without_fsync() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_skipping_fsync_survives_a_process_crash_but_loses_writes_in_a_power_cut() {
     let disk = CrashDisk::new();
-    let store =
-        EmbeddedStore::open_on(disk.backend_ignoring_sync(), EmbeddedOptions::default()).unwrap();
+    let store = EmbeddedStore::open_on(
+        disk.file_ignoring_sync(0),
+        disk.file_ignoring_sync(1),
+        EmbeddedOptions::default(),
+    )
+    .unwrap();
     let txn = Txn::new().put("k", b"acknowledged".to_vec());
     assert!(matches!(
         store.txn(txn).await.unwrap(),
@@ -327,11 +357,8 @@ async fn store_skipping_fsync_survives_a_process_crash_but_loses_writes_in_a_pow
     drop(store);
 
     let reopen = |image| {
-        EmbeddedStore::open_on(
-            CrashDisk::from_image(image).backend(),
-            EmbeddedOptions::default(),
-        )
-        .unwrap()
+        let (file, log) = CrashDisk::from_image(image).store_files();
+        EmbeddedStore::open_on(file, log, EmbeddedOptions::default()).unwrap()
     };
     let store = reopen(process_crash);
     assert_eq!(

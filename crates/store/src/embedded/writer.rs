@@ -1,8 +1,9 @@
 //! The embedded store's writer thread: group commit of transactions, the change log, and leases.
 //!
 //! All writes go through one thread, as [`Work`] items. It takes every queued item at once, applies
-//! them in order inside one redb write transaction, commits once (one fsync) and then answers each
-//! caller. Batches that wrote nothing (only keep-alives) are not committed.
+//! them in order inside one redb write transaction, makes the batch durable once (one append to the
+//! write-ahead log and its sync, [`super::wal`]), commits it to redb and then answers each caller.
+//! Batches that wrote nothing (only keep-alives) are not committed.
 //!
 //! Leases: a lease's TTL is stored in the file; its deadline is kept in memory by this thread, which
 //! wakes at the earliest deadline and ends the expired leases, deleting their keys in one revision.
@@ -12,9 +13,12 @@ use std::collections::HashMap;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition, WriteTransaction};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, Table, TableDefinition, WriteTransaction,
+};
 use tokio::sync::{oneshot, watch};
 
+use super::wal::{Change, Wal};
 use super::{KV, LOG, MAX_BATCH, META, META_COMPACTED, META_REVISION, backend, read_meta};
 use super::{decode_kv, encode_event, encode_kv};
 use crate::{Compare, LeaseId, Op, Revision, StoreError, Txn, TxnOutcome};
@@ -27,6 +31,8 @@ pub(super) const KEY_LEASE: TableDefinition<&str, i64> = TableDefinition::new("k
 pub(super) const LEASE_KEYS: TableDefinition<&str, ()> = TableDefinition::new("lease_keys");
 /// The last lease id handed out.
 const META_LAST_LEASE: &str = "last_lease";
+/// The sequence number of the last batch written (see [`super::wal`]).
+const META_WAL_SEQ: &str = "wal_seq";
 
 /// One request to the writer.
 pub(super) enum Work {
@@ -89,12 +95,13 @@ impl Leases {
     }
 }
 
-/// The writer thread's main loop; returns when the store is dropped.
+/// The writer thread's main loop; returns when the store is dropped, after a last checkpoint.
 pub(super) fn run(
     db: &Database,
+    mut wal: Wal,
     queue: &mpsc::Receiver<(Work, Reply)>,
     revision: &watch::Sender<Revision>,
-    retain: u64,
+    (retain, checkpoint_bytes): (u64, u64),
     mut leases: Leases,
 ) {
     loop {
@@ -103,12 +110,12 @@ pub(super) fn run(
                 match queue.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                     Ok(item) => Some(item),
                     Err(RecvTimeoutError::Timeout) => None,
-                    Err(RecvTimeoutError::Disconnected) => return,
+                    Err(RecvTimeoutError::Disconnected) => break,
                 }
             }
             None => match queue.recv() {
                 Ok(item) => Some(item),
-                Err(_) => return,
+                Err(_) => break,
             },
         };
         let mut batch: Vec<(Work, Reply)> = first.into_iter().collect();
@@ -125,7 +132,8 @@ pub(super) fn run(
         let (works, replies): (Vec<Work>, Vec<Reply>) = batch.into_iter().unzip();
         // Work on a copy of the leases, kept only if the batch commits.
         let mut next = leases.clone();
-        match apply_batch(db, &works, &expired, &mut next, retain) {
+        let limits = (retain, checkpoint_bytes);
+        match apply_batch(db, &mut wal, &works, &expired, &mut next, limits) {
             Ok((answers, rev)) => {
                 leases = next;
                 revision.send_replace(rev);
@@ -141,19 +149,74 @@ pub(super) fn run(
             }
         }
     }
+    if let Err(e) = checkpoint(db, &mut wal) {
+        tracing::warn!(
+            "store: last checkpoint failed ({e}); the write-ahead log is replayed on open"
+        );
+    }
 }
 
-/// Applies a batch in one write transaction; returns each item's answer and the new revision.
+/// Makes every batch committed so far durable in redb itself and empties the log.
+pub(super) fn checkpoint(db: &Database, wal: &mut Wal) -> Result<(), StoreError> {
+    if wal.len() == 0 {
+        return Ok(());
+    }
+    let mut tx = db.begin_write().map_err(backend)?;
+    tx.set_durability(Durability::Immediate).map_err(backend)?;
+    tx.commit().map_err(backend)?;
+    wal.clear()
+}
+
+/// Applies the log's batches that redb does not hold yet (those after its [`META_WAL_SEQ`]), in
+/// order, and makes them durable: what a crash took from redb comes back. A record that does not
+/// follow the one before it means a batch is missing: the store is then not opened.
+pub(super) fn replay(db: &Database, wal: &mut Wal) -> Result<(), StoreError> {
+    let records = wal.records()?;
+    let tx = db.begin_write().map_err(backend)?;
+    let mut replayed = 0;
+    {
+        let mut t = Tables::open(&tx)?;
+        let durable = read_meta(&t.meta, META_WAL_SEQ)?;
+        let mut seq = durable;
+        for record in records.iter().filter(|r| r.seq > durable) {
+            if record.seq != seq + 1 {
+                return Err(StoreError::Corrupt(format!(
+                    "write-ahead log: batch {} follows batch {seq}",
+                    record.seq
+                )));
+            }
+            for change in record.changes() {
+                t.write(&change?)?;
+            }
+            seq = record.seq;
+            replayed += 1;
+        }
+        t.meta.insert(META_WAL_SEQ, seq).map_err(backend)?;
+    }
+    tx.commit().map_err(backend)?;
+    if replayed > 0 {
+        tracing::info!(batches = replayed, "store: replayed the write-ahead log");
+    }
+    wal.clear()
+}
+
+/// Applies a batch in one write transaction, made durable by the log or, when the log is due for
+/// a checkpoint, by redb itself; returns each item's answer and the new revision.
 fn apply_batch(
     db: &Database,
+    wal: &mut Wal,
     works: &[Work],
     expired: &[LeaseId],
     leases: &mut Leases,
-    retain: u64,
+    (retain, checkpoint_bytes): (u64, u64),
 ) -> Result<(Vec<Result<Answer, StoreError>>, Revision), StoreError> {
-    let tx = db.begin_write().map_err(backend)?;
+    let mut tx = db.begin_write().map_err(backend)?;
+    let checkpoint = wal.len() >= checkpoint_bytes;
+    if !checkpoint {
+        tx.set_durability(Durability::None).map_err(backend)?;
+    }
     let mut answers = Vec::with_capacity(works.len());
-    let (current, wrote) = {
+    let (current, wrote, logged) = {
         let mut t = Tables::open(&tx)?;
         let start = read_meta(&t.meta, META_REVISION)?;
         let mut current = start;
@@ -184,16 +247,36 @@ fn apply_batch(
             answers.push(answer);
         }
         if current != start {
-            t.meta.insert(META_REVISION, current).map_err(backend)?;
-            compact(&mut t.log, &mut t.meta, current, retain)?;
+            t.write(&Change::Meta(META_REVISION, current))?;
+            t.compact(current, retain)?;
             wrote = true;
         }
-        (current, wrote)
+        let mut logged = None;
+        if wrote {
+            let seq = read_meta(&t.meta, META_WAL_SEQ)? + 1;
+            t.meta.insert(META_WAL_SEQ, seq).map_err(backend)?;
+            logged = Some((seq, std::mem::take(&mut t.changes)));
+        }
+        (current, wrote, logged)
     };
-    if wrote {
-        tx.commit().map_err(backend)?;
-    } else {
+    if !wrote {
         tx.abort().map_err(backend)?;
+        return Ok((answers, current));
+    }
+    if checkpoint {
+        tx.commit().map_err(backend)?;
+        if let Err(e) = wal.clear() {
+            // Harmless: what the log holds is in redb now, and skipped on open.
+            tracing::warn!("store: emptying the write-ahead log failed: {e}");
+        }
+    } else if let Some((seq, changes)) = logged {
+        let start = wal.len();
+        wal.append(seq, &changes)?;
+        if let Err(e) = tx.commit() {
+            // Not committed: the record must not come back on the next open.
+            wal.truncate(start)?;
+            return Err(backend(e));
+        }
     }
     Ok((answers, current))
 }
@@ -207,7 +290,8 @@ fn lease_prefix(lease: LeaseId) -> String {
     format!("{lease:020}/")
 }
 
-/// The open tables of one write transaction.
+/// The open tables of one write transaction, and the changes written through them so far (for the
+/// write-ahead log).
 struct Tables<'t> {
     kv: Table<'t, &'static str, &'static [u8]>,
     log: Table<'t, u64, &'static [u8]>,
@@ -215,6 +299,7 @@ struct Tables<'t> {
     leases: Table<'t, i64, u64>,
     key_lease: Table<'t, &'static str, i64>,
     lease_keys: Table<'t, &'static str, ()>,
+    changes: Vec<u8>,
 }
 
 impl<'t> Tables<'t> {
@@ -226,7 +311,39 @@ impl<'t> Tables<'t> {
             leases: tx.open_table(LEASES).map_err(backend)?,
             key_lease: tx.open_table(KEY_LEASE).map_err(backend)?,
             lease_keys: tx.open_table(LEASE_KEYS).map_err(backend)?,
+            changes: Vec::new(),
         })
+    }
+
+    /// Writes one change to its table and records it. Every write of a batch goes through here, and
+    /// so does the log's replay.
+    fn write(&mut self, change: &Change) -> Result<(), StoreError> {
+        change.encode(&mut self.changes);
+        match *change {
+            Change::KvPut(key, value) => drop(self.kv.insert(key, value).map_err(backend)?),
+            Change::KvDelete(key) => drop(self.kv.remove(key).map_err(backend)?),
+            Change::LogPut(revision, record) => {
+                drop(self.log.insert(revision, record).map_err(backend)?)
+            }
+            Change::LogDrop(from, to) => self
+                .log
+                .retain_in(from..=to, |_, _| false)
+                .map_err(backend)?,
+            Change::Meta(key, value) => drop(self.meta.insert(key, value).map_err(backend)?),
+            Change::LeasePut(lease, ttl) => drop(self.leases.insert(lease, ttl).map_err(backend)?),
+            Change::LeaseDelete(lease) => drop(self.leases.remove(lease).map_err(backend)?),
+            Change::KeyLeasePut(key, lease) => {
+                drop(self.key_lease.insert(key, lease).map_err(backend)?)
+            }
+            Change::KeyLeaseDelete(key) => drop(self.key_lease.remove(key).map_err(backend)?),
+            Change::LeaseKeyPut(row) => drop(self.lease_keys.insert(row, ()).map_err(backend)?),
+            Change::LeaseKeyDelete(row) => drop(self.lease_keys.remove(row).map_err(backend)?),
+        }
+        Ok(())
+    }
+
+    fn has_key(&self, key: &str) -> Result<bool, StoreError> {
+        Ok(self.kv.get(key).map_err(backend)?.is_some())
     }
 
     /// Checks and applies one transaction. The outer error fails the batch, the inner one only `txn`.
@@ -264,25 +381,20 @@ impl<'t> Tables<'t> {
                 Op::PutLeased(key, value, lease) => {
                     self.put(key, value, *current)?;
                     self.detach(key)?;
-                    self.key_lease
-                        .insert(key.as_str(), *lease)
-                        .map_err(backend)?;
-                    self.lease_keys
-                        .insert(lease_key(*lease, key).as_str(), ())
-                        .map_err(backend)?;
+                    self.write(&Change::KeyLeasePut(key, *lease))?;
+                    self.write(&Change::LeaseKeyPut(&lease_key(*lease, key)))?;
                     encode_event(&mut record, key, Some(value));
                 }
                 Op::Delete(key) => {
-                    if self.kv.remove(key.as_str()).map_err(backend)?.is_some() {
+                    if self.has_key(key)? {
+                        self.write(&Change::KvDelete(key))?;
                         self.detach(key)?;
                         encode_event(&mut record, key, None);
                     }
                 }
             }
         }
-        self.log
-            .insert(*current, record.as_slice())
-            .map_err(backend)?;
+        self.write(&Change::LogPut(*current, &record))?;
         Ok(Ok(TxnOutcome::Committed(*current)))
     }
 
@@ -292,15 +404,15 @@ impl<'t> Tables<'t> {
             None => revision,
         };
         let stored = encode_kv(created, revision, value);
-        self.kv.insert(key, stored.as_slice()).map_err(backend)?;
-        Ok(())
+        self.write(&Change::KvPut(key, &stored))
     }
 
     /// Detaches `key` from its lease, if any.
     fn detach(&mut self, key: &str) -> Result<(), StoreError> {
-        if let Some(lease) = self.key_lease.remove(key).map_err(backend)? {
-            let row = lease_key(lease.value(), key);
-            self.lease_keys.remove(row.as_str()).map_err(backend)?;
+        let lease = self.key_lease.get(key).map_err(backend)?.map(|l| l.value());
+        if let Some(lease) = lease {
+            self.write(&Change::KeyLeaseDelete(key))?;
+            self.write(&Change::LeaseKeyDelete(&lease_key(lease, key)))?;
         }
         Ok(())
     }
@@ -309,14 +421,14 @@ impl<'t> Tables<'t> {
         let next = read_meta(&self.meta, META_LAST_LEASE)? + 1;
         let id = LeaseId::try_from(next).map_err(backend)?;
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-        self.meta.insert(META_LAST_LEASE, next).map_err(backend)?;
-        self.leases.insert(id, ttl_ms).map_err(backend)?;
+        self.write(&Change::Meta(META_LAST_LEASE, next))?;
+        self.write(&Change::LeasePut(id, ttl_ms))?;
         Ok(id)
     }
 
     /// Forgets a lease and deletes its keys, in one new revision if it had any.
     fn end_lease(&mut self, lease: LeaseId, current: &mut Revision) -> Result<(), StoreError> {
-        self.leases.remove(lease).map_err(backend)?;
+        self.write(&Change::LeaseDelete(lease))?;
         let prefix = lease_prefix(lease);
         let mut rows = Vec::new();
         for item in self.lease_keys.range(prefix.as_str()..).map_err(backend)? {
@@ -332,35 +444,26 @@ impl<'t> Tables<'t> {
         *current += 1;
         let mut record = Vec::new();
         for key in &rows {
-            self.lease_keys
-                .remove(lease_key(lease, key).as_str())
-                .map_err(backend)?;
-            self.key_lease.remove(key.as_str()).map_err(backend)?;
-            if self.kv.remove(key.as_str()).map_err(backend)?.is_some() {
+            self.write(&Change::LeaseKeyDelete(&lease_key(lease, key)))?;
+            self.write(&Change::KeyLeaseDelete(key))?;
+            if self.has_key(key)? {
+                self.write(&Change::KvDelete(key))?;
                 encode_event(&mut record, key, None);
             }
         }
-        self.log
-            .insert(*current, record.as_slice())
-            .map_err(backend)?;
+        self.write(&Change::LogPut(*current, &record))?;
         Ok(())
     }
-}
 
-/// Drops log entries older than `retain` revisions, a bounded number per commit.
-fn compact(
-    log: &mut Table<u64, &[u8]>,
-    meta: &mut Table<&str, u64>,
-    current: Revision,
-    retain: u64,
-) -> Result<(), StoreError> {
-    let compacted = read_meta(meta, META_COMPACTED)?;
-    let target = current.saturating_sub(retain);
-    if target > compacted {
-        let upto = target.min(compacted + 4 * MAX_BATCH as u64);
-        log.retain_in(compacted + 1..=upto, |_, _| false)
-            .map_err(backend)?;
-        meta.insert(META_COMPACTED, upto).map_err(backend)?;
+    /// Drops log entries older than `retain` revisions, a bounded number per commit.
+    fn compact(&mut self, current: Revision, retain: u64) -> Result<(), StoreError> {
+        let compacted = read_meta(&self.meta, META_COMPACTED)?;
+        let target = current.saturating_sub(retain);
+        if target > compacted {
+            let upto = target.min(compacted + 4 * MAX_BATCH as u64);
+            self.write(&Change::LogDrop(compacted + 1, upto))?;
+            self.write(&Change::Meta(META_COMPACTED, upto))?;
+        }
+        Ok(())
     }
-    Ok(())
 }

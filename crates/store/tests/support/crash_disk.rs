@@ -1,12 +1,13 @@
-//! A simulated disk for crash tests: a redb storage backend that keeps what `sync_data` made durable
-//! apart from what was written since (the OS page cache), so that a simulated power cut really loses
-//! every unsynced write. A plain reopen of a real file cannot show that: the page cache keeps the
+//! A simulated disk for crash tests: files, as redb storage backends, that keep what `sync_data` made
+//! durable apart from what was written since (the OS page cache), so that a simulated power cut really
+//! loses every unsynced write. A plain reopen of a real file cannot show that: the page cache keeps the
 //! writes of a process that never synced.
 //!
-//! A [`CrashDisk`] holds two images: the durable one (what a power cut leaves) and the cached one
-//! (what reads see: the durable image plus every write since the last sync). [`CrashDisk::power_cut`]
-//! or a cut armed with [`CrashDisk::cut_power_at_sync`] takes a [`DiskImage`] from which a new disk,
-//! and a new store, is opened. Two kinds of cut:
+//! A [`CrashDisk`] holds [`FILES`] files (the store's and its write-ahead log's), each with two
+//! images: the durable one (what a power cut leaves) and the cached one (what reads see: the durable
+//! image plus every write since that file's last sync). [`CrashDisk::power_cut`] or a cut armed with
+//! [`CrashDisk::cut_power_at_sync`] (counting the syncs of all files) takes a [`DiskImage`] of every
+//! file at once, from which a new disk, and a new store, is opened. Two kinds of cut:
 //!
 //! - [`Cut::Clean`]: no unsynced write reaches the disk.
 //! - [`Cut::Torn`]: each 4 KiB piece (redb's page size) of each unsynced write reaches the disk or
@@ -32,9 +33,12 @@ pub enum Cut {
     Torn(u64),
 }
 
-/// The contents of a disk after a crash, to open a new [`CrashDisk`] from.
+/// How many files a disk holds.
+pub const FILES: usize = 2;
+
+/// The contents of a disk's files after a crash, to open a new [`CrashDisk`] from.
 #[derive(Debug, Clone)]
-pub struct DiskImage(Vec<u8>);
+pub struct DiskImage([Vec<u8>; FILES]);
 
 /// A change made since the last sync, kept to replay part of it in a [`Cut::Torn`].
 #[derive(Debug)]
@@ -51,14 +55,20 @@ struct Tripwire {
     cut: Cut,
 }
 
+/// One file of a disk.
 #[derive(Debug, Default)]
-struct Disk {
+struct FileState {
     /// What survives a power cut.
     durable: Vec<u8>,
     /// What reads see: `durable` with every `unsynced` change applied.
     cached: Vec<u8>,
     /// The changes since the last sync, oldest first.
     unsynced: Vec<Unsynced>,
+}
+
+#[derive(Debug, Default)]
+struct Disk {
+    files: [FileState; FILES],
     tripwire: Option<Tripwire>,
     /// The image taken by the armed power cut, once it happened.
     cut_image: Option<DiskImage>,
@@ -77,27 +87,37 @@ impl CrashDisk {
     /// A disk holding `image`, all of it durable.
     pub fn from_image(image: DiskImage) -> Self {
         Self(Arc::new(Mutex::new(Disk {
-            cached: image.0.clone(),
-            durable: image.0,
+            files: image.0.map(|bytes| FileState {
+                cached: bytes.clone(),
+                durable: bytes,
+                unsynced: Vec::new(),
+            }),
             ..Disk::default()
         })))
     }
 
-    /// A backend on this disk whose `sync_data` makes the writes before it durable.
-    pub fn backend(&self) -> CrashBackend {
+    /// File `file` of this disk, whose `sync_data` makes the writes to it before it durable.
+    pub fn file(&self, file: usize) -> CrashBackend {
+        assert!(file < FILES, "the disk has {FILES} files");
         CrashBackend {
             disk: self.clone(),
+            file,
             fsync: true,
         }
     }
 
-    /// A backend on this disk whose `sync_data` does nothing: how a store that skipped its fsyncs
+    /// File `file` of this disk, whose `sync_data` does nothing: how a store that skipped its fsyncs
     /// would use a real disk.
-    pub fn backend_ignoring_sync(&self) -> CrashBackend {
+    pub fn file_ignoring_sync(&self, file: usize) -> CrashBackend {
         CrashBackend {
-            disk: self.clone(),
             fsync: false,
+            ..self.file(file)
         }
+    }
+
+    /// The store's file and its log's, as [`store::embedded::EmbeddedStore::open_on`] takes them.
+    pub fn store_files(&self) -> (CrashBackend, CrashBackend) {
+        (self.file(0), self.file(1))
     }
 
     /// Cuts the power now: what the disk would hold after it.
@@ -108,7 +128,7 @@ impl CrashDisk {
     /// The process dies but the machine keeps running: the OS writes its page cache out later, so
     /// everything written survives, synced or not.
     pub fn process_crash(&self) -> DiskImage {
-        DiskImage(self.lock().cached.clone())
+        DiskImage(self.lock().files.each_ref().map(|f| f.cached.clone()))
     }
 
     /// Cuts the power when the `nth` sync from now (1 for the next one) starts, before anything
@@ -143,9 +163,20 @@ impl CrashDisk {
 
 impl Disk {
     fn after_cut(&self, cut: Cut) -> DiskImage {
+        let mut n = 0;
+        DiskImage(self.files.each_ref().map(|file| {
+            n += 1;
+            file.after_cut(cut, n)
+        }))
+    }
+}
+
+impl FileState {
+    /// What this file (the `n`th of its disk) holds after a power cut.
+    fn after_cut(&self, cut: Cut, n: u64) -> Vec<u8> {
         let mut image = self.durable.clone();
         if let Cut::Torn(seed) = cut {
-            let mut lands = Coin(seed);
+            let mut lands = Coin(seed.wrapping_mul(31).wrapping_add(n));
             for change in &self.unsynced {
                 match change {
                     Unsynced::SetLen(len) => resize(&mut image, *len),
@@ -165,7 +196,7 @@ impl Disk {
                 }
             }
         }
-        DiskImage(image)
+        image
     }
 }
 
@@ -195,23 +226,24 @@ impl Coin {
     }
 }
 
-/// redb's view of a [`CrashDisk`].
+/// redb's view of one file of a [`CrashDisk`].
 #[derive(Debug)]
 pub struct CrashBackend {
     disk: CrashDisk,
+    file: usize,
     /// Whether `sync_data` makes writes durable.
     fsync: bool,
 }
 
 impl StorageBackend for CrashBackend {
     fn len(&self) -> io::Result<u64> {
-        Ok(self.disk.lock().cached.len() as u64)
+        Ok(self.disk.lock().files[self.file].cached.len() as u64)
     }
 
     fn read(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
         let disk = self.disk.lock();
         let start = usize::try_from(offset).map_err(|_| past_end())?;
-        let bytes = disk
+        let bytes = disk.files[self.file]
             .cached
             .get(start..start + out.len())
             .ok_or_else(past_end)?;
@@ -221,8 +253,9 @@ impl StorageBackend for CrashBackend {
 
     fn set_len(&self, len: u64) -> io::Result<()> {
         let mut disk = self.disk.lock();
-        resize(&mut disk.cached, len);
-        disk.unsynced.push(Unsynced::SetLen(len));
+        let file = &mut disk.files[self.file];
+        resize(&mut file.cached, len);
+        file.unsynced.push(Unsynced::SetLen(len));
         Ok(())
     }
 
@@ -242,16 +275,18 @@ impl StorageBackend for CrashBackend {
             None => {}
         }
         if self.fsync {
-            disk.durable.clone_from(&disk.cached);
-            disk.unsynced.clear();
+            let file = &mut disk.files[self.file];
+            file.durable.clone_from(&file.cached);
+            file.unsynced.clear();
         }
         Ok(())
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
         let mut disk = self.disk.lock();
-        write_at(&mut disk.cached, offset, data);
-        disk.unsynced.push(Unsynced::Write {
+        let file = &mut disk.files[self.file];
+        write_at(&mut file.cached, offset, data);
+        file.unsynced.push(Unsynced::Write {
             offset,
             data: data.to_vec(),
         });

@@ -27,12 +27,16 @@ pub enum Guard {
 
 /// Log retention of embedded stores under test: small, so that compaction is easy to reach.
 pub const EMBEDDED_RETAIN: u64 = 64;
+/// Write-ahead log size of embedded stores under test at which they checkpoint: small, so that the
+/// tests go through batches made durable by the log and by checkpoints alike.
+pub const EMBEDDED_CHECKPOINT: u64 = 4096;
 
 impl Backend {
     pub fn embedded() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let options = EmbeddedOptions {
             log_retain: EMBEDDED_RETAIN,
+            checkpoint_bytes: EMBEDDED_CHECKPOINT,
         };
         let store = EmbeddedStore::open_with(dir.path().join("store.redb"), options).expect("open");
         Self {
