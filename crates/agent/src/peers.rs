@@ -40,8 +40,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
+use chassis::Encap;
 use ovsdb::tables::{Bridge, Interface, Port, Table, select, string_map};
-use ovsdb::{Atom, Client, Condition, Endpoint, Mutation, Mutator, Operation, Row, Uuid, Value};
+use ovsdb::{
+    Atom, Client, Condition, Endpoint, MonitorRequest, Mutation, Mutator, Operation, Row, Uuid,
+    Value,
+};
 use pipeline::model::Topology;
 
 use crate::AgentError;
@@ -354,9 +358,14 @@ pub async fn converge(
 
 /// Starts following the monitor ports' BFD verdicts.
 pub fn watch_bfd(endpoint: Endpoint) -> InterfaceFollower<bool> {
+    // Only tunnel ports: the switch's VIFs, thousands of them, are none of this follower's
+    // business, and neither the server nor the agent should copy every change of theirs here.
+    let tunnels = [Encap::Geneve, Encap::Vxlan]
+        .map(|encap| Condition::eq("type", Value::atom(encap.ovs_type())))
+        .to_vec();
     InterfaceFollower::spawn(
         endpoint,
-        &["name", "external_ids", "bfd_status"],
+        MonitorRequest::columns(&["name", "external_ids", "bfd_status"]).rows_where(tunnels),
         peer_verdict,
         "BFD monitor",
     )

@@ -108,20 +108,17 @@ pub struct InterfaceFollower<V> {
 }
 
 impl<V: Clone + PartialEq> InterfaceFollower<V> {
-    /// Starts following `columns` of the `Interface` rows through `reading`; `what` names the
-    /// follower in the log.
+    /// Starts following the `Interface` rows and columns that `request` selects through
+    /// `reading`; `what` names the follower in the log.
     pub fn spawn(
         endpoint: Endpoint,
-        columns: &[&str],
+        request: MonitorRequest,
         reading: Reading<V>,
         what: &'static str,
     ) -> InterfaceFollower<V> {
         let spec = ReplicaSpec {
             db: DB.into(),
-            tables: BTreeMap::from([(
-                Interface::NAME.to_owned(),
-                MonitorRequest::columns(columns),
-            )]),
+            tables: BTreeMap::from([(Interface::NAME.to_owned(), request)]),
         };
         InterfaceFollower {
             replica: Replica::spawn(endpoint, spec, ReplicaOptions::default()),

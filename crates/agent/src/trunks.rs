@@ -19,7 +19,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use ovsdb::tables::{Bridge, Interface, Port, Table, select};
-use ovsdb::{Atom, Client, Condition, Endpoint, Mutation, Mutator, Operation, Row, Uuid, Value};
+use ovsdb::{
+    Atom, Client, Condition, Endpoint, MonitorRequest, Mutation, Mutator, Operation, Row, Uuid,
+    Value,
+};
 use pipeline::model::{Topology, mac_octets};
 use pipeline::trunks::{PARENT_KEY, SUBPORT_KEY, VLAN_KEY, inner_port_name, outer_port_name};
 
@@ -377,9 +380,11 @@ async fn converge_from(
 /// Starts following the inner ends' OpenFlow ports (the `ofport` column of `Interface` rows
 /// that name a subport and are not its VIF).
 pub fn watch_inner(endpoint: Endpoint) -> InterfaceFollower<u32> {
+    // Only patch ports: the inner ends are patches, the VIFs none of this follower's business.
+    let patches = vec![Condition::eq("type", Value::atom("patch"))];
     InterfaceFollower::spawn(
         endpoint,
-        &["name", "ofport", "external_ids"],
+        MonitorRequest::columns(&["name", "ofport", "external_ids"]).rows_where(patches),
         inner_port,
         "inner port monitor",
     )

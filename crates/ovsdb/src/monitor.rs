@@ -39,7 +39,8 @@ impl MonitorKind {
 pub struct MonitorRequest {
     /// Columns to report (`None`: all).
     pub columns: Option<Vec<String>>,
-    /// Only rows matching all conditions (`monitor_cond` and later; `None`: all rows).
+    /// Only rows matching *any* of these clauses (`monitor_cond` and later, whose `where` is a
+    /// disjunction; `None`: all rows).
     pub conditions: Option<Vec<Condition>>,
 }
 
@@ -50,6 +51,13 @@ impl MonitorRequest {
             columns: Some(cols.iter().map(|c| (*c).to_owned()).collect()),
             conditions: None,
         }
+    }
+
+    /// Only the rows that match at least one of `any` (a server without `monitor_cond` cannot
+    /// be asked this).
+    pub fn rows_where(mut self, any: Vec<Condition>) -> MonitorRequest {
+        self.conditions = Some(any);
+        self
     }
 
     pub(crate) fn to_json(&self, kind: MonitorKind) -> Json {
