@@ -36,9 +36,10 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
+use chassis::RowsEvent;
 use ovsdb::{
-    Atom, Client, ClientOptions, Condition, Endpoint, MonitorRequest, Mutation, Operation, Replica,
-    ReplicaEvent, ReplicaOptions, ReplicaSpec, Uuid, Value,
+    Atom, Client, ClientOptions, Condition, Endpoint, Mutation, Operation, ReplicaReader, Uuid,
+    Value,
 };
 use tokio::sync::mpsc;
 
@@ -49,6 +50,9 @@ use crate::switch::Switch;
 pub const KEY: &str = "wyvern-installed";
 /// How long before a failed transaction is tried again.
 const RETRY: Duration = Duration::from_secs(1);
+
+/// The `Interface` rows as the VIF watcher shares them, and their events.
+pub type SharedRows = (ReplicaReader, mpsc::UnboundedReceiver<RowsEvent>);
 
 /// What changed in the rows that should carry the key (with the `iface-id` each was installed
 /// for), as the loop tells the writer: nothing before the agent's first resync, then the whole
@@ -90,10 +94,12 @@ struct Stamp {
 }
 
 impl Installed {
-    /// Starts the task that keeps the rows' keys as wanted ([`keep_marked`]).
-    pub fn start(endpoint: Endpoint) -> Installed {
+    /// Starts the task that keeps the rows' keys as wanted ([`keep_marked`]), reading the rows
+    /// the VIF watcher shares ([`chassis::VifWatcher::share_rows`]) and writing through
+    /// `endpoint`.
+    pub fn start(endpoint: Endpoint, rows: SharedRows) -> Installed {
         let (writer, rx) = mpsc::unbounded_channel();
-        tokio::spawn(keep_marked(endpoint, rx));
+        tokio::spawn(keep_marked(endpoint, rows, rx));
         Installed {
             pending: BTreeMap::new(),
             installed: BTreeMap::new(),
@@ -313,36 +319,30 @@ enum Look {
     Rows(BTreeSet<Uuid>),
 }
 
-/// Keeps the key on exactly the rows the loop wants marked, from its first set on: follows the
-/// `Interface` rows' `external_ids` and writes, in one transaction, whatever differs among the
-/// rows that changed.
-async fn keep_marked(endpoint: Endpoint, mut marks: mpsc::UnboundedReceiver<Mark>) {
-    let mut tables = BTreeMap::new();
-    tables.insert(
-        "Interface".to_owned(),
-        MonitorRequest::columns(&["external_ids"]),
-    );
-    let spec = ReplicaSpec {
-        db: "Open_vSwitch".into(),
-        tables,
-    };
-    let mut replica = Replica::spawn(endpoint.clone(), spec, ReplicaOptions::default());
+/// Keeps the key on exactly the rows the loop wants marked, from its first set on: reads the
+/// `Interface` rows' `external_ids` where the VIF watcher reads them (`rows`, their changes
+/// coming as `events`; a monitor of its own would hold a second copy of every row) and writes,
+/// in one transaction, whatever differs among the rows that changed.
+async fn keep_marked(
+    endpoint: Endpoint,
+    (rows, mut events): SharedRows,
+    mut marks: mpsc::UnboundedReceiver<Mark>,
+) {
     let mut client: Option<Client> = None;
-    // The replica holds the database's rows (after its first snapshot, until a disconnection).
+    // The rows are the database's (after a connection, until a disconnection).
     let mut current = false;
     let mut failed = false;
     let mut writer = Writer::default();
     loop {
         tokio::select! {
-            event = replica.next() => match event {
+            event = events.recv() => match event {
                 None => return,
-                // The snapshot's rows come with the next event.
-                Some(ReplicaEvent::Connected { .. }) => writer.all_dirty = true,
-                Some(ReplicaEvent::Changes(changes)) => {
+                Some(RowsEvent::Connected) => {
                     current = true;
-                    writer.dirty.extend(changes.iter().map(|c| c.uuid));
+                    writer.all_dirty = true;
                 }
-                Some(ReplicaEvent::Disconnected(_)) => current = false,
+                Some(RowsEvent::Changed(changed)) => writer.dirty.extend(changed),
+                Some(RowsEvent::Disconnected) => current = false,
             },
             mark = marks.recv() => match mark {
                 None => return,
@@ -360,7 +360,7 @@ async fn keep_marked(endpoint: Endpoint, mut marks: mpsc::UnboundedReceiver<Mark
         if !current {
             continue;
         }
-        let ops = replica.read(|cache| writer.operations(cache));
+        let ops = rows.read(|cache| writer.operations(cache));
         if ops.is_empty() {
             continue;
         }

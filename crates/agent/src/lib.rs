@@ -672,7 +672,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         acked_bundles: 0,
         resyncs_done: 0,
     };
-    let mut installed = installed::Installed::start(endpoint.clone());
+    let mut installed = installed::Installed::start(endpoint.clone(), sw.watcher.share_rows());
     // Health checks of local load-balancer members: their probes go out from here.
     let (probe_frames_tx, mut probe_frames) = mpsc::channel(health::FRAMES);
     let mut checker = health::Checker::start(server.clone(), probe_frames_tx);

@@ -21,4 +21,4 @@ mod vif;
 pub use config::{BridgeMapping, ChassisConfig, Encap};
 pub use ensure::{BRIDGE_MAPPINGS_KEY, EnsureReport, ensure, plug_vif, unplug_vif, wait_applied};
 pub use error::{Error, Result};
-pub use vif::{Vif, VifEvent, VifWatcher};
+pub use vif::{RowsEvent, Vif, VifEvent, VifWatcher};

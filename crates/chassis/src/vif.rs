@@ -18,9 +18,10 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use ovsdb::tables::{Interface, Table};
 use ovsdb::{
-    Endpoint, MonitorRequest, Replica, ReplicaEvent, ReplicaOptions, ReplicaSpec, Row, RowChange,
-    Uuid,
+    Endpoint, MonitorRequest, Replica, ReplicaEvent, ReplicaOptions, ReplicaReader, ReplicaSpec,
+    Row, RowChange, Uuid,
 };
+use tokio::sync::mpsc;
 
 /// A local VIF.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -219,12 +220,28 @@ impl VifTable {
     }
 }
 
+/// What happened to the `Interface` rows a [`VifWatcher`] reads, as another reader of the same
+/// rows learns it ([`VifWatcher::share_rows`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RowsEvent {
+    /// The rows are the server's, after a (re)connection: look at all of them.
+    Connected,
+    /// These rows changed (inserted, modified or deleted).
+    Changed(Vec<Uuid>),
+    /// The connection broke: the rows are stale until the next [`RowsEvent::Connected`].
+    Disconnected,
+}
+
 /// Watches the local VIFs. Dropping it stops the monitor.
 #[derive(Debug)]
 pub struct VifWatcher {
     replica: Replica,
     table: VifTable,
     queue: VecDeque<VifEvent>,
+    /// Where the row events go for the other reader of the rows, if any.
+    shared: Option<mpsc::UnboundedSender<RowsEvent>>,
+    /// The replica's rows are the server's (connected, its snapshot taken in).
+    current: bool,
 }
 
 impl VifWatcher {
@@ -251,6 +268,30 @@ impl VifWatcher {
             replica: Replica::spawn(endpoint, spec, opts),
             table: VifTable::default(),
             queue: VecDeque::new(),
+            shared: None,
+            current: false,
+        }
+    }
+
+    /// Shares the rows this watcher reads (every `Interface` row; `name`, `ofport`,
+    /// `external_ids` among their columns) with another reader, which then needs no monitor of
+    /// its own: a reader of them, and their events as the watcher's [`next`](Self::next) takes
+    /// them in (starting with [`RowsEvent::Connected`] when the rows are already the server's).
+    /// A second call replaces the first reader's events.
+    pub fn share_rows(&mut self) -> (ReplicaReader, mpsc::UnboundedReceiver<RowsEvent>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.shared = Some(tx);
+        if self.current {
+            self.tell(RowsEvent::Connected);
+        }
+        (self.replica.reader(), rx)
+    }
+
+    fn tell(&mut self, event: RowsEvent) {
+        if let Some(tx) = &self.shared
+            && tx.send(event).is_err()
+        {
+            self.shared = None;
         }
     }
 
@@ -266,9 +307,12 @@ impl VifWatcher {
                         let evs = self.table.apply(c);
                         self.queue.extend(evs);
                     }
+                    self.tell(RowsEvent::Changed(changes.iter().map(|c| c.uuid).collect()));
                 }
                 ReplicaEvent::Connected { kind, resumed } => {
                     tracing::debug!(?kind, resumed, "VIF monitor connected");
+                    self.current = true;
+                    self.tell(RowsEvent::Connected);
                     // The replica's cache already holds the server's state: report it now, then
                     // say the set is complete. The `Changes` that follow find nothing new.
                     let cache = self.replica.snapshot();
@@ -301,6 +345,8 @@ impl VifWatcher {
                 }
                 ReplicaEvent::Disconnected(why) => {
                     tracing::info!("VIF monitor lost OVSDB: {why}");
+                    self.current = false;
+                    self.tell(RowsEvent::Disconnected);
                 }
             }
         }

@@ -3,10 +3,10 @@
 use std::time::{Duration, Instant};
 
 use chassis::{
-    BridgeMapping, ChassisConfig, Encap, VifEvent, VifWatcher, ensure, plug_vif, unplug_vif,
-    wait_applied,
+    BridgeMapping, ChassisConfig, Encap, RowsEvent, VifEvent, VifWatcher, ensure, plug_vif,
+    unplug_vif, wait_applied,
 };
-use ovsdb::{Client, ClientOptions, Endpoint, ReplicaOptions};
+use ovsdb::{Atom, Client, ClientOptions, Endpoint, ReplicaOptions};
 use testbed::{Chassis, ChassisOpts, Host, HostOpts};
 
 /// A hang guard, not a requirement: how long a wait for something that must happen may last before
@@ -181,14 +181,20 @@ fn ofport_of(c: &Chassis, port: &str) -> u32 {
     get(c, &["Interface", port, "ofport"]).parse().unwrap()
 }
 
-#[tokio::test]
-async fn vif_events_added_changed_removed_with_latency() {
-    let c = Chassis::start("vif", &ChassisOpts::default()).unwrap();
+/// A chassis whose bridges are in place, with no VIF yet, and a watcher of it that has said so
+/// (its first event: the empty set is complete).
+async fn watched_chassis(name: &str) -> (Chassis, Client, VifWatcher) {
+    let c = Chassis::start(name, &ChassisOpts::default()).unwrap();
     let client = connect(&c).await;
     ensure_applied(&client, &ChassisConfig::default()).await;
     let mut w = VifWatcher::spawn(c.db_endpoint().parse().unwrap(), ReplicaOptions::default());
-    // No VIF yet: the first event says the (empty) set is complete.
     assert_eq!(next_event(&mut w).await, VifEvent::Synced);
+    (c, client, w)
+}
+
+#[tokio::test]
+async fn vif_events_added_changed_removed_with_latency() {
+    let (c, client, mut w) = watched_chassis("vif").await;
 
     let mut hosts = Vec::new();
     let mut latencies = Vec::new();
@@ -389,4 +395,38 @@ async fn tunnels_from_ensure_carry_traffic_between_chassis() {
             "{encap}: the far side's tunnel flow was never hit"
         );
     }
+}
+
+/// Another reader of the watcher's rows (the agent's `wyvern-installed` writer) reads them
+/// through the watcher's own monitor: told the rows are current when it starts sharing them,
+/// then which rows changed, as the watcher takes the changes in.
+#[tokio::test]
+async fn shared_rows_follow_the_watchers_monitor() {
+    let (c, client, mut w) = watched_chassis("shr").await;
+    let (rows, mut events) = w.share_rows();
+    assert_eq!(events.try_recv(), Ok(RowsEvent::Connected));
+
+    let h = Host::create(&c, &HostOpts::default()).unwrap();
+    plug_vif(&client, "br-int", h.port(), "lport-shared", Some(h.mac()))
+        .await
+        .unwrap();
+    let VifEvent::Added(v) = next_vif(&mut w).await else {
+        panic!("Added expected")
+    };
+    let mut changed = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        match event {
+            RowsEvent::Changed(rows) => changed.extend(rows),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(changed.contains(&v.uuid), "{changed:?} lacks {}", v.uuid);
+    let iface_id = rows.read(|cache| {
+        let row = cache.row("Interface", &v.uuid)?;
+        let ids = row.get("external_ids")?;
+        ids.map_get(&Atom::from("iface-id"))
+            .and_then(Atom::as_str)
+            .map(str::to_owned)
+    });
+    assert_eq!(iface_id.as_deref(), Some("lport-shared"));
 }

@@ -28,6 +28,6 @@ pub use datum::{Atom, Row, Value};
 pub use error::{Error, Result};
 pub use monitor::{Cache, MonitorKind, MonitorRequest, RowChange, RowOp, TableUpdates};
 pub use ops::{Condition, Function, Mutation, Mutator, OpResult, Operation, WaitUntil};
-pub use replica::{Replica, ReplicaEvent, ReplicaOptions, ReplicaSpec};
+pub use replica::{Replica, ReplicaEvent, ReplicaOptions, ReplicaReader, ReplicaSpec};
 pub use schema::{ColumnKind, ColumnType, DatabaseSchema, TableSchema};
 pub use uuid::Uuid;

@@ -101,7 +101,26 @@ impl Replica {
     /// Reads the rows known right now in place, without copying them (the replica's task
     /// waits for `f`: keep it short).
     pub fn read<R>(&self, f: impl FnOnce(&Cache) -> R) -> R {
-        f(&self.cache.lock().unwrap_or_else(|e| e.into_inner()))
+        self.reader().read(f)
+    }
+
+    /// A handle that reads the rows as [`read`](Self::read) does, for another task than the
+    /// one that takes the replica's events: two readers of the same rows share one replica.
+    pub fn reader(&self) -> ReplicaReader {
+        ReplicaReader(self.cache.clone())
+    }
+}
+
+/// Reads a [`Replica`]'s rows from anywhere (see [`Replica::reader`]); it outlives the replica,
+/// keeping the rows last known.
+#[derive(Debug, Clone)]
+pub struct ReplicaReader(Arc<Mutex<Cache>>);
+
+impl ReplicaReader {
+    /// Reads the rows known right now in place (the replica's task waits for `f`: keep it
+    /// short).
+    pub fn read<R>(&self, f: impl FnOnce(&Cache) -> R) -> R {
+        f(&self.0.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
 
