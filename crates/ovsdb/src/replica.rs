@@ -71,7 +71,7 @@ pub enum ReplicaEvent {
 #[derive(Debug)]
 pub struct Replica {
     events: mpsc::UnboundedReceiver<ReplicaEvent>,
-    cache: Arc<Mutex<Cache>>,
+    cache: ReplicaReader,
     task: JoinHandle<()>,
 }
 
@@ -83,7 +83,7 @@ impl Replica {
         let task = tokio::spawn(run(endpoint, spec, opts, cache.clone(), tx));
         Replica {
             events,
-            cache,
+            cache: ReplicaReader(cache),
             task,
         }
     }
@@ -101,13 +101,13 @@ impl Replica {
     /// Reads the rows known right now in place, without copying them (the replica's task
     /// waits for `f`: keep it short).
     pub fn read<R>(&self, f: impl FnOnce(&Cache) -> R) -> R {
-        self.reader().read(f)
+        self.cache.read(f)
     }
 
     /// A handle that reads the rows as [`read`](Self::read) does, for another task than the
     /// one that takes the replica's events: two readers of the same rows share one replica.
     pub fn reader(&self) -> ReplicaReader {
-        ReplicaReader(self.cache.clone())
+        self.cache.clone()
     }
 }
 

@@ -20,7 +20,7 @@ mod wal;
 mod writer;
 
 use std::ffi::OsString;
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
@@ -88,15 +88,15 @@ impl EmbeddedStore {
     pub fn open_with(path: impl AsRef<Path>, options: EmbeddedOptions) -> Result<Self, StoreError> {
         let path = path.as_ref();
         let open = |path: &Path| -> Result<FileBackend, StoreError> {
-            let file: File = OpenOptions::new()
+            let failed = |e: &dyn std::fmt::Display| backend(format!("{}: {e}", path.display()));
+            let file = OpenOptions::new()
                 .read(true)
                 .write(true)
                 .create(true)
                 .truncate(false)
                 .open(path)
-                .map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))?;
-            FileBackend::new(file)
-                .map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))
+                .map_err(|e| failed(&e))?;
+            FileBackend::new(file).map_err(|e| failed(&e))
         };
         let store = open(path)?;
         Self::open_on(store, open(&wal_path(path))?, options)
@@ -110,8 +110,10 @@ impl EmbeddedStore {
         wal: impl StorageBackend,
         options: EmbeddedOptions,
     ) -> Result<Self, StoreError> {
-        let retain = options.log_retain.max(1);
-        let checkpoint = options.checkpoint_bytes;
+        let options = EmbeddedOptions {
+            log_retain: options.log_retain.max(1),
+            ..options
+        };
         let db = Arc::new(
             Builder::new()
                 .create_with_backend(storage)
@@ -137,7 +139,7 @@ impl EmbeddedStore {
         let wdb = db.clone();
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer::run(&wdb, wal, &queue, &rev_tx, (retain, checkpoint), leases))
+            .spawn(move || writer::run(&wdb, wal, &queue, &rev_tx, options, leases))
             .map_err(backend)?;
         Ok(Self {
             db,
@@ -195,7 +197,7 @@ impl Drop for EmbeddedStore {
 }
 
 /// Where the write-ahead log of the store file at `path` lives: next to it, `-wal` appended.
-pub fn wal_path(path: &Path) -> PathBuf {
+fn wal_path(path: &Path) -> PathBuf {
     let mut name: OsString = path.as_os_str().to_owned();
     name.push("-wal");
     PathBuf::from(name)

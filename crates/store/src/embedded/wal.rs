@@ -237,24 +237,25 @@ impl Wal {
                 "write-ahead log: a failed batch could not be taken back; reopen the store".into(),
             ));
         }
-        let mut record = Vec::with_capacity(HEADER + changes.len());
         let len = u32::try_from(changes.len())
             .map_err(|_| StoreError::Backend("batch too large for the write-ahead log".into()))?;
-        record.extend_from_slice(&len.to_le_bytes());
-        record.extend_from_slice(&checksum(seq, changes).to_le_bytes());
-        record.extend_from_slice(&seq.to_le_bytes());
-        record.extend_from_slice(changes);
+        let mut header = [0; HEADER];
+        header[0..4].copy_from_slice(&len.to_le_bytes());
+        header[4..8].copy_from_slice(&checksum(seq, changes).to_le_bytes());
+        header[8..16].copy_from_slice(&seq.to_le_bytes());
+        let end = self.len + (HEADER + changes.len()) as u64;
         // A storage backend need not grow on a write past its end: grow it first.
         let written = self
             .storage
-            .set_len(self.len + record.len() as u64)
-            .and_then(|()| self.storage.write(self.len, &record))
+            .set_len(end)
+            .and_then(|()| self.storage.write(self.len, &header))
+            .and_then(|()| self.storage.write(self.len + HEADER as u64, changes))
             .and_then(|()| self.storage.sync_data());
         if let Err(e) = written {
             self.truncate(self.len)?;
             return Err(io(e));
         }
-        self.len += record.len() as u64;
+        self.len = end;
         Ok(())
     }
 

@@ -19,7 +19,8 @@ use redb::{
 use tokio::sync::{oneshot, watch};
 
 use super::wal::{Change, Wal};
-use super::{KV, LOG, MAX_BATCH, META, META_COMPACTED, META_REVISION, backend, read_meta};
+use super::{EmbeddedOptions, KV, LOG, MAX_BATCH, META, META_COMPACTED, META_REVISION};
+use super::{backend, read_meta};
 use super::{decode_kv, encode_event, encode_kv};
 use crate::{Compare, LeaseId, Op, Revision, StoreError, Txn, TxnOutcome};
 
@@ -101,7 +102,7 @@ pub(super) fn run(
     mut wal: Wal,
     queue: &mpsc::Receiver<(Work, Reply)>,
     revision: &watch::Sender<Revision>,
-    (retain, checkpoint_bytes): (u64, u64),
+    options: EmbeddedOptions,
     mut leases: Leases,
 ) {
     loop {
@@ -132,8 +133,7 @@ pub(super) fn run(
         let (works, replies): (Vec<Work>, Vec<Reply>) = batch.into_iter().unzip();
         // Work on a copy of the leases, kept only if the batch commits.
         let mut next = leases.clone();
-        let limits = (retain, checkpoint_bytes);
-        match apply_batch(db, &mut wal, &works, &expired, &mut next, limits) {
+        match apply_batch(db, &mut wal, &works, &expired, &mut next, options) {
             Ok((answers, rev)) => {
                 leases = next;
                 revision.send_replace(rev);
@@ -157,7 +157,7 @@ pub(super) fn run(
 }
 
 /// Makes every batch committed so far durable in redb itself and empties the log.
-pub(super) fn checkpoint(db: &Database, wal: &mut Wal) -> Result<(), StoreError> {
+fn checkpoint(db: &Database, wal: &mut Wal) -> Result<(), StoreError> {
     if wal.len() == 0 {
         return Ok(());
     }
@@ -188,6 +188,8 @@ pub(super) fn replay(db: &Database, wal: &mut Wal) -> Result<(), StoreError> {
             for change in record.changes() {
                 t.write(&change?)?;
             }
+            // Already in the log: not to be recorded again.
+            t.changes.clear();
             seq = record.seq;
             replayed += 1;
         }
@@ -208,15 +210,15 @@ fn apply_batch(
     works: &[Work],
     expired: &[LeaseId],
     leases: &mut Leases,
-    (retain, checkpoint_bytes): (u64, u64),
+    options: EmbeddedOptions,
 ) -> Result<(Vec<Result<Answer, StoreError>>, Revision), StoreError> {
     let mut tx = db.begin_write().map_err(backend)?;
-    let checkpoint = wal.len() >= checkpoint_bytes;
+    let checkpoint = wal.len() >= options.checkpoint_bytes;
     if !checkpoint {
         tx.set_durability(Durability::None).map_err(backend)?;
     }
     let mut answers = Vec::with_capacity(works.len());
-    let (current, wrote, logged) = {
+    let (current, logged) = {
         let mut t = Tables::open(&tx)?;
         let start = read_meta(&t.meta, META_REVISION)?;
         let mut current = start;
@@ -248,28 +250,30 @@ fn apply_batch(
         }
         if current != start {
             t.write(&Change::Meta(META_REVISION, current))?;
-            t.compact(current, retain)?;
+            t.compact(current, options.log_retain)?;
             wrote = true;
         }
-        let mut logged = None;
-        if wrote {
+        // The batch's sequence number and its changes, if it wrote anything.
+        let logged = if wrote {
             let seq = read_meta(&t.meta, META_WAL_SEQ)? + 1;
             t.meta.insert(META_WAL_SEQ, seq).map_err(backend)?;
-            logged = Some((seq, std::mem::take(&mut t.changes)));
-        }
-        (current, wrote, logged)
+            Some((seq, std::mem::take(&mut t.changes)))
+        } else {
+            None
+        };
+        (current, logged)
     };
-    if !wrote {
+    let Some((seq, changes)) = logged else {
         tx.abort().map_err(backend)?;
         return Ok((answers, current));
-    }
+    };
     if checkpoint {
         tx.commit().map_err(backend)?;
         if let Err(e) = wal.clear() {
             // Harmless: what the log holds is in redb now, and skipped on open.
             tracing::warn!("store: emptying the write-ahead log failed: {e}");
         }
-    } else if let Some((seq, changes)) = logged {
+    } else {
         let start = wal.len();
         wal.append(seq, &changes)?;
         if let Err(e) = tx.commit() {
@@ -315,35 +319,32 @@ impl<'t> Tables<'t> {
         })
     }
 
-    /// Writes one change to its table and records it. Every write of a batch goes through here, and
-    /// so does the log's replay.
-    fn write(&mut self, change: &Change) -> Result<(), StoreError> {
+    /// Writes one change to its table and records it; answers whether the row it wrote or
+    /// deleted was there before (always `false` for a [`Change::LogDrop`]). Every write of a
+    /// batch goes through here, and so does the log's replay.
+    fn write(&mut self, change: &Change) -> Result<bool, StoreError> {
         change.encode(&mut self.changes);
-        match *change {
-            Change::KvPut(key, value) => drop(self.kv.insert(key, value).map_err(backend)?),
-            Change::KvDelete(key) => drop(self.kv.remove(key).map_err(backend)?),
+        let existed = match *change {
+            Change::KvPut(key, value) => self.kv.insert(key, value).map(|old| old.is_some()),
+            Change::KvDelete(key) => self.kv.remove(key).map(|old| old.is_some()),
             Change::LogPut(revision, record) => {
-                drop(self.log.insert(revision, record).map_err(backend)?)
+                self.log.insert(revision, record).map(|old| old.is_some())
             }
-            Change::LogDrop(from, to) => self
-                .log
-                .retain_in(from..=to, |_, _| false)
-                .map_err(backend)?,
-            Change::Meta(key, value) => drop(self.meta.insert(key, value).map_err(backend)?),
-            Change::LeasePut(lease, ttl) => drop(self.leases.insert(lease, ttl).map_err(backend)?),
-            Change::LeaseDelete(lease) => drop(self.leases.remove(lease).map_err(backend)?),
+            Change::LogDrop(from, to) => {
+                self.log.retain_in(from..=to, |_, _| false).map(|()| false)
+            }
+            Change::Meta(key, value) => self.meta.insert(key, value).map(|old| old.is_some()),
+            Change::LeasePut(lease, ttl) => self.leases.insert(lease, ttl).map(|old| old.is_some()),
+            Change::LeaseDelete(lease) => self.leases.remove(lease).map(|old| old.is_some()),
             Change::KeyLeasePut(key, lease) => {
-                drop(self.key_lease.insert(key, lease).map_err(backend)?)
+                self.key_lease.insert(key, lease).map(|old| old.is_some())
             }
-            Change::KeyLeaseDelete(key) => drop(self.key_lease.remove(key).map_err(backend)?),
-            Change::LeaseKeyPut(row) => drop(self.lease_keys.insert(row, ()).map_err(backend)?),
-            Change::LeaseKeyDelete(row) => drop(self.lease_keys.remove(row).map_err(backend)?),
+            Change::KeyLeaseDelete(key) => self.key_lease.remove(key).map(|old| old.is_some()),
+            Change::LeaseKeyPut(row) => self.lease_keys.insert(row, ()).map(|old| old.is_some()),
+            Change::LeaseKeyDelete(row) => self.lease_keys.remove(row).map(|old| old.is_some()),
         }
-        Ok(())
-    }
-
-    fn has_key(&self, key: &str) -> Result<bool, StoreError> {
-        Ok(self.kv.get(key).map_err(backend)?.is_some())
+        .map_err(backend)?;
+        Ok(existed)
     }
 
     /// Checks and applies one transaction. The outer error fails the batch, the inner one only `txn`.
@@ -386,8 +387,7 @@ impl<'t> Tables<'t> {
                     encode_event(&mut record, key, Some(value));
                 }
                 Op::Delete(key) => {
-                    if self.has_key(key)? {
-                        self.write(&Change::KvDelete(key))?;
+                    if self.write(&Change::KvDelete(key))? {
                         self.detach(key)?;
                         encode_event(&mut record, key, None);
                     }
@@ -404,7 +404,8 @@ impl<'t> Tables<'t> {
             None => revision,
         };
         let stored = encode_kv(created, revision, value);
-        self.write(&Change::KvPut(key, &stored))
+        self.write(&Change::KvPut(key, &stored))?;
+        Ok(())
     }
 
     /// Detaches `key` from its lease, if any.
@@ -446,8 +447,7 @@ impl<'t> Tables<'t> {
         for key in &rows {
             self.write(&Change::LeaseKeyDelete(&lease_key(lease, key)))?;
             self.write(&Change::KeyLeaseDelete(key))?;
-            if self.has_key(key)? {
-                self.write(&Change::KvDelete(key))?;
+            if self.write(&Change::KvDelete(key))? {
                 encode_event(&mut record, key, None);
             }
         }
