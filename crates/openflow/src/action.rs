@@ -363,8 +363,9 @@ pub enum Action {
         /// Use the conntrack original-direction tuple.
         ct: bool,
     },
-    /// `ct(...)`.
-    Ct(Ct),
+    /// `ct(...)` (boxed, as the rarest large variants are: an action is as large as its largest
+    /// variant, and a pipeline holds some 200 000 of them).
+    Ct(Box<Ct>),
     /// `ct_clear`.
     CtClear,
     /// `conjunction(ID,CLAUSE/N)` (`clause` is 1-based as in the text).
@@ -376,8 +377,8 @@ pub enum Action {
         /// Number of clauses.
         n_clauses: u8,
     },
-    /// `learn(...)`.
-    Learn(Learn),
+    /// `learn(...)` (boxed, see [`Action::Ct`]).
+    Learn(Box<Learn>),
     /// `note:XX.XX...`.
     Note(Vec<u8>),
     /// `controller(...)`.
@@ -1076,7 +1077,7 @@ fn decode_ct(b: &mut Reader<'_>, depth: u8) -> Result<Action, DecodeError> {
     if exec.iter().any(|a| matches!(a, Action::Ct(_))) {
         return Err(invalid("ct", "nested ct"));
     }
-    Ok(Action::Ct(Ct {
+    Ok(Action::Ct(Box::new(Ct {
         commit: flags & 1 != 0,
         force: flags & 2 != 0,
         zone,
@@ -1084,7 +1085,7 @@ fn decode_ct(b: &mut Reader<'_>, depth: u8) -> Result<Action, DecodeError> {
         nat,
         exec,
         alg,
-    }))
+    })))
 }
 
 fn is_nx_subtype(buf: &[u8], sub: u16) -> bool {
@@ -1211,7 +1212,7 @@ fn decode_learn(b: &mut Reader<'_>) -> Result<Action, DecodeError> {
     if b.rest().iter().any(|x| *x != 0) {
         return Err(invalid("learn", "garbage after specs"));
     }
-    Ok(Action::Learn(l))
+    Ok(Action::Learn(Box::new(l)))
 }
 
 // ---------------------------------------------------------------- text

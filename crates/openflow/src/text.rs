@@ -428,7 +428,7 @@ fn parse_ct(args: &str) -> Result<Action, ParseError> {
             _ => return Err(ParseError::new("unknown ct argument", tok)),
         }
     }
-    Ok(Action::Ct(ct))
+    Ok(Action::Ct(Box::new(ct)))
 }
 
 fn parse_ip(s: &str) -> Result<IpAddr, ParseError> {
@@ -558,7 +558,7 @@ fn parse_learn(args: &str) -> Result<Action, ParseError> {
             }
         }
     }
-    Ok(Action::Learn(l))
+    Ok(Action::Learn(Box::new(l)))
 }
 
 impl std::str::FromStr for Flow {

@@ -239,7 +239,9 @@ impl Hasher for Fx {
 pub struct Pipeline {
     topo: Topology,
     static_flows: Vec<Flow>,
-    owned: BTreeMap<Slot, Vec<Flow>>,
+    /// Each slot's flows, by the slot's number in [`Self::reads`] (a map keyed by the slots
+    /// themselves held a second copy of every slot, its owner's id included).
+    owned: FastMap<u32, Vec<Flow>>,
     /// Flows several owners may compute with one identity, by that identity: conjunctive
     /// contributions (flows whose actions are only `conjunction`s) become one flow with all
     /// their actions, as OVN's ofctrl does, and flows of the shared stages
@@ -378,7 +380,7 @@ impl Pipeline {
         Self {
             topo,
             static_flows: static_flows(),
-            owned: BTreeMap::new(),
+            owned: FastMap::default(),
             conj: FastMap::default(),
             collected: FastMap::default(),
             merged: ByKey::default(),
@@ -416,9 +418,16 @@ impl Pipeline {
             .chain(self.merged.iter())
     }
 
-    /// The flows each app computed, by app name (for tests and `trace`).
+    /// The flows each app computed, by app name (for tests and `trace`), in the order of the
+    /// apps and owners.
     pub fn flows_by_app(&self) -> impl Iterator<Item = (&'static str, &Owner, &Flow)> {
-        self.owned.iter().flat_map(|((app, owner), flows)| {
+        let mut slots: Vec<(&Slot, &Vec<Flow>)> = self
+            .owned
+            .iter()
+            .filter_map(|(id, flows)| Some((self.reads.slot(*id)?, flows)))
+            .collect();
+        slots.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        slots.into_iter().flat_map(|((app, owner), flows)| {
             flows
                 .iter()
                 .map(move |f| (APPS[*app].spec().name, owner, f))
@@ -853,27 +862,30 @@ impl Pipeline {
         let (reads, new_groups) = ctx.finish();
         self.regroup(&slot, new_groups, delta);
         let exists = self.owner_exists(owner);
-        // Most recomputations read what they read before: the index stays as it is.
-        if !(exists && self.reads.reads_exactly(&slot, &reads)) {
-            if exists {
-                self.reads.set(&slot, &reads);
-            } else {
-                self.reads.remove(&slot);
-            }
-        }
-        let cookie = owner.cookie();
-        let old = if new.is_empty() {
-            self.owned.remove(&slot).unwrap_or_default()
+        // Most recomputations read what they read before: the index stays as it is. A slot keeps
+        // its number, under which its flows are held, while its owner exists.
+        let id = if !exists {
+            self.reads.remove(&slot)
+        } else if self.reads.reads_exactly(&slot, &reads) {
+            self.reads.slot_id(&slot)
         } else {
-            if !self.owned.contains_key(&slot) {
-                self.cookies
-                    .entry(cookie)
-                    .or_insert_with(|| (owner.clone(), 0))
-                    .1 += 1;
+            Some(self.reads.set(&slot, &reads))
+        };
+        // The flows of an owner that is gone are gone.
+        let new = if exists { new } else { Vec::new() };
+        let cookie = owner.cookie();
+        let old = match id {
+            Some(id) if new.is_empty() => self.owned.remove(&id).unwrap_or_default(),
+            Some(id) => {
+                if !self.owned.contains_key(&id) {
+                    self.cookies
+                        .entry(cookie)
+                        .or_insert_with(|| (owner.clone(), 0))
+                        .1 += 1;
+                }
+                self.owned.insert(id, new.clone()).unwrap_or_default()
             }
-            self.owned
-                .insert(slot.clone(), new.clone())
-                .unwrap_or_default()
+            None => Vec::new(),
         };
         if new.is_empty()
             && !old.is_empty()

@@ -60,14 +60,30 @@ impl<S: Clone + Eq + Hash, D: Clone + Eq + Hash> ReadIndex<S, D> {
                 .all(|(id, dep)| self.dep_ids.get(dep) == Some(id))
     }
 
-    /// Indexes `slot` as having read `reads` (replacing what it read before).
-    pub fn set(&mut self, slot: &S, reads: &[D]) {
-        self.remove(slot);
-        let id = match self.free_slots.pop() {
-            Some(id) => id,
+    /// Indexes `slot` as having read `reads` (replacing what it read before) and returns its
+    /// number, which stays the slot's until it is removed.
+    pub fn set(&mut self, slot: &S, reads: &[D]) -> u32 {
+        let id = match self.slot_id(slot) {
+            Some(id) => {
+                self.forget_reads(id);
+                id
+            }
             None => {
-                self.slots.push(None);
-                u32::try_from(self.slots.len() - 1).expect("fewer than 2^32 slots")
+                let id = match self.free_slots.pop() {
+                    Some(id) => id,
+                    None => {
+                        self.slots.push(None);
+                        u32::try_from(self.slots.len() - 1).expect("fewer than 2^32 slots")
+                    }
+                };
+                self.slots[id as usize] = Some((slot.clone(), Vec::new()));
+                let slots = &self.slots;
+                self.slot_ids
+                    .insert_unique(hash(slot), id, |id| match &slots[*id as usize] {
+                        Some((s, _)) => hash(s),
+                        None => 0,
+                    });
+                id
             }
         };
         let mut deps = Vec::with_capacity(reads.len());
@@ -76,17 +92,19 @@ impl<S: Clone + Eq + Hash, D: Clone + Eq + Hash> ReadIndex<S, D> {
             self.readers[d as usize].insert(id);
             deps.push(d);
         }
-        self.slots[id as usize] = Some((slot.clone(), deps));
-        let slots = &self.slots;
-        self.slot_ids
-            .insert_unique(hash(slot), id, |id| match &slots[*id as usize] {
-                Some((s, _)) => hash(s),
-                None => 0,
-            });
+        if let Some((_, held)) = &mut self.slots[id as usize] {
+            *held = deps;
+        }
+        id
+    }
+
+    /// The slot with number `id`, if it is indexed.
+    pub fn slot(&self, id: u32) -> Option<&S> {
+        self.slots.get(id as usize)?.as_ref().map(|(s, _)| s)
     }
 
     /// The number of `slot`, if it is indexed.
-    fn slot_id(&self, slot: &S) -> Option<u32> {
+    pub fn slot_id(&self, slot: &S) -> Option<u32> {
         let slots = &self.slots;
         self.slot_ids
             .find(hash(slot), |id| {
@@ -95,21 +113,25 @@ impl<S: Clone + Eq + Hash, D: Clone + Eq + Hash> ReadIndex<S, D> {
             .copied()
     }
 
-    /// Forgets `slot` and what it read.
-    pub fn remove(&mut self, slot: &S) {
+    /// Forgets `slot` and what it read; returns the number it had.
+    pub fn remove(&mut self, slot: &S) -> Option<u32> {
         let slots = &self.slots;
         let found = self.slot_ids.find_entry(hash(slot), |id| {
             slots[*id as usize].as_ref().is_some_and(|(s, _)| s == slot)
         });
-        let Ok(entry) = found else {
-            return;
-        };
-        let id = entry.remove().0;
-        let Some((_, deps)) = self.slots[id as usize].take() else {
-            return;
-        };
+        let id = found.ok()?.remove().0;
+        self.forget_reads(id);
+        self.slots[id as usize] = None;
         self.free_slots.push(id);
-        for d in deps {
+        Some(id)
+    }
+
+    /// Takes slot `id` out of the readers of what it read.
+    fn forget_reads(&mut self, id: u32) {
+        let Some((_, deps)) = &mut self.slots[id as usize] else {
+            return;
+        };
+        for d in std::mem::take(deps) {
             let readers = &mut self.readers[d as usize];
             readers.remove(&id);
             if readers.is_empty() {

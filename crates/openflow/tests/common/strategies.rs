@@ -265,7 +265,7 @@ fn learn() -> impl Strategy<Value = Action> {
         prop::collection::vec(spec, 0..5),
     )
         .prop_map(|((table, i, h, fi, fh, prio, cookie), flags, specs)| {
-            Action::Learn(Learn {
+            Action::Learn(Box::new(Learn {
                 table,
                 idle_timeout: i,
                 hard_timeout: h,
@@ -275,7 +275,7 @@ fn learn() -> impl Strategy<Value = Action> {
                 cookie,
                 flags,
                 specs,
-            })
+            }))
         })
 }
 
@@ -321,7 +321,7 @@ pub fn action() -> BoxedStrategy<Action> {
         prop::sample::select(vec![0u16, 21, 69, 7]),
     )
         .prop_map(|((commit, force), zone, table, nat, exec, alg)| {
-            Action::Ct(Ct {
+            Action::Ct(Box::new(Ct {
                 commit,
                 force,
                 zone,
@@ -329,7 +329,7 @@ pub fn action() -> BoxedStrategy<Action> {
                 nat,
                 exec,
                 alg,
-            })
+            }))
         });
     let controller = (
         any::<u16>(),

@@ -431,7 +431,7 @@ fn hairpin_flows(
     // The connection's first direction, translated to the member by its listener.
     let mut actions = deliver.to_vec();
     actions.push(set_zone.clone());
-    actions.push(Action::Ct(Ct {
+    actions.push(Action::Ct(Box::new(Ct {
         commit: true,
         zone: ct_zone(),
         table: Some(ACL_INGRESS),
@@ -441,7 +441,7 @@ fn hairpin_flows(
             ..Nat::default()
         }),
         ..Ct::default()
-    }));
+    })));
     out.push(flow(
         owner,
         LB_FORWARD,
@@ -594,7 +594,7 @@ fn outside_flows(
             set_zone(o.proxy_zone),
             // Sent on from here as the VIP's own: through the tunnel to a member elsewhere.
             set_field(Field::Reg(REG_FROM_TUNNEL), 0, 0xffff_ffff),
-            Action::Ct(Ct {
+            Action::Ct(Box::new(Ct {
                 commit: true,
                 zone: ct_zone(),
                 table: Some(ROUTE),
@@ -604,7 +604,7 @@ fn outside_flows(
                     ..Nat::default()
                 }),
                 ..Ct::default()
-            }),
+            })),
         ]),
     ));
     // The members' answers arriving through the tunnel.
@@ -704,7 +704,7 @@ fn bucket(ctx: &mut Ctx<'_>, m: &Member, lb: &LoadBalancer, restore: &[Action]) 
     let mac: Mac = ctx.port_with_ip(&net, m.address).map_or(0, |p| p.mac);
     let addr = nat_addr(m.address);
     let mut actions = restore.to_vec();
-    actions.push(Action::Ct(Ct {
+    actions.push(Action::Ct(Box::new(Ct {
         commit: true,
         zone: ct_zone(),
         table: Some(LB_FORWARD),
@@ -720,7 +720,7 @@ fn bucket(ctx: &mut Ctx<'_>, m: &Member, lb: &LoadBalancer, restore: &[Action]) 
             u128::from(u64::MAX >> 16),
         )],
         ..Ct::default()
-    }));
+    })));
     let mut b = Bucket::new(actions);
     b.weight = m.weight;
     b

@@ -200,12 +200,12 @@ pub(crate) fn enter(value: u64, table: u8) -> Instructions {
 /// Packets of a connection conntrack `zone` knows, translated back (as the connection was
 /// translated, in the other direction), continuing at `table`.
 pub(crate) fn translated_back(zone: openflow::action::CtZone, table: u8) -> Action {
-    Action::Ct(openflow::action::Ct {
+    Action::Ct(Box::new(openflow::action::Ct {
         zone,
         table: Some(table),
         nat: Some(openflow::action::Nat::default()),
         ..openflow::action::Ct::default()
-    })
+    }))
 }
 
 /// Packets sent to the agent for `reason`.

@@ -175,14 +175,14 @@ fn learn_neighbour(eth_type: u128, next_hop: Vec<LearnSpec>, mac: Field) -> Acti
         src: LearnSrc::Field(Subfield::whole(mac)),
         dst: Subfield::whole(Field::EthDst),
     });
-    Action::Learn(Learn {
+    Action::Learn(Box::new(Learn {
         table: NEIGHBOURS_LEARNED,
         idle_timeout: NEIGHBOUR_IDLE,
         priority: 100,
         cookie: LEARNED,
         specs,
         ..Learn::default()
-    })
+    }))
 }
 
 /// Neighbour advertisements on the network in `metadata`.
@@ -312,7 +312,7 @@ fn floating_ip_flows(ctx: &mut Ctx<'_>, owner: &Owner, id: &str, out: &mut Vec<F
         DNAT,
         100,
         new,
-        Instructions::apply(vec![Action::Ct(Ct {
+        Instructions::apply(vec![Action::Ct(Box::new(Ct {
             commit: true,
             zone,
             table: Some(ROUTE),
@@ -322,7 +322,7 @@ fn floating_ip_flows(ctx: &mut Ctx<'_>, owner: &Owner, id: &str, out: &mut Vec<F
                 ..NatAction::default()
             }),
             ..Ct::default()
-        })]),
+        }))]),
     ));
 
     // Out: from the fixed IP of the port on this chassis, with the floating IP and its MAC.
@@ -390,7 +390,7 @@ fn vip_floating_ip_flows(ctx: &mut Ctx<'_>, owner: &Owner, id: &str, out: &mut V
         to_address(network, fip.address),
         Instructions::apply(vec![
             set_field(Field::Metadata, o.router.into(), u128::from(u64::MAX)),
-            Action::Ct(Ct {
+            Action::Ct(Box::new(Ct {
                 commit: true,
                 zone,
                 table: Some(LB_VIP),
@@ -400,7 +400,7 @@ fn vip_floating_ip_flows(ctx: &mut Ctx<'_>, owner: &Owner, id: &str, out: &mut V
                     ..NatAction::default()
                 }),
                 ..Ct::default()
-            }),
+            })),
         ]),
     ));
     out.push(flow(
@@ -428,7 +428,7 @@ fn leave_as(mac: Mac, network: u64, zone: CtZone, address: Ipv4Addr) -> Instruct
         Action::DecTtl,
         set_mac(Field::EthSrc, mac),
         set_field(Field::Metadata, network.into(), u128::from(u64::MAX)),
-        Action::Ct(Ct {
+        Action::Ct(Box::new(Ct {
             commit: true,
             zone,
             table: Some(EXTERNAL_OUT),
@@ -438,7 +438,7 @@ fn leave_as(mac: Mac, network: u64, zone: CtZone, address: Ipv4Addr) -> Instruct
                 ..NatAction::default()
             }),
             ..Ct::default()
-        }),
+        })),
     ])
 }
 
@@ -607,7 +607,7 @@ fn port_flows(ctx: &mut Ctx<'_>, owner: &Owner, id: &str, out: &mut Vec<Flow>) {
         SNAT,
         90,
         from_port,
-        Instructions::apply(vec![Action::Ct(Ct {
+        Instructions::apply(vec![Action::Ct(Box::new(Ct {
             commit: true,
             zone: CtZone::Imm(zone),
             table: Some(SNAT_CHASSIS),
@@ -617,7 +617,7 @@ fn port_flows(ctx: &mut Ctx<'_>, owner: &Owner, id: &str, out: &mut Vec<Flow>) {
                 ..NatAction::default()
             }),
             ..Ct::default()
-        })]),
+        }))]),
     ));
     let reply = ct_state(TRK, TRK | NEW | INV)
         .with(Field::Metadata, exit.network.into())

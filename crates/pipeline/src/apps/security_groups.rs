@@ -220,11 +220,11 @@ impl SecurityGroups {
                 let ins = if stateful {
                     Instructions::apply(vec![
                         set_field(Field::Reg(REG_CT_ZONE), ofport.into(), 0xffff_ffff),
-                        Action::Ct(Ct {
+                        Action::Ct(Box::new(Ct {
                             zone: zone(),
                             table: Some(s.state),
                             ..Ct::default()
-                        }),
+                        })),
                     ])
                 } else {
                     goto(s.state)
@@ -307,11 +307,11 @@ impl SecurityGroups {
             .with(Field::EthType, eth);
         let mut ins = goto(s.next);
         if stateful {
-            ins.apply = vec![Action::Ct(Ct {
+            ins.apply = vec![Action::Ct(Box::new(Ct {
                 commit: true,
                 zone: zone(),
                 ..Ct::default()
-            })];
+            }))];
         }
         out.push(flow(owner, s.state, 100, admitted, ins));
     }
@@ -357,12 +357,12 @@ fn shared_flows() -> Vec<Flow> {
         }
         let mut denied = ct_state(TRK, TRK);
         denied = denied.with_masked(Field::CtMark, MARK_DENIED, MARK_DENIED);
-        let mark_denied = Instructions::apply(vec![Action::Ct(Ct {
+        let mark_denied = Instructions::apply(vec![Action::Ct(Box::new(Ct {
             commit: true,
             zone: zone(),
             exec: vec![set_field(Field::CtMark, MARK_DENIED, MARK_DENIED)],
             ..Ct::default()
-        })]);
+        }))]);
         let established = ct_state(TRK | EST, TRK | EST | RPL | NEW);
         let states = [
             (200, ct_state(TRK | INV, TRK | INV), Instructions::default()),
