@@ -583,6 +583,13 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     for (physnet, ofport) in plumbed.patches {
         agent.pipeline.apply(Input::Patch(physnet, Some(ofport)));
     }
+    // What the BFD sessions an earlier agent left running say of the other chassis' data planes
+    // goes in before the topology: taken after it, each verdict recomputed the flows of every
+    // port on that chassis (a tenth of a restart at 10 000 ports).
+    peers::await_synced(&mut bfd, Duration::from_secs(2), |e| {
+        agent.peer_event(e, false);
+    })
+    .await;
     await_snapshot(&mut agent, &mut updates).await?;
     tracing::info!(after = ?started.elapsed(), "ports bound here read");
     for (iface, (ofport, row)) in initial {
@@ -625,9 +632,9 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
             async move { trunks::converge(&client, &bridge, &want).await }
         },
     );
-    // BFD monitor ports towards the registered chassis (adopted as they are after a restart),
-    // and what their sessions say, before the comparison: a chassis whose agent is down but whose
-    // data plane is up keeps its flows across this agent's restart.
+    // BFD monitor ports towards the registered chassis (adopted as they are after a restart;
+    // what their sessions say was read before the topology): a chassis whose agent is down but
+    // whose data plane is up keeps its flows across this agent's restart.
     agent.want_monitors();
     let (bridge, kind, local_ip) = (cfg.bridge.clone(), cfg.encap.ovs_type(), cfg.tunnel_ip);
     switch_db::keep_converged(
@@ -639,11 +646,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
             async move { peers::converge(&client, &bridge, kind, local_ip, &want).await }
         },
     );
-    peers::await_synced(&mut bfd, Duration::from_secs(2), |e| {
-        agent.peer_event(e, false);
-    })
-    .await;
-    tracing::info!(after = ?started.elapsed(), "subports and BFD read; comparing with the switch");
+    tracing::info!(after = ?started.elapsed(), "subports read; comparing with the switch");
 
     // 3. Only now compare with the switch.
     agent.pipeline.set_quiet(false);

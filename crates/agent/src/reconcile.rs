@@ -144,6 +144,14 @@ fn identity(key: &FlowKey) -> u64 {
     h.finish()
 }
 
+/// [`identity`] of `flow`'s key, without a copy of its match.
+fn identity_of(flow: &Flow) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    (flow.table, flow.priority, &flow.match_).hash(&mut h);
+    h.finish()
+}
+
 /// The groups `flow` sends to (the switch deletes it with any of them).
 fn named_groups(flow: &Flow) -> Vec<u32> {
     let i = &flow.instructions;
@@ -205,14 +213,13 @@ impl Reconciler {
 
     /// Counts `flow` as held by the switch (replacing what had its identity).
     fn remember(&mut self, flow: &Flow) {
-        let key = flow.key();
         let groups = named_groups(flow);
-        if groups.is_empty() {
-            self.naming_groups.remove(&key);
-        } else {
-            self.naming_groups.insert(key.clone(), groups);
+        if !groups.is_empty() {
+            self.naming_groups.insert(flow.key(), groups);
+        } else if !self.naming_groups.is_empty() {
+            self.naming_groups.remove(&flow.key());
         }
-        self.installed.insert(identity(&key));
+        self.installed.insert(identity_of(flow));
     }
 
     /// Counts the flow with identity `key` as gone from the switch.
@@ -507,6 +514,16 @@ mod tests {
             normalized(&watching),
             normalized(&group(GroupType::FastFailover))
         );
+    }
+
+    #[test]
+    fn a_flows_identity_is_its_keys() {
+        let m = openflow::Match::new().with(openflow::Field::InPort, 4);
+        let flow = Flow::new(3, 120, m, vec![Action::Group(7)]);
+        assert_eq!(identity_of(&flow), identity(&flow.key()));
+        let mut other = flow.clone();
+        other.priority = 121;
+        assert_ne!(identity_of(&other), identity(&flow.key()));
     }
 
     #[test]

@@ -76,6 +76,10 @@ impl Splitter {
                     self.escaped = true;
                 } else if b == b'"' {
                     self.in_string = false;
+                } else {
+                    // Most of a message is strings: skip to the next byte that matters in one.
+                    let rest = &self.buf[self.pos..];
+                    self.pos += memchr::memchr2(b'"', b'\\', rest).unwrap_or(rest.len());
                 }
                 continue;
             }
@@ -92,11 +96,10 @@ impl Splitter {
                         return Err(Error::Json(format!("unexpected '{}'", b as char)));
                     }
                     if self.stack.is_empty() {
-                        let msg: Vec<u8> = self.buf.drain(..self.pos).collect();
+                        let msg = serde_json::from_slice(&self.buf[..self.pos]);
+                        self.buf.drain(..self.pos);
                         self.pos = 0;
-                        return serde_json::from_slice(&msg)
-                            .map(Some)
-                            .map_err(|e| Error::Json(e.to_string()));
+                        return msg.map(Some).map_err(|e| Error::Json(e.to_string()));
                     }
                 }
                 _ => {}
@@ -140,6 +143,28 @@ mod tests {
         assert_eq!(got[1]["id"], 1);
         assert_eq!(got[2]["x"], "\\");
         assert!(!s.is_partial());
+    }
+
+    #[test]
+    fn any_chunking_gives_the_same_messages() {
+        let text = br#"{"a":"x\\\"y","b":["}]{[",{"c":"\\"}]} {"d":"long string without anything special in it"}
+{"e":[1,2,{"f":"\"\"\""}]}"#;
+        let mut whole = Splitter::new(1024);
+        whole.push(text);
+        let want = all(&mut whole);
+        assert_eq!(want.len(), 3);
+        assert_eq!(want[0]["a"], "x\\\"y");
+        assert_eq!(want[2]["e"][2]["f"], "\"\"\"");
+        for size in 1..text.len() {
+            let mut s = Splitter::new(1024);
+            let mut got = Vec::new();
+            for chunk in text.chunks(size) {
+                s.push(chunk);
+                got.extend(all(&mut s));
+            }
+            assert_eq!(got, want, "chunks of {size}");
+            assert!(!s.is_partial());
+        }
     }
 
     #[test]

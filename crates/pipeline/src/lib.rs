@@ -898,8 +898,14 @@ impl Pipeline {
         }
         self.plain -= old.iter().filter(|f| !is_merged(f)).count();
         self.plain += new.iter().filter(|f| !is_merged(f)).count();
-        let old_set: FastSet<&Flow> = old.iter().collect();
-        let new_set: FastSet<&Flow> = new.iter().collect();
+        // Sets only to compare two lists (a first computation, as at start, has nothing to
+        // compare with).
+        let compare = !old.is_empty() && !new.is_empty();
+        let (old_set, new_set): (FastSet<&Flow>, FastSet<&Flow>) = if compare {
+            (old.iter().collect(), new.iter().collect())
+        } else {
+            Default::default()
+        };
         let mut conj_keys: Vec<FlowKey> = Vec::new();
         for f in old.iter().filter(|f| !new_set.contains(f)) {
             if f.table == tables::FLOOD {
