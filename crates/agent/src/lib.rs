@@ -432,7 +432,7 @@ impl Agent {
             // once the loop follows it).
             self.awaiting_topics = false;
         }
-        let mut delta = pipeline::Delta::default();
+        let mut inputs = Vec::with_capacity(update.changes.len());
         for change in update.changes {
             if let nb_sync::Change::Put(key, value) = &change
                 && let Some((nb_keys::Kind::Network, id)) = nb_keys::parse(key)
@@ -451,12 +451,14 @@ impl Agent {
                     "provider network on a physical network this chassis has no bridge mapping for: not served here"
                 );
             }
-            let input = match change {
+            inputs.push(match change {
                 nb_sync::Change::Put(k, v) => Input::Object(k, Some(v)),
                 nb_sync::Change::Delete(k) => Input::Object(k, None),
-            };
-            delta.extend(self.pipeline.apply(input));
+            });
         }
+        // One application of the whole batch: each flow it affects is computed once (a
+        // network's flood flow, say, not once per port of a snapshot).
+        let delta = self.pipeline.apply_all(inputs);
         for key in self.pipeline.take_malformed() {
             tracing::warn!(key, "malformed northbound object ignored");
         }
@@ -485,6 +487,7 @@ async fn await_snapshot(
 /// Runs the agent until the process ends.
 pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     let started = std::time::Instant::now();
+    trim::one_arena();
     let plumbed = bridge::plumb(&cfg).await?;
     tracing::info!(chassis = %cfg.chassis, tunnel = plumbed.tunnel, patches = ?plumbed.patches, "bridge ready");
     let servers = Servers::parse(&cfg.server);
@@ -509,7 +512,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     let reconciler = Reconciler::new(conn);
     let read_ahead = reconciler.read_ahead();
 
-    // 1. The complete local VIF set, and the networks it needs.
+    // The OVSDB monitors and the sync start at once.
     let endpoint: Endpoint = cfg
         .ovsdb
         .parse()
@@ -529,29 +532,9 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     let (replica, sync) = Replica::with_servers(servers.clone(), topics);
     let (updates_tx, mut updates) = mpsc::channel(64);
     tokio::spawn(replica.run(updates_tx));
-    let mut initial: BTreeMap<String, (u32, Uuid)> = BTreeMap::new();
-    loop {
-        match watcher.next().await {
-            Some(VifEvent::Added(v)) => {
-                initial.insert(v.iface_id, (v.ofport, v.uuid));
-            }
-            Some(VifEvent::Changed { old, new }) => {
-                if old.iface_id != new.iface_id {
-                    initial.remove(&old.iface_id);
-                }
-                initial.insert(new.iface_id, (new.ofport, new.uuid));
-            }
-            Some(VifEvent::Removed(v)) => {
-                initial.remove(&v.iface_id);
-            }
-            Some(VifEvent::Synced) => break,
-            None => return Err(AgentError::Ovsdb("VIF monitor stopped".into())),
-        }
-    }
-    tracing::info!(vifs = initial.len(), after = ?started.elapsed(), "local VIFs read");
-    // 2. The ports bound to this chassis (asked for while the VIFs were read), then the
-    //    topology of the networks (and, through routers, the networks behind them) that they
-    //    and the VIFs need.
+    // 1. The ports bound to this chassis (asked for at once), and at once the topology of their
+    //    networks (and, through routers, of the networks behind them): the server prepares it
+    //    while the complete local VIF set is read.
     let (lookups, mut looked_up) = mpsc::channel(64);
     let mut agent = Agent {
         cfg: cfg.clone(),
@@ -592,6 +575,29 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     .await;
     await_snapshot(&mut agent, &mut updates).await?;
     tracing::info!(after = ?started.elapsed(), "ports bound here read");
+    let asked = agent.follow();
+    // 2. The complete local VIF set (before the topology: a VIF known when its port's flows are
+    //    first computed costs no second computation).
+    let mut initial: BTreeMap<String, (u32, Uuid)> = BTreeMap::new();
+    loop {
+        match watcher.next().await {
+            Some(VifEvent::Added(v)) => {
+                initial.insert(v.iface_id, (v.ofport, v.uuid));
+            }
+            Some(VifEvent::Changed { old, new }) => {
+                if old.iface_id != new.iface_id {
+                    initial.remove(&old.iface_id);
+                }
+                initial.insert(new.iface_id, (new.ofport, new.uuid));
+            }
+            Some(VifEvent::Removed(v)) => {
+                initial.remove(&v.iface_id);
+            }
+            Some(VifEvent::Synced) => break,
+            None => return Err(AgentError::Ovsdb("VIF monitor stopped".into())),
+        }
+    }
+    tracing::info!(vifs = initial.len(), after = ?started.elapsed(), "local VIFs read");
     for (iface, (ofport, row)) in initial {
         // Before the first comparison with the switch the topology must be complete: here the
         // agent waits for the server's answer.
@@ -603,6 +609,11 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         agent.vif_up(iface, ofport, network);
     }
     tracing::info!(after = ?started.elapsed(), "local VIFs in the pipeline");
+    // 3. The topology asked for above, then whatever more the VIFs need (a VIF whose port is not
+    //    bound here).
+    if asked {
+        await_snapshot(&mut agent, &mut updates).await?;
+    }
     while agent.follow() {
         await_snapshot(&mut agent, &mut updates).await?;
     }

@@ -7,7 +7,7 @@
 //! process holds far more than it uses. [`Trimmer`] waits until the agent has been quiet for
 //! [`QUIET`] after at least [`WORTH_IT`] flow changes, then asks the allocator to return every
 //! free page (`malloc_trim(0)`, which also releases free pages inside the heap). With another
-//! allocator than glibc's it does nothing.
+//! allocator than glibc's it does nothing. [`one_arena`] keeps every thread on that one heap.
 
 use std::time::{Duration, Instant};
 
@@ -52,6 +52,22 @@ impl Trimmer {
         true
     }
 }
+
+/// Makes every thread allocate from the one heap the trims return pages of: the pipeline computes
+/// a large batch on scoped threads (a snapshot at start), and with glibc's default each of those
+/// would keep an arena of its own, whose free stretches between what other threads still hold stay
+/// resident.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub fn one_arena() {
+    // SAFETY: mallopt only sets one of the allocator's parameters, under the allocator's lock like
+    // any malloc call; it takes no pointers.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn one_arena() {}
 
 /// Returns the allocator's free pages to the system.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]

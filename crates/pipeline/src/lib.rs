@@ -689,8 +689,10 @@ impl Pipeline {
         }
         let mut delta = Delta::default();
         let mut floods: FastSet<FlowKey> = FastSet::default();
-        for slot in dirty {
-            self.recompute(slot, &mut delta, &mut floods);
+        let slots: Vec<Slot> = dirty.into_iter().collect();
+        let computed = compute_all(&self.topo, &slots);
+        for (slot, computed) in slots.into_iter().zip(computed) {
+            self.recompute(slot, computed, &mut delta, &mut floods);
         }
         for key in floods {
             let after = self.collected.get(&key).and_then(|c| {
@@ -852,14 +854,21 @@ impl Pipeline {
         }
     }
 
-    /// Recomputes one slot's flows, noting in `delta` what changed, except flood flows: their
-    /// keys go to `floods`, to be merged once all slots are recomputed.
-    fn recompute(&mut self, slot: Slot, delta: &mut Delta, floods: &mut FastSet<FlowKey>) {
-        let (app, owner) = &slot;
-        let mut new = Vec::new();
-        let mut ctx = Ctx::new(&self.topo);
-        APPS[*app].flows(&mut ctx, owner, &mut new);
-        let (reads, new_groups) = ctx.finish();
+    /// Takes in one slot's newly computed flows, noting in `delta` what changed, except flood
+    /// flows: their keys go to `floods`, to be merged once all slots are recomputed.
+    fn recompute(
+        &mut self,
+        slot: Slot,
+        computed: Computed,
+        delta: &mut Delta,
+        floods: &mut FastSet<FlowKey>,
+    ) {
+        let (_, owner) = &slot;
+        let Computed {
+            flows: new,
+            reads,
+            groups: new_groups,
+        } = computed;
         self.regroup(&slot, new_groups, delta);
         let exists = self.owner_exists(owner);
         // Most recomputations read what they read before: the index stays as it is. A slot keeps
@@ -964,6 +973,57 @@ impl Pipeline {
             }
         }
     }
+}
+
+/// What an app computed for one owner: its flows, what it read, its groups.
+struct Computed {
+    flows: Vec<Flow>,
+    reads: Vec<Dep>,
+    groups: Vec<Group>,
+}
+
+/// Computes one slot from the topology.
+fn compute(topo: &Topology, (app, owner): &Slot) -> Computed {
+    let mut flows = Vec::new();
+    let mut ctx = Ctx::new(topo);
+    APPS[*app].flows(&mut ctx, owner, &mut flows);
+    let (reads, groups) = ctx.finish();
+    Computed {
+        flows,
+        reads,
+        groups,
+    }
+}
+
+/// Slots from which on their computation is shared out over the machine's cores (a snapshot at
+/// start, a network joining): below, a thread costs more than it saves.
+const PARALLEL_FROM: usize = 4096;
+
+/// Computes `slots` from the topology, in their order; many at once on several threads (the
+/// computation only reads the topology, and taking the results in stays on the caller's).
+fn compute_all(topo: &Topology, slots: &[Slot]) -> Vec<Computed> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    if slots.len() < PARALLEL_FROM || threads < 2 {
+        return slots.iter().map(|s| compute(topo, s)).collect();
+    }
+    let chunk = slots.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let mut chunks = slots.chunks(chunk);
+        let first = chunks.next().unwrap_or_default();
+        let others: Vec<_> = chunks
+            .map(|c| scope.spawn(move || c.iter().map(|s| compute(topo, s)).collect::<Vec<_>>()))
+            .collect();
+        let mut all: Vec<Computed> = first.iter().map(|s| compute(topo, s)).collect();
+        for handle in others {
+            match handle.join() {
+                Ok(part) => all.extend(part),
+                // A panic in an app is the pipeline's bug: it ends the caller as it would have
+                // on one thread.
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        all
+    })
 }
 
 /// Whether a flow is merged with others of its identity: a conjunctive contribution, a flow of

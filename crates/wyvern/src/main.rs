@@ -80,7 +80,8 @@ fn run() -> anyhow::Result<()> {
         Command::Agent(args) => {
             let config = args.into_config()?;
             // One thread: the agent's work is small and ordered, and a single thread keeps
-            // its memory small (no per-thread allocator arenas).
+            // its memory small (no per-thread allocator arenas). Only a large batch's pipeline
+            // computation (a snapshot at start) is shared out over the cores, for its duration.
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?
