@@ -489,7 +489,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     let started = std::time::Instant::now();
     trim::one_arena();
     let plumbed = bridge::plumb(&cfg).await?;
-    tracing::info!(chassis = %cfg.chassis, tunnel = plumbed.tunnel, patches = ?plumbed.patches, "bridge ready");
+    tracing::info!(chassis = %cfg.chassis, tunnel = plumbed.tunnel, patches = ?plumbed.patches, after = ?started.elapsed(), "bridge ready");
     let servers = Servers::parse(&cfg.server);
     let server = Server::new(servers.clone());
     let data_plane = tokio::sync::watch::channel(BTreeMap::new()).0;

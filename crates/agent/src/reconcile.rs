@@ -144,6 +144,16 @@ fn identity(key: &FlowKey) -> u64 {
     h.finish()
 }
 
+/// A flow's identity (table, priority, match), borrowed from it.
+#[derive(PartialEq, Eq, Hash)]
+struct Identity<'a>(u8, u16, &'a openflow::Match);
+
+impl<'a> Identity<'a> {
+    fn of(flow: &'a Flow) -> Self {
+        Identity(flow.table, flow.priority, &flow.match_)
+    }
+}
+
 /// [`identity`] of `flow`'s key, without a copy of its match.
 fn identity_of(flow: &Flow) -> u64 {
     use std::hash::{Hash, Hasher};
@@ -298,6 +308,7 @@ impl Reconciler {
                 if conn.session() > 0
                     && let Ok(held) = read_switch(&conn).await
                 {
+                    tracing::info!(flows = held.flows.len(), "switch read ahead");
                     return Some(held);
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -331,17 +342,20 @@ impl Reconciler {
             .map(|g| (g.group_id, normalized(g)))
             .collect();
         // Flows the switch learned itself (neighbours) are its state, not ours.
-        let held: FastMap<FlowKey, Flow> = held
+        let held: Vec<Flow> = held
             .into_iter()
             .filter(|s| !pipeline::cookie::is_learned(s.flow.cookie))
-            .map(|s| (s.flow.key(), s.flow))
+            .map(|s| s.flow)
             .collect();
         self.installed.clear();
         self.naming_groups.clear();
-        for flow in held.values() {
+        for flow in &held {
             self.remember(flow);
         }
-        let desired: FastMap<FlowKey, &Flow> = desired.map(|f| (f.key(), f)).collect();
+        // Both sides by identity, borrowed (a restart at 10 000 ports compares 60 000 flows:
+        // no match is copied for it).
+        let held: FastMap<Identity, &Flow> = held.iter().map(|f| (Identity::of(f), f)).collect();
+        let desired: FastMap<Identity, &Flow> = desired.map(|f| (Identity::of(f), f)).collect();
         let desired_groups: HashMap<u32, &Group> =
             desired_groups.map(|g| (g.group_id, g)).collect();
         // Desired groups not held exactly are added or modified in place (never deleted and
@@ -353,13 +367,13 @@ impl Reconciler {
         // Flows whose identity is not desired go; desired flows not held exactly are added (an add
         // replaces a held flow with the same identity in place).
         let removes: Vec<FlowKey> = held
-            .keys()
-            .filter(|k| !desired.contains_key(*k))
-            .cloned()
+            .iter()
+            .filter(|(k, _)| !desired.contains_key(*k))
+            .map(|(_, f)| f.key())
             .collect();
         let adds: Vec<Flow> = desired
             .iter()
-            .filter(|(k, f)| held.get(*k) != Some(**f))
+            .filter(|(k, f)| held.get(*k) != Some(*f))
             .map(|(_, f)| (*f).clone())
             .collect();
         let group_deletes: Vec<Group> = self
