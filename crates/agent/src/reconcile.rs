@@ -136,15 +136,7 @@ fn normalized(group: &Group) -> Group {
     g
 }
 
-/// A hash of a flow's identity (SipHash with fixed keys: well spread, the same in every run).
-fn identity(key: &FlowKey) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::hash::DefaultHasher::new();
-    key.hash(&mut h);
-    h.finish()
-}
-
-/// A flow's identity (table, priority, match), borrowed from it.
+/// A flow's identity (table, priority, match), borrowed from it or from its key.
 #[derive(PartialEq, Eq, Hash)]
 struct Identity<'a>(u8, u16, &'a openflow::Match);
 
@@ -152,14 +144,19 @@ impl<'a> Identity<'a> {
     fn of(flow: &'a Flow) -> Self {
         Identity(flow.table, flow.priority, &flow.match_)
     }
-}
 
-/// [`identity`] of `flow`'s key, without a copy of its match.
-fn identity_of(flow: &Flow) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::hash::DefaultHasher::new();
-    (flow.table, flow.priority, &flow.match_).hash(&mut h);
-    h.finish()
+    fn of_key((table, priority, m): &'a FlowKey) -> Self {
+        Identity(*table, *priority, m)
+    }
+
+    /// Its hash, what is kept of an installed flow (SipHash with fixed keys: well spread, the
+    /// same in every run).
+    fn hashed(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        self.hash(&mut h);
+        h.finish()
+    }
 }
 
 /// The groups `flow` sends to (the switch deletes it with any of them).
@@ -229,12 +226,12 @@ impl Reconciler {
         } else if !self.naming_groups.is_empty() {
             self.naming_groups.remove(&flow.key());
         }
-        self.installed.insert(identity_of(flow));
+        self.installed.insert(Identity::of(flow).hashed());
     }
 
     /// Counts the flow with identity `key` as gone from the switch.
     fn forget(&mut self, key: &FlowKey) {
-        self.installed.remove(&identity(key));
+        self.installed.remove(&Identity::of_key(key).hashed());
         self.naming_groups.remove(key);
     }
 
@@ -534,10 +531,17 @@ mod tests {
     fn a_flows_identity_is_its_keys() {
         let m = openflow::Match::new().with(openflow::Field::InPort, 4);
         let flow = Flow::new(3, 120, m, vec![Action::Group(7)]);
-        assert_eq!(identity_of(&flow), identity(&flow.key()));
+        let key = flow.key();
+        assert_eq!(
+            Identity::of(&flow).hashed(),
+            Identity::of_key(&key).hashed()
+        );
         let mut other = flow.clone();
         other.priority = 121;
-        assert_ne!(identity_of(&other), identity(&flow.key()));
+        assert_ne!(
+            Identity::of(&other).hashed(),
+            Identity::of_key(&key).hashed()
+        );
     }
 
     #[test]

@@ -875,10 +875,11 @@ impl Pipeline {
         // its number, under which its flows are held, while its owner exists.
         let id = if !exists {
             self.reads.remove(&slot)
-        } else if self.reads.reads_exactly(&slot, &reads) {
-            self.reads.slot_id(&slot)
         } else {
-            Some(self.reads.set(&slot, &reads))
+            match self.reads.slot_id(&slot) {
+                Some(id) if self.reads.reads_exactly(id, &reads) => Some(id),
+                _ => Some(self.reads.set(&slot, &reads)),
+            }
         };
         // The flows of an owner that is gone are gone.
         let new = if exists { new } else { Vec::new() };

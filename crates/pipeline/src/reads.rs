@@ -48,9 +48,9 @@ impl<S, D> Default for ReadIndex<S, D> {
 }
 
 impl<S: Clone + Eq + Hash, D: Clone + Eq + Hash> ReadIndex<S, D> {
-    /// Whether `slot` is indexed as having read exactly `reads`, in this order.
-    pub fn reads_exactly(&self, slot: &S, reads: &[D]) -> bool {
-        let Some((_, held)) = self.entry(slot) else {
+    /// Whether slot number `id` is indexed as having read exactly `reads`, in this order.
+    pub fn reads_exactly(&self, id: u32, reads: &[D]) -> bool {
+        let Some(Some((_, held))) = self.slots.get(id as usize) else {
             return false;
         };
         held.len() == reads.len()
@@ -183,11 +183,6 @@ impl<S: Clone + Eq + Hash, D: Clone + Eq + Hash> ReadIndex<S, D> {
         id
     }
 
-    fn entry(&self, slot: &S) -> Option<&(S, Vec<u32>)> {
-        let id = self.slot_id(slot)?;
-        self.slots[id as usize].as_ref()
-    }
-
     /// Forgets the dependencies nobody reads any more, freeing their numbers.
     fn sweep_deps(&mut self) {
         let readers = &self.readers;
@@ -221,7 +216,9 @@ mod tests {
                 model.remove(slot);
             } else {
                 prop_assert_eq!(
-                    index.reads_exactly(slot, reads),
+                    index
+                        .slot_id(slot)
+                        .is_some_and(|id| index.reads_exactly(id, reads)),
                     model.get(slot) == Some(reads)
                 );
                 index.set(slot, reads);
@@ -272,7 +269,8 @@ mod tests {
         index.set(&5, &[1, 2, 3]);
         assert!(index.readers.len() <= 1001, "numbers are reused");
         assert_eq!(index.readers(&2).copied().collect::<Vec<_>>(), vec![5]);
-        assert!(index.reads_exactly(&5, &[1, 2, 3]));
-        assert!(!index.reads_exactly(&5, &[1, 3, 2]));
+        let five = index.slot_id(&5).expect("slot 5 is indexed");
+        assert!(index.reads_exactly(five, &[1, 2, 3]));
+        assert!(!index.reads_exactly(five, &[1, 3, 2]));
     }
 }
