@@ -156,7 +156,7 @@ impl Announcer {
         for fip in topo.floating_ips.values() {
             let own = fip.own_port.as_ref().and_then(|p| topo.ports.get(p));
             if let Some(port) = own
-                && pipeline.has_flows(&Owner::FloatingIp(fip.id.clone()))
+                && pipeline.has_flows(&Owner::FloatingIp(fip.id.as_str().into()))
             {
                 served.push((&fip.id, &fip.network_id, port.mac, fip.address.into()));
             }

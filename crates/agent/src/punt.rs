@@ -359,7 +359,7 @@ impl Handlers {
             return None;
         };
         let topo = pipeline.topology();
-        let listener = topo.listeners.get(id)?;
+        let listener = topo.listeners.get(&**id)?;
         let vip = topo.load_balancers.get(&listener.loadbalancer_id)?.vip;
         if reject::destination(punted.frame)? != (vip, listener.protocol, listener.port) {
             return None;

@@ -164,7 +164,7 @@ fn named_groups(flow: &Flow) -> Vec<u32> {
     let i = &flow.instructions;
     i.apply
         .iter()
-        .chain(i.write.iter().flatten())
+        .chain(i.write().into_iter().flatten())
         .filter_map(|a| match a {
             Action::Group(g) => Some(*g),
             _ => None,
@@ -546,12 +546,10 @@ mod tests {
 
     #[test]
     fn the_groups_a_flow_names_are_found() {
+        let mut instructions = openflow::Instructions::apply(vec![Action::Group(7)]);
+        instructions.set_write(Some(vec![Action::Group(9)]));
         let flow = Flow {
-            instructions: openflow::Instructions {
-                apply: vec![Action::Group(7)],
-                write: Some(vec![Action::Group(9)]),
-                ..openflow::Instructions::default()
-            },
+            instructions,
             ..Flow::default()
         };
         assert_eq!(named_groups(&flow), [7, 9]);

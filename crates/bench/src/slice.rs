@@ -1238,7 +1238,7 @@ async fn flows(ctx: &Ctx, lab: &Lab) -> anyhow::Result<Value> {
     let node_of: HashMap<u64, usize> = ctx
         .ports
         .iter()
-        .map(|p| (Owner::Port(p.id.clone()).cookie(), p.node))
+        .map(|p| (Owner::Port(p.id.as_str().into()).cookie(), p.node))
         .collect();
     let mut per_chassis = Vec::new();
     let (mut port_flow_total, mut floating_ip_total, mut constant_total) = (0usize, 0usize, 0usize);
@@ -1344,7 +1344,7 @@ async fn one_port(p: &Params, ctx: &mut Ctx) -> anyhow::Result<Value> {
         // observation.
         let mut pollers = tokio::task::JoinSet::new();
         for (i, n) in ctx.nodes.iter().enumerate() {
-            let (of, owner) = (n.of.clone(), Owner::Port(port.id.clone()));
+            let (of, owner) = (n.of.clone(), Owner::Port(port.id.as_str().into()));
             pollers
                 .spawn(async move { (i, first_seen(of, pipeline::tables::L2, owner, t0).await) });
         }

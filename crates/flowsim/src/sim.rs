@@ -478,11 +478,11 @@ impl Xlate<'_, '_> {
         if self.actions(pkt, &ins.apply, depth, ops) == Control::Stop {
             return;
         }
-        if ins.clear {
+        if ins.clear() {
             self.action_set = ActionSet::default();
             ops.push(Op::Instruction("clear_actions: action set emptied".into()));
         }
-        if let Some(w) = &ins.write {
+        if let Some(w) = ins.write() {
             for a in w {
                 self.action_set.write(a);
             }
@@ -491,7 +491,7 @@ impl Xlate<'_, '_> {
                 self.action_set.describe()
             )));
         }
-        if let Some((v, m)) = ins.write_metadata {
+        if let Some((v, m)) = ins.write_metadata() {
             let effect = write_field(pkt, Field::Metadata, v.into(), m.into());
             ops.push(Op::Instruction(format!("write_metadata -> {effect}")));
         }

@@ -155,7 +155,7 @@ impl FlowTables {
                 .apply
                 .iter()
                 .all(|a| matches!(a, Action::Conjunction { .. } | Action::Note(_)));
-            if !only_conj || ins.clear || ins.write.is_some() || ins.goto_table.is_some() {
+            if !only_conj || ins.clear() || ins.write().is_some() || ins.goto_table.is_some() {
                 return Err(Error::BadFlow {
                     flow: text(),
                     why: "a conjunctive flow may have only conjunction actions",
@@ -174,7 +174,7 @@ impl FlowTables {
                 }
             }
         }
-        if let Some(w) = &ins.write
+        if let Some(w) = ins.write()
             && !w.iter().all(allowed_in_action_set)
         {
             return Err(Error::BadFlow {
@@ -182,7 +182,7 @@ impl FlowTables {
                 why: "write_actions holds an action not allowed in the action set",
             });
         }
-        let write = ins.write.as_deref().unwrap_or(&[]);
+        let write = ins.write().unwrap_or(&[]);
         if let Some(g) = group_refs(&ins.apply)
             .chain(group_refs(write))
             .find(|g| !self.groups.contains_key(g))

@@ -39,20 +39,28 @@ pub mod flow_flags {
 
 /// The instructions of a flow, in their canonical order. An empty apply list means "no
 /// apply-actions instruction"; a flow with no instruction at all drops.
+///
+/// Apply-actions and `goto_table` are held inline; the instructions a flow rarely has (`meter`,
+/// `clear_actions`, `write_actions`, `write_metadata`) in a box of their own, absent when none is
+/// set. An agent holds tens of thousands of flows, several times over: with all six inline an
+/// `Instructions` was 88 bytes, now 40 (issue 17).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Instructions {
-    /// `meter:N`.
-    pub meter: Option<u32>,
     /// Apply-actions.
     pub apply: Vec<Action>,
-    /// `clear_actions`.
-    pub clear: bool,
-    /// `write_actions(...)`.
-    pub write: Option<Vec<Action>>,
-    /// `write_metadata:VALUE/MASK`.
-    pub write_metadata: Option<(u64, u64)>,
     /// `goto_table:N`.
     pub goto_table: Option<u8>,
+    /// Never `Some` of all defaults, so that equal instructions compare and hash equal.
+    rare: Option<Box<Rare>>,
+}
+
+/// The instructions few flows have.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+struct Rare {
+    meter: Option<u32>,
+    clear: bool,
+    write: Option<Vec<Action>>,
+    write_metadata: Option<(u64, u64)>,
 }
 
 mod ofpit {
@@ -79,9 +87,54 @@ impl Instructions {
         self
     }
 
+    /// `meter:N`.
+    pub fn meter(&self) -> Option<u32> {
+        self.rare.as_ref()?.meter
+    }
+
+    /// `clear_actions`.
+    pub fn clear(&self) -> bool {
+        self.rare.as_ref().is_some_and(|r| r.clear)
+    }
+
+    /// `write_actions(...)`.
+    pub fn write(&self) -> Option<&[Action]> {
+        self.rare.as_ref()?.write.as_deref()
+    }
+
+    /// `write_metadata:VALUE/MASK`.
+    pub fn write_metadata(&self) -> Option<(u64, u64)> {
+        self.rare.as_ref()?.write_metadata
+    }
+
+    pub fn set_meter(&mut self, meter: Option<u32>) {
+        self.change_rare(|r| r.meter = meter);
+    }
+
+    pub fn set_clear(&mut self, clear: bool) {
+        self.change_rare(|r| r.clear = clear);
+    }
+
+    pub fn set_write(&mut self, write: Option<Vec<Action>>) {
+        self.change_rare(|r| r.write = write);
+    }
+
+    pub fn set_write_metadata(&mut self, value_mask: Option<(u64, u64)>) {
+        self.change_rare(|r| r.write_metadata = value_mask);
+    }
+
+    /// Changes the rare instructions, keeping them absent when none is set.
+    fn change_rare(&mut self, change: impl FnOnce(&mut Rare)) {
+        let mut rare = self.rare.take().unwrap_or_default();
+        change(&mut rare);
+        if *rare != Rare::default() {
+            self.rare = Some(rare);
+        }
+    }
+
     /// Appends the wire form.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        if let Some(m) = self.meter {
+        if let Some(m) = self.meter() {
             out.u16(ofpit::METER);
             out.u16(8);
             out.u32(m);
@@ -97,15 +150,15 @@ impl Instructions {
         if !self.apply.is_empty() {
             list(out, ofpit::APPLY_ACTIONS, &self.apply);
         }
-        if self.clear {
+        if self.clear() {
             out.u16(ofpit::CLEAR_ACTIONS);
             out.u16(8);
             out.zeros(4);
         }
-        if let Some(w) = &self.write {
+        if let Some(w) = self.write() {
             list(out, ofpit::WRITE_ACTIONS, w);
         }
-        if let Some((v, m)) = self.write_metadata {
+        if let Some((v, m)) = self.write_metadata() {
             out.u16(ofpit::WRITE_METADATA);
             out.u16(24);
             out.zeros(4);
@@ -148,18 +201,18 @@ impl Instructions {
                 ofpit::GOTO_TABLE => ins.goto_table = Some(b.u8()?),
                 ofpit::WRITE_METADATA => {
                     b.skip(4)?;
-                    ins.write_metadata = Some((b.u64()?, b.u64()?));
+                    ins.set_write_metadata(Some((b.u64()?, b.u64()?)));
                 }
                 ofpit::WRITE_ACTIONS => {
                     b.skip(4)?;
-                    ins.write = Some(decode_actions(b.rest())?);
+                    ins.set_write(Some(decode_actions(b.rest())?));
                 }
                 ofpit::APPLY_ACTIONS => {
                     b.skip(4)?;
                     ins.apply = decode_actions(b.rest())?;
                 }
-                ofpit::CLEAR_ACTIONS => ins.clear = true,
-                ofpit::METER => ins.meter = Some(b.u32()?),
+                ofpit::CLEAR_ACTIONS => ins.set_clear(true),
+                ofpit::METER => ins.set_meter(Some(b.u32()?)),
                 _ => {
                     return Err(DecodeError::Unknown {
                         what: "instruction",
@@ -190,7 +243,7 @@ impl fmt::Display for Instructions {
             }
             Ok(())
         };
-        if let Some(m) = self.meter {
+        if let Some(m) = self.meter() {
             sep(f)?;
             write!(f, "meter:{m}")?;
         }
@@ -198,17 +251,17 @@ impl fmt::Display for Instructions {
             sep(f)?;
             format_actions(&self.apply, f)?;
         }
-        if self.clear {
+        if self.clear() {
             sep(f)?;
             f.write_str("clear_actions")?;
         }
-        if let Some(w) = &self.write {
+        if let Some(w) = self.write() {
             sep(f)?;
             f.write_str("write_actions(")?;
             format_actions(w, f)?;
             f.write_str(")")?;
         }
-        if let Some((v, m)) = self.write_metadata {
+        if let Some((v, m)) = self.write_metadata() {
             sep(f)?;
             if m == u64::MAX {
                 write!(f, "write_metadata:{v:#x}")?;

@@ -78,9 +78,9 @@ pub fn parse_instructions(s: &str) -> Result<Instructions, ParseError> {
         let (name, arg) = split_action(tok);
         match name {
             "drop" => {}
-            "meter" => ins.meter = Some(num(arg_or(arg, tok)?)?),
-            "clear_actions" => ins.clear = true,
-            "write_actions" => ins.write = Some(parse_actions(arg_or(arg, tok)?)?),
+            "meter" => ins.set_meter(Some(num(arg_or(arg, tok)?)?)),
+            "clear_actions" => ins.set_clear(true),
+            "write_actions" => ins.set_write(Some(parse_actions(arg_or(arg, tok)?)?)),
             "apply_actions" => ins.apply.extend(parse_actions(arg_or(arg, tok)?)?),
             "goto_table" => ins.goto_table = Some(num(arg_or(arg, tok)?)?),
             "write_metadata" => {
@@ -89,7 +89,7 @@ pub fn parse_instructions(s: &str) -> Result<Instructions, ParseError> {
                     Some((v, m)) => (num(v)?, num(m)?),
                     None => (num(a)?, u64::MAX),
                 };
-                ins.write_metadata = Some((v, m));
+                ins.set_write_metadata(Some((v, m)));
             }
             _ => ins.apply.push(parse_action(tok)?),
         }

@@ -496,13 +496,12 @@ pub fn sample_messages() -> Vec<(Message, Option<usize>)> {
         ),
         (
             Message::FlowMod(FlowMod::add(
-                Flow::new(0, 1, Match::new(), vec![]).instructions(Instructions {
-                    apply: vec![Action::Controller(Controller {
+                Flow::new(0, 1, Match::new(), vec![]).instructions(Instructions::apply(vec![
+                    Action::Controller(Controller {
                         id: 3,
                         ..Controller::default()
-                    })],
-                    ..Default::default()
-                }),
+                    }),
+                ])),
             )),
             None,
         ),

@@ -4,31 +4,37 @@
 //! object's UUID (any other id is hashed), so `trace`, logs and `ovs-ofctl dump-flows` can be mapped
 //! back to API objects.
 
+use std::sync::Arc;
+
 /// What produced a flow: the API object whose existence and attributes the flow expresses.
 /// Every kind has its own cookie kind byte. Kind `0x0f` marks flows the switch learned itself (`learn` actions): they
 /// are the switch's state, never the agent's to remove.
+///
+/// The id is shared, not copied, when an owner is cloned: a port's owner names each of its
+/// slots in the pipeline (one per app that computes flows for ports) and its cookie's entry;
+/// as a `String` each was a copy of the id with its own 48 bytes of heap (issue 17).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Owner {
     /// The fixed part of the pipeline (table misses).
     Static,
-    Network(String),
-    Port(String),
-    Router(String),
+    Network(Arc<str>),
+    Port(Arc<str>),
+    Router(Arc<str>),
     /// A router interface (the id is its port's).
-    RouterInterface(String),
+    RouterInterface(Arc<str>),
     /// A security group rule.
-    SgRule(String),
-    FloatingIp(String),
+    SgRule(Arc<str>),
+    FloatingIp(Arc<str>),
     /// A load balancer (its VIP's address).
-    LoadBalancer(String),
+    LoadBalancer(Arc<str>),
     /// A load-balancer listener (its VIP flows and member group).
-    Listener(String),
+    Listener(Arc<str>),
     /// A pool member (its health check's answers).
-    Member(String),
+    Member(Arc<str>),
     /// A service function chain (its classification and steering).
-    PortChain(String),
+    PortChain(Arc<str>),
     /// A trunk (its subports' VLANs on the parent's VIF).
-    Trunk(String),
+    Trunk(Arc<str>),
 }
 
 /// The cookie of flows added by the switch's `learn` actions (learned neighbours).

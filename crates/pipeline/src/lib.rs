@@ -172,8 +172,9 @@ impl ByKey {
     }
 }
 
-/// The contributions of slots to one merged flow, by slot (nearly always one).
-type Parts = few::Few<Slot, Instructions>;
+/// The slots contributing to one merged flow, by number (nearly always one): the contributions
+/// themselves are among the slots' own flows ([`Pipeline::in_slot_order`]), not copied here.
+type Parts = Vec<u32>;
 
 /// The pipeline's own maps, and the agent's of flows: their keys (flows, store ids) come from
 /// their own server and switch, so a fast hash without flooding protection does ([`Fx`]).
@@ -287,7 +288,7 @@ fn touched(obj: &Object, deps: &mut Vec<Dep>, owners: &mut Vec<Owner>) {
         Object::Network(n) => {
             deps.push(Dep::Network(n.id.clone()));
             deps.extend(Topology::segment_claim(n).map(Dep::Claim));
-            owners.push(Owner::Network(n.id.clone()));
+            owners.push(Owner::Network(n.id.as_str().into()));
         }
         Object::Subnet(s) => {
             deps.push(Dep::SubnetsOn(s.network_id.clone()));
@@ -297,11 +298,11 @@ fn touched(obj: &Object, deps: &mut Vec<Dep>, owners: &mut Vec<Owner>) {
             deps.push(Dep::Port(p.id.clone()));
             deps.push(Dep::PortsOn(p.network_id.clone()));
             deps.extend(Topology::claim_keys(p).into_iter().map(Dep::Claim));
-            owners.push(Owner::Port(p.id.clone()));
+            owners.push(Owner::Port(p.id.as_str().into()));
             if let Some(r) = p.router() {
                 deps.push(Dep::InterfacesOf(r.to_string()));
                 deps.push(Dep::InterfacesOn(p.network_id.clone()));
-                owners.push(Owner::RouterInterface(p.id.clone()));
+                owners.push(Owner::RouterInterface(p.id.as_str().into()));
             }
             if p.snat_chassis().is_some() {
                 deps.push(Dep::SnatAddress(p.network_id.clone()));
@@ -312,7 +313,7 @@ fn touched(obj: &Object, deps: &mut Vec<Dep>, owners: &mut Vec<Owner>) {
         }
         Object::Router(r) => {
             deps.push(Dep::Router(r.id.clone()));
-            owners.push(Owner::Router(r.id.clone()));
+            owners.push(Owner::Router(r.id.as_str().into()));
         }
         Object::SecurityGroup(g) => deps.push(Dep::SecurityGroup(g.id.clone())),
         Object::SgRule(r) => {
@@ -321,7 +322,7 @@ fn touched(obj: &Object, deps: &mut Vec<Dep>, owners: &mut Vec<Owner>) {
             if let Remote::Group(g) = &r.remote {
                 deps.push(Dep::RulesNaming(g.clone()));
             }
-            owners.push(Owner::SgRule(r.id.clone()));
+            owners.push(Owner::SgRule(r.id.as_str().into()));
         }
         Object::AddressGroup(a) => deps.push(Dep::AddressGroup(a.id.clone())),
         Object::FloatingIp(f) => {
@@ -329,21 +330,21 @@ fn touched(obj: &Object, deps: &mut Vec<Dep>, owners: &mut Vec<Owner>) {
             if let Some(t) = &f.target {
                 deps.push(Dep::FloatingIpsOf(t.port_id.clone()));
             }
-            owners.push(Owner::FloatingIp(f.id.clone()));
+            owners.push(Owner::FloatingIp(f.id.as_str().into()));
         }
         Object::LoadBalancer(o) => {
             deps.push(Dep::LoadBalancer(o.id.clone()));
-            owners.push(Owner::LoadBalancer(o.id.clone()));
+            owners.push(Owner::LoadBalancer(o.id.as_str().into()));
         }
         Object::Listener(o) => {
             deps.push(Dep::Listener(o.id.clone()));
-            owners.push(Owner::Listener(o.id.clone()));
+            owners.push(Owner::Listener(o.id.as_str().into()));
         }
         Object::Pool(o) => deps.push(Dep::Pool(o.id.clone())),
         Object::Member(o) => {
             deps.push(Dep::Member(o.id.clone()));
             deps.push(Dep::MembersOf(o.pool_id.clone()));
-            owners.push(Owner::Member(o.id.clone()));
+            owners.push(Owner::Member(o.id.as_str().into()));
         }
         Object::HealthMonitor(o) => deps.push(Dep::HealthMonitor(o.id.clone())),
         Object::PortPair(o) => deps.push(Dep::PortPair(o.id.clone())),
@@ -351,12 +352,12 @@ fn touched(obj: &Object, deps: &mut Vec<Dep>, owners: &mut Vec<Owner>) {
         Object::FlowClassifier(o) => deps.push(Dep::FlowClassifier(o.id.clone())),
         Object::PortChain(o) => {
             deps.push(Dep::PortChain(o.id.clone()));
-            owners.push(Owner::PortChain(o.id.clone()));
+            owners.push(Owner::PortChain(o.id.as_str().into()));
         }
         Object::Trunk(o) => {
             deps.push(Dep::Trunk(o.id.clone()));
             deps.extend(o.ports().map(|p| Dep::TrunksNaming(p.to_string())));
-            owners.push(Owner::Trunk(o.id.clone()));
+            owners.push(Owner::Trunk(o.id.as_str().into()));
         }
         Object::Chassis(c) => {
             deps.push(Dep::Chassis(c.id.clone()));
@@ -503,23 +504,27 @@ impl Pipeline {
         Some(match owner {
             Owner::Static => "pipeline (fixed flows)".into(),
             Owner::Port(id) => {
-                let p = topo.ports.get(id)?;
+                let p = topo.ports.get(&**id)?;
                 format!("port {id}{} on network {}", named(&p.name), p.network_id)
             }
             Owner::Network(id) => format!("network {id}"),
             Owner::Router(id) => {
-                let name = topo.routers.get(id).map(|r| r.name.as_str()).unwrap_or("");
+                let name = topo
+                    .routers
+                    .get(&**id)
+                    .map(|r| r.name.as_str())
+                    .unwrap_or("");
                 format!("router {id}{}", named(name))
             }
             Owner::RouterInterface(id) => {
-                let p = topo.ports.get(id)?;
+                let p = topo.ports.get(&**id)?;
                 format!(
                     "router interface {id} of router {} on network {}",
                     p.device_id, p.network_id
                 )
             }
             Owner::SgRule(id) => {
-                let r = topo.rules.get(id)?;
+                let r = topo.rules.get(&**id)?;
                 let name = topo
                     .security_groups
                     .get(&r.group)
@@ -533,11 +538,11 @@ impl Pipeline {
                 )
             }
             Owner::LoadBalancer(id) => {
-                let lb = topo.load_balancers.get(id)?;
+                let lb = topo.load_balancers.get(&**id)?;
                 format!("load balancer {id}{} (VIP {})", named(&lb.name), lb.vip)
             }
             Owner::Listener(id) => {
-                let l = topo.listeners.get(id)?;
+                let l = topo.listeners.get(&**id)?;
                 let proto = if l.protocol == 17 { "UDP" } else { "TCP" };
                 let vip = topo
                     .load_balancers
@@ -547,7 +552,7 @@ impl Pipeline {
                 format!("listener {id}{} ({proto} {}){vip}", named(&l.name), l.port)
             }
             Owner::Member(id) => {
-                let m = topo.members.get(id)?;
+                let m = topo.members.get(&**id)?;
                 format!(
                     "member {id}{} ({}:{}) of pool {}",
                     named(&m.name),
@@ -557,15 +562,15 @@ impl Pipeline {
                 )
             }
             Owner::PortChain(id) => {
-                let c = topo.port_chains.get(id)?;
+                let c = topo.port_chains.get(&**id)?;
                 format!("port chain {id}{} (chain id {})", named(&c.name), c.number)
             }
             Owner::Trunk(id) => {
-                let t = topo.trunks.get(id)?;
+                let t = topo.trunks.get(&**id)?;
                 format!("trunk {id}{} of parent port {}", named(&t.name), t.parent)
             }
             Owner::FloatingIp(id) => {
-                let f = topo.floating_ips.get(id)?;
+                let f = topo.floating_ips.get(&**id)?;
                 match &f.target {
                     Some(t) => format!(
                         "floating IP {id} ({}) of port {} ({})",
@@ -587,46 +592,14 @@ impl Pipeline {
     /// The port that owns a flow cookie, if a port or router interface does.
     pub fn port_of_cookie(&self, cookie: u64) -> Option<&Port> {
         match self.owner_of_cookie(cookie)? {
-            Owner::Port(id) | Owner::RouterInterface(id) => self.topo.ports.get(id),
+            Owner::Port(id) | Owner::RouterInterface(id) => self.topo.ports.get(&**id),
             _ => None,
         }
     }
 
     /// Every owner the topology has, with the apps that compute flows for its kind.
     fn all_slots(&self) -> Vec<Slot> {
-        let topo = &self.topo;
-        let owners = topo
-            .networks
-            .keys()
-            .map(|id| Owner::Network(id.clone()))
-            .chain(topo.ports.keys().map(|id| Owner::Port(id.clone())))
-            .chain(topo.routers.keys().map(|id| Owner::Router(id.clone())))
-            .chain(topo.rules.keys().map(|id| Owner::SgRule(id.clone())))
-            .chain(
-                topo.floating_ips
-                    .keys()
-                    .map(|id| Owner::FloatingIp(id.clone())),
-            )
-            .chain(
-                topo.load_balancers
-                    .keys()
-                    .map(|id| Owner::LoadBalancer(id.clone())),
-            )
-            .chain(topo.listeners.keys().map(|id| Owner::Listener(id.clone())))
-            .chain(topo.members.keys().map(|id| Owner::Member(id.clone())))
-            .chain(
-                topo.port_chains
-                    .keys()
-                    .map(|id| Owner::PortChain(id.clone())),
-            )
-            .chain(topo.trunks.keys().map(|id| Owner::Trunk(id.clone())))
-            .chain(
-                topo.ports
-                    .values()
-                    .filter(|p| p.router().is_some())
-                    .map(|p| Owner::RouterInterface(p.id.clone())),
-            );
-        owners.flat_map(slots_of).collect()
+        self.topo.owners().flat_map(slots_of).collect()
     }
 
     /// Recomputes everything from scratch (what the incremental result must always equal):
@@ -634,7 +607,7 @@ impl Pipeline {
     pub fn full(&self) -> (HashSet<Flow>, BTreeMap<u32, Group>) {
         let mut out: HashSet<Flow> = self.static_flows.iter().cloned().collect();
         let mut groups = BTreeMap::new();
-        let mut conj: HashMap<FlowKey, Parts> = HashMap::new();
+        let mut conj: HashMap<FlowKey, few::Few<Slot, Instructions>> = HashMap::new();
         let mut collected: HashMap<FlowKey, Collected> = HashMap::new();
         for slot in self.all_slots() {
             let mut flows = Vec::new();
@@ -656,7 +629,10 @@ impl Pipeline {
                 }
             }
         }
-        out.extend(conj.iter().filter_map(|(k, parts)| merge(k, parts)));
+        out.extend(conj.iter().filter_map(|(k, parts)| {
+            let parts: Vec<_> = parts.iter().map(|((_, owner), ins)| (owner, ins)).collect();
+            merge(k, &parts)
+        }));
         out.extend(
             collected
                 .into_iter()
@@ -840,17 +816,19 @@ impl Pipeline {
         let topo = &self.topo;
         match owner {
             Owner::Static => true,
-            Owner::Network(id) => topo.networks.contains_key(id),
-            Owner::Port(id) => topo.ports.contains_key(id),
-            Owner::Router(id) => topo.routers.contains_key(id),
-            Owner::RouterInterface(id) => topo.ports.get(id).is_some_and(|p| p.router().is_some()),
-            Owner::SgRule(id) => topo.rules.contains_key(id),
-            Owner::FloatingIp(id) => topo.floating_ips.contains_key(id),
-            Owner::LoadBalancer(id) => topo.load_balancers.contains_key(id),
-            Owner::Listener(id) => topo.listeners.contains_key(id),
-            Owner::Member(id) => topo.members.contains_key(id),
-            Owner::PortChain(id) => topo.port_chains.contains_key(id),
-            Owner::Trunk(id) => topo.trunks.contains_key(id),
+            Owner::Network(id) => topo.networks.contains_key(&**id),
+            Owner::Port(id) => topo.ports.contains_key(&**id),
+            Owner::Router(id) => topo.routers.contains_key(&**id),
+            Owner::RouterInterface(id) => {
+                topo.ports.get(&**id).is_some_and(|p| p.router().is_some())
+            }
+            Owner::SgRule(id) => topo.rules.contains_key(&**id),
+            Owner::FloatingIp(id) => topo.floating_ips.contains_key(&**id),
+            Owner::LoadBalancer(id) => topo.load_balancers.contains_key(&**id),
+            Owner::Listener(id) => topo.listeners.contains_key(&**id),
+            Owner::Member(id) => topo.members.contains_key(&**id),
+            Owner::PortChain(id) => topo.port_chains.contains_key(&**id),
+            Owner::Trunk(id) => topo.trunks.contains_key(&**id),
         }
     }
 
@@ -925,8 +903,8 @@ impl Pipeline {
                     floods.insert(key);
                 }
             } else if is_merged(f) {
-                if let Some(parts) = self.conj.get_mut(&f.key()) {
-                    parts.remove(&slot);
+                if let (Some(parts), Some(id)) = (self.conj.get_mut(&f.key()), id) {
+                    parts.retain(|p| *p != id);
                 }
                 conj_keys.push(f.key());
             } else if !self.quiet {
@@ -941,22 +919,53 @@ impl Pipeline {
                     floods.insert(key);
                 }
             } else if is_merged(f) {
-                self.conj
-                    .entry(f.key())
-                    .or_default()
-                    .insert(slot.clone(), f.instructions.clone());
-                conj_keys.push(f.key());
+                // New flows have a slot number: their owner exists.
+                if let Some(id) = id {
+                    let parts = self.conj.entry(f.key()).or_default();
+                    if !parts.contains(&id) {
+                        parts.push(id);
+                    }
+                    conj_keys.push(f.key());
+                }
             } else if !self.quiet {
                 delta.change(f.clone(), 1);
             }
         }
         for key in conj_keys {
-            let after = self.conj.get(&key).and_then(|parts| merge(&key, parts));
+            let after = self
+                .conj
+                .get(&key)
+                .and_then(|parts| merge(&key, &self.in_slot_order(&key, parts)));
             if self.conj.get(&key).is_some_and(Parts::is_empty) {
                 self.conj.remove(&key);
             }
             self.remerge(key, after, delta);
         }
+    }
+
+    /// The owners and instructions of the contributions to the merged flow `key`, in the order
+    /// of their slots (the merged flow of a shared stage is its first slot's): each is its slot's
+    /// last flow with that identity, as [`Pipeline::full`] takes them.
+    fn in_slot_order<'a>(
+        &'a self,
+        (table, priority, m): &FlowKey,
+        parts: &Parts,
+    ) -> Vec<(&'a Owner, &'a Instructions)> {
+        let mut by_slot: Vec<(&Slot, &Instructions)> = parts
+            .iter()
+            .filter_map(|id| {
+                let contribution =
+                    self.owned.get(id)?.iter().rfind(|f| {
+                        f.table == *table && f.priority == *priority && f.match_ == *m
+                    })?;
+                Some((self.reads.slot(*id)?, &contribution.instructions))
+            })
+            .collect();
+        by_slot.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        by_slot
+            .into_iter()
+            .map(|((_, owner), ins)| (owner, ins))
+            .collect()
     }
 
     /// Replaces the merged flow of `key` with `after`, noting the change in `delta`.
@@ -1042,17 +1051,17 @@ fn is_conjunctive(f: &Flow) -> bool {
             .iter()
             .all(|a| matches!(a, Action::Conjunction { .. }))
         && ins.goto_table.is_none()
-        && ins.write_metadata.is_none()
+        && ins.write_metadata().is_none()
 }
 
 /// The one flow the contributions to `key` make (`None` when there are none): a shared stage's
 /// flow as its first owner computed it (all compute the same), or the conjunctive
 /// contributions' actions together.
-fn merge(key: &FlowKey, parts: &Parts) -> Option<Flow> {
+fn merge(key: &FlowKey, parts: &[(&Owner, &Instructions)]) -> Option<Flow> {
     let (table, priority, m) = key.clone();
     if tables::SHARED.contains(&table) {
-        let ((_, owner), ins) = parts.iter().next()?;
-        return Some(apps::flow(owner, table, priority, m, ins.clone()));
+        let (owner, ins) = parts.first()?;
+        return Some(apps::flow(owner, table, priority, m, (*ins).clone()));
     }
     let mut actions: Vec<Action> = parts.iter().flat_map(|(_, i)| i.apply.clone()).collect();
     if actions.is_empty() {
@@ -1064,7 +1073,7 @@ fn merge(key: &FlowKey, parts: &Parts) -> Option<Flow> {
     });
     actions.dedup();
     // One owner's contributions keep its cookie; several owners' share the fixed one.
-    let mut owners = parts.keys().map(|(_, owner)| owner);
+    let mut owners = parts.iter().map(|(owner, _)| *owner);
     let first = owners.next()?;
     let owner = if owners.all(|o| o == first) {
         first

@@ -3,9 +3,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use serde_json::Value;
+
+use crate::cookie::Owner;
 
 pub use crate::balancers::{
     Health, HealthMonitor, Listener, LoadBalancer, Member, MonitorKind, Pool,
@@ -1584,6 +1587,33 @@ impl Local {
 }
 
 impl Topology {
+    /// Every owner of flows the topology has (all but [`Owner::Static`]): each API object whose
+    /// kind some app computes flows for, and each router interface.
+    pub fn owners(&self) -> impl Iterator<Item = Owner> + '_ {
+        fn each<'a, V>(
+            objects: &'a BTreeMap<String, V>,
+            kind: fn(Arc<str>) -> Owner,
+        ) -> impl Iterator<Item = Owner> + 'a {
+            objects.keys().map(move |id| kind(id.as_str().into()))
+        }
+        let interfaces = self
+            .ports
+            .values()
+            .filter(|p| p.router().is_some())
+            .map(|p| Owner::RouterInterface(p.id.as_str().into()));
+        each(&self.networks, Owner::Network)
+            .chain(each(&self.ports, Owner::Port))
+            .chain(interfaces)
+            .chain(each(&self.routers, Owner::Router))
+            .chain(each(&self.rules, Owner::SgRule))
+            .chain(each(&self.floating_ips, Owner::FloatingIp))
+            .chain(each(&self.load_balancers, Owner::LoadBalancer))
+            .chain(each(&self.listeners, Owner::Listener))
+            .chain(each(&self.members, Owner::Member))
+            .chain(each(&self.port_chains, Owner::PortChain))
+            .chain(each(&self.trunks, Owner::Trunk))
+    }
+
     /// The IPv4 subnet with DHCP enabled that holds `ip` on `network`, if any.
     pub fn dhcp_subnet(&self, network: &str, ip: IpAddr) -> Option<&Subnet> {
         self.subnets_on(network)

@@ -25,7 +25,7 @@ pub(crate) struct ReadIndex<S, D> {
     free_slots: Vec<u32>,
     dep_ids: FastMap<D, u32>,
     /// By dependency number: the numbers of the slots that read it.
-    readers: Vec<FastSet<u32>>,
+    readers: Vec<Readers>,
     /// Numbers no dependency has.
     free_deps: Vec<u32>,
     /// Dependencies whose last reader went since they were last swept out (they keep their
@@ -89,7 +89,7 @@ impl<S: Clone + Eq + Hash, D: Clone + Eq + Hash> ReadIndex<S, D> {
         let mut deps = Vec::with_capacity(reads.len());
         for dep in reads {
             let d = self.dep_id(dep);
-            self.readers[d as usize].insert(id);
+            self.readers[d as usize].add(id);
             deps.push(d);
         }
         if let Some((_, held)) = &mut self.slots[id as usize] {
@@ -133,9 +133,8 @@ impl<S: Clone + Eq + Hash, D: Clone + Eq + Hash> ReadIndex<S, D> {
         };
         for d in std::mem::take(deps) {
             let readers = &mut self.readers[d as usize];
-            readers.remove(&id);
+            readers.take(id);
             if readers.is_empty() {
-                *readers = FastSet::default();
                 self.emptied += 1;
             }
         }
@@ -149,10 +148,9 @@ impl<S: Clone + Eq + Hash, D: Clone + Eq + Hash> ReadIndex<S, D> {
         let ids = self
             .dep_ids
             .get(dep)
-            .map(|d| &self.readers[*d as usize])
             .into_iter()
-            .flatten();
-        ids.filter_map(|id| self.slots[*id as usize].as_ref().map(|(s, _)| s))
+            .flat_map(|d| self.readers[*d as usize].iter());
+        ids.filter_map(|id| self.slots[id as usize].as_ref().map(|(s, _)| s))
     }
 
     /// Every slot with what it read, in the order read.
@@ -175,7 +173,7 @@ impl<S: Clone + Eq + Hash, D: Clone + Eq + Hash> ReadIndex<S, D> {
         let id = match self.free_deps.pop() {
             Some(id) => id,
             None => {
-                self.readers.push(FastSet::default());
+                self.readers.push(Readers::None);
                 u32::try_from(self.readers.len() - 1).expect("fewer than 2^32 dependencies")
             }
         };
@@ -195,6 +193,78 @@ impl<S: Clone + Eq + Hash, D: Clone + Eq + Hash> ReadIndex<S, D> {
                 .filter(|d| self.readers[*d].is_empty())
                 .filter_map(|d| u32::try_from(d).ok()),
         );
+    }
+}
+
+/// The slots reading one dependency. Nearly every dependency has a handful of readers (a port's
+/// own slots), held inline or in a short vector; a hash set (48 bytes and more even for one
+/// reader) only for the few that many read (a network's ports, every chassis).
+#[derive(Debug, Clone, Default)]
+enum Readers {
+    #[default]
+    None,
+    One(u32),
+    Few(Vec<u32>),
+    Many(Box<FastSet<u32>>),
+}
+
+impl Readers {
+    /// Readers from which on a set is kept instead of a vector.
+    const MANY: usize = 16;
+
+    fn add(&mut self, id: u32) {
+        match self {
+            Readers::None => *self = Readers::One(id),
+            Readers::One(one) if *one != id => *self = Readers::Few(vec![*one, id]),
+            Readers::One(_) => {}
+            Readers::Few(ids) if ids.contains(&id) => {}
+            Readers::Few(ids) if ids.len() < Self::MANY => ids.push(id),
+            Readers::Few(ids) => {
+                let mut set: FastSet<u32> = ids.drain(..).collect();
+                set.insert(id);
+                *self = Readers::Many(Box::new(set));
+            }
+            Readers::Many(ids) => {
+                ids.insert(id);
+            }
+        }
+    }
+
+    fn take(&mut self, id: u32) {
+        match self {
+            Readers::One(one) if *one == id => *self = Readers::None,
+            Readers::Few(ids) => {
+                if let Some(i) = ids.iter().position(|r| *r == id) {
+                    ids.swap_remove(i);
+                }
+                if ids.is_empty() {
+                    *self = Readers::None;
+                }
+            }
+            Readers::Many(ids) => {
+                ids.remove(&id);
+                if ids.is_empty() {
+                    *self = Readers::None;
+                }
+            }
+            Readers::None | Readers::One(_) => {}
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        matches!(self, Readers::None)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = u32> + '_ {
+        let (one, few, many): (Option<u32>, &[u32], Option<&FastSet<u32>>) = match self {
+            Readers::None => (None, &[], None),
+            Readers::One(id) => (Some(*id), &[], None),
+            Readers::Few(ids) => (None, ids, None),
+            Readers::Many(ids) => (None, &[], Some(ids)),
+        };
+        one.into_iter()
+            .chain(few.iter().copied())
+            .chain(many.into_iter().flatten().copied())
     }
 }
 
@@ -244,9 +314,10 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(300))]
+        /// More slots than [`Readers::MANY`]: a dependency's readers go through every form.
         #[test]
         fn the_index_agrees_with_a_plain_map(
-            ops in prop::collection::vec((0u8..12, prop::collection::vec(0u8..16, 0..6)), 0..200)
+            ops in prop::collection::vec((0u8..48, prop::collection::vec(0u8..16, 0..6)), 0..300)
         ) {
             check(&ops)?;
         }

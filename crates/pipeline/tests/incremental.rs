@@ -299,7 +299,7 @@ fn written(f: &Flow) -> Vec<Register> {
             _ => None,
         })
         .collect();
-    if f.instructions.write_metadata.is_some() {
+    if f.instructions.write_metadata().is_some() {
         out.push(Register::Metadata);
     }
     out

@@ -570,7 +570,7 @@ fn health_checks_run_where_members_are_and_their_answers_go_to_the_agent() {
     assert_eq!(t.verdict.controller.len(), 1, "{}", shown(&p, &t));
     let c = &t.verdict.controller[0];
     assert_eq!(Punt::from_userdata(&c.userdata), Some(Punt::HealthReply));
-    assert!(Owner::Member(member_id(0)).owns(c.cookie));
+    assert!(Owner::Member(member_id(0).into()).owns(c.cookie));
 }
 
 #[test]

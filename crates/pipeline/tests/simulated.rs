@@ -379,7 +379,7 @@ fn flow_count_matches_the_documented_costs() {
         .topology()
         .rules
         .keys()
-        .map(|id| count(Owner::SgRule(id.clone())))
+        .map(|id| count(Owner::SgRule(id.as_str().into())))
         .sum();
     assert_eq!(rules, 4 * 2, "the open group's four rules");
     let fixed = pipeline::tables::STAGES.len() + 1 + 22 + 2 + 1 + 1;

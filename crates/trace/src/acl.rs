@@ -31,7 +31,7 @@ pub fn security(inv: &Inventory, local: &Local, trace: &Trace) -> Vec<String> {
         let owner = step.flow.as_ref().and_then(|f| inv.owner_of(f.cookie));
         if matches!(step.table, ACL_EGRESS | ACL_INGRESS) {
             port = match owner {
-                Some(Owner::Port(id)) => Some(id),
+                Some(Owner::Port(id)) => Some(id.to_string()),
                 _ => None,
             };
             if let Some(what) = step.flow.as_ref().and_then(|f| bypass(f, trace)) {
@@ -103,7 +103,7 @@ fn decision(
     let flow = step.flow.as_ref();
     let owner = flow.and_then(|f| inv.owner_of(f.cookie));
     if let (Some(Owner::SgRule(id)), Some(f)) = (owner, flow) {
-        let rule = match inv.topology.rules.get(&id) {
+        let rule = match inv.topology.rules.get(&*id) {
             Some(r) => rule_label(inv, r),
             None => format!("rule {} (no longer in the server's topology)", short(&id)),
         };

@@ -167,7 +167,7 @@ fn router_reply<'i>(inv: &'i Inventory, p: &Packet) -> Option<(&'i Router, IpAdd
 fn to_agent(inv: &Inventory, built: &Built, trace: &Trace, c: &ControllerPacket) -> String {
     let owner = inv.owner_of(c.cookie);
     let port = match &owner {
-        Some(Owner::Port(id) | Owner::RouterInterface(id)) => inv.topology.ports.get(id),
+        Some(Owner::Port(id) | Owner::RouterInterface(id)) => inv.topology.ports.get(&**id),
         _ => None,
     };
     let generic = || {
@@ -196,7 +196,7 @@ fn to_agent(inv: &Inventory, built: &Built, trace: &Trace, c: &ControllerPacket)
         }
         Some(Punt::RouterSolicitation) => {
             let network = match &owner {
-                Some(Owner::Network(id)) => id.as_str(),
+                Some(Owner::Network(id)) => &**id,
                 _ => built.network(),
             };
             // The routers that advertise: those with an IPv6 interface on the network.
@@ -444,7 +444,7 @@ fn router_drop(inv: &Inventory, built: &Built, trace: &Trace, last: &Step) -> Op
             .map_or_else(|| "the router".to_string(), |r| inv.router_label(r))
     };
     let owned_router = || match last.flow.as_ref().and_then(|f| inv.owner_of(f.cookie)) {
-        Some(Owner::Router(id)) => inv.topology.routers.get(&id),
+        Some(Owner::Router(id)) => inv.topology.routers.get(&*id),
         _ => None,
     };
     let drops = last.flow.as_ref().is_some_and(|f| f.instructions.is_drop());
@@ -476,7 +476,7 @@ fn router_drop(inv: &Inventory, built: &Built, trace: &Trace, last: &Step) -> Op
                 .into_iter()
                 .rev()
                 .filter(|s| s.table == ROUTE)
-                .find_map(|s| s.flow.as_ref()?.instructions.write_metadata)
+                .find_map(|s| s.flow.as_ref()?.instructions.write_metadata())
                 .and_then(|(vni, _)| inv.network_with_vni(vni))
                 .map(|n| format!(" onto {}", inv.network_label(&n.id)))
                 .unwrap_or_default();

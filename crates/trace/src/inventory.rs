@@ -367,34 +367,8 @@ impl Inventory {
 
     /// The API object a flow cookie names, if the server has it.
     pub fn owner_of(&self, cookie: u64) -> Option<Owner> {
-        let topo = &self.topology;
-        let networks = topo.networks.keys().cloned().map(Owner::Network);
-        let ports = topo.ports.keys().cloned().map(Owner::Port);
-        let interfaces = topo
-            .ports
-            .values()
-            .filter(|p| p.router().is_some())
-            .map(|p| Owner::RouterInterface(p.id.clone()));
-        let routers = topo.routers.keys().cloned().map(Owner::Router);
-        let rules = topo.rules.keys().cloned().map(Owner::SgRule);
-        let fips = topo.floating_ips.keys().cloned().map(Owner::FloatingIp);
-        let lbs = topo.load_balancers.keys().cloned().map(Owner::LoadBalancer);
-        let listeners = topo.listeners.keys().cloned().map(Owner::Listener);
-        let members = topo.members.keys().cloned().map(Owner::Member);
-        let chains = topo.port_chains.keys().cloned().map(Owner::PortChain);
-        let trunks = topo.trunks.keys().cloned().map(Owner::Trunk);
         std::iter::once(Owner::Static)
-            .chain(networks)
-            .chain(ports)
-            .chain(interfaces)
-            .chain(routers)
-            .chain(rules)
-            .chain(fips)
-            .chain(lbs)
-            .chain(listeners)
-            .chain(members)
-            .chain(chains)
-            .chain(trunks)
+            .chain(self.topology.owners())
             .find(|o| o.owns(cookie))
     }
 
@@ -474,7 +448,7 @@ impl Inventory {
             Owner::Static => "pipeline (fixed flows)".into(),
             Owner::Network(id) => self.network_label(id),
             Owner::Router(id) => self.router_label(id),
-            Owner::Port(id) => match topo.ports.get(id) {
+            Owner::Port(id) => match topo.ports.get(&**id) {
                 None => gone(),
                 Some(p) => {
                     let name = if p.name.is_empty() {
@@ -494,7 +468,7 @@ impl Inventory {
                 }
             },
             Owner::RouterInterface(id) => {
-                match topo.ports.get(id).and_then(|p| Some((p.router()?, p))) {
+                match topo.ports.get(&**id).and_then(|p| Some((p.router()?, p))) {
                     None => gone(),
                     Some((r, p)) => format!(
                         "router interface of {} on {}, {} {}",
@@ -509,7 +483,7 @@ impl Inventory {
                     ),
                 }
             }
-            Owner::SgRule(id) => match topo.rules.get(id) {
+            Owner::SgRule(id) => match topo.rules.get(&**id) {
                 None => gone(),
                 Some(r) => {
                     let group = topo
@@ -521,7 +495,7 @@ impl Inventory {
                     format!("rule {} ({direction}) of {group}", short(id))
                 }
             },
-            Owner::FloatingIp(id) => match topo.floating_ips.get(id) {
+            Owner::FloatingIp(id) => match topo.floating_ips.get(&**id) {
                 None => gone(),
                 Some(f) => match f.target.as_ref() {
                     Some(t) => format!(
@@ -534,11 +508,11 @@ impl Inventory {
                     None => format!("floating IP {} ({}), not associated", f.address, short(id)),
                 },
             },
-            Owner::LoadBalancer(id) => match topo.load_balancers.get(id) {
+            Owner::LoadBalancer(id) => match topo.load_balancers.get(&**id) {
                 None => gone(),
                 Some(lb) => self.load_balancer_label(lb),
             },
-            Owner::Listener(id) => match topo.listeners.get(id) {
+            Owner::Listener(id) => match topo.listeners.get(&**id) {
                 None => gone(),
                 Some(l) => {
                     let proto = if l.protocol == 17 { "UDP" } else { "TCP" };
@@ -555,7 +529,7 @@ impl Inventory {
                     )
                 }
             },
-            Owner::Trunk(id) => match topo.trunks.get(id) {
+            Owner::Trunk(id) => match topo.trunks.get(&**id) {
                 None => gone(),
                 Some(t) => format!(
                     "trunk {}{} of parent {}",
@@ -564,7 +538,7 @@ impl Inventory {
                     self.port_id_label(&t.parent)
                 ),
             },
-            Owner::PortChain(id) => match topo.port_chains.get(id) {
+            Owner::PortChain(id) => match topo.port_chains.get(&**id) {
                 None => gone(),
                 Some(c) => format!(
                     "port chain {}{} (chain id {})",
@@ -573,7 +547,7 @@ impl Inventory {
                     c.number
                 ),
             },
-            Owner::Member(id) => match topo.members.get(id) {
+            Owner::Member(id) => match topo.members.get(&**id) {
                 None => gone(),
                 Some(m) => format!(
                     "member {}{} ({}:{}) of pool {}",

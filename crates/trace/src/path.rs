@@ -44,11 +44,11 @@ pub fn path(inv: &Inventory, trace: &Trace) -> Vec<String> {
 /// The router interface through which `step` takes the packet into a router, if it does.
 fn entry<'i>(inv: &'i Inventory, step: &Step) -> Option<&'i Port> {
     let flow = step.flow.as_ref()?;
-    if step.table != L3_ENTRY || flow.instructions.write_metadata.is_none() {
+    if step.table != L3_ENTRY || flow.instructions.write_metadata().is_none() {
         return None;
     }
     match inv.owner_of(flow.cookie)? {
-        Owner::RouterInterface(id) => inv.topology.ports.get(&id),
+        Owner::RouterInterface(id) => inv.topology.ports.get(&*id),
         _ => None,
     }
 }
@@ -59,7 +59,7 @@ fn entry<'i>(inv: &'i Inventory, step: &Step) -> Option<&'i Port> {
 /// parent's VIF tagged.
 fn trunked(inv: &Inventory, id: &str, trace: &Trace, flow: &Flow) -> Option<String> {
     let trunk = inv.topology.trunks.get(id)?;
-    let label = inv.describe_owner(&Owner::Trunk(id.to_string()));
+    let label = inv.describe_owner(&Owner::Trunk(id.into()));
     let subport = |vlan: u16| {
         trunk
             .subport_on(vlan)
@@ -159,7 +159,7 @@ fn balanced(inv: &Inventory, trace: &Trace) -> Option<String> {
     let listener = trace.steps().into_iter().find_map(|s| {
         let flow = s.flow.as_ref().filter(|_| s.table == LB_VIP)?;
         match inv.owner_of(flow.cookie)? {
-            Owner::Listener(id) => inv.topology.listeners.get(&id),
+            Owner::Listener(id) => inv.topology.listeners.get(&*id),
             _ => None,
         }
     })?;
@@ -181,7 +181,7 @@ fn balanced(inv: &Inventory, trace: &Trace) -> Option<String> {
         .flat_map(|pool| inv.topology.members_of(pool))
         .find(|m| m.address == address && m.port == port);
     let to = match member {
-        Some(m) => inv.describe_owner(&Owner::Member(m.id.clone())),
+        Some(m) => inv.describe_owner(&Owner::Member(m.id.as_str().into())),
         None => format!("{address}:{port} (no member of its pool now)"),
     };
     let how = if new {
@@ -191,7 +191,7 @@ fn balanced(inv: &Inventory, trace: &Trace) -> Option<String> {
     };
     Some(format!(
         "reaches {}; {how} {to}, and conntrack translates its destination to it",
-        inv.describe_owner(&Owner::Listener(listener.id.clone()))
+        inv.describe_owner(&Owner::Listener(listener.id.as_str().into()))
     ))
 }
 
@@ -220,7 +220,7 @@ fn chained(inv: &Inventory, trace: &Trace) -> Vec<String> {
         let Some(Owner::PortChain(id)) = inv.owner_of(flow.cookie) else {
             continue;
         };
-        let Some(chain) = inv.topology.port_chains.get(&id) else {
+        let Some(chain) = inv.topology.port_chains.get(&*id) else {
             continue;
         };
         let label = inv.describe_owner(&Owner::PortChain(id.clone()));

@@ -172,7 +172,7 @@ async fn associate(fp: &Params, ctx: &mut Ctx, lab: &Lab) -> anyhow::Result<Valu
         let poller = tokio::spawn(first_seen(
             of.clone(),
             pipeline::tables::EXTERNAL_IN,
-            Owner::FloatingIp(fip.clone()),
+            Owner::FloatingIp(fip.as_str().into()),
             t0,
         ));
         put(&ctx.http, &url, json!({"floatingip": {"port_id": port}})).await?;

@@ -190,7 +190,7 @@ async fn sample(
     let api = t0.elapsed();
     let mut pollers = tokio::task::JoinSet::new();
     for (i, n) in ctx.nodes.iter().enumerate() {
-        let (of, owner) = (n.of.clone(), Owner::RouterInterface(port.clone()));
+        let (of, owner) = (n.of.clone(), Owner::RouterInterface(port.as_str().into()));
         pollers.spawn(async move {
             let seen = first_seen(of, pipeline::tables::L3_ENTRY, owner, t0).await;
             (i, seen.ok().map(|at| at - t0))

@@ -442,16 +442,15 @@ pub fn instructions() -> impl Strategy<Value = Instructions> {
         prop::option::of(any::<(u64, u64)>()),
         prop::option::of(any::<u8>()),
     )
-        .prop_map(
-            |(meter, apply, clear, write, write_metadata, goto_table)| Instructions {
-                meter,
-                apply,
-                clear,
-                write,
-                write_metadata,
-                goto_table,
-            },
-        )
+        .prop_map(|(meter, apply, clear, write, write_metadata, goto_table)| {
+            let mut ins = Instructions::apply(apply);
+            ins.goto_table = goto_table;
+            ins.set_meter(meter);
+            ins.set_clear(clear);
+            ins.set_write(write);
+            ins.set_write_metadata(write_metadata);
+            ins
+        })
 }
 
 /// A flow whose text form parses back to it.

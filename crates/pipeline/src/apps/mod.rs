@@ -193,7 +193,7 @@ pub(crate) fn goto(table: u8) -> Instructions {
 /// Sets `metadata` to `value`, then continues at `table`.
 pub(crate) fn enter(value: u64, table: u8) -> Instructions {
     let mut ins = goto(table);
-    ins.write_metadata = Some((value, u64::MAX));
+    ins.set_write_metadata(Some((value, u64::MAX)));
     ins
 }
 
