@@ -666,9 +666,14 @@ impl Pipeline {
         let mut delta = Delta::default();
         let mut floods: FastSet<FlowKey> = FastSet::default();
         let slots: Vec<Slot> = dirty.into_iter().collect();
-        let computed = compute_all(&self.topo, &slots);
-        for (slot, computed) in slots.into_iter().zip(computed) {
-            self.recompute(slot, computed, &mut delta, &mut floods);
+        // In chunks: what a chunk computed (its flows, and what each slot read, ids and all) is
+        // taken in and dropped before the next is computed, so a snapshot's computation never
+        // holds all of it at once.
+        for chunk in slots.chunks(COMPUTE_CHUNK) {
+            let computed = compute_all(&self.topo, chunk);
+            for (slot, computed) in chunk.iter().zip(computed) {
+                self.recompute(slot.clone(), computed, &mut delta, &mut floods);
+            }
         }
         for key in floods {
             let after = self.collected.get(&key).and_then(|c| {
@@ -1008,6 +1013,9 @@ fn compute(topo: &Topology, (app, owner): &Slot) -> Computed {
 /// Slots from which on their computation is shared out over the machine's cores (a snapshot at
 /// start, a network joining): below, a thread costs more than it saves.
 const PARALLEL_FROM: usize = 4096;
+
+/// Slots computed at a time by [`Pipeline::apply_all`] (a few chunks of [`PARALLEL_FROM`]).
+const COMPUTE_CHUNK: usize = 4 * PARALLEL_FROM;
 
 /// Computes `slots` from the topology, in their order; many at once on several threads (the
 /// computation only reads the topology, and taking the results in stays on the caller's).

@@ -1,5 +1,5 @@
-//! A large batch of inputs (a snapshot at start) is computed once, its slots shared out over the
-//! machine's cores: the result equals the same inputs applied one at a time.
+//! A large batch of inputs (a snapshot at start) is computed once, in chunks, each chunk's slots
+//! shared out over the machine's cores: the result equals the same inputs applied one at a time.
 
 mod common;
 
@@ -10,8 +10,9 @@ use serde_json::json;
 
 const CHASSIS: [&str; 3] = ["ch1", "ch2", "ch3"];
 const NETWORKS: usize = 4;
-/// Ports: 7 slots each, well above the count from which the computation is shared out.
-const PORTS: usize = 900;
+/// Ports: 7 slots each, well above the count from which the computation is shared out, and more
+/// than one chunk of it (16 384 slots).
+const PORTS: usize = 2400;
 
 fn network_id(n: usize) -> String {
     format!("00000000-0000-4000-8000-{n:012x}")
