@@ -72,13 +72,26 @@ pub fn one_arena() {}
 /// Returns the allocator's free pages to the system.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn release_free_memory() {
+    let before = resident_mib();
     // SAFETY: malloc_trim only walks and releases the allocator's own free lists; it takes the
     // allocator's locks like any malloc call.
     let released = unsafe { libc::malloc_trim(0) };
-    tracing::debug!(
+    tracing::info!(
         released = released != 0,
+        resident_mib_before = before,
+        resident_mib_after = resident_mib(),
         "free memory returned to the system"
     );
+}
+
+/// The process' resident size in MiB (`/proc/self/statm`), if readable.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn resident_mib() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf only reads a configuration value.
+    let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).ok()?;
+    Some(pages * page / (1024 * 1024))
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
