@@ -948,9 +948,9 @@ impl Pipeline {
         }
     }
 
-    /// The owners and instructions of the contributions to the merged flow `key`, in the order
-    /// of their slots (the merged flow of a shared stage is its first slot's): each is its slot's
-    /// last flow with that identity, as [`Pipeline::full`] takes them.
+    /// The owners and instructions of the contributions to the merged flow `key`, for a shared
+    /// stage in the order of their slots (its merged flow is its first slot's): each is its
+    /// slot's last flow with that identity, as [`Pipeline::full`] takes them.
     fn in_slot_order<'a>(
         &'a self,
         (table, priority, m): &FlowKey,
@@ -966,7 +966,11 @@ impl Pipeline {
                 Some((self.reads.slot(*id)?, &contribution.instructions))
             })
             .collect();
-        by_slot.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        // Only a shared stage's flow depends on the order (conjunctive actions are sorted when
+        // merged): a flow with many contributions is not sorted on every change.
+        if tables::SHARED.contains(table) {
+            by_slot.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        }
         by_slot
             .into_iter()
             .map(|((_, owner), ins)| (owner, ins))

@@ -843,3 +843,42 @@ fn members_elsewhere_send_their_answers_to_outside_clients_to_the_gateway_chassi
         shown(&p, &t)
     );
 }
+
+/// Two listeners over one pool compute some flows identically (the shared stages: the same
+/// members at the same addresses); the one flow installed, cookie included, does not depend on
+/// which listener came first, as a restarted agent computes them in an order of its own.
+#[test]
+fn flows_two_listeners_share_do_not_depend_on_their_order() {
+    // Its cookie differs from the first listener's (a cookie holds an id's first 56 bits).
+    const SECOND: &str = "2e000000-0000-4000-8000-000000000002";
+    let second = |p: &mut Pipeline| {
+        put(
+            p,
+            format!("/r/listeners/{SECOND}"),
+            json!({"id": SECOND, "_loadbalancer_id": LB, "protocol": "TCP",
+                "protocol_port": 81, "default_pool_id": POOL, "admin_state_up": true}),
+        );
+    };
+    let mut first_then_second = pipeline();
+    second(&mut first_then_second);
+    let mut second_then_first = pipeline();
+    second_then_first.apply(Input::Object(format!("/r/listeners/{LISTENER}"), None));
+    second(&mut second_then_first);
+    listener(&mut second_then_first, "TCP", 80);
+    let flows = |p: &Pipeline| -> std::collections::BTreeSet<String> {
+        p.flows().map(|f| format!("{f:?}")).collect()
+    };
+    let shared_by_both = first_then_second
+        .flows_by_app()
+        .filter(|(_, owner, _)| matches!(owner, Owner::Listener(_)))
+        .map(|(_, _, f)| (f.table, f.priority, f.match_.clone()))
+        .fold(BTreeMap::<_, usize>::new(), |mut n, key| {
+            *n.entry(key).or_default() += 1;
+            n
+        })
+        .into_values()
+        .filter(|n| *n > 1)
+        .count();
+    assert!(shared_by_both > 0, "the listeners share no flow");
+    assert_eq!(flows(&first_then_second), flows(&second_then_first));
+}
