@@ -173,7 +173,7 @@ impl ByKey {
 }
 
 /// The slots contributing to one merged flow, by number (nearly always one): the contributions
-/// themselves are among the slots' own flows ([`Pipeline::in_slot_order`]), not copied here.
+/// themselves are among the slots' own flows ([`Pipeline::contributions`]), not copied here.
 type Parts = Vec<u32>;
 
 /// The pipeline's own maps, and the agent's of flows: their keys (flows, store ids) come from
@@ -940,7 +940,7 @@ impl Pipeline {
             let after = self
                 .conj
                 .get(&key)
-                .and_then(|parts| merge(&key, &self.in_slot_order(&key, parts)));
+                .and_then(|parts| merge(&key, &self.contributions(&key, parts)));
             if self.conj.get(&key).is_some_and(Parts::is_empty) {
                 self.conj.remove(&key);
             }
@@ -951,7 +951,7 @@ impl Pipeline {
     /// The owners and instructions of the contributions to the merged flow `key`, for a shared
     /// stage in the order of their slots (its merged flow is its first slot's): each is its
     /// slot's last flow with that identity, as [`Pipeline::full`] takes them.
-    fn in_slot_order<'a>(
+    fn contributions<'a>(
         &'a self,
         (table, priority, m): &FlowKey,
         parts: &Parts,
